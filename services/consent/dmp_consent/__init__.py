@@ -1,0 +1,1 @@
+"""Consent: who may see what in a dossier."""

@@ -1,0 +1,1 @@
+"""Dossier: the patient's record — dossiers, documents, profile, contacts, directives."""

@@ -1,0 +1,1 @@
+"""Ingest: the insurer's two years of claim history."""

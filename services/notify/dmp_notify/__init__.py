@@ -1,0 +1,1 @@
+"""Notify: one-time code delivery, and (later) notifications, inbox and preferences."""

@@ -1,0 +1,166 @@
+"""NATS JetStream: stream setup, publish with Nats-Msg-Id, durable consumers with ack-after-effect."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from dmp.events.v1 import envelope_pb2
+from dmp_kit.errors import Unavailable
+from dmp_kit.logging import get_logger
+
+log = get_logger(__name__)
+
+# Every stream of the platform, by subjects. Each service ensures them all at start
+# (idempotent), so start order does not matter.
+STREAMS: dict[str, list[str]] = {
+    "IDENTITY": ["identity.>"],
+    "DOSSIER": ["dossier.>", "document.>", "access.>"],
+    "CONSENT": ["consent.>"],
+    "AUDIT": ["audit.>"],
+}
+DUPLICATE_WINDOW_SECONDS = 600.0
+
+Handler = Callable[[envelope_pb2.Envelope], Awaitable[None]]
+
+
+class EventBus:
+    """One NATS connection per process, with its JetStream context."""
+
+    def __init__(self, url: str, name: str, publish_timeout: float = 5.0) -> None:
+        self._url = url
+        self._name = name
+        self._timeout = publish_timeout
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+
+    async def connect(self) -> None:
+        self._nc = await nats.connect(
+            self._url,
+            name=self._name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            allow_reconnect=True,
+        )
+        self._js = self._nc.jetstream(timeout=self._timeout)
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise Unavailable("the event bus is not connected")
+        return self._js
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def ensure_streams(self) -> None:
+        for name, subjects in STREAMS.items():
+            config = StreamConfig(
+                name=name,
+                subjects=subjects,
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            )
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError:
+                await self.js.add_stream(config)
+            else:
+                await self.js.update_stream(config)
+
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> int:
+        """Publish and wait for JetStream's durable acknowledgement; returns the stream sequence."""
+        try:
+            ack = await self.js.publish(
+                subject, data, timeout=self._timeout, headers={"Nats-Msg-Id": msg_id}
+            )
+        except (NatsTimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable("the event stream did not acknowledge") from exc
+        return int(ack.seq)
+
+    async def publish_event(self, event: envelope_pb2.Envelope) -> int:
+        return await self.publish(event.type, event.SerializeToString(), event.id)
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        self._nc = None
+        self._js = None
+
+
+def redelivery_delay(num_delivered: int) -> float:
+    """Backoff for a failed effect: 0.5 s, 1 s, 2 s … capped at one minute."""
+    return float(min(60.0, 0.5 * 2 ** max(0, num_delivered - 1)))
+
+
+async def run_consumer(
+    bus: EventBus,
+    *,
+    stream: str,
+    durable: str,
+    subject: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    batch: int = 32,
+    max_deliver: int = 20,
+) -> None:
+    """A durable pull consumer: the handler stores its effect (keyed by event id), then we ack.
+
+    A failing effect is redelivered later with backoff; a message that cannot be decoded is
+    terminated (logged), since no retry can fix it.
+    """
+    sub = await bus.js.pull_subscribe(
+        subject,
+        durable=durable,
+        stream=stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=max_deliver,
+            ack_wait=30,
+        ),
+    )
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                try:
+                    event = envelope_pb2.Envelope.FromString(msg.data)
+                except Exception:
+                    log.error("event_undecodable", durable=durable, subject=msg.subject)
+                    await msg.term()
+                    continue
+                try:
+                    await handler(event)
+                except Exception as exc:
+                    delivered = msg.metadata.num_delivered
+                    log.warning(
+                        "event_effect_failed",
+                        durable=durable,
+                        event_id=event.id,
+                        event_type=event.type,
+                        attempt=delivered,
+                        error=type(exc).__name__,
+                    )
+                    await msg.nak(delay=redelivery_delay(delivered))
+                else:
+                    await msg.ack()
+    finally:
+        # Unsubscribe before the connection drains, or drain waits for the pull to time out.
+        await sub.unsubscribe()

@@ -1,0 +1,50 @@
+"""Per-call context: request id, trace, caller, deadline — set by interceptors, read anywhere."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Trace:
+    request_id: str
+    trace_id: str
+    span_id: str
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-01"
+
+
+def new_trace(request_id: str | None = None, traceparent: str | None = None) -> Trace:
+    """Continues a W3C traceparent when one is given; otherwise starts a trace."""
+    trace_id = ""
+    if traceparent:
+        parts = traceparent.split("-")
+        if len(parts) == 4 and len(parts[1]) == 32 and all(
+            c in "0123456789abcdef" for c in parts[1]
+        ):
+            trace_id = parts[1]
+    return Trace(
+        request_id=(request_id or secrets.token_hex(8))[:64],
+        trace_id=trace_id or secrets.token_hex(16),
+        span_id=secrets.token_hex(8),
+    )
+
+
+current_trace: ContextVar[Trace | None] = ContextVar("dmp_trace", default=None)
+# The bearer token of the current call, forwarded downstream when acting for the caller.
+current_token: ContextVar[str | None] = ContextVar("dmp_token", default=None)
+# Monotonic time by which the current call must have answered.
+current_deadline: ContextVar[float | None] = ContextVar("dmp_deadline", default=None)
+
+
+def remaining_seconds(default: float) -> float:
+    """The timeout for a downstream call: the default, or less if our own caller waits less."""
+    deadline = current_deadline.get()
+    if deadline is None:
+        return default
+    return max(0.0, min(default, deadline - time.monotonic()))

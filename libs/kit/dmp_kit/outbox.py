@@ -1,0 +1,98 @@
+"""The transactional outbox: events stored inside the changed document, relayed, then removed.
+
+A store that changes a document and must publish writes, in the same single-document update,
+the serialised envelope into the document's `outbox` array and sets `outbox_pending`. The relay
+publishes pending entries with `Nats-Msg-Id` = event id (so a relay that dies between publish
+and removal causes no duplicate), then removes exactly the entries it published with `$pullAll`
+(exact values: portable to FerretDB, where `$pull` with a condition is not supported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from bson import Binary
+from pymongo.errors import PyMongoError
+
+from dmp.events.v1 import envelope_pb2
+from dmp_kit.bus import EventBus
+from dmp_kit.errors import Unavailable
+from dmp_kit.logging import get_logger
+from dmp_kit.mongo import Document
+
+log = get_logger(__name__)
+
+OUTBOX = "outbox"
+PENDING = "outbox_pending"
+
+
+def outbox_entries(events: Sequence[envelope_pb2.Envelope]) -> list[Document]:
+    return [
+        {"id": e.id, "subject": e.type, "data": Binary(e.SerializeToString())} for e in events
+    ]
+
+
+def with_events(update: Document, *events: envelope_pb2.Envelope) -> Document:
+    """Adds the events to a MongoDB update so they are written atomically with it."""
+    merged = {op: dict(fields) for op, fields in update.items()}
+    merged.setdefault("$push", {})[OUTBOX] = {"$each": outbox_entries(events)}
+    merged.setdefault("$set", {})[PENDING] = True
+    return merged
+
+
+def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> Document:
+    """For an insert: the new document carries its events."""
+    return {**doc, OUTBOX: outbox_entries(events), PENDING: True}
+
+
+class OutboxRelay:
+    """Publishes pending outbox entries of the given collections; one per service process."""
+
+    def __init__(
+        self, bus: EventBus, collections: Sequence[Any], interval: float = 0.25, batch: int = 100
+    ) -> None:
+        self._bus = bus
+        self._collections = list(collections)
+        self._interval = interval
+        self._batch = batch
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Called after a write with events, so they leave at once rather than at the next poll."""
+        self._wake.set()
+
+    async def ensure_indexes(self) -> None:
+        for col in self._collections:
+            await col.create_index(PENDING, sparse=True)
+
+    async def relay_once(self) -> int:
+        sent = 0
+        for col in self._collections:
+            cursor = col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)
+            async for doc in cursor:
+                entries = doc.get(OUTBOX) or []
+                for entry in entries:
+                    await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
+                    sent += 1
+                if entries:
+                    await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
+                await col.update_one(
+                    {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
+                    {"$unset": {PENDING: ""}},
+                )
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.relay_once()
+            except (Unavailable, PyMongoError) as exc:
+                # Nothing is lost: the entries stay pending until the next pass.
+                log.warning("outbox_relay_retry", error=type(exc).__name__)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass

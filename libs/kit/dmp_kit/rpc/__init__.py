@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every service: status mapping, interceptors, server, client options."""

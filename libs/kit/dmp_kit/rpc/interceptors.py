@@ -1,0 +1,187 @@
+"""Server interceptors: request context and logging, auth (deny by default), error mapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from pymongo.errors import PyMongoError
+
+from dmp_kit.auth import Principal, TokenVerifier, bearer_token, current_principal
+from dmp_kit.context import current_deadline, current_token, current_trace, new_trace
+from dmp_kit.errors import DmpError, Internal, Unauthenticated, Unavailable
+from dmp_kit.logging import get_logger
+from dmp_kit.rpc.status import DETAILS_KEY, error_from_rpc, status_details
+
+log = get_logger(__name__)
+T = TypeVar("T")
+Around = Callable[[Callable[[], Awaitable[Any]], str, grpc.aio.ServicerContext], Awaitable[Any]]
+
+# Always public: health checks and reflection carry no patient data.
+ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {
+        k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
+    }
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        async def uu(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await around(lambda: inner_uu(request, context), method, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            uu, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        async def su(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await around(lambda: inner_su(requests, context), method, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            su, handler.request_deserializer, handler.response_serializer
+        )
+    return handler
+
+
+class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        return self.wrap(handler, method)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _wrap(handler, method, self.around)
+
+    async def around(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        return await call()
+
+
+class RequestContextInterceptor(_Interceptor):
+    """Binds request id, trace and deadline; logs each call with its code and duration."""
+
+    async def around(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        md = _metadata(context)
+        trace = new_trace(md.get("x-request-id"), md.get("traceparent"))
+        current_trace.set(trace)
+        remaining = context.time_remaining()
+        current_deadline.set(time.monotonic() + remaining if remaining is not None else None)
+        structlog.contextvars.bind_contextvars(
+            request_id=trace.request_id, trace_id=trace.trace_id, rpc=method
+        )
+        started = time.perf_counter()
+        try:
+            return await call()
+        finally:
+            code = context.code() if hasattr(context, "code") else None
+            log.info(
+                "rpc",
+                code=(code or grpc.StatusCode.OK).name,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id", "rpc")
+
+
+class ErrorInterceptor(_Interceptor):
+    """DmpError → its status with details; database/downstream faults → UNAVAILABLE; bugs → INTERNAL."""
+
+    async def around(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        try:
+            return await call()
+        except grpc.aio.AbortError:
+            raise
+        except DmpError as err:
+            await _abort(context, err)
+        except grpc.aio.AioRpcError as exc:
+            await _abort(context, error_from_rpc(exc))
+        except PyMongoError as exc:
+            log.warning("database_unavailable", error=type(exc).__name__)
+            await _abort(context, Unavailable("the database is unavailable"))
+        except Exception:
+            log.exception("unhandled_error")
+            await _abort(context, Internal("an internal error occurred"))
+        raise AssertionError("unreachable: abort raises")
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: DmpError) -> None:
+    await context.abort(err.grpc_code, err.detail, trailing_metadata=((DETAILS_KEY, status_details(err)),))
+
+
+class AuthInterceptor(_Interceptor):
+    """Every method needs a valid access token, except those declared public."""
+
+    def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str]) -> None:
+        self._verifier = verifier
+        self._public = public_methods
+
+    def is_public(self, method: str) -> bool:
+        return method in self._public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if self.is_public(method):
+            return handler
+        if handler.unary_stream or handler.stream_stream:
+            # None of our services stream responses; refuse rather than serve unchecked.
+            return _refuse_streaming(handler)
+        return _wrap(handler, method, self.around)
+
+    async def around(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        principal = await self.authenticate(_metadata(context))
+        current_principal.set(principal)
+        current_token.set(principal.token)
+        structlog.contextvars.bind_contextvars(caller_kind=principal.kind)
+        try:
+            return await call()
+        finally:
+            structlog.contextvars.unbind_contextvars("caller_kind")
+
+    async def authenticate(self, metadata: dict[str, str]) -> Principal:
+        return await self._verifier.verify(bearer_token(metadata.get("authorization")))
+
+
+def _refuse_streaming(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await _abort(context, Unauthenticated("streaming methods are not exposed"))
+        yield None
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        refuse, handler.request_deserializer, handler.response_serializer
+    )

@@ -1,0 +1,194 @@
+"""The life of a service process: logging, clock, MongoDB, NATS, gRPC server, health, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp_kit import logging as dmp_logging
+from dmp_kit.auth import JwksCache, TokenVerifier
+from dmp_kit.bus import EventBus
+from dmp_kit.clock import Clock, clock_from_path
+from dmp_kit.config import Settings
+from dmp_kit.crypto import derive_key
+from dmp_kit.mongo import Document, Store, close_mongo, mongo_client, ping
+from dmp_kit.outbox import OutboxRelay
+from dmp_kit.rpc.client import call_options, open_channel
+from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
+
+log = dmp_logging.get_logger(__name__)
+
+Background = Callable[[asyncio.Event], Awaitable[None]]
+HEALTH_INTERVAL_SECONDS = 1.0
+
+
+def configure_logging(service: str, settings: Settings) -> None:
+    dmp_logging.configure(
+        service, settings.log_level, derive_key(settings.master_key_bytes, "log-pseudonyms")
+    )
+
+
+def identity_jwks(channel: grpc.aio.Channel, timeout: float) -> JwksCache:
+    """Keys fetched from identity's GetJwks (public method)."""
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+    async def fetch() -> Iterable[Mapping[str, str]]:
+        resp = await stub.GetJwks(identity_pb2.GetJwksRequest(), **call_options(timeout, token=""))
+        return [
+            {"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg} for k in resp.keys
+        ]
+
+    return JwksCache(fetch)
+
+
+class ServiceRuntime:
+    """What every service process has. Its `__main__` builds one, then calls `run`."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        configure_logging(name, settings)
+        self.clock: Clock = clock_from_path(settings.clock_offset_file)
+        self.db: AsyncDatabase[Document] = mongo_client(
+            settings.mongo_url, settings.mongo_timeout_ms
+        )[settings.database_name(name)]
+        self.bus = EventBus(settings.nats_url, f"dmp-{name}")
+        self.stop = asyncio.Event()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = open_channel(address)
+        return self._channels[address]
+
+    def verifier_from_identity(self) -> TokenVerifier:
+        keys = identity_jwks(
+            self.channel(self.settings.identity_addr), self.settings.grpc_deadline_seconds
+        )
+        return self.verifier(keys)
+
+    def verifier(self, keys: JwksCache) -> TokenVerifier:
+        return TokenVerifier(
+            keys,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            clock=self.clock,
+        )
+
+    async def serve(
+        self,
+        add_servicer: Callable[[Any, grpc.aio.Server], None],
+        servicer: Any,
+        service: ServiceDescriptor,
+        **options: Any,
+    ) -> None:
+        """Serve one generated servicer: `add_XServicer_to_server`, the servicer, its descriptor."""
+        await self.run(
+            register=lambda server: add_servicer(servicer, server),
+            service_names=[service.full_name],
+            **options,
+        )
+
+    async def run(
+        self,
+        *,
+        register: Callable[[grpc.aio.Server], None],
+        service_names: Sequence[str],
+        verifier: TokenVerifier,
+        public_methods: frozenset[str] = frozenset(),
+        stores: Sequence[Store] = (),
+        relay: OutboxRelay | None = None,
+        background: Sequence[Background] = (),
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        server = grpc.aio.server(
+            interceptors=[
+                RequestContextInterceptor(),
+                ErrorInterceptor(),
+                AuthInterceptor(verifier, public_methods),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        register(server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        address = self.settings.listen_address(self.name)
+        server.add_insecure_port(address)
+        for names in ("", *service_names):
+            await health_servicer.set(names, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        log.info("listening", address=address)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+
+        await self._prepare(stores, relay)
+        if on_ready is not None:
+            await on_ready()
+        tasks = [asyncio.create_task(self._health_loop(health_servicer, service_names))]
+        if relay is not None:
+            tasks.append(asyncio.create_task(relay.run(self.stop)))
+        tasks += [asyncio.create_task(job(self.stop)) for job in background]
+        log.info("ready")
+
+        await self.stop.wait()
+        log.info("stopping")
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(self.settings.shutdown_grace_seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.bus.close()
+        for channel in self._channels.values():
+            await channel.close()
+        await close_mongo()
+        log.info("stopped")
+
+    async def _prepare(self, stores: Sequence[Store], relay: OutboxRelay | None) -> None:
+        """Connect NATS and create indexes, retrying while a dependency is not up yet."""
+        while not self.stop.is_set():
+            try:
+                if not self.bus.connected:
+                    await self.bus.connect()
+                await self.bus.ensure_streams()
+                for store in stores:
+                    await store.ensure_indexes()
+                if relay is not None:
+                    await relay.ensure_indexes()
+                return
+            except Exception as exc:  # whatever the dependency raises: wait and retry
+                log.warning("dependencies_not_ready", error=type(exc).__name__, detail=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _health_loop(
+        self, servicer: health.aio.HealthServicer, service_names: Sequence[str]
+    ) -> None:
+        """SERVING only while MongoDB answers and NATS is connected."""
+        last: int | None = None
+        while True:
+            ok = self.bus.connected and await ping(self.db)
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ok
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            if status != last:
+                for names in ("", *service_names):
+                    await servicer.set(names, status)
+                log.info("health", serving=ok)
+                last = status
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)

@@ -1,0 +1,27 @@
+"""Starts the gateway (uvicorn)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from dmp_kit.runtime import configure_logging
+from dmp_gateway.app import create_app
+from dmp_gateway.config import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The gateway's FastAPI application: middleware, problem details, routes, lifecycle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Histogram
+
+from dmp_kit.clock import clock_from_path
+from dmp_kit.config import Env
+from dmp_kit.context import current_trace, new_trace
+from dmp_kit.runtime import identity_jwks
+from dmp_kit.auth import TokenVerifier
+from dmp_gateway import problems
+from dmp_gateway.clients import Downstream
+from dmp_gateway.config import GatewaySettings
+from dmp_gateway.routes import admin, auth, dev, me, ops
+
+REQUESTS = Counter("dmp_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("dmp_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The interactive docs page loads its own script and styles from this origin only.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    clock = clock_from_path(settings.clock_offset_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        downstream = Downstream(settings)
+        app.state.downstream = downstream
+        app.state.verifier = TokenVerifier(
+            identity_jwks(downstream.channels["identity"], settings.grpc_deadline_seconds),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            clock=clock,
+        )
+        yield
+        await downstream.close()
+
+    app = FastAPI(
+        title="DMP — Dossier Médical Partagé",
+        version="1.0.0",
+        description=(
+            "The public API of the shared medical record platform. Errors are "
+            "application/problem+json (RFC 9457) with a stable `type`."
+        ),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    problems.install(app)
+
+    @app.middleware("http")
+    async def context_and_limits(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        trace = new_trace(request.headers.get("x-request-id"), request.headers.get("traceparent"))
+        current_trace.set(trace)
+        structlog.contextvars.bind_contextvars(request_id=trace.request_id, trace_id=trace.trace_id)
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            response: Response = problems.problem(
+                413,
+                "payload-too-large",
+                "Payload too large",
+                f"the body may not exceed {settings.max_body_bytes} bytes",
+            )
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, template, str(response.status_code)).inc()
+        LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
+        response.headers["X-Request-Id"] = trace.request_id
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        is_docs = request.url.path == "/docs"
+        response.headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
+        if request.url.path.startswith("/v1/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        structlog.contextvars.unbind_contextvars("request_id", "trace_id")
+        return response
+
+    app.include_router(auth.router)
+    app.include_router(me.router)
+    app.include_router(admin.router)
+    app.include_router(ops.router)
+    if settings.env is Env.DEV:
+        app.include_router(dev.router)
+    return app

@@ -1,0 +1,55 @@
+"""The gateway's gRPC clients; every call carries the caller's token and a deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dmp.identity.v1 import identity_pb2_grpc
+from dmp.notify.v1 import notify_pb2_grpc
+from dmp_kit.rpc.client import call_options, open_channel
+from dmp_kit.rpc.status import error_from_rpc
+from dmp_gateway.config import GatewaySettings
+
+T = TypeVar("T")
+SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest")
+
+
+class Downstream:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.channels = {
+            name: open_channel(getattr(settings, f"{name}_addr")) for name in SERVICES
+        }
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self.channels["identity"])
+        self.notify = notify_pb2_grpc.NotifyServiceStub(self.channels["notify"])
+
+    async def call(
+        self, method: Callable[..., Awaitable[T]], request: Any, token: str = ""
+    ) -> T:
+        """Calls a service; its error comes back as the DmpError it raised."""
+        try:
+            return await method(request, **call_options(self.settings.grpc_deadline_seconds, token))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+
+    async def health(self) -> dict[str, bool]:
+        results: dict[str, bool] = {}
+        for name, channel in self.channels.items():
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                resp = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=""),
+                    timeout=self.settings.readiness_timeout_seconds,
+                )
+                results[name] = resp.status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.aio.AioRpcError:
+                results[name] = False
+        return results
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()

@@ -1,0 +1,13 @@
+"""The gateway's settings."""
+
+from __future__ import annotations
+
+from dmp_kit.config import Settings
+
+
+class GatewaySettings(Settings):
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # Largest request body accepted by JSON routes (uploads have their own limits).
+    max_body_bytes: int = 1024 * 1024
+    readiness_timeout_seconds: float = 1.0

@@ -1,0 +1,153 @@
+"""Authentication: password then one-time code, refresh, client credentials, JWKS."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from dmp.identity.v1 import identity_pb2 as pb
+from dmp_gateway.clients import Downstream
+
+router = APIRouter(tags=["authentication"])
+
+KINDS = {
+    "patient": pb.ACCOUNT_KIND_PATIENT,
+    "professional": pb.ACCOUNT_KIND_PROFESSIONAL,
+    "admin": pb.ACCOUNT_KIND_ADMIN,
+}
+
+
+class LoginIn(BaseModel):
+    kind: Literal["patient", "professional", "admin"]
+    login: str = Field(min_length=1, max_length=64, description="INS, RPPS or administrator name")
+    password: str = Field(min_length=1, max_length=256)
+
+
+class LoginOut(BaseModel):
+    challenge_id: str
+    channel: Literal["email", "sms"]
+    expires_at: str
+
+
+class OtpIn(BaseModel):
+    challenge_id: str = Field(min_length=1, max_length=64)
+    code: str = Field(pattern=r"^[0-9]{6}$")
+
+
+class Tokens(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=128)
+
+
+class ClientToken(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Jwk(BaseModel):
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    alg: str
+    use: str
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
+
+
+def _downstream(request: Request) -> Downstream:
+    downstream: Downstream = request.app.state.downstream
+    return downstream
+
+
+def _tokens(pair: pb.TokenPair) -> Tokens:
+    return Tokens(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
+
+
+@router.post("/v1/auth/login", response_model=LoginOut, summary="Password step; sends a code")
+async def login(body: LoginIn, request: Request) -> LoginOut:
+    ds = _downstream(request)
+    resp = await ds.call(
+        ds.identity.Login,
+        pb.LoginRequest(
+            kind=KINDS[body.kind],
+            login=body.login,
+            password=body.password,
+            client_ip=request.client.host if request.client else "",
+        ),
+    )
+    return LoginOut(
+        challenge_id=resp.challenge_id,
+        channel="email" if resp.channel == pb.OTP_CHANNEL_EMAIL else "sms",
+        expires_at=resp.expires_at.ToDatetime().isoformat() + "Z",
+    )
+
+
+@router.post("/v1/auth/otp", response_model=Tokens, summary="One-time code step; issues tokens")
+async def otp(body: OtpIn, request: Request) -> Tokens:
+    ds = _downstream(request)
+    resp = await ds.call(
+        ds.identity.VerifyOtp, pb.VerifyOtpRequest(challenge_id=body.challenge_id, code=body.code)
+    )
+    return _tokens(resp.tokens)
+
+
+@router.post("/v1/auth/refresh", response_model=Tokens, summary="Rotate a refresh token")
+async def refresh(body: RefreshIn, request: Request) -> Tokens:
+    ds = _downstream(request)
+    resp = await ds.call(ds.identity.Refresh, pb.RefreshRequest(refresh_token=body.refresh_token))
+    return _tokens(resp.tokens)
+
+
+@router.post("/v1/auth/logout", status_code=204, summary="Revoke a refresh token's family")
+async def logout(body: RefreshIn, request: Request) -> None:
+    ds = _downstream(request)
+    await ds.call(ds.identity.Logout, pb.LogoutRequest(refresh_token=body.refresh_token))
+
+
+@router.post(
+    "/v1/auth/token",
+    response_model=ClientToken,
+    summary="OAuth2 client credentials with a signed client assertion (RFC 7523)",
+)
+async def token(
+    request: Request,
+    grant_type: Annotated[str, Form(max_length=64)],
+    client_assertion_type: Annotated[str, Form(max_length=128)],
+    client_assertion: Annotated[str, Form(max_length=8192)],
+    scope: Annotated[str, Form(max_length=512)] = "",
+) -> ClientToken:
+    ds = _downstream(request)
+    resp = await ds.call(
+        ds.identity.IssueClientToken,
+        pb.IssueClientTokenRequest(
+            grant_type=grant_type,
+            client_assertion_type=client_assertion_type,
+            client_assertion=client_assertion,
+            scope=scope,
+        ),
+    )
+    return ClientToken(access_token=resp.access_token, expires_in=resp.expires_in)
+
+
+@router.get("/.well-known/jwks.json", response_model=Jwks, summary="Public token-signing keys")
+async def jwks(request: Request) -> JSONResponse:
+    ds = _downstream(request)
+    resp = await ds.call(ds.identity.GetJwks, pb.GetJwksRequest())
+    body = Jwks(keys=[Jwk(kty=k.kty, crv=k.crv, x=k.x, kid=k.kid, alg=k.alg, use=k.use)
+                      for k in resp.keys])
+    return JSONResponse(body.model_dump(), headers={"Cache-Control": "public, max-age=300"})

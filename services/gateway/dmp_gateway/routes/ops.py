@@ -1,0 +1,44 @@
+"""Operations: liveness, readiness (every downstream service's gRPC health), metrics, docs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dmp_gateway import problems
+from dmp_gateway.clients import Downstream
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@router.get("/readyz", summary="Readiness: every service answers SERVING")
+async def readyz(request: Request) -> JSONResponse:
+    ds: Downstream = request.app.state.downstream
+    checks = await ds.health()
+    if all(checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    down = sorted(name for name, ok in checks.items() if not ok)
+    return problems.problem(
+        503,
+        "not-ready",
+        "Not ready",
+        f"not serving: {', '.join(down)}",
+        checks=checks,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="DMP API")

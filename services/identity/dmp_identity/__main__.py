@@ -1,0 +1,68 @@
+"""Starts the identity service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pymongo.errors import PyMongoError
+
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp.notify.v1 import notify_pb2_grpc
+from dmp_kit.auth import JwksCache
+from dmp_kit.outbox import OutboxRelay
+from dmp_kit.runtime import ServiceRuntime
+from dmp_identity.api import PUBLIC_METHODS, IdentityServicer, KeyRing
+from dmp_identity.config import IdentitySettings
+from dmp_identity.store import IdentityStore
+
+PURGE_INTERVAL_SECONDS = 300
+
+
+async def serve() -> None:
+    settings = IdentitySettings()
+    runtime = ServiceRuntime("identity", settings)
+    store = IdentityStore(runtime.db)
+    keys = KeyRing(store, settings.master_key_bytes, runtime.clock)
+    relay = OutboxRelay(runtime.bus, [store.throttles])
+    servicer = IdentityServicer(
+        settings,
+        store,
+        keys,
+        runtime.clock,
+        relay,
+        notify_pb2_grpc.NotifyServiceStub(runtime.channel(settings.notify_addr)),
+    )
+    # Identity verifies tokens with its own keys, read from its own store.
+    verifier = runtime.verifier(JwksCache(keys.fetch_public, min_refresh_interval=1.0))
+
+    async def on_ready() -> None:
+        await keys.ensure_key()
+        await servicer.bootstrap_admin()
+
+    async def purge(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await store.purge_expired(runtime.clock.now())
+            except PyMongoError:
+                pass  # the database is away; the next pass purges
+            await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+    await runtime.serve(
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+        servicer,
+        identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
+        verifier=verifier,
+        public_methods=PUBLIC_METHODS,
+        stores=[store],
+        relay=relay,
+        background=[purge],
+        on_ready=on_ready,
+    )
+
+
+def main() -> None:
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,606 @@
+"""Identity's gRPC servicer: translates requests to the rules in `domain` and the `store`."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from google.protobuf.timestamp_pb2 import Timestamp
+from uuid6 import uuid7
+
+from dmp.identity.v1 import identity_pb2 as pb
+from dmp.identity.v1 import identity_pb2_grpc
+from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
+from dmp_kit.auth import caller
+from dmp_kit.clock import Clock
+from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
+from dmp_kit.errors import InvalidArgument, Locked, NotFound, Unauthenticated
+from dmp_kit.identifiers import validate_ins, validate_rpps
+from dmp_kit.logging import get_logger
+from dmp_kit.outbox import OutboxRelay
+from dmp_kit.rpc.client import call_options
+from dmp_identity import domain
+from dmp_identity.config import IdentitySettings
+from dmp_identity.events import login_event
+from dmp_identity.store import IdentityStore
+
+log = get_logger(__name__)
+
+KIND_TO_PB = {
+    "patient": pb.ACCOUNT_KIND_PATIENT,
+    "professional": pb.ACCOUNT_KIND_PROFESSIONAL,
+    "admin": pb.ACCOUNT_KIND_ADMIN,
+    "system": pb.ACCOUNT_KIND_SYSTEM,
+    "service": pb.ACCOUNT_KIND_SERVICE,
+}
+PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+PUBLIC_METHODS = frozenset(
+    f"/dmp.identity.v1.IdentityService/{m}"
+    for m in ("Login", "VerifyOtp", "Refresh", "Logout", "IssueClientToken", "GetJwks")
+)
+DIRECTORY_ROLES = ("admin", "directory_sync")
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+class KeyRing:
+    """Identity's signing keys, kept sealed in its store; the newest active key signs."""
+
+    def __init__(self, store: IdentityStore, master_key: bytes, clock: Clock) -> None:
+        self._store = store
+        self._seal_key = derive_key(master_key, "identity-signing-keys")
+        self._clock = clock
+        self._signing: tuple[str, bytes] | None = None
+        self._loaded_at = float("-inf")
+
+    async def ensure_key(self) -> None:
+        if not [k for k in await self._store.published_keys() if k["status"] == "active"]:
+            await self._create()
+
+    async def _create(self) -> str:
+        kid, raw, jwk = domain.new_signing_key()
+        await self._store.insert_key(
+            {
+                "_id": kid,
+                "private_sealed": seal(self._seal_key, raw, kid.encode()),
+                "public_jwk": jwk,
+                "status": "active",
+                "created_at": self._clock.now(),
+            }
+        )
+        return kid
+
+    async def signing_key(self) -> tuple[str, bytes]:
+        # Other replicas may rotate: reload now and then.
+        now = asyncio.get_running_loop().time()
+        if self._signing is None or now - self._loaded_at > 30:
+            active = [k for k in await self._store.published_keys() if k["status"] == "active"]
+            if not active:
+                await self.ensure_key()
+                active = [k for k in await self._store.published_keys() if k["status"] == "active"]
+            newest = active[0]
+            kid = str(newest["_id"])
+            self._signing = (kid, unseal(self._seal_key, bytes(newest["private_sealed"]), kid.encode()))
+            self._loaded_at = now
+        return self._signing
+
+    async def jwks(self) -> list[dict[str, str]]:
+        return [dict(k["public_jwk"]) for k in await self._store.published_keys()]
+
+    async def fetch_public(self) -> Iterable[Mapping[str, str]]:
+        return await self.jwks()
+
+    async def rotate(self, access_ttl: timedelta) -> tuple[str, list[str]]:
+        """New key signs from now on; the old one stays published until its tokens expire."""
+        now = self._clock.now()
+        await self._store.retire_stale(now - access_ttl - timedelta(minutes=5))
+        kid = await self._create()
+        await self._store.retire_keys_except(kid, now)
+        self._signing = None
+        return kid, [str(k["kid"]) for k in await self.jwks()]
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    def __init__(
+        self,
+        settings: IdentitySettings,
+        store: IdentityStore,
+        keys: KeyRing,
+        clock: Clock,
+        relay: OutboxRelay,
+        notify: notify_pb2_grpc.NotifyServiceStub,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.clock = clock
+        self.relay = relay
+        self.notify = notify
+        self.hasher = PasswordHasher()
+        # Unknown logins are checked against this, so they take as long as known ones.
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self._pepper = derive_key(settings.master_key_bytes, "identity-digests")
+        self.policy = domain.LockoutPolicy(
+            max_password_failures=settings.max_password_failures,
+            max_otp_failures=settings.max_otp_failures,
+            base=timedelta(seconds=settings.lock_base_seconds),
+            cap=timedelta(seconds=settings.lock_max_seconds),
+        )
+        self._service_token: tuple[str, float] | None = None
+
+    # helpers -----------------------------------------------------------------
+
+    def _digest(self, value: str) -> str:
+        return keyed_digest(self._pepper, value)
+
+    async def _hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def _password_ok(self, stored: str | None, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.hasher.verify, stored or self._dummy_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def _record(self, throttle_id: str, throttle: domain.Throttle, **event: Any) -> None:
+        await self.store.save_throttle(throttle_id, throttle, login_event(clock=self.clock, **event))
+        self.relay.kick()
+
+    async def _access_token(self, account: dict[str, Any], kind: str, ttl: int) -> str:
+        kid, raw = await self.keys.signing_key()
+        claims = domain.access_claims(
+            account=account,
+            kind=kind,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            now=self.clock.now(),
+            ttl=timedelta(seconds=ttl),
+            jti=str(uuid7()),
+        )
+        return domain.sign_access_token(claims, raw, kid)
+
+    async def _token_pair(self, account: dict[str, Any], family: str) -> pb.TokenPair:
+        access = await self._access_token(
+            account, account["kind"], self.settings.access_token_ttl_seconds
+        )
+        refresh = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        await self.store.insert_refresh(
+            {
+                "_id": self._digest(refresh),
+                "family": family,
+                "account_id": account["_id"],
+                "status": "active",
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            }
+        )
+        return pb.TokenPair(
+            access_token=access,
+            refresh_token=refresh,
+            token_type="Bearer",
+            expires_in=self.settings.access_token_ttl_seconds,
+        )
+
+    async def service_token(self) -> str:
+        """Identity's own token for calling notify (a service account, minted locally)."""
+        now = self.clock.now().timestamp()
+        if self._service_token is None or self._service_token[1] - now < 60:
+            ttl = self.settings.service_token_ttl_seconds
+            account = {"_id": "service:identity", "roles": ["otp_sender"]}
+            self._service_token = (await self._access_token(account, "service", ttl), now + ttl)
+        return self._service_token[0]
+
+    def _require_directory(self) -> None:
+        caller().require_role(*DIRECTORY_ROLES)
+
+    # directory -----------------------------------------------------------------
+
+    async def RegisterPatient(
+        self, request: pb.RegisterPatientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterPatientResponse:
+        self._require_directory()
+        now = self.clock.now()
+        reg = domain.PatientRegistration.parse(
+            ins=request.ins,
+            vitale_serial=request.vitale_serial,
+            given_name=request.given_name,
+            family_name=request.family_name,
+            birth_date=request.birth_date,
+            email=request.email,
+            phone=request.phone,
+            today=now.date(),
+        )
+        password_hash = (
+            await self._hash_password(domain.validate_password(request.password))
+            if request.password
+            else None
+        )
+        doc = {
+            "_id": str(uuid7()),
+            "kind": "patient",
+            "login": reg.ins,
+            "ins": reg.ins,
+            "vitale_serial": reg.vitale_serial,
+            "given_name": reg.given_name,
+            "family_name": reg.family_name,
+            "birth_date": reg.birth_date,
+            "email": reg.email,
+            "phone": reg.phone,
+            "roles": [],
+            "password_hash": password_hash,
+            "created_at": now,
+        }
+        await self.store.insert_account(doc)
+        log.info("patient_registered", account_id=doc["_id"])
+        return pb.RegisterPatientResponse(patient=_patient(doc))
+
+    async def RegisterProfessional(
+        self, request: pb.RegisterProfessionalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterProfessionalResponse:
+        self._require_directory()
+        reg = domain.ProfessionalRegistration.parse(
+            rpps=request.rpps,
+            profession=request.profession,
+            specialty=request.specialty,
+            given_name=request.given_name,
+            family_name=request.family_name,
+            email=request.email,
+            phone=request.phone,
+            roles=list(request.roles),
+        )
+        password_hash = (
+            await self._hash_password(domain.validate_password(request.password))
+            if request.password
+            else None
+        )
+        doc = {
+            "_id": str(uuid7()),
+            "kind": "professional",
+            "login": reg.rpps,
+            "rpps": reg.rpps,
+            "profession": reg.profession,
+            "specialty": reg.specialty,
+            "given_name": reg.given_name,
+            "family_name": reg.family_name,
+            "email": reg.email,
+            "phone": reg.phone,
+            "roles": list(reg.roles),
+            "password_hash": password_hash,
+            "created_at": self.clock.now(),
+        }
+        await self.store.insert_account(doc)
+        log.info("professional_registered", account_id=doc["_id"])
+        return pb.RegisterProfessionalResponse(professional=_professional(doc))
+
+    async def RegisterClient(
+        self, request: pb.RegisterClientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterClientResponse:
+        caller().require_role("admin")
+        client_id, roles = domain.validate_client(request.client_id, list(request.roles))
+        try:
+            load_pem_public_key(request.public_key_pem.encode())
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise InvalidArgument(
+                "public_key_pem is not a PEM public key", field="public_key_pem"
+            ) from exc
+        now = self.clock.now()
+        await self.store.insert_client(
+            {
+                "_id": client_id,
+                "public_key_pem": request.public_key_pem,
+                "roles": list(roles),
+                "created_at": now,
+            }
+        )
+        return pb.RegisterClientResponse(client_id=client_id, roles=roles, created_at=_ts(now))
+
+    async def LookupPatient(
+        self, request: pb.LookupPatientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupPatientResponse:
+        who = caller()
+        ins = validate_ins(request.ins)
+        if not (who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins):
+            raise NotFound("no such patient", field="ins")
+        doc = await self.store.find_account("patient", ins)
+        if doc is None:
+            raise NotFound("no such patient", field="ins")
+        return pb.LookupPatientResponse(patient=_patient(doc))
+
+    async def LookupProfessional(
+        self, request: pb.LookupProfessionalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupProfessionalResponse:
+        caller()  # any authenticated caller may resolve a professional's public identity
+        rpps = validate_rpps(request.rpps)
+        doc = await self.store.find_account("professional", rpps)
+        if doc is None:
+            raise NotFound("no such professional", field="rpps")
+        found = _professional(doc)
+        found.ClearField("email")
+        found.ClearField("phone")
+        return pb.LookupProfessionalResponse(professional=found)
+
+    # login ---------------------------------------------------------------------------
+
+    async def Login(
+        self, request: pb.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoginResponse:
+        kind = domain.validate_login_kind(PB_TO_KIND.get(request.kind, ""))
+        login = domain.normalise_login(kind, request.login)
+        if not login or len(login) > 64:
+            raise InvalidArgument("login is required", field="login")
+        if not request.password or len(request.password) > domain.MAX_PASSWORD:
+            raise InvalidArgument("password is required", field="password")
+        now = self.clock.now()
+        throttle_id = self._digest(f"{kind}:{login}")
+        throttle = await self.store.throttle(throttle_id)
+        account = await self.store.find_account(kind, login)
+        # Verify even when the account does not exist or is locked: same work, same timing.
+        ok = await self._password_ok(account and account.get("password_hash"), request.password)
+        ok = ok and account is not None and bool(account.get("password_hash"))
+        event = {"kind": kind, "account": account, "client_ip": request.client_ip}
+        if locked := throttle.locked_for(now):
+            await self._record(throttle_id, throttle, outcome="locked", success=False, **event)
+            raise Locked("too many failed attempts; try again later", retry_after=locked)
+        if not ok or account is None:
+            after = throttle.after_failure("password", now, self.policy)
+            await self._record(throttle_id, after, outcome="bad_password", success=False, **event)
+            raise Unauthenticated("wrong login or password", slug="invalid-credentials")
+
+        code = domain.new_otp()
+        challenge_id = secrets.token_urlsafe(24)
+        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
+        channel = domain.channel_for(account.get("email", ""), account.get("phone", ""))
+        await self.store.insert_challenge(
+            {
+                "_id": challenge_id,
+                "account_id": account["_id"],
+                "throttle_id": throttle_id,
+                "code_digest": self._digest(f"{challenge_id}:{code}"),
+                "expires_at": expires,
+                "used": False,
+                "created_at": now,
+            }
+        )
+        await self._record(throttle_id, throttle, outcome="password_ok", success=True, **event)
+        await self.notify.SendOtp(
+            notify_pb2.SendOtpRequest(
+                channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
+                destination=account["email"] if channel == "email" else account["phone"],
+                code=code,
+                valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
+                challenge_id=challenge_id,
+            ),
+            **call_options(self.settings.grpc_deadline_seconds, token=await self.service_token()),
+        )
+        return pb.LoginResponse(
+            challenge_id=challenge_id,
+            channel=pb.OTP_CHANNEL_EMAIL if channel == "email" else pb.OTP_CHANNEL_SMS,
+            expires_at=_ts(expires),
+        )
+
+    async def VerifyOtp(
+        self, request: pb.VerifyOtpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyOtpResponse:
+        if not request.challenge_id or len(request.challenge_id) > 64:
+            raise InvalidArgument("challenge_id is required", field="challenge_id")
+        if not (len(request.code) == domain.OTP_DIGITS and request.code.isdigit()):
+            raise InvalidArgument("the code is 6 digits", field="code")
+        now = self.clock.now()
+        challenge = await self.store.get_challenge(request.challenge_id)
+        if challenge is None or challenge["used"]:
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        throttle_id = challenge["throttle_id"]
+        throttle = await self.store.throttle(throttle_id)
+        account = await self.store.get_account(challenge["account_id"])
+        if account is None:
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        event = {"kind": account["kind"], "account": account}
+        if locked := throttle.locked_for(now):
+            await self._record(throttle_id, throttle, outcome="locked", success=False, **event)
+            raise Locked("too many failed attempts; try again later", retry_after=locked)
+        if challenge["expires_at"].astimezone(UTC) < now:
+            await self.store.consume_challenge(challenge["_id"])
+            await self._record(throttle_id, throttle, outcome="otp_expired", success=False, **event)
+            raise Unauthenticated("the code has expired; log in again", slug="otp-expired")
+        expected = challenge["code_digest"]
+        if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{request.code}")):
+            after = throttle.after_failure("otp", now, self.policy)
+            await self._record(throttle_id, after, outcome="bad_otp", success=False, **event)
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        if not await self.store.consume_challenge(challenge["_id"]):
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        await self._record(throttle_id, domain.Throttle(), outcome="otp_ok", success=True, **event)
+        return pb.VerifyOtpResponse(tokens=await self._token_pair(account, str(uuid7())))
+
+    async def Refresh(
+        self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefreshResponse:
+        if not request.refresh_token or len(request.refresh_token) > 128:
+            raise InvalidArgument("refresh_token is required", field="refresh_token")
+        now = self.clock.now()
+        digest = self._digest(request.refresh_token)
+        used = await self.store.use_refresh(digest, now)
+        if used is None:
+            known = await self.store.get_refresh(digest)
+            if known is not None and known["status"] == "used":
+                # A used token presented again: someone holds a copy. Revoke the whole family.
+                await self.store.revoke_family(known["family"], now)
+                log.warning("refresh_token_reuse", family=known["family"])
+                raise Unauthenticated(
+                    "this refresh token was already used; all sessions from it are revoked",
+                    slug="refresh-token-reused",
+                )
+            raise Unauthenticated("the refresh token is invalid or expired", slug="invalid-token")
+        account = await self.store.get_account(used["account_id"])
+        if account is None:
+            raise Unauthenticated("the account no longer exists", slug="invalid-token")
+        return pb.RefreshResponse(tokens=await self._token_pair(account, used["family"]))
+
+    async def Logout(
+        self, request: pb.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LogoutResponse:
+        known = await self.store.get_refresh(self._digest(request.refresh_token))
+        if known is not None:
+            await self.store.revoke_family(known["family"], self.clock.now())
+        return pb.LogoutResponse()
+
+    async def IssueClientToken(
+        self, request: pb.IssueClientTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IssueClientTokenResponse:
+        if request.grant_type != "client_credentials":
+            raise InvalidArgument(
+                "grant_type must be client_credentials",
+                field="grant_type",
+                slug="unsupported-grant-type",
+            )
+        if request.client_assertion_type != domain.ASSERTION_TYPE:
+            raise InvalidArgument(
+                f"client_assertion_type must be {domain.ASSERTION_TYPE}",
+                field="client_assertion_type",
+                slug="invalid-client",
+            )
+        try:
+            unverified = jwt.decode(request.client_assertion, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("the client assertion is not a JWT", slug="invalid-client") from exc
+        client_id = str(unverified.get("iss", ""))
+        client = await self.store.get_client(client_id) if client_id else None
+        now = self.clock.now()
+        throttle_id = self._digest(f"system:{client_id}")
+        event = {"kind": "system", "account": client}
+        if client is None:
+            raise Unauthenticated("unknown client", slug="invalid-client")
+        audiences = [f"{self.settings.public_base_url.rstrip('/')}/v1/auth/token",
+                     self.settings.jwt_issuer]
+        try:
+            claims = jwt.decode(
+                request.client_assertion,
+                client["public_key_pem"],
+                algorithms=["EdDSA", "ES256", "RS256", "PS256"],
+                audience=audiences,
+                options={"verify_exp": False, "require": ["iss", "sub", "aud", "exp", "jti"]},
+            )
+            jti = domain.check_assertion_claims(claims, client_id, now)
+        except (jwt.PyJWTError, InvalidArgument) as exc:
+            await self._record(throttle_id, domain.Throttle(), outcome="bad_assertion",
+                               success=False, **event)
+            raise Unauthenticated("the client assertion is invalid", slug="invalid-client") from exc
+        expires = datetime.fromtimestamp(float(claims["exp"]), UTC)
+        if not await self.store.remember_assertion(f"{client_id}:{jti}", expires):
+            raise Unauthenticated("this client assertion was already used", slug="invalid-client")
+        await self._record(throttle_id, domain.Throttle(), outcome="client_credentials",
+                           success=True, **event)
+        account = {"_id": client_id, "client_id": client_id, "roles": client["roles"]}
+        ttl = self.settings.access_token_ttl_seconds
+        return pb.IssueClientTokenResponse(
+            access_token=await self._access_token(account, "system", ttl),
+            token_type="Bearer",
+            expires_in=ttl,
+        )
+
+    # keys and the caller ---------------------------------------------------------
+
+    async def GetJwks(
+        self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetJwksResponse:
+        return pb.GetJwksResponse(keys=[pb.Jwk(**k) for k in await self.keys.jwks()])
+
+    async def RotateSigningKey(
+        self, request: pb.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotateSigningKeyResponse:
+        caller().require_role("admin")
+        kid, published = await self.keys.rotate(
+            timedelta(seconds=self.settings.access_token_ttl_seconds)
+        )
+        log.info("signing_key_rotated", kid=kid)
+        return pb.RotateSigningKeyResponse(new_key_id=kid, published_key_ids=published)
+
+    async def GetMe(
+        self, request: pb.GetMeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMeResponse:
+        who = caller()
+        me = pb.GetMeResponse(
+            kind=KIND_TO_PB.get(who.kind, pb.ACCOUNT_KIND_UNSPECIFIED),
+            id=who.subject,
+            ins=who.ins,
+            rpps=who.rpps,
+            profession=who.profession,
+            specialty=who.specialty,
+            roles=sorted(who.roles),
+            login=who.client_id,
+        )
+        if who.kind in domain.PERSON_KINDS:
+            account = await self.store.get_account(who.subject)
+            if account is None:
+                raise NotFound("the account no longer exists")
+            me.given_name = account.get("given_name", "")
+            me.family_name = account.get("family_name", "")
+            me.login = account["login"]
+        return me
+
+    # start-up ---------------------------------------------------------------------
+
+    async def bootstrap_admin(self) -> None:
+        password = self.settings.admin_password()
+        if not password:
+            return
+        if await self.store.find_account("admin", "admin") is not None:
+            return
+        await self.store.insert_account(
+            {
+                "_id": str(uuid7()),
+                "kind": "admin",
+                "login": "admin",
+                "email": self.settings.bootstrap_admin_email,
+                "phone": "",
+                "given_name": "Administrateur",
+                "family_name": "DMP",
+                "roles": [],
+                "password_hash": await self._hash_password(password),
+                "created_at": self.clock.now(),
+            }
+        )
+        log.info("bootstrap_admin_created")
+
+
+def _patient(doc: dict[str, Any]) -> pb.Patient:
+    return pb.Patient(
+        id=doc["_id"],
+        ins=doc["ins"],
+        vitale_serial=doc["vitale_serial"],
+        given_name=doc["given_name"],
+        family_name=doc["family_name"],
+        birth_date=doc["birth_date"],
+        email=doc.get("email", ""),
+        phone=doc.get("phone", ""),
+        created_at=_ts(doc["created_at"]),
+    )
+
+
+def _professional(doc: dict[str, Any]) -> pb.Professional:
+    return pb.Professional(
+        id=doc["_id"],
+        rpps=doc["rpps"],
+        profession=doc["profession"],
+        specialty=doc.get("specialty", ""),
+        given_name=doc["given_name"],
+        family_name=doc["family_name"],
+        email=doc.get("email", ""),
+        phone=doc.get("phone", ""),
+        roles=doc.get("roles", []),
+        created_at=_ts(doc["created_at"]),
+    )

@@ -1,0 +1,286 @@
+"""Identity's rules: registration checks, lockout, one-time codes, token claims. No I/O."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from dmp_kit.auth import ACCESS_TOKEN_TYP, ALGORITHM
+from dmp_kit.errors import InvalidArgument
+from dmp_kit.identifiers import validate_ins, validate_profession, validate_rpps
+
+PersonKind = Literal["patient", "professional", "admin"]
+PERSON_KINDS: tuple[PersonKind, ...] = ("patient", "professional", "admin")
+PROFESSIONAL_ROLES = frozenset({"samu_regulator"})
+CLIENT_ROLES = frozenset({"insurer", "facility", "directory_sync"})
+ADMIN_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+_PHONE_RE = re.compile(r"^\+?[0-9]{8,15}$")
+_VITALE_RE = re.compile(r"^[0-9A-Za-z]{6,20}$")
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{3,128}$")
+MIN_PASSWORD = 12
+MAX_PASSWORD = 256
+OTP_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_password_failures: int
+    max_otp_failures: int
+    base: timedelta
+    cap: timedelta
+
+    def lock_duration(self, previous_locks: int) -> timedelta:
+        """Each lock lasts twice the one before (base, 2×base, 4×base …), up to the cap."""
+        return min(self.cap, self.base * (2 ** min(previous_locks, 30)))
+
+
+@dataclass
+class Throttle:
+    """Failure counters for one (kind, login), whether or not the login exists."""
+
+    password_failures: int = 0
+    otp_failures: int = 0
+    locks: int = 0
+    locked_until: datetime | None = None
+
+    def locked_for(self, now: datetime) -> int:
+        if self.locked_until is None or self.locked_until <= now:
+            return 0
+        return max(1, int((self.locked_until - now).total_seconds()))
+
+    def after_failure(self, kind: Literal["password", "otp"], now: datetime,
+                      policy: LockoutPolicy) -> Throttle:
+        password = self.password_failures + (kind == "password")
+        otp = self.otp_failures + (kind == "otp")
+        if password >= policy.max_password_failures or otp >= policy.max_otp_failures:
+            return Throttle(0, 0, self.locks + 1, now + policy.lock_duration(self.locks))
+        return Throttle(password, otp, self.locks, self.locked_until)
+
+
+def normalise_login(kind: str, login: str) -> str:
+    login = login.strip()
+    if kind == "patient":
+        return login.upper()
+    if kind == "admin":
+        return login.lower()
+    return login
+
+
+def validate_login_kind(kind: str) -> PersonKind:
+    if kind not in PERSON_KINDS:
+        raise InvalidArgument("kind must be patient, professional or admin", field="kind")
+    return kind  # type: ignore[return-value]
+
+
+def validate_password(password: str, field_name: str = "password") -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise InvalidArgument(
+            f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters",
+            field=field_name,
+            slug="weak-password",
+        )
+    return password
+
+
+def _text(value: str, field_name: str, max_len: int = 100) -> str:
+    value = value.strip()
+    if not value or len(value) > max_len:
+        raise InvalidArgument(f"{field_name} is required (at most {max_len} characters)",
+                              field=field_name)
+    return value
+
+
+def validate_email(value: str, required: bool = True) -> str:
+    value = value.strip()
+    if not value and not required:
+        return ""
+    if not _EMAIL_RE.match(value) or len(value) > 254:
+        raise InvalidArgument("not an e-mail address", field="email")
+    return value.lower()
+
+
+def validate_phone(value: str) -> str:
+    value = value.replace(" ", "").replace(".", "")
+    if value and not _PHONE_RE.match(value):
+        raise InvalidArgument("a phone number is 8 to 15 digits, optionally after +",
+                              field="phone")
+    return value
+
+
+def validate_birth_date(value: str, today: date) -> str:
+    try:
+        born = date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidArgument("birth_date is YYYY-MM-DD", field="birth_date") from exc
+    if born > today or born.year < 1890:
+        raise InvalidArgument("birth_date is not plausible", field="birth_date")
+    return born.isoformat()
+
+
+@dataclass(frozen=True)
+class PatientRegistration:
+    ins: str
+    vitale_serial: str
+    given_name: str
+    family_name: str
+    birth_date: str
+    email: str
+    phone: str
+
+    @classmethod
+    def parse(cls, *, ins: str, vitale_serial: str, given_name: str, family_name: str,
+              birth_date: str, email: str, phone: str, today: date) -> PatientRegistration:
+        serial = vitale_serial.strip()
+        if not _VITALE_RE.match(serial):
+            raise InvalidArgument("the Vitale card serial is 6 to 20 letters or digits",
+                                  field="vitale_serial")
+        phone_ok = validate_phone(phone)
+        email_ok = validate_email(email, required=not phone_ok)
+        return cls(
+            ins=validate_ins(ins),
+            vitale_serial=serial,
+            given_name=_text(given_name, "given_name"),
+            family_name=_text(family_name, "family_name"),
+            birth_date=validate_birth_date(birth_date, today),
+            email=email_ok,
+            phone=phone_ok,
+        )
+
+
+@dataclass(frozen=True)
+class ProfessionalRegistration:
+    rpps: str
+    profession: str
+    specialty: str
+    given_name: str
+    family_name: str
+    email: str
+    phone: str
+    roles: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def parse(cls, *, rpps: str, profession: str, specialty: str, given_name: str,
+              family_name: str, email: str, phone: str,
+              roles: list[str]) -> ProfessionalRegistration:
+        unknown = set(roles) - PROFESSIONAL_ROLES
+        if unknown:
+            raise InvalidArgument(f"unknown role(s): {', '.join(sorted(unknown))}", field="roles")
+        phone_ok = validate_phone(phone)
+        return cls(
+            rpps=validate_rpps(rpps),
+            profession=validate_profession(profession.strip()),
+            specialty=specialty.strip()[:100],
+            given_name=_text(given_name, "given_name"),
+            family_name=_text(family_name, "family_name"),
+            email=validate_email(email, required=not phone_ok),
+            phone=phone_ok,
+            roles=tuple(sorted(set(roles))),
+        )
+
+
+def validate_client(client_id: str, roles: list[str]) -> tuple[str, tuple[str, ...]]:
+    if not CLIENT_ID_RE.match(client_id):
+        raise InvalidArgument("client_id is 3 to 128 letters, digits or . _ : -",
+                              field="client_id")
+    if not roles or set(roles) - CLIENT_ROLES:
+        raise InvalidArgument(f"roles must be among {', '.join(sorted(CLIENT_ROLES))}",
+                              field="roles")
+    return client_id, tuple(sorted(set(roles)))
+
+
+def new_otp() -> str:
+    return f"{secrets.randbelow(10**OTP_DIGITS):0{OTP_DIGITS}d}"
+
+
+def otp_matches(expected_digest: str, actual_digest: str) -> bool:
+    return hmac.compare_digest(expected_digest, actual_digest)
+
+
+def channel_for(email: str, phone: str) -> Literal["email", "sms"]:
+    return "email" if email else "sms"
+
+
+def roles_for(kind: str, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    return sorted({kind, *extra})
+
+
+def access_claims(*, account: dict[str, Any], kind: str, issuer: str, audience: str,
+                  now: datetime, ttl: timedelta, jti: str) -> dict[str, Any]:
+    """The claims a CPS/e-CPS login would vouch for, plus kind and roles."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(account["_id"]),
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + ttl).timestamp()),
+        "jti": jti,
+        "kind": kind,
+        "roles": roles_for(kind, account.get("roles", [])),
+    }
+    for key in ("ins", "rpps", "profession", "specialty", "client_id"):
+        if account.get(key):
+            claims[key] = account[key]
+    return claims
+
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
+
+
+def check_assertion_claims(claims: dict[str, Any], client_id: str, now: datetime) -> str:
+    """RFC 7523 §3: iss = sub = client, a jti, and a short lifetime. Returns the jti."""
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise InvalidArgument("the assertion's iss and sub must be the client_id",
+                              field="client_assertion", slug="invalid-client")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise InvalidArgument("the assertion needs a jti", field="client_assertion",
+                              slug="invalid-client")
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or datetime.fromtimestamp(exp, now.tzinfo) < now:
+        raise InvalidArgument("the assertion has expired", field="client_assertion",
+                              slug="invalid-client")
+    if datetime.fromtimestamp(exp, now.tzinfo) - now > MAX_ASSERTION_LIFETIME:
+        raise InvalidArgument("the assertion lives too long (10 minutes at most)",
+                              field="client_assertion", slug="invalid-client")
+    return jti
+
+
+def new_signing_key() -> tuple[str, bytes, dict[str, str]]:
+    """A fresh Ed25519 key: its kid, the raw private key, and its public JWK."""
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    kid = hashlib.sha256(public).hexdigest()[:16]
+    jwk = {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": base64.urlsafe_b64encode(public).rstrip(b"=").decode(),
+        "kid": kid,
+        "alg": ALGORITHM,
+        "use": "sig",
+    }
+    return kid, raw, jwk
+
+
+def sign_access_token(claims: dict[str, Any], private_raw: bytes, kid: str) -> str:
+    key = Ed25519PrivateKey.from_private_bytes(private_raw)
+    return jwt.encode(claims, key, algorithm=ALGORITHM,
+                      headers={"kid": kid, "typ": ACCESS_TOKEN_TYP})

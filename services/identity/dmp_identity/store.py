@@ -1,0 +1,191 @@
+"""All of identity's database access."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from dmp.events.v1 import envelope_pb2
+from dmp_kit.errors import AlreadyExists
+from dmp_kit.mongo import Document, Store
+from dmp_kit.outbox import with_events
+from dmp_identity.domain import Throttle
+
+
+class IdentityStore(Store):
+    @property
+    def accounts(self) -> Any:
+        return self.db["accounts"]
+
+    @property
+    def throttles(self) -> Any:
+        return self.db["throttles"]
+
+    @property
+    def challenges(self) -> Any:
+        return self.db["challenges"]
+
+    @property
+    def refresh_tokens(self) -> Any:
+        return self.db["refresh_tokens"]
+
+    @property
+    def signing_keys(self) -> Any:
+        return self.db["signing_keys"]
+
+    @property
+    def clients(self) -> Any:
+        return self.db["clients"]
+
+    @property
+    def assertion_ids(self) -> Any:
+        return self.db["assertion_ids"]
+
+    async def ensure_indexes(self) -> None:
+        await self.accounts.create_index([("kind", ASCENDING), ("login", ASCENDING)], unique=True)
+        await self.refresh_tokens.create_index("family")
+        await self.signing_keys.create_index("status")
+        await self.challenges.create_index("expires_at")
+        await self.assertion_ids.create_index("expires_at")
+
+    # accounts ---------------------------------------------------------------
+
+    async def insert_account(self, doc: Document) -> None:
+        try:
+            await self.accounts.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(
+                f"this {doc['kind']} is already registered", field=_login_field(doc["kind"])
+            ) from exc
+
+    async def find_account(self, kind: str, login: str) -> Document | None:
+        doc: Document | None = await self.accounts.find_one({"kind": kind, "login": login})
+        return doc
+
+    async def get_account(self, account_id: str) -> Document | None:
+        doc: Document | None = await self.accounts.find_one({"_id": account_id})
+        return doc
+
+    # throttles: failure counters, and the outbox of identity.login events --------------
+
+    async def throttle(self, throttle_id: str) -> Throttle:
+        doc = await self.throttles.find_one({"_id": throttle_id}) or {}
+        return Throttle(
+            password_failures=doc.get("password_failures", 0),
+            otp_failures=doc.get("otp_failures", 0),
+            locks=doc.get("locks", 0),
+            locked_until=doc.get("locked_until"),
+        )
+
+    async def save_throttle(
+        self, throttle_id: str, throttle: Throttle, event: envelope_pb2.Envelope
+    ) -> None:
+        """Counters and the login event change together, in one document."""
+        await self.throttles.update_one(
+            {"_id": throttle_id},
+            with_events(
+                {
+                    "$set": {
+                        "password_failures": throttle.password_failures,
+                        "otp_failures": throttle.otp_failures,
+                        "locks": throttle.locks,
+                        "locked_until": throttle.locked_until,
+                    }
+                },
+                event,
+            ),
+            upsert=True,
+        )
+
+    # one-time code challenges ------------------------------------------------
+
+    async def insert_challenge(self, doc: Document) -> None:
+        await self.challenges.insert_one(doc)
+
+    async def get_challenge(self, challenge_id: str) -> Document | None:
+        doc: Document | None = await self.challenges.find_one({"_id": challenge_id})
+        return doc
+
+    async def consume_challenge(self, challenge_id: str) -> bool:
+        """Marks the challenge used; False if it already was (a replay or a race)."""
+        doc = await self.challenges.find_one_and_update(
+            {"_id": challenge_id, "used": False}, {"$set": {"used": True}}
+        )
+        return doc is not None
+
+    async def purge_expired(self, now: datetime) -> None:
+        # No TTL indexes (FerretDB): expired rows are removed by the service itself.
+        await self.challenges.delete_many({"expires_at": {"$lt": now}})
+        await self.assertion_ids.delete_many({"expires_at": {"$lt": now}})
+
+    # refresh tokens ------------------------------------------------------------
+
+    async def insert_refresh(self, doc: Document) -> None:
+        await self.refresh_tokens.insert_one(doc)
+
+    async def use_refresh(self, token_hash: str, now: datetime) -> Document | None:
+        """Atomically turns an active, unexpired token into a used one."""
+        doc: Document | None = await self.refresh_tokens.find_one_and_update(
+            {"_id": token_hash, "status": "active", "expires_at": {"$gt": now}},
+            {"$set": {"status": "used", "used_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def get_refresh(self, token_hash: str) -> Document | None:
+        doc: Document | None = await self.refresh_tokens.find_one({"_id": token_hash})
+        return doc
+
+    async def revoke_family(self, family: str, now: datetime) -> None:
+        await self.refresh_tokens.update_many(
+            {"family": family, "status": {"$ne": "revoked"}},
+            {"$set": {"status": "revoked", "revoked_at": now}},
+        )
+
+    # signing keys ---------------------------------------------------------------
+
+    async def published_keys(self) -> list[Document]:
+        cursor = self.signing_keys.find({"status": {"$in": ["active", "retiring"]}})
+        return [doc async for doc in cursor.sort("created_at", -1)]
+
+    async def insert_key(self, doc: Document) -> None:
+        await self.signing_keys.insert_one(doc)
+
+    async def retire_keys_except(self, kid: str, now: datetime) -> None:
+        await self.signing_keys.update_many(
+            {"_id": {"$ne": kid}, "status": "active"},
+            {"$set": {"status": "retiring", "retiring_since": now}},
+        )
+
+    async def retire_stale(self, before: datetime) -> None:
+        await self.signing_keys.update_many(
+            {"status": "retiring", "retiring_since": {"$lt": before}},
+            {"$set": {"status": "retired"}},
+        )
+
+    # system clients ---------------------------------------------------------------
+
+    async def insert_client(self, doc: Document) -> None:
+        try:
+            await self.clients.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise AlreadyExists("this client_id is already registered", field="client_id") from exc
+
+    async def get_client(self, client_id: str) -> Document | None:
+        doc: Document | None = await self.clients.find_one({"_id": client_id})
+        return doc
+
+    async def remember_assertion(self, key: str, expires_at: datetime) -> bool:
+        """False when this assertion id was seen before (a replay)."""
+        try:
+            await self.assertion_ids.insert_one({"_id": key, "expires_at": expires_at})
+        except DuplicateKeyError:
+            return False
+        return True
+
+
+def _login_field(kind: str) -> str:
+    return {"patient": "ins", "professional": "rpps"}.get(kind, "login")

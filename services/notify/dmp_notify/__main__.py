@@ -1,0 +1,40 @@
+"""Starts the notify service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
+from dmp_kit.runtime import ServiceRuntime
+from dmp_notify.api import NotifyServicer
+from dmp_notify.channels import EmailSender, sms_provider
+from dmp_notify.config import NotifySettings
+from dmp_notify.store import NotifyStore
+
+PUBLIC_METHODS: frozenset[str] = frozenset()
+
+
+async def serve() -> None:
+    settings = NotifySettings()
+    runtime = ServiceRuntime("notify", settings)
+    store = NotifyStore(runtime.db)
+    servicer = NotifyServicer(
+        settings, store, runtime.clock, EmailSender(settings), sms_provider(settings.sms_provider)
+    )
+
+    await runtime.serve(
+        notify_pb2_grpc.add_NotifyServiceServicer_to_server,
+        servicer,
+        notify_pb2.DESCRIPTOR.services_by_name["NotifyService"],
+        verifier=runtime.verifier_from_identity(),
+        public_methods=PUBLIC_METHODS,
+        stores=[store],
+    )
+
+
+def main() -> None:
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
