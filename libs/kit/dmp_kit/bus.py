@@ -49,6 +49,9 @@ class EventBus:
             reconnect_time_wait=0.5,
             connect_timeout=2,
             allow_reconnect=True,
+            # Notice a silent server within ~30 s even without traffic.
+            ping_interval=10,
+            max_outstanding_pings=3,
         )
         self._js = self._nc.jetstream(timeout=self._timeout)
 
@@ -61,6 +64,20 @@ class EventBus:
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    async def healthy(self, timeout: float = 1.0) -> bool:
+        """JetStream answers an API request: a connected but unresponsive server is not healthy.
+
+        (Not `flush(timeout)`: in nats-py a timed-out flush leaves a cancelled PONG future
+        behind, and the late PONG then breaks the client's read loop.)
+        """
+        if self._nc is None or not self._nc.is_connected:
+            return False
+        try:
+            await self._nc.request("$JS.API.INFO", b"", timeout=timeout)
+        except (NatsTimeoutError, asyncio.TimeoutError, nats.errors.Error):
+            return False
+        return True
 
     async def ensure_streams(self) -> None:
         for name, subjects in STREAMS.items():

@@ -180,7 +180,7 @@ class ServiceRuntime:
         """SERVING only while MongoDB answers and NATS is connected."""
         last: int | None = None
         while True:
-            ok = self.bus.connected and await ping(self.db)
+            ok = await self.bus.healthy() and await ping(self.db)
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if ok

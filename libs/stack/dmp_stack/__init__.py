@@ -1,0 +1,1 @@
+"""Infrastructure resolution (MongoDB/FerretDB, NATS, SMTP sink) and the local process stack."""

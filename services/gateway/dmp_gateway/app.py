@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Histogram
+from swagger_ui_bundle import swagger_ui_path
 
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
@@ -36,7 +38,7 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # The interactive docs page loads its own script and styles from this origin only.
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; frame-ancestors 'none'"
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 )
 
 
@@ -102,6 +104,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         structlog.contextvars.unbind_contextvars("request_id", "trace_id")
         return response
 
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.include_router(auth.router)
     app.include_router(me.router)
     app.include_router(admin.router)

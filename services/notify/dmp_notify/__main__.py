@@ -11,7 +11,8 @@ from dmp_notify.channels import EmailSender, sms_provider
 from dmp_notify.config import NotifySettings
 from dmp_notify.store import NotifyStore
 
-PUBLIC_METHODS: frozenset[str] = frozenset()
+# The development outbox is open in dev mode only; the method itself refuses otherwise.
+PUBLIC_METHODS = frozenset({"/dmp.notify.v1.NotifyService/ListDevOutbox"})
 
 
 async def serve() -> None:

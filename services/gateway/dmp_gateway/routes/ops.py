@@ -41,4 +41,11 @@ async def metrics() -> Response:
 
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="DMP API")
+    # Swagger UI is served from this origin (no CDN): see app.py's /docs-assets mount.
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="DMP API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )

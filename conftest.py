@@ -1,0 +1,3 @@
+"""Shared fixtures for every test tree (real servers, started once per session)."""
+
+pytest_plugins = ["dmp_stack.testing"]

@@ -1,0 +1,159 @@
+"""Outbox relay and durable consumers against a real MongoDB-compatible server and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from dmp.events.v1 import envelope_pb2, identity_pb2
+from dmp_kit.bus import EventBus, redelivery_delay, run_consumer
+from dmp_kit.clock import ManualClock
+from dmp_kit.events import new_event
+from dmp_kit.mongo import insert_once
+from dmp_kit.outbox import OutboxRelay, new_document_with_events, with_events
+from dmp_stack.testing import Infra
+
+CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+
+
+def login_event(outcome: str) -> envelope_pb2.Envelope:
+    return new_event(
+        "identity.login",
+        identity_pb2.LoginAttempted(account_kind="patient", outcome=outcome),
+        source="test",
+        clock=CLOCK,
+    )
+
+
+@pytest.fixture
+async def db(infra: Infra) -> AsyncIterator[Any]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo.url, tz_aware=True)
+    name = f"kit_{secrets.token_hex(4)}"
+    yield client[name]
+    await client.drop_database(name)
+    await client.close()
+
+
+@pytest.fixture
+async def bus(infra: Infra) -> AsyncIterator[EventBus]:
+    bus = EventBus(infra.nats.url, "kit-test")
+    await bus.connect()
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()
+
+
+async def collect(bus: EventBus, durable: str, subject: str, want: int,
+                  handler_fails_first: bool = False) -> list[envelope_pb2.Envelope]:
+    seen: list[envelope_pb2.Envelope] = []
+    failed: set[str] = set()
+    stop = asyncio.Event()
+
+    async def handler(event: envelope_pb2.Envelope) -> None:
+        if handler_fails_first and event.id not in failed:
+            failed.add(event.id)
+            raise RuntimeError("effect failed once")
+        seen.append(event)
+        if len(seen) >= want:
+            stop.set()
+
+    task = asyncio.create_task(
+        run_consumer(bus, stream="IDENTITY", durable=durable, subject=subject, handler=handler, stop=stop)
+    )
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=20)
+        await asyncio.sleep(0.5)  # anything more (a duplicate) would arrive now
+    finally:
+        stop.set()
+        await task
+    return seen
+
+
+async def test_events_written_with_the_change_are_relayed_once_and_removed(db: Any, bus: EventBus) -> None:
+    col = db["things"]
+    relay = OutboxRelay(bus, [col])
+    await relay.ensure_indexes()
+    first, second = login_event("a"), login_event("b")
+    await col.insert_one(new_document_with_events({"_id": "t1", "n": 0}, first))
+    await col.update_one({"_id": "t1"}, with_events({"$set": {"n": 1}}, second))
+    assert (await col.find_one({"_id": "t1"}))["n"] == 1
+
+    assert await relay.relay_once() == 2
+    doc = await col.find_one({"_id": "t1"})
+    assert doc["outbox"] == [] and "outbox_pending" not in doc
+    assert await relay.relay_once() == 0
+
+    # The relay publishing again (a crash between publish and removal) is deduplicated.
+    await bus.publish(first.type, first.SerializeToString(), first.id)
+    subject = "identity.login"
+    durable = f"t_{secrets.token_hex(4)}"
+    info = await bus.js.stream_info("IDENTITY")
+    got = await collect(bus, durable, subject, want=info.state.messages)
+    ids = [e.id for e in got]
+    assert ids.count(first.id) == 1 and ids.count(second.id) == 1
+
+
+async def test_a_failed_effect_is_redelivered_and_applied_once(db: Any, bus: EventBus) -> None:
+    event = login_event("redelivery")
+    await bus.publish_event(event)
+    effects = db["effects"]
+    durable = f"r_{secrets.token_hex(4)}"
+    applied: list[str] = []
+    stop = asyncio.Event()
+    attempts = 0
+
+    async def handler(e: envelope_pb2.Envelope) -> None:
+        nonlocal attempts
+        if e.id != event.id:
+            return
+        attempts += 1
+        if await insert_once(effects, {"_id": e.id}):
+            applied.append(e.id)
+        if attempts == 1:
+            raise RuntimeError("crash after the effect, before the ack")
+        stop.set()
+
+    task = asyncio.create_task(run_consumer(bus, stream="IDENTITY", durable=durable,
+                                            subject="identity.login", handler=handler, stop=stop))
+    await asyncio.wait_for(stop.wait(), timeout=20)
+    stop.set()
+    await task
+    assert attempts == 2
+    assert applied == [event.id]
+    assert await effects.count_documents({}) == 1
+
+
+async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) -> None:
+    col = db["things"]
+    bus = EventBus(infra.nats.url, "kit-test-down", publish_timeout=0.5)
+    await bus.connect()
+    await bus.ensure_streams()
+    relay = OutboxRelay(bus, [col])
+    event = login_event("while-down")
+    await col.insert_one(new_document_with_events({"_id": "t2"}, event))
+    infra.pause(infra.nats)
+    try:
+        with pytest.raises(Exception):  # noqa: B017, PT011 - any publish failure will do
+            await relay.relay_once()
+        assert (await col.find_one({"_id": "t2"}))["outbox_pending"] is True
+    finally:
+        infra.resume(infra.nats)
+    for _ in range(50):
+        try:
+            if await relay.relay_once() == 1:
+                break
+        except Exception:  # noqa: BLE001 - reconnecting
+            await asyncio.sleep(0.2)
+    assert (await col.find_one({"_id": "t2"}))["outbox"] == []
+    await bus.close()
+
+
+def test_redelivery_backoff_grows_and_is_capped() -> None:
+    assert [redelivery_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert redelivery_delay(100) == 60.0

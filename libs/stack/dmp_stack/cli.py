@@ -1,0 +1,111 @@
+"""`dmp-stack up|down|status|logs`: the local stack behind `make up` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from dmp_stack.infra import InfraError
+from dmp_stack.stack import Ports, Stack, alive
+
+STATE_DIR = Path(".dmp")
+
+
+def _stack() -> Stack:
+    return Stack(STATE_DIR.resolve(), Ports.from_env())
+
+
+def up() -> int:
+    stack = _stack()
+    if stack.running():
+        state = stack.state()
+        print(f"The stack is already running at {state.gateway_url if state else '?'} "
+              "(make status; make down to stop it).")
+        return 0
+    print("Starting MongoDB-compatible database, NATS, SMTP sink, services and gateway…")
+    try:
+        state = stack.up()
+    except InfraError as exc:
+        print(f"Could not start the stack: {exc}", file=sys.stderr)
+        return 1
+    url = state.gateway_url
+    deps = ", ".join(f"{d.name}: {d.source}" for d in state.deps)
+    print(f"""
+The DMP stack is up ({deps}).
+  Gateway   {url}
+  API docs  {url}/docs
+  Logs      make logs   (files under {STATE_DIR}/logs)
+
+Log in as the development administrator:
+  curl -s {url}/v1/auth/login -H 'content-type: application/json' \\
+       -d '{{"kind":"admin","login":"admin","password":"<DMP_BOOTSTRAP_ADMIN_PASSWORD, dev default: dev-admin-password>"}}'
+  then read the code: curl -s '{url}/dev/outbox?to=admin@dmp.localhost'
+  and exchange it:    curl -s {url}/v1/auth/otp -H 'content-type: application/json' \\
+       -d '{{"challenge_id":"…","code":"……"}}'
+""")
+    return 0
+
+
+def down() -> int:
+    stack = _stack()
+    if stack.state() is None:
+        print("Nothing is running.")
+        return 0
+    stack.down()
+    print("Stopped.")
+    return 0
+
+
+def status() -> int:
+    stack = _stack()
+    state = stack.state()
+    if state is None:
+        print("Not running.")
+        return 1
+    for dep in state.deps:
+        where = f"pid {dep.pid} {'up' if dep.pid and alive(dep.pid) else 'DOWN'}" if dep.pid else dep.source
+        print(f"  {dep.name:<9} {dep.url:<36} {where}")
+    for name, pid in state.processes.items():
+        print(f"  {name:<9} pid {pid:<8} {'up' if alive(pid) else 'DOWN'}")
+    try:
+        ready = httpx.get(f"{state.gateway_url}/readyz", timeout=3).json()
+    except httpx.HTTPError as exc:
+        print(f"  readyz    unreachable ({type(exc).__name__})")
+        return 1
+    print(f"  readyz    {ready.get('status', 'not ready')} {ready.get('checks', '')}")
+    return 0
+
+
+def logs(service: str | None) -> int:
+    logs_dir = STATE_DIR / "logs"
+    files = [logs_dir / f"{service}.log"] if service else sorted(logs_dir.glob("*.log"))
+    if not files or not all(f.exists() for f in files):
+        print("No logs yet (make up).")
+        return 1
+    return subprocess.call(["tail", "-n", "50", "-F", *map(str, files)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="dmp-stack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up")
+    sub.add_parser("down")
+    sub.add_parser("status")
+    logs_parser = sub.add_parser("logs")
+    logs_parser.add_argument("service", nargs="?")
+    args = parser.parse_args()
+    if args.command == "up":
+        sys.exit(up())
+    if args.command == "down":
+        sys.exit(down())
+    if args.command == "status":
+        sys.exit(status())
+    sys.exit(logs(args.service))
+
+
+if __name__ == "__main__":
+    main()

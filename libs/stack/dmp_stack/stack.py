@@ -1,0 +1,204 @@
+"""The local stack: infrastructure plus every service as detached processes, tracked in a state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from dmp_kit.config import DEFAULT_PORTS
+from dmp_stack.infra import (
+    InfraError,
+    Started,
+    free_port,
+    say,
+    spawn,
+    start_mongo,
+    start_nats,
+    start_smtp,
+)
+
+SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest")
+STATE_FILE = "state.json"
+
+
+@dataclass
+class Ports:
+    gateway: int = 8000
+    grpc: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        ports = cls(gateway=int(os.environ.get("DMP_GATEWAY_PORT", "8000")))
+        for name in ports.grpc:
+            if value := os.environ.get(f"DMP_{name.upper()}_PORT"):
+                ports.grpc[name] = int(value)
+        return ports
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(gateway=free_port(), grpc={name: free_port() for name in DEFAULT_PORTS})
+
+
+@dataclass
+class StackState:
+    started_at: float
+    gateway_url: str
+    env: dict[str, str]
+    deps: list[Started]
+    processes: dict[str, int]
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        path.write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> StackState | None:
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data["deps"] = [Started(**d) for d in data["deps"]]
+        return cls(**data)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not alive.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after the grace period."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return
+            time.sleep(0.1)
+
+
+class Stack:
+    """Starts and stops everything under one state directory (`.dmp/` for `make up`)."""
+
+    def __init__(self, state_dir: Path, ports: Ports, extra_env: dict[str, str] | None = None):
+        self.state_dir = state_dir
+        self.ports = ports
+        self.extra_env = extra_env or {}
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def state(self) -> StackState | None:
+        return StackState.load(self.state_path)
+
+    def running(self) -> bool:
+        state = self.state()
+        return state is not None and any(alive(p) for p in state.processes.values())
+
+    def up(self, timeout: float = 120.0) -> StackState:
+        if self.running():
+            raise InfraError(f"the stack under {self.state_dir} is already running (make down)")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        deps: list[Started] = []
+        processes: dict[str, int] = {}
+        try:
+            deps.append(start_mongo(self.state_dir))
+            deps.append(start_nats(self.state_dir))
+            smtp = start_smtp(self.state_dir)
+            deps.append(smtp)
+            env = self.service_env(deps[0].url, deps[1].url, smtp)
+            for name in (*SERVICES, "gateway"):
+                proc = spawn(
+                    [sys.executable, "-m", f"dmp_{name}"],
+                    self.state_dir / "logs" / f"{name}.log",
+                    env={**os.environ, **env, **self.spawn_env(name)},
+                )
+                processes[name] = proc.pid
+            state = StackState(
+                started_at=time.time(),
+                gateway_url=f"http://127.0.0.1:{self.ports.gateway}",
+                env={k: v for k, v in env.items() if "KEY" not in k and "PASSWORD" not in k},
+                deps=deps,
+                processes=processes,
+            )
+            state.save(self.state_path)
+            self.wait_ready(state, timeout)
+            return state
+        except BaseException:
+            StackState(time.time(), "", {}, deps, processes).save(self.state_path)
+            self.down()
+            raise
+
+    def service_env(self, mongo_url: str, nats_url: str, smtp: Started) -> dict[str, str]:
+        env = {
+            "DMP_ENV": "dev",
+            "DMP_MONGO_URL": mongo_url,
+            "DMP_NATS_URL": nats_url,
+            "DMP_SMTP_HOST": smtp.extra["host"],
+            "DMP_SMTP_PORT": smtp.extra["port"],
+            "DMP_HTTP_PORT": str(self.ports.gateway),
+            "DMP_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.ports.gateway}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name, port in self.ports.grpc.items():
+            env[f"DMP_{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
+        # Settings given to `make up` win over the stack's defaults and reach every service.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("DMP_")})
+        env.update(self.extra_env)
+        return env
+
+    def spawn_env(self, name: str) -> dict[str, str]:
+        return {"DMP_GRPC_LISTEN": f"127.0.0.1:{self.ports.grpc[name]}"} if name in SERVICES else {}
+
+    def wait_ready(self, state: StackState, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for name, pid in state.processes.items():
+                if not alive(pid):
+                    log = self.state_dir / "logs" / f"{name}.log"
+                    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                    raise InfraError(f"{name} exited during start; end of its log:\n{tail}")
+            try:
+                r = httpx.get(f"{state.gateway_url}/readyz", timeout=2.0)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.5)
+        raise InfraError(f"the stack was not ready within {timeout:.0f}s: {last}")
+
+    def down(self) -> None:
+        state = self.state()
+        if state is None:
+            return
+        for pid in state.processes.values():
+            stop_pid(pid)
+        for dep in reversed(state.deps):
+            if dep.pid is not None:
+                stop_pid(dep.pid)
+            if dep.container is not None:
+                subprocess.run(["docker", "rm", "-f", dep.container], capture_output=True)
+        self.state_path.unlink(missing_ok=True)

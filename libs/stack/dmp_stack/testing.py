@@ -1,0 +1,211 @@
+"""Pytest fixtures: real MongoDB-compatible server, NATS, SMTP sink and services, once per session."""
+
+from __future__ import annotations
+
+import email
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dmp_kit.identifiers import ins_control_key, luhn_ok
+from dmp_stack.infra import Started, start_mongo, start_nats, start_smtp
+from dmp_stack.stack import Ports, Stack, StackState, stop_pid
+
+
+def make_ins(rng: random.Random | None = None, corsica: str | None = None) -> str:
+    """A random INS with a correct control key (optionally born in 2A/2B)."""
+    r = rng or random.Random(secrets.randbits(64))
+    dept = corsica or f"{r.randint(1, 95):02d}"
+    first13 = f"{r.choice('12')}{r.randint(40, 99):02d}{r.randint(1, 12):02d}{dept}" \
+              f"{r.randint(1, 999):03d}{r.randint(1, 999):03d}"
+    return f"{first13}{ins_control_key(first13):02d}"
+
+
+def make_rpps(rng: random.Random | None = None) -> str:
+    r = rng or random.Random(secrets.randbits(64))
+    body = "10" + "".join(str(r.randint(0, 9)) for _ in range(8))
+    return next(body + d for d in "0123456789" if luhn_ok(body + d))
+
+
+@dataclass
+class Infra:
+    root: Path
+    mongo: Started
+    nats: Started
+    smtp: Started
+
+    @property
+    def maildir(self) -> Path:
+        return Path(self.smtp.extra["maildir"])
+
+    def pause(self, dep: Started) -> None:
+        assert dep.pid is not None, f"{dep.name} is not a local process here; cannot pause it"
+        os.kill(dep.pid, signal.SIGSTOP)
+
+    def resume(self, dep: Started) -> None:
+        assert dep.pid is not None
+        os.kill(dep.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    root = Path(tempfile.mkdtemp(prefix="dmp-test-"))
+    started: list[Started] = []
+    try:
+        mongo = start_mongo(root)
+        started.append(mongo)
+        nats = start_nats(root)
+        started.append(nats)
+        smtp = start_smtp(root)
+        started.append(smtp)
+        yield Infra(root, mongo, nats, smtp)
+    finally:
+        for dep in started:
+            if dep.pid is not None:
+                os.kill(dep.pid, signal.SIGCONT)
+                stop_pid(dep.pid)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Mailbox:
+    """Reads what the SMTP sink really received."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def messages_to(self, address: str) -> list[email.message.EmailMessage]:
+        found = []
+        for path in sorted(self.directory.glob("*.eml")):
+            msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+            if address.lower() in str(msg["To"]).lower():
+                found.append(msg)  # type: ignore[arg-type]
+        return found
+
+    def last_code(self, address: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.messages_to(address)
+            if messages:
+                body = messages[-1].get_body(("plain",))
+                assert body is not None
+                match = re.search(r"\b([0-9]{6})\b", body.get_content())
+                assert match, "no 6-digit code in the e-mail"
+                return match.group(1)
+            time.sleep(0.05)
+        raise AssertionError(f"no e-mail reached {address}")
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    state: StackState
+    url: str
+    mailbox: Mailbox
+    clock_file: Path
+    admin_password: str
+    infra: Infra
+
+    def set_clock_offset(self, seconds: float) -> None:
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(str(seconds))
+        tmp.replace(self.clock_file)
+        time.sleep(0.05)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+    def login(self, kind: str, login: str, password: str, address: str) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.post("/v1/auth/login", json={"kind": kind, "login": login, "password": password})
+            assert r.status_code == 200, r.text
+            code = self.mailbox.last_code(address)
+            r = c.post("/v1/auth/otp", json={"challenge_id": r.json()["challenge_id"], "code": code})
+            assert r.status_code == 200, r.text
+            tokens: dict[str, Any] = r.json()
+            return tokens
+
+    def admin_token(self) -> str:
+        return str(self.login("admin", "admin", self.admin_password, "admin@dmp.localhost")["access_token"])
+
+    def create_patient(self, admin: str, password: str | None = "patient password 1") -> dict[str, Any]:
+        ins = make_ins()
+        body = {
+            "ins": ins, "vitale_serial": f"{random.randint(10**7, 10**8 - 1)}",
+            "given_name": "Camille", "family_name": "Martin", "birth_date": "1984-05-17",
+            "email": f"patient-{ins}@example.org", "phone": "", "password": password,
+        }
+        with self.client(admin) as c:
+            r = c.post("/v1/admin/patients", json=body)
+        assert r.status_code == 201, r.text
+        return {**r.json(), "password": password}
+
+    def create_professional(self, admin: str, profession: str = "10",
+                            password: str | None = "professional pw 1") -> dict[str, Any]:
+        rpps = make_rpps()
+        body = {
+            "rpps": rpps, "profession": profession, "given_name": "Jeanne",
+            "family_name": "Durand", "email": f"ps-{rpps}@example.org", "password": password,
+        }
+        with self.client(admin) as c:
+            r = c.post("/v1/admin/professionals", json=body)
+        assert r.status_code == 201, r.text
+        return {**r.json(), "password": password}
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Infra) -> Iterator[RunningStack]:
+    state_dir = infra.root / "stack"
+    clock_file = infra.root / "clock-offset"
+    admin_password = secrets.token_urlsafe(18)
+    stack = Stack(
+        state_dir,
+        Ports.free(),
+        extra_env={
+            "DMP_ENV": "dev",
+            "DMP_MONGO_URL": infra.mongo.url,
+            "DMP_NATS_URL": infra.nats.url,
+            "DMP_SMTP_HOST": infra.smtp.extra["host"],
+            "DMP_SMTP_PORT": infra.smtp.extra["port"],
+            "DMP_CLOCK_OFFSET_FILE": str(clock_file),
+            "DMP_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
+            "DMP_MASTER_KEY": _random_key(),
+            "DMP_LOG_LEVEL": "INFO",
+        },
+    )
+    previous = {k: os.environ.get(k) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
+    os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = infra.mongo.url, infra.nats.url
+    try:
+        state = stack.up(timeout=120)
+        yield RunningStack(stack, state, state.gateway_url, Mailbox(infra.maildir), clock_file,
+                           admin_password, infra)
+    finally:
+        stack.down()
+        # Keep the logs of every process for whoever reads a failure (CI prints them).
+        kept = Path(".dmp") / "test-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(infra.root / "stack" / "logs", kept, dirs_exist_ok=True)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _random_key() -> str:
+    import base64
+
+    return base64.b64encode(secrets.token_bytes(32)).decode()

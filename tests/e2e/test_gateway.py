@@ -1,0 +1,51 @@
+"""The gateway's own behaviour: problem+json, headers, limits, docs, readiness."""
+
+from __future__ import annotations
+
+from dmp_stack.testing import RunningStack
+
+
+def test_unknown_route_and_method_are_problems(stack: RunningStack) -> None:
+    with stack.client() as c:
+        r = c.get("/v1/nowhere")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        r = c.delete("/v1/auth/login")
+        assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
+
+
+def test_bad_bodies_are_4xx_problems(stack: RunningStack) -> None:
+    with stack.client() as c:
+        for content, ctype in ((b"{not json", "application/json"), (b"\xff\xfe\xfa", "application/json"),
+                               (b"kind=admin", "text/plain"), (b"[" * 5000 + b"]" * 5000, "application/json")):
+            r = c.post("/v1/auth/login", content=content, headers={"content-type": ctype})
+            assert 400 <= r.status_code < 500, (content[:10], r.status_code)
+            assert r.headers["content-type"] == "application/problem+json"
+        r = c.post("/v1/auth/login", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+
+
+def test_security_headers_and_request_id(stack: RunningStack) -> None:
+    with stack.client() as c:
+        r = c.get("/healthz", headers={"x-request-id": "req-123"})
+    assert r.headers["x-request-id"] == "req-123"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+def test_openapi_docs_and_metrics(stack: RunningStack) -> None:
+    with stack.client() as c:
+        spec = c.get("/openapi.json").json()
+        assert "/v1/auth/login" in spec["paths"] and "/v1/admin/patients" in spec["paths"]
+        docs = c.get("/docs")
+        assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+        assert c.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        c.get("/healthz")
+        metrics = c.get("/metrics").text
+        assert 'dmp_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+
+
+def test_readyz_reports_every_service(stack: RunningStack) -> None:
+    with stack.client() as c:
+        body = c.get("/readyz").json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"identity", "dossier", "consent", "audit", "notify", "ingest"}
