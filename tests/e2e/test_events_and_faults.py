@@ -1,4 +1,4 @@
-"""identity.login events reach JetStream; a paused database or NATS turns readiness red, never hangs."""
+"""identity.login reaches JetStream; a paused database or NATS turns readiness red, never hangs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from dmp_kit.bus import EventBus, run_consumer
 from dmp_stack.testing import RunningStack, make_ins
 
 
-async def login_events(stack: RunningStack, until: Callable[[list[envelope_pb2.Envelope]], bool],
-                       timeout: float = 20) -> list[envelope_pb2.Envelope]:
+async def login_events(
+    stack: RunningStack, until: Callable[[list[envelope_pb2.Envelope]], bool], wait: float = 20
+) -> list[envelope_pb2.Envelope]:
     bus = EventBus(stack.infra.nats.url, "e2e")
     await bus.connect()
     seen: list[envelope_pb2.Envelope] = []
@@ -26,10 +27,18 @@ async def login_events(stack: RunningStack, until: Callable[[list[envelope_pb2.E
         if until(seen):
             stop.set()
 
-    task = asyncio.create_task(run_consumer(bus, stream="IDENTITY", durable=f"e2e_{secrets.token_hex(4)}",
-                                            subject="identity.login", handler=handler, stop=stop))
+    task = asyncio.create_task(
+        run_consumer(
+            bus,
+            stream="IDENTITY",
+            durable=f"e2e_{secrets.token_hex(4)}",
+            subject="identity.login",
+            handler=handler,
+            stop=stop,
+        )
+    )
     try:
-        await asyncio.wait_for(stop.wait(), timeout)
+        await asyncio.wait_for(stop.wait(), wait)
     finally:
         stop.set()
         await task
@@ -41,30 +50,45 @@ async def test_every_login_success_or_failure_emits_identity_login(stack: Runnin
     admin = stack.admin_token()
     patient = stack.create_patient(admin)
     with stack.client() as c:
-        r = c.post("/v1/auth/login", json={"kind": "patient", "login": patient["ins"], "password": "wrong password!"})
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": patient["ins"], "password": "wrong password!"},
+        )
         assert r.status_code == 401
         unknown = make_ins()
-        r = c.post("/v1/auth/login", json={"kind": "patient", "login": unknown, "password": "wrong password!"})
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": unknown, "password": "wrong password!"},
+        )
         assert r.status_code == 401
     stack.login("patient", patient["ins"], patient["password"], patient["email"])
 
     def mine(events: list[envelope_pb2.Envelope]) -> list[tuple[str, bool]]:
-        return [(e.login_attempted.outcome, e.login_attempted.success) for e in events
-                if e.patient_ins == patient["ins"]]
+        return [
+            (e.login_attempted.outcome, e.login_attempted.success)
+            for e in events
+            if e.patient_ins == patient["ins"]
+        ]
 
     events = await login_events(stack, lambda seen: len(mine(seen)) >= 3)
     assert mine(events) == [("bad_password", False), ("password_ok", True), ("otp_ok", True)]
     ours = [e for e in events if e.patient_ins == patient["ins"]]
-    assert all(e.type == "identity.login" and e.source == "identity" and len(e.id) == 36 for e in ours)
+    assert all(
+        e.type == "identity.login" and e.source == "identity" and len(e.id) == 36 for e in ours
+    )
     assert ours[0].id[14] == "7", "event ids are UUIDv7"
     assert ours[0].trace.request_id, "the trace context travels in the envelope"
     assert len({e.id for e in events}) == len(events), "no duplicates"
     # The unknown login also left an event, with no account and no patient attached.
-    assert any(e.login_attempted.outcome == "bad_password" and not e.login_attempted.account_id for e in events)
+    assert any(
+        e.login_attempted.outcome == "bad_password" and not e.login_attempted.account_id
+        for e in events
+    )
 
 
-def _wait_ready(stack: RunningStack, want: int, timeout: float = 30,
-                all_down: bool = False) -> dict[str, bool]:
+def _wait_ready(
+    stack: RunningStack, want: int, timeout: float = 30, all_down: bool = False
+) -> dict[str, bool]:
     deadline = time.monotonic() + timeout
     with stack.client() as c:
         while time.monotonic() < deadline:
@@ -85,7 +109,10 @@ def test_database_paused_gives_503_problems_not_hangs(stack: RunningStack) -> No
         assert set(checks) == {"identity", "dossier", "consent", "audit", "notify", "ingest"}
         with httpx.Client(base_url=stack.url, timeout=30) as c:
             t0 = time.monotonic()
-            r = c.post("/v1/auth/login", json={"kind": "admin", "login": "admin", "password": "whatever it is"})
+            r = c.post(
+                "/v1/auth/login",
+                json={"kind": "admin", "login": "admin", "password": "whatever it is"},
+            )
             elapsed = time.monotonic() - t0
         assert r.status_code == 503, r.text
         assert r.headers["content-type"] == "application/problem+json"
@@ -98,7 +125,9 @@ def test_database_paused_gives_503_problems_not_hangs(stack: RunningStack) -> No
     assert stack.admin_token()
 
 
-async def test_nats_paused_turns_readiness_red_and_loses_no_login_event(stack: RunningStack) -> None:
+async def test_nats_paused_turns_readiness_red_and_loses_no_login_event(
+    stack: RunningStack,
+) -> None:
     infra = stack.infra
     admin = stack.admin_token()
     patient = stack.create_patient(admin)
@@ -111,6 +140,7 @@ async def test_nats_paused_turns_readiness_red_and_loses_no_login_event(stack: R
         infra.resume(infra.nats)
     _wait_ready(stack, 200)
     events = await login_events(
-        stack, lambda seen: sum(e.patient_ins == patient["ins"] for e in seen) >= 2)
+        stack, lambda seen: sum(e.patient_ins == patient["ins"] for e in seen) >= 2
+    )
     outcomes = [e.login_attempted.outcome for e in events if e.patient_ins == patient["ins"]]
     assert outcomes == ["password_ok", "otp_ok"]

@@ -15,12 +15,20 @@ def test_unknown_route_and_method_are_problems(stack: RunningStack) -> None:
 
 def test_bad_bodies_are_4xx_problems(stack: RunningStack) -> None:
     with stack.client() as c:
-        for content, ctype in ((b"{not json", "application/json"), (b"\xff\xfe\xfa", "application/json"),
-                               (b"kind=admin", "text/plain"), (b"[" * 5000 + b"]" * 5000, "application/json")):
+        for content, ctype in (
+            (b"{not json", "application/json"),
+            (b"\xff\xfe\xfa", "application/json"),
+            (b"kind=admin", "text/plain"),
+            (b"[" * 5000 + b"]" * 5000, "application/json"),
+        ):
             r = c.post("/v1/auth/login", content=content, headers={"content-type": ctype})
             assert 400 <= r.status_code < 500, (content[:10], r.status_code)
             assert r.headers["content-type"] == "application/problem+json"
-        r = c.post("/v1/auth/login", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"})
+        r = c.post(
+            "/v1/auth/login",
+            content=b"x" * (2 * 1024 * 1024),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
 
 

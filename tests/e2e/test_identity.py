@@ -46,7 +46,10 @@ def test_admin_logs_in_with_password_and_emailed_code(stack: RunningStack, admin
 
 def test_dev_outbox_lists_the_sent_code(stack: RunningStack) -> None:
     with stack.client() as c:
-        r = c.post("/v1/auth/login", json={"kind": "admin", "login": "admin", "password": stack.admin_password})
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "admin", "login": "admin", "password": stack.admin_password},
+        )
         assert r.status_code == 200
         items = c.get("/dev/outbox", params={"to": "admin@dmp.localhost"}).json()["items"]
     assert items[0]["channel"] == "email"
@@ -68,7 +71,11 @@ def test_patient_and_professional_journey(stack: RunningStack, admin: str) -> No
     header = jwt.get_unverified_header(ps["access_token"])
     claims = jwt.decode(ps["access_token"], options={"verify_signature": False})
     assert header["alg"] == "EdDSA" and header["typ"] == "at+jwt"
-    assert claims["aud"] == "dmp" and claims["kind"] == "professional" and claims["rpps"] == pro["rpps"]
+    assert (
+        claims["aud"] == "dmp"
+        and claims["kind"] == "professional"
+        and claims["rpps"] == pro["rpps"]
+    )
     with stack.client() as c:
         keys = c.get("/.well-known/jwks.json").json()["keys"]
     assert header["kid"] in {k["kid"] for k in keys}
@@ -77,33 +84,78 @@ def test_patient_and_professional_journey(stack: RunningStack, admin: str) -> No
 def test_registration_bad_input(stack: RunningStack, admin: str) -> None:
     ins = make_ins()
     bad_ins = ins[:-2] + f"{(int(ins[-2:]) + 1) % 100:02d}"
-    base = {"ins": ins, "vitale_serial": "12345678", "given_name": "A", "family_name": "B",
-            "birth_date": "1990-02-03", "email": "x@example.org"}
+    base = {
+        "ins": ins,
+        "vitale_serial": "12345678",
+        "given_name": "A",
+        "family_name": "B",
+        "birth_date": "1990-02-03",
+        "email": "x@example.org",
+    }
     with stack.client(admin) as c:
-        problem(c.post("/v1/admin/patients", json={**base, "ins": bad_ins}), 422, "invalid-ins", "ins")
-        problem(c.post("/v1/admin/patients", json={**base, "birth_date": "1990-13-03"}), 422,
-                "validation-error", "birth_date")
-        problem(c.post("/v1/admin/patients", json={**base, "email": "nope"}), 422, "validation-error", "email")
-        problem(c.post("/v1/admin/patients", json={**base, "password": "short"}), 422, "weak-password", "password")
-        problem(c.post("/v1/admin/patients", json={k: v for k, v in base.items() if k != "ins"}), 422,
-                "validation-error", "ins")
+        problem(
+            c.post("/v1/admin/patients", json={**base, "ins": bad_ins}), 422, "invalid-ins", "ins"
+        )
+        problem(
+            c.post("/v1/admin/patients", json={**base, "birth_date": "1990-13-03"}),
+            422,
+            "validation-error",
+            "birth_date",
+        )
+        problem(
+            c.post("/v1/admin/patients", json={**base, "email": "nope"}),
+            422,
+            "validation-error",
+            "email",
+        )
+        problem(
+            c.post("/v1/admin/patients", json={**base, "password": "short"}),
+            422,
+            "weak-password",
+            "password",
+        )
+        problem(
+            c.post("/v1/admin/patients", json={k: v for k, v in base.items() if k != "ins"}),
+            422,
+            "validation-error",
+            "ins",
+        )
         assert c.post("/v1/admin/patients", json=base).status_code == 201
         problem(c.post("/v1/admin/patients", json=base), 409, "already-exists", "ins")
         rpps = make_rpps()
-        pro = {"rpps": rpps[:-1] + str((int(rpps[-1]) + 1) % 10), "profession": "10",
-               "given_name": "A", "family_name": "B", "email": "p@example.org"}
+        pro = {
+            "rpps": rpps[:-1] + str((int(rpps[-1]) + 1) % 10),
+            "profession": "10",
+            "given_name": "A",
+            "family_name": "B",
+            "email": "p@example.org",
+        }
         problem(c.post("/v1/admin/professionals", json=pro), 422, "invalid-rpps", "rpps")
-        problem(c.post("/v1/admin/professionals", json={**pro, "rpps": rpps, "profession": "99"}), 422,
-                "invalid-profession", "profession")
-        problem(c.post("/v1/admin/professionals", json={**pro, "rpps": rpps, "roles": ["god"]}), 422,
-                "validation-error", "roles.0")
+        problem(
+            c.post("/v1/admin/professionals", json={**pro, "rpps": rpps, "profession": "99"}),
+            422,
+            "invalid-profession",
+            "profession",
+        )
+        problem(
+            c.post("/v1/admin/professionals", json={**pro, "rpps": rpps, "roles": ["god"]}),
+            422,
+            "validation-error",
+            "roles.0",
+        )
 
 
 def test_directory_is_for_administrators_only(stack: RunningStack, admin: str) -> None:
     patient = stack.create_patient(admin)
     pt = stack.login("patient", patient["ins"], patient["password"], patient["email"])
-    body = {"ins": make_ins(), "vitale_serial": "12345678", "given_name": "A", "family_name": "B",
-            "birth_date": "1990-02-03", "email": "y@example.org"}
+    body = {
+        "ins": make_ins(),
+        "vitale_serial": "12345678",
+        "given_name": "A",
+        "family_name": "B",
+        "birth_date": "1990-02-03",
+        "email": "y@example.org",
+    }
     with stack.client(pt["access_token"]) as c:
         problem(c.post("/v1/admin/patients", json=body), 403, "forbidden")
     with stack.client() as c:
@@ -117,7 +169,10 @@ def test_wrong_password_and_unknown_login_look_the_same(stack: RunningStack, adm
         for _ in range(3):
             for login, sink in ((patient["ins"], known), (make_ins(), unknown)):
                 t0 = time.perf_counter()
-                r = c.post("/v1/auth/login", json={"kind": "patient", "login": login, "password": "wrong password!"})
+                r = c.post(
+                    "/v1/auth/login",
+                    json={"kind": "patient", "login": login, "password": "wrong password!"},
+                )
                 sink.append(time.perf_counter() - t0)
                 body = problem(r, 401, "invalid-credentials")
                 assert body["detail"] == "wrong login or password"
@@ -125,19 +180,29 @@ def test_wrong_password_and_unknown_login_look_the_same(stack: RunningStack, adm
     assert 0.5 < ratio < 2.0, f"timing differs between known and unknown logins: {ratio:.2f}"
 
 
-def test_ten_wrong_passwords_lock_the_account_for_a_growing_period(stack: RunningStack, admin: str) -> None:
+def test_ten_wrong_passwords_lock_the_account_for_a_growing_period(
+    stack: RunningStack, admin: str
+) -> None:
     patient = stack.create_patient(admin)
     creds = {"kind": "patient", "login": patient["ins"]}
     try:
         with stack.client() as c:
             for _ in range(10):
-                problem(c.post("/v1/auth/login", json={**creds, "password": "wrong password!"}), 401,
-                        "invalid-credentials")
+                problem(
+                    c.post("/v1/auth/login", json={**creds, "password": "wrong password!"}),
+                    401,
+                    "invalid-credentials",
+                )
             r = c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
             problem(r, 423, "account-locked")
             assert 0 < int(r.headers["retry-after"]) <= 60
             stack.set_clock_offset(61)
-            assert c.post("/v1/auth/login", json={**creds, "password": patient["password"]}).status_code == 200
+            assert (
+                c.post(
+                    "/v1/auth/login", json={**creds, "password": patient["password"]}
+                ).status_code
+                == 200
+            )
             for _ in range(10):
                 c.post("/v1/auth/login", json={**creds, "password": "wrong password!"})
             r = c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
@@ -155,25 +220,45 @@ def test_otp_wrong_expired_replayed_and_five_failures_lock(stack: RunningStack, 
             cid = c.post("/v1/auth/login", json=creds).json()["challenge_id"]
             code = stack.mailbox.last_code(patient["email"])
             wrong = f"{(int(code) + 1) % 10**6:06d}"
-            problem(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": wrong}), 401, "invalid-otp")
-            problem(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": "12ab56"}), 422,
-                    "validation-error", "code")
+            problem(
+                c.post("/v1/auth/otp", json={"challenge_id": cid, "code": wrong}),
+                401,
+                "invalid-otp",
+            )
+            problem(
+                c.post("/v1/auth/otp", json={"challenge_id": cid, "code": "12ab56"}),
+                422,
+                "validation-error",
+                "code",
+            )
             ok = c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code})
             assert ok.status_code == 200
-            problem(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code}), 401, "invalid-otp")
+            problem(
+                c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code}), 401, "invalid-otp"
+            )
 
             cid = c.post("/v1/auth/login", json=creds).json()["challenge_id"]
             code = stack.mailbox.last_code(patient["email"])
             stack.set_clock_offset(301)
-            problem(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code}), 401, "otp-expired")
+            problem(
+                c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code}), 401, "otp-expired"
+            )
             stack.set_clock_offset(0)
 
             cid = c.post("/v1/auth/login", json=creds).json()["challenge_id"]
             code = stack.mailbox.last_code(patient["email"])
             wrong = f"{(int(code) + 1) % 10**6:06d}"
             for _ in range(5):
-                problem(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": wrong}), 401, "invalid-otp")
-            problem(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code}), 423, "account-locked")
+                problem(
+                    c.post("/v1/auth/otp", json={"challenge_id": cid, "code": wrong}),
+                    401,
+                    "invalid-otp",
+                )
+            problem(
+                c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code}),
+                423,
+                "account-locked",
+            )
             problem(c.post("/v1/auth/login", json=creds), 423, "account-locked")
     finally:
         stack.set_clock_offset(0)
@@ -186,11 +271,17 @@ def test_refresh_rotates_and_reuse_revokes_the_family(stack: RunningStack, admin
         second = c.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
         assert second.status_code == 200
         assert second.json()["refresh_token"] != first["refresh_token"]
-        problem(c.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}), 401,
-                "refresh-token-reused")
+        problem(
+            c.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}),
+            401,
+            "refresh-token-reused",
+        )
         # The thief's reuse revoked the legitimate, newer token too.
-        problem(c.post("/v1/auth/refresh", json={"refresh_token": second.json()["refresh_token"]}), 401,
-                "invalid-token")
+        problem(
+            c.post("/v1/auth/refresh", json={"refresh_token": second.json()["refresh_token"]}),
+            401,
+            "invalid-token",
+        )
         problem(c.post("/v1/auth/refresh", json={"refresh_token": "made-up"}), 401, "invalid-token")
         problem(c.post("/v1/auth/refresh", json={}), 422, "validation-error", "refresh_token")
 
@@ -207,18 +298,35 @@ def test_bad_tokens_are_refused_and_change_nothing(stack: RunningStack, admin: s
     bad = {
         "tampered": f"{head}.{_b64({**claims, 'roles': ['admin', 'patient']})}.{sig}",
         "alg-none": f"{_b64({**header, 'alg': 'none'})}.{body}.",
-        "wrong-aud": jwt.encode({**claims, "aud": "other"}, attacker, algorithm="EdDSA", headers=header),
+        "wrong-aud": jwt.encode(
+            {**claims, "aud": "other"}, attacker, algorithm="EdDSA", headers=header
+        ),
         "foreign-signature": jwt.encode(claims, attacker, algorithm="EdDSA", headers=header),
-        "wrong-typ": jwt.encode(claims, attacker, algorithm="EdDSA", headers={**header, "typ": "JWT"}),
+        "wrong-typ": jwt.encode(
+            claims, attacker, algorithm="EdDSA", headers={**header, "typ": "JWT"}
+        ),
     }
     with stack.client() as c:
         for name, token in bad.items():
-            r = c.post("/v1/admin/patients", headers={"authorization": f"Bearer {token}"},
-                       json={"ins": make_ins(), "vitale_serial": "12345678", "given_name": "A",
-                             "family_name": "B", "birth_date": "1990-02-03", "email": "t@example.org"})
+            r = c.post(
+                "/v1/admin/patients",
+                headers={"authorization": f"Bearer {token}"},
+                json={
+                    "ins": make_ins(),
+                    "vitale_serial": "12345678",
+                    "given_name": "A",
+                    "family_name": "B",
+                    "birth_date": "1990-02-03",
+                    "email": "t@example.org",
+                },
+            )
             problem(r, 401, "invalid-token"), name
-        refresh = stack.login("admin", "admin", stack.admin_password, "admin@dmp.localhost")["refresh_token"]
-        problem(c.get("/v1/me", headers={"authorization": f"Bearer {refresh}"}), 401, "invalid-token")
+        refresh = stack.login("admin", "admin", stack.admin_password, "admin@dmp.localhost")[
+            "refresh_token"
+        ]
+        problem(
+            c.get("/v1/me", headers={"authorization": f"Bearer {refresh}"}), 401, "invalid-token"
+        )
     try:
         stack.set_clock_offset(3600)
         with stack.client(admin) as c:
@@ -232,36 +340,98 @@ def test_client_credentials_with_a_signed_assertion(stack: RunningStack, admin: 
     pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
     client_id = f"cpam-{uuid.uuid4().hex[:8]}"
     with stack.client(admin) as c:
-        r = c.post("/v1/admin/clients", json={"client_id": client_id, "public_key_pem": pem, "roles": ["insurer"]})
+        r = c.post(
+            "/v1/admin/clients",
+            json={"client_id": client_id, "public_key_pem": pem, "roles": ["insurer"]},
+        )
         assert r.status_code == 201, r.text
-        problem(c.post("/v1/admin/clients", json={"client_id": client_id, "public_key_pem": pem,
-                                                   "roles": ["insurer"]}), 409, "already-exists", "client_id")
-        problem(c.post("/v1/admin/clients", json={"client_id": "x-1", "public_key_pem": "nope",
-                                                   "roles": ["insurer"]}), 422, "validation-error", "public_key_pem")
+        problem(
+            c.post(
+                "/v1/admin/clients",
+                json={"client_id": client_id, "public_key_pem": pem, "roles": ["insurer"]},
+            ),
+            409,
+            "already-exists",
+            "client_id",
+        )
+        problem(
+            c.post(
+                "/v1/admin/clients",
+                json={"client_id": "x-1", "public_key_pem": "nope", "roles": ["insurer"]},
+            ),
+            422,
+            "validation-error",
+            "public_key_pem",
+        )
 
     def assertion(**over: Any) -> str:
         now = int(time.time())
-        claims = {"iss": client_id, "sub": client_id, "aud": f"{stack.url}/v1/auth/token",
-                  "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex, **over}
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": f"{stack.url}/v1/auth/token",
+            "iat": now,
+            "exp": now + 120,
+            "jti": uuid.uuid4().hex,
+            **over,
+        }
         return jwt.encode(claims, key, algorithm="EdDSA")
 
-    form = {"grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
     with stack.client() as c:
         signed = assertion()
         r = c.post("/v1/auth/token", data={**form, "client_assertion": signed})
         assert r.status_code == 200, r.text
         token = r.json()["access_token"]
-        problem(c.post("/v1/auth/token", data={**form, "client_assertion": signed}), 401, "invalid-client")
-        problem(c.post("/v1/auth/token", data={**form, "client_assertion": assertion(aud="https://elsewhere")}),
-                401, "invalid-client")
-        problem(c.post("/v1/auth/token", data={**form, "client_assertion": assertion(exp=int(time.time()) + 3600)}),
-                401, "invalid-client")
-        other = jwt.encode({"iss": client_id, "sub": client_id, "aud": f"{stack.url}/v1/auth/token",
-                            "exp": int(time.time()) + 60, "jti": "x"}, Ed25519PrivateKey.generate(), algorithm="EdDSA")
-        problem(c.post("/v1/auth/token", data={**form, "client_assertion": other}), 401, "invalid-client")
-        problem(c.post("/v1/auth/token", data={**form, "grant_type": "password", "client_assertion": assertion()}),
-                422, "unsupported-grant-type", "grant_type")
+        problem(
+            c.post("/v1/auth/token", data={**form, "client_assertion": signed}),
+            401,
+            "invalid-client",
+        )
+        problem(
+            c.post(
+                "/v1/auth/token",
+                data={**form, "client_assertion": assertion(aud="https://elsewhere")},
+            ),
+            401,
+            "invalid-client",
+        )
+        problem(
+            c.post(
+                "/v1/auth/token",
+                data={**form, "client_assertion": assertion(exp=int(time.time()) + 3600)},
+            ),
+            401,
+            "invalid-client",
+        )
+        other = jwt.encode(
+            {
+                "iss": client_id,
+                "sub": client_id,
+                "aud": f"{stack.url}/v1/auth/token",
+                "exp": int(time.time()) + 60,
+                "jti": "x",
+            },
+            Ed25519PrivateKey.generate(),
+            algorithm="EdDSA",
+        )
+        problem(
+            c.post("/v1/auth/token", data={**form, "client_assertion": other}),
+            401,
+            "invalid-client",
+        )
+        problem(
+            c.post(
+                "/v1/auth/token",
+                data={**form, "grant_type": "password", "client_assertion": assertion()},
+            ),
+            422,
+            "unsupported-grant-type",
+            "grant_type",
+        )
     with stack.client(token) as c:
         me = c.get("/v1/me").json()
     assert (me["kind"], me["roles"]) == ("system", ["insurer", "system"])

@@ -1,1 +1,1 @@
-"""What every DMP service shares: settings, logging, gRPC bootstrap, auth, MongoDB, NATS, outbox, clock."""
+"""What every DMP service shares: settings, logs, gRPC, auth, MongoDB, NATS, outbox, clock."""

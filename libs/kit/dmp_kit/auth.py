@@ -1,4 +1,4 @@
-"""Verification of identity's access tokens: JWKS (cached, refreshed on unknown kid), aud, typ, roles."""
+"""Verifying identity's access tokens: JWKS (cached, refreshed on unknown kid), aud, typ, roles."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from jwt.algorithms import OKPAlgorithm
 from dmp_kit.clock import Clock
 from dmp_kit.errors import PermissionDenied, Unauthenticated
 
-ACCESS_TOKEN_TYP = "at+jwt"
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
 ALGORITHM = "EdDSA"
 KINDS = frozenset({"patient", "professional", "admin", "system", "service"})
 
@@ -102,7 +102,10 @@ class JwksCache:
         async with self._lock:
             # An unknown kid may mean a rotation: refresh, but not more than once per interval
             # so that tokens with invented kids cannot hammer identity.
-            if kid not in self._keys and time.monotonic() - self._last_refresh >= self._min_interval:
+            if (
+                kid not in self._keys
+                and time.monotonic() - self._last_refresh >= self._min_interval
+            ):
                 await self.refresh()
         return self._keys.get(kid)
 
@@ -176,7 +179,9 @@ class TokenVerifier:
                 },
             )
         except jwt.InvalidAudienceError as exc:
-            raise Unauthenticated("the token is for another audience", slug="invalid-token") from exc
+            raise Unauthenticated(
+                "the token is for another audience", slug="invalid-token"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is invalid", slug="invalid-token") from exc
         self._check_time(float(claims["exp"]), claims.get("nbf"))

@@ -1,4 +1,4 @@
-"""NATS JetStream: stream setup, publish with Nats-Msg-Id, durable consumers with ack-after-effect."""
+"""NATS JetStream: streams, publish with Nats-Msg-Id, durable consumers that ack after effect."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class EventBus:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    async def healthy(self, timeout: float = 1.0) -> bool:
+    async def healthy(self, wait: float = 1.0) -> bool:
         """JetStream answers an API request: a connected but unresponsive server is not healthy.
 
         (Not `flush(timeout)`: in nats-py a timed-out flush leaves a cancelled PONG future
@@ -74,8 +74,8 @@ class EventBus:
         if self._nc is None or not self._nc.is_connected:
             return False
         try:
-            await self._nc.request("$JS.API.INFO", b"", timeout=timeout)
-        except (NatsTimeoutError, asyncio.TimeoutError, nats.errors.Error):
+            await self._nc.request("$JS.API.INFO", b"", timeout=wait)
+        except (TimeoutError, NatsTimeoutError, nats.errors.Error):
             return False
         return True
 
@@ -100,7 +100,7 @@ class EventBus:
             ack = await self.js.publish(
                 subject, data, timeout=self._timeout, headers={"Nats-Msg-Id": msg_id}
             )
-        except (NatsTimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, NatsTimeoutError, nats.errors.Error) as exc:
             raise Unavailable("the event stream did not acknowledge") from exc
         return int(ack.seq)
 
@@ -150,7 +150,7 @@ async def run_consumer(
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 continue
             except nats.errors.Error as exc:
                 log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)

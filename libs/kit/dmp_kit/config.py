@@ -1,4 +1,4 @@
-"""Settings shared by every service: pydantic-settings, `DMP_` prefix, a guard against dev secrets."""
+"""Settings shared by every service: pydantic-settings, `DMP_` prefix, a dev-secret guard."""
 
 from __future__ import annotations
 

@@ -24,8 +24,10 @@ def new_trace(request_id: str | None = None, traceparent: str | None = None) -> 
     trace_id = ""
     if traceparent:
         parts = traceparent.split("-")
-        if len(parts) == 4 and len(parts[1]) == 32 and all(
-            c in "0123456789abcdef" for c in parts[1]
+        if (
+            len(parts) == 4
+            and len(parts[1]) == 32
+            and all(c in "0123456789abcdef" for c in parts[1])
         ):
             trace_id = parts[1]
     return Trace(

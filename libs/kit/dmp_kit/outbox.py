@@ -10,6 +10,7 @@ and removal causes no duplicate), then removes exactly the entries it published 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,9 +30,7 @@ PENDING = "outbox_pending"
 
 
 def outbox_entries(events: Sequence[envelope_pb2.Envelope]) -> list[Document]:
-    return [
-        {"id": e.id, "subject": e.type, "data": Binary(e.SerializeToString())} for e in events
-    ]
+    return [{"id": e.id, "subject": e.type, "data": Binary(e.SerializeToString())} for e in events]
 
 
 def with_events(update: Document, *events: envelope_pb2.Envelope) -> Document:
@@ -92,7 +91,5 @@ class OutboxRelay:
                 # Nothing is lost: the entries stay pending until the next pass.
                 log.warning("outbox_relay_retry", error=type(exc).__name__)
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass

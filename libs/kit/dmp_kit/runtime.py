@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -12,7 +12,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit import logging as dmp_logging
@@ -28,7 +27,7 @@ from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestC
 
 log = dmp_logging.get_logger(__name__)
 
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 HEALTH_INTERVAL_SECONDS = 1.0
 
 

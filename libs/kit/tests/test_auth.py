@@ -38,9 +38,16 @@ class Keys:
 
 
 def claims(**over: Any) -> dict[str, Any]:
-    base = {"iss": ISS, "aud": AUD, "sub": "acc-1", "iat": int(NOW.timestamp()),
-            "exp": int((NOW + timedelta(minutes=15)).timestamp()), "kind": "patient",
-            "roles": ["patient"], "ins": "180017512345660"}
+    base = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "acc-1",
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(minutes=15)).timestamp()),
+        "kind": "patient",
+        "roles": ["patient"],
+        "ins": "180017512345660",
+    }
     return {**base, **over}
 
 
@@ -62,7 +69,12 @@ async def test_valid_token_gives_a_typed_principal(setup: Any) -> None:
     _, key, verifier, _ = setup
     p = await verifier.verify(sign(key, "k1", claims()))
     assert isinstance(p, Principal)
-    assert (p.kind, p.subject, p.ins, p.roles) == ("patient", "acc-1", "180017512345660", frozenset({"patient"}))
+    assert (p.kind, p.subject, p.ins, p.roles) == (
+        "patient",
+        "acc-1",
+        "180017512345660",
+        frozenset({"patient"}),
+    )
     assert p.actor_id == "180017512345660"
     with pytest.raises(PermissionDenied):
         p.require_role("admin")
@@ -78,9 +90,18 @@ async def test_valid_token_gives_a_typed_principal(setup: Any) -> None:
         pytest.param(lambda k, c: sign(Ed25519PrivateKey.generate(), "k1", c()), id="foreign-key"),
         pytest.param(lambda k, c: sign(k, "unknown", c()), id="unknown-kid"),
         pytest.param(lambda k, c: sign(k, "k1", c(kind="wizard")), id="unknown-kind"),
-        pytest.param(lambda k, c: sign(k, "k1", {x: v for x, v in c().items() if x != "exp"}), id="no-exp"),
-        pytest.param(lambda k, c: jwt.encode(c(), "secret-secret-secret-secret-1234", algorithm="HS256",
-                                             headers={"kid": "k1", "typ": "at+jwt"}), id="hs256"),
+        pytest.param(
+            lambda k, c: sign(k, "k1", {x: v for x, v in c().items() if x != "exp"}), id="no-exp"
+        ),
+        pytest.param(
+            lambda k, c: jwt.encode(
+                c(),
+                "secret-secret-secret-secret-1234",
+                algorithm="HS256",
+                headers={"kid": "k1", "typ": "at+jwt"},
+            ),
+            id="hs256",
+        ),
         pytest.param(lambda k, c: "not-a-jwt", id="garbage"),
     ],
 )
@@ -92,7 +113,9 @@ async def test_refused_tokens(setup: Any, mutate: Any) -> None:
 
 async def test_alg_none_is_refused(setup: Any) -> None:
     _, _, verifier, _ = setup
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "at+jwt", "kid": "k1"}).encode())
+    header = base64.urlsafe_b64encode(
+        json.dumps({"alg": "none", "typ": "at+jwt", "kid": "k1"}).encode()
+    )
     body = base64.urlsafe_b64encode(json.dumps(claims()).encode())
     with pytest.raises(Unauthenticated, match="algorithm"):
         await verifier.verify(f"{header.decode().rstrip('=')}.{body.decode().rstrip('=')}.")
@@ -101,7 +124,9 @@ async def test_alg_none_is_refused(setup: Any) -> None:
 async def test_tampered_payload_is_refused(setup: Any) -> None:
     _, key, verifier, _ = setup
     head, _, sig = sign(key, "k1", claims()).split(".")
-    forged = base64.urlsafe_b64encode(json.dumps(claims(roles=["admin"])).encode()).decode().rstrip("=")
+    forged = (
+        base64.urlsafe_b64encode(json.dumps(claims(roles=["admin"])).encode()).decode().rstrip("=")
+    )
     with pytest.raises(Unauthenticated):
         await verifier.verify(f"{head}.{forged}.{sig}")
 

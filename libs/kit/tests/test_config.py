@@ -35,7 +35,7 @@ def test_master_key_must_be_32_bytes() -> None:
 
 def test_clock_offset_is_refused_in_prod() -> None:
     with pytest.raises(ValidationError, match="CLOCK_OFFSET"):
-        Settings(env="prod", master_key=REAL_KEY, clock_offset_file="/tmp/x")
+        Settings(env="prod", master_key=REAL_KEY, clock_offset_file="clock-offset")
 
 
 def test_environment_variables_are_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

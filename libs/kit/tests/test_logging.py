@@ -17,8 +17,17 @@ INS = "180017512345660"
 
 def test_identifiers_are_pseudonymised_and_secrets_dropped() -> None:
     r = Redactor(KEY)
-    out = r(None, "info", {"event": f"opened dossier {INS}", "ins": INS, "password": "hunter2hunter2",
-                           "nested": {"patient_ins": INS, "email": "a@b.fr"}, "count": 3})
+    out = r(
+        None,
+        "info",
+        {
+            "event": f"opened dossier {INS}",
+            "ins": INS,
+            "password": "hunter2hunter2",
+            "nested": {"patient_ins": INS, "email": "a@b.fr"},
+            "count": 3,
+        },
+    )
     text = json.dumps(out)
     assert INS not in text
     assert "hunter2" not in text and "a@b.fr" not in text

@@ -49,8 +49,9 @@ async def bus(infra: Infra) -> AsyncIterator[EventBus]:
     await bus.close()
 
 
-async def collect(bus: EventBus, durable: str, subject: str, want: int,
-                  handler_fails_first: bool = False) -> list[envelope_pb2.Envelope]:
+async def collect(
+    bus: EventBus, durable: str, subject: str, want: int, handler_fails_first: bool = False
+) -> list[envelope_pb2.Envelope]:
     seen: list[envelope_pb2.Envelope] = []
     failed: set[str] = set()
     stop = asyncio.Event()
@@ -64,7 +65,9 @@ async def collect(bus: EventBus, durable: str, subject: str, want: int,
             stop.set()
 
     task = asyncio.create_task(
-        run_consumer(bus, stream="IDENTITY", durable=durable, subject=subject, handler=handler, stop=stop)
+        run_consumer(
+            bus, stream="IDENTITY", durable=durable, subject=subject, handler=handler, stop=stop
+        )
     )
     try:
         await asyncio.wait_for(stop.wait(), timeout=20)
@@ -75,7 +78,9 @@ async def collect(bus: EventBus, durable: str, subject: str, want: int,
     return seen
 
 
-async def test_events_written_with_the_change_are_relayed_once_and_removed(db: Any, bus: EventBus) -> None:
+async def test_events_written_with_the_change_are_relayed_once_and_removed(
+    db: Any, bus: EventBus
+) -> None:
     col = db["things"]
     relay = OutboxRelay(bus, [col])
     await relay.ensure_indexes()
@@ -119,8 +124,16 @@ async def test_a_failed_effect_is_redelivered_and_applied_once(db: Any, bus: Eve
             raise RuntimeError("crash after the effect, before the ack")
         stop.set()
 
-    task = asyncio.create_task(run_consumer(bus, stream="IDENTITY", durable=durable,
-                                            subject="identity.login", handler=handler, stop=stop))
+    task = asyncio.create_task(
+        run_consumer(
+            bus,
+            stream="IDENTITY",
+            durable=durable,
+            subject="identity.login",
+            handler=handler,
+            stop=stop,
+        )
+    )
     await asyncio.wait_for(stop.wait(), timeout=20)
     stop.set()
     await task
@@ -139,7 +152,7 @@ async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) 
     await col.insert_one(new_document_with_events({"_id": "t2"}, event))
     infra.pause(infra.nats)
     try:
-        with pytest.raises(Exception):  # noqa: B017, PT011 - any publish failure will do
+        with pytest.raises(Exception):  # noqa: B017 - any publish failure will do
             await relay.relay_once()
         assert (await col.find_one({"_id": "t2"}))["outbox_pending"] is True
     finally:
@@ -148,7 +161,7 @@ async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) 
         try:
             if await relay.relay_once() == 1:
                 break
-        except Exception:  # noqa: BLE001 - reconnecting
+        except Exception:
             await asyncio.sleep(0.2)
     assert (await col.find_one({"_id": "t2"}))["outbox"] == []
     await bus.close()

@@ -29,15 +29,33 @@ PUBLIC = "/dmp.notify.v1.NotifyService/ListDevOutbox"
 
 async def fetch() -> Iterable[Mapping[str, str]]:
     raw = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "alg": "EdDSA",
-             "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}]
+    return [
+        {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "kid": "k",
+            "alg": "EdDSA",
+            "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
+        }
+    ]
 
 
 def token(kind: str = "admin") -> str:
     now = datetime.now(UTC)
-    return jwt.encode({"iss": "i", "aud": "dmp", "sub": "s", "kind": kind, "roles": [kind],
-                       "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=5)).timestamp())},
-                      KEY, algorithm="EdDSA", headers={"kid": "k", "typ": "at+jwt"})
+    return jwt.encode(
+        {
+            "iss": "i",
+            "aud": "dmp",
+            "sub": "s",
+            "kind": kind,
+            "roles": [kind],
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(minutes=5)).timestamp()),
+        },
+        KEY,
+        algorithm="EdDSA",
+        headers={"kid": "k", "typ": "at+jwt"},
+    )
 
 
 class Probe(notify_pb2_grpc.NotifyServiceServicer):
@@ -47,7 +65,9 @@ class Probe(notify_pb2_grpc.NotifyServiceServicer):
     async def GetPreferences(self, request: Any, context: Any) -> pb.GetPreferencesResponse:
         who = caller()
         left = remaining_seconds(100.0)
-        return pb.GetPreferencesResponse(preferences=[pb.EventPreference(event_type=f"{who.kind}:{left:.1f}")])
+        return pb.GetPreferencesResponse(
+            preferences=[pb.EventPreference(event_type=f"{who.kind}:{left:.1f}")]
+        )
 
     async def ListNotifications(self, request: Any, context: Any) -> pb.ListNotificationsResponse:
         raise RuntimeError("secret internals")
@@ -62,8 +82,13 @@ class Probe(notify_pb2_grpc.NotifyServiceServicer):
 @pytest.fixture
 async def stub() -> AsyncIterator[notify_pb2_grpc.NotifyServiceStub]:
     verifier = TokenVerifier(JwksCache(fetch), issuer="i", audience="dmp", clock=SystemClock())
-    server = grpc.aio.server(interceptors=[RequestContextInterceptor(), ErrorInterceptor(),
-                                           AuthInterceptor(verifier, frozenset({PUBLIC}))])
+    server = grpc.aio.server(
+        interceptors=[
+            RequestContextInterceptor(),
+            ErrorInterceptor(),
+            AuthInterceptor(verifier, frozenset({PUBLIC})),
+        ]
+    )
     notify_pb2_grpc.add_NotifyServiceServicer_to_server(Probe(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -81,11 +106,15 @@ async def test_deny_by_default_without_a_token(stub: Any) -> None:
 
 
 async def test_public_method_needs_no_token(stub: Any) -> None:
-    assert await stub.ListDevOutbox(pb.ListDevOutboxRequest(), timeout=5) == pb.ListDevOutboxResponse()
+    assert (
+        await stub.ListDevOutbox(pb.ListDevOutboxRequest(), timeout=5) == pb.ListDevOutboxResponse()
+    )
 
 
 async def test_caller_and_deadline_reach_the_servicer(stub: Any) -> None:
-    resp = await stub.GetPreferences(pb.GetPreferencesRequest(), **call_options(3.0, token=token("patient")))
+    resp = await stub.GetPreferences(
+        pb.GetPreferencesRequest(), **call_options(3.0, token=token("patient"))
+    )
     kind, left = resp.preferences[0].event_type.split(":")
     assert kind == "patient"
     assert 0 < float(left) <= 3.0, "the server sees (and passes on) the caller's deadline"
@@ -108,6 +137,8 @@ async def test_status_overrides_and_retry_after_survive(stub: Any) -> None:
 
 async def test_a_bug_is_internal_and_leaks_nothing(stub: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.ListNotifications(pb.ListNotificationsRequest(), **call_options(3.0, token=token()))
+        await stub.ListNotifications(
+            pb.ListNotificationsRequest(), **call_options(3.0, token=token())
+        )
     assert exc.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (exc.value.details() or "")

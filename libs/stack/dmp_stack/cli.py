@@ -23,8 +23,10 @@ def up() -> int:
     stack = _stack()
     if stack.running():
         state = stack.state()
-        print(f"The stack is already running at {state.gateway_url if state else '?'} "
-              "(make status; make down to stop it).")
+        print(
+            f"The stack is already running at {state.gateway_url if state else '?'} "
+            "(make status; make down to stop it)."
+        )
         return 0
     print("Starting MongoDB-compatible database, NATS, SMTP sink, services and gateway…")
     try:
@@ -42,7 +44,8 @@ The DMP stack is up ({deps}).
 
 Log in as the development administrator:
   curl -s {url}/v1/auth/login -H 'content-type: application/json' \\
-       -d '{{"kind":"admin","login":"admin","password":"<DMP_BOOTSTRAP_ADMIN_PASSWORD, dev default: dev-admin-password>"}}'
+       -d '{{"kind":"admin","login":"admin","password":"dev-admin-password"}}'
+  (dev default password; yours if DMP_BOOTSTRAP_ADMIN_PASSWORD is set)
   then read the code: curl -s '{url}/dev/outbox?to=admin@dmp.localhost'
   and exchange it:    curl -s {url}/v1/auth/otp -H 'content-type: application/json' \\
        -d '{{"challenge_id":"…","code":"……"}}'
@@ -67,7 +70,11 @@ def status() -> int:
         print("Not running.")
         return 1
     for dep in state.deps:
-        where = f"pid {dep.pid} {'up' if dep.pid and alive(dep.pid) else 'DOWN'}" if dep.pid else dep.source
+        where = (
+            f"pid {dep.pid} {'up' if dep.pid and alive(dep.pid) else 'DOWN'}"
+            if dep.pid
+            else dep.source
+        )
         print(f"  {dep.name:<9} {dep.url:<36} {where}")
     for name, pid in state.processes.items():
         print(f"  {name:<9} pid {pid:<8} {'up' if alive(pid) else 'DOWN'}")

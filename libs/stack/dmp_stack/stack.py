@@ -1,4 +1,4 @@
-"""The local stack: infrastructure plus every service as detached processes, tracked in a state dir."""
+"""The local stack: infrastructure and every service as detached processes, tracked on disk."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from dmp_stack.infra import (
     InfraError,
     Started,
     free_port,
-    say,
     spawn,
     start_mongo,
     start_nats,

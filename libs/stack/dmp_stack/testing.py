@@ -1,4 +1,4 @@
-"""Pytest fixtures: real MongoDB-compatible server, NATS, SMTP sink and services, once per session."""
+"""Pytest fixtures: a real MongoDB-compatible server, NATS, SMTP sink and services, per session."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ def make_ins(rng: random.Random | None = None, corsica: str | None = None) -> st
     """A random INS with a correct control key (optionally born in 2A/2B)."""
     r = rng or random.Random(secrets.randbits(64))
     dept = corsica or f"{r.randint(1, 95):02d}"
-    first13 = f"{r.choice('12')}{r.randint(40, 99):02d}{r.randint(1, 12):02d}{dept}" \
-              f"{r.randint(1, 999):03d}{r.randint(1, 999):03d}"
+    first13 = (
+        f"{r.choice('12')}{r.randint(40, 99):02d}{r.randint(1, 12):02d}{dept}"
+        f"{r.randint(1, 999):03d}{r.randint(1, 999):03d}"
+    )
     return f"{first13}{ins_control_key(first13):02d}"
 
 
@@ -91,7 +93,7 @@ class Mailbox:
         for path in sorted(self.directory.glob("*.eml")):
             msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
             if address.lower() in str(msg["To"]).lower():
-                found.append(msg)  # type: ignore[arg-type]
+                found.append(msg)
         return found
 
     def last_code(self, address: str, timeout: float = 10.0) -> str:
@@ -133,32 +135,48 @@ class RunningStack:
             r = c.post("/v1/auth/login", json={"kind": kind, "login": login, "password": password})
             assert r.status_code == 200, r.text
             code = self.mailbox.last_code(address)
-            r = c.post("/v1/auth/otp", json={"challenge_id": r.json()["challenge_id"], "code": code})
+            r = c.post(
+                "/v1/auth/otp", json={"challenge_id": r.json()["challenge_id"], "code": code}
+            )
             assert r.status_code == 200, r.text
             tokens: dict[str, Any] = r.json()
             return tokens
 
     def admin_token(self) -> str:
-        return str(self.login("admin", "admin", self.admin_password, "admin@dmp.localhost")["access_token"])
+        return str(
+            self.login("admin", "admin", self.admin_password, "admin@dmp.localhost")["access_token"]
+        )
 
-    def create_patient(self, admin: str, password: str | None = "patient password 1") -> dict[str, Any]:
+    def create_patient(
+        self, admin: str, password: str | None = "patient password 1"
+    ) -> dict[str, Any]:
         ins = make_ins()
         body = {
-            "ins": ins, "vitale_serial": f"{random.randint(10**7, 10**8 - 1)}",
-            "given_name": "Camille", "family_name": "Martin", "birth_date": "1984-05-17",
-            "email": f"patient-{ins}@example.org", "phone": "", "password": password,
+            "ins": ins,
+            "vitale_serial": f"{random.randint(10**7, 10**8 - 1)}",
+            "given_name": "Camille",
+            "family_name": "Martin",
+            "birth_date": "1984-05-17",
+            "email": f"patient-{ins}@example.org",
+            "phone": "",
+            "password": password,
         }
         with self.client(admin) as c:
             r = c.post("/v1/admin/patients", json=body)
         assert r.status_code == 201, r.text
         return {**r.json(), "password": password}
 
-    def create_professional(self, admin: str, profession: str = "10",
-                            password: str | None = "professional pw 1") -> dict[str, Any]:
+    def create_professional(
+        self, admin: str, profession: str = "10", password: str | None = "professional pw 1"
+    ) -> dict[str, Any]:
         rpps = make_rpps()
         body = {
-            "rpps": rpps, "profession": profession, "given_name": "Jeanne",
-            "family_name": "Durand", "email": f"ps-{rpps}@example.org", "password": password,
+            "rpps": rpps,
+            "profession": profession,
+            "given_name": "Jeanne",
+            "family_name": "Durand",
+            "email": f"ps-{rpps}@example.org",
+            "password": password,
         }
         with self.client(admin) as c:
             r = c.post("/v1/admin/professionals", json=body)
@@ -190,8 +208,15 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
     os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = infra.mongo.url, infra.nats.url
     try:
         state = stack.up(timeout=120)
-        yield RunningStack(stack, state, state.gateway_url, Mailbox(infra.maildir), clock_file,
-                           admin_password, infra)
+        yield RunningStack(
+            stack,
+            state,
+            state.gateway_url,
+            Mailbox(infra.maildir),
+            clock_file,
+            admin_password,
+            infra,
+        )
     finally:
         stack.down()
         # Keep the logs of every process for whoever reads a failure (CI prints them).

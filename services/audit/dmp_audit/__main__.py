@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
+from dmp_audit.api import AuditServicer
 from dmp_kit.config import Settings
 from dmp_kit.runtime import ServiceRuntime
-from dmp_audit.api import AuditServicer
 
 
 async def serve() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
+from dmp_consent.api import ConsentServicer
 from dmp_kit.config import Settings
 from dmp_kit.runtime import ServiceRuntime
-from dmp_consent.api import ConsentServicer
 
 
 async def serve() -> None:

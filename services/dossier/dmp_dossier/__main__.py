@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
+from dmp_dossier.api import DossierServicer
 from dmp_kit.config import Settings
 from dmp_kit.runtime import ServiceRuntime
-from dmp_dossier.api import DossierServicer
 
 
 async def serve() -> None:

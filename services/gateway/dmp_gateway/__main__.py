@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uvicorn
 
-from dmp_kit.runtime import configure_logging
 from dmp_gateway.app import create_app
 from dmp_gateway.config import GatewaySettings
+from dmp_kit.runtime import configure_logging
 
 
 def main() -> None:

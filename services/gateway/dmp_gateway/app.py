@@ -12,15 +12,15 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Histogram
 from swagger_ui_bundle import swagger_ui_path
 
-from dmp_kit.clock import clock_from_path
-from dmp_kit.config import Env
-from dmp_kit.context import current_trace, new_trace
-from dmp_kit.runtime import identity_jwks
-from dmp_kit.auth import TokenVerifier
 from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.routes import admin, auth, dev, me, ops
+from dmp_kit.auth import TokenVerifier
+from dmp_kit.clock import clock_from_path
+from dmp_kit.config import Env
+from dmp_kit.context import current_trace, new_trace
+from dmp_kit.runtime import identity_jwks
 
 REQUESTS = Counter("dmp_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("dmp_http_request_seconds", "HTTP request latency", ["method", "route"])

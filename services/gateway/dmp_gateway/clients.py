@@ -10,9 +10,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
+from dmp_gateway.config import GatewaySettings
 from dmp_kit.rpc.client import call_options, open_channel
 from dmp_kit.rpc.status import error_from_rpc
-from dmp_gateway.config import GatewaySettings
 
 T = TypeVar("T")
 SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest")
@@ -21,15 +21,11 @@ SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest")
 class Downstream:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.channels = {
-            name: open_channel(getattr(settings, f"{name}_addr")) for name in SERVICES
-        }
+        self.channels = {name: open_channel(getattr(settings, f"{name}_addr")) for name in SERVICES}
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channels["identity"])
         self.notify = notify_pb2_grpc.NotifyServiceStub(self.channels["notify"])
 
-    async def call(
-        self, method: Callable[..., Awaitable[T]], request: Any, token: str = ""
-    ) -> T:
+    async def call(self, method: Callable[..., Awaitable[T]], request: Any, token: str = "") -> T:
         """Calls a service; its error comes back as the DmpError it raised."""
         try:
             return await method(request, **call_options(self.settings.grpc_deadline_seconds, token))

@@ -10,7 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from dmp_kit.auth import Principal, TokenVerifier
 from dmp_kit.errors import Unauthenticated
 
-bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/otp or /v1/auth/token")
+bearer = HTTPBearer(
+    auto_error=False, description="An access token from /v1/auth/otp or /v1/auth/token"
+)
 
 
 async def principal(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pymongo.errors import PyMongoError
 
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
-from dmp_kit.auth import JwksCache
-from dmp_kit.outbox import OutboxRelay
-from dmp_kit.runtime import ServiceRuntime
 from dmp_identity.api import PUBLIC_METHODS, IdentityServicer, KeyRing
 from dmp_identity.config import IdentitySettings
 from dmp_identity.store import IdentityStore
+from dmp_kit.auth import JwksCache
+from dmp_kit.outbox import OutboxRelay
+from dmp_kit.runtime import ServiceRuntime
 
 PURGE_INTERVAL_SECONDS = 300
 
@@ -41,10 +42,9 @@ async def serve() -> None:
 
     async def purge(stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            # When the database is away, the next pass purges.
+            with contextlib.suppress(PyMongoError):
                 await store.purge_expired(runtime.clock.now())
-            except PyMongoError:
-                pass  # the database is away; the next pass purges
             await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
     await runtime.serve(

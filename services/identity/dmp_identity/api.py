@@ -20,6 +20,10 @@ from uuid6 import uuid7
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
+from dmp_identity import domain
+from dmp_identity.config import IdentitySettings
+from dmp_identity.events import login_event
+from dmp_identity.store import IdentityStore
 from dmp_kit.auth import caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
@@ -28,10 +32,6 @@ from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.rpc.client import call_options
-from dmp_identity import domain
-from dmp_identity.config import IdentitySettings
-from dmp_identity.events import login_event
-from dmp_identity.store import IdentityStore
 
 log = get_logger(__name__)
 
@@ -93,7 +93,10 @@ class KeyRing:
                 active = [k for k in await self._store.published_keys() if k["status"] == "active"]
             newest = active[0]
             kid = str(newest["_id"])
-            self._signing = (kid, unseal(self._seal_key, bytes(newest["private_sealed"]), kid.encode()))
+            self._signing = (
+                kid,
+                unseal(self._seal_key, bytes(newest["private_sealed"]), kid.encode()),
+            )
             self._loaded_at = now
         return self._signing
 
@@ -156,7 +159,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             return False
 
     async def _record(self, throttle_id: str, throttle: domain.Throttle, **event: Any) -> None:
-        await self.store.save_throttle(throttle_id, throttle, login_event(clock=self.clock, **event))
+        await self.store.save_throttle(
+            throttle_id, throttle, login_event(clock=self.clock, **event)
+        )
         self.relay.kick()
 
     async def _access_token(self, account: dict[str, Any], kind: str, ttl: int) -> str:
@@ -191,7 +196,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.TokenPair(
             access_token=access,
             refresh_token=refresh,
-            token_type="Bearer",
+            token_type="Bearer",  # noqa: S106 - the OAuth token type
             expires_in=self.settings.access_token_ttl_seconds,
         )
 
@@ -313,7 +318,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> pb.LookupPatientResponse:
         who = caller()
         ins = validate_ins(request.ins)
-        if not (who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins):
+        if not (
+            who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins
+        ):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
         if doc is None:
@@ -476,7 +483,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         try:
             unverified = jwt.decode(request.client_assertion, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise Unauthenticated("the client assertion is not a JWT", slug="invalid-client") from exc
+            raise Unauthenticated(
+                "the client assertion is not a JWT", slug="invalid-client"
+            ) from exc
         client_id = str(unverified.get("iss", ""))
         client = await self.store.get_client(client_id) if client_id else None
         now = self.clock.now()
@@ -484,8 +493,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         event = {"kind": "system", "account": client}
         if client is None:
             raise Unauthenticated("unknown client", slug="invalid-client")
-        audiences = [f"{self.settings.public_base_url.rstrip('/')}/v1/auth/token",
-                     self.settings.jwt_issuer]
+        audiences = [
+            f"{self.settings.public_base_url.rstrip('/')}/v1/auth/token",
+            self.settings.jwt_issuer,
+        ]
         try:
             claims = jwt.decode(
                 request.client_assertion,
@@ -496,19 +507,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
             jti = domain.check_assertion_claims(claims, client_id, now)
         except (jwt.PyJWTError, InvalidArgument) as exc:
-            await self._record(throttle_id, domain.Throttle(), outcome="bad_assertion",
-                               success=False, **event)
+            await self._record(
+                throttle_id, domain.Throttle(), outcome="bad_assertion", success=False, **event
+            )
             raise Unauthenticated("the client assertion is invalid", slug="invalid-client") from exc
         expires = datetime.fromtimestamp(float(claims["exp"]), UTC)
         if not await self.store.remember_assertion(f"{client_id}:{jti}", expires):
             raise Unauthenticated("this client assertion was already used", slug="invalid-client")
-        await self._record(throttle_id, domain.Throttle(), outcome="client_credentials",
-                           success=True, **event)
+        await self._record(
+            throttle_id, domain.Throttle(), outcome="client_credentials", success=True, **event
+        )
         account = {"_id": client_id, "client_id": client_id, "roles": client["roles"]}
         ttl = self.settings.access_token_ttl_seconds
         return pb.IssueClientTokenResponse(
             access_token=await self._access_token(account, "system", ttl),
-            token_type="Bearer",
+            token_type="Bearer",  # noqa: S106 - the OAuth token type
             expires_in=ttl,
         )
 

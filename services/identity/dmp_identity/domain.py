@@ -47,7 +47,8 @@ class LockoutPolicy:
 
     def lock_duration(self, previous_locks: int) -> timedelta:
         """Each lock lasts twice the one before (base, 2×base, 4×base …), up to the cap."""
-        return min(self.cap, self.base * (2 ** min(previous_locks, 30)))
+        doubled: timedelta = self.base * (2 ** min(previous_locks, 30))
+        return min(self.cap, doubled)
 
 
 @dataclass
@@ -64,8 +65,9 @@ class Throttle:
             return 0
         return max(1, int((self.locked_until - now).total_seconds()))
 
-    def after_failure(self, kind: Literal["password", "otp"], now: datetime,
-                      policy: LockoutPolicy) -> Throttle:
+    def after_failure(
+        self, kind: Literal["password", "otp"], now: datetime, policy: LockoutPolicy
+    ) -> Throttle:
         password = self.password_failures + (kind == "password")
         otp = self.otp_failures + (kind == "otp")
         if password >= policy.max_password_failures or otp >= policy.max_otp_failures:
@@ -101,8 +103,9 @@ def validate_password(password: str, field_name: str = "password") -> str:
 def _text(value: str, field_name: str, max_len: int = 100) -> str:
     value = value.strip()
     if not value or len(value) > max_len:
-        raise InvalidArgument(f"{field_name} is required (at most {max_len} characters)",
-                              field=field_name)
+        raise InvalidArgument(
+            f"{field_name} is required (at most {max_len} characters)", field=field_name
+        )
     return value
 
 
@@ -118,8 +121,7 @@ def validate_email(value: str, required: bool = True) -> str:
 def validate_phone(value: str) -> str:
     value = value.replace(" ", "").replace(".", "")
     if value and not _PHONE_RE.match(value):
-        raise InvalidArgument("a phone number is 8 to 15 digits, optionally after +",
-                              field="phone")
+        raise InvalidArgument("a phone number is 8 to 15 digits, optionally after +", field="phone")
     return value
 
 
@@ -144,12 +146,23 @@ class PatientRegistration:
     phone: str
 
     @classmethod
-    def parse(cls, *, ins: str, vitale_serial: str, given_name: str, family_name: str,
-              birth_date: str, email: str, phone: str, today: date) -> PatientRegistration:
+    def parse(
+        cls,
+        *,
+        ins: str,
+        vitale_serial: str,
+        given_name: str,
+        family_name: str,
+        birth_date: str,
+        email: str,
+        phone: str,
+        today: date,
+    ) -> PatientRegistration:
         serial = vitale_serial.strip()
         if not _VITALE_RE.match(serial):
-            raise InvalidArgument("the Vitale card serial is 6 to 20 letters or digits",
-                                  field="vitale_serial")
+            raise InvalidArgument(
+                "the Vitale card serial is 6 to 20 letters or digits", field="vitale_serial"
+            )
         phone_ok = validate_phone(phone)
         email_ok = validate_email(email, required=not phone_ok)
         return cls(
@@ -175,9 +188,18 @@ class ProfessionalRegistration:
     roles: tuple[str, ...] = field(default=())
 
     @classmethod
-    def parse(cls, *, rpps: str, profession: str, specialty: str, given_name: str,
-              family_name: str, email: str, phone: str,
-              roles: list[str]) -> ProfessionalRegistration:
+    def parse(
+        cls,
+        *,
+        rpps: str,
+        profession: str,
+        specialty: str,
+        given_name: str,
+        family_name: str,
+        email: str,
+        phone: str,
+        roles: list[str],
+    ) -> ProfessionalRegistration:
         unknown = set(roles) - PROFESSIONAL_ROLES
         if unknown:
             raise InvalidArgument(f"unknown role(s): {', '.join(sorted(unknown))}", field="roles")
@@ -196,11 +218,11 @@ class ProfessionalRegistration:
 
 def validate_client(client_id: str, roles: list[str]) -> tuple[str, tuple[str, ...]]:
     if not CLIENT_ID_RE.match(client_id):
-        raise InvalidArgument("client_id is 3 to 128 letters, digits or . _ : -",
-                              field="client_id")
+        raise InvalidArgument("client_id is 3 to 128 letters, digits or . _ : -", field="client_id")
     if not roles or set(roles) - CLIENT_ROLES:
-        raise InvalidArgument(f"roles must be among {', '.join(sorted(CLIENT_ROLES))}",
-                              field="roles")
+        raise InvalidArgument(
+            f"roles must be among {', '.join(sorted(CLIENT_ROLES))}", field="roles"
+        )
     return client_id, tuple(sorted(set(roles)))
 
 
@@ -220,8 +242,16 @@ def roles_for(kind: str, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     return sorted({kind, *extra})
 
 
-def access_claims(*, account: dict[str, Any], kind: str, issuer: str, audience: str,
-                  now: datetime, ttl: timedelta, jti: str) -> dict[str, Any]:
+def access_claims(
+    *,
+    account: dict[str, Any],
+    kind: str,
+    issuer: str,
+    audience: str,
+    now: datetime,
+    ttl: timedelta,
+    jti: str,
+) -> dict[str, Any]:
     """The claims a CPS/e-CPS login would vouch for, plus kind and roles."""
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -247,19 +277,27 @@ MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
 def check_assertion_claims(claims: dict[str, Any], client_id: str, now: datetime) -> str:
     """RFC 7523 §3: iss = sub = client, a jti, and a short lifetime. Returns the jti."""
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
-        raise InvalidArgument("the assertion's iss and sub must be the client_id",
-                              field="client_assertion", slug="invalid-client")
+        raise InvalidArgument(
+            "the assertion's iss and sub must be the client_id",
+            field="client_assertion",
+            slug="invalid-client",
+        )
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
-        raise InvalidArgument("the assertion needs a jti", field="client_assertion",
-                              slug="invalid-client")
+        raise InvalidArgument(
+            "the assertion needs a jti", field="client_assertion", slug="invalid-client"
+        )
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or datetime.fromtimestamp(exp, now.tzinfo) < now:
-        raise InvalidArgument("the assertion has expired", field="client_assertion",
-                              slug="invalid-client")
+        raise InvalidArgument(
+            "the assertion has expired", field="client_assertion", slug="invalid-client"
+        )
     if datetime.fromtimestamp(exp, now.tzinfo) - now > MAX_ASSERTION_LIFETIME:
-        raise InvalidArgument("the assertion lives too long (10 minutes at most)",
-                              field="client_assertion", slug="invalid-client")
+        raise InvalidArgument(
+            "the assertion lives too long (10 minutes at most)",
+            field="client_assertion",
+            slug="invalid-client",
+        )
     return jti
 
 
@@ -282,5 +320,6 @@ def new_signing_key() -> tuple[str, bytes, dict[str, str]]:
 
 def sign_access_token(claims: dict[str, Any], private_raw: bytes, kid: str) -> str:
     key = Ed25519PrivateKey.from_private_bytes(private_raw)
-    return jwt.encode(claims, key, algorithm=ALGORITHM,
-                      headers={"kid": kid, "typ": ACCESS_TOKEN_TYP})
+    return jwt.encode(
+        claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": ACCESS_TOKEN_TYP}
+    )

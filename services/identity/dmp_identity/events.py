@@ -21,7 +21,9 @@ def login_event(
     account_id = str(account["_id"]) if account else ""
     ins = str(account.get("ins", "")) if account else ""
     actor = (
-        envelope_pb2.Actor(kind=kind, id=str(account.get("ins") or account.get("rpps") or account_id))
+        envelope_pb2.Actor(
+            kind=kind, id=str(account.get("ins") or account.get("rpps") or account_id)
+        )
         if account
         else None
     )

@@ -9,10 +9,10 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from dmp.events.v1 import envelope_pb2
+from dmp_identity.domain import Throttle
 from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import with_events
-from dmp_identity.domain import Throttle
 
 
 class IdentityStore(Store):

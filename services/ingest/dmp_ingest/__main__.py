@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from dmp.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from dmp_ingest.api import IngestServicer
 from dmp_kit.config import Settings
 from dmp_kit.runtime import ServiceRuntime
-from dmp_ingest.api import IngestServicer
 
 
 async def serve() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, cast
 
 import grpc
 import structlog
@@ -17,33 +17,33 @@ from dmp_kit.logging import get_logger
 from dmp_kit.rpc.status import DETAILS_KEY, error_from_rpc, status_details
 
 log = get_logger(__name__)
-T = TypeVar("T")
-Around = Callable[[Callable[[], Awaitable[Any]], str, grpc.aio.ServicerContext], Awaitable[Any]]
+# Generic only in the type stubs, hence the string aliases.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Around: TypeAlias = "Callable[[Callable[[], Awaitable[Any]], str, Context], Awaitable[Any]]"
 
 # Always public: health checks and reflection carry no patient data.
 ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    return {
-        k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
-    }
+def _metadata(context: Context) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, method: str, around: Around) -> Handler:
     if handler.unary_unary:
-        inner_uu = handler.unary_unary
+        inner_uu = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
-        async def uu(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def uu(request: Any, context: Context) -> Any:
             return await around(lambda: inner_uu(request, context), method, context)
 
         return grpc.unary_unary_rpc_method_handler(
             uu, handler.request_deserializer, handler.response_serializer
         )
     if handler.stream_unary:
-        inner_su = handler.stream_unary
+        inner_su = cast(Callable[[Any, Context], Awaitable[Any]], handler.stream_unary)
 
-        async def su(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def su(requests: Any, context: Context) -> Any:
             return await around(lambda: inner_su(requests, context), method, context)
 
         return grpc.stream_unary_rpc_method_handler(
@@ -52,26 +52,26 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.R
     return handler
 
 
-class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _Interceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method: str = handler_call_details.method
         return self.wrap(handler, method)
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
         return _wrap(handler, method, self.around)
 
     async def around(
         self,
         call: Callable[[], Awaitable[Any]],
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> Any:
         return await call()
 
@@ -83,7 +83,7 @@ class RequestContextInterceptor(_Interceptor):
         self,
         call: Callable[[], Awaitable[Any]],
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> Any:
         md = _metadata(context)
         trace = new_trace(md.get("x-request-id"), md.get("traceparent"))
@@ -107,13 +107,13 @@ class RequestContextInterceptor(_Interceptor):
 
 
 class ErrorInterceptor(_Interceptor):
-    """DmpError → its status with details; database/downstream faults → UNAVAILABLE; bugs → INTERNAL."""
+    """DmpError → its status and details; database faults → UNAVAILABLE; bugs → INTERNAL."""
 
     async def around(
         self,
         call: Callable[[], Awaitable[Any]],
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> Any:
         try:
             return await call()
@@ -132,8 +132,10 @@ class ErrorInterceptor(_Interceptor):
         raise AssertionError("unreachable: abort raises")
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: DmpError) -> None:
-    await context.abort(err.grpc_code, err.detail, trailing_metadata=((DETAILS_KEY, status_details(err)),))
+async def _abort(context: Context, err: DmpError) -> None:
+    await context.abort(
+        err.grpc_code, err.detail, trailing_metadata=((DETAILS_KEY, status_details(err)),)
+    )
 
 
 class AuthInterceptor(_Interceptor):
@@ -146,7 +148,7 @@ class AuthInterceptor(_Interceptor):
     def is_public(self, method: str) -> bool:
         return method in self._public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
         if self.is_public(method):
             return handler
         if handler.unary_stream or handler.stream_stream:
@@ -158,7 +160,7 @@ class AuthInterceptor(_Interceptor):
         self,
         call: Callable[[], Awaitable[Any]],
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> Any:
         principal = await self.authenticate(_metadata(context))
         current_principal.set(principal)
@@ -173,8 +175,8 @@ class AuthInterceptor(_Interceptor):
         return await self._verifier.verify(bearer_token(metadata.get("authorization")))
 
 
-def _refuse_streaming(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+def _refuse_streaming(handler: Handler) -> Handler:
+    async def refuse(_request: Any, context: Context) -> AsyncIterator[Any]:
         await _abort(context, Unauthenticated("streaming methods are not exposed"))
         yield None
 

