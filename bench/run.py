@@ -51,13 +51,20 @@ def summary(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def record(name: str, description: str, target: dict[str, Any], floor: dict[str, Any],
-           extra: dict[str, Any]) -> dict[str, Any]:
+def record(
+    name: str,
+    description: str,
+    target: dict[str, Any],
+    floor: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     result = {
         "scenario": name,
         "description": description,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
         "target": target,
         "floor": floor,
         "ratio_median_to_floor": round(target["median_ms"] / floor["median_ms"], 2),
@@ -79,14 +86,28 @@ def login_otp_me(iterations: int) -> dict[str, Any]:
     clock_file = root / "clock"
     password = secrets.token_urlsafe(16)
     os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = mongo.url, nats.url
-    stack = Stack(root / "stack", Ports.free(), extra_env={
-        "DMP_ENV": "dev", "DMP_SMTP_HOST": smtp.extra["host"], "DMP_SMTP_PORT": smtp.extra["port"],
-        "DMP_BOOTSTRAP_ADMIN_PASSWORD": password, "DMP_LOG_LEVEL": "WARNING",
-    })
+    stack = Stack(
+        root / "stack",
+        Ports.free(),
+        extra_env={
+            "DMP_ENV": "dev",
+            "DMP_SMTP_HOST": smtp.extra["host"],
+            "DMP_SMTP_PORT": smtp.extra["port"],
+            "DMP_BOOTSTRAP_ADMIN_PASSWORD": password,
+            "DMP_LOG_LEVEL": "WARNING",
+        },
+    )
     try:
         state = stack.up()
-        running = RunningStack(stack, state, state.gateway_url, Mailbox(Path(smtp.extra["maildir"])),
-                               clock_file, password, None)  # type: ignore[arg-type]
+        running = RunningStack(
+            stack,
+            state,
+            state.gateway_url,
+            Mailbox(Path(smtp.extra["maildir"])),
+            clock_file,
+            password,
+            None,
+        )  # type: ignore[arg-type]
         admin = running.admin_token()
         patient = running.create_patient(admin)
         journeys: list[float] = []
@@ -99,7 +120,9 @@ def login_otp_me(iterations: int) -> dict[str, Any]:
                 c.get("/healthz")
                 floors.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                tokens = running.login("patient", patient["ins"], patient["password"], patient["email"])
+                tokens = running.login(
+                    "patient", patient["ins"], patient["password"], patient["email"]
+                )
                 r = c.get("/v1/me", headers={"authorization": f"Bearer {tokens['access_token']}"})
                 assert r.status_code == 200, r.text
                 journeys.append(time.perf_counter() - t0)
@@ -107,7 +130,9 @@ def login_otp_me(iterations: int) -> dict[str, Any]:
             "login_otp_me",
             "Patient login through the gateway: password (argon2id) → code by real SMTP → "
             "code exchanged for tokens → GET /v1/me. Floor: GET /healthz on the same gateway.",
-            summary(journeys), summary(floors), {"iterations": iterations},
+            summary(journeys),
+            summary(floors),
+            {"iterations": iterations},
         )
     finally:
         stack.down()
@@ -135,25 +160,47 @@ class Echo(notify_pb2_grpc.NotifyServiceServicer):
 def access_token(sub: str) -> str:
     now = datetime.now(UTC)
     return jwt.encode(
-        {"iss": "bench", "aud": "dmp", "sub": sub, "kind": "patient", "roles": ["patient"],
-         "ins": "180017512345660", "iat": int(now.timestamp()),
-         "exp": int((now + timedelta(hours=1)).timestamp())},
-        KEY, algorithm="EdDSA", headers={"kid": "k", "typ": "at+jwt"},
+        {
+            "iss": "bench",
+            "aud": "dmp",
+            "sub": sub,
+            "kind": "patient",
+            "roles": ["patient"],
+            "ins": "180017512345660",
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(hours=1)).timestamp()),
+        },
+        KEY,
+        algorithm="EdDSA",
+        headers={"kid": "k", "typ": "at+jwt"},
     )
 
 
 async def _keys() -> Iterable[Mapping[str, str]]:
     raw = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "alg": "EdDSA",
-             "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}]
+    return [
+        {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "kid": "k",
+            "alg": "EdDSA",
+            "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
+        }
+    ]
 
 
 async def _token_verification(iterations: int) -> dict[str, Any]:
     configure_logging("bench", "WARNING", b"bench-pseudonym-key")
-    verifier = TokenVerifier(JwksCache(_keys), issuer="bench", audience="dmp", clock=SystemClock(),
-                             cache_size=100)
-    server = grpc.aio.server(interceptors=[RequestContextInterceptor(), ErrorInterceptor(),
-                                           AuthInterceptor(verifier, frozenset({PUBLIC}))])
+    verifier = TokenVerifier(
+        JwksCache(_keys), issuer="bench", audience="dmp", clock=SystemClock(), cache_size=100
+    )
+    server = grpc.aio.server(
+        interceptors=[
+            RequestContextInterceptor(),
+            ErrorInterceptor(),
+            AuthInterceptor(verifier, frozenset({PUBLIC})),
+        ]
+    )
     notify_pb2_grpc.add_NotifyServiceServicer_to_server(Echo(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -169,8 +216,11 @@ async def _token_verification(iterations: int) -> dict[str, Any]:
 
     for i in range(200):  # warm-up
         await stub.ListDevOutbox(pb.ListDevOutboxRequest(), timeout=5)
-        await stub.GetPreferences(pb.GetPreferencesRequest(), timeout=5,
-                                  metadata=(("authorization", f"Bearer {tokens[i]}"),))
+        await stub.GetPreferences(
+            pb.GetPreferencesRequest(),
+            timeout=5,
+            metadata=(("authorization", f"Bearer {tokens[i]}"),),
+        )
     session = (("authorization", f"Bearer {access_token('session')}"),)
     floor: list[float] = []
     verified: list[float] = []
@@ -178,11 +228,19 @@ async def _token_verification(iterations: int) -> dict[str, Any]:
     for i in range(iterations):
         floor.append(await timed(lambda: stub.ListDevOutbox(pb.ListDevOutboxRequest(), timeout=5)))
         md = (("authorization", f"Bearer {tokens[i]}"),)
-        verified.append(await timed(
-            lambda md=md: stub.GetPreferences(pb.GetPreferencesRequest(), timeout=5, metadata=md)))
+        verified.append(
+            await timed(
+                lambda md=md: stub.GetPreferences(
+                    pb.GetPreferencesRequest(), timeout=5, metadata=md
+                )
+            )
+        )
         # The same session token again: what a service sees on every call after the first.
-        cached.append(await timed(
-            lambda: stub.GetPreferences(pb.GetPreferencesRequest(), timeout=5, metadata=session)))
+        cached.append(
+            await timed(
+                lambda: stub.GetPreferences(pb.GetPreferencesRequest(), timeout=5, metadata=session)
+            )
+        )
     await channel.close()
     await server.stop(0)
 
@@ -201,11 +259,18 @@ async def _token_verification(iterations: int) -> dict[str, Any]:
         "token (verified once, then from the verified-token cache) vs. the same server's public "
         "method (no verification); also a fresh, never-seen token per call (full EdDSA "
         "signature check). The three kinds of call are interleaved.",
-        target, base,
-        {"iterations": iterations, "added_ms_per_call": added, "target_added_ms": 0.2,
-         "meets_target": added < 0.2, "fresh_token": steady,
-         "added_ms_per_call_fresh_token": added_fresh,
-         "fresh_token_meets_target": added_fresh < 0.2, "verify_alone_fresh": summary(direct)},
+        target,
+        base,
+        {
+            "iterations": iterations,
+            "added_ms_per_call": added,
+            "target_added_ms": 0.2,
+            "meets_target": added < 0.2,
+            "fresh_token": steady,
+            "added_ms_per_call_fresh_token": added_fresh,
+            "fresh_token_meets_target": added_fresh < 0.2,
+            "verify_alone_fresh": summary(direct),
+        },
     )
 
 
@@ -227,21 +292,27 @@ def write_readme() -> None:
         extra = (
             f"adds {r['added_ms_per_call']} ms per call with a session token, "
             f"{r['added_ms_per_call_fresh_token']} ms with a never-seen one (target < 0.2)"
-            if "added_ms_per_call" in r else ""
+            if "added_ms_per_call" in r
+            else ""
         )
-        rows.append(f"| `{r['scenario']}` | {t['n']} | {t['median_ms']} | {t['p99_ms']} | "
-                    f"{t['throughput_per_s']} | {f['median_ms']} | {r['ratio_median_to_floor']} | "
-                    f"{extra} | {r['measured_at']} |")
+        rows.append(
+            f"| `{r['scenario']}` | {t['n']} | {t['median_ms']} | {t['p99_ms']} | "
+            f"{t['throughput_per_s']} | {f['median_ms']} | {r['ratio_median_to_floor']} | "
+            f"{extra} | {r['measured_at']} |"
+        )
     text = README.read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"
-    table = "\n".join([
-        start,
-        "| scenario | n | median ms | p99 ms | per s | floor median ms | ratio | note | measured |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *rows,
-        end,
-    ])
-    README.write_text(text[: text.index(start)] + table + text[text.index(end) + len(end):])
+    table = "\n".join(
+        [
+            start,
+            "| scenario | n | median ms | p99 ms | per s | floor median ms | ratio | note "
+            "| measured |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            end,
+        ]
+    )
+    README.write_text(text[: text.index(start)] + table + text[text.index(end) + len(end) :])
 
 
 def main() -> None:

@@ -152,6 +152,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def _hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
 
+    async def _initial_password_hash(self, password: str) -> str | None:
+        """A registration may come without a password: such an account cannot log in yet."""
+        if not password:
+            return None
+        return await self._hash_password(domain.validate_password(password))
+
     async def _password_ok(self, stored: str | None, password: str) -> bool:
         try:
             return await asyncio.to_thread(self.hasher.verify, stored or self._dummy_hash, password)
@@ -229,11 +235,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             phone=request.phone,
             today=now.date(),
         )
-        password_hash = (
-            await self._hash_password(domain.validate_password(request.password))
-            if request.password
-            else None
-        )
+        password_hash = await self._initial_password_hash(request.password)
         doc = {
             "_id": str(uuid7()),
             "kind": "patient",
@@ -267,11 +269,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             phone=request.phone,
             roles=list(request.roles),
         )
-        password_hash = (
-            await self._hash_password(domain.validate_password(request.password))
-            if request.password
-            else None
-        )
+        password_hash = await self._initial_password_hash(request.password)
         doc = {
             "_id": str(uuid7()),
             "kind": "professional",

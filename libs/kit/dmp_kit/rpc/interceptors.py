@@ -31,25 +31,19 @@ def _metadata(context: Context) -> dict[str, str]:
 
 
 def _wrap(handler: Handler, method: str, around: Around) -> Handler:
+    """Runs `around` over a handler whose response is a single message (unary or client-stream)."""
     if handler.unary_unary:
-        inner_uu = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
+        behaviour, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    elif handler.stream_unary:
+        behaviour, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    else:
+        return handler
+    inner = cast(Callable[[Any, Context], Awaitable[Any]], behaviour)
 
-        async def uu(request: Any, context: Context) -> Any:
-            return await around(lambda: inner_uu(request, context), method, context)
+    async def wrapped(request: Any, context: Context) -> Any:
+        return await around(lambda: inner(request, context), method, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            uu, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_unary:
-        inner_su = cast(Callable[[Any, Context], Awaitable[Any]], handler.stream_unary)
-
-        async def su(requests: Any, context: Context) -> Any:
-            return await around(lambda: inner_su(requests, context), method, context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            su, handler.request_deserializer, handler.response_serializer
-        )
-    return handler
+    return make(wrapped, handler.request_deserializer, handler.response_serializer)
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
