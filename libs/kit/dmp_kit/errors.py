@@ -97,6 +97,13 @@ class Unavailable(DmpError):
     http_status = 503
 
 
+class Unimplemented(DmpError):
+    slug = "not-implemented"
+    title = "Not implemented"
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501
+
+
 class Internal(DmpError):
     slug = "internal-error"
     title = "Internal error"
@@ -114,6 +121,7 @@ BY_GRPC_CODE: dict[grpc.StatusCode, type[DmpError]] = {
         AlreadyExists,
         Conflict,
         Unavailable,
+        Unimplemented,
         Internal,
     )
 }

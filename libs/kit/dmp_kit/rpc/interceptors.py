@@ -12,7 +12,7 @@ from pymongo.errors import PyMongoError
 
 from dmp_kit.auth import Principal, TokenVerifier, bearer_token, current_principal
 from dmp_kit.context import current_deadline, current_token, current_trace, new_trace
-from dmp_kit.errors import DmpError, Internal, Unauthenticated, Unavailable
+from dmp_kit.errors import DmpError, Internal, Unauthenticated, Unavailable, Unimplemented
 from dmp_kit.logging import get_logger
 from dmp_kit.rpc.status import DETAILS_KEY, error_from_rpc, status_details
 
@@ -117,6 +117,9 @@ class ErrorInterceptor(_Interceptor):
             await _abort(context, err)
         except grpc.aio.AioRpcError as exc:
             await _abort(context, error_from_rpc(exc))
+        except NotImplementedError:
+            # What generated servicers raise for a method of the contract not written yet.
+            await _abort(context, Unimplemented("this method is not implemented yet"))
         except PyMongoError as exc:
             log.warning("database_unavailable", error=type(exc).__name__)
             await _abort(context, Unavailable("the database is unavailable"))

@@ -1,0 +1,94 @@
+"""Every service checks its caller itself (zero trust), and patient data never reaches a log."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
+from dmp_stack.testing import RunningStack
+
+
+def channel(stack: RunningStack, service: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(f"127.0.0.1:{stack.stack.ports.grpc[service]}")
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def test_services_refuse_calls_without_a_token(stack: RunningStack) -> None:
+    async with channel(stack, "dossier") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await dossier_pb2_grpc.DossierServiceStub(ch).GetDossier(
+                dossier_pb2.GetDossierRequest(ins="180017512345660"), timeout=5
+            )
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with channel(stack, "identity") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await identity_pb2_grpc.IdentityServiceStub(ch).RegisterPatient(
+                identity_pb2.RegisterPatientRequest(), timeout=5
+            )
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_only_identity_may_ask_notify_to_send_a_code(stack: RunningStack) -> None:
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    token = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    request = notify_pb2.SendOtpRequest(
+        channel=notify_pb2.CHANNEL_EMAIL,
+        destination="victim@example.org",
+        code="123456",
+        challenge_id="forged",
+    )
+    async with channel(stack, "notify") as ch:
+        stub = notify_pb2_grpc.NotifyServiceStub(ch)
+        for who in (admin, token["access_token"]):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.SendOtp(request, timeout=5, metadata=bearer(who))
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stack.mailbox.messages_to("victim@example.org") == []
+
+
+async def test_unimplemented_methods_still_authenticate_first(stack: RunningStack) -> None:
+    admin = stack.admin_token()
+    async with channel(stack, "dossier") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await dossier_pb2_grpc.DossierServiceStub(ch).GetDossier(
+                dossier_pb2.GetDossierRequest(ins="180017512345660"),
+                timeout=5,
+                metadata=bearer(admin),
+            )
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_no_patient_identifier_email_or_secret_in_any_log(stack: RunningStack) -> None:
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    with stack.client() as c:
+        c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": patient["ins"], "password": "a wrong password"},
+        )
+    tokens = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    with stack.client(tokens["access_token"]) as c:
+        assert c.get("/v1/me").status_code == 200
+    code = stack.mailbox.last_code(patient["email"])
+    logs = stack.stack.state_dir / "logs"
+    text = "\n".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+    assert '"event": "rpc"' in text, "the services do log their calls"
+    for secret in (
+        patient["ins"],
+        patient["email"],
+        patient["password"],
+        "a wrong password",
+        patient["vitale_serial"],
+        tokens["access_token"],
+        tokens["refresh_token"],
+        stack.admin_password,
+    ):
+        assert secret not in text, f"found in logs: {secret[:6]}…"
+    assert f'"{code}"' not in text
