@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from dmp_stack.testing import RunningStack
 
 
@@ -30,6 +32,15 @@ def test_bad_bodies_are_4xx_problems(stack: RunningStack) -> None:
             headers={"content-type": "application/json"},
         )
         assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the bytes are counted as they come
+            for _ in range(40):
+                yield b" " * 65536
+
+        r = c.post("/v1/auth/login", content=chunks(), headers={"content-type": "application/json"})
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+        assert r.headers["x-content-type-options"] == "nosniff"
 
 
 def test_security_headers_and_request_id(stack: RunningStack) -> None:

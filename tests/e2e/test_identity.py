@@ -455,3 +455,45 @@ def test_key_rotation_publishes_two_keys_and_old_tokens_still_work(stack: Runnin
     assert jwt.get_unverified_header(fresh)["kid"] == rotation["new_key_id"]
     with stack.client(fresh) as c:
         assert c.get("/v1/me").status_code == 200
+
+
+def test_a_patient_without_email_gets_the_code_by_sms(stack: RunningStack, admin: str) -> None:
+    ins = make_ins()
+    phone = f"+3361{ins[-7:]}"
+    body = {
+        "ins": ins,
+        "vitale_serial": "87654321",
+        "given_name": "Paul",
+        "family_name": "Petit",
+        "birth_date": "1950-07-14",
+        "email": "",
+        "phone": phone,
+        "password": "sms only password",
+    }
+    with stack.client(admin) as c:
+        assert c.post("/v1/admin/patients", json=body).status_code == 201
+    with stack.client() as c:
+        r = c.post(
+            "/v1/auth/login", json={"kind": "patient", "login": ins, "password": body["password"]}
+        )
+        assert r.status_code == 200 and r.json()["channel"] == "sms"
+        items = c.get("/dev/outbox", params={"to": phone}).json()["items"]
+        assert items[0]["channel"] == "sms"
+        code = next(w for w in items[0]["body"].split() if w.isdigit() and len(w) == 6)
+        r = c.post("/v1/auth/otp", json={"challenge_id": r.json()["challenge_id"], "code": code})
+        assert r.status_code == 200
+
+
+def test_logout_revokes_the_refresh_token(stack: RunningStack, admin: str) -> None:
+    patient = stack.create_patient(admin)
+    tokens = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    with stack.client() as c:
+        assert (
+            c.post("/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}).status_code
+            == 204
+        )
+        problem(
+            c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+            401,
+            "invalid-token",
+        )

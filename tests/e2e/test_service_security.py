@@ -92,3 +92,26 @@ def test_no_patient_identifier_email_or_secret_in_any_log(stack: RunningStack) -
     ):
         assert secret not in text, f"found in logs: {secret[:6]}…"
     assert f'"{code}"' not in text
+
+
+async def test_a_patient_may_look_up_only_themselves(stack: RunningStack) -> None:
+    admin = stack.admin_token()
+    me, other = stack.create_patient(admin), stack.create_patient(admin)
+    token = stack.login("patient", me["ins"], me["password"], me["email"])["access_token"]
+    async with channel(stack, "identity") as ch:
+        stub = identity_pb2_grpc.IdentityServiceStub(ch)
+        found = await stub.LookupPatient(
+            identity_pb2.LookupPatientRequest(ins=me["ins"]), timeout=5, metadata=bearer(token)
+        )
+        assert found.patient.ins == me["ins"]
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.LookupPatient(
+                identity_pb2.LookupPatientRequest(ins=other["ins"]),
+                timeout=5,
+                metadata=bearer(token),
+            )
+        assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+        by_admin = await stub.LookupPatient(
+            identity_pb2.LookupPatientRequest(ins=other["ins"]), timeout=5, metadata=bearer(admin)
+        )
+        assert by_admin.patient.family_name == "Martin"

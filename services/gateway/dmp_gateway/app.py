@@ -15,6 +15,7 @@ from swagger_ui_bundle import swagger_ui_path
 from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
+from dmp_gateway.limits import BodyLimit
 from dmp_gateway.routes import admin, auth, dev, me, ops
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
@@ -72,24 +73,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
 
+    # Added first, so it runs inside the middleware below: a refused body still gets the
+    # request id and the security headers.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
     @app.middleware("http")
-    async def context_and_limits(
+    async def request_context(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         trace = new_trace(request.headers.get("x-request-id"), request.headers.get("traceparent"))
         current_trace.set(trace)
         structlog.contextvars.bind_contextvars(request_id=trace.request_id, trace_id=trace.trace_id)
         started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response: Response = problems.problem(
-                413,
-                "payload-too-large",
-                "Payload too large",
-                f"the body may not exceed {settings.max_body_bytes} bytes",
-            )
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         REQUESTS.labels(request.method, template, str(response.status_code)).inc()
