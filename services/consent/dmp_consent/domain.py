@@ -1,0 +1,268 @@
+"""Who may do what on a dossier: rules 4–10 and 13 of DESIGN.md §1, in one pure function.
+
+`decide` is the only place these rules live. The consent service evaluates it for single
+decisions and, in batch, to filter document lists; the dossier service never re-implements it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from dmp_kit.auth import Principal
+
+ALL_TYPES = "*"
+REGULATOR_ROLE = "samu_regulator"
+INSURANCE_AGENT_ROLE = "insurance_agent"
+# Professions that may open a DMP for a patient (rule 1): GP (a doctor), pharmacist, nurse.
+OPENING_PROFESSIONS = frozenset({"10", "21", "60"})
+# Sections a patient fills themselves, and what the insurer's feed writes.
+PATIENT_SECTIONS = frozenset({"espace_personnel"})
+INSURER_SECTIONS = frozenset({"remboursements"})
+
+
+class Action(StrEnum):
+    OPEN = "open"  # open a DMP for this patient (rule 1)
+    READ = "read"  # the dossier itself (status, counts) or one document
+    WRITE = "write"  # add a document (rule 4: no read authorisation needed)
+    MANAGE = "manage"  # consent settings, care team, masking, close/reopen (patient's choices)
+
+
+class Mode(StrEnum):
+    NORMAL = "normal"
+    BREAK_GLASS = "break_glass"
+    REGULATOR = "regulator"
+
+
+class Label(StrEnum):
+    MASKED = "MASQUE_PS"
+    HIDDEN_FROM_PATIENT = "INVISIBLE_PATIENT"
+    HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+
+
+class DossierStatus(StrEnum):
+    ABSENT = "absent"
+    OPEN = "open"
+    CLOSED = "closed"
+    DELETION_REQUESTED = "deletion_requested"
+
+
+@dataclass(frozen=True)
+class DossierState:
+    ins: str
+    status: DossierStatus
+    legal_representatives: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class EmergencyGrant:
+    rpps: str
+    mode: Mode
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    allow_emergency_access: bool = True
+    allow_regulator_access: bool = True
+    authorized: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()
+    attending_physician: str | None = None
+    grants: tuple[EmergencyGrant, ...] = ()
+
+    def active_grant(self, rpps: str, mode: Mode, now: datetime) -> bool:
+        return any(g.rpps == rpps and g.mode is mode and g.expires_at > now for g in self.grants)
+
+
+@dataclass(frozen=True)
+class DocumentFacts:
+    type_code: str
+    section: str
+    author: str  # RPPS, patient INS or client id
+    labels: frozenset[Label] = frozenset()
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class HabilitationMatrix:
+    """profession code → document types it may read ("*": every type)."""
+
+    readable: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    provenance: str = ""
+
+    def may_read(self, profession: str, type_code: str) -> bool:
+        types = self.readable.get(profession, frozenset())
+        return ALL_TYPES in types or type_code in types
+
+    @classmethod
+    def parse(cls, text: str, known_types: Iterable[str]) -> HabilitationMatrix:
+        data = tomllib.loads(text)
+        known = set(known_types) | {ALL_TYPES}
+        readable: dict[str, frozenset[str]] = {}
+        for profession, entry in data.get("professions", {}).items():
+            types = frozenset(str(t) for t in entry.get("read", []))
+            if unknown := types - known:
+                raise ValueError(f"profession {profession}: unknown types {sorted(unknown)}")
+            readable[str(profession)] = types
+        provenance = "\n".join(
+            line.removeprefix("#").strip() for line in text.splitlines() if line.startswith("#")
+        ).strip()
+        return cls(readable, provenance)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    mode: Mode = Mode.NORMAL
+
+
+def permit(reason: str, mode: Mode = Mode.NORMAL) -> Decision:
+    return Decision(True, reason, mode)
+
+
+def deny(reason: str) -> Decision:
+    return Decision(False, reason)
+
+
+def decide(
+    caller: Principal,
+    dossier: DossierState,
+    consent: ConsentState,
+    matrix: HabilitationMatrix,
+    action: Action,
+    now: datetime,
+    document: DocumentFacts | None = None,
+) -> Decision:
+    """Permit or deny, with a stable reason and the access mode (for the trace)."""
+    if action is Action.OPEN:
+        return _open(caller, dossier)
+    if dossier.status is DossierStatus.ABSENT:
+        return deny("no_dossier")
+    is_patient = caller.kind == "patient" and caller.ins == dossier.ins
+    if caller.kind == "patient" and not is_patient:
+        if caller.ins in dossier.legal_representatives:
+            return _as_patient(
+                dossier, action, document, Label.HIDDEN_FROM_REPRESENTATIVES, representative=True
+            )
+        return deny("not_your_dossier")
+    if is_patient:
+        return _as_patient(
+            dossier, action, document, Label.HIDDEN_FROM_PATIENT, representative=False
+        )
+    if dossier.status is not DossierStatus.OPEN:
+        # Rule 13: a closed dossier is readable by nobody but the patient.
+        return deny("dossier_closed")
+    if caller.kind == "professional":
+        return _as_professional(caller, consent, matrix, action, now, document)
+    if caller.kind == "system":
+        return _as_system(caller, action, document)
+    return deny("not_a_care_actor")
+
+
+def _open(caller: Principal, dossier: DossierState) -> Decision:
+    if dossier.status is not DossierStatus.ABSENT:
+        return deny("already_open")
+    if caller.kind == "patient":
+        return permit("patient") if caller.ins == dossier.ins else deny("not_your_dossier")
+    if caller.kind == "professional" and caller.profession in OPENING_PROFESSIONS:
+        return permit("opening_professional")
+    if caller.has_role(INSURANCE_AGENT_ROLE):
+        return permit("insurance_agent")
+    return deny("may_not_open")
+
+
+def _as_patient(
+    dossier: DossierState,
+    action: Action,
+    document: DocumentFacts | None,
+    hiding_label: Label,
+    *,
+    representative: bool,
+) -> Decision:
+    is_open = dossier.status is DossierStatus.OPEN
+    if representative and not is_open:
+        return deny("dossier_closed")
+    if action is Action.MANAGE:
+        return permit("patient")
+    if action is Action.WRITE:
+        if not is_open:
+            return deny("dossier_closed")
+        if document is not None and document.section not in PATIENT_SECTIONS:
+            return deny("type_not_writable")
+        return permit("patient")
+    if document is None:
+        return permit("patient")
+    if document.deleted:
+        return deny("deleted")
+    hidden = {hiding_label}
+    if representative:
+        # Representatives see what the patient sees, less what is hidden from them.
+        hidden.add(Label.HIDDEN_FROM_PATIENT)
+    if document.labels & hidden:
+        return deny("hidden_from_patient" if not representative else "hidden_from_representatives")
+    return permit("patient")
+
+
+def _as_professional(
+    caller: Principal,
+    consent: ConsentState,
+    matrix: HabilitationMatrix,
+    action: Action,
+    now: datetime,
+    document: DocumentFacts | None,
+) -> Decision:
+    rpps = caller.rpps
+    if rpps in consent.blocked:
+        return deny("blocked")  # rule 5: whatever else applies
+    if action is Action.MANAGE:
+        return deny("patient_only")
+    if action is Action.WRITE:
+        if document is not None and document.section in PATIENT_SECTIONS | INSURER_SECTIONS:
+            return deny("type_not_writable")
+        return permit("professional")
+    is_gp = rpps == consent.attending_physician
+    if is_gp or rpps in consent.authorized:
+        mode, reason = Mode.NORMAL, "attending_physician" if is_gp else "care_team"
+    elif consent.allow_emergency_access and consent.active_grant(rpps, Mode.BREAK_GLASS, now):
+        mode, reason = Mode.BREAK_GLASS, "break_glass"
+    elif (
+        caller.has_role(REGULATOR_ROLE)
+        and consent.allow_regulator_access
+        and consent.active_grant(rpps, Mode.REGULATOR, now)
+    ):
+        mode, reason = Mode.REGULATOR, "regulator"
+    elif document is not None and document.author == rpps and not document.deleted:
+        return permit("author")
+    else:
+        return deny("not_in_care_team")
+    if document is None:
+        return permit(reason, mode)
+    if document.deleted:
+        return deny("deleted")
+    if document.author == rpps:
+        return permit("author", mode)
+    if is_gp:
+        return permit("attending_physician", mode)  # rule 6: masked ones included
+    if Label.MASKED in document.labels:
+        return deny("masked")  # rule 7, in every mode (rule 9)
+    if not matrix.may_read(caller.profession, document.type_code):
+        return deny("not_habilitated")
+    return permit(reason, mode)
+
+
+def _as_system(caller: Principal, action: Action, document: DocumentFacts | None) -> Decision:
+    """Systems write, never read; a client's roles add up."""
+    if action is not Action.WRITE:
+        return deny("systems_do_not_read")
+    section = document.section if document is not None else None
+    if caller.has_role("facility") and section not in PATIENT_SECTIONS | INSURER_SECTIONS:
+        return permit("facility")
+    if caller.has_role("insurer") and (section is None or section in INSURER_SECTIONS):
+        return permit("insurer_feed")
+    if caller.has_role("facility") or caller.has_role("insurer"):
+        return deny("type_not_writable")
+    return deny("not_a_care_actor")
