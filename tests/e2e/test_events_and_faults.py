@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import time
 from collections.abc import Callable
 
 import httpx
 
 from dmp.events.v1 import envelope_pb2
-from dmp_kit.bus import EventBus, run_consumer
-from dmp_stack.testing import RunningStack, make_ins
+from dmp_stack.testing import RunningStack, collect_events, make_ins
 
 
 async def login_events(
-    stack: RunningStack, until: Callable[[list[envelope_pb2.Envelope]], bool], wait: float = 20
+    stack: RunningStack, until: Callable[[list[envelope_pb2.Envelope]], bool]
 ) -> list[envelope_pb2.Envelope]:
-    bus = EventBus(stack.infra.nats.url, "e2e")
-    await bus.connect()
-    seen: list[envelope_pb2.Envelope] = []
-    stop = asyncio.Event()
-
-    async def handler(event: envelope_pb2.Envelope) -> None:
-        seen.append(event)
-        if until(seen):
-            stop.set()
-
-    task = asyncio.create_task(
-        run_consumer(
-            bus,
-            stream="IDENTITY",
-            durable=f"e2e_{secrets.token_hex(4)}",
-            subject="identity.login",
-            handler=handler,
-            stop=stop,
-        )
-    )
-    try:
-        await asyncio.wait_for(stop.wait(), wait)
-    finally:
-        stop.set()
-        await task
-        await bus.close()
-    return seen
+    return await collect_events(stack.infra.nats.url, "IDENTITY", "identity.login", until)
 
 
 async def test_every_login_success_or_failure_emits_identity_login(stack: RunningStack) -> None:

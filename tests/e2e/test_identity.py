@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -497,3 +498,20 @@ def test_logout_revokes_the_refresh_token(stack: RunningStack, admin: str) -> No
             401,
             "invalid-token",
         )
+
+
+async def test_parallel_wrong_passwords_are_all_counted(stack: RunningStack, admin: str) -> None:
+    import asyncio
+
+    patient = stack.create_patient(admin)
+    creds = {"kind": "patient", "login": patient["ins"]}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60) as c:
+        answers = await asyncio.gather(
+            *(
+                c.post("/v1/auth/login", json={**creds, "password": "wrong password!"})
+                for _ in range(10)
+            )
+        )
+        assert [r.status_code for r in answers] == [401] * 10
+        r = await c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
+    problem(r, 423, "account-locked")

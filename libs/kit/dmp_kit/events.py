@@ -6,7 +6,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from uuid6 import uuid7
 
-from dmp.events.v1 import envelope_pb2
+from dmp.events.v1 import audit_pb2, envelope_pb2
 from dmp_kit.auth import Principal
 from dmp_kit.clock import Clock
 from dmp_kit.context import current_trace
@@ -61,3 +61,34 @@ def new_event(
         )
     getattr(env, field).CopyFrom(payload)
     return env
+
+
+def audit_event(
+    *,
+    source: str,
+    clock: Clock,
+    caller: Principal,
+    patient_ins: str,
+    action: str,
+    outcome: str,
+    mode: str = "normal",
+    document_id: str = "",
+    query: str = "",
+    reason: str = "",
+) -> envelope_pb2.Envelope:
+    """One traced action (rule 10), in the audit log's fixed vocabulary, as `audit.<source>`."""
+    return new_event(
+        f"audit.{source}",
+        audit_pb2.AuditRecord(
+            action=action,
+            outcome=outcome,
+            mode=mode,
+            document_id=document_id,
+            query=query,
+            reason=reason,
+        ),
+        source=source,
+        clock=clock,
+        actor=actor_of(caller),
+        patient_ins=patient_ins,
+    )

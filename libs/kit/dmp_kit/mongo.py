@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -43,11 +46,45 @@ async def ping(db: AsyncDatabase[Document]) -> bool:
     return True
 
 
+class DocumentLocks:
+    """Serialises this process's writes to one document.
+
+    MongoDB applies each update to a document atomically. FerretDB 1.24 does not: it reads the
+    document, applies the operators in memory and writes the whole document back, so two
+    concurrent updates of one document can lose one (measured: 300 concurrent `$inc` beside
+    other updates left 124). Every collection is written by one service only, so holding this
+    lock around each update restores per-document atomicity for a single replica on FerretDB;
+    on MongoDB it costs a dictionary lookup.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, collection: str, doc_id: Hashable) -> AsyncIterator[None]:
+        key = (collection, doc_id)
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+document_locks = DocumentLocks()
+
+
 class Store:
     """Base of every service's store: all database access of a service lives in its subclass."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
+        self.locks = document_locks
 
     async def ensure_indexes(self) -> None:
         """Create the indexes this store relies on (idempotent; run at start)."""

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bson import Binary
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from dmp.events.v1 import envelope_pb2
 from dmp_kit.bus import EventBus
-from dmp_kit.errors import Unavailable
+from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
-from dmp_kit.mongo import Document
+from dmp_kit.mongo import Document, document_locks
 
 log = get_logger(__name__)
 
@@ -44,6 +44,59 @@ def with_events(update: Document, *events: envelope_pb2.Envelope) -> Document:
 def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> Document:
     """For an insert: the new document carries its events."""
     return {**doc, OUTBOX: outbox_entries(events), PENDING: True}
+
+
+VERSION = "_v"
+MAX_ATTEMPTS = 20
+Change = Callable[[Document | None], Document | None]
+
+
+async def change_document(
+    collection: Any,
+    doc_id: Any,
+    change: Change,
+    *events: envelope_pb2.Envelope,
+    create: bool = False,
+) -> Document | None:
+    """Read, decide, write one document — safe against concurrent writers — with its events.
+
+    `change` receives the current document (None when absent) and returns the fields to set,
+    or None for no change. The write only lands if the document's version is still the one
+    read (optimistic concurrency, retried), and the document lock of this process is held
+    meanwhile (see DocumentLocks). Returns the document as written, or the unchanged one; None
+    when it does not exist and `create` is false.
+    """
+    async with document_locks.hold(collection.name, doc_id):
+        for _ in range(MAX_ATTEMPTS):
+            current: Document | None = await collection.find_one({"_id": doc_id})
+            if current is None and not create:
+                return None
+            fields = change(_without_outbox(current))
+            if fields is None:
+                return _without_outbox(current)
+            version = int(current.get(VERSION, 0)) if current else 0
+            fields = {**fields, VERSION: version + 1}
+            if current is None:
+                try:
+                    await collection.insert_one(
+                        new_document_with_events({"_id": doc_id, **fields}, *events)
+                    )
+                except DuplicateKeyError:
+                    continue
+                return {"_id": doc_id, **fields}
+            guard: Document = {VERSION: version} if version else {VERSION: {"$exists": False}}
+            result = await collection.update_one(
+                {"_id": doc_id, **guard}, with_events({"$set": fields}, *events)
+            )
+            if result.modified_count == 1:
+                return _without_outbox({**current, **fields})
+        raise Conflict("the record is being changed by others; try again", slug="contention")
+
+
+def _without_outbox(doc: Document | None) -> Document | None:
+    if doc is None:
+        return None
+    return {k: v for k, v in doc.items() if k not in (OUTBOX, PENDING)}
 
 
 class OutboxRelay:
@@ -75,12 +128,13 @@ class OutboxRelay:
                 for entry in entries:
                     await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
                     sent += 1
-                if entries:
-                    await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
-                await col.update_one(
-                    {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
-                    {"$unset": {PENDING: ""}},
-                )
+                async with document_locks.hold(col.name, doc["_id"]):
+                    if entries:
+                        await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
+                    await col.update_one(
+                        {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
+                        {"$unset": {PENDING: ""}},
+                    )
         return sent
 
     async def run(self, stop: asyncio.Event) -> None:

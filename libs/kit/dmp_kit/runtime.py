@@ -141,7 +141,7 @@ class ServiceRuntime:
         tasks = [asyncio.create_task(self._health_loop(health_servicer, service_names))]
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(self.stop)))
-        tasks += [asyncio.create_task(job(self.stop)) for job in background]
+        tasks += [asyncio.create_task(self._supervised(job)) for job in background]
         log.info("ready")
 
         await self.stop.wait()
@@ -156,6 +156,21 @@ class ServiceRuntime:
             await channel.close()
         await close_mongo()
         log.info("stopped")
+
+    async def _supervised(self, job: Background) -> None:
+        """Runs a background job until stop; if it fails, logs and starts it again."""
+        while not self.stop.is_set():
+            try:
+                await job(self.stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a consumer losing NATS, a database away: start again
+                log.warning(
+                    "background_job_restarting",
+                    job=getattr(job, "__name__", "?"),
+                    error=type(exc).__name__,
+                )
+                await asyncio.sleep(1.0)
 
     async def _prepare(self, stores: Sequence[Store], relay: OutboxRelay | None) -> None:
         """Connect NATS and create indexes, retrying while a dependency is not up yet."""

@@ -16,7 +16,7 @@ from dmp_kit.bus import EventBus, redelivery_delay, run_consumer
 from dmp_kit.clock import ManualClock
 from dmp_kit.events import new_event
 from dmp_kit.mongo import insert_once
-from dmp_kit.outbox import OutboxRelay, new_document_with_events, with_events
+from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_events, with_events
 from dmp_stack.testing import Infra
 
 CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
@@ -170,3 +170,35 @@ async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) 
 def test_redelivery_backoff_grows_and_is_capped() -> None:
     assert [redelivery_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert redelivery_delay(100) == 60.0
+
+
+async def test_concurrent_changes_and_the_relay_lose_nothing(db: Any, bus: EventBus) -> None:
+    """FerretDB rewrites whole documents on update; change_document still counts each change."""
+    col = db["counters"]
+    relay = OutboxRelay(bus, [col])
+
+    def increment(doc: dict[str, Any] | None) -> dict[str, Any]:
+        return {"n": (doc or {}).get("n", 0) + 1}
+
+    async def writer(k: int) -> None:
+        for _ in range(10):
+            await change_document(col, "c1", increment, login_event(f"w{k}"), create=True)
+
+    async def relaying() -> None:
+        for _ in range(40):
+            await relay.relay_once()
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(k) for k in range(5)), relaying())
+    await relay.relay_once()
+    doc = await col.find_one({"_id": "c1"})
+    assert doc["n"] == 50
+    assert doc["outbox"] == []
+
+
+async def test_change_document_reports_absence_and_no_change(db: Any) -> None:
+    col = db["things"]
+    assert await change_document(col, "missing", lambda d: {"x": 1}) is None
+    await col.insert_one({"_id": "t3", "x": 1})
+    same = await change_document(col, "t3", lambda d: None)
+    assert same == {"_id": "t3", "x": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import os
 import random
@@ -11,7 +12,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dmp.events.v1 import envelope_pb2
+from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.identifiers import ins_control_key, luhn_ok
 from dmp_stack.infra import Started, start_mongo, start_nats, start_smtp
 from dmp_stack.stack import Ports, Stack, StackState, stop_pid
@@ -228,6 +231,44 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+async def collect_events(
+    nats_url: str,
+    stream: str,
+    subject: str,
+    until: Callable[[list[envelope_pb2.Envelope]], bool],
+    wait: float = 20,
+) -> list[envelope_pb2.Envelope]:
+    """Reads a stream from its start with a fresh durable consumer until `until` holds."""
+    bus = EventBus(nats_url, "test-reader")
+    await bus.connect()
+    seen: list[envelope_pb2.Envelope] = []
+    stop = asyncio.Event()
+
+    async def handler(event: envelope_pb2.Envelope) -> None:
+        seen.append(event)
+        if until(seen):
+            stop.set()
+
+    task = asyncio.create_task(
+        run_consumer(
+            bus,
+            stream=stream,
+            durable=f"test_{secrets.token_hex(4)}",
+            subject=subject,
+            handler=handler,
+            stop=stop,
+        )
+    )
+    try:
+        await asyncio.wait_for(stop.wait(), wait)
+        await asyncio.sleep(0.3)  # a duplicate would arrive now
+    finally:
+        stop.set()
+        await task
+        await bus.close()
+    return seen
 
 
 def _random_key() -> str:

@@ -3,20 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
+from pathlib import Path
 
 from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
+from dmp.events.v1 import envelope_pb2
+from dmp.identity.v1 import identity_pb2_grpc
 from dmp_consent.api import ConsentServicer
-from dmp_kit.config import Settings
+from dmp_consent.config import ConsentSettings
+from dmp_consent.domain import HabilitationMatrix
+from dmp_consent.events import on_dossier_event
+from dmp_consent.store import ConsentStore
+from dmp_kit.bus import run_consumer
+from dmp_kit.catalogue import load_catalogue
+from dmp_kit.outbox import OutboxRelay
 from dmp_kit.runtime import ServiceRuntime
 
 
+def load_matrix(settings: ConsentSettings, known_types: list[str]) -> HabilitationMatrix:
+    if settings.habilitation_matrix_file:
+        text = Path(settings.habilitation_matrix_file).read_text(encoding="utf-8")
+    else:
+        text = (resources.files("dmp_consent") / "data" / "habilitation.toml").read_text("utf-8")
+    return HabilitationMatrix.parse(text, known_types)
+
+
 async def serve() -> None:
-    runtime = ServiceRuntime("consent", Settings())
+    settings = ConsentSettings()
+    runtime = ServiceRuntime("consent", settings)
+    catalogue = load_catalogue(settings.catalogue_file)
+    store = ConsentStore(runtime.db)
+    relay = OutboxRelay(runtime.bus, [store.consents])
+    servicer = ConsentServicer(
+        settings,
+        store,
+        load_matrix(settings, list(catalogue.types)),
+        catalogue,
+        runtime.clock,
+        relay,
+        identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
+    )
+
+    async def dossier_lifecycle(stop: asyncio.Event) -> None:
+        async def handle(event: envelope_pb2.Envelope) -> None:
+            await on_dossier_event(store, event)
+
+        await run_consumer(
+            runtime.bus,
+            stream="DOSSIER",
+            durable="consent-dossier-lifecycle",
+            subject="dossier.>",
+            handler=handle,
+            stop=stop,
+        )
+
     await runtime.serve(
         consent_pb2_grpc.add_ConsentServiceServicer_to_server,
-        ConsentServicer(),
+        servicer,
         consent_pb2.DESCRIPTOR.services_by_name["ConsentService"],
         verifier=runtime.verifier_from_identity(),
+        stores=[store],
+        relay=relay,
+        background=[dossier_lifecycle],
     )
 
 

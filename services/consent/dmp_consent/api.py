@@ -1,9 +1,442 @@
-"""The consent gRPC servicer."""
+"""Consent's gRPC servicer: every access question goes to `domain.decide`, nowhere else."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from uuid6 import uuid7
+
+from dmp.consent.v1 import consent_pb2 as pb
 from dmp.consent.v1 import consent_pb2_grpc
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp_consent import events
+from dmp_consent.config import ConsentSettings
+from dmp_consent.domain import (
+    Action,
+    Decision,
+    DocumentFacts,
+    DossierState,
+    DossierStatus,
+    HabilitationMatrix,
+    Label,
+    Mode,
+    decide,
+)
+from dmp_consent.store import ConsentStore, consent_state, dossier_state
+from dmp_kit.auth import Principal, caller
+from dmp_kit.catalogue import Catalogue
+from dmp_kit.clock import Clock
+from dmp_kit.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.events import audit_event
+from dmp_kit.identifiers import validate_ins, validate_rpps
+from dmp_kit.mongo import Document
+from dmp_kit.outbox import Change, OutboxRelay
+from dmp_kit.rpc.client import call_options
+from dmp_kit.rpc.status import error_from_rpc
+
+ACTIONS = {
+    pb.ACTION_READ: Action.READ,
+    pb.ACTION_WRITE: Action.WRITE,
+    pb.ACTION_MANAGE: Action.MANAGE,
+    pb.ACTION_OPEN: Action.OPEN,
+}
+MODES = {
+    Mode.NORMAL: pb.ACCESS_MODE_NORMAL,
+    Mode.BREAK_GLASS: pb.ACCESS_MODE_BREAK_GLASS,
+    Mode.REGULATOR: pb.ACCESS_MODE_REGULATOR,
+}
+MODE_FROM_PB = {
+    pb.ACCESS_MODE_BREAK_GLASS: Mode.BREAK_GLASS,
+    pb.ACCESS_MODE_REGULATOR: Mode.REGULATOR,
+}
+LABELS = {label.value: label for label in Label}
+MAX_REASON = 500
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _refuse(decision: Decision) -> None:
+    """Turns a denial into the error the caller sees."""
+    if decision.allowed:
+        return
+    if decision.reason == "no_dossier":
+        raise NotFound("no open dossier for this INS", field="ins", slug="dossier-not-found")
+    if decision.reason == "dossier_closed":
+        raise Conflict("the dossier is closed", slug="dossier-closed")
+    raise PermissionDenied(f"not allowed: {decision.reason}", slug="access-denied")
+
+
+def _context(ins: str, ctx: pb.DossierContext) -> DossierState:
+    try:
+        status = DossierStatus(ctx.status or "absent")
+    except ValueError as exc:
+        raise InvalidArgument("unknown dossier status", field="dossier.status") from exc
+    return DossierState(ins, status, frozenset(ctx.legal_representatives))
+
+
+def _document(ref: pb.DocumentRef, catalogue: Catalogue) -> DocumentFacts:
+    labels = frozenset(LABELS[name] for name in ref.labels if name in LABELS)
+    section = ref.section or catalogue.type(ref.type_code, field="document.type_code").section
+    return DocumentFacts(ref.type_code, section, ref.author, labels, ref.deleted)
 
 
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
-    """The contract of proto/dmp/consent/v1; each method answers UNIMPLEMENTED until issue #3."""
+    def __init__(
+        self,
+        settings: ConsentSettings,
+        store: ConsentStore,
+        matrix: HabilitationMatrix,
+        catalogue: Catalogue,
+        clock: Clock,
+        relay: OutboxRelay,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.matrix = matrix
+        self.catalogue = catalogue
+        self.clock = clock
+        self.relay = relay
+        self.identity = identity
+
+    # the hot path ----------------------------------------------------------------
+
+    async def Decide(
+        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecideResponse:
+        ins = validate_ins(request.ins)
+        action = ACTIONS.get(request.action)
+        if action is None:
+            raise InvalidArgument("action is required", field="action")
+        doc = await self.store.get(ins)
+        document = (
+            _document(request.document, self.catalogue) if request.HasField("document") else None
+        )
+        decision = decide(
+            caller(),
+            _context(ins, request.dossier),
+            consent_state(doc),
+            self.matrix,
+            action,
+            self.clock.now(),
+            document,
+        )
+        return pb.DecideResponse(
+            allowed=decision.allowed, mode=MODES[decision.mode], reason=decision.reason
+        )
+
+    async def FilterDocuments(
+        self, request: pb.FilterDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FilterDocumentsResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        dossier = _context(ins, request.dossier)
+        consent = consent_state(await self.store.get(ins))
+        now = self.clock.now()
+        visible = [
+            ref.id
+            for ref in request.documents
+            if decide(
+                who, dossier, consent, self.matrix, Action.READ, now, _document(ref, self.catalogue)
+            ).allowed
+        ]
+        mode = decide(who, dossier, consent, self.matrix, Action.READ, now).mode
+        return pb.FilterDocumentsResponse(visible_ids=visible, mode=MODES[mode])
+
+    # the patient's choices ---------------------------------------------------------------
+
+    async def _managed(self, ins: str) -> tuple[Principal, dict[str, Any]]:
+        """The caller may manage this dossier's consent (the patient or a representative)."""
+        who = caller()
+        doc = await self.store.get(ins)
+        _refuse(
+            decide(
+                who,
+                dossier_state(ins, doc),
+                consent_state(doc),
+                self.matrix,
+                Action.MANAGE,
+                self.clock.now(),
+            )
+        )
+        assert doc is not None
+        return who, doc
+
+    async def _apply(
+        self, ins: str, who: Principal, fields: Change, change: str, rpps: str = ""
+    ) -> dict[str, Any]:
+        """One change, computed from the current state by `fields`, with its event and trace."""
+        doc = await self.store.change(
+            ins,
+            fields,
+            events.consent_changed(self.clock, who, ins, change, rpps),
+            audit_event(
+                source="consent",
+                clock=self.clock,
+                caller=who,
+                patient_ins=ins,
+                action="update",
+                outcome="success",
+                query=f"consent:{change}",
+            ),
+        )
+        if doc is None:
+            raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")
+        self.relay.kick()
+        return doc
+
+    async def GetSettings(
+        self, request: pb.GetSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSettingsResponse:
+        _, doc = await self._managed(validate_ins(request.ins))
+        return pb.GetSettingsResponse(settings=_settings(doc))
+
+    async def PutSettings(
+        self, request: pb.PutSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutSettingsResponse:
+        ins = validate_ins(request.ins)
+        who, _ = await self._managed(ins)
+        if not request.HasField("settings"):
+            raise InvalidArgument("settings are required", field="settings")
+        settings = {
+            "allow_emergency_access": request.settings.allow_emergency_access,
+            "allow_regulator_access": request.settings.allow_regulator_access,
+        }
+        doc = await self._apply(ins, who, lambda _: {"settings": settings}, "settings")
+        return pb.PutSettingsResponse(settings=_settings(doc))
+
+    async def ListProfessionals(
+        self, request: pb.ListProfessionalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProfessionalsResponse:
+        _, doc = await self._managed(validate_ins(request.ins))
+        return _care_team(doc)
+
+    async def SetProfessionalStatus(
+        self, request: pb.SetProfessionalStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetProfessionalStatusResponse:
+        ins, rpps = validate_ins(request.ins), validate_rpps(request.rpps)
+        if request.status not in (
+            pb.PROFESSIONAL_STATUS_AUTHORIZED,
+            pb.PROFESSIONAL_STATUS_BLOCKED,
+        ):
+            raise InvalidArgument("status must be authorized or blocked", field="status")
+        who, _ = await self._managed(ins)
+        target = "authorized" if request.status == pb.PROFESSIONAL_STATUS_AUTHORIZED else "blocked"
+        other = "blocked" if target == "authorized" else "authorized"
+        entry = {"rpps": rpps, "since": self.clock.now()}
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            return {
+                target: [*_without(doc, target, rpps), entry],
+                other: _without(doc, other, rpps),
+            }
+
+        doc = await self._apply(ins, who, fields, target, rpps)
+        return pb.SetProfessionalStatusResponse(member=_member(doc, rpps))
+
+    async def RemoveProfessional(
+        self, request: pb.RemoveProfessionalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveProfessionalResponse:
+        ins, rpps = validate_ins(request.ins), validate_rpps(request.rpps)
+        who, _ = await self._managed(ins)
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            listed = {m["rpps"] for m in doc.get("authorized", []) + doc.get("blocked", [])}
+            if rpps not in listed:
+                raise NotFound("this professional is neither authorised nor blocked", field="rpps")
+            return {
+                "authorized": _without(doc, "authorized", rpps),
+                "blocked": _without(doc, "blocked", rpps),
+            }
+
+        await self._apply(ins, who, fields, "removed", rpps)
+        return pb.RemoveProfessionalResponse()
+
+    async def SetAttendingPhysician(
+        self, request: pb.SetAttendingPhysicianRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetAttendingPhysicianResponse:
+        ins, rpps = validate_ins(request.ins), validate_rpps(request.rpps)
+        who, _ = await self._managed(ins)
+        try:
+            found = await self.identity.LookupProfessional(
+                identity_pb2.LookupProfessionalRequest(rpps=rpps),
+                **call_options(self.settings.grpc_deadline_seconds),
+            )
+        except grpc.aio.AioRpcError as exc:
+            err = error_from_rpc(exc)
+            if err.grpc_code == grpc.StatusCode.NOT_FOUND:
+                raise InvalidArgument("no professional has this RPPS", field="rpps") from exc
+            raise err from exc
+        if found.professional.profession != "10":
+            raise InvalidArgument(
+                "the attending physician must be a doctor", field="rpps", slug="not-a-doctor"
+            )
+        since = self.clock.now()
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            if rpps in {m["rpps"] for m in doc.get("blocked", [])}:
+                raise Conflict("this professional is blocked; unblock them first", field="rpps")
+            return {"attending_physician": {"rpps": rpps, "since": since}}
+
+        doc = await self._apply(ins, who, fields, "attending_physician", rpps)
+        return pb.SetAttendingPhysicianResponse(member=_member(doc, rpps))
+
+    # emergency access ------------------------------------------------------------------
+
+    async def RequestEmergencyAccess(
+        self, request: pb.RequestEmergencyAccessRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestEmergencyAccessResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        who.require_kind("professional")
+        mode = MODE_FROM_PB.get(request.mode)
+        if mode is None:
+            raise InvalidArgument("mode must be break_glass or regulator", field="mode")
+        reason = request.reason.strip()
+        if not self.settings.min_reason_length <= len(reason) <= MAX_REASON:
+            raise InvalidArgument(
+                f"a written reason of {self.settings.min_reason_length} to {MAX_REASON} "
+                "characters is required",
+                field="reason",
+            )
+        if mode is Mode.REGULATOR:
+            who.require_role("samu_regulator")
+        doc = await self.store.get(ins)
+        state, consent = dossier_state(ins, doc), consent_state(doc)
+        if state.status is DossierStatus.ABSENT:
+            raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")
+        if state.status is not DossierStatus.OPEN:
+            raise Conflict("the dossier is closed", slug="dossier-closed")
+        if who.rpps in consent.blocked:
+            raise PermissionDenied(
+                "the patient has blocked this professional", slug="access-denied"
+            )
+        allowed = (
+            consent.allow_emergency_access
+            if mode is Mode.BREAK_GLASS
+            else consent.allow_regulator_access
+        )
+        if not allowed:
+            raise PermissionDenied(
+                "the patient has refused this kind of access in advance",
+                slug="emergency-access-refused",
+            )
+        now = self.clock.now()
+        expires = now + timedelta(hours=self.settings.emergency_access_hours)
+        grant = {
+            "id": str(uuid7()),
+            "rpps": who.rpps,
+            "mode": mode.value,
+            "reason": reason,
+            "granted_at": now,
+            "expires_at": expires,
+        }
+
+        def fields(current: Document | None) -> Document:
+            assert current is not None
+            live = [g for g in current.get("grants", []) if g["expires_at"] > now]
+            return {"grants": [*live, grant]}
+
+        updated = await self.store.change(
+            ins,
+            fields,
+            events.emergency_granted(
+                self.clock,
+                who,
+                ins,
+                grant_id=grant["id"],
+                mode=mode,
+                reason=reason,
+                expires_at=expires,
+                attending_physician=consent.attending_physician or "",
+            ),
+            audit_event(
+                source="consent",
+                clock=self.clock,
+                caller=who,
+                patient_ins=ins,
+                action="execute",
+                outcome="success",
+                mode=mode.value,
+                reason=reason,
+                query="emergency_access",
+            ),
+        )
+        if updated is None:
+            raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")
+        self.relay.kick()
+        return pb.RequestEmergencyAccessResponse(
+            grant=pb.EmergencyGrant(
+                id=grant["id"],
+                ins=ins,
+                rpps=who.rpps,
+                mode=MODES[mode],
+                reason=reason,
+                granted_at=_ts(now),
+                expires_at=_ts(expires),
+            )
+        )
+
+    async def GetHabilitationMatrix(
+        self, request: pb.GetHabilitationMatrixRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetHabilitationMatrixResponse:
+        caller()
+        return pb.GetHabilitationMatrixResponse(
+            rules=[
+                pb.HabilitationRule(profession=p, readable_type_codes=sorted(types))
+                for p, types in sorted(self.matrix.readable.items())
+            ],
+            provenance=self.matrix.provenance,
+        )
+
+
+def _without(doc: Document, key: str, rpps: str) -> list[Document]:
+    return [m for m in doc.get(key, []) if m["rpps"] != rpps]
+
+
+def _settings(doc: dict[str, Any]) -> pb.Settings:
+    s = doc.get("settings", {})
+    return pb.Settings(
+        allow_emergency_access=bool(s.get("allow_emergency_access", True)),
+        allow_regulator_access=bool(s.get("allow_regulator_access", True)),
+    )
+
+
+def _member(doc: dict[str, Any], rpps: str) -> pb.CareTeamMember:
+    gp = (doc.get("attending_physician") or {}).get("rpps")
+    for key, status in (
+        ("authorized", pb.PROFESSIONAL_STATUS_AUTHORIZED),
+        ("blocked", pb.PROFESSIONAL_STATUS_BLOCKED),
+    ):
+        for m in doc.get(key, []):
+            if m["rpps"] == rpps:
+                return pb.CareTeamMember(
+                    rpps=rpps, status=status, attending_physician=gp == rpps, since=_ts(m["since"])
+                )
+    since = (doc.get("attending_physician") or {}).get("since")
+    return pb.CareTeamMember(
+        rpps=rpps,
+        status=pb.PROFESSIONAL_STATUS_AUTHORIZED,
+        attending_physician=gp == rpps,
+        since=_ts(since) if since else None,
+    )
+
+
+def _care_team(doc: dict[str, Any]) -> pb.ListProfessionalsResponse:
+    gp = doc.get("attending_physician")
+    authorized = [_member(doc, m["rpps"]) for m in doc.get("authorized", [])]
+    if gp and gp["rpps"] not in {m.rpps for m in authorized}:
+        authorized.insert(0, _member(doc, gp["rpps"]))
+    return pb.ListProfessionalsResponse(
+        authorized=authorized, blocked=[_member(doc, m["rpps"]) for m in doc.get("blocked", [])]
+    )

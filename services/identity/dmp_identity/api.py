@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -164,11 +164,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         except (VerificationError, InvalidHashError):
             return False
 
-    async def _record(self, throttle_id: str, throttle: domain.Throttle, **event: Any) -> None:
-        await self.store.save_throttle(
-            throttle_id, throttle, login_event(clock=self.clock, **event)
+    async def _record(
+        self,
+        throttle_id: str,
+        change: Callable[[domain.Throttle], domain.Throttle],
+        **event: Any,
+    ) -> domain.Throttle:
+        """Applies `change` to the login's counters and records the login event, atomically."""
+        after = await self.store.record_attempt(
+            throttle_id, change, login_event(clock=self.clock, **event)
         )
         self.relay.kick()
+        return after
 
     async def _access_token(self, account: dict[str, Any], kind: str, ttl: int) -> str:
         kid, raw = await self.keys.signing_key()
@@ -358,11 +365,16 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         ok = ok and account is not None and bool(account.get("password_hash"))
         event = {"kind": kind, "account": account, "client_ip": request.client_ip}
         if locked := throttle.locked_for(now):
-            await self._record(throttle_id, throttle, outcome="locked", success=False, **event)
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
             raise Locked("too many failed attempts; try again later", retry_after=locked)
         if not ok or account is None:
-            after = throttle.after_failure("password", now, self.policy)
-            await self._record(throttle_id, after, outcome="bad_password", success=False, **event)
+            await self._record(
+                throttle_id,
+                lambda t: t.after_failure("password", now, self.policy),
+                outcome="bad_password",
+                success=False,
+                **event,
+            )
             raise Unauthenticated("wrong login or password", slug="invalid-credentials")
 
         code = domain.new_otp()
@@ -380,7 +392,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "created_at": now,
             }
         )
-        await self._record(throttle_id, throttle, outcome="password_ok", success=True, **event)
+        await self._record(throttle_id, _unchanged, outcome="password_ok", success=True, **event)
         await self.notify.SendOtp(
             notify_pb2.SendOtpRequest(
                 channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
@@ -415,20 +427,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
         event = {"kind": account["kind"], "account": account}
         if locked := throttle.locked_for(now):
-            await self._record(throttle_id, throttle, outcome="locked", success=False, **event)
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
             raise Locked("too many failed attempts; try again later", retry_after=locked)
         if challenge["expires_at"].astimezone(UTC) < now:
             await self.store.consume_challenge(challenge["_id"])
-            await self._record(throttle_id, throttle, outcome="otp_expired", success=False, **event)
+            await self._record(
+                throttle_id, _unchanged, outcome="otp_expired", success=False, **event
+            )
             raise Unauthenticated("the code has expired; log in again", slug="otp-expired")
         expected = challenge["code_digest"]
         if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{request.code}")):
-            after = throttle.after_failure("otp", now, self.policy)
-            await self._record(throttle_id, after, outcome="bad_otp", success=False, **event)
+            await self._record(
+                throttle_id,
+                lambda t: t.after_failure("otp", now, self.policy),
+                outcome="bad_otp",
+                success=False,
+                **event,
+            )
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
         if not await self.store.consume_challenge(challenge["_id"]):
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
-        await self._record(throttle_id, domain.Throttle(), outcome="otp_ok", success=True, **event)
+        await self._record(throttle_id, _reset, outcome="otp_ok", success=True, **event)
         return pb.VerifyOtpResponse(tokens=await self._token_pair(account, str(uuid7())))
 
     async def Refresh(
@@ -506,15 +525,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             jti = domain.check_assertion_claims(claims, client_id, now)
         except (jwt.PyJWTError, InvalidArgument) as exc:
             await self._record(
-                throttle_id, domain.Throttle(), outcome="bad_assertion", success=False, **event
+                throttle_id, _unchanged, outcome="bad_assertion", success=False, **event
             )
             raise Unauthenticated("the client assertion is invalid", slug="invalid-client") from exc
         expires = datetime.fromtimestamp(float(claims["exp"]), UTC)
         if not await self.store.remember_assertion(f"{client_id}:{jti}", expires):
             raise Unauthenticated("this client assertion was already used", slug="invalid-client")
-        await self._record(
-            throttle_id, domain.Throttle(), outcome="client_credentials", success=True, **event
-        )
+        await self._record(throttle_id, _reset, outcome="client_credentials", success=True, **event)
         account = {"_id": client_id, "client_id": client_id, "roles": client["roles"]}
         ttl = self.settings.access_token_ttl_seconds
         return pb.IssueClientTokenResponse(
@@ -586,6 +603,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             }
         )
         log.info("bootstrap_admin_created")
+
+
+def _unchanged(throttle: domain.Throttle) -> domain.Throttle:
+    return throttle
+
+
+def _reset(_: domain.Throttle) -> domain.Throttle:
+    return domain.Throttle()
 
 
 def _patient(doc: dict[str, Any]) -> pb.Patient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp_identity.domain import Throttle
 from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store
-from dmp_kit.outbox import with_events
+from dmp_kit.outbox import change_document
 
 
 class IdentityStore(Store):
@@ -72,33 +73,28 @@ class IdentityStore(Store):
     # throttles: failure counters, and the outbox of identity.login events --------------
 
     async def throttle(self, throttle_id: str) -> Throttle:
-        doc = await self.throttles.find_one({"_id": throttle_id}) or {}
-        return Throttle(
-            password_failures=doc.get("password_failures", 0),
-            otp_failures=doc.get("otp_failures", 0),
-            locks=doc.get("locks", 0),
-            locked_until=doc.get("locked_until"),
-        )
+        return _throttle(await self.throttles.find_one({"_id": throttle_id}))
 
-    async def save_throttle(
-        self, throttle_id: str, throttle: Throttle, event: envelope_pb2.Envelope
-    ) -> None:
-        """Counters and the login event change together, in one document."""
-        await self.throttles.update_one(
-            {"_id": throttle_id},
-            with_events(
-                {
-                    "$set": {
-                        "password_failures": throttle.password_failures,
-                        "otp_failures": throttle.otp_failures,
-                        "locks": throttle.locks,
-                        "locked_until": throttle.locked_until,
-                    }
-                },
-                event,
-            ),
-            upsert=True,
-        )
+    async def record_attempt(
+        self,
+        throttle_id: str,
+        change: Callable[[Throttle], Throttle],
+        event: envelope_pb2.Envelope,
+    ) -> Throttle:
+        """Counters and the login event change together, in one document; concurrent
+        attempts on one login are each counted (no lost update)."""
+
+        def fields(doc: Document | None) -> Document:
+            after = change(_throttle(doc))
+            return {
+                "password_failures": after.password_failures,
+                "otp_failures": after.otp_failures,
+                "locks": after.locks,
+                "locked_until": after.locked_until,
+            }
+
+        written = await change_document(self.throttles, throttle_id, fields, event, create=True)
+        return _throttle(written)
 
     # one-time code challenges ------------------------------------------------
 
@@ -111,9 +107,10 @@ class IdentityStore(Store):
 
     async def consume_challenge(self, challenge_id: str) -> bool:
         """Marks the challenge used; False if it already was (a replay or a race)."""
-        doc = await self.challenges.find_one_and_update(
-            {"_id": challenge_id, "used": False}, {"$set": {"used": True}}
-        )
+        async with self.locks.hold("challenges", challenge_id):
+            doc = await self.challenges.find_one_and_update(
+                {"_id": challenge_id, "used": False}, {"$set": {"used": True}}
+            )
         return doc is not None
 
     async def purge_expired(self, now: datetime) -> None:
@@ -128,11 +125,12 @@ class IdentityStore(Store):
 
     async def use_refresh(self, token_hash: str, now: datetime) -> Document | None:
         """Atomically turns an active, unexpired token into a used one."""
-        doc: Document | None = await self.refresh_tokens.find_one_and_update(
-            {"_id": token_hash, "status": "active", "expires_at": {"$gt": now}},
-            {"$set": {"status": "used", "used_at": now}},
-            return_document=ReturnDocument.AFTER,
-        )
+        async with self.locks.hold("refresh_tokens", token_hash):
+            doc: Document | None = await self.refresh_tokens.find_one_and_update(
+                {"_id": token_hash, "status": "active", "expires_at": {"$gt": now}},
+                {"$set": {"status": "used", "used_at": now}},
+                return_document=ReturnDocument.AFTER,
+            )
         return doc
 
     async def get_refresh(self, token_hash: str) -> Document | None:
@@ -185,6 +183,16 @@ class IdentityStore(Store):
         except DuplicateKeyError:
             return False
         return True
+
+
+def _throttle(doc: Document | None) -> Throttle:
+    doc = doc or {}
+    return Throttle(
+        password_failures=doc.get("password_failures", 0),
+        otp_failures=doc.get("otp_failures", 0),
+        locks=doc.get("locks", 0),
+        locked_until=doc.get("locked_until"),
+    )
 
 
 def _login_field(kind: str) -> str:

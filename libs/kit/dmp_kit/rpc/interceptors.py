@@ -8,7 +8,7 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 import structlog
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
 from dmp_kit.auth import Principal, TokenVerifier, bearer_token, current_principal
 from dmp_kit.context import current_deadline, current_token, current_trace, new_trace
@@ -120,7 +120,7 @@ class ErrorInterceptor(_Interceptor):
         except NotImplementedError:
             # What generated servicers raise for a method of the contract not written yet.
             await _abort(context, Unimplemented("this method is not implemented yet"))
-        except PyMongoError as exc:
+        except (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout) as exc:
             log.warning("database_unavailable", error=type(exc).__name__)
             await _abort(context, Unavailable("the database is unavailable"))
         except Exception:

@@ -1,0 +1,89 @@
+"""All of consent's database access: one document per dossier, so each change is atomic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from dmp.events.v1 import envelope_pb2
+from dmp_consent.domain import (
+    ConsentState,
+    DossierState,
+    DossierStatus,
+    EmergencyGrant,
+    Mode,
+)
+from dmp_kit.mongo import Document, Store
+from dmp_kit.outbox import Change, change_document
+
+
+class ConsentStore(Store):
+    @property
+    def consents(self) -> Any:
+        return self.db["consents"]
+
+    async def ensure_indexes(self) -> None:
+        await self.consents.create_index("dossier_status")
+
+    async def get(self, ins: str) -> Document | None:
+        doc: Document | None = await self.consents.find_one({"_id": ins}, {"outbox": 0})
+        return doc
+
+    async def record_dossier_status(
+        self, ins: str, status: DossierStatus, at: datetime, legal_representatives: list[str]
+    ) -> None:
+        """The replica of the dossier's status; an older event never overwrites a newer one."""
+
+        def fields(doc: Document | None) -> Document | None:
+            if doc is not None and doc.get("status_at") is not None and doc["status_at"] >= at:
+                return None
+            new: Document = {"dossier_status": status.value, "status_at": at}
+            if doc is None:
+                new |= {
+                    "settings": {"allow_emergency_access": True, "allow_regulator_access": True},
+                    "authorized": [],
+                    "blocked": [],
+                    "attending_physician": None,
+                    "grants": [],
+                    "legal_representatives": [],
+                }
+            if status is DossierStatus.OPEN:
+                new["legal_representatives"] = legal_representatives
+            return new
+
+        await change_document(self.consents, ins, fields, create=True)
+
+    async def change(
+        self, ins: str, fields: Change, *events: envelope_pb2.Envelope
+    ) -> Document | None:
+        """One change of a dossier's consent, from its current state, with its events;
+        None if the dossier is unknown."""
+        return await change_document(self.consents, ins, fields, *events)
+
+
+def dossier_state(ins: str, doc: Document | None) -> DossierState:
+    if doc is None:
+        return DossierState(ins, DossierStatus.ABSENT)
+    return DossierState(
+        ins,
+        DossierStatus(doc.get("dossier_status", "absent")),
+        frozenset(doc.get("legal_representatives", [])),
+    )
+
+
+def consent_state(doc: Document | None) -> ConsentState:
+    if doc is None:
+        return ConsentState()
+    settings = doc.get("settings", {})
+    gp = doc.get("attending_physician")
+    return ConsentState(
+        allow_emergency_access=bool(settings.get("allow_emergency_access", True)),
+        allow_regulator_access=bool(settings.get("allow_regulator_access", True)),
+        authorized=frozenset(m["rpps"] for m in doc.get("authorized", [])),
+        blocked=frozenset(m["rpps"] for m in doc.get("blocked", [])),
+        attending_physician=gp["rpps"] if gp else None,
+        grants=tuple(
+            EmergencyGrant(g["rpps"], Mode(g["mode"]), g["expires_at"])
+            for g in doc.get("grants", [])
+        ),
+    )
