@@ -57,8 +57,8 @@ async def test_unimplemented_methods_still_authenticate_first(stack: RunningStac
     admin = stack.admin_token()
     async with channel(stack, "dossier") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await dossier_pb2_grpc.DossierServiceStub(ch).GetDossier(
-                dossier_pb2.GetDossierRequest(ins="180017512345660"),
+            await dossier_pb2_grpc.DossierServiceStub(ch).GetProfile(
+                dossier_pb2.GetProfileRequest(ins="180017512345660"),
                 timeout=5,
                 metadata=bearer(admin),
             )

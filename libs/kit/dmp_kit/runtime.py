@@ -22,7 +22,7 @@ from dmp_kit.config import Settings
 from dmp_kit.crypto import derive_key
 from dmp_kit.mongo import Document, Store, close_mongo, mongo_client, ping
 from dmp_kit.outbox import OutboxRelay
-from dmp_kit.rpc.client import call_options, open_channel
+from dmp_kit.rpc.client import MAX_MESSAGE_BYTES, call_options, open_channel
 from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
 
 log = dmp_logging.get_logger(__name__)
@@ -116,7 +116,11 @@ class ServiceRuntime:
                 ErrorInterceptor(),
                 AuthInterceptor(verifier, public_methods),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
         )
         register(server)
         health_servicer = health.aio.HealthServicer()

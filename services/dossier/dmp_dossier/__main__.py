@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import asyncio
 
+from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
+from dmp.identity.v1 import identity_pb2_grpc
 from dmp_dossier.api import DossierServicer
-from dmp_kit.config import Settings
+from dmp_dossier.config import DossierSettings
+from dmp_dossier.store import DossierStore
+from dmp_kit.catalogue import load_catalogue
+from dmp_kit.outbox import OutboxRelay
 from dmp_kit.runtime import ServiceRuntime
 
 
 async def serve() -> None:
-    runtime = ServiceRuntime("dossier", Settings())
+    settings = DossierSettings()
+    runtime = ServiceRuntime("dossier", settings)
+    store = DossierStore(runtime.db)
+    relay = OutboxRelay(runtime.bus, [store.dossiers, store.documents])
+    servicer = DossierServicer(
+        settings,
+        store,
+        load_catalogue(settings.catalogue_file),
+        runtime.clock,
+        relay,
+        runtime.bus,
+        consent_pb2_grpc.ConsentServiceStub(runtime.channel(settings.consent_addr)),
+        identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
+    )
     await runtime.serve(
         dossier_pb2_grpc.add_DossierServiceServicer_to_server,
-        DossierServicer(),
+        servicer,
         dossier_pb2.DESCRIPTOR.services_by_name["DossierService"],
         verifier=runtime.verifier_from_identity(),
+        stores=[store],
+        relay=relay,
     )
 
 

@@ -1,9 +1,667 @@
-"""The dossier gRPC servicer."""
+"""The dossier gRPC servicer. Who may see what is asked of consent; nothing is decided here."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from uuid6 import uuid7
+
+from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
+from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.dossier.v1 import dossier_pb2_grpc
+from dmp.events.v1 import dossier_pb2 as ev
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp_dossier import domain
+from dmp_dossier.config import DossierSettings
+from dmp_dossier.events import DossierEvents
+from dmp_dossier.store import DossierStore
+from dmp_kit.auth import Principal, caller
+from dmp_kit.bus import EventBus
+from dmp_kit.catalogue import Catalogue
+from dmp_kit.clock import Clock
+from dmp_kit.crypto import derive_key, seal, unseal
+from dmp_kit.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.identifiers import validate_ins
+from dmp_kit.logging import get_logger
+from dmp_kit.mongo import Document
+from dmp_kit.outbox import OutboxRelay
+from dmp_kit.rpc.client import call_options
+from dmp_kit.rpc.status import error_from_rpc
+
+log = get_logger(__name__)
+
+STATUS = {
+    "open": pb.DOSSIER_STATUS_OPEN,
+    "closed": pb.DOSSIER_STATUS_CLOSED,
+    "deletion_requested": pb.DOSSIER_STATUS_DELETION_REQUESTED,
+}
+DOC_STATUS = {
+    "approved": pb.DOCUMENT_STATUS_APPROVED,
+    "archived": pb.DOCUMENT_STATUS_ARCHIVED,
+    "deleted": pb.DOCUMENT_STATUS_DELETED,
+    "superseded": pb.DOCUMENT_STATUS_SUPERSEDED,
+}
+DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
+MODE_NAME = {
+    consent_pb2.ACCESS_MODE_BREAK_GLASS: "break_glass",
+    consent_pb2.ACCESS_MODE_REGULATOR: "regulator",
+}
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def metadata(doc: Document) -> pb.DocumentMetadata:
+    return pb.DocumentMetadata(
+        id=doc["_id"],
+        ins=doc["ins"],
+        type_code=doc["type_code"],
+        section=doc["section"],
+        title=doc["title"],
+        author=doc["author"],
+        created_at=_ts(doc["created_at"]),
+        service_start=_ts(doc.get("service_start")),
+        mime_type=doc["mime_type"],
+        size=doc["size"],
+        sha256=doc["sha256"],
+        confidentiality=doc.get("labels", []),
+        status=DOC_STATUS[doc["status"]],
+        replaces=doc.get("replaces", ""),
+        replaced_by=doc.get("replaced_by", ""),
+    )
+
+
+def _ref(doc: Document) -> consent_pb2.DocumentRef:
+    return consent_pb2.DocumentRef(
+        id=doc["_id"],
+        type_code=doc["type_code"],
+        section=doc["section"],
+        author=doc["author"],
+        labels=doc.get("labels", []),
+        deleted=doc["status"] == "deleted",
+    )
+
+
+def _refuse(decision: consent_pb2.DecideResponse) -> None:
+    if decision.allowed:
+        return
+    if decision.reason == "no_dossier":
+        raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+    if decision.reason == "dossier_closed":
+        raise Conflict("the DMP is closed", slug="dossier-closed")
+    if decision.reason == "already_open":
+        raise Conflict("a DMP is already open for this INS", field="ins", slug="dossier-exists")
+    raise PermissionDenied(f"not allowed: {decision.reason}", slug="access-denied")
 
 
 class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
-    """The contract of proto/dmp/dossier/v1; each method answers UNIMPLEMENTED until issue #3."""
+    def __init__(
+        self,
+        settings: DossierSettings,
+        store: DossierStore,
+        catalogue: Catalogue,
+        clock: Clock,
+        relay: OutboxRelay,
+        bus: EventBus,
+        consent: consent_pb2_grpc.ConsentServiceStub,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalogue = catalogue
+        self.clock = clock
+        self.relay = relay
+        self.bus = bus
+        self.consent = consent
+        self.identity = identity
+        self.events = DossierEvents(clock)
+        self._key_seal = derive_key(settings.master_key_bytes, "dossier-data-keys")
+
+    # helpers -----------------------------------------------------------------------------
+
+    def _timeout(self) -> dict[str, Any]:
+        return call_options(self.settings.grpc_deadline_seconds)
+
+    @staticmethod
+    def _context(dossier: Document | None) -> consent_pb2.DossierContext:
+        if dossier is None:
+            return consent_pb2.DossierContext(status="absent")
+        return consent_pb2.DossierContext(
+            status=dossier["status"], legal_representatives=dossier.get("legal_representatives", [])
+        )
+
+    async def _decide(
+        self, ins: str, dossier: Document | None, action: int, document: Document | None = None
+    ) -> consent_pb2.DecideResponse:
+        request = consent_pb2.DecideRequest(
+            ins=ins,
+            action=action,  # type: ignore[arg-type]
+            dossier=self._context(dossier),
+        )
+        if document is not None:
+            request.document.CopyFrom(_ref(document))
+        try:
+            answer: consent_pb2.DecideResponse = await self.consent.Decide(
+                request, **self._timeout()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return answer
+
+    async def _trace(
+        self,
+        who: Principal,
+        ins: str,
+        action: str,
+        *,
+        mode: str = "normal",
+        document_id: str = "",
+        query: str = "",
+        outcome: str = "success",
+        reason: str = "",
+    ) -> None:
+        """Rule 10, fail closed: the answer leaves only once JetStream holds its trace."""
+        await self.bus.publish_event(
+            self.events.audit(
+                who,
+                ins,
+                action,
+                outcome=outcome,
+                mode=mode,
+                document_id=document_id,
+                query=query,
+                reason=reason,
+            )
+        )
+
+    async def _allowed_read(
+        self, who: Principal, ins: str, dossier: Document | None, document: Document | None = None
+    ) -> str:
+        """Consent's verdict for a read; a refusal is traced too. Returns the access mode."""
+        decision = await self._decide(ins, dossier, consent_pb2.ACTION_READ, document)
+        if not decision.allowed:
+            try:
+                await self._trace(
+                    who,
+                    ins,
+                    "read",
+                    outcome="denied",
+                    reason=decision.reason,
+                    document_id=document["_id"] if document else "",
+                )
+            except Exception:  # the refusal stands whether or not its trace is stored
+                log.warning("denied_read_not_traced")
+            _refuse(decision)
+        return MODE_NAME.get(decision.mode, "normal")
+
+    async def _first_access(self, who: Principal, ins: str) -> None:
+        if who.kind != "professional":
+            return
+        event = self.events.fact(
+            "access.first", ev.AccessFirst(rpps=who.rpps, profession=who.profession), who, ins
+        )
+
+        def fields(doc: Document | None) -> Document | None:
+            seen = (doc or {}).get("accessed_by", [])
+            return None if who.rpps in seen else {"accessed_by": [*seen, who.rpps]}
+
+        await self.store.change_dossier(ins, fields, event)
+        self.relay.kick()
+
+    async def _dossier_message(self, dossier: Document) -> pb.Dossier:
+        return pb.Dossier(
+            ins=dossier["_id"],
+            status=STATUS[dossier["status"]],
+            opened_by=dossier["opened_by"],
+            opened_at=_ts(dossier["opened_at"]),
+            closed_at=_ts(dossier.get("closed_at")),
+            counts_by_section=await self.store.count_by_section(dossier["_id"]),
+        )
+
+    # dossiers ------------------------------------------------------------------------------
+
+    async def OpenDossier(
+        self, request: pb.OpenDossierRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OpenDossierResponse:
+        ins = validate_ins(request.ins)
+        domain.require_consent(request.patient_consent)
+        who = caller()
+        existing = await self.store.get_dossier(ins)
+        _refuse(await self._decide(ins, existing, consent_pb2.ACTION_OPEN))
+        try:
+            found = await self.identity.LookupPatient(
+                identity_pb2.LookupPatientRequest(ins=ins), **self._timeout()
+            )
+        except grpc.aio.AioRpcError as exc:
+            err = error_from_rpc(exc)
+            if err.grpc_code == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    "no insured person has this INS", field="ins", slug="patient-not-found"
+                ) from exc
+            raise err from exc
+        domain.check_vitale(request.vitale_serial, found.patient.vitale_serial)
+        now = self.clock.now()
+        opened = self.events.fact(
+            "dossier.opened",
+            ev.DossierOpened(
+                opened_by=who.actor_id, opener_kind=who.kind, opener_profession=who.profession
+            ),
+            who,
+            ins,
+        )
+        doc = {
+            "_id": ins,
+            "status": "open",
+            "opened_by": who.actor_id,
+            "opener_kind": who.kind,
+            "opener_profession": who.profession,
+            "opened_at": now,
+            "consent_at": now,
+            "legal_representatives": [],
+            "accessed_by": [],
+        }
+        await self.store.insert_dossier(
+            doc, opened, self.events.audit(who, ins, "create", query="dossier:open")
+        )
+        await self.store.record_opening(opened.id, who.actor_id, who.kind, who.profession, now)
+        self.relay.kick()
+        return pb.OpenDossierResponse(dossier=await self._dossier_message(doc))
+
+    async def GetDossier(
+        self, request: pb.GetDossierRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDossierResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        dossier = await self.store.get_dossier(ins)
+        mode = await self._allowed_read(who, ins, dossier)
+        assert dossier is not None
+        await self._trace(who, ins, "read", mode=mode, query="dossier")
+        await self._first_access(who, ins)
+        return pb.GetDossierResponse(dossier=await self._dossier_message(dossier))
+
+    async def _lifecycle(
+        self, ins: str, change: str, event_type: str, payload: Any, next_state: Any
+    ) -> pb.Dossier:
+        who = caller()
+        dossier = await self.store.get_dossier(ins)
+        _refuse(await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE))
+        now = self.clock.now()
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            return next_state(domain.Status(doc["status"]), now)  # type: ignore[no-any-return]
+
+        updated = await self.store.change_dossier(
+            ins,
+            fields,
+            self.events.fact(event_type, payload, who, ins),
+            self.events.audit(who, ins, "update", query=f"dossier:{change}"),
+        )
+        if updated is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        self.relay.kick()
+        return await self._dossier_message(updated)
+
+    async def CloseDossier(
+        self, request: pb.CloseDossierRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CloseDossierResponse:
+        ins = validate_ins(request.ins)
+
+        def closed(status: domain.Status, now: datetime) -> Document:
+            state, purge_after = domain.after_close(status, now)
+            return {"status": state.value, "closed_at": now, "purge_after": purge_after}
+
+        return pb.CloseDossierResponse(
+            dossier=await self._lifecycle(
+                ins, "close", "dossier.closed", ev.DossierClosed(), closed
+            )
+        )
+
+    async def ReopenDossier(
+        self, request: pb.ReopenDossierRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReopenDossierResponse:
+        ins = validate_ins(request.ins)
+
+        def reopened(status: domain.Status, now: datetime) -> Document:
+            return {
+                "status": domain.after_reopen(status).value,
+                "closed_at": None,
+                "purge_after": None,
+            }
+
+        return pb.ReopenDossierResponse(
+            dossier=await self._lifecycle(
+                ins, "reopen", "dossier.reopened", ev.DossierReopened(), reopened
+            )
+        )
+
+    async def RequestDeletion(
+        self, request: pb.RequestDeletionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestDeletionResponse:
+        ins = validate_ins(request.ins)
+        purge: list[datetime] = []
+
+        def requested(status: domain.Status, now: datetime) -> Document:
+            state, purge_after = domain.after_deletion_request(status, now)
+            purge.append(purge_after)
+            return {"status": state.value, "closed_at": now, "purge_after": purge_after}
+
+        dossier = await self._lifecycle(
+            ins, "deletion_request", "dossier.deletion_requested", ev.DeletionRequested(), requested
+        )
+        return pb.RequestDeletionResponse(dossier=dossier, purge_before=_ts(purge[-1]))
+
+    async def CountOpenings(
+        self, request: pb.CountOpeningsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CountOpeningsResponse:
+        caller().require_role("admin")
+        rows = await self.store.count_openings(request.opener_kind, request.profession)
+        return pb.CountOpeningsResponse(
+            counts=[
+                pb.OpeningCount(
+                    opener=r["_id"]["opener"],
+                    opener_kind=r["_id"]["kind"],
+                    profession=r["_id"].get("profession", ""),
+                    count=int(r["count"]),
+                )
+                for r in rows
+            ]
+        )
+
+    # documents ---------------------------------------------------------------------------
+
+    async def AddDocument(
+        self, request: pb.AddDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddDocumentResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        doc_type = self.catalogue.type(request.type_code)
+        title = domain.check_title(request.title)
+        mime = domain.check_mime_type(request.mime_type)
+        domain.check_size(len(request.content), self.settings.max_document_bytes)
+        dossier = await self.store.get_dossier(ins)
+        now = self.clock.now()
+        doc_id = str(uuid7())
+        author = who.actor_id
+        doc: Document = {
+            "_id": doc_id,
+            "ins": ins,
+            "type_code": doc_type.code,
+            "section": doc_type.section,
+            "title": title,
+            "author": author,
+            "author_kind": who.kind,
+            "created_at": now,
+            "service_start": (
+                request.service_start.ToDatetime(tzinfo=now.tzinfo)
+                if request.HasField("service_start")
+                else None
+            ),
+            "mime_type": mime,
+            "size": len(request.content),
+            "sha256": hashlib.sha256(request.content).hexdigest(),
+            "labels": domain.initial_labels(
+                request.hidden_from_patient,
+                request.hidden_from_legal_representatives,
+                author_is_patient=who.kind == "patient",
+            ),
+            "status": "approved",
+            "reminded": False,
+        }
+        _refuse(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
+        facts = [
+            self.events.fact(
+                "document.added",
+                ev.DocumentAdded(
+                    document_id=doc_id,
+                    type_code=doc_type.code,
+                    section=doc_type.section,
+                    author=author,
+                    hidden_from_patient=request.hidden_from_patient,
+                ),
+                who,
+                ins,
+            )
+        ]
+        if request.replaces:
+            old = await self.store.get_document(ins, request.replaces)
+            if old is None or old["status"] in ("deleted", "superseded"):
+                raise NotFound("no current document to replace", field="replaces")
+            if old["author"] != author:
+                raise PermissionDenied("only the author replaces a document", slug="author-only")
+            if old["type_code"] != doc_type.code:
+                raise InvalidArgument("a new version keeps the type_code", field="type_code")
+            doc["replaces"] = old["_id"]
+            facts.append(
+                self.events.fact(
+                    "document.replaced",
+                    ev.DocumentReplaced(
+                        document_id=doc_id, replaced_id=old["_id"], type_code=doc_type.code
+                    ),
+                    who,
+                    ins,
+                )
+            )
+        key = await self.store.data_key(ins, self._key_seal)
+        await self.store.insert_document(
+            doc,
+            seal(key, request.content, doc_id.encode()),
+            *facts,
+            self.events.audit(who, ins, "create", document_id=doc_id),
+        )
+        if request.replaces:
+            await self.store.change_document_record(
+                request.replaces, lambda _: {"status": "superseded", "replaced_by": doc_id}
+            )
+        self.relay.kick()
+        return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
+
+    async def _readable(self, ins: str, doc_id: str) -> tuple[Principal, Document, str]:
+        who = caller()
+        dossier = await self.store.get_dossier(ins)
+        doc = await self.store.get_document(ins, doc_id) if doc_id else None
+        if doc is None:
+            if dossier is None:
+                raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+            raise NotFound("no such document", field="document_id", slug="document-not-found")
+        mode = await self._allowed_read(who, ins, dossier, doc)
+        return who, doc, mode
+
+    async def GetDocument(
+        self, request: pb.GetDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDocumentResponse:
+        ins = validate_ins(request.ins)
+        who, doc, mode = await self._readable(ins, request.document_id)
+        await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="metadata")
+        await self._first_access(who, ins)
+        return pb.GetDocumentResponse(document=metadata(doc))
+
+    async def GetDocumentContent(
+        self, request: pb.GetDocumentContentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDocumentContentResponse:
+        ins = validate_ins(request.ins)
+        who, doc, mode = await self._readable(ins, request.document_id)
+        key = await self.store.data_key(ins, self._key_seal)
+        content = unseal(key, await self.store.read_content(doc), doc["_id"].encode())
+        if hashlib.sha256(content).hexdigest() != doc["sha256"]:
+            raise AssertionError("stored content does not match its hash")
+        await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="content")
+        await self._first_access(who, ins)
+        return pb.GetDocumentContentResponse(document=metadata(doc), content=content)
+
+    async def ListDocuments(
+        self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDocumentsResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        limit = request.page_size or self.settings.page_size
+        if not 1 <= limit <= self.settings.max_page_size:
+            raise InvalidArgument(
+                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
+            )
+        query: Document = {"ins": ins}
+        if request.section:
+            query["section"] = self.catalogue.section(request.section)
+        if request.type_code:
+            query["type_code"] = self.catalogue.type(request.type_code).code
+        query["status"] = DOC_STATUS_NAME.get(request.status, {"$in": ["approved", "archived"]})
+        if request.HasField("since"):
+            query["created_at"] = {"$gte": request.since.ToDatetime(tzinfo=self.clock.now().tzinfo)}
+        after = domain.decode_cursor(request.cursor) if request.cursor else None
+        dossier = await self.store.get_dossier(ins)
+        if dossier is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        visible: list[Document] = []
+        mode = consent_pb2.ACCESS_MODE_NORMAL
+        next_cursor = ""
+        while True:
+            batch = await self.store.list_documents(query, after, limit * 2)
+            if not batch:
+                break
+            answer = await self.consent.FilterDocuments(
+                consent_pb2.FilterDocumentsRequest(
+                    ins=ins, dossier=self._context(dossier), documents=[_ref(d) for d in batch]
+                ),
+                **self._timeout(),
+            )
+            mode, allowed = answer.mode, set(answer.visible_ids)
+            for d in batch:
+                after = (d["created_at"], d["_id"])
+                if d["_id"] in allowed:
+                    visible.append(d)
+                    if len(visible) == limit:
+                        break
+            if len(visible) == limit:
+                next_cursor = domain.encode_cursor(*after)
+                break
+            if len(batch) < limit * 2:
+                break
+        if not visible and not request.cursor:
+            await self._allowed_read(who, ins, dossier)  # a refusal says why
+        await self._trace(
+            who,
+            ins,
+            "search",
+            mode=MODE_NAME.get(mode, "normal"),
+            query=f"list:{request.section}:{request.type_code}",
+        )
+        if visible:
+            await self._first_access(who, ins)
+        return pb.ListDocumentsResponse(items=[metadata(d) for d in visible], next=next_cursor)
+
+    async def UpdateDocument(
+        self, request: pb.UpdateDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateDocumentResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        dossier = await self.store.get_dossier(ins)
+        doc = await self.store.get_document(ins, request.document_id)
+        if doc is None or doc["status"] in ("deleted", "superseded"):
+            raise NotFound("no such document", field="document_id", slug="document-not-found")
+        is_author = doc["author"] == who.actor_id
+        manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
+        if dossier is None or dossier["status"] != "open":
+            _refuse(
+                manage
+                if not manage.allowed
+                else consent_pb2.DecideResponse(allowed=False, reason="dossier_closed")
+            )
+        change = domain.VisibilityChange(
+            masked_from_professionals=(
+                request.masked_from_professionals
+                if request.HasField("masked_from_professionals")
+                else None
+            ),
+            hidden_from_patient=(
+                request.hidden_from_patient if request.HasField("hidden_from_patient") else None
+            ),
+        )
+        status = DOC_STATUS_NAME.get(request.status, "")
+        if status and status not in ("archived", "approved"):
+            raise InvalidArgument("status may only become archived or approved", field="status")
+        if status and not (is_author or manage.allowed):
+            raise PermissionDenied("only the author or the patient archives", slug="access-denied")
+        if not (is_author or manage.allowed):
+            _refuse(manage)
+        facts = []
+
+        def fields(current: Document | None) -> Document:
+            assert current is not None
+            labels = domain.apply_visibility(
+                current.get("labels", []), change, is_patient=manage.allowed, is_author=is_author
+            )
+            new: Document = {"labels": labels}
+            if status:
+                new["status"] = status
+            return new
+
+        if change.masked_from_professionals is not None or change.hidden_from_patient is not None:
+            facts.append("visibility")
+        if status:
+            facts.append("status")
+        if not facts:
+            raise InvalidArgument("nothing to change", field="body")
+        preview = fields(doc)
+        events = []
+        if "visibility" in facts:
+            events.append(
+                self.events.fact(
+                    "document.visibility_changed",
+                    ev.DocumentVisibilityChanged(
+                        document_id=doc["_id"], confidentiality=preview["labels"]
+                    ),
+                    who,
+                    ins,
+                )
+            )
+        if "status" in facts:
+            events.append(
+                self.events.fact(
+                    "document.status_changed",
+                    ev.DocumentStatusChanged(document_id=doc["_id"], status=status),
+                    who,
+                    ins,
+                )
+            )
+        updated = await self.store.change_document_record(
+            doc["_id"],
+            fields,
+            *events,
+            self.events.audit(who, ins, "update", document_id=doc["_id"]),
+        )
+        assert updated is not None
+        self.relay.kick()
+        return pb.UpdateDocumentResponse(document=metadata(updated))
+
+    async def DeleteDocument(
+        self, request: pb.DeleteDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteDocumentResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        doc = await self.store.get_document(ins, request.document_id)
+        if doc is None or doc["status"] == "deleted":
+            raise NotFound("no such document", field="document_id", slug="document-not-found")
+        if doc["author"] != who.actor_id:
+            raise PermissionDenied("only the author deletes a document", slug="author-only")
+        await self.store.change_document_record(
+            doc["_id"],
+            lambda _: {"status": "deleted"},
+            self.events.fact(
+                "document.status_changed",
+                ev.DocumentStatusChanged(document_id=doc["_id"], status="deleted"),
+                who,
+                ins,
+            ),
+            self.events.audit(who, ins, "delete", document_id=doc["_id"]),
+        )
+        self.relay.kick()
+        return pb.DeleteDocumentResponse()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.limits import BodyLimit
-from dmp_gateway.routes import admin, auth, dev, me, ops
+from dmp_gateway.routes import admin, auth, consent, dev, dossiers, me, ops
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
@@ -75,7 +76,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     # Added first, so it runs inside the middleware below: a refused body still gets the
     # request id and the security headers.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    upload = settings.max_document_bytes * 4 // 3 + 64 * 1024  # base64 plus the JSON around it
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        larger=((re.compile(r"/v1/dossiers/[^/]+/documents"), upload),),
+    )
 
     @app.middleware("http")
     async def request_context(
@@ -104,6 +110,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(me.router)
     app.include_router(admin.router)
+    app.include_router(dossiers.router)
+    app.include_router(consent.router)
     app.include_router(ops.router)
     if settings.env is Env.DEV:
         app.include_router(dev.router)

@@ -6,8 +6,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from fastapi import Request
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dmp.consent.v1 import consent_pb2_grpc
+from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
 from dmp_gateway.config import GatewaySettings
@@ -18,12 +22,23 @@ T = TypeVar("T")
 SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest")
 
 
+def iso(ts: Timestamp) -> str:
+    return ts.ToDatetime().isoformat(timespec="milliseconds") + "Z"
+
+
+def downstream(request: Request) -> Downstream:
+    ds: Downstream = request.app.state.downstream
+    return ds
+
+
 class Downstream:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.channels = {name: open_channel(getattr(settings, f"{name}_addr")) for name in SERVICES}
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channels["identity"])
         self.notify = notify_pb2_grpc.NotifyServiceStub(self.channels["notify"])
+        self.dossier = dossier_pb2_grpc.DossierServiceStub(self.channels["dossier"])
+        self.consent = consent_pb2_grpc.ConsentServiceStub(self.channels["consent"])
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any, token: str = "") -> T:
         """Calls a service; its error comes back as the DmpError it raised."""

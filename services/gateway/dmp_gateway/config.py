@@ -10,4 +10,6 @@ class GatewaySettings(Settings):
     http_port: int = 8000
     # Largest request body accepted by JSON routes (uploads have their own limits).
     max_body_bytes: int = 1024 * 1024
+    # A document upload carries up to this many bytes of content, base64-encoded in JSON.
+    max_document_bytes: int = 20 * 1024 * 1024
     readiness_timeout_seconds: float = 1.0

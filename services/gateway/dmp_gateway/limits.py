@@ -6,23 +6,34 @@ while it reads a body into a generic 400, so the limit cannot be signalled from 
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dmp_gateway import problems
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: tuple[tuple[re.Pattern[str], int], ...] = ()
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default = max_bytes
+        self.larger = larger
+
+    def limit(self, path: str) -> int:
+        return next(
+            (size for pattern, size in self.larger if pattern.fullmatch(path)), self.default
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
             return
         body = bytearray()
         while True:
@@ -31,8 +42,8 @@ class BodyLimit:
                 await self.app(scope, _replay([message]), send)  # the client went away
                 return
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if len(body) > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -40,12 +51,12 @@ class BodyLimit:
             scope, _replay([{"type": "http.request", "body": bytes(body)}], receive), send
         )
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problems.problem(
             413,
             "payload-too-large",
             "Payload too large",
-            f"the body may not exceed {self.max_bytes} bytes",
+            f"the body may not exceed {limit} bytes",
         )
         await response(scope, receive, send)
 

@@ -321,16 +321,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def LookupPatient(
         self, request: pb.LookupPatientRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupPatientResponse:
+        """The patient themselves, administrators and services see the whole record; a
+        professional (who finds a patient by INS, e.g. to open their DMP with their Vitale
+        card) sees it without the patient's contact details."""
         who = caller()
         ins = validate_ins(request.ins)
-        if not (
-            who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins
-        ):
+        full = who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins
+        if not (full or who.kind == "professional"):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
         if doc is None:
             raise NotFound("no such patient", field="ins")
-        return pb.LookupPatientResponse(patient=_patient(doc))
+        found = _patient(doc)
+        if not full:
+            found.ClearField("email")
+            found.ClearField("phone")
+        return pb.LookupPatientResponse(patient=found)
 
     async def LookupProfessional(
         self, request: pb.LookupProfessionalRequest, context: grpc.aio.ServicerContext

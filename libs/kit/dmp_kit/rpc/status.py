@@ -6,7 +6,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from dmp_kit.errors import BY_GRPC_CODE, DmpError, Internal
+from dmp_kit.errors import BY_GRPC_CODE, DmpError, Internal, PayloadTooLarge
 
 DETAILS_KEY = "grpc-status-details-bin"
 DOMAIN = "dmp"
@@ -48,11 +48,14 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> DmpError:
                 if detail.Unpack(candidate):
                     info = candidate
     if info is None:
+        # Not one of ours (a transport or library error): never pass its text on.
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return BY_GRPC_CODE[grpc.StatusCode.UNAVAILABLE](
                 "a service did not answer in time", slug="service-unavailable"
             )
-        return cls(exc.details() or "the call failed")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return PayloadTooLarge("the request is too large")
+        return cls("the call failed")
     retry = info.metadata.get("retry_after")
     err = cls(
         exc.details() or "",

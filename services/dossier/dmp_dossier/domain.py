@@ -1,0 +1,177 @@
+"""The dossier's rules that are not about access (those live in consent): lifecycle,
+visibility labels, document checks, scheduled dates. No I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from dmp_kit.errors import Conflict, InvalidArgument, PayloadTooLarge, PermissionDenied
+
+MASKED = "MASQUE_PS"
+HIDDEN_FROM_PATIENT = "INVISIBLE_PATIENT"
+HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+REMINDER_AFTER = timedelta(weeks=2)  # rule 8: the patient is told after 2 weeks
+AUTO_REVEAL_AFTER = timedelta(days=30)  # rule 8: visible after 1 month
+ARCHIVE_YEARS = 10  # rule 13: a closed dossier is purged after 10 years
+DELETION_GRACE = timedelta(days=30)  # rule 13: an express deletion purges within 3 months
+_MIME_RE = re.compile(r"^[a-z]+/[a-z0-9.+-]{1,100}$")
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    DELETION_REQUESTED = "deletion_requested"
+
+
+class DocStatus(StrEnum):
+    APPROVED = "approved"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+    SUPERSEDED = "superseded"
+
+
+def require_consent(patient_consent: bool) -> None:
+    if not patient_consent:
+        raise InvalidArgument(
+            "opening a DMP requires the patient's consent",
+            field="patient_consent",
+            slug="consent-required",
+        )
+
+
+def check_vitale(given: str, registered: str) -> None:
+    if given.strip().upper() != registered.strip().upper():
+        raise InvalidArgument(
+            "the Vitale card serial does not match the patient's",
+            field="vitale_serial",
+            slug="vitale-mismatch",
+        )
+
+
+def after_close(status: Status, now: datetime) -> tuple[Status, datetime]:
+    if status is not Status.OPEN:
+        raise Conflict("the dossier is not open", slug="dossier-closed")
+    return Status.CLOSED, now.replace(year=now.year + ARCHIVE_YEARS)
+
+
+def after_reopen(status: Status) -> Status:
+    if status is Status.OPEN:
+        raise Conflict("the dossier is already open", slug="dossier-open")
+    return Status.OPEN
+
+
+def after_deletion_request(status: Status, now: datetime) -> tuple[Status, datetime]:
+    if status is Status.DELETION_REQUESTED:
+        raise Conflict("deletion is already requested", slug="deletion-requested")
+    return Status.DELETION_REQUESTED, now + DELETION_GRACE
+
+
+def check_title(title: str) -> str:
+    title = title.strip()
+    if not 1 <= len(title) <= 200:
+        raise InvalidArgument("a title has 1 to 200 characters", field="title")
+    return title
+
+
+def check_mime_type(mime: str) -> str:
+    mime = mime.strip().lower()
+    if not _MIME_RE.match(mime):
+        raise InvalidArgument("not a MIME type (e.g. application/pdf)", field="mime_type")
+    return mime
+
+
+def check_size(size: int, limit: int) -> None:
+    if size == 0:
+        raise InvalidArgument("the document is empty", field="content_base64")
+    if size > limit:
+        raise PayloadTooLarge(f"a document may not exceed {limit} bytes", field="content_base64")
+
+
+def decode_content(text: str, limit: int) -> bytes:
+    # base64 is 4/3 the size: refuse before decoding what is obviously too large.
+    if len(text) > (limit * 4) // 3 + 4:
+        raise PayloadTooLarge(f"a document may not exceed {limit} bytes", field="content_base64")
+    try:
+        content = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument("content_base64 is not base64", field="content_base64") from exc
+    check_size(len(content), limit)
+    return content
+
+
+def initial_labels(
+    hidden_from_patient: bool, hidden_from_representatives: bool, author_is_patient: bool
+) -> list[str]:
+    if author_is_patient and (hidden_from_patient or hidden_from_representatives):
+        raise InvalidArgument(
+            "a patient cannot hide a document from themselves", field="hidden_from_patient"
+        )
+    labels = []
+    if hidden_from_patient:
+        labels.append(HIDDEN_FROM_PATIENT)
+    if hidden_from_representatives:
+        labels.append(HIDDEN_FROM_REPRESENTATIVES)
+    return labels
+
+
+@dataclass(frozen=True)
+class VisibilityChange:
+    masked_from_professionals: bool | None = None
+    hidden_from_patient: bool | None = None
+
+
+def apply_visibility(
+    labels: list[str], change: VisibilityChange, *, is_patient: bool, is_author: bool
+) -> list[str]:
+    """Rules 7 and 8: the patient masks and unmasks; the author reveals; nobody re-hides."""
+    result = list(labels)
+    if change.masked_from_professionals is not None:
+        if not is_patient:
+            raise PermissionDenied(
+                "only the patient masks or unmasks a document", slug="patient-only"
+            )
+        result = [x for x in result if x != MASKED]
+        if change.masked_from_professionals:
+            result.append(MASKED)
+    if change.hidden_from_patient is not None:
+        if change.hidden_from_patient:
+            if HIDDEN_FROM_PATIENT not in labels:
+                raise Conflict(
+                    "a document visible to the patient cannot be hidden again",
+                    field="hidden_from_patient",
+                    slug="cannot-rehide",
+                )
+        else:
+            if not is_author:
+                raise PermissionDenied("only the author reveals a document", slug="author-only")
+            result = [
+                x for x in result if x not in (HIDDEN_FROM_PATIENT, HIDDEN_FROM_REPRESENTATIVES)
+            ]
+    return result
+
+
+def reminder_due(created_at: datetime, labels: list[str], reminded: bool, now: datetime) -> bool:
+    return HIDDEN_FROM_PATIENT in labels and not reminded and now - created_at >= REMINDER_AFTER
+
+
+def reveal_due(created_at: datetime, labels: list[str], now: datetime) -> bool:
+    return HIDDEN_FROM_PATIENT in labels and now - created_at >= AUTO_REVEAL_AFTER
+
+
+def encode_cursor(created_at: datetime, doc_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), doc_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, doc_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), str(doc_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidArgument("the cursor is invalid", field="cursor") from exc

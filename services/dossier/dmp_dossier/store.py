@@ -1,0 +1,176 @@
+"""All of the dossier service's database access."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from dmp.events.v1 import envelope_pb2
+from dmp_kit.crypto import seal, unseal
+from dmp_kit.errors import AlreadyExists
+from dmp_kit.mongo import Document, Store
+from dmp_kit.outbox import Change, change_document, new_document_with_events
+
+CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
+
+
+class DossierStore(Store):
+    @property
+    def dossiers(self) -> Any:
+        return self.db["dossiers"]
+
+    @property
+    def documents(self) -> Any:
+        return self.db["documents"]
+
+    @property
+    def chunks(self) -> Any:
+        return self.db["chunks"]
+
+    @property
+    def keys(self) -> Any:
+        return self.db["data_keys"]
+
+    @property
+    def openings(self) -> Any:
+        return self.db["openings"]
+
+    async def ensure_indexes(self) -> None:
+        await self.documents.create_index(
+            [("ins", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.chunks.create_index([("doc_id", ASCENDING), ("n", ASCENDING)])
+        await self.openings.create_index("opener")
+        await self.dossiers.create_index("purge_after")
+
+    # dossiers ------------------------------------------------------------------------
+
+    async def get_dossier(self, ins: str) -> Document | None:
+        doc: Document | None = await self.dossiers.find_one({"_id": ins}, {"outbox": 0})
+        return doc
+
+    async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
+        try:
+            await self.dossiers.insert_one(new_document_with_events(doc, *events))
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(
+                "a DMP is already open for this INS", field="ins", slug="dossier-exists"
+            ) from exc
+
+    async def change_dossier(
+        self, ins: str, fields: Change, *events: envelope_pb2.Envelope
+    ) -> Document | None:
+        return await change_document(self.dossiers, ins, fields, *events)
+
+    async def record_opening(
+        self, event_id: str, opener: str, kind: str, profession: str, at: datetime
+    ) -> None:
+        # One record per opening (insert only): counted by aggregation, never lost.
+        await self.openings.insert_one(
+            {"_id": event_id, "opener": opener, "kind": kind, "profession": profession, "at": at}
+        )
+
+    async def count_openings(self, kind: str, profession: str) -> list[Document]:
+        match: Document = {}
+        if kind:
+            match["kind"] = kind
+        if profession:
+            match["profession"] = profession
+        cursor = await self.openings.aggregate(
+            [
+                {"$match": match},
+                {
+                    "$group": {
+                        "_id": {"opener": "$opener", "kind": "$kind", "profession": "$profession"},
+                        "count": {"$sum": 1},
+                    }
+                },
+                {"$sort": {"count": -1}},
+            ]
+        )
+        return [doc async for doc in cursor]
+
+    # documents -------------------------------------------------------------------------
+
+    async def get_document(self, ins: str, doc_id: str) -> Document | None:
+        doc: Document | None = await self.documents.find_one(
+            {"_id": doc_id, "ins": ins}, {"outbox": 0}
+        )
+        return doc
+
+    async def list_documents(
+        self, query: Document, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Document]:
+        if after is not None:
+            at, doc_id = after
+            query = {
+                **query,
+                "$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": doc_id}}],
+            }
+        cursor = (
+            self.documents.find(query, {"outbox": 0})
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def count_by_section(self, ins: str) -> dict[str, int]:
+        cursor = await self.documents.aggregate(
+            [
+                {"$match": {"ins": ins, "status": {"$in": ["approved", "archived"]}}},
+                {"$group": {"_id": "$section", "count": {"$sum": 1}}},
+            ]
+        )
+        return {doc["_id"]: int(doc["count"]) async for doc in cursor}
+
+    async def insert_document(
+        self, doc: Document, content_sealed: bytes, *events: envelope_pb2.Envelope
+    ) -> None:
+        """Chunks first, metadata last: the metadata insert is the commit point."""
+        pieces = [
+            content_sealed[i : i + CHUNK_BYTES] for i in range(0, len(content_sealed), CHUNK_BYTES)
+        ]
+        await self.chunks.insert_many(
+            [
+                {"_id": f"{doc['_id']}:{n}", "doc_id": doc["_id"], "n": n, "data": piece}
+                for n, piece in enumerate(pieces)
+            ]
+        )
+        await self.documents.insert_one(
+            new_document_with_events({**doc, "chunks": len(pieces)}, *events)
+        )
+
+    async def read_content(self, doc: Document) -> bytes:
+        cursor = self.chunks.find({"doc_id": doc["_id"]}).sort("n", ASCENDING)
+        return b"".join([bytes(c["data"]) async for c in cursor])
+
+    async def change_document_record(
+        self, doc_id: str, fields: Change, *events: envelope_pb2.Envelope
+    ) -> Document | None:
+        return await change_document(self.documents, doc_id, fields, *events)
+
+    # per-patient data keys ----------------------------------------------------------------
+
+    async def data_key(self, ins: str, master: bytes) -> bytes:
+        """The patient's content key, created on first use, kept sealed under the master key."""
+        found = await self.keys.find_one({"_id": ins})
+        if found is None:
+            key = os.urandom(32)
+            try:
+                await self.keys.insert_one({"_id": ins, "sealed": seal(master, key, ins.encode())})
+                return key
+            except DuplicateKeyError:
+                found = await self.keys.find_one({"_id": ins})
+        assert found is not None
+        return unseal(master, bytes(found["sealed"]), ins.encode())
+
+    async def destroy(self, ins: str, doc_ids: Sequence[str]) -> None:
+        """Purge: the key first (the content is unreadable from then on), then the rest."""
+        await self.keys.delete_one({"_id": ins})
+        await self.chunks.delete_many({"doc_id": {"$in": list(doc_ids)}})
+        await self.documents.delete_many({"ins": ins})

@@ -1,0 +1,342 @@
+"""Issue 3's story, through the gateway: every party's view of one patient's record."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+
+from dmp_stack.testing import RunningStack, collect_events, make_ins
+
+PROBLEM = "application/problem+json"
+
+
+def problem(r: Any, status: int, slug: str | None = None, field: str | None = None) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    if slug:
+        assert r.json()["type"].endswith("/" + slug), r.json()
+    if field:
+        assert r.json()["field"] == field
+
+
+class Cast:
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        self.admin = stack.admin_token()
+        self.patient = stack.create_patient(self.admin)
+        self.ins = self.patient["ins"]
+        pros = {
+            "gp": "10",
+            "pharmacist": "21",
+            "nurse": "60",
+            "emergency": "10",
+            "radiologist": "10",
+        }
+        self.pros = {
+            name: stack.create_professional(self.admin, code) for name, code in pros.items()
+        }
+        self.tokens = {"patient": self.token(self.patient, "patient", "ins")}
+        for name, pro in self.pros.items():
+            self.tokens[name] = self.token(pro, "professional", "rpps")
+
+    def token(self, who: dict[str, Any], kind: str, key: str) -> str:
+        return str(self.stack.login(kind, who[key], who["password"], who["email"])["access_token"])
+
+    def client(self, who: str) -> Any:
+        return self.stack.client(self.tokens[who])
+
+    def rpps(self, who: str) -> str:
+        return str(self.pros[who]["rpps"])
+
+
+@pytest.fixture(scope="module")
+def cast(stack: RunningStack) -> Cast:
+    return Cast(stack)
+
+
+def add(cast: Cast, who: str, type_code: str, title: str, **extra: Any) -> dict[str, Any]:
+    body = {
+        "type_code": type_code,
+        "title": title,
+        "mime_type": "text/plain",
+        "content_base64": base64.b64encode(f"{title} — contenu".encode()).decode(),
+        **extra,
+    }
+    with cast.client(who) as c:
+        r = c.post(f"/v1/dossiers/{cast.ins}/documents", json=body)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def titles(cast: Cast, who: str) -> list[str]:
+    with cast.client(who) as c:
+        r = c.get(f"/v1/dossiers/{cast.ins}/documents")
+    assert r.status_code == 200, r.text
+    return sorted(d["title"] for d in r.json()["items"])
+
+
+def until(check: Any, timeout: float = 15) -> Any:
+    """Consent learns of a new dossier from its event, a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def test_the_story(stack: RunningStack, cast: Cast) -> None:
+    ins = cast.ins
+    # The patient opens the DMP, with their consent and Vitale serial.
+    with cast.client("patient") as c:
+        problem(
+            c.post(
+                "/v1/dossiers",
+                json={"ins": ins, "vitale_serial": "00000000", "patient_consent": True},
+            ),
+            422,
+            "vitale-mismatch",
+            "vitale_serial",
+        )
+        problem(
+            c.post(
+                "/v1/dossiers",
+                json={
+                    "ins": ins,
+                    "vitale_serial": cast.patient["vitale_serial"],
+                    "patient_consent": False,
+                },
+            ),
+            422,
+            "consent-required",
+        )
+        r = c.post(
+            "/v1/dossiers",
+            json={
+                "ins": ins,
+                "vitale_serial": cast.patient["vitale_serial"],
+                "patient_consent": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "open" and r.json()["opened_by"] == ins
+        problem(
+            c.post(
+                "/v1/dossiers",
+                json={
+                    "ins": ins,
+                    "vitale_serial": cast.patient["vitale_serial"],
+                    "patient_consent": True,
+                },
+            ),
+            409,
+        )
+        # Names a GP, authorises a pharmacist, blocks a nurse.
+        assert until(
+            lambda: c.put(
+                f"/v1/dossiers/{ins}/attending-physician", json={"rpps": cast.rpps("gp")}
+            ).status_code
+            == 200
+        )
+        assert (
+            c.put(
+                f"/v1/dossiers/{ins}/professionals/{cast.rpps('pharmacist')}",
+                json={"status": "authorized"},
+            ).status_code
+            == 200
+        )
+        assert (
+            c.put(
+                f"/v1/dossiers/{ins}/professionals/{cast.rpps('nurse')}", json={"status": "blocked"}
+            ).status_code
+            == 200
+        )
+        team = c.get(f"/v1/dossiers/{ins}/professionals").json()
+        assert [m["rpps"] for m in team["blocked"]] == [cast.rpps("nurse")]
+
+    # Documents arrive.
+    bio = add(cast, "gp", "11502-2", "Bilan sanguin")
+    add(cast, "radiologist", "18748-4", "IRM du genou")
+    delivery = add(cast, "pharmacist", "60593-1", "Dispensation")
+    hidden = add(cast, "gp", "11488-4", "Annonce diagnostic", hidden_from_patient=True)
+    personal = add(cast, "patient", "DOC_PATIENT", "Mon carnet")
+    assert bio["section"] == "analyses" and bio["size"] == len("Bilan sanguin — contenu".encode())
+    assert hidden["confidentiality"] == ["INVISIBLE_PATIENT"] and hidden["hidden_from_patient"]
+
+    # The patient masks the imaging report from professionals.
+    with cast.client("patient") as c:
+        imaging = next(
+            d
+            for d in c.get(f"/v1/dossiers/{ins}/documents").json()["items"]
+            if d["type_code"] == "18748-4"
+        )
+        r = c.patch(
+            f"/v1/dossiers/{ins}/documents/{imaging['id']}",
+            json={"masked_from_professionals": True},
+        )
+        assert r.status_code == 200 and r.json()["masked_from_professionals"]
+
+    everything = [
+        "Annonce diagnostic",
+        "Bilan sanguin",
+        "Dispensation",
+        "IRM du genou",
+        "Mon carnet",
+    ]
+    assert titles(cast, "patient") == [
+        "Bilan sanguin",
+        "Dispensation",
+        "IRM du genou",
+        "Mon carnet",
+    ]
+    assert titles(cast, "gp") == everything  # masked and hidden included (rule 6)
+    assert titles(cast, "pharmacist") == ["Bilan sanguin", "Dispensation"]  # matrix (rule 4)
+    assert titles(cast, "radiologist") == ["IRM du genou"]  # the author sees their own
+    with cast.client("nurse") as c:  # blocked (rule 5)
+        problem(c.get(f"/v1/dossiers/{ins}/documents"), 403, "access-denied")
+        problem(c.get(f"/v1/dossiers/{ins}/documents/{bio['id']}"), 403)
+    with cast.client("emergency") as c:
+        problem(c.get(f"/v1/dossiers/{ins}"), 403, "access-denied")
+        problem(
+            c.post(f"/v1/dossiers/{ins}/emergency-access", json={"reason": "urgent"}),
+            422,
+            field="reason",
+        )
+        r = c.post(
+            f"/v1/dossiers/{ins}/emergency-access",
+            json={"reason": "Patient inconscient aux urgences", "mode": "break_glass"},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["expires_at"] > r.json()["granted_at"]
+    # Break-glass: the matrix of a doctor, but masked stays masked (rule 9).
+    assert titles(cast, "emergency") == [
+        "Annonce diagnostic",
+        "Bilan sanguin",
+        "Dispensation",
+        "Mon carnet",
+    ]
+
+    # Content, encrypted at rest, comes back intact.
+    with cast.client("pharmacist") as c:
+        r = c.get(f"/v1/dossiers/{ins}/documents/{bio['id']}/content")
+        assert r.status_code == 200 and r.text == "Bilan sanguin — contenu"
+        assert "sandbox" in r.headers["content-security-policy"]
+
+    # The author reveals; nobody hides again (rule 8).
+    with cast.client("patient") as c:
+        problem(c.get(f"/v1/dossiers/{ins}/documents/{hidden['id']}"), 403)
+        problem(
+            c.patch(
+                f"/v1/dossiers/{ins}/documents/{hidden['id']}", json={"hidden_from_patient": False}
+            ),
+            403,
+        )
+    with cast.client("gp") as c:
+        r = c.patch(
+            f"/v1/dossiers/{ins}/documents/{hidden['id']}", json={"hidden_from_patient": False}
+        )
+        assert r.status_code == 200 and not r.json()["hidden_from_patient"]
+        problem(
+            c.patch(
+                f"/v1/dossiers/{ins}/documents/{hidden['id']}", json={"hidden_from_patient": True}
+            ),
+            409,
+            "cannot-rehide",
+        )
+    assert "Annonce diagnostic" in titles(cast, "patient")
+
+    # A new version supersedes the old; deletion is the author's alone.
+    replaced = add(cast, "pharmacist", "60593-1", "Dispensation v2", replaces=delivery["id"])
+    assert replaced["replaces"] == delivery["id"]
+    with cast.client("pharmacist") as c:
+        old = c.get(f"/v1/dossiers/{ins}/documents/{delivery['id']}").json()
+        assert old["status"] == "superseded" and old["replaced_by"] == replaced["id"]
+    with cast.client("patient") as c:
+        problem(c.delete(f"/v1/dossiers/{ins}/documents/{bio['id']}"), 403, "author-only")
+        assert c.delete(f"/v1/dossiers/{ins}/documents/{personal['id']}").status_code == 204
+        dossier = c.get(f"/v1/dossiers/{ins}").json()
+    assert dossier["counts"] == {
+        "analyses": 1,
+        "comptes_rendus": 1,
+        "imagerie": 1,
+        "traitements": 1,
+    }
+
+    # Closing: nobody but the patient reads; reopening restores (rule 13).
+    with cast.client("patient") as c:
+        assert c.post(f"/v1/dossiers/{ins}/close").json()["status"] == "closed"
+    with cast.client("gp") as c:
+        problem(c.get(f"/v1/dossiers/{ins}/documents"), 409, "dossier-closed")
+    with cast.client("patient") as c:
+        assert c.get(f"/v1/dossiers/{ins}").json()["status"] == "closed"
+        assert c.post(f"/v1/dossiers/{ins}/reopen").json()["status"] == "open"
+    assert titles(cast, "gp")
+
+
+def test_bad_input(stack: RunningStack, cast: Cast) -> None:
+    with cast.client("gp") as c:
+        problem(c.get("/v1/dossiers/123"), 422, "invalid-ins", "ins")
+        problem(c.get(f"/v1/dossiers/{make_ins()}/documents"), 404, "dossier-not-found")
+        body = {
+            "type_code": "NOPE",
+            "title": "x",
+            "mime_type": "text/plain",
+            "content_base64": "eA==",
+        }
+        problem(
+            c.post(f"/v1/dossiers/{cast.ins}/documents", json=body),
+            422,
+            "unknown-type-code",
+            "type_code",
+        )
+        problem(
+            c.post(
+                f"/v1/dossiers/{cast.ins}/documents",
+                json={**body, "type_code": "11502-2", "content_base64": "%%%"},
+            ),
+            422,
+            field="content_base64",
+        )
+        big = base64.b64encode(b"x" * (20 * 1024 * 1024 + 1)).decode()
+        problem(
+            c.post(
+                f"/v1/dossiers/{cast.ins}/documents",
+                json={**body, "type_code": "11502-2", "content_base64": big},
+            ),
+            413,
+            "payload-too-large",
+        )
+        problem(c.get("/v1/admin/openings"), 403)
+    with cast.client("pharmacist") as c:
+        problem(
+            c.put(
+                f"/v1/dossiers/{cast.ins}/consent-settings",
+                json={"allow_emergency_access": False, "allow_regulator_access": False},
+            ),
+            403,
+        )
+    with stack.client(cast.admin) as c:
+        counts = c.get("/v1/admin/openings", params={"opener_kind": "patient"}).json()["counts"]
+    assert {"opener": cast.ins, "opener_kind": "patient", "profession": "", "count": 1} in counts
+
+
+async def test_every_change_is_an_event_and_first_access_is_told_once(
+    stack: RunningStack, cast: Cast
+) -> None:
+    events = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        ">",
+        lambda seen: sum(e.type == "document.added" and e.patient_ins == cast.ins for e in seen)
+        >= 6,
+    )
+    mine = [e for e in events if e.patient_ins == cast.ins]
+    assert len({e.id for e in mine}) == len(mine)
+    kinds = [e.type for e in mine]
+    assert kinds.count("dossier.opened") == 1 and kinds.count("document.replaced") == 1
+    firsts = [e.access_first.rpps for e in mine if e.type == "access.first"]
+    assert sorted(firsts) == sorted(set(firsts)), "one access.first per professional"
+    assert cast.rpps("pharmacist") in firsts and cast.rpps("nurse") not in firsts
