@@ -340,3 +340,69 @@ async def test_every_change_is_an_event_and_first_access_is_told_once(
     firsts = [e.access_first.rpps for e in mine if e.type == "access.first"]
     assert sorted(firsts) == sorted(set(firsts)), "one access.first per professional"
     assert cast.rpps("pharmacist") in firsts and cast.rpps("nurse") not in firsts
+
+
+def test_profile_contacts_and_directives(stack: RunningStack, cast: Cast) -> None:
+    ins = cast.ins
+    profile = {
+        "allergies": ["Pénicilline"],
+        "chronic_conditions": ["Asthme"],
+        "measurements": [
+            {
+                "kind": "blood_pressure",
+                "value": "12/8",
+                "unit": "cmHg",
+                "measured_at": "2026-01-05T09:30:00Z",
+            }
+        ],
+    }
+    with cast.client("gp") as c:  # the care team keeps the medical profile
+        r = c.put(f"/v1/dossiers/{ins}/profile", json=profile)
+        assert r.status_code == 200, r.text
+        assert r.json()["allergies"] == ["Pénicilline"]
+        problem(c.put(f"/v1/dossiers/{ins}/emergency-contacts", json={"contacts": []}), 403)
+        problem(
+            c.put(
+                f"/v1/dossiers/{ins}/profile",
+                json={
+                    "measurements": [
+                        {
+                            "kind": "glycaemia",
+                            "value": "1.1",
+                            "unit": "",
+                            "measured_at": "2026-01-05T09:30:00Z",
+                        }
+                    ]
+                },
+            ),
+            422,
+            field="measurements.0.unit",
+        )
+    with cast.client("nurse") as c:  # blocked
+        problem(c.get(f"/v1/dossiers/{ins}/profile"), 403)
+    with cast.client("patient") as c:
+        assert c.get(f"/v1/dossiers/{ins}/profile").json()["chronic_conditions"] == ["Asthme"]
+        r = c.put(
+            f"/v1/dossiers/{ins}/emergency-contacts",
+            json={
+                "contacts": [
+                    {"name": "Paul Martin", "relationship": "frère", "phone": "+33611223344"}
+                ]
+            },
+        )
+        assert r.status_code == 200 and r.json()["contacts"][0]["name"] == "Paul Martin"
+        problem(
+            c.put(
+                f"/v1/dossiers/{ins}/emergency-contacts",
+                json={"contacts": [{"name": "Sans moyen"}]},
+            ),
+            422,
+            field="contacts.0.phone",
+        )
+        assert c.get(f"/v1/dossiers/{ins}/advance-directives").json() is None
+        first = c.put(f"/v1/dossiers/{ins}/advance-directives", json={"text": "Pas d'acharnement."})
+        second = c.put(f"/v1/dossiers/{ins}/advance-directives", json={"text": "Version revue."})
+        assert (first.json()["version"], second.json()["version"]) == (1, 2)
+        assert c.get(f"/v1/dossiers/{ins}/advance-directives").json()["text"] == "Version revue."
+    with cast.client("pharmacist") as c:
+        problem(c.put(f"/v1/dossiers/{ins}/advance-directives", json={"text": "x"}), 403)

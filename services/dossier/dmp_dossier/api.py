@@ -28,7 +28,7 @@ from dmp_kit.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from dmp_kit.identifiers import validate_ins
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
-from dmp_kit.outbox import OutboxRelay
+from dmp_kit.outbox import Change, OutboxRelay
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 
@@ -665,3 +665,163 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         self.relay.kick()
         return pb.DeleteDocumentResponse()
+
+    # profile, emergency contacts, advance directives ----------------------------------------
+
+    async def _record_read(self, ins: str, what: str) -> Document:
+        who = caller()
+        dossier = await self.store.get_dossier(ins)
+        mode = await self._allowed_read(who, ins, dossier)
+        assert dossier is not None
+        await self._trace(who, ins, "read", mode=mode, query=what)
+        await self._first_access(who, ins)
+        return dossier
+
+    async def _record_write(
+        self, ins: str, what: str, fields: Change, patient_only: bool
+    ) -> Document:
+        """The patient writes these; the care team may also keep the medical profile."""
+        who = caller()
+        dossier = await self.store.get_dossier(ins)
+        manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
+        if not manage.allowed:
+            read = (
+                None if patient_only else await self._decide(ins, dossier, consent_pb2.ACTION_READ)
+            )
+            if read is None or not read.allowed or read.mode != consent_pb2.ACCESS_MODE_NORMAL:
+                _refuse(manage)
+        updated = await self.store.change_dossier(
+            ins, fields, self.events.audit(who, ins, "update", query=what)
+        )
+        if updated is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        self.relay.kick()
+        return updated
+
+    async def GetProfile(
+        self, request: pb.GetProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProfileResponse:
+        dossier = await self._record_read(validate_ins(request.ins), "profile")
+        return pb.GetProfileResponse(profile=_profile(dossier.get("profile")))
+
+    async def PutProfile(
+        self, request: pb.PutProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutProfileResponse:
+        ins = validate_ins(request.ins)
+        p = request.profile
+        now = self.clock.now()
+        measurements = [
+            domain.check_measurement(
+                domain.Measurement(
+                    m.kind, m.value, m.unit, m.measured_at.ToDatetime(tzinfo=now.tzinfo)
+                ),
+                i,
+                now,
+            )
+            for i, m in enumerate(p.measurements)
+        ]
+        if len(measurements) > domain.MAX_ITEMS * 10:
+            raise InvalidArgument("too many measurements", field="measurements")
+        profile = {
+            "allergies": domain.check_entries(list(p.allergies), "allergies"),
+            "history": domain.check_entries(list(p.history), "history"),
+            "chronic_conditions": domain.check_entries(
+                list(p.chronic_conditions), "chronic_conditions"
+            ),
+            "ongoing_treatments": domain.check_entries(
+                list(p.ongoing_treatments), "ongoing_treatments"
+            ),
+            "measurements": [
+                {"kind": m.kind, "value": m.value, "unit": m.unit, "measured_at": m.measured_at}
+                for m in measurements
+            ],
+            "updated_at": now,
+        }
+        dossier = await self._record_write(
+            ins, "profile", lambda _: {"profile": profile}, patient_only=False
+        )
+        return pb.PutProfileResponse(profile=_profile(dossier.get("profile")))
+
+    async def GetEmergencyContacts(
+        self, request: pb.GetEmergencyContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetEmergencyContactsResponse:
+        dossier = await self._record_read(validate_ins(request.ins), "emergency_contacts")
+        return pb.GetEmergencyContactsResponse(contacts=_contacts(dossier))
+
+    async def PutEmergencyContacts(
+        self, request: pb.PutEmergencyContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutEmergencyContactsResponse:
+        ins = validate_ins(request.ins)
+        if len(request.contacts) > 10:
+            raise InvalidArgument("at most 10 emergency contacts", field="contacts")
+        for i, c in enumerate(request.contacts):
+            domain.check_contact(c.name, c.phone, c.email, i)
+        contacts = [
+            {
+                "name": c.name.strip(),
+                "relationship": c.relationship.strip()[:50],
+                "phone": c.phone.strip(),
+                "email": c.email.strip(),
+            }
+            for c in request.contacts
+        ]
+        dossier = await self._record_write(
+            ins, "emergency_contacts", lambda _: {"emergency_contacts": contacts}, patient_only=True
+        )
+        return pb.PutEmergencyContactsResponse(contacts=_contacts(dossier))
+
+    async def GetAdvanceDirectives(
+        self, request: pb.GetAdvanceDirectivesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAdvanceDirectivesResponse:
+        dossier = await self._record_read(validate_ins(request.ins), "advance_directives")
+        return pb.GetAdvanceDirectivesResponse(directives=_directives(dossier))
+
+    async def PutAdvanceDirectives(
+        self, request: pb.PutAdvanceDirectivesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutAdvanceDirectivesResponse:
+        ins = validate_ins(request.ins)
+        text = domain.check_directives(request.text)
+        now = self.clock.now()
+
+        def fields(current: Document | None) -> Document:
+            previous = (current or {}).get("directives")
+            history = (current or {}).get("directives_history", [])
+            version = (previous or {}).get("version", 0) + 1
+            return {
+                "directives": {"text": text, "version": version, "updated_at": now},
+                # One current version; the ones it replaced are kept.
+                "directives_history": [*history, previous] if previous else history,
+            }
+
+        dossier = await self._record_write(ins, "advance_directives", fields, patient_only=True)
+        return pb.PutAdvanceDirectivesResponse(directives=_directives(dossier))
+
+
+def _profile(p: Document | None) -> pb.Profile:
+    p = p or {}
+    return pb.Profile(
+        allergies=p.get("allergies", []),
+        history=p.get("history", []),
+        chronic_conditions=p.get("chronic_conditions", []),
+        ongoing_treatments=p.get("ongoing_treatments", []),
+        measurements=[
+            pb.Measurement(
+                kind=m["kind"], value=m["value"], unit=m["unit"], measured_at=_ts(m["measured_at"])
+            )
+            for m in p.get("measurements", [])
+        ],
+        updated_at=_ts(p.get("updated_at")),
+    )
+
+
+def _contacts(dossier: Document) -> list[pb.EmergencyContact]:
+    return [pb.EmergencyContact(**c) for c in dossier.get("emergency_contacts", [])]
+
+
+def _directives(dossier: Document) -> pb.AdvanceDirectives | None:
+    d = dossier.get("directives")
+    if not d:
+        return None
+    return pb.AdvanceDirectives(
+        text=d["text"], version=d["version"], updated_at=_ts(d["updated_at"])
+    )

@@ -175,3 +175,58 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(at), str(doc_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise InvalidArgument("the cursor is invalid", field="cursor") from exc
+
+
+MAX_ITEMS = 100
+MAX_TEXT = 200
+MAX_DIRECTIVES = 20_000
+
+
+def check_entries(values: list[str], field: str) -> list[str]:
+    if len(values) > MAX_ITEMS:
+        raise InvalidArgument(f"at most {MAX_ITEMS} entries", field=field)
+    cleaned = [v.strip() for v in values]
+    for i, value in enumerate(cleaned):
+        if not 1 <= len(value) <= MAX_TEXT:
+            raise InvalidArgument(
+                f"each entry has 1 to {MAX_TEXT} characters", field=f"{field}.{i}"
+            )
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Measurement:
+    kind: str
+    value: str
+    unit: str
+    measured_at: datetime
+
+
+def check_measurement(m: Measurement, index: int, now: datetime) -> Measurement:
+    where = f"measurements.{index}"
+    if not 1 <= len(m.kind.strip()) <= 50:
+        raise InvalidArgument(
+            "kind is 1 to 50 characters (e.g. blood_pressure)", field=f"{where}.kind"
+        )
+    if not 1 <= len(m.value.strip()) <= 50:
+        raise InvalidArgument("value is 1 to 50 characters", field=f"{where}.value")
+    if not 1 <= len(m.unit.strip()) <= 20:
+        raise InvalidArgument("a measurement has a unit (e.g. mmHg, g/L)", field=f"{where}.unit")
+    if m.measured_at > now:
+        raise InvalidArgument("measured_at is in the future", field=f"{where}.measured_at")
+    return Measurement(m.kind.strip(), m.value.strip(), m.unit.strip(), m.measured_at)
+
+
+def check_contact(name: str, phone: str, email: str, index: int) -> None:
+    if not 1 <= len(name.strip()) <= 100:
+        raise InvalidArgument("a contact has a name", field=f"contacts.{index}.name")
+    if not (phone.strip() or email.strip()):
+        raise InvalidArgument(
+            "a contact has a phone number or an e-mail address", field=f"contacts.{index}.phone"
+        )
+
+
+def check_directives(text: str) -> str:
+    if not 1 <= len(text.strip()) <= MAX_DIRECTIVES:
+        raise InvalidArgument(f"directives have 1 to {MAX_DIRECTIVES} characters", field="text")
+    return text.strip()

@@ -17,7 +17,7 @@ from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.limits import BodyLimit
-from dmp_gateway.routes import admin, auth, consent, dev, dossiers, me, ops
+from dmp_gateway.routes import admin, auth, consent, dev, dossiers, me, ops, records
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
@@ -111,6 +111,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(dossiers.router)
+    app.include_router(records.router)
     app.include_router(consent.router)
     app.include_router(ops.router)
     if settings.env is Env.DEV:

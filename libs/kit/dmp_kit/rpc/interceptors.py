@@ -94,7 +94,7 @@ class RequestContextInterceptor(_Interceptor):
             code = context.code() if hasattr(context, "code") else None
             log.info(
                 "rpc",
-                code=(code or grpc.StatusCode.OK).name,
+                grpc_status=(code or grpc.StatusCode.OK).name,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "rpc")
