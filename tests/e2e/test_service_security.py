@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
@@ -55,12 +56,14 @@ async def test_only_identity_may_ask_notify_to_send_a_code(stack: RunningStack) 
 
 async def test_unimplemented_methods_still_authenticate_first(stack: RunningStack) -> None:
     admin = stack.admin_token()
-    async with channel(stack, "dossier") as ch:
+    async with channel(stack, "audit") as ch:
+        stub = audit_pb2_grpc.AuditServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await dossier_pb2_grpc.DossierServiceStub(ch).GetProfile(
-                dossier_pb2.GetProfileRequest(ins="180017512345660"),
-                timeout=5,
-                metadata=bearer(admin),
+            await stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.GetCheckpoint(
+                audit_pb2.GetCheckpointRequest(), timeout=5, metadata=bearer(admin)
             )
     assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
 

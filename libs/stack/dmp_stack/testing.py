@@ -205,6 +205,7 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
             "DMP_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
             "DMP_MASTER_KEY": _random_key(),
             "DMP_LOG_LEVEL": "INFO",
+            "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
         },
     )
     previous = {k: os.environ.get(k) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}

@@ -9,6 +9,7 @@ from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_dossier.api import DossierServicer
 from dmp_dossier.config import DossierSettings
+from dmp_dossier.schedule import Schedule
 from dmp_dossier.store import DossierStore
 from dmp_kit.catalogue import load_catalogue
 from dmp_kit.outbox import OutboxRelay
@@ -30,6 +31,9 @@ async def serve() -> None:
         consent_pb2_grpc.ConsentServiceStub(runtime.channel(settings.consent_addr)),
         identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
     )
+    schedule = Schedule(
+        store, runtime.bus, relay, runtime.clock, settings.schedule_interval_seconds
+    )
     await runtime.serve(
         dossier_pb2_grpc.add_DossierServiceServicer_to_server,
         servicer,
@@ -37,6 +41,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         stores=[store],
         relay=relay,
+        background=[schedule.run],
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -169,8 +168,31 @@ class DossierStore(Store):
         assert found is not None
         return unseal(master, bytes(found["sealed"]), ins.encode())
 
-    async def destroy(self, ins: str, doc_ids: Sequence[str]) -> None:
-        """Purge: the key first (the content is unreadable from then on), then the rest."""
+    # scheduled rules ---------------------------------------------------------------------
+
+    async def hidden_documents(
+        self, created_before: datetime, reminded: bool | None
+    ) -> list[Document]:
+        query: Document = {
+            "labels": "INVISIBLE_PATIENT",
+            "created_at": {"$lte": created_before},
+            "status": {"$in": ["approved", "archived"]},
+        }
+        if reminded is not None:
+            query["reminded"] = reminded
+        return [doc async for doc in self.documents.find(query, {"outbox": 0}).limit(500)]
+
+    async def due_for_purge(self, now: datetime) -> list[Document]:
+        cursor = self.dossiers.find(
+            {"purge_after": {"$lte": now}, "status": {"$in": ["closed", "deletion_requested"]}},
+            {"outbox": 0},
+        ).limit(100)
+        return [doc async for doc in cursor]
+
+    async def purge(self, ins: str) -> None:
+        """The key first (the content is unreadable from then on), then the rest."""
         await self.keys.delete_one({"_id": ins})
-        await self.chunks.delete_many({"doc_id": {"$in": list(doc_ids)}})
+        ids = [d["_id"] async for d in self.documents.find({"ins": ins}, {"_id": 1})]
+        await self.chunks.delete_many({"doc_id": {"$in": ids}})
         await self.documents.delete_many({"ins": ins})
+        await self.dossiers.delete_one({"_id": ins})

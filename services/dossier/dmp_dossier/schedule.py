@@ -1,0 +1,123 @@
+"""The dossier's scheduled rules, on the injected clock: the 2-week reminder, the automatic
+reveal after a month, and purges (10 years after closing; deletion requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+
+from pymongo.errors import PyMongoError
+
+from dmp.events.v1 import dossier_pb2 as ev
+from dmp_dossier import domain
+from dmp_dossier.events import DossierEvents
+from dmp_dossier.store import DossierStore
+from dmp_kit.auth import Principal
+from dmp_kit.bus import EventBus
+from dmp_kit.clock import Clock
+from dmp_kit.errors import Unavailable
+from dmp_kit.logging import get_logger
+from dmp_kit.mongo import Document
+from dmp_kit.outbox import OutboxRelay
+
+log = get_logger(__name__)
+SCHEDULER = Principal(kind="service", subject="dossier-scheduler", roles=frozenset({"scheduler"}))
+
+
+class Schedule:
+    def __init__(
+        self, store: DossierStore, bus: EventBus, relay: OutboxRelay, clock: Clock, interval: float
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.relay = relay
+        self.clock = clock
+        self.interval = interval
+        self.events = DossierEvents(clock)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.once()
+            except (PyMongoError, Unavailable) as exc:
+                log.warning("schedule_retry", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    async def once(self) -> None:
+        now = self.clock.now()
+        await self.remind(now)
+        await self.reveal(now)
+        await self.purge(now)
+        self.relay.kick()
+
+    async def remind(self, now: datetime) -> None:
+        def fields(current: Document | None) -> Document | None:
+            if current is None or not domain.reminder_due(
+                current["created_at"],
+                current.get("labels", []),
+                current.get("reminded", False),
+                now,
+            ):
+                return None
+            return {"reminded": True}
+
+        for doc in await self.store.hidden_documents(
+            created_before=now - domain.REMINDER_AFTER, reminded=False
+        ):
+            event = self.events.fact(
+                "document.reminder_due",
+                ev.ReminderDue(document_id=doc["_id"]),
+                SCHEDULER,
+                doc["ins"],
+            )
+            await self.store.change_document_record(doc["_id"], fields, event)
+
+    async def reveal(self, now: datetime) -> None:
+        def fields(current: Document | None) -> Document | None:
+            if current is None or not domain.reveal_due(
+                current["created_at"], current.get("labels", []), now
+            ):
+                return None
+            return {"labels": _revealed(current.get("labels", []))}
+
+        for doc in await self.store.hidden_documents(
+            created_before=now - domain.AUTO_REVEAL_AFTER, reminded=None
+        ):
+            await self.store.change_document_record(
+                doc["_id"],
+                fields,
+                self.events.fact(
+                    "document.visibility_changed",
+                    ev.DocumentVisibilityChanged(
+                        document_id=doc["_id"], confidentiality=_revealed(doc.get("labels", []))
+                    ),
+                    SCHEDULER,
+                    doc["ins"],
+                ),
+                self.events.audit(
+                    SCHEDULER, doc["ins"], "update", document_id=doc["_id"], query="auto_reveal"
+                ),
+            )
+
+    async def purge(self, now: datetime) -> None:
+        for dossier in await self.store.due_for_purge(now):
+            ins = dossier["_id"]
+            cause = (
+                "deletion_request"
+                if dossier["status"] == "deletion_requested"
+                else "closed_10_years"
+            )
+            # Told first (and again if the purge is cut short: consumers are idempotent),
+            # then destroyed: the key before the data, so nothing readable is left behind.
+            await self.bus.publish_event(
+                self.events.fact("dossier.purged", ev.DossierPurged(cause=cause), SCHEDULER, ins)
+            )
+            await self.store.purge(ins)
+            log.info("dossier_purged", ins=ins, cause=cause)
+
+
+def _revealed(labels: list[str]) -> list[str]:
+    hidden = (domain.HIDDEN_FROM_PATIENT, domain.HIDDEN_FROM_REPRESENTATIVES)
+    return [x for x in labels if x not in hidden]

@@ -1,0 +1,121 @@
+"""Rules 8 and 13 on the injected clock: 2-week reminder, reveal after a month, purge after
+10 years (the patient's key destroyed first)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from dmp_stack.testing import RunningStack, collect_events
+
+DAY = 86_400
+
+
+@pytest.fixture
+def clock(stack: RunningStack) -> Iterator[RunningStack]:
+    try:
+        yield stack
+    finally:
+        stack.set_clock_offset(0)
+
+
+def until(check: Any, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+async def test_reminder_reveal_and_purge(clock: RunningStack) -> None:
+    stack = clock
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    gp = stack.create_professional(admin, "10")
+    ins = patient["ins"]
+
+    def patient_client() -> Any:  # a fresh token for each moment of the (moved) clock
+        tokens = stack.login("patient", ins, patient["password"], patient["email"])
+        return stack.client(tokens["access_token"])
+
+    with patient_client() as c:
+        r = c.post(
+            "/v1/dossiers",
+            json={"ins": ins, "vitale_serial": patient["vitale_serial"], "patient_consent": True},
+        )
+        assert r.status_code == 201, r.text
+        assert until(
+            lambda: c.put(
+                f"/v1/dossiers/{ins}/attending-physician", json={"rpps": gp["rpps"]}
+            ).status_code
+            == 200
+        )
+    gp_token = stack.login("professional", gp["rpps"], gp["password"], gp["email"])["access_token"]
+    with stack.client(gp_token) as c:
+        r = c.post(
+            f"/v1/dossiers/{ins}/documents",
+            json={
+                "type_code": "11502-2",
+                "title": "Résultats à annoncer",
+                "mime_type": "text/plain",
+                "content_base64": base64.b64encode(b"resultats").decode(),
+                "hidden_from_patient": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+        doc_id = r.json()["id"]
+
+    def patient_sees() -> bool:
+        with patient_client() as c:
+            items = c.get(f"/v1/dossiers/{ins}/documents").json()["items"]
+        return any(d["id"] == doc_id for d in items)
+
+    assert not patient_sees()
+    stack.set_clock_offset(15 * DAY)
+    reminders = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "document.reminder_due",
+        lambda seen: any(e.reminder_due.document_id == doc_id for e in seen),
+    )
+    await asyncio.sleep(1.5)  # a few more scheduler passes: still one reminder
+    reminders = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "document.reminder_due",
+        lambda seen: any(e.reminder_due.document_id == doc_id for e in seen),
+    )
+    assert [e.reminder_due.document_id for e in reminders].count(doc_id) == 1
+    assert not patient_sees(), "after 2 weeks the patient is told, not shown"
+
+    stack.set_clock_offset(31 * DAY)
+    assert until(patient_sees), "after a month the document becomes visible"
+
+    with patient_client() as c:
+        assert c.post(f"/v1/dossiers/{ins}/close").status_code == 200
+    stack.set_clock_offset((10 * 366 + 31) * DAY)
+
+    def purged() -> bool:
+        with patient_client() as c:
+            return c.get(f"/v1/dossiers/{ins}").status_code == 404
+
+    assert until(purged, timeout=30)
+    events = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "dossier.purged",
+        lambda seen: any(e.patient_ins == ins for e in seen),
+    )
+    assert next(e.dossier_purged.cause for e in events if e.patient_ins == ins) == "closed_10_years"
+    with MongoClient(stack.infra.mongo.url) as client:
+        db = client["dossier"]
+        assert db["data_keys"].find_one({"_id": ins}) is None
+        assert db["documents"].count_documents({"ins": ins}) == 0
+        assert db["chunks"].count_documents({"doc_id": doc_id}) == 0
