@@ -15,6 +15,7 @@ import platform
 import secrets
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -33,7 +35,8 @@ from dmp_kit.auth import JwksCache, TokenVerifier
 from dmp_kit.clock import SystemClock
 from dmp_kit.logging import configure as configure_logging
 from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
-from dmp_stack.infra import start_mongo, start_nats, start_smtp
+from dmp_stack.infra import free_port as free_port_
+from dmp_stack.infra import spawn, start_mongo, start_nats, start_smtp
 from dmp_stack.stack import Ports, Stack, stop_pid
 from dmp_stack.testing import Mailbox, RunningStack
 
@@ -278,9 +281,286 @@ def token_verification(iterations: int) -> dict[str, Any]:
     return asyncio.run(_token_verification(iterations))
 
 
+# --- scenarios: consult and submit through the whole stack ----------------------------------
+
+
+class Load:
+    """Closed-loop throughput and open-loop (fixed-rate) latency against one URL."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    async def closed(
+        self, call: Callable[[httpx.AsyncClient], Awaitable[int]], workers: int, seconds: float
+    ) -> dict[str, Any]:
+        done: list[float] = []
+        errors = 0
+        end = time.perf_counter() + seconds
+
+        async def worker(c: httpx.AsyncClient) -> None:
+            nonlocal errors
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    failed = await call(c) >= 400
+                except httpx.HTTPError:
+                    failed = True
+                errors += failed
+                done.append(time.perf_counter() - t0)
+
+        limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+        async with httpx.AsyncClient(base_url=self.base, timeout=30, limits=limits) as c:
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(c) for _ in range(workers)))
+            elapsed = time.perf_counter() - started
+        return {
+            **summary(done),
+            "throughput_per_s": round(len(done) / elapsed, 1),
+            "workers": workers,
+            "errors": errors,
+        }
+
+    async def open(
+        self, call: Callable[[httpx.AsyncClient], Awaitable[int]], rate: float, seconds: float
+    ) -> dict[str, Any]:
+        """Requests leave on a fixed schedule; latency counts from the scheduled start, so a
+        slow server is not hidden by the client waiting (no coordinated omission)."""
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        timeout = httpx.Timeout(30, pool=120)
+        async with httpx.AsyncClient(base_url=self.base, timeout=timeout, limits=limits) as c:
+            start = time.perf_counter()
+
+            async def one(at: float) -> None:
+                nonlocal errors
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                try:
+                    failed = await call(c) >= 400
+                except httpx.HTTPError:  # the server fell so far behind that the pool gave up
+                    failed = True
+                errors += failed
+                latencies.append(time.perf_counter() - at)
+
+            await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+        return {**summary(latencies), "rate_per_s": rate, "errors": errors}
+
+
+def _bench_stack() -> tuple[RunningStack, Callable[[], None]]:
+    root = Path(tempfile.mkdtemp(prefix="dmp-bench-"))
+    deps = [start_mongo(root), start_nats(root), start_smtp(root)]
+    mongo, nats, smtp = deps
+    password = secrets.token_urlsafe(16)
+    os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = mongo.url, nats.url
+    stack = Stack(
+        root / "stack",
+        Ports.free(),
+        extra_env={
+            "DMP_ENV": "dev",
+            "DMP_SMTP_HOST": smtp.extra["host"],
+            "DMP_SMTP_PORT": smtp.extra["port"],
+            "DMP_BOOTSTRAP_ADMIN_PASSWORD": password,
+            "DMP_LOG_LEVEL": "WARNING",
+        },
+    )
+    state = stack.up()
+    floor_port = free_port_()
+    floor_proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor_app:app",
+            "--port",
+            str(floor_port),
+            "--log-level",
+            "warning",
+        ],
+        root / "floor.log",
+        env={**os.environ, "DMP_MONGO_URL": mongo.url},
+        cwd=Path(__file__).parent.parent,
+    )
+    running = RunningStack(
+        stack,
+        state,
+        state.gateway_url,
+        Mailbox(Path(smtp.extra["maildir"])),
+        root / "clock",
+        password,
+        None,
+    )  # type: ignore[arg-type]
+    running.floor_url = f"http://127.0.0.1:{floor_port}"  # type: ignore[attr-defined]
+    wait_http(running.floor_url + "/docs")  # type: ignore[attr-defined]
+
+    def teardown() -> None:
+        stop_pid(floor_proc.pid)
+        stack.down()
+        for dep in deps:
+            if dep.pid:
+                stop_pid(dep.pid)
+        shutil.rmtree(root, ignore_errors=True)
+
+    return running, teardown
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def _patient_with_gp(running: RunningStack) -> tuple[str, str]:
+    admin = running.admin_token()
+    patient = running.create_patient(admin)
+    gp = running.create_professional(admin, "10")
+    ins = patient["ins"]
+    pt = running.login("patient", ins, patient["password"], patient["email"])["access_token"]
+    with running.client(pt) as c:
+        assert (
+            c.post(
+                "/v1/dossiers",
+                json={
+                    "ins": ins,
+                    "vitale_serial": patient["vitale_serial"],
+                    "patient_consent": True,
+                },
+            ).status_code
+            == 201
+        )
+        for _ in range(100):
+            if (
+                c.put(
+                    f"/v1/dossiers/{ins}/attending-physician", json={"rpps": gp["rpps"]}
+                ).status_code
+                == 200
+            ):
+                break
+            time.sleep(0.1)
+    token = running.login("professional", gp["rpps"], gp["password"], gp["email"])
+    return ins, str(token["access_token"])
+
+
+def _document(i: int, size: int = 4096) -> dict[str, Any]:
+    return {
+        "type_code": "11502-2",
+        "title": f"Compte rendu {i}",
+        "mime_type": "text/plain",
+        "content_base64": base64.b64encode(os.urandom(size)).decode(),
+    }
+
+
+def consult(seconds: int) -> dict[str, Any]:
+    running, teardown = _bench_stack()
+    try:
+        ins, token = _patient_with_gp(running)
+        with running.client(token) as c:
+            for i in range(200):
+                assert (
+                    c.post(f"/v1/dossiers/{ins}/documents", json=_document(i, 512)).status_code
+                    == 201
+                )
+        auth = {"authorization": f"Bearer {token}"}
+
+        async def platform(c: httpx.AsyncClient) -> int:
+            r = await c.get(f"/v1/dossiers/{ins}/documents?page_size=200", headers=auth)
+            return r.status_code
+
+        async def bare(c: httpx.AsyncClient) -> int:
+            return (await c.get(f"/floor/list/{ins}")).status_code
+
+        async def measure() -> dict[str, Any]:
+            gw, fl = Load(running.url), Load(running.floor_url)  # type: ignore[attr-defined]
+            await gw.closed(platform, 8, 3)  # warm-up
+            sustained = await gw.closed(platform, 16, seconds)
+            floor_sustained = await fl.closed(bare, 16, seconds)
+            at_rate = await gw.open(platform, 150, seconds)
+            floor_at_rate = await fl.open(bare, 150, seconds)
+            return {
+                "sustained": sustained,
+                "floor_sustained": floor_sustained,
+                "at_150_per_s": at_rate,
+                "floor_at_150_per_s": floor_at_rate,
+            }
+
+        r = asyncio.run(measure())
+        return record(
+            "consult",
+            "A GP lists a dossier of 200 documents through the gateway (token check, one consent "
+            "FilterDocuments, the MongoDB query, the audit record acknowledged by JetStream), "
+            "whole stack on this 2-core machine. Floor: a bare FastAPI route doing the same "
+            "MongoDB query. Targets: >= 300 req/s sustained; p99 <= 50 ms at 150 req/s.",
+            r["sustained"],
+            r["floor_sustained"],
+            {
+                **r,
+                "seconds": seconds,
+                "meets_targets": r["sustained"]["throughput_per_s"] >= 300
+                and r["at_150_per_s"]["p99_ms"] <= 50,
+            },
+        )
+    finally:
+        teardown()
+
+
+def submit(seconds: int) -> dict[str, Any]:
+    running, teardown = _bench_stack()
+    try:
+        ins, token = _patient_with_gp(running)
+        auth = {"authorization": f"Bearer {token}"}
+        body = _document(0)
+
+        async def platform(c: httpx.AsyncClient) -> int:
+            r = await c.post(f"/v1/dossiers/{ins}/documents", json=body, headers=auth)
+            return r.status_code
+
+        async def bare(c: httpx.AsyncClient) -> int:
+            return (await c.post("/floor/submit", json=body)).status_code
+
+        async def measure() -> dict[str, Any]:
+            gw, fl = Load(running.url), Load(running.floor_url)  # type: ignore[attr-defined]
+            await gw.closed(platform, 4, 2)  # warm-up
+            sustained = await gw.closed(platform, 16, seconds)
+            floor_sustained = await fl.closed(bare, 16, seconds)
+            at_rate = await gw.open(platform, 75, seconds)
+            floor_at_rate = await fl.open(bare, 75, seconds)
+            return {
+                "sustained": sustained,
+                "floor_sustained": floor_sustained,
+                "at_75_per_s": at_rate,
+                "floor_at_75_per_s": floor_at_rate,
+            }
+
+        r = asyncio.run(measure())
+        return record(
+            "submit",
+            "A GP adds a 4 KB document through the gateway (token check, consent Decide, "
+            "encryption under the patient's key, chunk and metadata writes with their events and "
+            "audit record in the outbox). Floor: a bare FastAPI route doing one insert_one of the "
+            "same body. Targets: >= 150 documents/s; p99 <= 80 ms at 75/s.",
+            r["sustained"],
+            r["floor_sustained"],
+            {
+                **r,
+                "seconds": seconds,
+                "meets_targets": r["sustained"]["throughput_per_s"] >= 150
+                and r["at_75_per_s"]["p99_ms"] <= 80,
+            },
+        )
+    finally:
+        teardown()
+
+
 SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "login_otp_me": (login_otp_me, 40),
     "token_verification": (token_verification, 5000),
+    "consult": (consult, 10),
+    "submit": (submit, 10),
 }
 
 
