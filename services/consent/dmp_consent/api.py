@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from uuid6 import uuid7
 
 from dmp.consent.v1 import consent_pb2 as pb
@@ -16,7 +15,6 @@ from dmp_consent import events
 from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import (
     Action,
-    Decision,
     DocumentFacts,
     DossierState,
     DossierStatus,
@@ -26,6 +24,7 @@ from dmp_consent.domain import (
     decide,
 )
 from dmp_consent.store import ConsentStore, consent_state, dossier_state
+from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.catalogue import Catalogue
 from dmp_kit.clock import Clock
@@ -34,6 +33,7 @@ from dmp_kit.events import audit_event
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import Change, OutboxRelay
+from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 
@@ -54,23 +54,6 @@ MODE_FROM_PB = {
 }
 LABELS = {label.value: label for label in Label}
 MAX_REASON = 500
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _refuse(decision: Decision) -> None:
-    """Turns a denial into the error the caller sees."""
-    if decision.allowed:
-        return
-    if decision.reason == "no_dossier":
-        raise NotFound("no open dossier for this INS", field="ins", slug="dossier-not-found")
-    if decision.reason == "dossier_closed":
-        raise Conflict("the dossier is closed", slug="dossier-closed")
-    raise PermissionDenied(f"not allowed: {decision.reason}", slug="access-denied")
 
 
 def _context(ins: str, ctx: pb.DossierContext) -> DossierState:
@@ -156,7 +139,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         """The caller may manage this dossier's consent (the patient or a representative)."""
         who = caller()
         doc = await self.store.get(ins)
-        _refuse(
+        raise_if_denied(
             decide(
                 who,
                 dossier_state(ins, doc),
@@ -382,8 +365,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 rpps=who.rpps,
                 mode=MODES[mode],
                 reason=reason,
-                granted_at=_ts(now),
-                expires_at=_ts(expires),
+                granted_at=timestamp(now),
+                expires_at=timestamp(expires),
             )
         )
 
@@ -421,14 +404,17 @@ def _member(doc: dict[str, Any], rpps: str) -> pb.CareTeamMember:
         for m in doc.get(key, []):
             if m["rpps"] == rpps:
                 return pb.CareTeamMember(
-                    rpps=rpps, status=status, attending_physician=gp == rpps, since=_ts(m["since"])
+                    rpps=rpps,
+                    status=status,
+                    attending_physician=gp == rpps,
+                    since=timestamp(m["since"]),
                 )
     since = (doc.get("attending_physician") or {}).get("since")
     return pb.CareTeamMember(
         rpps=rpps,
         status=pb.PROFESSIONAL_STATUS_AUTHORIZED,
         attending_physician=gp == rpps,
-        since=_ts(since) if since else None,
+        since=timestamp(since) if since else None,
     )
 
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from uuid6 import uuid7
 
 from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
@@ -19,16 +18,18 @@ from dmp_dossier import domain
 from dmp_dossier.config import DossierSettings
 from dmp_dossier.events import DossierEvents
 from dmp_dossier.store import DossierStore
+from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.bus import EventBus
 from dmp_kit.catalogue import Catalogue
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, seal, unseal
-from dmp_kit.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied
 from dmp_kit.identifiers import validate_ins
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import Change, OutboxRelay
+from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 
@@ -52,14 +53,6 @@ MODE_NAME = {
 }
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def metadata(doc: Document) -> pb.DocumentMetadata:
     return pb.DocumentMetadata(
         id=doc["_id"],
@@ -68,8 +61,8 @@ def metadata(doc: Document) -> pb.DocumentMetadata:
         section=doc["section"],
         title=doc["title"],
         author=doc["author"],
-        created_at=_ts(doc["created_at"]),
-        service_start=_ts(doc.get("service_start")),
+        created_at=timestamp(doc["created_at"]),
+        service_start=timestamp(doc.get("service_start")),
         mime_type=doc["mime_type"],
         size=doc["size"],
         sha256=doc["sha256"],
@@ -89,18 +82,6 @@ def _ref(doc: Document) -> consent_pb2.DocumentRef:
         labels=doc.get("labels", []),
         deleted=doc["status"] == "deleted",
     )
-
-
-def _refuse(decision: consent_pb2.DecideResponse) -> None:
-    if decision.allowed:
-        return
-    if decision.reason == "no_dossier":
-        raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-    if decision.reason == "dossier_closed":
-        raise Conflict("the DMP is closed", slug="dossier-closed")
-    if decision.reason == "already_open":
-        raise Conflict("a DMP is already open for this INS", field="ins", slug="dossier-exists")
-    raise PermissionDenied(f"not allowed: {decision.reason}", slug="access-denied")
 
 
 class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
@@ -200,7 +181,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 )
             except Exception:  # the refusal stands whether or not its trace is stored
                 log.warning("denied_read_not_traced")
-            _refuse(decision)
+            raise_if_denied(decision)
         return MODE_NAME.get(decision.mode, "normal")
 
     async def _first_access(self, who: Principal, ins: str) -> None:
@@ -222,8 +203,8 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ins=dossier["_id"],
             status=STATUS[dossier["status"]],
             opened_by=dossier["opened_by"],
-            opened_at=_ts(dossier["opened_at"]),
-            closed_at=_ts(dossier.get("closed_at")),
+            opened_at=timestamp(dossier["opened_at"]),
+            closed_at=timestamp(dossier.get("closed_at")),
             counts_by_section=await self.store.count_by_section(dossier["_id"]),
         )
 
@@ -236,7 +217,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         domain.require_consent(request.patient_consent)
         who = caller()
         existing = await self.store.get_dossier(ins)
-        _refuse(await self._decide(ins, existing, consent_pb2.ACTION_OPEN))
+        raise_if_denied(await self._decide(ins, existing, consent_pb2.ACTION_OPEN))
         try:
             found = await self.identity.LookupPatient(
                 identity_pb2.LookupPatientRequest(ins=ins), **self._timeout()
@@ -293,7 +274,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.Dossier:
         who = caller()
         dossier = await self.store.get_dossier(ins)
-        _refuse(await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE))
+        raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE))
         now = self.clock.now()
 
         def fields(doc: Document | None) -> Document:
@@ -358,7 +339,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         dossier = await self._lifecycle(
             ins, "deletion_request", "dossier.deletion_requested", ev.DeletionRequested(), requested
         )
-        return pb.RequestDeletionResponse(dossier=dossier, purge_before=_ts(purge[-1]))
+        return pb.RequestDeletionResponse(dossier=dossier, purge_before=timestamp(purge[-1]))
 
     async def CountOpenings(
         self, request: pb.CountOpeningsRequest, context: grpc.aio.ServicerContext
@@ -417,7 +398,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             "status": "approved",
             "reminded": False,
         }
-        _refuse(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
+        raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         facts = [
             self.events.fact(
                 "document.added",
@@ -570,7 +551,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         is_author = doc["author"] == who.actor_id
         manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
         if dossier is None or dossier["status"] != "open":
-            _refuse(
+            raise_if_denied(
                 manage
                 if not manage.allowed
                 else consent_pb2.DecideResponse(allowed=False, reason="dossier_closed")
@@ -591,7 +572,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         if status and not (is_author or manage.allowed):
             raise PermissionDenied("only the author or the patient archives", slug="access-denied")
         if not (is_author or manage.allowed):
-            _refuse(manage)
+            raise_if_denied(manage)
         facts = []
 
         def fields(current: Document | None) -> Document:
@@ -689,7 +670,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 None if patient_only else await self._decide(ins, dossier, consent_pb2.ACTION_READ)
             )
             if read is None or not read.allowed or read.mode != consent_pb2.ACCESS_MODE_NORMAL:
-                _refuse(manage)
+                raise_if_denied(manage)
         updated = await self.store.change_dossier(
             ins, fields, self.events.audit(who, ins, "update", query=what)
         )
@@ -806,11 +787,14 @@ def _profile(p: Document | None) -> pb.Profile:
         ongoing_treatments=p.get("ongoing_treatments", []),
         measurements=[
             pb.Measurement(
-                kind=m["kind"], value=m["value"], unit=m["unit"], measured_at=_ts(m["measured_at"])
+                kind=m["kind"],
+                value=m["value"],
+                unit=m["unit"],
+                measured_at=timestamp(m["measured_at"]),
             )
             for m in p.get("measurements", [])
         ],
-        updated_at=_ts(p.get("updated_at")),
+        updated_at=timestamp(p.get("updated_at")),
     )
 
 
@@ -823,5 +807,5 @@ def _directives(dossier: Document) -> pb.AdvanceDirectives | None:
     if not d:
         return None
     return pb.AdvanceDirectives(
-        text=d["text"], version=d["version"], updated_at=_ts(d["updated_at"])
+        text=d["text"], version=d["version"], updated_at=timestamp(d["updated_at"])
     )

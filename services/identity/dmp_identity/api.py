@@ -14,7 +14,6 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from google.protobuf.timestamp_pb2 import Timestamp
 from uuid6 import uuid7
 
 from dmp.identity.v1 import identity_pb2 as pb
@@ -31,6 +30,7 @@ from dmp_kit.errors import InvalidArgument, Locked, NotFound, Unauthenticated
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
+from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 
 log = get_logger(__name__)
@@ -48,12 +48,6 @@ PUBLIC_METHODS = frozenset(
     for m in ("Login", "VerifyOtp", "Refresh", "Logout", "IssueClientToken", "GetJwks")
 )
 DIRECTORY_ROLES = ("admin", "directory_sync")
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 class KeyRing:
@@ -316,7 +310,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "created_at": now,
             }
         )
-        return pb.RegisterClientResponse(client_id=client_id, roles=roles, created_at=_ts(now))
+        return pb.RegisterClientResponse(
+            client_id=client_id, roles=roles, created_at=timestamp(now)
+        )
 
     async def LookupPatient(
         self, request: pb.LookupPatientRequest, context: grpc.aio.ServicerContext
@@ -412,7 +408,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.LoginResponse(
             challenge_id=challenge_id,
             channel=pb.OTP_CHANNEL_EMAIL if channel == "email" else pb.OTP_CHANNEL_SMS,
-            expires_at=_ts(expires),
+            expires_at=timestamp(expires),
         )
 
     async def VerifyOtp(
@@ -629,7 +625,7 @@ def _patient(doc: dict[str, Any]) -> pb.Patient:
         birth_date=doc["birth_date"],
         email=doc.get("email", ""),
         phone=doc.get("phone", ""),
-        created_at=_ts(doc["created_at"]),
+        created_at=timestamp(doc["created_at"]),
     )
 
 
@@ -644,5 +640,5 @@ def _professional(doc: dict[str, Any]) -> pb.Professional:
         email=doc.get("email", ""),
         phone=doc.get("phone", ""),
         roles=doc.get("roles", []),
-        created_at=_ts(doc["created_at"]),
+        created_at=timestamp(doc["created_at"]),
     )

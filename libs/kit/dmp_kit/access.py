@@ -1,0 +1,30 @@
+"""What a refused access decision means to the caller: consent's reasons, mapped to errors once."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dmp_kit.errors import Conflict, NotFound, PermissionDenied
+
+
+class Verdict(Protocol):
+    """A decision: consent's own, or the DecideResponse it sends."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+def raise_if_denied(verdict: Verdict) -> None:
+    if verdict.allowed:
+        return
+    reason = verdict.reason
+    if reason == "no_dossier":
+        raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+    if reason == "dossier_closed":
+        raise Conflict("the DMP is closed", slug="dossier-closed")
+    if reason == "already_open":
+        raise Conflict("a DMP is already open for this INS", field="ins", slug="dossier-exists")
+    raise PermissionDenied(f"not allowed: {reason}", slug="access-denied")
