@@ -530,6 +530,26 @@ CASES = [
         "facility",
     ),
     (
+        "a client's roles add up: history",
+        system("facility", "insurer"),
+        OPEN,
+        TEAM,
+        Action.WRITE,
+        doc("REMB", "client"),
+        True,
+        "insurer_feed",
+    ),
+    (
+        "a client's roles add up: letter",
+        system("facility", "insurer"),
+        OPEN,
+        TEAM,
+        Action.WRITE,
+        doc("11490-0", "client"),
+        True,
+        "facility",
+    ),
+    (
         "administrator reads nothing",
         Principal(kind="admin", subject="a", roles=frozenset({"admin"})),
         OPEN,
@@ -633,10 +653,15 @@ def reference(
             return False, normal
         if is_patient or is_rep:
             return section in (None, "espace_personnel"), normal
-        if is_pro or (caller.kind == "system" and "facility" in caller.roles):
+        if is_pro:
             return section not in ("espace_personnel", "remboursements"), normal
-        if caller.kind == "system" and "insurer" in caller.roles:
-            return section in (None, "remboursements"), normal
+        if caller.kind == "system":  # a client's roles add up
+            as_facility = "facility" in caller.roles and section not in (
+                "espace_personnel",
+                "remboursements",
+            )
+            as_insurer = "insurer" in caller.roles and section in (None, "remboursements")
+            return as_facility or as_insurer, normal
         return False, normal
     if is_patient or is_rep:
         if document is None:
