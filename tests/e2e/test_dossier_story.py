@@ -406,3 +406,73 @@ def test_profile_contacts_and_directives(stack: RunningStack, cast: Cast) -> Non
         assert c.get(f"/v1/dossiers/{ins}/advance-directives").json()["text"] == "Version revue."
     with cast.client("pharmacist") as c:
         problem(c.put(f"/v1/dossiers/{ins}/advance-directives", json={"text": "x"}), 403)
+
+
+def test_legal_representatives_of_a_minor(stack: RunningStack, cast: Cast) -> None:
+    parent = stack.create_patient(cast.admin)
+    stranger = stack.create_patient(cast.admin)
+    minor_ins = make_ins()
+    minor = {
+        "ins": minor_ins,
+        "vitale_serial": parent["vitale_serial"],
+        "given_name": "Léo",
+        "family_name": "Martin",
+        "birth_date": "2015-03-02",
+        "email": f"minor-{minor_ins}@example.org",
+        "password": "minor password 1",
+    }
+    with stack.client(cast.admin) as c:
+        for bad in ([minor_ins], [make_ins()], ["123"]):
+            problem(
+                c.post("/v1/admin/patients", json={**minor, "legal_representatives": bad}),
+                422,
+                field="legal_representatives.0",
+            )
+        r = c.post("/v1/admin/patients", json={**minor, "legal_representatives": [parent["ins"]]})
+        assert r.status_code == 201, r.text
+        assert r.json()["legal_representatives"] == [parent["ins"]]
+    with cast.client("gp") as c:  # the GP opens the minor's DMP with the Vitale card
+        r = c.post(
+            "/v1/dossiers",
+            json={
+                "ins": minor_ins,
+                "vitale_serial": minor["vitale_serial"],
+                "patient_consent": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+        for title, hide in (("Vaccins", False), ("Consultation confidentielle", True)):
+            r = c.post(
+                f"/v1/dossiers/{minor_ins}/documents",
+                json={
+                    "type_code": "11488-4",
+                    "title": title,
+                    "mime_type": "text/plain",
+                    "content_base64": base64.b64encode(title.encode()).decode(),
+                    "hidden_from_legal_representatives": hide,
+                },
+            )
+            assert r.status_code == 201, r.text
+        secret_id = r.json()["id"]
+
+    def listing(who: dict[str, Any]) -> list[str]:
+        token = stack.login("patient", who["ins"], who["password"], who["email"])["access_token"]
+        with stack.client(token) as c:
+            r = c.get(f"/v1/dossiers/{minor_ins}/documents")
+            if r.status_code != 200:
+                return [str(r.status_code)]
+            return sorted(d["title"] for d in r.json()["items"])
+
+    assert listing(parent) == ["Vaccins"]
+    assert listing(minor) == ["Consultation confidentielle", "Vaccins"]
+    assert listing(stranger) == ["403"]
+    token = stack.login("patient", parent["ins"], parent["password"], parent["email"])[
+        "access_token"
+    ]
+    with stack.client(token) as c:
+        problem(c.get(f"/v1/dossiers/{minor_ins}/documents/{secret_id}"), 403)
+        settings = {"allow_emergency_access": True, "allow_regulator_access": False}
+        assert until(
+            lambda: c.put(f"/v1/dossiers/{minor_ins}/consent-settings", json=settings).status_code
+            == 200
+        )

@@ -234,7 +234,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         opened = self.events.fact(
             "dossier.opened",
             ev.DossierOpened(
-                opened_by=who.actor_id, opener_kind=who.kind, opener_profession=who.profession
+                opened_by=who.actor_id,
+                opener_kind=who.kind,
+                opener_profession=who.profession,
+                legal_representatives=list(found.patient.legal_representatives),
             ),
             who,
             ins,
@@ -247,7 +250,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             "opener_profession": who.profession,
             "opened_at": now,
             "consent_at": now,
-            "legal_representatives": [],
+            "legal_representatives": list(found.patient.legal_representatives),
             "accessed_by": [],
         }
         await self.store.insert_dossier(

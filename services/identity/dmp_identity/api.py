@@ -146,6 +146,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def _hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
 
+    async def _representatives(self, ins: str, given: list[str]) -> list[str]:
+        """A minor's legal representatives: registered patients, at most two, not themselves."""
+        if len(given) > 2:
+            raise InvalidArgument(
+                "at most two legal representatives", field="legal_representatives"
+            )
+        found = []
+        for i, raw in enumerate(given):
+            rep = validate_ins(raw, field=f"legal_representatives.{i}")
+            if rep == ins or await self.store.find_account("patient", rep) is None:
+                raise InvalidArgument(
+                    "a legal representative is another registered patient",
+                    field=f"legal_representatives.{i}",
+                )
+            found.append(rep)
+        return sorted(set(found))
+
     async def _initial_password_hash(self, password: str) -> str | None:
         """A registration may come without a password: such an account cannot log in yet."""
         if not password:
@@ -236,6 +253,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             phone=request.phone,
             today=now.date(),
         )
+        representatives = await self._representatives(reg.ins, list(request.legal_representatives))
         password_hash = await self._initial_password_hash(request.password)
         doc = {
             "_id": str(uuid7()),
@@ -249,6 +267,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "email": reg.email,
             "phone": reg.phone,
             "roles": [],
+            "legal_representatives": representatives,
             "password_hash": password_hash,
             "created_at": now,
         }
@@ -626,6 +645,7 @@ def _patient(doc: dict[str, Any]) -> pb.Patient:
         email=doc.get("email", ""),
         phone=doc.get("phone", ""),
         created_at=timestamp(doc["created_at"]),
+        legal_representatives=doc.get("legal_representatives", []),
     )
 
 

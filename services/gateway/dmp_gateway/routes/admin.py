@@ -23,6 +23,9 @@ class PatientIn(BaseModel):
     email: str = Field(default="", max_length=254)
     phone: str = Field(default="", max_length=32)
     password: str | None = Field(default=None, max_length=256)
+    legal_representatives: list[str] = Field(
+        default_factory=list, max_length=2, description="INS of a minor's legal representatives"
+    )
 
 
 class PatientOut(BaseModel):
@@ -34,6 +37,7 @@ class PatientOut(BaseModel):
     birth_date: str
     email: str
     phone: str
+    legal_representatives: list[str]
 
 
 class ProfessionalIn(BaseModel):
@@ -102,6 +106,7 @@ async def create_patient(body: PatientIn, request: Request, who: Caller) -> Pati
         birth_date=p.birth_date,
         email=p.email,
         phone=p.phone,
+        legal_representatives=list(p.legal_representatives),
     )
 
 
