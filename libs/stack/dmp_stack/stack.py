@@ -102,6 +102,7 @@ class Stack:
         self.state_dir = state_dir
         self.ports = ports
         self.extra_env = extra_env or {}
+        self._env: dict[str, str] = {}
 
     @property
     def state_path(self) -> Path:
@@ -126,14 +127,10 @@ class Stack:
             deps.append(start_nats(self.state_dir))
             smtp = start_smtp(self.state_dir)
             deps.append(smtp)
-            env = self.service_env(deps[0].url, deps[1].url, smtp)
+            self._env = self.service_env(deps[0].url, deps[1].url, smtp)
+            env = self._env
             for name in (*SERVICES, "gateway"):
-                proc = spawn(
-                    [sys.executable, "-m", f"dmp_{name}"],
-                    self.state_dir / "logs" / f"{name}.log",
-                    env={**os.environ, **env, **self.spawn_env(name)},
-                )
-                processes[name] = proc.pid
+                processes[name] = self._spawn(name)
             state = StackState(
                 started_at=time.time(),
                 gateway_url=f"http://127.0.0.1:{self.ports.gateway}",
@@ -166,6 +163,29 @@ class Stack:
         env.update({k: v for k, v in os.environ.items() if k.startswith("DMP_")})
         env.update(self.extra_env)
         return env
+
+    def _spawn(self, name: str) -> int:
+        proc = spawn(
+            [sys.executable, "-m", f"dmp_{name}"],
+            self.state_dir / "logs" / f"{name}.log",
+            env={**os.environ, **self._env, **self.spawn_env(name)},
+        )
+        return proc.pid
+
+    def restart(self, name: str, *, kill: bool = True) -> None:
+        """Stops one process (SIGKILL: no goodbye, as in a crash) and starts it again."""
+        state = self.state()
+        assert state is not None and self._env, "restart needs a stack started by this object"
+        pid = state.processes[name]
+        if kill:
+            os.killpg(pid, signal.SIGKILL)
+            while alive(pid):
+                time.sleep(0.05)
+        else:
+            stop_pid(pid)
+        state.processes[name] = self._spawn(name)
+        state.save(self.state_path)
+        self.wait_ready(state, 60)
 
     def spawn_env(self, name: str) -> dict[str, str]:
         return {"DMP_GRPC_LISTEN": f"127.0.0.1:{self.ports.grpc[name]}"} if name in SERVICES else {}
