@@ -110,18 +110,23 @@ class OutboxRelay:
         self._interval = interval
         self._batch = batch
         self._wake = asyncio.Event()
+        self._dirty: set[str] = set()
 
-    def kick(self) -> None:
-        """Called after a write with events, so they leave at once rather than at the next poll."""
+    def kick(self, collection: Any | None = None) -> None:
+        """Called after a write with events, so they leave at once rather than at the next poll;
+        naming the collection written spares a scan of the others."""
+        self._dirty.add(collection.name if collection is not None else "*")
         self._wake.set()
 
     async def ensure_indexes(self) -> None:
         for col in self._collections:
             await col.create_index(PENDING, sparse=True)
 
-    async def relay_once(self) -> int:
+    async def relay_once(self, only: set[str] | None = None) -> int:
         sent = 0
         for col in self._collections:
+            if only is not None and col.name not in only:
+                continue
             cursor = col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)
             async for doc in cursor:
                 entries = doc.get(OUTBOX) or []
@@ -139,11 +144,16 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Woken by kicks: only the collections written. On the timer: all of them (writes of
+            # other replicas, retries after a failure).
+            woken = self._wake.is_set()
+            self._wake.clear()  # before the pass: a kick during it triggers another
+            dirty, self._dirty = self._dirty, set()
+            only = dirty if woken and dirty and "*" not in dirty else None
             try:
-                await self.relay_once()
+                await self.relay_once(only)
             except (Unavailable, PyMongoError) as exc:
                 # Nothing is lost: the entries stay pending until the next pass.
                 log.warning("outbox_relay_retry", error=type(exc).__name__)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)

@@ -202,3 +202,16 @@ async def test_change_document_reports_absence_and_no_change(db: Any) -> None:
     await col.insert_one({"_id": "t3", "x": 1})
     same = await change_document(col, "t3", lambda d: None)
     assert same == {"_id": "t3", "x": 1}
+
+
+async def test_a_pass_for_one_collection_leaves_the_others_for_later(
+    db: Any, bus: EventBus
+) -> None:
+    a, b = db["a"], db["b"]
+    relay = OutboxRelay(bus, [a, b])
+    await a.insert_one(new_document_with_events({"_id": "x"}, login_event("a")))
+    await b.insert_one(new_document_with_events({"_id": "y"}, login_event("b")))
+    assert await relay.relay_once({"a"}) == 1
+    assert (await b.find_one({"_id": "y"}))["outbox_pending"] is True
+    assert await relay.relay_once() == 1  # the timer's full pass takes the rest
+    assert (await b.find_one({"_id": "y"}))["outbox"] == []

@@ -446,7 +446,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             await self.store.change_document_record(
                 request.replaces, lambda _: {"status": "superseded", "replaced_by": doc_id}
             )
-        self.relay.kick()
+        self.relay.kick(self.store.documents)
         return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
     async def _readable(self, ins: str, doc_id: str) -> tuple[Principal, Document, str]:
