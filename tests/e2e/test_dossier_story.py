@@ -408,6 +408,17 @@ def test_profile_contacts_and_directives(stack: RunningStack, cast: Cast) -> Non
         problem(c.put(f"/v1/dossiers/{ins}/advance-directives", json={"text": "x"}), 403)
 
 
+async def test_record_changes_are_events(stack: RunningStack, cast: Cast) -> None:
+    events = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "dossier.record_updated",
+        lambda seen: sum(e.patient_ins == cast.ins for e in seen) >= 4,
+    )
+    records = [e.record_updated.record for e in events if e.patient_ins == cast.ins]
+    assert records == ["profile", "emergency_contacts", "advance_directives", "advance_directives"]
+
+
 def test_legal_representatives_of_a_minor(stack: RunningStack, cast: Cast) -> None:
     parent = stack.create_patient(cast.admin)
     stranger = stack.create_patient(cast.admin)
@@ -476,3 +487,66 @@ def test_legal_representatives_of_a_minor(stack: RunningStack, cast: Cast) -> No
             lambda: c.put(f"/v1/dossiers/{minor_ins}/consent-settings", json=settings).status_code
             == 200
         )
+
+
+def test_an_insurance_agent_opens_a_dmp_and_reads_nothing(stack: RunningStack, cast: Cast) -> None:
+    login = f"agent.{make_ins()[-6:]}"
+    with stack.client(cast.admin) as c:
+        problem(
+            c.post(
+                "/v1/admin/agents",
+                json={
+                    "login": "Bad Name!",
+                    "given_name": "A",
+                    "family_name": "B",
+                    "email": "a@b.fr",
+                },
+            ),
+            422,
+            field="login",
+        )
+        r = c.post(
+            "/v1/admin/agents",
+            json={
+                "login": login,
+                "given_name": "Agnès",
+                "family_name": "Caisse",
+                "email": f"{login}@cpam.example",
+                "password": "agent password 1",
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["roles"] == ["insurance_agent"]
+    patient = stack.create_patient(cast.admin)
+    token = stack.login("agent", login, "agent password 1", f"{login}@cpam.example")["access_token"]
+    with stack.client(token) as c:
+        assert c.get("/v1/me").json()["kind"] == "agent"
+        r = c.post(
+            "/v1/dossiers",
+            json={
+                "ins": patient["ins"],
+                "vitale_serial": patient["vitale_serial"],
+                "patient_consent": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+        problem(c.get(f"/v1/dossiers/{patient['ins']}"), 403)
+        problem(c.get(f"/v1/dossiers/{patient['ins']}/documents"), 403)
+        problem(c.post("/v1/admin/patients", json={}), 422)  # shape first…
+        problem(
+            c.post(
+                "/v1/admin/patients",
+                json={
+                    "ins": make_ins(),
+                    "vitale_serial": "12345678",
+                    "given_name": "A",
+                    "family_name": "B",
+                    "birth_date": "1990-01-01",
+                    "email": "x@example.org",
+                },
+            ),
+            403,
+        )  # …then no directory
+    with stack.client(cast.admin) as c:
+        counts = c.get("/v1/admin/openings", params={"opener_kind": "agent"}).json()["counts"]
+    assert [x["count"] for x in counts] == [1]

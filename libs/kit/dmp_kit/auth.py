@@ -20,7 +20,7 @@ from dmp_kit.errors import PermissionDenied, Unauthenticated
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
 ALGORITHM = "EdDSA"
-KINDS = frozenset({"patient", "professional", "admin", "system", "service"})
+KINDS = frozenset({"patient", "professional", "agent", "admin", "system", "service"})
 
 
 @dataclass(frozen=True)

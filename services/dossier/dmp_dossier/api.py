@@ -675,7 +675,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             if read is None or not read.allowed or read.mode != consent_pb2.ACCESS_MODE_NORMAL:
                 raise_if_denied(manage)
         updated = await self.store.change_dossier(
-            ins, fields, self.events.audit(who, ins, "update", query=what)
+            ins,
+            fields,
+            self.events.fact("dossier.record_updated", ev.RecordUpdated(record=what), who, ins),
+            self.events.audit(who, ins, "update", query=what),
         )
         if updated is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")

@@ -41,6 +41,7 @@ KIND_TO_PB = {
     "admin": pb.ACCOUNT_KIND_ADMIN,
     "system": pb.ACCOUNT_KIND_SYSTEM,
     "service": pb.ACCOUNT_KIND_SERVICE,
+    "agent": pb.ACCOUNT_KIND_AGENT,
 }
 PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
 PUBLIC_METHODS = frozenset(
@@ -333,6 +334,42 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             client_id=client_id, roles=roles, created_at=timestamp(now)
         )
 
+    async def RegisterAgent(
+        self, request: pb.RegisterAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterAgentResponse:
+        caller().require_role("admin")
+        login = domain.normalise_login("agent", request.login)
+        if not domain.ADMIN_NAME_RE.match(login):
+            raise InvalidArgument(
+                "a login is 2 to 64 lowercase letters, digits or . _ -", field="login"
+            )
+        phone = domain.validate_phone(request.phone)
+        doc = {
+            "_id": str(uuid7()),
+            "kind": "agent",
+            "login": login,
+            "given_name": domain.check_name(request.given_name, "given_name"),
+            "family_name": domain.check_name(request.family_name, "family_name"),
+            "email": domain.validate_email(request.email, required=not phone),
+            "phone": phone,
+            "roles": list(domain.AGENT_ROLES),
+            "password_hash": await self._initial_password_hash(request.password),
+            "created_at": self.clock.now(),
+        }
+        await self.store.insert_account(doc)
+        return pb.RegisterAgentResponse(
+            agent=pb.Agent(
+                id=doc["_id"],
+                login=login,
+                given_name=doc["given_name"],
+                family_name=doc["family_name"],
+                email=doc["email"],
+                phone=phone,
+                roles=doc["roles"],
+                created_at=timestamp(doc["created_at"]),
+            )
+        )
+
     async def LookupPatient(
         self, request: pb.LookupPatientRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupPatientResponse:
@@ -342,7 +379,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         who = caller()
         ins = validate_ins(request.ins)
         full = who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins
-        if not (full or who.kind == "professional"):
+        if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
         if doc is None:

@@ -24,8 +24,9 @@ from dmp_kit.auth import ACCESS_TOKEN_TYP, ALGORITHM
 from dmp_kit.errors import InvalidArgument
 from dmp_kit.identifiers import validate_ins, validate_profession, validate_rpps
 
-PersonKind = Literal["patient", "professional", "admin"]
-PERSON_KINDS: tuple[PersonKind, ...] = ("patient", "professional", "admin")
+PersonKind = Literal["patient", "professional", "agent", "admin"]
+PERSON_KINDS: tuple[PersonKind, ...] = ("patient", "professional", "agent", "admin")
+AGENT_ROLES = ("insurance_agent",)
 PROFESSIONAL_ROLES = frozenset({"samu_regulator"})
 CLIENT_ROLES = frozenset({"insurer", "facility", "directory_sync"})
 ADMIN_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
@@ -79,14 +80,14 @@ def normalise_login(kind: str, login: str) -> str:
     login = login.strip()
     if kind == "patient":
         return login.upper()
-    if kind == "admin":
+    if kind in ("admin", "agent"):
         return login.lower()
     return login
 
 
 def validate_login_kind(kind: str) -> PersonKind:
     if kind not in PERSON_KINDS:
-        raise InvalidArgument("kind must be patient, professional or admin", field="kind")
+        raise InvalidArgument("kind must be patient, professional, agent or admin", field="kind")
     return kind  # type: ignore[return-value]
 
 
@@ -98,6 +99,10 @@ def validate_password(password: str, field_name: str = "password") -> str:
             slug="weak-password",
         )
     return password
+
+
+def check_name(value: str, field_name: str) -> str:
+    return _text(value, field_name)
 
 
 def _text(value: str, field_name: str, max_len: int = 100) -> str:

@@ -64,6 +64,25 @@ class ProfessionalOut(BaseModel):
     roles: list[str]
 
 
+class AgentIn(BaseModel):
+    login: str = Field(max_length=64)
+    given_name: str = Field(max_length=100)
+    family_name: str = Field(max_length=100)
+    email: str = Field(default="", max_length=254)
+    phone: str = Field(default="", max_length=32)
+    password: str | None = Field(default=None, max_length=256)
+
+
+class AgentOut(BaseModel):
+    id: str
+    login: str
+    given_name: str
+    family_name: str
+    email: str
+    phone: str
+    roles: list[str]
+
+
 class ClientIn(BaseModel):
     client_id: str = Field(max_length=128)
     public_key_pem: str = Field(max_length=8192)
@@ -131,6 +150,31 @@ async def create_professional(
         email=p.email,
         phone=p.phone,
         roles=list(p.roles),
+    )
+
+
+@router.post(
+    "/v1/admin/agents",
+    status_code=201,
+    response_model=AgentOut,
+    summary="Register an insurance (CPAM) agent: opens DMPs, reads none",
+)
+async def create_agent(body: AgentIn, request: Request, who: Caller) -> AgentOut:
+    ds = _ds(request)
+    resp = await ds.call(
+        ds.identity.RegisterAgent,
+        pb.RegisterAgentRequest(**body.model_dump(exclude_none=True)),
+        token=who.token,
+    )
+    a = resp.agent
+    return AgentOut(
+        id=a.id,
+        login=a.login,
+        given_name=a.given_name,
+        family_name=a.family_name,
+        email=a.email,
+        phone=a.phone,
+        roles=list(a.roles),
     )
 
 

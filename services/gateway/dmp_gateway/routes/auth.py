@@ -16,13 +16,16 @@ router = APIRouter(tags=["authentication"])
 KINDS = {
     "patient": pb.ACCOUNT_KIND_PATIENT,
     "professional": pb.ACCOUNT_KIND_PROFESSIONAL,
+    "agent": pb.ACCOUNT_KIND_AGENT,
     "admin": pb.ACCOUNT_KIND_ADMIN,
 }
 
 
 class LoginIn(BaseModel):
-    kind: Literal["patient", "professional", "admin"]
-    login: str = Field(min_length=1, max_length=64, description="INS, RPPS or administrator name")
+    kind: Literal["patient", "professional", "agent", "admin"]
+    login: str = Field(
+        min_length=1, max_length=64, description="INS, RPPS, or the agent's or administrator's name"
+    )
     password: str = Field(min_length=1, max_length=256)
 
 

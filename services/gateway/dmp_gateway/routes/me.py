@@ -19,11 +19,12 @@ KIND_NAMES = {
     pb.ACCOUNT_KIND_ADMIN: "admin",
     pb.ACCOUNT_KIND_SYSTEM: "system",
     pb.ACCOUNT_KIND_SERVICE: "service",
+    pb.ACCOUNT_KIND_AGENT: "agent",
 }
 
 
 class Me(BaseModel):
-    kind: Literal["patient", "professional", "admin", "system", "service"]
+    kind: Literal["patient", "professional", "agent", "admin", "system", "service"]
     id: str
     ins: str | None = None
     rpps: str | None = None
