@@ -550,3 +550,19 @@ def test_an_insurance_agent_opens_a_dmp_and_reads_nothing(stack: RunningStack, c
     with stack.client(cast.admin) as c:
         counts = c.get("/v1/admin/openings", params={"opener_kind": "agent"}).json()["counts"]
     assert [x["count"] for x in counts] == [1]
+
+
+def test_a_read_whose_trace_cannot_be_stored_is_refused(stack: RunningStack, cast: Cast) -> None:
+    """Rule 10, fail closed: no audit record on JetStream, no data."""
+    with cast.client("gp") as c:
+        doc_id = c.get(f"/v1/dossiers/{cast.ins}/documents").json()["items"][0]["id"]
+        stack.infra.pause(stack.infra.nats)
+        try:
+            r = c.get(f"/v1/dossiers/{cast.ins}/documents/{doc_id}/content")
+            problem(r, 503, "service-unavailable")
+            problem(c.get(f"/v1/dossiers/{cast.ins}/documents"), 503)
+        finally:
+            stack.infra.resume(stack.infra.nats)
+        assert until(
+            lambda: c.get(f"/v1/dossiers/{cast.ins}/documents/{doc_id}").status_code == 200
+        )
