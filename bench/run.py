@@ -455,6 +455,24 @@ def _document(i: int, size: int = 4096) -> dict[str, Any]:
     }
 
 
+Call = Callable[[httpx.AsyncClient], Awaitable[int]]
+
+
+async def against_floor(
+    running: RunningStack, platform: Call, bare: Call, *, rate: int, seconds: int
+) -> dict[str, Any]:
+    """The platform and its floor, each closed-loop (16 workers) then open-loop at `rate`."""
+    gw, fl = Load(running.url), Load(running.floor_url)  # type: ignore[attr-defined]
+    await gw.closed(platform, 8, 3)  # warm-up
+    at = f"at_{rate}_per_s"
+    return {
+        "sustained": await gw.closed(platform, 16, seconds),
+        "floor_sustained": await fl.closed(bare, 16, seconds),
+        at: await gw.open(platform, rate, seconds),
+        f"floor_{at}": await fl.open(bare, rate, seconds),
+    }
+
+
 def consult(seconds: int) -> dict[str, Any]:
     running, teardown = _bench_stack()
     try:
@@ -474,21 +492,7 @@ def consult(seconds: int) -> dict[str, Any]:
         async def bare(c: httpx.AsyncClient) -> int:
             return (await c.get(f"/floor/list/{ins}")).status_code
 
-        async def measure() -> dict[str, Any]:
-            gw, fl = Load(running.url), Load(running.floor_url)  # type: ignore[attr-defined]
-            await gw.closed(platform, 8, 3)  # warm-up
-            sustained = await gw.closed(platform, 16, seconds)
-            floor_sustained = await fl.closed(bare, 16, seconds)
-            at_rate = await gw.open(platform, 150, seconds)
-            floor_at_rate = await fl.open(bare, 150, seconds)
-            return {
-                "sustained": sustained,
-                "floor_sustained": floor_sustained,
-                "at_150_per_s": at_rate,
-                "floor_at_150_per_s": floor_at_rate,
-            }
-
-        r = asyncio.run(measure())
+        r = asyncio.run(against_floor(running, platform, bare, rate=150, seconds=seconds))
         return record(
             "consult",
             "A GP lists a dossier of 200 documents through the gateway (token check, one consent "
@@ -522,21 +526,7 @@ def submit(seconds: int) -> dict[str, Any]:
         async def bare(c: httpx.AsyncClient) -> int:
             return (await c.post("/floor/submit", json=body)).status_code
 
-        async def measure() -> dict[str, Any]:
-            gw, fl = Load(running.url), Load(running.floor_url)  # type: ignore[attr-defined]
-            await gw.closed(platform, 4, 2)  # warm-up
-            sustained = await gw.closed(platform, 16, seconds)
-            floor_sustained = await fl.closed(bare, 16, seconds)
-            at_rate = await gw.open(platform, 75, seconds)
-            floor_at_rate = await fl.open(bare, 75, seconds)
-            return {
-                "sustained": sustained,
-                "floor_sustained": floor_sustained,
-                "at_75_per_s": at_rate,
-                "floor_at_75_per_s": floor_at_rate,
-            }
-
-        r = asyncio.run(measure())
+        r = asyncio.run(against_floor(running, platform, bare, rate=75, seconds=seconds))
         return record(
             "submit",
             "A GP adds a 4 KB document through the gateway (token check, consent Decide, "
