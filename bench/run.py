@@ -97,6 +97,7 @@ def login_otp_me(iterations: int) -> dict[str, Any]:
             "DMP_SMTP_HOST": smtp.extra["host"],
             "DMP_SMTP_PORT": smtp.extra["port"],
             "DMP_BOOTSTRAP_ADMIN_PASSWORD": password,
+            "DMP_AUTH_RATE_LIMIT": "100000/minute",
             "DMP_LOG_LEVEL": "WARNING",
         },
     )
@@ -360,6 +361,7 @@ def _bench_stack() -> tuple[RunningStack, Callable[[], None]]:
             "DMP_SMTP_HOST": smtp.extra["host"],
             "DMP_SMTP_PORT": smtp.extra["port"],
             "DMP_BOOTSTRAP_ADMIN_PASSWORD": password,
+            "DMP_AUTH_RATE_LIMIT": "100000/minute",
             "DMP_LOG_LEVEL": "WARNING",
         },
     )

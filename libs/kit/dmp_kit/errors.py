@@ -83,6 +83,13 @@ class Locked(DmpError):
     http_status = 423
 
 
+class RateLimited(DmpError):
+    slug = "too-many-requests"
+    title = "Too many requests"
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
 class PayloadTooLarge(DmpError):
     slug = "payload-too-large"
     title = "Payload too large"

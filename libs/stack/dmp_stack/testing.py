@@ -206,6 +206,8 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
             "DMP_MASTER_KEY": _random_key(),
             "DMP_LOG_LEVEL": "INFO",
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
+            # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
+            "DMP_AUTH_RATE_LIMIT": "100000/minute",
         },
     )
     previous = {k: os.environ.get(k) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}

@@ -18,6 +18,7 @@ from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.limits import BodyLimit
 from dmp_gateway.routes import admin, auth, consent, dev, dossiers, me, ops, records
+from dmp_gateway.throttle import AuthThrottle
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
@@ -72,6 +73,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.auth_throttle = AuthThrottle(settings.auth_rate_limit)
     problems.install(app)
 
     # Added first, so it runs inside the middleware below: a refused body still gets the
@@ -108,6 +110,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.include_router(auth.router)
+    app.include_router(auth.throttled)
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(dossiers.router)

@@ -13,3 +13,6 @@ class GatewaySettings(Settings):
     # A document upload carries up to this many bytes of content, base64-encoded in JSON.
     max_document_bytes: int = 20 * 1024 * 1024
     readiness_timeout_seconds: float = 1.0
+    # Per client address on the public authentication routes (login, code, refresh, token);
+    # lockouts are per login, this stops one address spraying many logins.
+    auth_rate_limit: str = "30/minute"

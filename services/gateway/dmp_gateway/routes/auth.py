@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp_gateway.clients import Downstream
+from dmp_gateway.throttle import auth_throttled
 
 router = APIRouter(tags=["authentication"])
+# Login, code, refresh and token share one per-address limit (see throttle.py).
+throttled = APIRouter(tags=["authentication"], dependencies=[Depends(auth_throttled)])
 
 KINDS = {
     "patient": pb.ACCOUNT_KIND_PATIENT,
@@ -81,7 +84,7 @@ def _tokens(pair: pb.TokenPair) -> Tokens:
     )
 
 
-@router.post("/v1/auth/login", response_model=LoginOut, summary="Password step; sends a code")
+@throttled.post("/v1/auth/login", response_model=LoginOut, summary="Password step; sends a code")
 async def login(body: LoginIn, request: Request) -> LoginOut:
     ds = _downstream(request)
     resp = await ds.call(
@@ -100,7 +103,7 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     )
 
 
-@router.post("/v1/auth/otp", response_model=Tokens, summary="One-time code step; issues tokens")
+@throttled.post("/v1/auth/otp", response_model=Tokens, summary="One-time code step; issues tokens")
 async def otp(body: OtpIn, request: Request) -> Tokens:
     ds = _downstream(request)
     resp = await ds.call(
@@ -109,7 +112,7 @@ async def otp(body: OtpIn, request: Request) -> Tokens:
     return _tokens(resp.tokens)
 
 
-@router.post("/v1/auth/refresh", response_model=Tokens, summary="Rotate a refresh token")
+@throttled.post("/v1/auth/refresh", response_model=Tokens, summary="Rotate a refresh token")
 async def refresh(body: RefreshIn, request: Request) -> Tokens:
     ds = _downstream(request)
     resp = await ds.call(ds.identity.Refresh, pb.RefreshRequest(refresh_token=body.refresh_token))
@@ -122,7 +125,7 @@ async def logout(body: RefreshIn, request: Request) -> None:
     await ds.call(ds.identity.Logout, pb.LogoutRequest(refresh_token=body.refresh_token))
 
 
-@router.post(
+@throttled.post(
     "/v1/auth/token",
     response_model=ClientToken,
     summary="OAuth2 client credentials with a signed client assertion (RFC 7523)",
