@@ -93,18 +93,6 @@ def check_size(size: int, limit: int) -> None:
         raise PayloadTooLarge(f"a document may not exceed {limit} bytes", field="content_base64")
 
 
-def decode_content(text: str, limit: int) -> bytes:
-    # base64 is 4/3 the size: refuse before decoding what is obviously too large.
-    if len(text) > (limit * 4) // 3 + 4:
-        raise PayloadTooLarge(f"a document may not exceed {limit} bytes", field="content_base64")
-    try:
-        content = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument("content_base64 is not base64", field="content_base64") from exc
-    check_size(len(content), limit)
-    return content
-
-
 def initial_labels(
     hidden_from_patient: bool, hidden_from_representatives: bool, author_is_patient: bool
 ) -> list[str]:
