@@ -12,7 +12,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 STUBS := libs/contracts/dmp/.generated
 PROTOS := $(shell find proto -name '*.proto')
-MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py
+MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py
 
 .PHONY: help install proto up down status logs test lint format typecheck buf-lint bench ci clean
 

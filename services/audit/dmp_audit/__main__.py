@@ -5,18 +5,52 @@ from __future__ import annotations
 import asyncio
 
 from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
-from dmp_audit.api import AuditServicer
-from dmp_kit.config import Settings
+from dmp.identity.v1 import identity_pb2_grpc
+from dmp_audit.api import PUBLIC_METHODS, AuditServicer
+from dmp_audit.config import AuditSettings
+from dmp_audit.consumer import run_attending_mirror, run_log_consumer
+from dmp_audit.entry import TreeHeadSigner
+from dmp_audit.log import AuditLog
+from dmp_audit.store import AuditStore
+from dmp_kit.crypto import derive_key
 from dmp_kit.runtime import ServiceRuntime
+
+SIGNING_PURPOSE = "dmp/audit/tree-head-signing/v1"
+
+
+def signer(settings: AuditSettings) -> TreeHeadSigner:
+    """The tree-head key derives from the master key: nobody holding only the database can
+    sign a head, so nobody holding only the database can rewrite the log unnoticed."""
+    return TreeHeadSigner(derive_key(settings.master_key_bytes, SIGNING_PURPOSE))
 
 
 async def serve() -> None:
-    runtime = ServiceRuntime("audit", Settings())
+    settings = AuditSettings()
+    runtime = ServiceRuntime("audit", settings)
+    store = AuditStore(runtime.db)
+    audit = AuditLog(store, signer(settings), runtime.clock, settings)
+    servicer = AuditServicer(
+        audit,
+        store,
+        identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
+        settings.grpc_deadline_seconds,
+    )
+
+    async def append(stop: asyncio.Event) -> None:
+        await run_log_consumer(runtime.bus, audit, stop)
+
+    async def attending(stop: asyncio.Event) -> None:
+        await run_attending_mirror(runtime.bus, store, stop)
+
     await runtime.serve(
         audit_pb2_grpc.add_AuditServiceServicer_to_server,
-        AuditServicer(),
+        servicer,
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
         verifier=runtime.verifier_from_identity(),
+        public_methods=PUBLIC_METHODS,
+        stores=[store],
+        background=[append, attending],
+        on_ready=audit.load,
     )
 
 

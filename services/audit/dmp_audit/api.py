@@ -1,9 +1,205 @@
-"""The audit gRPC servicer."""
+"""The audit gRPC servicer: the access log (rule 10), signed tree heads and Merkle proofs."""
 
 from __future__ import annotations
 
+import base64
+import time
+from collections import OrderedDict
+from datetime import datetime
+
+import grpc
+
+from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp_audit.entry import Entry, TreeHead, raw_public_key
+from dmp_audit.log import AuditLog
+from dmp_audit.store import AuditStore
+from dmp_kit.auth import Principal, caller
+from dmp_kit.errors import InvalidArgument, PermissionDenied, Unavailable
+from dmp_kit.identifiers import validate_ins
+from dmp_kit.proto import timestamp
+from dmp_kit.rpc.client import call_options
+
+# Tree heads, proofs and the verification keys are public, like a certificate-transparency
+# log's: they hold hashes only, and anyone must be able to check the log.
+PUBLIC_METHODS = frozenset(
+    f"/dmp.audit.v1.AuditService/{m}"
+    for m in ("GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "ListPublicKeys")
+)
+DEFAULT_PAGE = 20
+SCAN_LIMIT = 2000  # entries looked at per page when the caller sees only their own
+NAME_TTL_SECONDS = 600.0
+NAME_CACHE = 10_000
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    """The contract of proto/dmp/audit/v1; each method answers UNIMPLEMENTED until issue #4."""
+    def __init__(
+        self,
+        audit: AuditLog,
+        store: AuditStore,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+        deadline: float,
+    ) -> None:
+        self.audit = audit
+        self.store = store
+        self.identity = identity
+        self.deadline = deadline
+        self._names: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    # the access log ------------------------------------------------------------------------
+
+    async def ListAccessLog(
+        self, request: pb.ListAccessLogRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAccessLogResponse:
+        who = caller()
+        ins = validate_ins(request.ins)
+        page = request.page_size or DEFAULT_PAGE
+        if not 0 < page <= self.audit.settings.access_log_page_max:
+            raise InvalidArgument(
+                f"page_size must be between 1 and {self.audit.settings.access_log_page_max}",
+                field="page_size",
+            )
+        own_only = await self._own_only(who, ins)
+        self._ready()
+        trail = self.audit.trail(ins)
+        end = len(trail)
+        if request.cursor:
+            if not request.cursor.isdigit() or int(request.cursor) > end:
+                raise InvalidArgument("the cursor is not one this log gave", field="cursor")
+            end = int(request.cursor)
+        entries: list[pb.AccessLogEntry] = []
+        position = end
+        while position > 0 and len(entries) < page and end - position < SCAN_LIMIT:
+            position -= 1
+            data = await self.audit.entry(trail[position])
+            entry = Entry.from_bytes(data)
+            if own_only and not (entry.actor_kind == who.kind and entry.actor_id == who.actor_id):
+                continue
+            entries.append(await self._shown(entry, data))
+        return pb.ListAccessLogResponse(entries=entries, next=str(position) if position else "")
+
+    async def _own_only(self, who: Principal, ins: str) -> bool:
+        """Rule 10: the patient and the attending physician read the whole trace; any other
+        professional, the entries about what they did themselves; nobody else anything."""
+        if who.kind == "patient" and who.ins == ins:
+            return False
+        if who.kind == "professional" and who.rpps:
+            return await self.store.attending_physician(ins) != who.rpps
+        raise PermissionDenied(
+            "the access log is for the patient and the professionals who accessed it",
+            slug="not-your-trace",
+        )
+
+    async def _shown(self, entry: Entry, data: bytes) -> pb.AccessLogEntry:
+        return pb.AccessLogEntry(
+            seq=entry.seq,
+            at=timestamp(datetime.fromisoformat(entry.at)),
+            actor=pb.AuditActor(
+                kind=entry.actor_kind,
+                id=entry.actor_id,
+                name=entry.actor_name or await self._name(entry),
+                profession=entry.actor_profession,
+            ),
+            action=entry.action,
+            document_id=entry.document_id,
+            mode=entry.mode,
+            outcome=entry.outcome,
+            reason=entry.reason,
+            query=entry.query,
+            entry=data.decode(),
+            leaf_hash=self.audit.tree.leaf(entry.seq).hex(),
+        )
+
+    async def _name(self, entry: Entry) -> str:
+        """Professionals' names from the directory (cached); others by what they are."""
+        if entry.actor_kind != "professional":
+            return {"patient": "the patient", "service": "the platform"}.get(
+                entry.actor_kind, entry.actor_id
+            )
+        cached = self._names.get(entry.actor_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < NAME_TTL_SECONDS:
+            return cached[1]
+        try:
+            found = await self.identity.LookupProfessional(
+                identity_pb2.LookupProfessionalRequest(rpps=entry.actor_id),
+                **call_options(self.deadline),
+            )
+        except grpc.aio.AioRpcError:
+            return ""  # the trace still shows the RPPS; a name is a courtesy
+        pro = found.professional
+        name = f"{pro.given_name} {pro.family_name}".strip()
+        self._names[entry.actor_id] = (now, name)
+        while len(self._names) > NAME_CACHE:
+            self._names.popitem(last=False)
+        return name
+
+    # tree heads and proofs -------------------------------------------------------------------
+
+    async def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCheckpointResponse:
+        self._ready()
+        return pb.GetCheckpointResponse(checkpoint=_head(self.audit.checkpoint()))
+
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInclusionProofResponse:
+        self._ready()
+        size = self._tree_size(request.tree_size, "tree_size")
+        if not 0 <= request.seq < size:
+            raise InvalidArgument(
+                f"seq must be an entry of the tree of size {size} (0 to {size - 1})",
+                field="seq",
+            )
+        tree = self.audit.tree
+        return pb.GetInclusionProofResponse(
+            leaf_index=request.seq,
+            tree_size=size,
+            leaf_hash=tree.leaf(request.seq).hex(),
+            proof=[h.hex() for h in tree.inclusion_proof(request.seq, size)],
+        )
+
+    async def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsistencyProofResponse:
+        self._ready()
+        to_size = self._tree_size(request.to_size, "to")
+        if not 0 < request.from_size <= to_size:
+            raise InvalidArgument(f"from must be between 1 and {to_size}", field="from")
+        proof = self.audit.tree.consistency_proof(request.from_size, to_size)
+        return pb.GetConsistencyProofResponse(proof=[h.hex() for h in proof])
+
+    async def ListPublicKeys(
+        self, request: pb.ListPublicKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPublicKeysResponse:
+        signer = self.audit.signer
+        key = base64.b64encode(raw_public_key(signer.public_key)).decode()
+        return pb.ListPublicKeysResponse(
+            keys=[pb.PublicKey(key_id=signer.key_id, algorithm="Ed25519", public_key=key)]
+        )
+
+    def _tree_size(self, asked: int, field: str) -> int:
+        """A size the log can prove against: by default the newest signed head's."""
+        if not asked:
+            return self.audit.checkpoint().size
+        if not 0 < asked <= self.audit.size:
+            raise InvalidArgument(
+                f"{field} must be between 1 and the log's size ({self.audit.size})", field=field
+            )
+        return asked
+
+    def _ready(self) -> None:
+        if not self.audit.loaded:
+            raise Unavailable("the audit log is loading")
+
+
+def _head(head: TreeHead) -> pb.SignedTreeHead:
+    return pb.SignedTreeHead(
+        size=head.size,
+        root_hash=head.root_hash,
+        signature=head.signature,
+        key_id=head.key_id,
+        timestamp=timestamp(datetime.fromisoformat(head.timestamp)),
+    )

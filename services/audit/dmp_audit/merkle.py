@@ -10,7 +10,9 @@ a later tree head extends an earlier one, against the platform's public routes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+HASH_SIZE = 32
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -44,34 +46,115 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+RangeRoot = Callable[[int, int], bytes]
+"""MTH(D[start:end]) for 0 <= start < end: how proofs read a tree, whatever holds it."""
+
+
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PATH(m, D[n]) of RFC 9162 §2.1.3.1."""
-    n = len(leaves)
-    if not 0 <= index < n:
-        raise ValueError("leaf index outside the tree")
-    if n == 1:
-        return []
-    k = _split(n)
-    if index < k:
-        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
-    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+    """PATH(m, D[n]) of RFC 9162 §2.1.3.1, over a list of leaf hashes."""
+    return inclusion_path(index, len(leaves), lambda a, b: root(leaves[a:b]))
 
 
 def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PROOF(m, D[n]) of RFC 9162 §2.1.4.1."""
-    if not 0 < first <= len(leaves):
+    """PROOF(m, D[n]) of RFC 9162 §2.1.4.1, over a list of leaf hashes."""
+    return consistency_path(first, len(leaves), lambda a, b: root(leaves[a:b]))
+
+
+def inclusion_path(index: int, size: int, range_root: RangeRoot) -> list[bytes]:
+    """PATH(index, D[0:size]) read through `range_root`."""
+    if not 0 <= index < size:
+        raise ValueError("leaf index outside the tree")
+    path: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index < start + k:
+            path.append(range_root(start + k, end))
+            end = start + k
+        else:
+            path.append(range_root(start, start + k))
+            start += k
+    path.reverse()  # the RFC lists the path from the leaf up
+    return path
+
+
+def consistency_path(first: int, size: int, range_root: RangeRoot) -> list[bytes]:
+    """PROOF(first, D[0:size]) read through `range_root`."""
+    if not 0 < first <= size:
         raise ValueError("the first tree size must be between 1 and the second")
-    return _subproof(first, leaves, True)
+    path: list[bytes] = []
+    start, end, m, complete = 0, size, first, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            path.append(range_root(start + k, end))
+            end = start + k
+        else:
+            path.append(range_root(start, start + k))
+            m -= k
+            start += k
+            complete = False
+    if not complete:
+        path.append(range_root(start, end))
+    path.reverse()
+    return path
 
 
-def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [root(leaves)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(m, leaves[:k], complete), root(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
+class Tree:
+    """An append-only Merkle tree keeping the hash of every complete subtree, level by level.
+
+    Level 0 holds the leaf hashes, level h the roots of the aligned subtrees of 2**h leaves,
+    each level packed in one bytearray: 64 bytes per leaf in all. Any MTH(D[a:b]) the RFC's
+    proofs need is then at most 2·log2(n) hashes away, for any tree size up to the current one.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[bytearray] = [bytearray()]
+
+    def __len__(self) -> int:
+        return len(self._levels[0]) // HASH_SIZE
+
+    def append(self, leaf: bytes) -> None:
+        levels = self._levels
+        levels[0] += leaf
+        index, height, node = len(levels[0]) // HASH_SIZE - 1, 0, leaf
+        while index & 1:  # this leaf completes subtrees: hash them up
+            level = levels[height]
+            node = node_hash(bytes(level[-2 * HASH_SIZE : -HASH_SIZE]), node)
+            height += 1
+            index >>= 1
+            if height == len(levels):
+                levels.append(bytearray())
+            levels[height] += node
+
+    def leaf(self, index: int) -> bytes:
+        return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+
+    def range_root(self, start: int, end: int) -> bytes:
+        n = end - start
+        if n & (n - 1) == 0 and start % n == 0:  # a complete, aligned subtree: stored
+            height = n.bit_length() - 1
+            at = (start >> height) * HASH_SIZE
+            return bytes(self._levels[height][at : at + HASH_SIZE])
+        k = _split(n)
+        return node_hash(self.range_root(start, start + k), self.range_root(start + k, end))
+
+    def root(self, size: int | None = None) -> bytes:
+        size = len(self) if size is None else size
+        self._check_size(size)
+        return self.range_root(0, size) if size else empty_root()
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        return inclusion_path(index, size, self.range_root)
+
+    def consistency_proof(self, first: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        return consistency_path(first, size, self.range_root)
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= len(self):
+            raise ValueError("the tree is not that large")
 
 
 def verify_inclusion(

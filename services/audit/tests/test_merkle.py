@@ -141,3 +141,25 @@ def test_impossible_sizes_are_refused(first: int, second: int) -> None:
     assert not merkle.verify_inclusion(first, second, b"", [], b"")
     with pytest.raises(ValueError):
         merkle.inclusion_proof(7, leaves(7))
+
+
+def test_the_stored_tree_answers_like_the_rfc_for_every_past_size() -> None:
+    """The service's Tree serves proofs for any earlier size from its stored subtree hashes."""
+    rng = random.Random(7)
+    d = leaves(300)
+    tree = merkle.Tree()
+    for leaf in d:
+        tree.append(leaf)
+    assert len(tree) == 300
+    assert tree.root(0) == merkle.empty_root()
+    for size in range(1, 301):
+        assert tree.root(size) == mth(d[:size])
+        for m in sample(size, rng, 6):
+            assert tree.leaf(m) == d[m]
+            assert tree.inclusion_proof(m, size) == path(m, d[:size])
+        for first in sample(size, rng, 6):
+            assert tree.consistency_proof(first + 1, size) == subproof(first + 1, d[:size], True)
+    with pytest.raises(ValueError):
+        tree.root(301)
+    with pytest.raises(ValueError):
+        tree.inclusion_proof(3, 301)

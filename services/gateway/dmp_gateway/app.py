@@ -17,7 +17,7 @@ from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.limits import BodyLimit
-from dmp_gateway.routes import admin, auth, consent, dev, dossiers, me, ops, records
+from dmp_gateway.routes import admin, audit, auth, consent, dev, dossiers, me, ops, records
 from dmp_gateway.throttle import AuthThrottle
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
@@ -116,6 +116,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(dossiers.router)
     app.include_router(records.router)
     app.include_router(consent.router)
+    app.include_router(audit.router)
     app.include_router(ops.router)
     if settings.env is Env.DEV:
         app.include_router(dev.router)

@@ -10,6 +10,7 @@ from fastapi import Request
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dmp.audit.v1 import audit_pb2_grpc
 from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
@@ -39,6 +40,7 @@ class Downstream:
         self.notify = notify_pb2_grpc.NotifyServiceStub(self.channels["notify"])
         self.dossier = dossier_pb2_grpc.DossierServiceStub(self.channels["dossier"])
         self.consent = consent_pb2_grpc.ConsentServiceStub(self.channels["consent"])
+        self.audit = audit_pb2_grpc.AuditServiceStub(self.channels["audit"])
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any, token: str = "") -> T:
         """Calls a service; its error comes back as the DmpError it raised."""

@@ -1,0 +1,20 @@
+"""Audit's settings."""
+
+from __future__ import annotations
+
+from dmp_kit.config import Settings
+
+
+class AuditSettings(Settings):
+    # Entries appended per write (one chunk document each): the larger, the faster the log
+    # fills and the faster it is verified.
+    append_batch: int = 1000
+    # A tree head is signed at least this often while entries arrive…
+    checkpoint_interval_seconds: float = 1.0
+    # …and at least every this many entries.
+    checkpoint_every_entries: int = 10_000
+    # How long JetStream waits for an acknowledgement before it redelivers.
+    ack_wait_seconds: float = 30.0
+    # Decompressed chunks kept in memory to answer access-log reads.
+    chunk_cache: int = 256
+    access_log_page_max: int = 100

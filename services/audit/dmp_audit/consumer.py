@@ -1,0 +1,116 @@
+"""Feeding the log from JetStream, and mirroring the attending physician from consent.
+
+The log's consumer is durable (`audit-log` on the AUDIT stream) but the log, not the consumer,
+is the authority on progress: each (re)start binds it at the stream sequence after the last one
+the log holds, so records arrive in stream order with nothing skipped whatever happened before
+(a crash between storing a chunk and acknowledging it included). Acknowledgement is cumulative
+(AckPolicy.ALL): acking a batch's last message acks the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import nats.errors
+import structlog
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from dmp.events.v1 import envelope_pb2
+from dmp_audit.log import AuditLog, Record
+from dmp_audit.store import AuditStore
+from dmp_kit.bus import EventBus, run_consumer
+
+log = structlog.get_logger("dmp.audit")
+
+STREAM = "AUDIT"
+DURABLE = "audit-log"
+RETRY_SECONDS = 1.0
+CARE_CHANGES = frozenset({"attending_physician", "blocked", "authorized", "removed"})
+
+
+async def run_log_consumer(bus: EventBus, audit: AuditLog, stop: asyncio.Event) -> None:
+    batch = audit.settings.append_batch
+    while not stop.is_set():
+        try:
+            sub = await bind(bus, audit.stream_last + 1, batch, audit.settings.ack_wait_seconds)
+        except nats.errors.Error as exc:
+            log.warning("audit_consumer_bind_failed", error=type(exc).__name__)
+            await asyncio.sleep(RETRY_SECONDS)
+            continue
+        try:
+            await _pump(sub, audit, batch, stop)
+        except Exception as exc:
+            # Nothing acknowledged past what the log holds: rebind there and carry on.
+            log.warning("audit_append_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            await asyncio.sleep(RETRY_SECONDS)
+        finally:
+            await sub.unsubscribe()
+
+
+async def _pump(
+    sub: JetStreamContext.PullSubscription, audit: AuditLog, batch: int, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(batch, timeout=1.0)
+        except (TimeoutError, NatsTimeoutError):
+            await audit.tick()
+            continue
+        records = []
+        for msg in msgs:
+            try:
+                event = envelope_pb2.Envelope.FromString(msg.data)
+            except Exception:
+                event = None
+            records.append(Record(msg.metadata.sequence.stream, event))
+        await audit.append(records)
+        await msgs[-1].ack()
+
+
+async def bind(
+    bus: EventBus, start: int, batch: int, ack_wait: float
+) -> JetStreamContext.PullSubscription:
+    """(Re)create the durable consumer at stream sequence `start` and bind a pull to it."""
+    with contextlib.suppress(NotFoundError):
+        await bus.js.delete_consumer(STREAM, DURABLE)
+    config = ConsumerConfig(
+        durable_name=DURABLE,
+        ack_policy=AckPolicy.ALL,
+        ack_wait=ack_wait,
+        max_ack_pending=batch * 4,
+        filter_subject="audit.>",
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
+        opt_start_seq=start if start > 1 else None,
+    )
+    await bus.js.add_consumer(STREAM, config)
+    return await bus.js.pull_subscribe_bind(durable=DURABLE, stream=STREAM)
+
+
+async def run_attending_mirror(bus: EventBus, store: AuditStore, stop: asyncio.Event) -> None:
+    """Who each dossier's attending physician is, from consent's `consent.changed` events:
+    the physician reads the whole trace (rule 10)."""
+
+    async def handle(event: envelope_pb2.Envelope) -> None:
+        change = event.consent_changed
+        if event.WhichOneof("payload") == "consent_changed" and change.change in CARE_CHANGES:
+            await store.note_care_change(
+                event.patient_ins, change.change, change.rpps, _order(event)
+            )
+
+    await run_consumer(
+        bus,
+        stream="CONSENT",
+        durable="audit-attending-physician",
+        subject="consent.changed",
+        handler=handle,
+        stop=stop,
+    )
+
+
+def _order(event: envelope_pb2.Envelope) -> int:
+    """Events' UUIDv7 ids sort by time; their occurred_at in microseconds orders them."""
+    return event.occurred_at.seconds * 1_000_000 + event.occurred_at.nanos // 1000

@@ -1,0 +1,166 @@
+"""Audit's collections: the log's chunks, the event-id index, the signed tree heads, and the
+attending physicians it mirrors from consent's events.
+
+- `chunks`: the log itself. One document per appended batch: `_id` the seq of its first entry,
+  `count`, `stream_last` (the JetStream sequence of its last record) and `data`, the batch's
+  canonical entries joined by newlines (canonical JSON never holds a raw newline), zlib-packed.
+  A chunk is written once and never changed.
+- `events`: `_id` = event id, `stream_seq` of the record that carried it — what makes the log
+  idempotent on the event id beyond JetStream's duplicate window.
+- `checkpoints`: the signed tree heads, `_id` = tree size.
+- `attending`: per dossier, the attending physician's RPPS as consent last announced it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from bson import Binary
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from dmp_audit.entry import TreeHead
+from dmp_kit.mongo import Store
+
+Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+
+
+def pack(entries: Sequence[bytes]) -> bytes:
+    return zlib.compress(b"\n".join(entries), 1)
+
+
+def unpack(data: bytes, count: int) -> list[bytes]:
+    entries = zlib.decompress(data).split(b"\n")
+    if len(entries) != count:
+        raise ValueError(f"the chunk holds {len(entries)} entries, not {count}")
+    return entries
+
+
+class ChunkTaken(RuntimeError):
+    """Another writer appended at this position: our view of the log is stale."""
+
+
+class AuditStore(Store):
+    @property
+    def chunks(self) -> Any:
+        return self.db["chunks"]
+
+    @property
+    def events(self) -> Any:
+        return self.db["events"]
+
+    @property
+    def checkpoints(self) -> Any:
+        return self.db["checkpoints"]
+
+    @property
+    def attending(self) -> Any:
+        return self.db["attending"]
+
+    # the log --------------------------------------------------------------------------
+
+    async def claim_events(self, records: Sequence[tuple[str, int]]) -> dict[str, int]:
+        """Record (event id, stream seq) pairs; returns, for ids already recorded, the stream
+        seq that recorded them (which may be this very record, from an attempt that crashed)."""
+        docs = [{"_id": event_id, "stream_seq": seq} for event_id, seq in records]
+        if not docs:
+            return {}
+        try:
+            await self.events.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            taken: dict[str, int] = {}
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                event_id = docs[error["index"]]["_id"]
+                found = await self.events.find_one({"_id": event_id})
+                if found is not None:
+                    taken[event_id] = int(found["stream_seq"])
+            return taken
+        return {}
+
+    async def reclaim_event(self, event_id: str, stream_seq: int) -> None:
+        await self.events.update_one({"_id": event_id}, {"$set": {"stream_seq": stream_seq}})
+
+    async def write_chunk(self, first: int, entries: Sequence[bytes], stream_last: int) -> None:
+        doc = {
+            "_id": first,
+            "count": len(entries),
+            "stream_last": stream_last,
+            "data": Binary(pack(entries)),
+        }
+        try:
+            await self.chunks.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise ChunkTaken(f"a chunk already starts at {first}") from exc
+
+    async def chunk(self, first: int) -> list[bytes] | None:
+        doc = await self.chunks.find_one({"_id": first})
+        return None if doc is None else unpack(doc["data"], doc["count"])
+
+    async def scan_chunks(self) -> AsyncIterator[Document]:
+        """Every chunk, in log order, as stored."""
+        async for doc in self.chunks.find({}, sort=[("_id", 1)], batch_size=64):
+            yield doc
+
+    # tree heads ----------------------------------------------------------------------
+
+    async def save_head(self, head: TreeHead) -> None:
+        doc = {
+            "_id": head.size,
+            "size": head.size,
+            "root_hash": head.root_hash,
+            "timestamp": head.timestamp,
+            "key_id": head.key_id,
+            "signature": head.signature,
+        }
+        try:
+            await self.checkpoints.insert_one(doc)
+        except DuplicateKeyError:
+            return  # this size is signed already; the first head stays
+
+    async def heads(self) -> list[tuple[Any, TreeHead]]:
+        """Every stored head with the `_id` it is stored under, smallest first."""
+        out = []
+        async for doc in self.checkpoints.find({}, sort=[("_id", 1)]):
+            out.append((doc["_id"], head_of(doc)))
+        return out
+
+    # attending physicians ---------------------------------------------------------------
+
+    async def note_care_change(self, ins: str, change: str, rpps: str, order: int) -> None:
+        """Mirror consent's `attending_physician`, `blocked`, `authorized` and `removed` changes;
+        each field keeps its newest value (by `order`) whatever order events arrive in."""
+        async with self.locks.hold("attending", ins):
+            doc = await self.attending.find_one({"_id": ins}) or {"_id": ins}
+            if change == "attending_physician":
+                if doc.get("gp_order", -1) >= order:
+                    return
+                doc.update(gp=rpps, gp_order=order)
+            else:
+                blocked = doc.setdefault("blocked", {})
+                if blocked.get(rpps, [False, -1])[1] >= order:
+                    return
+                blocked[rpps] = [change == "blocked", order]
+            await self.attending.replace_one({"_id": ins}, doc, upsert=True)
+
+    async def attending_physician(self, ins: str) -> str:
+        """The dossier's attending physician, unless the patient has blocked them (rule 5)."""
+        doc = await self.attending.find_one({"_id": ins})
+        if doc is None or not doc.get("gp"):
+            return ""
+        if doc.get("blocked", {}).get(doc["gp"], [False])[0]:
+            return ""
+        return str(doc["gp"])
+
+
+def head_of(doc: Document) -> TreeHead:
+    return TreeHead(
+        size=int(doc.get("size", -1)),
+        root_hash=str(doc.get("root_hash", "")),
+        timestamp=str(doc.get("timestamp", "")),
+        key_id=str(doc.get("key_id", "")),
+        signature=str(doc.get("signature", "")),
+    )

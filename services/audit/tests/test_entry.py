@@ -1,0 +1,111 @@
+"""Entry bytes and tree heads: canonical, recomputable, and strict about what they accept."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dmp_audit.entry import (
+    Entry,
+    MalformedEntry,
+    TreeHead,
+    TreeHeadSigner,
+    chain_fields,
+    clean_ins,
+    signature_valid,
+)
+
+ENTRY = Entry(
+    seq=12,
+    ins="180057512345623",
+    n=3,
+    prev="ab" * 32,
+    at="2026-11-23T14:40:20.123456Z",
+    event_id="0193f2c1-7a4b-7cde-8f00-1234567890ab",
+    source="dossier",
+    request_id="req-1",
+    actor_kind="professional",
+    actor_id="10001234567",
+    actor_name="",
+    actor_profession="10",
+    action="read",
+    document_id="doc-1",
+    query="",
+    outcome="success",
+    mode="break_glass",
+    reason="Urgence: patient inconscient, allergies?",
+)
+
+
+def test_the_bytes_are_the_documented_form() -> None:
+    expected = (
+        '{"v":1,"seq":12,"ins":"180057512345623","n":3,"prev":"' + "ab" * 32 + '",'
+        '"at":"2026-11-23T14:40:20.123456Z","event_id":"0193f2c1-7a4b-7cde-8f00-1234567890ab",'
+        '"source":"dossier","request_id":"req-1",'
+        '"actor":{"kind":"professional","id":"10001234567","name":"","profession":"10"},'
+        '"action":"read","entity":{"document_id":"doc-1","query":""},'
+        '"outcome":"success","mode":"break_glass",'
+        '"reason":"Urgence: patient inconscient, allergies?"}'
+    )
+    assert ENTRY.to_bytes() == expected.encode()
+    assert Entry.from_bytes(ENTRY.to_bytes()) == ENTRY
+    assert chain_fields(ENTRY.to_bytes()) == (12, "180057512345623", 3, "ab" * 32)
+
+
+def test_non_ascii_and_control_characters_have_one_spelling() -> None:
+    entry = Entry(**{**ENTRY.__dict__, "reason": "allergie à la pénicilline\nsévère\t!"})
+    data = entry.to_bytes()
+    assert "pénicilline".encode() in data  # UTF-8 as itself, not \u escapes
+    assert b"\\n" in data and b"\n" not in data  # never a raw newline: chunks split on it
+    assert Entry.from_bytes(data) == entry
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        # same meaning, other spelling: not canonical
+        json.dumps(json.loads(ENTRY.to_bytes()), separators=(", ", ": ")).encode(),
+        json.dumps(json.loads(ENTRY.to_bytes()), sort_keys=True, separators=(",", ":")).encode(),
+        ENTRY.to_bytes().replace(b'"v":1', b'"v":2'),
+        b"not json",
+        b'{"v":1,"seq":1}',
+    ],
+)
+def test_anything_but_the_canonical_form_is_refused(tampered: bytes) -> None:
+    with pytest.raises(MalformedEntry):
+        Entry.from_bytes(tampered)
+
+
+def test_the_chain_head_must_be_in_order() -> None:
+    with pytest.raises(MalformedEntry):
+        chain_fields(b'{"v":1,"ins":"1","seq":2,"n":0,"prev":"","at":""}')
+    with pytest.raises(MalformedEntry):
+        chain_fields(b'{"v":1,"seq":x,"ins":"1","n":0,"prev":"","at":""}')
+
+
+def test_only_an_alphanumeric_ins_enters_the_chain() -> None:
+    assert clean_ins("180057512345623") == "180057512345623"
+    assert clean_ins('1,"x') == ""
+    assert clean_ins("") == ""
+
+
+def test_tree_heads_are_signed_and_checked() -> None:
+    signer = TreeHeadSigner(bytes(range(32)))
+    head = signer.sign(5, bytes(32), datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
+    assert head.message() == (
+        b"dmp-audit-tree-head/v1\n5\n" + b"00" * 32 + b"\n2026-11-23T14:00:00.000000Z\n"
+    )
+    assert signature_valid(head, signer.public_key)
+    assert len(head.key_id) == 16
+    for forged in (
+        TreeHead(6, head.root_hash, head.timestamp, head.key_id, head.signature),
+        TreeHead(5, "11" * 32, head.timestamp, head.key_id, head.signature),
+        TreeHead(5, head.root_hash, "2026-11-24T00:00:00.000000Z", head.key_id, head.signature),
+        TreeHead(5, head.root_hash, head.timestamp, head.key_id, "not base64!"),
+    ):
+        assert not signature_valid(forged, signer.public_key)
+    other = Ed25519PrivateKey.generate().public_key()
+    assert not signature_valid(head, other)

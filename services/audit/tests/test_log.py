@@ -1,0 +1,294 @@
+"""The log on a real MongoDB-compatible server: append, idempotence, reload, tamper detection."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from bson import Binary
+from pymongo import AsyncMongoClient
+
+from dmp_audit import merkle
+from dmp_audit.config import AuditSettings
+from dmp_audit.entry import Entry, TreeHeadSigner
+from dmp_audit.log import AuditLog, LogCorrupted, Record
+from dmp_audit.store import AuditStore
+from dmp_audit.verify import scan
+from dmp_kit.auth import Principal
+from dmp_kit.clock import ManualClock
+from dmp_kit.events import audit_event
+from dmp_stack.testing import Infra, make_ins, make_rpps
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SIGNER = TreeHeadSigner(hashlib.sha256(b"test signing seed").digest())
+KEYS = {SIGNER.key_id: SIGNER.public_key}
+CLOCK = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def store(infra: Infra) -> AsyncIterator[AuditStore]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo.url)
+    name = f"audit_test_{uuid.uuid4().hex[:10]}"
+    yield AuditStore(client[name])
+    await client.drop_database(name)
+    await client.close()
+
+
+def new_log(store: AuditStore, **settings: Any) -> AuditLog:
+    return AuditLog(store, SIGNER, CLOCK, AuditSettings(env="dev", **settings))
+
+
+def record(stream_seq: int, ins: str, action: str = "read", actor: str = "") -> Record:
+    who = Principal(kind="professional", subject="s", rpps=actor or make_rpps(), profession="10")
+    event = audit_event(
+        source="dossier", clock=CLOCK, caller=who, patient_ins=ins, action=action, outcome="success"
+    )
+    return Record(stream_seq, event)
+
+
+async def test_records_become_chained_entries_in_stream_order(store: AuditStore) -> None:
+    log = new_log(store)
+    await log.load()
+    a, b = make_ins(), make_ins()
+    records = [record(s, a if s % 3 else b) for s in range(1, 8)]
+    assert await log.append(list(reversed(records))) == 7  # stream order, whatever the batch
+    entries = [Entry.from_bytes(await log.entry(seq)) for seq in range(7)]
+    assert [e.event_id for e in entries] == [r.event.id for r in records if r.event]
+    assert [e.seq for e in entries] == list(range(7))
+    trail_a = [e for e in entries if e.ins == a]
+    assert [e.n for e in trail_a] == list(range(len(trail_a)))
+    for before, after in itertools.pairwise(trail_a):
+        assert after.prev == merkle.leaf_hash(before.to_bytes()).hex()
+    assert list(log.trail(a)) == [e.seq for e in trail_a]
+    assert trail_a[0].prev == ""
+
+
+async def test_redelivered_and_duplicated_records_are_appended_once(store: AuditStore) -> None:
+    log = new_log(store)
+    await log.load()
+    ins = make_ins()
+    first = [record(s, ins) for s in range(1, 4)]
+    assert await log.append(first) == 3
+    assert await log.append(first) == 0  # redelivered: at or below the stream watermark
+    # the same event published again later (past JetStream's duplicate window): a new stream seq
+    again = Record(10, first[1].event)
+    assert await log.append([again, again, record(11, ins)]) == 1
+    assert log.size == 4
+    assert log.stream_last == 11
+
+
+async def test_an_attempt_that_crashed_before_its_chunk_leaves_nothing_behind(
+    store: AuditStore,
+) -> None:
+    log = new_log(store)
+    await log.load()
+    ins = make_ins()
+    crashed = [record(s, ins) for s in range(1, 4)]
+    # the event ids were claimed, then the process died before the chunk was written
+    await store.claim_events([(r.event.id, r.stream_seq) for r in crashed if r.event])
+    restarted = new_log(store)
+    await restarted.load()
+    assert await restarted.append(crashed) == 3
+    assert restarted.size == 3
+
+
+async def test_a_reloaded_log_is_the_same_log(store: AuditStore) -> None:
+    log = new_log(store, checkpoint_every_entries=5)
+    await log.load()
+    patients = [make_ins() for _ in range(4)]
+    seq = 0
+    for size in (3, 9, 1, 12):
+        batch = []
+        for _ in range(size):
+            seq += 1
+            batch.append(record(seq, random.choice([*patients, ""])))
+        await log.append(batch)
+    await log.sign()
+    again = new_log(store)
+    await again.load()
+    assert again.size == log.size == 25
+    assert again.tree.root() == log.tree.root()
+    assert again.state.chains == log.state.chains
+    assert again.stream_last == 25
+    assert [h.size for h in again.state.heads] == [h.size for h in log.state.heads]
+    assert {h.size for h in log.state.heads} >= {0, 25}
+
+
+async def test_a_log_that_does_not_verify_is_not_appended_to(store: AuditStore) -> None:
+    log = new_log(store)
+    await log.load()
+    await log.append([record(s, make_ins()) for s in range(1, 6)])
+    await log.sign()
+    doc = await store.chunks.find_one({"_id": 0})
+    entries = zlib.decompress(doc["data"]).split(b"\n")
+    entries[2] = entries[2].replace(b'"action":"read"', b'"action":"create"')
+    await store.chunks.update_one(
+        {"_id": 0}, {"$set": {"data": Binary(zlib.compress(b"\n".join(entries)))}}
+    )
+    with pytest.raises(LogCorrupted, match=r"entry|tree head"):
+        await new_log(store).load()
+
+
+# --- 1,000 random tamperings, each applied directly in the database --------------------
+
+
+class Tamperer:
+    """Applies one random change an insider could make to the stored log, and undoes it."""
+
+    def __init__(self, store: AuditStore, rng: random.Random) -> None:
+        self.store = store
+        self.rng = rng
+        self.chunks: dict[int, dict[str, Any]] = {}
+        self.heads: dict[int, dict[str, Any]] = {}
+        self.touched: list[tuple[Any, dict[int, dict[str, Any]], int]] = []
+
+    async def snapshot(self) -> None:
+        self.chunks = {d["_id"]: d async for d in self.store.chunks.find({})}
+        self.heads = {d["_id"]: d async for d in self.store.checkpoints.find({})}
+
+    def entries(self, chunk_id: int) -> list[bytes]:
+        doc = self.chunks[chunk_id]
+        return zlib.decompress(doc["data"]).split(b"\n")
+
+    async def put_chunk(self, chunk_id: int, entries: list[bytes] | None) -> None:
+        self.touched.append((self.store.chunks, self.chunks, chunk_id))
+        await self.store.chunks.delete_one({"_id": chunk_id})
+        if entries:
+            doc = {
+                **self.chunks[chunk_id],
+                "count": len(entries),
+                "data": Binary(zlib.compress(b"\n".join(entries))),
+            }
+            await self.store.chunks.insert_one(doc)
+
+    async def restore(self) -> None:
+        for collection, originals, doc_id in self.touched:
+            original = originals.get(doc_id)
+            await collection.delete_one({"_id": doc_id})
+            if original is not None:
+                await collection.insert_one(original)
+        self.touched.clear()
+
+    async def apply(self) -> str:
+        kind = self.rng.choice(
+            ["flip", "flip_stored", "delete", "delete_chunk", "swap", "truncate", "head"]
+        )
+        ids = sorted(self.chunks)
+        cid = self.rng.choice(ids)
+        entries = self.entries(cid)
+        if kind == "flip":
+            i = self.rng.randrange(len(entries))
+            e = bytearray(entries[i])
+            e[self.rng.randrange(len(e))] ^= 1 << self.rng.randrange(8)
+            entries[i] = bytes(e)
+            await self.put_chunk(cid, entries)
+        elif kind == "flip_stored":
+            data = bytearray(self.chunks[cid]["data"])
+            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+            self.touched.append((self.store.chunks, self.chunks, cid))
+            await self.store.chunks.update_one({"_id": cid}, {"$set": {"data": Binary(data)}})
+        elif kind == "delete":
+            del entries[self.rng.randrange(len(entries))]
+            await self.put_chunk(cid, entries)
+        elif kind == "delete_chunk":
+            await self.put_chunk(cid, None)
+        elif kind == "swap":
+            other = self.rng.choice(ids)
+            if other == cid and len(entries) > 1:
+                i, j = self.rng.sample(range(len(entries)), 2)
+                entries[i], entries[j] = entries[j], entries[i]
+                await self.put_chunk(cid, entries)
+            else:
+                theirs = self.entries(other)
+                i, j = self.rng.randrange(len(entries)), self.rng.randrange(len(theirs))
+                if other == cid:  # a one-entry chunk: swap it with its neighbour's
+                    other = ids[(ids.index(cid) + 1) % len(ids)]
+                    theirs = self.entries(other)
+                    j = 0
+                entries[i], theirs[j] = theirs[j], entries[i]
+                await self.put_chunk(cid, entries)
+                await self.put_chunk(other, theirs)
+        elif kind == "truncate":
+            last = ids[-1]
+            keep = self.rng.randrange(len(self.entries(last)))
+            await self.put_chunk(last, self.entries(last)[:keep])
+        else:
+            await self.replace_head()
+        return kind
+
+    async def replace_head(self) -> None:
+        size = self.rng.choice([s for s in self.heads if s > 0])
+        doc = dict(self.heads[size])
+        how = self.rng.choice(["root", "size", "signature", "key", "copy", "forged"])
+        if how == "root":
+            doc["root_hash"] = hashlib.sha256(self.rng.randbytes(8)).hexdigest()
+        elif how == "size":
+            doc["size"] = size + self.rng.choice([-1, 1])
+        elif how == "signature":
+            doc["signature"] = self.heads[self.rng.choice(list(self.heads))]["signature"]
+            if doc["signature"] == self.heads[size]["signature"]:
+                doc["timestamp"] = "2030-01-01T00:00:00.000000Z"
+        elif how == "key":
+            doc["key_id"] = "0" * 16
+        elif how == "copy":  # a genuine head, stored under another size
+            other = self.rng.choice([s for s in self.heads if s != size])
+            doc = {**self.heads[other], "_id": size}
+        else:  # a head recomputed over altered entries, signed by somebody else's key
+            forger = TreeHeadSigner(self.rng.randbytes(32))
+            head = forger.sign(size, hashlib.sha256(b"x").digest(), datetime.now(UTC))
+            doc.update(root_hash=head.root_hash, signature=head.signature, key_id=head.key_id)
+        self.touched.append((self.store.checkpoints, self.heads, size))
+        await self.store.checkpoints.replace_one({"_id": size}, doc)
+
+
+async def test_a_thousand_random_tamperings_are_all_detected(store: AuditStore) -> None:
+    rng = random.Random(20261123)
+    log = new_log(store, checkpoint_every_entries=17)
+    await log.load()
+    patients = [make_ins(rng) for _ in range(6)]
+    seq = 0
+    while log.size < 120:
+        batch = []
+        for _ in range(rng.randint(1, 14)):
+            seq += 1
+            batch.append(record(seq, rng.choice([*patients, ""])))
+        await log.append(batch)
+    await log.sign()
+    clean = await scan(store, KEYS)
+    assert clean.problem is None and clean.size == log.size
+    assert len(clean.heads) > 5
+
+    tamperer = Tamperer(store, rng)
+    await tamperer.snapshot()
+    kinds: dict[str, int] = {}
+    for attempt in range(1000):
+        kind = await tamperer.apply()
+        kinds[kind] = kinds.get(kind, 0) + 1
+        found = await scan(store, KEYS)
+        assert found.problem is not None, f"tampering {attempt} ({kind}) went unnoticed"
+        await tamperer.restore()
+    assert (await scan(store, KEYS)).problem is None  # restored: the log verifies again
+    assert set(kinds) == {
+        "flip", "flip_stored", "delete", "delete_chunk", "swap", "truncate", "head"
+    }  # fmt: skip
+
+
+async def test_a_witnessed_head_catches_a_tail_cut_with_its_heads(store: AuditStore) -> None:
+    log = new_log(store)
+    await log.load()
+    await log.append([record(s, make_ins()) for s in range(1, 11)])
+    witness = await log.sign()  # a client kept this one
+    last = max(log.state.chunk_starts)
+    await store.chunks.delete_one({"_id": last})
+    await store.checkpoints.delete_one({"_id": witness.size})
+    assert (await scan(store, KEYS)).problem is None  # the database alone cannot tell
+    found = await scan(store, KEYS, witness=witness)
+    assert found.problem is not None and "tail was cut" in str(found.problem)

@@ -1,0 +1,182 @@
+"""Trace and audit: a dossier's access log; the log's signed tree heads and Merkle proofs.
+
+The checkpoint, proofs and keys are public, as a transparency log's are: they carry hashes
+only, and whoever holds an entry must be able to check it is in the signed log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from dmp.audit.v1 import audit_pb2 as pb
+from dmp_gateway.clients import downstream, iso
+from dmp_gateway.security import Caller
+
+router = APIRouter(tags=["audit"])
+
+Size = Annotated[int, Query(ge=1, le=2**62)]
+
+
+class Actor(BaseModel):
+    kind: str
+    id: str
+    name: str
+    profession: str
+
+
+class AccessLogEntry(BaseModel):
+    seq: int = Field(description="the entry's index in the audit log (leaf index, from 0)")
+    at: str
+    actor: Actor
+    action: str = Field(description="create, read, update, delete, execute, search or login")
+    document_id: str | None = None
+    mode: str = Field(description="normal, break_glass or regulator")
+    outcome: str = Field(description="success, failure or denied")
+    reason: str | None = None
+    query: str | None = None
+    entry: str = Field(description="the entry's canonical bytes (UTF-8), as the log hashed them")
+    leaf_hash: str = Field(description="SHA-256(0x00 ‖ entry), hex")
+
+
+class AccessLog(BaseModel):
+    entries: list[AccessLogEntry]
+    next: str | None = Field(None, description="cursor of the next (older) page")
+
+
+class Checkpoint(BaseModel):
+    size: int
+    root_hash: str
+    signature: str = Field(description="base64 Ed25519 signature (docs/audit.md)")
+    key_id: str
+    timestamp: str
+
+
+class InclusionProof(BaseModel):
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    proof: list[str]
+
+
+class ConsistencyProof(BaseModel):
+    proof: list[str]
+
+
+class PublicKey(BaseModel):
+    key_id: str
+    algorithm: str
+    public_key: str = Field(description="base64 of the raw 32-byte key")
+
+
+class PublicKeys(BaseModel):
+    keys: list[PublicKey]
+
+
+@router.get(
+    "/v1/dossiers/{ins}/access-log",
+    response_model=AccessLog,
+    response_model_exclude_none=True,
+    summary="Who did what on the dossier, newest first (rule 10)",
+)
+async def access_log(
+    ins: str,
+    request: Request,
+    who: Caller,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> AccessLog:
+    ds = downstream(request)
+    resp = await ds.call(
+        ds.audit.ListAccessLog,
+        pb.ListAccessLogRequest(ins=ins, cursor=cursor or "", page_size=page_size),
+        token=who.token,
+    )
+    return AccessLog(entries=[_entry(e) for e in resp.entries], next=resp.next or None)
+
+
+def _entry(e: pb.AccessLogEntry) -> AccessLogEntry:
+    return AccessLogEntry(
+        seq=e.seq,
+        at=iso(e.at),
+        actor=Actor(
+            kind=e.actor.kind, id=e.actor.id, name=e.actor.name, profession=e.actor.profession
+        ),
+        action=e.action,
+        document_id=e.document_id or None,
+        mode=e.mode,
+        outcome=e.outcome,
+        reason=e.reason or None,
+        query=e.query or None,
+        entry=e.entry,
+        leaf_hash=e.leaf_hash,
+    )
+
+
+@router.get("/v1/audit/checkpoint", response_model=Checkpoint, summary="The newest signed head")
+async def checkpoint(request: Request) -> Checkpoint:
+    ds = downstream(request)
+    resp = await ds.call(ds.audit.GetCheckpoint, pb.GetCheckpointRequest())
+    head = resp.checkpoint
+    return Checkpoint(
+        size=head.size,
+        root_hash=head.root_hash,
+        signature=head.signature,
+        key_id=head.key_id,
+        timestamp=iso(head.timestamp),
+    )
+
+
+@router.get(
+    "/v1/audit/entries/{seq}/proof",
+    response_model=InclusionProof,
+    summary="RFC 9162 inclusion proof of one entry (default: in the newest signed head)",
+)
+async def inclusion_proof(
+    request: Request,
+    seq: Annotated[int, Path(ge=0, le=2**62)],
+    tree_size: Size | None = None,
+) -> InclusionProof:
+    ds = downstream(request)
+    resp = await ds.call(
+        ds.audit.GetInclusionProof,
+        pb.GetInclusionProofRequest(seq=seq, tree_size=tree_size or 0),
+    )
+    return InclusionProof(
+        leaf_index=resp.leaf_index,
+        tree_size=resp.tree_size,
+        leaf_hash=resp.leaf_hash,
+        proof=list(resp.proof),
+    )
+
+
+@router.get(
+    "/v1/audit/consistency",
+    response_model=ConsistencyProof,
+    summary="RFC 9162 consistency proof between two tree sizes",
+)
+async def consistency_proof(
+    request: Request,
+    from_size: Annotated[int, Query(alias="from", ge=1, le=2**62)],
+    to_size: Annotated[int, Query(alias="to", ge=1, le=2**62)],
+) -> ConsistencyProof:
+    ds = downstream(request)
+    resp = await ds.call(
+        ds.audit.GetConsistencyProof,
+        pb.GetConsistencyProofRequest(from_size=from_size, to_size=to_size),
+    )
+    return ConsistencyProof(proof=list(resp.proof))
+
+
+@router.get("/v1/audit/keys", response_model=PublicKeys, summary="Keys that sign tree heads")
+async def public_keys(request: Request) -> PublicKeys:
+    ds = downstream(request)
+    resp = await ds.call(ds.audit.ListPublicKeys, pb.ListPublicKeysRequest())
+    return PublicKeys(
+        keys=[
+            PublicKey(key_id=k.key_id, algorithm=k.algorithm, public_key=k.public_key)
+            for k in resp.keys
+        ]
+    )
