@@ -21,7 +21,7 @@ from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
 from dmp_identity import domain
 from dmp_identity.config import IdentitySettings
-from dmp_identity.events import login_event
+from dmp_identity.events import login_events
 from dmp_identity.store import IdentityStore
 from dmp_kit.auth import caller
 from dmp_kit.clock import Clock
@@ -184,7 +184,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> domain.Throttle:
         """Applies `change` to the login's counters and records the login event, atomically."""
         after = await self.store.record_attempt(
-            throttle_id, change, login_event(clock=self.clock, **event)
+            throttle_id, change, *login_events(clock=self.clock, **event)
         )
         self.relay.kick()
         return after

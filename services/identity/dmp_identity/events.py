@@ -1,15 +1,17 @@
-"""Identity's events: identity.login, for every attempt, success or failure."""
+"""Identity's events: identity.login for every attempt, success or failure, and the trace of
+every login to a patient's account (audit.identity)."""
 
 from __future__ import annotations
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
+from dmp_kit.auth import Principal
 from dmp_kit.clock import Clock
-from dmp_kit.events import new_event
+from dmp_kit.events import audit_event, new_event
 
 LOGIN = "identity.login"
 
 
-def login_event(
+def login_events(
     *,
     clock: Clock,
     kind: str,
@@ -17,7 +19,9 @@ def login_event(
     success: bool,
     account: dict[str, object] | None,
     client_ip: str = "",
-) -> envelope_pb2.Envelope:
+) -> list[envelope_pb2.Envelope]:
+    """The login event (`identity.login`) and, for a patient's account, its trace in the
+    dossier's audit log (rule 10: every login as the patient, failed ones included)."""
     account_id = str(account["_id"]) if account else ""
     ins = str(account.get("ins", "")) if account else ""
     actor = (
@@ -27,7 +31,7 @@ def login_event(
         if account
         else None
     )
-    return new_event(
+    login = new_event(
         LOGIN,
         identity_pb2.LoginAttempted(
             account_kind=kind,
@@ -41,3 +45,15 @@ def login_event(
         actor=actor,
         patient_ins=ins if kind == "patient" else "",
     )
+    if kind != "patient" or not ins or outcome == "password_ok":
+        return [login]  # password_ok is half a login: the one-time code completes it
+    trace = audit_event(
+        source="identity",
+        clock=clock,
+        caller=Principal(kind="patient", subject=account_id, ins=ins),
+        patient_ins=ins,
+        action="login",
+        outcome="success" if success else ("denied" if outcome == "locked" else "failure"),
+        query=f"login:{outcome}",
+    )
+    return [login, trace]

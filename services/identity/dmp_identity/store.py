@@ -79,9 +79,9 @@ class IdentityStore(Store):
         self,
         throttle_id: str,
         change: Callable[[Throttle], Throttle],
-        event: envelope_pb2.Envelope,
+        *events: envelope_pb2.Envelope,
     ) -> Throttle:
-        """Counters and the login event change together, in one document; concurrent
+        """Counters and the login's events change together, in one document; concurrent
         attempts on one login are each counted (no lost update)."""
 
         def fields(doc: Document | None) -> Document:
@@ -93,7 +93,7 @@ class IdentityStore(Store):
                 "locked_until": after.locked_until,
             }
 
-        written = await change_document(self.throttles, throttle_id, fields, event, create=True)
+        written = await change_document(self.throttles, throttle_id, fields, *events, create=True)
         return _throttle(written)
 
     # one-time code challenges ------------------------------------------------

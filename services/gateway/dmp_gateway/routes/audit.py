@@ -125,7 +125,8 @@ async def checkpoint(request: Request) -> Checkpoint:
         root_hash=head.root_hash,
         signature=head.signature,
         key_id=head.key_id,
-        timestamp=iso(head.timestamp),
+        # exactly as signed: six fractional digits and Z (docs/audit.md)
+        timestamp=head.timestamp.ToDatetime().isoformat(timespec="microseconds") + "Z",
     )
 
 

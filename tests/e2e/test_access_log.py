@@ -1,0 +1,230 @@
+"""Issue 4's story through the gateway: a patient sees who accessed their record, each party
+sees what rule 10 allows, and a third party confirms the entries are in the signed log."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from dmp_audit import merkle
+from dmp_audit.verifier import verify_trace
+from dmp_stack.testing import RunningStack
+
+PROBLEM = "application/problem+json"
+
+
+def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
+
+
+class Cast:
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        admin = self.admin = stack.admin_token()
+        self.patient = stack.create_patient(admin)
+        self.ins = self.patient["ins"]
+        self.pros = {name: stack.create_professional(admin, code) for name, code in
+                     {"gp": "10", "pharmacist": "21", "stranger": "10"}.items()}  # fmt: skip
+        self.tokens = {"patient": self.login(self.patient, "patient", "ins")}
+        for name, pro in self.pros.items():
+            self.tokens[name] = self.login(pro, "professional", "rpps")
+        self.tokens["other_patient"] = self.login(stack.create_patient(admin), "patient", "ins")
+
+    def login(self, who: dict[str, Any], kind: str, key: str) -> str:
+        return str(self.stack.login(kind, who[key], who["password"], who["email"])["access_token"])
+
+    def client(self, who: str | None) -> Any:
+        return self.stack.client(self.tokens[who] if who else None)
+
+    def log(self, who: str, **params: Any) -> Any:
+        with self.client(who) as c:
+            return c.get(f"/v1/dossiers/{self.ins}/access-log", params=params)
+
+
+@pytest.fixture(scope="module")
+def cast(stack: RunningStack) -> Cast:
+    cast = Cast(stack)
+    ins = cast.ins
+    with cast.client("patient") as c:
+        r = c.post(
+            "/v1/dossiers",
+            json={
+                "ins": ins,
+                "vitale_serial": cast.patient["vitale_serial"],
+                "patient_consent": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert until(
+            lambda: c.put(
+                f"/v1/dossiers/{ins}/attending-physician", json={"rpps": cast.pros["gp"]["rpps"]}
+            ).status_code
+            == 200
+        )
+        r = c.put(
+            f"/v1/dossiers/{ins}/professionals/{cast.pros['pharmacist']['rpps']}",
+            json={"status": "authorized"},
+        )
+        assert r.status_code == 200, r.text
+    with cast.client("gp") as c:
+        r = c.post(
+            f"/v1/dossiers/{ins}/documents",
+            json={
+                "type_code": "11488-4",
+                "title": "Compte rendu",
+                "mime_type": "text/plain",
+                "content_base64": base64.b64encode(b"compte rendu").decode(),
+            },
+        )
+        assert r.status_code == 201, r.text
+        cast.document_id = r.json()["id"]
+    with cast.client("pharmacist") as c:
+        assert c.get(f"/v1/dossiers/{ins}/documents").status_code == 200
+    with cast.client("stranger") as c:  # not in the care team: refused, and traced as such
+        assert c.get(f"/v1/dossiers/{ins}/documents").status_code == 403
+    return cast
+
+
+def full_log(cast: Cast, who: str, page_size: int = 100) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"page_size": page_size, **({"cursor": cursor} if cursor else {})}
+        r = cast.log(who, **params)
+        assert r.status_code == 200, r.text
+        entries += r.json()["entries"]
+        cursor = r.json().get("next")
+        if not cursor:
+            return entries
+
+
+def test_the_patient_sees_who_accessed_their_record(cast: Cast) -> None:
+    pharmacist, stranger = cast.pros["pharmacist"]["rpps"], cast.pros["stranger"]["rpps"]
+
+    def seen() -> list[dict[str, Any]]:
+        entries = full_log(cast, "patient")
+        return entries if {e["actor"]["id"] for e in entries} >= {pharmacist, stranger} else []
+
+    entries = until(seen)
+    assert entries, "the reads reached the trace"
+    assert [e["seq"] for e in entries] == sorted((e["seq"] for e in entries), reverse=True)
+    read = next(e for e in entries if e["actor"]["id"] == pharmacist)
+    assert read["action"] in ("search", "read")
+    assert read["actor"] == {
+        "kind": "professional",
+        "id": pharmacist,
+        "name": "Jeanne Durand",  # resolved from the directory
+        "profession": "21",
+    }
+    assert read["mode"] == "normal" and read["outcome"] == "success"
+    refused = [e for e in entries if e["actor"]["id"] == stranger]
+    assert refused and all(e["outcome"] == "denied" for e in refused)
+    created = next(e for e in entries if e.get("document_id") == cast.document_id)
+    assert created["action"] == "create" and created["actor"]["id"] == cast.pros["gp"]["rpps"]
+    logins = [e for e in entries if e["action"] == "login"]
+    assert logins and logins[-1]["actor"]["kind"] == "patient"  # rule 10: login as the patient
+    for e in entries:
+        assert e["leaf_hash"] == merkle.leaf_hash(e["entry"].encode()).hex()
+    # a page at a time, newest first, nothing twice
+    assert [e["seq"] for e in full_log(cast, "patient", page_size=2)] == [e["seq"] for e in entries]
+
+
+def test_each_party_sees_what_rule_10_allows(cast: Cast) -> None:
+    everything = {e["seq"] for e in full_log(cast, "patient")}
+    own = {e["seq"] for e in full_log(cast, "pharmacist")}
+    assert own and own < everything
+    assert all(e["actor"]["id"] == cast.pros["pharmacist"]["rpps"]
+               for e in full_log(cast, "pharmacist"))  # fmt: skip
+    # the attending physician reads the whole trace (once audit has heard consent name them)
+    assert until(lambda: {e["seq"] for e in full_log(cast, "gp")} >= everything)
+    for who, status in (("other_patient", 403), (None, 401)):
+        r = cast.log(who) if who else cast.stack.client().get(f"/v1/dossiers/{cast.ins}/access-log")
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == PROBLEM
+    with cast.stack.client(cast.admin) as c:
+        assert c.get(f"/v1/dossiers/{cast.ins}/access-log").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"cursor": "abc"}, "cursor"),
+        ({"page_size": 0}, "page_size"),
+        ({"cursor": "99999"}, "cursor"),
+    ],
+)
+def test_bad_access_log_requests_name_the_field(
+    cast: Cast, params: dict[str, Any], field: str
+) -> None:
+    r = cast.log("patient", **params)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] in (field, f"query.{field}")
+
+
+def test_a_malformed_ins_is_refused(cast: Cast) -> None:
+    with cast.client("patient") as c:
+        r = c.get("/v1/dossiers/12AB/access-log")
+    assert r.status_code in (403, 422), r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+def check_signature(head: dict[str, Any], keys: list[dict[str, Any]]) -> bool:
+    key = next((k for k in keys if k["key_id"] == head["key_id"]), None)
+    if key is None:
+        return False
+    message = f"dmp-audit-tree-head/v1\n{head['size']}\n{head['root_hash']}\n{head['timestamp']}\n"
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"])).verify(
+            base64.b64decode(head["signature"]), message.encode()
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+def test_a_third_party_confirms_the_trace_is_in_the_signed_log(cast: Cast) -> None:
+    newest = max(e["seq"] for e in full_log(cast, "patient"))
+    with cast.stack.client() as c:  # public: no token
+        assert until(lambda: c.get("/v1/audit/checkpoint").json()["size"] > newest)
+        earlier = c.get("/v1/audit/checkpoint").json()
+    report = verify_trace(
+        cast.stack.url,
+        cast.tokens["patient"],
+        cast.ins,
+        check_signature=check_signature,
+        previous_checkpoint=earlier,
+    )
+    assert report.ok, report.problems
+    assert report.signature_checked
+    assert report.checked >= len(
+        [e for e in full_log(cast, "patient") if e["seq"] < earlier["size"]]
+    )
+
+
+def test_the_public_audit_routes_check_their_input(stack: RunningStack) -> None:
+    with stack.client() as c:
+        head = c.get("/v1/audit/checkpoint").json()
+        assert set(head) >= {"size", "root_hash", "signature", "key_id"}
+        r = c.get(f"/v1/audit/entries/{head['size'] + 1000}/proof")
+        assert r.status_code == 422 and r.json()["field"] == "seq", r.text
+        r = c.get("/v1/audit/entries/0/proof", params={"tree_size": 0})
+        assert r.status_code == 422 and r.json()["field"].endswith("tree_size"), r.text
+        r = c.get("/v1/audit/consistency", params={"from": 2, "to": 1})
+        assert r.status_code == 422 and r.json()["field"] == "from", r.text
+        r = c.get("/v1/audit/consistency", params={"from": 1})
+        assert r.status_code == 422 and r.json()["field"].endswith("to"), r.text
+        proof = c.get("/v1/audit/entries/0/proof").json()
+        assert proof["leaf_index"] == 0 and proof["tree_size"] >= head["size"]
+        keys = c.get("/v1/audit/keys").json()["keys"]
+        assert keys and keys[0]["algorithm"] == "Ed25519"
