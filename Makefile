@@ -14,7 +14,7 @@ STUBS := libs/contracts/dmp/.generated
 PROTOS := $(shell find proto -name '*.proto')
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py
 
-.PHONY: help install proto up down status logs test lint format typecheck buf-lint bench ci clean
+.PHONY: help install proto up down status logs test lint format typecheck buf-lint bench ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ logs: install ## Follow the logs (make logs SERVICE=identity for one)
 
 test: install ## Run unit, service and end-to-end tests against real servers
 	$(RUN) pytest
+
+verify-audit: install ## Re-read the stack's whole audit log and report its first inconsistency
+	$(RUN) dmp audit verify --mongo-url "$$($(RUN) dmp-stack url mongo)"
 
 lint: install ## ruff: lint and format check
 	$(RUN) ruff check .

@@ -4,10 +4,14 @@ sees what rule 10 allows, and a third party confirms the entries are in the sign
 from __future__ import annotations
 
 import base64
+import http.server
+import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -228,3 +232,79 @@ def test_the_public_audit_routes_check_their_input(stack: RunningStack) -> None:
         assert proof["leaf_index"] == 0 and proof["tree_size"] >= head["size"]
         keys = c.get("/v1/audit/keys").json()["keys"]
         assert keys and keys[0]["algorithm"] == "Ed25519"
+
+
+class LyingGateway:
+    """A proxy in front of the real gateway that alters its answers the way a compromised
+    platform might: the verifier, trusting nothing but the maths, must catch each lie."""
+
+    def __init__(self, upstream: str, lie: Callable[[str, dict[str, Any]], None]) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                headers = {k: v for k, v in self.headers.items() if k.lower() == "authorization"}
+                answer = httpx.get(upstream + self.path, headers=headers, timeout=30)
+                body = answer.json()
+                lie(self.path, body)
+                data = json.dumps(body).encode()
+                self.send_response(answer.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _other_action(path: str, body: dict[str, Any]) -> None:
+    if "/access-log" in path and body["entries"]:
+        body["entries"][0]["action"] = (
+            "create" if body["entries"][0]["action"] != "create" else "read"
+        )
+
+
+def _bent_proof(path: str, body: dict[str, Any]) -> None:
+    if path.startswith("/v1/audit/entries/") and body["proof"]:
+        body["proof"][0] = "00" * 32
+
+
+def _other_root(path: str, body: dict[str, Any]) -> None:
+    if path.startswith("/v1/audit/checkpoint"):
+        body["root_hash"] = "11" * 32
+
+
+def _dropped_entry(path: str, body: dict[str, Any]) -> None:
+    if "/access-log" in path and len(body["entries"]) > 2:
+        del body["entries"][1]  # hide one access: the dossier's chain no longer links
+
+
+@pytest.mark.parametrize(
+    ("lie", "caught"),
+    [
+        (_other_action, "other facts"),
+        (_bent_proof, "not in the signed tree"),
+        (_other_root, "signature"),
+        (_dropped_entry, "chain is broken"),
+    ],
+)
+def test_the_verifier_catches_a_lying_platform(
+    cast: Cast, lie: Callable[[str, dict[str, Any]], None], caught: str
+) -> None:
+    proxy = LyingGateway(cast.stack.url, lie)
+    try:
+        report = verify_trace(
+            proxy.url, cast.tokens["patient"], cast.ins, check_signature=check_signature
+        )
+    finally:
+        proxy.close()
+    assert not report.ok
+    assert any(caught in problem for problem in report.problems), report.problems

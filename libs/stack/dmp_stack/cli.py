@@ -1,4 +1,4 @@
-"""`dmp-stack up|down|status|logs`: the local stack behind `make up` and friends."""
+"""`dmp-stack up|down|status|logs|url`: the local stack behind `make up` and friends."""
 
 from __future__ import annotations
 
@@ -87,6 +87,17 @@ def status() -> int:
     return 0
 
 
+def url(name: str) -> int:
+    """Print where the running stack's dependency is (`dmp-stack url mongo`), for tools."""
+    state = _stack().state()
+    found = [d.url for d in state.deps if d.name == name] if state else []
+    if not found:
+        print(f"No {name} in a running stack (make up).", file=sys.stderr)
+        return 1
+    print(found[0])
+    return 0
+
+
 def logs(service: str | None) -> int:
     logs_dir = STATE_DIR / "logs"
     files = [logs_dir / f"{service}.log"] if service else sorted(logs_dir.glob("*.log"))
@@ -102,6 +113,8 @@ def main() -> None:
     sub.add_parser("up")
     sub.add_parser("down")
     sub.add_parser("status")
+    url_parser = sub.add_parser("url")
+    url_parser.add_argument("dependency", choices=["mongo", "nats", "smtp"])
     logs_parser = sub.add_parser("logs")
     logs_parser.add_argument("service", nargs="?")
     args = parser.parse_args()
@@ -111,6 +124,8 @@ def main() -> None:
         sys.exit(down())
     if args.command == "status":
         sys.exit(status())
+    if args.command == "url":
+        sys.exit(url(args.dependency))
     sys.exit(logs(args.service))
 
 

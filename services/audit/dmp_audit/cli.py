@@ -90,7 +90,7 @@ async def verify(args: argparse.Namespace) -> int:
     store = AuditStore(client[args.database or settings.database_name("audit")])
     started = time.perf_counter()
     try:
-        total = await store.chunks.estimated_document_count()
+        total = await store.chunk_count()
         with tqdm(
             unit=" entries", unit_scale=True, disable=args.quiet, desc="verifying", file=sys.stderr
         ) as bar:

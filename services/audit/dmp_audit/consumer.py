@@ -58,6 +58,8 @@ async def _pump(
         try:
             msgs = await sub.fetch(batch, timeout=1.0)
         except (TimeoutError, NatsTimeoutError):
+            msgs = []
+        if not msgs:  # nothing new (a fetch may also end empty): sign what is due
             await audit.tick()
             continue
         records = []

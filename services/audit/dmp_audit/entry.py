@@ -122,29 +122,6 @@ class Entry:
         return entry
 
 
-def chain_fields(data: bytes) -> tuple[int, str, int, str]:
-    """(seq, ins, n, prev) read from the fixed head of an entry without parsing the rest.
-
-    Cheap on purpose: verification reads a million entries in seconds. The head's values hold
-    no comma (seq and n are integers, ins is alphanumeric, prev is hex), so a split suffices.
-    """
-    parts = data[:160].split(b",", 5)
-    if len(parts) < 6 or parts[0] != b'{"v":1':
-        raise MalformedEntry("not a version-1 audit entry")
-    seq, ins, n, prev = parts[1:5]
-    if not (
-        seq.startswith(b'"seq":')
-        and ins.startswith(b'"ins":"')
-        and n.startswith(b'"n":')
-        and prev.startswith(b'"prev":"')
-    ):
-        raise MalformedEntry("the entry's head is out of order")
-    try:
-        return int(seq[6:]), ins[7:-1].decode(), int(n[4:]), prev[8:-1].decode()
-    except ValueError as exc:
-        raise MalformedEntry("the entry's head is malformed") from exc
-
-
 def clean_ins(value: str) -> str:
     """An INS as the chain may carry it; anything else is kept out of the entry's head."""
     return value if _INS.fullmatch(value) else ""

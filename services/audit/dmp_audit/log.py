@@ -66,7 +66,9 @@ class AuditLog:
 
     async def load(self) -> None:
         started = time.perf_counter()
-        state = await scan(self.store, {self.signer.key_id: self.signer.public_key})
+        state = await scan(
+            self.store, {self.signer.key_id: self.signer.public_key}, for_service=True
+        )
         if state.problem is not None:
             log.critical("audit_log_corrupted", problem=str(state.problem))
             raise LogCorrupted(str(state.problem))
@@ -170,8 +172,9 @@ class AuditLog:
 
     def _commit(self, first: int, batch: list[tuple[bytes, bytes, str]]) -> None:
         state = self.state
+        state.tree.extend([leaf for _, leaf, _ in batch])
+        state.size += len(batch)
         for seq, (_, leaf, ins) in enumerate(batch, first):
-            state.tree.append(leaf)
             if ins:
                 trail = state.trails.get(ins)
                 if trail is None:

@@ -127,6 +127,31 @@ class Tree:
                 levels.append(bytearray())
             levels[height] += node
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaves at once: each level's new nodes hash adjacent pairs in one pass."""
+        levels = self._levels
+        before = len(self)
+        levels[0] += b"".join(leaves)
+        start, end, height = before, len(self), 0
+        while end - start > 0:
+            level = levels[height]
+            first_pair = start - (start & 1)  # a left sibling already stored joins the first pair
+            view = bytes(level[first_pair * HASH_SIZE : (end - (end & 1)) * HASH_SIZE])
+            if not view:
+                break
+            sha256 = hashlib.sha256
+            parents = b"".join(
+                [
+                    sha256(b"\x01" + view[at : at + 2 * HASH_SIZE]).digest()
+                    for at in range(0, len(view), 2 * HASH_SIZE)
+                ]
+            )
+            height += 1
+            if height == len(levels):
+                levels.append(bytearray())
+            levels[height] += parents
+            start, end = first_pair // 2, end // 2
+
     def leaf(self, index: int) -> bytes:
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 

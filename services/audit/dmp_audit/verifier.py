@@ -11,8 +11,10 @@ For every entry of `GET /v1/dossiers/{ins}/access-log` it checks that the entry'
 bytes hash to its leaf hash, that what the page shows is what the bytes say, that the entry is
 in the tree of the newest signed head (`GET /v1/audit/checkpoint`, RFC 9162 inclusion proof from
 `GET /v1/audit/entries/{seq}/proof`), and that consecutive entries of the dossier are chained
-(`prev` is the previous entry's leaf hash). Given a head kept from an earlier visit it also
-checks the log only grew since (`GET /v1/audit/consistency`).
+(`prev` is the previous entry's leaf hash) with none missing — the patient sees the whole
+trace; a professional, who sees only their own entries, passes `whole_trace=False`. The newest
+entry's proof anchors the chain, and so every entry before it. Given a head kept from an
+earlier visit it also checks the log only grew since (`GET /v1/audit/consistency`).
 
 Ed25519 is not in the standard library: pass `check_signature` (a function of the head and the
 keys of `GET /v1/audit/keys`, e.g. with the `cryptography` package) to check the head's
@@ -58,6 +60,7 @@ def verify_trace(
     *,
     check_signature: SignatureCheck | None = None,
     previous_checkpoint: Json | None = None,
+    whole_trace: bool = True,
     timeout: float = 30.0,
 ) -> Report:
     def get(path: str, params: dict[str, Any] | None = None, auth: bool = False) -> Json:
@@ -118,10 +121,12 @@ def verify_trace(
             report.problems.append(f"{where}: not in the signed tree of size {size}")
             continue
         report.checked += 1
-    for n, (prev, _) in chain.items():
+    for n, (prev, _) in sorted(chain.items()):
         before = chain.get(n - 1)
         if before is not None and before[1] != prev:
             report.problems.append(f"the dossier's chain is broken before its entry n={n}")
+        elif before is None and n > 0 and whole_trace:
+            report.problems.append(f"the dossier's chain is broken: its entry n={n - 1} is missing")
     return report
 
 

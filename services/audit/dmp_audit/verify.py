@@ -13,25 +13,44 @@ The service runs this at start (it will not append to a log it cannot vouch for)
 
 What no stored data can show: a tail cut together with every tree head that covered it. A
 tree head obtained earlier from `/v1/audit/checkpoint` (a witness) closes that gap.
+
+How it goes fast: each chunk is checked on its own by `check_chunk` — decompress, the entries'
+heads, their leaf hashes, the chain links inside the chunk, and the roots of the complete
+subtrees the chunk covers — in worker processes when the log is large. What crosses chunks is
+small and done here in order: each dossier's first link in the chunk, and the tree's frontier
+(at most log2(n) subtree roots), from which the root at any signed size follows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import binascii
 import hashlib
+import os
+import re
 import time
-import zlib
 from array import array
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from dmp_audit.entry import MalformedEntry, TreeHead, chain_fields, signature_valid
-from dmp_audit.merkle import Tree
-from dmp_audit.store import AuditStore, unpack
+from dmp_audit.entry import TreeHead, signature_valid
+from dmp_audit.merkle import Tree, empty_root, node_hash
+from dmp_audit.store import AuditStore, unpack_text
 
 Progress = Callable[[int], None]
+# The fixed head of a version-1 entry (entry.py). Canonical JSON escapes every quote inside a
+# string, so this text can only occur where an entry starts.
+HEADS = re.compile(rb'\{"v":1,"seq":(\d+),"ins":"([0-9A-Za-z]*)","n":(\d+),"prev":"([0-9a-f]*)",')
+PARALLEL_FROM_CHUNKS = 64  # below this, worker processes cost more than they save
+IN_FLIGHT = 16
+
+Subtree = tuple[int, bytes]  # (height, root) of a complete, aligned subtree
 
 
 @dataclass(frozen=True)
@@ -45,8 +64,10 @@ class Problem:
 
 @dataclass
 class LogState:
-    """What a scan rebuilt: the tree, each dossier's chain head and trail, the chunk map."""
+    """What a scan rebuilt: the size, the tree (for the service), each dossier's chain head and
+    trail, the chunk map, and the heads that held."""
 
+    size: int = 0
     tree: Tree = field(default_factory=Tree)
     # ins -> (n of its newest entry, that entry's leaf hash, hex)
     chains: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -60,13 +81,132 @@ class LogState:
     cpu_seconds: float = 0.0
 
     @property
-    def size(self) -> int:
-        return len(self.tree)
-
-    @property
     def unsigned(self) -> int:
         """Entries after the newest signed head."""
         return self.size - (self.heads[-1].size if self.heads else 0)
+
+
+@dataclass(frozen=True)
+class Dossiers:
+    """The dossiers a chunk is about, one column per field (cheap to hand between processes):
+    how each one's entries link to what came before, where its chain stands after them, and
+    (for the service) their seqs."""
+
+    ins: list[bytes]
+    first_seq: list[int]
+    first_n: list[int]
+    first_prev: list[bytes]
+    last_n: list[int]
+    last_leaf: list[bytes]  # hex
+    seqs: list[list[int]]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check_chunk` found in one chunk."""
+
+    count: int
+    subtrees: list[Subtree]  # the chunk's range cut into complete, aligned subtrees
+    prefixes: dict[int, list[Subtree]]  # for a signed size inside the chunk: its prefix, cut so
+    dossiers: Dossiers
+    leaves: bytes = b""  # every leaf hash, when the caller keeps the tree
+
+
+def check_chunk(
+    data: bytes,
+    count: int,
+    first: int,
+    signed_sizes: tuple[int, ...] = (),
+    keep: bool = False,
+) -> Checked | tuple[int, str]:
+    """Check one chunk alone; (seq, what) for its first inconsistency."""
+    try:
+        text = unpack_text(data)
+    except (zstandard.ZstdError, TypeError, ValueError) as exc:
+        return first, f"the chunk at {first} is unreadable ({type(exc).__name__})"
+    entries = text.split(b"\n")
+    if len(entries) != count:
+        return first, f"the chunk at {first} holds {len(entries)} entries, not {count}"
+    heads = HEADS.findall(text)
+    stated = [h[0] for h in heads]
+    if len(heads) != count or stated != [b"%d" % seq for seq in range(first, first + count)]:
+        for seq, entry in enumerate(entries, first):
+            match = HEADS.match(entry)
+            if match is None:
+                return seq, "the entry does not start as a version-1 entry"
+            if int(match.group(1)) != seq:
+                return seq, f"the entry says it is entry {int(match.group(1))}"
+        return first, f"the chunk at {first} holds entries out of place"
+    sha256 = hashlib.sha256
+    leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
+    dossiers: dict[bytes, list[Any]] = {}
+    for seq, (_, ins, n, prev), leaf in zip(
+        range(first, first + count), heads, leaves, strict=True
+    ):
+        at = int(n)
+        if not ins:
+            if at or prev:
+                return seq, "an entry about no dossier carries a chain"
+            continue
+        seen = dossiers.get(ins)
+        if seen is None:
+            dossiers[ins] = [seq, at, prev, at, binascii.hexlify(leaf), [seq]]
+            continue
+        if at != seen[3] + 1 or prev != seen[4]:
+            return seq, "the dossier's hash chain is broken here"
+        seen[3], seen[4] = at, binascii.hexlify(leaf)
+        seen[5].append(seq)
+    end = first + count
+    return Checked(
+        count=count,
+        subtrees=_subtrees(leaves, first, first, end),
+        prefixes={s: _subtrees(leaves, first, first, s) for s in signed_sizes if first < s < end},
+        dossiers=Dossiers(
+            ins=list(dossiers),
+            first_seq=[d[0] for d in dossiers.values()],
+            first_n=[d[1] for d in dossiers.values()],
+            first_prev=[d[2] for d in dossiers.values()],
+            last_n=[d[3] for d in dossiers.values()],
+            last_leaf=[d[4] for d in dossiers.values()],
+            seqs=[d[5] for d in dossiers.values()] if keep else [],
+        ),
+        leaves=b"".join(leaves) if keep else b"",
+    )
+
+
+def _subtrees(leaves: list[bytes], offset: int, start: int, end: int) -> list[Subtree]:
+    """[start, end) cut into complete subtrees aligned on their size, left to right."""
+    out = []
+    while start < end:
+        height = 0
+        while start % (2 << height) == 0 and start + (2 << height) <= end:
+            height += 1
+        level = leaves[start - offset : start - offset + (1 << height)]
+        while len(level) > 1:
+            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        out.append((height, level[0]))
+        start += 1 << height
+    return out
+
+
+def _push(frontier: list[Subtree], subtrees: list[Subtree]) -> list[Subtree]:
+    frontier = list(frontier)
+    for height, node in subtrees:
+        while frontier and frontier[-1][0] == height:
+            node = node_hash(frontier.pop()[1], node)
+            height += 1
+        frontier.append((height, node))
+    return frontier
+
+
+def _root(frontier: list[Subtree]) -> bytes:
+    """MTH of the tree whose complete subtrees are `frontier` (largest first)."""
+    if not frontier:
+        return empty_root()
+    root = frontier[-1][1]
+    for _, node in reversed(frontier[:-1]):
+        root = node_hash(node, root)
+    return root
 
 
 async def scan(
@@ -75,11 +215,16 @@ async def scan(
     *,
     witness: TreeHead | None = None,
     progress: Progress | None = None,
+    for_service: bool = False,
+    parallel: bool | None = None,
 ) -> LogState:
-    """Read and check the whole log. `state.problem` is the first inconsistency, if any."""
+    """Read and check the whole log. `state.problem` is the first inconsistency, if any.
+    `for_service` also rebuilds the tree and each dossier's trail (the service needs them);
+    `parallel` checks chunks in worker processes (by default, when there are many)."""
     state = LogState()
     tick = time.perf_counter()
     stored_heads = await store.heads()
+    chunk_count = await store.chunk_count()
     state.db_seconds += time.perf_counter() - tick
     for stored_id, head in stored_heads:
         if stored_id != head.size:
@@ -89,87 +234,149 @@ async def scan(
             return _fail(state, f"the tree head of size {head.size} names an unknown key")
         if not signature_valid(head, key):
             return _fail(state, f"the signature of the tree head of size {head.size} is wrong")
-    heads = [head for _, head in stored_heads]
-    if witness is not None:
-        heads = sorted([*heads, witness], key=lambda h: h.size)
-    pending = 0  # index in `heads` of the next one to check
-    tree, chains, trails = state.tree, state.chains, state.trails
-    sha256 = hashlib.sha256
-    chunks = store.scan_chunks()
-    while True:
-        tick = time.perf_counter()
-        doc = await anext(chunks, None)
-        now = time.perf_counter()
-        state.db_seconds += now - tick
-        if doc is None:
-            break
-        first = len(tree)
-        try:
-            entries, stream_last = _chunk(doc, first, state.stream_last)
-        except _BadChunk as exc:
-            return _fail(state, str(exc), first)
-        for seq, data in enumerate(entries, first):
-            leaf = sha256(b"\x00" + data).digest()
-            try:
-                stated, ins, n, prev = chain_fields(data)
-            except MalformedEntry as exc:
-                return _fail(state, str(exc), seq)
-            if stated != seq:
-                return _fail(state, f"the entry says it is entry {stated}", seq)
-            if ins:
-                last = chains.get(ins)
-                expected = (0, "") if last is None else (last[0] + 1, last[1])
-                if (n, prev) != expected:
-                    return _fail(state, "the dossier's hash chain is broken here", seq)
-                chains[ins] = (n, leaf.hex())
-                trail = trails.get(ins)
-                if trail is None:
-                    trails[ins] = trail = array("q")
-                trail.append(seq)
-            elif n or prev:
-                return _fail(state, "an entry about no dossier carries a chain", seq)
-            tree.append(leaf)
-        state.chunk_starts.append(first)
-        state.stream_last = stream_last
-        while pending < len(heads) and heads[pending].size <= len(tree):
-            head = heads[pending]
-            if tree.root(head.size).hex() != head.root_hash:
-                return _fail(state, f"the tree head of size {head.size} does not match the log")
-            state.heads.append(head)
-            pending += 1
-        state.cpu_seconds += time.perf_counter() - now
-        if progress is not None:
-            progress(len(entries))
-    while pending < len(heads) and heads[pending].size == 0:
-        state.heads.append(heads[pending])
-        pending += 1
-    if pending < len(heads):
-        return _fail(
-            state,
-            f"a signed tree head covers {heads[pending].size} entries but the log holds "
-            f"{len(tree)}: its tail was cut",
-        )
+    heads = sorted(
+        [head for _, head in stored_heads] + ([witness] if witness else []), key=lambda h: h.size
+    )
+    signed_sizes = tuple(sorted({h.size for h in heads}))
+    pool: Executor | None = None
+    if parallel or (parallel is None and chunk_count >= PARALLEL_FROM_CHUNKS):
+        pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 2)
+    try:
+        await _scan_chunks(state, store, heads, signed_sizes, pool, progress, for_service)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return state
 
 
-class _BadChunk(ValueError):
-    pass
+async def _scan_chunks(
+    state: LogState,
+    store: AuditStore,
+    heads: list[TreeHead],
+    signed_sizes: tuple[int, ...],
+    pool: Executor | None,
+    progress: Progress | None,
+    for_service: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    chains: dict[bytes, tuple[int, bytes]] = {}
+    trails: dict[bytes, array[int]] = {}
+    frontier: list[Subtree] = []
+    pending = 0  # index in `heads` of the next one to check
+    in_flight: deque[tuple[int, asyncio.Future[Checked | tuple[int, str]]]] = deque()
+
+    def submit(doc: Mapping[str, Any], first: int) -> asyncio.Future[Checked | tuple[int, str]]:
+        args = (doc["data"], doc["count"], first, signed_sizes, for_service)
+        if pool is None:
+            future: asyncio.Future[Checked | tuple[int, str]] = loop.create_future()
+            future.set_result(check_chunk(*args))
+            return future
+        return loop.run_in_executor(pool, check_chunk, *args)
+
+    while pending < len(heads) and heads[pending].size == 0:  # the empty tree's heads
+        if heads[pending].root_hash != empty_root().hex():
+            _fail(state, "the tree head of size 0 does not match the empty tree")
+            return
+        state.heads.append(heads[pending])
+        pending += 1
+    expected = 0  # where the next chunk must start
+    chunks = store.scan_chunks()
+    exhausted = False
+    while True:
+        # keep the workers busy: read and hand out chunks ahead of the one checked next
+        while not exhausted and len(in_flight) < IN_FLIGHT:
+            tick = time.perf_counter()
+            doc = await anext(chunks, None)
+            state.db_seconds += time.perf_counter() - tick
+            if doc is None:
+                exhausted = True
+                break
+            problem = _chunk_header(doc, expected, state.stream_last)
+            if problem is not None:
+                in_flight.append((expected, _failed(loop, expected, problem)))
+                exhausted = True
+                break
+            state.stream_last = doc["stream_last"]
+            in_flight.append((expected, submit(doc, expected)))
+            expected += doc["count"]
+        if not in_flight:
+            break
+        first, future = in_flight.popleft()
+        tick = time.perf_counter()
+        checked = await future
+        now = time.perf_counter()
+        if isinstance(checked, tuple):
+            _fail(state, checked[1], checked[0])
+            return
+        d = checked.dossiers
+        for i, ins in enumerate(d.ins):
+            last = chains.get(ins)
+            link = (0, b"") if last is None else (last[0] + 1, last[1])
+            if (d.first_n[i], d.first_prev[i]) != link:
+                _fail(state, "the dossier's hash chain is broken here", d.first_seq[i])
+                return
+            chains[ins] = (d.last_n[i], d.last_leaf[i])
+            if for_service:
+                trail = trails.get(ins)
+                if trail is None:
+                    trails[ins] = trail = array("q")
+                trail.extend(d.seqs[i])
+        end = first + checked.count
+        while pending < len(heads) and heads[pending].size <= end:
+            head = heads[pending]
+            if head.size == end:
+                root = _root(_push(frontier, checked.subtrees))
+            elif head.size <= first:
+                root = _root(frontier)
+            else:
+                root = _root(_push(frontier, checked.prefixes[head.size]))
+            if root.hex() != head.root_hash:
+                _fail(state, f"the tree head of size {head.size} does not match the log")
+                return
+            state.heads.append(head)
+            pending += 1
+        frontier = _push(frontier, checked.subtrees)
+        if for_service:
+            state.tree.extend(
+                [checked.leaves[i : i + 32] for i in range(0, len(checked.leaves), 32)]
+            )
+        state.chunk_starts.append(first)
+        state.size = end
+        state.cpu_seconds += time.perf_counter() - now
+        if progress is not None:
+            progress(checked.count)
+    if pending < len(heads):
+        _fail(
+            state,
+            f"a signed tree head covers {heads[pending].size} entries but the log holds "
+            f"{state.size}: its tail was cut",
+        )
+        return
+    state.chains = {ins.decode(): (n, leaf.decode()) for ins, (n, leaf) in chains.items()}
+    state.trails = {ins.decode(): trail for ins, trail in trails.items()}
 
 
-def _chunk(doc: Mapping[str, Any], first: int, stream_last: int) -> tuple[list[bytes], int]:
-    """The chunk's entries and stream position, if it is the chunk expected at `first`."""
+def _chunk_header(doc: Mapping[str, Any], first: int, stream_last: int) -> str | None:
+    """Is this the chunk expected at `first`, and well formed?"""
     try:
         at, count, last, data = doc["_id"], doc["count"], doc["stream_last"], doc["data"]
-        if at != first:
-            what = "missing" if at > first else "overlapping"
-            raise _BadChunk(f"the chunk at {at} leaves entries {what}")
-        if last < stream_last:
-            raise _BadChunk(f"the chunk at {first} goes back in the stream")
-        return unpack(data, count), last
-    except (ValueError, KeyError, TypeError, zlib.error) as exc:
-        if isinstance(exc, _BadChunk):
-            raise
-        raise _BadChunk(f"the chunk at {first} is unreadable ({type(exc).__name__})") from exc
+    except KeyError as exc:
+        return f"the chunk at {first} lacks {exc}"
+    if not isinstance(count, int) or not isinstance(last, int) or not isinstance(data, bytes):
+        return f"the chunk at {first} is malformed"
+    if at != first:
+        return f"the chunk at {at} leaves entries {'missing' if at > first else 'overlapping'}"
+    if last < stream_last:
+        return f"the chunk at {first} goes back in the stream"
+    return None
+
+
+def _failed(
+    loop: asyncio.AbstractEventLoop, seq: int, what: str
+) -> asyncio.Future[Checked | tuple[int, str]]:
+    future: asyncio.Future[Checked | tuple[int, str]] = loop.create_future()
+    future.set_result((seq, what))
+    return future
 
 
 def _fail(state: LogState, what: str, seq: int | None = None) -> LogState:

@@ -13,10 +13,10 @@ from dmp_audit.entry import (
     MalformedEntry,
     TreeHead,
     TreeHeadSigner,
-    chain_fields,
     clean_ins,
     signature_valid,
 )
+from dmp_audit.verify import HEADS
 
 ENTRY = Entry(
     seq=12,
@@ -52,7 +52,12 @@ def test_the_bytes_are_the_documented_form() -> None:
     )
     assert ENTRY.to_bytes() == expected.encode()
     assert Entry.from_bytes(ENTRY.to_bytes()) == ENTRY
-    assert chain_fields(ENTRY.to_bytes()) == (12, "180057512345623", 3, "ab" * 32)
+    assert HEADS.match(ENTRY.to_bytes()).groups() == (  # type: ignore[union-attr]
+        b"12",
+        b"180057512345623",
+        b"3",
+        b"ab" * 32,
+    )
 
 
 def test_non_ascii_and_control_characters_have_one_spelling() -> None:
@@ -79,11 +84,18 @@ def test_anything_but_the_canonical_form_is_refused(tampered: bytes) -> None:
         Entry.from_bytes(tampered)
 
 
-def test_the_chain_head_must_be_in_order() -> None:
-    with pytest.raises(MalformedEntry):
-        chain_fields(b'{"v":1,"ins":"1","seq":2,"n":0,"prev":"","at":""}')
-    with pytest.raises(MalformedEntry):
-        chain_fields(b'{"v":1,"seq":x,"ins":"1","n":0,"prev":"","at":""}')
+@pytest.mark.parametrize(
+    "head",
+    [
+        b'{"v":1,"ins":"1","seq":2,"n":0,"prev":"","at":""}',
+        b'{"v":1,"seq":x,"ins":"1","n":0,"prev":"","at":""}',
+        b'{"v":2,"seq":1,"ins":"1","n":0,"prev":"","at":""}',
+        b'{"v":1,"seq":1,"ins":"1,2","n":0,"prev":"","at":""}',
+        b'{"v":1,"seq":1,"ins":"1","n":0,"prev":"XYZ","at":""}',
+    ],
+)
+def test_verification_reads_only_a_well_formed_chain_head(head: bytes) -> None:
+    assert HEADS.match(head) is None
 
 
 def test_only_an_alphanumeric_ins_enters_the_chain() -> None:

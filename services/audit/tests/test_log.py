@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import itertools
+import os
 import random
+import subprocess
+import sys
 import uuid
-import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +21,9 @@ from pymongo import AsyncMongoClient
 
 from dmp_audit import merkle
 from dmp_audit.config import AuditSettings
-from dmp_audit.entry import Entry, TreeHeadSigner
+from dmp_audit.entry import Entry, TreeHeadSigner, raw_public_key
 from dmp_audit.log import AuditLog, LogCorrupted, Record
-from dmp_audit.store import AuditStore
+from dmp_audit.store import AuditStore, pack, unpack
 from dmp_audit.verify import scan
 from dmp_kit.auth import Principal
 from dmp_kit.clock import ManualClock
@@ -128,11 +132,9 @@ async def test_a_log_that_does_not_verify_is_not_appended_to(store: AuditStore) 
     await log.append([record(s, make_ins()) for s in range(1, 6)])
     await log.sign()
     doc = await store.chunks.find_one({"_id": 0})
-    entries = zlib.decompress(doc["data"]).split(b"\n")
+    entries = unpack(doc["data"], doc["count"])
     entries[2] = entries[2].replace(b'"action":"read"', b'"action":"create"')
-    await store.chunks.update_one(
-        {"_id": 0}, {"$set": {"data": Binary(zlib.compress(b"\n".join(entries)))}}
-    )
+    await store.chunks.update_one({"_id": 0}, {"$set": {"data": Binary(pack(entries))}})
     with pytest.raises(LogCorrupted, match=r"entry|tree head"):
         await new_log(store).load()
 
@@ -156,7 +158,7 @@ class Tamperer:
 
     def entries(self, chunk_id: int) -> list[bytes]:
         doc = self.chunks[chunk_id]
-        return zlib.decompress(doc["data"]).split(b"\n")
+        return unpack(doc["data"], doc["count"])
 
     async def put_chunk(self, chunk_id: int, entries: list[bytes] | None) -> None:
         self.touched.append((self.store.chunks, self.chunks, chunk_id))
@@ -165,7 +167,7 @@ class Tamperer:
             doc = {
                 **self.chunks[chunk_id],
                 "count": len(entries),
-                "data": Binary(zlib.compress(b"\n".join(entries))),
+                "data": Binary(pack(entries)),
             }
             await self.store.chunks.insert_one(doc)
 
@@ -292,3 +294,65 @@ async def test_a_witnessed_head_catches_a_tail_cut_with_its_heads(store: AuditSt
     assert (await scan(store, KEYS)).problem is None  # the database alone cannot tell
     found = await scan(store, KEYS, witness=witness)
     assert found.problem is not None and "tail was cut" in str(found.problem)
+
+
+async def test_dmp_audit_verify_reports_ok_then_the_first_inconsistency(
+    store: AuditStore, infra: Infra
+) -> None:
+    log = new_log(store)
+    await log.load()
+    await log.append([record(s, make_ins()) for s in range(1, 40)])
+    await log.sign()
+    key = base64.b64encode(raw_public_key(SIGNER.public_key)).decode()
+    argv = [
+        sys.executable, "-m", "dmp_audit.cli", "audit", "verify", "--quiet",
+        "--mongo-url", infra.mongo.url, "--database", store.db.name,
+        "--public-key", f"{SIGNER.key_id}:{key}",
+    ]  # fmt: skip
+    env = {**os.environ, "DMP_ENV": "dev"}
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+
+    ok = await asyncio.to_thread(run, argv)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "39 entries" in ok.stdout and "OK" in ok.stdout
+    await store.checkpoints.update_one({"_id": 39}, {"$set": {"root_hash": "00" * 32}})
+    bad = await asyncio.to_thread(run, argv)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "INCONSISTENT" in bad.stdout and "size 39" in bad.stdout
+    forged = f"{SIGNER.key_id}:{base64.b64encode(bytes(32)).decode()}"
+    wrong_key = await asyncio.to_thread(run, [*argv[:-1], forged])
+    assert wrong_key.returncode == 2 and "not the one given" in wrong_key.stderr
+
+
+async def test_worker_processes_check_the_log_as_the_service_does(store: AuditStore) -> None:
+    """The parallel path (large logs) finds what the in-process one finds."""
+    rng = random.Random(5)
+    log = new_log(store, checkpoint_every_entries=50)
+    await log.load()
+    patients = [make_ins(rng) for _ in range(8)]
+    seq = 0
+    for _ in range(70):
+        batch = []
+        for _ in range(rng.randint(1, 6)):
+            seq += 1
+            batch.append(record(seq, rng.choice([*patients, ""])))
+        await log.append(batch)
+    await log.sign()
+    inline = await scan(store, KEYS, parallel=False, for_service=True)
+    workers = await scan(store, KEYS, parallel=True, for_service=True)
+    assert inline.problem is None and workers.problem is None
+    assert workers.size == inline.size == log.size
+    assert workers.tree.root() == inline.tree.root() == log.tree.root()
+    assert workers.chains == inline.chains == log.state.chains
+    assert workers.trails == inline.trails
+    assert [h.size for h in workers.heads] == [h.size for h in inline.heads]
+    tamperer = Tamperer(store, rng)
+    await tamperer.snapshot()
+    for _ in range(30):
+        kind = await tamperer.apply()
+        found = await scan(store, KEYS, parallel=True)
+        assert found.problem is not None, kind
+        assert str(found.problem) == str((await scan(store, KEYS, parallel=False)).problem)
+        await tamperer.restore()

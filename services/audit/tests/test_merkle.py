@@ -163,3 +163,19 @@ def test_the_stored_tree_answers_like_the_rfc_for_every_past_size() -> None:
         tree.root(301)
     with pytest.raises(ValueError):
         tree.inclusion_proof(3, 301)
+
+
+def test_extending_by_batches_builds_the_same_tree_as_appending() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        one, batched, reference = merkle.Tree(), merkle.Tree(), []
+        for _ in range(rng.randint(1, 8)):
+            batch = [L(rng.randbytes(6)) for _ in range(rng.randint(0, 40))]
+            for leaf in batch:
+                one.append(leaf)
+            batched.extend(batch)
+            reference += batch
+            assert len(batched) == len(reference)
+            assert batched.root() == one.root() == mth(reference)
+        for m in sample(len(reference), rng, 5) if reference else []:
+            assert batched.inclusion_proof(m, len(reference)) == path(m, reference)

@@ -71,7 +71,7 @@ async def stored_log(stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub
     }
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.infra.mongo.url)
     try:
-        state = await scan(AuditStore(client["audit"]), public)
+        state = await scan(AuditStore(client["audit"]), public, for_service=True)
     finally:
         await client.close()
     assert state.problem is None, str(state.problem)

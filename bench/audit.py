@@ -1,0 +1,321 @@
+"""Audit benchmarks: appending from the stream, verifying a million entries, serving proofs.
+
+- `audit_append`: 50,000 audit records wait in the AUDIT stream; the service's consumer code
+  (bind, fetch, append, ack) appends them to a log on FerretDB. Floor: the same consumer
+  fetching and acknowledging the same records without storing anything.
+- `audit_verify`: a log of 1,000,000 entries (over 20,000 dossiers) is re-read and checked
+  completely, as `dmp audit verify` does. Floor: reading the same chunks and nothing else.
+- `audit_proof`: the audit service process, started on that log, answers inclusion proofs for
+  random entries over gRPC. Floor: the same server's `ListPublicKeys` (no work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pymongo import AsyncMongoClient
+
+from bench.run import record, summary
+from dmp.audit.v1 import audit_pb2 as pb
+from dmp.audit.v1 import audit_pb2_grpc
+from dmp_audit.__main__ import signer
+from dmp_audit.config import AuditSettings
+from dmp_audit.consumer import DURABLE, STREAM, bind, run_log_consumer
+from dmp_audit.log import AuditLog, Record
+from dmp_audit.store import AuditStore
+from dmp_audit.verify import scan
+from dmp_kit.auth import Principal
+from dmp_kit.bus import EventBus
+from dmp_kit.clock import ManualClock
+from dmp_kit.events import audit_event
+from dmp_stack.infra import free_port, spawn, start_mongo, start_nats
+from dmp_stack.stack import stop_pid
+from dmp_stack.testing import make_ins, make_rpps
+
+CLOCK = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+
+
+def _records(n: int, dossiers: list[str], rng: random.Random) -> list[Any]:
+    pros = [
+        Principal(kind="professional", subject="s", rpps=make_rpps(rng), profession="10")
+        for _ in range(50)
+    ]
+    return [
+        audit_event(
+            source="dossier",
+            clock=CLOCK,
+            caller=rng.choice(pros),
+            patient_ins=rng.choice(dossiers),
+            action=rng.choice(["read", "search", "create"]),
+            outcome="success",
+            document_id=f"0193f2c1-7a4b-7cde-8f00-{i:012d}",
+        )
+        for i in range(n)
+    ]
+
+
+def _settings(master_key: str, **extra: Any) -> AuditSettings:
+    return AuditSettings(env="dev", master_key=master_key, **extra)
+
+
+# --- append from the stream -----------------------------------------------------------
+
+
+async def _append(n: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="dmp-bench-audit-"))
+    mongo, nats = start_mongo(root), start_nats(root)
+    rng = random.Random(1)
+    settings = _settings(base64.b64encode(secrets.token_bytes(32)).decode())
+    bus = EventBus(nats.url, "bench-audit")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url)
+    try:
+        await bus.connect()
+        await bus.ensure_streams()
+        events = _records(n, [make_ins(rng) for _ in range(2000)], rng)
+        for i in range(0, n, 1000):  # publish without waiting for each ack: faster setup
+            await asyncio.gather(*(bus.publish_event(e) for e in events[i : i + 1000]))
+
+        # floor: the consumer fetching and acking the same records, storing nothing
+        sub = await bind(bus, 1, settings.append_batch, settings.ack_wait_seconds)
+        floor: list[float] = []
+        fetched = 0
+        t_floor = time.perf_counter()
+        while fetched < n:
+            t0 = time.perf_counter()
+            msgs = await sub.fetch(settings.append_batch, timeout=5)
+            [Record(m.metadata.sequence.stream, None) for m in msgs]
+            await msgs[-1].ack()
+            floor.append(time.perf_counter() - t0)
+            fetched += len(msgs)
+        floor_rate = n / (time.perf_counter() - t_floor)
+        await sub.unsubscribe()
+        await bus.js.delete_consumer(STREAM, DURABLE)
+
+        store = AuditStore(client["bench_append"])
+        await store.ensure_indexes()
+        audit = AuditLog(store, signer(settings), CLOCK, settings)
+        await audit.load()
+        batches: list[float] = []
+        original = audit.append
+
+        async def timed(records: Any) -> int:
+            t0 = time.perf_counter()
+            done = await original(records)
+            batches.append(time.perf_counter() - t0)
+            return done
+
+        audit.append = timed  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        task = asyncio.create_task(run_log_consumer(bus, audit, stop))
+        while audit.size < n:  # noqa: ASYNC110 - polling the log's size is the measurement
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        state = await scan(store, {audit.signer.key_id: audit.signer.public_key})
+        assert state.problem is None and state.size == n
+        rate = n / elapsed
+        return record(
+            "audit_append",
+            f"{n} audit records appended from the AUDIT stream to the log on FerretDB by the "
+            "service's consumer (1,000 per chunk; event-id index; tree heads signed). "
+            "Floor: fetching and acking the same records, storing nothing. Sample = one batch.",
+            summary(batches),
+            summary(floor),
+            {
+                "entries": n,
+                "entries_per_s": round(rate),
+                "floor_entries_per_s": round(floor_rate),
+                "target_entries_per_s": 5000,
+            },
+        )
+    finally:
+        await bus.close()
+        await client.close()
+        for dep in (mongo, nats):
+            if dep.pid:
+                stop_pid(dep.pid)
+
+
+def audit_append(n: int) -> dict[str, Any]:
+    return asyncio.run(_append(n))
+
+
+# --- verify a million, then serve proofs from it ---------------------------------------
+
+
+class InMemoryChunks(AuditStore):
+    """The same chunks and heads, already read: verification with no database, its CPU part."""
+
+    def __init__(self, store: AuditStore) -> None:
+        super().__init__(store.db)
+        self.source = store
+        self.docs: list[dict[str, Any]] = []
+        self.stored_heads: list[Any] = []
+
+    async def load(self) -> None:
+        self.docs = [doc async for doc in self.source.scan_chunks()]
+        self.stored_heads = await self.source.heads()
+
+    async def chunk_count(self) -> int:
+        return len(self.docs)
+
+    async def heads(self) -> list[Any]:
+        return self.stored_heads
+
+    async def scan_chunks(self) -> Any:
+        for doc in self.docs:
+            yield doc
+
+
+async def _fill(store: AuditStore, audit: AuditLog, n: int) -> None:
+    """The log is filled through the append path itself (event-id index included)."""
+    rng = random.Random(2)
+    dossiers = [make_ins(rng) for _ in range(20_000)]
+    seq = 0
+    while seq < n:
+        events = _records(min(1000, n - seq), dossiers, rng)
+        await audit.append([Record(seq + i + 1, e) for i, e in enumerate(events)])
+        seq += len(events)
+        if seq % 100_000 == 0:
+            print(f"  filled {seq}", file=sys.stderr)
+    await audit.sign()
+
+
+async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
+    root = Path(tempfile.mkdtemp(prefix="dmp-bench-audit-"))
+    mongo, nats = start_mongo(root), start_nats(root)
+    master_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    settings = _settings(master_key)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url)
+    service = None
+    try:
+        store = AuditStore(client["audit"])
+        audit = AuditLog(store, signer(settings), CLOCK, settings)
+        await audit.load()
+        t0 = time.perf_counter()
+        await _fill(store, audit, n)
+        fill_s = time.perf_counter() - t0
+        keys = {audit.signer.key_id: audit.signer.public_key}
+
+        in_memory = InMemoryChunks(store)
+        await in_memory.load()
+        runs, floors, cpu = [], [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            async for _doc in store.scan_chunks():
+                pass
+            floors.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            state = await scan(store, keys)
+            runs.append(time.perf_counter() - t0)
+            assert state.problem is None and state.size == n
+            t0 = time.perf_counter()
+            state = await scan(in_memory, keys)
+            cpu.append(time.perf_counter() - t0)
+            assert state.problem is None and state.size == n
+        verify = record(
+            "audit_verify",
+            f"Full verification of {n:,} entries over 20,000 dossiers, read from FerretDB: "
+            "every leaf hash, seq and dossier chain, every signed head (signature and root). "
+            "Floor: reading the same chunks only. Three runs.",
+            summary(runs),
+            summary(floors),
+            {
+                "entries": n,
+                "seconds_total": round(statistics.median(runs), 2),
+                "seconds_database": round(statistics.median(floors), 2),
+                "seconds_cpu": round(statistics.median(cpu), 2),
+                "cpu_note": "the same verification over the chunks already in memory",
+                "target_seconds": 5,
+                "fill_seconds": round(fill_s, 1),
+            },
+        )
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "DMP_ENV": "dev",
+            "DMP_MASTER_KEY": master_key,
+            "DMP_MONGO_URL": mongo.url,
+            "DMP_NATS_URL": nats.url,
+            "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
+            "DMP_LOG_LEVEL": "WARNING",
+        }
+        service = spawn([sys.executable, "-m", "dmp_audit"], root / "audit.log", env=env)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                r = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                head = await audit_pb2_grpc.AuditServiceStub(channel).GetCheckpoint(
+                    pb.GetCheckpointRequest(), timeout=1
+                )
+                if r.status == health_pb2.HealthCheckResponse.SERVING and head.checkpoint.size:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            assert time.monotonic() < deadline, "the audit service did not load the log"
+            await asyncio.sleep(0.5)
+        stub = audit_pb2_grpc.AuditServiceStub(channel)
+        rng = random.Random(3)
+        target, floor = [], []
+        for i in range(proofs + 200):
+            seq = rng.randrange(n)
+            t0 = time.perf_counter()
+            await stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq), timeout=5)
+            t1 = time.perf_counter()
+            await stub.ListPublicKeys(pb.ListPublicKeysRequest(), timeout=5)
+            t2 = time.perf_counter()
+            if i >= 200:  # warm-up
+                target.append(t1 - t0)
+                floor.append(t2 - t1)
+        await channel.close()
+        computed = []
+        for _ in range(proofs):
+            seq = rng.randrange(n)
+            t0 = time.perf_counter()
+            audit.tree.inclusion_proof(seq, n)
+            computed.append(time.perf_counter() - t0)
+        proof = record(
+            "audit_proof",
+            f"One inclusion proof for a random entry of the {n:,}-entry log, over gRPC from the "
+            "audit service process (tree held in memory). Floor: ListPublicKeys on the same "
+            "server, interleaved.",
+            summary(target),
+            summary(floor),
+            {
+                "entries": n,
+                "target_p99_ms": 2,
+                "proof_hashes": 20,
+                "computing_only": summary(computed),
+            },
+        )
+        return [verify, proof]
+    finally:
+        if service is not None:
+            stop_pid(service.pid)
+        await client.close()
+        for dep in (mongo, nats):
+            if dep.pid:
+                stop_pid(dep.pid)
+
+
+def audit_verify(n: int) -> dict[str, Any]:
+    """Also runs `audit_proof` on the same log (building a million entries takes minutes)."""
+    return asyncio.run(_verify_and_proofs(n, 2000))[0]
