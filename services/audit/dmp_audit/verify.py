@@ -40,7 +40,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dmp_audit.entry import TreeHead, signature_valid
-from dmp_audit.merkle import Tree, empty_root, node_hash
+from dmp_audit.merkle import HASH_SIZE, Tree, empty_root, node_hash
 from dmp_audit.store import AuditStore, unpack_text
 
 Progress = Callable[[int], None]
@@ -176,15 +176,19 @@ def check_chunk(
 
 def _subtrees(leaves: list[bytes], offset: int, start: int, end: int) -> list[Subtree]:
     """[start, end) cut into complete subtrees aligned on their size, left to right."""
+    sha256 = hashlib.sha256
     out = []
     while start < end:
         height = 0
         while start % (2 << height) == 0 and start + (2 << height) <= end:
             height += 1
-        level = leaves[start - offset : start - offset + (1 << height)]
-        while len(level) > 1:
-            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-        out.append((height, level[0]))
+        # node = SHA-256(0x01 ‖ left ‖ right): adjacent hashes of a level, joined, pair up
+        level = b"".join(leaves[start - offset : start - offset + (1 << height)])
+        while len(level) > HASH_SIZE:
+            level = b"".join(
+                [sha256(b"\x01" + level[i : i + 64]).digest() for i in range(0, len(level), 64)]
+            )
+        out.append((height, level))
         start += 1 << height
     return out
 
