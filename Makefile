@@ -50,7 +50,8 @@ test: install ## Run unit, service and end-to-end tests against real servers
 	$(RUN) pytest
 
 verify-audit: install ## Re-read the stack's whole audit log and report its first inconsistency
-	$(RUN) dmp audit verify --mongo-url "$$($(RUN) dmp-stack url mongo)"
+	$(RUN) dmp audit verify --mongo-url "$$($(RUN) dmp-stack url mongo)" \
+		--keys-from "$$($(RUN) dmp-stack url gateway)"
 
 lint: install ## ruff: lint and format check
 	$(RUN) ruff check .

@@ -91,6 +91,8 @@ def url(name: str) -> int:
     """Print where the running stack's dependency is (`dmp-stack url mongo`), for tools."""
     state = _stack().state()
     found = [d.url for d in state.deps if d.name == name] if state else []
+    if state and name == "gateway":
+        found = [state.gateway_url]
     if not found:
         print(f"No {name} in a running stack (make up).", file=sys.stderr)
         return 1
@@ -114,7 +116,7 @@ def main() -> None:
     sub.add_parser("down")
     sub.add_parser("status")
     url_parser = sub.add_parser("url")
-    url_parser.add_argument("dependency", choices=["mongo", "nats", "smtp"])
+    url_parser.add_argument("dependency", choices=["mongo", "nats", "smtp", "gateway"])
     logs_parser = sub.add_parser("logs")
     logs_parser.add_argument("service", nargs="?")
     args = parser.parse_args()

@@ -1,10 +1,11 @@
 """`dmp audit verify`: re-read the whole stored log and report its first inconsistency.
 
-    dmp audit verify [--mongo-url URL] [--database audit]
+    dmp audit verify [--mongo-url URL] [--database audit] [--keys-from GATEWAY_URL]
                      [--public-key KEY_ID:BASE64 ...] [--witness SIZE:ROOT_HEX]
 
-The keys that may sign tree heads come from --public-key (as `/v1/audit/keys` publishes them)
-or else from the platform's configuration (DMP_MASTER_KEY), as the service derives its own.
+The keys that may sign tree heads come from --keys-from (what the platform publishes at
+/v1/audit/keys) and --public-key, or else from the platform's configuration (DMP_MASTER_KEY),
+as the service derives its own.
 A witness is a tree head kept from `/v1/audit/checkpoint` earlier: with one, a tail cut
 together with the heads that covered it is caught too. Exit status: 0 the log verifies,
 1 it does not, 2 the command could not run.
@@ -15,8 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
+import os
 import sys
 import time
+import urllib.request
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -28,6 +32,7 @@ from dmp_audit.config import AuditSettings
 from dmp_audit.entry import TreeHead, key_id
 from dmp_audit.store import AuditStore
 from dmp_audit.verify import LogState, scan
+from dmp_kit.config import Settings
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,19 +51,33 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY_ID:BASE64",
         help="a key that may sign tree heads (repeatable)",
     )
+    verify.add_argument(
+        "--keys-from",
+        metavar="GATEWAY_URL",
+        help="take the keys the platform publishes (<url>/v1/audit/keys)",
+    )
     verify.add_argument("--witness", metavar="SIZE:ROOT_HEX", help="a tree head seen earlier")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     return top
 
 
-def keys_from(args: argparse.Namespace, settings: AuditSettings) -> dict[str, Ed25519PublicKey]:
-    if not args.public_key:
+def keys_from(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
+    specs = list(args.public_key)
+    if args.keys_from:
+        url = args.keys_from.rstrip("/") + "/v1/audit/keys"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - given URL
+                published = json.load(answer)["keys"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"could not read the published keys at {url} ({exc})") from exc
+        specs += [f"{k['key_id']}:{k['public_key']}" for k in published]
+    if not specs:
         from dmp_audit.__main__ import signer  # the service's own derivation
 
-        own = signer(settings)
+        own = signer(AuditSettings())
         return {own.key_id: own.public_key}
     keys = {}
-    for spec in args.public_key:
+    for spec in specs:
         stated, _, b64 = spec.partition(":")
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
         if key_id(key) != stated:
@@ -77,17 +96,18 @@ def witness_from(spec: str | None) -> TreeHead | None:
 
 
 async def verify(args: argparse.Namespace) -> int:
-    settings = AuditSettings()
     try:
-        keys = keys_from(args, settings)
+        keys = keys_from(args)
         witness = witness_from(args.witness)
     except ValueError as exc:
         print(f"dmp audit verify: {exc}", file=sys.stderr)
         return 2
+    defaults = Settings.model_fields
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        args.mongo_url or settings.mongo_url, serverSelectionTimeoutMS=settings.mongo_timeout_ms
+        args.mongo_url or os.environ.get("DMP_MONGO_URL") or defaults["mongo_url"].default,
+        serverSelectionTimeoutMS=defaults["mongo_timeout_ms"].default,
     )
-    store = AuditStore(client[args.database or settings.database_name("audit")])
+    store = AuditStore(client[args.database or os.environ.get("DMP_MONGO_DB") or "audit"])
     started = time.perf_counter()
     try:
         total = await store.chunk_count()
