@@ -8,6 +8,7 @@ import pytest
 from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
 from dmp_stack.testing import RunningStack
 
@@ -56,16 +57,24 @@ async def test_only_identity_may_ask_notify_to_send_a_code(stack: RunningStack) 
 
 async def test_unimplemented_methods_still_authenticate_first(stack: RunningStack) -> None:
     admin = stack.admin_token()
-    async with channel(stack, "audit") as ch:
-        stub = audit_pb2_grpc.AuditServiceStub(ch)
+    async with channel(stack, "ingest") as ch:
+        stub = ingest_pb2_grpc.IngestServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
+            await stub.GetBatch(ingest_pb2.GetBatchRequest(), timeout=5)
         assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await stub.GetCheckpoint(
-                audit_pb2.GetCheckpointRequest(), timeout=5, metadata=bearer(admin)
-            )
+            await stub.GetBatch(ingest_pb2.GetBatchRequest(), timeout=5, metadata=bearer(admin))
     assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_only_the_transparency_methods_of_audit_are_public(stack: RunningStack) -> None:
+    async with channel(stack, "audit") as ch:
+        stub = audit_pb2_grpc.AuditServiceStub(ch)
+        head = await stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
+        assert head.checkpoint.key_id  # public: hashes and a signature, nothing about anyone
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.ListAccessLog(audit_pb2.ListAccessLogRequest(ins="x"), timeout=5)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_no_patient_identifier_email_or_secret_in_any_log(stack: RunningStack) -> None:

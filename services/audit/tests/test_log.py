@@ -193,8 +193,7 @@ class Tamperer:
             entries[i] = bytes(e)
             await self.put_chunk(cid, entries)
         elif kind == "flip_stored":
-            data = bytearray(self.chunks[cid]["data"])
-            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+            data = self.flipped(self.chunks[cid])
             self.touched.append((self.store.chunks, self.chunks, cid))
             await self.store.chunks.update_one({"_id": cid}, {"$set": {"data": Binary(data)}})
         elif kind == "delete":
@@ -225,6 +224,20 @@ class Tamperer:
         else:
             await self.replace_head()
         return kind
+
+    def flipped(self, doc: dict[str, Any]) -> bytearray:
+        """The stored bytes with one bit flipped where it changes what they hold: some bits of
+        a zstd frame's header (its window size, say) change the bytes, not the entries."""
+        original = unpack(doc["data"], doc["count"])
+        while True:
+            data = bytearray(doc["data"])
+            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+            try:
+                if unpack(bytes(data), doc["count"]) == original:
+                    continue
+            except Exception:  # noqa: S110 - unreadable is a change too
+                pass
+            return data
 
     async def replace_head(self) -> None:
         size = self.rng.choice([s for s in self.heads if s > 0])
