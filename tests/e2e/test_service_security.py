@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
@@ -127,3 +129,21 @@ async def test_a_patient_may_look_up_only_themselves(stack: RunningStack) -> Non
             identity_pb2.LookupPatientRequest(ins=other["ins"]), timeout=5, metadata=bearer(admin)
         )
         assert by_admin.patient.family_name == "Martin"
+
+
+def test_nobody_registers_a_client_in_the_name_of_a_service(stack: RunningStack) -> None:
+    """Service accounts (`service:<name>`, keys derived from the master key) are identity's to
+    provision; an administrator cannot plant a key under one of their names."""
+    pem = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with stack.client(stack.admin_token()) as c:
+        r = c.post(
+            "/v1/admin/clients",
+            json={"client_id": "service:notify", "public_key_pem": pem, "roles": ["insurer"]},
+        )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "client_id"

@@ -85,6 +85,9 @@ def infra() -> Iterator[Infra]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+CODE_SUBJECT = "Votre code de connexion DMP"
+
+
 class Mailbox:
     """Reads what the SMTP sink really received."""
 
@@ -100,9 +103,10 @@ class Mailbox:
         return found
 
     def last_code(self, address: str, timeout: float = 10.0) -> str:
+        """The newest one-time code sent to `address` (notifications may arrive in between)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            messages = self.messages_to(address)
+            messages = [m for m in self.messages_to(address) if m["Subject"] == CODE_SUBJECT]
             if messages:
                 body = messages[-1].get_body(("plain",))
                 assert body is not None

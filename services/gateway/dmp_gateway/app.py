@@ -17,7 +17,18 @@ from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.limits import BodyLimit
-from dmp_gateway.routes import admin, audit, auth, consent, dev, dossiers, me, ops, records
+from dmp_gateway.routes import (
+    admin,
+    audit,
+    auth,
+    consent,
+    dev,
+    dossiers,
+    me,
+    notifications,
+    ops,
+    records,
+)
 from dmp_gateway.throttle import AuthThrottle
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
@@ -112,6 +123,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(auth.throttled)
     app.include_router(me.router)
+    app.include_router(notifications.router)
     app.include_router(admin.router)
     app.include_router(dossiers.router)
     app.include_router(records.router)

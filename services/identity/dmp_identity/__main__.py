@@ -38,6 +38,7 @@ async def serve() -> None:
 
     async def on_ready() -> None:
         await keys.ensure_key()
+        await servicer.provision_service_clients()
         await servicer.bootstrap_admin()
 
     async def purge(stop: asyncio.Event) -> None:

@@ -32,6 +32,9 @@ from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
+from dmp_kit.service_auth import ASSERTION_TYPE, SERVICE_ROLES, service_public_pem
+from dmp_kit.service_auth import PREFIX as SERVICE_PREFIX
+from dmp_kit.service_auth import client_id as service_client_id
 
 log = get_logger(__name__)
 
@@ -315,6 +318,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> pb.RegisterClientResponse:
         caller().require_role("admin")
         client_id, roles = domain.validate_client(request.client_id, list(request.roles))
+        if client_id.startswith(SERVICE_PREFIX):
+            raise InvalidArgument(
+                f"client ids starting with {SERVICE_PREFIX} are the platform's own services",
+                field="client_id",
+            )
         try:
             load_pem_public_key(request.public_key_pem.encode())
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -378,7 +386,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         card) sees it without the patient's contact details."""
         who = caller()
         ins = validate_ins(request.ins)
-        full = who.kind in ("admin", "service") or who.has_role("directory_sync") or who.ins == ins
+        full = (
+            who.kind in ("admin", "service")
+            or who.has_role("directory_sync")
+            or who.has_role("contact_reader")  # notify, to reach the patient
+            or who.ins == ins
+        )
         if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
@@ -399,8 +412,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if doc is None:
             raise NotFound("no such professional", field="rpps")
         found = _professional(doc)
-        found.ClearField("email")
-        found.ClearField("phone")
+        if not caller().has_role("contact_reader"):  # notify alone reaches professionals
+            found.ClearField("email")
+            found.ClearField("phone")
         return pb.LookupProfessionalResponse(professional=found)
 
     # login ---------------------------------------------------------------------------
@@ -549,9 +563,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 field="grant_type",
                 slug="unsupported-grant-type",
             )
-        if request.client_assertion_type != domain.ASSERTION_TYPE:
+        if request.client_assertion_type != ASSERTION_TYPE:
             raise InvalidArgument(
-                f"client_assertion_type must be {domain.ASSERTION_TYPE}",
+                f"client_assertion_type must be {ASSERTION_TYPE}",
                 field="client_assertion_type",
                 slug="invalid-client",
             )
@@ -639,6 +653,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return me
 
     # start-up ---------------------------------------------------------------------
+
+    async def provision_service_clients(self) -> None:
+        """The platform's own services as OAuth2 clients (dmp_kit.service_auth): their keys
+        derive from the master key, so they are (re)written at every start."""
+        master = self.settings.master_key_bytes
+        for service, roles in SERVICE_ROLES.items():
+            await self.store.put_client(
+                {
+                    "_id": service_client_id(service),
+                    "public_key_pem": service_public_pem(master, service),
+                    "roles": list(roles),
+                    "created_at": self.clock.now(),
+                }
+            )
 
     async def bootstrap_admin(self) -> None:
         password = self.settings.admin_password()

@@ -275,7 +275,6 @@ def access_claims(
     return claims
 
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
 
 

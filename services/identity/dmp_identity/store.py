@@ -172,6 +172,9 @@ class IdentityStore(Store):
         except DuplicateKeyError as exc:
             raise AlreadyExists("this client_id is already registered", field="client_id") from exc
 
+    async def put_client(self, doc: Document) -> None:
+        await self.clients.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
     async def get_client(self, client_id: str) -> Document | None:
         doc: Document | None = await self.clients.find_one({"_id": client_id})
         return doc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -10,10 +12,10 @@ from dmp.notify.v1 import notify_pb2_grpc
 from dmp_kit.auth import caller
 from dmp_kit.clock import Clock
 from dmp_kit.config import Env
-from dmp_kit.errors import InvalidArgument, NotFound
+from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied
 from dmp_notify.channels import EmailSender, SmsProvider
 from dmp_notify.config import NotifySettings
-from dmp_notify.domain import otp_message, sms_text
+from dmp_notify.domain import otp_message, sms_text, validate_preferences
 from dmp_notify.store import NotifyStore
 
 
@@ -92,3 +94,88 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
                 )
             )
         return pb.ListDevOutboxResponse(messages=messages)
+
+    # the inbox and preferences (rule 11) ---------------------------------------------
+
+    async def ListNotifications(
+        self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListNotificationsResponse:
+        recipient = _recipient()
+        size = request.page_size or DEFAULT_PAGE
+        if not 0 < size <= MAX_PAGE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}", field="page_size")
+        if request.cursor and (len(request.cursor) > 200 or ":" not in request.cursor):
+            raise InvalidArgument("the cursor is not one this inbox gave", field="cursor")
+        docs = await self.store.inbox(
+            recipient, request.unread_only, request.cursor or None, size + 1
+        )
+        items = [_notification(d) for d in docs[:size]]
+        more = len(docs) > size
+        return pb.ListNotificationsResponse(items=items, next=docs[size - 1]["_id"] if more else "")
+
+    async def MarkNotificationRead(
+        self, request: pb.MarkNotificationReadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MarkNotificationReadResponse:
+        doc = await self.store.mark_read(_recipient(), request.id, request.read)
+        if doc is None:
+            raise NotFound("no such notification", field="id")
+        return pb.MarkNotificationReadResponse(notification=_notification(doc))
+
+    async def GetPreferences(
+        self, request: pb.GetPreferencesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPreferencesResponse:
+        chosen = await self.store.get_preferences(_recipient())
+        return pb.GetPreferencesResponse(preferences=_preferences(validate_preferences(chosen)))
+
+    async def PutPreferences(
+        self, request: pb.PutPreferencesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutPreferencesResponse:
+        recipient = _recipient()
+        given: dict[str, list[str]] = {}
+        for pref in request.preferences:
+            channels = [CHANNEL_NAMES.get(c, "") for c in pref.channels]
+            if "" in channels:
+                raise InvalidArgument("channels are email or sms", field="channels")
+            given[pref.event_type] = sorted(set(channels))
+        try:
+            merged = validate_preferences(given)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), field="preferences") from exc
+        await self.store.put_preferences(recipient, {k: sorted(v) for k, v in merged.items()})
+        return pb.PutPreferencesResponse(preferences=_preferences(merged))
+
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+CHANNEL_NAMES = {pb.CHANNEL_EMAIL: "email", pb.CHANNEL_SMS: "sms"}
+CHANNEL_VALUES = {name: value for value, name in CHANNEL_NAMES.items()}
+
+
+def _recipient() -> str:
+    """Whose inbox: patients and professionals have one; nobody else."""
+    who = caller()
+    if who.kind == "patient" and who.ins:
+        return f"patient:{who.ins}"
+    if who.kind == "professional" and who.rpps:
+        return f"professional:{who.rpps}"
+    raise PermissionDenied("notifications are for patients and professionals")
+
+
+def _notification(doc: dict[str, Any]) -> pb.Notification:
+    created = Timestamp()
+    created.FromDatetime(doc["created_at"])
+    return pb.Notification(
+        id=doc["_id"],
+        event_type=doc["kind"],
+        title=doc["title"],
+        body=doc["body"],
+        created_at=created,
+        read=doc["read"],
+    )
+
+
+def _preferences(prefs: dict[str, frozenset[str]]) -> list[pb.EventPreference]:
+    return [
+        pb.EventPreference(event_type=kind, channels=[CHANNEL_VALUES[c] for c in sorted(chosen)])
+        for kind, chosen in sorted(prefs.items())
+    ]

@@ -25,3 +25,128 @@ def otp_message(code: str, valid_minutes: int) -> Message:
 
 def sms_text(message: Message) -> str:
     return message.body.split("\n", 2)[0] + " " + message.body.split("\n", 2)[1]
+
+
+# --- notifications from events (rule 11) ----------------------------------------------
+
+KINDS = ("document_added", "access_first", "emergency_access", "reminder", "login")
+CHANNELS = ("email", "sms")  # the in-app inbox always receives every notification
+DEFAULT_PREFERENCES: dict[str, frozenset[str]] = {kind: frozenset({"email"}) for kind in KINDS}
+PROFESSIONS = {"10": "un médecin", "21": "un pharmacien", "60": "un infirmier ou une infirmière"}
+SIGNATURE = "\n\nConnectez-vous à votre espace DMP pour en savoir plus.\nL'équipe DMP"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing to tell one person: who (`patient:<INS>` or `professional:<RPPS>`), what
+    kind (for preferences), and the words. Never medical content: only that something
+    happened and where to look."""
+
+    recipient: str
+    kind: str
+    message: Message
+
+
+def validate_preferences(prefs: dict[str, list[str]]) -> dict[str, frozenset[str]]:
+    """A patient's choice: for each kind, the channels (besides the inbox). Unknown kinds or
+    channels are errors, not silently dropped; kinds not given keep their default."""
+    unknown_kinds = set(prefs) - set(KINDS)
+    if unknown_kinds:
+        raise ValueError(f"unknown notification kind {sorted(unknown_kinds)[0]!r}")
+    out = dict(DEFAULT_PREFERENCES)
+    for kind, channels in prefs.items():
+        unknown = set(channels) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channel {sorted(unknown)[0]!r} for {kind}")
+        out[kind] = frozenset(channels)
+    return out
+
+
+def document_added(ins: str, hidden_from_patient: bool) -> list[Notice]:
+    if hidden_from_patient:
+        return []  # rule 8: the patient learns of it at the announcement consultation
+    return [
+        Notice(
+            f"patient:{ins}",
+            "document_added",
+            Message(
+                "Un nouveau document dans votre DMP",
+                "Un nouveau document a été ajouté à votre Dossier Médical Partagé." + SIGNATURE,
+            ),
+        )
+    ]
+
+
+def access_first(ins: str, profession: str) -> list[Notice]:
+    who = PROFESSIONS.get(profession, "un professionnel de santé")
+    return [
+        Notice(
+            f"patient:{ins}",
+            "access_first",
+            Message(
+                "Un professionnel de santé a accédé à votre DMP",
+                f"Pour la première fois, {who} a accédé à votre Dossier Médical Partagé. "
+                "Vous pouvez voir qui a consulté votre dossier dans l'historique des accès."
+                + SIGNATURE,
+            ),
+        )
+    ]
+
+
+def emergency_access(ins: str, mode: str, attending_rpps: str) -> list[Notice]:
+    what = (
+        "le médecin régulateur du SAMU a consulté"
+        if mode == "regulator"
+        else "un professionnel de santé a ouvert en urgence"
+    )
+    patient = Notice(
+        f"patient:{ins}",
+        "emergency_access",
+        Message(
+            "Accès en urgence à votre DMP",
+            f"Dans le cadre d'une urgence, {what} votre Dossier Médical Partagé. "
+            "Cet accès est tracé dans l'historique des accès." + SIGNATURE,
+        ),
+    )
+    if not attending_rpps:
+        return [patient]
+    physician = Notice(
+        f"professional:{attending_rpps}",
+        "emergency_access",
+        Message(
+            "Accès en urgence au DMP d'un de vos patients",
+            f"Dans le cadre d'une urgence, {what} le DMP d'un patient dont vous êtes le "
+            "médecin traitant. Le détail figure dans l'historique des accès de ce dossier."
+            + SIGNATURE,
+        ),
+    )
+    return [patient, physician]
+
+
+def reminder(ins: str) -> list[Notice]:
+    return [
+        Notice(
+            f"patient:{ins}",
+            "reminder",
+            Message(
+                "Votre DMP a été mis à jour",
+                "Un professionnel de santé a ajouté à votre Dossier Médical Partagé un document "
+                "qu'il souhaite vous présenter lors d'une consultation. Nous vous invitons à "
+                "prendre rendez-vous avec lui." + SIGNATURE,
+            ),
+        )
+    ]
+
+
+def login(ins: str, when: str) -> list[Notice]:
+    return [
+        Notice(
+            f"patient:{ins}",
+            "login",
+            Message(
+                "Connexion à votre DMP",
+                f"Une connexion à votre compte DMP a eu lieu le {when}. Si ce n'est pas vous, "
+                "changez votre mot de passe sans attendre." + SIGNATURE,
+            ),
+        )
+    ]

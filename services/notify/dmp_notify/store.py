@@ -19,6 +19,7 @@ class NotifyStore(Store):
 
     async def ensure_indexes(self) -> None:
         await self.dev_outbox.create_index("destination")
+        await self.notifications.create_index([("recipient", 1), ("_id", -1)])
 
     async def claim_delivery(self, key: str, channel: str, now: datetime) -> bool:
         """False when this delivery was already made (a retried call sends nothing twice)."""
@@ -35,3 +36,46 @@ class NotifyStore(Store):
     async def dev_messages(self, destination: str) -> list[Document]:
         cursor = self.dev_outbox.find({"destination": destination}).sort("sent_at", -1).limit(50)
         return [doc async for doc in cursor]
+
+    # the inbox, preferences and the delivery log (rule 11) ---------------------------
+
+    @property
+    def notifications(self) -> Any:
+        return self.db["notifications"]
+
+    @property
+    def preferences(self) -> Any:
+        return self.db["preferences"]
+
+    async def add_notification(self, doc: Document) -> bool:
+        """Keyed by event and recipient: a redelivered event adds nothing."""
+        return await insert_once(self.notifications, doc)
+
+    async def inbox(
+        self, recipient: str, unread_only: bool, before: str | None, limit: int
+    ) -> list[Document]:
+        query: Document = {"recipient": recipient}
+        if unread_only:
+            query["read"] = False
+        if before:
+            query["_id"] = {"$lt": before}
+        cursor = self.notifications.find(query).sort("_id", -1).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def mark_read(self, recipient: str, notification_id: str, read: bool) -> Document | None:
+        await self.notifications.update_one(
+            {"_id": notification_id, "recipient": recipient}, {"$set": {"read": read}}
+        )
+        doc: Document | None = await self.notifications.find_one(
+            {"_id": notification_id, "recipient": recipient}
+        )
+        return doc
+
+    async def get_preferences(self, recipient: str) -> dict[str, list[str]]:
+        doc = await self.preferences.find_one({"_id": recipient})
+        return dict(doc["channels"]) if doc else {}
+
+    async def put_preferences(self, recipient: str, channels: dict[str, list[str]]) -> None:
+        await self.preferences.replace_one(
+            {"_id": recipient}, {"_id": recipient, "channels": channels}, upsert=True
+        )

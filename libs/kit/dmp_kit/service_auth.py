@@ -1,0 +1,82 @@
+"""Service accounts: how one service obtains an access token to call another.
+
+Each service that calls others on its own behalf (not forwarding a user's token) is an OAuth2
+client of identity, `service:<name>`, authenticating with a client assertion (RFC 7523) signed
+by an Ed25519 key derived from the master key. Identity provisions these clients at start with
+the public keys derived the same way and the roles below, and refuses to let anyone register a
+client under the `service:` prefix. The trust boundary is the master key, which every service
+already holds; per-service keys from a secret store would narrow it to one service each.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from dmp_kit.crypto import derive_key
+
+PREFIX = "service:"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# What each service account may do, as roles in its access tokens.
+SERVICE_ROLES: dict[str, tuple[str, ...]] = {
+    "notify": ("contact_reader",),
+}
+ASSERTION_LIFETIME_SECONDS = 120
+RENEW_BEFORE_SECONDS = 60
+
+
+def client_id(service: str) -> str:
+    return f"{PREFIX}{service}"
+
+
+def service_key(master_key: bytes, service: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(
+        derive_key(master_key, f"dmp/service-credentials/{service}/v1")
+    )
+
+
+def service_public_pem(master_key: bytes, service: str) -> str:
+    public = service_key(master_key, service).public_key()
+    return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def client_assertion(master_key: bytes, service: str, audience: str) -> str:
+    now = int(time.time())
+    cid = client_id(service)
+    claims = {
+        "iss": cid,
+        "sub": cid,
+        "aud": audience,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME_SECONDS,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, service_key(master_key, service), algorithm="EdDSA")
+
+
+Exchange = Callable[[str], Awaitable[tuple[str, int]]]
+"""Sends a client assertion to identity; returns (access token, lifetime in seconds)."""
+
+
+class ServiceTokens:
+    """This service's own access token, fetched when needed and renewed before it expires."""
+
+    def __init__(self, service: str, master_key: bytes, audience: str, exchange: Exchange):
+        self._service = service
+        self._master_key = master_key
+        self._audience = audience
+        self._exchange = exchange
+        self._token: tuple[str, float] | None = None
+
+    async def token(self) -> str:
+        now = time.monotonic()
+        if self._token is None or self._token[1] - now < RENEW_BEFORE_SECONDS:
+            assertion = client_assertion(self._master_key, self._service, self._audience)
+            token, lifetime = await self._exchange(assertion)
+            self._token = (token, now + lifetime)
+        return self._token[0]

@@ -1,0 +1,156 @@
+"""From events to notifications: the inbox, then e-mail and SMS as each person chose.
+
+Exactly once in effect: the inbox entry is keyed by (event, recipient), each delivery by
+(event, recipient, channel) in the delivery log, claimed before sending. A failed send releases
+its claim and fails the event, which JetStream redelivers later (with backoff): what was sent
+already is not sent again, what failed is tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
+import grpc
+
+from dmp.events.v1 import envelope_pb2
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp_kit.bus import EventBus, run_consumer
+from dmp_kit.clock import Clock
+from dmp_kit.rpc.client import call_options
+from dmp_kit.rpc.status import error_from_rpc
+from dmp_kit.service_auth import ServiceTokens
+from dmp_notify import domain
+from dmp_notify.channels import EmailSender, SmsProvider
+from dmp_notify.config import NotifySettings
+from dmp_notify.store import NotifyStore
+
+PARIS = ZoneInfo("Europe/Paris")
+# (stream, durable, subject): each a durable consumer of its own
+CONSUMERS = (
+    ("DOSSIER", "notify-document-added", "document.added"),
+    ("DOSSIER", "notify-reminder", "document.reminder_due"),
+    ("DOSSIER", "notify-access-first", "access.first"),
+    ("CONSENT", "notify-emergency-access", "consent.>"),
+    ("IDENTITY", "notify-login", "identity.login"),
+)
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: NotifySettings,
+        store: NotifyStore,
+        clock: Clock,
+        email: EmailSender,
+        sms: SmsProvider,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+        tokens: ServiceTokens,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.email = email
+        self.sms = sms
+        self.identity = identity
+        self.tokens = tokens
+
+    def notices(self, event: envelope_pb2.Envelope) -> list[domain.Notice]:
+        ins = event.patient_ins
+        kind = event.WhichOneof("payload")
+        if not ins:
+            return []
+        if kind == "document_added":
+            return domain.document_added(ins, event.document_added.hidden_from_patient)
+        if kind == "access_first":
+            return domain.access_first(ins, event.access_first.profession)
+        if kind == "emergency_access_granted":
+            grant = event.emergency_access_granted
+            return domain.emergency_access(ins, grant.mode, grant.attending_physician_rpps)
+        if kind == "reminder_due":
+            return domain.reminder(ins)
+        if kind == "login_attempted":
+            attempt = event.login_attempted
+            if attempt.account_kind == "patient" and attempt.outcome == "otp_ok":
+                when = event.occurred_at.ToDatetime(tzinfo=UTC).astimezone(PARIS)
+                return domain.login(ins, when.strftime("%d/%m/%Y à %H:%M"))
+        return []
+
+    async def on_event(self, event: envelope_pb2.Envelope) -> None:
+        for notice in self.notices(event):
+            await self.deliver(event.id, notice)
+
+    async def deliver(self, event_id: str, notice: domain.Notice) -> None:
+        now = self.clock.now()
+        await self.store.add_notification(
+            {
+                "_id": f"{event_id}:{notice.recipient}",
+                "recipient": notice.recipient,
+                "kind": notice.kind,
+                "title": notice.message.subject,
+                "body": notice.message.body,
+                "created_at": now,
+                "read": False,
+            }
+        )
+        chosen = await self.store.get_preferences(notice.recipient)
+        channels = domain.validate_preferences(chosen).get(notice.kind, frozenset())
+        if not channels:
+            return
+        email, phone = await self.contact(notice.recipient)
+        for channel in sorted(channels):
+            destination = email if channel == "email" else phone
+            if not destination:
+                continue  # no address for this channel: the inbox has it
+            key = f"{event_id}:{notice.recipient}:{channel}"
+            if not await self.store.claim_delivery(key, channel, now):
+                continue  # sent already (a redelivered event)
+            try:
+                if channel == "email":
+                    await self.email.send(destination, notice.message)
+                else:
+                    await self.sms.send(destination, domain.sms_text(notice.message))
+            except Exception:
+                await self.store.release_delivery(key)
+                raise
+
+    async def contact(self, recipient: str) -> tuple[str, str]:
+        """(e-mail, phone) from identity, which owns them; asked with notify's own token."""
+        kind, _, ident = recipient.partition(":")
+        options = call_options(self.settings.grpc_deadline_seconds, token=await self.tokens.token())
+        try:
+            if kind == "patient":
+                found = await self.identity.LookupPatient(
+                    identity_pb2.LookupPatientRequest(ins=ident), **options
+                )
+                return found.patient.email, found.patient.phone
+            pro = await self.identity.LookupProfessional(
+                identity_pb2.LookupProfessionalRequest(rpps=ident), **options
+            )
+            return pro.professional.email, pro.professional.phone
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+
+
+def consumers(
+    bus: EventBus, notifier: Notifier
+) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
+    """One background job per durable consumer."""
+
+    def job(stream: str, durable: str, subject: str) -> Callable[[asyncio.Event], Awaitable[None]]:
+        async def run(stop: asyncio.Event) -> None:
+            await run_consumer(
+                bus,
+                stream=stream,
+                durable=durable,
+                subject=subject,
+                handler=notifier.on_event,
+                stop=stop,
+            )
+
+        run.__name__ = durable
+        return run
+
+    return [job(*spec) for spec in CONSUMERS]

@@ -1,0 +1,47 @@
+"""What notify says for each event: to whom, of what kind, never with medical content."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmp_notify import domain
+
+INS = "180057512345623"
+
+
+def test_a_document_hidden_from_the_patient_is_not_announced() -> None:
+    assert domain.document_added(INS, hidden_from_patient=True) == []
+    [notice] = domain.document_added(INS, hidden_from_patient=False)
+    assert notice.recipient == f"patient:{INS}" and notice.kind == "document_added"
+
+
+def test_emergency_access_tells_the_patient_and_the_attending_physician() -> None:
+    patient, gp = domain.emergency_access(INS, "regulator", "10001234567")
+    assert patient.recipient == f"patient:{INS}"
+    assert gp.recipient == "professional:10001234567"
+    assert "SAMU" in patient.message.body and INS not in gp.message.body
+    assert len(domain.emergency_access(INS, "break_glass", "")) == 1
+
+
+def test_every_message_is_french_and_free_of_identifiers() -> None:
+    notices = [
+        *domain.document_added(INS, False),
+        *domain.access_first(INS, "21"),
+        *domain.emergency_access(INS, "break_glass", "10001234567"),
+        *domain.reminder(INS),
+        *domain.login(INS, "23/11/2026 à 15:40"),
+    ]
+    assert {n.kind for n in notices} == set(domain.KINDS)
+    for notice in notices:
+        assert INS not in notice.message.body and "10001234567" not in notice.message.body
+        assert "DMP" in notice.message.subject
+    assert "un pharmacien" in domain.access_first(INS, "21")[0].message.body
+
+
+def test_preferences_default_to_email_and_refuse_the_unknown() -> None:
+    prefs = domain.validate_preferences({"login": ["sms", "email"]})
+    assert prefs["login"] == {"sms", "email"} and prefs["reminder"] == {"email"}
+    with pytest.raises(ValueError, match="weather"):
+        domain.validate_preferences({"weather": []})
+    with pytest.raises(ValueError, match="pigeon"):
+        domain.validate_preferences({"login": ["pigeon"]})

@@ -1,0 +1,211 @@
+"""Rule 11 through the gateway, on the real SMTP sink: what the patient (and the GP) are told,
+on which channels, never twice, never with medical content."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dmp_kit.bus import EventBus
+from dmp_stack.testing import RunningStack, collect_events
+
+SECRET_TITLE = "Sérologie VIH — résultat"
+
+
+def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
+
+
+class Cast:
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        admin = self.admin = stack.admin_token()
+        self.patient = stack.create_patient(admin)
+        self.ins = self.patient["ins"]
+        self.email = self.patient["email"]
+        self.gp = stack.create_professional(admin, "10")
+        self.emergency = stack.create_professional(admin, "10")
+        self.tokens = {
+            "patient": self.login(self.patient, "patient", "ins"),
+            "gp": self.login(self.gp, "professional", "rpps"),
+            "emergency": self.login(self.emergency, "professional", "rpps"),
+        }
+
+    def login(self, who: dict[str, Any], kind: str, key: str) -> str:
+        return str(self.stack.login(kind, who[key], who["password"], who["email"])["access_token"])
+
+    def client(self, who: str) -> Any:
+        return self.stack.client(self.tokens[who])
+
+    def inbox(self, who: str) -> list[dict[str, Any]]:
+        with self.client(who) as c:
+            r = c.get("/v1/me/notifications", params={"page_size": 100})
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    def kinds(self, who: str) -> list[str]:
+        return [n["kind"] for n in self.inbox(who)]
+
+    def mails(self, subject: str) -> list[Any]:
+        return [m for m in self.stack.mailbox.messages_to(self.email) if m["Subject"] == subject]
+
+    def add_document(self, title: str) -> str:
+        with self.client("gp") as c:
+            r = c.post(
+                f"/v1/dossiers/{self.ins}/documents",
+                json={
+                    "type_code": "11502-2",
+                    "title": title,
+                    "mime_type": "text/plain",
+                    "content_base64": base64.b64encode(b"positif").decode(),
+                },
+            )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def cast(stack: RunningStack) -> Cast:
+    cast = Cast(stack)
+    with cast.client("patient") as c:
+        r = c.post(
+            "/v1/dossiers",
+            json={
+                "ins": cast.ins,
+                "vitale_serial": cast.patient["vitale_serial"],
+                "patient_consent": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert until(
+            lambda: c.put(
+                f"/v1/dossiers/{cast.ins}/attending-physician", json={"rpps": cast.gp["rpps"]}
+            ).status_code
+            == 200
+        )
+    return cast
+
+
+def test_a_new_document_is_told_by_email_and_inbox_without_its_content(cast: Cast) -> None:
+    cast.add_document(SECRET_TITLE)
+    assert until(lambda: "document_added" in cast.kinds("patient"))
+    assert until(lambda: cast.mails("Un nouveau document dans votre DMP"))
+    mail = cast.mails("Un nouveau document dans votre DMP")[-1]
+    body = mail.get_body(("plain",)).get_content()
+    assert "Dossier Médical Partagé" in body
+    for medical in (SECRET_TITLE, "VIH", "11502-2", "positif"):
+        assert medical not in body and medical not in str(mail["Subject"])
+    # the doctor's first read of the dossier, and the patient's own login, are told too
+    with cast.client("gp") as c:
+        assert c.get(f"/v1/dossiers/{cast.ins}/documents").status_code == 200
+    assert until(lambda: {"access_first", "login"} <= set(cast.kinds("patient"))), cast.kinds(
+        "patient"
+    )
+    assert until(lambda: cast.mails("Connexion à votre DMP"))
+
+
+def test_preferences_choose_the_channels_and_the_inbox_keeps_everything(cast: Cast) -> None:
+    with cast.client("patient") as c:
+        r = c.get("/v1/me/notification-preferences")
+        assert r.status_code == 200 and r.json()["preferences"]["document_added"] == ["email"]
+        r = c.put("/v1/me/notification-preferences", json={"preferences": {"document_added": []}})
+        assert r.status_code == 200, r.text
+        assert r.json()["preferences"]["document_added"] == []
+        assert r.json()["preferences"]["login"] == ["email"]  # the others keep their default
+    before = len(cast.mails("Un nouveau document dans votre DMP"))
+    added = len([k for k in cast.kinds("patient") if k == "document_added"])
+    cast.add_document("Compte rendu de consultation")
+    assert until(
+        lambda: len([k for k in cast.kinds("patient") if k == "document_added"]) == added + 1
+    )
+    time.sleep(1.0)  # an e-mail, were one sent, would be there by now
+    assert len(cast.mails("Un nouveau document dans votre DMP")) == before
+    with cast.client("patient") as c:
+        c.put(
+            "/v1/me/notification-preferences", json={"preferences": {"document_added": ["email"]}}
+        )
+
+
+async def test_a_redelivered_event_tells_nothing_twice(stack: RunningStack, cast: Cast) -> None:
+    events = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "document.added",
+        lambda seen: any(e.patient_ins == cast.ins for e in seen),
+    )
+    event = next(e for e in events if e.patient_ins == cast.ins)
+    inbox_before = await asyncio.to_thread(cast.inbox, "patient")
+    mails_before = len(cast.mails("Un nouveau document dans votre DMP"))
+    bus = EventBus(stack.infra.nats.url, "notify-test")
+    await bus.connect()
+    try:  # past JetStream's duplicate window: a new message id, the same event
+        await bus.publish(event.type, event.SerializeToString(), msg_id=f"again-{event.id}")
+    finally:
+        await bus.close()
+    await asyncio.sleep(2.0)
+    assert len(await asyncio.to_thread(cast.inbox, "patient")) == len(inbox_before)
+    assert len(cast.mails("Un nouveau document dans votre DMP")) == mails_before
+
+
+def test_emergency_access_is_told_to_the_patient_and_the_gp(cast: Cast) -> None:
+    with cast.client("emergency") as c:
+        r = c.post(
+            f"/v1/dossiers/{cast.ins}/emergency-access",
+            json={"reason": "Patient inconscient aux urgences", "mode": "break_glass"},
+        )
+        assert r.status_code in (200, 201), r.text
+    assert until(lambda: "emergency_access" in cast.kinds("patient"))
+    assert until(lambda: "emergency_access" in cast.kinds("gp"))
+    assert until(lambda: cast.mails("Accès en urgence à votre DMP"))
+    told = next(n for n in cast.inbox("gp") if n["kind"] == "emergency_access")
+    assert cast.ins not in told["body"] and "inconscient" not in told["body"]
+
+
+def test_the_inbox_is_the_callers_own_and_checks_its_input(cast: Cast) -> None:
+    first = cast.inbox("patient")[0]
+    with cast.client("patient") as c:
+        r = c.patch(f"/v1/me/notifications/{first['id']}", json={"read": True})
+        assert r.status_code == 200 and r.json()["read"] is True
+        unread = c.get("/v1/me/notifications", params={"unread_only": True}).json()["items"]
+        assert first["id"] not in {n["id"] for n in unread}
+        assert c.patch("/v1/me/notifications/nope:x", json={"read": True}).status_code == 404
+        r = c.put("/v1/me/notification-preferences", json={"preferences": {"weather": []}})
+        assert r.status_code == 422, r.text
+        r = c.put("/v1/me/notification-preferences", json={"preferences": {"login": ["pigeon"]}})
+        assert r.status_code == 422, r.text
+        page = c.get("/v1/me/notifications", params={"page_size": 1}).json()
+        assert len(page["items"]) == 1 and page["next"]
+        older = c.get("/v1/me/notifications", params={"page_size": 1, "cursor": page["next"]})
+        assert older.json()["items"][0]["id"] != page["items"][0]["id"]
+    with cast.client("gp") as c:  # another person's notification is not found, not shown
+        assert (
+            c.patch(f"/v1/me/notifications/{first['id']}", json={"read": False}).status_code == 404
+        )
+    with cast.stack.client(cast.admin) as c:
+        assert c.get("/v1/me/notifications").status_code == 403
+    with cast.stack.client() as c:
+        assert c.get("/v1/me/notifications").status_code == 401
+
+
+def test_while_the_mail_relay_is_down_nothing_is_lost(stack: RunningStack, cast: Cast) -> None:
+    before = len(cast.mails("Un nouveau document dans votre DMP"))
+    stack.infra.pause(stack.infra.smtp)
+    try:
+        cast.add_document("Compte rendu opératoire")
+        # the inbox does not wait for the relay
+        assert until(lambda: len(cast.mails("Un nouveau document dans votre DMP")) == before, 3)
+    finally:
+        stack.infra.resume(stack.infra.smtp)
+    assert until(lambda: len(cast.mails("Un nouveau document dans votre DMP")) == before + 1, 60)
+    time.sleep(1.0)
+    assert len(cast.mails("Un nouveau document dans votre DMP")) == before + 1  # once
