@@ -25,6 +25,8 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # What each service account may do, as roles in its access tokens.
 SERVICE_ROLES: dict[str, tuple[str, ...]] = {
     "notify": ("contact_reader",),
+    # writes each dossier's REMB document, as the insurer's feed
+    "ingest": ("insurer",),
 }
 ASSERTION_LIFETIME_SECONDS = 120
 RENEW_BEFORE_SECONDS = 60

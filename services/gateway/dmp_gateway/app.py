@@ -24,6 +24,7 @@ from dmp_gateway.routes import (
     consent,
     dev,
     dossiers,
+    ingest,
     me,
     notifications,
     ops,
@@ -94,6 +95,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         larger=((re.compile(r"/v1/dossiers/[^/]+/documents"), upload),),
+        streamed=(re.compile(r"/v1/ingest/batches"),),
     )
 
     @app.middleware("http")
@@ -129,6 +131,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(records.router)
     app.include_router(consent.router)
     app.include_router(audit.router)
+    app.include_router(ingest.router)
     app.include_router(ops.router)
     if settings.env is Env.DEV:
         app.include_router(dev.router)

@@ -14,6 +14,7 @@ from dmp.audit.v1 import audit_pb2_grpc
 from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
+from dmp.ingest.v1 import ingest_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
 from dmp_gateway.config import GatewaySettings
 from dmp_kit.rpc.client import call_options, open_channel
@@ -41,6 +42,7 @@ class Downstream:
         self.dossier = dossier_pb2_grpc.DossierServiceStub(self.channels["dossier"])
         self.consent = consent_pb2_grpc.ConsentServiceStub(self.channels["consent"])
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channels["audit"])
+        self.ingest = ingest_pb2_grpc.IngestServiceStub(self.channels["ingest"])
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any, token: str = "") -> T:
         """Calls a service; its error comes back as the DmpError it raised."""

@@ -12,6 +12,8 @@ class GatewaySettings(Settings):
     max_body_bytes: int = 1024 * 1024
     # A document upload carries up to this many bytes of content, base64-encoded in JSON.
     max_document_bytes: int = 20 * 1024 * 1024
+    # A claims batch is streamed through, never held: this bounds what one request may send.
+    max_batch_bytes: int = 4 * 1024 * 1024 * 1024
     readiness_timeout_seconds: float = 1.0
     # Per client address on the public authentication routes (login, code, refresh, token);
     # lockouts are per login, this stops one address spraying many logins.

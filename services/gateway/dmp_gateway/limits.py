@@ -15,11 +15,17 @@ from dmp_gateway import problems
 
 class BodyLimit:
     def __init__(
-        self, app: ASGIApp, max_bytes: int, larger: tuple[tuple[re.Pattern[str], int], ...] = ()
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        larger: tuple[tuple[re.Pattern[str], int], ...] = (),
+        streamed: tuple[re.Pattern[str], ...] = (),
     ) -> None:
         self.app = app
         self.default = max_bytes
         self.larger = larger
+        # routes that read their body as a stream and bound it themselves (ingest batches)
+        self.streamed = streamed
 
     def limit(self, path: str) -> int:
         return next(
@@ -27,7 +33,7 @@ class BodyLimit:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or any(p.fullmatch(scope["path"]) for p in self.streamed):
             await self.app(scope, receive, send)
             return
         limit = self.limit(scope["path"])

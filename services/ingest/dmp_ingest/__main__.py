@@ -4,19 +4,54 @@ from __future__ import annotations
 
 import asyncio
 
+from dmp.dossier.v1 import dossier_pb2_grpc
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from dmp_ingest.api import IngestServicer
-from dmp_kit.config import Settings
+from dmp_ingest.config import IngestSettings
+from dmp_ingest.store import IngestStore
+from dmp_ingest.work import Worker
+from dmp_kit.rpc.client import call_options
 from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.service_auth import ASSERTION_TYPE, ServiceTokens
 
 
 async def serve() -> None:
-    runtime = ServiceRuntime("ingest", Settings())
+    settings = IngestSettings()
+    runtime = ServiceRuntime("ingest", settings)
+    store = IngestStore(runtime.db)
+    identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
+
+    async def exchange(assertion: str) -> tuple[str, int]:
+        answer = await identity.IssueClientToken(
+            identity_pb2.IssueClientTokenRequest(
+                grant_type="client_credentials",
+                client_assertion_type=ASSERTION_TYPE,
+                client_assertion=assertion,
+            ),
+            **call_options(settings.grpc_deadline_seconds, token=""),
+        )
+        return answer.access_token, answer.expires_in
+
+    worker = Worker(
+        settings,
+        store,
+        runtime.clock,
+        dossier_pb2_grpc.DossierServiceStub(runtime.channel(settings.dossier_addr)),
+        ServiceTokens("ingest", settings.master_key_bytes, settings.jwt_issuer, exchange),
+    )
+
+    async def dossier_lifecycle(stop: asyncio.Event) -> None:
+        await worker.run_dossier_consumer(runtime.bus, stop)
+
     await runtime.serve(
         ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-        IngestServicer(),
+        IngestServicer(store, worker, runtime.clock),
         ingest_pb2.DESCRIPTOR.services_by_name["IngestService"],
         verifier=runtime.verifier_from_identity(),
+        stores=[store],
+        background=[dossier_lifecycle],
+        on_ready=worker.resume,
     )
 
 

@@ -1,0 +1,18 @@
+"""Ingest's settings."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from dmp_kit.config import Settings
+
+
+class IngestSettings(Settings):
+    # Where a batch's body waits while it is processed (a volume in production: a batch
+    # interrupted by a restart resumes from it).
+    spool_dir: str = str(Path(tempfile.gettempdir()) / "dmp-ingest-spool")
+    # Claims written per insert_many.
+    write_batch: int = 2000
+    # Refused rows kept (line and reason) per batch; the count covers all of them.
+    max_rejects_kept: int = 1000

@@ -1,0 +1,117 @@
+"""All of ingest's database access: batches, claims, the dossiers it keeps a REMB for.
+
+- `batches`: one per submitted file: status, counts, the first refused rows.
+- `claims`: keyed by `claim_id` (a resubmitted claim replaces the stored one). Never an amount.
+- `dossiers`: which dossiers are open, from the dossier service's events, and the id of the
+  REMB document ingest last wrote to each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import BulkWriteError
+
+from dmp_ingest.domain import Claim
+from dmp_kit.mongo import Document, Store
+
+DUPLICATE_KEY = 11000
+
+
+class IngestStore(Store):
+    @property
+    def batches(self) -> Any:
+        return self.db["batches"]
+
+    @property
+    def claims(self) -> Any:
+        return self.db["claims"]
+
+    @property
+    def dossiers(self) -> Any:
+        return self.db["dossiers"]
+
+    async def ensure_indexes(self) -> None:
+        await self.claims.create_index("ins")
+
+    # batches -------------------------------------------------------------------------
+
+    async def new_batch(self, doc: Document) -> None:
+        await self.batches.insert_one(doc)
+
+    async def batch(self, batch_id: str) -> Document | None:
+        doc: Document | None = await self.batches.find_one({"_id": batch_id})
+        return doc
+
+    async def update_batch(self, batch_id: str, fields: Document) -> None:
+        await self.batches.update_one({"_id": batch_id}, {"$set": fields})
+
+    async def running_batches(self) -> list[Document]:
+        return [doc async for doc in self.batches.find({"status": "running"})]
+
+    # claims --------------------------------------------------------------------------
+
+    async def write_claims(self, claims: Sequence[Claim], batch_id: str, now: datetime) -> None:
+        """Insert in bulk; a claim already stored (a resubmission) is replaced instead."""
+        docs = [_doc(c, batch_id, now) for c in claims]
+        if not docs:
+            return
+        try:
+            await self.claims.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                doc = docs[error["index"]]
+                await self.claims.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def claims_of(self, ins: str) -> list[Claim]:
+        return [_claim(d) async for d in self.claims.find({"ins": ins})]
+
+    # dossiers ------------------------------------------------------------------------
+
+    async def set_open(self, ins: str, is_open: bool, order: int) -> bool:
+        """Newest event wins; True when this changed what we knew."""
+        async with self.locks.hold("dossiers", ins):
+            doc = await self.dossiers.find_one({"_id": ins}) or {"_id": ins, "order": -1}
+            if doc["order"] >= order:
+                return False
+            doc.update(open=is_open, order=order)
+            await self.dossiers.replace_one({"_id": ins}, doc, upsert=True)
+            return True
+
+    async def open_dossiers(self) -> set[str]:
+        return {d["_id"] async for d in self.dossiers.find({"open": True}, {"_id": 1})}
+
+    async def is_open(self, ins: str) -> bool:
+        doc = await self.dossiers.find_one({"_id": ins})
+        return bool(doc and doc.get("open"))
+
+    async def remb_id(self, ins: str) -> str:
+        doc = await self.dossiers.find_one({"_id": ins})
+        return str((doc or {}).get("remb_document_id", ""))
+
+    async def set_remb_id(self, ins: str, document_id: str) -> None:
+        await self.dossiers.update_one({"_id": ins}, {"$set": {"remb_document_id": document_id}})
+
+
+def _doc(c: Claim, batch_id: str, now: datetime) -> Document:
+    return {
+        "_id": c.claim_id,
+        "ins": c.ins,
+        "care_date": c.care_date,
+        "kind": c.kind,
+        "code": c.code,
+        "label": c.label,
+        "professional_rpps": c.professional_rpps,
+        "batch": batch_id,
+        "stored_at": now,
+    }
+
+
+def _claim(d: Document) -> Claim:
+    return Claim(
+        d["_id"], d["ins"], d["care_date"], d["kind"], d["code"], d["label"], d["professional_rpps"]
+    )

@@ -1,0 +1,248 @@
+"""Rule 12 through the gateway: the insurer's claims arrive in batches; each open dossier gets
+its last 24 months of reimbursed care as a REMB document — without any amount of money."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pymongo import MongoClient
+
+from dmp_kit.service_auth import ASSERTION_TYPE
+from dmp_stack.testing import RunningStack, make_rpps
+
+HEADER = "claim_id,ins,care_date,kind,code,label,professional_rpps,amount_paid,amount_reimbursed"
+AMOUNTS = ("25.00", "17.50", "2.18", "1.42", "99.99", "66.66", "30.00", "20.40")
+
+
+def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
+
+
+class Cast:
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        self.admin = stack.admin_token()
+        self.late = stack.create_patient(self.admin)  # opens their DMP after the batch
+        self.early = stack.create_patient(self.admin)  # has it open before
+        self.tokens = {
+            name: stack.login("patient", p["ins"], p["password"], p["email"])["access_token"]
+            for name, p in (("late", self.late), ("early", self.early))
+        }
+        self.insurer = self.client_token(["insurer"])
+        self.other_insurer = self.client_token(["insurer"])
+        self.rpps = make_rpps()
+        self.run = uuid.uuid4().hex[:8]
+
+    def client_token(self, roles: list[str]) -> str:
+        key = Ed25519PrivateKey.generate()
+        pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        client_id = f"cpam-{uuid.uuid4().hex[:8]}"
+        with self.stack.client(self.admin) as c:
+            r = c.post(
+                "/v1/admin/clients",
+                json={"client_id": client_id, "public_key_pem": pem.decode(), "roles": roles},
+            )
+            assert r.status_code == 201, r.text
+        now = int(time.time())
+        assertion = jwt.encode(
+            {
+                "iss": client_id,
+                "sub": client_id,
+                "aud": f"{self.stack.url}/v1/auth/token",
+                "iat": now,
+                "exp": now + 120,
+                "jti": uuid.uuid4().hex,
+            },
+            key,
+            algorithm="EdDSA",
+        )
+        with self.stack.client() as c:
+            r = c.post(
+                "/v1/auth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": assertion,
+                },
+            )
+            assert r.status_code == 200, r.text
+            return str(r.json()["access_token"])
+
+    def open(self, who: str) -> None:
+        patient = self.late if who == "late" else self.early
+        with self.stack.client(self.tokens[who]) as c:
+            r = c.post(
+                "/v1/dossiers",
+                json={
+                    "ins": patient["ins"],
+                    "vitale_serial": patient["vitale_serial"],
+                    "patient_consent": True,
+                },
+            )
+            assert r.status_code == 201, r.text
+
+    def batch_csv(self, label: str = "Consultation de médecine générale") -> str:
+        today = date.today()
+        recent, year_ago, old = ((today - timedelta(days=d)).isoformat() for d in (10, 400, 800))
+        a, b, r, k = self.late["ins"], self.early["ins"], self.rpps, self.run
+        return (
+            "\n".join(
+                [
+                    HEADER,
+                    f"{k}-1,{a},{recent},consultation,G,{label},{r},25.00,17.50",
+                    f'{k}-2,{a},{year_ago},drug,340093,"Paracétamol 1 g, boîte",{r},2.18,1.42',
+                    f"{k}-3,{a},{old},act,YYYY001,Acte ancien,,99.99,66.66",
+                    f"{k}-4,{a},2026-13-01,lab,B,Date impossible,,1.00,1.00",
+                    f"{k}-5,{a},only four",
+                    f"{k}-6,1234,{recent},consultation,G,INS invalide,,1.00,1.00",
+                    f"{k}-7,{b},{recent},imaging,ZBQK002,Radiographie du thorax,{r},30.00,20.40",
+                    f"{k}-8,{a},{recent},teleport,X,Nature inconnue,,1.00,1.00",
+                ]
+            )
+            + "\n"
+        )
+
+    def submit(self, body: str, token: str | None = None, media: str = "text/csv") -> Any:
+        with self.stack.client(token or self.insurer) as c:
+            return c.post(
+                "/v1/ingest/batches", content=body.encode(), headers={"content-type": media}
+            )
+
+    def finished(self, batch_id: str) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            with self.stack.client(self.insurer) as c:
+                r = c.get(f"/v1/ingest/batches/{batch_id}")
+            assert r.status_code == 200, r.text
+            return r.json() if r.json()["status"] != "running" else None
+
+        result = until(done)
+        assert result, "the batch finished"
+        return dict(result)
+
+    def remb(self, who: str) -> str | None:
+        patient = self.late if who == "late" else self.early
+        with self.stack.client(self.tokens[who]) as c:
+            r = c.get(f"/v1/dossiers/{patient['ins']}/documents", params={"type_code": "REMB"})
+            if r.status_code == 404:
+                return None  # no DMP (yet)
+            assert r.status_code == 200, r.text
+            current = [d for d in r.json()["items"] if d["status"] == "approved"]
+            if not current:
+                return None
+            r = c.get(f"/v1/dossiers/{patient['ins']}/documents/{current[0]['id']}/content")
+            assert r.status_code == 200, r.text
+            return str(r.content.decode())
+
+
+@pytest.fixture(scope="module")
+def cast(stack: RunningStack) -> Cast:
+    cast = Cast(stack)
+    cast.open("early")
+    return cast
+
+
+def test_a_batch_is_counted_row_by_row_and_builds_the_history(cast: Cast) -> None:
+    r = cast.submit(cast.batch_csv())
+    assert r.status_code == 202, r.text
+    batch = cast.finished(r.json()["batch_id"])
+    assert batch["status"] == "done"
+    assert (batch["accepted"], batch["rejected"]) == (4, 4)
+    assert [(x["line"], x["reason"].split(" ")[0]) for x in batch["rejects"]] == [
+        (5, "care_date"),
+        (6, "the"),
+        (7, "ins"),
+        (9, "kind"),
+    ]
+    assert "fields" in batch["rejects"][1]["reason"]
+    # the dossier open before the batch has its history within seconds
+    early = until(lambda: cast.remb("early"))
+    assert early and "Radiographie du thorax" in early
+    # the one opened after gets it when it opens
+    assert cast.remb("late") is None
+    cast.open("late")
+    late = until(lambda: cast.remb("late"))
+    assert late is not None
+    lines = late.strip().split("\n")
+    assert lines[0].startswith("date;nature")
+    assert [line.split(";")[0] for line in lines[1:]] == sorted(
+        line.split(";")[0] for line in lines[1:]
+    ), "by date"
+    assert "Paracétamol 1 g, boîte" in late and "Consultation de médecine générale" in late
+    assert "Acte ancien" not in late, "older than 24 months"
+    for amount in AMOUNTS:
+        assert amount not in late and amount not in early
+
+
+def test_no_amount_is_stored_anywhere(stack: RunningStack, cast: Cast) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(stack.infra.mongo.url)
+    try:
+        for name in ("ingest", "dossier"):
+            db = client[name]
+            for collection in db.list_collection_names():
+                text = json.dumps(list(db[collection].find({})), default=str)
+                assert "amount" not in text, f"{name}.{collection}"
+                for amount in AMOUNTS:
+                    assert amount not in text, f"{amount} in {name}.{collection}"
+    finally:
+        client.close()
+
+
+def test_a_resubmitted_claim_updates_and_never_doubles(stack: RunningStack, cast: Cast) -> None:
+    before = until(lambda: cast.remb("late"))
+    r = cast.submit(cast.batch_csv(label="Consultation (corrigée)"))
+    assert cast.finished(r.json()["batch_id"])["accepted"] == 4
+    client: MongoClient[dict[str, Any]] = MongoClient(stack.infra.mongo.url)
+    try:
+        ids = [f"{cast.run}-{i}" for i in (1, 2, 3, 7)]
+        assert client["ingest"]["claims"].count_documents({"_id": {"$in": ids}}) == 4
+    finally:
+        client.close()
+    after = until(lambda: (text := cast.remb("late")) and "corrigée" in text and text)
+    assert after and after != before
+    assert after.count("\n") == before.count("\n"), "the same claims, one corrected"
+
+
+def test_json_lines_are_read_too(cast: Cast) -> None:
+    today = date.today().isoformat()
+    rows = [
+        {"claim_id": f"{cast.run}-j1", "ins": cast.early["ins"], "care_date": today,
+         "kind": "lab", "code": "B", "label": "Bilan sanguin", "professional_rpps": "",
+         "amount_paid": 12.5},
+        "not an object",
+    ]  # fmt: skip
+    body = "\n".join(json.dumps(x) for x in rows) + "\nnot json\n"
+    r = cast.submit(body, media="application/x-ndjson")
+    assert r.status_code == 202, r.text
+    batch = cast.finished(r.json()["batch_id"])
+    assert (batch["accepted"], batch["rejected"]) == (1, 2)
+    assert [x["line"] for x in batch["rejects"]] == [2, 3]
+
+
+def test_only_insurers_submit_and_each_sees_its_own(cast: Cast) -> None:
+    r = cast.submit(HEADER + "\n", token=cast.tokens["late"])
+    assert r.status_code == 403, r.text
+    r = cast.submit("a,b\n", media="application/pdf")
+    assert r.status_code == 422 and r.json()["field"] == "content-type", r.text
+    r = cast.submit("")
+    assert r.status_code == 422, r.text
+    r = cast.submit(HEADER + "\n")
+    batch_id = r.json()["batch_id"]
+    with cast.stack.client(cast.other_insurer) as c:
+        assert c.get(f"/v1/ingest/batches/{batch_id}").status_code == 404
+    with cast.stack.client() as c:
+        assert c.get(f"/v1/ingest/batches/{batch_id}").status_code == 401
+    assert cast.finished(batch_id)["accepted"] == 0
