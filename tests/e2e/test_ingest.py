@@ -4,6 +4,9 @@ its last 24 months of reimbursed care as a REMB document — without any amount 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -246,3 +249,21 @@ def test_only_insurers_submit_and_each_sees_its_own(cast: Cast) -> None:
     with cast.stack.client() as c:
         assert c.get(f"/v1/ingest/batches/{batch_id}").status_code == 401
     assert cast.finished(batch_id)["accepted"] == 0
+
+
+def test_dmp_ingest_sends_a_file_and_summarises(cast: Cast, tmp_path: Any) -> None:
+    path = tmp_path / "claims.csv"
+    path.write_text(cast.batch_csv(), encoding="utf-8")
+    env = {**os.environ, "DMP_INGEST_TOKEN": cast.insurer}
+    argv = [sys.executable, "-m", "dmp_cli", "ingest", str(path), "--gateway", cast.stack.url]
+    done = subprocess.run(
+        [*argv, "--quiet"], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # four rows were refused
+    assert "done: 4 claims accepted, 4 refused" in done.stdout
+    assert "line 5: care_date" in done.stdout
+    no_token = subprocess.run(
+        [sys.executable, "-m", "dmp_cli", "ingest", str(path)],
+        capture_output=True, text=True, env={**os.environ, "DMP_INGEST_TOKEN": ""}, check=False,
+    )  # fmt: skip
+    assert no_token.returncode == 2 and "DMP_INGEST_TOKEN" in no_token.stderr

@@ -35,10 +35,9 @@ from dmp_audit.verify import LogState, scan
 from dmp_kit.config import Settings
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="dmp", description="DMP platform tools")
-    commands = top.add_subparsers(dest="area", required=True)
-    audit = commands.add_parser("audit", help="the audit log").add_subparsers(
+def add_commands(areas: Any) -> None:
+    """`dmp audit verify`, added to the `dmp` command's areas."""
+    audit = areas.add_parser("audit", help="the audit log").add_subparsers(
         dest="command", required=True
     )
     verify = audit.add_parser("verify", help="re-read and check the whole stored log")
@@ -58,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--witness", metavar="SIZE:ROOT_HEX", help="a tree head seen earlier")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
-    return top
+    verify.set_defaults(run=lambda args: asyncio.run(run_verify(args)))
 
 
 def keys_from(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
@@ -95,7 +94,7 @@ def witness_from(spec: str | None) -> TreeHead | None:
     return TreeHead(size=int(size), root_hash=root.lower(), timestamp="")
 
 
-async def verify(args: argparse.Namespace) -> int:
+async def run_verify(args: argparse.Namespace) -> int:
     try:
         keys = keys_from(args)
         witness = witness_from(args.witness)
@@ -139,8 +138,10 @@ def report(state: LogState, seconds: float, chunks: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    sys.exit(asyncio.run(verify(args)))
+    parser = argparse.ArgumentParser(prog="dmp")
+    add_commands(parser.add_subparsers(dest="area", required=True))
+    args = parser.parse_args(argv)
+    sys.exit(args.run(args))
 
 
 if __name__ == "__main__":
