@@ -209,3 +209,31 @@ def test_while_the_mail_relay_is_down_nothing_is_lost(stack: RunningStack, cast:
     assert until(lambda: len(cast.mails("Un nouveau document dans votre DMP")) == before + 1, 60)
     time.sleep(1.0)
     assert len(cast.mails("Un nouveau document dans votre DMP")) == before + 1  # once
+
+
+def test_a_delivery_that_keeps_failing_becomes_a_dead_letter(
+    stack: RunningStack, cast: Cast
+) -> None:
+    before = len(cast.mails("Un nouveau document dans votre DMP"))
+    stack.infra.pause(stack.infra.smtp)
+    try:
+        cast.add_document("Compte rendu de sortie")
+        # five attempts (about 12 s of backoff and timeouts), then given up and recorded
+        with stack.client(cast.admin) as c:
+
+            def dead() -> list[dict[str, Any]]:
+                r = c.get("/v1/admin/notifications/dead-letters")
+                assert r.status_code == 200, r.text
+                return [d for d in r.json()["items"] if d["event_type"] == "document.added"]
+
+            letters = until(dead, 60)
+    finally:
+        stack.infra.resume(stack.infra.smtp)
+    assert letters, "the failure was recorded"
+    assert letters[0]["channel"] == "email" and letters[0]["attempts"] == 5
+    assert "Compte rendu" not in str(letters)  # no content in the dead letter either
+    time.sleep(2.0)
+    assert len(cast.mails("Un nouveau document dans votre DMP")) == before  # given up
+    assert "document_added" in cast.kinds("patient")  # the inbox has it all the same
+    with cast.client("patient") as c:
+        assert c.get("/v1/admin/notifications/dead-letters").status_code == 403

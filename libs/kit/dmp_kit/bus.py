@@ -29,6 +29,7 @@ STREAMS: dict[str, list[str]] = {
 DUPLICATE_WINDOW_SECONDS = 600.0
 
 Handler = Callable[[envelope_pb2.Envelope], Awaitable[None]]
+GiveUp = Callable[[envelope_pb2.Envelope, int, Exception], Awaitable[None]]
 
 
 class EventBus:
@@ -129,11 +130,13 @@ async def run_consumer(
     stop: asyncio.Event,
     batch: int = 32,
     max_deliver: int = 20,
+    on_give_up: GiveUp | None = None,
 ) -> None:
     """A durable pull consumer: the handler stores its effect (keyed by event id), then we ack.
 
-    A failing effect is redelivered later with backoff; a message that cannot be decoded is
-    terminated (logged), since no retry can fix it.
+    A failing effect is redelivered later with backoff; after `max_deliver` attempts the event
+    is handed to `on_give_up` (a dead-letter record, say) and terminated — never dropped
+    silently. A message that cannot be decoded is terminated (logged): no retry can fix it.
     """
     sub = await bus.js.pull_subscribe(
         subject,
@@ -175,7 +178,15 @@ async def run_consumer(
                         attempt=delivered,
                         error=type(exc).__name__,
                     )
-                    await msg.nak(delay=redelivery_delay(delivered))
+                    if delivered < max_deliver:
+                        await msg.nak(delay=redelivery_delay(delivered))
+                        continue
+                    log.error(
+                        "event_given_up", durable=durable, event_id=event.id, attempts=delivered
+                    )
+                    if on_give_up is not None:
+                        await on_give_up(event, delivered, exc)
+                    await msg.term()
                 else:
                     await msg.ack()
     finally:

@@ -212,6 +212,9 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
             # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
             "DMP_AUTH_RATE_LIMIT": "100000/minute",
+            # a paused mail relay is noticed in a second; five attempts, then a dead letter
+            "DMP_SMTP_TIMEOUT_SECONDS": "1",
+            "DMP_MAX_DELIVERY_ATTEMPTS": "5",
         },
     )
     previous = {k: os.environ.get(k) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}

@@ -144,6 +144,31 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         await self.store.put_preferences(recipient, {k: sorted(v) for k, v in merged.items()})
         return pb.PutPreferencesResponse(preferences=_preferences(merged))
 
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDeadLettersResponse:
+        caller().require_role("admin")
+        size = request.page_size or DEFAULT_PAGE
+        if not 0 < size <= MAX_PAGE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}", field="page_size")
+        docs = await self.store.list_dead_letters(request.cursor or None, size + 1)
+        items = []
+        for doc in docs[:size]:
+            failed = Timestamp()
+            failed.FromDatetime(doc["failed_at"])
+            items.append(
+                pb.DeadLetter(
+                    event_id=doc["_id"],
+                    event_type=doc["event_type"],
+                    channel=CHANNEL_VALUES.get(doc["channel"], pb.CHANNEL_UNSPECIFIED),
+                    attempts=doc["attempts"],
+                    last_error=doc["last_error"],
+                    failed_at=failed,
+                )
+            )
+        more = len(docs) > size
+        return pb.ListDeadLettersResponse(items=items, next=docs[size - 1]["_id"] if more else "")
+
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100

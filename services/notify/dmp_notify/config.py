@@ -19,5 +19,7 @@ class NotifySettings(Settings):
     smtp_password: SecretStr = SecretStr("")
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "DMP <no-reply@dmp.localhost>"
+    # Attempts at an event's deliveries (with backoff: 0.5 s, 1 s, 2 s …) before its dead letter.
+    max_delivery_attempts: int = 8
     # "log": a provider that records that an SMS left, without its text (dev).
     sms_provider: str = "log"

@@ -38,6 +38,13 @@ CONSUMERS = (
 )
 
 
+class DeliveryFailed(RuntimeError):
+    def __init__(self, channel: str, cause: Exception) -> None:
+        super().__init__(f"{channel}: {type(cause).__name__}")
+        self.channel = channel
+        self.cause = cause
+
+
 class Notifier:
     def __init__(
         self,
@@ -78,6 +85,19 @@ class Notifier:
                 return domain.login(ins, when.strftime("%d/%m/%Y à %H:%M"))
         return []
 
+    async def give_up(self, event: envelope_pb2.Envelope, attempts: int, exc: Exception) -> None:
+        """After the last attempt: a dead letter an administrator sees (no message content)."""
+        await self.store.dead_letter(
+            {
+                "_id": event.id,
+                "event_type": event.type,
+                "channel": exc.channel if isinstance(exc, DeliveryFailed) else "",
+                "attempts": attempts,
+                "last_error": str(exc) if isinstance(exc, DeliveryFailed) else type(exc).__name__,
+                "failed_at": self.clock.now(),
+            }
+        )
+
     async def on_event(self, event: envelope_pb2.Envelope) -> None:
         for notice in self.notices(event):
             await self.deliver(event.id, notice)
@@ -112,9 +132,9 @@ class Notifier:
                     await self.email.send(destination, notice.message)
                 else:
                     await self.sms.send(destination, domain.sms_text(notice.message))
-            except Exception:
+            except Exception as exc:
                 await self.store.release_delivery(key)
-                raise
+                raise DeliveryFailed(channel, exc) from exc
 
     async def contact(self, recipient: str) -> tuple[str, str]:
         """(e-mail, phone) from identity, which owns them; asked with notify's own token."""
@@ -148,6 +168,8 @@ def consumers(
                 subject=subject,
                 handler=notifier.on_event,
                 stop=stop,
+                max_deliver=notifier.settings.max_delivery_attempts,
+                on_give_up=notifier.give_up,
             )
 
         run.__name__ = durable

@@ -79,3 +79,16 @@ class NotifyStore(Store):
         await self.preferences.replace_one(
             {"_id": recipient}, {"_id": recipient, "channels": channels}, upsert=True
         )
+
+    # dead letters ----------------------------------------------------------------------
+
+    @property
+    def dead_letters(self) -> Any:
+        return self.db["dead_letters"]
+
+    async def dead_letter(self, doc: Document) -> None:
+        await self.dead_letters.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def list_dead_letters(self, before: str | None, limit: int) -> list[Document]:
+        query: Document = {"_id": {"$lt": before}} if before else {}
+        return [d async for d in self.dead_letters.find(query).sort("_id", -1).limit(limit)]

@@ -112,3 +112,51 @@ async def put_preferences(body: Preferences, request: Request, who: Caller) -> P
         token=who.token,
     )
     return _prefs(list(resp.preferences))
+
+
+class DeadLetter(BaseModel):
+    event_id: str
+    event_type: str
+    channel: str
+    attempts: int
+    last_error: str
+    failed_at: str
+
+
+class DeadLetters(BaseModel):
+    items: list[DeadLetter]
+    next: str | None = None
+
+
+@router.get(
+    "/v1/admin/notifications/dead-letters",
+    response_model=DeadLetters,
+    response_model_exclude_none=True,
+    summary="Notifications given up after their last attempt (administrators)",
+)
+async def dead_letters(
+    request: Request,
+    who: Caller,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> DeadLetters:
+    ds = downstream(request)
+    resp = await ds.call(
+        ds.notify.ListDeadLetters,
+        pb.ListDeadLettersRequest(cursor=cursor or "", page_size=page_size),
+        token=who.token,
+    )
+    return DeadLetters(
+        items=[
+            DeadLetter(
+                event_id=d.event_id,
+                event_type=d.event_type,
+                channel=NAMES.get(d.channel, ""),
+                attempts=d.attempts,
+                last_error=d.last_error,
+                failed_at=iso(d.failed_at),
+            )
+            for d in resp.items
+        ],
+        next=resp.next or None,
+    )
