@@ -19,7 +19,7 @@ def test_a_good_row_is_a_claim_without_money() -> None:
     [(line, claim)] = rows(f"c1,{INS},2026-01-02,drug,3400,Paracétamol,{RPPS},2.18,1.42")
     assert line == 2
     assert claim == domain.Claim("c1", INS, "2026-01-02", "drug", "3400", "Paracétamol", RPPS)
-    assert not any("amount" in f for f in domain.Claim.__slots__)
+    assert not any("amount" in f for f in domain.Claim._fields)
 
 
 def test_each_bad_row_says_why_and_the_rest_goes_on() -> None:
