@@ -95,6 +95,23 @@ async def test_reminder_reveal_and_purge(clock: RunningStack) -> None:
     assert [e.reminder_due.document_id for e in reminders].count(doc_id) == 1
     assert not patient_sees(), "after 2 weeks the patient is told, not shown"
 
+    def inbox_kinds() -> list[str]:
+        with patient_client() as c:
+            return [n["kind"] for n in c.get("/v1/me/notifications").json()["items"]]
+
+    assert until(lambda: "reminder" in inbox_kinds()), "the reminder reached the inbox"
+    assert "document_added" not in inbox_kinds(), "a hidden document is not announced"
+
+    def told() -> list[Any]:
+        return [
+            m
+            for m in stack.mailbox.messages_to(patient["email"])
+            if m["Subject"] == "Votre DMP a été mis à jour"
+        ]
+
+    assert until(lambda: len(told()) == 1), "and by e-mail, once"
+    assert "Résultats" not in told()[0].get_body(("plain",)).get_content()
+
     stack.set_clock_offset(31 * DAY)
     assert until(patient_sees), "after a month the document becomes visible"
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -131,12 +132,14 @@ async def run_consumer(
     batch: int = 32,
     max_deliver: int = 20,
     on_give_up: GiveUp | None = None,
+    concurrent: bool = False,
 ) -> None:
     """A durable pull consumer: the handler stores its effect (keyed by event id), then we ack.
 
     A failing effect is redelivered later with backoff; after `max_deliver` attempts the event
     is handed to `on_give_up` (a dead-letter record, say) and terminated — never dropped
     silently. A message that cannot be decoded is terminated (logged): no retry can fix it.
+    `concurrent` handles each fetched batch at once, for effects that do not depend on order.
     """
     sub = await bus.js.pull_subscribe(
         subject,
@@ -149,6 +152,36 @@ async def run_consumer(
             ack_wait=30,
         ),
     )
+
+    async def handle(msg: Msg) -> None:
+        try:
+            event = envelope_pb2.Envelope.FromString(msg.data)
+        except Exception:
+            log.error("event_undecodable", durable=durable, subject=msg.subject)
+            await msg.term()
+            return
+        try:
+            await handler(event)
+        except Exception as exc:
+            delivered = msg.metadata.num_delivered
+            log.warning(
+                "event_effect_failed",
+                durable=durable,
+                event_id=event.id,
+                event_type=event.type,
+                attempt=delivered,
+                error=type(exc).__name__,
+            )
+            if delivered < max_deliver:
+                await msg.nak(delay=redelivery_delay(delivered))
+                return
+            log.error("event_given_up", durable=durable, event_id=event.id, attempts=delivered)
+            if on_give_up is not None:
+                await on_give_up(event, delivered, exc)
+            await msg.term()
+        else:
+            await msg.ack()
+
     try:
         while not stop.is_set():
             try:
@@ -159,36 +192,11 @@ async def run_consumer(
                 log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            for msg in msgs:
-                try:
-                    event = envelope_pb2.Envelope.FromString(msg.data)
-                except Exception:
-                    log.error("event_undecodable", durable=durable, subject=msg.subject)
-                    await msg.term()
-                    continue
-                try:
-                    await handler(event)
-                except Exception as exc:
-                    delivered = msg.metadata.num_delivered
-                    log.warning(
-                        "event_effect_failed",
-                        durable=durable,
-                        event_id=event.id,
-                        event_type=event.type,
-                        attempt=delivered,
-                        error=type(exc).__name__,
-                    )
-                    if delivered < max_deliver:
-                        await msg.nak(delay=redelivery_delay(delivered))
-                        continue
-                    log.error(
-                        "event_given_up", durable=durable, event_id=event.id, attempts=delivered
-                    )
-                    if on_give_up is not None:
-                        await on_give_up(event, delivered, exc)
-                    await msg.term()
-                else:
-                    await msg.ack()
+            if concurrent:  # effects independent of one another: the batch at once
+                await asyncio.gather(*(handle(msg) for msg in msgs))
+            else:
+                for msg in msgs:
+                    await handle(msg)
     finally:
         # Unsubscribe before the connection drains, or drain waits for the pull to time out.
         await sub.unsubscribe()

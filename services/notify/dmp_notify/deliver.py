@@ -9,6 +9,8 @@ already is not sent again, what failed is tried again.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from zoneinfo import ZoneInfo
@@ -28,6 +30,8 @@ from dmp_notify.config import NotifySettings
 from dmp_notify.store import NotifyStore
 
 PARIS = ZoneInfo("Europe/Paris")
+CONTACT_TTL_SECONDS = 60.0
+CONTACT_CACHE = 50_000
 # (stream, durable, subject): each a durable consumer of its own
 CONSUMERS = (
     ("DOSSIER", "notify-document-added", "document.added"),
@@ -63,6 +67,7 @@ class Notifier:
         self.sms = sms
         self.identity = identity
         self.tokens = tokens
+        self._contacts: OrderedDict[str, tuple[float, tuple[str, str]]] = OrderedDict()
 
     def notices(self, event: envelope_pb2.Envelope) -> list[domain.Notice]:
         ins = event.patient_ins
@@ -137,7 +142,19 @@ class Notifier:
                 raise DeliveryFailed(channel, exc) from exc
 
     async def contact(self, recipient: str) -> tuple[str, str]:
-        """(e-mail, phone) from identity, which owns them; asked with notify's own token."""
+        """(e-mail, phone) from identity, which owns them; asked with notify's own token and
+        kept a minute (a changed address applies within CONTACT_TTL_SECONDS)."""
+        cached = self._contacts.get(recipient)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < CONTACT_TTL_SECONDS:
+            return cached[1]
+        found = await self._lookup(recipient)
+        self._contacts[recipient] = (now, found)
+        while len(self._contacts) > CONTACT_CACHE:
+            self._contacts.popitem(last=False)
+        return found
+
+    async def _lookup(self, recipient: str) -> tuple[str, str]:
         kind, _, ident = recipient.partition(":")
         options = call_options(self.settings.grpc_deadline_seconds, token=await self.tokens.token())
         try:
@@ -170,6 +187,8 @@ def consumers(
                 stop=stop,
                 max_deliver=notifier.settings.max_delivery_attempts,
                 on_give_up=notifier.give_up,
+                batch=64,
+                concurrent=True,  # each notification stands alone: order does not matter
             )
 
         run.__name__ = durable
