@@ -13,12 +13,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from dmp.identity.v1 import identity_pb2
 from dmp_kit.crypto import derive_key
+from dmp_kit.rpc.client import call_options
 
 PREFIX = "service:"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -63,6 +66,23 @@ def client_assertion(master_key: bytes, service: str, audience: str) -> str:
 
 Exchange = Callable[[str], Awaitable[tuple[str, int]]]
 """Sends a client assertion to identity; returns (access token, lifetime in seconds)."""
+
+
+def identity_exchange(identity: Any, deadline: float) -> Exchange:
+    """The exchange through identity's IssueClientToken (an IdentityServiceStub)."""
+
+    async def exchange(assertion: str) -> tuple[str, int]:
+        answer = await identity.IssueClientToken(
+            identity_pb2.IssueClientTokenRequest(
+                grant_type="client_credentials",
+                client_assertion_type=ASSERTION_TYPE,
+                client_assertion=assertion,
+            ),
+            **call_options(deadline, token=""),
+        )
+        return str(answer.access_token), int(answer.expires_in)
+
+    return exchange
 
 
 class ServiceTokens:

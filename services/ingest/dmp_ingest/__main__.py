@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from dmp.dossier.v1 import dossier_pb2_grpc
-from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp.identity.v1 import identity_pb2_grpc
 from dmp.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from dmp_ingest.api import IngestServicer
 from dmp_ingest.config import IngestSettings
 from dmp_ingest.store import IngestStore
 from dmp_ingest.work import Worker
-from dmp_kit.rpc.client import call_options
 from dmp_kit.runtime import ServiceRuntime
-from dmp_kit.service_auth import ASSERTION_TYPE, ServiceTokens
+from dmp_kit.service_auth import ServiceTokens, identity_exchange
 
 
 async def serve() -> None:
@@ -22,16 +21,7 @@ async def serve() -> None:
     store = IngestStore(runtime.db)
     identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
 
-    async def exchange(assertion: str) -> tuple[str, int]:
-        answer = await identity.IssueClientToken(
-            identity_pb2.IssueClientTokenRequest(
-                grant_type="client_credentials",
-                client_assertion_type=ASSERTION_TYPE,
-                client_assertion=assertion,
-            ),
-            **call_options(settings.grpc_deadline_seconds, token=""),
-        )
-        return answer.access_token, answer.expires_in
+    exchange = identity_exchange(identity, settings.grpc_deadline_seconds)
 
     worker = Worker(
         settings,

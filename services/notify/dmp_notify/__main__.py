@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
+from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
-from dmp_kit.rpc.client import call_options
 from dmp_kit.runtime import ServiceRuntime
-from dmp_kit.service_auth import ASSERTION_TYPE, ServiceTokens
+from dmp_kit.service_auth import ServiceTokens, identity_exchange
 from dmp_notify.api import NotifyServicer
 from dmp_notify.channels import EmailSender, sms_provider
 from dmp_notify.config import NotifySettings
@@ -27,16 +26,7 @@ async def serve() -> None:
     servicer = NotifyServicer(settings, store, runtime.clock, email, sms)
     identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
 
-    async def exchange(assertion: str) -> tuple[str, int]:
-        answer = await identity.IssueClientToken(
-            identity_pb2.IssueClientTokenRequest(
-                grant_type="client_credentials",
-                client_assertion_type=ASSERTION_TYPE,
-                client_assertion=assertion,
-            ),
-            **call_options(settings.grpc_deadline_seconds, token=""),
-        )
-        return answer.access_token, answer.expires_in
+    exchange = identity_exchange(identity, settings.grpc_deadline_seconds)
 
     tokens = ServiceTokens("notify", settings.master_key_bytes, settings.jwt_issuer, exchange)
     notifier = Notifier(settings, store, runtime.clock, email, sms, identity, tokens)
