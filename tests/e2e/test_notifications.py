@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from dmp.events.v1 import dossier_pb2 as dossier_events
 from dmp_kit.bus import EventBus
+from dmp_kit.clock import SystemClock
+from dmp_kit.events import new_event
 from dmp_stack.testing import RunningStack, collect_events
 
 SECRET_TITLE = "Sérologie VIH — résultat"
@@ -237,3 +243,43 @@ def test_a_delivery_that_keeps_failing_becomes_a_dead_letter(
     assert "document_added" in cast.kinds("patient")  # the inbox has it all the same
     with cast.client("patient") as c:
         assert c.get("/v1/admin/notifications/dead-letters").status_code == 403
+
+
+async def test_a_delivery_left_half_done_by_a_crash_is_sent(
+    stack: RunningStack, cast: Cast
+) -> None:
+    """A process that claimed an e-mail and died before sending it must not lose it."""
+    event = new_event(
+        "document.added",
+        dossier_events.DocumentAdded(document_id=f"crash-{uuid.uuid4().hex[:6]}"),
+        source="dossier",
+        clock=SystemClock(),
+        patient_ins=cast.ins,
+    )
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.infra.mongo.url)
+    try:
+        await mongo["notify"]["deliveries"].insert_one(
+            {
+                "_id": f"{event.id}:patient:{cast.ins}:email",
+                "channel": "email",
+                "created_at": long_ago,
+                "state": "sending",
+                "at": long_ago,
+            }
+        )
+    finally:
+        await mongo.close()
+    before = len(cast.mails("Un nouveau document dans votre DMP"))
+    bus = EventBus(stack.infra.nats.url, "notify-crash-test")
+    await bus.connect()
+    try:
+        await bus.publish_event(event)
+    finally:
+        await bus.close()
+    deadline = time.monotonic() + 30
+    while len(cast.mails("Un nouveau document dans votre DMP")) == before:
+        assert time.monotonic() < deadline, "the half-done delivery was not taken over"
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1.0)
+    assert len(cast.mails("Un nouveau document dans votre DMP")) == before + 1

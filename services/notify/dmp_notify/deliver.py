@@ -1,9 +1,11 @@
 """From events to notifications: the inbox, then e-mail and SMS as each person chose.
 
 Exactly once in effect: the inbox entry is keyed by (event, recipient), each delivery by
-(event, recipient, channel) in the delivery log, claimed before sending. A failed send releases
-its claim and fails the event, which JetStream redelivers later (with backoff): what was sent
-already is not sent again, what failed is tried again.
+(event, recipient, channel) in the delivery log, claimed (`sending`) before sending and marked
+`sent` after. A failed send releases its claim and fails the event, which JetStream redelivers
+later (with backoff): what was sent is not sent again, what failed is tried again. A claim left
+`sending` by a process that died mid-send is taken over once it is stale: in that one window a
+message may go twice rather than never.
 """
 
 from __future__ import annotations
@@ -130,8 +132,9 @@ class Notifier:
             if not destination:
                 continue  # no address for this channel: the inbox has it
             key = f"{event_id}:{notice.recipient}:{channel}"
-            if not await self.store.claim_delivery(key, channel, now):
-                continue  # sent already (a redelivered event)
+            stale = 3 * self.settings.smtp_timeout_seconds
+            if not await self.store.claim_event_delivery(key, channel, now, stale):
+                continue  # sent already (a redelivered event), or being sent right now
             try:
                 if channel == "email":
                     await self.email.send(destination, notice.message)
@@ -140,6 +143,7 @@ class Notifier:
             except Exception as exc:
                 await self.store.release_delivery(key)
                 raise DeliveryFailed(channel, exc) from exc
+            await self.store.delivered(key)
 
     async def contact(self, recipient: str) -> tuple[str, str]:
         """(e-mail, phone) from identity, which owns them; asked with notify's own token and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dmp_kit.mongo import Document, Store, insert_once
@@ -26,6 +26,24 @@ class NotifyStore(Store):
         return await insert_once(
             self.deliveries, {"_id": key, "channel": channel, "created_at": now}
         )
+
+    async def claim_event_delivery(
+        self, key: str, channel: str, now: datetime, stale: float
+    ) -> bool:
+        """Claim a notification's delivery: True to send it now. A claim still `sending` after
+        `stale` seconds belongs to a process that died mid-send: it is taken over (sent again
+        rather than lost)."""
+        doc = {"_id": key, "channel": channel, "created_at": now, "state": "sending", "at": now}
+        if await insert_once(self.deliveries, doc):
+            return True
+        taken = await self.deliveries.update_one(
+            {"_id": key, "state": "sending", "at": {"$lt": now - timedelta(seconds=stale)}},
+            {"$set": {"at": now}},
+        )
+        return bool(taken.modified_count)
+
+    async def delivered(self, key: str) -> None:
+        await self.deliveries.update_one({"_id": key}, {"$set": {"state": "sent"}})
 
     async def release_delivery(self, key: str) -> None:
         await self.deliveries.delete_one({"_id": key})
