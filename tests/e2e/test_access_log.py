@@ -7,7 +7,6 @@ import base64
 import http.server
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,18 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dmp_audit import merkle
 from dmp_audit.verifier import verify_trace
-from dmp_stack.testing import RunningStack
+from dmp_stack.testing import RunningStack, until
 
 PROBLEM = "application/problem+json"
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)
 
 
 class Cast:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -20,19 +19,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pymongo import MongoClient
 
 from dmp_kit.service_auth import ASSERTION_TYPE
-from dmp_stack.testing import RunningStack, make_rpps
+from dmp_stack.testing import RunningStack, make_rpps, until
 
 HEADER = "claim_id,ins,care_date,kind,code,label,professional_rpps,amount_paid,amount_reimbursed"
 AMOUNTS = ("25.00", "17.50", "2.18", "1.42", "99.99", "66.66", "30.00", "20.40")
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)
 
 
 class Cast:

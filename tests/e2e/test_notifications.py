@@ -7,7 +7,6 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,18 +17,9 @@ from dmp.events.v1 import dossier_pb2 as dossier_events
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import SystemClock
 from dmp_kit.events import new_event
-from dmp_stack.testing import RunningStack, collect_events
+from dmp_stack.testing import RunningStack, collect_events, until
 
 SECRET_TITLE = "Sérologie VIH — résultat"
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)
 
 
 class Cast:

@@ -88,6 +88,16 @@ def infra() -> Iterator[Infra]:
 CODE_SUBJECT = "Votre code de connexion DMP"
 
 
+def until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25) -> Any:
+    """Poll `check` until it returns something truthy, or `timeout` passes; its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
 class Mailbox:
     """Reads what the SMTP sink really received."""
 
