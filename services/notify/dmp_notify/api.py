@@ -101,9 +101,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNotificationsResponse:
         recipient = _recipient()
-        size = request.page_size or DEFAULT_PAGE
-        if not 0 < size <= MAX_PAGE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}", field="page_size")
+        size = _page_size(request.page_size)
         if request.cursor and (len(request.cursor) > 200 or ":" not in request.cursor):
             raise InvalidArgument("the cursor is not one this inbox gave", field="cursor")
         docs = await self.store.inbox(
@@ -148,9 +146,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDeadLettersResponse:
         caller().require_role("admin")
-        size = request.page_size or DEFAULT_PAGE
-        if not 0 < size <= MAX_PAGE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}", field="page_size")
+        size = _page_size(request.page_size)
         docs = await self.store.list_dead_letters(request.cursor or None, size + 1)
         items = []
         for doc in docs[:size]:
@@ -174,6 +170,13 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 CHANNEL_NAMES = {pb.CHANNEL_EMAIL: "email", pb.CHANNEL_SMS: "sms"}
 CHANNEL_VALUES = {name: value for value, name in CHANNEL_NAMES.items()}
+
+
+def _page_size(asked: int) -> int:
+    size = asked or DEFAULT_PAGE
+    if not 0 < size <= MAX_PAGE:
+        raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}", field="page_size")
+    return size
 
 
 def _recipient() -> str:
