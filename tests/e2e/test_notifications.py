@@ -168,6 +168,8 @@ def test_emergency_access_is_told_to_the_patient_and_the_gp(cast: Cast) -> None:
 
 
 def test_the_inbox_is_the_callers_own_and_checks_its_input(cast: Cast) -> None:
+    cast.add_document("Compte rendu")  # with the login's notice: at least two to page through
+    assert until(lambda: len(cast.inbox("patient")) >= 2)
     first = cast.inbox("patient")[0]
     with cast.client("patient") as c:
         r = c.patch(f"/v1/me/notifications/{first['id']}", json={"read": True})
