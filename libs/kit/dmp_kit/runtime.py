@@ -22,6 +22,7 @@ from dmp_kit.config import Settings
 from dmp_kit.crypto import derive_key
 from dmp_kit.mongo import Document, Store, close_mongo, mongo_client, ping
 from dmp_kit.outbox import OutboxRelay
+from dmp_kit.probe import LIVENESS
 from dmp_kit.rpc.client import MAX_MESSAGE_BYTES, call_options, open_channel
 from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
 
@@ -61,7 +62,9 @@ class ServiceRuntime:
         self.db: AsyncDatabase[Document] = mongo_client(
             settings.mongo_url, settings.mongo_timeout_ms
         )[settings.database_name(name)]
-        self.bus = EventBus(settings.nats_url, f"dmp-{name}")
+        self.bus = EventBus(
+            settings.nats_url, f"dmp-{name}", stream_replicas=settings.nats_stream_replicas
+        )
         self.stop = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -132,6 +135,9 @@ class ServiceRuntime:
         server.add_insecure_port(address)
         for names in ("", *service_names):
             await health_servicer.set(names, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Liveness says only that the process and its event loop answer: a database away
+        # makes a service unready, not a candidate for restart.
+        await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         log.info("listening", address=address)
 
@@ -154,7 +160,12 @@ class ServiceRuntime:
         await server.stop(self.settings.shutdown_grace_seconds)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancellation that lands as its inner call
+        # completes (gh-86296): every loop here also ends on `stop`, and none may hold the
+        # shutdown beyond the grace period.
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+        if pending:
+            log.warning("background_tasks_not_stopped", count=len(pending))
         await self.bus.close()
         for channel in self._channels.values():
             await channel.close()
@@ -197,7 +208,7 @@ class ServiceRuntime:
     ) -> None:
         """SERVING only while MongoDB answers and NATS is connected."""
         last: int | None = None
-        while True:
+        while not self.stop.is_set():
             ok = await self.bus.healthy() and await ping(self.db)
             status = (
                 health_pb2.HealthCheckResponse.SERVING
