@@ -36,10 +36,13 @@ GiveUp = Callable[[envelope_pb2.Envelope, int, Exception], Awaitable[None]]
 class EventBus:
     """One NATS connection per process, with its JetStream context."""
 
-    def __init__(self, url: str, name: str, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, name: str, publish_timeout: float = 5.0, stream_replicas: int = 1
+    ) -> None:
         self._url = url
         self._name = name
         self._timeout = publish_timeout
+        self._replicas = stream_replicas
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
@@ -88,6 +91,8 @@ class EventBus:
                 subjects=subjects,
                 storage=StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                # 3 in production (a JetStream cluster): a stream survives losing a server.
+                num_replicas=self._replicas,
             )
             try:
                 await self.js.stream_info(name)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     mongo_timeout_ms: int = 3000
 
     nats_url: str = "nats://localhost:4222"
+    # Copies of each JetStream stream: 1 on a single server, 3 on a production cluster.
+    nats_stream_replicas: int = 1
 
     identity_addr: str = f"localhost:{DEFAULT_PORTS['identity']}"
     dossier_addr: str = f"localhost:{DEFAULT_PORTS['dossier']}"
