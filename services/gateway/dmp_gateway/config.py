@@ -8,6 +8,10 @@ from dmp_kit.config import Settings
 class GatewaySettings(Settings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # forwarded_allow_ips): the reverse proxy in front. "*" only where nothing else can reach
+    # the gateway (Kubernetes: its NetworkPolicy admits the ingress controller alone).
+    trusted_proxies: str = "127.0.0.1"
     # Largest request body accepted by JSON routes (uploads have their own limits).
     max_body_bytes: int = 1024 * 1024
     # A document upload carries up to this many bytes of content, base64-encoded in JSON.
