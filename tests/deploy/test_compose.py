@@ -1,0 +1,116 @@
+"""docker-compose.yml as Docker would run it (the real compose binary resolves it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dmp_stack import deployfiles
+from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_MASTER_KEY
+
+ROOT = deployfiles.repository_root()
+INFRASTRUCTURE = ("mongo", "nats", "mailpit")
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return deployfiles.compose_config(ROOT, COMPOSE_FILES[:1], DMP_MASTER_KEY=TEST_MASTER_KEY)
+
+
+@pytest.fixture(scope="module")
+def dev() -> dict[str, Any]:
+    return deployfiles.compose_config(ROOT, COMPOSE_FILES, DMP_MASTER_KEY=TEST_MASTER_KEY)
+
+
+def test_the_whole_platform_is_there(config: dict[str, Any]) -> None:
+    assert set(config["services"]) == {*PROCESSES, *INFRASTRUCTURE}
+
+
+@pytest.mark.parametrize("files", [COMPOSE_FILES[:1], COMPOSE_FILES])
+def test_every_service_has_a_healthcheck_and_waits_for_health(files: tuple[str, ...]) -> None:
+    config = deployfiles.compose_config(ROOT, files, DMP_MASTER_KEY=TEST_MASTER_KEY)
+    for name, service in config["services"].items():
+        check = service.get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), name
+        for dependency, how in service.get("depends_on", {}).items():
+            assert how["condition"] == "service_healthy", (name, dependency)
+
+
+def test_the_start_order(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in deployfiles.SERVICES:
+        assert {"mongo", "nats"} <= set(services[name]["depends_on"]), name
+    assert "mailpit" in services["notify"]["depends_on"]
+    assert set(services["gateway"]["depends_on"]) == set(deployfiles.SERVICES)
+    # Our processes probe themselves with the kit's command (gRPC health; HTTP for the gateway).
+    for name in PROCESSES:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "dmp-probe"], name
+
+
+def test_only_the_gateway_and_the_mail_ui_are_published(config: dict[str, Any]) -> None:
+    published = {
+        name: [(p.get("host_ip"), p["published"], p["target"]) for p in service.get("ports", [])]
+        for name, service in config["services"].items()
+        if service.get("ports")
+    }
+    # On loopback unless the operator says otherwise (a TLS proxy goes in front).
+    assert published == {
+        "gateway": [("127.0.0.1", "8000", 8000)],
+        "mailpit": [("127.0.0.1", "8025", 8025)],
+    }
+
+
+def test_development_publishes_the_database_and_nats_on_loopback_only(dev: dict[str, Any]) -> None:
+    for name in ("mongo", "nats"):
+        assert {p["host_ip"] for p in dev["services"][name]["ports"]} == {"127.0.0.1"}
+    for name in PROCESSES:
+        assert dev["services"][name]["environment"]["DMP_ENV"] == "dev"
+
+
+def test_our_containers_are_locked_down(config: dict[str, Any]) -> None:
+    for name in PROCESSES:
+        service = config["services"][name]
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert any(t.startswith("/tmp") for t in service["tmpfs"]), name
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert service["build"]["args"] == {"SERVICE": name}
+        assert service["restart"] == "unless-stopped"
+
+
+def test_data_lives_on_volumes(config: dict[str, Any]) -> None:
+    def volumes(name: str) -> dict[str, str]:
+        return {
+            v["target"]: v["source"]
+            for v in config["services"][name].get("volumes", [])
+            if v["type"] == "volume"
+        }
+
+    assert set(volumes("mongo")) == {"/data/db", "/data/configdb"}
+    assert set(volumes("nats")) == {"/data"}
+    assert volumes("ingest") == {"/var/lib/dmp/spool": "ingest-spool"}
+
+
+def test_mongo_is_a_replica_set_and_nats_syncs_every_write(config: dict[str, Any]) -> None:
+    mongo = config["services"]["mongo"]
+    assert mongo["image"].startswith("mongo:7")
+    assert mongo["command"][:2] == ["--replSet", "rs0"]
+    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
+    url = config["services"]["dossier"]["environment"]["DMP_MONGO_URL"]
+    assert "replicaSet=rs0" in url and "w=majority" in url
+    nats_conf = (ROOT / "deploy/compose/nats.conf").read_text()
+    assert "sync_interval: always" in nats_conf
+
+
+def test_secrets_come_from_the_env_file_only(config: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "DMP_MASTER_KEY: ${DMP_MASTER_KEY:?" in text
+    for name in PROCESSES:
+        assert config["services"][name]["environment"]["DMP_MASTER_KEY"] == TEST_MASTER_KEY
+    # .env is never committed, nor sent to an image build.
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    example = (ROOT / ".env.example").read_text()
+    assert "DMP_MASTER_KEY=\n" in example  # empty: the operator generates one
+    assert "DMP_ENV=prod" in example
