@@ -8,20 +8,13 @@ from typing import Any
 
 import pytest
 
+from dmp_kit.config import DEFAULT_PORTS
 from dmp_stack import deployfiles
 from dmp_stack.deployfiles import PROCESSES, SERVICES, Manifests
 
 ROOT = deployfiles.repository_root()
 SINGLE_REPLICA = "dmp.example.org/single-replica"
-PORTS = {
-    "identity": 50051,
-    "dossier": 50052,
-    "consent": 50053,
-    "audit": 50054,
-    "notify": 50055,
-    "ingest": 50056,
-    "gateway": 8000,
-}
+PORTS = {**DEFAULT_PORTS, "gateway": 8000}
 # Who calls whom over gRPC (DESIGN.md §2; test_the_code_calls_only_declared_paths ties it to
 # the code): the gateway calls every service; each service verifies tokens with identity.
 CALLS = {
@@ -172,26 +165,28 @@ def declared_paths(manifests: Manifests) -> tuple[Path3, Path3]:
     """(from, to, port) between our pods: allowed out by the caller's policy, allowed in by
     the callee's."""
     pods = {d["metadata"]["name"]: labels(d) for d in manifests.of_kind("Deployment")}
+
+    def peers(rule: dict[str, Any], key: str) -> set[tuple[str, int]]:
+        """Our pods a rule names (not other namespaces), with its ports."""
+        return {
+            (name, port["port"])
+            for peer in rule.get(key, [])
+            if "podSelector" in peer and "namespaceSelector" not in peer
+            for name, pod in pods.items()
+            if selects(peer["podSelector"], pod)
+            for port in rule["ports"]
+        }
+
     egress: Path3 = set()
     ingress: Path3 = set()
     for policy in manifests.of_kind("NetworkPolicy"):
-        selected = [n for n, lab in pods.items() if selects(policy["spec"]["podSelector"], lab)]
         if not policy["spec"]["podSelector"]:
             continue
+        own = [n for n, pod in pods.items() if selects(policy["spec"]["podSelector"], pod)]
         for rule in policy["spec"].get("egress", []):
-            for peer in rule.get("to", []):
-                if "podSelector" in peer and "namespaceSelector" not in peer:
-                    targets = [n for n, lab in pods.items() if selects(peer["podSelector"], lab)]
-                    egress |= {
-                        (s, t, p["port"]) for s in selected for t in targets for p in rule["ports"]
-                    }
+            egress |= {(me, to, port) for me in own for to, port in peers(rule, "to")}
         for rule in policy["spec"].get("ingress", []):
-            for peer in rule.get("from", []):
-                if "podSelector" in peer and "namespaceSelector" not in peer:
-                    sources = [n for n, lab in pods.items() if selects(peer["podSelector"], lab)]
-                    ingress |= {
-                        (s, t, p["port"]) for t in selected for s in sources for p in rule["ports"]
-                    }
+            ingress |= {(src, me, port) for me in own for src, port in peers(rule, "from")}
     return egress, ingress
 
 
