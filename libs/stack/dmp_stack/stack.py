@@ -156,6 +156,9 @@ class Stack:
             "DMP_HTTP_PORT": str(self.ports.gateway),
             "DMP_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.ports.gateway}",
             "PYTHONUNBUFFERED": "1",
+            # A scripted walkthrough (a few hundred requests a minute, logins included) passes.
+            "DMP_AUTH_RATE_LIMIT": "300/minute",
+            "DMP_ACCOUNT_RATE_LIMIT": "60/minute",
         }
         for name, port in self.ports.grpc.items():
             env[f"DMP_{name.upper()}_ADDR"] = f"127.0.0.1:{port}"

@@ -222,6 +222,8 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
             # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
             "DMP_AUTH_RATE_LIMIT": "100000/minute",
+            "DMP_ACCOUNT_RATE_LIMIT": "100000/minute",
+            "DMP_ADDRESS_RATE_LIMIT": "1000000/minute",
             # a paused mail relay is noticed in a second; five attempts, then a dead letter
             "DMP_SMTP_TIMEOUT_SECONDS": "1",
             "DMP_MAX_DELIVERY_ATTEMPTS": "5",

@@ -30,11 +30,12 @@ from dmp_gateway.routes import (
     ops,
     records,
 )
-from dmp_gateway.throttle import AuthThrottle
+from dmp_gateway.throttle import UNLIMITED_PATHS, Throttle, client_address
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
 from dmp_kit.context import current_trace, new_trace
+from dmp_kit.errors import RateLimited
 from dmp_kit.runtime import identity_jwks
 
 REQUESTS = Counter("dmp_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -85,7 +86,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.auth_throttle = AuthThrottle(settings.auth_rate_limit)
+    app.state.auth_throttle = Throttle(
+        settings.auth_rate_limit,
+        "auth-address",
+        "too many authentication attempts from this address",
+    )
+    app.state.account_throttle = Throttle(
+        settings.account_rate_limit,
+        "auth-account",
+        "too many authentication attempts for this account",
+    )
+    address_throttle = Throttle(
+        settings.address_rate_limit, "address", "too many requests from this address"
+    )
     problems.install(app)
 
     # Added first, so it runs inside the middleware below: a refused body still gets the
@@ -106,7 +119,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         current_trace.set(trace)
         structlog.contextvars.bind_contextvars(request_id=trace.request_id, trace_id=trace.trace_id)
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            if request.url.path not in UNLIMITED_PATHS:
+                await address_throttle.check(client_address(request))
+        except RateLimited as refused:
+            response: Response = problems.from_error(refused)
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         REQUESTS.labels(request.method, template, str(response.status_code)).inc()

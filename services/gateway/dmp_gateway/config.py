@@ -20,5 +20,10 @@ class GatewaySettings(Settings):
     max_batch_bytes: int = 4 * 1024 * 1024 * 1024
     readiness_timeout_seconds: float = 1.0
     # Per client address on the public authentication routes (login, code, refresh, token);
-    # lockouts are per login, this stops one address spraying many logins.
+    # this stops one address spraying many logins.
     auth_rate_limit: str = "30/minute"
+    # Per account (login, code challenge, refresh token, client) on those routes: tight, so
+    # that many addresses together cannot hammer one account. Identity's lockouts add to it.
+    account_rate_limit: str = "10/minute"
+    # Per client address on every other route: generous, a hospital's staff share an address.
+    address_rate_limit: str = "1200/minute"

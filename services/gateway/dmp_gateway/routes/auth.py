@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp_gateway.clients import Downstream
-from dmp_gateway.throttle import auth_throttled
+from dmp_gateway.throttle import account_throttled, assertion_client, auth_throttled
 
 router = APIRouter(tags=["authentication"])
 # Login, code, refresh and token share one per-address limit (see throttle.py).
@@ -86,6 +86,7 @@ def _tokens(pair: pb.TokenPair) -> Tokens:
 
 @throttled.post("/v1/auth/login", response_model=LoginOut, summary="Password step; sends a code")
 async def login(body: LoginIn, request: Request) -> LoginOut:
+    await account_throttled(request, f"login:{body.kind}:{body.login.casefold()}")
     ds = _downstream(request)
     resp = await ds.call(
         ds.identity.Login,
@@ -105,6 +106,7 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
 
 @throttled.post("/v1/auth/otp", response_model=Tokens, summary="One-time code step; issues tokens")
 async def otp(body: OtpIn, request: Request) -> Tokens:
+    await account_throttled(request, f"challenge:{body.challenge_id}")
     ds = _downstream(request)
     resp = await ds.call(
         ds.identity.VerifyOtp, pb.VerifyOtpRequest(challenge_id=body.challenge_id, code=body.code)
@@ -114,6 +116,7 @@ async def otp(body: OtpIn, request: Request) -> Tokens:
 
 @throttled.post("/v1/auth/refresh", response_model=Tokens, summary="Rotate a refresh token")
 async def refresh(body: RefreshIn, request: Request) -> Tokens:
+    await account_throttled(request, f"refresh:{body.refresh_token}")
     ds = _downstream(request)
     resp = await ds.call(ds.identity.Refresh, pb.RefreshRequest(refresh_token=body.refresh_token))
     return _tokens(resp.tokens)
@@ -137,6 +140,7 @@ async def token(
     client_assertion: Annotated[str, Form(max_length=8192)],
     scope: Annotated[str, Form(max_length=512)] = "",
 ) -> ClientToken:
+    await account_throttled(request, assertion_client(client_assertion))
     ds = _downstream(request)
     resp = await ds.call(
         ds.identity.IssueClientToken,
