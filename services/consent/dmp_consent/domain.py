@@ -164,15 +164,20 @@ def decide(
 
 
 def _open(caller: Principal, dossier: DossierState) -> Decision:
+    # Who may open comes first: whether a DMP exists is not told to anyone who may not open it.
+    if caller.kind == "patient":
+        if caller.ins != dossier.ins:
+            return deny("not_your_dossier")
+        mode = "patient"
+    elif caller.kind == "professional" and caller.profession in OPENING_PROFESSIONS:
+        mode = "opening_professional"
+    elif caller.has_role(INSURANCE_AGENT_ROLE):
+        mode = "insurance_agent"
+    else:
+        return deny("may_not_open")
     if dossier.status is not DossierStatus.ABSENT:
         return deny("already_open")
-    if caller.kind == "patient":
-        return permit("patient") if caller.ins == dossier.ins else deny("not_your_dossier")
-    if caller.kind == "professional" and caller.profession in OPENING_PROFESSIONS:
-        return permit("opening_professional")
-    if caller.has_role(INSURANCE_AGENT_ROLE):
-        return permit("insurance_agent")
-    return deny("may_not_open")
+    return permit(mode)
 
 
 def _as_patient(

@@ -122,6 +122,17 @@ CASES = [
         "insurance_agent",
     ),
     ("opening twice", patient(), OPEN, TEAM, Action.OPEN, None, False, "already_open"),
+    # Whether someone has a DMP is not told to whoever may not open one.
+    (
+        "another's open DMP",
+        patient("190017512345635"),
+        OPEN,
+        TEAM,
+        Action.OPEN,
+        None,
+        False,
+        "not_your_dossier",
+    ),
     ("no dossier", pro(GP), ABSENT, TEAM, Action.READ, None, False, "no_dossier"),
     # rule 4: care team and matrix
     (
