@@ -7,18 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from datetime import date, timedelta
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pymongo import MongoClient
 
-from dmp_kit.service_auth import ASSERTION_TYPE
 from dmp_stack.testing import RunningStack, make_rpps, until
 
 HEADER = "claim_id,ins,care_date,kind,code,label,professional_rpps,amount_paid,amount_reimbursed"
@@ -41,39 +36,7 @@ class Cast:
         self.run = uuid.uuid4().hex[:8]
 
     def client_token(self, roles: list[str]) -> str:
-        key = Ed25519PrivateKey.generate()
-        pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        client_id = f"cpam-{uuid.uuid4().hex[:8]}"
-        with self.stack.client(self.admin) as c:
-            r = c.post(
-                "/v1/admin/clients",
-                json={"client_id": client_id, "public_key_pem": pem.decode(), "roles": roles},
-            )
-            assert r.status_code == 201, r.text
-        now = int(time.time())
-        assertion = jwt.encode(
-            {
-                "iss": client_id,
-                "sub": client_id,
-                "aud": f"{self.stack.url}/v1/auth/token",
-                "iat": now,
-                "exp": now + 120,
-                "jti": uuid.uuid4().hex,
-            },
-            key,
-            algorithm="EdDSA",
-        )
-        with self.stack.client() as c:
-            r = c.post(
-                "/v1/auth/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_assertion_type": ASSERTION_TYPE,
-                    "client_assertion": assertion,
-                },
-            )
-            assert r.status_code == 200, r.text
-            return str(r.json()["access_token"])
+        return self.stack.client_token(self.admin, roles)
 
     def open(self, who: str) -> None:
         patient = self.late if who == "late" else self.early

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import os
 import random
@@ -19,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pymongo import MongoClient
 
 from dmp.events.v1 import envelope_pb2
 from dmp_kit.bus import EventBus, run_consumer
+from dmp_kit.crypto import derive_key, unseal
 from dmp_kit.identifiers import ins_control_key, luhn_ok
+from dmp_kit.service_auth import ASSERTION_TYPE
 from dmp_stack.infra import Started, start_mongo, start_nats, start_smtp
 from dmp_stack.stack import Ports, Stack, StackState, stop_pid
 
@@ -182,6 +189,59 @@ class RunningStack:
             r = c.post("/v1/admin/patients", json=body)
         assert r.status_code == 201, r.text
         return {**r.json(), "password": password}
+
+    def client_token(self, admin: str, roles: list[str]) -> str:
+        """A new OAuth2 client with these roles, and an access token it obtained with a signed
+        client assertion (RFC 7523), as an insurer's system does."""
+        key = Ed25519PrivateKey.generate()
+        pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        client_id = f"client-{secrets.token_hex(4)}"
+        with self.client(admin) as c:
+            r = c.post(
+                "/v1/admin/clients",
+                json={"client_id": client_id, "public_key_pem": pem.decode(), "roles": roles},
+            )
+            assert r.status_code == 201, r.text
+        now = int(time.time())
+        claims = {"iss": client_id, "sub": client_id, "aud": f"{self.url}/v1/auth/token"}
+        assertion = jwt.encode(
+            {**claims, "iat": now, "exp": now + 120, "jti": secrets.token_hex(16)},
+            key,
+            algorithm="EdDSA",
+        )
+        with self.client() as c:
+            r = c.post(
+                "/v1/auth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": assertion,
+                },
+            )
+            assert r.status_code == 200, r.text
+            return str(r.json()["access_token"])
+
+    def forge(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+        """A token signed with identity's real active key, read from its database and unsealed
+        with the master key as identity does: for testing the checks that a good signature
+        alone does not pass (audience, issuer, type, expiry)."""
+        master = base64.b64decode(self.stack.extra_env["DMP_MASTER_KEY"])
+        client: MongoClient[dict[str, Any]]
+        with MongoClient(self.infra.mongo.url) as client:
+            doc = client["identity"]["signing_keys"].find_one(
+                {"status": "active"}, sort=[("created_at", -1)]
+            )
+        assert doc is not None, "identity has no active signing key"
+        kid = str(doc["_id"])
+        raw = unseal(
+            derive_key(master, "identity-signing-keys"), bytes(doc["private_sealed"]), kid.encode()
+        )
+        return jwt.encode(
+            claims,
+            Ed25519PrivateKey.from_private_bytes(raw),
+            algorithm="EdDSA",
+            headers={"kid": kid, "typ": "at+jwt", **(headers or {})},
+        )
 
     def create_professional(
         self, admin: str, profession: str = "10", password: str | None = "professional pw 1"
