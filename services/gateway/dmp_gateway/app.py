@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Histogram
 from swagger_ui_bundle import swagger_ui_path
@@ -109,7 +110,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger=((re.compile(r"/v1/dossiers/[^/]+/documents"), upload),),
         streamed=(re.compile(r"/v1/ingest/batches"),),
+        not_json=(re.compile(r"/v1/auth/token"),),  # OAuth2: a form (RFC 6749 §4.4)
     )
+    if settings.cors_origins:
+        # Closed unless configured: only these origins, only with a bearer token, no cookie.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after", "location"],
+            allow_credentials=False,
+            max_age=600,
+        )
 
     @app.middleware("http")
     async def request_context(

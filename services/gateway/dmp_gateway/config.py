@@ -19,6 +19,9 @@ class GatewaySettings(Settings):
     # A claims batch is streamed through, never held: this bounds what one request may send.
     max_batch_bytes: int = 4 * 1024 * 1024 * 1024
     readiness_timeout_seconds: float = 1.0
+    # Browser origins allowed to call the API from another origin (comma-separated). Empty:
+    # none, the API answers no cross-origin request (the portal is served from this origin).
+    cors_origins: str = ""
     # Per client address on the public authentication routes (login, code, refresh, token);
     # this stops one address spraying many logins.
     auth_rate_limit: str = "30/minute"

@@ -1,7 +1,9 @@
-"""Request body limit, enforced on the bytes received (a chunked body has no Content-Length).
+"""Request bodies: their size, enforced on the bytes received (a chunked body has no
+Content-Length), and their media type (JSON, but where a route declares another).
 
 The body is read here, up to the limit, before the app sees it: FastAPI turns any error raised
-while it reads a body into a generic 400, so the limit cannot be signalled from inside.
+while it reads a body into a generic 400, so the limit cannot be signalled from inside; and it
+would try to read a JSON body whatever its declared type.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ class BodyLimit:
         max_bytes: int,
         larger: tuple[tuple[re.Pattern[str], int], ...] = (),
         streamed: tuple[re.Pattern[str], ...] = (),
+        not_json: tuple[re.Pattern[str], ...] = (),
     ) -> None:
         self.app = app
         self.default = max_bytes
         self.larger = larger
         # routes that read their body as a stream and bound it themselves (ingest batches)
         self.streamed = streamed
+        # routes whose body is not JSON (a form, CSV): they check their own media type
+        self.not_json = (*streamed, *not_json)
 
     def limit(self, path: str) -> int:
         return next(
@@ -53,9 +58,29 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
+        if body and not self._json(scope):
+            await self._unsupported(scope, receive, send)
+            return
         await self.app(
             scope, _replay([{"type": "http.request", "body": bytes(body)}], receive), send
         )
+
+    def _json(self, scope: Scope) -> bool:
+        """The body is declared JSON, or the route takes another kind."""
+        if any(p.fullmatch(scope["path"]) for p in self.not_json):
+            return True
+        declared = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        media = declared.split(";")[0].strip().lower()
+        return media == "application/json" or media.endswith("+json")
+
+    async def _unsupported(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problems.problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be application/json",
+        )
+        await response(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problems.problem(
