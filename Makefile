@@ -12,9 +12,11 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 STUBS := libs/contracts/dmp/.generated
 PROTOS := $(shell find proto -name '*.proto')
+# The contracts as they are on main; a branch may not break them on the wire.
+BUF_AGAINST ?= .git\#branch=main,subdir=proto
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py
 
-.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check bench ci clean verify-audit
+.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking bench ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,13 +69,16 @@ typecheck: install ## mypy --strict on libs/ and every domain module
 buf-lint: install ## buf lint on the contracts
 	$(RUN) buf lint proto
 
+buf-breaking: install ## buf breaking: no wire-incompatible change to the contracts against main
+	$(RUN) buf breaking proto --against '$(BUF_AGAINST)'
+
 deploy-check: install ## Validate deploy/, docker-compose.yml and the Dockerfile offline (kustomize, schemas, hadolint)
 	$(RUN) python -m dmp_stack.deployfiles
 
 bench: install ## Start a stack, run the benchmarks, record results under bench/results
 	$(RUN) python -m bench.run
 
-ci: lint typecheck buf-lint deploy-check test ## What CI runs
+ci: lint typecheck buf-lint buf-breaking deploy-check test ## What CI runs
 
 clean: down ## Remove the virtualenv, generated stubs and local state
 	rm -rf .venv libs/contracts/dmp .dmp

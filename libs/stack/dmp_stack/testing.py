@@ -261,6 +261,25 @@ class RunningStack:
         return {**r.json(), "password": password}
 
 
+# What would identify a patient or a professional in a log line: an INS or NIR (15 digits), an
+# RPPS (11 digits from 10), an e-mail address of the tests' domain. Logs carry pseudonyms.
+IDENTIFIERS = re.compile(
+    r"(?<![0-9A-Za-z])(?:[12][0-9]{14}|10[0-9]{9}|[A-Za-z0-9._%+-]+@example\.org)(?![0-9A-Za-z])"
+)
+
+
+def identifiers_in_logs(directory: Path) -> list[str]:
+    """Every line of our processes' logs that names a person ("file: line")."""
+    found = []
+    for log in sorted(directory.glob("*.log")):
+        if log.name == "smtp.log":  # the test mail sink's own log, not the platform's
+            continue
+        for line in log.read_text(errors="replace").splitlines():
+            if IDENTIFIERS.search(line):
+                found.append(f"{log.name}: {line[:300]}")
+    return found
+
+
 @pytest.fixture(scope="session")
 def stack(infra: Infra) -> Iterator[RunningStack]:
     state_dir = infra.root / "stack"
@@ -313,6 +332,9 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    # Every process's log of the whole session names no one (an error here fails the run).
+    leaks = identifiers_in_logs(kept)
+    assert not leaks, "patient or professional identifiers in the logs:\n" + "\n".join(leaks[:20])
 
 
 async def collect_events(
