@@ -7,6 +7,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from dmp_kit.errors import BY_GRPC_CODE, DmpError, Internal, PayloadTooLarge
+from dmp_kit.logging import get_logger
+
+log = get_logger(__name__)
 
 DETAILS_KEY = "grpc-status-details-bin"
 DOMAIN = "dmp"
@@ -55,6 +58,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> DmpError:
             )
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return PayloadTooLarge("the request is too large")
+        # The code only: a library's text may quote what it was given.
+        log.warning("downstream_error_without_details", grpc_status=code.name)
         return cls("the call failed")
     retry = info.metadata.get("retry_after")
     err = cls(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from dmp.ingest.v1 import ingest_pb2 as pb
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
-from dmp_kit.errors import InvalidArgument, PayloadTooLarge
+from dmp_kit.errors import DmpError, InvalidArgument, PayloadTooLarge
 
 router = APIRouter(tags=["ingest"])
 
@@ -66,6 +67,9 @@ class Batch(BaseModel):
     },
 )
 async def submit(request: Request, who: Caller) -> JSONResponse:
+    # Refused before a byte is streamed (ingest checks again): a gRPC server that answers while
+    # its client still sends leaves the client with a cut stream and no reason.
+    who.require_role("insurer")
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fmt = FORMATS.get(media)
     if fmt is None:
@@ -75,6 +79,9 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
     ds = downstream(request)
     limit = ds.settings.max_batch_bytes
 
+    # What stopped the body on this side: gRPC reports only that the stream was cut short.
+    stopped: list[DmpError] = []
+
     async def parts() -> AsyncIterator[pb.SubmitBatchRequest]:
         sent = 0
         first = True
@@ -82,7 +89,8 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
         async for data in request.stream():
             sent += len(data)
             if sent > limit:
-                raise PayloadTooLarge(f"a batch may not exceed {limit} bytes")
+                stopped.append(PayloadTooLarge(f"a batch may not exceed {limit} bytes"))
+                raise stopped[-1]
             buffer += data
             while len(buffer) >= CHUNK:
                 yield pb.SubmitBatchRequest(format=fmt if first else 0, chunk=bytes(buffer[:CHUNK]))
@@ -91,7 +99,16 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
         if buffer or first:
             yield pb.SubmitBatchRequest(format=fmt if first else 0, chunk=bytes(buffer))
 
-    resp = await ds.call(ds.ingest.SubmitBatch, parts(), token=who.token)
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise PayloadTooLarge(f"a batch may not exceed {limit} bytes")
+    try:
+        resp = await ds.call(ds.ingest.SubmitBatch, parts(), token=who.token)
+    except (DmpError, asyncio.CancelledError):
+        # grpc cancels the call when its request stream fails: if that was our limit, say so.
+        # Ingest dropped the cut stream's spool: nothing of the batch remains.
+        if stopped:
+            raise stopped[-1] from None
+        raise
     return JSONResponse(BatchAccepted(batch_id=resp.batch_id).model_dump(), status_code=202)
 
 
