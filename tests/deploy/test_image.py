@@ -187,8 +187,16 @@ def test_every_image_starts_and_reports_healthy(
     finally:
         for proc in processes.values():
             os.killpg(proc.pid, signal.SIGTERM)
-        for proc in processes.values():
-            proc.wait(30)
+        stuck = []
+        for name, proc in processes.items():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                stuck.append(name)
+    # As an orchestrator asks: SIGTERM stops each within its grace period.
+    assert not stuck, f"did not stop on SIGTERM: {stuck}"
     # A stopped service is unhealthy to the same probe.
     stopped = probe(environments["consent"], envs["consent"], "--timeout", "1")
     assert stopped.returncode == 1
