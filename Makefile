@@ -16,7 +16,7 @@ PROTOS := $(shell find proto -name '*.proto')
 BUF_AGAINST ?= .git\#branch=main,subdir=proto
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py
 
-.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking bench ci clean verify-audit
+.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ logs: install ## Follow the logs (make logs SERVICE=identity for one)
 
 test: install ## Run unit, service and end-to-end tests against real servers
 	$(RUN) pytest
+
+test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 5) per fault; figures in .dmp/reliability.json
+	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-5} $(RUN) pytest tests/reliability -v
+
+soak: install ## 10 minutes of mixed load on a stack of its own: throughput, memory, losses (bench/results/soak.json)
+	$(RUN) python -m bench.soak
 
 verify-audit: install ## Re-read the stack's whole audit log and report its first inconsistency
 	$(RUN) dmp audit verify --mongo-url "$$($(RUN) dmp-stack url mongo)" \

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -72,9 +73,11 @@ class Infra:
         os.kill(dep.pid, signal.SIGCONT)
 
 
-@pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
-    root = Path(tempfile.mkdtemp(prefix="dmp-test-"))
+@contextmanager
+def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
+    """A MongoDB-compatible server, NATS and an SMTP sink, started for the caller alone
+    (unless DMP_MONGO_URL / DMP_NATS_URL name servers to use)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     started: list[Started] = []
     try:
         mongo = start_mongo(root)
@@ -90,6 +93,12 @@ def infra() -> Iterator[Infra]:
                 os.kill(dep.pid, signal.SIGCONT)
                 stop_pid(dep.pid)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with own_infra() as started:
+        yield started
 
 
 CODE_SUBJECT = "Votre code de connexion DMP"
@@ -280,8 +289,10 @@ def identifiers_in_logs(directory: Path) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="session")
-def stack(infra: Infra) -> Iterator[RunningStack]:
+@contextmanager
+def running_stack(infra: Infra, keep_logs: Path | None = None) -> Iterator[RunningStack]:
+    """Every service and the gateway as real processes on `infra`, in test mode (a movable
+    clock, fast retries, high rate limits); stopped after, their logs scanned for identifiers."""
     state_dir = infra.root / "stack"
     clock_file = infra.root / "clock-offset"
     admin_password = secrets.token_urlsafe(18)
@@ -323,8 +334,7 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
         )
     finally:
         stack.down()
-        # Keep the logs of every process for whoever reads a failure (CI prints them).
-        kept = Path(".dmp") / "test-logs"
+        kept = keep_logs or infra.root / "kept-logs"
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(infra.root / "stack" / "logs", kept, dirs_exist_ok=True)
         for key, value in previous.items():
@@ -332,9 +342,16 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    # Every process's log of the whole session names no one (an error here fails the run).
+    # Every process's log names no one (an error here fails the run).
     leaks = identifiers_in_logs(kept)
     assert not leaks, "patient or professional identifiers in the logs:\n" + "\n".join(leaks[:20])
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Infra) -> Iterator[RunningStack]:
+    # The logs of the session are kept for whoever reads a failure (CI prints them).
+    with running_stack(infra, keep_logs=Path(".dmp") / "test-logs") as running:
+        yield running
 
 
 async def collect_events(

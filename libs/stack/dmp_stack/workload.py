@@ -1,0 +1,381 @@
+"""A write load through the gateway, recording every acknowledged (2xx) operation, and the
+checks that what was acknowledged survived: for the fault-injection tests and the soak.
+
+Three kinds of write, from several threads:
+- open: a new insured person, who opens their DMP;
+- submit: a patient's attending physician adds a document (a unique title per attempt);
+- consent: a patient authorises or blocks a professional.
+An operation counts only when the gateway answered 2xx. One that failed or timed out may or may
+not have happened; the checks allow for that and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import random
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import nats
+from pymongo import MongoClient
+
+from dmp_kit.bus import STREAMS
+from dmp_kit.outbox import PENDING
+from dmp_stack.testing import RunningStack, until
+
+DOCUMENT_SUBJECT = "Un nouveau document dans votre DMP"
+
+
+@dataclass
+class Person:
+    ins: str
+    token: str
+    email: str
+    gp_rpps: str
+    gp_token: str
+
+
+@dataclass
+class Tally:
+    """What was attempted and what was acknowledged."""
+
+    attempts: collections.Counter[str] = field(default_factory=collections.Counter)
+    acknowledged: collections.Counter[str] = field(default_factory=collections.Counter)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    opened: list[str] = field(default_factory=list)
+    documents: dict[str, tuple[str, str]] = field(default_factory=dict)  # title → (ins, id)
+    # (ins, rpps) → the statuses attempted, in order, each with whether it was acknowledged
+    consents: dict[tuple[str, str], list[tuple[str, bool]]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+class Workload:
+    def __init__(self, stack: RunningStack, patients: int = 6, professionals: int = 4) -> None:
+        self.stack = stack
+        self.admin = stack.admin_token()
+        self.tally = Tally()
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.gps = [self._professional() for _ in range(2)]
+        self.others = [self._professional()[0] for _ in range(professionals)]
+        self.people: list[Person] = []
+        for _ in range(patients):
+            person = self._open_new()
+            assert person is not None, f"the load cannot start: {dict(self.tally.failures)}"
+            self.people.append(person)
+
+    # ------------------------------------------------------------------ setup
+
+    def _professional(self) -> tuple[str, str]:
+        pro = self.stack.create_professional(self.admin)
+        tokens = self.stack.login("professional", pro["rpps"], pro["password"], pro["email"])
+        return str(pro["rpps"]), str(tokens["access_token"])
+
+    def _open_new(self) -> Person | None:
+        """A new insured person opens their DMP and names a GP (one acknowledged `open`)."""
+        try:  # registering and logging in are the stage, not the operation measured
+            patient = self.stack.create_patient(self.admin)
+            token = self.stack.login(
+                "patient", patient["ins"], patient["password"], patient["email"]
+            )["access_token"]
+        except (AssertionError, httpx.HTTPError) as exc:
+            with self.lock:
+                self.tally.failures[f"register: {type(exc).__name__}"] += 1
+            return None
+        body = {
+            "ins": patient["ins"],
+            "vitale_serial": patient["vitale_serial"],
+            "patient_consent": True,
+        }
+        if not self._call("open", "POST", "/v1/dossiers", token, json=body):
+            return None
+        with self.lock:
+            self.tally.opened.append(patient["ins"])
+        gp_rpps, gp_token = random.choice(self.gps)
+        # Consent learns of a new DMP from its dossier.opened event: until then (a moment) it
+        # answers that there is none, and the patient tries again, as a person would.
+        deadline = time.monotonic() + 15
+        while (
+            self._call(
+                "gp",
+                "PUT",
+                f"/v1/dossiers/{patient['ins']}/attending-physician",
+                token,
+                json={"rpps": gp_rpps},
+            )
+            is None
+        ):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+        return Person(patient["ins"], token, patient["email"], gp_rpps, gp_token)
+
+    # ------------------------------------------------------------------ operations
+
+    def _client(self) -> httpx.Client:
+        """One keep-alive connection per thread, as a real client keeps."""
+        client: httpx.Client | None = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = httpx.Client(base_url=self.stack.url, timeout=5.0)
+        return client
+
+    def _call(
+        self, kind: str, method: str, path: str, token: str, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        with self.lock:
+            self.tally.attempts[kind] += 1
+        started = time.perf_counter()
+        try:
+            r = self._client().request(
+                method, path, headers={"authorization": f"Bearer {token}"}, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            with self.lock:
+                self.tally.failures[f"{kind}: {type(exc).__name__}"] += 1
+            return None
+        with self.lock:
+            self.tally.latencies.append(time.perf_counter() - started)
+            if r.is_success:
+                self.tally.acknowledged[kind] += 1
+            else:
+                slug = r.json().get("type", "").rsplit("/", 1)[-1] if r.content else ""
+                self.tally.failures[f"{kind}: {r.status_code} {slug}".strip()] += 1
+        if not r.is_success:
+            return None
+        return r.json() if r.content else {}
+
+    def submit(self, person: Person) -> None:
+        title = f"Compte rendu {secrets.token_hex(6)}"
+        body = {
+            "type_code": "11488-4",
+            "title": title,
+            "mime_type": "text/plain",
+            "content_base64": base64.b64encode(title.encode()).decode(),
+        }
+        answer = self._call(
+            "submit", "POST", f"/v1/dossiers/{person.ins}/documents", person.gp_token, json=body
+        )
+        if answer is not None:
+            with self.lock:
+                self.tally.documents[title] = (person.ins, str(answer["id"]))
+
+    def consent(self, person: Person) -> None:
+        rpps = random.choice(self.others)
+        status = random.choice(("authorized", "blocked"))
+        key = (person.ins, rpps)
+        # One thread at a time per patient (see run): the order of attempts is the order sent.
+        answer = self._call(
+            "consent",
+            "PUT",
+            f"/v1/dossiers/{person.ins}/professionals/{rpps}",
+            person.token,
+            json={"status": status},
+        )
+        with self.lock:
+            self.tally.consents.setdefault(key, []).append((status, answer is not None))
+
+    def open(self) -> None:
+        person = self._open_new()
+        if person is not None:
+            with self.lock:
+                self.people.append(person)
+
+    def run(self, stop: threading.Event, threads: int = 3) -> list[threading.Thread]:
+        """Starts the load; it runs until `stop` is set (join the threads it returns)."""
+
+        def worker(n: int) -> None:
+            rng = random.Random(n)
+            while not stop.is_set():
+                with self.lock:
+                    # each thread has its own patients, so one patient's writes are in order
+                    mine = [p for i, p in enumerate(self.people) if i % threads == n]
+                roll = rng.random()
+                if roll < 0.1:
+                    self.open()
+                elif mine and roll < 0.7:
+                    self.submit(rng.choice(mine))
+                elif mine:
+                    self.consent(rng.choice(mine))
+
+        started = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
+        for thread in started:
+            thread.start()
+        return started
+
+
+def run_for(workload: Workload, seconds: float, during: Callable[[], None] | None = None) -> None:
+    """Load for `seconds`; `during`, if given, is done half-way (the fault)."""
+    stop = threading.Event()
+    threads = workload.run(stop)
+    time.sleep(seconds / 2)
+    if during is not None:
+        during()
+    time.sleep(seconds / 2)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+@dataclass
+class Findings:
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.other)
+
+
+def check(workload: Workload, timeout: float = 90.0) -> Findings:
+    """After the faults: what was acknowledged is there, once; every event was consumed; the
+    audit log verifies; each document was notified once."""
+    stack, tally = workload.stack, workload.tally
+    found = Findings()
+    drained = until(lambda: outbox_pending(stack) == 0 and consumers_pending(stack) == 0, timeout)
+    if not drained:
+        found.other.append(
+            f"not drained: outbox {outbox_pending(stack)}, consumers {consumers_pending(stack)}"
+        )
+    people = {p.ins: p for p in workload.people}
+    with httpx.Client(base_url=stack.url, timeout=30.0) as c:
+        for ins in tally.opened:
+            person = people.get(ins)
+            if person is None:
+                continue  # opened, then naming the GP failed: still must be open (below)
+            r = c.get(f"/v1/dossiers/{ins}", headers={"authorization": f"Bearer {person.token}"})
+            if r.status_code != 200 or r.json()["status"] != "open":
+                found.lost.append(f"open {ins}: {r.status_code}")
+        titles: collections.Counter[str] = collections.Counter()
+        for person in workload.people:
+            items = all_documents(c, person)
+            if items is None:
+                found.other.append("a patient's documents could not be listed")
+                continue
+            mine = [d["title"] for d in items if d["title"].startswith("Compte rendu ")]
+            titles.update(mine)
+            mails = sum(
+                1
+                for m in stack.mailbox.messages_to(person.email)
+                if str(m["Subject"]) == DOCUMENT_SUBJECT
+            )
+            ours = len(mine)
+            if mails != ours:
+                (found.duplicated if mails > ours else found.lost).append(
+                    f"document e-mails: {mails} for {ours} documents"
+                )
+        for title, (_, document_id) in tally.documents.items():
+            if titles[title] == 0:
+                found.lost.append(f"document {document_id}")
+        found.duplicated += [f"document {t!r} ×{n}" for t, n in titles.items() if n > 1]
+        for (ins, rpps), attempts in tally.consents.items():
+            person = people[ins]
+            r = c.get(
+                f"/v1/dossiers/{ins}/professionals",
+                headers={"authorization": f"Bearer {person.token}"},
+            )
+            team = r.json()
+            status = {m["rpps"]: m["status"] for m in team["authorized"] + team["blocked"]}.get(
+                rpps
+            )
+            possible = consent_outcomes(attempts)
+            if possible is not None and status not in possible:
+                found.lost.append(f"consent {rpps}: {status}, expected one of {sorted(possible)}")
+    verified = verify_audit(stack)
+    if verified.returncode != 0:
+        found.other.append(f"dmp audit verify: {verified.stdout[-500:]}{verified.stderr[-500:]}")
+    return found
+
+
+def all_documents(c: httpx.Client, person: Person) -> list[dict[str, Any]] | None:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"page_size": 200, **({"cursor": cursor} if cursor else {})}
+        r = c.get(
+            f"/v1/dossiers/{person.ins}/documents",
+            params=params,
+            headers={"authorization": f"Bearer {person.token}"},
+        )
+        if r.status_code != 200:
+            return None
+        page = r.json()
+        items += page["items"]
+        cursor = page.get("next")
+        if not cursor:
+            return items
+
+
+def consent_outcomes(attempts: list[tuple[str, bool]]) -> set[str] | None:
+    """What the status may be: the last acknowledged one, or any attempted after it (an
+    attempt that failed may have happened). None when nothing was acknowledged."""
+    last = max((i for i, (_, ok) in enumerate(attempts) if ok), default=None)
+    if last is None:
+        return None
+    return {status for status, _ in attempts[last:]}
+
+
+def outbox_pending(stack: RunningStack) -> int:
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(stack.infra.mongo.url) as client:
+        return sum(
+            client[db][name].count_documents({PENDING: True})
+            for db in ("identity", "dossier", "consent")
+            for name in client[db].list_collection_names()
+        )
+
+
+def consumers_pending(stack: RunningStack) -> int:
+    """Messages not yet delivered or not yet acknowledged, over every durable consumer."""
+
+    async def count() -> int:
+        nc = await nats.connect(stack.infra.nats.url)
+        try:
+            js = nc.jetstream()
+            total = 0
+            for stream in STREAMS:
+                for info in await js.consumers_info(stream):
+                    total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+            return total
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def verify_audit(stack: RunningStack) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            "audit",
+            "verify",
+            "--mongo-url",
+            stack.infra.mongo.url,
+            "--keys-from",
+            stack.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def summary(tallies: Iterable[Tally]) -> dict[str, int]:
+    total: collections.Counter[str] = collections.Counter()
+    for tally in tallies:
+        total.update({f"attempted {k}": v for k, v in tally.attempts.items()})
+        total.update({f"acknowledged {k}": v for k, v in tally.acknowledged.items()})
+    return dict(total)

@@ -1,0 +1,149 @@
+"""Fault injection under a write load: what was acknowledged survives, once.
+
+The platform runs on infrastructure of its own here (FerretDB, NATS, SMTP sink), so that
+killing, pausing and restarting touch nothing else. For each fault, in each cycle: the load
+runs (opens, document submissions, consent changes), the fault strikes half-way, the load
+goes on, then the checks of dmp_stack.workload.check: every acknowledged write readable,
+nothing duplicated, every event consumed (outbox and consumers drained), the audit log
+verifying (`dmp audit verify`), each document notified once.
+
+`make test` runs one cycle per fault; `make test-reliability` runs DMP_RELIABILITY_CYCLES
+(default 5) and records the figures in .dmp/reliability.json (the README quotes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from dmp_kit.bus import STREAMS
+from dmp_stack.infra import nats_binary, spawn, wait_port
+from dmp_stack.stack import stop_pid
+from dmp_stack.testing import RunningStack, own_infra, running_stack
+from dmp_stack.workload import Workload, check, run_for
+
+CYCLES = int(os.environ.get("DMP_RELIABILITY_CYCLES", "1"))
+LOAD_SECONDS = float(os.environ.get("DMP_RELIABILITY_SECONDS", "5"))
+RESULTS = Path(".dmp") / "reliability.json"
+SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "gateway")
+FAULTS = (
+    *(f"kill -9 {name}" for name in SERVICES),
+    "restart NATS",
+    "pause the database",
+    "duplicate and reorder events",
+)
+
+
+@dataclass
+class Rig:
+    stack: RunningStack
+    workload: Workload
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    # Servers of its own, whatever the session uses.
+    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
+    try:
+        with own_infra("dmp-reliability-") as infra, running_stack(infra) as stack:
+            rig = Rig(stack, Workload(stack))
+            yield rig
+            RESULTS.parent.mkdir(exist_ok=True)
+            RESULTS.write_text(json.dumps({"cycles": CYCLES, "faults": rig.results}, indent=2))
+    finally:
+        for key, value in saved.items():
+            if value is not None:
+                os.environ[key] = value
+
+
+def restart_nats(stack: RunningStack) -> None:
+    """Stops NATS (SIGTERM, as an orchestrator does) and starts it again on its files."""
+    dep = stack.infra.nats
+    assert dep.pid is not None, "NATS is not a local process here"
+    stop_pid(dep.pid)
+    port = int(dep.url.rsplit(":", 1)[1])
+    store = stack.infra.root / "data" / "nats"
+    log = stack.infra.root / "logs" / "nats.log"
+    proc = spawn(
+        [str(nats_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)], log
+    )
+    wait_port(port, 30, proc, "nats-server", log)
+    dep.pid = proc.pid
+
+
+def pause_database(stack: RunningStack, seconds: float = 7.0) -> None:
+    """Longer than the clients' 5 s deadline."""
+    stack.infra.pause(stack.infra.mongo)
+    time.sleep(seconds)
+    stack.infra.resume(stack.infra.mongo)
+
+
+def duplicate_and_reorder(stack: RunningStack, per_stream: int = 150) -> None:
+    """The last events of every stream published again, shuffled, under new message ids (so
+    that JetStream's deduplication lets them through): each consumer sees them twice, out of
+    order."""
+
+    async def go() -> None:
+        nc = await nats.connect(stack.infra.nats.url)
+        try:
+            js = nc.jetstream()
+            copies = []
+            for stream in STREAMS:
+                last = (await js.stream_info(stream)).state.last_seq
+                for seq in range(max(1, last - per_stream + 1), last + 1):
+                    msg = await js.get_msg(stream, seq)
+                    copies.append((msg.subject, msg.data))
+            random.shuffle(copies)
+            for subject, data in copies:
+                await js.publish(subject, data, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def inject(stack: RunningStack, fault: str) -> None:
+    if fault.startswith("kill -9 "):
+        stack.stack.restart(fault.removeprefix("kill -9 "), kill=True)
+    elif fault == "restart NATS":
+        restart_nats(stack)
+    elif fault == "pause the database":
+        pause_database(stack)
+    else:
+        duplicate_and_reorder(stack)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
+    before = Counter(rig.workload.tally.acknowledged)
+    lost = duplicated = 0
+    for cycle in range(CYCLES):
+        run_for(rig.workload, LOAD_SECONDS, during=lambda: inject(rig.stack, fault))
+        findings = check(rig.workload)
+        lost += len(findings.lost)
+        duplicated += len(findings.duplicated)
+        assert findings.ok(), (fault, cycle, findings)
+    acknowledged = Counter(rig.workload.tally.acknowledged)
+    acknowledged.subtract(before)
+    rig.results[fault] = {
+        "cycles": CYCLES,
+        "acknowledged": sum(acknowledged.values()),
+        "by_kind": dict(acknowledged),
+        "lost": lost,
+        "duplicated": duplicated,
+    }
+    # The load did run across the fault (a fault that stops everything proves nothing).
+    assert sum(acknowledged.values()) > 0
