@@ -103,57 +103,80 @@ class OutboxRelay:
     """Publishes pending outbox entries of the given collections; one per service process."""
 
     def __init__(
-        self, bus: EventBus, collections: Sequence[Any], interval: float = 0.25, batch: int = 100
+        self, bus: EventBus, collections: Sequence[Any], interval: float = 2.0, batch: int = 100
     ) -> None:
         self._bus = bus
         self._collections = list(collections)
+        # The sweep of every collection, for what no kick named (another replica's writes, a
+        # pass that failed, a process that died between its write and its kick).
         self._interval = interval
         self._batch = batch
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
+        self._dirty_ids: dict[str, set[Any]] = {}
 
-    def kick(self, collection: Any | None = None) -> None:
-        """Called after a write with events, so they leave at once rather than at the next poll;
-        naming the collection written spares a scan of the others."""
-        self._dirty.add(collection.name if collection is not None else "*")
+    def kick(self, collection: Any | None = None, *ids: Any) -> None:
+        """Called after a write with events, so they leave at once rather than at the next
+        sweep. Naming the collection spares a scan of the others; naming the documents spares
+        any scan (a scan costs as much as the collection is large on some servers)."""
+        if collection is None:
+            self._dirty.add("*")
+        elif ids:
+            self._dirty_ids.setdefault(collection.name, set()).update(ids)
+        else:
+            self._dirty.add(collection.name)
         self._wake.set()
 
     async def ensure_indexes(self) -> None:
         for col in self._collections:
             await col.create_index(PENDING, sparse=True)
 
-    async def relay_once(self, only: set[str] | None = None) -> int:
+    async def relay_once(
+        self, only: set[str] | None = None, ids: dict[str, set[Any]] | None = None
+    ) -> int:
+        """One pass: the documents named in `ids` (by collection), then a scan of the
+        collections in `only` (None: all of them; empty: none)."""
         sent = 0
         for col in self._collections:
+            for doc_id in (ids or {}).get(col.name, ()):
+                doc = await col.find_one({"_id": doc_id, PENDING: True}, {OUTBOX: 1})
+                if doc is not None:
+                    sent += await self._send(col, doc)
             if only is not None and col.name not in only:
                 continue
             cursor = col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)
             async for doc in cursor:
-                entries = doc.get(OUTBOX) or []
-                for entry in entries:
-                    await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
-                    sent += 1
-                async with document_locks.hold(col.name, doc["_id"]):
-                    if entries:
-                        await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
-                    await col.update_one(
-                        {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
-                        {"$unset": {PENDING: ""}},
-                    )
+                sent += await self._send(col, doc)
         return sent
+
+    async def _send(self, col: Any, doc: Any) -> int:
+        entries = doc.get(OUTBOX) or []
+        for entry in entries:
+            await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
+        async with document_locks.hold(col.name, doc["_id"]):
+            if entries:
+                await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
+            await col.update_one(
+                {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
+                {"$unset": {PENDING: ""}},
+            )
+        return len(entries)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            # Woken by kicks: only the collections written. On the timer: all of them (writes of
-            # other replicas, retries after a failure).
+            # Woken by kicks: the documents and collections written. On the timer: a sweep of
+            # them all (writes of other replicas, retries after a failure).
             woken = self._wake.is_set()
             self._wake.clear()  # before the pass: a kick during it triggers another
             dirty, self._dirty = self._dirty, set()
-            only = dirty if woken and dirty and "*" not in dirty else None
+            ids, self._dirty_ids = self._dirty_ids, {}
+            # The collections to scan: all on the timer or an unnamed kick, else those named.
+            sweep = not woken or "*" in dirty or not (dirty or ids)
+            only = None if sweep else dirty
             try:
-                await self.relay_once(only)
+                await self.relay_once(only, ids if woken else None)
             except (Unavailable, PyMongoError) as exc:
-                # Nothing is lost: the entries stay pending until the next pass.
+                # Nothing is lost: the entries stay pending until the next pass (the sweep).
                 log.warning("outbox_relay_retry", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)

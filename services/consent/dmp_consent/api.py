@@ -172,7 +172,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         )
         if doc is None:
             raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")
-        self.relay.kick()
+        self.relay.kick(self.store.consents, ins)
         return doc
 
     async def GetSettings(
@@ -357,7 +357,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         )
         if updated is None:
             raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")
-        self.relay.kick()
+        self.relay.kick(self.store.consents, ins)
         return pb.RequestEmergencyAccessResponse(
             grant=pb.EmergencyGrant(
                 id=grant["id"],

@@ -196,7 +196,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             return None if who.rpps in seen else {"accessed_by": [*seen, who.rpps]}
 
         await self.store.change_dossier(ins, fields, event)
-        self.relay.kick()
+        self.relay.kick(self.store.dossiers, ins)
 
     async def _dossier_message(self, dossier: Document) -> pb.Dossier:
         return pb.Dossier(
@@ -257,7 +257,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             doc, opened, self.events.audit(who, ins, "create", query="dossier:open")
         )
         await self.store.record_opening(opened.id, who.actor_id, who.kind, who.profession, now)
-        self.relay.kick()
+        self.relay.kick(self.store.dossiers, ins)
         return pb.OpenDossierResponse(dossier=await self._dossier_message(doc))
 
     async def GetDossier(
@@ -292,7 +292,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         if updated is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        self.relay.kick()
+        self.relay.kick(self.store.dossiers, ins)
         return await self._dossier_message(updated)
 
     async def CloseDossier(
@@ -446,7 +446,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             await self.store.change_document_record(
                 request.replaces, lambda _: {"status": "superseded", "replaced_by": doc_id}
             )
-        self.relay.kick(self.store.documents)
+        self.relay.kick(self.store.documents, doc_id)
         return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
     async def _readable(self, ins: str, doc_id: str) -> tuple[Principal, Document, str]:
@@ -682,7 +682,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         if updated is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        self.relay.kick()
+        self.relay.kick(self.store.dossiers, ins)
         return updated
 
     async def GetProfile(

@@ -189,7 +189,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         after = await self.store.record_attempt(
             throttle_id, change, *login_events(clock=self.clock, **event)
         )
-        self.relay.kick()
+        self.relay.kick(self.store.throttles, throttle_id)
         return after
 
     async def _access_token(self, account: dict[str, Any], kind: str, ttl: int) -> str:
