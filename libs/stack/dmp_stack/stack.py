@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -43,7 +44,12 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(gateway=free_port(), grpc={name: free_port() for name in DEFAULT_PORTS})
+        # Distinct: the system may hand the same free port to two calls in a row.
+        ports: set[int] = set()
+        while len(ports) < len(DEFAULT_PORTS) + 1:
+            ports.add(free_port())
+        gateway, *grpc = sorted(ports, key=lambda _: secrets.randbelow(1 << 30))
+        return cls(gateway=gateway, grpc=dict(zip(DEFAULT_PORTS, grpc, strict=True)))
 
 
 @dataclass
