@@ -51,8 +51,8 @@ logs: install ## Follow the logs (make logs SERVICE=identity for one)
 test: install ## Run unit, service and end-to-end tests against real servers
 	$(RUN) pytest
 
-test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 5) per fault; figures in .dmp/reliability.json
-	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-5} $(RUN) pytest tests/reliability -v
+test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability.json
+	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability -v
 
 soak: install ## 10 minutes of mixed load on a stack of its own: throughput, memory, losses (bench/results/soak.json)
 	$(RUN) python -m bench.soak

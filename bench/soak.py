@@ -11,6 +11,7 @@ log verifying). Results: bench/results/soak.json; the README quotes them.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -55,16 +56,16 @@ def soak(minutes: float, window: float) -> dict[str, Any]:
             started = time.monotonic()
             first = memory(stack)
             last_acks = sum(workload.tally.acknowledged.values())
-            last_failures = sum(workload.tally.failures.values())
+            last_failures = collections.Counter(workload.tally.failures)
             while time.monotonic() - started < minutes * 60:
                 time.sleep(window)
                 acks = sum(workload.tally.acknowledged.values())
-                failures = sum(workload.tally.failures.values())
+                failures = collections.Counter(workload.tally.failures)
                 windows.append(
                     {
                         "at_s": round(time.monotonic() - started),
                         "ops_per_s": round((acks - last_acks) / window, 1),
-                        "failures": failures - last_failures,
+                        "failures": dict(failures - last_failures),
                         "rss_mib": memory(stack),
                     }
                 )
@@ -81,6 +82,7 @@ def soak(minutes: float, window: float) -> dict[str, Any]:
                 "minutes": minutes,
                 "acknowledged": dict(workload.tally.acknowledged),
                 "failures": dict(workload.tally.failures),
+                "waits": dict(workload.tally.waits),
                 "ops_per_s": {
                     "median": statistics.median(rates),
                     "min": min(rates),

@@ -8,7 +8,7 @@ nothing duplicated, every event consumed (outbox and consumers drained), the aud
 verifying (`dmp audit verify`), each document notified once.
 
 `make test` runs one cycle per fault; `make test-reliability` runs DMP_RELIABILITY_CYCLES
-(default 5) and records the figures in .dmp/reliability.json (the README quotes them).
+(default 3) and records the figures in .dmp/reliability.json (the README quotes them).
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ class Tally:
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     acknowledged: collections.Counter[str] = field(default_factory=collections.Counter)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    # answers that mean "not yet" (consent has not yet heard of a new DMP), retried
+    waits: collections.Counter[str] = field(default_factory=collections.Counter)
     opened: list[str] = field(default_factory=list)
     documents: dict[str, tuple[str, str]] = field(default_factory=dict)  # title → (ins, id)
     # (ins, rpps) → the statuses attempted, in order, each with whether it was acknowledged
@@ -110,6 +112,7 @@ class Workload:
                 "PUT",
                 f"/v1/dossiers/{patient['ins']}/attending-physician",
                 token,
+                wait_on="dossier-not-found",
                 json={"rpps": gp_rpps},
             )
             is None
@@ -129,8 +132,10 @@ class Workload:
         return client
 
     def _call(
-        self, kind: str, method: str, path: str, token: str, **kwargs: Any
+        self, kind: str, method: str, path: str, token: str, wait_on: str = "", **kwargs: Any
     ) -> dict[str, Any] | None:
+        """One request; None unless 2xx. An answer of the problem type `wait_on` is an
+        expected wait (counted apart), not a failure."""
         with self.lock:
             self.tally.attempts[kind] += 1
         started = time.perf_counter()
@@ -148,7 +153,10 @@ class Workload:
                 self.tally.acknowledged[kind] += 1
             else:
                 slug = r.json().get("type", "").rsplit("/", 1)[-1] if r.content else ""
-                self.tally.failures[f"{kind}: {r.status_code} {slug}".strip()] += 1
+                if wait_on and slug == wait_on:
+                    self.tally.waits[kind] += 1
+                else:
+                    self.tally.failures[f"{kind}: {r.status_code} {slug}".strip()] += 1
         if not r.is_success:
             return None
         return r.json() if r.content else {}
