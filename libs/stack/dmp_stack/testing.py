@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
+import email.parser
 import os
 import random
 import re
@@ -119,20 +120,29 @@ class Mailbox:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # file name → (To, Subject): each file's headers are read once, however long the run
+        self._headers: dict[str, tuple[str, str]] = {}
 
-    def messages_to(self, address: str) -> list[email.message.EmailMessage]:
+    def messages_to(
+        self, address: str, subject: str | None = None
+    ) -> list[email.message.EmailMessage]:
         found = []
         for path in sorted(self.directory.glob("*.eml")):
-            msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-            if address.lower() in str(msg["To"]).lower():
-                found.append(msg)
+            if path.name not in self._headers:
+                head = email.parser.BytesHeaderParser(policy=policy.default).parsebytes(
+                    path.read_bytes()
+                )
+                self._headers[path.name] = (str(head["To"]).lower(), str(head["Subject"]))
+            to, subject_of = self._headers[path.name]
+            if address.lower() in to and subject in (None, subject_of):
+                found.append(email.message_from_bytes(path.read_bytes(), policy=policy.default))
         return found
 
     def last_code(self, address: str, timeout: float = 10.0) -> str:
         """The newest one-time code sent to `address` (notifications may arrive in between)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            messages = [m for m in self.messages_to(address) if m["Subject"] == CODE_SUBJECT]
+            messages = self.messages_to(address, CODE_SUBJECT)
             if messages:
                 body = messages[-1].get_body(("plain",))
                 assert body is not None

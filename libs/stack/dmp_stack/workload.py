@@ -273,11 +273,7 @@ def check(workload: Workload, timeout: float = 90.0) -> Findings:
                 continue
             mine = [d["title"] for d in items if d["title"].startswith("Compte rendu ")]
             titles.update(mine)
-            mails = sum(
-                1
-                for m in stack.mailbox.messages_to(person.email)
-                if str(m["Subject"]) == DOCUMENT_SUBJECT
-            )
+            mails = len(stack.mailbox.messages_to(person.email, DOCUMENT_SUBJECT))
             ours = len(mine)
             if mails != ours:
                 (found.duplicated if mails > ours else found.lost).append(
