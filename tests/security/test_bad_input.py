@@ -5,8 +5,6 @@ carries."""
 from __future__ import annotations
 
 import json
-import re
-import uuid
 from typing import Any
 
 import httpx
@@ -14,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dmp_stack.testing import RunningStack, make_ins, make_rpps
+from dmp_stack.testing import INTERNALS, RunningStack, fill_path, unknown_ids
 
-LEAKS = re.compile(r"Traceback|File \"|line \d+, in|\"_id\"|grpc\.|StatusCode\.|pymongo")
 MALFORMED: dict[str, tuple[str, bytes]] = {
     "not JSON": ("application/json", b"{not json"),
     "invalid UTF-8": ("application/json", b'{"a": "\xff\xfe\xfa"}'),
@@ -54,20 +51,13 @@ def admin(stack: RunningStack) -> str:
 
 
 def url(path: str) -> str:
-    values = {
-        "ins": make_ins(),
-        "rpps": make_rpps(),
-        "document_id": str(uuid.uuid4()),
-        "notification_id": str(uuid.uuid4()),
-        "batch_id": str(uuid.uuid4()),
-    }
-    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+    return fill_path(path, unknown_ids())
 
 
 def problem_4xx(r: httpx.Response, context: Any) -> None:
     assert 400 <= r.status_code < 500, (context, r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("application/problem+json"), context
-    assert not LEAKS.search(r.text), (context, r.text)
+    assert not INTERNALS.search(r.text), (context, r.text)
     assert r.headers["x-content-type-options"] == "nosniff"
 
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -278,6 +279,30 @@ class RunningStack:
             r = c.post("/v1/admin/professionals", json=body)
         assert r.status_code == 201, r.text
         return {**r.json(), "password": password}
+
+
+# What an error body must never show: a trace, a database or gRPC internal, an address.
+INTERNALS = re.compile(
+    r"Traceback|File \"|line \d+, in|ObjectId|\"_id\"|grpc\.|StatusCode\.|pymongo|127\.0\.0\.1|"
+    r"Exception|Error\("
+)
+
+
+def fill_path(path: str, values: dict[str, str]) -> str:
+    """An OpenAPI path template with its `{parameters}` given."""
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+
+
+def unknown_ids(ins: str | None = None) -> dict[str, str]:
+    """Path parameters that name nothing that exists (but a well-formed INS and RPPS)."""
+    return {
+        "ins": ins or make_ins(),
+        "rpps": make_rpps(),
+        "document_id": str(uuid.uuid4()),
+        "notification_id": str(uuid.uuid4()),
+        "batch_id": str(uuid.uuid4()),
+        "seq": "0",
+    }
 
 
 # What would identify a patient or a professional in a log line: an INS or NIR (15 digits), an
