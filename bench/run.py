@@ -515,16 +515,24 @@ def consult(seconds: int) -> dict[str, Any]:
         teardown()
 
 
+def _gp_submits(running: RunningStack) -> tuple[str, Call]:
+    """A patient's INS, and one call of their GP adding a 4 KB document through the gateway."""
+    ins, token = _patient_with_gp(running)
+    auth = {"authorization": f"Bearer {token}"}
+    body = _document(0)
+
+    async def platform(c: httpx.AsyncClient) -> int:
+        r = await c.post(f"/v1/dossiers/{ins}/documents", json=body, headers=auth)
+        return r.status_code
+
+    return ins, platform
+
+
 def submit(seconds: int) -> dict[str, Any]:
     running, teardown = _bench_stack()
     try:
-        ins, token = _patient_with_gp(running)
-        auth = {"authorization": f"Bearer {token}"}
-        body = _document(0)
-
-        async def platform(c: httpx.AsyncClient) -> int:
-            r = await c.post(f"/v1/dossiers/{ins}/documents", json=body, headers=auth)
-            return r.status_code
+        _, platform = _gp_submits(running)
+        body = _document(0)  # the same size as the platform's
 
         async def bare(c: httpx.AsyncClient) -> int:
             return (await c.post("/floor/submit", json=body)).status_code
@@ -555,13 +563,7 @@ def notify_latency(seconds: int) -> dict[str, Any]:
 
     running, teardown = _bench_stack()
     try:
-        ins, token = _patient_with_gp(running)
-        auth = {"authorization": f"Bearer {token}"}
-        body = _document(0)
-
-        async def platform(c: httpx.AsyncClient) -> int:
-            r = await c.post(f"/v1/dossiers/{ins}/documents", json=body, headers=auth)
-            return r.status_code
+        ins, platform = _gp_submits(running)
 
         async def idle() -> None:
             async with httpx.AsyncClient(base_url=running.url, timeout=30) as c:
