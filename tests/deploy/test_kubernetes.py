@@ -21,7 +21,7 @@ CALLS = {
     "gateway": set(SERVICES),
     "identity": {"notify"},
     "dossier": {"consent", "identity"},
-    "consent": {"identity"},
+    "consent": {"identity", "dossier"},
     "audit": {"identity"},
     "notify": {"identity"},
     "ingest": {"identity", "dossier"},

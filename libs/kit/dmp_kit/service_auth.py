@@ -24,12 +24,15 @@ from dmp_kit.crypto import derive_key
 from dmp_kit.rpc.client import call_options
 
 PREFIX = "service:"
+# Reads a dossier's status (dossier's GetDossierState), for consent's read-your-writes.
+DOSSIER_STATE_READER = "dossier_state_reader"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # What each service account may do, as roles in its access tokens.
 SERVICE_ROLES: dict[str, tuple[str, ...]] = {
     "notify": ("contact_reader",),
     # writes each dossier's REMB document, as the insurer's feed
     "ingest": ("insurer",),
+    "consent": (DOSSIER_STATE_READER,),
 }
 ASSERTION_LIFETIME_SECONDS = 120
 RENEW_BEFORE_SECONDS = 60

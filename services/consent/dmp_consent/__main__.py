@@ -7,17 +7,20 @@ from importlib import resources
 from pathlib import Path
 
 from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
+from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.events.v1 import envelope_pb2
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_consent.api import ConsentServicer
 from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import HabilitationMatrix
+from dmp_consent.dossier_client import dossier_lookup
 from dmp_consent.events import on_dossier_event
 from dmp_consent.store import ConsentStore
 from dmp_kit.bus import run_consumer
 from dmp_kit.catalogue import load_catalogue
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.service_auth import ServiceTokens, identity_exchange
 
 
 def load_matrix(settings: ConsentSettings, known_types: list[str]) -> HabilitationMatrix:
@@ -34,6 +37,14 @@ async def serve() -> None:
     catalogue = load_catalogue(settings.catalogue_file)
     store = ConsentStore(runtime.db)
     relay = OutboxRelay(runtime.bus, [store.consents])
+    identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
+    deadline = settings.grpc_deadline_seconds
+    tokens = ServiceTokens(
+        "consent",
+        settings.master_key_bytes,
+        settings.jwt_issuer,
+        identity_exchange(identity, deadline),
+    )
     servicer = ConsentServicer(
         settings,
         store,
@@ -41,7 +52,12 @@ async def serve() -> None:
         catalogue,
         runtime.clock,
         relay,
-        identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
+        identity,
+        dossier_lookup(
+            dossier_pb2_grpc.DossierServiceStub(runtime.channel(settings.dossier_addr)),
+            tokens,
+            deadline,
+        ),
     )
 
     async def dossier_lifecycle(stop: asyncio.Event) -> None:

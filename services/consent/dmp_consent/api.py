@@ -23,7 +23,7 @@ from dmp_consent.domain import (
     Mode,
     decide,
 )
-from dmp_consent.store import ConsentStore, consent_state, dossier_state
+from dmp_consent.store import ConsentStore, DossierLookup, consent_state, dossier_state
 from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.catalogue import Catalogue
@@ -80,6 +80,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         clock: Clock,
         relay: OutboxRelay,
         identity: identity_pb2_grpc.IdentityServiceStub,
+        dossier_state_of: DossierLookup,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -88,6 +89,21 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self.clock = clock
         self.relay = relay
         self.identity = identity
+        self.dossier_state_of = dossier_state_of
+
+    async def _known(self, ins: str) -> Document | None:
+        """The dossier's consent record. One this service has not heard of yet (its
+        `dossier.opened` event still on the way) is asked of dossier, so a patient can name
+        their GP the moment after opening (read-your-writes)."""
+        doc = await self.store.get(ins)
+        if doc is not None:
+            return doc
+        found = await self.dossier_state_of(ins)
+        if found is None:
+            return None
+        status, representatives = found
+        await self.store.adopt_dossier_status(ins, status, representatives)
+        return await self.store.get(ins)
 
     # the hot path ----------------------------------------------------------------
 
@@ -138,7 +154,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     async def _managed(self, ins: str) -> tuple[Principal, dict[str, Any]]:
         """The caller may manage this dossier's consent (the patient or a representative)."""
         who = caller()
-        doc = await self.store.get(ins)
+        doc = await self._known(ins)
         raise_if_denied(
             decide(
                 who,
@@ -294,7 +310,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             )
         if mode is Mode.REGULATOR:
             who.require_role("samu_regulator")
-        doc = await self.store.get(ins)
+        doc = await self._known(ins)
         state, consent = dossier_state(ins, doc), consent_state(doc)
         if state.status is DossierStatus.ABSENT:
             raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")

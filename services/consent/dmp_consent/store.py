@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,9 @@ from dmp_consent.domain import (
 )
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import Change, change_document
+
+DossierLookup = Callable[[str], Awaitable[tuple[DossierStatus, list[str]] | None]]
+"""A dossier's status and legal representatives, asked of dossier; None when it has none."""
 
 
 class ConsentStore(Store):
@@ -37,19 +41,25 @@ class ConsentStore(Store):
         def fields(doc: Document | None) -> Document | None:
             if doc is not None and doc.get("status_at") is not None and doc["status_at"] >= at:
                 return None
-            new: Document = {"dossier_status": status.value, "status_at": at}
             if doc is None:
-                new |= {
-                    "settings": {"allow_emergency_access": True, "allow_regulator_access": True},
-                    "authorized": [],
-                    "blocked": [],
-                    "attending_physician": None,
-                    "grants": [],
-                    "legal_representatives": [],
-                }
+                return _new_record(status, at, legal_representatives)
+            new: Document = {"dossier_status": status.value, "status_at": at}
             if status is DossierStatus.OPEN:
                 new["legal_representatives"] = legal_representatives
             return new
+
+        await change_document(self.consents, ins, fields, create=True)
+
+    async def adopt_dossier_status(
+        self, ins: str, status: DossierStatus, legal_representatives: list[str]
+    ) -> None:
+        """A status learnt from dossier itself, before its event: recorded only if no event
+        has been, and without a time, so that every event, when it comes, still applies."""
+
+        def fields(doc: Document | None) -> Document | None:
+            if doc is not None:
+                return None
+            return _new_record(status, None, legal_representatives)
 
         await change_document(self.consents, ins, fields, create=True)
 
@@ -59,6 +69,21 @@ class ConsentStore(Store):
         """One change of a dossier's consent, from its current state, with its events;
         None if the dossier is unknown."""
         return await change_document(self.consents, ins, fields, *events)
+
+
+def _new_record(
+    status: DossierStatus, at: datetime | None, legal_representatives: list[str]
+) -> Document:
+    return {
+        "dossier_status": status.value,
+        "status_at": at,
+        "settings": {"allow_emergency_access": True, "allow_regulator_access": True},
+        "authorized": [],
+        "blocked": [],
+        "attending_physician": None,
+        "grants": [],
+        "legal_representatives": legal_representatives if status is DossierStatus.OPEN else [],
+    }
 
 
 def dossier_state(ins: str, doc: Document | None) -> DossierState:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from pymongo import AsyncMongoClient
 
 from dmp.consent.v1 import consent_pb2 as pb
 from dmp.consent.v1 import consent_pb2_grpc
+from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.events.v1 import dossier_pb2 as events_pb2
+from dmp.identity.v1 import identity_pb2_grpc
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
 from dmp_kit.events import new_event
 from dmp_kit.rpc.status import error_from_rpc
+from dmp_kit.service_auth import ServiceTokens, identity_exchange
 from dmp_stack.testing import RunningStack, collect_events, make_ins
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -389,3 +394,80 @@ async def test_matrix_is_served_with_its_provenance(world: World, consent: Any) 
     rules = {r.profession: list(r.readable_type_codes) for r in m.rules}
     assert rules["10"] == ["*"] and "REMB" in rules["21"]
     assert "Provenance" in m.provenance
+
+
+async def test_a_dossier_not_yet_heard_of_is_asked_of_dossier(
+    stack: RunningStack, consent: Any
+) -> None:
+    """Read-your-writes: a patient names their GP the moment after opening, whether or not
+    consent has consumed `dossier.opened` yet."""
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    gp = stack.create_professional(admin, "10")
+    token = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    access = str(token["access_token"])
+    with stack.client(access) as c:
+        opened = c.post(
+            "/v1/dossiers",
+            json={
+                "ins": patient["ins"],
+                "vitale_serial": patient["vitale_serial"],
+                "patient_consent": True,
+            },
+        )
+    assert opened.status_code == 201, opened.text
+    records = AsyncMongoClient[dict[str, Any]](stack.infra.mongo.url)["consent"]["consents"]
+    # Once the event is consumed, its record is removed: consent is back to not knowing, and
+    # the event will not come again. Only asking dossier can answer now.
+    for _ in range(100):
+        if await records.find_one({"_id": patient["ins"], "status_at": {"$ne": None}}):
+            break
+        await asyncio.sleep(0.1)
+    assert (await records.delete_one({"_id": patient["ins"]})).deleted_count == 1
+    named = await consent.SetAttendingPhysician(
+        pb.SetAttendingPhysicianRequest(ins=patient["ins"], rpps=gp["rpps"]), **md(access)
+    )
+    assert named.member.rpps == gp["rpps"]
+    record = await records.find_one({"_id": patient["ins"]})
+    assert record is not None and record["dossier_status"] == "open"
+    assert record["attending_physician"]["rpps"] == gp["rpps"]
+    # A later lifecycle event still applies over the adopted status.
+    await publish_dossier_event(stack, "dossier.closed", patient["ins"], datetime.now(UTC))
+    for _ in range(100):
+        record = await records.find_one({"_id": patient["ins"]})
+        if record is not None and record["dossier_status"] == "closed":
+            break
+        await asyncio.sleep(0.1)
+    assert record is not None and record["dossier_status"] == "closed"
+
+
+async def test_dossier_state_is_for_consent_alone(stack: RunningStack, world: World) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.stack.ports.grpc['dossier']}")
+    identity = grpc.aio.insecure_channel(f"127.0.0.1:{stack.stack.ports.grpc['identity']}")
+    dossier = dossier_pb2_grpc.DossierServiceStub(channel)
+    master = base64.b64decode(stack.stack.extra_env["DMP_MASTER_KEY"])
+    exchange = identity_exchange(identity_pb2_grpc.IdentityServiceStub(identity), 5)
+    issuer = "https://dmp.localhost/identity"
+    try:
+        consent_token = await ServiceTokens("consent", master, issuer, exchange).token()
+        notify_token = await ServiceTokens("notify", master, issuer, exchange).token()
+        ask = dossier_pb2.GetDossierStateRequest
+        await expect(grpc.StatusCode.UNAUTHENTICATED, dossier.GetDossierState(ask(ins=world.ins)))
+        for token in (world.patient_token, world.tokens["gp"], stack.admin_token(), notify_token):
+            await expect(
+                grpc.StatusCode.PERMISSION_DENIED,
+                dossier.GetDossierState(ask(ins=world.ins), **md(token)),
+            )
+        await expect(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            dossier.GetDossierState(ask(ins="123"), **md(consent_token)),
+            field="ins",
+        )
+        await expect(
+            grpc.StatusCode.NOT_FOUND,
+            dossier.GetDossierState(ask(ins=make_ins()), **md(consent_token)),
+            slug="dossier-not-found",
+        )
+    finally:
+        await channel.close()
+        await identity.close()

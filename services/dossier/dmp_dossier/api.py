@@ -32,6 +32,7 @@ from dmp_kit.outbox import Change, OutboxRelay
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
+from dmp_kit.service_auth import DOSSIER_STATE_READER
 
 log = get_logger(__name__)
 
@@ -343,6 +344,23 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ins, "deletion_request", "dossier.deletion_requested", ev.DeletionRequested(), requested
         )
         return pb.RequestDeletionResponse(dossier=dossier, purge_before=timestamp(purge[-1]))
+
+    async def GetDossierState(
+        self, request: pb.GetDossierStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDossierStateResponse:
+        """For consent's read-your-writes: a status lookup by a service, so not traced."""
+        who = caller()
+        who.require_kind("system")
+        who.require_role(DOSSIER_STATE_READER)
+        ins = validate_ins(request.ins)
+        dossier = await self.store.get_dossier(ins)
+        if dossier is None:
+            raise NotFound("no dossier for this INS", field="ins", slug="dossier-not-found")
+        return pb.GetDossierStateResponse(
+            ins=ins,
+            status=STATUS[dossier["status"]],
+            legal_representatives=dossier.get("legal_representatives", []),
+        )
 
     async def CountOpenings(
         self, request: pb.CountOpeningsRequest, context: grpc.aio.ServicerContext
