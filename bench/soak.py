@@ -82,7 +82,6 @@ def soak(minutes: float, window: float) -> dict[str, Any]:
                 "minutes": minutes,
                 "acknowledged": dict(workload.tally.acknowledged),
                 "failures": dict(workload.tally.failures),
-                "waits": dict(workload.tally.waits),
                 "ops_per_s": {
                     "median": statistics.median(rates),
                     "min": min(rates),

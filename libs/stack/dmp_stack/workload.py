@@ -52,7 +52,6 @@ class Tally:
     acknowledged: collections.Counter[str] = field(default_factory=collections.Counter)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     # answers that mean "not yet" (consent has not yet heard of a new DMP), retried
-    waits: collections.Counter[str] = field(default_factory=collections.Counter)
     opened: list[str] = field(default_factory=list)
     documents: dict[str, tuple[str, str]] = field(default_factory=dict)  # title → (ins, id)
     # (ins, rpps) → the statuses attempted, in order, each with whether it was acknowledged
@@ -103,23 +102,16 @@ class Workload:
         with self.lock:
             self.tally.opened.append(patient["ins"])
         gp_rpps, gp_token = random.choice(self.gps)
-        # Consent learns of a new DMP from its dossier.opened event: until then (a moment) it
-        # answers that there is none, and the patient tries again, as a person would.
-        deadline = time.monotonic() + 15
-        while (
-            self._call(
-                "gp",
-                "PUT",
-                f"/v1/dossiers/{patient['ins']}/attending-physician",
-                token,
-                wait_on="dossier-not-found",
-                json={"rpps": gp_rpps},
-            )
-            is None
-        ):
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.2)
+        # At once: consent asks dossier about a DMP whose opening event it has not yet seen.
+        named = self._call(
+            "gp",
+            "PUT",
+            f"/v1/dossiers/{patient['ins']}/attending-physician",
+            token,
+            json={"rpps": gp_rpps},
+        )
+        if named is None:
+            return None
         return Person(patient["ins"], token, patient["email"], gp_rpps, gp_token)
 
     # ------------------------------------------------------------------ operations
@@ -132,10 +124,9 @@ class Workload:
         return client
 
     def _call(
-        self, kind: str, method: str, path: str, token: str, wait_on: str = "", **kwargs: Any
+        self, kind: str, method: str, path: str, token: str, **kwargs: Any
     ) -> dict[str, Any] | None:
-        """One request; None unless 2xx. An answer of the problem type `wait_on` is an
-        expected wait (counted apart), not a failure."""
+        """One request; None unless 2xx (a failure, counted by kind, status and type)."""
         with self.lock:
             self.tally.attempts[kind] += 1
         started = time.perf_counter()
@@ -153,10 +144,7 @@ class Workload:
                 self.tally.acknowledged[kind] += 1
             else:
                 slug = r.json().get("type", "").rsplit("/", 1)[-1] if r.content else ""
-                if wait_on and slug == wait_on:
-                    self.tally.waits[kind] += 1
-                else:
-                    self.tally.failures[f"{kind}: {r.status_code} {slug}".strip()] += 1
+                self.tally.failures[f"{kind}: {r.status_code} {slug}".strip()] += 1
         if not r.is_success:
             return None
         return r.json() if r.content else {}
