@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> D
 
 VERSION = "_v"
 MAX_ATTEMPTS = 20
+MAX_SCANS = 100  # batches of one collection in one pass
 Change = Callable[[Document | None], Document | None]
 
 
@@ -103,13 +105,22 @@ class OutboxRelay:
     """Publishes pending outbox entries of the given collections; one per service process."""
 
     def __init__(
-        self, bus: EventBus, collections: Sequence[Any], interval: float = 2.0, batch: int = 100
+        self,
+        bus: EventBus,
+        collections: Sequence[Any],
+        interval: float = 2.0,
+        batch: int = 100,
+        sweep_interval: float = 60.0,
     ) -> None:
         self._bus = bus
         self._collections = list(collections)
-        # The sweep of every collection, for what no kick named (another replica's writes, a
-        # pass that failed, a process that died between its write and its kick).
+        # A pass that failed (NATS or the database away) is tried again after `interval`.
         self._interval = interval
+        # The sweep of every collection, at start and then every `sweep_interval`, is for what
+        # no kick of this process named: a process that died between its write and its kick,
+        # another replica's. It is rare because a scan costs as much as the collection is
+        # large on some servers (FerretDB scans for any filter not on `_id`).
+        self._sweep_interval = sweep_interval
         self._batch = batch
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
@@ -144,9 +155,12 @@ class OutboxRelay:
                     sent += await self._send(col, doc)
             if only is not None and col.name not in only:
                 continue
-            cursor = col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)
-            async for doc in cursor:
-                sent += await self._send(col, doc)
+            for _ in range(MAX_SCANS):  # batch after batch, until none is left pending
+                found = [d async for d in col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)]
+                for doc in found:
+                    sent += await self._send(col, doc)
+                if len(found) < self._batch:
+                    break
         return sent
 
     async def _send(self, col: Any, doc: Any) -> int:
@@ -163,20 +177,40 @@ class OutboxRelay:
         return len(entries)
 
     async def run(self, stop: asyncio.Event) -> None:
+        async def wake_on_stop() -> None:
+            await stop.wait()
+            self._wake.set()
+
+        watcher = asyncio.create_task(wake_on_stop())
+        try:
+            await self._loop(stop)
+        finally:
+            watcher.cancel()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        next_sweep = 0.0  # at once: whatever a previous process left pending
         while not stop.is_set():
-            # Woken by kicks: the documents and collections written. On the timer: a sweep of
-            # them all (writes of other replicas, retries after a failure).
-            woken = self._wake.is_set()
             self._wake.clear()  # before the pass: a kick during it triggers another
             dirty, self._dirty = self._dirty, set()
             ids, self._dirty_ids = self._dirty_ids, {}
-            # The collections to scan: all on the timer or an unnamed kick, else those named.
-            sweep = not woken or "*" in dirty or not (dirty or ids)
-            only = None if sweep else dirty
+            started = time.monotonic()
+            sweep = started >= next_sweep or "*" in dirty
+            wait = self._interval
             try:
-                await self.relay_once(only, ids if woken else None)
+                # The documents the kicks named, then a scan of the collections named without
+                # documents (all of them on a sweep).
+                await self.relay_once(None if sweep else dirty, ids)
             except (Unavailable, PyMongoError) as exc:
-                # Nothing is lost: the entries stay pending until the next pass (the sweep).
+                # Nothing is lost: the entries stay pending, and this pass is tried again.
                 log.warning("outbox_relay_retry", error=type(exc).__name__)
+                self._dirty |= {"*"} if sweep else dirty
+                for name, named in ids.items():
+                    self._dirty_ids.setdefault(name, set()).update(named)
+            else:
+                if sweep:
+                    next_sweep = started + self._sweep_interval
+                wait = max(0.0, next_sweep - time.monotonic())
+                if self._dirty or self._dirty_ids:
+                    continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)

@@ -220,3 +220,34 @@ async def test_a_pass_for_one_collection_leaves_the_others_for_later(
     assert (await b.find_one({"_id": "y"}))["outbox_pending"] is True
     assert await relay.relay_once() == 1  # the timer's full pass takes the rest
     assert (await b.find_one({"_id": "y"}))["outbox"] == []
+
+
+async def test_the_running_relay_sweeps_at_start_then_follows_kicks(db: Any, bus: EventBus) -> None:
+    """What a previous process left is relayed at start; afterwards a write is relayed when
+    its kick names it, without scanning collections in between."""
+    col = db["swept"]
+    await col.insert_one(new_document_with_events({"_id": "left"}, login_event("left")))
+    relay = OutboxRelay(bus, [col], interval=0.1, sweep_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+
+    async def relayed(doc_id: str) -> bool:
+        for _ in range(50):
+            if (await col.find_one({"_id": doc_id})).get("outbox") == []:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    try:
+        assert await relayed("left"), "the sweep at start relays what was pending"
+        await col.insert_one(new_document_with_events({"_id": "unkicked"}, login_event("u")))
+        await col.insert_one(new_document_with_events({"_id": "kicked"}, login_event("k")))
+        relay.kick(col, "kicked")
+        assert await relayed("kicked")
+        await asyncio.sleep(0.5)
+        assert (await col.find_one({"_id": "unkicked"}))["outbox_pending"] is True
+        relay.kick(col)  # a kick naming the collection scans it
+        assert await relayed("unkicked")
+    finally:
+        stop.set()
+        await task
