@@ -14,6 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pymongo import MongoClient
 
 from dmp_stack.testing import RunningStack, make_ins, make_rpps
 
@@ -515,3 +516,30 @@ async def test_parallel_wrong_passwords_are_all_counted(stack: RunningStack, adm
         assert [r.status_code for r in answers] == [401] * 10
         r = await c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
     problem(r, 423, "account-locked")
+
+
+def test_a_login_key_left_by_a_crash_does_not_block_registration(
+    stack: RunningStack, admin: str
+) -> None:
+    """Accounts are found by a `kind:login` key (a key lookup on every server). A key whose
+    account was never written (the process died between the two inserts) is taken over."""
+    ins = make_ins()
+    logins = MongoClient(stack.infra.mongo.url)["identity"]["logins"]
+    logins.insert_one({"_id": f"patient:{ins}", "account_id": "never-written"})
+    body = {
+        "ins": ins,
+        "vitale_serial": "12345678",
+        "given_name": "Léa",
+        "family_name": "Petit",
+        "birth_date": "1990-02-03",
+        "email": f"patient-{ins}@example.org",
+        "phone": "",
+        "password": "patient password 1",
+    }
+    with stack.client(admin) as c:
+        assert c.post("/v1/admin/patients", json=body).status_code == 201
+        problem(c.post("/v1/admin/patients", json=body), 409, "already-exists", "ins")
+    key = logins.find_one({"_id": f"patient:{ins}"})
+    assert key is not None and key["account_id"] != "never-written"
+    tokens = stack.login("patient", ins, "patient password 1", body["email"])
+    assert tokens["access_token"]

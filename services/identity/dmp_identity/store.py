@@ -22,6 +22,12 @@ class IdentityStore(Store):
         return self.db["accounts"]
 
     @property
+    def logins(self) -> Any:
+        """`kind:login` → account id: finding an account by its login is a key lookup on
+        every server (FerretDB scans a collection for any filter but one on `_id`)."""
+        return self.db["logins"]
+
+    @property
     def throttles(self) -> Any:
         return self.db["throttles"]
 
@@ -47,6 +53,7 @@ class IdentityStore(Store):
 
     async def ensure_indexes(self) -> None:
         await self.accounts.create_index([("kind", ASCENDING), ("login", ASCENDING)], unique=True)
+        await self._index_logins()
         await self.refresh_tokens.create_index("family")
         await self.signing_keys.create_index("status")
         await self.challenges.create_index("expires_at")
@@ -54,16 +61,50 @@ class IdentityStore(Store):
 
     # accounts ---------------------------------------------------------------
 
+    async def _index_logins(self) -> None:
+        """Accounts registered before the login keys existed get theirs (once, at start)."""
+        if await self.logins.estimated_document_count() >= (
+            await self.accounts.estimated_document_count()
+        ):
+            return
+        async for doc in self.accounts.find({}, {"kind": 1, "login": 1}):
+            if doc.get("kind") and doc.get("login"):
+                key = _login_key(doc["kind"], doc["login"])
+                await self.logins.update_one(
+                    {"_id": key}, {"$setOnInsert": {"account_id": doc["_id"]}}, upsert=True
+                )
+
     async def insert_account(self, doc: Document) -> None:
+        """The login key first (unique: two registrations of one login race on it), then the
+        account. A key left without its account by a crash in between is taken over."""
+        key = _login_key(doc["kind"], doc["login"])
+        taken = AlreadyExists(
+            f"this {doc['kind']} is already registered", field=_login_field(doc["kind"])
+        )
+        try:
+            await self.logins.insert_one({"_id": key, "account_id": doc["_id"]})
+        except DuplicateKeyError as exc:
+            held = await self.logins.find_one({"_id": key})
+            if held is None or await self.get_account(held["account_id"]) is not None:
+                raise taken from exc
+            orphan = await self.logins.update_one(
+                {"_id": key, "account_id": held["account_id"]},
+                {"$set": {"account_id": doc["_id"]}},
+            )
+            if orphan.modified_count != 1:
+                raise taken from exc
         try:
             await self.accounts.insert_one(doc)
         except DuplicateKeyError as exc:
-            raise AlreadyExists(
-                f"this {doc['kind']} is already registered", field=_login_field(doc["kind"])
-            ) from exc
+            raise taken from exc
 
     async def find_account(self, kind: str, login: str) -> Document | None:
-        doc: Document | None = await self.accounts.find_one({"kind": kind, "login": login})
+        key = await self.logins.find_one({"_id": _login_key(kind, login)})
+        if key is None:
+            return None
+        doc = await self.get_account(key["account_id"])
+        if doc is None or doc.get("kind") != kind or doc.get("login") != login:
+            return None  # a key whose account's insert never happened
         return doc
 
     async def get_account(self, account_id: str) -> Document | None:
@@ -196,6 +237,10 @@ def _throttle(doc: Document | None) -> Throttle:
         locks=doc.get("locks", 0),
         locked_until=doc.get("locked_until"),
     )
+
+
+def _login_key(kind: str, login: str) -> str:
+    return f"{kind}:{login}"
 
 
 def _login_field(kind: str) -> str:
