@@ -71,6 +71,14 @@ def add(cast: Cast, who: str, type_code: str, title: str, **extra: Any) -> dict[
     return dict(r.json())
 
 
+def pending(cast: Cast, who: str) -> int:
+    """How many documents the list says await their announcement."""
+    with cast.client(who) as c:
+        r = c.get(f"/v1/dossiers/{cast.ins}/documents")
+    assert r.status_code == 200, r.text
+    return int(r.json()["pending"])
+
+
 def titles(cast: Cast, who: str) -> list[str]:
     with cast.client(who) as c:
         r = c.get(f"/v1/dossiers/{cast.ins}/documents")
@@ -193,6 +201,8 @@ def test_the_story(stack: RunningStack, cast: Cast) -> None:
         "Mon carnet",
     ]
     assert titles(cast, "gp") == everything  # masked and hidden included (rule 6)
+    # The patient learns that one awaits its announcement, and nothing else of it.
+    assert pending(cast, "patient") == 1 and pending(cast, "gp") == 0
     assert titles(cast, "pharmacist") == ["Bilan sanguin", "Dispensation"]  # matrix (rule 4)
     assert titles(cast, "radiologist") == ["IRM du genou"]  # the author sees their own
     with cast.client("nurse") as c:  # blocked (rule 5)
@@ -247,6 +257,7 @@ def test_the_story(stack: RunningStack, cast: Cast) -> None:
             "cannot-rehide",
         )
     assert "Annonce diagnostic" in titles(cast, "patient")
+    assert pending(cast, "patient") == 0
 
     # A new version supersedes the old; deletion is the author's alone.
     replaced = add(cast, "pharmacist", "60593-1", "Dispensation v2", replaces=delivery["id"])

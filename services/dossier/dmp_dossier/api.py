@@ -199,14 +199,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         await self.store.change_dossier(ins, fields, event)
         self.relay.kick(self.store.dossiers, ins)
 
-    async def _dossier_message(self, dossier: Document) -> pb.Dossier:
+    async def _dossier_message(self, dossier: Document, new: bool = False) -> pb.Dossier:
+        """The dossier and its counts per section (a new one has no document: no query)."""
         return pb.Dossier(
             ins=dossier["_id"],
             status=STATUS[dossier["status"]],
             opened_by=dossier["opened_by"],
             opened_at=timestamp(dossier["opened_at"]),
             closed_at=timestamp(dossier.get("closed_at")),
-            counts_by_section=await self.store.count_by_section(dossier["_id"]),
+            counts_by_section={} if new else await self.store.count_by_section(dossier["_id"]),
         )
 
     # dossiers ------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         await self.store.record_opening(opened.id, who.actor_id, who.kind, who.profession, now)
         self.relay.kick(self.store.dossiers, ins)
-        return pb.OpenDossierResponse(dossier=await self._dossier_message(doc))
+        return pb.OpenDossierResponse(dossier=await self._dossier_message(doc, new=True))
 
     async def GetDossier(
         self, request: pb.GetDossierRequest, context: grpc.aio.ServicerContext
@@ -558,7 +559,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         if visible:
             await self._first_access(who, ins)
-        return pb.ListDocumentsResponse(items=[metadata(d) for d in visible], next=next_cursor)
+        pending = 0
+        if who.kind == "patient" and (
+            who.ins == ins or who.ins in dossier.get("legal_representatives", [])
+        ):
+            pending = await self.store.count_hidden_from_patient(ins)
+        return pb.ListDocumentsResponse(
+            items=[metadata(d) for d in visible], next=next_cursor, pending=pending
+        )
 
     async def UpdateDocument(
         self, request: pb.UpdateDocumentRequest, context: grpc.aio.ServicerContext

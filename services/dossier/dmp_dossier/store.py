@@ -10,6 +10,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from dmp.events.v1 import envelope_pb2
+from dmp_dossier import domain
 from dmp_kit.crypto import seal, unseal
 from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store
@@ -118,6 +119,15 @@ class DossierStore(Store):
         )
         return [doc async for doc in cursor]
 
+    async def count_hidden_from_patient(self, ins: str) -> int:
+        return await self.documents.count_documents(
+            {
+                "ins": ins,
+                "labels": domain.HIDDEN_FROM_PATIENT,
+                "status": {"$in": ["approved", "archived"]},
+            }
+        )
+
     async def count_by_section(self, ins: str) -> dict[str, int]:
         cursor = await self.documents.aggregate(
             [
@@ -145,8 +155,18 @@ class DossierStore(Store):
         )
 
     async def read_content(self, doc: Document) -> bytes:
-        cursor = self.chunks.find({"doc_id": doc["_id"]}).sort("n", ASCENDING)
-        return b"".join([bytes(c["data"]) async for c in cursor])
+        """The chunks by their `_id`: a key lookup on every server (FerretDB scans a
+        collection for any other filter, and this one holds every document's content)."""
+        if "chunks" not in doc:  # written before the count was recorded
+            cursor = self.chunks.find({"doc_id": doc["_id"]}).sort("n", ASCENDING)
+            return b"".join([bytes(c["data"]) async for c in cursor])
+        pieces = []
+        for n in range(int(doc["chunks"])):
+            chunk = await self.chunks.find_one({"_id": f"{doc['_id']}:{n}"})
+            if chunk is None:
+                raise RuntimeError(f"document {doc['_id']}: chunk {n} is missing")
+            pieces.append(bytes(chunk["data"]))
+        return b"".join(pieces)
 
     async def change_document_record(
         self, doc_id: str, fields: Change, *events: envelope_pb2.Envelope
@@ -174,7 +194,7 @@ class DossierStore(Store):
         self, created_before: datetime, reminded: bool | None
     ) -> list[Document]:
         query: Document = {
-            "labels": "INVISIBLE_PATIENT",
+            "labels": domain.HIDDEN_FROM_PATIENT,
             "created_at": {"$lte": created_before},
             "status": {"$in": ["approved", "archived"]},
         }

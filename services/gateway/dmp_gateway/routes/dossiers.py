@@ -87,6 +87,11 @@ class DocumentOut(BaseModel):
 class DocumentList(BaseModel):
     items: list[DocumentOut]
     next: str | None = None
+    pending: int = Field(
+        0,
+        description="for the patient and their representatives: documents they will see once "
+        "a professional has announced them; nothing else about them is given",
+    )
 
 
 class DocumentPatch(BaseModel):
@@ -239,7 +244,9 @@ async def list_documents(
     if since:
         req.since.FromDatetime(since)
     resp = await ds.call(ds.dossier.ListDocuments, req, token=who.token)
-    return DocumentList(items=[document_out(m) for m in resp.items], next=resp.next or None)
+    return DocumentList(
+        items=[document_out(m) for m in resp.items], next=resp.next or None, pending=resp.pending
+    )
 
 
 @router.post(
