@@ -396,6 +396,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 for p, types in sorted(self.matrix.readable.items())
             ],
             provenance=self.matrix.provenance,
+            sections=[
+                pb.SectionInfo(name=name, label=label)
+                for name, label in self.catalogue.sections.items()
+            ],
+            types=[
+                pb.DocumentTypeInfo(code=t.code, label=t.label, section=t.section)
+                for t in self.catalogue.types.values()
+            ],
         )
 
 

@@ -60,9 +60,20 @@ class Grant(BaseModel):
     expires_at: str
 
 
+class DocumentType(BaseModel):
+    label: str
+    section: str
+
+
 class Matrix(BaseModel):
     provenance: str
     rules: dict[str, list[str]] = Field(description="profession code → readable type codes")
+    sections: dict[str, str] = Field(
+        default_factory=dict, description="section (rubrique) → its label, in display order"
+    )
+    types: dict[str, DocumentType] = Field(
+        default_factory=dict, description="type code → its label and section"
+    )
 
 
 def member(m: pb.CareTeamMember) -> Member:
@@ -206,4 +217,6 @@ async def habilitation_matrix(request: Request, who: Caller) -> Matrix:
     return Matrix(
         provenance=resp.provenance,
         rules={r.profession: list(r.readable_type_codes) for r in resp.rules},
+        sections={s.name: s.label for s in resp.sections},
+        types={t.code: DocumentType(label=t.label, section=t.section) for t in resp.types},
     )
