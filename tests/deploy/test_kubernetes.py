@@ -26,7 +26,7 @@ CALLS = {
     "notify": {"identity"},
     "ingest": {"identity", "dossier"},
 }
-PUBLIC_PATHS = {"/v1", "/docs", "/docs-assets", "/openapi.json"}
+PUBLIC_PATHS = {"/v1", "/docs", "/docs-assets", "/openapi.json", "/portail", "/"}
 
 
 @pytest.fixture(scope="module", params=["base", *deployfiles.OVERLAYS])

@@ -139,12 +139,16 @@ class Mailbox:
                 found.append(email.message_from_bytes(path.read_bytes(), policy=policy.default))
         return found
 
-    def last_code(self, address: str, timeout: float = 10.0) -> str:
-        """The newest one-time code sent to `address` (notifications may arrive in between)."""
+    def codes_sent(self, address: str) -> int:
+        return len(self.messages_to(address, CODE_SUBJECT))
+
+    def last_code(self, address: str, timeout: float = 10.0, after: int = 0) -> str:
+        """The newest one-time code sent to `address` (notifications may arrive in between),
+        once more than `after` codes have reached it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             messages = self.messages_to(address, CODE_SUBJECT)
-            if messages:
+            if len(messages) > after:
                 body = messages[-1].get_body(("plain",))
                 assert body is not None
                 match = re.search(r"\b([0-9]{6})\b", body.get_content())

@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -52,6 +53,15 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The portal: its own scripts and styles only, no inline code, calls to this origin only;
+# document contents are shown from blob: URLs the page makes of what the API returned.
+PORTAL = "/portail"
+PORTAL_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; frame-src blob:; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+PORTAL_FILES = Path(__file__).parent / "portal"
 # The interactive docs page loads its own script and styles from this origin only.
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -146,14 +156,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         response.headers["X-Request-Id"] = trace.request_id
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
-        is_docs = request.url.path == "/docs"
-        response.headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
+        path = request.url.path
+        csp = DOCS_CSP if path == "/docs" else PORTAL_CSP if path.startswith(PORTAL) else API_CSP
+        response.headers.setdefault("Content-Security-Policy", csp)
+        if path.startswith(PORTAL):
+            response.headers.setdefault("Cache-Control", "no-cache")
         if request.url.path.startswith("/v1/"):
             response.headers.setdefault("Cache-Control", "no-store")
         structlog.contextvars.unbind_contextvars("request_id", "trace_id")
         return response
 
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount(PORTAL, StaticFiles(directory=PORTAL_FILES, html=True), name="portal")
     app.include_router(auth.router)
     app.include_router(auth.throttled)
     app.include_router(me.router)

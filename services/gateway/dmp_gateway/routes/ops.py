@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 
 router = APIRouter(tags=["operations"])
+
+
+@router.get("/", include_in_schema=False)
+async def home() -> RedirectResponse:
+    """People land on the web portal (the API lives under /v1, its docs at /docs)."""
+    return RedirectResponse("/portail/", status_code=303)
 
 
 @router.get("/healthz", summary="Liveness")

@@ -1,0 +1,136 @@
+// Checking a dossier's trace against the signed audit log, in the browser, from public routes
+// only (docs/audit.md; the same checks as services/audit/dmp_audit/verifier.py):
+// each entry's bytes hash to its leaf hash and say what the page shows; each entry is in the
+// tree of the newest signed head (RFC 9162 inclusion proof); the head's Ed25519 signature holds
+// under a published key; the dossier's entries are chained with none missing.
+
+import { get } from "./api.js";
+
+const encoder = new TextEncoder();
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function sha256(...parts) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
+}
+
+export const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+const unhex = (text) => Uint8Array.from(text.match(/../g) ?? [], (b) => parseInt(b, 16));
+const unbase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+
+export const leafHash = (bytes) => sha256(Uint8Array.of(0), bytes);
+const nodeHash = (left, right) => sha256(Uint8Array.of(1), left, right);
+
+// RFC 9162 §2.1.3.2, with arithmetic that holds past 2^31 (no 32-bit shifts).
+export async function rootFromInclusion(index, size, leaf, proof) {
+  if (index >= size) return null;
+  let fn = index;
+  let sn = size - 1;
+  let r = leaf;
+  for (const p of proof) {
+    if (sn === 0) return null;
+    if (fn % 2 === 1 || fn === sn) {
+      r = await nodeHash(p, r);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) {
+          fn = Math.floor(fn / 2);
+          sn = Math.floor(sn / 2);
+        }
+      }
+    } else {
+      r = await nodeHash(r, p);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 ? r : null;
+}
+
+async function signatureHolds(head, keys) {
+  const message = encoder.encode(
+    `dmp-audit-tree-head/v1\n${head.size}\n${head.root_hash}\n${head.timestamp}\n`,
+  );
+  for (const key of keys) {
+    const raw = unbase64(key.public_key);
+    if (key.key_id !== head.key_id || hex(await sha256(raw)).slice(0, 16) !== key.key_id) continue;
+    const publicKey = await crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, [
+      "verify",
+    ]);
+    if (await crypto.subtle.verify({ name: "Ed25519" }, publicKey, unbase64(head.signature), message)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+const SHOWN = ["seq", "action", "mode", "outcome"];
+
+// Returns { checked, pending, problems, size, verdicts: Map(seq -> "ok" | "pending" | problem) }.
+export async function verifyTrace(ins, entries, { wholeTrace = true } = {}) {
+  const report = { checked: 0, pending: 0, problems: [], verdicts: new Map(), size: 0 };
+  const head = await get("/v1/audit/checkpoint");
+  const size = Number(head.size);
+  report.size = size;
+  const root = head.root_hash;
+  const { keys } = await get("/v1/audit/keys");
+  let signed = false;
+  try {
+    signed = await signatureHolds(head, keys);
+  } catch (error) {
+    report.problems.push(`signature impossible à vérifier dans ce navigateur (${error.name})`);
+  }
+  if (!signed) report.problems.push("la signature du journal ne correspond pas");
+  const chain = new Map();
+  for (const shown of entries) {
+    const bytes = encoder.encode(shown.entry);
+    const leaf = await leafHash(bytes);
+    const said = JSON.parse(shown.entry);
+    const fail = (why) => {
+      report.problems.push(`entrée ${shown.seq} : ${why}`);
+      report.verdicts.set(shown.seq, why);
+    };
+    if (hex(leaf) !== shown.leaf_hash) {
+      fail("son contenu ne correspond pas à son empreinte");
+      continue;
+    }
+    if (SHOWN.some((k) => said[k] !== shown[k]) || said.actor.id !== shown.actor.id) {
+      fail("la page affiche autre chose que l'entrée signée");
+      continue;
+    }
+    if (said.ins !== ins) {
+      fail("l'entrée concerne un autre dossier");
+      continue;
+    }
+    chain.set(said.n, { prev: said.prev, leaf: hex(leaf) });
+    if (shown.seq >= size) {
+      report.pending += 1;
+      report.verdicts.set(shown.seq, "pending");
+      continue;
+    }
+    const proof = await get(`/v1/audit/entries/${shown.seq}/proof?tree_size=${size}`);
+    const computed = await rootFromInclusion(shown.seq, size, leaf, proof.proof.map(unhex));
+    if (proof.leaf_hash !== hex(leaf) || computed === null || hex(computed) !== root) {
+      fail(`absente de l'arbre signé de ${size} entrées`);
+      continue;
+    }
+    report.checked += 1;
+    report.verdicts.set(shown.seq, "ok");
+  }
+  for (const [n, link] of chain) {
+    const before = chain.get(n - 1);
+    if (before && before.leaf !== link.prev) {
+      report.problems.push(`la chaîne du dossier est rompue avant l'entrée n°${n}`);
+    } else if (!before && n > 0 && wholeTrace) {
+      report.problems.push(`la chaîne du dossier est rompue : l'entrée n°${n - 1} manque`);
+    }
+  }
+  return report;
+}

@@ -1,0 +1,431 @@
+// The patient's own pages: who may see the record, the access history and its proof,
+// the medical profile, notifications.
+
+import * as api from "./api.js";
+import { verifyTrace } from "./audit.js";
+import { checkbox, dateTime, field, h, notice, replace } from "./dom.js";
+import { explain, go, onSubmit, PROFESSIONS } from "./shell.js";
+
+const base = (ins) => `/v1/dossiers/${api.q(ins)}`;
+
+// ------------------------------------------------------------------ who may see the record
+
+export async function access(main, { ins }) {
+  const [settings, team] = await Promise.all([
+    api.get(`${base(ins)}/consent-settings`),
+    api.get(`${base(ins)}/professionals`),
+  ]);
+  const settingsStatus = h("div", { class: "status" });
+  const settingsForm = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "En cas d'urgence"),
+    checkbox(
+      "Autoriser l'accès en urgence (« bris de glace »)",
+      settings.allow_emergency_access,
+      "Si votre état présente un risque immédiat et que vous ne pouvez pas donner votre accord, un professionnel pourra consulter votre dossier. Chaque accès est tracé, motivé par écrit, et vous en êtes informé.",
+      { name: "allow_emergency_access" },
+    ),
+    checkbox(
+      "Autoriser le médecin régulateur du SAMU-Centre 15",
+      settings.allow_regulator_access,
+      "Lors d'un appel au 15, le médecin régulateur pourra lire votre dossier pour décider de l'aide à vous envoyer.",
+      { name: "allow_regulator_access" },
+    ),
+    h("button", { type: "submit" }, "Enregistrer mes choix"),
+    settingsStatus,
+  );
+  onSubmit(settingsForm, settingsStatus, async (data) => {
+    await api.put(`${base(ins)}/consent-settings`, {
+      allow_emergency_access: data.get("allow_emergency_access") === "on",
+      allow_regulator_access: data.get("allow_regulator_access") === "on",
+    });
+    settingsStatus.replaceChildren(notice("Vos choix sont enregistrés."));
+  });
+
+  const gp = team.authorized.find((m) => m.attending_physician);
+  const gpStatus = h("div", { class: "status" });
+  const gpForm = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Mon médecin traitant"),
+    h(
+      "p",
+      {},
+      gp ? `Votre médecin traitant : RPPS ${gp.rpps}.` : "Vous n'avez pas désigné de médecin traitant.",
+      " Il peut consulter tout votre dossier, y compris les documents que vous masquez aux autres professionnels.",
+    ),
+    field("Numéro RPPS du médecin", h("input", { name: "rpps", required: true, inputmode: "numeric", maxlength: 11 })),
+    h("button", { type: "submit" }, gp ? "Changer de médecin traitant" : "Désigner"),
+    gpStatus,
+  );
+  onSubmit(gpForm, gpStatus, async (data) => {
+    await api.put(`${base(ins)}/attending-physician`, { rpps: String(data.get("rpps")).trim() });
+    go(`/dossier/${ins}/acces`);
+  });
+
+  const teamStatus = h("div", { class: "status" });
+  const member = (m) =>
+    h(
+      "li",
+      {},
+      h("span", {}, `RPPS ${m.rpps}`, m.attending_physician ? " — médecin traitant" : ""),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "link",
+          onclick: async () => {
+            try {
+              await api.del(`${base(ins)}/professionals/${api.q(m.rpps)}`);
+              go(`/dossier/${ins}/acces`);
+            } catch (error) {
+              teamStatus.replaceChildren(notice(explain(error), "error"));
+            }
+          },
+        },
+        m.status === "blocked" ? "Débloquer" : "Retirer l'autorisation",
+      ),
+    );
+  const teamForm = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Professionnels autorisés et bloqués"),
+    h(
+      "p",
+      {},
+      "Un professionnel autorisé peut consulter les documents que sa profession permet de lire. ",
+      "Un professionnel bloqué ne peut plus rien consulter, même en urgence.",
+    ),
+    h("h3", {}, "Autorisés"),
+    team.authorized.length ? h("ul", { class: "team" }, team.authorized.map(member)) : h("p", {}, "Aucun."),
+    h("h3", {}, "Bloqués"),
+    team.blocked.length ? h("ul", { class: "team" }, team.blocked.map(member)) : h("p", {}, "Aucun."),
+    field("Numéro RPPS du professionnel", h("input", { name: "rpps", required: true, inputmode: "numeric", maxlength: 11 })),
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "submit", name: "status", value: "authorized" }, "Autoriser"),
+      h("button", { type: "submit", name: "status", value: "blocked", class: "danger" }, "Bloquer"),
+    ),
+    teamStatus,
+  );
+  let choice = "authorized";
+  teamForm.addEventListener("click", (event) => {
+    if (event.target.name === "status") choice = event.target.value;
+  });
+  onSubmit(teamForm, teamStatus, async (data) => {
+    await api.put(`${base(ins)}/professionals/${api.q(String(data.get("rpps")).trim())}`, { status: choice });
+    go(`/dossier/${ins}/acces`);
+  });
+
+  replace(main, h("h1", {}, "Qui peut voir mon dossier"), gpForm, teamForm, settingsForm);
+}
+
+// ------------------------------------------------------------------ access history
+
+const ACTIONS = {
+  read: ["Consultation du dossier", "Consultation d'un document"],
+  search: ["Consultation de la liste des documents", "Consultation de la liste des documents"],
+  create: ["Création", "Ajout d'un document"],
+  update: ["Modification du dossier", "Modification d'un document"],
+  delete: ["Suppression", "Suppression d'un document"],
+  execute: ["Action", "Action sur un document"],
+};
+const MODES = { break_glass: "Accès en urgence", regulator: "Régulation SAMU" };
+const REFUSALS = {
+  blocked: "vous l'avez bloqué",
+  not_in_care_team: "il ne fait pas partie de vos professionnels autorisés",
+  not_habilitated: "sa profession ne permet pas de lire ce type de document",
+  masked: "vous avez masqué ce document",
+  dossier_closed: "le dossier était fermé",
+  not_a_care_actor: "il n'est pas un professionnel de santé",
+};
+
+// What happened, in words: the entry's action and what it was about.
+function what(e) {
+  const query = e.query || "";
+  const change = { close: "Fermeture du dossier", reopen: "Réouverture du dossier", open: "Ouverture du dossier" };
+  if (e.action === "login") return "Connexion au compte";
+  if (query === "emergency_access") return "Déclenchement d'un accès en urgence";
+  if (query.startsWith("dossier:")) return change[query.slice(8)] || "Modification du dossier";
+  if (query.startsWith("consent:")) return "Modification des droits d'accès";
+  if (query === "auto_reveal") return "Document rendu visible (délai d'un mois écoulé)";
+  const [whole, one] = ACTIONS[e.action] || [e.action, e.action];
+  return e.document_id ? one : whole;
+}
+
+function actorName(actor, ins) {
+  if (actor.kind === "patient") return actor.id === ins ? "Vous" : `Représentant légal (${actor.id})`;
+  if (actor.kind === "professional") {
+    const who = actor.name || `RPPS ${actor.id}`;
+    return actor.profession ? `${who}, ${PROFESSIONS[actor.profession] || actor.profession}` : who;
+  }
+  if (actor.kind === "system") return "Système (Assurance Maladie)";
+  return actor.name || actor.id;
+}
+
+async function allEntries(ins) {
+  const entries = [];
+  let cursor = "";
+  do {
+    const page = await api.get(`${base(ins)}/access-log?page_size=100${cursor ? `&cursor=${api.q(cursor)}` : ""}`);
+    entries.push(...page.entries);
+    cursor = page.next || "";
+  } while (cursor);
+  return entries;
+}
+
+export async function history(main, { ins }, state) {
+  const entries = await allEntries(ins);
+  const own = state.me.ins === ins;
+  const verdicts = new Map();
+  const rows = entries.map((e) => {
+    const verdict = h("td", { class: "verdict" }, "");
+    verdicts.set(e.seq, verdict);
+    const emergency = MODES[e.mode];
+    return h(
+      "tr",
+      { class: emergency ? "emergency" : e.outcome === "denied" ? "denied" : "" },
+      h("td", {}, dateTime(e.at)),
+      h("td", {}, actorName(e.actor, ins)),
+      h(
+        "td",
+        {},
+        what(e),
+        e.outcome === "denied" ? " — refusé" : "",
+        emergency ? h("strong", { class: "badge emergency" }, emergency) : "",
+        e.reason && emergency ? h("p", { class: "reason" }, `Motif : ${e.reason}`) : "",
+        e.outcome === "denied" && REFUSALS[e.reason] ? h("p", { class: "reason" }, `Refusé car ${REFUSALS[e.reason]}.`) : "",
+      ),
+      verdict,
+    );
+  });
+  const result = h("div", { class: "status", "aria-live": "polite" });
+  const button = h("button", { type: "button" }, "Vérifier l'historique");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    result.replaceChildren(notice("Vérification en cours…"));
+    try {
+      const report = await verifyTrace(ins, entries, { wholeTrace: own });
+      for (const [seq, cell] of verdicts) {
+        const v = report.verdicts.get(seq);
+        cell.textContent = v === "ok" ? "✓ vérifiée" : v === "pending" ? "en attente de signature" : v ? `✗ ${v}` : "";
+        cell.className = `verdict ${v === "ok" ? "ok" : v === "pending" ? "" : "bad"}`;
+      }
+      result.replaceChildren(
+        report.problems.length
+          ? notice(`Vérification échouée : ${report.problems.join(" ; ")}`, "error")
+          : notice(
+              `Historique vérifié : ${report.checked} entrée${report.checked > 1 ? "s" : ""} figure${report.checked > 1 ? "nt" : ""} dans le journal signé (${report.size} entrées), signature valide, aucune entrée manquante.` +
+                (report.pending ? ` ${report.pending} entrée(s) récente(s) seront vérifiables à la prochaine signature.` : ""),
+              "success",
+            ),
+      );
+    } catch (error) {
+      result.replaceChildren(notice(explain(error), "error"));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  replace(
+    main,
+    h("h1", {}, "Historique des accès"),
+    h(
+      "p",
+      {},
+      "Chaque consultation, ajout ou modification de votre dossier est inscrit dans un journal que personne ne peut modifier sans que cela se voie. ",
+      "Le bouton « Vérifier » contrôle, dans votre navigateur, que chaque ligne figure bien dans ce journal signé.",
+    ),
+    h("div", { class: "actions" }, button),
+    result,
+    entries.length
+      ? h(
+          "table",
+          { class: "log" },
+          h("caption", {}, `${entries.length} accès, du plus récent au plus ancien. Les accès en urgence sont signalés.`),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, "Qui"), h("th", { scope: "col" }, "Quoi"), h("th", { scope: "col" }, "Preuve"))),
+          h("tbody", {}, rows),
+        )
+      : h("p", {}, "Aucun accès pour l'instant."),
+  );
+}
+
+// ------------------------------------------------------------------ medical profile
+
+const LISTS = [
+  ["allergies", "Allergies"],
+  ["chronic_conditions", "Maladies chroniques"],
+  ["ongoing_treatments", "Traitements en cours"],
+  ["history", "Antécédents"],
+];
+const lines = (text) => String(text).split("\n").map((s) => s.trim()).filter(Boolean);
+
+export async function profile(main, { ins }) {
+  const [prof, contacts, written] = await Promise.all([
+    api.get(`${base(ins)}/profile`),
+    api.get(`${base(ins)}/emergency-contacts`),
+    api.get(`${base(ins)}/advance-directives`),
+  ]);
+  const directives = written || { text: "", version: 0 }; // none written yet
+  const profStatus = h("div", { class: "status" });
+  const profForm = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Profil médical"),
+    LISTS.map(([name, label]) =>
+      field(label, h("textarea", { name, rows: 3 }, (prof[name] || []).join("\n")), "Une ligne par élément."),
+    ),
+    h("button", { type: "submit" }, "Enregistrer le profil"),
+    profStatus,
+  );
+  onSubmit(profForm, profStatus, async (data) => {
+    const body = { measurements: prof.measurements || [] };
+    for (const [name] of LISTS) body[name] = lines(data.get(name));
+    await api.put(`${base(ins)}/profile`, body);
+    profStatus.replaceChildren(notice("Profil enregistré."));
+  });
+
+  const contactStatus = h("div", { class: "status" });
+  const rows = [...contacts.contacts, { name: "", relationship: "", phone: "", email: "" }];
+  const contactForm = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Personnes à prévenir"),
+    rows.map((c, i) =>
+      h(
+        "fieldset",
+        { class: "contact" },
+        h("legend", {}, c.name ? c.name : "Ajouter une personne"),
+        field("Nom", h("input", { name: `name-${i}`, value: c.name, maxlength: 100 })),
+        field("Lien", h("input", { name: `relationship-${i}`, value: c.relationship, maxlength: 50 })),
+        field("Téléphone", h("input", { name: `phone-${i}`, value: c.phone, type: "tel", maxlength: 32 })),
+        field("E-mail", h("input", { name: `email-${i}`, value: c.email, type: "email", maxlength: 254 })),
+      ),
+    ),
+    h("p", { class: "hint" }, "Pour retirer une personne, effacez son nom."),
+    h("button", { type: "submit" }, "Enregistrer les contacts"),
+    contactStatus,
+  );
+  onSubmit(contactForm, contactStatus, async (data) => {
+    const list = rows
+      .map((_, i) => ({
+        name: String(data.get(`name-${i}`)).trim(),
+        relationship: String(data.get(`relationship-${i}`)).trim(),
+        phone: String(data.get(`phone-${i}`)).trim(),
+        email: String(data.get(`email-${i}`)).trim(),
+      }))
+      .filter((c) => c.name);
+    await api.put(`${base(ins)}/emergency-contacts`, { contacts: list });
+    go(`/dossier/${ins}/profil`);
+  });
+
+  const dirStatus = h("div", { class: "status" });
+  const dirForm = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Directives anticipées"),
+    h("p", {}, "Vos volontés sur les soins en fin de vie, si un jour vous ne pouvez plus les exprimer. Vous pouvez les modifier à tout moment."),
+    field("Mes directives", h("textarea", { name: "text", rows: 6, maxlength: 20000 }, directives.text || "")),
+    directives.version ? h("p", { class: "hint" }, `Version ${directives.version}, du ${dateTime(directives.updated_at)}.`) : "",
+    h("button", { type: "submit" }, "Enregistrer mes directives"),
+    dirStatus,
+  );
+  onSubmit(dirForm, dirStatus, async (data) => {
+    const saved = await api.put(`${base(ins)}/advance-directives`, { text: String(data.get("text")) });
+    dirStatus.replaceChildren(notice(`Directives enregistrées (version ${saved.version}).`));
+  });
+
+  replace(main, h("h1", {}, "Mon profil médical"), profForm, contactForm, dirForm);
+}
+
+// ------------------------------------------------------------------ notifications
+
+const KINDS = {
+  document_added: "Nouveau document dans mon dossier",
+  access_first: "Premier accès d'un professionnel",
+  emergency_access: "Accès en urgence",
+  reminder: "Rappels",
+  login: "Connexion à mon compte",
+};
+
+export async function notifications(main) {
+  const [inbox, prefs] = await Promise.all([
+    api.get("/v1/me/notifications"),
+    api.get("/v1/me/notification-preferences"),
+  ]);
+  const list = inbox.items.length
+    ? h(
+        "ul",
+        { class: "inbox" },
+        inbox.items.map((n) =>
+          h(
+            "li",
+            { class: n.read ? "read" : "unread" },
+            h("p", { class: "title" }, n.title, n.read ? "" : h("span", { class: "badge" }, "Nouveau")),
+            h("p", {}, n.body),
+            h("p", { class: "meta" }, dateTime(n.created_at)),
+            n.read
+              ? ""
+              : h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "link",
+                    onclick: async () => {
+                      await api.patch(`/v1/me/notifications/${api.q(n.id)}`, { read: true });
+                      go("/notifications");
+                    },
+                  },
+                  "Marquer comme lue",
+                ),
+          ),
+        ),
+      )
+    : h("p", {}, "Aucune notification.");
+  const status = h("div", { class: "status" });
+  const form = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Comment être prévenu"),
+    h(
+      "table",
+      { class: "prefs" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Événement"), h("th", { scope: "col" }, "E-mail"), h("th", { scope: "col" }, "SMS"))),
+      h(
+        "tbody",
+        {},
+        Object.entries(KINDS).map(([kind, label]) =>
+          h(
+            "tr",
+            {},
+            h("th", { scope: "row" }, label),
+            ["email", "sms"].map((channel) =>
+              h(
+                "td",
+                {},
+                h("input", {
+                  type: "checkbox",
+                  name: `${kind}:${channel}`,
+                  checked: (prefs.preferences[kind] || []).includes(channel),
+                  "aria-label": `${label} par ${channel === "sms" ? "SMS" : "e-mail"}`,
+                }),
+              ),
+            ),
+          ),
+        ),
+      ),
+    ),
+    h("button", { type: "submit" }, "Enregistrer"),
+    status,
+  );
+  onSubmit(form, status, async (data) => {
+    const preferences = {};
+    for (const kind of Object.keys(KINDS)) {
+      preferences[kind] = ["email", "sms"].filter((c) => data.get(`${kind}:${c}`) === "on");
+    }
+    await api.put("/v1/me/notification-preferences", { preferences });
+    status.replaceChildren(notice("Préférences enregistrées."));
+  });
+  replace(main, h("h1", {}, "Notifications"), list, form);
+}

@@ -1,0 +1,334 @@
+"""The web portal in a real browser (Debian's Chromium driven by Playwright) on the running
+stack: the patient's journey and the professional's, end to end, through the public API only.
+Screenshots of each step go to docs/screenshots/ (shown in the README)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from dmp_stack.testing import RunningStack
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+TIMEOUT_MS = 20_000
+
+
+def chromium() -> str:
+    """The system's Chromium: Playwright never downloads a browser here."""
+    path = os.environ.get("DMP_CHROMIUM") or shutil.which("chromium")
+    assert path, "no Chromium: install Debian's `chromium` (.ci/run does) or set DMP_CHROMIUM"
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=chromium(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        yield launched
+        launched.close()
+
+
+class Visitor:
+    """One person in their own browser context (own tab storage), signing in as people do."""
+
+    def __init__(self, browser: Browser, stack: RunningStack) -> None:
+        self.stack = stack
+        self.context = browser.new_context(
+            viewport={"width": 1200, "height": 900}, locale="fr-FR", timezone_id="Europe/Paris"
+        )
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page: Page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        # An API refusal shows as a failed resource load (the portal handles it); anything
+        # else logged as an error — a script error, a CSP violation — is a defect.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(message.text)
+
+    def sign_in(self, kind: str, identifier: str, password: str, address: str) -> None:
+        page = self.page
+        page.goto(self.stack.url + "/")
+        expect(page).to_have_url(re.compile(r"/portail/#/connexion$"))
+        page.get_by_label(kind).check()
+        page.get_by_label(re.compile("^Numéro (INS|RPPS)")).fill(identifier)
+        page.get_by_label("Mot de passe").fill(password)
+        sent = self.stack.mailbox.codes_sent(address)
+        page.get_by_role("button", name="Continuer").click()
+        code = self.stack.mailbox.last_code(address, after=sent)
+        page.get_by_label("Code à usage unique").fill(code)
+        page.get_by_role("button", name="Se connecter").click()
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.problems, self.problems
+
+
+@pytest.fixture
+def visitors(browser: Browser, stack: RunningStack) -> Iterator[Any]:
+    opened: list[Visitor] = []
+
+    def visitor() -> Visitor:
+        opened.append(Visitor(browser, stack))
+        return opened[-1]
+
+    yield visitor
+    for v in opened:
+        v.close()
+
+
+def test_the_portal_is_served_with_a_strict_policy(stack: RunningStack) -> None:
+    with httpx.Client(base_url=stack.url) as c:
+        home = c.get("/")
+        assert home.status_code == 303 and home.headers["location"] == "/portail/"
+        page = c.get("/portail/")
+        script = c.get("/portail/js/app.js")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "strict-transport-security" in page.headers
+    assert '<html lang="fr">' in page.text
+    # Nothing is loaded from elsewhere: every script and style is on this origin.
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.text)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert not re.search(r"https?://", script.text)
+
+
+def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    gp = stack.create_professional(admin, "10")
+    unwanted = stack.create_professional(admin, "21")
+    ins = patient["ins"]
+
+    me = visitors()
+    page = me.page
+    page.goto(stack.url + "/")
+    expect(page.get_by_role("heading", name="Connexion à votre espace santé")).to_be_visible()
+    me.shot("01-connexion")
+    me.sign_in("Patient", ins, patient["password"], patient["email"])
+
+    # No DMP yet: the patient opens it with their Vitale card's serial and their consent.
+    expect(page.get_by_role("heading", name="Ouvrir le dossier médical partagé")).to_be_visible()
+    page.get_by_label("Numéro de série de la carte Vitale").fill(patient["vitale_serial"])
+    page.get_by_label("Je souhaite ouvrir mon dossier médical partagé").check()
+    page.get_by_role("button", name="Ouvrir le dossier").click()
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    expect(page.get_by_text("Dossier ouvert")).to_be_visible()
+    expect(page.locator(".sections li")).to_have_count(9)
+
+    # Who may see the record: the GP named, a pharmacist blocked, emergency settings.
+    page.get_by_role("link", name="Qui peut voir mon dossier").click()
+    gp_form = page.locator("form", has=page.get_by_role("heading", name="Mon médecin traitant"))
+    gp_form.get_by_label("Numéro RPPS du médecin").fill(gp["rpps"])
+    gp_form.get_by_role("button", name="Désigner").click()
+    expect(page.get_by_text(f"Votre médecin traitant : RPPS {gp['rpps']}.")).to_be_visible()
+    team = page.locator("form", has=page.get_by_role("heading", name="Professionnels autorisés"))
+    team.get_by_label("Numéro RPPS du professionnel").fill(unwanted["rpps"])
+    team.get_by_role("button", name="Bloquer").click()
+    expect(page.get_by_text(f"RPPS {unwanted['rpps']}")).to_be_visible()
+    expect(page.get_by_role("button", name="Débloquer")).to_be_visible()
+    page.get_by_label("Autoriser le médecin régulateur du SAMU-Centre 15").uncheck()
+    page.get_by_role("button", name="Enregistrer mes choix").click()
+    expect(page.get_by_text("Vos choix sont enregistrés.")).to_be_visible()
+    me.shot("03-qui-peut-voir")
+    # A wrong RPPS is refused with the API's reason, next to the field, and nothing changes.
+    gp_form = page.locator("form", has=page.get_by_role("heading", name="Mon médecin traitant"))
+    gp_form.get_by_label("Numéro RPPS du médecin").fill("123")
+    gp_form.get_by_role("button", name="Changer de médecin traitant").click()
+    expect(gp_form.get_by_role("alert")).to_contain_text("RPPS")
+    with stack.client(_token(stack, patient)) as c:
+        settings = c.get(f"/v1/dossiers/{ins}/consent-settings").json()
+        team_now = c.get(f"/v1/dossiers/{ins}/professionals").json()
+    assert settings == {"allow_emergency_access": True, "allow_regulator_access": False}
+    assert [m["rpps"] for m in team_now["blocked"]] == [unwanted["rpps"]]
+    assert [m["rpps"] for m in team_now["authorized"] if m["attending_physician"]] == [gp["rpps"]]
+
+    # A personal document, shown in the page, then masked from professionals.
+    page.get_by_role("link", name="Mon dossier", exact=True).click()
+    page.get_by_role("link", name="Ajouter un document").click()
+    page.get_by_label("Titre").fill("Mon carnet de tension")
+    page.get_by_label("Fichier").set_input_files(
+        files=[{"name": "tension.txt", "mimeType": "text/plain", "buffer": b"12/8 le matin"}]
+    )
+    page.get_by_role("button", name="Ajouter au dossier").click()
+    expect(page.get_by_role("heading", name="Mon carnet de tension")).to_be_visible()
+    expect(page.locator("pre.content")).to_have_text("12/8 le matin")
+    page.get_by_role("button", name="Masquer aux professionnels").click()
+    expect(page.get_by_text("Masqué aux professionnels", exact=True)).to_be_visible()
+    me.shot("04-document")
+    page.get_by_role("link", name="Dossier", exact=True).click()
+    expect(page.get_by_role("link", name=re.compile("^Espace personnel"))).to_contain_text("1")
+    me.shot("02-mon-dossier")
+
+    # Profile, emergency contact, advance directives.
+    page.get_by_role("link", name="Mon profil médical").click()
+    page.get_by_label("Allergies").fill("Pénicilline\nArachide")
+    page.get_by_role("button", name="Enregistrer le profil").click()
+    expect(page.get_by_text("Profil enregistré.")).to_be_visible()
+    page.get_by_label("Nom").last.fill("Alex Martin")
+    page.get_by_label("Lien").last.fill("conjoint")
+    page.get_by_label("Téléphone").last.fill("+33612345678")
+    page.get_by_role("button", name="Enregistrer les contacts").click()
+    expect(page.get_by_role("group", name="Alex Martin")).to_be_visible()
+    page.get_by_label("Mes directives").fill("Pas d'acharnement thérapeutique.")
+    page.get_by_role("button", name="Enregistrer mes directives").click()
+    expect(page.get_by_text("Directives enregistrées (version 1).")).to_be_visible()
+    with stack.client(_token(stack, patient)) as c:
+        assert c.get(f"/v1/dossiers/{ins}/profile").json()["allergies"] == [
+            "Pénicilline",
+            "Arachide",
+        ]
+        contacts = c.get(f"/v1/dossiers/{ins}/emergency-contacts").json()["contacts"]
+    assert [(x["name"], x["relationship"]) for x in contacts] == [("Alex Martin", "conjoint")]
+
+    # Notification preferences.
+    page.get_by_role("link", name="Notifications").click()
+    page.get_by_label("Nouveau document dans mon dossier par SMS").check()
+    page.get_by_role("button", name="Enregistrer").click()
+    expect(page.get_by_text("Préférences enregistrées.")).to_be_visible()
+
+    # Close, then reopen, with the consequences said first.
+    page.get_by_role("link", name="Mon dossier", exact=True).click()
+    expect(page.get_by_text("plus aucun professionnel ne pourra le consulter")).to_be_visible()
+    page.get_by_role("button", name="Fermer mon dossier").click()
+    expect(page.get_by_text("Dossier fermé")).to_be_visible()
+    page.get_by_role("button", name="Rouvrir mon dossier").click()
+    expect(page.get_by_text("Dossier ouvert")).to_be_visible()
+
+    # Keyboard only: on a fresh page, Tab reaches the skip link, which leads to the content,
+    # then the menu.
+    page.reload()
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Aller au contenu")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("button", name="Se déconnecter")).to_be_focused()
+
+
+def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    gp = stack.create_professional(admin, "10")
+    emergency = stack.create_professional(admin, "10")
+    ins = patient["ins"]
+    patient_token = _token(stack, patient)
+    with stack.client(patient_token) as c:
+        r = c.post(
+            "/v1/dossiers",
+            json={"ins": ins, "vitale_serial": patient["vitale_serial"], "patient_consent": True},
+        )
+        assert r.status_code == 201, r.text
+        r = c.put(f"/v1/dossiers/{ins}/attending-physician", json={"rpps": gp["rpps"]})
+        assert r.status_code == 200, r.text
+
+    # The GP finds the patient, sees what the matrix allows, adds a diagnosis to announce.
+    doctor = visitors()
+    page = doctor.page
+    doctor.sign_in("Professionnel de santé", gp["rpps"], gp["password"], gp["email"])
+    expect(page.get_by_role("heading", name="Rechercher un patient")).to_be_visible()
+    page.get_by_label("Numéro INS du patient").fill("12345")
+    page.get_by_role("button", name="Rechercher").click()
+    expect(page.get_by_role("alert")).to_contain_text("15 chiffres")
+    page.get_by_label("Numéro INS du patient").fill(ins)
+    page.get_by_role("button", name="Rechercher").click()
+    expect(page.get_by_role("heading", name=f"Dossier médical — patient {ins}")).to_be_visible()
+    expect(page.get_by_text("En tant que Médecin, la matrice d'habilitation")).to_be_visible()
+    doctor.shot("05-professionnel-dossier")
+    page.get_by_role("link", name="Ajouter un document").click()
+    page.get_by_label("Titre").fill("Résultat de biopsie")
+    page.get_by_label("Type de document").select_option("11488-4")
+    page.get_by_label("Fichier").set_input_files(
+        files=[{"name": "biopsie.txt", "mimeType": "text/plain", "buffer": b"Compte rendu"}]
+    )
+    page.get_by_label("Invisible pour le patient jusqu'à la consultation d'annonce").check()
+    doctor.shot("06-professionnel-ajout")
+    page.get_by_role("button", name="Ajouter au dossier").click()
+    expect(page.get_by_role("heading", name="Résultat de biopsie")).to_be_visible()
+    expect(page.get_by_text("Invisible pour le patient", exact=True)).to_be_visible()
+
+    # The patient knows one document waits, and nothing else about it.
+    me = visitors()
+    me.sign_in("Patient", ins, patient["password"], patient["email"])
+    expect(me.page.get_by_text("1 document en attente")).to_be_visible()
+    expect(me.page.get_by_text("Résultat de biopsie")).to_have_count(0)
+    me.shot("07-patient-en-attente")
+
+    # After the announcement, the GP reveals it.
+    page.get_by_role("button", name="Rendre visible au patient").click()
+    expect(page.get_by_text("Le patient voit désormais ce document.")).to_be_visible()
+    me.page.reload()
+    expect(me.page.get_by_text("document en attente")).to_have_count(0)
+    me.page.get_by_role("link", name=re.compile("^Comptes rendus")).click()
+    expect(me.page.get_by_role("link", name="Résultat de biopsie")).to_be_visible()
+
+    # An emergency doctor the patient never authorised: refused, then break-glass, with a
+    # mandatory reason and a banner while it lasts.
+    urgent = visitors()
+    upage = urgent.page
+    urgent.sign_in(
+        "Professionnel de santé", emergency["rpps"], emergency["password"], emergency["email"]
+    )
+    upage.get_by_label("Numéro INS du patient").fill(ins)
+    upage.get_by_role("button", name="Rechercher").click()
+    expect(upage.get_by_text("Accès refusé.")).to_be_visible()
+    upage.get_by_role("link", name="Accès en urgence").click()
+    upage.get_by_label("Motif de l'accès").fill("court")
+    upage.get_by_role("button", name="Accéder en urgence").click()
+    expect(upage.get_by_role("alert")).to_contain_text("10")
+    upage.get_by_label("Motif de l'accès").fill("Patient inconscient aux urgences, AVP")
+    upage.get_by_role("button", name="Accéder en urgence").click()
+    expect(upage.locator(".emergency-banner")).to_contain_text("Accès en urgence actif")
+    expect(upage.get_by_role("heading", name=f"Dossier médical — patient {ins}")).to_be_visible()
+    upage.get_by_role("link", name=re.compile("^Comptes rendus")).click()
+    expect(upage.get_by_role("link", name="Résultat de biopsie")).to_be_visible()
+    expect(upage.locator(".emergency-banner")).to_be_visible()
+    urgent.shot("08-acces-urgence")
+
+    # The patient's access history: the emergency access stands out, and the whole trace
+    # checks out against the signed log, in the browser.
+    mpage = me.page
+    mpage.get_by_role("link", name="Historique des accès").click()
+    expect(mpage.locator("tr.emergency").first).to_contain_text("Accès en urgence")
+    reasoned = mpage.locator("tr.emergency").filter(has_text="Patient inconscient aux urgences")
+    expect(reasoned.first).to_be_visible()
+    mpage.get_by_role("button", name="Vérifier l'historique").click()
+    expect(mpage.get_by_text(re.compile("^Historique vérifié"))).to_be_visible(timeout=60_000)
+    expect(mpage.locator("td.verdict.ok").first).to_have_text("✓ vérifiée")
+    assert mpage.locator("td.verdict.bad").count() == 0
+    me.shot("09-historique-verifie")
+
+    # And the notifications: the emergency access was announced to the patient.
+    mpage.get_by_role("link", name="Notifications").click()
+    expect(mpage.locator(".inbox li").first).to_be_visible()
+    me.shot("10-notifications")
+
+
+def _token(stack: RunningStack, person: dict[str, Any]) -> str:
+    key = "ins" if "ins" in person else "rpps"
+    kind = "patient" if key == "ins" else "professional"
+    return str(stack.login(kind, person[key], person["password"], person["email"])["access_token"])
