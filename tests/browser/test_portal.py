@@ -237,12 +237,8 @@ def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     emergency = stack.create_professional(admin, "10")
     ins = patient["ins"]
     patient_token = _token(stack, patient)
+    stack.open_dossier(patient_token, patient)
     with stack.client(patient_token) as c:
-        r = c.post(
-            "/v1/dossiers",
-            json={"ins": ins, "vitale_serial": patient["vitale_serial"], "patient_consent": True},
-        )
-        assert r.status_code == 201, r.text
         r = c.put(f"/v1/dossiers/{ins}/attending-physician", json={"rpps": gp["rpps"]})
         assert r.status_code == 200, r.text
 

@@ -44,16 +44,7 @@ class Cast:
 
     def open(self, who: str) -> None:
         patient = self.late if who == "late" else self.early
-        with self.stack.client(self.tokens[who]) as c:
-            r = c.post(
-                "/v1/dossiers",
-                json={
-                    "ins": patient["ins"],
-                    "vitale_serial": patient["vitale_serial"],
-                    "patient_consent": True,
-                },
-            )
-            assert r.status_code == 201, r.text
+        self.stack.open_dossier(self.tokens[who], patient)
 
     def batch_csv(self, label: str = "Consultation de médecine générale") -> str:
         today = date.today()

@@ -214,6 +214,19 @@ class RunningStack:
         assert r.status_code == 201, r.text
         return {**r.json(), "password": password}
 
+    def open_dossier(self, token: str, patient: dict[str, Any]) -> dict[str, Any]:
+        """Opens the patient's DMP (their Vitale serial, their consent) as `token`'s holder."""
+        body = {
+            "ins": patient["ins"],
+            "vitale_serial": patient["vitale_serial"],
+            "patient_consent": True,
+        }
+        with self.client(token) as c:
+            r = c.post("/v1/dossiers", json=body)
+        assert r.status_code == 201, r.text
+        opened: dict[str, Any] = r.json()
+        return opened
+
     def client_token(self, admin: str, roles: list[str]) -> str:
         """A new OAuth2 client with these roles, and an access token it obtained with a signed
         client assertion (RFC 7523), as an insurer's system does."""
@@ -246,26 +259,10 @@ class RunningStack:
             return str(r.json()["access_token"])
 
     def forge(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        """A token signed with identity's real active key, read from its database and unsealed
-        with the master key as identity does: for testing the checks that a good signature
-        alone does not pass (audience, issuer, type, expiry)."""
-        master = base64.b64decode(self.stack.extra_env["DMP_MASTER_KEY"])
-        client: MongoClient[dict[str, Any]]
-        with MongoClient(self.infra.mongo.url) as client:
-            doc = client["identity"]["signing_keys"].find_one(
-                {"status": "active"}, sort=[("created_at", -1)]
-            )
-        assert doc is not None, "identity has no active signing key"
-        kid = str(doc["_id"])
-        raw = unseal(
-            derive_key(master, "identity-signing-keys"), bytes(doc["private_sealed"]), kid.encode()
-        )
-        return jwt.encode(
-            claims,
-            Ed25519PrivateKey.from_private_bytes(raw),
-            algorithm="EdDSA",
-            headers={"kid": kid, "typ": "at+jwt", **(headers or {})},
-        )
+        """A token signed with identity's real active key: for testing the checks that a good
+        signature alone does not pass (audience, issuer, type, expiry)."""
+        master = self.stack.extra_env["DMP_MASTER_KEY"]
+        return forge_token(self.infra.mongo.url, "identity", master, claims, headers)
 
     def create_professional(
         self, admin: str, profession: str = "10", password: str | None = "professional pw 1"
@@ -346,7 +343,7 @@ def running_stack(infra: Infra, keep_logs: Path | None = None) -> Iterator[Runni
             "DMP_SMTP_PORT": infra.smtp.extra["port"],
             "DMP_CLOCK_OFFSET_FILE": str(clock_file),
             "DMP_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
-            "DMP_MASTER_KEY": _random_key(),
+            "DMP_MASTER_KEY": random_key(),
             "DMP_LOG_LEVEL": "INFO",
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
             # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
@@ -431,7 +428,34 @@ async def collect_events(
     return seen
 
 
-def _random_key() -> str:
-    import base64
+def forge_token(
+    mongo_url: str,
+    database: str,
+    master_key: str,
+    claims: dict[str, Any],
+    headers: dict[str, Any] | None = None,
+) -> str:
+    """A token signed with identity's active key, read from its database and unsealed with the
+    master key as identity does."""
+    master = base64.b64decode(master_key)
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongo_url) as client:
+        doc = client[database]["signing_keys"].find_one(
+            {"status": "active"}, sort=[("created_at", -1)]
+        )
+    assert doc is not None, "identity has no active signing key"
+    kid = str(doc["_id"])
+    raw = unseal(
+        derive_key(master, "identity-signing-keys"), bytes(doc["private_sealed"]), kid.encode()
+    )
+    return jwt.encode(
+        claims,
+        Ed25519PrivateKey.from_private_bytes(raw),
+        algorithm="EdDSA",
+        headers={"kid": kid, "typ": "at+jwt", **(headers or {})},
+    )
 
+
+def random_key() -> str:
+    """A fresh master key (base64 of 32 bytes)."""
     return base64.b64encode(secrets.token_bytes(32)).decode()

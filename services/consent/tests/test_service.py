@@ -406,16 +406,7 @@ async def test_a_dossier_not_yet_heard_of_is_asked_of_dossier(
     gp = stack.create_professional(admin, "10")
     token = stack.login("patient", patient["ins"], patient["password"], patient["email"])
     access = str(token["access_token"])
-    with stack.client(access) as c:
-        opened = c.post(
-            "/v1/dossiers",
-            json={
-                "ins": patient["ins"],
-                "vitale_serial": patient["vitale_serial"],
-                "patient_consent": True,
-            },
-        )
-    assert opened.status_code == 201, opened.text
+    stack.open_dossier(access, patient)
     records = AsyncMongoClient[dict[str, Any]](stack.infra.mongo.url)["consent"]["consents"]
     # Once the event is consumed, its record is removed: consent is back to not knowing, and
     # the event will not come again. Only asking dossier can answer now.
