@@ -1,0 +1,140 @@
+"""audit's gRPC contract, the service alone (an empty log: every proof is refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import StatusCode as S
+
+from dmp.audit.v1 import audit_pb2 as pb
+from dmp.audit.v1 import audit_pb2_grpc
+from dmp_stack.contract import (
+    PATIENT_INS,
+    Case,
+    test_a_database_away_is_a_deadline_not_an_error,
+    test_callers_without_a_valid_token_are_unauthenticated,
+    test_case,
+    test_every_method_has_its_cases,
+)
+
+__all__ = [
+    "test_a_database_away_is_a_deadline_not_an_error",
+    "test_callers_without_a_valid_token_are_unauthenticated",
+    "test_case",
+    "test_every_method_has_its_cases",
+]
+
+SERVICE = "audit"
+DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditService"]
+STUB = audit_pb2_grpc.AuditServiceStub
+PUBLIC = {"GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "ListPublicKeys"}
+
+
+def empty_head(answer: Any) -> None:
+    head = answer.checkpoint
+    assert head.size == 0 and len(head.root_hash) == 64 and head.signature and head.key_id
+
+
+def one_key(answer: Any) -> None:
+    (key,) = answer.keys
+    assert key.algorithm == "Ed25519" and len(key.key_id) == 16 and key.public_key
+
+
+def no_entries(answer: Any) -> None:
+    assert list(answer.entries) == [] and answer.next == ""
+
+
+Log = pb.ListAccessLogRequest
+CASES = [
+    Case(
+        "ListAccessLog",
+        "the patient's own, empty",
+        Log(ins=PATIENT_INS),
+        "patient",
+        S.OK,
+        check=no_entries,
+    ),
+    Case(
+        "ListAccessLog",
+        "a malformed INS",
+        Log(ins="12345"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "ListAccessLog",
+        "a page too large",
+        Log(ins=PATIENT_INS, page_size=10_000),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="page_size",
+    ),
+    Case(
+        "ListAccessLog",
+        "a cursor it never gave",
+        Log(ins=PATIENT_INS, cursor="x"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="cursor",
+    ),
+    Case(
+        "ListAccessLog",
+        "another patient's",
+        Log(ins=PATIENT_INS),
+        "other patient",
+        S.PERMISSION_DENIED,
+        problem="not-your-trace",
+    ),
+    Case(
+        "ListAccessLog",
+        "an administrator",
+        Log(ins=PATIENT_INS),
+        "admin",
+        S.PERMISSION_DENIED,
+        problem="not-your-trace",
+    ),
+    Case(
+        "GetCheckpoint",
+        "anyone, the empty log's signed head",
+        pb.GetCheckpointRequest(),
+        None,
+        S.OK,
+        check=empty_head,
+    ),
+    Case("ListPublicKeys", "anyone", pb.ListPublicKeysRequest(), None, S.OK, check=one_key),
+    Case(
+        "GetInclusionProof",
+        "no entry in an empty log",
+        pb.GetInclusionProofRequest(seq=0),
+        None,
+        S.INVALID_ARGUMENT,
+        field="seq",
+    ),
+    Case(
+        "GetInclusionProof",
+        "a tree larger than the log",
+        pb.GetInclusionProofRequest(seq=0, tree_size=5),
+        None,
+        S.INVALID_ARGUMENT,
+        field="tree_size",
+    ),
+    Case(
+        "GetConsistencyProof",
+        "from nothing",
+        pb.GetConsistencyProofRequest(),
+        None,
+        S.INVALID_ARGUMENT,
+        field="from",
+    ),
+    Case(
+        "GetConsistencyProof",
+        "to a size the log has not reached",
+        pb.GetConsistencyProofRequest(from_size=1, to_size=9),
+        None,
+        S.INVALID_ARGUMENT,
+        field="to",
+    ),
+]
+# A doctor's view of a trace asks the database who the attending physician is.
+SLOW = Case("ListAccessLog", "a doctor", Log(ins=PATIENT_INS), "doctor", S.OK, check=no_entries)

@@ -1,0 +1,430 @@
+"""consent's gRPC contract, the service alone: it learns of one dossier from a real
+`dossier.opened` event on its NATS; dossier and identity are away, so whatever needs them is
+UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import pytest
+from grpc import StatusCode as S
+
+from dmp.consent.v1 import consent_pb2 as pb
+from dmp.consent.v1 import consent_pb2_grpc
+from dmp.events.v1 import dossier_pb2 as events_pb2
+from dmp_kit.bus import EventBus
+from dmp_kit.clock import ManualClock
+from dmp_kit.events import new_event
+from dmp_stack.contract import (
+    DOCTOR_RPPS,
+    OTHER_INS,
+    PATIENT_INS,
+    PHARMACIST_RPPS,
+    Alone,
+    Case,
+    test_a_database_away_is_a_deadline_not_an_error,
+    test_callers_without_a_valid_token_are_unauthenticated,
+    test_case,
+    test_every_method_has_its_cases,
+)
+
+__all__ = [
+    "test_a_database_away_is_a_deadline_not_an_error",
+    "test_callers_without_a_valid_token_are_unauthenticated",
+    "test_case",
+    "test_every_method_has_its_cases",
+]
+
+SERVICE = "consent"
+DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ConsentService"]
+STUB = consent_pb2_grpc.ConsentServiceStub
+PUBLIC: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def opened(alone_service: Alone) -> None:
+    """The patient's dossier, as consent learns of one: its `dossier.opened` event."""
+
+    async def publish() -> None:
+        bus = EventBus(alone_service.env["DMP_NATS_URL"], "contract-dossier")
+        await bus.connect()
+        await bus.ensure_streams()
+        event = new_event(
+            "dossier.opened",
+            events_pb2.DossierOpened(opened_by=PATIENT_INS, opener_kind="patient"),
+            source="dossier",
+            clock=ManualClock(datetime.now(UTC)),
+            patient_ins=PATIENT_INS,
+        )
+        await bus.publish_event(event)
+        await bus.close()
+
+    asyncio.run(publish())
+    stub = STUB(alone_service.channel)
+    token = (("authorization", f"Bearer {alone_service.token('patient')}"),)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            stub.GetSettings(pb.GetSettingsRequest(ins=PATIENT_INS), metadata=token, timeout=5)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "consent never learnt of the dossier"
+            time.sleep(0.2)
+
+
+def open_context() -> pb.DossierContext:
+    return pb.DossierContext(status="open")
+
+
+def allowed(answer: Any) -> None:
+    assert answer.allowed and answer.mode == pb.ACCESS_MODE_NORMAL
+
+
+def refused(reason: str) -> Any:
+    def check(answer: Any) -> None:
+        assert not answer.allowed and answer.reason == reason
+
+    return check
+
+
+def only(*ids: str) -> Any:
+    def check(answer: Any) -> None:
+        assert list(answer.visible_ids) == list(ids)
+
+    return check
+
+
+def default_settings(answer: Any) -> None:
+    assert answer.settings.allow_emergency_access and answer.settings.allow_regulator_access
+
+
+def member(status: int) -> Any:
+    def check(answer: Any) -> None:
+        assert answer.member.rpps == PHARMACIST_RPPS and answer.member.status == status
+
+    return check
+
+
+def a_grant(answer: Any) -> None:
+    grant = answer.grant
+    assert grant.rpps == DOCTOR_RPPS and grant.ins == PATIENT_INS and grant.id
+    assert grant.expires_at.ToDatetime() > grant.granted_at.ToDatetime()
+
+
+def the_matrix(answer: Any) -> None:
+    rules = {r.profession: set(r.readable_type_codes) for r in answer.rules}
+    assert rules["10"] == {"*"} and "11488-4" not in rules["21"] and answer.provenance
+    sections = [s.name for s in answer.sections]
+    assert len(sections) == 9 and sections[0] == "synthese"
+    assert {t.code for t in answer.types} >= {"11488-4", "REMB", "DOC_PATIENT"}
+    assert all(t.section in sections and t.label for t in answer.types)
+
+
+REPORT = pb.DocumentRef(id="d1", type_code="11488-4", author=DOCTOR_RPPS)
+HIDDEN = pb.DocumentRef(
+    id="d2", type_code="11488-4", author=DOCTOR_RPPS, labels=["INVISIBLE_PATIENT"]
+)
+STRANGE = pb.DocumentRef(id="d3", type_code="NOPE")
+EMERGENCY = pb.RequestEmergencyAccessRequest(
+    ins=PATIENT_INS, reason="Patient inconscient aux urgences", mode=pb.ACCESS_MODE_BREAK_GLASS
+)
+CASES = [
+    # the hot path: a refusal is an answer, not an error
+    Case(
+        "Decide",
+        "the patient reads their open dossier",
+        pb.DecideRequest(ins=PATIENT_INS, action=pb.ACTION_READ, dossier=open_context()),
+        "patient",
+        S.OK,
+        check=allowed,
+    ),
+    Case(
+        "Decide",
+        "a doctor outside the care team",
+        pb.DecideRequest(ins=PATIENT_INS, action=pb.ACTION_READ, dossier=open_context()),
+        "doctor",
+        S.OK,
+        check=refused("not_in_care_team"),
+    ),
+    Case(
+        "Decide",
+        "a malformed INS",
+        pb.DecideRequest(ins="1", action=pb.ACTION_READ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "Decide",
+        "no action",
+        pb.DecideRequest(ins=PATIENT_INS),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="action",
+    ),
+    Case(
+        "Decide",
+        "a dossier status that does not exist",
+        pb.DecideRequest(
+            ins=PATIENT_INS, action=pb.ACTION_READ, dossier=pb.DossierContext(status="half-open")
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="dossier.status",
+    ),
+    Case(
+        "FilterDocuments",
+        "what the patient sees: not what awaits its announcement",
+        pb.FilterDocumentsRequest(
+            ins=PATIENT_INS, dossier=open_context(), documents=[REPORT, HIDDEN]
+        ),
+        "patient",
+        S.OK,
+        check=only("d1"),
+    ),
+    Case(
+        "FilterDocuments",
+        "a document type outside the catalogue",
+        pb.FilterDocumentsRequest(ins=PATIENT_INS, dossier=open_context(), documents=[STRANGE]),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="document.type_code",
+    ),
+    Case(
+        "FilterDocuments",
+        "a malformed INS",
+        pb.FilterDocumentsRequest(ins="x"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    # the patient's choices
+    Case(
+        "GetSettings",
+        "the patient's",
+        pb.GetSettingsRequest(ins=PATIENT_INS),
+        "patient",
+        S.OK,
+        check=default_settings,
+    ),
+    Case(
+        "GetSettings",
+        "another patient",
+        pb.GetSettingsRequest(ins=PATIENT_INS),
+        "other patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "GetSettings",
+        "a doctor",
+        pb.GetSettingsRequest(ins=PATIENT_INS),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "GetSettings",
+        "a malformed INS",
+        pb.GetSettingsRequest(ins="180"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "GetSettings",
+        "a dossier it has not heard of, with dossier away",
+        pb.GetSettingsRequest(ins=OTHER_INS),
+        "other patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "PutSettings",
+        "the patient's",
+        pb.PutSettingsRequest(
+            ins=PATIENT_INS,
+            settings=pb.Settings(allow_emergency_access=True, allow_regulator_access=True),
+        ),
+        "patient",
+        S.OK,
+        check=default_settings,
+    ),
+    Case(
+        "PutSettings",
+        "without settings",
+        pb.PutSettingsRequest(ins=PATIENT_INS),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="settings",
+    ),
+    Case(
+        "PutSettings",
+        "a pharmacist",
+        pb.PutSettingsRequest(ins=PATIENT_INS, settings=pb.Settings()),
+        "pharmacist",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ListProfessionals",
+        "the patient's, empty",
+        pb.ListProfessionalsRequest(ins=PATIENT_INS),
+        "patient",
+        S.OK,
+        check=lambda a: not a.authorized and not a.blocked,
+    ),
+    Case(
+        "ListProfessionals",
+        "a doctor",
+        pb.ListProfessionalsRequest(ins=PATIENT_INS),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "SetProfessionalStatus",
+        "a pharmacist blocked",
+        pb.SetProfessionalStatusRequest(
+            ins=PATIENT_INS, rpps=PHARMACIST_RPPS, status=pb.PROFESSIONAL_STATUS_BLOCKED
+        ),
+        "patient",
+        S.OK,
+        check=member(pb.PROFESSIONAL_STATUS_BLOCKED),
+    ),
+    Case(
+        "SetProfessionalStatus",
+        "no status",
+        pb.SetProfessionalStatusRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="status",
+    ),
+    Case(
+        "SetProfessionalStatus",
+        "an RPPS with a wrong check digit",
+        pb.SetProfessionalStatusRequest(
+            ins=PATIENT_INS, rpps="10000000000", status=pb.PROFESSIONAL_STATUS_AUTHORIZED
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="rpps",
+    ),
+    Case(
+        "SetProfessionalStatus",
+        "the pharmacist unblocking themself",
+        pb.SetProfessionalStatusRequest(
+            ins=PATIENT_INS, rpps=PHARMACIST_RPPS, status=pb.PROFESSIONAL_STATUS_AUTHORIZED
+        ),
+        "pharmacist",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "RemoveProfessional",
+        "the blocked pharmacist",
+        pb.RemoveProfessionalRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS),
+        "patient",
+        S.OK,
+    ),
+    Case(
+        "RemoveProfessional",
+        "someone never listed",
+        pb.RemoveProfessionalRequest(ins=PATIENT_INS, rpps=DOCTOR_RPPS),
+        "patient",
+        S.NOT_FOUND,
+        field="rpps",
+    ),
+    Case(
+        "RemoveProfessional",
+        "a malformed RPPS",
+        pb.RemoveProfessionalRequest(ins=PATIENT_INS, rpps="12"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="rpps",
+    ),
+    Case(
+        "SetAttendingPhysician",
+        "a doctor, with identity away to say who they are",
+        pb.SetAttendingPhysicianRequest(ins=PATIENT_INS, rpps=DOCTOR_RPPS),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "SetAttendingPhysician",
+        "a malformed RPPS",
+        pb.SetAttendingPhysicianRequest(ins=PATIENT_INS, rpps="1"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="rpps",
+    ),
+    Case(
+        "SetAttendingPhysician",
+        "by another patient",
+        pb.SetAttendingPhysicianRequest(ins=PATIENT_INS, rpps=DOCTOR_RPPS),
+        "other patient",
+        S.PERMISSION_DENIED,
+    ),
+    # emergency access
+    Case(
+        "RequestEmergencyAccess",
+        "break-glass by a doctor",
+        EMERGENCY,
+        "doctor",
+        S.OK,
+        check=a_grant,
+    ),
+    Case("RequestEmergencyAccess", "by the patient", EMERGENCY, "patient", S.PERMISSION_DENIED),
+    Case(
+        "RequestEmergencyAccess",
+        "no mode",
+        pb.RequestEmergencyAccessRequest(ins=PATIENT_INS, reason="Patient inconscient"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="mode",
+    ),
+    Case(
+        "RequestEmergencyAccess",
+        "no written reason",
+        pb.RequestEmergencyAccessRequest(
+            ins=PATIENT_INS, reason="vite", mode=pb.ACCESS_MODE_BREAK_GLASS
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="reason",
+    ),
+    Case(
+        "RequestEmergencyAccess",
+        "regulation without the SAMU role",
+        pb.RequestEmergencyAccessRequest(
+            ins=PATIENT_INS, reason="Appel au 15, douleur thoracique", mode=pb.ACCESS_MODE_REGULATOR
+        ),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "RequestEmergencyAccess",
+        "a dossier it has not heard of, with dossier away",
+        pb.RequestEmergencyAccessRequest(
+            ins=OTHER_INS,
+            reason="Patient inconscient aux urgences",
+            mode=pb.ACCESS_MODE_BREAK_GLASS,
+        ),
+        "doctor",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "GetHabilitationMatrix",
+        "any signed-in caller",
+        pb.GetHabilitationMatrixRequest(),
+        "pharmacist",
+        S.OK,
+        check=the_matrix,
+    ),
+]
+SLOW = Case(
+    "GetSettings",
+    "the patient's",
+    pb.GetSettingsRequest(ins=PATIENT_INS),
+    "patient",
+    S.OK,
+    check=default_settings,
+)

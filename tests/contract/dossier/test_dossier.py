@@ -1,0 +1,357 @@
+"""dossier's gRPC contract, the service alone. Consent decides every access and identity
+knows the insured: both are away, so a well-formed request that needs them is UNAVAILABLE
+(never an access granted by default); everything checked before them is exact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import StatusCode as S
+
+from dmp.dossier.v1 import dossier_pb2 as pb
+from dmp.dossier.v1 import dossier_pb2_grpc
+from dmp_stack.contract import (
+    PATIENT_INS,
+    Case,
+    test_a_database_away_is_a_deadline_not_an_error,
+    test_callers_without_a_valid_token_are_unauthenticated,
+    test_case,
+    test_every_method_has_its_cases,
+)
+
+__all__ = [
+    "test_a_database_away_is_a_deadline_not_an_error",
+    "test_callers_without_a_valid_token_are_unauthenticated",
+    "test_case",
+    "test_every_method_has_its_cases",
+]
+
+SERVICE = "dossier"
+DESCRIPTOR = pb.DESCRIPTOR.services_by_name["DossierService"]
+STUB = dossier_pb2_grpc.DossierServiceStub
+PUBLIC: set[str] = set()
+BAD_INS = "180057512345600"  # a wrong control key
+
+
+def tomorrow() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+    return stamp
+
+
+def document(**fields: object) -> pb.AddDocumentRequest:
+    base: dict[str, object] = {
+        "ins": PATIENT_INS,
+        "type_code": "11488-4",
+        "title": "Compte rendu",
+        "mime_type": "text/plain",
+        "content": b"contenu",
+    }
+    return pb.AddDocumentRequest(**{**base, **fields})  # type: ignore[arg-type]
+
+
+Ins = PATIENT_INS
+CASES = [
+    Case(
+        "OpenDossier",
+        "the patient's consent, with consent away to agree",
+        pb.OpenDossierRequest(ins=Ins, vitale_serial="12345678", patient_consent=True),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "OpenDossier",
+        "without the patient's consent",
+        pb.OpenDossierRequest(ins=Ins, vitale_serial="12345678"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="patient_consent",
+    ),
+    Case(
+        "OpenDossier",
+        "an INS with a wrong control key",
+        pb.OpenDossierRequest(ins=BAD_INS, patient_consent=True),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "GetDossier",
+        "with consent away to decide",
+        pb.GetDossierRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "GetDossier",
+        "a malformed INS",
+        pb.GetDossierRequest(ins="abc"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "CloseDossier",
+        "with consent away to decide",
+        pb.CloseDossierRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "CloseDossier",
+        "a malformed INS",
+        pb.CloseDossierRequest(ins=""),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "ReopenDossier",
+        "with consent away to decide",
+        pb.ReopenDossierRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "ReopenDossier",
+        "a malformed INS",
+        pb.ReopenDossierRequest(ins=BAD_INS),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "RequestDeletion",
+        "with consent away to decide",
+        pb.RequestDeletionRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "RequestDeletion",
+        "a malformed INS",
+        pb.RequestDeletionRequest(ins="1"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "GetDossierState",
+        "consent, about a dossier that does not exist",
+        pb.GetDossierStateRequest(ins=Ins),
+        "consent service",
+        S.NOT_FOUND,
+        field="ins",
+        problem="dossier-not-found",
+    ),
+    Case(
+        "GetDossierState",
+        "consent, a malformed INS",
+        pb.GetDossierStateRequest(ins="1"),
+        "consent service",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "GetDossierState",
+        "the patient",
+        pb.GetDossierStateRequest(ins=Ins),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "GetDossierState",
+        "an insurer system",
+        pb.GetDossierStateRequest(ins=Ins),
+        "insurer",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "CountOpenings",
+        "an administrator, none yet",
+        pb.CountOpeningsRequest(),
+        "admin",
+        S.OK,
+        check=lambda a: list(a.counts) == [],
+    ),
+    Case("CountOpenings", "a doctor", pb.CountOpeningsRequest(), "doctor", S.PERMISSION_DENIED),
+    Case(
+        "AddDocument",
+        "well formed, with consent away to decide",
+        document(),
+        "doctor",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "AddDocument",
+        "a type outside the catalogue",
+        document(type_code="XYZ"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="type_code",
+        problem="unknown-type-code",
+    ),
+    Case(
+        "AddDocument", "no title", document(title=" "), "doctor", S.INVALID_ARGUMENT, field="title"
+    ),
+    Case(
+        "AddDocument",
+        "not a MIME type",
+        document(mime_type="pdf"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="mime_type",
+    ),
+    Case(
+        "AddDocument",
+        "a malformed INS",
+        document(ins="x"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "GetDocument",
+        "in a dossier that does not exist",
+        pb.GetDocumentRequest(ins=Ins, document_id="d"),
+        "doctor",
+        S.NOT_FOUND,
+        field="ins",
+        problem="dossier-not-found",
+    ),
+    Case(
+        "GetDocument",
+        "a malformed INS",
+        pb.GetDocumentRequest(ins="x", document_id="d"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "GetDocumentContent",
+        "in a dossier that does not exist",
+        pb.GetDocumentContentRequest(ins=Ins, document_id="d"),
+        "patient",
+        S.NOT_FOUND,
+        field="ins",
+        problem="dossier-not-found",
+    ),
+    Case(
+        "ListDocuments",
+        "a dossier that does not exist",
+        pb.ListDocumentsRequest(ins=Ins),
+        "patient",
+        S.NOT_FOUND,
+        field="ins",
+        problem="dossier-not-found",
+    ),
+    Case(
+        "ListDocuments",
+        "a section that does not exist",
+        pb.ListDocumentsRequest(ins=Ins, section="attic"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="section",
+        problem="unknown-section",
+    ),
+    Case(
+        "ListDocuments",
+        "a page too large",
+        pb.ListDocumentsRequest(ins=Ins, page_size=5000),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="page_size",
+    ),
+    Case(
+        "UpdateDocument",
+        "a document that does not exist",
+        pb.UpdateDocumentRequest(ins=Ins, document_id="d", masked_from_professionals=True),
+        "patient",
+        S.NOT_FOUND,
+        field="document_id",
+        problem="document-not-found",
+    ),
+    Case(
+        "DeleteDocument",
+        "a document that does not exist",
+        pb.DeleteDocumentRequest(ins=Ins, document_id="d"),
+        "doctor",
+        S.NOT_FOUND,
+        field="document_id",
+        problem="document-not-found",
+    ),
+    Case(
+        "GetProfile",
+        "with consent away to decide",
+        pb.GetProfileRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "GetProfile",
+        "a malformed INS",
+        pb.GetProfileRequest(ins="1"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "PutProfile",
+        "a measurement taken tomorrow",
+        pb.PutProfileRequest(
+            ins=Ins,
+            profile=pb.Profile(
+                measurements=[
+                    pb.Measurement(kind="weight", value="70", unit="kg", measured_at=tomorrow())
+                ]
+            ),
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="measurements.0.measured_at",
+    ),
+    Case(
+        "PutProfile",
+        "well formed, with consent away to decide",
+        pb.PutProfileRequest(ins=Ins, profile=pb.Profile(allergies=["Pénicilline"])),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "GetEmergencyContacts",
+        "with consent away to decide",
+        pb.GetEmergencyContactsRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "PutEmergencyContacts",
+        "eleven contacts",
+        pb.PutEmergencyContactsRequest(
+            ins=Ins,
+            contacts=[
+                pb.EmergencyContact(name=f"Contact {i}", phone="+33600000000") for i in range(11)
+            ],
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="contacts",
+    ),
+    Case(
+        "GetAdvanceDirectives",
+        "with consent away to decide",
+        pb.GetAdvanceDirectivesRequest(ins=Ins),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "PutAdvanceDirectives",
+        "empty directives",
+        pb.PutAdvanceDirectivesRequest(ins=Ins),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="text",
+    ),
+]
+SLOW = Case("CountOpenings", "an administrator", pb.CountOpeningsRequest(), "admin", S.OK)
