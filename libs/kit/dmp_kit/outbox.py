@@ -169,6 +169,14 @@ class OutboxRelay:
             await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
         async with document_locks.hold(col.name, doc["_id"]):
             if entries:
+                # Usually the outbox holds just what was sent: emptied in one write (each
+                # write costs a scan of the collection on FerretDB). Else, those entries out.
+                emptied = await col.update_one(
+                    {"_id": doc["_id"], OUTBOX: entries},
+                    {"$set": {OUTBOX: []}, "$unset": {PENDING: ""}},
+                )
+                if emptied.modified_count == 1:
+                    return len(entries)
                 await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
             await col.update_one(
                 {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
