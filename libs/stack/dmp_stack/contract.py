@@ -37,9 +37,8 @@ from dmp_kit.config import DEFAULT_PORTS
 from dmp_kit.rpc.status import DETAILS_KEY
 from dmp_stack.infra import free_port, spawn, start_nats
 from dmp_stack.stack import stop_pid
-from dmp_stack.testing import Infra, forge_token, make_ins, make_rpps
+from dmp_stack.testing import ISSUER, Infra, forge_token, make_ins, make_rpps
 
-ISSUER = "https://dmp.localhost/identity"
 AUDIENCE = "dmp"
 # The callers a test can be: valid identifiers, made once per run.
 PATIENT_INS, OTHER_INS = make_ins(), make_ins()

@@ -104,6 +104,7 @@ def infra() -> Iterator[Infra]:
 
 
 CODE_SUBJECT = "Votre code de connexion DMP"
+ISSUER = "https://dmp.localhost/identity"  # identity's default DMP_JWT_ISSUER
 
 
 def until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25) -> Any:

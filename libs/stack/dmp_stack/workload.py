@@ -30,7 +30,7 @@ from pymongo import MongoClient
 
 from dmp_kit.bus import STREAMS
 from dmp_kit.outbox import PENDING
-from dmp_stack.testing import RunningStack, until
+from dmp_stack.testing import ISSUER, RunningStack, until
 
 DOCUMENT_SUBJECT = "Un nouveau document dans votre DMP"
 
@@ -245,17 +245,19 @@ def check(workload: Workload, timeout: float = 90.0) -> Findings:
             f"not drained: outbox {outbox_pending(stack)}, consumers {consumers_pending(stack)}"
         )
     people = {p.ins: p for p in workload.people}
+    # The patients' own tokens may have expired by now (a long load, a slow check): the check
+    # reads as each patient with a token of its own.
+    tokens = {ins: reader_token(stack, ins) for ins in {*tally.opened, *people}}
     with httpx.Client(base_url=stack.url, timeout=30.0) as c:
         for ins in tally.opened:
-            person = people.get(ins)
-            if person is None:
+            if ins not in people:
                 continue  # opened, then naming the GP failed: still must be open (below)
-            r = c.get(f"/v1/dossiers/{ins}", headers={"authorization": f"Bearer {person.token}"})
+            r = c.get(f"/v1/dossiers/{ins}", headers={"authorization": f"Bearer {tokens[ins]}"})
             if r.status_code != 200 or r.json()["status"] != "open":
                 found.lost.append(f"open {ins}: {r.status_code}")
         titles: collections.Counter[str] = collections.Counter()
         for person in workload.people:
-            items = all_documents(c, person)
+            items = all_documents(c, person.ins, tokens[person.ins])
             if items is None:
                 found.other.append("a patient's documents could not be listed")
                 continue
@@ -272,11 +274,13 @@ def check(workload: Workload, timeout: float = 90.0) -> Findings:
                 found.lost.append(f"document {document_id}")
         found.duplicated += [f"document {t!r} ×{n}" for t, n in titles.items() if n > 1]
         for (ins, rpps), attempts in tally.consents.items():
-            person = people[ins]
             r = c.get(
                 f"/v1/dossiers/{ins}/professionals",
-                headers={"authorization": f"Bearer {person.token}"},
+                headers={"authorization": f"Bearer {tokens[ins]}"},
             )
+            if r.status_code != 200:
+                found.other.append(f"care team of a patient: {r.status_code}")
+                continue
             team = r.json()
             status = {m["rpps"]: m["status"] for m in team["authorized"] + team["blocked"]}.get(
                 rpps
@@ -290,15 +294,31 @@ def check(workload: Workload, timeout: float = 90.0) -> Findings:
     return found
 
 
-def all_documents(c: httpx.Client, person: Person) -> list[dict[str, Any]] | None:
+def reader_token(stack: RunningStack, ins: str) -> str:
+    """A fresh access token of the patient's, signed with identity's key."""
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": "dmp",
+        "sub": f"check:{ins}",
+        "kind": "patient",
+        "ins": ins,
+        "roles": [],
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return stack.forge(claims)
+
+
+def all_documents(c: httpx.Client, ins: str, token: str) -> list[dict[str, Any]] | None:
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
         params: dict[str, Any] = {"page_size": 200, **({"cursor": cursor} if cursor else {})}
         r = c.get(
-            f"/v1/dossiers/{person.ins}/documents",
+            f"/v1/dossiers/{ins}/documents",
             params=params,
-            headers={"authorization": f"Bearer {person.token}"},
+            headers={"authorization": f"Bearer {token}"},
         )
         if r.status_code != 200:
             return None
