@@ -64,6 +64,20 @@ KIND_CLAIMS: dict[str, dict[str, Any]] = {
 }
 
 
+def claims_of(kind: str, ttl: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """An access token's claims, as identity writes them, for a caller of that kind."""
+    now = int(time.time())
+    return {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": str(uuid.uuid4()),
+        "iat": now,
+        "exp": now + ttl,
+        **KIND_CLAIMS[kind],
+        **overrides,
+    }
+
+
 class KeyServer:
     """identity's keys (GetJwks), and nothing else: every other call finds identity away
     (UNAVAILABLE), as it would if identity were down."""
@@ -87,16 +101,7 @@ class KeyServer:
         return identity_pb2.GetJwksResponse(keys=[self.jwk])
 
     def token(self, kind: str, ttl: int = 600, **overrides: Any) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": str(uuid.uuid4()),
-            "iat": now,
-            "exp": now + ttl,
-            **KIND_CLAIMS[kind],
-            **overrides,
-        }
+        claims = claims_of(kind, ttl, overrides)
         return jwt.encode(
             claims, self.key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"}
         )
@@ -118,16 +123,7 @@ class Alone:
         if self.keys is not None:
             return self.keys.token(kind, ttl, **overrides)
         # Identity alone: signed with its own active key, as it signs.
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": str(uuid.uuid4()),
-            "iat": now,
-            "exp": now + ttl,
-            **KIND_CLAIMS[kind],
-            **overrides,
-        }
+        claims = claims_of(kind, ttl, overrides)
         mongo = self.env["DMP_MONGO_URL"]
         return forge_token(mongo, self.database, self.env["DMP_MASTER_KEY"], claims)
 
@@ -368,3 +364,16 @@ def test_a_database_away_is_a_deadline_not_an_error(
     _wait_serving(alone_service.channel, None, alone_service.log, timeout=30)
     check_case(alone_service, stub, case, token)
     _wait_serving(alone_service.channel, None, alone_service.log, timeout=30)
+
+
+# What each tests/contract/<service>/ module takes into its namespace (`globals().update`), so
+# that pytest runs these four tests on that module's tables.
+TESTS = {
+    test.__name__: test
+    for test in (
+        test_every_method_has_its_cases,
+        test_callers_without_a_valid_token_are_unauthenticated,
+        test_case,
+        test_a_database_away_is_a_deadline_not_an_error,
+    )
+}

@@ -10,19 +10,12 @@ from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
 from dmp_stack.contract import (
     PATIENT_INS,
+    TESTS,
     Case,
-    test_a_database_away_is_a_deadline_not_an_error,
-    test_callers_without_a_valid_token_are_unauthenticated,
-    test_case,
-    test_every_method_has_its_cases,
 )
 
-__all__ = [
-    "test_a_database_away_is_a_deadline_not_an_error",
-    "test_callers_without_a_valid_token_are_unauthenticated",
-    "test_case",
-    "test_every_method_has_its_cases",
-]
+# The four tests every service has (dmp_stack.contract), run on this module's tables.
+globals().update(TESTS)
 
 SERVICE = "audit"
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditService"]

@@ -10,20 +10,13 @@ from grpc import StatusCode as S
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_stack.contract import (
+    TESTS,
     Case,
-    test_a_database_away_is_a_deadline_not_an_error,
-    test_callers_without_a_valid_token_are_unauthenticated,
-    test_case,
-    test_every_method_has_its_cases,
 )
 from dmp_stack.testing import make_ins, make_rpps
 
-__all__ = [
-    "test_a_database_away_is_a_deadline_not_an_error",
-    "test_callers_without_a_valid_token_are_unauthenticated",
-    "test_case",
-    "test_every_method_has_its_cases",
-]
+# The four tests every service has (dmp_stack.contract), run on this module's tables.
+globals().update(TESTS)
 
 SERVICE = "identity"
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["IdentityService"]
