@@ -59,10 +59,7 @@ def rig() -> Iterator[Rig]:
     saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
     try:
         with own_infra("dmp-reliability-") as infra, running_stack(infra) as stack:
-            rig = Rig(stack, Workload(stack))
-            yield rig
-            RESULTS.parent.mkdir(exist_ok=True)
-            RESULTS.write_text(json.dumps({"cycles": CYCLES, "faults": rig.results}, indent=2))
+            yield Rig(stack, Workload(stack))
     finally:
         for key, value in saved.items():
             if value is not None:
@@ -146,5 +143,8 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
         "lost": lost,
         "duplicated": duplicated,
     }
+    # After each fault, so that a run cut short still leaves its figures.
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"cycles": CYCLES, "faults": rig.results}, indent=2))
     # The load did run across the fault (a fault that stops everything proves nothing).
     assert sum(acknowledged.values()) > 0
