@@ -38,7 +38,8 @@ def up() -> int:
     deps = ", ".join(f"{d.name}: {d.source}" for d in state.deps)
     print(f"""
 The DMP stack is up ({deps}).
-  Gateway   {url}
+  Portal    {url}/          (patients and professionals, in a browser)
+  Gateway   {url}/v1
   API docs  {url}/docs
   Logs      make logs   (files under {STATE_DIR}/logs)
 
