@@ -133,7 +133,13 @@ def alone(name: str, mongo_url: str, logs: Path, master_key: str) -> Iterator[Al
     """Starts `dmp_<name>` with a database of its own on `mongo_url` and a NATS server of its
     own (its durable consumers must not share the session stack's); stops them after."""
     root = Path(tempfile.mkdtemp(prefix=f"dmp-contract-{name}-"))
-    nats = start_nats(root)
+    # Its own even when the session's is named in the environment (a running stack sets it).
+    shared = os.environ.pop("DMP_NATS_URL", None)
+    try:
+        nats = start_nats(root)
+    finally:
+        if shared is not None:
+            os.environ["DMP_NATS_URL"] = shared
     try:
         with _alone(name, mongo_url, nats.url, logs, master_key) as service:
             yield service
