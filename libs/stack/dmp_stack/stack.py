@@ -225,8 +225,9 @@ class Stack:
         for pid in state.processes.values():
             stop_pid(pid)
         for dep in reversed(state.deps):
-            if dep.pid is not None:
-                stop_pid(dep.pid)
+            for dep_pid in (dep.pid, *dep.also):
+                if dep_pid is not None:
+                    stop_pid(dep_pid)
             if dep.container is not None:
                 subprocess.run(["docker", "rm", "-f", dep.container], capture_output=True)
         self.state_path.unlink(missing_ok=True)

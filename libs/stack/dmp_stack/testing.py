@@ -94,6 +94,8 @@ def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
             if dep.pid is not None:
                 os.kill(dep.pid, signal.SIGCONT)
                 stop_pid(dep.pid)
+            for pid in dep.also:
+                stop_pid(pid)
         shutil.rmtree(root, ignore_errors=True)
 
 
