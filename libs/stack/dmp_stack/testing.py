@@ -183,9 +183,10 @@ class RunningStack:
 
     def login(self, kind: str, login: str, password: str, address: str) -> dict[str, Any]:
         with self.client() as c:
+            sent = self.mailbox.codes_sent(address)  # a second login must wait for its own code
             r = c.post("/v1/auth/login", json={"kind": kind, "login": login, "password": password})
             assert r.status_code == 200, r.text
-            code = self.mailbox.last_code(address)
+            code = self.mailbox.last_code(address, after=sent)
             r = c.post(
                 "/v1/auth/otp", json={"challenge_id": r.json()["challenge_id"], "code": code}
             )

@@ -6,7 +6,9 @@ Three kinds of write, from several threads:
 - submit: a patient's attending physician adds a document (a unique title per attempt);
 - consent: a patient authorises or blocks a professional.
 An operation counts only when the gateway answered 2xx. One that failed or timed out may or may
-not have happened; the checks allow for that and nothing more.
+not have happened; the checks allow for that and nothing more. Every account renews its tokens
+as a real client does (refresh, or a new login when the refresh is refused), so a load may
+outlive the 15-minute access tokens.
 """
 
 from __future__ import annotations
@@ -35,13 +37,54 @@ from dmp_stack.testing import ISSUER, RunningStack, until
 DOCUMENT_SUBJECT = "Un nouveau document dans votre DMP"
 
 
+class Session:
+    """An account's tokens, renewed two minutes before the access token expires: by the
+    refresh route, or by logging in again when the refresh is refused (it may have been used
+    by a request whose answer was lost in a fault). A renewal that fails leaves the current
+    token in use while it lasts, and is tried again at the next call."""
+
+    def __init__(self, base_url: str, login: Callable[[], dict[str, Any]]) -> None:
+        self.base_url = base_url
+        self.login = login
+        self.lock = threading.Lock()
+        self.access = self.refresh = ""
+        self.renew_at = self.expires_at = 0.0
+        self._take(login())
+
+    def _take(self, tokens: dict[str, Any]) -> None:
+        now = time.monotonic()
+        lifetime = float(tokens["expires_in"])
+        self.access, self.refresh = str(tokens["access_token"]), str(tokens["refresh_token"])
+        self.expires_at = now + lifetime
+        self.renew_at = now + max(lifetime / 2, lifetime - 120)
+
+    def token(self) -> str:
+        with self.lock:
+            if time.monotonic() >= self.renew_at:
+                try:
+                    self._take(self._renewed())
+                except (AssertionError, KeyError, ValueError, httpx.HTTPError):
+                    if time.monotonic() >= self.expires_at:
+                        raise
+            return self.access
+
+    def _renewed(self) -> dict[str, Any]:
+        r = httpx.post(
+            f"{self.base_url}/v1/auth/refresh", json={"refresh_token": self.refresh}, timeout=5.0
+        )
+        if r.status_code == 200:
+            tokens: dict[str, Any] = r.json()
+            return tokens
+        return self.login()
+
+
 @dataclass
 class Person:
     ins: str
-    token: str
+    session: Session
     email: str
     gp_rpps: str
-    gp_token: str
+    gp: Session
 
 
 @dataclass
@@ -62,7 +105,10 @@ class Tally:
 class Workload:
     def __init__(self, stack: RunningStack, patients: int = 6, professionals: int = 4) -> None:
         self.stack = stack
-        self.admin = stack.admin_token()
+        self.admin = Session(
+            stack.url,
+            lambda: stack.login("admin", "admin", stack.admin_password, "admin@dmp.localhost"),
+        )
         self.tally = Tally()
         self.lock = threading.Lock()
         self.local = threading.local()
@@ -76,19 +122,25 @@ class Workload:
 
     # ------------------------------------------------------------------ setup
 
-    def _professional(self) -> tuple[str, str]:
-        pro = self.stack.create_professional(self.admin)
-        tokens = self.stack.login("professional", pro["rpps"], pro["password"], pro["email"])
-        return str(pro["rpps"]), str(tokens["access_token"])
+    def _professional(self) -> tuple[str, Session]:
+        pro = self.stack.create_professional(self.admin.token())
+        session = Session(
+            self.stack.url,
+            lambda: self.stack.login("professional", pro["rpps"], pro["password"], pro["email"]),
+        )
+        return str(pro["rpps"]), session
 
     def _open_new(self) -> Person | None:
         """A new insured person opens their DMP and names a GP (one acknowledged `open`)."""
         try:  # registering and logging in are the stage, not the operation measured
-            patient = self.stack.create_patient(self.admin)
-            token = self.stack.login(
-                "patient", patient["ins"], patient["password"], patient["email"]
-            )["access_token"]
-        except (AssertionError, httpx.HTTPError) as exc:
+            patient = self.stack.create_patient(self.admin.token())
+            session = Session(
+                self.stack.url,
+                lambda: self.stack.login(
+                    "patient", patient["ins"], patient["password"], patient["email"]
+                ),
+            )
+        except (AssertionError, KeyError, httpx.HTTPError) as exc:
             with self.lock:
                 self.tally.failures[f"register: {type(exc).__name__}"] += 1
             return None
@@ -97,22 +149,22 @@ class Workload:
             "vitale_serial": patient["vitale_serial"],
             "patient_consent": True,
         }
-        if not self._call("open", "POST", "/v1/dossiers", token, json=body):
+        if not self._call("open", "POST", "/v1/dossiers", session, json=body):
             return None
         with self.lock:
             self.tally.opened.append(patient["ins"])
-        gp_rpps, gp_token = random.choice(self.gps)
+        gp_rpps, gp = random.choice(self.gps)
         # At once: consent asks dossier about a DMP whose opening event it has not yet seen.
         named = self._call(
             "gp",
             "PUT",
             f"/v1/dossiers/{patient['ins']}/attending-physician",
-            token,
+            session,
             json={"rpps": gp_rpps},
         )
         if named is None:
             return None
-        return Person(patient["ins"], token, patient["email"], gp_rpps, gp_token)
+        return Person(patient["ins"], session, patient["email"], gp_rpps, gp)
 
     # ------------------------------------------------------------------ operations
 
@@ -124,11 +176,17 @@ class Workload:
         return client
 
     def _call(
-        self, kind: str, method: str, path: str, token: str, **kwargs: Any
+        self, kind: str, method: str, path: str, session: Session, **kwargs: Any
     ) -> dict[str, Any] | None:
         """One request; None unless 2xx (a failure, counted by kind, status and type)."""
         with self.lock:
             self.tally.attempts[kind] += 1
+        try:
+            token = session.token()
+        except (AssertionError, KeyError, ValueError, httpx.HTTPError) as exc:
+            with self.lock:
+                self.tally.failures[f"{kind}: token renewal {type(exc).__name__}"] += 1
+            return None
         started = time.perf_counter()
         try:
             r = self._client().request(
@@ -158,7 +216,7 @@ class Workload:
             "content_base64": base64.b64encode(title.encode()).decode(),
         }
         answer = self._call(
-            "submit", "POST", f"/v1/dossiers/{person.ins}/documents", person.gp_token, json=body
+            "submit", "POST", f"/v1/dossiers/{person.ins}/documents", person.gp, json=body
         )
         if answer is not None:
             with self.lock:
@@ -173,7 +231,7 @@ class Workload:
             "consent",
             "PUT",
             f"/v1/dossiers/{person.ins}/professionals/{rpps}",
-            person.token,
+            person.session,
             json={"status": status},
         )
         with self.lock:
