@@ -13,12 +13,14 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +198,7 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
         handler, also = [f"--sqlite-url=file:{data}/"], None
     elif backend == "postgresql":
         also = start_postgres(state)
-        handler = [f"--postgresql-url={also.url}"]
+        handler = []
     else:
         raise InfraError(f"DMP_FERRETDB_BACKEND={backend!r}: expected 'sqlite' or 'postgresql'")
     try:
@@ -212,6 +214,8 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
                 "--log-level=warn",
             ],
             log,
+            # The PostgreSQL URL holds a password: by environment, out of the process list.
+            env={**os.environ, "FERRETDB_POSTGRESQL_URL": also.url} if also else None,
         )
         wait_port(port, 60, proc, "FerretDB", log)
     except BaseException:
@@ -243,14 +247,17 @@ def postgres_bin() -> Path:
 
 
 def start_postgres(state: Path) -> Started:
-    """A PostgreSQL cluster for FerretDB alone: loopback TCP only, no Unix socket, trusting
-    local connections (nothing else can reach it). PostgreSQL refuses to run as root, so a
-    root caller runs it as DMP_POSTGRES_USER (default `postgres`)."""
+    """A PostgreSQL cluster for FerretDB alone: loopback TCP only, no Unix socket, one role
+    with a random password (kept beside the data, readable by the caller only). PostgreSQL
+    refuses to run as root, so a root caller runs it as DMP_POSTGRES_USER (default
+    `postgres`). The URL returned holds the password: pass it by environment, not argv."""
     bin_dir = postgres_bin()
     data = state / "data" / "postgres"
     data.mkdir(parents=True, exist_ok=True)
+    secret = state / "data" / "postgres.password"
     log = state / "logs" / "postgres.log"
     user = None
+    account = None
     if os.geteuid() == 0:
         user = os.environ.get("DMP_POSTGRES_USER", "postgres")
         try:
@@ -265,27 +272,22 @@ def start_postgres(state: Path) -> Started:
             folder.chmod(folder.stat().st_mode | 0o011)
         os.chown(data, account.pw_uid, account.pw_gid)
         data.chmod(0o700)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.touch()
-        os.chown(log, account.pw_uid, account.pw_gid)
     if not (data / "PG_VERSION").exists():
-        done = subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-A",
-                "trust",
-                "-U",
-                "ferretdb",
-                "-E",
-                "UTF8",
-            ],
-            capture_output=True,
-            text=True,
-            user=user,
-            timeout=300,
-        )
+        secret.write_text(secrets.token_urlsafe(24))
+        secret.chmod(0o600)
+        # initdb reads the password from a file; the server's account must be able to read it
+        # for that moment only.
+        handover = state / "data" / "initdb.password"  # initdb wants an empty directory
+        handover.write_text(secret.read_text())
+        if account is not None:
+            os.chown(handover, account.pw_uid, account.pw_gid)
+        handover.chmod(0o600)
+        argv = [str(bin_dir / "initdb"), "-D", str(data), "-U", "ferretdb", "-E", "UTF8"]
+        argv += ["-A", "scram-sha-256", f"--pwfile={handover}"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, user=user, timeout=300)
+        finally:
+            handover.unlink(missing_ok=True)
         if done.returncode != 0:
             raise InfraError(f"initdb failed:\n{done.stderr[-2000:]}")
     port = free_port()
@@ -301,7 +303,8 @@ def start_postgres(state: Path) -> Started:
         user=user,
     )  # fmt: skip
     wait_port(port, 60, proc, "PostgreSQL", log)
-    url = f"postgres://ferretdb@127.0.0.1:{port}/postgres"
+    password = urllib.parse.quote(secret.read_text().strip(), safe="")
+    url = f"postgres://ferretdb:{password}@127.0.0.1:{port}/postgres"
     return Started("postgres", url, f"postgres {bin_dir.parent.name}", pid=proc.pid)
 
 

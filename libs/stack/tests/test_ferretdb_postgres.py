@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pymongo
 import pytest
@@ -40,6 +42,25 @@ def test_ferretdb_on_postgresql_round_trip(monkeypatch: pytest.MonkeyPatch) -> N
         mongo = infra.mongo
         assert "postgresql" in mongo.source
         assert mongo.pid is not None and len(mongo.also) == 1 and alive(mongo.also[0])
+        # The cluster's password stays out of the process list.
+        password = (infra.root / "data" / "postgres.password").read_text().strip()
+        assert len(password) >= 24
+        for pid in (mongo.pid, mongo.also[0]):
+            assert password not in Path(f"/proc/{pid}/cmdline").read_text()
+        # Nobody gets in without it.
+        port = next(
+            line.split()[-1]
+            for line in (infra.root / "logs" / "postgres.log").read_text().splitlines()
+            if "listening on IPv4 address" in line
+        ).strip('"')
+        psql = [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-U", "ferretdb", "-w"]
+        refused = subprocess.run(
+            [*psql, "-p", port, "-c", "select 1", "postgres"],
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        )
+        assert refused.returncode != 0 and "password" in refused.stderr, refused.stderr
         check_round_trip(mongo.url)
     assert not alive(mongo.pid) and not alive(mongo.also[0])
 
