@@ -189,11 +189,16 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
         )
         wait_port(port, 60, proc, "mongod", log)
         return Started("mongo", f"mongodb://127.0.0.1:{port}/", "mongod", pid=proc.pid)
+    return start_ferretdb(state, port, os.environ.get("DMP_FERRETDB_BACKEND", "sqlite"))
+
+
+def start_ferretdb(state: Path, port: int, backend: str) -> Started:
+    """FerretDB on `backend`: `sqlite` (files under the state directory) or `postgresql` (a
+    cluster of its own, stopped with it)."""
     binary = ferretdb_binary()
     data = state / "data" / "ferretdb"
     data.mkdir(parents=True, exist_ok=True)
     log = state / "logs" / "mongo.log"
-    backend = os.environ.get("DMP_FERRETDB_BACKEND", "sqlite")
     if backend == "sqlite":
         handler, also = [f"--sqlite-url=file:{data}/"], None
     elif backend == "postgresql":

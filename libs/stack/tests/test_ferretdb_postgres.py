@@ -1,68 +1,66 @@
 """FerretDB on a PostgreSQL cluster of its own (DMP_FERRETDB_BACKEND=postgresql, used by the
 long runs): it starts, keeps what is written with the features the code relies on, refuses a
-duplicate on a unique index, and `own_infra` stops both servers."""
+duplicate on a unique index, keeps the cluster's password out of sight, and stops both
+servers. Started directly, whatever database the session itself uses."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pymongo
 import pytest
 from pymongo import MongoClient
 
-from dmp_stack.infra import InfraError, postgres_bin
-from dmp_stack.stack import alive
-from dmp_stack.testing import own_infra
+from dmp_stack.infra import InfraError, free_port, postgres_bin, start_ferretdb
+from dmp_stack.stack import alive, stop_pid
 
 
-def _postgres_present() -> bool:
+def test_ferretdb_on_postgresql_round_trip() -> None:
     try:
         postgres_bin()
-    except InfraError:
-        return False
-    return True
-
-
-def use_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
-    if shutil.which("mongod") or os.environ.get("DMP_MONGO_URL"):
-        pytest.skip("a real MongoDB is in use; FerretDB is not started")
-    if not _postgres_present():
+    except InfraError as exc:
         if os.environ.get("CI"):
-            pytest.fail("PostgreSQL's server programs are missing; .ci/run installs them")
-        pytest.skip("PostgreSQL's server programs are not installed")
-    monkeypatch.setenv("DMP_FERRETDB_BACKEND", "postgresql")
+            raise  # .ci/run installs PostgreSQL's server programs
+        pytest.skip(str(exc))
+    state = Path(tempfile.mkdtemp(prefix="dmp-pg-"))
+    try:
+        mongo = start_ferretdb(state, free_port(), "postgresql")
+        assert mongo.pid is not None and len(mongo.also) == 1
+        try:
+            assert "postgresql" in mongo.source and alive(mongo.also[0])
+            check_secret(state, mongo.pid, mongo.also[0])
+            check_round_trip(mongo.url)
+        finally:
+            stop_pid(mongo.pid)
+            stop_pid(mongo.also[0])
+        assert not alive(mongo.pid) and not alive(mongo.also[0])
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
-def test_ferretdb_on_postgresql_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_postgresql(monkeypatch)
-    with own_infra("dmp-pg-") as infra:
-        mongo = infra.mongo
-        assert "postgresql" in mongo.source
-        assert mongo.pid is not None and len(mongo.also) == 1 and alive(mongo.also[0])
-        # The cluster's password stays out of the process list.
-        password = (infra.root / "data" / "postgres.password").read_text().strip()
-        assert len(password) >= 24
-        for pid in (mongo.pid, mongo.also[0]):
-            assert password not in Path(f"/proc/{pid}/cmdline").read_text()
-        # Nobody gets in without it.
-        port = next(
-            line.split()[-1]
-            for line in (infra.root / "logs" / "postgres.log").read_text().splitlines()
-            if "listening on IPv4 address" in line
-        ).strip('"')
-        psql = [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-U", "ferretdb", "-w"]
-        refused = subprocess.run(
-            [*psql, "-p", port, "-c", "select 1", "postgres"],
-            capture_output=True,
-            text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
-        )
-        assert refused.returncode != 0 and "password" in refused.stderr, refused.stderr
-        check_round_trip(mongo.url)
-    assert not alive(mongo.pid) and not alive(mongo.also[0])
+def check_secret(state: Path, *pids: int) -> None:
+    """The cluster's password stays out of the process list, and nobody gets in without it."""
+    password = (state / "data" / "postgres.password").read_text().strip()
+    assert len(password) >= 24
+    for pid in pids:
+        assert password not in Path(f"/proc/{pid}/cmdline").read_text()
+    port = next(
+        line.split()[-1]
+        for line in (state / "logs" / "postgres.log").read_text().splitlines()
+        if "listening on IPv4 address" in line
+    )
+    psql = [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", port, "-U", "ferretdb", "-w"]
+    refused = subprocess.run(
+        [*psql, "-c", "select 1", "postgres"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+    )
+    assert refused.returncode != 0 and "password" in refused.stderr, refused.stderr
 
 
 def check_round_trip(url: str) -> None:
@@ -82,12 +80,6 @@ def check_round_trip(url: str) -> None:
         assert docs.count_documents({}) == 50
 
 
-def test_an_unknown_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    if shutil.which("mongod") or os.environ.get("DMP_MONGO_URL"):
-        pytest.skip("a real MongoDB is in use; FerretDB is not started")
-    monkeypatch.setenv("DMP_FERRETDB_BACKEND", "mysql")
-    with (
-        pytest.raises(InfraError, match="expected 'sqlite' or 'postgresql'"),
-        own_infra("dmp-pg-"),
-    ):
-        pass
+def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InfraError, match="expected 'sqlite' or 'postgresql'"):
+        start_ferretdb(tmp_path, free_port(), "mysql")
