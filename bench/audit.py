@@ -42,7 +42,7 @@ from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
 from dmp_kit.events import audit_event
 from dmp_stack.infra import free_port, spawn, start_mongo, start_nats
-from dmp_stack.stack import stop_pid
+from dmp_stack.stack import stop_pid, stop_started
 from dmp_stack.testing import make_ins, make_rpps
 
 CLOCK = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
@@ -147,8 +147,7 @@ async def _append(n: int) -> dict[str, Any]:
         await bus.close()
         await client.close()
         for dep in (mongo, nats):
-            if dep.pid:
-                stop_pid(dep.pid)
+            stop_started(dep)
 
 
 def audit_append(n: int) -> dict[str, Any]:
@@ -312,8 +311,7 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
             stop_pid(service.pid)
         await client.close()
         for dep in (mongo, nats):
-            if dep.pid:
-                stop_pid(dep.pid)
+            stop_started(dep)
 
 
 def audit_verify(n: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from dmp_ingest.store import IngestStore, _doc
 from dmp_ingest.work import Worker
 from dmp_kit.clock import ManualClock
 from dmp_stack.infra import start_mongo
-from dmp_stack.stack import stop_pid
+from dmp_stack.stack import stop_started
 from dmp_stack.testing import make_ins, make_rpps
 
 HEADER = "claim_id,ins,care_date,kind,code,label,professional_rpps,amount_paid,amount_reimbursed\n"
@@ -152,8 +152,7 @@ async def _write(n: int) -> dict[str, Any]:
             },
         )
     finally:
-        if mongo.pid:
-            stop_pid(mongo.pid)
+        stop_started(mongo)
 
 
 async def _five_million(n: int) -> dict[str, Any]:
@@ -201,8 +200,7 @@ async def _five_million(n: int) -> dict[str, Any]:
             },
         )
     finally:
-        if mongo.pid:
-            stop_pid(mongo.pid)
+        stop_started(mongo)
 
 
 def ingest_write(n: int) -> dict[str, Any]:

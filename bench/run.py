@@ -9,17 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import importlib
 import json
 import os
 import platform
-import secrets
-import shutil
+import re
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from dmp_kit.clock import SystemClock
 from dmp_kit.logging import configure as configure_logging
 from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
 from dmp_stack.infra import free_port as free_port_
-from dmp_stack.infra import spawn, start_mongo, start_nats, start_smtp
-from dmp_stack.stack import Ports, Stack, stop_pid
-from dmp_stack.testing import Mailbox, RunningStack, collect_events
+from dmp_stack.infra import mongo_choice, spawn
+from dmp_stack.stack import stop_pid
+from dmp_stack.testing import RunningStack, collect_events, own_infra, running_stack
 
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent / "README.md"
@@ -53,6 +53,31 @@ def summary(samples_s: list[float]) -> dict[str, float]:
         "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 4),
         "throughput_per_s": round(len(ms) / (sum(ms) / 1000), 1),
     }
+
+
+# The series measured first and most: results/<scenario>.json. Other servers get their own file.
+DEFAULT_DATABASE = "ferretdb sqlite"
+
+
+# Scenarios that start no database: one result whatever the server.
+WITHOUT_DATABASE = {"token_verification", "ingest_parse"}
+
+
+@functools.cache
+def database() -> str:
+    """The MongoDB-compatible server the scenarios start; `main` asks before any starts."""
+    return mongo_choice()
+
+
+def database_of(scenario: str) -> str:
+    return "none" if scenario in WITHOUT_DATABASE else database()
+
+
+def result_file(scenario: str) -> str:
+    used = database_of(scenario)
+    if used in (DEFAULT_DATABASE, "none"):
+        return f"{scenario}.json"
+    return f"{scenario}.{re.sub(r'[^a-z0-9]+', '-', used.lower()).strip('-')}.json"
 
 
 def record(
@@ -69,13 +94,14 @@ def record(
         "machine": (
             f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
         ),
+        "database": database_of(name),
         "target": target,
         "floor": floor,
         "ratio_median_to_floor": round(target["median_ms"] / floor["median_ms"], 2),
         **extra,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / result_file(name)).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 
@@ -84,35 +110,7 @@ def record(
 
 
 def login_otp_me(iterations: int) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="dmp-bench-"))
-    deps = [start_mongo(root), start_nats(root), start_smtp(root)]
-    mongo, nats, smtp = deps
-    clock_file = root / "clock"
-    password = secrets.token_urlsafe(16)
-    os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = mongo.url, nats.url
-    stack = Stack(
-        root / "stack",
-        Ports.free(),
-        extra_env={
-            "DMP_ENV": "dev",
-            "DMP_SMTP_HOST": smtp.extra["host"],
-            "DMP_SMTP_PORT": smtp.extra["port"],
-            "DMP_BOOTSTRAP_ADMIN_PASSWORD": password,
-            "DMP_AUTH_RATE_LIMIT": "100000/minute",
-            "DMP_LOG_LEVEL": "WARNING",
-        },
-    )
-    try:
-        state = stack.up()
-        running = RunningStack(
-            stack,
-            state,
-            state.gateway_url,
-            Mailbox(Path(smtp.extra["maildir"])),
-            clock_file,
-            password,
-            None,
-        )  # type: ignore[arg-type]
+    with bench_stack() as running:
         admin = running.admin_token()
         patient = running.create_patient(admin)
         journeys: list[float] = []
@@ -139,12 +137,6 @@ def login_otp_me(iterations: int) -> dict[str, Any]:
             summary(floors),
             {"iterations": iterations},
         )
-    finally:
-        stack.down()
-        for dep in deps:
-            if dep.pid:
-                stop_pid(dep.pid)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- scenario: what token verification adds to a gRPC call ----------------------------
@@ -348,62 +340,41 @@ class Load:
         return {**summary(latencies), "rate_per_s": rate, "errors": errors}
 
 
-def _bench_stack() -> tuple[RunningStack, Callable[[], None]]:
-    root = Path(tempfile.mkdtemp(prefix="dmp-bench-"))
-    deps = [start_mongo(root), start_nats(root), start_smtp(root)]
-    mongo, nats, smtp = deps
-    password = secrets.token_urlsafe(16)
-    os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = mongo.url, nats.url
-    stack = Stack(
-        root / "stack",
-        Ports.free(),
-        extra_env={
-            "DMP_ENV": "dev",
-            "DMP_SMTP_HOST": smtp.extra["host"],
-            "DMP_SMTP_PORT": smtp.extra["port"],
-            "DMP_BOOTSTRAP_ADMIN_PASSWORD": password,
-            "DMP_AUTH_RATE_LIMIT": "100000/minute",
-            "DMP_LOG_LEVEL": "WARNING",
-        },
-    )
-    state = stack.up()
-    floor_port = free_port_()
-    floor_proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.floor_app:app",
-            "--port",
-            str(floor_port),
-            "--log-level",
-            "warning",
-        ],
-        root / "floor.log",
-        env={**os.environ, "DMP_MONGO_URL": mongo.url},
-        cwd=Path(__file__).parent.parent,
-    )
-    running = RunningStack(
-        stack,
-        state,
-        state.gateway_url,
-        Mailbox(Path(smtp.extra["maildir"])),
-        root / "clock",
-        password,
-        None,
-    )  # type: ignore[arg-type]
-    running.floor_url = f"http://127.0.0.1:{floor_port}"  # type: ignore[attr-defined]
-    wait_http(running.floor_url + "/docs")  # type: ignore[attr-defined]
+# Benchmarks run the services as deployed: quiet logs, the time-based rules at their default.
+BENCH_ENV = {"DMP_LOG_LEVEL": "WARNING", "DMP_SCHEDULE_INTERVAL_SECONDS": "60"}
 
-    def teardown() -> None:
-        stop_pid(floor_proc.pid)
-        stack.down()
-        for dep in deps:
-            if dep.pid:
-                stop_pid(dep.pid)
-        shutil.rmtree(root, ignore_errors=True)
 
-    return running, teardown
+@contextmanager
+def bench_stack(floor: bool = False) -> Iterator[RunningStack]:
+    """The whole platform on servers of its own (FerretDB's backend per DMP_FERRETDB_BACKEND),
+    and with `floor` the bare FastAPI app the scenarios compare against, on the same database;
+    everything stopped after."""
+    with own_infra("dmp-bench-") as infra, running_stack(infra, env=BENCH_ENV) as running:
+        if not floor:
+            yield running
+            return
+        floor_port = free_port_()
+        floor_proc = spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.floor_app:app",
+                "--port",
+                str(floor_port),
+                "--log-level",
+                "warning",
+            ],
+            infra.root / "floor.log",
+            env={**os.environ, "DMP_MONGO_URL": infra.mongo.url},
+            cwd=Path(__file__).parent.parent,
+        )
+        try:
+            running.floor_url = f"http://127.0.0.1:{floor_port}"  # type: ignore[attr-defined]
+            wait_http(running.floor_url + "/docs")  # type: ignore[attr-defined]
+            yield running
+        finally:
+            stop_pid(floor_proc.pid)
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -477,8 +448,7 @@ async def against_floor(
 
 
 def consult(seconds: int) -> dict[str, Any]:
-    running, teardown = _bench_stack()
-    try:
+    with bench_stack(floor=True) as running:
         ins, token = _patient_with_gp(running)
         with running.client(token) as c:
             for i in range(200):
@@ -511,8 +481,6 @@ def consult(seconds: int) -> dict[str, Any]:
                 and r["at_150_per_s"]["p99_ms"] <= 50,
             },
         )
-    finally:
-        teardown()
 
 
 def _gp_submits(running: RunningStack) -> tuple[str, Call]:
@@ -529,8 +497,7 @@ def _gp_submits(running: RunningStack) -> tuple[str, Call]:
 
 
 def submit(seconds: int) -> dict[str, Any]:
-    running, teardown = _bench_stack()
-    try:
+    with bench_stack(floor=True) as running:
         _, platform = _gp_submits(running)
         body = _document(0)  # the same size as the platform's
 
@@ -553,16 +520,13 @@ def submit(seconds: int) -> dict[str, Any]:
                 and r["at_75_per_s"]["p99_ms"] <= 80,
             },
         )
-    finally:
-        teardown()
 
 
 def notify_latency(seconds: int) -> dict[str, Any]:
     """From a document.added event to the patient's inbox entry, idle and under submit load."""
     from pymongo import MongoClient
 
-    running, teardown = _bench_stack()
-    try:
+    with bench_stack() as running:
         ins, platform = _gp_submits(running)
 
         async def idle() -> None:
@@ -595,8 +559,6 @@ def notify_latency(seconds: int) -> dict[str, Any]:
                 "target_p99_ms": 100,
             },
         )
-    finally:
-        teardown()
 
 
 def _inbox_latencies(
@@ -665,10 +627,16 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
 }
 
 
+# audit_verify also records audit_proof.
+SCENARIO_NAMES = {*SCENARIOS, "audit_proof"}
+
+
 def write_readme() -> None:
     rows = []
-    for path in sorted(RESULTS.glob("*.json")):
-        r = json.loads(path.read_text())
+    results = [json.loads(path.read_text()) for path in RESULTS.glob("*.json")]
+    # Only the scenarios' own results (the soak and the fault runs keep theirs beside them).
+    results = [r for r in results if r.get("scenario") in SCENARIO_NAMES]
+    for r in sorted(results, key=lambda r: (r["scenario"], r.get("database", DEFAULT_DATABASE))):
         t, f = r["target"], r["floor"]
         extra = ""
         if "added_ms_per_call" in r:
@@ -717,7 +685,8 @@ def write_readme() -> None:
                 f"{r['computing_only']['median_ms']} ms, p99 {r['computing_only']['p99_ms']} ms"
             )
         rows.append(
-            f"| `{r['scenario']}` | {t['n']} | {t['median_ms']} | {t['p99_ms']} | "
+            f"| `{r['scenario']}` | {r.get('database', DEFAULT_DATABASE)} | {t['n']} | "
+            f"{t['median_ms']} | {t['p99_ms']} | "
             f"{t['throughput_per_s']} | {f['median_ms']} | {r['ratio_median_to_floor']} | "
             f"{extra} | {r['measured_at']} |"
         )
@@ -726,9 +695,9 @@ def write_readme() -> None:
     table = "\n".join(
         [
             start,
-            "| scenario | n | median ms | p99 ms | per s | floor median ms | ratio | note "
-            "| measured |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| scenario | database | n | median ms | p99 ms | per s | floor median ms | ratio "
+            "| note | measured |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             end,
         ]
@@ -741,6 +710,7 @@ def main() -> None:
     parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=list(SCENARIOS))
     parser.add_argument("--iterations", type=int)
     args = parser.parse_args()
+    print(f"database: {database()}", file=sys.stderr)
     for name in args.scenarios or list(SCENARIOS):
         run, default = SCENARIOS[name]
         run(args.iterations or default)

@@ -174,13 +174,26 @@ def _build_ferretdb(version: str) -> Path:
     return binary
 
 
-def start_mongo(state: Path, port: int | None = None) -> Started:
-    if url := os.environ.get("DMP_MONGO_URL"):
-        return Started("mongo", url, "DMP_MONGO_URL")
-    port = port or free_port()
+def mongo_choice() -> str:
+    """Which server `start_mongo` gives, in its order: `DMP_MONGO_URL`, `docker mongo:7`,
+    `mongod`, or `ferretdb sqlite` / `ferretdb postgresql`."""
+    if os.environ.get("DMP_MONGO_URL"):
+        return "DMP_MONGO_URL"
     if docker_available():
+        return "docker mongo:7"
+    if shutil.which("mongod"):
+        return "mongod"
+    return "ferretdb " + os.environ.get("DMP_FERRETDB_BACKEND", "sqlite")
+
+
+def start_mongo(state: Path, port: int | None = None) -> Started:
+    choice = mongo_choice()
+    if choice == "DMP_MONGO_URL":
+        return Started("mongo", os.environ["DMP_MONGO_URL"], "DMP_MONGO_URL")
+    port = port or free_port()
+    if choice == "docker mongo:7":
         return _container("mongo", "mongo:7", 27017, port, "mongodb://127.0.0.1:{port}/")
-    if mongod := shutil.which("mongod"):
+    if choice == "mongod" and (mongod := shutil.which("mongod")):
         data = state / "data" / "mongod"
         data.mkdir(parents=True, exist_ok=True)
         log = state / "logs" / "mongo.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -99,6 +100,20 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             if not alive(pid):
                 return
             time.sleep(0.1)
+
+
+def stop_started(dep: Started) -> None:
+    """Stop one started dependency: its process (woken first, in case a test paused it), then
+    the processes it stands on (FerretDB's PostgreSQL), or its container. One we were given by
+    URL is left alone."""
+    if dep.pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(dep.pid, signal.SIGCONT)
+        stop_pid(dep.pid)
+    for pid in dep.also:
+        stop_pid(pid)
+    if dep.container is not None:
+        subprocess.run(["docker", "rm", "-f", dep.container], capture_output=True)
 
 
 class Stack:
@@ -225,9 +240,5 @@ class Stack:
         for pid in state.processes.values():
             stop_pid(pid)
         for dep in reversed(state.deps):
-            for dep_pid in (dep.pid, *dep.also):
-                if dep_pid is not None:
-                    stop_pid(dep_pid)
-            if dep.container is not None:
-                subprocess.run(["docker", "rm", "-f", dep.container], capture_output=True)
+            stop_started(dep)
         self.state_path.unlink(missing_ok=True)

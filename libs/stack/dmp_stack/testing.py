@@ -35,7 +35,7 @@ from dmp_kit.crypto import derive_key, unseal
 from dmp_kit.identifiers import ins_control_key, luhn_ok
 from dmp_kit.service_auth import ASSERTION_TYPE
 from dmp_stack.infra import Started, start_mongo, start_nats, start_smtp
-from dmp_stack.stack import Ports, Stack, StackState, stop_pid
+from dmp_stack.stack import Ports, Stack, StackState, stop_started
 
 
 def make_ins(rng: random.Random | None = None, corsica: str | None = None) -> str:
@@ -91,11 +91,7 @@ def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
         yield Infra(root, mongo, nats, smtp)
     finally:
         for dep in started:
-            if dep.pid is not None:
-                os.kill(dep.pid, signal.SIGCONT)
-                stop_pid(dep.pid)
-            for pid in dep.also:
-                stop_pid(pid)
+            stop_started(dep)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -330,9 +326,12 @@ def identifiers_in_logs(directory: Path) -> list[str]:
 
 
 @contextmanager
-def running_stack(infra: Infra, keep_logs: Path | None = None) -> Iterator[RunningStack]:
+def running_stack(
+    infra: Infra, keep_logs: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """Every service and the gateway as real processes on `infra`, in test mode (a movable
-    clock, fast retries, high rate limits); stopped after, their logs scanned for identifiers."""
+    clock, fast retries, high rate limits; `env` overrides any of it); stopped after, their
+    logs scanned for identifiers."""
     state_dir = infra.root / "stack"
     clock_file = infra.root / "clock-offset"
     admin_password = secrets.token_urlsafe(18)
@@ -357,6 +356,7 @@ def running_stack(infra: Infra, keep_logs: Path | None = None) -> Iterator[Runni
             # a paused mail relay is noticed in a second; five attempts, then a dead letter
             "DMP_SMTP_TIMEOUT_SECONDS": "1",
             "DMP_MAX_DELIVERY_ATTEMPTS": "5",
+            **(env or {}),
         },
     )
     previous = {k: os.environ.get(k) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}

@@ -16,7 +16,7 @@ import pytest
 from pymongo import MongoClient
 
 from dmp_stack.infra import InfraError, free_port, postgres_bin, start_ferretdb
-from dmp_stack.stack import alive, stop_pid
+from dmp_stack.stack import alive, stop_started
 
 
 def test_ferretdb_on_postgresql_round_trip() -> None:
@@ -35,8 +35,7 @@ def test_ferretdb_on_postgresql_round_trip() -> None:
             check_secret(state, mongo.pid, mongo.also[0])
             check_round_trip(mongo.url)
         finally:
-            stop_pid(mongo.pid)
-            stop_pid(mongo.also[0])
+            stop_started(mongo)  # FerretDB, then the PostgreSQL under it
         assert not alive(mongo.pid) and not alive(mongo.also[0])
     finally:
         shutil.rmtree(state, ignore_errors=True)
