@@ -202,7 +202,7 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
         )
         wait_port(port, 60, proc, "mongod", log)
         return Started("mongo", f"mongodb://127.0.0.1:{port}/", "mongod", pid=proc.pid)
-    return start_ferretdb(state, port, os.environ.get("DMP_FERRETDB_BACKEND", "sqlite"))
+    return start_ferretdb(state, port, choice.removeprefix("ferretdb "))
 
 
 def start_ferretdb(state: Path, port: int, backend: str) -> Started:
