@@ -3,14 +3,18 @@ its last 24 months of reimbursed care as a REMB document — without any amount 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from datetime import date, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -161,7 +165,7 @@ def test_a_resubmitted_claim_updates_and_never_doubles(stack: RunningStack, cast
     client: MongoClient[dict[str, Any]] = MongoClient(stack.infra.mongo.url)
     try:
         ids = [f"{cast.run}-{i}" for i in (1, 2, 3, 7)]
-        assert client["ingest"]["claims"].count_documents({"_id": {"$in": ids}}) == 4
+        assert client["ingest"]["claims"].count_documents({"claim_id": {"$in": ids}}) == 4
     finally:
         client.close()
     after = until(lambda: (text := cast.remb("late")) and "corrigée" in text and text)
@@ -251,3 +255,128 @@ def test_a_batch_over_the_limit_is_refused_and_leaves_nothing(
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_two_insurers_own_their_claim_ids(stack: RunningStack, cast: Cast) -> None:
+    """A claim is the insurer's: another insurer sending the same claim_id adds its own claim
+    and overwrites nothing."""
+    today = date.today().isoformat()
+    claim_id = f"{cast.run}-shared"
+    for token, label in ((cast.insurer, "Soin du premier assureur"),
+                         (cast.other_insurer, "Soin du second assureur")):  # fmt: skip
+        body = f"{HEADER}\n{claim_id},{cast.early['ins']},{today},act,A,{label},,1,1\n"
+        r = cast.submit(body, token=token)
+        assert r.status_code == 202, r.text
+        with stack.client(token) as c:
+            assert until(
+                lambda c=c, r=r: c.get(f"/v1/ingest/batches/{r.json()['batch_id']}").json()[
+                    "status"
+                ]
+                == "done"
+            )
+    text = until(lambda: (t := cast.remb("early")) and "second assureur" in t and t)
+    assert text and "Soin du premier assureur" in text, "the first insurer's claim is kept"
+    with MongoClient(stack.infra.mongo.url) as client:
+        assert client["ingest"]["claims"].count_documents({"claim_id": claim_id}) == 2
+
+
+def test_insurer_text_cannot_become_a_formula_in_the_document(cast: Cast) -> None:
+    today = date.today().isoformat()
+    evil = ['=HYPERLINK(""http://evil.example"";""ici"")', "+1+1", "-2+3", "@SUM(A1)"]
+    body = (
+        HEADER
+        + "\n"
+        + "".join(
+            f'{cast.run}-f{i},{cast.early["ins"]},{today},act,=1,"{label}",,1,1\n'
+            for i, label in enumerate(evil)
+        )
+    )
+    batch = cast.finished(cast.submit(body).json()["batch_id"])
+    assert (batch["accepted"], batch["rejected"]) == (4, 0), batch
+    text = until(lambda: (t := cast.remb("early")) and "@SUM" in t and t)
+    assert text
+    rows = list(csv.reader(io.StringIO(text), delimiter=";"))
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for cell in r)
+    labels = {r[3] for r in rows[1:]}
+    assert '\'=HYPERLINK("http://evil.example";"ici")' in labels
+    assert {"'+1+1", "'-2+3", "'@SUM(A1)"} <= labels
+    assert "'=1" in {r[2] for r in rows[1:]}
+
+
+def test_a_huge_json_line_is_refused_with_its_number_and_the_rest_goes_on(cast: Cast) -> None:
+    today = date.today().isoformat()
+
+    def row(n: int) -> str:
+        return json.dumps(
+            {"claim_id": f"{cast.run}-h{n}", "ins": cast.early["ins"], "care_date": today,
+             "kind": "lab", "code": "B", "label": f"Bilan {n}", "professional_rpps": ""}
+        )  # fmt: skip
+
+    huge = json.dumps({"claim_id": "x", "label": "x" * 3_000_000})
+    body = "\n".join([row(1), huge, row(3)]) + "\n"
+    r = cast.submit(body, media="application/x-ndjson")
+    assert r.status_code == 202, r.text
+    batch = cast.finished(r.json()["batch_id"])
+    assert (batch["status"], batch["accepted"], batch["rejected"]) == ("done", 2, 1), batch
+    [reject] = batch["rejects"]
+    assert reject["line"] == 2 and "longer than" in reject["reason"], reject
+
+
+@pytest.fixture
+def clock(stack: RunningStack) -> Iterator[RunningStack]:
+    try:
+        yield stack
+    finally:
+        stack.set_clock_offset(0)
+
+
+def test_a_claim_older_than_24_months_leaves_the_history_within_a_day(
+    clock: RunningStack,
+) -> None:
+    """Rule 12 on the injected clock: no new claim arrives, yet the day a claim is 24 months
+    old it leaves the REMB document."""
+    stack = clock
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    ins = patient["ins"]
+
+    def token() -> str:  # a fresh one at each moment of the moved clock
+        tokens = stack.login("patient", ins, patient["password"], patient["email"])
+        return str(tokens["access_token"])
+
+    stack.open_dossier(token(), patient)
+    insurer = stack.client_token(admin, ["insurer"])
+    today = datetime.now(UTC).date()
+    ageing = (today - timedelta(days=725)).isoformat()
+    recent = (today - timedelta(days=3)).isoformat()
+    body = (
+        f"{HEADER}\n"
+        f"{uuid.uuid4().hex},{ins},{ageing},act,A,Soin qui vieillit,,1,1\n"
+        f"{uuid.uuid4().hex},{ins},{recent},consultation,G,Soin récent,,1,1\n"
+    )
+    with stack.client(insurer) as c:
+        r = c.post(
+            "/v1/ingest/batches", content=body.encode(), headers={"content-type": "text/csv"}
+        )
+        assert r.status_code == 202, r.text
+
+    def remb(access: str) -> str:
+        with stack.client(access) as c:
+            r = c.get(f"/v1/dossiers/{ins}/documents", params={"type_code": "REMB"})
+            assert r.status_code == 200, r.text
+            current = [d for d in r.json()["items"] if d["status"] == "approved"]
+            if not current:
+                return ""
+            return str(c.get(f"/v1/dossiers/{ins}/documents/{current[0]['id']}/content").text)
+
+    access = token()
+    first = until(lambda: remb(access))
+    assert "Soin qui vieillit" in first and "Soin récent" in first
+    stack.set_clock_offset(4 * 86_400)  # still within 24 months: nothing changes
+    access = token()
+    time.sleep(2)
+    assert "Soin qui vieillit" in remb(access)
+    stack.set_clock_offset(7 * 86_400)  # 732 days old: out
+    access = token()
+    later = until(lambda: (t := remb(access)) and "Soin qui vieillit" not in t and t)
+    assert later and "Soin récent" in later

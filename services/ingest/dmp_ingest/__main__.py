@@ -28,7 +28,9 @@ async def serve() -> None:
         store,
         runtime.clock,
         dossier_pb2_grpc.DossierServiceStub(runtime.channel(settings.dossier_addr)),
-        ServiceTokens("ingest", settings.master_key_bytes, settings.jwt_issuer, exchange),
+        ServiceTokens(
+            "ingest", settings.master_key_bytes, settings.jwt_issuer, exchange, runtime.clock
+        ),
     )
 
     async def dossier_lifecycle(stop: asyncio.Event) -> None:
@@ -40,7 +42,7 @@ async def serve() -> None:
         ingest_pb2.DESCRIPTOR.services_by_name["IngestService"],
         verifier=runtime.verifier_from_identity(),
         stores=[store],
-        background=[dossier_lifecycle],
+        background=[dossier_lifecycle, worker.run_daily],
         on_ready=worker.resume,
     )
 

@@ -69,7 +69,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 "submitted_at": self.clock.now(),
             }
         )
-        self.worker.start(batch_id, fmt)
+        self.worker.start(batch_id, fmt, who.actor_id)
         return pb.SubmitBatchResponse(batch_id=batch_id)
 
     async def GetBatch(

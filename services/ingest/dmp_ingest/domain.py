@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -31,6 +31,10 @@ COLUMNS = ("claim_id", "ins", "care_date", "kind", "code", "label", "professiona
 MONEY = frozenset({"amount_paid", "amount_reimbursed"})
 HISTORY_DAYS = 730  # the last 24 months
 MAX_CLAIM_ID, MAX_CODE, MAX_LABEL = 64, 32, 200
+# A claim's line is a few hundred characters; anything far longer is refused unread.
+MAX_LINE = 16_384
+# A spreadsheet takes a cell starting with one of these for a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class Claim(NamedTuple):
@@ -149,8 +153,27 @@ def read_csv(lines: Iterable[str]) -> Iterator[Row]:
         )
 
 
-def read_json_lines(lines: Iterable[str]) -> Iterator[Row]:
+ENDS = ("\n", "\r")
+
+
+def bounded_lines(readline: Callable[[int], str], limit: int = MAX_LINE) -> Iterator[str | None]:
+    """Each line of a text stream, read `limit` characters at most at a time: a longer line is
+    None, its rest read and dropped piecemeal, so no line is ever held whole in memory."""
+    while line := readline(limit + 1):
+        if len(line) <= limit or line.endswith(ENDS):
+            yield line
+            continue
+        while (rest := readline(limit)) and not rest.endswith(ENDS):
+            pass
+        yield None
+
+
+def read_json_lines(lines: Iterable[str | None]) -> Iterator[Row]:
+    """Rows of a JSON Lines batch; None stands for a line too long to be read."""
     for number, line in enumerate(lines, 1):
+        if line is None:
+            yield number, f"the line is longer than {MAX_LINE} characters"
+            continue
         if not line.strip():
             continue
         try:
@@ -174,11 +197,37 @@ def history(claims: Iterable[Claim], today: date) -> list[Claim]:
     )
 
 
+def history_changes_on(claims: Iterable[Claim], today: date) -> str | None:
+    """The first day after `today` on which the history changes by time alone (YYYY-MM-DD):
+    the oldest listed claim leaves it, or a claim dated later enters it; None if never."""
+    until = today.isoformat()
+    since = (today - timedelta(days=HISTORY_DAYS)).isoformat()
+    days: list[str] = []
+    for c in claims:
+        if c.care_date > until:
+            days.append(c.care_date)
+        elif c.care_date >= since:
+            leaves = date.fromisoformat(c.care_date) + timedelta(days=HISTORY_DAYS + 1)
+            days.append(leaves.isoformat())
+    return min(days, default=None)
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell no spreadsheet evaluates and no reader splits: on one line (a carriage return
+    is not quoted by the csv module), and quoted when it would start a formula (OWASP), even
+    after leading spaces, which some spreadsheets trim."""
+    if any(ch in cell for ch in "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+        cell = " ".join(cell.splitlines())
+    return "'" + cell if cell.lstrip(" ").startswith(FORMULA_STARTS) else cell
+
+
 def remb_document(claims: list[Claim]) -> bytes:
-    """The REMB document: one CSV line per claim, by date — never any amount."""
+    """The REMB document: one CSV line per claim, by date — never any amount. The insurer's
+    text goes through the csv module (separators and quotes escaped) and is neutralised."""
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\n")
     writer.writerow(["date", "nature", "code", "libellé", "professionnel (RPPS)"])
     for c in claims:
-        writer.writerow([c.care_date, KIND_LABELS[c.kind], c.code, c.label, c.professional_rpps])
+        cells = [c.care_date, KIND_LABELS[c.kind], c.code, c.label, c.professional_rpps]
+        writer.writerow([spreadsheet_safe(cell) for cell in cells])
     return out.getvalue().encode()

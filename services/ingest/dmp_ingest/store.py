@@ -1,13 +1,17 @@
 """All of ingest's database access: batches, claims, the dossiers it keeps a REMB for.
 
 - `batches`: one per submitted file: status, counts, the first refused rows.
-- `claims`: keyed by `claim_id` (a resubmitted claim replaces the stored one). Never an amount.
-- `dossiers`: which dossiers are open, from the dossier service's events, and the id of the
-  REMB document ingest last wrote to each.
+- `claims`: keyed by the insurer's client id and its `claim_id` (a claim the same insurer sends
+  again replaces the stored one; another insurer's claim of the same id is another claim).
+  Never an amount.
+- `dossiers`: which dossiers are open, from the dossier service's events, the id of the REMB
+  document ingest last wrote to each, and `remb_due`, the day its history next changes by time
+  alone (a claim ages out of the 24 months, or a later-dated one enters them).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -35,6 +39,7 @@ class IngestStore(Store):
 
     async def ensure_indexes(self) -> None:
         await self.claims.create_index("ins")
+        await self.dossiers.create_index("remb_due", sparse=True)
 
     # batches -------------------------------------------------------------------------
 
@@ -53,9 +58,11 @@ class IngestStore(Store):
 
     # claims --------------------------------------------------------------------------
 
-    async def write_claims(self, claims: Sequence[Claim], batch_id: str, now: datetime) -> None:
-        """Insert in bulk; a claim already stored (a resubmission) is replaced instead."""
-        docs = [_doc(c, batch_id, now) for c in claims]
+    async def write_claims(
+        self, claims: Sequence[Claim], insurer: str, batch_id: str, now: datetime
+    ) -> None:
+        """Insert in bulk; a claim this insurer already sent (a resubmission) is replaced."""
+        docs = [_doc(c, insurer, batch_id, now) for c in claims]
         if not docs:
             return
         try:
@@ -93,13 +100,33 @@ class IngestStore(Store):
         doc = await self.dossiers.find_one({"_id": ins})
         return str((doc or {}).get("remb_document_id", ""))
 
-    async def set_remb_id(self, ins: str, document_id: str) -> None:
-        await self.dossiers.update_one({"_id": ins}, {"$set": {"remb_document_id": document_id}})
+    async def set_remb(self, ins: str, document_id: str, due: str | None) -> None:
+        """The REMB document now in the dossier (unchanged if none is given), and the day its
+        history is next due to change (None: never, until new claims come)."""
+        update: Document = {"$set": {"remb_due": due}} if due else {"$unset": {"remb_due": ""}}
+        if document_id:
+            update.setdefault("$set", {})["remb_document_id"] = document_id
+        await self.dossiers.update_one({"_id": ins}, update)
+
+    async def remb_due(self, today: str, limit: int) -> list[str]:
+        """Open dossiers whose history changes by `today` (YYYY-MM-DD): an indexed query, so a
+        daily pass costs what the dossiers concerned cost, not what all of them do."""
+        cursor = self.dossiers.find({"remb_due": {"$lte": today}, "open": True}, {"_id": 1}).limit(
+            limit
+        )
+        return [d["_id"] async for d in cursor]
 
 
-def _doc(c: Claim, batch_id: str, now: datetime) -> Document:
+def claim_key(insurer: str, claim_id: str) -> str:
+    """One key per (insurer, claim id): JSON, so that no two pairs ever share one."""
+    return json.dumps([insurer, claim_id], ensure_ascii=False)
+
+
+def _doc(c: Claim, insurer: str, batch_id: str, now: datetime) -> Document:
     return {
-        "_id": c.claim_id,
+        "_id": claim_key(insurer, c.claim_id),
+        "insurer": insurer,
+        "claim_id": c.claim_id,
         "ins": c.ins,
         "care_date": c.care_date,
         "kind": c.kind,
@@ -113,5 +140,11 @@ def _doc(c: Claim, batch_id: str, now: datetime) -> Document:
 
 def _claim(d: Document) -> Claim:
     return Claim(
-        d["_id"], d["ins"], d["care_date"], d["kind"], d["code"], d["label"], d["professional_rpps"]
+        d["claim_id"],
+        d["ins"],
+        d["care_date"],
+        d["kind"],
+        d["code"],
+        d["label"],
+        d["professional_rpps"],
     )

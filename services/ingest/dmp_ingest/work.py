@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import structlog
+from pymongo.errors import PyMongoError
 
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.events.v1 import envelope_pb2
@@ -25,7 +26,7 @@ from dmp_ingest.config import IngestSettings
 from dmp_ingest.store import IngestStore
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
-from dmp_kit.errors import NotFound
+from dmp_kit.errors import DmpError, NotFound, Unauthenticated, Unavailable
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -54,8 +55,8 @@ class Worker:
     def spool(self, batch_id: str) -> Path:
         return Path(self.settings.spool_dir) / f"{batch_id}.spool"
 
-    def start(self, batch_id: str, fmt: str) -> None:
-        task = asyncio.create_task(self.process(batch_id, fmt))
+    def start(self, batch_id: str, fmt: str, insurer: str) -> None:
+        task = asyncio.create_task(self.process(batch_id, fmt, insurer))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -63,13 +64,13 @@ class Worker:
         """Batches a restart interrupted: read again from their spool, or failed if it is gone."""
         for batch in await self.store.running_batches():
             if self.spool(batch["_id"]).exists():
-                self.start(batch["_id"], batch["format"])
+                self.start(batch["_id"], batch["format"], batch["client"])
             else:
                 await self.store.update_batch(
                     batch["_id"], {"status": "failed", "finished_at": self.clock.now()}
                 )
 
-    async def process(self, batch_id: str, fmt: str) -> None:
+    async def process(self, batch_id: str, fmt: str, insurer: str) -> None:
         path = self.spool(batch_id)
         accepted = rejected = 0
         rejects: list[dict[str, object]] = []
@@ -85,13 +86,13 @@ class Worker:
                 pending.append(row)
                 touched.add(row.ins)
                 if len(pending) >= self.settings.write_batch:
-                    await self.store.write_claims(pending, batch_id, self.clock.now())
+                    await self.store.write_claims(pending, insurer, batch_id, self.clock.now())
                     accepted += len(pending)
                     pending = []
                     await self.store.update_batch(
                         batch_id, {"accepted": accepted, "rejected": rejected, "rejects": rejects}
                     )
-            await self.store.write_claims(pending, batch_id, self.clock.now())
+            await self.store.write_claims(pending, insurer, batch_id, self.clock.now())
             accepted += len(pending)
         except Exception as exc:
             log.error("batch_failed", batch_id=batch_id, error=type(exc).__name__)
@@ -125,12 +126,17 @@ class Worker:
     # the REMB document -------------------------------------------------------------------
 
     async def refresh(self, ins: str) -> None:
-        """Write the dossier's REMB document anew from its claims of the last 24 months."""
+        """Write the dossier's REMB document anew from its claims of the last 24 months, and
+        note the day its history next changes by time alone."""
         async with self.store.locks.hold("remb", ins):
-            claims = domain.history(await self.store.claims_of(ins), self.clock.now().date())
-            if not claims:
-                return
+            stored = await self.store.claims_of(ins)
+            today = self.clock.now().date()
+            claims = domain.history(stored, today)
+            due = domain.history_changes_on(stored, today)
             previous = await self.store.remb_id(ins)
+            if not claims and not previous:
+                await self.store.set_remb(ins, "", due)
+                return
             request = dossier_pb2.AddDocumentRequest(
                 ins=ins,
                 type_code="REMB",
@@ -146,13 +152,42 @@ class Worker:
                     raise
                 request.replaces = ""  # the previous one is gone (purged, deleted): start anew
                 added = await self._add(request)
-            await self.store.set_remb_id(ins, added.document.id)
+            await self.store.set_remb(ins, added.document.id, due)
+
+    async def run_daily(self, stop: asyncio.Event) -> None:
+        """Every `schedule_interval_seconds`: the dossiers whose history is due to change today
+        (on the injected clock) get their REMB document rebuilt."""
+        while not stop.is_set():
+            try:
+                await self.refresh_due()
+            except (PyMongoError, Unavailable) as exc:
+                log.warning("remb_pass_retry", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.schedule_interval_seconds)
+
+    async def refresh_due(self) -> None:
+        today = self.clock.now().date().isoformat()
+        for ins in await self.store.remb_due(today, self.settings.remb_pass_size):
+            try:
+                await self.refresh(ins)
+            except DmpError as exc:
+                # One dossier refused (closed meanwhile, say) does not hold up the others.
+                log.warning("remb_refresh_failed", error=type(exc).__name__)
 
     async def _add(
         self, request: dossier_pb2.AddDocumentRequest
     ) -> dossier_pb2.AddDocumentResponse:
-        options = call_options(self.settings.grpc_deadline_seconds, token=await self.tokens.token())
         try:
+            return await self._add_once(request, fresh=False)
+        except Unauthenticated:
+            return await self._add_once(request, fresh=True)  # dossier's clock expired it
+
+    async def _add_once(
+        self, request: dossier_pb2.AddDocumentRequest, fresh: bool
+    ) -> dossier_pb2.AddDocumentResponse:
+        try:
+            token = await self.tokens.token(fresh=fresh)
+            options = call_options(self.settings.grpc_deadline_seconds, token=token)
             response: dossier_pb2.AddDocumentResponse = await self.dossier.AddDocument(
                 request, **options
             )
@@ -182,5 +217,7 @@ class Worker:
 
 def _rows(path: Path, fmt: str) -> Iterator[domain.Row]:
     with path.open(encoding="utf-8", errors="replace", newline="") as lines:
-        reader = domain.read_csv if fmt == "csv" else domain.read_json_lines
-        yield from reader(lines)
+        if fmt == "csv":
+            yield from domain.read_csv(lines)
+        else:
+            yield from domain.read_json_lines(domain.bounded_lines(lines.readline))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+import csv
+import io
+from datetime import date, timedelta
 
 from dmp_ingest import domain
 from dmp_stack.testing import make_ins, make_rpps
@@ -80,3 +82,79 @@ def test_the_history_is_the_last_24_months_by_date_without_money() -> None:
         f"2025-01-01;Médicament délivré;D;an dernier;{RPPS}",
         "2026-11-01;Acte;A;récent;",
     ]
+
+
+def test_insurer_text_never_becomes_a_formula() -> None:
+    """OWASP's CSV injection: a cell starting with = + - @, tab or carriage return is quoted;
+    separators and quotes in the insurer's text stay inside their cell."""
+    labels = ['=HYPERLINK("u")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\ry", "a\r=b", ' =c;"d"']
+    claims = [
+        domain.Claim(f"c{i}", INS, f"2026-01-0{i + 1}", "act", "=1" if i else "A", label, "")
+        for i, label in enumerate(labels)
+    ]
+    text = domain.remb_document(claims).decode()
+    rows = list(csv.reader(io.StringIO(text), delimiter=";"))
+    assert len(rows) == 1 + len(labels)
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert [row[3] for row in rows[1:]] == [
+        '\'=HYPERLINK("u")',
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tx",
+        " y",
+        "a =b",
+        '\' =c;"d"',
+    ]
+    assert rows[1][2] == "A" and rows[2][2] == "'=1"
+    assert domain.spreadsheet_safe("2026-01-01") == "2026-01-01"
+
+
+def test_a_label_read_from_a_batch_is_neutralised_in_the_document() -> None:
+    [(_, claim)] = rows(f"c1,{INS},2026-01-02,act,A,\"=cmd|' /C calc'!A0\",,1,1")
+    assert isinstance(claim, domain.Claim)
+    assert "\n2026-01-02;Acte;A;'=cmd" in domain.remb_document([claim]).decode()
+
+
+def test_a_line_too_long_is_refused_unread_and_the_rest_goes_on() -> None:
+    good = (
+        f'{{"claim_id":"j1","ins":"{INS}","care_date":"2026-01-02","kind":"act",'
+        '"code":"A","label":"x","professional_rpps":""}\n'
+    )
+    huge = '{"label":"' + "x" * (5 * domain.MAX_LINE) + '"}\n'
+    stream = io.StringIO(good + huge + good.replace("j1", "j2") + huge.rstrip("\n"))
+    asked: list[int] = []
+
+    def readline(size: int) -> str:
+        asked.append(size)
+        return stream.readline(size)
+
+    found = list(domain.read_json_lines(domain.bounded_lines(readline)))
+    assert [line for line, _ in found] == [1, 2, 3, 4]
+    assert found[1] == (2, f"the line is longer than {domain.MAX_LINE} characters")
+    assert found[3] == (4, f"the line is longer than {domain.MAX_LINE} characters")
+    assert [r.claim_id for _, r in found if isinstance(r, domain.Claim)] == ["j1", "j2"]
+    assert max(asked) == domain.MAX_LINE + 1, "never more than the limit read at once"
+    exact = "y" * domain.MAX_LINE + "\n"
+    assert list(domain.bounded_lines(io.StringIO(exact).readline)) == [exact]
+
+
+def test_the_history_changes_on_the_day_its_oldest_claim_leaves_it() -> None:
+    today = date(2026, 11, 23)
+    claims = [
+        domain.Claim("old", INS, "2024-11-23", "act", "A", "dernier jour", ""),
+        domain.Claim("new", INS, "2026-11-01", "act", "A", "récent", ""),
+        domain.Claim("gone", INS, "2024-11-22", "act", "A", "sorti", ""),
+    ]
+    assert [c.claim_id for c in domain.history(claims, today)] == ["old", "new"]
+    assert domain.history_changes_on(claims, today) == "2026-11-24"  # "old" leaves tomorrow
+    assert [c.claim_id for c in domain.history(claims, date(2026, 11, 24))] == ["new"]
+    due = domain.history_changes_on(claims, date(2026, 11, 24))
+    assert due is not None
+    day = date.fromisoformat(due)
+    assert [c.claim_id for c in domain.history(claims, day - timedelta(days=1))] == ["new"]
+    assert domain.history(claims, day) == []
+    later = [*claims, domain.Claim("f", INS, "2026-12-05", "act", "A", "à venir", "")]
+    assert domain.history_changes_on(later, date(2026, 11, 24)) == "2026-12-05"
+    assert domain.history_changes_on([], today) is None
