@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +21,8 @@ class DocumentType:
 class Catalogue:
     sections: dict[str, str]
     types: dict[str, DocumentType]
+    # record name (profile, emergency_contacts, advance_directives) → the type it counts as
+    records: dict[str, DocumentType] = field(default_factory=dict)
 
     def type(self, code: str, field: str = "type_code") -> DocumentType:
         found = self.types.get(code)
@@ -44,7 +46,12 @@ class Catalogue:
             if entry["section"] not in sections:
                 raise ValueError(f"type {code}: unknown section {entry['section']!r}")
             types[code] = DocumentType(code, str(entry["label"]), str(entry["section"]))
-        return cls(sections, types)
+        records = {}
+        for name, code in data.get("records", {}).items():
+            if code not in types:
+                raise ValueError(f"record {name}: unknown type {code!r}")
+            records[str(name)] = types[code]
+        return cls(sections, types, records)
 
 
 def load_catalogue(path: str = "") -> Catalogue:

@@ -48,13 +48,26 @@ DOC_STATUS = {
     "superseded": pb.DOCUMENT_STATUS_SUPERSEDED,
 }
 DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
+# Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
+FILTER_BATCH = 1000
+# Batches a list examines before it answers with what it found and a cursor: a caller who may
+# read few documents of a large dossier pages through it instead of one long request.
+MAX_LIST_BATCHES = 5
 MODE_NAME = {
     consent_pb2.ACCESS_MODE_BREAK_GLASS: "break_glass",
     consent_pb2.ACCESS_MODE_REGULATOR: "regulator",
 }
 
 
-def metadata(doc: Document) -> pb.DocumentMetadata:
+def metadata(doc: Document, links: set[str] | None = None) -> pb.DocumentMetadata:
+    """A document's metadata; `links`, when given, are the linked versions the caller may
+    read: a link to any other is left out (nothing about a document reaches who may not
+    read it)."""
+
+    def link(name: str) -> str:
+        target = str(doc.get(name, ""))
+        return target if links is None or target in links else ""
+
     return pb.DocumentMetadata(
         id=doc["_id"],
         ins=doc["ins"],
@@ -69,8 +82,8 @@ def metadata(doc: Document) -> pb.DocumentMetadata:
         sha256=doc["sha256"],
         confidentiality=doc.get("labels", []),
         status=DOC_STATUS[doc["status"]],
-        replaces=doc.get("replaces", ""),
-        replaced_by=doc.get("replaced_by", ""),
+        replaces=link("replaces"),
+        replaced_by=link("replaced_by"),
     )
 
 
@@ -139,6 +152,47 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             raise error_from_rpc(exc) from exc
         return answer
 
+    async def _readable_ids(
+        self, ins: str, dossier: Document | None, docs: list[Document]
+    ) -> tuple[set[str], int]:
+        """Consent's batch verdict: the ids of `docs` the caller may read, and the mode."""
+        if not docs:
+            return set(), consent_pb2.ACCESS_MODE_NORMAL
+        try:
+            answer = await self.consent.FilterDocuments(
+                consent_pb2.FilterDocumentsRequest(
+                    ins=ins, dossier=self._context(dossier), documents=[_ref(d) for d in docs]
+                ),
+                **self._timeout(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return set(answer.visible_ids), answer.mode
+
+    async def _readable_links(
+        self, ins: str, dossier: Document | None, docs: list[Document]
+    ) -> set[str]:
+        """Of the versions `docs` link to (replaces, replaced_by), those the caller may read."""
+        ids = {d[k] for d in docs for k in ("replaces", "replaced_by") if d.get(k)}
+        if not ids:
+            return set()
+        readable, _ = await self._readable_ids(
+            ins, dossier, await self.store.get_documents(ins, sorted(ids))
+        )
+        return readable
+
+    def _record_ref(self, record: str) -> Document:
+        """A profile, contacts or directives record, as the document type it counts as."""
+        kind = self.catalogue.records[record]
+        return {
+            "_id": f"record:{record}",
+            "type_code": kind.code,
+            "section": kind.section,
+            "author": "",
+            "labels": [],
+            "status": "approved",
+        }
+
     async def _trace(
         self,
         who: Principal,
@@ -199,6 +253,19 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         await self.store.change_dossier(ins, fields, event)
         self.relay.kick(self.store.dossiers, ins)
 
+    async def _visible_counts(self, dossier: Document) -> dict[str, int]:
+        """Documents per section, of those the caller may read (rule 4's matrix, masking,
+        hiding): a count is as telling as a list."""
+        refs = await self.store.document_refs(dossier["_id"])
+        counts: dict[str, int] = {}
+        for start in range(0, len(refs), FILTER_BATCH):
+            batch = refs[start : start + FILTER_BATCH]
+            readable, _ = await self._readable_ids(dossier["_id"], dossier, batch)
+            for d in batch:
+                if d["_id"] in readable:
+                    counts[d["section"]] = counts.get(d["section"], 0) + 1
+        return counts
+
     async def _dossier_message(self, dossier: Document, new: bool = False) -> pb.Dossier:
         """The dossier and its counts per section (a new one has no document: no query)."""
         return pb.Dossier(
@@ -207,7 +274,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             opened_by=dossier["opened_by"],
             opened_at=timestamp(dossier["opened_at"]),
             closed_at=timestamp(dossier.get("closed_at")),
-            counts_by_section={} if new else await self.store.count_by_section(dossier["_id"]),
+            counts_by_section={} if new else await self._visible_counts(dossier),
         )
 
     # dossiers ------------------------------------------------------------------------------
@@ -468,7 +535,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self.relay.kick(self.store.documents, doc_id)
         return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
-    async def _readable(self, ins: str, doc_id: str) -> tuple[Principal, Document, str]:
+    async def _readable(
+        self, ins: str, doc_id: str
+    ) -> tuple[Principal, Document | None, Document, str]:
         who = caller()
         dossier = await self.store.get_dossier(ins)
         doc = await self.store.get_document(ins, doc_id) if doc_id else None
@@ -477,29 +546,31 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
             raise NotFound("no such document", field="document_id", slug="document-not-found")
         mode = await self._allowed_read(who, ins, dossier, doc)
-        return who, doc, mode
+        return who, dossier, doc, mode
 
     async def GetDocument(
         self, request: pb.GetDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDocumentResponse:
         ins = validate_ins(request.ins)
-        who, doc, mode = await self._readable(ins, request.document_id)
+        who, dossier, doc, mode = await self._readable(ins, request.document_id)
+        links = await self._readable_links(ins, dossier, [doc])
         await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="metadata")
         await self._first_access(who, ins)
-        return pb.GetDocumentResponse(document=metadata(doc))
+        return pb.GetDocumentResponse(document=metadata(doc, links))
 
     async def GetDocumentContent(
         self, request: pb.GetDocumentContentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDocumentContentResponse:
         ins = validate_ins(request.ins)
-        who, doc, mode = await self._readable(ins, request.document_id)
+        who, dossier, doc, mode = await self._readable(ins, request.document_id)
+        links = await self._readable_links(ins, dossier, [doc])
         key = await self.store.data_key(ins, self._key_seal)
         content = unseal(key, await self.store.read_content(doc), doc["_id"].encode())
         if hashlib.sha256(content).hexdigest() != doc["sha256"]:
             raise AssertionError("stored content does not match its hash")
         await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="content")
         await self._first_access(who, ins)
-        return pb.GetDocumentContentResponse(document=metadata(doc), content=content)
+        return pb.GetDocumentContentResponse(document=metadata(doc, links), content=content)
 
     async def ListDocuments(
         self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext
@@ -525,29 +596,23 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
         visible: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
-        next_cursor = ""
-        while True:
+        more = False  # whether documents past `after` may remain
+        for _ in range(MAX_LIST_BATCHES):
             batch = await self.store.list_documents(query, after, limit * 2)
-            if not batch:
-                break
-            answer = await self.consent.FilterDocuments(
-                consent_pb2.FilterDocumentsRequest(
-                    ins=ins, dossier=self._context(dossier), documents=[_ref(d) for d in batch]
-                ),
-                **self._timeout(),
-            )
-            mode, allowed = answer.mode, set(answer.visible_ids)
-            for d in batch:
+            allowed, mode = await self._readable_ids(ins, dossier, batch)
+            more = len(batch) == limit * 2
+            for i, d in enumerate(batch):
                 after = (d["created_at"], d["_id"])
                 if d["_id"] in allowed:
                     visible.append(d)
                     if len(visible) == limit:
+                        more = more or i < len(batch) - 1
                         break
-            if len(visible) == limit:
-                next_cursor = domain.encode_cursor(*after)
+            if len(visible) == limit or not more:
                 break
-            if len(batch) < limit * 2:
-                break
+        # A page may come back short of `limit` with a cursor: one request examines at most
+        # MAX_LIST_BATCHES batches, and the caller goes on from where it stopped.
+        next_cursor = domain.encode_cursor(*after) if more and after is not None else ""
         if not visible and not request.cursor:
             await self._allowed_read(who, ins, dossier)  # a refusal says why
         await self._trace(
@@ -564,8 +629,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             who.ins == ins or who.ins in dossier.get("legal_representatives", [])
         ):
             pending = await self.store.count_hidden_from_patient(ins)
+        links = await self._readable_links(ins, dossier, visible)
         return pb.ListDocumentsResponse(
-            items=[metadata(d) for d in visible], next=next_cursor, pending=pending
+            items=[metadata(d, links) for d in visible], next=next_cursor, pending=pending
         )
 
     async def UpdateDocument(
@@ -577,7 +643,13 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         doc = await self.store.get_document(ins, request.document_id)
         if doc is None or doc["status"] in ("deleted", "superseded"):
             raise NotFound("no such document", field="document_id", slug="document-not-found")
+        # Refused as a read of it would be: nothing of a document reaches who may not read it.
+        await self._allowed_read(who, ins, dossier, doc)
         is_author = doc["author"] == who.actor_id
+        if is_author:
+            # The author acts as a writer of the dossier: blocked (rule 5) or a closed
+            # dossier (rule 13) refuses them like a new document would be.
+            raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
         if dossier is None or dossier["status"] != "open":
             raise_if_denied(
@@ -593,6 +665,11 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ),
             hidden_from_patient=(
                 request.hidden_from_patient if request.HasField("hidden_from_patient") else None
+            ),
+            hidden_from_legal_representatives=(
+                request.hidden_from_legal_representatives
+                if request.HasField("hidden_from_legal_representatives")
+                else None
             ),
         )
         status = DOC_STATUS_NAME.get(request.status, "")
@@ -614,7 +691,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 new["status"] = status
             return new
 
-        if change.masked_from_professionals is not None or change.hidden_from_patient is not None:
+        if change != domain.VisibilityChange():
             facts.append("visibility")
         if status:
             facts.append("status")
@@ -650,18 +727,23 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         assert updated is not None
         self.relay.kick()
-        return pb.UpdateDocumentResponse(document=metadata(updated))
+        links = await self._readable_links(ins, dossier, [updated])
+        return pb.UpdateDocumentResponse(document=metadata(updated, links))
 
     async def DeleteDocument(
         self, request: pb.DeleteDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDocumentResponse:
         ins = validate_ins(request.ins)
         who = caller()
+        dossier = await self.store.get_dossier(ins)
         doc = await self.store.get_document(ins, request.document_id)
         if doc is None or doc["status"] == "deleted":
             raise NotFound("no such document", field="document_id", slug="document-not-found")
+        await self._allowed_read(who, ins, dossier, doc)
         if doc["author"] != who.actor_id:
             raise PermissionDenied("only the author deletes a document", slug="author-only")
+        # Blocked (rule 5) or a closed dossier (rule 13): refused like a new document.
+        raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         await self.store.change_document_record(
             doc["_id"],
             lambda _: {"status": "deleted"},
@@ -679,9 +761,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     # profile, emergency contacts, advance directives ----------------------------------------
 
     async def _record_read(self, ins: str, what: str) -> Document:
+        """A record is read like a document of the type it counts as (matrix, rule 5)."""
         who = caller()
         dossier = await self.store.get_dossier(ins)
-        mode = await self._allowed_read(who, ins, dossier)
+        mode = await self._allowed_read(who, ins, dossier, self._record_ref(what))
         assert dossier is not None
         await self._trace(who, ins, "read", mode=mode, query=what)
         await self._first_access(who, ins)
@@ -690,16 +773,24 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     async def _record_write(
         self, ins: str, what: str, fields: Change, patient_only: bool
     ) -> Document:
-        """The patient writes these; the care team may also keep the medical profile."""
+        """The patient writes these; a member of the care team may also keep the medical
+        profile, if the matrix lets their profession read it and they are not blocked."""
         who = caller()
         dossier = await self.store.get_dossier(ins)
         manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
         if not manage.allowed:
             read = (
-                None if patient_only else await self._decide(ins, dossier, consent_pb2.ACTION_READ)
+                None
+                if patient_only
+                else await self._decide(
+                    ins, dossier, consent_pb2.ACTION_READ, self._record_ref(what)
+                )
             )
             if read is None or not read.allowed or read.mode != consent_pb2.ACCESS_MODE_NORMAL:
-                raise_if_denied(manage)
+                raise_if_denied(manage if read is None or read.allowed else read)
+        elif dossier is not None and dossier["status"] != "open":
+            # Rule 13: a closed dossier changes only by the patient reopening it.
+            raise_if_denied(consent_pb2.DecideResponse(allowed=False, reason="dossier_closed"))
         updated = await self.store.change_dossier(
             ins,
             fields,

@@ -54,10 +54,18 @@ def check_vitale(given: str, registered: str) -> None:
         )
 
 
+def years_later(moment: datetime, years: int) -> datetime:
+    """The same day `years` later; 29 February becomes 28 February in a common year."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
 def after_close(status: Status, now: datetime) -> tuple[Status, datetime]:
     if status is not Status.OPEN:
         raise Conflict("the dossier is not open", slug="dossier-closed")
-    return Status.CLOSED, now.replace(year=now.year + ARCHIVE_YEARS)
+    return Status.CLOSED, years_later(now, ARCHIVE_YEARS)
 
 
 def after_reopen(status: Status) -> Status:
@@ -108,10 +116,14 @@ def initial_labels(
     return labels
 
 
+HIDING_LABELS = (HIDDEN_FROM_PATIENT, HIDDEN_FROM_REPRESENTATIVES)
+
+
 @dataclass(frozen=True)
 class VisibilityChange:
     masked_from_professionals: bool | None = None
     hidden_from_patient: bool | None = None
+    hidden_from_legal_representatives: bool | None = None
 
 
 def apply_visibility(
@@ -127,29 +139,45 @@ def apply_visibility(
         result = [x for x in result if x != MASKED]
         if change.masked_from_professionals:
             result.append(MASKED)
-    if change.hidden_from_patient is not None:
-        if change.hidden_from_patient:
-            if HIDDEN_FROM_PATIENT not in labels:
+    for label, wanted, name in (
+        (HIDDEN_FROM_PATIENT, change.hidden_from_patient, "hidden_from_patient"),
+        (
+            HIDDEN_FROM_REPRESENTATIVES,
+            change.hidden_from_legal_representatives,
+            "hidden_from_legal_representatives",
+        ),
+    ):
+        if wanted is None:
+            continue
+        if wanted:
+            if label not in labels:
                 raise Conflict(
-                    "a document visible to the patient cannot be hidden again",
-                    field="hidden_from_patient",
+                    "a document once visible cannot be hidden again",
+                    field=name,
                     slug="cannot-rehide",
                 )
-        else:
-            if not is_author:
-                raise PermissionDenied("only the author reveals a document", slug="author-only")
-            result = [
-                x for x in result if x not in (HIDDEN_FROM_PATIENT, HIDDEN_FROM_REPRESENTATIVES)
-            ]
+            continue
+        if not is_author:
+            raise PermissionDenied("only the author reveals a document", slug="author-only")
+        # Each label is revealed on its own: the patient's announcement is not the
+        # representatives' (rule 8).
+        result = [x for x in result if x != label]
     return result
 
 
-def reminder_due(created_at: datetime, labels: list[str], reminded: bool, now: datetime) -> bool:
-    return HIDDEN_FROM_PATIENT in labels and not reminded and now - created_at >= REMINDER_AFTER
+def reminders_due(created_at: datetime, labels: list[str], now: datetime) -> list[str]:
+    """The hiding labels whose 2-week reminder is due (rule 8): one reminder each."""
+    if now - created_at < REMINDER_AFTER:
+        return []
+    return [x for x in HIDING_LABELS if x in labels]
 
 
-def reveal_due(created_at: datetime, labels: list[str], now: datetime) -> bool:
-    return HIDDEN_FROM_PATIENT in labels and now - created_at >= AUTO_REVEAL_AFTER
+def revealed(created_at: datetime, labels: list[str], now: datetime) -> list[str] | None:
+    """The labels once a month has passed (rule 8: visible automatically), or None if the
+    document keeps them all."""
+    if now - created_at < AUTO_REVEAL_AFTER or not set(HIDING_LABELS) & set(labels):
+        return None
+    return [x for x in labels if x not in HIDING_LABELS]
 
 
 def encode_cursor(created_at: datetime, doc_id: str) -> str:

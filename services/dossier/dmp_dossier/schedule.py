@@ -53,46 +53,48 @@ class Schedule:
         self.relay.kick()
 
     async def remind(self, now: datetime) -> None:
+        """Rule 8's 2-week reminder, once per hiding label: the patient for a document hidden
+        from them, the legal representatives for one hidden from them."""
+
         def fields(current: Document | None) -> Document | None:
-            if current is None or not domain.reminder_due(
-                current["created_at"],
-                current.get("labels", []),
-                current.get("reminded", False),
-                now,
-            ):
+            if current is None or current.get("reminded", False):
                 return None
             return {"reminded": True}
 
         for doc in await self.store.hidden_documents(
             created_before=now - domain.REMINDER_AFTER, reminded=False
         ):
-            event = self.events.fact(
-                "document.reminder_due",
-                ev.ReminderDue(document_id=doc["_id"]),
-                SCHEDULER,
-                doc["ins"],
-            )
-            await self.store.change_document_record(doc["_id"], fields, event)
+            due = domain.reminders_due(doc["created_at"], doc.get("labels", []), now)
+            events = [
+                self.events.fact(
+                    "document.reminder_due",
+                    ev.ReminderDue(document_id=doc["_id"], label=label),
+                    SCHEDULER,
+                    doc["ins"],
+                )
+                for label in due
+            ]
+            await self.store.change_document_record(doc["_id"], fields, *events)
 
     async def reveal(self, now: datetime) -> None:
         def fields(current: Document | None) -> Document | None:
-            if current is None or not domain.reveal_due(
-                current["created_at"], current.get("labels", []), now
-            ):
+            if current is None:
                 return None
-            return {"labels": _revealed(current.get("labels", []))}
+            labels = domain.revealed(current["created_at"], current.get("labels", []), now)
+            return None if labels is None else {"labels": labels}
 
         for doc in await self.store.hidden_documents(
             created_before=now - domain.AUTO_REVEAL_AFTER, reminded=None
         ):
+            labels = domain.revealed(doc["created_at"], doc.get("labels", []), now)
+            if labels is None:
+                continue
             await self.store.change_document_record(
                 doc["_id"],
                 fields,
                 self.events.fact(
                     "document.visibility_changed",
-                    ev.DocumentVisibilityChanged(
-                        document_id=doc["_id"], confidentiality=_revealed(doc.get("labels", []))
-                    ),
+                    ev.DocumentVisibilityChanged(document_id=doc["_id"], confidentiality=labels),
                     SCHEDULER,
                     doc["ins"],
                 ),
@@ -116,8 +118,3 @@ class Schedule:
             )
             await self.store.purge(ins)
             log.info("dossier_purged", ins=ins, cause=cause)
-
-
-def _revealed(labels: list[str]) -> list[str]:
-    hidden = (domain.HIDDEN_FROM_PATIENT, domain.HIDDEN_FROM_REPRESENTATIVES)
-    return [x for x in labels if x not in hidden]

@@ -128,14 +128,17 @@ class DossierStore(Store):
             }
         )
 
-    async def count_by_section(self, ins: str) -> dict[str, int]:
-        cursor = await self.documents.aggregate(
-            [
-                {"$match": {"ins": ins, "status": {"$in": ["approved", "archived"]}}},
-                {"$group": {"_id": "$section", "count": {"$sum": 1}}},
-            ]
+    async def document_refs(self, ins: str) -> list[Document]:
+        """What an access decision needs of each current document of a dossier."""
+        cursor = self.documents.find(
+            {"ins": ins, "status": {"$in": ["approved", "archived"]}},
+            {"type_code": 1, "section": 1, "author": 1, "labels": 1, "status": 1},
         )
-        return {doc["_id"]: int(doc["count"]) async for doc in cursor}
+        return [doc async for doc in cursor]
+
+    async def get_documents(self, ins: str, ids: list[str]) -> list[Document]:
+        cursor = self.documents.find({"_id": {"$in": ids}, "ins": ins}, {"outbox": 0})
+        return [doc async for doc in cursor]
 
     async def insert_document(
         self, doc: Document, content_sealed: bytes, *events: envelope_pb2.Envelope
@@ -194,7 +197,7 @@ class DossierStore(Store):
         self, created_before: datetime, reminded: bool | None
     ) -> list[Document]:
         query: Document = {
-            "labels": domain.HIDDEN_FROM_PATIENT,
+            "labels": {"$in": list(domain.HIDING_LABELS)},
             "created_at": {"$lte": created_before},
             "status": {"$in": ["approved", "archived"]},
         }

@@ -97,6 +97,7 @@ class DocumentList(BaseModel):
 class DocumentPatch(BaseModel):
     masked_from_professionals: bool | None = None
     hidden_from_patient: bool | None = None
+    hidden_from_legal_representatives: bool | None = None
     status: Literal["archived", "approved"] | None = None
 
 
@@ -332,6 +333,8 @@ async def patch_document(
         req.masked_from_professionals = body.masked_from_professionals
     if body.hidden_from_patient is not None:
         req.hidden_from_patient = body.hidden_from_patient
+    if body.hidden_from_legal_representatives is not None:
+        req.hidden_from_legal_representatives = body.hidden_from_legal_representatives
     if body.status:
         req.status = DOC_STATUS_PB[body.status]  # type: ignore[assignment]
     ds = downstream(request)

@@ -1,0 +1,281 @@
+"""Issue 16's side doors, through the gateway: what the rules hide on the main routes is hidden
+on every other route too (PATCH, DELETE, links between versions, section counts, the records),
+and a blocked professional or a closed dossier refuses everything."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dmp_stack.testing import RunningStack, until
+
+PROBLEM = "application/problem+json"
+
+
+def refused(r: Any, status: int) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+class Dossier:
+    """One patient's open DMP with a GP, an authorised doctor and an authorised pharmacist."""
+
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        admin = stack.admin_token()
+        self.patient = stack.create_patient(admin)
+        self.ins = self.patient["ins"]
+        self.pros = {
+            "gp": stack.create_professional(admin, "10"),
+            "doctor": stack.create_professional(admin, "10"),
+            "pharmacist": stack.create_professional(admin, "21"),
+            "outsider": stack.create_professional(admin, "10"),
+        }
+        self.tokens = {
+            "patient": stack.login(
+                "patient", self.ins, self.patient["password"], self.patient["email"]
+            )["access_token"]
+        }
+        for name, pro in self.pros.items():
+            self.tokens[name] = stack.login(
+                "professional", pro["rpps"], pro["password"], pro["email"]
+            )["access_token"]
+        stack.open_dossier(self.tokens["patient"], self.patient)
+        with self.client("patient") as c:
+            assert until(
+                lambda: c.put(
+                    f"/v1/dossiers/{self.ins}/attending-physician",
+                    json={"rpps": self.pros["gp"]["rpps"]},
+                ).status_code
+                == 200
+            )
+            for name in ("doctor", "pharmacist"):
+                r = c.put(
+                    f"/v1/dossiers/{self.ins}/professionals/{self.pros[name]['rpps']}",
+                    json={"status": "authorized"},
+                )
+                assert r.status_code == 200, r.text
+
+    def client(self, who: str) -> Any:
+        return self.stack.client(self.tokens[who])
+
+    def add(self, who: str, type_code: str, title: str, **extra: Any) -> str:
+        body = {
+            "type_code": type_code,
+            "title": title,
+            "mime_type": "text/plain",
+            "content_base64": base64.b64encode(title.encode()).decode(),
+            **extra,
+        }
+        with self.client(who) as c:
+            r = c.post(f"/v1/dossiers/{self.ins}/documents", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def get(self, who: str, path: str = "") -> Any:
+        with self.client(who) as c:
+            return c.get(f"/v1/dossiers/{self.ins}{path}")
+
+    def patch(self, who: str, doc_id: str, body: dict[str, Any]) -> Any:
+        with self.client(who) as c:
+            return c.patch(f"/v1/dossiers/{self.ins}/documents/{doc_id}", json=body)
+
+    def set_pro(self, name: str, status: str) -> None:
+        with self.client("patient") as c:
+            r = c.put(
+                f"/v1/dossiers/{self.ins}/professionals/{self.pros[name]['rpps']}",
+                json={"status": status},
+            )
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def dossier(stack: RunningStack) -> Dossier:
+    return Dossier(stack)
+
+
+def test_a_document_hidden_from_the_patient_leaks_through_no_route(dossier: Dossier) -> None:
+    hidden = dossier.add("doctor", "11488-4", "Annonce difficile", hidden_from_patient=True)
+    refused(dossier.get("patient", f"/documents/{hidden}"), 403)
+    for change in (
+        {"masked_from_professionals": True},
+        {"status": "archived"},
+        {"hidden_from_patient": False},
+    ):
+        r = dossier.patch("patient", hidden, change)
+        refused(r, 403)
+        assert "Annonce" not in r.text and "11488-4" not in r.text
+    # nothing went through
+    meta = dossier.get("doctor", f"/documents/{hidden}").json()
+    assert meta["status"] == "approved"
+    assert meta["confidentiality"] == ["INVISIBLE_PATIENT"]
+    with dossier.client("patient") as c:
+        refused(c.delete(f"/v1/dossiers/{dossier.ins}/documents/{hidden}"), 403)
+
+    # A new version hidden from the patient: the old one no longer points at it.
+    v1 = dossier.add("doctor", "11502-2", "Biologie v1")
+    v2 = dossier.add("doctor", "11502-2", "Biologie v2", replaces=v1, hidden_from_patient=True)
+    old = dossier.get("patient", f"/documents/{v1}")
+    assert old.status_code == 200, old.text
+    assert old.json()["status"] == "superseded"
+    assert "replaced_by" not in old.json()
+    assert dossier.get("doctor", f"/documents/{v1}").json()["replaced_by"] == v2
+    superseded = dossier.get("patient", "/documents?status=superseded").json()["items"]
+    assert [d["id"] for d in superseded] == [v1]
+    assert "replaced_by" not in superseded[0]
+
+    # Counts are those of what the patient reads: two hidden, one superseded, none counted.
+    counts = dossier.get("patient").json()["counts"]
+    assert counts.get("comptes_rendus", 0) == 0
+    assert counts.get("analyses", 0) == 0
+    assert dossier.get("patient", "/documents").json()["pending"] == 2
+
+
+def test_section_counts_are_those_of_what_the_caller_may_read(dossier: Dossier) -> None:
+    dossier.add("doctor", "18748-4", "Radio du thorax")  # the matrix hides it from pharmacists
+    masked = dossier.add("doctor", "11502-2", "Sérologie")
+    r = dossier.patch("patient", masked, {"masked_from_professionals": True})
+    assert r.status_code == 200, r.text
+    dossier.add("doctor", "57833-6", "Ordonnance")
+
+    def counts(who: str) -> dict[str, int]:
+        r = dossier.get(who)
+        assert r.status_code == 200, r.text
+        return dict(r.json()["counts"])
+
+    assert counts("pharmacist") == {"traitements": 1}
+    assert counts("gp") == {"imagerie": 1, "analyses": 1, "traitements": 1}
+    assert counts("patient") == {"imagerie": 1, "analyses": 1, "traitements": 1}
+    # the author sees what they wrote, masked or not
+    assert counts("doctor") == {"imagerie": 1, "analyses": 1, "traitements": 1}
+
+
+def test_profile_contacts_and_directives_follow_the_matrix_and_blocking(
+    dossier: Dossier,
+) -> None:
+    with dossier.client("patient") as c:
+        r = c.put(
+            f"/v1/dossiers/{dossier.ins}/advance-directives",
+            json={"text": "Pas d'acharnement thérapeutique."},
+        )
+        assert r.status_code == 200, r.text
+        r = c.put(
+            f"/v1/dossiers/{dossier.ins}/emergency-contacts",
+            json={"contacts": [{"name": "Paul", "relationship": "frère", "phone": "0601020304"}]},
+        )
+        assert r.status_code == 200, r.text
+    # Advance directives count as EXPPAT_3: only doctors read them.
+    refused(dossier.get("pharmacist", "/advance-directives"), 403)
+    assert dossier.get("gp", "/advance-directives").status_code == 200
+    assert dossier.get("doctor", "/advance-directives").status_code == 200
+    # Profile and contacts count as a synthesis: every profession of the care team reads them.
+    assert dossier.get("pharmacist", "/profile").status_code == 200
+    assert dossier.get("pharmacist", "/emergency-contacts").status_code == 200
+    # Outside the care team: nothing, read or write.
+    refused(dossier.get("outsider", "/profile"), 403)
+    profile = {"allergies": ["pénicilline"]}
+    with dossier.client("outsider") as c:
+        refused(c.put(f"/v1/dossiers/{dossier.ins}/profile", json=profile), 403)
+    with dossier.client("doctor") as c:
+        assert c.put(f"/v1/dossiers/{dossier.ins}/profile", json=profile).status_code == 200
+    # Blocked: refused everything, whatever else applies (rule 5).
+    dossier.set_pro("doctor", "blocked")
+    for path in ("/profile", "/emergency-contacts", "/advance-directives"):
+        refused(dossier.get("doctor", path), 403)
+    with dossier.client("doctor") as c:
+        refused(c.put(f"/v1/dossiers/{dossier.ins}/profile", json={"allergies": []}), 403)
+    assert dossier.get("patient", "/profile").json()["allergies"] == ["pénicilline"]
+
+
+def test_a_blocked_author_is_refused_everything(dossier: Dossier) -> None:
+    hidden = dossier.add("doctor", "11488-4", "À annoncer", hidden_from_patient=True)
+    plain = dossier.add("doctor", "11488-4", "Consultation")
+    dossier.set_pro("doctor", "blocked")
+    refused(dossier.patch("doctor", hidden, {"hidden_from_patient": False}), 403)
+    refused(dossier.patch("doctor", plain, {"status": "archived"}), 403)
+    with dossier.client("doctor") as c:
+        refused(c.delete(f"/v1/dossiers/{dossier.ins}/documents/{plain}"), 403)
+        refused(c.get(f"/v1/dossiers/{dossier.ins}/documents/{plain}"), 403)
+    # Nothing changed.
+    meta = dossier.get("gp", f"/documents/{hidden}").json()
+    assert meta["confidentiality"] == ["INVISIBLE_PATIENT"]
+    assert dossier.get("gp", f"/documents/{plain}").json()["status"] == "approved"
+
+
+def test_a_closed_dossier_changes_only_by_reopening(dossier: Dossier) -> None:
+    doc = dossier.add("gp", "11488-4", "Consultation")
+    with dossier.client("patient") as c:
+        assert c.post(f"/v1/dossiers/{dossier.ins}/close").status_code == 200
+        refused(c.put(f"/v1/dossiers/{dossier.ins}/profile", json={"allergies": ["x"]}), 409)
+    with dossier.client("gp") as c:
+        refused(c.delete(f"/v1/dossiers/{dossier.ins}/documents/{doc}"), 409)
+    refused(dossier.patch("gp", doc, {"status": "archived"}), 409)
+    with dossier.client("patient") as c:
+        assert c.post(f"/v1/dossiers/{dossier.ins}/reopen").status_code == 200
+    assert dossier.get("gp", f"/documents/{doc}").json()["status"] == "approved"
+
+
+def test_archive_and_unarchive(dossier: Dossier) -> None:
+    doc = dossier.add("doctor", "11488-4", "Consultation ancienne")
+    refused(dossier.patch("pharmacist", doc, {"status": "archived"}), 403)
+    r = dossier.patch("doctor", doc, {"status": "archived"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "archived"
+    archived = dossier.get("patient", "/documents?status=archived").json()["items"]
+    assert [d["id"] for d in archived] == [doc]
+    assert dossier.get("patient", "/documents?status=approved").json()["items"] == []
+    r = dossier.patch("patient", doc, {"status": "approved"})  # the patient unarchives
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "approved"
+    assert [d["id"] for d in dossier.get("gp", "/documents").json()["items"]] == [doc]
+
+
+def test_a_list_examines_a_bounded_part_of_the_dossier(dossier: Dossier) -> None:
+    """A pharmacist may read one document of 25: a page of 2 comes back short with a cursor
+    rather than after a pass over the whole dossier, and the cursors lead to it."""
+    wanted = dossier.add("doctor", "57833-6", "Ordonnance")
+    for i in range(24):
+        dossier.add("doctor", "18748-4", f"Imagerie {i}")
+    seen: list[str] = []
+    pages = 0
+    cursor = ""
+    with dossier.client("pharmacist") as c:
+        while True:
+            r = c.get(
+                f"/v1/dossiers/{dossier.ins}/documents",
+                params={"page_size": 2, **({"cursor": cursor} if cursor else {})},
+            )
+            assert r.status_code == 200, r.text
+            pages += 1
+            seen += [d["id"] for d in r.json()["items"]]
+            cursor = r.json().get("next") or ""
+            if not cursor:
+                break
+    assert seen == [wanted]
+    assert pages >= 2, "the first page stopped short of the whole dossier"
+
+
+@pytest.fixture
+def clock(stack: RunningStack) -> Iterator[RunningStack]:
+    try:
+        yield stack
+    finally:
+        stack.set_clock_offset(0)
+
+
+def test_closing_on_29_february(clock: RunningStack) -> None:
+    dossier = Dossier(clock)
+    leap_day = datetime(2028, 2, 29, 10, 0, tzinfo=UTC)
+    clock.set_clock_offset((leap_day - datetime.now(UTC)).total_seconds())
+    token = clock.login(
+        "patient", dossier.ins, dossier.patient["password"], dossier.patient["email"]
+    )["access_token"]
+    with clock.client(token) as c:
+        r = c.post(f"/v1/dossiers/{dossier.ins}/close")
+        assert r.status_code == 200, r.text
+        assert r.json()["closed_at"].startswith("2028-02-29")
+        assert c.post(f"/v1/dossiers/{dossier.ins}/reopen").status_code == 200
