@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from dmp_stack.testing import RunningStack, until
+from dmp_stack.testing import RunningStack, collect_events, make_ins, until
+
+DAY = 86_400
 
 PROBLEM = "application/problem+json"
 
@@ -133,6 +135,29 @@ def test_a_document_hidden_from_the_patient_leaks_through_no_route(dossier: Doss
     assert counts.get("comptes_rendus", 0) == 0
     assert counts.get("analyses", 0) == 0
     assert dossier.get("patient", "/documents").json()["pending"] == 2
+
+    # The access log: the entries about hidden documents are there (the trace is whole, its
+    # chain unbroken) but withheld from the patient; the GP reads them in full.
+    def log(who: str) -> list[dict[str, Any]]:
+        r = dossier.get(who, "/access-log?page_size=100")
+        assert r.status_code == 200, r.text
+        return list(r.json()["entries"])
+
+    def until_traced() -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = until(
+            lambda: (e := log("gp")) and {hidden, v2} <= {x.get("document_id") for x in e} and e
+        )
+        assert entries, "the GP reads the entries about the hidden documents"
+        return entries
+
+    gp_entries = until_traced()
+    patient_entries = log("patient")
+    assert hidden not in str(patient_entries) and v2 not in str(patient_entries)
+    withheld = [e for e in patient_entries if e["withheld"]]
+    assert withheld, "the entries are withheld, not dropped"
+    assert all("entry" not in e and "document_id" not in e for e in withheld)
+    gp_leaves = {e["leaf_hash"] for e in gp_entries if e.get("document_id") in (hidden, v2)}
+    assert gp_leaves <= {e["leaf_hash"] for e in withheld}
 
 
 def test_section_counts_are_those_of_what_the_caller_may_read(dossier: Dossier) -> None:
@@ -279,3 +304,84 @@ def test_closing_on_29_february(clock: RunningStack) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["closed_at"].startswith("2028-02-29")
         assert c.post(f"/v1/dossiers/{dossier.ins}/reopen").status_code == 200
+
+
+def minor_of(stack: RunningStack, parent: dict[str, Any]) -> dict[str, Any]:
+    admin = stack.admin_token()
+    minor = stack.create_patient(admin)  # a patient to copy, then a minor with a representative
+    ins = make_ins()
+    body = {
+        "ins": ins,
+        "vitale_serial": parent["vitale_serial"],
+        "given_name": "Léo",
+        "family_name": "Martin",
+        "birth_date": "2016-03-02",
+        "email": f"minor-{ins}@example.org",
+        "password": minor["password"],
+        "legal_representatives": [parent["ins"]],
+    }
+    with stack.client(admin) as c:
+        r = c.post("/v1/admin/patients", json=body)
+    assert r.status_code == 201, r.text
+    return body
+
+
+async def test_documents_hidden_from_representatives_are_reminded_and_revealed(
+    clock: RunningStack,
+) -> None:
+    stack = clock
+    admin = stack.admin_token()
+    parent = stack.create_patient(admin)
+    doctor = stack.create_professional(admin, "10")
+    minor = minor_of(stack, parent)
+    ins = minor["ins"]
+
+    def token(who: dict[str, Any], kind: str = "patient") -> str:
+        login = who["ins"] if kind == "patient" else who["rpps"]
+        return str(stack.login(kind, login, who["password"], who["email"])["access_token"])
+
+    stack.open_dossier(token(doctor, "professional"), minor)
+    with stack.client(token(doctor, "professional")) as c:
+        ids = []
+        for title, hide in (("Pour les parents plus tard", {}), ("Pour tous plus tard", True)):
+            r = c.post(
+                f"/v1/dossiers/{ins}/documents",
+                json={
+                    "type_code": "11488-4",
+                    "title": title,
+                    "mime_type": "text/plain",
+                    "content_base64": base64.b64encode(b"x").decode(),
+                    "hidden_from_legal_representatives": True,
+                    "hidden_from_patient": hide is True,
+                },
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        # Revealing to the patient leaves the representatives' label in place.
+        r = c.patch(f"/v1/dossiers/{ins}/documents/{ids[1]}", json={"hidden_from_patient": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["confidentiality"] == ["INVISIBLE_REPRESENTANTS_LEGAUX"]
+
+    def parent_sees() -> list[str]:
+        with stack.client(token(parent)) as c:
+            r = c.get(f"/v1/dossiers/{ins}/documents")
+        assert r.status_code == 200, r.text
+        return sorted(d["id"] for d in r.json()["items"])
+
+    assert parent_sees() == []
+    stack.set_clock_offset(15 * DAY)
+    reminders = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "document.reminder_due",
+        lambda seen: {e.reminder_due.document_id for e in seen} >= set(ids),
+    )
+    told = {
+        (e.reminder_due.document_id, e.reminder_due.label)
+        for e in reminders
+        if e.reminder_due.document_id in ids
+    }
+    assert told == {(i, "INVISIBLE_REPRESENTANTS_LEGAUX") for i in ids}
+    assert parent_sees() == []
+    stack.set_clock_offset(31 * DAY)
+    assert until(lambda: parent_sees() == sorted(ids)), "after a month, visible to them too"

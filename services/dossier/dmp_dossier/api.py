@@ -634,6 +634,21 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             items=[metadata(d, links) for d in visible], next=next_cursor, pending=pending
         )
 
+    async def ReadableDocuments(
+        self, request: pb.ReadableDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReadableDocumentsResponse:
+        """Not a read of any document, so not traced: it tells no more than a read would
+        (an unknown id and one the caller may not read look the same)."""
+        ins = validate_ins(request.ins)
+        caller()
+        ids = sorted(set(request.document_ids))
+        if len(ids) > FILTER_BATCH:
+            raise InvalidArgument(f"at most {FILTER_BATCH} document ids", field="document_ids")
+        dossier = await self.store.get_dossier(ins)
+        docs = await self.store.get_documents(ins, ids) if ids and dossier else []
+        readable, _ = await self._readable_ids(ins, dossier, docs)
+        return pb.ReadableDocumentsResponse(document_ids=sorted(readable))
+
     async def UpdateDocument(
         self, request: pb.UpdateDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateDocumentResponse:

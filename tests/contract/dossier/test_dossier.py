@@ -161,6 +161,30 @@ CASES = [
         S.PERMISSION_DENIED,
     ),
     Case(
+        "ReadableDocuments",
+        "the patient, consent away to decide",
+        pb.ReadableDocumentsRequest(ins=Ins, document_ids=["a"]),
+        "patient",
+        S.OK,
+        check=lambda a: list(a.document_ids) == [],  # no dossier here: nothing is readable
+    ),
+    Case(
+        "ReadableDocuments",
+        "a malformed INS",
+        pb.ReadableDocumentsRequest(ins="1"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "ReadableDocuments",
+        "too many ids at once",
+        pb.ReadableDocumentsRequest(ins=Ins, document_ids=[str(i) for i in range(1001)]),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="document_ids",
+    ),
+    Case(
         "CountOpenings",
         "an administrator, none yet",
         pb.CountOpeningsRequest(),

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from dmp.audit.v1 import audit_pb2 as pb
+from dmp.dossier.v1 import dossier_pb2
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 
@@ -37,8 +38,18 @@ class AccessLogEntry(BaseModel):
     outcome: str = Field(description="success, failure or denied")
     reason: str | None = None
     query: str | None = None
-    entry: str = Field(description="the entry's canonical bytes (UTF-8), as the log hashed them")
+    entry: str | None = Field(
+        None,
+        description="the entry's canonical bytes (UTF-8), as the log hashed them; absent when "
+        "the entry is withheld",
+    )
     leaf_hash: str = Field(description="SHA-256(0x00 ‖ entry), hex")
+    withheld: bool = Field(
+        False,
+        description="the entry names a document the caller may not read (one hidden from the "
+        "patient until its announcement): its document and bytes are withheld, its leaf hash "
+        "is still given, for its inclusion proof and the dossier's hash chain",
+    )
 
 
 class AccessLog(BaseModel):
@@ -94,7 +105,28 @@ async def access_log(
         pb.ListAccessLogRequest(ins=ins, cursor=cursor or "", page_size=page_size),
         token=who.token,
     )
-    return AccessLog(entries=[_entry(e) for e in resp.entries], next=resp.next or None)
+    named = sorted({e.document_id for e in resp.entries if e.document_id})
+    readable: set[str] = set()
+    if named:
+        # Nothing names a document to who may not read it: the dossier says which they may.
+        answer = await ds.call(
+            ds.dossier.ReadableDocuments,
+            dossier_pb2.ReadableDocumentsRequest(ins=ins, document_ids=named),
+            token=who.token,
+        )
+        readable = set(answer.document_ids)
+    return AccessLog(
+        entries=[
+            _entry(e) if not e.document_id or e.document_id in readable else _withheld(e)
+            for e in resp.entries
+        ],
+        next=resp.next or None,
+    )
+
+
+def _withheld(e: pb.AccessLogEntry) -> AccessLogEntry:
+    shown = _entry(e)
+    return shown.model_copy(update={"document_id": None, "entry": None, "withheld": True})
 
 
 def _entry(e: pb.AccessLogEntry) -> AccessLogEntry:
