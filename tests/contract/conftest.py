@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from dmp_stack.contract import Alone, alone
-from dmp_stack.testing import Infra, random_key
+from dmp_stack.testing import Infra
 
 
 @pytest.fixture(scope="module")
 def alone_service(request: pytest.FixtureRequest, infra: Infra) -> Iterator[Alone]:
     name = request.module.SERVICE
     logs = Path(".dmp") / "test-logs"
-    with alone(name, infra.mongo.url, logs, random_key()) as service:
+    with alone(name, infra.mongo.url, logs) as service:
         yield service
 
 

@@ -1,9 +1,16 @@
-"""NATS JetStream: streams, publish with Nats-Msg-Id, durable consumers that ack after effect."""
+"""NATS JetStream: streams, publish with Nats-Msg-Id, durable consumers that ack after effect.
+
+Who may do what on the bus is data here, once: each service's subjects and durable consumers.
+The NATS server enforces it (dmp_stack.natsauth turns it into each service's permissions), and
+every consumer drops an event whose type its producer could not have published.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -19,8 +26,7 @@ from dmp_kit.logging import get_logger
 
 log = get_logger(__name__)
 
-# Every stream of the platform, by subjects. Each service ensures them all at start
-# (idempotent), so start order does not matter.
+# Every stream of the platform, by subjects.
 STREAMS: dict[str, list[str]] = {
     "IDENTITY": ["identity.>"],
     "DOSSIER": ["dossier.>", "document.>", "access.>"],
@@ -28,6 +34,79 @@ STREAMS: dict[str, list[str]] = {
     "AUDIT": ["audit.>"],
 }
 DUPLICATE_WINDOW_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class BusAccess:
+    """What one service does on the bus: the subjects it publishes, the streams it creates
+    (at start, idempotent; a consumer of a stream not there yet retries until its owner has
+    started), and its durable consumers as (stream, durable name)."""
+
+    publishes: tuple[str, ...] = ()
+    owns_streams: tuple[str, ...] = ()
+    consumes: tuple[tuple[str, str], ...] = field(default=())
+
+
+# Each service's traces are `audit.<service>` (dmp_kit.events.audit_event).
+BUS_ACCESS: dict[str, BusAccess] = {
+    "identity": BusAccess(publishes=("identity.>", "audit.identity"), owns_streams=("IDENTITY",)),
+    "dossier": BusAccess(
+        publishes=("dossier.>", "document.>", "access.>", "audit.dossier"),
+        owns_streams=("DOSSIER",),
+    ),
+    "consent": BusAccess(
+        publishes=("consent.>", "audit.consent"),
+        owns_streams=("CONSENT",),
+        consumes=(("DOSSIER", "consent-dossier-lifecycle"),),
+    ),
+    "audit": BusAccess(
+        owns_streams=("AUDIT",),
+        consumes=(("AUDIT", "audit-log"), ("CONSENT", "audit-attending-physician")),
+    ),
+    "notify": BusAccess(
+        consumes=(
+            ("DOSSIER", "notify-document-added"),
+            ("DOSSIER", "notify-reminder"),
+            ("DOSSIER", "notify-access-first"),
+            ("CONSENT", "notify-emergency-access"),
+            ("IDENTITY", "notify-login"),
+        ),
+    ),
+    "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle"),)),
+}
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` one token, `>` one or more trailing tokens."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(have) > i
+        if i >= len(have) or part not in ("*", have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def producer_of(subject: str) -> str | None:
+    """The one service allowed to publish on `subject`, if any."""
+    for service, access in BUS_ACCESS.items():
+        if any(_matches(pattern, subject) for pattern in access.publishes):
+            return service
+    return None
+
+
+def authentic(subject: str, event: envelope_pb2.Envelope) -> bool:
+    """An event is its producer's: its type is the subject it came on, and that subject's
+    producer is the service the envelope names. The server lets each service publish on its
+    own subjects only, so an event that says otherwise was forged or misrouted."""
+    producer = producer_of(subject)
+    return producer is not None and event.type == subject and event.source == producer
+
+
+def inbox_prefix(name: str) -> str:
+    """Replies to a connection named `name` come under this prefix, which only it may read."""
+    return f"_INBOX_{name}"
+
 
 Handler = Callable[[envelope_pb2.Envelope], Awaitable[None]]
 GiveUp = Callable[[envelope_pb2.Envelope, int, Exception], Awaitable[None]]
@@ -37,12 +116,23 @@ class EventBus:
     """One NATS connection per process, with its JetStream context."""
 
     def __init__(
-        self, url: str, name: str, publish_timeout: float = 5.0, stream_replicas: int = 1
+        self,
+        url: str,
+        name: str,
+        publish_timeout: float = 5.0,
+        stream_replicas: int = 1,
+        *,
+        user: str = "",
+        password: str = "",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._url = url
         self._name = name
         self._timeout = publish_timeout
         self._replicas = stream_replicas
+        self._user = user
+        self._password = password
+        self._tls = tls
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
@@ -50,6 +140,12 @@ class EventBus:
         self._nc = await nats.connect(
             self._url,
             name=self._name,
+            # Its own inbox prefix: the server lets each service read its own replies only.
+            inbox_prefix=inbox_prefix(self._user) if self._user else b"_INBOX",
+            tls=self._tls,
+            error_cb=self._on_error,
+            user=self._user or None,
+            password=self._password or None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=2,
@@ -59,6 +155,10 @@ class EventBus:
             max_outstanding_pings=3,
         )
         self._js = self._nc.jetstream(timeout=self._timeout)
+
+    async def _on_error(self, exc: Exception) -> None:
+        # A refused subject (permissions violation) lands here, not in the caller.
+        log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
 
     @property
     def js(self) -> JetStreamContext:
@@ -84,11 +184,12 @@ class EventBus:
             return False
         return True
 
-    async def ensure_streams(self) -> None:
-        for name, subjects in STREAMS.items():
+    async def ensure_streams(self, names: Iterable[str] | None = None) -> None:
+        """Create or update these streams (all of them by default)."""
+        for name in STREAMS if names is None else names:
             config = StreamConfig(
                 name=name,
-                subjects=subjects,
+                subjects=STREAMS[name],
                 storage=StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 # 3 in production (a JetStream cluster): a stream survives losing a server.
@@ -164,6 +265,18 @@ async def run_consumer(
         except Exception:
             log.error("event_undecodable", durable=durable, subject=msg.subject)
             await msg.term()
+            return
+        if not authentic(msg.subject, event):
+            # Acknowledged, never handled: no redelivery can make it its producer's.
+            log.error(
+                "event_not_from_its_producer",
+                durable=durable,
+                subject=msg.subject,
+                event_type=event.type,
+                source=event.source,
+                event_id=event.id,
+            )
+            await msg.ack()
             return
         try:
             await handler(event)

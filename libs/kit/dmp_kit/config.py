@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import base64
+import ssl
 from enum import StrEnum
 from typing import ClassVar, Self
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Published on purpose: these values only ever work with DMP_ENV=dev.
-DEV_MASTER_KEY = base64.b64encode(b"dmp-dev-master-key-NOT-A-SECRET!").decode()
+from dmp_kit.crypto import derive_key
+
 DEV_ADMIN_PASSWORD = "dev-admin-password"  # noqa: S105
+
+
+def dev_key(purpose: str) -> str:
+    """A published development key (base64 of 32 bytes): only ever accepted with DMP_ENV=dev."""
+    return base64.b64encode(derive_key(b"dmp-dev-secrets-NOT-A-SECRET", purpose)).decode()
+
+
+DEV_LOG_PSEUDONYM_KEY = dev_key("log-pseudonyms")
 
 DEFAULT_PORTS: dict[str, int] = {
     "identity": 50051,
@@ -34,16 +43,24 @@ class DefaultSecretError(ValueError):
 
 
 class Settings(BaseSettings):
-    """Settings every service reads. Each service subclasses it for its own."""
+    """Settings every service reads. Each service subclasses it for its own.
+
+    Each process holds only the secrets it needs: here, none that decrypts, signs or mints
+    anything (the gateway has just these); each service's subclass adds its own key.
+    """
 
     model_config = SettingsConfigDict(env_prefix="DMP_", extra="ignore")
 
     # Secrets whose published development value is refused unless env is dev.
-    published_secrets: ClassVar[dict[str, str]] = {"master_key": DEV_MASTER_KEY}
+    published_secrets: ClassVar[dict[str, str]] = {"log_pseudonym_key": DEV_LOG_PSEUDONYM_KEY}
+    # Settings that hold a key: base64 of exactly 32 bytes.
+    key_settings: ClassVar[tuple[str, ...]] = ("log_pseudonym_key",)
 
     env: Env = Env.PROD
     log_level: str = "INFO"
 
+    # Credentials (user, password), database and TLS options go in the URL: for example
+    # mongodb://dossier:PASSWORD@mongo:27017/dossier?authSource=dossier&tls=true&tlsCAFile=/ca.pem
     mongo_url: str = "mongodb://localhost:27017/"
     mongo_db: str = ""
     mongo_timeout_ms: int = 3000
@@ -51,6 +68,14 @@ class Settings(BaseSettings):
     nats_url: str = "nats://localhost:4222"
     # Copies of each JetStream stream: 1 on a single server, 3 on a production cluster.
     nats_stream_replicas: int = 1
+    # This service's own NATS identity: the server grants it its subjects only.
+    nats_user: str = ""
+    nats_password: SecretStr = SecretStr("")
+    # TLS to NATS: a CA file to verify the server (or the system's CAs with tls:// URLs), and
+    # a client certificate and key when the server asks for one.
+    nats_tls_ca: str = ""
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
 
     identity_addr: str = f"localhost:{DEFAULT_PORTS['identity']}"
     dossier_addr: str = f"localhost:{DEFAULT_PORTS['dossier']}"
@@ -65,37 +90,55 @@ class Settings(BaseSettings):
     jwt_issuer: str = "https://dmp.localhost/identity"
     jwt_audience: str = "dmp"
 
-    # base64 of 32 bytes; envelope-encrypts keys at rest and keys log pseudonyms.
-    master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+    # base64 of 32 bytes, the same in every process: keys the pseudonyms in logs, so that one
+    # person has one pseudonym across services. It decrypts and signs nothing.
+    log_pseudonym_key: SecretStr = SecretStr(DEV_LOG_PSEUDONYM_KEY)
 
     # dev/test only: a file holding a number of seconds added to the wall clock.
     clock_offset_file: str = ""
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> Self:
+        for name in self.key_settings:
+            try:
+                key = base64.b64decode(self._plain(name), validate=True)
+            except ValueError as exc:
+                raise ValueError(f"DMP_{name.upper()} must be base64") from exc
+            if len(key) != 32:
+                raise ValueError(f"DMP_{name.upper()} must encode exactly 32 bytes")
         if self.env is Env.DEV:
             return self
         for name, published in self.published_secrets.items():
-            value = getattr(self, name)
-            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if plain == published:
+            if self._plain(name) == published:
                 raise DefaultSecretError(
                     f"DMP_{name.upper()} has its published development value; "
                     f"set a real secret (DMP_ENV={self.env.value} refuses it)"
                 )
         if self.clock_offset_file and self.env is Env.PROD:
             raise ValueError("DMP_CLOCK_OFFSET_FILE is for dev and test only")
-        try:
-            key = base64.b64decode(self.master_key.get_secret_value(), validate=True)
-        except ValueError as exc:
-            raise ValueError("DMP_MASTER_KEY must be base64") from exc
-        if len(key) != 32:
-            raise ValueError("DMP_MASTER_KEY must encode exactly 32 bytes")
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ValueError("DMP_NATS_TLS_CERT and DMP_NATS_TLS_KEY go together")
         return self
 
-    @property
-    def master_key_bytes(self) -> bytes:
-        return base64.b64decode(self.master_key.get_secret_value())
+    def _plain(self, name: str) -> str:
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    def key_bytes(self, name: str) -> bytes:
+        """The 32 bytes of one of `key_settings`."""
+        if name not in self.key_settings:
+            raise KeyError(name)
+        return base64.b64decode(self._plain(name))
+
+    def nats_tls(self) -> ssl.SSLContext | None:
+        """TLS to NATS when a CA or client certificate is configured (tls:// URLs alone use
+        the system's CAs)."""
+        if not (self.nats_tls_ca or self.nats_tls_cert):
+            return None
+        context = ssl.create_default_context(cafile=self.nats_tls_ca or None)
+        if self.nats_tls_cert:
+            context.load_cert_chain(self.nats_tls_cert, self.nats_tls_key)
+        return context
 
     def listen_address(self, service: str) -> str:
         return self.grpc_listen or f"[::]:{DEFAULT_PORTS[service]}"

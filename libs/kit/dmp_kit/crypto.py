@@ -1,4 +1,4 @@
-"""Envelope encryption (AES-256-GCM) and key derivation from the master key."""
+"""Envelope encryption (AES-256-GCM) and key derivation from a service's own key."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _NONCE = 12
 
 
 def derive_key(master: bytes, purpose: str) -> bytes:
-    """A 32-byte key for one purpose, so one master secret never serves two uses."""
+    """A 32-byte key for one purpose, so one secret never serves two uses."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
         master
     )

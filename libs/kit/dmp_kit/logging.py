@@ -32,7 +32,12 @@ REDACTED_KEYS = frozenset(
         "family_name",
         "birth_date",
         "content",
-        "master_key",
+        "identity_key",
+        "dossier_key",
+        "audit_key",
+        "service_account_key",
+        "log_pseudonym_key",
+        "nats_password",
     }
 )
 # An INS-shaped run of characters anywhere in a message.

@@ -16,10 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit import logging as dmp_logging
 from dmp_kit.auth import JwksCache, TokenVerifier
-from dmp_kit.bus import EventBus
+from dmp_kit.bus import BUS_ACCESS, EventBus
 from dmp_kit.clock import Clock, clock_from_path
 from dmp_kit.config import Settings
-from dmp_kit.crypto import derive_key
 from dmp_kit.mongo import Document, Store, close_mongo, mongo_client, ping
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.probe import LIVENESS
@@ -33,9 +32,7 @@ HEALTH_INTERVAL_SECONDS = 1.0
 
 
 def configure_logging(service: str, settings: Settings) -> None:
-    dmp_logging.configure(
-        service, settings.log_level, derive_key(settings.master_key_bytes, "log-pseudonyms")
-    )
+    dmp_logging.configure(service, settings.log_level, settings.key_bytes("log_pseudonym_key"))
 
 
 def identity_jwks(channel: grpc.aio.Channel, timeout: float) -> JwksCache:
@@ -63,7 +60,12 @@ class ServiceRuntime:
             settings.mongo_url, settings.mongo_timeout_ms
         )[settings.database_name(name)]
         self.bus = EventBus(
-            settings.nats_url, f"dmp-{name}", stream_replicas=settings.nats_stream_replicas
+            settings.nats_url,
+            f"dmp-{name}",
+            stream_replicas=settings.nats_stream_replicas,
+            user=settings.nats_user,
+            password=settings.nats_password.get_secret_value(),
+            tls=settings.nats_tls(),
         )
         self.stop = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -193,7 +195,7 @@ class ServiceRuntime:
             try:
                 if not self.bus.connected:
                     await self.bus.connect()
-                await self.bus.ensure_streams()
+                await self.bus.ensure_streams(BUS_ACCESS[self.name].owns_streams)
                 for store in stores:
                     await store.ensure_indexes()
                 if relay is not None:

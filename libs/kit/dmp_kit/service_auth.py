@@ -2,26 +2,30 @@
 
 Each service that calls others on its own behalf (not forwarding a user's token) is an OAuth2
 client of identity, `service:<name>`, authenticating with a client assertion (RFC 7523) signed
-by an Ed25519 key derived from the master key. Identity provisions these clients at start with
-the public keys derived the same way and the roles below, and refuses to let anyone register a
-client under the `service:` prefix. The trust boundary is the master key, which every service
-already holds; per-service keys from a secret store would narrow it to one service each.
+by an Ed25519 key of its own (DMP_SERVICE_ACCOUNT_KEY, that service's secret alone). Identity
+holds only the public halves (DMP_SERVICE_PUBLIC_KEYS), provisions these clients at start with
+them and the roles below, and refuses to let anyone register a client under the `service:`
+prefix. A service's key lets it act as itself, never as another.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dmp.identity.v1 import identity_pb2
 from dmp_kit.clock import Clock
-from dmp_kit.crypto import derive_key
+from dmp_kit.config import dev_key
 from dmp_kit.rpc.client import call_options
 
 PREFIX = "service:"
@@ -43,19 +47,29 @@ def client_id(service: str) -> str:
     return f"{PREFIX}{service}"
 
 
-def service_key(master_key: bytes, service: str) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(
-        derive_key(master_key, f"dmp/service-credentials/{service}/v1")
-    )
+# Published development keys, one per service account: accepted with DMP_ENV=dev only.
+DEV_SERVICE_ACCOUNT_KEYS = {name: dev_key(f"service-account/{name}") for name in SERVICE_ROLES}
 
 
-def service_public_pem(master_key: bytes, service: str) -> str:
-    public = service_key(master_key, service).public_key()
+def public_key_of(private_key: bytes) -> str:
+    """The public half (base64 of its 32 raw bytes) of a service account's key."""
+    public = Ed25519PrivateKey.from_private_bytes(private_key).public_key()
+    return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+DEV_SERVICE_PUBLIC_KEYS = {
+    name: public_key_of(base64.b64decode(key)) for name, key in DEV_SERVICE_ACCOUNT_KEYS.items()
+}
+
+
+def public_pem(public_key: str) -> str:
+    """A public key given as base64 of its raw bytes, as PEM (what identity's clients hold)."""
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key, validate=True))
     return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def client_assertion(
-    master_key: bytes, service: str, audience: str, clock: Clock | None = None
+    private_key: bytes, service: str, audience: str, clock: Clock | None = None
 ) -> str:
     """Dated by the injected clock when given: identity judges it by its own."""
     now = int(clock.now().timestamp() if clock else time.time())
@@ -68,7 +82,8 @@ def client_assertion(
         "exp": now + ASSERTION_LIFETIME_SECONDS,
         "jti": str(uuid.uuid4()),
     }
-    return jwt.encode(claims, service_key(master_key, service), algorithm="EdDSA")
+    key = Ed25519PrivateKey.from_private_bytes(private_key)
+    return jwt.encode(claims, key, algorithm="EdDSA")
 
 
 Exchange = Callable[[str], Awaitable[tuple[str, int]]]
@@ -98,14 +113,14 @@ class ServiceTokens:
     def __init__(
         self,
         service: str,
-        master_key: bytes,
+        private_key: bytes,
         audience: str,
         exchange: Exchange,
         clock: Clock | None = None,
     ):
         self._service = service
         self._clock = clock
-        self._master_key = master_key
+        self._private_key = private_key
         self._audience = audience
         self._exchange = exchange
         self._token: tuple[str, float] | None = None
@@ -116,7 +131,7 @@ class ServiceTokens:
         now = time.monotonic()
         if fresh or self._token is None or self._token[1] - now < RENEW_BEFORE_SECONDS:
             assertion = client_assertion(
-                self._master_key, self._service, self._audience, self._clock
+                self._private_key, self._service, self._audience, self._clock
             )
             token, lifetime = await self._exchange(assertion)
             self._token = (token, now + lifetime)

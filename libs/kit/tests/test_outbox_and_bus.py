@@ -27,7 +27,7 @@ def login_event(outcome: str) -> envelope_pb2.Envelope:
     return new_event(
         "identity.login",
         identity_pb2.LoginAttempted(account_kind="patient", outcome=outcome),
-        source="test",
+        source="identity",
         clock=CLOCK,
     )
 

@@ -35,9 +35,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dmp.identity.v1 import identity_pb2
 from dmp_kit.config import DEFAULT_PORTS
 from dmp_kit.rpc.status import DETAILS_KEY
-from dmp_stack.infra import free_port, spawn, start_nats
+from dmp_stack.infra import free_port, spawn
 from dmp_stack.stack import stop_pid
-from dmp_stack.testing import ISSUER, Infra, forge_token, make_ins, make_rpps
+from dmp_stack.testing import (
+    ISSUER,
+    Infra,
+    forge_token,
+    make_ins,
+    make_rpps,
+    own_nats,
+)
 
 AUDIENCE = "dmp"
 # The callers a test can be: valid identifiers, made once per run.
@@ -118,6 +125,8 @@ class Alone:
     channel: grpc.Channel
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Its NATS server, as the tests' own user (allowed everything: to publish as a peer would).
+    nats_url: str = ""
 
     def token(self, kind: str, ttl: int = 600, **overrides: Any) -> str:
         if self.keys is not None:
@@ -125,34 +134,27 @@ class Alone:
         # Identity alone: signed with its own active key, as it signs.
         claims = claims_of(kind, ttl, overrides)
         mongo = self.env["DMP_MONGO_URL"]
-        return forge_token(mongo, self.database, self.env["DMP_MASTER_KEY"], claims)
+        return forge_token(mongo, self.database, self.env["DMP_IDENTITY_KEY"], claims)
 
 
 @contextmanager
-def alone(name: str, mongo_url: str, logs: Path, master_key: str) -> Iterator[Alone]:
+def alone(name: str, mongo_url: str, logs: Path) -> Iterator[Alone]:
     """Starts `dmp_<name>` with a database of its own on `mongo_url` and a NATS server of its
-    own (its durable consumers must not share the session stack's); stops them after."""
+    own (its durable consumers must not share the session stack's); stops them after. The
+    service connects to NATS as itself; `Alone.nats_url` connects as the tests' own user."""
     root = Path(tempfile.mkdtemp(prefix=f"dmp-contract-{name}-"))
-    # Its own even when the session's is named in the environment (a running stack sets it).
-    shared = os.environ.pop("DMP_NATS_URL", None)
     try:
-        nats = start_nats(root)
+        with own_nats(root) as nats:
+            env = {"DMP_NATS_URL": nats.service_url, **nats.credentials.env_for(name)}
+            with _alone(name, mongo_url, env, logs) as service:
+                service.nats_url = nats.url
+                yield service
     finally:
-        if shared is not None:
-            os.environ["DMP_NATS_URL"] = shared
-    try:
-        with _alone(name, mongo_url, nats.url, logs, master_key) as service:
-            yield service
-    finally:
-        if nats.pid is not None:
-            stop_pid(nats.pid)
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
-def _alone(
-    name: str, mongo_url: str, nats_url: str, logs: Path, master_key: str
-) -> Iterator[Alone]:
+def _alone(name: str, mongo_url: str, secrets_env: dict[str, str], logs: Path) -> Iterator[Alone]:
     keys = None if name == "identity" else KeyServer()
     if keys is not None:
         keys.server.start()
@@ -165,10 +167,9 @@ def _alone(
         "DMP_ENV": "dev",
         "DMP_MONGO_URL": mongo_url,
         "DMP_MONGO_DB": database,
-        "DMP_NATS_URL": nats_url,
         "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
         "DMP_GRPC_DEADLINE_SECONDS": "2",
-        "DMP_MASTER_KEY": master_key,
+        **secrets_env,
         "DMP_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
         "DMP_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",

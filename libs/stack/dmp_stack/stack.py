@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from dmp_kit.config import DEFAULT_PORTS
+from dmp_stack.credentials import SERVICES, Credentials
 from dmp_stack.infra import (
     InfraError,
     Started,
@@ -26,7 +27,6 @@ from dmp_stack.infra import (
     start_smtp,
 )
 
-SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest")
 STATE_FILE = "state.json"
 
 
@@ -117,13 +117,30 @@ def stop_started(dep: Started) -> None:
 
 
 class Stack:
-    """Starts and stops everything under one state directory (`.dmp/` for `make up`)."""
+    """Starts and stops everything under one state directory (`.dmp/` for `make up`).
 
-    def __init__(self, state_dir: Path, ports: Ports, extra_env: dict[str, str] | None = None):
+    Each process gets its own secrets (dmp_stack.credentials): those given, else the ones
+    kept under `secrets/` in the state directory, made the first time.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        ports: Ports,
+        extra_env: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
+    ):
         self.state_dir = state_dir
         self.ports = ports
         self.extra_env = extra_env or {}
+        self._credentials = credentials
         self._env: dict[str, str] = {}
+
+    @property
+    def credentials(self) -> Credentials:
+        if self._credentials is None:
+            self._credentials = Credentials.load_or_create(self.state_dir / "secrets")
+        return self._credentials
 
     @property
     def state_path(self) -> Path:
@@ -145,7 +162,7 @@ class Stack:
         processes: dict[str, int] = {}
         try:
             deps.append(start_mongo(self.state_dir))
-            deps.append(start_nats(self.state_dir))
+            deps.append(start_nats(self.state_dir, credentials=self.credentials))
             smtp = start_smtp(self.state_dir)
             deps.append(smtp)
             self._env = self.service_env(deps[0].url, deps[1].url, smtp)
@@ -192,7 +209,12 @@ class Stack:
         proc = spawn(
             [sys.executable, "-m", f"dmp_{name}"],
             self.state_dir / "logs" / f"{name}.log",
-            env={**os.environ, **self._env, **self.spawn_env(name)},
+            env={
+                **os.environ,
+                **self._env,
+                **self.spawn_env(name),
+                **self.credentials.env_for(name),
+            },
         )
         return proc.pid
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email
 import email.parser
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.crypto import derive_key, unseal
 from dmp_kit.identifiers import ins_control_key, luhn_ok
 from dmp_kit.service_auth import ASSERTION_TYPE
+from dmp_stack.credentials import Credentials
 from dmp_stack.infra import Started, start_mongo, start_nats, start_smtp
 from dmp_stack.stack import Ports, Stack, StackState, stop_started
 
@@ -55,12 +58,25 @@ def make_rpps(rng: random.Random | None = None) -> str:
     return next(body + d for d in "0123456789" if luhn_ok(body + d))
 
 
+# The tests' own NATS user, allowed everything: tests publish as any producer would, and as a
+# forger would. It exists only in the configuration of a NATS server the harness starts.
+TEST_NATS_USER = "dmp-test"
+
+
 @dataclass
 class Infra:
+    """Servers for a test session. `nats.url` connects as TEST_NATS_USER; the services
+    connect to `nats_service_url` as themselves, with `credentials`."""
+
     root: Path
     mongo: Started
     nats: Started
     smtp: Started
+    credentials: Credentials
+
+    @property
+    def nats_service_url(self) -> str:
+        return self.nats.extra.get("service_url", self.nats.url)
 
     @property
     def maildir(self) -> Path:
@@ -81,18 +97,59 @@ def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
     (unless DMP_MONGO_URL / DMP_NATS_URL name servers to use)."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     started: list[Started] = []
+    credentials = Credentials()
+    password = secrets.token_urlsafe(24)
     try:
         mongo = start_mongo(root)
         started.append(mongo)
-        nats = start_nats(root)
+        nats = start_nats(root, credentials=credentials, superuser=(TEST_NATS_USER, password))
         started.append(nats)
         smtp = start_smtp(root)
         started.append(smtp)
-        yield Infra(root, mongo, nats, smtp)
+        yield Infra(root, mongo, with_nats_user(nats, TEST_NATS_USER, password), smtp, credentials)
     finally:
         for dep in started:
             stop_started(dep)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def with_nats_user(nats: Started, user: str, password: str) -> Started:
+    """The server as `user` sees it; a server given by DMP_NATS_URL is left as it is."""
+    if nats.source == "DMP_NATS_URL":
+        return nats
+    url = urllib.parse.urlsplit(nats.url)
+    netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{url.netloc}"
+    return dataclasses.replace(
+        nats, url=url._replace(netloc=netloc).geturl(), extra={"service_url": nats.url}
+    )
+
+
+@dataclass
+class OwnNats:
+    """A NATS server of the caller's own: `url` as the tests' user, `service_url` for the
+    services, who connect with `credentials`."""
+
+    url: str
+    service_url: str
+    credentials: Credentials
+
+
+@contextmanager
+def own_nats(root: Path) -> Iterator[OwnNats]:
+    """A NATS server of the caller's own, even when the session's is named in the
+    environment (a running stack sets DMP_NATS_URL); stopped after."""
+    credentials = Credentials()
+    password = secrets.token_urlsafe(24)
+    shared = os.environ.pop("DMP_NATS_URL", None)
+    try:
+        nats = start_nats(root, credentials=credentials, superuser=(TEST_NATS_USER, password))
+    finally:
+        if shared is not None:
+            os.environ["DMP_NATS_URL"] = shared
+    try:
+        yield OwnNats(with_nats_user(nats, TEST_NATS_USER, password).url, nats.url, credentials)
+    finally:
+        stop_started(nats)
 
 
 @pytest.fixture(scope="session")
@@ -261,8 +318,8 @@ class RunningStack:
     def forge(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
         """A token signed with identity's real active key: for testing the checks that a good
         signature alone does not pass (audience, issuer, type, expiry)."""
-        master = self.stack.extra_env["DMP_MASTER_KEY"]
-        return forge_token(self.infra.mongo.url, "identity", master, claims, headers)
+        key = self.stack.credentials.own_keys["identity"]
+        return forge_token(self.infra.mongo.url, "identity", key, claims, headers)
 
     def create_professional(
         self, admin: str, profession: str = "10", password: str | None = "professional pw 1"
@@ -338,15 +395,15 @@ def running_stack(
     stack = Stack(
         state_dir,
         Ports.free(),
+        credentials=infra.credentials,
         extra_env={
             "DMP_ENV": "dev",
             "DMP_MONGO_URL": infra.mongo.url,
-            "DMP_NATS_URL": infra.nats.url,
+            "DMP_NATS_URL": infra.nats_service_url,
             "DMP_SMTP_HOST": infra.smtp.extra["host"],
             "DMP_SMTP_PORT": infra.smtp.extra["port"],
             "DMP_CLOCK_OFFSET_FILE": str(clock_file),
             "DMP_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
-            "DMP_MASTER_KEY": random_key(),
             "DMP_LOG_LEVEL": "INFO",
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
             # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
@@ -360,7 +417,8 @@ def running_stack(
         },
     )
     previous = {k: os.environ.get(k) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
-    os.environ["DMP_MONGO_URL"], os.environ["DMP_NATS_URL"] = infra.mongo.url, infra.nats.url
+    os.environ["DMP_MONGO_URL"] = infra.mongo.url
+    os.environ["DMP_NATS_URL"] = infra.nats_service_url
     try:
         state = stack.up(timeout=120)
         yield RunningStack(
@@ -435,13 +493,13 @@ async def collect_events(
 def forge_token(
     mongo_url: str,
     database: str,
-    master_key: str,
+    identity_key: str,
     claims: dict[str, Any],
     headers: dict[str, Any] | None = None,
 ) -> str:
-    """A token signed with identity's active key, read from its database and unsealed with the
-    master key as identity does."""
-    master = base64.b64decode(master_key)
+    """A token signed with identity's active key, read from its database and unsealed with
+    identity's own key as identity does."""
+    master = base64.b64decode(identity_key)
     client: MongoClient[dict[str, Any]]
     with MongoClient(mongo_url) as client:
         doc = client[database]["signing_keys"].find_one(
@@ -458,8 +516,3 @@ def forge_token(
         algorithm="EdDSA",
         headers={"kid": kid, "typ": "at+jwt", **(headers or {})},
     )
-
-
-def random_key() -> str:
-    """A fresh master key (base64 of 32 bytes)."""
-    return base64.b64encode(secrets.token_bytes(32)).decode()

@@ -19,9 +19,9 @@ SIGNING_PURPOSE = "dmp/audit/tree-head-signing/v1"
 
 
 def signer(settings: AuditSettings) -> TreeHeadSigner:
-    """The tree-head key derives from the master key: nobody holding only the database can
+    """The tree-head key derives from audit's own key: nobody holding only the database can
     sign a head, so nobody holding only the database can rewrite the log unnoticed."""
-    return TreeHeadSigner(derive_key(settings.master_key_bytes, SIGNING_PURPOSE))
+    return TreeHeadSigner(derive_key(settings.audit_key_bytes, SIGNING_PURPOSE))
 
 
 async def serve() -> None:

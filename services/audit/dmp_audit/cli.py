@@ -4,7 +4,7 @@
                      [--public-key KEY_ID:BASE64 ...] [--witness SIZE:ROOT_HEX]
 
 The keys that may sign tree heads come from --keys-from (what the platform publishes at
-/v1/audit/keys) and --public-key, or else from the platform's configuration (DMP_MASTER_KEY),
+/v1/audit/keys) and --public-key, or else from the platform's configuration (DMP_AUDIT_KEY),
 as the service derives its own.
 A witness is a tree head kept from `/v1/audit/checkpoint` earlier: with one, a tail cut
 together with the heads that covered it is caught too. Exit status: 0 the log verifies,

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from dmp_kit.config import Settings
+from typing import ClassVar
+
+from pydantic import SecretStr
+
+from dmp_kit.config import Settings, dev_key
+
+DEV_AUDIT_KEY = dev_key("audit")
 
 
 class AuditSettings(Settings):
+    published_secrets: ClassVar[dict[str, str]] = {
+        **Settings.published_secrets,
+        "audit_key": DEV_AUDIT_KEY,
+    }
+    key_settings: ClassVar[tuple[str, ...]] = (*Settings.key_settings, "audit_key")
+
+    # Audit's own secret (base64 of 32 bytes): its tree-head signing key derives from it. No
+    # other process holds it.
+    audit_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
     # Entries appended per write (one chunk document each): the larger, the faster the log
     # fills and the faster it is verified.
     append_batch: int = 1000
@@ -18,3 +33,7 @@ class AuditSettings(Settings):
     # Decompressed chunks kept in memory to answer access-log reads.
     chunk_cache: int = 256
     access_log_page_max: int = 100
+
+    @property
+    def audit_key_bytes(self) -> bytes:
+        return self.key_bytes("audit_key")

@@ -41,7 +41,7 @@ async def serve() -> None:
     deadline = settings.grpc_deadline_seconds
     tokens = ServiceTokens(
         "consent",
-        settings.master_key_bytes,
+        settings.key_bytes("service_account_key"),
         settings.jwt_issuer,
         identity_exchange(identity, deadline),
     )

@@ -436,12 +436,12 @@ async def test_dossier_state_is_for_consent_alone(stack: RunningStack, world: Wo
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.stack.ports.grpc['dossier']}")
     identity = grpc.aio.insecure_channel(f"127.0.0.1:{stack.stack.ports.grpc['identity']}")
     dossier = dossier_pb2_grpc.DossierServiceStub(channel)
-    master = base64.b64decode(stack.stack.extra_env["DMP_MASTER_KEY"])
+    keys = {k: base64.b64decode(v) for k, v in stack.stack.credentials.service_account_keys.items()}
     exchange = identity_exchange(identity_pb2_grpc.IdentityServiceStub(identity), 5)
     issuer = "https://dmp.localhost/identity"
     try:
-        consent_token = await ServiceTokens("consent", master, issuer, exchange).token()
-        notify_token = await ServiceTokens("notify", master, issuer, exchange).token()
+        consent_token = await ServiceTokens("consent", keys["consent"], issuer, exchange).token()
+        notify_token = await ServiceTokens("notify", keys["notify"], issuer, exchange).token()
         ask = dossier_pb2.GetDossierStateRequest
         await expect(grpc.StatusCode.UNAUTHENTICATED, dossier.GetDossierState(ask(ins=world.ins)))
         for token in (world.patient_token, world.tokens["gp"], stack.admin_token(), notify_token):

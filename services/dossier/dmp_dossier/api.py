@@ -119,7 +119,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self.consent = consent
         self.identity = identity
         self.events = DossierEvents(clock)
-        self._key_seal = derive_key(settings.master_key_bytes, "dossier-data-keys")
+        self._key_seal = derive_key(settings.dossier_key_bytes, "dossier-data-keys")
 
     # helpers -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ async def serve() -> None:
     settings = IdentitySettings()
     runtime = ServiceRuntime("identity", settings)
     store = IdentityStore(runtime.db)
-    keys = KeyRing(store, settings.master_key_bytes, runtime.clock)
+    keys = KeyRing(store, settings.identity_key_bytes, runtime.clock)
     relay = OutboxRelay(runtime.bus, [store.throttles])
     servicer = IdentityServicer(
         settings,

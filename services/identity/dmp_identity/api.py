@@ -32,7 +32,7 @@ from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
-from dmp_kit.service_auth import ASSERTION_TYPE, SERVICE_ROLES, service_public_pem
+from dmp_kit.service_auth import ASSERTION_TYPE, SERVICE_ROLES, public_pem
 from dmp_kit.service_auth import PREFIX as SERVICE_PREFIX
 from dmp_kit.service_auth import client_id as service_client_id
 
@@ -133,7 +133,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self.hasher = PasswordHasher()
         # Unknown logins are checked against this, so they take as long as known ones.
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
-        self._pepper = derive_key(settings.master_key_bytes, "identity-digests")
+        self._pepper = derive_key(settings.identity_key_bytes, "identity-digests")
         self.policy = domain.LockoutPolicy(
             max_password_failures=settings.max_password_failures,
             max_otp_failures=settings.max_otp_failures,
@@ -660,14 +660,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # start-up ---------------------------------------------------------------------
 
     async def provision_service_clients(self) -> None:
-        """The platform's own services as OAuth2 clients (dmp_kit.service_auth): their keys
-        derive from the master key, so they are (re)written at every start."""
-        master = self.settings.master_key_bytes
+        """The platform's own services as OAuth2 clients (dmp_kit.service_auth): their public
+        keys come from configuration, so they are (re)written at every start."""
         for service, roles in SERVICE_ROLES.items():
+            if (public_key := self.settings.service_public_key(service)) is None:
+                continue
             await self.store.put_client(
                 {
                     "_id": service_client_id(service),
-                    "public_key_pem": service_public_pem(master, service),
+                    "public_key_pem": public_pem(public_key),
                     "roles": list(roles),
                     "created_at": self.clock.now(),
                 }

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from dmp_kit.config import DEV_ADMIN_PASSWORD, DEV_MASTER_KEY, Env, Settings
+from dmp_kit.config import DEV_ADMIN_PASSWORD, DefaultSecretError, Env, Settings, dev_key
+from dmp_kit.service_auth import DEV_SERVICE_PUBLIC_KEYS, SERVICE_ROLES
+
+DEV_IDENTITY_KEY = dev_key("identity")
 
 
 class IdentitySettings(Settings):
     published_secrets: ClassVar[dict[str, str]] = {
-        "master_key": DEV_MASTER_KEY,
+        **Settings.published_secrets,
+        "identity_key": DEV_IDENTITY_KEY,
         "bootstrap_admin_password": DEV_ADMIN_PASSWORD,
     }
+    key_settings: ClassVar[tuple[str, ...]] = (*Settings.key_settings, "identity_key")
+
+    # Identity's own secret (base64 of 32 bytes): seals its signing keys at rest and keys
+    # the digests it keeps of codes and tokens. No other process holds it.
+    identity_key: SecretStr = SecretStr(DEV_IDENTITY_KEY)
+    # The public halves of the service accounts' keys (dmp_kit.service_auth), as JSON:
+    # {"notify": "<base64 of 32 bytes>", ...}. Empty in dev: the published development keys.
+    service_public_keys: dict[str, str] = Field(default_factory=dict)
 
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
@@ -29,6 +41,29 @@ class IdentitySettings(Settings):
     # Empty: no administrator is created at start (outside dev).
     bootstrap_admin_password: SecretStr = SecretStr("")
     bootstrap_admin_email: str = "admin@dmp.localhost"
+
+    @model_validator(mode="after")
+    def _service_keys(self) -> Self:
+        unknown = set(self.service_public_keys) - set(SERVICE_ROLES)
+        if unknown:
+            raise ValueError(f"DMP_SERVICE_PUBLIC_KEYS: no service account {sorted(unknown)}")
+        if self.env is not Env.DEV:
+            for name, key in self.service_public_keys.items():
+                if DEV_SERVICE_PUBLIC_KEYS[name] == key:
+                    raise DefaultSecretError(
+                        f"DMP_SERVICE_PUBLIC_KEYS[{name}] is the published development key"
+                    )
+        return self
+
+    @property
+    def identity_key_bytes(self) -> bytes:
+        return self.key_bytes("identity_key")
+
+    def service_public_key(self, service: str) -> str | None:
+        """The public key a service account authenticates with; None: that account is off."""
+        if not self.service_public_keys and self.env is Env.DEV:
+            return DEV_SERVICE_PUBLIC_KEYS[service]
+        return self.service_public_keys.get(service)
 
     def admin_password(self) -> str:
         configured = self.bootstrap_admin_password.get_secret_value()

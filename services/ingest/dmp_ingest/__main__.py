@@ -29,7 +29,11 @@ async def serve() -> None:
         runtime.clock,
         dossier_pb2_grpc.DossierServiceStub(runtime.channel(settings.dossier_addr)),
         ServiceTokens(
-            "ingest", settings.master_key_bytes, settings.jwt_issuer, exchange, runtime.clock
+            "ingest",
+            settings.key_bytes("service_account_key"),
+            settings.jwt_issuer,
+            exchange,
+            runtime.clock,
         ),
     )
 

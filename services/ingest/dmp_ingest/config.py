@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import SecretStr
 
 from dmp_kit.config import Settings
+from dmp_kit.service_auth import DEV_SERVICE_ACCOUNT_KEYS
 
 
 class IngestSettings(Settings):
+    published_secrets: ClassVar[dict[str, str]] = {
+        **Settings.published_secrets,
+        "service_account_key": DEV_SERVICE_ACCOUNT_KEYS["ingest"],
+    }
+    key_settings: ClassVar[tuple[str, ...]] = (*Settings.key_settings, "service_account_key")
+
+    # This service's own client credential at identity (dmp_kit.service_auth): the private
+    # Ed25519 key, base64 of 32 bytes. Identity holds its public half.
+    service_account_key: SecretStr = SecretStr(DEV_SERVICE_ACCOUNT_KEYS["ingest"])
+
     # Where a batch's body waits while it is processed (a volume in production: a batch
     # interrupted by a restart resumes from it).
     spool_dir: str = str(Path(tempfile.gettempdir()) / "dmp-ingest-spool")

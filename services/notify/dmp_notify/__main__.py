@@ -28,7 +28,9 @@ async def serve() -> None:
 
     exchange = identity_exchange(identity, settings.grpc_deadline_seconds)
 
-    tokens = ServiceTokens("notify", settings.master_key_bytes, settings.jwt_issuer, exchange)
+    tokens = ServiceTokens(
+        "notify", settings.key_bytes("service_account_key"), settings.jwt_issuer, exchange
+    )
     notifier = Notifier(settings, store, runtime.clock, email, sms, identity, tokens)
 
     await runtime.serve(

@@ -6,11 +6,20 @@ from typing import ClassVar
 
 from pydantic import SecretStr
 
-from dmp_kit.config import DEV_MASTER_KEY, Settings
+from dmp_kit.config import Settings
+from dmp_kit.service_auth import DEV_SERVICE_ACCOUNT_KEYS
 
 
 class NotifySettings(Settings):
-    published_secrets: ClassVar[dict[str, str]] = {"master_key": DEV_MASTER_KEY}
+    published_secrets: ClassVar[dict[str, str]] = {
+        **Settings.published_secrets,
+        "service_account_key": DEV_SERVICE_ACCOUNT_KEYS["notify"],
+    }
+    key_settings: ClassVar[tuple[str, ...]] = (*Settings.key_settings, "service_account_key")
+
+    # This service's own client credential at identity (dmp_kit.service_auth): the private
+    # Ed25519 key, base64 of 32 bytes. Identity holds its public half.
+    service_account_key: SecretStr = SecretStr(DEV_SERVICE_ACCOUNT_KEYS["notify"])
 
     smtp_host: str = "localhost"
     smtp_port: int = 1025

@@ -43,7 +43,7 @@ def opened(alone_service: Alone) -> None:
     """The patient's dossier, as consent learns of one: its `dossier.opened` event."""
 
     async def publish() -> None:
-        bus = EventBus(alone_service.env["DMP_NATS_URL"], "contract-dossier")
+        bus = EventBus(alone_service.nats_url, "contract-dossier")
         await bus.connect()
         await bus.ensure_streams()
         event = new_event(

@@ -1,0 +1,165 @@
+"""Every secret of one deployment, each given only to the process that needs it, and the NATS
+server configuration that gives each service its own identity and subjects.
+
+The local stack (`make up`) and the test harness generate these into their state directory
+(files readable by their owner only); services receive theirs by environment, never in argv.
+`python -m dmp_stack.credentials` prints a fresh set as `.env` lines for docker compose.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dmp_kit.bus import BUS_ACCESS, inbox_prefix
+from dmp_kit.service_auth import SERVICE_ROLES, public_key_of
+
+SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest")
+PROCESSES = (*SERVICES, "gateway")
+# The one key each service keeps for itself (its Settings field, upper-cased with DMP_).
+OWN_KEYS = {"identity": "identity_key", "dossier": "dossier_key", "audit": "audit_key"}
+CREDENTIALS_FILE = "credentials.json"
+NATS_CONFIG_FILE = "nats.conf"
+
+
+def new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner reads, created so (never readable by others, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+
+
+@dataclass
+class Credentials:
+    """One deployment's secrets."""
+
+    log_pseudonym_key: str = field(default_factory=new_key)
+    # A service's own key, by service (identity, dossier, audit).
+    own_keys: dict[str, str] = field(
+        default_factory=lambda: {service: new_key() for service in OWN_KEYS}
+    )
+    # Each service account's private key (consent, ingest, notify); identity gets the publics.
+    service_account_keys: dict[str, str] = field(
+        default_factory=lambda: {service: new_key() for service in SERVICE_ROLES}
+    )
+    nats_passwords: dict[str, str] = field(
+        default_factory=lambda: {service: secrets.token_urlsafe(24) for service in SERVICES}
+    )
+
+    @classmethod
+    def load_or_create(cls, directory: Path) -> Credentials:
+        """The directory's credentials, made the first time (data sealed under them survives
+        a restart of the stack)."""
+        path = directory / CREDENTIALS_FILE
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls()
+        write_private(path, json.dumps(asdict(made), indent=2))
+        return made
+
+    def service_public_keys(self) -> dict[str, str]:
+        return {
+            name: public_key_of(base64.b64decode(key))
+            for name, key in self.service_account_keys.items()
+        }
+
+    def env_for(self, process: str) -> dict[str, str]:
+        """The secrets one process is given, as environment variables, and no others."""
+        env = {"DMP_LOG_PSEUDONYM_KEY": self.log_pseudonym_key}
+        if process == "gateway":
+            return env
+        env["DMP_NATS_USER"] = process
+        env["DMP_NATS_PASSWORD"] = self.nats_passwords[process]
+        if process in OWN_KEYS:
+            env[f"DMP_{OWN_KEYS[process].upper()}"] = self.own_keys[process]
+        if process in self.service_account_keys:
+            env["DMP_SERVICE_ACCOUNT_KEY"] = self.service_account_keys[process]
+        if process == "identity":
+            env["DMP_SERVICE_PUBLIC_KEYS"] = json.dumps(self.service_public_keys())
+        return env
+
+    def dotenv(self) -> str:
+        """The same secrets as docker-compose.yml reads them from `.env`."""
+        lines = [f"DMP_LOG_PSEUDONYM_KEY={self.log_pseudonym_key}"]
+        lines += [f"DMP_{OWN_KEYS[s].upper()}={k}" for s, k in self.own_keys.items()]
+        lines += [
+            f"DMP_{s.upper()}_SERVICE_ACCOUNT_KEY={k}" for s, k in self.service_account_keys.items()
+        ]
+        lines.append(f"DMP_SERVICE_PUBLIC_KEYS={json.dumps(self.service_public_keys())}")
+        lines += [f"DMP_NATS_{s.upper()}_PASSWORD={p}" for s, p in self.nats_passwords.items()]
+        return "\n".join(lines) + "\n"
+
+
+def nats_permissions(service: str) -> dict[str, Any]:
+    """What the NATS server lets one service publish and subscribe to: its own subjects, the
+    JetStream API for its own streams and durable consumers, and its own reply inbox."""
+    access = BUS_ACCESS[service]
+    publish = [*access.publishes, "$JS.API.INFO"]
+    for stream in access.owns_streams:
+        publish += [f"$JS.API.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
+    for stream in sorted({stream for stream, _ in access.consumes} - set(access.owns_streams)):
+        publish.append(f"$JS.API.STREAM.INFO.{stream}")
+    for stream, durable in access.consumes:
+        publish += [
+            f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.DELETE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
+        ]
+    return {
+        "publish": {"allow": publish},
+        "subscribe": {"allow": [f"{inbox_prefix(service)}.>"]},
+    }
+
+
+def nats_users(passwords: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {"user": service, "password": password, "permissions": nats_permissions(service)}
+        for service, password in passwords.items()
+    ]
+
+
+def nats_config(
+    credentials: Credentials,
+    *,
+    listen: str,
+    store_dir: str,
+    superuser: tuple[str, str] | None = None,
+) -> str:
+    """A nats-server configuration (JSON is valid NATS configuration): JetStream on disk and
+    one user per service. `superuser` (tests only) may do anything, as a forger would."""
+    users = nats_users(credentials.nats_passwords)
+    if superuser is not None:
+        users.append({"user": superuser[0], "password": superuser[1]})
+    config = {
+        "listen": listen,
+        "jetstream": {"store_dir": store_dir},
+        "authorization": {"users": users},
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def main() -> int:
+    sys.stdout.write(
+        "# Secrets for docker compose: append to .env (each service receives only its own).\n"
+    )
+    sys.stdout.write(Credentials().dotenv())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
