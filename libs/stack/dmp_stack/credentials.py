@@ -56,6 +56,9 @@ class Credentials:
     nats_passwords: dict[str, str] = field(
         default_factory=lambda: {service: secrets.token_urlsafe(24) for service in SERVICES}
     )
+    # The administrator identity creates at its first start; empty: none (in dev, the
+    # published development password).
+    admin_password: str = ""
 
     @classmethod
     def load_or_create(cls, directory: Path) -> Credentials:
@@ -87,6 +90,8 @@ class Credentials:
             env["DMP_SERVICE_ACCOUNT_KEY"] = self.service_account_keys[process]
         if process == "identity":
             env["DMP_SERVICE_PUBLIC_KEYS"] = json.dumps(self.service_public_keys())
+            if self.admin_password:
+                env["DMP_BOOTSTRAP_ADMIN_PASSWORD"] = self.admin_password
         return env
 
     def dotenv(self) -> str:

@@ -395,7 +395,7 @@ def running_stack(
     stack = Stack(
         state_dir,
         Ports.free(),
-        credentials=infra.credentials,
+        credentials=dataclasses.replace(infra.credentials, admin_password=admin_password),
         extra_env={
             "DMP_ENV": "dev",
             "DMP_MONGO_URL": infra.mongo.url,
@@ -403,7 +403,6 @@ def running_stack(
             "DMP_SMTP_HOST": infra.smtp.extra["host"],
             "DMP_SMTP_PORT": infra.smtp.extra["port"],
             "DMP_CLOCK_OFFSET_FILE": str(clock_file),
-            "DMP_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
             "DMP_LOG_LEVEL": "INFO",
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
             # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
