@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dmp_stack import deployfiles
-from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_MASTER_KEY
+from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_SECRETS
 
 ROOT = deployfiles.repository_root()
 INFRASTRUCTURE = ("mongo", "nats", "mailpit")
@@ -15,12 +15,12 @@ INFRASTRUCTURE = ("mongo", "nats", "mailpit")
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    return deployfiles.compose_config(ROOT, COMPOSE_FILES[:1], DMP_MASTER_KEY=TEST_MASTER_KEY)
+    return deployfiles.compose_config(ROOT, COMPOSE_FILES[:1], **TEST_SECRETS)
 
 
 @pytest.fixture(scope="module")
 def dev() -> dict[str, Any]:
-    return deployfiles.compose_config(ROOT, COMPOSE_FILES, DMP_MASTER_KEY=TEST_MASTER_KEY)
+    return deployfiles.compose_config(ROOT, COMPOSE_FILES, **TEST_SECRETS)
 
 
 def test_the_whole_platform_is_there(config: dict[str, Any]) -> None:
@@ -29,7 +29,7 @@ def test_the_whole_platform_is_there(config: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("files", [COMPOSE_FILES[:1], COMPOSE_FILES])
 def test_every_service_has_a_healthcheck_and_waits_for_health(files: tuple[str, ...]) -> None:
-    config = deployfiles.compose_config(ROOT, files, DMP_MASTER_KEY=TEST_MASTER_KEY)
+    config = deployfiles.compose_config(ROOT, files, **TEST_SECRETS)
     for name, service in config["services"].items():
         check = service.get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), name
@@ -97,7 +97,7 @@ def test_mongo_is_a_replica_set_and_nats_syncs_every_write(config: dict[str, Any
     mongo = config["services"]["mongo"]
     assert mongo["image"].startswith("mongo:7")
     assert mongo["command"][:2] == ["--replSet", "rs0"]
-    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
+    assert "replSetInitiate" in " ".join(mongo["healthcheck"]["test"])
     url = config["services"]["dossier"]["environment"]["DMP_MONGO_URL"]
     assert "replicaSet=rs0" in url and "w=majority" in url
     nats_conf = (ROOT / "deploy/compose/nats.conf").read_text()
@@ -106,11 +106,36 @@ def test_mongo_is_a_replica_set_and_nats_syncs_every_write(config: dict[str, Any
 
 def test_secrets_come_from_the_env_file_only(config: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    assert "DMP_MASTER_KEY: ${DMP_MASTER_KEY:?" in text
+    assert "DMP_LOG_PSEUDONYM_KEY: ${DMP_LOG_PSEUDONYM_KEY:?" in text
     for name in PROCESSES:
-        assert config["services"][name]["environment"]["DMP_MASTER_KEY"] == TEST_MASTER_KEY
+        environment = config["services"][name]["environment"]
+        assert environment["DMP_LOG_PSEUDONYM_KEY"] == TEST_SECRETS["DMP_LOG_PSEUDONYM_KEY"]
     # .env is never committed, nor sent to an image build.
     assert ".env" in (ROOT / ".gitignore").read_text().split()
     example = (ROOT / ".env.example").read_text()
-    assert "DMP_MASTER_KEY=\n" in example  # empty: the operator generates one
+    for name in TEST_SECRETS:
+        assert f"\n{name}=\n" in example, name  # empty: the operator generates it
     assert "DMP_ENV=prod" in example
+
+
+def test_mongo_requires_authentication_and_each_service_has_its_own_user(
+    config: dict[str, Any],
+) -> None:
+    mongo = config["services"]["mongo"]
+    assert (
+        mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD"]
+        == TEST_SECRETS["DMP_MONGO_ROOT_PASSWORD"]
+    )
+    # A replica set with authentication: its members prove themselves with a key file.
+    assert "--keyFile" in mongo["command"]
+    users = (ROOT / "deploy/compose/mongo-users.js").read_text()
+    assert 'role: "readWrite", db: service' in users
+    for name in PROCESSES:
+        if name == "gateway":
+            assert "DMP_MONGO_URL" not in config["services"][name]["environment"]
+            continue
+        url = config["services"][name]["environment"]["DMP_MONGO_URL"]
+        password = TEST_SECRETS[f"DMP_MONGO_{name.upper()}_PASSWORD"]
+        assert url.startswith(f"mongodb://{name}:{password}@mongo:27017/"), name
+        assert f'"{name}"' in users
+        assert mongo["environment"][f"DMP_MONGO_{name.upper()}_PASSWORD"] == password

@@ -20,7 +20,7 @@ from dmp_identity.config import IdentitySettings
 from dmp_ingest.config import IngestSettings
 from dmp_notify.config import NotifySettings
 from dmp_stack import deployfiles
-from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_MASTER_KEY, Manifests
+from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_SECRETS, Manifests
 
 ROOT = deployfiles.repository_root()
 SETTINGS: dict[str, type[BaseSettings]] = {
@@ -94,7 +94,7 @@ def test_the_shared_settings_are_real() -> None:
 
 @pytest.fixture(scope="module")
 def compose_env() -> dict[str, set[str]]:
-    config = deployfiles.compose_config(ROOT, COMPOSE_FILES[:1], DMP_MASTER_KEY=TEST_MASTER_KEY)
+    config = deployfiles.compose_config(ROOT, COMPOSE_FILES[:1], **TEST_SECRETS)
     return {name: set(config["services"][name]["environment"]) for name in PROCESSES}
 
 
@@ -137,7 +137,7 @@ def test_both_read_the_one_shared_file() -> None:
 
 def test_secrets_reach_only_the_services_that_use_them(compose_env: dict[str, set[str]]) -> None:
     for name in PROCESSES:
-        assert "DMP_MASTER_KEY" in compose_env[name]
+        assert "DMP_LOG_PSEUDONYM_KEY" in compose_env[name]
         assert ("DMP_MONGO_URL" in compose_env[name]) == (name != "gateway"), name
         assert ("DMP_BOOTSTRAP_ADMIN_PASSWORD" in compose_env[name]) == (name == "identity")
         assert ("DMP_SMTP_PASSWORD" in compose_env[name]) == (name == "notify")

@@ -15,8 +15,8 @@ import pytest
 
 from dmp_stack import deployfiles
 from dmp_stack.deployfiles import PROCESSES, SERVICES
-from dmp_stack.infra import free_port, nats_binary, spawn, wait_port
-from dmp_stack.testing import Infra, until
+from dmp_stack.infra import free_port, spawn
+from dmp_stack.testing import Infra, OwnNats, own_nats, until
 
 ROOT = deployfiles.repository_root()
 ARGS, STAGES = deployfiles.dockerfile_stages((ROOT / "deploy" / "Dockerfile").read_text())
@@ -67,7 +67,7 @@ def test_no_secret_in_the_image_definition() -> None:
             if instruction in ("ENV", "ARG", "LABEL"):
                 names = re.findall(r"(\w[\w.]*)=", rest) or [rest.split()[0]]
                 assert not [n for n in names if SECRET_WORDS.search(n)], (instruction, rest)
-    assert "DMP_MASTER_KEY" not in (ROOT / "deploy" / "Dockerfile").read_text()
+    assert not re.search(r"DMP_\w*(KEY|PASSWORD)", (ROOT / "deploy" / "Dockerfile").read_text())
     context = {p.relative_to(ROOT).as_posix() for p in deployfiles.build_context(ROOT)}
     assert not [
         c for c in context if c.startswith(".env") or "/tests/" in c or c.startswith(".git")
@@ -100,27 +100,11 @@ def environments(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def nats(tmp_path: Path) -> Iterator[str]:
-    """A NATS server of this test's own: the images' consumers must not take the test stack's
-    events."""
-    port = free_port()
-    proc = spawn(
-        [
-            str(nats_binary()),
-            "-js",
-            "-sd",
-            str(tmp_path / "js"),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        tmp_path / "nats.log",
-    )
-    wait_port(port, 30, proc, "nats-server", tmp_path / "nats.log")
-    yield f"nats://127.0.0.1:{port}"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(10)
+def nats(tmp_path: Path) -> Iterator[OwnNats]:
+    """A NATS server of this test's own, with each service's user as deployments have them:
+    the images' consumers must not take the test stack's events."""
+    with own_nats(tmp_path / "nats") as started:
+        yield started
 
 
 def probe(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -135,7 +119,7 @@ def probe(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
 
 def test_every_image_starts_and_reports_healthy(
-    environments: dict[str, Path], infra: Infra, nats: str, tmp_path: Path
+    environments: dict[str, Path], infra: Infra, nats: OwnNats, tmp_path: Path
 ) -> None:
     ports = {name: free_port() for name in PROCESSES}
     shared = {
@@ -146,7 +130,7 @@ def test_every_image_starts_and_reports_healthy(
         # … and what compose or Kubernetes would give, pointed at this machine.
         "DMP_ENV": "dev",
         "DMP_MONGO_URL": infra.mongo.url,
-        "DMP_NATS_URL": nats,
+        "DMP_NATS_URL": nats.service_url,
         "DMP_HTTP_HOST": "127.0.0.1",
         "DMP_HTTP_PORT": str(ports["gateway"]),
         "DMP_SMTP_HOST": infra.smtp.extra["host"],
@@ -164,6 +148,7 @@ def test_every_image_starts_and_reports_healthy(
                 "DMP_SERVICE": name,
                 "DMP_MONGO_DB": f"imagecheck_{name}",
                 "DMP_GRPC_LISTEN": f"127.0.0.1:{ports[name]}",
+                **nats.credentials.env_for(name),
             }
             # The image's ENTRYPOINT, from / (no source tree: only what was installed).
             processes[name] = spawn(

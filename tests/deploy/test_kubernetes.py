@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,9 @@ def test_every_deployment_scales_or_says_why_it_cannot(manifests: Manifests) -> 
         else:
             hpa = autoscalers[name]
             assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
-            assert hpa["spec"]["minReplicas"] >= deployment["spec"].get("replicas", 1)
+            # The autoscaler alone sets the count: a Deployment's own would undo it at each
+            # apply.
+            assert "replicas" not in deployment["spec"], name
     assert {n for n in PROCESSES if n not in autoscalers} == {"audit", "ingest"}
 
 
@@ -290,7 +293,30 @@ def test_no_secret_is_committed_for_production(prod: Manifests) -> None:
         for ref in container(d).get("env", [])
         if "secretKeyRef" in ref.get("valueFrom", {})
     }
-    assert referenced == {"dmp-secrets"}
+    assert referenced == {"dmp-log-pseudonyms", *(f"dmp-{name}" for name in SERVICES)}
+
+
+def test_generated_objects_are_in_the_platform_namespace() -> None:
+    """The dev overlay's Secrets included: `kubectl apply -k` puts nothing in `default`."""
+    for overlay in deployfiles.OVERLAYS:
+        rendered = deployfiles.render(deployfiles.kustomizations(ROOT)[overlay])
+        for obj in rendered.objects:
+            if obj["kind"] != "Namespace":
+                assert obj["metadata"].get("namespace") == "dmp", (overlay, obj["metadata"])
+
+
+def test_the_ingress_needs_no_snippet(manifests: Manifests) -> None:
+    """Current ingress-nginx refuses snippet annotations by default; HSTS comes from the
+    gateway itself."""
+    (ingress,) = manifests.of_kind("Ingress")
+    assert not [a for a in ingress["metadata"].get("annotations", {}) if "snippet" in a]
+
+
+def test_production_images_are_pinned_by_digest(prod: Manifests) -> None:
+    for deployment in prod.of_kind("Deployment"):
+        image = container(deployment)["image"]
+        pinned = r"registry\.example\.org/dmp/[a-z]+(:[\w.-]+)?@sha256:[0-9a-f]{64}"
+        assert re.fullmatch(pinned, image), image
 
 
 def test_production_is_redundant_and_spread(prod: Manifests) -> None:
@@ -303,7 +329,7 @@ def test_production_is_redundant_and_spread(prod: Manifests) -> None:
         assert not spec["image"].endswith(":latest") and ":" in spec["image"]
         if SINGLE_REPLICA in deployment["metadata"].get("annotations", {}):
             continue
-        assert deployment["spec"]["replicas"] >= 2, name
+        assert "replicas" not in deployment["spec"], name  # its autoscaler's, at least 2
         pod = deployment["spec"]["template"]["spec"]
         (term,) = pod["affinity"]["podAntiAffinity"][
             "preferredDuringSchedulingIgnoredDuringExecution"

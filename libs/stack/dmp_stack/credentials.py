@@ -3,7 +3,8 @@ server configuration that gives each service its own identity and subjects.
 
 The local stack (`make up`) and the test harness generate these into their state directory
 (files readable by their owner only); services receive theirs by environment, never in argv.
-`python -m dmp_stack.credentials` prints a fresh set as `.env` lines for docker compose.
+`python -m dmp_stack.credentials` prints a fresh set as `.env` lines for docker compose, and
+`--compose-nats` the NATS users of deploy/compose/nats.conf.
 """
 
 from __future__ import annotations
@@ -95,14 +96,20 @@ class Credentials:
         return env
 
     def dotenv(self) -> str:
-        """The same secrets as docker-compose.yml reads them from `.env`."""
+        """The same secrets as docker-compose.yml reads them from `.env`, with its MongoDB's
+        (an administrator, a replica-set key, one user per service)."""
+        public = json.dumps(self.service_public_keys(), separators=(",", ":"))
         lines = [f"DMP_LOG_PSEUDONYM_KEY={self.log_pseudonym_key}"]
         lines += [f"DMP_{OWN_KEYS[s].upper()}={k}" for s, k in self.own_keys.items()]
         lines += [
             f"DMP_{s.upper()}_SERVICE_ACCOUNT_KEY={k}" for s, k in self.service_account_keys.items()
         ]
-        lines.append(f"DMP_SERVICE_PUBLIC_KEYS={json.dumps(self.service_public_keys())}")
-        lines += [f"DMP_NATS_{s.upper()}_PASSWORD={p}" for s, p in self.nats_passwords.items()]
+        lines.append(f"DMP_SERVICE_PUBLIC_KEYS='{public}'")
+        lines += [f"{nats_password_variable(s)}={p}" for s, p in self.nats_passwords.items()]
+        lines.append(f"DMP_MONGO_ROOT_PASSWORD={secrets.token_urlsafe(24)}")
+        # A key file holds base64 characters only.
+        lines.append(f"DMP_MONGO_REPLICA_KEY={secrets.token_hex(48)}")
+        lines += [f"DMP_MONGO_{s.upper()}_PASSWORD={secrets.token_urlsafe(24)}" for s in SERVICES]
         return "\n".join(lines) + "\n"
 
 
@@ -158,7 +165,34 @@ def nats_config(
     return json.dumps(config, indent=2) + "\n"
 
 
-def main() -> int:
+def nats_password_variable(service: str) -> str:
+    """Where compose and Kubernetes put a service's NATS password for the server to read."""
+    return f"DMP_NATS_{service.upper()}_PASSWORD"
+
+
+def compose_nats_users() -> str:
+    """The `authorization` block of deploy/compose/nats.conf: each password is read by the
+    server from its environment (`$VARIABLE`), which compose fills from `.env`."""
+    users = nats_users({s: f"@{nats_password_variable(s)}@" for s in SERVICES})
+    text = json.dumps({"users": users}, indent=2)
+    for service in SERVICES:
+        variable = nats_password_variable(service)
+        text = text.replace(f'"@{variable}@"', f"${variable}")
+    return f"authorization: {text}\n"
+
+
+def helm_nats_users() -> list[dict[str, Any]]:
+    """The users of deploy/k8s/external/nats-values.yaml (`config.merge.authorization`): the
+    chart writes `<< $VARIABLE >>` unquoted, and the server reads it from its environment."""
+    return nats_users({s: f"<< ${nats_password_variable(s)} >>" for s in SERVICES})
+
+
+def main(argv: list[str]) -> int:
+    """Fresh secrets as `.env` lines; with --compose-nats, the authorization block of
+    deploy/compose/nats.conf."""
+    if argv == ["--compose-nats"]:
+        sys.stdout.write(compose_nats_users())
+        return 0
     sys.stdout.write(
         "# Secrets for docker compose: append to .env (each service receives only its own).\n"
     )
@@ -167,4 +201,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from dmp_stack.credentials import Credentials, nats_password_variable
 from dmp_stack.infra import CACHE_DIR
 
 SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest")
@@ -37,8 +38,10 @@ OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 KUSTOMIZE_VERSION = "v5.5.0"
 COMPOSE_FILES = ("docker-compose.yml", "compose.dev.yml")
-# What an operator puts in .env, for the checks (not a real secret: a test value).
-TEST_MASTER_KEY = "dGVzdC1vbmx5LWtleS1ub3QtYS1yZWFsLXNlY3JldCE="
+# What an operator puts in .env, for the checks (fresh test values, not real secrets).
+TEST_SECRETS: dict[str, str] = dict(
+    line.split("=", 1) for line in Credentials().dotenv().splitlines()
+)
 
 Document = dict[str, Any]
 
@@ -176,15 +179,22 @@ def checks(root: Path) -> dict[str, Callable[[], subprocess.CompletedProcess[str
     for files in (COMPOSE_FILES[:1], COMPOSE_FILES):
 
         def config(files: tuple[str, ...] = files) -> subprocess.CompletedProcess[str]:
-            with env_file(root, DMP_MASTER_KEY=TEST_MASTER_KEY) as env:
+            with env_file(root, **TEST_SECRETS) as env:
                 return compose(root, files, "config", "--quiet", env=env)
 
         found[f"compose config {' + '.join(files)}"] = config
     found["hadolint deploy/Dockerfile"] = lambda: run(
         [_bin("hadolint"), "deploy/Dockerfile"], cwd=root
     )
-    found["nats.conf"] = lambda: run(
-        [_bin("nats-server"), "-t", "-c", "deploy/compose/nats.conf"], cwd=root
+    # The passwords, as compose would give them to the server.
+    passwords = {nats_password_variable(s): "test-only" for s in SERVICES}
+    found["nats.conf"] = lambda: subprocess.run(
+        [_bin("nats-server"), "-t", "-c", "deploy/compose/nats.conf"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=root,
+        env={"PATH": os.environ.get("PATH", ""), **passwords},
     )
     return found
 

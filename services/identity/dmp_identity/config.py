@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import SecretStr, model_validator
 
 from dmp_kit.config import DEV_ADMIN_PASSWORD, DefaultSecretError, Env, Settings, dev_key
 from dmp_kit.service_auth import DEV_SERVICE_PUBLIC_KEYS, SERVICE_ROLES
@@ -25,7 +25,7 @@ class IdentitySettings(Settings):
     identity_key: SecretStr = SecretStr(DEV_IDENTITY_KEY)
     # The public halves of the service accounts' keys (dmp_kit.service_auth), as JSON:
     # {"notify": "<base64 of 32 bytes>", ...}. Empty in dev: the published development keys.
-    service_public_keys: dict[str, str] = Field(default_factory=dict)
+    service_public_keys: dict[str, str] = {}  # noqa: RUF012 - pydantic copies defaults
 
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
