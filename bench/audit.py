@@ -67,8 +67,8 @@ def _records(n: int, dossiers: list[str], rng: random.Random) -> list[Any]:
     ]
 
 
-def _settings(master_key: str, **extra: Any) -> AuditSettings:
-    return AuditSettings(env="dev", master_key=master_key, **extra)
+def _settings(audit_key: str, **extra: Any) -> AuditSettings:
+    return AuditSettings(env="dev", audit_key=audit_key, **extra)
 
 
 # --- append from the stream -----------------------------------------------------------
@@ -198,8 +198,8 @@ async def _fill(store: AuditStore, audit: AuditLog, n: int) -> None:
 async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="dmp-bench-audit-"))
     mongo, nats = start_mongo(root), start_nats(root)
-    master_key = base64.b64encode(secrets.token_bytes(32)).decode()
-    settings = _settings(master_key)
+    audit_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    settings = _settings(audit_key)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url)
     service = None
     try:
@@ -249,7 +249,7 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
         env = {
             **os.environ,
             "DMP_ENV": "dev",
-            "DMP_MASTER_KEY": master_key,
+            "DMP_AUDIT_KEY": audit_key,
             "DMP_MONGO_URL": mongo.url,
             "DMP_NATS_URL": nats.url,
             "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",

@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import csv
 import io
 import random
 import resource
-import secrets
 import shutil
 import tempfile
 import time
@@ -96,8 +94,7 @@ async def _worker(url: str, name: str) -> tuple[AsyncMongoClient[Any], IngestSto
     await store.ensure_indexes()
     spool = Path(tempfile.mkdtemp(prefix="dmp-bench-spool-"))
     settings = IngestSettings(
-        env="dev", master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        spool_dir=str(spool),
+        env="dev", spool_dir=str(spool),
     )  # fmt: skip
     worker = Worker(settings, store, CLOCK, None, None)  # type: ignore[arg-type] # no dossier open
     return client, store, worker, spool

@@ -569,7 +569,7 @@ def _inbox_latencies(
     try:
         events = asyncio.run(
             collect_events(
-                os.environ["DMP_NATS_URL"],
+                running.infra.nats.url,
                 "DOSSIER",
                 "document.added",
                 lambda seen: sum(e.patient_ins == ins for e in seen) >= expected,

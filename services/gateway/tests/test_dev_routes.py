@@ -13,7 +13,7 @@ from dmp_gateway.config import GatewaySettings
 
 @pytest.mark.parametrize("env", ["prod", "test"])
 def test_dev_outbox_is_absent_outside_dev(env: str) -> None:
-    settings = GatewaySettings(env=env, master_key=base64.b64encode(b"k" * 32).decode())
+    settings = GatewaySettings(env=env, log_pseudonym_key=base64.b64encode(b"k" * 32).decode())
     app = create_app(settings)
     assert "/dev/outbox" not in app.openapi()["paths"]
     with TestClient(app) as client:
