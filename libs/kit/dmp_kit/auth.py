@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -17,10 +18,16 @@ from jwt.algorithms import OKPAlgorithm
 
 from dmp_kit.clock import Clock
 from dmp_kit.errors import PermissionDenied, Unauthenticated
+from dmp_kit.logging import get_logger
+
+log = get_logger(__name__)
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
 ALGORITHM = "EdDSA"
 KINDS = frozenset({"patient", "professional", "agent", "admin", "system", "service"})
+# A system client's id starts with a letter: it can never be an RPPS (11 digits) nor an INS (15
+# characters, the first a digit), so a system never acts under a person's identifier.
+CLIENT_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._:-]{2,127}$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,14 @@ class Principal:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthenticated("the token's roles are malformed", slug="invalid-token")
+        if kind == "system" and (
+            not CLIENT_ID_RE.match(str(claims.get("client_id", "")))
+            or claims.get("ins")
+            or claims.get("rpps")
+        ):
+            raise Unauthenticated(
+                "a system's token names its client and no person", slug="invalid-token"
+            )
         return cls(
             kind=str(kind),
             subject=str(claims["sub"]),
@@ -85,36 +100,73 @@ def public_key_from_jwk(jwk: Mapping[str, str]) -> Ed25519PublicKey:
 
 KeyFetcher = Callable[[], Awaitable[Iterable[Mapping[str, str]]]]
 
+# How old a verifier's copy of the JWKS may grow before it is read again (at the next token).
+JWKS_REFRESH_SECONDS = 10.0
+# A copy older than this is never used, even when identity does not answer: the bound within
+# which a key withdrawn from the JWKS (revoked) is refused by every verifier, and how long
+# identity publishes a key before it signs with it (docs/signing-keys.md).
+JWKS_MAX_AGE_SECONDS = 30.0
+
 
 class JwksCache:
-    """Public keys by kid, fetched once and again only when an unknown kid shows up."""
+    """Public keys by kid: read again when the copy is older than `refresh_after`, and when an
+    unknown kid shows up (not more than once per `min_refresh_interval`)."""
 
-    def __init__(self, fetch: KeyFetcher, min_refresh_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        fetch: KeyFetcher,
+        min_refresh_interval: float = 5.0,
+        *,
+        refresh_after: float = JWKS_REFRESH_SECONDS,
+        max_age: float = JWKS_MAX_AGE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fetch = fetch
         self._keys: dict[str, Ed25519PublicKey] = {}
-        self._last_refresh = float("-inf")
+        self._fetched_at = float("-inf")
+        self._tried_at = float("-inf")
         self._min_interval = min_refresh_interval
+        self._refresh_after = refresh_after
+        self._max_age = max_age
+        self._monotonic = monotonic
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> Ed25519PublicKey | None:
-        if kid in self._keys:
-            return self._keys[kid]
-        async with self._lock:
-            # An unknown kid may mean a rotation: refresh, but not more than once per interval
-            # so that tokens with invented kids cannot hammer identity.
-            if (
-                kid not in self._keys
-                and time.monotonic() - self._last_refresh >= self._min_interval
-            ):
-                await self.refresh()
+        if kid not in self._keys or self._age() >= self._refresh_after:
+            async with self._lock:
+                await self._refresh_if_due(kid)
         return self._keys.get(kid)
+
+    def _age(self) -> float:
+        return self._monotonic() - self._fetched_at
+
+    async def _refresh_if_due(self, kid: str) -> None:
+        stale = self._age() >= self._refresh_after
+        if not stale and kid in self._keys:
+            return  # refreshed by the caller this one waited for
+        # Unknown kids may be invented: they cannot make identity be asked more often than this.
+        if self._monotonic() - self._tried_at >= self._min_interval:
+            self._tried_at = self._monotonic()
+            try:
+                await self.refresh()
+            except Exception:
+                # Identity away: a copy younger than max_age serves meanwhile; none older does.
+                if not stale or self._age() >= self._max_age:
+                    self._drop_if_too_old()
+                    raise
+                log.warning("jwks_refresh_failed", age_seconds=round(self._age(), 1))
+        self._drop_if_too_old()
+
+    def _drop_if_too_old(self) -> None:
+        if self._age() >= self._max_age:
+            self._keys = {}
 
     async def refresh(self) -> None:
         jwks = await self._fetch()
         self._keys = {
             k["kid"]: public_key_from_jwk(k) for k in jwks if k.get("kty") == "OKP" and k.get("kid")
         }
-        self._last_refresh = time.monotonic()
+        self._fetched_at = self._monotonic()
 
 
 class TokenVerifier:
@@ -135,22 +187,30 @@ class TokenVerifier:
         self._audience = audience
         self._clock = clock
         self._leeway = leeway_seconds
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        # token → (the kid that signed it, who it is)
+        self._cache: OrderedDict[str, tuple[str, Principal]] = OrderedDict()
         self._cache_size = cache_size
 
     async def verify(self, token: str) -> Principal:
         cached = self._cache.get(token)
         if cached is not None:
-            self._check_time(cached.expires_at, None)
+            kid, principal = cached
+            # A key that left the JWKS (revoked) ends the tokens it signed, verified or not.
+            if await self._keys.key(kid) is None:
+                del self._cache[token]
+                raise Unauthenticated(
+                    "the token was signed by an unknown key", slug="invalid-token"
+                )
+            self._check_time(principal.expires_at, None)
             self._cache.move_to_end(token)
-            return cached
-        principal = await self._verify_uncached(token)
-        self._cache[token] = principal
+            return principal
+        kid, principal = await self._verify_uncached(token)
+        self._cache[token] = (kid, principal)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return principal
 
-    async def _verify_uncached(self, token: str) -> Principal:
+    async def _verify_uncached(self, token: str) -> tuple[str, Principal]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -160,7 +220,9 @@ class TokenVerifier:
         if header.get("typ") != ACCESS_TOKEN_TYP:
             raise Unauthenticated("this is not an access token", slug="invalid-token")
         kid = header.get("kid")
-        key = await self._keys.key(kid) if isinstance(kid, str) else None
+        if not isinstance(kid, str):
+            raise Unauthenticated("the token names no signing key", slug="invalid-token")
+        key = await self._keys.key(kid)
         if key is None:
             raise Unauthenticated("the token was signed by an unknown key", slug="invalid-token")
         try:
@@ -185,7 +247,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is invalid", slug="invalid-token") from exc
         self._check_time(float(claims["exp"]), claims.get("nbf"))
-        return Principal.from_claims(claims, token)
+        return kid, Principal.from_claims(claims, token)
 
     def _check_time(self, exp: float, nbf: Any) -> None:
         now = self._clock.now().timestamp()

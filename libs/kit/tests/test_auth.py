@@ -31,9 +31,12 @@ class Keys:
     def __init__(self) -> None:
         self.published: list[dict[str, str]] = []
         self.fetches = 0
+        self.away = False
 
     async def fetch(self) -> Iterable[Mapping[str, str]]:
         self.fetches += 1
+        if self.away:
+            raise ConnectionError("identity is away")
         return list(self.published)
 
 
@@ -166,3 +169,87 @@ def test_bearer_token_requires_a_bearer(header: str | None) -> None:
     with pytest.raises(Unauthenticated):
         bearer_token(header)
     assert bearer_token("Bearer abc") == "abc"
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_key_that_left_the_jwks_is_refused_within_the_refresh_bound() -> None:
+    """Revocation: the key leaves the JWKS; a token it signed, even one verified (and
+    remembered) before, is refused once the copy of the key set is older than the bound."""
+    keys, ticks = Keys(), Ticks()
+    key = Ed25519PrivateKey.generate()
+    keys.published.append(jwk(key, "k1"))
+    cache = JwksCache(keys.fetch, refresh_after=10, max_age=30, monotonic=ticks)
+    verifier = TokenVerifier(cache, issuer=ISS, audience=AUD, clock=ManualClock(NOW))
+    token = sign(key, "k1", claims())
+    assert await verifier.verify(token)
+    keys.published.clear()
+    ticks.now += 9
+    assert await verifier.verify(token), "within the bound, the copy in hand serves"
+    ticks.now += 1
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        await verifier.verify(token)
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        await verifier.verify(sign(key, "k1", claims(sub="acc-2")))
+
+
+async def test_identity_away_the_copy_serves_until_its_maximum_age_then_nothing_does() -> None:
+    keys, ticks = Keys(), Ticks()
+    key = Ed25519PrivateKey.generate()
+    keys.published.append(jwk(key, "k1"))
+    cache = JwksCache(keys.fetch, refresh_after=10, max_age=30, monotonic=ticks)
+    verifier = TokenVerifier(cache, issuer=ISS, audience=AUD, clock=ManualClock(NOW))
+    token = sign(key, "k1", claims())
+    assert await verifier.verify(token)
+    keys.away = True
+    ticks.now += 20
+    assert await verifier.verify(token), "a refresh failed: the 20 s old copy still serves"
+    ticks.now += 10
+    with pytest.raises(ConnectionError):
+        await verifier.verify(token)
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(token)  # no second try within the rate limit, and no keys
+    keys.away = False
+    ticks.now += 5
+    assert await verifier.verify(token), "identity back: the keys are read again"
+
+
+async def test_keys_are_read_again_when_the_copy_is_old() -> None:
+    keys, ticks = Keys(), Ticks()
+    key = Ed25519PrivateKey.generate()
+    keys.published.append(jwk(key, "k1"))
+    cache = JwksCache(keys.fetch, refresh_after=10, max_age=30, monotonic=ticks)
+    assert await cache.key("k1") is not None
+    assert await cache.key("k1") is not None
+    assert keys.fetches == 1
+    ticks.now += 10
+    assert await cache.key("k1") is not None
+    assert keys.fetches == 2
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        pytest.param({"client_id": "10000000009"}, id="client-id-an-rpps"),
+        pytest.param({"client_id": "180017512345660"}, id="client-id-an-ins"),
+        pytest.param({"client_id": ""}, id="no-client-id"),
+        pytest.param({"client_id": "insurer-1", "rpps": "10000000009"}, id="names-a-person"),
+    ],
+)
+async def test_a_system_never_acts_under_a_person_s_identifier(
+    setup: Any, identity: dict[str, str]
+) -> None:
+    _, key, verifier, _ = setup
+    body = {k: v for k, v in claims(kind="system", roles=["facility"]).items() if k != "ins"}
+    with pytest.raises(Unauthenticated, match="system"):
+        await verifier.verify(sign(key, "k1", {**body, **identity}))
+    p = await verifier.verify(sign(key, "k1", {**body, "client_id": "insurer-1"}))
+    assert p.actor_id == "insurer-1"
