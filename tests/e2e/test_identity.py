@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import statistics
@@ -9,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import grpc
 import httpx
 import jwt
 import pytest
@@ -16,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pymongo import MongoClient
 
+from dmp.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from dmp_kit.auth import JWKS_MAX_AGE_SECONDS
 from dmp_stack.testing import RunningStack, make_ins, make_rpps
 
 PROBLEM = "application/problem+json"
@@ -439,24 +443,67 @@ def test_client_credentials_with_a_signed_assertion(stack: RunningStack, admin: 
     assert (me["kind"], me["roles"]) == ("system", ["insurer", "system"])
 
 
-def test_key_rotation_publishes_two_keys_and_old_tokens_still_work(stack: RunningStack) -> None:
+async def ingest_accepts(stack: RunningStack, token: str) -> bool:
+    """Whether the ingest service, called directly, takes the token (it then finds the empty
+    request invalid) or refuses it."""
+    port = stack.stack.ports.grpc["ingest"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await ingest_pb2_grpc.IngestServiceStub(ch).GetBatch(
+                ingest_pb2.GetBatchRequest(),
+                timeout=5,
+                metadata=(("authorization", f"Bearer {token}"),),
+            )
+    code = exc.value.code()
+    assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED), code
+    return code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def invented_kid(admin: str) -> str:
+    """A token naming a key nobody has: every verifier that sees it reads the JWKS again, and
+    may not again for a few seconds (they are rate-limited)."""
+    claims = jwt.decode(admin, options={"verify_signature": False})
+    return jwt.encode(
+        claims,
+        Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": uuid.uuid4().hex[:16], "typ": "at+jwt"},
+    )
+
+
+async def test_key_rotation_publishes_the_new_key_before_it_signs(stack: RunningStack) -> None:
     admin = stack.admin_token()
     old_kid = jwt.get_unverified_header(admin)["kid"]
     with stack.client(admin) as c:
-        r = c.post("/v1/admin/signing-keys/rotate")
+        while True:
+            # The gateway and ingest have just read the JWKS, and may not for a few seconds.
+            unknown = invented_kid(admin)
+            assert (
+                c.get("/v1/me", headers={"authorization": f"Bearer {unknown}"}).status_code == 401
+            )
+            assert not await ingest_accepts(stack, unknown)
+            r = c.post("/v1/admin/signing-keys/rotate")
+            if r.status_code != 409:
+                break
+            problem(r, 409, "rotation-too-soon")
+            assert 0 < int(r.headers["retry-after"]) <= JWKS_MAX_AGE_SECONDS
+            await asyncio.sleep(int(r.headers["retry-after"]))
         assert r.status_code == 200, r.text
         rotation = r.json()
-    assert rotation["new_key_id"] != old_kid
+    # Signed by the new key at once, and taken at once: the verifiers held it already.
+    fresh = stack.admin_token()
+    assert jwt.get_unverified_header(fresh)["kid"] == rotation["new_key_id"] != old_kid
+    with stack.client(fresh) as c:
+        assert c.get("/v1/me").status_code == 200
+    assert await ingest_accepts(stack, fresh)
     assert {old_kid, rotation["new_key_id"]} <= set(rotation["published_key_ids"])
     with stack.client() as c:
         kids = {k["kid"] for k in c.get("/.well-known/jwks.json").json()["keys"]}
     assert {old_kid, rotation["new_key_id"]} <= kids
+    assert len(kids) == 3, "the key after the new one is published already"
     with stack.client(admin) as c:
         assert c.get("/v1/me").status_code == 200, "a token signed before rotation stays valid"
-    fresh = stack.admin_token()
-    assert jwt.get_unverified_header(fresh)["kid"] == rotation["new_key_id"]
-    with stack.client(fresh) as c:
-        assert c.get("/v1/me").status_code == 200
+        problem(c.post("/v1/admin/signing-keys/rotate"), 409, "rotation-too-soon")
 
 
 def test_a_patient_without_email_gets_the_code_by_sms(stack: RunningStack, admin: str) -> None:
@@ -502,8 +549,6 @@ def test_logout_revokes_the_refresh_token(stack: RunningStack, admin: str) -> No
 
 
 async def test_parallel_wrong_passwords_are_all_counted(stack: RunningStack, admin: str) -> None:
-    import asyncio
-
     patient = stack.create_patient(admin)
     creds = {"kind": "patient", "login": patient["ins"]}
     async with httpx.AsyncClient(base_url=stack.url, timeout=60) as c:
@@ -513,7 +558,7 @@ async def test_parallel_wrong_passwords_are_all_counted(stack: RunningStack, adm
                 for _ in range(10)
             )
         )
-        assert [r.status_code for r in answers] == [401] * 10
+        assert [r.status_code for r in answers] == [401] * 10, [r.text for r in answers]
         r = await c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
     problem(r, 423, "account-locked")
 
@@ -543,3 +588,139 @@ def test_a_login_key_left_by_a_crash_does_not_block_registration(
     assert key is not None and key["account_id"] != "never-written"
     tokens = stack.login("patient", ins, "patient password 1", body["email"])
     assert tokens["access_token"]
+
+
+async def test_concurrent_code_guesses_are_counted_before_they_are_checked(
+    stack: RunningStack, admin: str
+) -> None:
+    """40 guesses at once on one challenge: at most 5 are checked, the others are refused as
+    locked, and the right code sent after them does not log in."""
+    patient = stack.create_patient(admin)
+    creds = {"kind": "patient", "login": patient["ins"], "password": patient["password"]}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60) as c:
+        sent = stack.mailbox.codes_sent(patient["email"])
+        cid = (await c.post("/v1/auth/login", json=creds)).json()["challenge_id"]
+        code = stack.mailbox.last_code(patient["email"], after=sent)
+        guesses = [f"{(int(code) + i) % 10**6:06d}" for i in range(1, 40)] + [code]
+        answers = await asyncio.gather(
+            *(c.post("/v1/auth/otp", json={"challenge_id": cid, "code": g}) for g in guesses)
+        )
+        checked = [r for r in answers if r.status_code != 423]
+        assert 1 <= len(checked) <= 5, [r.status_code for r in answers]
+        for r in answers:
+            if r.status_code == 423:
+                problem(r, 423, "account-locked")
+            elif r.status_code != 200:  # the right code, if it was among the five checked
+                problem(r, 401, "invalid-otp")
+        if all(r.status_code != 200 for r in answers):
+            r = await c.post("/v1/auth/otp", json={"challenge_id": cid, "code": code})
+            problem(r, 423, "account-locked")
+
+
+async def test_concurrent_wrong_passwords_are_counted_before_they_are_checked(
+    stack: RunningStack, admin: str
+) -> None:
+    patient = stack.create_patient(admin)
+    creds = {"kind": "patient", "login": patient["ins"]}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=120) as c:
+        answers = await asyncio.gather(
+            *(
+                c.post("/v1/auth/login", json={**creds, "password": f"wrong password {i}"})
+                for i in range(40)
+            )
+        )
+        statuses = [r.status_code for r in answers]
+        assert statuses.count(401) <= 10 and set(statuses) <= {401, 423}, statuses
+        for r in answers:
+            if r.status_code == 423:
+                problem(r, 423, "account-locked")
+        r = await c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
+    problem(r, 423, "account-locked")
+
+
+def test_a_session_ends_at_its_absolute_lifetime(stack: RunningStack, admin: str) -> None:
+    """Refreshing slides each refresh token's expiry, never the session's: 30 days after the
+    login, a refresh is refused and the user logs in again."""
+    patient = stack.create_patient(admin)
+    tokens = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    day = 24 * 3600
+    try:
+        with stack.client() as c:
+            for offset in (10 * day, 20 * day, 29 * day):
+                stack.set_clock_offset(offset)
+                r = c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+                assert r.status_code == 200, r.text
+                tokens = r.json()
+            stack.set_clock_offset(30 * day + 60)
+            problem(
+                c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+                401,
+                "session-expired",
+            )
+    finally:
+        stack.set_clock_offset(0)
+
+
+def test_a_client_id_can_never_be_a_person_s_identifier(stack: RunningStack, admin: str) -> None:
+    """A system's token names it by its client_id; were that an RPPS or an INS, the system
+    would act as that professional or patient (authorship, access rules)."""
+    pro = stack.create_professional(admin)
+    patient = stack.create_patient(admin)
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    with stack.client(admin) as c:
+        for taken in (pro["rpps"], patient["ins"], make_rpps(), make_ins(), make_ins(corsica="2A")):
+            problem(
+                c.post(
+                    "/v1/admin/clients",
+                    json={"client_id": taken, "public_key_pem": pem, "roles": ["facility"]},
+                ),
+                422,
+                "validation-error",
+                "client_id",
+            )
+
+
+# Last: it revokes the key that signs, which ends every token this module holds.
+async def test_a_revoked_key_is_refused_everywhere_within_the_bound(stack: RunningStack) -> None:
+    admin = stack.admin_token()
+    kid = jwt.get_unverified_header(admin)["kid"]
+    patient = stack.create_patient(admin)
+    # Verified (and remembered as verified) by the gateway, identity and ingest beforehand.
+    with stack.client(admin) as c:
+        assert c.get("/v1/me").status_code == 200
+    assert await ingest_accepts(stack, admin)
+    pt = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    with stack.client(pt["access_token"]) as c:
+        problem(c.post(f"/v1/admin/signing-keys/{kid}/revoke"), 403, "forbidden")
+    with stack.client(admin) as c:
+        r = c.post(f"/v1/admin/signing-keys/{kid}/revoke")
+    assert r.status_code == 200, r.text
+    revoked = r.json()
+    assert revoked["revoked_key_id"] == kid != revoked["signing_key_id"]
+    assert kid not in revoked["published_key_ids"]
+    with stack.client() as c:
+        assert kid not in {k["kid"] for k in c.get("/.well-known/jwks.json").json()["keys"]}
+
+    start = time.monotonic()
+    while True:
+        with stack.client(admin) as c:
+            gateway = c.get("/v1/me").status_code
+        service = await ingest_accepts(stack, admin)
+        if gateway == 401 and not service:
+            break
+        assert time.monotonic() - start < JWKS_MAX_AGE_SECONDS, (gateway, service)
+        await asyncio.sleep(0.5)
+    with stack.client(admin) as c:
+        problem(c.get("/v1/me"), 401, "invalid-token")
+    with stack.client(pt["access_token"]) as c:
+        problem(c.get("/v1/me"), 401, "invalid-token")
+
+    # The next key signs at once, and is taken at once.
+    fresh = stack.admin_token()
+    assert jwt.get_unverified_header(fresh)["kid"] == revoked["signing_key_id"]
+    with stack.client(fresh) as c:
+        assert c.get("/v1/me").status_code == 200
+        problem(c.post(f"/v1/admin/signing-keys/{kid}/revoke"), 404, "not-found", "key_id")
+        problem(c.post("/v1/admin/signing-keys/0000000000000000/revoke"), 404, "not-found")
+    assert await ingest_accepts(stack, fresh)

@@ -316,6 +316,7 @@ class Scene:
             "notification_id": self.notification_id,
             "batch_id": self.batch_id,
             "seq": "0",
+            "key_id": "0000000000000000",
         }
 
     def token(self, kind: str) -> str:
@@ -404,6 +405,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/admin/agents"): ADMIN,
     ("POST", "/v1/admin/clients"): ADMIN,
     ("POST", "/v1/admin/signing-keys/rotate"): ADMIN,
+    ("POST", "/v1/admin/signing-keys/{key_id}/revoke"): ADMIN,
     ("GET", "/v1/admin/openings"): ADMIN,
     # Rule 1: the patient, a professional of an opening profession, an insurance agent.
     ("POST", "/v1/dossiers"): PATIENT | PROFESSIONALS | {"agent"},
@@ -443,6 +445,9 @@ REFUSED_AS_NOT_FOUND = {
 }
 # Allowed, and the scene makes the answer a conflict: its DMP is already open.
 ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}
+# Allowed, and the scene names no key: revoking a real one would end the sweep's tokens
+# (tests/e2e/test_identity.py revokes them).
+ALLOWED_CONFLICTS[("POST", "/v1/admin/signing-keys/{key_id}/revoke")] = 404
 
 
 def test_every_protected_route_is_classified(operations: list[Operation]) -> None:

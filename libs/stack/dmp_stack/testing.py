@@ -360,6 +360,7 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "notification_id": str(uuid.uuid4()),
         "batch_id": str(uuid.uuid4()),
         "seq": "0",
+        "key_id": "0000000000000000",
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,10 +24,10 @@ from dmp_identity import domain
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
 from dmp_identity.store import IdentityStore
-from dmp_kit.auth import caller
+from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
-from dmp_kit.errors import InvalidArgument, Locked, NotFound, Unauthenticated
+from dmp_kit.errors import Conflict, InvalidArgument, Locked, NotFound, Unauthenticated
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
@@ -52,10 +53,16 @@ PUBLIC_METHODS = frozenset(
     for m in ("Login", "VerifyOtp", "Refresh", "Logout", "IssueClientToken", "GetJwks")
 )
 DIRECTORY_ROLES = ("admin", "directory_sync")
+SIGNING_KEY_RELOAD_SECONDS = 5.0
 
 
 class KeyRing:
-    """Identity's signing keys, kept sealed in its store; the newest active key signs."""
+    """Identity's signing keys, kept sealed in its store (statuses: store.PUBLISHED_KEY_STATUSES).
+
+    One key signs; the next one is published ahead of it, at least as long as a verifier keeps
+    its copy of the JWKS (JWKS_MAX_AGE_SECONDS), so that a rotation never signs with a key a
+    verifier does not hold yet. docs/signing-keys.md tells the whole life of a key.
+    """
 
     def __init__(self, store: IdentityStore, master_key: bytes, clock: Clock) -> None:
         self._store = store
@@ -65,26 +72,30 @@ class KeyRing:
         self._loaded_at = float("-inf")
 
     async def ensure_key(self) -> None:
-        if not [k for k in await self._store.published_keys() if k["status"] == "active"]:
-            await self._create()
+        """A key that signs and the next one, published ahead."""
+        statuses = {k["status"] for k in await self._store.published_keys()}
+        if "active" not in statuses:
+            await self._create("active")
+        if "next" not in statuses:
+            await self._create("next")
 
-    async def _create(self) -> str:
+    async def _create(self, status: str) -> str:
         kid, raw, jwk = domain.new_signing_key()
         await self._store.insert_key(
             {
                 "_id": kid,
                 "private_sealed": seal(self._seal_key, raw, kid.encode()),
                 "public_jwk": jwk,
-                "status": "active",
+                "status": status,
                 "created_at": self._clock.now(),
             }
         )
         return kid
 
     async def signing_key(self) -> tuple[str, bytes]:
-        # Other replicas may rotate: reload now and then.
+        # Other replicas may rotate or revoke: reload often (a revoked key must stop signing).
         now = asyncio.get_running_loop().time()
-        if self._signing is None or now - self._loaded_at > 30:
+        if self._signing is None or now - self._loaded_at > SIGNING_KEY_RELOAD_SECONDS:
             active = [k for k in await self._store.published_keys() if k["status"] == "active"]
             if not active:
                 await self.ensure_key()
@@ -104,14 +115,56 @@ class KeyRing:
     async def fetch_public(self) -> Iterable[Mapping[str, str]]:
         return await self.jwks()
 
-    async def rotate(self, access_ttl: timedelta) -> tuple[str, list[str]]:
-        """New key signs from now on; the old one stays published until its tokens expire."""
+    async def published_ids(self) -> list[str]:
+        return [str(k["kid"]) for k in await self.jwks()]
+
+    async def rotate(self, access_ttl: timedelta) -> str:
+        """The next key signs from now on, if every verifier holds it by now; the old one stays
+        published until its tokens expire. Returns the new signing key's id."""
         now = self._clock.now()
-        await self._store.retire_stale(now - access_ttl - timedelta(minutes=5))
-        kid = await self._create()
-        await self._store.retire_keys_except(kid, now)
+        upcoming = await self._store.next_key()
+        if upcoming is None:  # keys written before next keys existed
+            await self._create("next")
+            raise _too_soon(0.0)
+        published_for = (now - upcoming["created_at"].astimezone(UTC)).total_seconds()
+        if published_for < JWKS_MAX_AGE_SECONDS:
+            raise _too_soon(published_for)
+        kid = str(upcoming["_id"])
+        await self._promote(kid, now, access_ttl)
+        return kid
+
+    async def revoke(self, kid: str, access_ttl: timedelta) -> str:
+        """Withdraws a key from the JWKS for good. When it was signing, the next key signs at
+        once (whatever its age: a verifier that does not hold it yet fetches it at its first
+        token). Returns the id of the key that signs now."""
+        now = self._clock.now()
+        revoked = await self._store.revoke_key(kid, now)
+        if revoked is None:
+            raise NotFound("no published signing key has this id", field="key_id")
+        if revoked["status"] == "active":
+            upcoming = await self._store.next_key()
+            if upcoming is not None:
+                await self._promote(str(upcoming["_id"]), now, access_ttl)
+        await self.ensure_key()
         self._signing = None
-        return kid, [str(k["kid"]) for k in await self.jwks()]
+        return (await self.signing_key())[0]
+
+    async def _promote(self, kid: str, now: datetime, access_ttl: timedelta) -> None:
+        await self._store.retire_stale(now - access_ttl - timedelta(minutes=5))
+        if await self._store.promote_key(kid, now):
+            await self._store.retire_keys_except(kid, now)
+        await self.ensure_key()
+        self._signing = None
+
+
+def _too_soon(published_for: float) -> Conflict:
+    wait = max(1, math.ceil(JWKS_MAX_AGE_SECONDS - published_for))
+    return Conflict(
+        f"the next key was published {int(published_for)} s ago; verifiers may not all hold it "
+        f"yet: rotate again in {wait} s",
+        slug="rotation-too-soon",
+        retry_after=wait,
+    )
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
@@ -205,7 +258,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
         return domain.sign_access_token(claims, raw, kid)
 
-    async def _token_pair(self, account: dict[str, Any], family: str) -> pb.TokenPair:
+    async def _token_pair(
+        self, account: dict[str, Any], family: str, session_end: datetime
+    ) -> pb.TokenPair:
+        """`session_end`: the login's absolute end, which no refresh moves."""
         access = await self._access_token(
             account, account["kind"], self.settings.access_token_ttl_seconds
         )
@@ -218,7 +274,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "account_id": account["_id"],
                 "status": "active",
                 "created_at": now,
-                "expires_at": now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+                "expires_at": min(
+                    now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_end
+                ),
+                "session_expires_at": session_end,
             }
         )
         return pb.TokenPair(
@@ -430,19 +489,24 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("password is required", field="password")
         now = self.clock.now()
         throttle_id = self._digest(f"{kind}:{login}")
-        throttle = await self.store.throttle(throttle_id)
         account = await self.store.find_account(kind, login)
-        # Verify even when the account does not exist or is locked: same work, same timing.
-        ok = await self._password_ok(account and account.get("password_hash"), request.password)
-        ok = ok and account is not None and bool(account.get("password_hash"))
         event = {"kind": kind, "account": account, "client_ip": request.client_ip}
-        if locked := throttle.locked_for(now):
+        # Counted before it is checked: concurrent attempts cannot outrun the lockout.
+        counted, throttle = await self.store.reserve_attempt(
+            throttle_id, lambda t: t.reserve_password(now, self.policy)
+        )
+        if not counted:
             await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked("too many failed attempts; try again later", retry_after=locked)
-        if not ok or account is None:
+            raise Locked(
+                "too many failed attempts; try again later",
+                retry_after=throttle.locked_for(now) or 1,
+            )
+        # Verify even when the account does not exist: same work, same timing.
+        ok = await self._password_ok(account and account.get("password_hash"), request.password)
+        if not ok or account is None or not account.get("password_hash"):
             await self._record(
                 throttle_id,
-                lambda t: t.after_failure("password", now, self.policy),
+                lambda t: t.after_wrong_password(now, self.policy),
                 outcome="bad_password",
                 success=False,
                 **event,
@@ -464,7 +528,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "created_at": now,
             }
         )
-        await self._record(throttle_id, _unchanged, outcome="password_ok", success=True, **event)
+        await self._record(
+            throttle_id, _right_password, outcome="password_ok", success=True, **event
+        )
         await self.notify.SendOtp(
             notify_pb2.SendOtpRequest(
                 channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
@@ -507,11 +573,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 throttle_id, _unchanged, outcome="otp_expired", success=False, **event
             )
             raise Unauthenticated("the code has expired; log in again", slug="otp-expired")
+        # Each guess takes one of the challenge's few before it is checked, whatever the
+        # concurrency: guesses sent at once cannot all be checked before one failure is written.
+        if not await self.store.claim_guess(
+            challenge["_id"], self.policy.max_otp_failures, challenge["expires_at"]
+        ):
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            locked = (await self.store.throttle(throttle_id)).locked_for(now)
+            raise Locked(
+                "too many codes tried on this challenge; log in again",
+                retry_after=locked or int(self.policy.base.total_seconds()),
+            )
         expected = challenge["code_digest"]
         if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{request.code}")):
             await self._record(
                 throttle_id,
-                lambda t: t.after_failure("otp", now, self.policy),
+                lambda t: t.after_wrong_code(now, self.policy),
                 outcome="bad_otp",
                 success=False,
                 **event,
@@ -520,7 +597,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not await self.store.consume_challenge(challenge["_id"]):
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
         await self._record(throttle_id, _reset, outcome="otp_ok", success=True, **event)
-        return pb.VerifyOtpResponse(tokens=await self._token_pair(account, str(uuid7())))
+        session_end = now + timedelta(seconds=self.settings.session_max_seconds)
+        return pb.VerifyOtpResponse(
+            tokens=await self._token_pair(account, str(uuid7()), session_end)
+        )
 
     async def Refresh(
         self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
@@ -540,11 +620,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     "this refresh token was already used; all sessions from it are revoked",
                     slug="refresh-token-reused",
                 )
+            if known is not None and known["status"] == "active" and _session_end(known) <= now:
+                raise Unauthenticated(
+                    "the session has reached its maximum lifetime; log in again",
+                    slug="session-expired",
+                )
             raise Unauthenticated("the refresh token is invalid or expired", slug="invalid-token")
         account = await self.store.get_account(used["account_id"])
         if account is None:
             raise Unauthenticated("the account no longer exists", slug="invalid-token")
-        return pb.RefreshResponse(tokens=await self._token_pair(account, used["family"]))
+        return pb.RefreshResponse(
+            tokens=await self._token_pair(account, used["family"], _session_end(used))
+        )
 
     async def Logout(
         self, request: pb.LogoutRequest, context: grpc.aio.ServicerContext
@@ -576,7 +663,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "the client assertion is not a JWT", slug="invalid-client"
             ) from exc
         client_id = str(unverified.get("iss", ""))
-        client = await self.store.get_client(client_id) if client_id else None
+        # A client registered before ids had to start with a letter gets no token: its id could
+        # be a person's.
+        client = await self.store.get_client(client_id) if CLIENT_ID_RE.match(client_id) else None
         now = self.clock.now()
         throttle_id = self._digest(f"system:{client_id}")
         event = {"kind": "system", "account": client}
@@ -628,11 +717,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: pb.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.RotateSigningKeyResponse:
         caller().require_role("admin")
-        kid, published = await self.keys.rotate(
-            timedelta(seconds=self.settings.access_token_ttl_seconds)
-        )
+        kid = await self.keys.rotate(timedelta(seconds=self.settings.access_token_ttl_seconds))
         log.info("signing_key_rotated", kid=kid)
-        return pb.RotateSigningKeyResponse(new_key_id=kid, published_key_ids=published)
+        return pb.RotateSigningKeyResponse(
+            new_key_id=kid, published_key_ids=await self.keys.published_ids()
+        )
+
+    async def RevokeSigningKey(
+        self, request: pb.RevokeSigningKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeSigningKeyResponse:
+        caller().require_role("admin")
+        if not request.key_id or len(request.key_id) > 64:
+            raise InvalidArgument("key_id is required", field="key_id")
+        signing = await self.keys.revoke(
+            request.key_id, timedelta(seconds=self.settings.access_token_ttl_seconds)
+        )
+        log.warning("signing_key_revoked", kid=request.key_id, signing_kid=signing)
+        return pb.RevokeSigningKeyResponse(
+            revoked_key_id=request.key_id,
+            signing_key_id=signing,
+            published_key_ids=await self.keys.published_ids(),
+        )
 
     async def GetMe(
         self, request: pb.GetMeRequest, context: grpc.aio.ServicerContext
@@ -703,6 +808,16 @@ def _unchanged(throttle: domain.Throttle) -> domain.Throttle:
 
 def _reset(_: domain.Throttle) -> domain.Throttle:
     return domain.Throttle()
+
+
+def _right_password(throttle: domain.Throttle) -> domain.Throttle:
+    return throttle.after_right_password()
+
+
+def _session_end(refresh: dict[str, Any]) -> datetime:
+    # Tokens issued before sessions had an end: theirs is their own expiry.
+    end: datetime = refresh.get("session_expires_at", refresh["expires_at"])
+    return end.astimezone(UTC)
 
 
 def _patient(doc: dict[str, Any]) -> pb.Patient:

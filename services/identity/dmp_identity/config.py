@@ -29,6 +29,8 @@ class IdentitySettings(Settings):
 
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    # A login's absolute lifetime: refreshing never carries a session past it.
+    session_max_seconds: int = 30 * 24 * 3600
     service_token_ttl_seconds: int = 300
     otp_ttl_seconds: int = 300
     max_password_failures: int = 10

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from dmp_kit.auth import ACCESS_TOKEN_TYP, ALGORITHM
+from dmp_kit.auth import ACCESS_TOKEN_TYP, ALGORITHM, CLIENT_ID_RE
 from dmp_kit.errors import InvalidArgument
 from dmp_kit.identifiers import validate_ins, validate_profession, validate_rpps
 
@@ -33,7 +33,6 @@ ADMIN_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _PHONE_RE = re.compile(r"^\+?[0-9]{8,15}$")
 _VITALE_RE = re.compile(r"^[0-9A-Za-z]{6,20}$")
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{3,128}$")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 256
 OTP_DIGITS = 6
@@ -54,7 +53,12 @@ class LockoutPolicy:
 
 @dataclass
 class Throttle:
-    """Failure counters for one (kind, login), whether or not the login exists."""
+    """Failure counters for one (kind, login), whether or not the login exists.
+
+    A password attempt is counted before it is checked (`reserve_password`) and given back
+    when it proves right, so that concurrent attempts cannot all be checked before the first
+    failure is written: at most `max_password_failures` are ever in flight or failed.
+    """
 
     password_failures: int = 0
     otp_failures: int = 0
@@ -66,14 +70,29 @@ class Throttle:
             return 0
         return max(1, int((self.locked_until - now).total_seconds()))
 
-    def after_failure(
-        self, kind: Literal["password", "otp"], now: datetime, policy: LockoutPolicy
-    ) -> Throttle:
-        password = self.password_failures + (kind == "password")
-        otp = self.otp_failures + (kind == "otp")
-        if password >= policy.max_password_failures or otp >= policy.max_otp_failures:
-            return Throttle(0, 0, self.locks + 1, now + policy.lock_duration(self.locks))
-        return Throttle(password, otp, self.locks, self.locked_until)
+    def reserve_password(self, now: datetime, policy: LockoutPolicy) -> Throttle | None:
+        """This attempt counted as a failure until shown right; None when none may be checked
+        now (locked, or the last attempts allowed are being checked)."""
+        if self.locked_for(now) or self.password_failures >= policy.max_password_failures:
+            return None
+        return replace(self, password_failures=self.password_failures + 1)
+
+    def after_wrong_password(self, now: datetime, policy: LockoutPolicy) -> Throttle:
+        """The attempt is counted already: locks when the count has reached the limit."""
+        if self.password_failures >= policy.max_password_failures:
+            return self._locked(now, policy)
+        return self
+
+    def after_right_password(self) -> Throttle:
+        return replace(self, password_failures=max(0, self.password_failures - 1))
+
+    def after_wrong_code(self, now: datetime, policy: LockoutPolicy) -> Throttle:
+        if self.otp_failures + 1 >= policy.max_otp_failures:
+            return self._locked(now, policy)
+        return replace(self, otp_failures=self.otp_failures + 1)
+
+    def _locked(self, now: datetime, policy: LockoutPolicy) -> Throttle:
+        return Throttle(0, 0, self.locks + 1, now + policy.lock_duration(self.locks))
 
 
 def normalise_login(kind: str, login: str) -> str:
@@ -223,7 +242,11 @@ class ProfessionalRegistration:
 
 def validate_client(client_id: str, roles: list[str]) -> tuple[str, tuple[str, ...]]:
     if not CLIENT_ID_RE.match(client_id):
-        raise InvalidArgument("client_id is 3 to 128 letters, digits or . _ : -", field="client_id")
+        raise InvalidArgument(
+            "client_id is 3 to 128 letters, digits or . _ : -, and starts with a letter "
+            "(never an RPPS or an INS)",
+            field="client_id",
+        )
     if not roles or set(roles) - CLIENT_ROLES:
         raise InvalidArgument(
             f"roles must be among {', '.join(sorted(CLIENT_ROLES))}", field="roles"

@@ -15,6 +15,10 @@ from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import change_document
 
+# "next": published ahead of signing; "active": signs; "retiring": its tokens still live.
+# Out of the JWKS: "retired" (its tokens have expired) and "revoked" (withdrawn for good).
+PUBLISHED_KEY_STATUSES = ("next", "active", "retiring")
+
 
 class IdentityStore(Store):
     @property
@@ -34,6 +38,11 @@ class IdentityStore(Store):
     @property
     def challenges(self) -> Any:
         return self.db["challenges"]
+
+    @property
+    def code_guesses(self) -> Any:
+        """One row per guess allowed on a challenge, taken before the guess is checked."""
+        return self.db["code_guesses"]
 
     @property
     def refresh_tokens(self) -> Any:
@@ -57,6 +66,7 @@ class IdentityStore(Store):
         await self.refresh_tokens.create_index("family")
         await self.signing_keys.create_index("status")
         await self.challenges.create_index("expires_at")
+        await self.code_guesses.create_index("expires_at")
         await self.assertion_ids.create_index("expires_at")
 
     # accounts ---------------------------------------------------------------
@@ -126,16 +136,25 @@ class IdentityStore(Store):
         attempts on one login are each counted (no lost update)."""
 
         def fields(doc: Document | None) -> Document:
-            after = change(_throttle(doc))
-            return {
-                "password_failures": after.password_failures,
-                "otp_failures": after.otp_failures,
-                "locks": after.locks,
-                "locked_until": after.locked_until,
-            }
+            return _fields(change(_throttle(doc)))
 
         written = await change_document(self.throttles, throttle_id, fields, *events, create=True)
         return _throttle(written)
+
+    async def reserve_attempt(
+        self, throttle_id: str, reserve: Callable[[Throttle], Throttle | None]
+    ) -> tuple[bool, Throttle]:
+        """Counts an attempt before it is checked, or refuses it (`reserve` gives None):
+        whether it was counted, and the counters after."""
+        granted: list[Throttle] = []
+
+        def fields(doc: Document | None) -> Document | None:
+            after = reserve(_throttle(doc))
+            granted[:] = [after] if after is not None else []
+            return _fields(after) if after is not None else None
+
+        written = await change_document(self.throttles, throttle_id, fields, create=True)
+        return (True, granted[0]) if granted else (False, _throttle(written))
 
     # one-time code challenges ------------------------------------------------
 
@@ -145,6 +164,21 @@ class IdentityStore(Store):
     async def get_challenge(self, challenge_id: str) -> Document | None:
         doc: Document | None = await self.challenges.find_one({"_id": challenge_id})
         return doc
+
+    async def claim_guess(self, challenge_id: str, allowed: int, expires_at: datetime) -> bool:
+        """Takes one of the `allowed` guesses of a challenge, before the guess is checked; False
+        when all are taken. Each is a row inserted under a unique key: whatever the
+        concurrency, on any number of replicas and on FerretDB too (where an update is a read
+        then a write, not atomic across processes), no more than `allowed` are ever granted."""
+        for n in range(allowed):
+            try:
+                await self.code_guesses.insert_one(
+                    {"_id": f"{challenge_id}:{n}", "expires_at": expires_at}
+                )
+            except DuplicateKeyError:
+                continue
+            return True
+        return False
 
     async def consume_challenge(self, challenge_id: str) -> bool:
         """Marks the challenge used; False if it already was (a replay or a race)."""
@@ -157,6 +191,7 @@ class IdentityStore(Store):
     async def purge_expired(self, now: datetime) -> None:
         # No TTL indexes (FerretDB): expired rows are removed by the service itself.
         await self.challenges.delete_many({"expires_at": {"$lt": now}})
+        await self.code_guesses.delete_many({"expires_at": {"$lt": now}})
         await self.assertion_ids.delete_many({"expires_at": {"$lt": now}})
 
     # refresh tokens ------------------------------------------------------------
@@ -187,11 +222,26 @@ class IdentityStore(Store):
     # signing keys ---------------------------------------------------------------
 
     async def published_keys(self) -> list[Document]:
-        cursor = self.signing_keys.find({"status": {"$in": ["active", "retiring"]}})
+        """The keys in the JWKS: the next one, the signing one, those whose tokens live on."""
+        cursor = self.signing_keys.find({"status": {"$in": list(PUBLISHED_KEY_STATUSES)}})
         return [doc async for doc in cursor.sort("created_at", -1)]
 
     async def insert_key(self, doc: Document) -> None:
         await self.signing_keys.insert_one(doc)
+
+    async def next_key(self) -> Document | None:
+        """The oldest key published ahead of signing."""
+        cursor = self.signing_keys.find({"status": "next"}).sort("created_at", 1).limit(1)
+        found = [doc async for doc in cursor]
+        return found[0] if found else None
+
+    async def promote_key(self, kid: str, now: datetime) -> bool:
+        """The next key signs from now on: False if it is no longer the next key."""
+        async with self.locks.hold("signing_keys", kid):
+            result = await self.signing_keys.update_one(
+                {"_id": kid, "status": "next"}, {"$set": {"status": "active", "signing_since": now}}
+            )
+        return bool(result.modified_count == 1)
 
     async def retire_keys_except(self, kid: str, now: datetime) -> None:
         await self.signing_keys.update_many(
@@ -204,6 +254,15 @@ class IdentityStore(Store):
             {"status": "retiring", "retiring_since": {"$lt": before}},
             {"$set": {"status": "retired"}},
         )
+
+    async def revoke_key(self, kid: str, now: datetime) -> Document | None:
+        """Withdraws a published key for good; the key as it was, or None if none such."""
+        async with self.locks.hold("signing_keys", kid):
+            doc: Document | None = await self.signing_keys.find_one_and_update(
+                {"_id": kid, "status": {"$in": list(PUBLISHED_KEY_STATUSES)}},
+                {"$set": {"status": "revoked", "revoked_at": now}},
+            )
+        return doc
 
     # system clients ---------------------------------------------------------------
 
@@ -227,6 +286,15 @@ class IdentityStore(Store):
         except DuplicateKeyError:
             return False
         return True
+
+
+def _fields(throttle: Throttle) -> Document:
+    return {
+        "password_failures": throttle.password_failures,
+        "otp_failures": throttle.otp_failures,
+        "locks": throttle.locks,
+        "locked_until": throttle.locked_until,
+    }
 
 
 def _throttle(doc: Document | None) -> Throttle:

@@ -23,21 +23,67 @@ def test_lock_durations_double_up_to_the_cap() -> None:
     assert POLICY.lock_duration(50) == timedelta(hours=24)
 
 
+def wrong_password(t: domain.Throttle) -> domain.Throttle:
+    reserved = t.reserve_password(NOW, POLICY)
+    assert reserved is not None
+    return reserved.after_wrong_password(NOW, POLICY)
+
+
 def test_ten_password_failures_lock() -> None:
     t = domain.Throttle()
     for _ in range(9):
-        t = t.after_failure("password", NOW, POLICY)
+        t = wrong_password(t)
         assert t.locked_for(NOW) == 0
-    t = t.after_failure("password", NOW, POLICY)
+    t = wrong_password(t)
     assert t.locked_for(NOW) == 60 and t.locks == 1 and t.password_failures == 0
+    assert t.reserve_password(NOW, POLICY) is None, "locked: no password is checked"
     assert t.locked_for(NOW + timedelta(seconds=61)) == 0
+    assert t.reserve_password(NOW + timedelta(seconds=61), POLICY) is not None
+
+
+def test_password_attempts_are_counted_before_they_are_checked() -> None:
+    """Ten attempts in flight at once take every place: the eleventh is not checked, and the
+    first wrong one to finish locks."""
+    t = domain.Throttle()
+    for _ in range(10):
+        reserved = t.reserve_password(NOW, POLICY)
+        assert reserved is not None
+        t = reserved
+    assert t.reserve_password(NOW, POLICY) is None
+    t = t.after_wrong_password(NOW, POLICY)
+    assert t.locks == 1 and t.locked_for(NOW) == 60
+    assert t.after_wrong_password(NOW, POLICY) == t, "the others, finishing later, change nothing"
+
+
+def test_a_right_password_gives_its_place_back() -> None:
+    t = domain.Throttle(password_failures=9)
+    reserved = t.reserve_password(NOW, POLICY)
+    assert reserved is not None and reserved.reserve_password(NOW, POLICY) is None
+    assert reserved.after_right_password().password_failures == 9
+    assert domain.Throttle().after_right_password().password_failures == 0
 
 
 def test_five_code_failures_lock_and_the_next_lock_is_longer() -> None:
     t = domain.Throttle(locks=1)
-    for _ in range(5):
-        t = t.after_failure("otp", NOW, POLICY)
+    for _ in range(4):
+        t = t.after_wrong_code(NOW, POLICY)
+        assert t.locked_for(NOW) == 0
+    t = t.after_wrong_code(NOW, POLICY)
     assert t.locks == 2 and t.locked_for(NOW) == 120
+
+
+@pytest.mark.parametrize(
+    "client_id",
+    ["10000000009", "180017512345660", "2750519123456 85".replace(" ", ""), "1-insurer", "ab"],
+)
+def test_a_client_id_is_never_a_person_s_identifier(client_id: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        domain.validate_client(client_id, ["insurer"])
+    assert exc.value.field == "client_id"
+
+
+def test_client_ids_start_with_a_letter() -> None:
+    assert domain.validate_client("cpam-75", ["insurer"]) == ("cpam-75", ("insurer",))
 
 
 def test_patient_registration_is_normalised_and_checked() -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
@@ -99,6 +99,12 @@ class ClientOut(BaseModel):
 
 class RotationOut(BaseModel):
     new_key_id: str
+    published_key_ids: list[str]
+
+
+class RevocationOut(BaseModel):
+    revoked_key_id: str
+    signing_key_id: str
     published_key_ids: list[str]
 
 
@@ -202,3 +208,22 @@ async def rotate_signing_key(request: Request, who: Caller) -> RotationOut:
         ds.identity.RotateSigningKey, pb.RotateSigningKeyRequest(), token=who.token
     )
     return RotationOut(new_key_id=resp.new_key_id, published_key_ids=list(resp.published_key_ids))
+
+
+@router.post(
+    "/v1/admin/signing-keys/{key_id}/revoke",
+    response_model=RevocationOut,
+    summary="Withdraw a token-signing key from the JWKS for good (docs/signing-keys.md)",
+)
+async def revoke_signing_key(
+    key_id: Annotated[str, Path(max_length=64)], request: Request, who: Caller
+) -> RevocationOut:
+    ds = _ds(request)
+    resp = await ds.call(
+        ds.identity.RevokeSigningKey, pb.RevokeSigningKeyRequest(key_id=key_id), token=who.token
+    )
+    return RevocationOut(
+        revoked_key_id=resp.revoked_key_id,
+        signing_key_id=resp.signing_key_id,
+        published_key_ids=list(resp.published_key_ids),
+    )
