@@ -110,6 +110,34 @@ def test_a_new_document_is_told_by_email_and_inbox_without_its_content(cast: Cas
     assert until(lambda: cast.mails("Connexion à votre DMP"))
 
 
+def test_the_dev_outbox_lists_every_message_sent_newest_first(cast: Cast) -> None:
+    """DESIGN §3: /dev/outbox lists the e-mails and SMS the stack sent, notifications too."""
+
+    def listed() -> list[dict[str, Any]]:
+        with cast.stack.client() as c:
+            r = c.get("/dev/outbox", params={"to": cast.email})
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    before = {m["sent_at"] for m in listed()}
+    cast.add_document("Compte rendu")
+    assert until(
+        lambda: any(
+            m["subject"] == "Un nouveau document dans votre DMP" and m["sent_at"] not in before
+            for m in listed()
+        )
+    ), listed()
+    items = listed()
+    assert {m["subject"] for m in items} >= {
+        "Un nouveau document dans votre DMP",
+        "Connexion à votre DMP",
+        "Votre code de connexion DMP",
+    }
+    assert all(m["channel"] == "email" and m["to"] == cast.email for m in items)
+    assert [m["sent_at"] for m in items] == sorted((m["sent_at"] for m in items), reverse=True)
+    assert "Compte rendu" not in str(items)
+
+
 def test_preferences_choose_the_channels_and_the_inbox_keeps_everything(cast: Cast) -> None:
     with cast.client("patient") as c:
         r = c.get("/v1/me/notification-preferences")

@@ -62,15 +62,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
             await self.store.release_delivery(key)
             raise
         if self.settings.env is Env.DEV:
-            await self.store.record_dev_message(
-                {
-                    "destination": request.destination,
-                    "channel": channel,
-                    "subject": message.subject,
-                    "body": message.body if channel == "email" else sms_text(message),
-                    "sent_at": now,
-                }
-            )
+            await self.store.record_dev_message(request.destination, channel, message, now)
         return pb.SendOtpResponse(delivery_id=key)
 
     async def ListDevOutbox(

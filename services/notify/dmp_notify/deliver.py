@@ -23,6 +23,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
+from dmp_kit.config import Env
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -144,6 +145,8 @@ class Notifier:
                 await self.store.release_delivery(key)
                 raise DeliveryFailed(channel, exc) from exc
             await self.store.delivered(key)
+            if self.settings.env is Env.DEV:  # /dev/outbox lists every message sent
+                await self.store.record_dev_message(destination, channel, notice.message, now)
 
     async def contact(self, recipient: str) -> tuple[str, str]:
         """(e-mail, phone) from identity, which owns them; asked with notify's own token and

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dmp_kit.mongo import Document, Store, insert_once
+from dmp_notify.domain import Message, sms_text
 
 
 class NotifyStore(Store):
@@ -48,8 +49,19 @@ class NotifyStore(Store):
     async def release_delivery(self, key: str) -> None:
         await self.deliveries.delete_one({"_id": key})
 
-    async def record_dev_message(self, doc: Document) -> None:
-        await self.dev_outbox.insert_one(doc)
+    async def record_dev_message(
+        self, destination: str, channel: str, message: Message, now: datetime
+    ) -> None:
+        """A copy of a message sent, for /dev/outbox (dev mode only): an SMS as it was sent."""
+        await self.dev_outbox.insert_one(
+            {
+                "destination": destination,
+                "channel": channel,
+                "subject": message.subject,
+                "body": message.body if channel == "email" else sms_text(message),
+                "sent_at": now,
+            }
+        )
 
     async def dev_messages(self, destination: str) -> list[Document]:
         cursor = self.dev_outbox.find({"destination": destination}).sort("sent_at", -1).limit(50)
