@@ -8,7 +8,7 @@ from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_audit.api import PUBLIC_METHODS, AuditServicer
 from dmp_audit.config import AuditSettings
-from dmp_audit.consumer import run_attending_mirror, run_log_consumer
+from dmp_audit.consumer import run_attending_mirror, run_dossier_mirror, run_log_consumer
 from dmp_audit.entry import TreeHeadSigner
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
@@ -42,6 +42,9 @@ async def serve() -> None:
     async def attending(stop: asyncio.Event) -> None:
         await run_attending_mirror(runtime.bus, store, stop)
 
+    async def dossiers(stop: asyncio.Event) -> None:
+        await run_dossier_mirror(runtime.bus, store, stop)
+
     await runtime.serve(
         audit_pb2_grpc.add_AuditServiceServicer_to_server,
         servicer,
@@ -49,7 +52,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         public_methods=PUBLIC_METHODS,
         stores=[store],
-        background=[append, attending],
+        background=[append, attending, dossiers],
         on_ready=audit.load,
     )
 

@@ -60,7 +60,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 f"page_size must be between 1 and {self.audit.settings.access_log_page_max}",
                 field="page_size",
             )
-        own_only = await self._own_only(who, ins)
+        own_only, after = await self._view(who, ins)
         self._ready()
         trail = self.audit.trail(ins)
         end = len(trail)
@@ -76,16 +76,24 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             entry = Entry.from_bytes(data)
             if own_only and not (entry.actor_kind == who.kind and entry.actor_id == who.actor_id):
                 continue
+            if after is not None and _micros(entry.at) <= after:
+                continue  # the purged dossier's: not for the new one's readers
             entries.append(await self._shown(entry, data))
         return pb.ListAccessLogResponse(entries=entries, next=str(position) if position else "")
 
-    async def _own_only(self, who: Principal, ins: str) -> bool:
-        """Rule 10: the patient and the attending physician read the whole trace; any other
-        professional, the entries about what they did themselves; nobody else anything."""
+    async def _view(self, who: Principal, ins: str) -> tuple[bool, int | None]:
+        """Rule 10: the patient, their legal representatives (as the patient would, while the
+        dossier is open) and the attending physician read the whole trace; any other
+        professional, the entries about what they did themselves; nobody else anything.
+        Returns (own entries only, hide entries up to this time): after a purge, whoever reads
+        the trace by a role in the new dossier sees nothing of the old one's."""
         if who.kind == "patient" and who.ins == ins:
-            return False
+            return False, None
+        readers = await self.store.readers(ins)
+        if who.kind == "patient" and who.ins and who.ins in readers.representatives:
+            return False, readers.purged_order
         if who.kind == "professional" and who.rpps:
-            return await self.store.attending_physician(ins) != who.rpps
+            return readers.attending_physician != who.rpps, readers.purged_order
         raise PermissionDenied(
             "the access log is for the patient and the professionals who accessed it",
             slug="not-your-trace",
@@ -193,6 +201,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _ready(self) -> None:
         if not self.audit.loaded:
             raise Unavailable("the audit log is loading")
+
+
+def _micros(at: str) -> int:
+    """An entry's time in microseconds since the epoch, the unit events are ordered in."""
+    moment = datetime.fromisoformat(at)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 def _head(head: TreeHead) -> pb.SignedTreeHead:

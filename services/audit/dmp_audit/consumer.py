@@ -1,4 +1,5 @@
-"""Feeding the log from JetStream, and mirroring the attending physician from consent.
+"""Feeding the log from JetStream; mirroring who reads a dossier's whole trace: the attending
+physician from consent's events, the legal representatives and purges from the dossier's.
 
 The log's consumer is durable (`audit-log` on the AUDIT stream) but the log, not the consumer,
 is the authority on progress: each (re)start binds it at the stream sequence after the last one
@@ -108,6 +109,47 @@ async def run_attending_mirror(bus: EventBus, store: AuditStore, stop: asyncio.E
         stream="CONSENT",
         durable="audit-attending-physician",
         subject="consent.changed",
+        handler=handle,
+        stop=stop,
+    )
+
+
+DOSSIER_OPEN = {
+    "dossier_opened": True,
+    "dossier_reopened": True,
+    "dossier_closed": False,
+    "deletion_requested": False,
+}
+
+
+async def on_dossier_event(store: AuditStore, event: envelope_pb2.Envelope) -> None:
+    """Idempotent and order-safe: each write keeps the newest event's word."""
+    kind = event.WhichOneof("payload")
+    if not event.patient_ins:
+        return
+    if kind == "dossier_purged":
+        await store.forget_dossier(event.patient_ins, _order(event))
+    elif kind in DOSSIER_OPEN:
+        representatives = (
+            list(event.dossier_opened.legal_representatives) if kind == "dossier_opened" else None
+        )
+        await store.note_dossier(
+            event.patient_ins, DOSSIER_OPEN[kind], representatives, _order(event)
+        )
+
+
+async def run_dossier_mirror(bus: EventBus, store: AuditStore, stop: asyncio.Event) -> None:
+    """The dossier's lifecycle: legal representatives read the trace as the patient does
+    (rule 10), and a purge takes away every such right (rule 13)."""
+
+    async def handle(event: envelope_pb2.Envelope) -> None:
+        await on_dossier_event(store, event)
+
+    await run_consumer(
+        bus,
+        stream="DOSSIER",
+        durable="audit-dossier-lifecycle",
+        subject="dossier.>",
         handler=handle,
         stop=stop,
     )

@@ -9,12 +9,17 @@ attending physicians it mirrors from consent's events.
 - `events`: `_id` = event id, `stream_seq` of the record that carried it — what makes the log
   idempotent on the event id beyond JetStream's duplicate window.
 - `checkpoints`: the signed tree heads, `_id` = tree size.
-- `attending`: per dossier, the attending physician's RPPS as consent last announced it.
+- `attending`: per dossier, who may read its whole trace besides the patient: the attending
+  physician's RPPS as consent last announced it (and whom the patient blocked), and the legal
+  representatives with the dossier's status, from the dossier's lifecycle events. A purge
+  empties it, leaving only when it happened (`purged_order`), so that no event older than the
+  purge brings any of it back.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import zstandard
@@ -145,6 +150,8 @@ class AuditStore(Store):
         each field keeps its newest value (by `order`) whatever order events arrive in."""
         async with self.locks.hold("attending", ins):
             doc = await self.attending.find_one({"_id": ins}) or {"_id": ins}
+            if doc.get("purged_order", -1) >= order:
+                return  # about a dossier purged since
             if change == "attending_physician":
                 if doc.get("gp_order", -1) >= order:
                     return
@@ -156,14 +163,45 @@ class AuditStore(Store):
                 blocked[rpps] = [change == "blocked", order]
             await self.attending.replace_one({"_id": ins}, doc, upsert=True)
 
-    async def attending_physician(self, ins: str) -> str:
-        """The dossier's attending physician, unless the patient has blocked them (rule 5)."""
-        doc = await self.attending.find_one({"_id": ins})
-        if doc is None or not doc.get("gp"):
-            return ""
-        if doc.get("blocked", {}).get(doc["gp"], [False])[0]:
-            return ""
-        return str(doc["gp"])
+    async def note_dossier(
+        self, ins: str, is_open: bool, representatives: list[str] | None, order: int
+    ) -> None:
+        """Mirror the dossier's status and, from its opening, its legal representatives
+        (None: the event does not name them); the newest event wins."""
+        async with self.locks.hold("attending", ins):
+            doc = await self.attending.find_one({"_id": ins}) or {"_id": ins}
+            if max(doc.get("purged_order", -1), doc.get("status_order", -1)) >= order:
+                return
+            doc.update(open=is_open, status_order=order)
+            if representatives is not None:
+                doc["representatives"] = representatives
+            await self.attending.replace_one({"_id": ins}, doc, upsert=True)
+
+    async def forget_dossier(self, ins: str, order: int) -> None:
+        """A purge: nothing that let anyone read the trace is kept, only when it happened."""
+        async with self.locks.hold("attending", ins):
+            doc = await self.attending.find_one({"_id": ins}) or {}
+            if doc.get("purged_order", -1) >= order:
+                return
+            await self.attending.replace_one(
+                {"_id": ins}, {"_id": ins, "purged_order": order}, upsert=True
+            )
+
+    async def readers(self, ins: str) -> TraceReaders:
+        """Who besides the patient reads the dossier's whole trace, and since when."""
+        doc = await self.attending.find_one({"_id": ins}) or {}
+        gp = str(doc.get("gp") or "")
+        if doc.get("blocked", {}).get(gp, [False])[0]:
+            gp = ""  # rule 5: blocked means refused everything
+        representatives = frozenset(doc.get("representatives", [])) if doc.get("open") else None
+        return TraceReaders(gp, representatives or frozenset(), doc.get("purged_order"))
+
+
+@dataclass(frozen=True)
+class TraceReaders:
+    attending_physician: str  # "" when none (or blocked)
+    representatives: frozenset[str]  # only while the dossier is open (rule 13)
+    purged_order: int | None  # microseconds since the epoch of the last purge of this INS
 
 
 def head_of(doc: Document) -> TreeHead:

@@ -94,9 +94,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     async def _known(self, ins: str) -> Document | None:
         """The dossier's consent record. One this service has not heard of yet (its
         `dossier.opened` event still on the way) is asked of dossier, so a patient can name
-        their GP the moment after opening (read-your-writes)."""
+        their GP the moment after opening (read-your-writes); so is one last heard of as purged
+        (a DMP opened again)."""
         doc = await self.store.get(ins)
-        if doc is not None:
+        if doc is not None and doc.get("dossier_status") != DossierStatus.ABSENT.value:
             return doc
         found = await self.dossier_state_of(ins)
         if found is None:

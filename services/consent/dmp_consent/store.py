@@ -41,7 +41,10 @@ class ConsentStore(Store):
         def fields(doc: Document | None) -> Document | None:
             if doc is not None and doc.get("status_at") is not None and doc["status_at"] >= at:
                 return None
-            if doc is None:
+            if doc is None or status is DossierStatus.ABSENT:
+                # A purge (rule 13) leaves nothing that grants anything: the care team, the
+                # GP, blocks, emergency grants and settings go with the dossier; a DMP opened
+                # again for this INS starts as a new one would.
                 return _new_record(status, at, legal_representatives)
             new: Document = {"dossier_status": status.value, "status_at": at}
             if status is DossierStatus.OPEN:
@@ -54,12 +57,15 @@ class ConsentStore(Store):
         self, ins: str, status: DossierStatus, legal_representatives: list[str]
     ) -> None:
         """A status learnt from dossier itself, before its event: recorded only if no event
-        has been, and without a time, so that every event, when it comes, still applies."""
+        has been (or the last said the dossier was purged), keeping the time of that event,
+        so that every later event, when it comes, still applies."""
 
         def fields(doc: Document | None) -> Document | None:
-            if doc is not None:
+            if doc is None:
+                return _new_record(status, None, legal_representatives)
+            if doc.get("dossier_status") != DossierStatus.ABSENT.value:
                 return None
-            return _new_record(status, None, legal_representatives)
+            return _new_record(status, doc.get("status_at"), legal_representatives)
 
         await change_document(self.consents, ins, fields, create=True)
 

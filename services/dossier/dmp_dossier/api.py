@@ -497,6 +497,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                     section=doc_type.section,
                     author=author,
                     hidden_from_patient=request.hidden_from_patient,
+                    hidden_from_legal_representatives=(
+                        domain.HIDDEN_FROM_REPRESENTATIVES in doc["labels"]
+                    ),
                 ),
                 who,
                 ins,

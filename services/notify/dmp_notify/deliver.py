@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
@@ -42,6 +43,7 @@ CONSUMERS = (
     ("DOSSIER", "notify-access-first", "access.first"),
     ("CONSENT", "notify-emergency-access", "consent.>"),
     ("IDENTITY", "notify-login", "identity.login"),
+    ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
 )
 
 
@@ -70,7 +72,7 @@ class Notifier:
         self.sms = sms
         self.identity = identity
         self.tokens = tokens
-        self._contacts: OrderedDict[str, tuple[float, tuple[str, str]]] = OrderedDict()
+        self._contacts: OrderedDict[str, tuple[float, Person]] = OrderedDict()
 
     def notices(self, event: envelope_pb2.Envelope) -> list[domain.Notice]:
         ins = event.patient_ins
@@ -107,15 +109,38 @@ class Notifier:
         )
 
     async def on_event(self, event: envelope_pb2.Envelope) -> None:
-        for notice in self.notices(event):
-            await self.deliver(event.id, notice)
+        ins = event.patient_ins
+        if event.WhichOneof("payload") == "dossier_purged":
+            await self.store.forget_dossier(ins, event.occurred_at.ToDatetime(tzinfo=UTC))
+            return
+        purged = await self.store.purged_at(ins) if ins else None
+        if purged is not None and event.occurred_at.ToDatetime(tzinfo=UTC) <= purged.replace(
+            tzinfo=UTC
+        ):
+            return  # about a dossier purged since: nothing of it is told
+        notices = self.notices(event)
+        if notices and self._representatives_told(event):
+            representatives = (await self.person(f"patient:{ins}")).representatives
+            notices += domain.for_representatives(notices, ins, representatives)
+        for notice in notices:
+            await self.deliver(event.id, notice, ins)
 
-    async def deliver(self, event_id: str, notice: domain.Notice) -> None:
+    @staticmethod
+    def _representatives_told(event: envelope_pb2.Envelope) -> bool:
+        """A document hidden from the legal representatives is not announced to them."""
+        added = event.document_added
+        return not (
+            event.WhichOneof("payload") == "document_added"
+            and added.hidden_from_legal_representatives
+        )
+
+    async def deliver(self, event_id: str, notice: domain.Notice, ins: str) -> None:
         now = self.clock.now()
         await self.store.add_notification(
             {
                 "_id": f"{event_id}:{notice.recipient}",
                 "recipient": notice.recipient,
+                "ins": ins,  # the dossier it is about, for its purge
                 "kind": notice.kind,
                 "title": notice.message.subject,
                 "body": notice.message.body,
@@ -127,14 +152,15 @@ class Notifier:
         channels = domain.validate_preferences(chosen).get(notice.kind, frozenset())
         if not channels:
             return
-        email, phone = await self.contact(notice.recipient)
+        person = await self.person(notice.recipient)
+        email, phone = person.email, person.phone
         for channel in sorted(channels):
             destination = email if channel == "email" else phone
             if not destination:
                 continue  # no address for this channel: the inbox has it
             key = f"{event_id}:{notice.recipient}:{channel}"
             stale = 3 * self.settings.smtp_timeout_seconds
-            if not await self.store.claim_event_delivery(key, channel, now, stale):
+            if not await self.store.claim_event_delivery(key, channel, now, stale, ins):
                 continue  # sent already (a redelivered event), or being sent right now
             try:
                 if channel == "email":
@@ -148,9 +174,10 @@ class Notifier:
             if self.settings.env is Env.DEV:  # /dev/outbox lists every message sent
                 await self.store.record_dev_message(destination, channel, notice.message, now)
 
-    async def contact(self, recipient: str) -> tuple[str, str]:
-        """(e-mail, phone) from identity, which owns them; asked with notify's own token and
-        kept a minute (a changed address applies within CONTACT_TTL_SECONDS)."""
+    async def person(self, recipient: str) -> Person:
+        """Contact details (and a patient's legal representatives) from identity, which owns
+        them; asked with notify's own token and kept a minute (a change applies within
+        CONTACT_TTL_SECONDS)."""
         cached = self._contacts.get(recipient)
         now = time.monotonic()
         if cached is not None and now - cached[0] < CONTACT_TTL_SECONDS:
@@ -161,7 +188,7 @@ class Notifier:
             self._contacts.popitem(last=False)
         return found
 
-    async def _lookup(self, recipient: str) -> tuple[str, str]:
+    async def _lookup(self, recipient: str) -> Person:
         kind, _, ident = recipient.partition(":")
         options = call_options(self.settings.grpc_deadline_seconds, token=await self.tokens.token())
         try:
@@ -169,13 +196,21 @@ class Notifier:
                 found = await self.identity.LookupPatient(
                     identity_pb2.LookupPatientRequest(ins=ident), **options
                 )
-                return found.patient.email, found.patient.phone
+                patient = found.patient
+                return Person(patient.email, patient.phone, list(patient.legal_representatives))
             pro = await self.identity.LookupProfessional(
                 identity_pb2.LookupProfessionalRequest(rpps=ident), **options
             )
-            return pro.professional.email, pro.professional.phone
+            return Person(pro.professional.email, pro.professional.phone, [])
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
+
+
+@dataclass(frozen=True)
+class Person:
+    email: str
+    phone: str
+    representatives: list[str]
 
 
 def consumers(

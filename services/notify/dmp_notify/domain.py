@@ -150,3 +150,33 @@ def login(ins: str, when: str) -> list[Notice]:
             ),
         )
     ]
+
+
+# What a minor's legal representatives are told, as the patient would be (rule 11): what
+# happens in the dossier, not the minor's own logins; a reminder is the patient's (the document
+# is hidden from them, hence from the representatives too).
+FOR_REPRESENTATIVES = frozenset({"document_added", "access_first", "emergency_access"})
+REPRESENTATIVE_INTRO = (
+    "Vous recevez ce message en tant que représentant légal : il concerne le Dossier Médical "
+    "Partagé de la personne que vous représentez.\n\n"
+)
+
+
+def for_representatives(
+    notices: list[Notice], ins: str, representatives: list[str]
+) -> list[Notice]:
+    """The patient's notices, told to each legal representative in their own inbox."""
+    told = [n for n in notices if n.recipient == f"patient:{ins}" and n.kind in FOR_REPRESENTATIVES]
+    return [
+        Notice(
+            f"patient:{rep}",
+            n.kind,
+            Message(
+                f"[Représentant légal] {n.message.subject}",
+                REPRESENTATIVE_INTRO + n.message.body,
+            ),
+        )
+        for n in told
+        for rep in representatives
+        if rep != ins
+    ]

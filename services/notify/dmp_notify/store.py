@@ -1,4 +1,9 @@
-"""All of notify's database access."""
+"""All of notify's database access.
+
+Inbox entries and deliveries name the dossier they are about (`ins`), so that a purge erases
+them; `purges` keeps, per INS, only when its dossier was last purged, so that no event older
+than the purge brings anything back.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,15 @@ class NotifyStore(Store):
     def dev_outbox(self) -> Any:
         return self.db["dev_outbox"]
 
+    @property
+    def purges(self) -> Any:
+        return self.db["purges"]
+
     async def ensure_indexes(self) -> None:
         await self.dev_outbox.create_index("destination")
         await self.notifications.create_index([("recipient", 1), ("_id", -1)])
+        await self.notifications.create_index("ins", sparse=True)
+        await self.deliveries.create_index("ins", sparse=True)
 
     async def claim_delivery(self, key: str, channel: str, now: datetime) -> bool:
         """False when this delivery was already made (a retried call sends nothing twice)."""
@@ -29,12 +40,19 @@ class NotifyStore(Store):
         )
 
     async def claim_event_delivery(
-        self, key: str, channel: str, now: datetime, stale: float
+        self, key: str, channel: str, now: datetime, stale: float, ins: str
     ) -> bool:
         """Claim a notification's delivery: True to send it now. A claim still `sending` after
         `stale` seconds belongs to a process that died mid-send: it is taken over (sent again
         rather than lost)."""
-        doc = {"_id": key, "channel": channel, "created_at": now, "state": "sending", "at": now}
+        doc = {
+            "_id": key,
+            "channel": channel,
+            "created_at": now,
+            "state": "sending",
+            "at": now,
+            "ins": ins,
+        }
         if await insert_once(self.deliveries, doc):
             return True
         taken = await self.deliveries.update_one(
@@ -109,6 +127,20 @@ class NotifyStore(Store):
         await self.preferences.replace_one(
             {"_id": recipient}, {"_id": recipient, "channels": channels}, upsert=True
         )
+
+    # purges (rule 13) -------------------------------------------------------------------
+
+    async def forget_dossier(self, ins: str, at: datetime) -> None:
+        """The purged dossier's patient's inbox, and every notification and delivery about
+        it; idempotent. The purge's time is noted first, so nothing older comes back."""
+        await self.purges.update_one({"_id": ins}, {"$max": {"at": at}}, upsert=True)
+        await self.notifications.delete_many({"recipient": f"patient:{ins}"})
+        await self.notifications.delete_many({"ins": ins})
+        await self.deliveries.delete_many({"ins": ins})
+
+    async def purged_at(self, ins: str) -> datetime | None:
+        doc = await self.purges.find_one({"_id": ins})
+        return None if doc is None else doc["at"]
 
     # dead letters ----------------------------------------------------------------------
 
