@@ -150,6 +150,43 @@ def test_each_party_sees_what_rule_10_allows(cast: Cast) -> None:
         assert c.get(f"/v1/dossiers/{cast.ins}/access-log").status_code == 403
 
 
+def test_legal_representatives_read_the_minors_trace_as_the_patient_would(
+    stack: RunningStack, cast: Cast
+) -> None:
+    parent = stack.create_patient(cast.admin)
+    minor = stack.create_patient(cast.admin, legal_representatives=[parent["ins"]])
+    tokens = {
+        name: cast.login(who, "patient", "ins")
+        for name, who in (("parent", parent), ("minor", minor))
+    }
+    stack.open_dossier(tokens["minor"], minor)
+    with stack.client(tokens["minor"]) as c:
+        assert c.get(f"/v1/dossiers/{minor['ins']}/documents").status_code == 200
+    with cast.client("gp") as c:  # someone else's action: the patient would see it
+        c.get(f"/v1/dossiers/{minor['ins']}/documents")
+
+    def trace(who: str) -> Any:
+        token = tokens[who] if who in tokens else cast.tokens[who]
+        with stack.client(token) as c:
+            return c.get(f"/v1/dossiers/{minor['ins']}/access-log", params={"page_size": 100})
+
+    def parent_reads_all() -> bool:
+        r = trace("parent")
+        return r.status_code == 200 and {e["seq"] for e in r.json()["entries"]} == {
+            e["seq"] for e in trace("minor").json()["entries"]
+        }
+
+    assert until(parent_reads_all), trace("parent").text
+    kinds = {e["actor"]["kind"] for e in trace("parent").json()["entries"]}
+    assert {"patient", "professional"} <= kinds, "the whole trace, not the parent's own entries"
+    assert trace("other_patient").status_code == 403
+    # rule 13: a closed dossier is the patient's alone, trace included
+    with stack.client(tokens["minor"]) as c:
+        assert c.post(f"/v1/dossiers/{minor['ins']}/close").status_code == 200
+    assert until(lambda: trace("parent").status_code == 403)
+    assert trace("minor").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

@@ -138,6 +138,54 @@ def test_the_dev_outbox_lists_every_message_sent_newest_first(cast: Cast) -> Non
     assert "Compte rendu" not in str(items)
 
 
+def test_legal_representatives_are_told_as_the_patient_would_be(
+    stack: RunningStack, cast: Cast
+) -> None:
+    parent = stack.create_patient(cast.admin)
+    minor = stack.create_patient(cast.admin, legal_representatives=[parent["ins"]])
+    tokens = {
+        "parent": cast.login(parent, "patient", "ins"),
+        "minor": cast.login(minor, "patient", "ins"),
+    }
+    stack.open_dossier(tokens["minor"], minor)
+    with cast.client("gp") as c:
+        for title, hidden in (("Vaccins", False), ("Consultation confidentielle", True)):
+            r = c.post(
+                f"/v1/dossiers/{minor['ins']}/documents",
+                json={
+                    "type_code": "11488-4",
+                    "title": title,
+                    "mime_type": "text/plain",
+                    "content_base64": base64.b64encode(title.encode()).decode(),
+                    "hidden_from_legal_representatives": hidden,
+                },
+            )
+            assert r.status_code == 201, r.text
+
+    def inbox(who: str) -> list[dict[str, Any]]:
+        with stack.client(tokens[who]) as c:
+            r = c.get("/v1/me/notifications", params={"page_size": 100})
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    def added(who: str) -> list[dict[str, Any]]:
+        return [n for n in inbox(who) if n["kind"] == "document_added"]
+
+    assert until(lambda: len(added("minor")) == 2), inbox("minor")
+    assert until(lambda: len(added("parent")) == 1), inbox("parent")
+    time.sleep(1)  # the hidden document's event has been handled too: still one
+    [told] = added("parent")
+    assert told["title"].startswith("[Représentant légal]")
+    assert "représentant légal" in told["body"]
+    assert "login" not in {n["kind"] for n in inbox("parent") if n["title"].startswith("[")}
+    subject = "[Représentant légal] Un nouveau document dans votre DMP"
+    assert until(
+        lambda: [m for m in stack.mailbox.messages_to(parent["email"]) if m["Subject"] == subject]
+    ), "by e-mail too, per the representative's own preferences"
+    for n in inbox("parent"):
+        assert "Vaccins" not in str(n) and "confidentielle" not in str(n)
+
+
 def test_preferences_choose_the_channels_and_the_inbox_keeps_everything(cast: Cast) -> None:
     with cast.client("patient") as c:
         r = c.get("/v1/me/notification-preferences")

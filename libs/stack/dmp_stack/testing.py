@@ -253,8 +253,12 @@ class RunningStack:
         )
 
     def create_patient(
-        self, admin: str, password: str | None = "patient password 1"
+        self,
+        admin: str,
+        password: str | None = "patient password 1",
+        legal_representatives: list[str] | None = None,
     ) -> dict[str, Any]:
+        """A registered patient; a minor when legal representatives (patients) are given."""
         ins = make_ins()
         body = {
             "ins": ins,
@@ -266,6 +270,8 @@ class RunningStack:
             "phone": "",
             "password": password,
         }
+        if legal_representatives:
+            body.update(birth_date="2015-03-02", legal_representatives=legal_representatives)
         with self.client(admin) as c:
             r = c.post("/v1/admin/patients", json=body)
         assert r.status_code == 201, r.text
