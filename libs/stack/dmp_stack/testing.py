@@ -260,7 +260,7 @@ class RunningStack:
     ) -> dict[str, Any]:
         """A registered patient; a minor when legal representatives (patients) are given."""
         ins = make_ins()
-        body = {
+        body: dict[str, Any] = {
             "ins": ins,
             "vitale_serial": f"{random.randint(10**7, 10**8 - 1)}",
             "given_name": "Camille",
