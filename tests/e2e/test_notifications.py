@@ -7,6 +7,7 @@ import asyncio
 import base64
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -184,6 +185,47 @@ def test_legal_representatives_are_told_as_the_patient_would_be(
     ), "by e-mail too, per the representative's own preferences"
     for n in inbox("parent"):
         assert "Vaccins" not in str(n) and "confidentielle" not in str(n)
+
+
+@pytest.fixture
+def clock(stack: RunningStack) -> Iterator[RunningStack]:
+    try:
+        yield stack
+    finally:
+        stack.set_clock_offset(0)
+
+
+def test_the_reminder_of_a_document_hidden_from_the_representatives_is_theirs(
+    clock: RunningStack, cast: Cast
+) -> None:
+    """Rule 8 for INVISIBLE_REPRESENTANTS_LEGAUX: after 2 weeks the representatives, not the
+    minor, are invited to the announcement."""
+    stack = clock
+    parent = stack.create_patient(cast.admin)
+    minor = stack.create_patient(cast.admin, legal_representatives=[parent["ins"]])
+    stack.open_dossier(cast.login(minor, "patient", "ins"), minor)
+    with cast.client("gp") as c:
+        r = c.post(
+            f"/v1/dossiers/{minor['ins']}/documents",
+            json={
+                "type_code": "11488-4",
+                "title": "Consultation confidentielle",
+                "mime_type": "text/plain",
+                "content_base64": base64.b64encode(b"confidentiel").decode(),
+                "hidden_from_legal_representatives": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+    stack.set_clock_offset(15 * 86_400)
+
+    def kinds(who: dict[str, Any]) -> list[str]:
+        with stack.client(cast.login(who, "patient", "ins")) as c:
+            r = c.get("/v1/me/notifications", params={"page_size": 100})
+        assert r.status_code == 200, r.text
+        return [n["kind"] for n in r.json()["items"]]
+
+    assert until(lambda: "reminder" in kinds(parent)), kinds(parent)
+    assert "reminder" not in kinds(minor)
 
 
 def test_preferences_choose_the_channels_and_the_inbox_keeps_everything(cast: Cast) -> None:

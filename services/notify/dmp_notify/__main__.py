@@ -29,7 +29,11 @@ async def serve() -> None:
     exchange = identity_exchange(identity, settings.grpc_deadline_seconds)
 
     tokens = ServiceTokens(
-        "notify", settings.key_bytes("service_account_key"), settings.jwt_issuer, exchange
+        "notify",
+        settings.key_bytes("service_account_key"),
+        settings.jwt_issuer,
+        exchange,
+        runtime.clock,
     )
     notifier = Notifier(settings, store, runtime.clock, email, sms, identity, tokens)
 

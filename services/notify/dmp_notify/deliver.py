@@ -25,6 +25,7 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
 from dmp_kit.config import Env
+from dmp_kit.errors import Unauthenticated
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -119,20 +120,20 @@ class Notifier:
         ):
             return  # about a dossier purged since: nothing of it is told
         notices = self.notices(event)
-        if notices and self._representatives_told(event):
-            representatives = (await self.person(f"patient:{ins}")).representatives
-            notices += domain.for_representatives(notices, ins, representatives)
+        patients = [n for n in notices if n.recipient == f"patient:{ins}"]
+        if patients:
+            patient_told, representatives_told = domain.audience(
+                patients[0].kind,
+                event.document_added.hidden_from_legal_representatives,
+                event.reminder_due.label,
+            )
+            if representatives_told:
+                representatives = (await self.person(f"patient:{ins}")).representatives
+                notices += domain.for_representatives(patients, ins, representatives)
+            if not patient_told:
+                notices = [n for n in notices if n not in patients]
         for notice in notices:
             await self.deliver(event.id, notice, ins)
-
-    @staticmethod
-    def _representatives_told(event: envelope_pb2.Envelope) -> bool:
-        """A document hidden from the legal representatives is not announced to them."""
-        added = event.document_added
-        return not (
-            event.WhichOneof("payload") == "document_added"
-            and added.hidden_from_legal_representatives
-        )
 
     async def deliver(self, event_id: str, notice: domain.Notice, ins: str) -> None:
         now = self.clock.now()
@@ -189,9 +190,16 @@ class Notifier:
         return found
 
     async def _lookup(self, recipient: str) -> Person:
-        kind, _, ident = recipient.partition(":")
-        options = call_options(self.settings.grpc_deadline_seconds, token=await self.tokens.token())
         try:
+            return await self._lookup_once(recipient, fresh=False)
+        except Unauthenticated:
+            return await self._lookup_once(recipient, fresh=True)  # identity's clock expired it
+
+    async def _lookup_once(self, recipient: str, fresh: bool) -> Person:
+        kind, _, ident = recipient.partition(":")
+        try:
+            token = await self.tokens.token(fresh=fresh)
+            options = call_options(self.settings.grpc_deadline_seconds, token=token)
             if kind == "patient":
                 found = await self.identity.LookupPatient(
                     identity_pb2.LookupPatientRequest(ins=ident), **options

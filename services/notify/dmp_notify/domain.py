@@ -152,10 +152,26 @@ def login(ins: str, when: str) -> list[Notice]:
     ]
 
 
-# What a minor's legal representatives are told, as the patient would be (rule 11): what
-# happens in the dossier, not the minor's own logins; a reminder is the patient's (the document
-# is hidden from them, hence from the representatives too).
-FOR_REPRESENTATIVES = frozenset({"document_added", "access_first", "emergency_access"})
+HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+
+
+def audience(
+    kind: str, hidden_from_representatives: bool, reminder_label: str
+) -> tuple[bool, bool]:
+    """Who is told of a patient's notice: (the patient, their legal representatives). The
+    representatives are told what the patient would be (rule 11) of what happens in the dossier,
+    but not the minor's own logins nor a document hidden from them; a 2-week reminder goes to
+    those the document is hidden from (rule 8)."""
+    if kind == "login":
+        return True, False
+    if kind == "reminder":
+        for_representatives = reminder_label == HIDDEN_FROM_REPRESENTATIVES
+        return not for_representatives, for_representatives
+    if kind == "document_added":
+        return True, not hidden_from_representatives
+    return True, True
+
+
 REPRESENTATIVE_INTRO = (
     "Vous recevez ce message en tant que représentant légal : il concerne le Dossier Médical "
     "Partagé de la personne que vous représentez.\n\n"
@@ -166,7 +182,7 @@ def for_representatives(
     notices: list[Notice], ins: str, representatives: list[str]
 ) -> list[Notice]:
     """The patient's notices, told to each legal representative in their own inbox."""
-    told = [n for n in notices if n.recipient == f"patient:{ins}" and n.kind in FOR_REPRESENTATIVES]
+    told = [n for n in notices if n.recipient == f"patient:{ins}"]
     return [
         Notice(
             f"patient:{rep}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dmp_notify import domain
 from dmp_notify.domain import otp_message, sms_text
 
 
@@ -12,3 +13,18 @@ def test_otp_message_carries_the_code_and_nothing_else() -> None:
     assert "Ne le communiquez à personne" in message.body
     sms = sms_text(message)
     assert "042917" in sms and len(sms) <= 160
+
+
+def test_legal_representatives_are_told_what_the_patient_would_be() -> None:
+    hidden = domain.HIDDEN_FROM_REPRESENTATIVES
+    assert domain.audience("document_added", False, "") == (True, True)
+    assert domain.audience("document_added", True, "") == (True, False)
+    assert domain.audience("access_first", False, "") == (True, True)
+    assert domain.audience("emergency_access", False, "") == (True, True)
+    assert domain.audience("login", False, "") == (True, False), "the minor's own account"
+    assert domain.audience("reminder", False, "INVISIBLE_PATIENT") == (True, False)
+    assert domain.audience("reminder", False, hidden) == (False, True)
+    notices = domain.emergency_access("1", "break_glass", "10000000006")
+    told = domain.for_representatives(notices, "1", ["2", "3", "1"])
+    assert [n.recipient for n in told] == ["patient:2", "patient:3"], "not the GP's, not twice"
+    assert all(n.message.body.startswith(domain.REPRESENTATIVE_INTRO) for n in told)
