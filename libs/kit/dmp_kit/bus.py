@@ -61,7 +61,11 @@ BUS_ACCESS: dict[str, BusAccess] = {
     ),
     "audit": BusAccess(
         owns_streams=("AUDIT",),
-        consumes=(("AUDIT", "audit-log"), ("CONSENT", "audit-attending-physician")),
+        consumes=(
+            ("AUDIT", "audit-log"),
+            ("CONSENT", "audit-attending-physician"),
+            ("DOSSIER", "audit-dossier-lifecycle"),
+        ),
     ),
     "notify": BusAccess(
         consumes=(
@@ -70,6 +74,7 @@ BUS_ACCESS: dict[str, BusAccess] = {
             ("DOSSIER", "notify-access-first"),
             ("CONSENT", "notify-emergency-access"),
             ("IDENTITY", "notify-login"),
+            ("DOSSIER", "notify-dossier-purged"),
         ),
     ),
     "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle"),)),
