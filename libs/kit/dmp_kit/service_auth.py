@@ -14,8 +14,9 @@ import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -28,6 +29,7 @@ from dmp_kit.clock import Clock
 from dmp_kit.config import dev_key
 from dmp_kit.rpc.client import call_options
 
+T = TypeVar("T")
 PREFIX = "service:"
 # Reads a dossier's status (dossier's GetDossierState), for consent's read-your-writes.
 DOSSIER_STATE_READER = "dossier_state_reader"
@@ -126,8 +128,7 @@ class ServiceTokens:
         self._token: tuple[str, float] | None = None
 
     async def token(self, fresh: bool = False) -> str:
-        """The token; `fresh` after a peer refused it as expired (its clock, not ours, is the
-        judge: a moved test clock, or skew between hosts)."""
+        """The token; `fresh`: a new one whatever this process thinks of the old."""
         now = time.monotonic()
         if fresh or self._token is None or self._token[1] - now < RENEW_BEFORE_SECONDS:
             assertion = client_assertion(
@@ -136,3 +137,14 @@ class ServiceTokens:
             token, lifetime = await self._exchange(assertion)
             self._token = (token, now + lifetime)
         return self._token[0]
+
+    async def call(self, rpc: Callable[[str], Awaitable[T]]) -> T:
+        """`rpc` with this service's token, and once more with a new one if the peer refuses
+        it as unauthenticated: the peer's clock judges expiry (a moved test clock, skew
+        between hosts). gRPC errors are left to the caller."""
+        try:
+            return await rpc(await self.token())
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+        return await rpc(await self.token(fresh=True))

@@ -44,6 +44,7 @@ async def serve() -> None:
         settings.key_bytes("service_account_key"),
         settings.jwt_issuer,
         identity_exchange(identity, deadline),
+        runtime.clock,
     )
     servicer = ConsentServicer(
         settings,

@@ -22,11 +22,14 @@ def dossier_lookup(
     dossier: dossier_pb2_grpc.DossierServiceStub, tokens: ServiceTokens, deadline: float
 ) -> DossierLookup:
     async def lookup(ins: str) -> tuple[DossierStatus, list[str]] | None:
-        try:
-            found = await dossier.GetDossierState(
-                dossier_pb2.GetDossierStateRequest(ins=ins),
-                **call_options(deadline, token=await tokens.token()),
+        async def ask(token: str) -> dossier_pb2.GetDossierStateResponse:
+            answer: dossier_pb2.GetDossierStateResponse = await dossier.GetDossierState(
+                dossier_pb2.GetDossierStateRequest(ins=ins), **call_options(deadline, token=token)
             )
+            return answer
+
+        try:
+            found = await tokens.call(ask)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None

@@ -26,7 +26,7 @@ from dmp_ingest.config import IngestSettings
 from dmp_ingest.store import IngestStore
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
-from dmp_kit.errors import DmpError, NotFound, Unauthenticated, Unavailable
+from dmp_kit.errors import DmpError, NotFound, Unavailable
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -177,23 +177,18 @@ class Worker:
     async def _add(
         self, request: dossier_pb2.AddDocumentRequest
     ) -> dossier_pb2.AddDocumentResponse:
-        try:
-            return await self._add_once(request, fresh=False)
-        except Unauthenticated:
-            return await self._add_once(request, fresh=True)  # dossier's clock expired it
+        deadline = self.settings.grpc_deadline_seconds
 
-    async def _add_once(
-        self, request: dossier_pb2.AddDocumentRequest, fresh: bool
-    ) -> dossier_pb2.AddDocumentResponse:
-        try:
-            token = await self.tokens.token(fresh=fresh)
-            options = call_options(self.settings.grpc_deadline_seconds, token=token)
-            response: dossier_pb2.AddDocumentResponse = await self.dossier.AddDocument(
-                request, **options
+        async def add(token: str) -> dossier_pb2.AddDocumentResponse:
+            answer: dossier_pb2.AddDocumentResponse = await self.dossier.AddDocument(
+                request, **call_options(deadline, token=token)
             )
+            return answer
+
+        try:
+            return await self.tokens.call(add)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
-        return response
 
     async def on_dossier_event(self, event: envelope_pb2.Envelope) -> None:
         kind = event.WhichOneof("payload")

@@ -25,7 +25,6 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
 from dmp_kit.config import Env
-from dmp_kit.errors import Unauthenticated
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -190,26 +189,25 @@ class Notifier:
         return found
 
     async def _lookup(self, recipient: str) -> Person:
-        try:
-            return await self._lookup_once(recipient, fresh=False)
-        except Unauthenticated:
-            return await self._lookup_once(recipient, fresh=True)  # identity's clock expired it
-
-    async def _lookup_once(self, recipient: str, fresh: bool) -> Person:
         kind, _, ident = recipient.partition(":")
-        try:
-            token = await self.tokens.token(fresh=fresh)
-            options = call_options(self.settings.grpc_deadline_seconds, token=token)
-            if kind == "patient":
-                found = await self.identity.LookupPatient(
-                    identity_pb2.LookupPatientRequest(ins=ident), **options
-                )
-                patient = found.patient
-                return Person(patient.email, patient.phone, list(patient.legal_representatives))
-            pro = await self.identity.LookupProfessional(
-                identity_pb2.LookupProfessionalRequest(rpps=ident), **options
+        deadline = self.settings.grpc_deadline_seconds
+
+        async def patient(token: str) -> Person:
+            found = await self.identity.LookupPatient(
+                identity_pb2.LookupPatientRequest(ins=ident), **call_options(deadline, token=token)
             )
-            return Person(pro.professional.email, pro.professional.phone, [])
+            p = found.patient
+            return Person(p.email, p.phone, list(p.legal_representatives))
+
+        async def professional(token: str) -> Person:
+            found = await self.identity.LookupProfessional(
+                identity_pb2.LookupProfessionalRequest(rpps=ident),
+                **call_options(deadline, token=token),
+            )
+            return Person(found.professional.email, found.professional.phone, [])
+
+        try:
+            return await self.tokens.call(patient if kind == "patient" else professional)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
