@@ -4,17 +4,35 @@ signs or mints; and the NATS servers' users are the services' bus access, genera
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
+from dmp_audit.config import AuditSettings
+from dmp_consent.config import ConsentSettings
+from dmp_dossier.config import DossierSettings
+from dmp_identity.config import IdentitySettings
+from dmp_ingest.config import IngestSettings
+from dmp_kit.config import DEV_PASSWORD_PREFIXES, Settings
+from dmp_notify.config import NotifySettings
 from dmp_stack import deployfiles
 from dmp_stack.credentials import compose_nats_users, helm_nats_users, nats_password_variable
 from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, SERVICES, TEST_SECRETS
 
 ROOT = deployfiles.repository_root()
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "audit": AuditSettings,
+    "consent": ConsentSettings,
+    "dossier": DossierSettings,
+    "identity": IdentitySettings,
+    "ingest": IngestSettings,
+    "notify": NotifySettings,
+}
 SECRET_NAME = re.compile(r"KEY|PASSWORD|^DMP_MONGO_URL$")
 OWN = {
     "gateway": set(),
@@ -115,6 +133,23 @@ def test_the_dev_overlay_generates_each_services_secret_and_no_shared_one() -> N
         }
         if name != "gateway":
             assert set(secrets[f"dmp-{name}"]["data"]) == required, name
+
+
+def test_the_dev_overlay_secrets_are_refused_outside_dev() -> None:
+    """Its values are published: with them, a service started outside dev mode refuses."""
+    dev = deployfiles.render(deployfiles.kustomizations(ROOT)["dev"])
+    for secret in dev.of_kind("Secret"):
+        values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        cls = SETTINGS.get(secret["metadata"]["name"].removeprefix("dmp-"), Settings)
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in {**values, "DMP_ENV": "prod"}.items():
+                env.setenv(name, value)
+            with pytest.raises(ValidationError, match="published development"):
+                cls()
+        # The passwords too, each on its own (the guard knows them by their prefix).
+        for setting, prefix in DEV_PASSWORD_PREFIXES.items():
+            if (name := f"DMP_{setting.upper()}") in values:
+                assert prefix in values[name], (secret["metadata"]["name"], name)
 
 
 def test_the_compose_nats_server_has_one_user_per_service() -> None:

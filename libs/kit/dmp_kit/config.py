@@ -21,6 +21,8 @@ def dev_key(purpose: str) -> str:
 
 
 DEV_LOG_PSEUDONYM_KEY = dev_key("log-pseudonyms")
+# The development overlay's published NATS and MongoDB passwords start so (deploy/k8s).
+DEV_PASSWORD_PREFIXES = {"nats_password": "dev-nats-", "mongo_url": ":dev-mongo-"}
 
 DEFAULT_PORTS: dict[str, int] = {
     "identity": 50051,
@@ -113,6 +115,12 @@ class Settings(BaseSettings):
                 raise DefaultSecretError(
                     f"DMP_{name.upper()} has its published development value; "
                     f"set a real secret (DMP_ENV={self.env.value} refuses it)"
+                )
+        for name, prefix in DEV_PASSWORD_PREFIXES.items():
+            if prefix in self._plain(name):
+                raise DefaultSecretError(
+                    f"DMP_{name.upper()} holds a published development password; "
+                    f"set a real one (DMP_ENV={self.env.value} refuses it)"
                 )
         if self.clock_offset_file and self.env is Env.PROD:
             raise ValueError("DMP_CLOCK_OFFSET_FILE is for dev and test only")

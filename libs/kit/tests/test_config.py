@@ -42,6 +42,20 @@ def test_the_shared_settings_hold_no_key_that_decrypts_signs_or_mints() -> None:
     assert secret_like == {"log_pseudonym_key", "nats_password", "nats_tls_key"}
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("nats_password", "dev-nats-dossier"),
+        ("mongo_url", "mongodb://dossier:dev-mongo-dossier@mongo:27017/"),
+    ],
+)
+def test_outside_dev_the_published_dev_passwords_are_refused(setting: str, value: str) -> None:
+    """Those of the Kubernetes dev overlay, in case its Secrets reach another cluster."""
+    with pytest.raises(ValidationError, match=f"DMP_{setting.upper()}"):
+        Settings(env="prod", log_pseudonym_key=REAL_KEY, **{setting: value})
+    assert Settings(env="dev", **{setting: value})
+
+
 def test_clock_offset_is_refused_in_prod() -> None:
     with pytest.raises(ValidationError, match="CLOCK_OFFSET"):
         Settings(env="prod", log_pseudonym_key=REAL_KEY, clock_offset_file="clock-offset")
