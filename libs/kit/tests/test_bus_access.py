@@ -4,9 +4,11 @@ each service its own user and subjects, nothing without credentials, forged even
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -235,3 +237,18 @@ def test_every_subject_has_one_producer() -> None:
             sample = pattern.replace(">", "x").replace("*", "x")
             assert producer_of(sample) == service
     assert producer_of("nobody.publishes.this") is None
+
+
+def test_every_durable_consumer_of_the_services_is_declared() -> None:
+    """A consumer missing from BUS_ACCESS would be refused by the server: found here first."""
+    services = Path(__file__).resolve().parents[3] / "services"
+    found: set[tuple[str, str, str]] = set()
+    for path in services.glob("*/dmp_*/*.py"):
+        service = path.parent.name.removeprefix("dmp_")
+        text = path.read_text()
+        calls = re.findall(r'stream="([A-Z]+)",\s*durable="([\w-]+)"', text)
+        tables = re.findall(r'\("([A-Z]+)", "([\w-]+)", "[\w.>*]+"\)', text)
+        found |= {(service, stream, durable) for stream, durable in calls + tables}
+    assert len(found) >= 8, found  # the scan still sees them
+    for service, stream, durable in found:
+        assert (stream, durable) in BUS_ACCESS[service].consumes, (service, stream, durable)
