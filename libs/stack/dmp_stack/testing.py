@@ -412,6 +412,7 @@ def running_stack(
             "DMP_CLOCK_OFFSET_FILE": str(clock_file),
             "DMP_LOG_LEVEL": "INFO",
             "DMP_SCHEDULE_INTERVAL_SECONDS": "0.5",
+            "DMP_REMB_REFRESH_INTERVAL_SECONDS": "0.5",
             # Every test request comes from 127.0.0.1: the per-address limit is tested alone.
             "DMP_AUTH_RATE_LIMIT": "100000/minute",
             "DMP_ACCOUNT_RATE_LIMIT": "100000/minute",

@@ -32,6 +32,6 @@ class IngestSettings(Settings):
     max_rejects_kept: int = 1000
     # How often the REMB documents whose history changed with time alone are rebuilt: the
     # rule asks for the day; each pass queries only the dossiers concerned.
-    schedule_interval_seconds: float = 3600.0
+    remb_refresh_interval_seconds: float = 3600.0
     # Dossiers rebuilt per pass at most (the next pass takes the rest).
     remb_pass_size: int = 500

@@ -155,7 +155,7 @@ class Worker:
             await self.store.set_remb(ins, added.document.id, due)
 
     async def run_daily(self, stop: asyncio.Event) -> None:
-        """Every `schedule_interval_seconds`: the dossiers whose history is due to change today
+        """Every `remb_refresh_interval_seconds`: the dossiers whose history is due to change today
         (on the injected clock) get their REMB document rebuilt."""
         while not stop.is_set():
             try:
@@ -163,7 +163,9 @@ class Worker:
             except (PyMongoError, Unavailable) as exc:
                 log.warning("remb_pass_retry", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.schedule_interval_seconds)
+                await asyncio.wait_for(
+                    stop.wait(), timeout=self.settings.remb_refresh_interval_seconds
+                )
 
     async def refresh_due(self) -> None:
         today = self.clock.now().date().isoformat()
