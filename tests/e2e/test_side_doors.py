@@ -385,3 +385,68 @@ async def test_documents_hidden_from_representatives_are_reminded_and_revealed(
     assert parent_sees() == []
     stack.set_clock_offset(31 * DAY)
     assert until(lambda: parent_sees() == sorted(ids)), "after a month, visible to them too"
+
+
+def test_who_opens_a_dmp(stack: RunningStack) -> None:
+    """Rule 1: the patient, their GP, a pharmacist, a self-employed nurse, an insurance agent.
+    The GP is the one the insurer's registry says was declared, when it says one; a nurse's
+    mode of practice is the directory's."""
+    admin = stack.admin_token()
+    gp = stack.create_professional(admin, "10")
+    other_doctor = stack.create_professional(admin, "10")
+    liberal_nurse = stack.create_professional(admin, "60", practice="liberal")
+    salaried_nurse = stack.create_professional(admin, "60", practice="salaried")
+    unknown_nurse = stack.create_professional(admin, "60")
+    physio = stack.create_professional(admin, "70", practice="liberal")
+
+    def token(pro: dict[str, Any]) -> str:
+        return str(
+            stack.login("professional", pro["rpps"], pro["password"], pro["email"])["access_token"]
+        )
+
+    def patient(declared_gp: str | None = None) -> dict[str, Any]:
+        ins = make_ins()
+        body = {
+            "ins": ins,
+            "vitale_serial": "12345678",
+            "given_name": "Camille",
+            "family_name": "Martin",
+            "birth_date": "1984-05-17",
+            "email": f"patient-{ins}@example.org",
+            **({"declared_gp": declared_gp} if declared_gp else {}),
+        }
+        with stack.client(admin) as c:
+            r = c.post("/v1/admin/patients", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["declared_gp"] == declared_gp
+        return body
+
+    def opening(pro: dict[str, Any], who: dict[str, Any]) -> Any:
+        with stack.client(token(pro)) as c:
+            return c.post(
+                "/v1/dossiers",
+                json={"ins": who["ins"], "vitale_serial": "12345678", "patient_consent": True},
+            )
+
+    followed = patient(declared_gp=gp["rpps"])
+    r = opening(other_doctor, followed)
+    refused(r, 403)
+    assert "not_attending_physician" in r.json()["detail"]
+    assert opening(gp, followed).status_code == 201
+    # No GP declared: the platform cannot tell, any doctor opens (README: rules at their edges).
+    assert opening(other_doctor, patient()).status_code == 201
+    for nurse in (salaried_nurse, unknown_nurse):
+        r = opening(nurse, patient())
+        refused(r, 403)
+        assert "not_self_employed" in r.json()["detail"]
+    assert opening(liberal_nurse, patient()).status_code == 201
+    refused(opening(physio, patient()), 403)
+    with stack.client(admin) as c:
+        bad = {**patient(), "ins": make_ins(), "declared_gp": "12345678901"}
+        r = c.post("/v1/admin/patients", json=bad)
+        refused(r, 422)
+        assert r.json()["field"] == "declared_gp"
+        pro = {"rpps": "10000000007", "profession": "60", "given_name": "A", "family_name": "B"}
+        r = c.post("/v1/admin/professionals", json={**pro, "practice": "freelance"})
+        refused(r, 422)
+        assert r.json()["field"] == "practice"

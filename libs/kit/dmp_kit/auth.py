@@ -41,6 +41,8 @@ class Principal:
     rpps: str = ""
     profession: str = ""
     specialty: str = ""
+    # the directory's mode of practice (liberal, salaried, mixed), as a CPS login says it
+    practice: str = ""
     client_id: str = ""
     expires_at: float = 0.0
     token: str = field(default="", repr=False)
@@ -85,6 +87,7 @@ class Principal:
             rpps=str(claims.get("rpps", "")),
             profession=str(claims.get("profession", "")),
             specialty=str(claims.get("specialty", "")),
+            practice=str(claims.get("practice", "")),
             client_id=str(claims.get("client_id", "")),
             expires_at=float(claims["exp"]),
             token=token,

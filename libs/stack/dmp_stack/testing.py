@@ -328,7 +328,11 @@ class RunningStack:
         return forge_token(self.infra.mongo.url, "identity", key, claims, headers)
 
     def create_professional(
-        self, admin: str, profession: str = "10", password: str | None = "professional pw 1"
+        self,
+        admin: str,
+        profession: str = "10",
+        password: str | None = "professional pw 1",
+        **extra: Any,
     ) -> dict[str, Any]:
         rpps = make_rpps()
         body = {
@@ -338,6 +342,7 @@ class RunningStack:
             "family_name": "Durand",
             "email": f"ps-{rpps}@example.org",
             "password": password,
+            **extra,
         }
         with self.client(admin) as c:
             r = c.post("/v1/admin/professionals", json=body)

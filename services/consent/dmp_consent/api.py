@@ -61,7 +61,9 @@ def _context(ins: str, ctx: pb.DossierContext) -> DossierState:
         status = DossierStatus(ctx.status or "absent")
     except ValueError as exc:
         raise InvalidArgument("unknown dossier status", field="dossier.status") from exc
-    return DossierState(ins, status, frozenset(ctx.legal_representatives))
+    return DossierState(
+        ins, status, frozenset(ctx.legal_representatives), declared_gp=ctx.declared_gp
+    )
 
 
 def _document(ref: pb.DocumentRef, catalogue: Catalogue) -> DocumentFacts:

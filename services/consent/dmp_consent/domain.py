@@ -17,8 +17,12 @@ from dmp_kit.auth import Principal
 ALL_TYPES = "*"
 REGULATOR_ROLE = "samu_regulator"
 INSURANCE_AGENT_ROLE = "insurance_agent"
-# Professions that may open a DMP for a patient (rule 1): GP (a doctor), pharmacist, nurse.
-OPENING_PROFESSIONS = frozenset({"10", "21", "60"})
+DOCTOR, PHARMACIST, NURSE = "10", "21", "60"
+# Professions that may open a DMP for a patient (rule 1): the GP (a doctor), a pharmacist, a
+# self-employed nurse.
+OPENING_PROFESSIONS = frozenset({DOCTOR, PHARMACIST, NURSE})
+# A nurse's modes of practice (the RPPS directory's "mode d'exercice") that are self-employed.
+SELF_EMPLOYED = frozenset({"liberal", "mixed"})
 # Sections a patient fills themselves, and what the insurer's feed writes.
 PATIENT_SECTIONS = frozenset({"espace_personnel"})
 INSURER_SECTIONS = frozenset({"remboursements"})
@@ -55,6 +59,9 @@ class DossierState:
     ins: str
     status: DossierStatus
     legal_representatives: frozenset[str] = frozenset()
+    # At opening, the attending physician the insurer's registry says the patient declared
+    # (RPPS), when it says one: only they open among doctors.
+    declared_gp: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,10 @@ def _open(caller: Principal, dossier: DossierState) -> Decision:
             return deny("not_your_dossier")
         mode = "patient"
     elif caller.kind == "professional" and caller.profession in OPENING_PROFESSIONS:
+        if caller.profession == NURSE and caller.practice not in SELF_EMPLOYED:
+            return deny("not_self_employed")
+        if caller.profession == DOCTOR and dossier.declared_gp not in ("", caller.rpps):
+            return deny("not_attending_physician")
         mode = "opening_professional"
     elif caller.has_role(INSURANCE_AGENT_ROLE):
         mode = "insurance_agent"

@@ -39,12 +39,13 @@ def patient(ins: str = PAT) -> Principal:
     return Principal(kind="patient", subject=ins, ins=ins, roles=frozenset({"patient"}))
 
 
-def pro(rpps: str, profession: str = "10", *roles: str) -> Principal:
+def pro(rpps: str, profession: str = "10", *roles: str, practice: str = "liberal") -> Principal:
     return Principal(
         kind="professional",
         subject=rpps,
         rpps=rpps,
         profession=profession,
+        practice=practice,
         roles=frozenset({"professional", *roles}),
     )
 
@@ -95,6 +96,66 @@ CASES = [
         "nurse opens",
         pro(NURSE, "60"),
         ABSENT,
+        TEAM,
+        Action.OPEN,
+        None,
+        True,
+        "opening_professional",
+    ),
+    (
+        "salaried nurse may not open",
+        pro(NURSE, "60", practice="salaried"),
+        ABSENT,
+        TEAM,
+        Action.OPEN,
+        None,
+        False,
+        "not_self_employed",
+    ),
+    (
+        "nurse whose practice the directory does not say may not open",
+        pro(NURSE, "60", practice=""),
+        ABSENT,
+        TEAM,
+        Action.OPEN,
+        None,
+        False,
+        "not_self_employed",
+    ),
+    (
+        "any doctor opens when no GP is declared",
+        pro(DOCTOR, "10"),
+        ABSENT,
+        TEAM,
+        Action.OPEN,
+        None,
+        True,
+        "opening_professional",
+    ),
+    (
+        "the declared GP opens",
+        pro(GP, "10"),
+        replace(ABSENT, declared_gp=GP),
+        TEAM,
+        Action.OPEN,
+        None,
+        True,
+        "opening_professional",
+    ),
+    (
+        "another doctor than the declared GP may not open",
+        pro(DOCTOR, "10"),
+        replace(ABSENT, declared_gp=GP),
+        TEAM,
+        Action.OPEN,
+        None,
+        False,
+        "not_attending_physician",
+    ),
+    (
+        "a pharmacist opens whoever the declared GP",
+        pro(PHARMA, "21", practice="salaried"),
+        replace(ABSENT, declared_gp=GP),
         TEAM,
         Action.OPEN,
         None,
@@ -638,7 +699,11 @@ def reference(
             return False, normal
         if caller.kind == "patient":
             return caller.ins == dossier.ins, normal
-        if caller.kind == "professional" and caller.profession in ("10", "21", "60"):
+        if caller.kind == "professional" and caller.profession == "60":  # self-employed nurse
+            return caller.practice in ("liberal", "mixed"), normal
+        if caller.kind == "professional" and caller.profession == "10":  # their GP
+            return dossier.declared_gp in ("", caller.rpps), normal
+        if caller.kind == "professional" and caller.profession == "21":
             return True, normal
         return "insurance_agent" in caller.roles, normal
     if dossier.status == DossierStatus.ABSENT:
@@ -728,10 +793,13 @@ RPPS_POOL = [GP, PHARMA, NURSE, KINE, DOCTOR, STRANGER]
 callers = st.one_of(
     st.builds(patient, st.sampled_from(INS_POOL)),
     st.builds(
-        lambda r, p, reg: pro(r, p, *(["samu_regulator"] if reg else [])),
+        lambda r, p, reg, practice: pro(
+            r, p, *(["samu_regulator"] if reg else []), practice=practice
+        ),
         st.sampled_from(RPPS_POOL),
         st.sampled_from(["10", "21", "60", "70", "26", "99"]),
         st.booleans(),
+        st.sampled_from(["liberal", "salaried", "mixed", ""]),
     ),
     st.builds(lambda roles: system(*roles), st.sets(st.sampled_from(["insurer", "facility"]))),
     st.builds(
@@ -759,6 +827,7 @@ dossiers = st.builds(
     st.just(PAT),
     st.sampled_from(list(DossierStatus)),
     st.frozensets(st.sampled_from([REP, OTHER])),
+    st.sampled_from(["", GP, DOCTOR]),
 )
 documents = st.one_of(
     st.none(),

@@ -135,13 +135,19 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
 
     async def _decide(
-        self, ins: str, dossier: Document | None, action: int, document: Document | None = None
+        self,
+        ins: str,
+        dossier: Document | None,
+        action: int,
+        document: Document | None = None,
+        declared_gp: str = "",
     ) -> consent_pb2.DecideResponse:
         request = consent_pb2.DecideRequest(
             ins=ins,
             action=action,  # type: ignore[arg-type]
             dossier=self._context(dossier),
         )
+        request.dossier.declared_gp = declared_gp
         if document is not None:
             request.document.CopyFrom(_ref(document))
         try:
@@ -299,6 +305,16 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 ) from exc
             raise err from exc
         domain.check_vitale(request.vitale_serial, found.patient.vitale_serial)
+        if found.patient.declared_gp:
+            # Rule 1 again, now that the insurer's registry has said who the GP is.
+            raise_if_denied(
+                await self._decide(
+                    ins,
+                    existing,
+                    consent_pb2.ACTION_OPEN,
+                    declared_gp=found.patient.declared_gp,
+                )
+            )
         now = self.clock.now()
         opened = self.events.fact(
             "dossier.opened",

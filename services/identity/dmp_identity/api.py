@@ -315,6 +315,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             email=request.email,
             phone=request.phone,
             today=now.date(),
+            declared_gp=request.declared_gp,
         )
         representatives = await self._representatives(reg.ins, list(request.legal_representatives))
         password_hash = await self._initial_password_hash(request.password)
@@ -331,6 +332,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "phone": reg.phone,
             "roles": [],
             "legal_representatives": representatives,
+            "declared_gp": reg.declared_gp,
             "password_hash": password_hash,
             "created_at": now,
         }
@@ -351,6 +353,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             email=request.email,
             phone=request.phone,
             roles=list(request.roles),
+            practice=request.practice,
         )
         password_hash = await self._initial_password_hash(request.password)
         doc = {
@@ -365,6 +368,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "email": reg.email,
             "phone": reg.phone,
             "roles": list(reg.roles),
+            "practice": reg.practice,
             "password_hash": password_hash,
             "created_at": self.clock.now(),
         }
@@ -832,6 +836,7 @@ def _patient(doc: dict[str, Any]) -> pb.Patient:
         phone=doc.get("phone", ""),
         created_at=timestamp(doc["created_at"]),
         legal_representatives=doc.get("legal_representatives", []),
+        declared_gp=doc.get("declared_gp", ""),
     )
 
 
@@ -847,4 +852,5 @@ def _professional(doc: dict[str, Any]) -> pb.Professional:
         phone=doc.get("phone", ""),
         roles=doc.get("roles", []),
         created_at=timestamp(doc["created_at"]),
+        practice=doc.get("practice", ""),
     )

@@ -168,6 +168,7 @@ class PatientRegistration:
     birth_date: str
     email: str
     phone: str
+    declared_gp: str = ""
 
     @classmethod
     def parse(
@@ -181,6 +182,7 @@ class PatientRegistration:
         email: str,
         phone: str,
         today: date,
+        declared_gp: str = "",
     ) -> PatientRegistration:
         serial = vitale_serial.strip()
         if not _VITALE_RE.match(serial):
@@ -197,6 +199,7 @@ class PatientRegistration:
             birth_date=validate_birth_date(birth_date, today),
             email=email_ok,
             phone=phone_ok,
+            declared_gp=validate_rpps(declared_gp, field="declared_gp") if declared_gp else "",
         )
 
 
@@ -210,6 +213,7 @@ class ProfessionalRegistration:
     email: str
     phone: str
     roles: tuple[str, ...] = field(default=())
+    practice: str = ""
 
     @classmethod
     def parse(
@@ -223,6 +227,7 @@ class ProfessionalRegistration:
         email: str,
         phone: str,
         roles: list[str],
+        practice: str = "",
     ) -> ProfessionalRegistration:
         unknown = set(roles) - PROFESSIONAL_ROLES
         if unknown:
@@ -237,7 +242,22 @@ class ProfessionalRegistration:
             email=validate_email(email, required=not phone_ok),
             phone=phone_ok,
             roles=tuple(sorted(set(roles))),
+            practice=validate_practice(practice),
         )
+
+
+# The RPPS directory's modes of practice ("mode d'exercice"): libéral, salarié, mixte.
+PRACTICES = frozenset({"liberal", "salaried", "mixed"})
+
+
+def validate_practice(practice: str) -> str:
+    value = practice.strip().lower()
+    if value and value not in PRACTICES:
+        raise InvalidArgument(
+            "practice is liberal, salaried or mixed (the directory's mode of practice)",
+            field="practice",
+        )
+    return value
 
 
 def validate_client(client_id: str, roles: list[str]) -> tuple[str, tuple[str, ...]]:
@@ -292,7 +312,7 @@ def access_claims(
         "kind": kind,
         "roles": roles_for(kind, account.get("roles", [])),
     }
-    for key in ("ins", "rpps", "profession", "specialty", "client_id"):
+    for key in ("ins", "rpps", "profession", "specialty", "practice", "client_id"):
         if account.get(key):
             claims[key] = account[key]
     return claims

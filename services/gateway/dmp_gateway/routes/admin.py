@@ -26,6 +26,12 @@ class PatientIn(BaseModel):
     legal_representatives: list[str] = Field(
         default_factory=list, max_length=2, description="INS of a minor's legal representatives"
     )
+    declared_gp: str | None = Field(
+        default=None,
+        max_length=32,
+        description="RPPS of the attending physician declared to the insurer, when its "
+        "registry says one: among doctors, only they may open the patient's DMP",
+    )
 
 
 class PatientOut(BaseModel):
@@ -38,6 +44,7 @@ class PatientOut(BaseModel):
     email: str
     phone: str
     legal_representatives: list[str]
+    declared_gp: str | None = None
 
 
 class ProfessionalIn(BaseModel):
@@ -50,6 +57,11 @@ class ProfessionalIn(BaseModel):
     phone: str = Field(default="", max_length=32)
     password: str | None = Field(default=None, max_length=256)
     roles: list[Literal["samu_regulator"]] = Field(default_factory=list, max_length=4)
+    practice: Literal["liberal", "salaried", "mixed"] | None = Field(
+        default=None,
+        description="the RPPS directory's mode of practice: among nurses, only self-employed "
+        "ones (liberal or mixed) may open a DMP",
+    )
 
 
 class ProfessionalOut(BaseModel):
@@ -62,6 +74,7 @@ class ProfessionalOut(BaseModel):
     email: str
     phone: str
     roles: list[str]
+    practice: str | None = None
 
 
 class AgentIn(BaseModel):
@@ -132,6 +145,7 @@ async def create_patient(body: PatientIn, request: Request, who: Caller) -> Pati
         email=p.email,
         phone=p.phone,
         legal_representatives=list(p.legal_representatives),
+        declared_gp=p.declared_gp or None,
     )
 
 
@@ -156,6 +170,7 @@ async def create_professional(
         email=p.email,
         phone=p.phone,
         roles=list(p.roles),
+        practice=p.practice or None,
     )
 
 
