@@ -1,6 +1,6 @@
 """Bad input on every route that takes a body, from the OpenAPI document: each gets a 4xx
-problem+json that tells nothing of the inside, never a 5xx; and the headers every answer
-carries."""
+problem+json that tells nothing of the inside, never a 5xx, and one the document gives that
+route; and the headers every answer carries."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def problem_4xx(r: httpx.Response, context: Any) -> None:
 
 
 def test_every_json_route_refuses_malformed_bodies(
-    stack: RunningStack, admin: str, json_routes: list[tuple[str, str]]
+    stack: RunningStack, admin: str, json_routes: list[tuple[str, str]], documented: Any
 ) -> None:
     with stack.client(admin) as c:
         for method, path in json_routes:
@@ -70,12 +70,13 @@ def test_every_json_route_refuses_malformed_bodies(
                 headers = {"content-type": media} if media else {}
                 r = c.request(method, url(path), content=body, headers=headers)
                 problem_4xx(r, (method, path, name))
+                documented.check(method, path, r)
                 if media not in ("application/json", ""):
                     assert r.status_code == 415, (method, path, name)
 
 
 def test_bodies_too_large_are_refused_before_they_are_read(
-    stack: RunningStack, admin: str, json_routes: list[tuple[str, str]]
+    stack: RunningStack, admin: str, json_routes: list[tuple[str, str]], documented: Any
 ) -> None:
     huge = json.dumps({"title": "x" * (30 * 1024 * 1024)}).encode()
     with stack.client(admin) as c:
@@ -85,6 +86,7 @@ def test_bodies_too_large_are_refused_before_they_are_read(
             )
             assert r.status_code == 413, (method, path, r.status_code)
             problem_4xx(r, (method, path))
+            documented.check(method, path, r)
 
 
 @settings(
@@ -102,7 +104,12 @@ def test_bodies_too_large_are_refused_before_they_are_read(
     route=st.integers(min_value=0, max_value=10_000),
 )
 def test_any_json_value_gets_an_answer_never_a_crash(
-    stack: RunningStack, admin: str, json_routes: list[tuple[str, str]], body: Any, route: int
+    stack: RunningStack,
+    admin: str,
+    json_routes: list[tuple[str, str]],
+    documented: Any,
+    body: Any,
+    route: int,
 ) -> None:
     method, path = json_routes[route % len(json_routes)]
     with stack.client(admin) as c:
@@ -115,6 +122,7 @@ def test_any_json_value_gets_an_answer_never_a_crash(
     assert r.status_code < 500, (method, path, body, r.text[:300])
     if r.status_code >= 400:
         problem_4xx(r, (method, path, body))
+    documented.check(method, path, r)
 
 
 def test_patient_data_is_never_cached_and_frames_are_refused(

@@ -1,5 +1,7 @@
 """schemathesis against the running gateway, from its OpenAPI document, as each kind of user:
-at least 10,000 generated requests; no 5xx, no response that contradicts the schema.
+at least 10,000 generated requests; no 5xx, no response that contradicts the schema: errors
+included, each with a status and a media type the operation documents, and its body checked
+against the schema documented for them.
 
 Every failure is collected (operation, status, what was wrong) rather than stopping at the
 first, so that one run reports them all.
@@ -14,7 +16,13 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.transport import response_content_type
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from dmp_stack.testing import RunningStack
 
@@ -33,6 +41,10 @@ EXCLUDED = {
 class Tally:
     requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    # errors whose status and media type the document gives a schema, which their body is
+    # validated against
+    errors_with_schema: int = 0
     failures: list[str] = field(default_factory=list)
 
 
@@ -74,6 +86,8 @@ def test_generated_requests_get_no_server_error_and_match_the_schema(
     assert tally.requests >= REQUESTS_AT_LEAST
     assert not tally.failures, "\n".join(tally.failures[:30])
     assert not [s for s in tally.by_status if s >= 500]
+    assert tally.errors > REQUESTS_AT_LEAST // 10
+    assert tally.errors_with_schema == tally.errors
 
 
 def fuzz(
@@ -99,9 +113,21 @@ def fuzz(
         response = case.call(base_url=base_url, session=session, headers=headers)
         tally.requests += 1
         tally.by_status[response.status_code] = tally.by_status.get(response.status_code, 0) + 1
+        if response.status_code >= 400:
+            tally.errors += 1
+            documented = case.operation.responses.find_by_status_code(response.status_code)
+            media = response_content_type(response)
+            if documented is not None and documented.get_schema(media).schema is not None:
+                tally.errors_with_schema += 1
         try:
             case.validate_response(
-                response, checks=[not_a_server_error, response_schema_conformance]
+                response,
+                checks=[
+                    not_a_server_error,
+                    status_code_conformance,
+                    content_type_conformance,
+                    response_schema_conformance,
+                ],
             )
         except (Exception, BaseExceptionGroup) as failure:  # schemathesis groups its findings
             tally.failures.append(

@@ -5,6 +5,7 @@ swept tomorrow, or fails here until it is classified.
   foreign-audience, foreign-issuer, wrong-type token and a refresh token (401 problem+json).
 - Every route refuses the kinds of principal it is not for (principal kind × route).
 - No error body carries a stack trace or an internal identifier.
+- Every answer is one the document gives its route (the `documented` fixture, conftest.py).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def tokens(stack: RunningStack) -> Tokens:
 
 
 def test_every_protected_route_refuses_every_bad_token(
-    stack: RunningStack, operations: list[Operation], tokens: Tokens
+    stack: RunningStack, operations: list[Operation], tokens: Tokens, documented: Any
 ) -> None:
     ins = make_ins()
     refusals = 0
@@ -133,6 +134,7 @@ def test_every_protected_route_refuses_every_bad_token(
                 )
                 assert r.status_code == 401, (op.method, op.path, name, r.status_code, r.text)
                 no_leak(r)
+                documented.check(op.method, op.path, r)
                 expected = EXPECTED_TYPES.get(name, "invalid-token")
                 assert r.json()["type"].endswith(f"/{expected}"), (op.path, name, r.json())
                 assert r.headers.get("www-authenticate", "").lower().startswith("bearer"), (
@@ -348,7 +350,7 @@ class Scene:
 
 
 def outcomes(
-    stack: RunningStack, operations: list[Operation], kind: str
+    stack: RunningStack, operations: list[Operation], kind: str, documented: Any
 ) -> dict[tuple[str, str], int]:
     """What each route answers `kind`, on a scene of its own (so that what one kind changes
     does not change what the next is answered)."""
@@ -380,6 +382,7 @@ def outcomes(
                 )
             if r.status_code >= 400:
                 no_leak(r)
+            documented.check(op.method, op.path, r)
             assert r.status_code < 500, (kind, key, r.text)
             found[key] = r.status_code
     return found
@@ -460,9 +463,9 @@ def test_every_protected_route_is_classified(operations: list[Operation]) -> Non
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_of_principal_reaches_only_its_routes(
-    stack: RunningStack, operations: list[Operation], kind: str
+    stack: RunningStack, operations: list[Operation], kind: str, documented: Any
 ) -> None:
-    found = outcomes(stack, operations, kind)
+    found = outcomes(stack, operations, kind, documented)
     wrong = {}
     for key, status in found.items():
         if kind in ALLOWED[key]:

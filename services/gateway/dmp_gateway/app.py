@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -62,6 +63,8 @@ PORTAL_CSP = (
     "frame-ancestors 'none'"
 )
 PORTAL_FILES = Path(__file__).parent / "portal"
+# Operations that call no service, so never answer 503.
+NO_DOWNSTREAM = frozenset({"/healthz"})
 # The interactive docs page loads its own script and styles from this origin only.
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -181,4 +184,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(ops.router)
     if settings.env is Env.DEV:
         app.include_router(dev.router)
+
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document(
+                build_openapi(), unthrottled=UNLIMITED_PATHS, no_downstream=NO_DOWNSTREAM
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -1,8 +1,9 @@
-"""RFC 9457 problem details: every error leaves the gateway as application/problem+json."""
+"""RFC 9457 problem details: every error leaves the gateway as application/problem+json, and the
+OpenAPI document describes each operation's errors as what they are."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,218 @@ _HTTP_SLUGS = {
     429: "too-many-requests",
 }
 
+# The members `problem` writes, and no other: a client may rely on this schema.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Problem": {
+        "title": "Problem",
+        "description": "An error, as RFC 9457 problem details (application/problem+json).",
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {
+                "type": "string",
+                "format": "uri",
+                "description": f"stable: {PROBLEM_BASE}<slug>; clients branch on it",
+            },
+            "title": {"type": "string", "description": "short, the same for every `type`"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string", "description": "this occurrence, for people"},
+            "field": {
+                "type": "string",
+                "description": "the input at fault (a dotted path into the body, or a "
+                "parameter's name), when there is one",
+            },
+            "errors": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/FieldError"},
+                "description": "every input at fault, when the request failed the "
+                "operation's schema (422 `validation-error`)",
+            },
+            "checks": {
+                "type": "object",
+                "additionalProperties": {"type": "boolean"},
+                "description": "readiness only: whether each service answers SERVING",
+            },
+        },
+    },
+    "FieldError": {
+        "title": "FieldError",
+        "type": "object",
+        "required": ["field", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "field": {"type": "string", "description": "dotted path; empty: the whole body"},
+            "message": {"type": "string"},
+        },
+    },
+}
+
+
+class ErrorStatus(NamedTuple):
+    meaning: str
+    title: str  # as the server writes it for the first type
+    types: tuple[str, ...]
+
+
+# What each status means on this API, and the problem types it carries across the API (one
+# operation may carry fewer of them).
+STATUSES: dict[int, ErrorStatus] = {
+    400: ErrorStatus("The request could not be read", "Bad request", ("bad-request",)),
+    401: ErrorStatus(
+        "No valid credentials",
+        "Authentication required",
+        (
+            "unauthenticated",
+            "invalid-token",
+            "token-expired",
+            "invalid-credentials",
+            "invalid-otp",
+            "otp-expired",
+            "refresh-token-reused",
+            "invalid-client",
+        ),
+    ),
+    403: ErrorStatus(
+        "The caller may not do this",
+        "Not allowed",
+        (
+            "forbidden",
+            "access-denied",
+            "author-only",
+            "patient-only",
+            "emergency-access-refused",
+            "not-your-trace",
+        ),
+    ),
+    404: ErrorStatus(
+        "Not found, or not the caller's to know of",
+        "Not found",
+        ("not-found", "dossier-not-found", "document-not-found", "patient-not-found"),
+    ),
+    409: ErrorStatus(
+        "Conflicts with the current state",
+        "Conflict with the current state",
+        (
+            "conflict",
+            "already-exists",
+            "dossier-exists",
+            "dossier-closed",
+            "dossier-open",
+            "deletion-requested",
+            "cannot-rehide",
+            "contention",
+        ),
+    ),
+    413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
+    415: ErrorStatus(
+        "The request body is not JSON", "Unsupported media type", ("unsupported-media-type",)
+    ),
+    422: ErrorStatus(
+        "Invalid input, `field` names it",
+        "Invalid input",
+        (
+            "validation-error",
+            "invalid-ins",
+            "invalid-rpps",
+            "invalid-profession",
+            "invalid-client",
+            "unsupported-grant-type",
+            "unknown-section",
+            "unknown-type-code",
+            "consent-required",
+            "not-a-doctor",
+            "vitale-mismatch",
+            "weak-password",
+        ),
+    ),
+    423: ErrorStatus(
+        "Too many failed attempts, the account waits `Retry-After` seconds",
+        "Account temporarily locked",
+        ("account-locked",),
+    ),
+    429: ErrorStatus(
+        "Too many requests, retry after `Retry-After` seconds",
+        "Too many requests",
+        ("too-many-requests",),
+    ),
+    500: ErrorStatus(
+        "An internal error (nothing of it is told)", "Internal error", ("internal-error",)
+    ),
+    503: ErrorStatus(
+        "A service this operation needs is unavailable",
+        "Service temporarily unavailable",
+        ("service-unavailable", "not-ready"),
+    ),
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="dmp"'}},
+    423: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
+
+
+def error_response(status: int) -> dict[str, Any]:
+    """The OpenAPI response object of one error status: a Problem, with its types."""
+    meaning, title, slugs = STATUSES[status]
+    types = ", ".join(f"`{slug}`" for slug in slugs)
+    response: dict[str, Any] = {
+        "description": f"{meaning}. `type`: {PROBLEM_BASE}… one of {types}.",
+        "content": {
+            MEDIA_TYPE: {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+                "example": {
+                    "type": PROBLEM_BASE + slugs[0],
+                    "title": title,
+                    "status": status,
+                    "detail": meaning,
+                },
+            }
+        },
+    }
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's own errors, for its `responses=`; those every route shares are added when the
+    document is built (`document`)."""
+    return {status: error_response(status) for status in statuses}
+
+
+def document(
+    spec: dict[str, Any], *, unthrottled: frozenset[str], no_downstream: frozenset[str]
+) -> dict[str, Any]:
+    """Adds to FastAPI's document the errors every operation shares, from what the app does
+    before a route runs: any body is bounded (413) and must be JSON unless the operation takes
+    another type (415); a route with input validates it (422, replacing FastAPI's own, which
+    the server never sends); a secured one needs a token (401); the per-address limit (429);
+    every call to a service may find it down (503); and an unexpected error (500)."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas.update(SCHEMAS)
+    for path, item in spec["paths"].items():
+        for operation in item.values():
+            answers: dict[str, Any] = operation.setdefault("responses", {})
+            body = operation.get("requestBody", {}).get("content", {})
+            shared = {413, 500}
+            if not body or "application/json" in body:
+                shared.add(415)
+            if "422" in answers or body:
+                answers["422"] = error_response(422)
+            if "security" in operation:
+                shared.add(401)
+            if path not in unthrottled:
+                shared.add(429)
+            if path not in no_downstream:
+                shared.add(503)
+            for status in shared:
+                answers.setdefault(str(status), error_response(status))
+            operation["responses"] = dict(sorted(answers.items()))
+    return spec
+
 
 def problem(
     status: int,
@@ -36,7 +249,8 @@ def problem(
     *,
     field: str | None = None,
     headers: dict[str, str] | None = None,
-    **extra: Any,
+    errors: list[dict[str, str]] | None = None,
+    checks: dict[str, bool] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
@@ -46,7 +260,10 @@ def problem(
     }
     if field:
         body["field"] = field
-    body.update(extra)
+    if errors is not None:
+        body["errors"] = errors
+    if checks is not None:
+        body["checks"] = checks
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 

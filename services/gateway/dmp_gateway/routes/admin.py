@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.security import Caller
 
@@ -126,7 +127,12 @@ def _ds(request: Request) -> Downstream:
     return downstream
 
 
-@router.post("/v1/admin/patients", status_code=201, response_model=PatientOut)
+@router.post(
+    "/v1/admin/patients",
+    status_code=201,
+    response_model=PatientOut,
+    responses=problems.responses(403, 404, 409),
+)
 async def create_patient(body: PatientIn, request: Request, who: Caller) -> PatientOut:
     ds = _ds(request)
     resp = await ds.call(
@@ -149,7 +155,12 @@ async def create_patient(body: PatientIn, request: Request, who: Caller) -> Pati
     )
 
 
-@router.post("/v1/admin/professionals", status_code=201, response_model=ProfessionalOut)
+@router.post(
+    "/v1/admin/professionals",
+    status_code=201,
+    response_model=ProfessionalOut,
+    responses=problems.responses(403, 409),
+)
 async def create_professional(
     body: ProfessionalIn, request: Request, who: Caller
 ) -> ProfessionalOut:
@@ -179,6 +190,7 @@ async def create_professional(
     status_code=201,
     response_model=AgentOut,
     summary="Register an insurance (CPAM) agent: opens DMPs, reads none",
+    responses=problems.responses(403, 409),
 )
 async def create_agent(body: AgentIn, request: Request, who: Caller) -> AgentOut:
     ds = _ds(request)
@@ -199,7 +211,12 @@ async def create_agent(body: AgentIn, request: Request, who: Caller) -> AgentOut
     )
 
 
-@router.post("/v1/admin/clients", status_code=201, response_model=ClientOut)
+@router.post(
+    "/v1/admin/clients",
+    status_code=201,
+    response_model=ClientOut,
+    responses=problems.responses(403, 409),
+)
 async def create_client(body: ClientIn, request: Request, who: Caller) -> ClientOut:
     ds = _ds(request)
     resp = await ds.call(
@@ -216,7 +233,9 @@ async def create_client(body: ClientIn, request: Request, who: Caller) -> Client
     )
 
 
-@router.post("/v1/admin/signing-keys/rotate", response_model=RotationOut)
+@router.post(
+    "/v1/admin/signing-keys/rotate", response_model=RotationOut, responses=problems.responses(403)
+)
 async def rotate_signing_key(request: Request, who: Caller) -> RotationOut:
     ds = _ds(request)
     resp = await ds.call(

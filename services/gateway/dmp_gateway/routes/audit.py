@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from dmp.audit.v1 import audit_pb2 as pb
 from dmp.dossier.v1 import dossier_pb2
+from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 
@@ -91,6 +92,7 @@ class PublicKeys(BaseModel):
     response_model=AccessLog,
     response_model_exclude_none=True,
     summary="Who did what on the dossier, newest first (rule 10)",
+    responses=problems.responses(403, 404),
 )
 async def access_log(
     ins: str,
@@ -166,6 +168,7 @@ async def checkpoint(request: Request) -> Checkpoint:
     "/v1/audit/entries/{seq}/proof",
     response_model=InclusionProof,
     summary="RFC 9162 inclusion proof of one entry (default: in the newest signed head)",
+    responses=problems.responses(404),
 )
 async def inclusion_proof(
     request: Request,

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.throttle import account_throttled, assertion_client, auth_throttled
 
@@ -84,7 +85,12 @@ def _tokens(pair: pb.TokenPair) -> Tokens:
     )
 
 
-@throttled.post("/v1/auth/login", response_model=LoginOut, summary="Password step; sends a code")
+@throttled.post(
+    "/v1/auth/login",
+    response_model=LoginOut,
+    summary="Password step; sends a code",
+    responses=problems.responses(401, 423),
+)
 async def login(body: LoginIn, request: Request) -> LoginOut:
     await account_throttled(request, f"login:{body.kind}:{body.login.casefold()}")
     ds = _downstream(request)
@@ -104,7 +110,12 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     )
 
 
-@throttled.post("/v1/auth/otp", response_model=Tokens, summary="One-time code step; issues tokens")
+@throttled.post(
+    "/v1/auth/otp",
+    response_model=Tokens,
+    summary="One-time code step; issues tokens",
+    responses=problems.responses(401, 423),
+)
 async def otp(body: OtpIn, request: Request) -> Tokens:
     await account_throttled(request, f"challenge:{body.challenge_id}")
     ds = _downstream(request)
@@ -114,7 +125,12 @@ async def otp(body: OtpIn, request: Request) -> Tokens:
     return _tokens(resp.tokens)
 
 
-@throttled.post("/v1/auth/refresh", response_model=Tokens, summary="Rotate a refresh token")
+@throttled.post(
+    "/v1/auth/refresh",
+    response_model=Tokens,
+    summary="Rotate a refresh token",
+    responses=problems.responses(401),
+)
 async def refresh(body: RefreshIn, request: Request) -> Tokens:
     await account_throttled(request, f"refresh:{body.refresh_token}")
     ds = _downstream(request)
@@ -132,6 +148,7 @@ async def logout(body: RefreshIn, request: Request) -> None:
     "/v1/auth/token",
     response_model=ClientToken,
     summary="OAuth2 client credentials with a signed client assertion (RFC 7523)",
+    responses=problems.responses(401),
 )
 async def token(
     request: Request,

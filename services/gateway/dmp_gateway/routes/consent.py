@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from dmp.consent.v1 import consent_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 
@@ -85,7 +86,11 @@ def member(m: pb.CareTeamMember) -> Member:
     )
 
 
-@router.get("/v1/dossiers/{ins}/consent-settings", response_model=ConsentSettings)
+@router.get(
+    "/v1/dossiers/{ins}/consent-settings",
+    response_model=ConsentSettings,
+    responses=problems.responses(403, 404),
+)
 async def get_settings(ins: str, request: Request, who: Caller) -> ConsentSettings:
     ds = downstream(request)
     resp = await ds.call(ds.consent.GetSettings, pb.GetSettingsRequest(ins=ins), token=who.token)
@@ -99,6 +104,7 @@ async def get_settings(ins: str, request: Request, who: Caller) -> ConsentSettin
     "/v1/dossiers/{ins}/consent-settings",
     response_model=ConsentSettings,
     summary="Refuse or allow emergency and regulator access in advance",
+    responses=problems.responses(403, 404, 409),
 )
 async def put_settings(
     ins: str, body: ConsentSettings, request: Request, who: Caller
@@ -122,7 +128,10 @@ async def put_settings(
 
 
 @router.get(
-    "/v1/dossiers/{ins}/professionals", response_model=CareTeam, response_model_exclude_none=True
+    "/v1/dossiers/{ins}/professionals",
+    response_model=CareTeam,
+    response_model_exclude_none=True,
+    responses=problems.responses(403, 404),
 )
 async def professionals(ins: str, request: Request, who: Caller) -> CareTeam:
     ds = downstream(request)
@@ -139,6 +148,7 @@ async def professionals(ins: str, request: Request, who: Caller) -> CareTeam:
     response_model=Member,
     response_model_exclude_none=True,
     summary="Authorise or block a professional",
+    responses=problems.responses(403, 404, 409),
 )
 async def set_professional(
     ins: str, rpps: str, body: StatusIn, request: Request, who: Caller
@@ -157,7 +167,11 @@ async def set_professional(
     return member(resp.member)
 
 
-@router.delete("/v1/dossiers/{ins}/professionals/{rpps}", status_code=204)
+@router.delete(
+    "/v1/dossiers/{ins}/professionals/{rpps}",
+    status_code=204,
+    responses=problems.responses(403, 404, 409),
+)
 async def remove_professional(ins: str, rpps: str, request: Request, who: Caller) -> None:
     ds = downstream(request)
     await ds.call(
@@ -172,6 +186,7 @@ async def remove_professional(ins: str, rpps: str, request: Request, who: Caller
     response_model=Member,
     response_model_exclude_none=True,
     summary="Name the attending physician (GP)",
+    responses=problems.responses(403, 404, 409),
 )
 async def attending_physician(ins: str, body: PhysicianIn, request: Request, who: Caller) -> Member:
     ds = downstream(request)
@@ -188,6 +203,7 @@ async def attending_physician(ins: str, body: PhysicianIn, request: Request, who
     status_code=201,
     response_model=Grant,
     summary="Break-glass or SAMU regulator access (rule 9)",
+    responses=problems.responses(403, 404, 409),
 )
 async def emergency_access(ins: str, body: EmergencyIn, request: Request, who: Caller) -> Grant:
     ds = downstream(request)

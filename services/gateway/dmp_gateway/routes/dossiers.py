@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from dmp.dossier.v1 import dossier_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 from dmp_kit.errors import InvalidArgument
@@ -153,6 +154,7 @@ def document_out(m: pb.DocumentMetadata) -> DocumentOut:
     response_model=DossierOut,
     response_model_exclude_none=True,
     summary="Open a DMP (rule 1)",
+    responses=problems.responses(403, 404, 409),
 )
 async def open_dossier(body: OpenIn, request: Request, who: Caller) -> DossierOut:
     ds = downstream(request)
@@ -171,6 +173,7 @@ async def open_dossier(body: OpenIn, request: Request, who: Caller) -> DossierOu
     response_model=DossierOut,
     response_model_exclude_none=True,
     summary="Status and counts per section",
+    responses=problems.responses(403, 404),
 )
 async def get_dossier(ins: str, request: Request, who: Caller) -> DossierOut:
     ds = downstream(request)
@@ -183,6 +186,7 @@ async def get_dossier(ins: str, request: Request, who: Caller) -> DossierOut:
     response_model=DossierOut,
     response_model_exclude_none=True,
     summary="Close (archived 10 years, then purged)",
+    responses=problems.responses(403, 404, 409),
 )
 async def close_dossier(ins: str, request: Request, who: Caller) -> DossierOut:
     ds = downstream(request)
@@ -191,7 +195,10 @@ async def close_dossier(ins: str, request: Request, who: Caller) -> DossierOut:
 
 
 @router.post(
-    "/v1/dossiers/{ins}/reopen", response_model=DossierOut, response_model_exclude_none=True
+    "/v1/dossiers/{ins}/reopen",
+    response_model=DossierOut,
+    response_model_exclude_none=True,
+    responses=problems.responses(403, 404, 409),
 )
 async def reopen_dossier(ins: str, request: Request, who: Caller) -> DossierOut:
     ds = downstream(request)
@@ -206,6 +213,7 @@ async def reopen_dossier(ins: str, request: Request, who: Caller) -> DossierOut:
     response_model=DossierOut,
     response_model_exclude_none=True,
     summary="Express deletion (purged within 3 months)",
+    responses=problems.responses(403, 404, 409),
 )
 async def request_deletion(ins: str, request: Request, who: Caller) -> DossierOut:
     ds = downstream(request)
@@ -220,6 +228,7 @@ async def request_deletion(ins: str, request: Request, who: Caller) -> DossierOu
     response_model=DocumentList,
     response_model_exclude_none=True,
     summary="Only what the caller may see",
+    responses=problems.responses(403, 404),
 )
 async def list_documents(
     ins: str,
@@ -256,6 +265,7 @@ async def list_documents(
     response_model=DocumentOut,
     response_model_exclude_none=True,
     summary="Add a document (or a new version)",
+    responses=problems.responses(403, 404, 409),
 )
 async def add_document(ins: str, body: DocumentIn, request: Request, who: Caller) -> DocumentOut:
     try:
@@ -283,6 +293,7 @@ async def add_document(ins: str, body: DocumentIn, request: Request, who: Caller
     "/v1/dossiers/{ins}/documents/{document_id}",
     response_model=DocumentOut,
     response_model_exclude_none=True,
+    responses=problems.responses(403, 404),
 )
 async def get_document(ins: str, document_id: str, request: Request, who: Caller) -> DocumentOut:
     ds = downstream(request)
@@ -298,6 +309,7 @@ async def get_document(ins: str, document_id: str, request: Request, who: Caller
     "/v1/dossiers/{ins}/documents/{document_id}/content",
     response_class=Response,
     summary="The document's bytes",
+    responses=problems.responses(403, 404),
 )
 async def get_content(ins: str, document_id: str, request: Request, who: Caller) -> Response:
     ds = downstream(request)
@@ -324,6 +336,7 @@ async def get_content(ins: str, document_id: str, request: Request, who: Caller)
     response_model=DocumentOut,
     response_model_exclude_none=True,
     summary="Mask/unmask (patient), reveal (author), archive/unarchive",
+    responses=problems.responses(403, 404, 409),
 )
 async def patch_document(
     ins: str, document_id: str, body: DocumentPatch, request: Request, who: Caller
@@ -346,6 +359,7 @@ async def patch_document(
     "/v1/dossiers/{ins}/documents/{document_id}",
     status_code=204,
     summary="Logical deletion (the author only)",
+    responses=problems.responses(403, 404, 409),
 )
 async def delete_document(ins: str, document_id: str, request: Request, who: Caller) -> None:
     ds = downstream(request)
@@ -361,6 +375,7 @@ async def delete_document(ins: str, document_id: str, request: Request, who: Cal
     response_model=OpeningCounts,
     tags=["administration"],
     summary="DMP openings per opener (pharmacists are paid per opening)",
+    responses=problems.responses(403),
 )
 async def openings(
     request: Request,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from dmp.ingest.v1 import ingest_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 from dmp_kit.errors import DmpError, InvalidArgument, PayloadTooLarge
@@ -65,6 +66,7 @@ class Batch(BaseModel):
             },
         }
     },
+    responses=problems.responses(403),
 )
 async def submit(request: Request, who: Caller) -> JSONResponse:
     # Refused before a byte is streamed (ingest checks again): a gRPC server that answers while
@@ -112,7 +114,12 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
     return JSONResponse(BatchAccepted(batch_id=resp.batch_id).model_dump(), status_code=202)
 
 
-@router.get("/v1/ingest/batches/{batch_id}", response_model=Batch, response_model_exclude_none=True)
+@router.get(
+    "/v1/ingest/batches/{batch_id}",
+    response_model=Batch,
+    response_model_exclude_none=True,
+    responses=problems.responses(403, 404),
+)
 async def batch(batch_id: str, request: Request, who: Caller) -> Batch:
     ds = downstream(request)
     resp = await ds.call(ds.ingest.GetBatch, pb.GetBatchRequest(batch_id=batch_id), token=who.token)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from dmp.identity.v1 import identity_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import Downstream
 from dmp_gateway.security import Caller
 
@@ -36,7 +37,9 @@ class Me(BaseModel):
     login: str | None = None
 
 
-@router.get("/v1/me", response_model=Me, response_model_exclude_none=True)
+@router.get(
+    "/v1/me", response_model=Me, response_model_exclude_none=True, responses=problems.responses(404)
+)
 async def me(request: Request, who: Caller) -> Me:
     ds: Downstream = request.app.state.downstream
     resp = await ds.call(ds.identity.GetMe, pb.GetMeRequest(), token=who.token)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from dmp.notify.v1 import notify_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 
@@ -61,7 +62,12 @@ def _prefs(items: list[pb.EventPreference]) -> Preferences:
     )
 
 
-@router.get("/v1/me/notifications", response_model=Inbox, response_model_exclude_none=True)
+@router.get(
+    "/v1/me/notifications",
+    response_model=Inbox,
+    response_model_exclude_none=True,
+    responses=problems.responses(403),
+)
 async def inbox(
     request: Request,
     who: Caller,
@@ -80,7 +86,11 @@ async def inbox(
     return Inbox(items=[_out(n) for n in resp.items], next=resp.next or None)
 
 
-@router.patch("/v1/me/notifications/{notification_id}", response_model=Notification)
+@router.patch(
+    "/v1/me/notifications/{notification_id}",
+    response_model=Notification,
+    responses=problems.responses(403, 404),
+)
 async def mark(notification_id: str, body: ReadIn, request: Request, who: Caller) -> Notification:
     ds = downstream(request)
     resp = await ds.call(
@@ -91,14 +101,18 @@ async def mark(notification_id: str, body: ReadIn, request: Request, who: Caller
     return _out(resp.notification)
 
 
-@router.get("/v1/me/notification-preferences", response_model=Preferences)
+@router.get(
+    "/v1/me/notification-preferences", response_model=Preferences, responses=problems.responses(403)
+)
 async def get_preferences(request: Request, who: Caller) -> Preferences:
     ds = downstream(request)
     resp = await ds.call(ds.notify.GetPreferences, pb.GetPreferencesRequest(), token=who.token)
     return _prefs(list(resp.preferences))
 
 
-@router.put("/v1/me/notification-preferences", response_model=Preferences)
+@router.put(
+    "/v1/me/notification-preferences", response_model=Preferences, responses=problems.responses(403)
+)
 async def put_preferences(body: Preferences, request: Request, who: Caller) -> Preferences:
     ds = downstream(request)
     resp = await ds.call(
@@ -133,6 +147,7 @@ class DeadLetters(BaseModel):
     response_model=DeadLetters,
     response_model_exclude_none=True,
     summary="Notifications given up after their last attempt (administrators)",
+    responses=problems.responses(403),
 )
 async def dead_letters(
     request: Request,

@@ -24,7 +24,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "live"}
 
 
-@router.get("/readyz", summary="Readiness: every service answers SERVING")
+@router.get(
+    "/readyz",
+    summary="Readiness: every service answers SERVING",
+    responses={
+        503: {
+            **problems.error_response(503),
+            "description": "Not ready: `type` is …/not-ready, `checks` tells each service",
+        }
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     ds: Downstream = request.app.state.downstream
     checks = await ds.health()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from dmp.dossier.v1 import dossier_pb2 as pb
+from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
 
@@ -76,7 +77,12 @@ def contacts_out(items: list[pb.EmergencyContact]) -> Contacts:
     )
 
 
-@router.get("/v1/dossiers/{ins}/profile", response_model=Profile, response_model_exclude_none=True)
+@router.get(
+    "/v1/dossiers/{ins}/profile",
+    response_model=Profile,
+    response_model_exclude_none=True,
+    responses=problems.responses(403, 404),
+)
 async def get_profile(ins: str, request: Request, who: Caller) -> Profile:
     ds = downstream(request)
     resp = await ds.call(ds.dossier.GetProfile, pb.GetProfileRequest(ins=ins), token=who.token)
@@ -88,6 +94,7 @@ async def get_profile(ins: str, request: Request, who: Caller) -> Profile:
     response_model=Profile,
     response_model_exclude_none=True,
     summary="Allergies, history, chronic conditions, treatment, measurements",
+    responses=problems.responses(403, 404, 409),
 )
 async def put_profile(ins: str, body: Profile, request: Request, who: Caller) -> Profile:
     profile = pb.Profile(
@@ -106,7 +113,11 @@ async def put_profile(ins: str, body: Profile, request: Request, who: Caller) ->
     return profile_out(resp.profile)
 
 
-@router.get("/v1/dossiers/{ins}/emergency-contacts", response_model=Contacts)
+@router.get(
+    "/v1/dossiers/{ins}/emergency-contacts",
+    response_model=Contacts,
+    responses=problems.responses(403, 404),
+)
 async def get_contacts(ins: str, request: Request, who: Caller) -> Contacts:
     ds = downstream(request)
     resp = await ds.call(
@@ -115,7 +126,11 @@ async def get_contacts(ins: str, request: Request, who: Caller) -> Contacts:
     return contacts_out(list(resp.contacts))
 
 
-@router.put("/v1/dossiers/{ins}/emergency-contacts", response_model=Contacts)
+@router.put(
+    "/v1/dossiers/{ins}/emergency-contacts",
+    response_model=Contacts,
+    responses=problems.responses(403, 404, 409),
+)
 async def put_contacts(ins: str, body: Contacts, request: Request, who: Caller) -> Contacts:
     ds = downstream(request)
     resp = await ds.call(
@@ -128,7 +143,11 @@ async def put_contacts(ins: str, body: Contacts, request: Request, who: Caller) 
     return contacts_out(list(resp.contacts))
 
 
-@router.get("/v1/dossiers/{ins}/advance-directives", response_model=Directives | None)
+@router.get(
+    "/v1/dossiers/{ins}/advance-directives",
+    response_model=Directives | None,
+    responses=problems.responses(403, 404),
+)
 async def get_directives(ins: str, request: Request, who: Caller) -> Directives | None:
     ds = downstream(request)
     resp = await ds.call(
@@ -144,6 +163,7 @@ async def get_directives(ins: str, request: Request, who: Caller) -> Directives 
     "/v1/dossiers/{ins}/advance-directives",
     response_model=Directives,
     summary="A new version replaces the current one (the old are kept)",
+    responses=problems.responses(403, 404, 409),
 )
 async def put_directives(ins: str, body: DirectivesIn, request: Request, who: Caller) -> Directives:
     ds = downstream(request)
