@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from dmp_gateway.app import create_app
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.problems import MEDIA_TYPE, STATUSES
 from dmp_kit import errors
+from dmp_kit.errors import PROBLEM_BASE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,14 +35,25 @@ def test_the_document_is_valid_openapi(spec: dict[str, Any]) -> None:
     validate(spec)
 
 
-def test_every_error_response_is_a_problem(spec: dict[str, Any]) -> None:
+def test_every_error_response_is_a_problem_with_its_types(spec: dict[str, Any]) -> None:
+    """Only problem+json, the Problem schema, and one example per type it may carry."""
     assert "HTTPValidationError" not in json.dumps(spec)
+    problem = Draft202012Validator(
+        {"$ref": "#/components/schemas/Problem", "components": spec["components"]}
+    )
     for method, path, op in operations(spec):
         for status, response in op["responses"].items():
-            if int(status) >= 400:
-                content = response.get("content", {})
-                assert list(content) == [MEDIA_TYPE], (method, path, status)
-                assert content[MEDIA_TYPE]["schema"] == {"$ref": "#/components/schemas/Problem"}
+            if int(status) < 400:
+                continue
+            content = response.get("content", {})
+            assert list(content) == [MEDIA_TYPE], (method, path, status)
+            assert content[MEDIA_TYPE]["schema"] == {"$ref": "#/components/schemas/Problem"}
+            examples = content[MEDIA_TYPE]["examples"]
+            assert examples, (method, path, status)
+            for slug, example in examples.items():
+                problem.validate(example["value"])
+                assert example["value"]["type"] == PROBLEM_BASE + slug
+                assert example["value"]["status"] == int(status)
 
 
 def test_every_operation_documents_its_client_errors(spec: dict[str, Any]) -> None:

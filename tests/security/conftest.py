@@ -29,7 +29,8 @@ class Answer(Protocol):
 class Documented:
     """The responses the document gives each operation. `check` fails on an answer the
     document does not describe: a status it does not list for that operation, an error that is
-    not problem+json, or a problem whose body breaks the Problem schema."""
+    not problem+json, a problem whose body breaks the Problem schema, or whose `type` is not
+    one the document gives that status of that operation (one example per type)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -46,9 +47,12 @@ class Documented:
             return
         media = r.headers["content-type"].split(";")[0].strip()
         assert media == PROBLEM, ("an error that is not problem+json", *context)
-        assert media in answers[str(r.status_code)].get("content", {}), context
-        broken = [e.message for e in self.problem.iter_errors(r.json())]
+        content = answers[str(r.status_code)]["content"][media]
+        body = r.json()
+        broken = [e.message for e in self.problem.iter_errors(body)]
         assert not broken, ("not a Problem", broken, *context)
+        types = {e["value"]["type"] for e in content["examples"].values()}
+        assert body["type"] in types, ("type not documented", sorted(types), *context)
 
 
 @pytest.fixture(scope="session")

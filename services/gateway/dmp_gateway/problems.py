@@ -42,7 +42,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "format": "uri",
                 "description": f"stable: {PROBLEM_BASE}<slug>; clients branch on it",
             },
-            "title": {"type": "string", "description": "short, the same for every `type`"},
+            "title": {"type": "string", "description": "short, for people"},
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string", "description": "this occurrence, for people"},
             "field": {
@@ -85,7 +85,11 @@ class ErrorStatus(NamedTuple):
 # What each status means on this API, and the problem types it carries across the API (one
 # operation may carry fewer of them).
 STATUSES: dict[int, ErrorStatus] = {
-    400: ErrorStatus("The request could not be read", "Bad request", ("bad-request",)),
+    400: ErrorStatus(
+        "The request body could not be read (not UTF-8, nested too deep…)",
+        "Bad request",
+        ("bad-request",),
+    ),
     401: ErrorStatus(
         "No valid credentials",
         "Authentication required",
@@ -172,6 +176,12 @@ STATUSES: dict[int, ErrorStatus] = {
         ("service-unavailable", "not-ready"),
     ),
 }
+# The types of the errors routes share, where their status carries others elsewhere: a bearer
+# token that does not pass; a service that does not answer.
+SHARED_TYPES = {
+    401: ("unauthenticated", "invalid-token", "token-expired"),
+    503: ("service-unavailable",),
+}
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="dmp"'}},
     423: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
@@ -179,20 +189,28 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def error_response(status: int) -> dict[str, Any]:
-    """The OpenAPI response object of one error status: a Problem, with its types."""
-    meaning, title, slugs = STATUSES[status]
-    types = ", ".join(f"`{slug}`" for slug in slugs)
+def error_response(status: int, types: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The OpenAPI response object of one error status: a Problem, with the types it carries
+    (by default, all those of that status)."""
+    meaning, title, every_type = STATUSES[status]
+    slugs = types or every_type
+    listed = ", ".join(f"`{slug}`" for slug in slugs)
     response: dict[str, Any] = {
-        "description": f"{meaning}. `type`: {PROBLEM_BASE}… one of {types}.",
+        "description": f"{meaning}. `type`: {PROBLEM_BASE}… one of {listed}.",
         "content": {
             MEDIA_TYPE: {
                 "schema": {"$ref": "#/components/schemas/Problem"},
-                "example": {
-                    "type": PROBLEM_BASE + slugs[0],
-                    "title": title,
-                    "status": status,
-                    "detail": meaning,
+                # One per type this answer may carry: what a client branches on.
+                "examples": {
+                    slug: {
+                        "value": {
+                            "type": PROBLEM_BASE + slug,
+                            "title": title,
+                            "status": status,
+                            "detail": meaning,
+                        }
+                    }
+                    for slug in slugs
                 },
             }
         },
@@ -202,10 +220,17 @@ def error_response(status: int) -> dict[str, Any]:
     return response
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """A route's own errors, for its `responses=`; those every route shares are added when the
-    document is built (`document`)."""
-    return {status: error_response(status) for status in statuses}
+def responses(
+    *statuses: int, types: dict[int, tuple[str, ...]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A route's own errors, for its `responses=` (`types`: where the route carries fewer types
+    than the status does across the API); those every route shares are added when the document
+    is built (`document`)."""
+    narrower = types or {}
+    return {
+        status: error_response(status, narrower.get(status, ()))
+        for status in {*statuses, *narrower}
+    }
 
 
 def document(
@@ -213,9 +238,10 @@ def document(
 ) -> dict[str, Any]:
     """Adds to FastAPI's document the errors every operation shares, from what the app does
     before a route runs: any body is bounded (413) and must be JSON unless the operation takes
-    another type (415); a route with input validates it (422, replacing FastAPI's own, which
-    the server never sends); a secured one needs a token (401); the per-address limit (429);
-    every call to a service may find it down (503); and an unexpected error (500)."""
+    another type (415); a body the operation takes may not parse (400); a route with input
+    validates it (422, replacing FastAPI's own, which the server never sends); a secured one
+    needs a token (401); the per-address limit (429); every call to a service may find it down
+    (503); and an unexpected error (500)."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -227,6 +253,8 @@ def document(
             shared = {413, 500}
             if not body or "application/json" in body:
                 shared.add(415)
+            if body:
+                shared.add(400)
             if "422" in answers or body:
                 answers["422"] = error_response(422)
             if "security" in operation:
@@ -235,8 +263,10 @@ def document(
                 shared.add(429)
             if path not in no_downstream:
                 shared.add(503)
-            for status in shared:
-                answers.setdefault(str(status), error_response(status))
+            for status in sorted(shared):
+                answers.setdefault(
+                    str(status), error_response(status, SHARED_TYPES.get(status, ()))
+                )
             operation["responses"] = dict(sorted(answers.items()))
     return spec
 

@@ -89,7 +89,7 @@ def _tokens(pair: pb.TokenPair) -> Tokens:
     "/v1/auth/login",
     response_model=LoginOut,
     summary="Password step; sends a code",
-    responses=problems.responses(401, 423),
+    responses=problems.responses(423, types={401: ("invalid-credentials",)}),
 )
 async def login(body: LoginIn, request: Request) -> LoginOut:
     await account_throttled(request, f"login:{body.kind}:{body.login.casefold()}")
@@ -114,7 +114,7 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     "/v1/auth/otp",
     response_model=Tokens,
     summary="One-time code step; issues tokens",
-    responses=problems.responses(401, 423),
+    responses=problems.responses(423, types={401: ("invalid-otp", "otp-expired")}),
 )
 async def otp(body: OtpIn, request: Request) -> Tokens:
     await account_throttled(request, f"challenge:{body.challenge_id}")
@@ -129,7 +129,7 @@ async def otp(body: OtpIn, request: Request) -> Tokens:
     "/v1/auth/refresh",
     response_model=Tokens,
     summary="Rotate a refresh token",
-    responses=problems.responses(401),
+    responses=problems.responses(types={401: ("invalid-token", "refresh-token-reused")}),
 )
 async def refresh(body: RefreshIn, request: Request) -> Tokens:
     await account_throttled(request, f"refresh:{body.refresh_token}")
@@ -148,7 +148,7 @@ async def logout(body: RefreshIn, request: Request) -> None:
     "/v1/auth/token",
     response_model=ClientToken,
     summary="OAuth2 client credentials with a signed client assertion (RFC 7523)",
-    responses=problems.responses(401),
+    responses=problems.responses(types={401: ("invalid-client",)}),
 )
 async def token(
     request: Request,

@@ -27,12 +27,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: every service answers SERVING",
-    responses={
-        503: {
-            **problems.error_response(503),
-            "description": "Not ready: `type` is …/not-ready, `checks` tells each service",
-        }
-    },
+    responses=problems.responses(types={503: ("not-ready",)}),
 )
 async def readyz(request: Request) -> JSONResponse:
     ds: Downstream = request.app.state.downstream
