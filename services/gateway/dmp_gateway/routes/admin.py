@@ -234,7 +234,9 @@ async def create_client(body: ClientIn, request: Request, who: Caller) -> Client
 
 
 @router.post(
-    "/v1/admin/signing-keys/rotate", response_model=RotationOut, responses=problems.responses(403)
+    "/v1/admin/signing-keys/rotate",
+    response_model=RotationOut,
+    responses=problems.responses(403, types={409: ("rotation-too-soon",)}),
 )
 async def rotate_signing_key(request: Request, who: Caller) -> RotationOut:
     ds = _ds(request)
@@ -248,6 +250,7 @@ async def rotate_signing_key(request: Request, who: Caller) -> RotationOut:
     "/v1/admin/signing-keys/{key_id}/revoke",
     response_model=RevocationOut,
     summary="Withdraw a token-signing key from the JWKS for good (docs/signing-keys.md)",
+    responses=problems.responses(403, 404),
 )
 async def revoke_signing_key(
     key_id: Annotated[str, Path(max_length=64)], request: Request, who: Caller

@@ -129,7 +129,9 @@ async def otp(body: OtpIn, request: Request) -> Tokens:
     "/v1/auth/refresh",
     response_model=Tokens,
     summary="Rotate a refresh token",
-    responses=problems.responses(types={401: ("invalid-token", "refresh-token-reused")}),
+    responses=problems.responses(
+        types={401: ("invalid-token", "refresh-token-reused", "session-expired")}
+    ),
 )
 async def refresh(body: RefreshIn, request: Request) -> Tokens:
     await account_throttled(request, f"refresh:{body.refresh_token}")
