@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from dmp.events.v1 import envelope_pb2
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
-from dmp_kit.bus import EventBus, run_consumer
+from dmp_kit.bus import EventBus, authentic, run_consumer
 
 log = structlog.get_logger("dmp.audit")
 
@@ -68,6 +68,11 @@ async def _pump(
             try:
                 event = envelope_pb2.Envelope.FromString(msg.data)
             except Exception:
+                event = None
+            if event is not None and not authentic(msg.subject, event):
+                # Not its subject's producer's (forged or misrouted): left out of the log as an
+                # undecodable record is.
+                log.error("event_not_from_its_producer", subject=msg.subject, event_id=event.id)
                 event = None
             records.append(Record(msg.metadata.sequence.stream, event))
         await audit.append(records)

@@ -205,3 +205,21 @@ async def test_the_access_log_needs_a_caller(audit: audit_pb2_grpc.AuditServiceS
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await audit.ListAccessLog(pb.ListAccessLogRequest(ins=make_ins()))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_record_its_subject_producer_could_not_have_published_is_left_out(
+    stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub, bus: EventBus
+) -> None:
+    """Only dossier may publish on `audit.dossier` (the NATS server sees to it): an envelope
+    there that names another source, or another type, is not dossier's trace."""
+    ins = make_ins()
+    other_source, other_type, genuine = records(3, ins)
+    other_source.source = "identity"
+    other_type.type = "audit.identity"
+    await bus.publish_event(other_source)
+    await bus.publish("audit.dossier", other_type.SerializeToString(), other_type.id)
+    await bus.publish_event(genuine)
+    await entries_of(stack, audit, ins, 1)
+    await asyncio.sleep(1.0)  # the forged ones would be appended by now
+    found = await entries_of(stack, audit, ins, 1)
+    assert [e.event_id for e in found] == [genuine.id]
