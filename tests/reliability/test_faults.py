@@ -68,16 +68,15 @@ def rig() -> Iterator[Rig]:
 
 
 def restart_nats(stack: RunningStack) -> None:
-    """Stops NATS (SIGTERM, as an orchestrator does) and starts it again on its files."""
+    """Stops NATS (SIGTERM, as an orchestrator does) and starts it again on its files and its
+    configuration (the same users and permissions)."""
     dep = stack.infra.nats
     assert dep.pid is not None, "NATS is not a local process here"
     stop_pid(dep.pid)
     port = int(dep.url.rsplit(":", 1)[1])
-    store = stack.infra.root / "data" / "nats"
+    config = stack.infra.root / "secrets" / "nats.conf"
     log = stack.infra.root / "logs" / "nats.log"
-    proc = spawn(
-        [str(nats_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)], log
-    )
+    proc = spawn([str(nats_binary()), "-c", str(config)], log)
     wait_port(port, 30, proc, "nats-server", log)
     dep.pid = proc.pid
 

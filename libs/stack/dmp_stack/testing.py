@@ -102,11 +102,16 @@ def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
     try:
         mongo = start_mongo(root)
         started.append(mongo)
-        nats = start_nats(root, credentials=credentials, superuser=(TEST_NATS_USER, password))
+        nats = with_nats_user(
+            start_nats(root, credentials=credentials, superuser=(TEST_NATS_USER, password)),
+            TEST_NATS_USER,
+            password,
+        )
+        # The same object as the session's: a test that restarts the server updates its pid.
         started.append(nats)
         smtp = start_smtp(root)
         started.append(smtp)
-        yield Infra(root, mongo, with_nats_user(nats, TEST_NATS_USER, password), smtp, credentials)
+        yield Infra(root, mongo, nats, smtp, credentials)
     finally:
         for dep in started:
             stop_started(dep)
