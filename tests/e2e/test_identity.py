@@ -8,6 +8,7 @@ import json
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -20,7 +21,7 @@ from pymongo import MongoClient
 
 from dmp.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from dmp_kit.auth import JWKS_MAX_AGE_SECONDS
-from dmp_stack.testing import RunningStack, make_ins, make_rpps
+from dmp_stack.testing import RunningStack, make_ins, make_rpps, until
 
 PROBLEM = "application/problem+json"
 
@@ -726,3 +727,67 @@ async def test_a_revoked_key_is_refused_everywhere_within_the_bound(stack: Runni
         problem(c.post(f"/v1/admin/signing-keys/{kid}/revoke"), 404, "not-found", "key_id")
         problem(c.post("/v1/admin/signing-keys/0000000000000000/revoke"), 404, "not-found")
     assert await ingest_accepts(stack, fresh)
+
+
+def _throttle_of(stack: RunningStack, creds: dict[str, str]) -> tuple[Any, str]:
+    """The login's counters in identity's database (their id is a keyed digest): the one
+    document its first, wrong, attempt creates."""
+    throttles = MongoClient(stack.infra.mongo.url)["identity"]["throttles"]
+    before = {doc["_id"] for doc in throttles.find({}, {"_id": 1})}
+    with stack.client() as c:
+        r = c.post("/v1/auth/login", json={**creds, "password": "wrong password!"})
+        problem(r, 401, "invalid-credentials")
+    (created,) = {doc["_id"] for doc in throttles.find({}, {"_id": 1})} - before
+    # Written once the outbox relay is done with it (on FerretDB its write could undo ours).
+    assert until(lambda: not (throttles.find_one({"_id": created}) or {}).get("outbox_pending"))
+    return throttles, created
+
+
+def test_attempts_abandoned_during_their_check_hold_the_login_for_a_bounded_time(
+    stack: RunningStack, admin: str
+) -> None:
+    """Nine attempts took their place and never ended (the process died, the call was cancelled
+    while the hash waited): with the one failure, every place is held. Logins are refused, but
+    saying when, and the places lapse by themselves."""
+    patient = stack.create_patient(admin)
+    creds = {"kind": "patient", "login": patient["ins"]}
+    throttles, throttle_id = _throttle_of(stack, creds)
+    lapse = datetime.now(UTC) + timedelta(seconds=30)
+    throttles.update_one(
+        {"_id": throttle_id}, {"$set": {"leases": {f"lost-{n}": lapse for n in range(9)}}}
+    )
+    try:
+        with stack.client() as c:
+            r = c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
+        problem(r, 423, "account-locked")
+        assert 0 < int(r.headers["retry-after"]) <= 30
+        stack.set_clock_offset(31)
+        tokens = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+        assert tokens["access_token"]
+    finally:
+        stack.set_clock_offset(0)
+
+
+def test_counters_left_at_the_limit_without_a_lock_lock_for_a_while_not_for_ever(
+    stack: RunningStack, admin: str
+) -> None:
+    """Counters as attempts counted and never settled left them before places lapsed: at the
+    limit, no lock. Such a login once answered 423 `retry-after: 1` for ever; it locks now, with
+    the usual backoff, and the lock ends."""
+    patient = stack.create_patient(admin)
+    creds = {"kind": "patient", "login": patient["ins"]}
+    throttles, throttle_id = _throttle_of(stack, creds)
+    throttles.update_one(
+        {"_id": throttle_id},
+        {"$set": {"password_failures": 10, "locked_until": None}, "$unset": {"leases": ""}},
+    )
+    try:
+        with stack.client() as c:
+            r = c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
+        problem(r, 423, "account-locked")
+        assert 1 < int(r.headers["retry-after"]) <= 60, "the first lock's length"
+        stack.set_clock_offset(61)
+        tokens = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+        assert tokens["access_token"]
+    finally:
+        stack.set_clock_offset(0)

@@ -232,6 +232,30 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         except (VerificationError, InvalidHashError):
             return False
 
+    async def _check_password(
+        self,
+        throttle_id: str,
+        attempt: str,
+        account: dict[str, Any] | None,
+        password: str,
+        now: datetime,
+        event: dict[str, Any],
+    ) -> bool:
+        """Checks a password whose place is held, and settles the place with the outcome."""
+        # Verify even when the account does not exist: same work, same timing.
+        ok = await self._password_ok(account and account.get("password_hash"), password)
+        ok = ok and account is not None and bool(account.get("password_hash"))
+        await self._record(
+            throttle_id,
+            (lambda t: t.after_right_password(attempt))
+            if ok
+            else (lambda t: t.after_wrong_password(now, self.policy, attempt)),
+            outcome="password_ok" if ok else "bad_password",
+            success=ok,
+            **event,
+        )
+        return ok
+
     async def _record(
         self,
         throttle_id: str,
@@ -495,26 +519,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         throttle_id = self._digest(f"{kind}:{login}")
         account = await self.store.find_account(kind, login)
         event = {"kind": kind, "account": account, "client_ip": request.client_ip}
-        # Counted before it is checked: concurrent attempts cannot outrun the lockout.
-        counted, throttle = await self.store.reserve_attempt(
-            throttle_id, lambda t: t.reserve_password(now, self.policy)
+        # A place held before it is checked: concurrent attempts cannot outrun the lockout.
+        attempt = secrets.token_urlsafe(12)
+        granted, throttle = await self.store.reserve_attempt(
+            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
         )
-        if not counted:
+        if not granted:
             await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
             raise Locked(
-                "too many failed attempts; try again later",
-                retry_after=throttle.locked_for(now) or 1,
+                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
             )
-        # Verify even when the account does not exist: same work, same timing.
-        ok = await self._password_ok(account and account.get("password_hash"), request.password)
-        if not ok or account is None or not account.get("password_hash"):
-            await self._record(
-                throttle_id,
-                lambda t: t.after_wrong_password(now, self.policy),
-                outcome="bad_password",
-                success=False,
-                **event,
-            )
+        # Settled even when this call is cancelled meanwhile (the caller's deadline while the
+        # hash waits for a thread): the check goes on and its outcome is written.
+        ok = await asyncio.shield(
+            self._check_password(throttle_id, attempt, account, request.password, now, event)
+        )
+        if not ok or account is None:
             raise Unauthenticated("wrong login or password", slug="invalid-credentials")
 
         code = domain.new_otp()
@@ -531,9 +551,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "used": False,
                 "created_at": now,
             }
-        )
-        await self._record(
-            throttle_id, _right_password, outcome="password_ok", success=True, **event
         )
         await self.notify.SendOtp(
             notify_pb2.SendOtpRequest(
@@ -812,10 +829,6 @@ def _unchanged(throttle: domain.Throttle) -> domain.Throttle:
 
 def _reset(_: domain.Throttle) -> domain.Throttle:
     return domain.Throttle()
-
-
-def _right_password(throttle: domain.Throttle) -> domain.Throttle:
-    return throttle.after_right_password()
 
 
 def _session_end(refresh: dict[str, Any]) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,9 @@ class LockoutPolicy:
     max_otp_failures: int
     base: timedelta
     cap: timedelta
+    # How long a password attempt's place is held while it is checked. Past the gateway's
+    # deadline nobody can learn the attempt's outcome, so a place held longer protects nothing.
+    lease: timedelta = timedelta(seconds=30)
 
     def lock_duration(self, previous_locks: int) -> timedelta:
         """Each lock lasts twice the one before (base, 2×base, 4×base …), up to the cap."""
@@ -55,36 +59,65 @@ class LockoutPolicy:
 class Throttle:
     """Failure counters for one (kind, login), whether or not the login exists.
 
-    A password attempt is counted before it is checked (`reserve_password`) and given back
-    when it proves right, so that concurrent attempts cannot all be checked before the first
-    failure is written: at most `max_password_failures` are ever in flight or failed.
+    A password attempt takes a place before it is checked (`reserve_password`), so that
+    concurrent attempts cannot all be checked before the first failure is written: failures
+    and places held never exceed `max_password_failures`. A place is a lease: settled by the
+    attempt's outcome, or lapsing by itself when the attempt never ends (a crash), so that no
+    abandoned attempt holds it for good.
     """
 
     password_failures: int = 0
     otp_failures: int = 0
     locks: int = 0
     locked_until: datetime | None = None
+    leases: dict[str, datetime] = field(default_factory=dict)  # attempt id → when it lapses
 
     def locked_for(self, now: datetime) -> int:
         if self.locked_until is None or self.locked_until <= now:
             return 0
         return max(1, int((self.locked_until - now).total_seconds()))
 
-    def reserve_password(self, now: datetime, policy: LockoutPolicy) -> Throttle | None:
-        """This attempt counted as a failure until shown right; None when none may be checked
-        now (locked, or the last attempts allowed are being checked)."""
-        if self.locked_for(now) or self.password_failures >= policy.max_password_failures:
-            return None
-        return replace(self, password_failures=self.password_failures + 1)
+    def retry_after(self, now: datetime) -> int:
+        """Seconds until an attempt may be checked again: the lock's end, or else the first
+        place held to lapse; at least 1."""
+        if locked := self.locked_for(now):
+            return locked
+        live = [until for until in self.leases.values() if until > now]
+        return max(1, math.ceil((min(live) - now).total_seconds())) if live else 1
 
-    def after_wrong_password(self, now: datetime, policy: LockoutPolicy) -> Throttle:
-        """The attempt is counted already: locks when the count has reached the limit."""
+    def reserve_password(
+        self, now: datetime, policy: LockoutPolicy, attempt: str
+    ) -> tuple[bool, Throttle]:
+        """Whether `attempt` may be checked now, and the counters after: a place held for it
+        until `policy.lease` has passed, or, when none is free, unchanged or locked."""
+        if self.locked_for(now):
+            return False, self
         if self.password_failures >= policy.max_password_failures:
-            return self._locked(now, policy)
-        return self
+            # At the limit without a lock (counts left by older attempts never settled): lock
+            # now, as the last failure would have, so that the refusal ends.
+            return False, self._locked(now, policy)
+        live = {key: until for key, until in self.leases.items() if until > now}
+        if self.password_failures + len(live) >= policy.max_password_failures:
+            return False, replace(self, leases=live)
+        return True, replace(self, leases={**live, attempt: now + policy.lease})
 
-    def after_right_password(self) -> Throttle:
-        return replace(self, password_failures=max(0, self.password_failures - 1))
+    def after_wrong_password(self, now: datetime, policy: LockoutPolicy, attempt: str) -> Throttle:
+        """Its place becomes a failure; locks when failures and the places still held reach
+        the limit, as the places were counted as failures. A place already gone (a lock
+        settled it, or it lapsed) changes nothing."""
+        if attempt not in self.leases:
+            return self
+        held = {key: until for key, until in self.leases.items() if until > now and key != attempt}
+        failures = self.password_failures + 1
+        if failures + len(held) >= policy.max_password_failures:
+            return self._locked(now, policy)
+        return replace(self, password_failures=failures, leases=held)
+
+    def after_right_password(self, attempt: str) -> Throttle:
+        """Its place is given back."""
+        return replace(
+            self, leases={key: until for key, until in self.leases.items() if key != attempt}
+        )
 
     def after_wrong_code(self, now: datetime, policy: LockoutPolicy) -> Throttle:
         if self.otp_failures + 1 >= policy.max_otp_failures:

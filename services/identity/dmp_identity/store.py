@@ -142,19 +142,20 @@ class IdentityStore(Store):
         return _throttle(written)
 
     async def reserve_attempt(
-        self, throttle_id: str, reserve: Callable[[Throttle], Throttle | None]
+        self, throttle_id: str, reserve: Callable[[Throttle], tuple[bool, Throttle]]
     ) -> tuple[bool, Throttle]:
-        """Counts an attempt before it is checked, or refuses it (`reserve` gives None):
-        whether it was counted, and the counters after."""
-        granted: list[Throttle] = []
+        """Holds a place for an attempt before it is checked, or refuses it: whether it was
+        granted, and the counters after (a refusal may lock them)."""
+        decided: list[tuple[bool, Throttle]] = []
 
         def fields(doc: Document | None) -> Document | None:
-            after = reserve(_throttle(doc))
-            granted[:] = [after] if after is not None else []
-            return _fields(after) if after is not None else None
+            before = _throttle(doc)
+            decided[:] = [reserve(before)]
+            after = decided[0][1]
+            return _fields(after) if after != before else None
 
-        written = await change_document(self.throttles, throttle_id, fields, create=True)
-        return (True, granted[0]) if granted else (False, _throttle(written))
+        await change_document(self.throttles, throttle_id, fields, create=True)
+        return decided[0]
 
     # one-time code challenges ------------------------------------------------
 
@@ -294,6 +295,7 @@ def _fields(throttle: Throttle) -> Document:
         "otp_failures": throttle.otp_failures,
         "locks": throttle.locks,
         "locked_until": throttle.locked_until,
+        "leases": throttle.leases,
     }
 
 
@@ -304,6 +306,7 @@ def _throttle(doc: Document | None) -> Throttle:
         otp_failures=doc.get("otp_failures", 0),
         locks=doc.get("locks", 0),
         locked_until=doc.get("locked_until"),
+        leases=dict(doc.get("leases") or {}),
     )
 
 

@@ -23,44 +23,76 @@ def test_lock_durations_double_up_to_the_cap() -> None:
     assert POLICY.lock_duration(50) == timedelta(hours=24)
 
 
+def reserve(t: domain.Throttle, attempt: str = "a", now: datetime = NOW) -> domain.Throttle:
+    granted, reserved = t.reserve_password(now, POLICY, attempt)
+    assert granted
+    return reserved
+
+
+def refused(t: domain.Throttle, now: datetime = NOW) -> domain.Throttle:
+    granted, after = t.reserve_password(now, POLICY, "refused")
+    assert not granted and "refused" not in after.leases
+    return after
+
+
 def wrong_password(t: domain.Throttle) -> domain.Throttle:
-    reserved = t.reserve_password(NOW, POLICY)
-    assert reserved is not None
-    return reserved.after_wrong_password(NOW, POLICY)
+    return reserve(t).after_wrong_password(NOW, POLICY, "a")
 
 
 def test_ten_password_failures_lock() -> None:
     t = domain.Throttle()
     for _ in range(9):
         t = wrong_password(t)
-        assert t.locked_for(NOW) == 0
+        assert t.locked_for(NOW) == 0 and t.leases == {}
     t = wrong_password(t)
     assert t.locked_for(NOW) == 60 and t.locks == 1 and t.password_failures == 0
-    assert t.reserve_password(NOW, POLICY) is None, "locked: no password is checked"
+    assert refused(t) == t, "locked: no password is checked"
     assert t.locked_for(NOW + timedelta(seconds=61)) == 0
-    assert t.reserve_password(NOW + timedelta(seconds=61), POLICY) is not None
+    reserve(t, now=NOW + timedelta(seconds=61))
 
 
 def test_password_attempts_are_counted_before_they_are_checked() -> None:
     """Ten attempts in flight at once take every place: the eleventh is not checked, and the
     first wrong one to finish locks."""
     t = domain.Throttle()
-    for _ in range(10):
-        reserved = t.reserve_password(NOW, POLICY)
-        assert reserved is not None
-        t = reserved
-    assert t.reserve_password(NOW, POLICY) is None
-    t = t.after_wrong_password(NOW, POLICY)
+    for n in range(10):
+        t = reserve(t, str(n))
+    refused(t)
+    t = t.after_wrong_password(NOW, POLICY, "0")
     assert t.locks == 1 and t.locked_for(NOW) == 60
-    assert t.after_wrong_password(NOW, POLICY) == t, "the others, finishing later, change nothing"
+    finishing_later = t.after_wrong_password(NOW, POLICY, "1")
+    assert finishing_later == t, "the others, finishing later, change nothing"
 
 
 def test_a_right_password_gives_its_place_back() -> None:
-    t = domain.Throttle(password_failures=9)
-    reserved = t.reserve_password(NOW, POLICY)
-    assert reserved is not None and reserved.reserve_password(NOW, POLICY) is None
-    assert reserved.after_right_password().password_failures == 9
-    assert domain.Throttle().after_right_password().password_failures == 0
+    t = reserve(domain.Throttle(password_failures=9))
+    refused(t)
+    assert t.after_right_password("a") == domain.Throttle(password_failures=9)
+    assert domain.Throttle().after_right_password("a") == domain.Throttle()
+
+
+def test_places_never_settled_lapse_and_free_the_login() -> None:
+    """Attempts abandoned after taking their place (a crash, a cancelled call) hold it no
+    longer than the lease: the refusal says when to come back, and then a check is made."""
+    t = domain.Throttle(password_failures=4)
+    for n in range(6):
+        t = reserve(t, str(n), NOW + timedelta(seconds=n))
+    assert refused(t).retry_after(NOW) == 30
+    assert refused(t, NOW + timedelta(seconds=29)).retry_after(NOW + timedelta(seconds=29)) == 1
+    later = NOW + timedelta(seconds=30.5)
+    after = reserve(t, "late", later)
+    assert set(after.leases) == {"1", "2", "3", "4", "5", "late"}, "the lapsed place is dropped"
+    assert after.after_wrong_password(later, POLICY, "0") == after, "a lapsed place counts no more"
+
+
+def test_a_count_at_the_limit_without_a_lock_locks_for_a_while() -> None:
+    """Counters left at the limit with no lock (by attempts counted and never settled) once
+    refused every login for good: they lock now, with the usual backoff, and the lock ends."""
+    stuck = domain.Throttle(password_failures=10, locks=2)
+    after = refused(stuck)
+    assert after.locks == 3 and after.locked_for(NOW) == 240 and after.password_failures == 0
+    assert after.retry_after(NOW) == 240
+    reserve(after, now=NOW + timedelta(seconds=241))
 
 
 def test_five_code_failures_lock_and_the_next_lock_is_longer() -> None:
