@@ -787,10 +787,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     async def provision_service_clients(self) -> None:
         """The platform's own services as OAuth2 clients (dmp_kit.service_auth): their public
-        keys come from configuration, so they are (re)written at every start."""
+        keys come from configuration, so they are (re)written at every start, and a service
+        account whose key is no longer configured is removed: its old key (one derived from a
+        former shared secret, say) must not still get tokens."""
+        configured: list[str] = []
         for service, roles in SERVICE_ROLES.items():
             if (public_key := self.settings.service_public_key(service)) is None:
                 continue
+            configured.append(service_client_id(service))
             await self.store.put_client(
                 {
                     "_id": service_client_id(service),
@@ -799,6 +803,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     "created_at": self.clock.now(),
                 }
             )
+        removed = await self.store.remove_service_clients_except(SERVICE_PREFIX, configured)
+        if removed:
+            log.warning("service_clients_removed", count=removed)
 
     async def bootstrap_admin(self) -> None:
         password = self.settings.admin_password()

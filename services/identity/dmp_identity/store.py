@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -275,6 +276,13 @@ class IdentityStore(Store):
 
     async def put_client(self, doc: Document) -> None:
         await self.clients.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def remove_service_clients_except(self, prefix: str, kept: list[str]) -> int:
+        """Deletes the clients whose id starts with `prefix` but for `kept`: how many."""
+        result = await self.clients.delete_many(
+            {"_id": {"$regex": f"^{re.escape(prefix)}", "$nin": kept}}
+        )
+        return int(result.deleted_count)
 
     async def get_client(self, client_id: str) -> Document | None:
         doc: Document | None = await self.clients.find_one({"_id": client_id})

@@ -3,17 +3,31 @@ correct password ends in UNAVAILABLE: the code cannot be sent)."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from grpc import StatusCode as S
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pymongo import MongoClient
 
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp.identity.v1 import identity_pb2_grpc
+from dmp_kit.service_auth import client_assertion, public_pem
 from dmp_stack.contract import (
     TESTS,
+    Alone,
     Case,
 )
-from dmp_stack.testing import make_ins, make_rpps
+from dmp_stack.infra import free_port, spawn
+from dmp_stack.stack import stop_pid
+from dmp_stack.testing import make_ins, make_rpps, until
 
 # The four tests every service has (dmp_stack.contract), run on this module's tables.
 globals().update(TESTS)
@@ -341,3 +355,66 @@ CASES = [
 SLOW = Case(
     "GetMe", "a person whose account does not exist", pb.GetMeRequest(), "patient", S.NOT_FOUND
 )
+
+
+def _client_token(channel: grpc.Channel, key: Ed25519PrivateKey, service: str) -> Any:
+    raw = key.private_bytes_raw()
+    assertion = client_assertion(raw, service, "https://dmp.localhost/identity")
+    return identity_pb2_grpc.IdentityServiceStub(channel).IssueClientToken(
+        pb.IssueClientTokenRequest(
+            grant_type="client_credentials",
+            client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            client_assertion=assertion,
+        ),
+        timeout=10,
+    )
+
+
+def test_a_service_account_without_a_configured_key_is_removed_at_start(
+    alone_service: Alone, tmp_path: Path
+) -> None:
+    """Service accounts written at an earlier start, with keys derived from the former shared
+    secret: identity started again with per-service keys, one of them not configured, removes
+    that account and replaces the others' keys, so the old keys get no token."""
+    old = Ed25519PrivateKey.generate()
+    old_pem = old.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    clients = MongoClient(alone_service.env["DMP_MONGO_URL"])[alone_service.database]["clients"]
+    for name, roles in (("ingest", ["insurer"]), ("notify", ["contact_reader"])):
+        clients.replace_one(
+            {"_id": f"service:{name}"},
+            {"public_key_pem": old_pem.decode(), "roles": roles},
+            upsert=True,
+        )
+    assert _client_token(alone_service.channel, old, "ingest").access_token, "the old key works"
+
+    keys = json.loads(alone_service.env["DMP_SERVICE_PUBLIC_KEYS"])
+    del keys["ingest"]
+    port = free_port()
+    env = {
+        **os.environ,
+        **alone_service.env,
+        "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
+        "DMP_SERVICE_PUBLIC_KEYS": json.dumps(keys),
+    }
+    proc = spawn([sys.executable, "-m", "dmp_identity"], tmp_path / "identity.log", env=env)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def serving() -> bool:
+                try:
+                    answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                except grpc.RpcError:
+                    return False
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+            assert until(serving, timeout=60), (tmp_path / "identity.log").read_text()
+            assert until(lambda: clients.find_one({"_id": "service:ingest"}) is None)
+            notify = clients.find_one({"_id": "service:notify"})
+            assert notify is not None and notify["public_key_pem"] == public_pem(keys["notify"])
+            for service in ("ingest", "notify"):
+                with pytest.raises(grpc.RpcError) as refused:
+                    _client_token(channel, old, service)
+                assert refused.value.code() == S.UNAUTHENTICATED, service
+    finally:
+        stop_pid(proc.pid)
