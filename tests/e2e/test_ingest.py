@@ -322,6 +322,23 @@ def test_a_huge_json_line_is_refused_with_its_number_and_the_rest_goes_on(cast: 
     assert reject["line"] == 2 and "longer than" in reject["reason"], reject
 
 
+def test_a_huge_csv_line_is_refused_with_its_number_and_the_rest_goes_on(cast: Cast) -> None:
+    """Read in bounded pieces, a line of any length is one rejected row, not ingest's memory."""
+    today = date.today().isoformat()
+
+    def row(n: int) -> str:
+        return f"{cast.run}-c{n},{cast.early['ins']},{today},lab,B,Bilan {n},,1,1"
+
+    huge = f'{cast.run}-c2,{cast.early["ins"]},{today},lab,B,"{"x" * 3_000_000}",,1,1'
+    body = "\n".join([HEADER, row(1), huge, row(3)]) + "\n"
+    r = cast.submit(body)
+    assert r.status_code == 202, r.text
+    batch = cast.finished(r.json()["batch_id"])
+    assert (batch["status"], batch["accepted"], batch["rejected"]) == ("done", 2, 1), batch
+    [reject] = batch["rejects"]
+    assert reject["line"] == 3 and "longer than" in reject["reason"], reject
+
+
 @pytest.fixture
 def clock(stack: RunningStack) -> Iterator[RunningStack]:
     try:

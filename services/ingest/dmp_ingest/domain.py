@@ -109,38 +109,70 @@ def _valid_date(value: str) -> bool:
     return True
 
 
-def read_csv(lines: Iterable[str]) -> Iterator[Row]:
-    """Rows of a CSV batch (header first), numbered as lines of the file from 1."""
-    reader = csv.reader(lines)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return
-    except csv.Error:
-        yield 1, "the header is not CSV"
+class _OneLine:
+    """The CSV reader's input, one line at a time: a quoted field cannot run on to the next
+    line, so a row is never larger than one bounded line."""
+
+    __slots__ = ("line",)
+
+    def __init__(self) -> None:
+        self.line: str | None = None
+
+    def __iter__(self) -> _OneLine:
+        return self
+
+    def __next__(self) -> str:
+        line, self.line = self.line, None
+        if line is None:
+            raise StopIteration
+        return line
+
+
+def read_csv(lines: Iterable[str | None]) -> Iterator[Row]:
+    """Rows of a CSV batch (header first), numbered as lines of the file from 1; None stands
+    for a line too long to be read. A quoted field ends on the line it starts on."""
+    feed = _OneLine()
+    # Strict: a quote left open at the end of its line is an error, not a field that swallows
+    # the following lines.
+    reader = csv.reader(feed, strict=True)
+    numbered = enumerate(lines, 1)
+    for number, line in numbered:
+        if line is None:
+            yield number, f"the header is longer than {MAX_LINE} characters"
+            return
+        feed.line = line
+        try:
+            header = [h.strip() for h in next(reader)]
+        except csv.Error:
+            yield number, "the header is not CSV"
+            return
+        break
+    else:
         return
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        yield 1, f"the header lacks {', '.join(missing)}"
+        yield number, f"the header lacks {', '.join(missing)}"
         return
     at = [header.index(name) for name in COLUMNS]
     width = len(header)
     (i_id, i_ins, i_date, i_kind, i_code, i_label, i_rpps) = at
-    while True:
+    for number, line in numbered:
+        if line is None:
+            yield number, f"the line is longer than {MAX_LINE} characters"
+            continue
+        feed.line = line
         try:
             values = next(reader)
-        except StopIteration:
-            return
         except csv.Error:
-            yield reader.line_num, "the line is not valid CSV"
+            yield number, "the line is not valid CSV (a quoted field must end on its line)"
             continue
         if not values:
             continue
         if len(values) != width:
-            yield reader.line_num, f"the line has {len(values)} fields, the header {width}"
+            yield number, f"the line has {len(values)} fields, the header {width}"
             continue
         yield (
-            reader.line_num,
+            number,
             _claim(
                 values[i_id],
                 values[i_ins],

@@ -213,8 +213,7 @@ class Worker:
 
 
 def _rows(path: Path, fmt: str) -> Iterator[domain.Row]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as lines:
-        if fmt == "csv":
-            yield from domain.read_csv(lines)
-        else:
-            yield from domain.read_json_lines(domain.bounded_lines(lines.readline))
+    with path.open(encoding="utf-8", errors="replace", newline="") as file:
+        # Bounded lines: a batch line of any length is refused without being held in memory.
+        lines = domain.bounded_lines(file.readline)
+        yield from domain.read_csv(lines) if fmt == "csv" else domain.read_json_lines(lines)

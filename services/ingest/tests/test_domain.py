@@ -140,6 +140,39 @@ def test_a_line_too_long_is_refused_unread_and_the_rest_goes_on() -> None:
     assert list(domain.bounded_lines(io.StringIO(exact).readline)) == [exact]
 
 
+def test_a_csv_line_too_long_is_refused_unread_and_the_rest_goes_on() -> None:
+    good = f"c1,{INS},2026-01-02,act,A,x,,1,1\n"
+    huge = f'c2,{INS},2026-01-02,act,A,"{"x" * (5 * domain.MAX_LINE)}",,1,1\n'
+    stream = io.StringIO(HEADER + "\n" + good + huge + good.replace("c1", "c3"))
+    asked: list[int] = []
+
+    def readline(size: int) -> str:
+        asked.append(size)
+        return stream.readline(size)
+
+    found = list(domain.read_csv(domain.bounded_lines(readline)))
+    assert found[1] == (3, f"the line is longer than {domain.MAX_LINE} characters")
+    assert [(line, r.claim_id) for line, r in found if isinstance(r, domain.Claim)] == [
+        (2, "c1"),
+        (4, "c3"),
+    ]
+    assert max(asked) == domain.MAX_LINE + 1, "never more than the limit read at once"
+
+
+def test_a_quoted_csv_field_ends_on_its_line() -> None:
+    """A quote left open cannot gather the following lines into one unbounded row: its line is
+    refused and the next is read on its own."""
+    lines = [HEADER + "\n", f'c1,{INS},2026-01-02,act,A,"open\n', *[f"c{n},x\n" for n in range(5)]]
+    lines.append(f"c9,{INS},2026-01-02,act,A,x,,1,1\n")
+    found = list(domain.read_csv(lines))
+    assert found[0] == (2, "the line is not valid CSV (a quoted field must end on its line)")
+    assert [line for line, _ in found] == [2, 3, 4, 5, 6, 7, 8]
+    assert found[-1] == (8, domain.Claim("c9", INS, "2026-01-02", "act", "A", "x", ""))
+    assert list(domain.read_csv([None, "a\n"])) == [
+        (1, f"the header is longer than {domain.MAX_LINE} characters")
+    ]
+
+
 def test_the_history_changes_on_the_day_its_oldest_claim_leaves_it() -> None:
     today = date(2026, 11, 23)
     claims = [
