@@ -40,11 +40,12 @@ DUPLICATE_WINDOW_SECONDS = 600.0
 class BusAccess:
     """What one service does on the bus: the subjects it publishes, the streams it creates
     (at start, idempotent; a consumer of a stream not there yet retries until its owner has
-    started), and its durable consumers as (stream, durable name)."""
+    started), and its durable consumers as (stream, durable name, filter subject): the server
+    lets it create each durable with that filter only."""
 
     publishes: tuple[str, ...] = ()
     owns_streams: tuple[str, ...] = ()
-    consumes: tuple[tuple[str, str], ...] = field(default=())
+    consumes: tuple[tuple[str, str, str], ...] = field(default=())
 
 
 # Each service's traces are `audit.<service>` (dmp_kit.events.audit_event).
@@ -57,27 +58,27 @@ BUS_ACCESS: dict[str, BusAccess] = {
     "consent": BusAccess(
         publishes=("consent.>", "audit.consent"),
         owns_streams=("CONSENT",),
-        consumes=(("DOSSIER", "consent-dossier-lifecycle"),),
+        consumes=(("DOSSIER", "consent-dossier-lifecycle", "dossier.>"),),
     ),
     "audit": BusAccess(
         owns_streams=("AUDIT",),
         consumes=(
-            ("AUDIT", "audit-log"),
-            ("CONSENT", "audit-attending-physician"),
-            ("DOSSIER", "audit-dossier-lifecycle"),
+            ("AUDIT", "audit-log", "audit.>"),
+            ("CONSENT", "audit-attending-physician", "consent.changed"),
+            ("DOSSIER", "audit-dossier-lifecycle", "dossier.>"),
         ),
     ),
     "notify": BusAccess(
         consumes=(
-            ("DOSSIER", "notify-document-added"),
-            ("DOSSIER", "notify-reminder"),
-            ("DOSSIER", "notify-access-first"),
-            ("CONSENT", "notify-emergency-access"),
-            ("IDENTITY", "notify-login"),
-            ("DOSSIER", "notify-dossier-purged"),
+            ("DOSSIER", "notify-document-added", "document.added"),
+            ("DOSSIER", "notify-reminder", "document.reminder_due"),
+            ("DOSSIER", "notify-access-first", "access.first"),
+            ("CONSENT", "notify-emergency-access", "consent.>"),
+            ("IDENTITY", "notify-login", "identity.login"),
+            ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
         ),
     ),
-    "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle"),)),
+    "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle", "dossier.>"),)),
 }
 
 

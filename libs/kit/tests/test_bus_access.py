@@ -4,6 +4,7 @@ each service its own user and subjects, nothing without credentials, forged even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -14,9 +15,19 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from dmp.events.v1 import consent_pb2, envelope_pb2
-from dmp_kit.bus import BUS_ACCESS, EventBus, inbox_prefix, producer_of, run_consumer
+from dmp_kit.bus import (
+    BUS_ACCESS,
+    STREAMS,
+    EventBus,
+    _matches,
+    inbox_prefix,
+    producer_of,
+    run_consumer,
+)
 from dmp_kit.clock import ManualClock
 from dmp_kit.events import new_event
 from dmp_stack.credentials import SERVICES
@@ -130,7 +141,8 @@ async def test_a_service_reads_neither_subjects_nor_durables_of_others(
 
 async def test_each_service_runs_on_its_permissions(server: OwnNats, streams: EventBus) -> None:
     """Connect, health, streams it owns, its durable consumers: all that a service does."""
-    for subject in STREAM_SAMPLES.values():
+    filters = {f for access in BUS_ACCESS.values() for _, _, f in access.consumes}
+    for subject in {*STREAM_SAMPLES.values(), *(f.replace(">", "sample") for f in filters)}:
         event = changed(subject, producer_of(subject) or "")
         await streams.publish(subject, event.SerializeToString(), event.id)
     for service in SERVICES:
@@ -144,16 +156,52 @@ async def test_each_service_runs_on_its_permissions(server: OwnNats, streams: Ev
         try:
             assert await bus.healthy()
             await bus.ensure_streams(BUS_ACCESS[service].owns_streams)
-            for stream, durable in BUS_ACCESS[service].consumes:
-                sub = await bus.js.pull_subscribe(
-                    "audit.>" if stream == "AUDIT" else ">", durable=durable, stream=stream
-                )
+            for stream, durable, filter_subject in BUS_ACCESS[service].consumes:
+                with contextlib.suppress(NotFoundError):  # created anew, as at a first start
+                    await streams.js.delete_consumer(stream, durable)
+                sub = await bus.js.pull_subscribe(filter_subject, durable=durable, stream=stream)
+                info = await bus.js.consumer_info(stream, durable)
+                assert info.config.filter_subject == filter_subject
                 msgs = await sub.fetch(1, timeout=5)
-                assert msgs[0].subject.split(".")[0] == STREAM_SAMPLES[stream].split(".")[0]
+                assert _matches(filter_subject, msgs[0].subject), (durable, msgs[0].subject)
                 await msgs[0].ack_sync()  # the server confirms: the ack was allowed
                 await sub.unsubscribe()
         finally:
             await bus.close()
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if BUS_ACCESS[s].consumes])
+async def test_a_service_creates_its_durables_with_their_declared_filter_only(
+    server: OwnNats, streams: EventBus, service: str
+) -> None:
+    """Another filter (wider, or another part of the stream), none at all, or the legacy
+    request that names no filter: each would let the service read events it has no use for."""
+    errors: list[str] = []
+    nc = await connect_as(server, service, errors)
+    js = nc.jetstream(timeout=0.5)
+    try:
+        for stream, durable, filter_subject in BUS_ACCESS[service].consumes:
+            for other in [*STREAMS[stream], ">"]:
+                if other == filter_subject:
+                    continue
+                config = ConsumerConfig(name=durable, durable_name=durable, filter_subject=other)
+                with pytest.raises(nats.errors.TimeoutError):
+                    await js.add_consumer(stream, config)
+                create = f"$JS.API.CONSUMER.CREATE.{stream}.{durable}"
+                assert await refused(errors, create), (durable, other, errors)
+                errors.clear()
+            legacy = ConsumerConfig(durable_name=durable, filter_subject=filter_subject)
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.add_consumer(stream, legacy)
+            assert await refused(errors, f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}")
+            errors.clear()
+            with contextlib.suppress(NotFoundError):
+                await streams.js.delete_consumer(stream, durable)
+            own = ConsumerConfig(name=durable, durable_name=durable, filter_subject=filter_subject)
+            created = await js.add_consumer(stream, own)
+            assert created.config.filter_subject == filter_subject
+    finally:
+        await nc.close()
 
 
 @pytest.mark.parametrize(
@@ -242,13 +290,13 @@ def test_every_subject_has_one_producer() -> None:
 def test_every_durable_consumer_of_the_services_is_declared() -> None:
     """A consumer missing from BUS_ACCESS would be refused by the server: found here first."""
     services = Path(__file__).resolve().parents[3] / "services"
-    found: set[tuple[str, str, str]] = set()
+    found: set[tuple[str, str, str, str]] = set()
     for path in services.glob("*/dmp_*/*.py"):
         service = path.parent.name.removeprefix("dmp_")
         text = path.read_text()
-        calls = re.findall(r'stream="([A-Z]+)",\s*durable="([\w-]+)"', text)
-        tables = re.findall(r'\("([A-Z]+)", "([\w-]+)", "[\w.>*]+"\)', text)
-        found |= {(service, stream, durable) for stream, durable in calls + tables}
+        calls = re.findall(r'stream="([A-Z]+)",\s*durable="([\w-]+)",\s*subject="([\w.>*]+)"', text)
+        tables = re.findall(r'\("([A-Z]+)", "([\w-]+)", "([\w.>*]+)"\)', text)
+        found |= {(service, *consumer) for consumer in calls + tables}
     assert len(found) >= 8, found  # the scan still sees them
-    for service, stream, durable in found:
-        assert (stream, durable) in BUS_ACCESS[service].consumes, (service, stream, durable)
+    for service, *consumer in found:
+        assert tuple(consumer) in BUS_ACCESS[service].consumes, (service, consumer)

@@ -120,14 +120,14 @@ def nats_permissions(service: str) -> dict[str, Any]:
     publish = [*access.publishes, "$JS.API.INFO"]
     for stream in access.owns_streams:
         publish += [f"$JS.API.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
-    for stream in sorted({stream for stream, _ in access.consumes} - set(access.owns_streams)):
+    for stream in sorted({stream for stream, _, _ in access.consumes} - set(access.owns_streams)):
         publish.append(f"$JS.API.STREAM.INFO.{stream}")
-    for stream, durable in access.consumes:
+    for stream, durable, filter_subject in access.consumes:
         publish += [
             f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
-            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
-            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            # The one create subject that names the filter, which the server holds the
+            # request to: no other filter, and neither the legacy nor the filterless form.
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.{filter_subject}",
             f"$JS.API.CONSUMER.DELETE.{stream}.{durable}",
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",

@@ -86,6 +86,8 @@ async def bind(
     with contextlib.suppress(NotFoundError):
         await bus.js.delete_consumer(STREAM, DURABLE)
     config = ConsumerConfig(
+        # Named: the create request then names its filter, the one the server allows audit.
+        name=DURABLE,
         durable_name=DURABLE,
         ack_policy=AckPolicy.ALL,
         ack_wait=ack_wait,
