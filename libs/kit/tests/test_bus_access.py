@@ -175,7 +175,9 @@ async def test_a_service_creates_its_durables_with_their_declared_filter_only(
     server: OwnNats, streams: EventBus, service: str
 ) -> None:
     """Another filter (wider, or another part of the stream), none at all, or the legacy
-    request that names no filter: each would let the service read events it has no use for."""
+    request that names no filter: each would let the service read events it has no use for.
+    The create subject says nothing of a push consumer's deliver subject, but with the declared
+    filter it carries nothing more, and only to the service's own inbox (all it may read)."""
     errors: list[str] = []
     nc = await connect_as(server, service, errors)
     js = nc.jetstream(timeout=0.5)
@@ -184,12 +186,19 @@ async def test_a_service_creates_its_durables_with_their_declared_filter_only(
             for other in [*STREAMS[stream], ">"]:
                 if other == filter_subject:
                     continue
-                config = ConsumerConfig(name=durable, durable_name=durable, filter_subject=other)
-                with pytest.raises(nats.errors.TimeoutError):
-                    await js.add_consumer(stream, config)
-                create = f"$JS.API.CONSUMER.CREATE.{stream}.{durable}"
-                assert await refused(errors, create), (durable, other, errors)
-                errors.clear()
+                # Pull, or push to the service's own inbox: refused alike.
+                for deliver in (None, f"{inbox_prefix(service)}.push"):
+                    config = ConsumerConfig(
+                        name=durable,
+                        durable_name=durable,
+                        filter_subject=other,
+                        deliver_subject=deliver,
+                    )
+                    with pytest.raises(nats.errors.TimeoutError):
+                        await js.add_consumer(stream, config)
+                    create = f"$JS.API.CONSUMER.CREATE.{stream}.{durable}"
+                    assert await refused(errors, create), (durable, other, errors)
+                    errors.clear()
             legacy = ConsumerConfig(durable_name=durable, filter_subject=filter_subject)
             with pytest.raises(nats.errors.TimeoutError):
                 await js.add_consumer(stream, legacy)
