@@ -133,6 +133,8 @@ async def test_status_overrides_and_retry_after_survive(stub: Any) -> None:
         await stub.ListDeadLetters(pb.ListDeadLettersRequest(), **call_options(3.0, token=token()))
     err = error_from_rpc(exc.value)
     assert (err.http_status, err.problem, err.retry_after) == (423, "account-locked", 30)
+    assert isinstance(err, Locked)  # its own title, not another error's of the same code
+    assert err.title == Locked.title
 
 
 async def test_a_bug_is_internal_and_leaks_nothing(stub: Any) -> None:

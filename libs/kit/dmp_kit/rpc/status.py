@@ -6,7 +6,13 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from dmp_kit.errors import BY_GRPC_CODE, DmpError, Internal, PayloadTooLarge
+from dmp_kit.errors import (
+    BY_CODE_AND_STATUS,
+    BY_GRPC_CODE,
+    DmpError,
+    Internal,
+    PayloadTooLarge,
+)
 from dmp_kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,6 +68,9 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> DmpError:
         log.warning("downstream_error_without_details", grpc_status=code.name)
         return cls("the call failed")
     retry = info.metadata.get("retry_after")
+    http_status = info.metadata.get("http_status", "")
+    if http_status.isdigit():
+        cls = BY_CODE_AND_STATUS.get((code, int(http_status)), cls)
     err = cls(
         exc.details() or "",
         field=info.metadata.get("field") or None,
