@@ -51,15 +51,11 @@ logs: install ## Follow the logs (make logs SERVICE=identity for one)
 test: install ## Run unit, service and end-to-end tests against real servers
 	$(RUN) pytest
 
-# The long runs put FerretDB (when it is the database) on PostgreSQL: its SQLite backend scans
-# a whole collection on every update, so its speed falls as the data grows.
-LONG_RUN_ENV = DMP_FERRETDB_BACKEND=$${DMP_FERRETDB_BACKEND:-postgresql}
-
 test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability.json
-	$(LONG_RUN_ENV) DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability -v
+	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability -v
 
-soak: install ## 10 minutes of mixed load on a stack of its own: throughput, memory, losses (bench/results/soak.json; FerretDB on PostgreSQL)
-	$(LONG_RUN_ENV) $(RUN) python -m bench.soak
+soak: install ## 10 minutes of mixed load on a stack of its own: throughput, memory, losses (bench/results/soak.json)
+	$(RUN) python -m bench.soak
 
 verify-audit: install ## Re-read the stack's whole audit log and report its first inconsistency
 	$(RUN) dmp audit verify --mongo-url "$$($(RUN) dmp-stack url mongo)" \

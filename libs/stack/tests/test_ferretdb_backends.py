@@ -1,7 +1,8 @@
-"""FerretDB on a PostgreSQL cluster of its own (DMP_FERRETDB_BACKEND=postgresql, used by the
-long runs): it starts, keeps what is written with the features the code relies on, refuses a
-duplicate on a unique index, keeps the cluster's password out of sight, and stops both
-servers. Started directly, whatever database the session itself uses."""
+"""FerretDB's two backends, each started directly whatever database the session itself uses:
+on a PostgreSQL cluster of its own (the default) it starts, keeps what is written with the
+features the code relies on, refuses a duplicate on a unique index, keeps the cluster's password
+out of sight, and stops both servers; on SQLite (DMP_FERRETDB_BACKEND=sqlite, the fallback) it
+does the same round trip."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pymongo
 import pytest
 from pymongo import MongoClient
 
-from dmp_stack.infra import InfraError, free_port, postgres_bin, start_ferretdb
+from dmp_stack.infra import InfraError, free_port, mongo_choice, postgres_bin, start_ferretdb
 from dmp_stack.stack import alive, stop_started
 
 
@@ -77,6 +78,27 @@ def check_round_trip(url: str) -> None:
         }
         assert counts == {0: 17, 1: 17, 2: 16}
         assert docs.count_documents({}) == 50
+
+
+def test_ferretdb_on_sqlite_round_trip(tmp_path: Path) -> None:
+    mongo = start_ferretdb(tmp_path, free_port(), "sqlite")
+    try:
+        assert "sqlite" in mongo.source and mongo.also == []
+        check_round_trip(mongo.url)
+        assert list((tmp_path / "data" / "ferretdb").glob("*.sqlite")), "SQLite files written"
+    finally:
+        stop_started(mongo)
+    assert mongo.pid is not None and not alive(mongo.pid)
+
+
+def test_postgresql_is_the_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DMP_MONGO_URL", "DMP_FERRETDB_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    if mongo_choice().startswith("ferretdb"):
+        assert mongo_choice() == "ferretdb postgresql"
+    monkeypatch.setenv("DMP_FERRETDB_BACKEND", "sqlite")
+    if mongo_choice().startswith("ferretdb"):
+        assert mongo_choice() == "ferretdb sqlite"
 
 
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
