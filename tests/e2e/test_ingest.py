@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -337,14 +336,6 @@ def test_a_huge_csv_line_is_refused_with_its_number_and_the_rest_goes_on(cast: C
     assert (batch["status"], batch["accepted"], batch["rejected"]) == ("done", 2, 1), batch
     [reject] = batch["rejects"]
     assert reject["line"] == 3 and "longer than" in reject["reason"], reject
-
-
-@pytest.fixture
-def clock(stack: RunningStack) -> Iterator[RunningStack]:
-    try:
-        yield stack
-    finally:
-        stack.set_clock_offset(0)
 
 
 def test_a_claim_older_than_24_months_leaves_the_history_within_a_day(

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -185,14 +184,6 @@ def test_legal_representatives_are_told_as_the_patient_would_be(
     ), "by e-mail too, per the representative's own preferences"
     for n in inbox("parent"):
         assert "Vaccins" not in str(n) and "confidentielle" not in str(n)
-
-
-@pytest.fixture
-def clock(stack: RunningStack) -> Iterator[RunningStack]:
-    try:
-        yield stack
-    finally:
-        stack.set_clock_offset(0)
 
 
 def test_the_reminder_of_a_document_hidden_from_the_representatives_is_theirs(

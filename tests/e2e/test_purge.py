@@ -5,22 +5,11 @@ no inbox, no right to the old trace (docs/purge.md)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from dmp_stack.testing import RunningStack, until
 
 DAY = 86_400
-
-
-@pytest.fixture
-def clock(stack: RunningStack) -> Iterator[RunningStack]:
-    try:
-        yield stack
-    finally:
-        stack.set_clock_offset(0)
 
 
 class People:

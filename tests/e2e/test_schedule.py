@@ -6,23 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from pymongo import MongoClient
 
 from dmp_stack.testing import RunningStack, collect_events
 
 DAY = 86_400
-
-
-@pytest.fixture
-def clock(stack: RunningStack) -> Iterator[RunningStack]:
-    try:
-        yield stack
-    finally:
-        stack.set_clock_offset(0)
 
 
 def until(check: Any, timeout: float = 20) -> Any:

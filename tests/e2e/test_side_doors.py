@@ -5,7 +5,6 @@ and a blocked professional or a closed dossier refuses everything."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -284,14 +283,6 @@ def test_a_list_examines_a_bounded_part_of_the_dossier(dossier: Dossier) -> None
     assert pages >= 2, "the first page stopped short of the whole dossier"
 
 
-@pytest.fixture
-def clock(stack: RunningStack) -> Iterator[RunningStack]:
-    try:
-        yield stack
-    finally:
-        stack.set_clock_offset(0)
-
-
 def test_closing_on_29_february(clock: RunningStack) -> None:
     dossier = Dossier(clock)
     leap_day = datetime(2028, 2, 29, 10, 0, tzinfo=UTC)
@@ -306,26 +297,6 @@ def test_closing_on_29_february(clock: RunningStack) -> None:
         assert c.post(f"/v1/dossiers/{dossier.ins}/reopen").status_code == 200
 
 
-def minor_of(stack: RunningStack, parent: dict[str, Any]) -> dict[str, Any]:
-    admin = stack.admin_token()
-    minor = stack.create_patient(admin)  # a patient to copy, then a minor with a representative
-    ins = make_ins()
-    body = {
-        "ins": ins,
-        "vitale_serial": parent["vitale_serial"],
-        "given_name": "Léo",
-        "family_name": "Martin",
-        "birth_date": "2016-03-02",
-        "email": f"minor-{ins}@example.org",
-        "password": minor["password"],
-        "legal_representatives": [parent["ins"]],
-    }
-    with stack.client(admin) as c:
-        r = c.post("/v1/admin/patients", json=body)
-    assert r.status_code == 201, r.text
-    return body
-
-
 async def test_documents_hidden_from_representatives_are_reminded_and_revealed(
     clock: RunningStack,
 ) -> None:
@@ -333,7 +304,7 @@ async def test_documents_hidden_from_representatives_are_reminded_and_revealed(
     admin = stack.admin_token()
     parent = stack.create_patient(admin)
     doctor = stack.create_professional(admin, "10")
-    minor = minor_of(stack, parent)
+    minor = stack.create_patient(admin, legal_representatives=[parent["ins"]])
     ins = minor["ins"]
 
     def token(who: dict[str, Any], kind: str = "patient") -> str:

@@ -118,37 +118,28 @@ class Internal(DmpError):
     http_status = 500
 
 
+ERRORS: tuple[type[DmpError], ...] = (
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    Locked,
+    RateLimited,
+    PayloadTooLarge,
+    Unavailable,
+    Unimplemented,
+    Internal,
+)
 # Several errors share a gRPC code (RESOURCE_EXHAUSTED: locked, rate-limited, too large); with
 # the HTTP status the raising service sends along, the error is rebuilt as the one it raised.
 BY_CODE_AND_STATUS: dict[tuple[grpc.StatusCode, int], type[DmpError]] = {
-    (cls.grpc_code, cls.http_status): cls
-    for cls in (
-        InvalidArgument,
-        Unauthenticated,
-        PermissionDenied,
-        NotFound,
-        AlreadyExists,
-        Conflict,
-        Locked,
-        RateLimited,
-        PayloadTooLarge,
-        Unavailable,
-        Unimplemented,
-        Internal,
-    )
+    (cls.grpc_code, cls.http_status): cls for cls in ERRORS
 }
-
+# By the code alone, where it names one error only.
 BY_GRPC_CODE: dict[grpc.StatusCode, type[DmpError]] = {
     cls.grpc_code: cls
-    for cls in (
-        InvalidArgument,
-        Unauthenticated,
-        PermissionDenied,
-        NotFound,
-        AlreadyExists,
-        Conflict,
-        Unavailable,
-        Unimplemented,
-        Internal,
-    )
+    for cls in ERRORS
+    if sum(other.grpc_code == cls.grpc_code for other in ERRORS) == 1
 }

@@ -469,6 +469,15 @@ def stack(infra: Infra) -> Iterator[RunningStack]:
         yield running
 
 
+@pytest.fixture
+def clock(stack: RunningStack) -> Iterator[RunningStack]:
+    """The session's stack, for a test that moves its injected clock: set back afterwards."""
+    try:
+        yield stack
+    finally:
+        stack.set_clock_offset(0)
+
+
 async def collect_events(
     nats_url: str,
     stream: str,
