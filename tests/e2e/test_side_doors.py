@@ -5,6 +5,7 @@ and a blocked professional or a closed dossier refuses everything."""
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,7 +155,7 @@ def test_a_document_hidden_from_the_patient_leaks_through_no_route(dossier: Doss
     assert hidden not in str(patient_entries) and v2 not in str(patient_entries)
     withheld = [e for e in patient_entries if e["withheld"]]
     assert withheld, "the entries are withheld, not dropped"
-    assert all("entry" not in e and "document_id" not in e for e in withheld)
+    assert all(set(e) == {"seq", "leaf_hash", "withheld"} for e in withheld), withheld
     gp_leaves = {e["leaf_hash"] for e in gp_entries if e.get("document_id") in (hidden, v2)}
     assert gp_leaves <= {e["leaf_hash"] for e in withheld}
 
@@ -258,29 +259,41 @@ def test_archive_and_unarchive(dossier: Dossier) -> None:
     assert [d["id"] for d in dossier.get("gp", "/documents").json()["items"]] == [doc]
 
 
-def test_a_list_examines_a_bounded_part_of_the_dossier(dossier: Dossier) -> None:
-    """A pharmacist may read one document of 25: a page of 2 comes back short with a cursor
-    rather than after a pass over the whole dossier, and the cursors lead to it."""
-    wanted = dossier.add("doctor", "57833-6", "Ordonnance")
-    for i in range(24):
-        dossier.add("doctor", "18748-4", f"Imagerie {i}")
-    seen: list[str] = []
-    pages = 0
-    cursor = ""
+def test_a_list_cursor_names_only_what_the_caller_reads(dossier: Dossier) -> None:
+    """A pharmacist may read 3 documents of 27: pages of 2 are full, and each cursor names the
+    last document returned, never one the matrix hides from them (nor how many those are)."""
+    wanted = []
+    for i in range(3):
+        wanted.append(dossier.add("doctor", "57833-6", f"Ordonnance {i}"))
+        for j in range(8):
+            dossier.add("doctor", "18748-4", f"Imagerie {i}.{j}")
+    pages: list[list[str]] = []
+    cursors: list[str] = []
     with dossier.client("pharmacist") as c:
         while True:
-            r = c.get(
-                f"/v1/dossiers/{dossier.ins}/documents",
-                params={"page_size": 2, **({"cursor": cursor} if cursor else {})},
-            )
+            params = {"page_size": 2, **({"cursor": cursors[-1]} if cursors else {})}
+            r = c.get(f"/v1/dossiers/{dossier.ins}/documents", params=params)
             assert r.status_code == 200, r.text
-            pages += 1
-            seen += [d["id"] for d in r.json()["items"]]
-            cursor = r.json().get("next") or ""
-            if not cursor:
+            pages.append([d["id"] for d in r.json()["items"]])
+            if not r.json().get("next"):
                 break
-    assert seen == [wanted]
-    assert pages >= 2, "the first page stopped short of the whole dossier"
+            cursors.append(r.json()["next"])
+        assert pages == [wanted[::-1][:2], wanted[::-1][2:]]
+        for cursor in cursors:
+            _at, doc_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            assert doc_id in wanted
+        r = c.get(f"/v1/dossiers/{dossier.ins}/documents", params={"type_code": "18748-4"})
+        assert r.status_code == 200, r.text
+        assert r.json()["items"] == [] and "next" not in r.json()
+
+
+def test_a_new_version_keeps_the_patients_mask(dossier: Dossier) -> None:
+    v1 = dossier.add("doctor", "57833-6", "Ordonnance")
+    assert dossier.patch("patient", v1, {"masked_from_professionals": True}).status_code == 200
+    v2 = dossier.add("doctor", "57833-6", "Ordonnance, nouvelle version", replaces=v1)
+    assert "MASQUE_PS" in dossier.get("doctor", f"/documents/{v2}").json()["confidentiality"]
+    refused(dossier.get("pharmacist", f"/documents/{v2}"), 403)
+    assert dossier.get("pharmacist", "/documents").json()["items"] == []
 
 
 def test_closing_on_29_february(clock: RunningStack) -> None:
@@ -404,6 +417,11 @@ def test_who_opens_a_dmp(stack: RunningStack) -> None:
     refused(r, 403)
     assert "not_attending_physician" in r.json()["detail"]
     assert opening(gp, followed).status_code == 201
+    # Once it is open, that doctor still learns nothing of it: the same refusal, not a 409.
+    r = opening(other_doctor, followed)
+    refused(r, 403)
+    assert "not_attending_physician" in r.json()["detail"]
+    refused(opening(gp, followed), 409)
     # No GP declared: the platform cannot tell, any doctor opens (README: rules at their edges).
     assert opening(other_doctor, patient()).status_code == 201
     for nurse in (salaried_nurse, unknown_nurse):
@@ -421,3 +439,33 @@ def test_who_opens_a_dmp(stack: RunningStack) -> None:
         r = c.post("/v1/admin/professionals", json={**pro, "practice": "freelance"})
         refused(r, 422)
         assert r.json()["field"] == "practice"
+
+
+async def test_a_blocked_gp_is_not_told_of_an_emergency_access(
+    stack: RunningStack, dossier: Dossier
+) -> None:
+    dossier.set_pro("gp", "blocked")
+    with dossier.client("outsider") as c:
+        r = c.post(
+            f"/v1/dossiers/{dossier.ins}/emergency-access",
+            json={"reason": "Patient inconscient aux urgences", "mode": "break_glass"},
+        )
+        assert r.status_code in (200, 201), r.text
+    events = await collect_events(
+        stack.infra.nats.url,
+        "CONSENT",
+        "consent.break_glass",
+        lambda seen: any(e.patient_ins == dossier.ins for e in seen),
+    )
+    glass = [e for e in events if e.patient_ins == dossier.ins]
+    assert [e.emergency_access_granted.attending_physician_rpps for e in glass] == [""]
+    with dossier.client("patient") as c:
+        assert until(
+            lambda: any(
+                n["kind"] == "emergency_access"
+                for n in c.get("/v1/me/notifications").json()["items"]
+            )
+        ), "the patient is told"
+    with dossier.client("gp") as c:
+        kinds = [n["kind"] for n in c.get("/v1/me/notifications").json()["items"]]
+    assert "emergency_access" not in kinds

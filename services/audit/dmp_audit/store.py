@@ -191,8 +191,8 @@ class AuditStore(Store):
         """Who besides the patient reads the dossier's whole trace, and since when."""
         doc = await self.attending.find_one({"_id": ins}) or {}
         gp = str(doc.get("gp") or "")
-        if doc.get("blocked", {}).get(gp, [False])[0]:
-            gp = ""  # rule 5: blocked means refused everything
+        if doc.get("blocked", {}).get(gp, [False])[0] or not doc.get("open"):
+            gp = ""  # rule 5: blocked means refused everything; rule 13: closed, nobody reads
         representatives = frozenset(doc.get("representatives", [])) if doc.get("open") else None
         return TraceReaders(gp, representatives or frozenset(), doc.get("purged_order"))
 

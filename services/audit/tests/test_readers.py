@@ -33,10 +33,12 @@ async def test_representatives_read_while_open_and_a_purge_forgets_every_reader(
     assert (readers.attending_physician, readers.representatives) == (gp, {parent})
     assert readers.purged_order is None
 
-    await store.note_dossier(ins, False, None, order=12)  # closed: rule 13
-    assert not (await store.readers(ins)).representatives
-    await store.note_dossier(ins, True, None, order=13)  # reopened: the same representatives
-    assert (await store.readers(ins)).representatives == {parent}
+    await store.note_dossier(ins, False, None, order=12)  # closed: rule 13, nobody but the patient
+    readers = await store.readers(ins)
+    assert (readers.attending_physician, readers.representatives) == ("", frozenset())
+    await store.note_dossier(ins, True, None, order=13)  # reopened: the same readers
+    readers = await store.readers(ins)
+    assert (readers.attending_physician, readers.representatives) == (gp, {parent})
 
     await store.forget_dossier(ins, order=20)
     await store.forget_dossier(ins, order=20)  # redelivered: the same

@@ -360,7 +360,13 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 mode=mode,
                 reason=reason,
                 expires_at=expires,
-                attending_physician=consent.attending_physician or "",
+                # A blocked GP is refused everything (rule 5), being told included.
+                attending_physician=(
+                    consent.attending_physician
+                    if consent.attending_physician not in consent.blocked
+                    else ""
+                )
+                or "",
             ),
             audit_event(
                 source="consent",

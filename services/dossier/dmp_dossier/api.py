@@ -50,9 +50,15 @@ DOC_STATUS = {
 DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
 # Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
 FILTER_BATCH = 1000
-# Batches a list examines before it answers with what it found and a cursor: a caller who may
-# read few documents of a large dossier pages through it instead of one long request.
-MAX_LIST_BATCHES = 5
+# What an access decision needs of a document, and a list of its position.
+REF_FIELDS = {
+    "type_code": 1,
+    "section": 1,
+    "author": 1,
+    "labels": 1,
+    "status": 1,
+    "created_at": 1,
+}
 MODE_NAME = {
     consent_pb2.ACCESS_MODE_BREAK_GLASS: "break_glass",
     consent_pb2.ACCESS_MODE_REGULATOR: "regulator",
@@ -291,8 +297,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         ins = validate_ins(request.ins)
         domain.require_consent(request.patient_consent)
         who = caller()
-        existing = await self.store.get_dossier(ins)
-        raise_if_denied(await self._decide(ins, existing, consent_pb2.ACTION_OPEN))
+        # Who may open at all comes first, as for a patient without a DMP: nothing is said of
+        # this INS (not even that a DMP exists) to whoever may not open one.
+        raise_if_denied(await self._decide(ins, None, consent_pb2.ACTION_OPEN))
         try:
             found = await self.identity.LookupPatient(
                 identity_pb2.LookupPatientRequest(ins=ins), **self._timeout()
@@ -304,17 +311,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                     "no insured person has this INS", field="ins", slug="patient-not-found"
                 ) from exc
             raise err from exc
-        domain.check_vitale(request.vitale_serial, found.patient.vitale_serial)
-        if found.patient.declared_gp:
-            # Rule 1 again, now that the insurer's registry has said who the GP is.
-            raise_if_denied(
-                await self._decide(
-                    ins,
-                    existing,
-                    consent_pb2.ACTION_OPEN,
-                    declared_gp=found.patient.declared_gp,
-                )
+        # Rule 1 again with what is now known: a DMP already open, the GP the insurer's
+        # registry names.
+        existing = await self.store.get_dossier(ins)
+        raise_if_denied(
+            await self._decide(
+                ins, existing, consent_pb2.ACTION_OPEN, declared_gp=found.patient.declared_gp
             )
+        )
+        domain.check_vitale(request.vitale_serial, found.patient.vitale_serial)
         now = self.clock.now()
         opened = self.events.fact(
             "dossier.opened",
@@ -530,6 +535,8 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             if old["type_code"] != doc_type.code:
                 raise InvalidArgument("a new version keeps the type_code", field="type_code")
             doc["replaces"] = old["_id"]
+            if domain.MASKED in old.get("labels", []):
+                doc["labels"].append(domain.MASKED)  # the patient's mask holds for every version
             facts.append(
                 self.events.fact(
                     "document.replaced",
@@ -613,25 +620,28 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         dossier = await self.store.get_dossier(ins)
         if dossier is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        visible: list[Document] = []
+        # Consent filters what a decision needs of each document, batch after batch, until the
+        # page is full; only then are the page's documents read whole. The cursor names the
+        # last document returned: never one the caller may not read.
+        page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
-        more = False  # whether documents past `after` may remain
-        for _ in range(MAX_LIST_BATCHES):
-            batch = await self.store.list_documents(query, after, limit * 2)
-            allowed, mode = await self._readable_ids(ins, dossier, batch)
-            more = len(batch) == limit * 2
-            for i, d in enumerate(batch):
-                after = (d["created_at"], d["_id"])
-                if d["_id"] in allowed:
-                    visible.append(d)
-                    if len(visible) == limit:
-                        more = more or i < len(batch) - 1
+        more = False
+        position = after
+        while True:
+            refs = await self.store.list_documents(query, position, FILTER_BATCH, REF_FIELDS)
+            readable, mode = await self._readable_ids(ins, dossier, refs)
+            for d in refs:
+                position = (d["created_at"], d["_id"])
+                if d["_id"] in readable:
+                    if len(page) == limit:
+                        more = True
                         break
-            if len(visible) == limit or not more:
+                    page.append(d)
+            if more or len(refs) < FILTER_BATCH:
                 break
-        # A page may come back short of `limit` with a cursor: one request examines at most
-        # MAX_LIST_BATCHES batches, and the caller goes on from where it stopped.
-        next_cursor = domain.encode_cursor(*after) if more and after is not None else ""
+        found = {d["_id"]: d for d in await self.store.get_documents(ins, [d["_id"] for d in page])}
+        visible = [found[d["_id"]] for d in page if d["_id"] in found]
+        next_cursor = domain.encode_cursor(page[-1]["created_at"], page[-1]["_id"]) if more else ""
         if not visible and not request.cursor:
             await self._allowed_read(who, ins, dossier)  # a refusal says why
         await self._trace(

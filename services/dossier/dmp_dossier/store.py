@@ -104,7 +104,11 @@ class DossierStore(Store):
         return doc
 
     async def list_documents(
-        self, query: Document, after: tuple[datetime, str] | None, limit: int
+        self,
+        query: Document,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        fields: Document | None = None,
     ) -> list[Document]:
         if after is not None:
             at, doc_id = after
@@ -113,7 +117,7 @@ class DossierStore(Store):
                 "$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": doc_id}}],
             }
         cursor = (
-            self.documents.find(query, {"outbox": 0})
+            self.documents.find(query, fields or {"outbox": 0})
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
         )

@@ -31,25 +31,25 @@ class Actor(BaseModel):
 
 class AccessLogEntry(BaseModel):
     seq: int = Field(description="the entry's index in the audit log (leaf index, from 0)")
-    at: str
-    actor: Actor
-    action: str = Field(description="create, read, update, delete, execute, search or login")
+    at: str | None = None
+    actor: Actor | None = None
+    action: str | None = Field(
+        None, description="create, read, update, delete, execute, search or login"
+    )
     document_id: str | None = None
-    mode: str = Field(description="normal, break_glass or regulator")
-    outcome: str = Field(description="success, failure or denied")
+    mode: str | None = Field(None, description="normal, break_glass or regulator")
+    outcome: str | None = Field(None, description="success, failure or denied")
     reason: str | None = None
     query: str | None = None
     entry: str | None = Field(
-        None,
-        description="the entry's canonical bytes (UTF-8), as the log hashed them; absent when "
-        "the entry is withheld",
+        None, description="the entry's canonical bytes (UTF-8), as the log hashed them"
     )
     leaf_hash: str = Field(description="SHA-256(0x00 ‖ entry), hex")
     withheld: bool = Field(
         False,
         description="the entry names a document the caller may not read (one hidden from the "
-        "patient until its announcement): its document and bytes are withheld, its leaf hash "
-        "is still given, for its inclusion proof and the dossier's hash chain",
+        "patient until its announcement): only its `seq` and `leaf_hash` are given, for its "
+        "inclusion proof and the dossier's hash chain; every other field is left out",
     )
 
 
@@ -127,8 +127,7 @@ async def access_log(
 
 
 def _withheld(e: pb.AccessLogEntry) -> AccessLogEntry:
-    shown = _entry(e)
-    return shown.model_copy(update={"document_id": None, "entry": None, "withheld": True})
+    return AccessLogEntry(seq=e.seq, leaf_hash=e.leaf_hash, withheld=True)
 
 
 def _entry(e: pb.AccessLogEntry) -> AccessLogEntry:

@@ -183,6 +183,16 @@ export async function history(main, { ins }, state) {
   const rows = entries.map((e) => {
     const verdict = h("td", { class: "verdict" }, "");
     verdicts.set(e.seq, verdict);
+    if (e.withheld) {
+      return h(
+        "tr",
+        {},
+        h("td", {}, "—"),
+        h("td", {}, "—"),
+        h("td", {}, "Entrée réservée : elle concerne un document qui ne vous est pas encore accessible"),
+        verdict,
+      );
+    }
     const emergency = MODES[e.mode];
     return h(
       "tr",
