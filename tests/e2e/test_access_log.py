@@ -170,6 +170,11 @@ def test_legal_representatives_read_the_minors_trace_as_the_patient_would(
         with stack.client(token) as c:
             return c.get(f"/v1/dossiers/{minor['ins']}/access-log", params={"page_size": 100})
 
+    # The GP's refused read is the trace's only professional entry: wait until audit holds it.
+    assert until(
+        lambda: "professional" in {e["actor"]["kind"] for e in trace("minor").json()["entries"]}
+    )
+
     def parent_reads_all() -> bool:
         r = trace("parent")
         return r.status_code == 200 and {e["seq"] for e in r.json()["entries"]} == {

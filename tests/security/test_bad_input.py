@@ -147,3 +147,17 @@ def test_cross_origin_requests_get_no_permission(stack: RunningStack, admin: str
         assert "access-control-allow-origin" not in preflight.headers
         simple = c.get("/v1/me", headers=origin)
         assert "access-control-allow-origin" not in simple.headers
+
+
+def test_text_with_a_nul_character_is_refused_with_its_field(stack: RunningStack) -> None:
+    """No text of the platform holds a NUL character; PostgreSQL (under FerretDB) cannot even
+    compare one, so it is refused at every service's door, naming the field."""
+    with stack.client() as c:
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": "1800175\u00001234", "password": "x"},
+        )
+        problem_4xx(r, "login")
+        assert (r.status_code, r.json()["field"]) == (422, "login")
+        r = c.post("/v1/auth/otp", json={"challenge_id": "a\u0000b", "code": "123456"})
+        assert (r.status_code, r.json()["field"]) == (422, "challenge_id")

@@ -23,7 +23,12 @@ from dmp_kit.mongo import Document, Store, close_mongo, mongo_client, ping
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.probe import LIVENESS
 from dmp_kit.rpc.client import MAX_MESSAGE_BYTES, call_options, open_channel
-from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
+from dmp_kit.rpc.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    RequestContextInterceptor,
+    TextInterceptor,
+)
 
 log = dmp_logging.get_logger(__name__)
 
@@ -120,6 +125,7 @@ class ServiceRuntime:
                 RequestContextInterceptor(),
                 ErrorInterceptor(),
                 AuthInterceptor(verifier, public_methods),
+                TextInterceptor(),
             ],
             options=[
                 ("grpc.so_reuseport", 0),

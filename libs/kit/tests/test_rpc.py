@@ -20,7 +20,13 @@ from dmp_kit.clock import SystemClock
 from dmp_kit.context import remaining_seconds
 from dmp_kit.errors import InvalidArgument, Locked
 from dmp_kit.rpc.client import call_options
-from dmp_kit.rpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
+from dmp_kit.rpc.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    RequestContextInterceptor,
+    TextInterceptor,
+    nul_field,
+)
 from dmp_kit.rpc.status import error_from_rpc
 
 KEY = Ed25519PrivateKey.generate()
@@ -87,6 +93,7 @@ async def stub() -> AsyncIterator[notify_pb2_grpc.NotifyServiceStub]:
             RequestContextInterceptor(),
             ErrorInterceptor(),
             AuthInterceptor(verifier, frozenset({PUBLIC})),
+            TextInterceptor(),
         ]
     )
     notify_pb2_grpc.add_NotifyServiceServicer_to_server(Probe(), server)
@@ -135,6 +142,20 @@ async def test_status_overrides_and_retry_after_survive(stub: Any) -> None:
     assert (err.http_status, err.problem, err.retry_after) == (423, "account-locked", 30)
     assert isinstance(err, Locked)  # its own title, not another error's of the same code
     assert err.title == Locked.title
+
+
+async def test_text_with_a_nul_character_is_refused_with_its_field(stub: Any) -> None:
+    assert await stub.ListDevOutbox(pb.ListDevOutboxRequest(destination="a@b.c"))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.ListDevOutbox(pb.ListDevOutboxRequest(destination="a\x00@b.c"))
+    err = error_from_rpc(exc.value)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.field, err.http_status) == ("destination", 422)
+    prefs = pb.PutPreferencesRequest(
+        preferences=[pb.EventPreference(event_type="login"), pb.EventPreference(event_type="x\x00")]
+    )
+    assert nul_field(prefs) == "preferences.1.event_type"
+    assert nul_field(pb.PutPreferencesRequest(preferences=[pb.EventPreference()])) is None
 
 
 async def test_a_bug_is_internal_and_leaks_nothing(stub: Any) -> None:

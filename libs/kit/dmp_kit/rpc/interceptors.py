@@ -8,11 +8,20 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 import structlog
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
 from dmp_kit.auth import Principal, TokenVerifier, bearer_token, current_principal
 from dmp_kit.context import current_deadline, current_token, current_trace, new_trace
-from dmp_kit.errors import DmpError, Internal, Unauthenticated, Unavailable, Unimplemented
+from dmp_kit.errors import (
+    DmpError,
+    Internal,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
 from dmp_kit.logging import get_logger
 from dmp_kit.rpc.status import DETAILS_KEY, error_from_rpc, status_details
 
@@ -133,6 +142,55 @@ async def _abort(context: Context, err: DmpError) -> None:
     await context.abort(
         err.grpc_code, err.detail, trailing_metadata=((DETAILS_KEY, status_details(err)),)
     )
+
+
+def nul_field(message: Message, prefix: str = "") -> str | None:
+    """The path of the first text field of `message` holding a NUL character, if any."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if not field.is_repeated:
+                value = [value]
+            for i, text in enumerate(value):
+                if "\x00" in text:
+                    return f"{name}.{i}" if field.is_repeated else name
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if "\x00" in str(key) or (isinstance(item, str) and "\x00" in item):
+                    return f"{name}.{key}"
+                if isinstance(item, Message) and (found := nul_field(item, f"{name}.{key}.")):
+                    return found
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            children = (
+                [(f"{name}.{i}.", item) for i, item in enumerate(value)]
+                if field.is_repeated
+                else [(f"{name}.", value)]
+            )
+            for where, item in children:
+                if found := nul_field(item, where):
+                    return found
+    return None
+
+
+class TextInterceptor(_Interceptor):
+    """Refuses a request whose text holds a NUL character: no text of the platform may hold
+    one, and PostgreSQL (under FerretDB) can neither store nor compare it."""
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        if not handler.unary_unary:
+            return handler
+        inner = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
+
+        async def wrapped(request: Any, context: Context) -> Any:
+            if isinstance(request, Message) and (field := nul_field(request)):
+                await _abort(
+                    context, InvalidArgument("text may not contain a NUL character", field=field)
+                )
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped, handler.request_deserializer, handler.response_serializer
+        )
 
 
 class AuthInterceptor(_Interceptor):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp_gateway import problems
-from dmp_gateway.clients import Downstream
+from dmp_gateway.clients import Downstream, iso
 from dmp_gateway.security import Caller
 
 router = APIRouter(tags=["administration"])
@@ -229,7 +229,7 @@ async def create_client(body: ClientIn, request: Request, who: Caller) -> Client
     return ClientOut(
         client_id=resp.client_id,
         roles=list(resp.roles),
-        created_at=resp.created_at.ToDatetime().isoformat() + "Z",
+        created_at=iso(resp.created_at),
     )
 
 

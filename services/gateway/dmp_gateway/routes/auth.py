@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from dmp.identity.v1 import identity_pb2 as pb
 from dmp_gateway import problems
-from dmp_gateway.clients import Downstream
+from dmp_gateway.clients import Downstream, iso
 from dmp_gateway.throttle import account_throttled, assertion_client, auth_throttled
 
 router = APIRouter(tags=["authentication"])
@@ -106,7 +106,7 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     return LoginOut(
         challenge_id=resp.challenge_id,
         channel="email" if resp.channel == pb.OTP_CHANNEL_EMAIL else "sms",
-        expires_at=resp.expires_at.ToDatetime().isoformat() + "Z",
+        expires_at=iso(resp.expires_at),
     )
 
 

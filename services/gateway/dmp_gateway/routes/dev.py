@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from dmp.notify.v1 import notify_pb2 as pb
-from dmp_gateway.clients import Downstream
+from dmp_gateway.clients import Downstream, iso
 
 router = APIRouter(tags=["development"])
 
@@ -34,7 +34,7 @@ async def outbox(request: Request, to: str = Query(min_length=3, max_length=254)
                 to=m.destination,
                 subject=m.subject,
                 body=m.body,
-                sent_at=m.sent_at.ToDatetime().isoformat() + "Z",
+                sent_at=iso(m.sent_at),
             )
             for m in resp.messages
         ]
