@@ -321,7 +321,11 @@ def check(workload: Workload, timeout: float = 90.0) -> Findings:
                 continue
             mine = [d["title"] for d in items if d["title"].startswith("Compte rendu ")]
             titles.update(mine)
-            mails = len(stack.mailbox.messages_to(person.email, DOCUMENT_SUBJECT))
+            # Distinct messages: an e-mail sent again for the same delivery (notify killed
+            # between its send and its record) carries the same Message-ID.
+            mails = len(
+                {m["Message-ID"] for m in stack.mailbox.messages_to(person.email, DOCUMENT_SUBJECT)}
+            )
             ours = len(mine)
             if mails != ours:
                 (found.duplicated if mails > ours else found.lost).append(

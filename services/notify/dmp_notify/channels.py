@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from email.message import EmailMessage
+from email.utils import make_msgid, parseaddr
 from typing import Protocol
 
 import aiosmtplib
@@ -19,8 +21,17 @@ class EmailSender:
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
 
-    async def send(self, to: str, message: Message) -> None:
+    async def send(self, to: str, message: Message, delivery: str = "") -> None:
+        """`delivery` names the delivery (event, recipient, channel): a message sent again for
+        it (the one window of DESIGN's at-least-once, a process killed between the send and
+        its record) carries the same Message-ID, which mail clients show once."""
         mail = EmailMessage()
+        domain_part = parseaddr(self._s.mail_from)[1].rpartition("@")[2] or "dmp.localhost"
+        mail["Message-ID"] = (
+            f"<{hashlib.sha256(delivery.encode()).hexdigest()[:32]}@{domain_part}>"
+            if delivery
+            else make_msgid(domain=domain_part)
+        )
         mail["From"] = self._s.mail_from
         mail["To"] = to
         mail["Subject"] = message.subject

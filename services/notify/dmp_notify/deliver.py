@@ -5,7 +5,7 @@ Exactly once in effect: the inbox entry is keyed by (event, recipient), each del
 `sent` after. A failed send releases its claim and fails the event, which JetStream redelivers
 later (with backoff): what was sent is not sent again, what failed is tried again. A claim left
 `sending` by a process that died mid-send is taken over once it is stale: in that one window a
-message may go twice rather than never.
+message may go twice rather than never, an e-mail with the same Message-ID both times.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Notifier:
                 continue  # sent already (a redelivered event), or being sent right now
             try:
                 if channel == "email":
-                    await self.email.send(destination, notice.message)
+                    await self.email.send(destination, notice.message, delivery=key)
                 else:
                     await self.sms.send(destination, domain.sms_text(notice.message))
             except Exception as exc:
