@@ -35,6 +35,7 @@ def test_ferretdb_on_postgresql_round_trip() -> None:
             assert "postgresql" in mongo.source and alive(mongo.also[0])
             check_secret(state, mongo.pid, mongo.also[0])
             check_round_trip(mongo.url)
+            check_filters_use_an_index(state, mongo.url)
         finally:
             stop_started(mongo)  # FerretDB, then the PostgreSQL under it
         assert not alive(mongo.pid) and not alive(mongo.also[0])
@@ -61,6 +62,53 @@ def check_secret(state: Path, *pids: int) -> None:
         env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
     )
     assert refused.returncode != 0 and "password" in refused.stderr, refused.stderr
+
+
+def check_filters_use_an_index(state: Path, url: str) -> None:
+    """The SQL FerretDB sends for a top-level equality (the field as a parameter, `@>`) is
+    answered from an index for an indexed field and for `_id`, also once the statement is
+    prepared (PostgreSQL would switch to a generic plan after five runs) — not by reading
+    the whole table, as the btree FerretDB creates alone would have it."""
+    with MongoClient(url) as client:
+        docs = client["dmp_pg_check"]["patients_docs"]
+        docs.create_index([("ins", 1), ("at", -1)])
+        docs.insert_many(
+            [{"_id": f"d{i}", "ins": f"p{i % 500}", "at": i, "t": "x" * 200} for i in range(5000)]
+        )
+    password = (state / "data" / "postgres.password").read_text().strip()
+    port = next(
+        line.split()[-1]
+        for line in (state / "logs" / "postgres.log").read_text().splitlines()
+        if "listening on IPv4 address" in line
+    )
+
+    def psql(*commands: str) -> str:
+        argv = [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", port, "-U", "ferretdb"]
+        for command in commands:
+            argv += ["-c", command]
+        done = subprocess.run(
+            [*argv, "-At", "postgres"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": password},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    table = psql(
+        "select schemaname || '.' || tablename from pg_tables where schemaname = 'dmp_pg_check'"
+        " and tablename like 'patients_docs%'"
+    ).strip()
+    assert table
+    for field, value in (("ins", '"p7"'), ("_id", '"d42"')):
+        runs = [f"explain execute q('{field}', '{value}')" for _ in range(7)]
+        plans = psql(
+            "analyze " + table,
+            f"prepare q(text, jsonb) as select _jsonb from {table} where _jsonb->$1 @> $2",  # noqa: S608 (a table name read from the catalog)
+            *runs,
+        )
+        last = plans.strip().split("PREPARE")[-1]
+        assert "Index Scan" in last and "Seq Scan" not in last, plans
 
 
 def check_round_trip(url: str) -> None:
