@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # dev/test only: a file holding a number of seconds added to the wall clock.
     clock_offset_file: str = ""
 
+    # Benchmarks: a directory where each process keeps the count of database commands it has
+    # sent, by command name (<service>.json, rewritten a few times a second). Empty: not kept.
+    mongo_ops_dir: str = ""
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> Self:
         for name in self.key_settings:

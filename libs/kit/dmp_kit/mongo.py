@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -16,7 +21,48 @@ Document = dict[str, Any]
 _client: AsyncMongoClient[Document] | None = None
 
 
-def mongo_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands this process sends to the database, by name (pymongo's command
+    monitoring): the benchmarks' "database operations per request"."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counts[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def keep_in(self, path: Path, every: float = 0.25) -> None:
+        """Rewrites `path` with the counts, checked every `every` seconds from a daemon thread
+        and written when they changed (an idle process writes nothing)."""
+
+        def loop() -> None:
+            tmp = path.with_suffix(".tmp")
+            written = -1
+            pause = threading.Event()
+            while True:
+                total = self.counts.total()
+                if total != written:
+                    try:
+                        counts = {"pid": os.getpid(), "commands": dict(self.counts)}
+                    except RuntimeError:  # a new command name as it was copied: next round
+                        continue
+                    tmp.write_text(json.dumps(counts))
+                    tmp.replace(path)
+                    written = total
+                pause.wait(every)
+
+        threading.Thread(target=loop, name="mongo-ops", daemon=True).start()
+
+
+def mongo_client(
+    url: str, timeout_ms: int, counter: CommandCounter | None = None
+) -> AsyncMongoClient[Document]:
     """The process's one client (it pools connections itself)."""
     global _client
     if _client is None:
@@ -27,6 +73,7 @@ def mongo_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:
             connectTimeoutMS=timeout_ms,
             socketTimeoutMS=timeout_ms * 2,
             appname="dmp",
+            event_listeners=[counter] if counter is not None else [],
         )
     return _client
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +20,7 @@ from dmp_kit.auth import JwksCache, TokenVerifier
 from dmp_kit.bus import BUS_ACCESS, EventBus
 from dmp_kit.clock import Clock, clock_from_path
 from dmp_kit.config import Settings
-from dmp_kit.mongo import Document, Store, close_mongo, mongo_client, ping
+from dmp_kit.mongo import CommandCounter, Document, Store, close_mongo, mongo_client, ping
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.probe import LIVENESS
 from dmp_kit.rpc.client import MAX_MESSAGE_BYTES, call_options, open_channel
@@ -61,8 +62,12 @@ class ServiceRuntime:
         self.settings = settings
         configure_logging(name, settings)
         self.clock: Clock = clock_from_path(settings.clock_offset_file)
+        counter = None
+        if settings.mongo_ops_dir:
+            counter = CommandCounter()
+            counter.keep_in(Path(settings.mongo_ops_dir) / f"{name}.json")
         self.db: AsyncDatabase[Document] = mongo_client(
-            settings.mongo_url, settings.mongo_timeout_ms
+            settings.mongo_url, settings.mongo_timeout_ms, counter
         )[settings.database_name(name)]
         self.bus = EventBus(
             settings.nats_url,
