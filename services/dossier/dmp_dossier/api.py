@@ -50,15 +50,6 @@ DOC_STATUS = {
 DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
 # Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
 FILTER_BATCH = 1000
-# What an access decision needs of a document, and a list of its position.
-REF_FIELDS = {
-    "type_code": 1,
-    "section": 1,
-    "author": 1,
-    "labels": 1,
-    "status": 1,
-    "created_at": 1,
-}
 MODE_NAME = {
     consent_pb2.ACCESS_MODE_BREAK_GLASS: "break_glass",
     consent_pb2.ACCESS_MODE_REGULATOR: "regulator",
@@ -251,8 +242,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             raise_if_denied(decision)
         return MODE_NAME.get(decision.mode, "normal")
 
-    async def _first_access(self, who: Principal, ins: str) -> None:
-        if who.kind != "professional":
+    async def _first_access(self, who: Principal, ins: str, dossier: Document | None) -> None:
+        """A professional's first access to a dossier is recorded once (and the patient
+        told); `dossier` as read by the request spares a read when it already names them."""
+        if who.kind != "professional" or who.rpps in (dossier or {}).get("accessed_by", []):
             return
         event = self.events.fact(
             "access.first", ev.AccessFirst(rpps=who.rpps, profession=who.profession), who, ins
@@ -359,7 +352,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         mode = await self._allowed_read(who, ins, dossier)
         assert dossier is not None
         await self._trace(who, ins, "read", mode=mode, query="dossier")
-        await self._first_access(who, ins)
+        await self._first_access(who, ins, dossier)
         return pb.GetDossierResponse(dossier=await self._dossier_message(dossier))
 
     async def _lifecycle(
@@ -547,7 +540,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                     ins,
                 )
             )
-        key = await self.store.data_key(ins, self._key_seal)
+        key = await self.store.data_key(ins, self._key_seal, dossier)
         await self.store.insert_document(
             doc,
             seal(key, request.content, doc_id.encode()),
@@ -581,7 +574,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         who, dossier, doc, mode = await self._readable(ins, request.document_id)
         links = await self._readable_links(ins, dossier, [doc])
         await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="metadata")
-        await self._first_access(who, ins)
+        await self._first_access(who, ins, dossier)
         return pb.GetDocumentResponse(document=metadata(doc, links))
 
     async def GetDocumentContent(
@@ -590,12 +583,12 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         ins = validate_ins(request.ins)
         who, dossier, doc, mode = await self._readable(ins, request.document_id)
         links = await self._readable_links(ins, dossier, [doc])
-        key = await self.store.data_key(ins, self._key_seal)
+        key = await self.store.data_key(ins, self._key_seal, dossier)
         content = unseal(key, await self.store.read_content(doc), doc["_id"].encode())
         if hashlib.sha256(content).hexdigest() != doc["sha256"]:
             raise AssertionError("stored content does not match its hash")
         await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="content")
-        await self._first_access(who, ins)
+        await self._first_access(who, ins, dossier)
         return pb.GetDocumentContentResponse(document=metadata(doc, links), content=content)
 
     async def ListDocuments(
@@ -620,27 +613,30 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         dossier = await self.store.get_dossier(ins)
         if dossier is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        # Consent filters what a decision needs of each document, batch after batch, until the
-        # page is full; only then are the page's documents read whole. The cursor names the
-        # last document returned: never one the caller may not read.
+        # Consent filters the documents batch after batch until the page is full. One query
+        # per batch, documents whole: a second read of the page's documents by id would cost
+        # the database as much again (FerretDB converts every document of the dossier it
+        # sorts). The first batch is sized for a caller who may read most of the dossier. The
+        # cursor names the last document returned: never one the caller may not read.
         page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
         more = False
         position = after
+        batch = min(FILTER_BATCH, max(2 * limit, 100))
         while True:
-            refs = await self.store.list_documents(query, position, FILTER_BATCH, REF_FIELDS)
-            readable, mode = await self._readable_ids(ins, dossier, refs)
-            for d in refs:
+            found = await self.store.list_documents(query, position, batch)
+            readable, mode = await self._readable_ids(ins, dossier, found)
+            for d in found:
                 position = (d["created_at"], d["_id"])
                 if d["_id"] in readable:
                     if len(page) == limit:
                         more = True
                         break
                     page.append(d)
-            if more or len(refs) < FILTER_BATCH:
+            if more or len(found) < batch:
                 break
-        found = {d["_id"]: d for d in await self.store.get_documents(ins, [d["_id"] for d in page])}
-        visible = [found[d["_id"]] for d in page if d["_id"] in found]
+            batch = FILTER_BATCH
+        visible = page
         next_cursor = domain.encode_cursor(page[-1]["created_at"], page[-1]["_id"]) if more else ""
         if not visible and not request.cursor:
             await self._allowed_read(who, ins, dossier)  # a refusal says why
@@ -652,7 +648,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             query=f"list:{request.section}:{request.type_code}",
         )
         if visible:
-            await self._first_access(who, ins)
+            await self._first_access(who, ins, dossier)
         pending = 0
         if who.kind == "patient" and (
             who.ins == ins or who.ins in dossier.get("legal_representatives", [])
@@ -811,7 +807,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         mode = await self._allowed_read(who, ins, dossier, self._record_ref(what))
         assert dossier is not None
         await self._trace(who, ins, "read", mode=mode, query=what)
-        await self._first_access(who, ins)
+        await self._first_access(who, ins, dossier)
         return dossier
 
     async def _record_write(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +18,14 @@ from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import Change, change_document, new_document_with_events
 
 CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
+KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 
 
 class DossierStore(Store):
+    def __init__(self, db: Any) -> None:
+        super().__init__(db)
+        self._keys: OrderedDict[tuple[str, datetime], bytes] = OrderedDict()
+
     @property
     def dossiers(self) -> Any:
         return self.db["dossiers"]
@@ -120,6 +126,7 @@ class DossierStore(Store):
             self.documents.find(query, fields or {"outbox": 0})
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
+            .batch_size(limit)  # one round trip
         )
         return [doc async for doc in cursor]
 
@@ -182,18 +189,29 @@ class DossierStore(Store):
 
     # per-patient data keys ----------------------------------------------------------------
 
-    async def data_key(self, ins: str, master: bytes) -> bytes:
-        """The patient's content key, created on first use, kept sealed under the master key."""
+    async def data_key(self, ins: str, master: bytes, dossier: Document) -> bytes:
+        """The patient's content key, created on first use, kept sealed under the master key.
+
+        Kept unsealed in memory for the dossier it was read for (a key never changes while its
+        dossier lives): a purge deletes both, and a dossier opened again after one is another
+        (its `opened_at`), so no replica can use a purged key for new content."""
+        held = (ins, dossier["opened_at"])
+        if (key := self._keys.get(held)) is not None:
+            self._keys.move_to_end(held)
+            return key
         found = await self.keys.find_one({"_id": ins})
         if found is None:
             key = os.urandom(32)
             try:
                 await self.keys.insert_one({"_id": ins, "sealed": seal(master, key, ins.encode())})
-                return key
             except DuplicateKeyError:
                 found = await self.keys.find_one({"_id": ins})
-        assert found is not None
-        return unseal(master, bytes(found["sealed"]), ins.encode())
+        if found is not None:
+            key = unseal(master, bytes(found["sealed"]), ins.encode())
+        self._keys[held] = key
+        while len(self._keys) > KEYS_HELD:
+            self._keys.popitem(last=False)
+        return key
 
     # scheduled rules ---------------------------------------------------------------------
 
@@ -218,6 +236,8 @@ class DossierStore(Store):
 
     async def purge(self, ins: str) -> None:
         """The key first (the content is unreadable from then on), then the rest."""
+        for held in [held for held in self._keys if held[0] == ins]:
+            del self._keys[held]
         await self.keys.delete_one({"_id": ins})
         ids = [d["_id"] async for d in self.documents.find({"ins": ins}, {"_id": 1})]
         await self.chunks.delete_many({"doc_id": {"$in": ids}})
