@@ -126,8 +126,9 @@ def dossier_out(d: pb.Dossier, purge_before: str | None = None) -> DossierOut:
 
 
 def document_out(m: pb.DocumentMetadata) -> DocumentOut:
+    """Built without validation: every field comes typed from the dossier service."""
     labels = list(m.confidentiality)
-    return DocumentOut(
+    return DocumentOut.model_construct(
         id=m.id,
         ins=m.ins,
         type_code=m.type_code,
@@ -240,7 +241,7 @@ async def list_documents(
     since: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> DocumentList:
+) -> Response:
     ds = downstream(request)
     req = pb.ListDocumentsRequest(
         ins=ins,
@@ -254,9 +255,13 @@ async def list_documents(
     if since:
         req.since.FromDatetime(since)
     resp = await ds.call(ds.dossier.ListDocuments, req, token=who.token)
-    return DocumentList(
+    page = DocumentList.model_construct(
         items=[document_out(m) for m in resp.items], next=resp.next or None, pending=resp.pending
     )
+    # Serialised here, once, by pydantic's serializer: returned as a model, up to 200 items
+    # would be validated again and encoded by the standard library (a third of the
+    # gateway's time on a large page).
+    return Response(page.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.post(
