@@ -624,6 +624,8 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "ingest_parse": (_elsewhere("bench.ingest", "ingest_parse"), 1_000_000),
     "ingest_write": (_elsewhere("bench.ingest", "ingest_write"), 500_000),
     "ingest_5m": (_elsewhere("bench.ingest", "ingest_5m"), 5_000_000),
+    "request_cost": (_elsewhere("bench.cost", "request_cost"), 1000),
+    "dossier_growth": (_elsewhere("bench.growth", "dossier_growth"), 100_000),
 }
 
 
@@ -635,7 +637,7 @@ def write_readme() -> None:
     rows = []
     results = [json.loads(path.read_text()) for path in RESULTS.glob("*.json")]
     # Only the scenarios' own results (the soak and the fault runs keep theirs beside them).
-    results = [r for r in results if r.get("scenario") in SCENARIO_NAMES]
+    results = [r for r in results if r.get("scenario") in SCENARIO_NAMES and "target" in r]
     for r in sorted(results, key=lambda r: (r["scenario"], r.get("database", DEFAULT_DATABASE))):
         t, f = r["target"], r["floor"]
         extra = ""
@@ -702,7 +704,14 @@ def write_readme() -> None:
             end,
         ]
     )
-    README.write_text(text[: text.index(start)] + table + text[text.index(end) + len(end) :])
+    text = text[: text.index(start)] + table + text[text.index(end) + len(end) :]
+    start, end = "<!-- cost:start -->", "<!-- cost:end -->"
+    if start in text:
+        costs = importlib.import_module("bench.cost").cost_table()
+        text = (
+            text[: text.index(start) + len(start)] + "\n" + costs + "\n" + text[text.index(end) :]
+        )
+    README.write_text(text)
 
 
 def main() -> None:

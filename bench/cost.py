@@ -1,0 +1,291 @@
+"""What one request costs: CPU time per process, database operations, database CPU.
+
+`python -m bench.run request_cost` (or `make bench-cost`). One stack on the default database;
+a GP and a patient whose dossier holds 200 documents. For each kind of request, closed-loop
+load from this process (which is not counted), and around it:
+- each process's CPU time (user + system, its children's included) read from /proc: the
+  gateway and every service ("ours"), FerretDB and PostgreSQL ("database"), NATS;
+- the database commands each service sent, counted by pymongo's command monitoring
+  (DMP_MONGO_OPS_DIR), everything the request caused included: the outbox relay's reads and
+  writes, the audit and notify consumers' work on its events.
+Before each reading the stack is let settle until no process works any more, so what a
+request causes after its answer (relay, audit, notifications) is counted with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, database, summary
+from dmp_stack.testing import RunningStack, own_infra, running_stack
+
+TICK = os.sysconf("SC_CLK_TCK")
+# Commands that are the driver's housekeeping, not a request's work.
+HOUSEKEEPING = {"hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo"}
+OURS = ("gateway", "identity", "dossier", "consent", "audit", "notify", "ingest")
+# The processes that answer the request; the others work on its events after the answer (the
+# audit record appended, the patient notified) or not at all (ingest).
+REQUEST_PATH = ("gateway", "identity", "dossier", "consent")
+TARGETS = {  # issue 17: CPU ms per request in our processes; database operations per request
+    "consult_50": {"ours_cpu_ms": 5.0, "db_ops": 3, "db_cpu_ms": 10.0, "total_cpu_ms": 15.0},
+    "consult_200": {"ours_cpu_ms": 10.0},
+    "submit": {"ours_cpu_ms": 4.0, "db_ops": 4},
+}
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid → (parent pid, CPU seconds of the process and its reaped children)."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # after the name: state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based
+        ppid = int(fields[1])
+        ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+        table[int(entry)] = (ppid, ticks / TICK)
+    return table
+
+
+def cpu_of(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process tree."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, float] = {}
+    for name, root in roots.items():
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += table.get(pid, (0, 0.0))[1]
+            todo.extend(children.get(pid, []))
+        out[name] = total
+    return out
+
+
+def ops_of(folder: Path) -> dict[str, Counter[str]]:
+    out: dict[str, Counter[str]] = {}
+    for path in folder.glob("*.json"):
+        try:
+            commands = json.loads(path.read_text())["commands"]
+        except (OSError, ValueError, KeyError):
+            continue
+        out[path.stem] = Counter({k: v for k, v in commands.items() if k not in HOUSEKEEPING})
+    return out
+
+
+def settle(roots: dict[str, int], quiet: float = 0.15, most: float = 60.0) -> None:
+    """Waits until the whole stack uses under `quiet` of a core over half a second (idle, it
+    uses about 7 %: the consumers' fetch loops, the drivers' heartbeats)."""
+    deadline = time.monotonic() + most
+    before = sum(cpu_of(roots).values())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(cpu_of(roots).values())
+        if now - before < quiet * 0.5:
+            return
+        before = now
+    raise RuntimeError("the stack did not settle")
+
+
+def processes(running: RunningStack) -> dict[str, int]:
+    roots = {name: pid for name, pid in running.state.processes.items()}
+    infra = running.infra
+    assert infra.mongo.pid is not None
+    roots["ferretdb"] = infra.mongo.pid
+    if infra.mongo.also:
+        roots["postgres"] = infra.mongo.also[0]
+    if infra.nats.pid is not None:
+        roots["nats"] = infra.nats.pid
+    return roots
+
+
+async def closed_loop(
+    url: str, call: Callable[[httpx.AsyncClient], Any], requests: int, workers: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    left = requests
+
+    async def worker(c: httpx.AsyncClient) -> None:
+        nonlocal errors, left
+        while left > 0:
+            left -= 1
+            t0 = time.perf_counter()
+            status = await call(c)
+            latencies.append(time.perf_counter() - t0)
+            errors += status >= 400
+
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for _ in range(workers)))
+        elapsed = time.perf_counter() - started
+    return {
+        **summary(latencies),
+        "throughput_per_s": round(requests / elapsed, 1),
+        "errors": errors,
+    }
+
+
+def measure(
+    running: RunningStack,
+    roots: dict[str, int],
+    ops_dir: Path,
+    call: Callable[[httpx.AsyncClient], Any],
+    requests: int,
+    workers: int,
+) -> dict[str, Any]:
+    settle(roots)
+    time.sleep(0.6)  # the counters are rewritten within 0.25 s
+    cpu0, ops0 = cpu_of(roots), ops_of(ops_dir)
+    load = asyncio.run(closed_loop(running.url, call, requests, workers))
+    settle(roots)
+    time.sleep(0.5)
+    cpu1, ops1 = cpu_of(roots), ops_of(ops_dir)
+    assert load["errors"] == 0, load
+    per = {name: round((cpu1[name] - cpu0[name]) * 1000 / requests, 2) for name in roots}
+    ours = round(sum(per.get(name, 0.0) for name in OURS), 2)
+    answer = round(sum(per.get(name, 0.0) for name in REQUEST_PATH), 2)
+    database_ms = round(per.get("ferretdb", 0.0) + per.get("postgres", 0.0), 2)
+    by_service = {
+        name: round(sum((ops1[name] - ops0.get(name, Counter())).values()) / requests, 2)
+        for name in ops1
+    }
+    by_command: Counter[str] = Counter()
+    for name in ops1:
+        by_command.update(ops1[name] - ops0.get(name, Counter()))
+    return {
+        "requests": requests,
+        "workers": workers,
+        "latency": load,
+        "cpu_ms_per_request": per,
+        "ours_cpu_ms": ours,
+        "request_path_cpu_ms": answer,
+        "after_answer_cpu_ms": round(ours - answer, 2),
+        "db_cpu_ms": database_ms,
+        "total_cpu_ms": round(ours + database_ms, 2),
+        "db_ops": round(sum(by_service.values()), 2),
+        "request_path_db_ops": round(sum(v for k, v in by_service.items() if k in REQUEST_PATH), 2),
+        "db_ops_by_service": {k: v for k, v in sorted(by_service.items()) if v},
+        "db_ops_by_command": {
+            k: round(v / requests, 2) for k, v in sorted(by_command.items()) if v
+        },
+    }
+
+
+@contextmanager
+def cost_stack(ops_dir: Path) -> Iterator[RunningStack]:
+    env = {**BENCH_ENV, "DMP_MONGO_OPS_DIR": str(ops_dir)}
+    with own_infra("dmp-bench-") as infra, running_stack(infra, env=env) as running:
+        yield running
+
+
+def request_cost(requests: int) -> dict[str, Any]:
+    ops_dir = Path(tempfile.mkdtemp(prefix="dmp-ops-"))
+    with cost_stack(ops_dir) as running:
+        ins, token = _patient_with_gp(running)
+        auth = {"authorization": f"Bearer {token}"}
+        with running.client(token) as c:
+            for i in range(200):
+                r = c.post(f"/v1/dossiers/{ins}/documents", json=_document(i, 512))
+                assert r.status_code == 201, r.text
+        roots = processes(running)
+
+        def lister(size: int) -> Callable[[httpx.AsyncClient], Any]:
+            async def call(c: httpx.AsyncClient) -> int:
+                r = await c.get(f"/v1/dossiers/{ins}/documents?page_size={size}", headers=auth)
+                return r.status_code
+
+            return call
+
+        body = _document(0)
+
+        async def submit(c: httpx.AsyncClient) -> int:
+            r = await c.post(f"/v1/dossiers/{ins}/documents", json=body, headers=auth)
+            return r.status_code
+
+        asyncio.run(closed_loop(running.url, lister(50), 50, 4))  # warm-up
+        kinds = {
+            "consult_50": measure(running, roots, ops_dir, lister(50), requests, 8),
+            "consult_200": measure(running, roots, ops_dir, lister(200), requests // 2, 8),
+            "submit": measure(running, roots, ops_dir, submit, requests, 8),
+        }
+    for name, figures in kinds.items():
+        goals = TARGETS.get(name, {})
+        figures["targets"] = goals
+        figures["meets_targets"] = all(figures[k] <= v for k, v in goals.items())
+    result = {
+        "scenario": "request_cost",
+        "description": __doc__.split("\n\n")[0] if __doc__ else "",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "database": database(),
+        "commit": os.environ.get("DMP_BENCH_COMMIT", ""),
+        **kinds,
+    }
+    name = os.environ.get("DMP_BENCH_RESULT", "request_cost")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+COLUMNS = ("gateway", "dossier", "consent", "identity", "audit", "notify", "ingest")
+
+
+def _row(label: str, kind: str, r: dict[str, Any]) -> str:
+    per = r["cpu_ms_per_request"]
+    goals = r.get("targets", {})
+
+    def goal(key: str) -> str:
+        return f" (≤ {goals[key]:g})" if key in goals else ""
+
+    return (
+        f"| {kind} | {label} | {r['latency']['throughput_per_s']} | "
+        + " | ".join(f"{per.get(name, 0.0):.2f}" for name in COLUMNS)
+        + f" | **{r['ours_cpu_ms']:.1f}**{goal('ours_cpu_ms')} | {r['request_path_cpu_ms']:.1f} "
+        f"| {per.get('ferretdb', 0.0):.1f} + {per.get('postgres', 0.0):.1f} = "
+        f"**{r['db_cpu_ms']:.1f}**{goal('db_cpu_ms')} | **{r['db_ops']:.2f}**{goal('db_ops')} "
+        f"| {r['request_path_db_ops']:.2f} | {r['total_cpu_ms']:.1f}{goal('total_cpu_ms')} |"
+    )
+
+
+def cost_table() -> str:
+    """The request-cost table of bench/README.md: before (if recorded) and now."""
+    header = (
+        "| request | run | req/s | "
+        + " | ".join(f"{name} ms" for name in COLUMNS)
+        + " | ours ms | of which answering | database ms (FerretDB + PostgreSQL) "
+        "| database operations | of which answering | ours + database ms |"
+    )
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 10)]
+    runs = []
+    for name, label in (("request_cost.before", "before"), ("request_cost", "now")):
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            runs.append((f"{label} ({json.loads(path.read_text())['measured_at'][:10]})", path))
+    for kind in ("consult_50", "consult_200", "submit"):
+        for label, path in runs:
+            result = json.loads(path.read_text())
+            if kind in result:
+                lines.append(_row(label, kind.replace("_", " "), result[kind]))
+    return "\n".join(lines)
