@@ -616,13 +616,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         # Consent filters the documents batch after batch until the page is full. One query
         # per batch, documents whole: a second read of the page's documents by id would cost
         # the database as much again (FerretDB converts every document of the dossier it
-        # sorts). The first batch is sized for a caller who may read most of the dossier. The
-        # cursor names the last document returned: never one the caller may not read.
+        # sorts). The first batch is sized for a caller who may read the whole page (one more
+        # says whether there is a next). The cursor names the last document returned: never
+        # one the caller may not read.
         page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
         more = False
         position = after
-        batch = min(FILTER_BATCH, max(2 * limit, 100))
+        batch = limit + 1
         while True:
             found = await self.store.list_documents(query, position, batch)
             readable, mode = await self._readable_ids(ins, dossier, found)
