@@ -13,7 +13,7 @@ from dmp_audit.entry import TreeHeadSigner
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
 from dmp_kit.crypto import derive_key
-from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.runtime import ServiceRuntime, run_service
 
 SIGNING_PURPOSE = "dmp/audit/tree-head-signing/v1"
 
@@ -58,7 +58,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(serve())
+    run_service(serve())
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from dmp_consent.store import ConsentStore
 from dmp_kit.bus import run_consumer
 from dmp_kit.catalogue import load_catalogue
 from dmp_kit.outbox import OutboxRelay
-from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.runtime import ServiceRuntime, run_service
 from dmp_kit.service_auth import ServiceTokens, identity_exchange
 
 
@@ -86,7 +86,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(serve())
+    run_service(serve())
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
@@ -13,7 +11,7 @@ from dmp_dossier.schedule import Schedule
 from dmp_dossier.store import DossierStore
 from dmp_kit.catalogue import load_catalogue
 from dmp_kit.outbox import OutboxRelay
-from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.runtime import ServiceRuntime, run_service
 
 
 async def serve() -> None:
@@ -46,7 +44,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(serve())
+    run_service(serve())
 
 
 if __name__ == "__main__":

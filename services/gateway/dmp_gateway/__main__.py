@@ -21,6 +21,7 @@ def main() -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         server_header=False,
+        loop="uvloop",  # as the services (dmp_kit.runtime.run_service)
     )
 
 

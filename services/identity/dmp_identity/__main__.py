@@ -14,7 +14,7 @@ from dmp_identity.config import IdentitySettings
 from dmp_identity.store import IdentityStore
 from dmp_kit.auth import JwksCache
 from dmp_kit.outbox import OutboxRelay
-from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.runtime import ServiceRuntime, run_service
 
 PURGE_INTERVAL_SECONDS = 300
 
@@ -62,7 +62,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(serve())
+    run_service(serve())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dmp_ingest.api import IngestServicer
 from dmp_ingest.config import IngestSettings
 from dmp_ingest.store import IngestStore
 from dmp_ingest.work import Worker
-from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.runtime import ServiceRuntime, run_service
 from dmp_kit.service_auth import ServiceTokens, identity_exchange
 
 
@@ -52,7 +52,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(serve())
+    run_service(serve())
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
-from dmp_kit.runtime import ServiceRuntime
+from dmp_kit.runtime import ServiceRuntime, run_service
 from dmp_kit.service_auth import ServiceTokens, identity_exchange
 from dmp_notify.api import NotifyServicer
 from dmp_notify.channels import EmailSender, sms_provider
@@ -49,7 +47,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    asyncio.run(serve())
+    run_service(serve())
 
 
 if __name__ == "__main__":
