@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp_gateway import problems
@@ -125,10 +126,37 @@ def dossier_out(d: pb.Dossier, purge_before: str | None = None) -> DossierOut:
     )
 
 
-def document_out(m: pb.DocumentMetadata) -> DocumentOut:
-    """Built without validation: every field comes typed from the dossier service."""
+def document_json(m: pb.DocumentMetadata) -> dict[str, Any]:
+    """DocumentOut as plain data (its None fields left out), for a list."""
     labels = list(m.confidentiality)
-    return DocumentOut.model_construct(
+    out: dict[str, Any] = {
+        "id": m.id,
+        "ins": m.ins,
+        "type_code": m.type_code,
+        "section": m.section,
+        "title": m.title,
+        "author": m.author,
+        "created_at": iso(m.created_at),
+        "mime_type": m.mime_type,
+        "size": m.size,
+        "sha256": m.sha256,
+        "confidentiality": labels,
+        "masked_from_professionals": "MASQUE_PS" in labels,
+        "hidden_from_patient": "INVISIBLE_PATIENT" in labels,
+        "status": DOC_STATUS[m.status],
+    }
+    if m.HasField("service_start"):
+        out["service_start"] = iso(m.service_start)
+    if m.replaces:
+        out["replaces"] = m.replaces
+    if m.replaced_by:
+        out["replaced_by"] = m.replaced_by
+    return out
+
+
+def document_out(m: pb.DocumentMetadata) -> DocumentOut:
+    labels = list(m.confidentiality)
+    return DocumentOut(
         id=m.id,
         ins=m.ins,
         type_code=m.type_code,
@@ -255,13 +283,14 @@ async def list_documents(
     if since:
         req.since.FromDatetime(since)
     resp = await ds.call(ds.dossier.ListDocuments, req, token=who.token)
-    page = DocumentList.model_construct(
-        items=[document_out(m) for m in resp.items], next=resp.next or None, pending=resp.pending
-    )
-    # Serialised here, once, by pydantic's serializer: returned as a model, up to 200 items
-    # would be validated again and encoded by the standard library (a third of the
-    # gateway's time on a large page).
-    return Response(page.model_dump_json(exclude_none=True), media_type="application/json")
+    page: dict[str, Any] = {"items": [document_json(m) for m in resp.items]}
+    if resp.next:
+        page["next"] = resp.next
+    page["pending"] = resp.pending
+    # Plain data serialised once by pydantic's serializer (the shape is DocumentList's, which
+    # the contract tests check): returned as models, up to 200 items would be built,
+    # validated again and encoded by the standard library — a third of the gateway's time.
+    return Response(to_json(page), media_type="application/json")
 
 
 @router.post(
