@@ -626,6 +626,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "ingest_5m": (_elsewhere("bench.ingest", "ingest_5m"), 5_000_000),
     "request_cost": (_elsewhere("bench.cost", "request_cost"), 1000),
     "dossier_growth": (_elsewhere("bench.growth", "dossier_growth"), 100_000),
+    "ferretdb_reads": (_elsewhere("bench.ferretdb_reads", "ferretdb_reads"), 100),
 }
 
 
