@@ -277,7 +277,7 @@ def cost_table() -> str:
         + " | ours ms | of which answering | database ms (FerretDB + PostgreSQL) "
         "| database operations | of which answering | ours + database ms |"
     )
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 10)]
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 9)]
     runs = []
     for name, label in (("request_cost.before", "before"), ("request_cost", "now")):
         path = RESULTS / f"{name}.json"
