@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dmp_kit.errors import PROBLEM_BASE, DmpError
 from dmp_kit.logging import get_logger
+from dmp_kit.rpc.status import error_from_rpc
 
 log = get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -312,6 +314,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DmpError)
     async def _dmp(_: Request, exc: DmpError) -> JSONResponse:
         return from_error(exc)
+
+    @app.exception_handler(grpc.aio.AioRpcError)
+    async def _rpc(_: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
+        # A call made outside Downstream.call (the token keys' fetch): the same translation.
+        return from_error(error_from_rpc(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
