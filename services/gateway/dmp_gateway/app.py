@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from swagger_ui_bundle import swagger_ui_path
 
 from dmp_gateway import problems
+from dmp_gateway.admission import Admission
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
 from dmp_gateway.limits import BodyLimit
@@ -37,7 +38,7 @@ from dmp_gateway.throttle import UNLIMITED_PATHS, Throttle, client_address
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
-from dmp_kit.context import current_trace, new_trace
+from dmp_kit.context import current_deadline, current_trace, new_trace
 from dmp_kit.errors import RateLimited
 from dmp_kit.runtime import identity_jwks
 
@@ -65,11 +66,19 @@ PORTAL_CSP = (
 PORTAL_FILES = Path(__file__).parent / "portal"
 # Operations that call no service, so never answer 503.
 NO_DOWNSTREAM = frozenset({"/healthz"})
+# Never refused as overload: the probes (readiness asks each service, briefly, on its own
+# timeout), the metrics, the documentation and the portal's files.
+ALWAYS_ADMITTED = UNLIMITED_PATHS | {"/", "/docs", "/openapi.json"}
+ALWAYS_ADMITTED_UNDER = (f"{PORTAL}/", "/docs-assets/")
 # The interactive docs page loads its own script and styles from this origin only.
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 )
+
+
+def always_admitted(path: str) -> bool:
+    return path in ALWAYS_ADMITTED or path == PORTAL or path.startswith(ALWAYS_ADMITTED_UNDER)
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -115,8 +124,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     problems.install(app)
 
-    # Added first, so it runs inside the middleware below: a refused body still gets the
-    # request id and the security headers.
+    # These two are added first, so they run inside the middleware below: a refusal still gets
+    # the request id, the security headers and CORS's (Retry-After exposed). Admission inside
+    # the body limit: a request takes a slot once its body has arrived, so a client sending
+    # slowly holds none.
+    app.add_middleware(
+        Admission,
+        in_flight=settings.requests_in_flight,
+        queued=settings.requests_queued,
+        wait_seconds=settings.queue_wait_seconds,
+        retry_after=settings.overload_retry_after_seconds,
+        exempt=always_admitted,
+    )
     upload = settings.max_document_bytes * 4 // 3 + 64 * 1024  # base64 plus the JSON around it
     app.add_middleware(
         BodyLimit,
@@ -143,6 +162,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     ) -> Response:
         trace = new_trace(request.headers.get("x-request-id"), request.headers.get("traceparent"))
         current_trace.set(trace)
+        # The request's budget, from its arrival: each call to a service gets what remains.
+        current_deadline.set(time.monotonic() + settings.request_deadline_seconds)
         structlog.contextvars.bind_contextvars(request_id=trace.request_id, trace_id=trace.trace_id)
         started = time.perf_counter()
         try:

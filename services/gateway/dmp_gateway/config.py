@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from dmp_kit.config import Settings
 
 
@@ -30,3 +32,16 @@ class GatewaySettings(Settings):
     account_rate_limit: str = "10/minute"
     # Per client address on every other route: generous, a hospital's staff share an address.
     address_rate_limit: str = "1200/minute"
+    # Overload (admission.py): at most this many API requests at work at once in this process
+    # (throughput stops growing at 2 to 4 on a 2-core machine; more only lengthens each);
+    requests_in_flight: int = Field(4, ge=1)
+    # beyond them, a request waits for a slot if it can expect one within this time, judged
+    # from the slots' recent turnover (it gives up at four times that), and up to `queued` of
+    # them wait; any other is refused at once: 503 `overloaded` with Retry-After.
+    queue_wait_seconds: float = Field(0.1, ge=0)
+    requests_queued: int = Field(64, ge=0)
+    overload_retry_after_seconds: int = Field(1, ge=1)
+    # What one request may take in all, its wait for a slot included: every call to a service
+    # gets what remains of it (at most DMP_GRPC_DEADLINE_SECONDS), so a slow service cannot
+    # hold work past the time anyone waits for it.
+    request_deadline_seconds: float = Field(5.0, gt=0)

@@ -175,22 +175,26 @@ STATUSES: dict[int, ErrorStatus] = {
         "An internal error (nothing of it is told)", "Internal error", ("internal-error",)
     ),
     503: ErrorStatus(
-        "A service this operation needs is unavailable",
+        "A service this operation needs is unavailable, or the platform is at capacity "
+        "(`overloaded`: refused at once, retry after `Retry-After` seconds)",
         "Service temporarily unavailable",
-        ("service-unavailable", "not-ready"),
+        ("service-unavailable", "overloaded", "not-ready"),
     ),
 }
 # The types of the errors routes share, where their status carries others elsewhere: a bearer
-# token that does not pass; a service that does not answer.
+# token that does not pass; a service that does not answer, or the gateway at capacity.
 SHARED_TYPES = {
     401: ("unauthenticated", "invalid-token", "token-expired"),
-    503: ("service-unavailable",),
+    503: ("service-unavailable", "overloaded"),
 }
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="dmp"'}},
-    423: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    423: _RETRY_AFTER,
+    429: _RETRY_AFTER,
 }
+# Headers an answer carries with one type of its status only.
+_TYPE_HEADERS: dict[str, dict[str, Any]] = {"overloaded": _RETRY_AFTER}
 
 
 def error_response(status: int, types: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -219,8 +223,12 @@ def error_response(status: int, types: tuple[str, ...] = ()) -> dict[str, Any]:
             }
         },
     }
-    if status in _HEADERS:
-        response["headers"] = _HEADERS[status]
+    headers = {
+        **_HEADERS.get(status, {}),
+        **{name: h for slug in slugs for name, h in _TYPE_HEADERS.get(slug, {}).items()},
+    }
+    if headers:
+        response["headers"] = headers
     return response
 
 
@@ -244,8 +252,8 @@ def document(
     before a route runs: any body is bounded (413) and must be JSON unless the operation takes
     another type (415); a body the operation takes may not parse (400); a route with input
     validates it (422, replacing FastAPI's own, which the server never sends); a secured one
-    needs a token (401); the per-address limit (429); every call to a service may find it down
-    (503); and an unexpected error (500)."""
+    needs a token (401); the per-address limit (429); every call to a service may find it down,
+    and the gateway at capacity refuses it (503); and an unexpected error (500)."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
