@@ -140,6 +140,47 @@ def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(
         assert OVERLOADED in types and "Retry-After" in answer["headers"]
 
 
+def test_one_client_flooding_does_not_starve_another(stack: RunningStack, scene: Scene) -> None:
+    """Two slots, up to eight waiting a second: one address floods, another asks ten times in
+    the meantime and is served every time (the reverse proxy names each: X-Forwarded-For)."""
+    settings = {
+        "DMP_REQUESTS_IN_FLIGHT": "2",
+        "DMP_REQUESTS_QUEUED": "8",
+        "DMP_QUEUE_WAIT_SECONDS": "1",
+    }
+    flooder = {**scene.auth, "x-forwarded-for": "10.0.0.1"}
+    other = {**scene.auth, "x-forwarded-for": "10.0.0.2"}
+
+    async def both(url: str) -> tuple[list[int], list[int]]:
+        limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c,
+            httpx.AsyncClient(base_url=url, timeout=30) as quiet,
+        ):
+            start = time.perf_counter()
+
+            async def one(at: float) -> int:
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                return (await c.get(scene.path, headers=flooder)).status_code
+
+            async def asking() -> list[int]:
+                await asyncio.sleep(0.5)  # the flood under way
+                answers = []
+                for _ in range(10):
+                    answers.append((await quiet.get(scene.path, headers=other)).status_code)
+                    await asyncio.sleep(0.1)
+                return answers
+
+            flood = asyncio.gather(*(one(start + i / 80) for i in range(240)))
+            flooded, asked = await asyncio.gather(flood, asking())
+        return list(flooded), asked
+
+    with stack.another_gateway("gateway-two-slots", settings) as url:
+        flooded, asked = asyncio.run(both(url))
+    assert asked == [200] * 10, asked
+    assert flooded.count(503) >= 20, flooded
+
+
 def test_a_stalled_database_holds_slots_until_the_deadline_only(
     stack: RunningStack, scene: Scene
 ) -> None:

@@ -12,14 +12,17 @@ load the stack cannot carry is refused at once, 503 `overloaded` with Retry-Afte
 client can act on, instead of after a wait that ends the same way. A waiting request gives up
 at `PATIENCE` times that (slots held far longer than lately: a stalled service, not a queue).
 
-The per-address limits (throttle.py) run first, so one client's excess never takes a slot nor a
-place in the queue; the paths `exempt` names (probes, metrics, documentation, the portal's
-files: none calls a service) are never refused.
+No client starves the others: the per-address rate limits (throttle.py) run first, and while
+every slot is taken, an address that already holds or awaits half of them is refused at once,
+so a request from anyone else finds room in the queue and the next free slot. The paths `exempt`
+names (probes, metrics, documentation, the portal's files: none calls a service) are never
+refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 
@@ -61,12 +64,16 @@ class Admission:
         self.retry_after = retry_after
         self.exempt = exempt
         self.held = 0.0  # running mean of how long a request holds its slot, in seconds
+        # slots held and awaited, by client address
+        self.shares: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if not await self._admitted():
+        client = scope.get("client")
+        address = client[0] if client else ""
+        if not await self._admitted(address):
             REFUSED.inc()
             refusal = Unavailable(
                 "the platform is at capacity; retry later",
@@ -85,6 +92,7 @@ class Admission:
                 released = True
                 self.held += SMOOTHING * (time.monotonic() - taken - self.held)
                 IN_FLIGHT.dec()
+                self._leave(address)
                 self.slots.release()
 
         async def answer(message: Message) -> None:
@@ -98,22 +106,35 @@ class Admission:
         finally:
             release()
 
-    async def _admitted(self) -> bool:
+    async def _admitted(self, address: str) -> bool:
         # A free slot is taken at once (`locked` is true while others wait: none is passed).
         if not self.slots.locked():
             await self.slots.acquire()
+            self.shares[address] += 1
             return True
+        if 2 * self.shares[address] >= self.size:
+            return False
         expected = (self.waiting + 1) * self.held / self.size
         if self.waiting >= self.queued or expected > self.wait_seconds:
             return False
         self.waiting += 1
+        self.shares[address] += 1
         QUEUED.inc()
+        admitted = False
         try:
             async with asyncio.timeout(PATIENCE * self.wait_seconds):
                 await self.slots.acquire()
+            admitted = True
         except TimeoutError:
-            return False
+            pass
         finally:
             self.waiting -= 1
             QUEUED.dec()
-        return True
+            if not admitted:
+                self._leave(address)
+        return admitted
+
+    def _leave(self, address: str) -> None:
+        self.shares[address] -= 1
+        if not self.shares[address]:
+            del self.shares[address]
