@@ -627,6 +627,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "request_cost": (_elsewhere("bench.cost", "request_cost"), 1000),
     "dossier_growth": (_elsewhere("bench.growth", "dossier_growth"), 100_000),
     "ferretdb_reads": (_elsewhere("bench.ferretdb_reads", "ferretdb_reads"), 100),
+    "overload": (_elsewhere("bench.overload", "overload"), 20),
 }
 
 
@@ -687,6 +688,15 @@ def write_readme() -> None:
                 f"call's p99 {f['p99_ms']} ms); computing the proof: median "
                 f"{r['computing_only']['median_ms']} ms, p99 {r['computing_only']['p99_ms']} ms"
             )
+        if r["scenario"] == "overload":
+            on, off = r["with_admission"], r["without_admission"]
+            extra = (
+                f"at 2 × {r['sustainable_per_s']}/s: goodput {on['goodput_per_s']}/s, "
+                f"{on['refused_share']:.0%} refused (p99 {_p99(on['refusal_latency'])} ms), "
+                f"recovered in {on['recovery_s']} s; without admission: goodput "
+                f"{off['goodput_per_s']}/s, p99 {_p99(off['success_latency'])} ms, "
+                f"{sum(off['other_failures'].values())} failed, recovered in {off['recovery_s']} s"
+            )
         rows.append(
             f"| `{r['scenario']}` | {r.get('database', DEFAULT_DATABASE)} | {t['n']} | "
             f"{t['median_ms']} | {t['p99_ms']} | "
@@ -713,6 +723,10 @@ def write_readme() -> None:
             text[: text.index(start) + len(start)] + "\n" + costs + "\n" + text[text.index(end) :]
         )
     README.write_text(text)
+
+
+def _p99(figures: dict[str, Any] | None) -> str:
+    return "–" if figures is None else f"{figures['p99_ms']:.0f}"
 
 
 def main() -> None:
