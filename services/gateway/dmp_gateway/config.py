@@ -33,8 +33,9 @@ class GatewaySettings(Settings):
     # Per client address on every other route: generous, a hospital's staff share an address.
     address_rate_limit: str = "1200/minute"
     # Overload (admission.py): at most this many API requests at work at once in this process
-    # (throughput stops growing at 2 to 4 on a 2-core machine; more only lengthens each);
-    requests_in_flight: int = Field(4, ge=1)
+    # (on a 2-core machine the consult's throughput stops growing at 4 to 8; more requests at
+    # once only make each longer);
+    requests_in_flight: int = Field(8, ge=1)
     # beyond them, a request waits for a slot if it can expect one within this time, judged
     # from the slots' recent turnover (it gives up at four times that), and up to `queued` of
     # them wait; any other is refused at once: 503 `overloaded` with Retry-After.
