@@ -26,7 +26,7 @@ from bench.run import Load, _document, _patient_with_gp, bench_stack, record, su
 from dmp_gateway.config import GatewaySettings
 
 SWEEP = (1, 2, 4, 8, 16, 32)
-ADMISSION = ("requests_in_flight", "requests_queued", "queue_wait_seconds")
+ADMISSION = ("requests_in_flight", "requests_queued", "requests_per_address", "queue_wait_seconds")
 # The settings as deployed, and none: every request admitted at once.
 AS_DEPLOYED = {
     f"DMP_{name.upper()}": str(GatewaySettings.model_fields[name].default) for name in ADMISSION

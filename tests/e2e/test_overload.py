@@ -20,11 +20,12 @@ from dmp_stack.testing import RunningStack
 
 PROBLEM = "application/problem+json"
 OVERLOADED = "https://dmp.localhost/problems/overloaded"
-# One at work, two more waiting for a slot expected within 20 ms; a request has 1.5 s in all.
+# One at work, two more waiting for a slot expected within 5 ms (20 ms at most); a request has
+# 1.5 s in all.
 TINY = {
     "DMP_REQUESTS_IN_FLIGHT": "1",
     "DMP_REQUESTS_QUEUED": "2",
-    "DMP_QUEUE_WAIT_SECONDS": "0.02",
+    "DMP_QUEUE_WAIT_SECONDS": "0.005",
     "DMP_OVERLOAD_RETRY_AFTER_SECONDS": "2",
     "DMP_REQUEST_DEADLINE_SECONDS": "1.5",
 }
@@ -109,7 +110,7 @@ def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(
 ) -> None:
     before = refused_by(scene.url)
     answers, others = asyncio.run(
-        flood(scene, rate=40, seconds=4, aside=("/healthz", "/readyz", "/portail/"))
+        flood(scene, rate=50, seconds=4, aside=("/healthz", "/readyz", "/portail/"))
     )
     served = [latency for r, latency in answers if r.status_code == 200]
     refused = [(r, latency) for r, latency in answers if overloaded(r)]
@@ -121,7 +122,7 @@ def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(
         body = r.json()
         assert body["status"] == 503 and body["title"] and body["detail"]
         assert r.headers["x-request-id"] and r.headers["cache-control"] == "no-store"
-    # Refused at once (the gateway waits 80 ms at most for a slot): as this client saw it,
+    # Refused at once (the gateway waits 20 ms at most for a slot): as this client saw it,
     # mostly at once, and all within the request's deadline whatever else the machine does.
     assert refused_by(scene.url) - before == len(refused)
     latencies = sorted(latency for _, latency in refused)
@@ -141,12 +142,14 @@ def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(
 
 
 def test_one_client_flooding_does_not_starve_another(stack: RunningStack, scene: Scene) -> None:
-    """Two slots, up to eight waiting a second: one address floods, another asks ten times in
-    the meantime and is served every time (the reverse proxy names each: X-Forwarded-For)."""
+    """Two slots, eight waiting for a second at most, one request per address while both slots
+    are taken: one address floods, another asks ten times in the meantime and is served every
+    time (the reverse proxy names each: X-Forwarded-For)."""
     settings = {
         "DMP_REQUESTS_IN_FLIGHT": "2",
         "DMP_REQUESTS_QUEUED": "8",
         "DMP_QUEUE_WAIT_SECONDS": "1",
+        "DMP_REQUESTS_PER_ADDRESS": "1",
     }
     flooder = {**scene.auth, "x-forwarded-for": "10.0.0.1"}
     other = {**scene.auth, "x-forwarded-for": "10.0.0.2"}

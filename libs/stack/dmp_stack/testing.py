@@ -460,10 +460,12 @@ def running_stack(
             "DMP_AUTH_RATE_LIMIT": "100000/minute",
             "DMP_ACCOUNT_RATE_LIMIT": "100000/minute",
             "DMP_ADDRESS_RATE_LIMIT": "1000000/minute",
-            # Tests send bursts (40 code guesses at once) that a gateway at its defaults would
-            # partly refuse as overload: here they wait for a slot. Admission is tested alone.
+            # Tests send bursts (40 code guesses at once), all from 127.0.0.1, that a gateway at
+            # its defaults would partly refuse as overload: here they wait for a slot.
+            # Admission is tested alone.
             "DMP_REQUESTS_QUEUED": "100000",
             "DMP_QUEUE_WAIT_SECONDS": "60",
+            "DMP_REQUESTS_PER_ADDRESS": "100000",
             # a paused mail relay is noticed in a second; five attempts, then a dead letter
             "DMP_SMTP_TIMEOUT_SECONDS": "1",
             "DMP_MAX_DELIVERY_ATTEMPTS": "5",

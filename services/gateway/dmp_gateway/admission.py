@@ -13,10 +13,10 @@ client can act on, instead of after a wait that ends the same way. A waiting req
 at `PATIENCE` times that (slots held far longer than lately: a stalled service, not a queue).
 
 No client starves the others: the per-address rate limits (throttle.py) run first, and while
-every slot is taken, an address that already holds or awaits half of them is refused at once,
-so a request from anyone else finds room in the queue and the next free slot. The paths `exempt`
-names (probes, metrics, documentation, the portal's files: none calls a service) are never
-refused.
+every slot is taken, an address that already has `per_address` requests at work or waiting is
+refused at once, so a request from anyone else finds room in the queue and the next free slot.
+The paths `exempt` names (probes, metrics, documentation, the portal's files: none calls a
+service) are never refused.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ SMOOTHING = 0.1
 
 class Admission:
     """ASGI middleware: at most `in_flight` requests hold a slot; up to `queued` more wait for
-    one when they can expect it within `wait_seconds`; the others are refused at once."""
+    one when they can expect it within `wait_seconds`, and while every slot is taken no client
+    address has more than `per_address` at work or waiting; the others are refused at once."""
 
     def __init__(
         self,
@@ -51,6 +52,7 @@ class Admission:
         *,
         in_flight: int,
         queued: int,
+        per_address: int,
         wait_seconds: float,
         retry_after: int,
         exempt: Callable[[str], bool],
@@ -59,6 +61,7 @@ class Admission:
         self.size = in_flight
         self.slots = asyncio.Semaphore(in_flight)
         self.queued = queued
+        self.per_address = per_address
         self.waiting = 0
         self.wait_seconds = wait_seconds
         self.retry_after = retry_after
@@ -112,7 +115,7 @@ class Admission:
             await self.slots.acquire()
             self.shares[address] += 1
             return True
-        if 2 * self.shares[address] >= self.size:
+        if self.shares[address] >= self.per_address:
             return False
         expected = (self.waiting + 1) * self.held / self.size
         if self.waiting >= self.queued or expected > self.wait_seconds:

@@ -132,6 +132,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         Admission,
         in_flight=settings.requests_in_flight,
         queued=settings.requests_queued,
+        per_address=settings.requests_per_address,
         wait_seconds=settings.queue_wait_seconds,
         retry_after=settings.overload_retry_after_seconds,
         exempt=always_admitted,

@@ -41,6 +41,9 @@ class GatewaySettings(Settings):
     # them wait; any other is refused at once: 503 `overloaded` with Retry-After.
     queue_wait_seconds: float = Field(0.1, ge=0)
     requests_queued: int = Field(64, ge=0)
+    # While every slot is taken, an address with this many requests at work or waiting is
+    # refused at once, so that one client cannot starve the others (half the slots).
+    requests_per_address: int = Field(4, ge=1)
     overload_retry_after_seconds: int = Field(1, ge=1)
     # What one request may take in all, its wait for a slot included: every call to a service
     # gets what remains of it (at most DMP_GRPC_DEADLINE_SECONDS), so a slow service cannot
