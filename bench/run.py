@@ -56,7 +56,7 @@ def summary(samples_s: list[float]) -> dict[str, float]:
 
 
 # The series measured first and most: results/<scenario>.json. Other servers get their own file.
-DEFAULT_DATABASE = "ferretdb sqlite"
+DEFAULT_DATABASE = "ferretdb postgresql"
 
 
 # Scenarios that start no database: one result whatever the server.
