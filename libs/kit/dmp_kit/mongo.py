@@ -7,8 +7,8 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Hashable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,15 @@ class DocumentLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def hold_all(self, collection: str, doc_ids: Iterable[Hashable]) -> AsyncIterator[None]:
+        """The locks of many documents, taken in one order (by `repr`) so that two holders of
+        several never wait for each other."""
+        async with AsyncExitStack() as held:
+            for doc_id in sorted(set(doc_ids), key=repr):
+                await held.enter_async_context(self.hold(collection, doc_id))
+            yield
 
 
 document_locks = DocumentLocks()

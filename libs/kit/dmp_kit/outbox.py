@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bson import Binary
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from dmp.events.v1 import envelope_pb2
@@ -102,15 +103,25 @@ def _without_outbox(doc: Document | None) -> Document | None:
 
 
 class OutboxRelay:
-    """Publishes pending outbox entries of the given collections; one per service process."""
+    """Publishes pending outbox entries of the given collections; one per service process.
+
+    It works in batches, so that a burst costs a few round trips per batch rather than several
+    per document: the pending documents of a batch are read in one query (or, when a kick named
+    only a few, each by `_id`), every entry of the batch is published at once (the documents
+    concurrently, each document's entries in order) and JetStream's acknowledgements awaited
+    together, then the batch is cleared in one `bulk_write`. A crash at any point leaves the
+    entries not yet cleared pending: they are published again, and JetStream drops them by
+    their `Nats-Msg-Id` (its duplicate window is ten minutes).
+    """
 
     def __init__(
         self,
         bus: EventBus,
         collections: Sequence[Any],
         interval: float = 2.0,
-        batch: int = 100,
+        batch: int = 200,
         sweep_interval: float = 60.0,
+        by_id: int = 16,
     ) -> None:
         self._bus = bus
         self._collections = list(collections)
@@ -118,10 +129,13 @@ class OutboxRelay:
         self._interval = interval
         # The sweep of every collection, at start and then every `sweep_interval`, is for what
         # no kick of this process named: a process that died between its write and its kick,
-        # another replica's. It is rare because a scan costs as much as the collection is
-        # large on some servers (FerretDB scans for any filter not on `_id`).
+        # another replica's.
         self._sweep_interval = sweep_interval
         self._batch = batch
+        # Up to this many documents named by kicks are read each by `_id`; more, and one query
+        # for the pending documents reads them all (a burst). FerretDB turns both into an
+        # indexed lookup on PostgreSQL (top-level equalities); on SQLite only `_id` is.
+        self._by_id = by_id
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._dirty_ids: dict[str, set[Any]] = {}
@@ -129,7 +143,7 @@ class OutboxRelay:
     def kick(self, collection: Any | None = None, *ids: Any) -> None:
         """Called after a write with events, so they leave at once rather than at the next
         sweep. Naming the collection spares a scan of the others; naming the documents spares
-        any scan (a scan costs as much as the collection is large on some servers)."""
+        any scan."""
         if collection is None:
             self._dirty.add("*")
         elif ids:
@@ -145,44 +159,88 @@ class OutboxRelay:
     async def relay_once(
         self, only: set[str] | None = None, ids: dict[str, set[Any]] | None = None
     ) -> int:
-        """One pass: the documents named in `ids` (by collection), then a scan of the
-        collections in `only` (None: all of them; empty: none)."""
+        """One pass: the documents named in `ids` (by collection), and every pending document
+        of the collections in `only` (None: all of them; empty: none)."""
         sent = 0
         for col in self._collections:
-            for doc_id in (ids or {}).get(col.name, ()):
-                doc = await col.find_one({"_id": doc_id, PENDING: True}, {OUTBOX: 1})
-                if doc is not None:
-                    sent += await self._send(col, doc)
-            if only is not None and col.name not in only:
+            named = list((ids or {}).get(col.name, ()))
+            if (only is None or col.name in only) or len(named) > self._by_id:
+                sent += await self._scan(col)
                 continue
-            for _ in range(MAX_SCANS):  # batch after batch, until none is left pending
-                found = [d async for d in col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)]
-                for doc in found:
-                    sent += await self._send(col, doc)
-                if len(found) < self._batch:
-                    break
+            for first in range(0, len(named), self._batch):
+                found = await asyncio.gather(
+                    *(
+                        col.find_one({"_id": doc_id, PENDING: True}, {OUTBOX: 1})
+                        for doc_id in named[first : first + self._batch]
+                    )
+                )
+                sent += await self._relay_batch(col, [doc for doc in found if doc is not None])
         return sent
 
-    async def _send(self, col: Any, doc: Any) -> int:
-        entries = doc.get(OUTBOX) or []
-        for entry in entries:
+    async def _scan(self, col: Any) -> int:
+        sent = 0
+        for _ in range(MAX_SCANS):  # batch after batch, until none is left pending
+            found = [d async for d in col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)]
+            sent += await self._relay_batch(col, found)
+            if len(found) < self._batch:
+                break
+        return sent
+
+    async def _relay_batch(self, col: Any, docs: list[Document]) -> int:
+        """Publishes the batch's entries, then clears the documents whose entries all left.
+        A failed publish fails the pass after the others are cleared."""
+        outcomes = await asyncio.gather(
+            *(self._publish(doc) for doc in docs), return_exceptions=True
+        )
+        published = [doc for doc, failed in zip(docs, outcomes, strict=True) if failed is None]
+        await self._clear(col, published)
+        for failed in outcomes:
+            if isinstance(failed, BaseException):
+                raise failed
+        return sum(len(doc.get(OUTBOX) or []) for doc in published)
+
+    async def _publish(self, doc: Document) -> None:
+        # In order within a document: its events are facts about one thing, in sequence.
+        for entry in doc.get(OUTBOX) or []:
             await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
-        async with document_locks.hold(col.name, doc["_id"]):
-            if entries:
-                # Usually the outbox holds just what was sent: emptied in one write (each
-                # write costs a scan of the collection on FerretDB). Else, those entries out.
-                emptied = await col.update_one(
-                    {"_id": doc["_id"], OUTBOX: entries},
-                    {"$set": {OUTBOX: []}, "$unset": {PENDING: ""}},
-                )
-                if emptied.modified_count == 1:
-                    return len(entries)
-                await col.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: entries}})
-            await col.update_one(
-                {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
-                {"$unset": {PENDING: ""}},
+
+    async def _clear(self, col: Any, docs: list[Document]) -> None:
+        """Takes the published entries out, in one round trip for the batch.
+
+        Each document's outbox is emptied only if it still holds exactly what was published;
+        a document changed since it was read (new events) has just those entries pulled out
+        instead, so a concurrent change's events stay. The process's locks on the documents
+        are held meanwhile: on FerretDB an update rewrites the whole document and would undo a
+        concurrent change of this process (see DocumentLocks)."""
+        if not docs:
+            return
+        async with document_locks.hold_all(col.name, [doc["_id"] for doc in docs]):
+            emptied = await col.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": doc["_id"], OUTBOX: doc.get(OUTBOX) or []},
+                        {"$set": {OUTBOX: []}, "$unset": {PENDING: ""}},
+                    )
+                    for doc in docs
+                ],
+                ordered=False,
             )
-        return len(entries)
+            if emptied.matched_count == len(docs):
+                return
+            # Some changed meanwhile; which ones the answer does not say, and they are few.
+            pulled: list[UpdateOne[Document]] = []
+            for doc in docs:
+                if doc.get(OUTBOX):
+                    pulled.append(
+                        UpdateOne({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: doc[OUTBOX]}})
+                    )
+                pulled.append(
+                    UpdateOne(
+                        {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
+                        {"$unset": {PENDING: ""}},
+                    )
+                )
+            await col.bulk_write(pulled, ordered=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         async def wake_on_stop() -> None:

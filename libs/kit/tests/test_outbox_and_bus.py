@@ -251,3 +251,92 @@ async def test_the_running_relay_sweeps_at_start_then_follows_kicks(db: Any, bus
     finally:
         stop.set()
         await task
+
+
+async def stream_count(bus: EventBus, ids: set[str]) -> dict[str, int]:
+    """How many times each of these event ids is in the IDENTITY stream."""
+    info = await bus.js.stream_info("IDENTITY")
+    got = await collect(
+        bus, f"n_{secrets.token_hex(4)}", "identity.login", want=info.state.messages
+    )
+    return {i: [e.id for e in got].count(i) for i in ids}
+
+
+class CrashAfterPublish(OutboxRelay):
+    """A relay whose process dies once its batch is published, before it is cleared."""
+
+    async def _clear(self, col: Any, docs: list[dict[str, Any]]) -> None:
+        raise Unavailable("killed between publish and clear")
+
+
+async def test_a_crash_between_publish_and_clear_publishes_again_once(
+    db: Any, bus: EventBus
+) -> None:
+    col = db["crashed"]
+    events = {f"d{n}": [login_event(f"c{n}"), login_event(f"c{n}'")] for n in range(5)}
+    for doc_id, evs in events.items():
+        await col.insert_one(new_document_with_events({"_id": doc_id}, *evs))
+    with pytest.raises(Unavailable):
+        await CrashAfterPublish(bus, [col]).relay_once()
+    assert await col.count_documents({"outbox_pending": True}) == 5, "nothing was cleared"
+
+    assert await OutboxRelay(bus, [col]).relay_once() == 10  # the next process's pass
+    assert await col.count_documents({"outbox_pending": True}) == 0
+    ids = {e.id for evs in events.values() for e in evs}
+    assert set((await stream_count(bus, ids)).values()) == {1}, "JetStream dropped the repeats"
+
+
+class ChangedWhilePublishing(OutboxRelay):
+    """A relay during whose publish another request changes one of the batch's documents."""
+
+    def __init__(self, bus: EventBus, col: Any, doc_id: str, event: Any) -> None:
+        super().__init__(bus, [col])
+        self.col, self.doc_id, self.event = col, doc_id, event
+
+    async def _publish(self, doc: dict[str, Any]) -> None:
+        await super()._publish(doc)
+        if doc["_id"] == self.doc_id:
+            await change_document(self.col, self.doc_id, lambda d: {"n": 1}, self.event)
+
+
+async def test_a_change_during_a_pass_keeps_its_new_events(db: Any, bus: EventBus) -> None:
+    col = db["changed"]
+    first = {f"d{n}": login_event(f"f{n}") for n in range(4)}
+    for doc_id, event in first.items():
+        await col.insert_one(new_document_with_events({"_id": doc_id, "n": 0}, event))
+    late = login_event("late")
+    relay = ChangedWhilePublishing(bus, col, "d2", late)
+
+    assert await relay.relay_once() == 4
+    changed = await col.find_one({"_id": "d2"})
+    assert changed["n"] == 1 and changed["outbox_pending"] is True
+    assert [e["id"] for e in changed["outbox"]] == [late.id], "only what was sent left"
+    for doc_id in ("d0", "d1", "d3"):
+        doc = await col.find_one({"_id": doc_id})
+        assert doc["outbox"] == [] and "outbox_pending" not in doc
+
+    relay.doc_id = ""  # no more changes
+    assert await relay.relay_once() == 1
+    assert (await col.find_one({"_id": "d2"}))["outbox"] == []
+    ids = {late.id, *(e.id for e in first.values())}
+    assert set((await stream_count(bus, ids)).values()) == {1}
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["swept", "kicked"])
+async def test_more_documents_than_a_batch_all_leave(db: Any, bus: EventBus, named: bool) -> None:
+    col = db["many"]
+    events = {f"d{n:02}": login_event(f"m{n}") for n in range(45)}
+    await col.insert_many(
+        [new_document_with_events({"_id": doc_id}, e) for doc_id, e in events.items()]
+    )
+    await col.insert_one({"_id": "quiet", "n": 1})
+    # Batches of 10; the kicked pass reads by `_id` (up to 100 named), the sweep scans.
+    relay = OutboxRelay(bus, [col], batch=10, by_id=100)
+    if named:
+        sent = await relay.relay_once(set(), {col.name: {*events, "quiet", "absent"}})
+    else:
+        sent = await relay.relay_once()
+    assert sent == 45
+    assert await col.count_documents({"outbox_pending": True}) == 0
+    assert await col.count_documents({"outbox": []}) == 45
+    assert set((await stream_count(bus, {e.id for e in events.values()})).values()) == {1}

@@ -767,7 +767,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             self.events.audit(who, ins, "update", document_id=doc["_id"]),
         )
         assert updated is not None
-        self.relay.kick()
+        self.relay.kick(self.store.documents, doc["_id"])
         links = await self._readable_links(ins, dossier, [updated])
         return pb.UpdateDocumentResponse(document=metadata(updated, links))
 
@@ -796,7 +796,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ),
             self.events.audit(who, ins, "delete", document_id=doc["_id"]),
         )
-        self.relay.kick()
+        self.relay.kick(self.store.documents, doc["_id"])
         return pb.DeleteDocumentResponse()
 
     # profile, emergency contacts, advance directives ----------------------------------------
