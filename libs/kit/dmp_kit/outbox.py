@@ -102,6 +102,22 @@ def _without_outbox(doc: Document | None) -> Document | None:
     return {k: v for k, v in doc.items() if k not in (OUTBOX, PENDING)}
 
 
+# Updates per `bulk_write`: FerretDB 1.24 on PostgreSQL holds one connection of its pool of 50
+# per update of a command until the command ends, and waits for ever for the 50th (measured:
+# 49 updates in 0.4 s, 50 never answered, nor anything else after). Updates sent at once by
+# every relay of the platform must stay below that, whatever else is in flight.
+UPDATES_PER_WRITE = 8
+
+
+async def _bulk_update(col: Any, ops: list[UpdateOne[Document]]) -> int:
+    """The updates in writes of UPDATES_PER_WRITE, in order; how many matched."""
+    matched = 0
+    for first in range(0, len(ops), UPDATES_PER_WRITE):
+        result = await col.bulk_write(ops[first : first + UPDATES_PER_WRITE], ordered=True)
+        matched += result.matched_count
+    return int(matched)
+
+
 class OutboxRelay:
     """Publishes pending outbox entries of the given collections; one per service process.
 
@@ -109,9 +125,9 @@ class OutboxRelay:
     per document: the pending documents of a batch are read in one query (or, when a kick named
     only a few, each by `_id`), every entry of the batch is published at once (the documents
     concurrently, each document's entries in order) and JetStream's acknowledgements awaited
-    together, then the batch is cleared in one `bulk_write`. A crash at any point leaves the
-    entries not yet cleared pending: they are published again, and JetStream drops them by
-    their `Nats-Msg-Id` (its duplicate window is ten minutes).
+    together, then the batch is cleared by `bulk_write`s of a few updates each. A crash at any
+    point leaves the entries not yet cleared pending: they are published again, and JetStream
+    drops them by their `Nats-Msg-Id` (its duplicate window is ten minutes).
     """
 
     def __init__(
@@ -168,13 +184,15 @@ class OutboxRelay:
                 sent += await self._scan(col)
                 continue
             for first in range(0, len(named), self._batch):
-                found = await asyncio.gather(
-                    *(
-                        col.find_one({"_id": doc_id, PENDING: True}, {OUTBOX: 1})
-                        for doc_id in named[first : first + self._batch]
-                    )
-                )
-                sent += await self._relay_batch(col, [doc for doc in found if doc is not None])
+                # One after the other: FerretDB 1.24 on PostgreSQL can hang for good when more
+                # queries than its pool of 50 connections are in flight while a collection is
+                # created, so the relay keeps no more than one.
+                found = []
+                for doc_id in named[first : first + self._batch]:
+                    doc = await col.find_one({"_id": doc_id, PENDING: True}, {OUTBOX: 1})
+                    if doc is not None:
+                        found.append(doc)
+                sent += await self._relay_batch(col, found)
         return sent
 
     async def _scan(self, col: Any) -> int:
@@ -205,7 +223,7 @@ class OutboxRelay:
             await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
 
     async def _clear(self, col: Any, docs: list[Document]) -> None:
-        """Takes the published entries out, in one round trip for the batch.
+        """Takes the published entries out, a few documents per round trip.
 
         Each document's outbox is emptied only if it still holds exactly what was published;
         a document changed since it was read (new events) has just those entries pulled out
@@ -215,7 +233,8 @@ class OutboxRelay:
         if not docs:
             return
         async with document_locks.hold_all(col.name, [doc["_id"] for doc in docs]):
-            emptied = await col.bulk_write(
+            emptied = await _bulk_update(
+                col,
                 [
                     UpdateOne(
                         {"_id": doc["_id"], OUTBOX: doc.get(OUTBOX) or []},
@@ -223,9 +242,8 @@ class OutboxRelay:
                     )
                     for doc in docs
                 ],
-                ordered=False,
             )
-            if emptied.matched_count == len(docs):
+            if emptied == len(docs):
                 return
             # Some changed meanwhile; which ones the answer does not say, and they are few.
             pulled: list[UpdateOne[Document]] = []
@@ -240,7 +258,7 @@ class OutboxRelay:
                         {"$unset": {PENDING: ""}},
                     )
                 )
-            await col.bulk_write(pulled, ordered=True)
+            await _bulk_update(col, pulled)
 
     async def run(self, stop: asyncio.Event) -> None:
         async def wake_on_stop() -> None:

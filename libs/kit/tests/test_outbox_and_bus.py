@@ -340,3 +340,15 @@ async def test_more_documents_than_a_batch_all_leave(db: Any, bus: EventBus, nam
     assert await col.count_documents({"outbox_pending": True}) == 0
     assert await col.count_documents({"outbox": []}) == 45
     assert set((await stream_count(bus, {e.id for e in events.values()})).values()) == {1}
+
+
+async def test_a_batch_beyond_ferretdbs_pool_is_cleared(db: Any, bus: EventBus) -> None:
+    """FerretDB 1.24 on PostgreSQL never answers an update command of 50 updates (one pooled
+    connection held per update): a default batch of pending documents is cleared all the same."""
+    col = db["wide"]
+    await col.insert_many(
+        [new_document_with_events({"_id": f"w{n:03}"}, login_event(f"w{n}")) for n in range(120)]
+    )
+    relay = OutboxRelay(bus, [col])
+    assert await asyncio.wait_for(relay.relay_once(), timeout=60) == 120
+    assert await col.count_documents({"outbox_pending": True}) == 0
