@@ -109,7 +109,7 @@ def _without_outbox(doc: Document | None) -> Document | None:
 UPDATES_PER_WRITE = 8
 
 
-async def _bulk_update(col: Any, ops: list[UpdateOne[Document]]) -> int:
+async def _bulk_update(col: Any, ops: list[UpdateOne]) -> int:
     """The updates in writes of UPDATES_PER_WRITE, in order; how many matched."""
     matched = 0
     for first in range(0, len(ops), UPDATES_PER_WRITE):
@@ -246,7 +246,7 @@ class OutboxRelay:
             if emptied == len(docs):
                 return
             # Some changed meanwhile; which ones the answer does not say, and they are few.
-            pulled: list[UpdateOne[Document]] = []
+            pulled: list[UpdateOne] = []
             for doc in docs:
                 if doc.get(OUTBOX):
                     pulled.append(
