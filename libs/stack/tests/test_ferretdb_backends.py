@@ -100,6 +100,15 @@ def check_filters_use_an_index(state: Path, url: str) -> None:
         " and tablename like 'patients_docs%'"
     ).strip()
     assert table
+    # No pending list for queries to read through: rows go straight into the GIN indexes.
+    gin_options = (
+        "select c.reloptions from pg_index i join pg_class c on c.oid = i.indexrelid"  # noqa: S608
+        f" join pg_am a on a.oid = c.relam where i.indrelid = '{table}'::regclass"
+        " and a.amname = 'gin'"
+    )
+    options = psql(gin_options).split()
+    # _id, and each field of the compound index (ins, at)
+    assert len(options) == 3 and all("fastupdate=off" in o for o in options), options
     for field, value in (("ins", '"p7"'), ("_id", '"d42"')):
         runs = [f"explain execute q('{field}', '{value}')" for _ in range(7)]
         plans = psql(

@@ -14,6 +14,7 @@ DECLARE
   tbl_schema text;
   expr text;
   field text;
+  gin text;
 BEGIN
   SELECT i.indrelid, pg_get_expr(i.indexprs, i.indrelid)
     INTO tbl, expr
@@ -25,13 +26,20 @@ BEGIN
   SELECT c.relname, n.nspname INTO tbl_name, tbl_schema
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
   -- one GIN index per top-level field the btree names (a compound index names several)
+  -- Without fastupdate: new rows go straight into the index instead of a pending list that
+  -- every query would read through until a vacuum merged it (measured: a page of documents
+  -- 28 % slower at 100,000 documents just written than at 1,000).
   FOR field IN
     SELECT m[1] FROM regexp_matches(expr, '\(_jsonb -> ''([^'']+)''::text\)(?! ->)', 'g') AS m
   LOOP
+    gin := left(tbl_name, 40) || '_' || left(md5(field), 12) || '_eq';
     EXECUTE format(
-      'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb -> %L) jsonb_path_ops)',
-      left(tbl_name, 40) || '_' || left(md5(field), 12) || '_eq', tbl_schema, tbl_name, field
+      'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb -> %L) jsonb_path_ops)'
+      ' WITH (fastupdate = off)',
+      gin, tbl_schema, tbl_name, field
     );
+    EXECUTE format('ALTER INDEX %I.%I SET (fastupdate = off)', tbl_schema, gin);
+    PERFORM gin_clean_pending_list(format('%I.%I', tbl_schema, gin)::regclass);
   END LOOP;
 END
 $fn$;
