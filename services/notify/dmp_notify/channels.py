@@ -15,16 +15,21 @@ from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 
 log = get_logger(__name__)
+# Connections kept open for the next messages (one per e-mail being sent at once, up to this).
+IDLE_CONNECTIONS = 4
 
 
 class EmailSender:
+    """E-mail over SMTP on connections kept open between messages: opening one per message
+    (connect, EHLO, and STARTTLS and AUTH where configured) was most of the e-mail's cost.
+    A message takes an idle connection or opens one; a connection the relay has closed
+    meanwhile is found out by the send, which is tried once more on a new one."""
+
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
+        self._idle: list[aiosmtplib.SMTP] = []
 
-    async def send(self, to: str, message: Message, delivery: str = "") -> None:
-        """`delivery` names the delivery (event, recipient, channel): a message sent again for
-        it (the one window of DESIGN's at-least-once, a process killed between the send and
-        its record) carries the same Message-ID, which mail clients show once."""
+    def _message(self, to: str, message: Message, delivery: str) -> EmailMessage:
         mail = EmailMessage()
         domain_part = parseaddr(self._s.mail_from)[1].rpartition("@")[2] or "dmp.localhost"
         mail["Message-ID"] = (
@@ -36,19 +41,54 @@ class EmailSender:
         mail["To"] = to
         mail["Subject"] = message.subject
         mail.set_content(message.body)
-        try:
-            await aiosmtplib.send(
-                mail,
-                hostname=self._s.smtp_host,
-                port=self._s.smtp_port,
-                start_tls=self._s.smtp_starttls,
-                username=self._s.smtp_username or None,
-                password=self._s.smtp_password.get_secret_value() or None,
-                timeout=self._s.smtp_timeout_seconds,
-            )
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            log.warning("email_failed", error=type(exc).__name__)
-            raise Unavailable("the mail relay did not accept the message") from exc
+        return mail
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self._s.smtp_host,
+            port=self._s.smtp_port,
+            start_tls=self._s.smtp_starttls,
+            username=self._s.smtp_username or None,
+            password=self._s.smtp_password.get_secret_value() or None,
+            timeout=self._s.smtp_timeout_seconds,
+        )
+        await client.connect()
+        return client
+
+    async def send(self, to: str, message: Message, delivery: str = "") -> None:
+        """`delivery` names the delivery (event, recipient, channel): a message sent again for
+        it (the one window of DESIGN's at-least-once, a process killed between the send and
+        its record) carries the same Message-ID, which mail clients show once."""
+        mail = self._message(to, message, delivery)
+        client = self._idle.pop() if self._idle else None
+        while True:
+            kept = client is not None
+            try:
+                if client is None:
+                    client = await self._open()
+                await client.send_message(mail)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                _close(client)
+                client = None
+                if kept:
+                    continue  # closed by the relay while idle: once more, on a new connection
+                log.warning("email_failed", error=type(exc).__name__)
+                raise Unavailable("the mail relay did not accept the message") from exc
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                _close(client)
+                log.warning("email_failed", error=type(exc).__name__)
+                raise Unavailable("the mail relay did not accept the message") from exc
+            if len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append(client)
+            else:
+                _close(client)
+            return
+
+
+def _close(client: aiosmtplib.SMTP | None) -> None:
+    """Drops a connection without a word to the relay (it may be gone already)."""
+    if client is not None and client.is_connected:
+        client.close()
 
 
 class SmsProvider(Protocol):

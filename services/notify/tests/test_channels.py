@@ -12,9 +12,9 @@ from dmp_notify.domain import Message
 from dmp_stack.testing import Infra
 
 
-async def test_a_delivery_sent_again_carries_the_same_message_id(infra: Infra) -> None:
+def settings_for(infra: Infra) -> NotifySettings:
     smtp = urlparse(infra.smtp.url)
-    settings = NotifySettings.model_construct(
+    return NotifySettings.model_construct(
         smtp_host=smtp.hostname,
         smtp_port=smtp.port,
         smtp_starttls=False,
@@ -23,7 +23,28 @@ async def test_a_delivery_sent_again_carries_the_same_message_id(infra: Infra) -
         smtp_timeout_seconds=10.0,
         mail_from="DMP <no-reply@dmp.localhost>",
     )
-    sender = EmailSender(settings)
+
+
+def sent_to(infra: Infra, to: str) -> int:
+    return sum(to in path.read_text(errors="replace") for path in infra.maildir.glob("*.eml"))
+
+
+async def test_messages_share_a_connection_and_a_closed_one_is_replaced(infra: Infra) -> None:
+    sender = EmailSender(settings_for(infra))
+    to = "connection-check@example.org"
+    message = Message("Un nouveau document dans votre DMP", "Bonjour")
+    await sender.send(to, message, delivery="event-a:patient:x:email")
+    kept = sender._idle[0]
+    await sender.send(to, message, delivery="event-b:patient:x:email")
+    assert sender._idle == [kept], "the second message went over the first one's connection"
+    kept.close()  # as a relay closing an idle connection
+    await sender.send(to, message, delivery="event-c:patient:x:email")
+    assert len(sender._idle) == 1 and sender._idle[0] is not kept
+    assert sent_to(infra, to) == 3
+
+
+async def test_a_delivery_sent_again_carries_the_same_message_id(infra: Infra) -> None:
+    sender = EmailSender(settings_for(infra))
     to = "message-id-check@example.org"
     message = Message("Un nouveau document dans votre DMP", "Bonjour")
     for delivery in (
