@@ -341,7 +341,11 @@ class Load:
 
 
 # Benchmarks run the services as deployed: quiet logs, the time-based rules at their default.
-BENCH_ENV = {"DMP_LOG_LEVEL": "WARNING", "DMP_SCHEDULE_INTERVAL_SECONDS": "60"}
+BENCH_ENV = {
+    "DMP_LOG_LEVEL": "WARNING",
+    "DMP_SCHEDULE_INTERVAL_SECONDS": "60",
+    "DMP_REMB_REFRESH_INTERVAL_SECONDS": "3600",
+}
 
 
 @contextmanager
