@@ -12,21 +12,21 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from uuid6 import uuid7
 
+from dmp_dossier.store import CURRENT, listing_entries
+
 client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(os.environ["DMP_MONGO_URL"])
-documents = client["dossier"]["documents"]
+listings = client["dossier"]["listings"]
 floor = client["bench_floor"]["documents"]
 app = FastAPI()
 
 
 @app.get("/floor/list/{ins}")
 async def list_documents(ins: str) -> dict[str, Any]:
-    cursor = (
-        documents.find({"ins": ins, "status": {"$in": ["approved", "archived"]}}, {"outbox": 0})
-        .sort([("created_at", -1), ("_id", -1)])
-        .limit(400)
-    )
+    listing = await listings.find_one({"_id": ins}, {"docs": 1})
     items = [
-        {"id": d["_id"], "title": d["title"], "type_code": d["type_code"]} async for d in cursor
+        {"id": d["_id"], "title": d["title"], "type_code": d["type_code"]}
+        for d in listing_entries(listing)
+        if d["status"] in CURRENT
     ]
     return {"items": items[:200]}
 

@@ -1,12 +1,11 @@
 """Cost follows the patient's data, not the platform's: `python -m bench.run dossier_growth`.
 
 One patient with 50 documents (added through the gateway by their GP) is consulted on an idle
-stack while the platform's document collection grows around them, from 1,000 to 100,000
-documents across 1,000 patients (copies of a real document record of the dossier service,
-written straight to its collection; their content is not stored, which only the reads of
-content would see). At each size: a page of 50 (p50 of sequential requests), and the dossier
-page as the portal opens it (the dossier with its counts, then the list with the pending
-count).
+stack while the platform's documents grow around them, from 1,000 to 100,000 documents across
+1,000 patients (copies of a real document's metadata, written straight to the other patients'
+listings; their content is not stored, which only the reads of content would see). At each
+size: a page of 50 (p50 of sequential requests), and the dossier page as the portal opens it
+(the dossier with its counts, then the list with the pending count).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from pymongo import MongoClient
 
 from bench.cost import cost_stack
 from bench.run import RESULTS, _document, _patient_with_gp, database
+from dmp_dossier.store import listing_entries, listing_fields
 
 SIZES = (1_000, 10_000, 30_000, 100_000)
 PATIENTS = 1_000
@@ -48,10 +48,10 @@ def dossier_growth(largest: int) -> dict[str, Any]:
             for i in range(50):
                 r = c.post(f"/v1/dossiers/{ins}/documents", json=_document(i, 512))
                 assert r.status_code == 201, r.text
-        mongo: MongoClient[dict[str, Any]] = MongoClient(os.environ["DMP_MONGO_URL"])
-        documents = mongo["dossier"]["documents"]
-        model = documents.find_one({"ins": ins}, {"outbox": 0})
-        assert model is not None
+        mongo: MongoClient[dict[str, Any]] = MongoClient(os.environ["DMP_MONGO_URL"], tz_aware=True)
+        listings = mongo["dossier"]["listings"]
+        model = listing_entries(listings.find_one({"_id": ins}, {"docs": 1}))[0]
+        others: dict[str, list[dict[str, Any]]] = {}
         curve = []
         with httpx.Client(
             base_url=running.url, headers={"authorization": f"Bearer {token}"}, timeout=30
@@ -66,26 +66,27 @@ def dossier_growth(largest: int) -> dict[str, Any]:
                 assert r.status_code == 200, r.text
                 consult()
 
-            written = documents.estimated_document_count()
+            written = 50
             for size in sizes:
-                others = []
                 for n in range(written, size):
-                    at = model["created_at"] - timedelta(minutes=n)
-                    others.append(
+                    other = f"2{n % PATIENTS:014d}"
+                    others.setdefault(other, []).append(
                         {
                             **model,
                             "_id": f"bench-{n:07d}",
-                            "ins": f"2{n % PATIENTS:014d}",
-                            "created_at": at,
+                            "ins": other,
+                            "created_at": model["created_at"] - timedelta(minutes=n),
                         }
                     )
-                for start in range(0, len(others), 2000):
-                    documents.insert_many(others[start : start + 2000])
+                for other, docs in others.items():
+                    listings.update_one({"_id": other}, {"$set": listing_fields(docs)}, upsert=True)
                 written = max(written, size)
                 time.sleep(1)
                 _timed(consult, 5)  # warm-up
                 point = {
-                    "documents_stored": documents.estimated_document_count(),
+                    "documents_stored": sum(
+                        len(listing_entries(d)) for d in listings.find({}, {"docs": 1})
+                    ),
                     "consult_p50_ms": _timed(consult, 30),
                     "dossier_page_p50_ms": _timed(dossier_page, 30),
                 }

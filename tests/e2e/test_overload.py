@@ -110,7 +110,7 @@ def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(
 ) -> None:
     before = refused_by(scene.url)
     answers, others = asyncio.run(
-        flood(scene, rate=50, seconds=4, aside=("/healthz", "/readyz", "/portail/"))
+        flood(scene, rate=120, seconds=4, aside=("/healthz", "/readyz", "/portail/"))
     )
     served = [latency for r, latency in answers if r.status_code == 200]
     refused = [(r, latency) for r, latency in answers if overloaded(r)]
@@ -174,7 +174,7 @@ def test_one_client_flooding_does_not_starve_another(stack: RunningStack, scene:
                     await asyncio.sleep(0.1)
                 return answers
 
-            flood = asyncio.gather(*(one(start + i / 80) for i in range(240)))
+            flood = asyncio.gather(*(one(start + i / 160) for i in range(480)))
             flooded, asked = await asyncio.gather(flood, asking())
         return list(flooded), asked
 

@@ -124,5 +124,5 @@ async def test_reminder_reveal_and_purge(clock: RunningStack) -> None:
     with MongoClient(stack.infra.mongo.url) as client:
         db = client["dossier"]
         assert db["data_keys"].find_one({"_id": ins}) is None
-        assert db["documents"].count_documents({"ins": ins}) == 0
+        assert db["listings"].find_one({"_id": ins}) is None
         assert db["chunks"].count_documents({"doc_id": doc_id}) == 0

@@ -18,7 +18,7 @@ async def serve() -> None:
     settings = DossierSettings()
     runtime = ServiceRuntime("dossier", settings)
     store = DossierStore(runtime.db)
-    relay = OutboxRelay(runtime.bus, [store.dossiers, store.documents])
+    relay = OutboxRelay(runtime.bus, [store.dossiers, store.listings])
     servicer = DossierServicer(
         settings,
         store,

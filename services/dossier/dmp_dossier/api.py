@@ -17,7 +17,7 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_dossier import domain
 from dmp_dossier.config import DossierSettings
 from dmp_dossier.events import DossierEvents
-from dmp_dossier.store import DossierStore
+from dmp_dossier.store import CURRENT, DossierStore, current_documents, hidden_from_patient
 from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.bus import EventBus
@@ -173,15 +173,20 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         return set(answer.visible_ids), answer.mode
 
     async def _readable_links(
-        self, ins: str, dossier: Document | None, docs: list[Document]
+        self,
+        ins: str,
+        dossier: Document | None,
+        docs: list[Document],
+        listed: list[Document] | None = None,
     ) -> set[str]:
-        """Of the versions `docs` link to (replaces, replaced_by), those the caller may read."""
+        """Of the versions `docs` link to (replaces, replaced_by), those the caller may read;
+        `listed`, the dossier's documents when the request has read them already."""
         ids = {d[k] for d in docs for k in ("replaces", "replaced_by") if d.get(k)}
         if not ids:
             return set()
-        readable, _ = await self._readable_ids(
-            ins, dossier, await self.store.get_documents(ins, sorted(ids))
-        )
+        if listed is None:
+            listed = await self.store.documents_of(ins)
+        readable, _ = await self._readable_ids(ins, dossier, [d for d in listed if d["_id"] in ids])
         return readable
 
     def _record_ref(self, record: str) -> Document:
@@ -261,7 +266,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     async def _visible_counts(self, dossier: Document) -> dict[str, int]:
         """Documents per section, of those the caller may read (rule 4's matrix, masking,
         hiding): a count is as telling as a list."""
-        refs = await self.store.document_refs(dossier["_id"])
+        refs = current_documents(await self.store.documents_of(dossier["_id"]))
         counts: dict[str, int] = {}
         for start in range(0, len(refs), FILTER_BATCH):
             batch = refs[start : start + FILTER_BATCH]
@@ -546,12 +551,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             seal(key, request.content, doc_id.encode()),
             *facts,
             self.events.audit(who, ins, "create", document_id=doc_id),
+            supersedes=request.replaces,
         )
-        if request.replaces:
-            await self.store.change_document_record(
-                request.replaces, lambda _: {"status": "superseded", "replaced_by": doc_id}
-            )
-        self.relay.kick(self.store.documents, doc_id)
+        self.relay.kick(self.store.listings, ins)
         return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
     async def _readable(
@@ -601,45 +603,48 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             raise InvalidArgument(
                 f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
             )
-        query: Document = {"ins": ins}
-        if request.section:
-            query["section"] = self.catalogue.section(request.section)
-        if request.type_code:
-            query["type_code"] = self.catalogue.type(request.type_code).code
-        query["status"] = DOC_STATUS_NAME.get(request.status, {"$in": ["approved", "archived"]})
-        if request.HasField("since"):
-            query["created_at"] = {"$gte": request.since.ToDatetime(tzinfo=self.clock.now().tzinfo)}
+        sections = {self.catalogue.section(request.section)} if request.section else None
+        type_code = self.catalogue.type(request.type_code).code if request.type_code else ""
+        statuses = {DOC_STATUS_NAME[request.status]} if request.status else set(CURRENT)
+        since = (
+            request.since.ToDatetime(tzinfo=self.clock.now().tzinfo)
+            if request.HasField("since")
+            else None
+        )
         after = domain.decode_cursor(request.cursor) if request.cursor else None
         dossier = await self.store.get_dossier(ins)
         if dossier is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        # Consent filters the documents batch after batch until the page is full. One query
-        # per batch, documents whole: a second read of the page's documents by id would cost
-        # the database as much again (FerretDB converts every document of the dossier it
-        # sorts). The first batch is sized for a caller who may read the whole page (one more
-        # says whether there is a next). The cursor names the last document returned: never
-        # one the caller may not read.
+        # The dossier's listing, one read, newest first; then consent filters the matching
+        # documents batch after batch until the page is full. The first batch is sized for a
+        # caller who may read the whole page (one more says whether there is a next). The
+        # cursor names the last document returned: never one the caller may not read.
+        listed = await self.store.documents_of(ins)
+        matching = [
+            d
+            for d in listed
+            if d["status"] in statuses
+            and (sections is None or d["section"] in sections)
+            and (not type_code or d["type_code"] == type_code)
+            and (since is None or d["created_at"] >= since)
+            and (after is None or (d["created_at"], d["_id"]) < after)
+        ]
         page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
         more = False
-        position = after
-        batch = limit + 1
-        while True:
-            found = await self.store.list_documents(query, position, batch)
+        start, batch = 0, limit + 1
+        while start < len(matching) and not more:
+            found = matching[start : start + batch]
             readable, mode = await self._readable_ids(ins, dossier, found)
             for d in found:
-                position = (d["created_at"], d["_id"])
                 if d["_id"] in readable:
                     if len(page) == limit:
                         more = True
                         break
                     page.append(d)
-            if more or len(found) < batch:
-                break
-            batch = FILTER_BATCH
-        visible = page
+            start, batch = start + len(found), FILTER_BATCH
         next_cursor = domain.encode_cursor(page[-1]["created_at"], page[-1]["_id"]) if more else ""
-        if not visible and not request.cursor:
+        if not page and not request.cursor:
             await self._allowed_read(who, ins, dossier)  # a refusal says why
         await self._trace(
             who,
@@ -648,16 +653,16 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             mode=MODE_NAME.get(mode, "normal"),
             query=f"list:{request.section}:{request.type_code}",
         )
-        if visible:
+        if page:
             await self._first_access(who, ins, dossier)
         pending = 0
         if who.kind == "patient" and (
             who.ins == ins or who.ins in dossier.get("legal_representatives", [])
         ):
-            pending = await self.store.count_hidden_from_patient(ins)
-        links = await self._readable_links(ins, dossier, visible)
+            pending = hidden_from_patient(listed)
+        links = await self._readable_links(ins, dossier, page, listed)
         return pb.ListDocumentsResponse(
-            items=[metadata(d, links) for d in visible], next=next_cursor, pending=pending
+            items=[metadata(d, links) for d in page], next=next_cursor, pending=pending
         )
 
     async def ReadableDocuments(
@@ -671,7 +676,12 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         if len(ids) > FILTER_BATCH:
             raise InvalidArgument(f"at most {FILTER_BATCH} document ids", field="document_ids")
         dossier = await self.store.get_dossier(ins)
-        docs = await self.store.get_documents(ins, ids) if ids and dossier else []
+        wanted = set(ids)
+        docs = (
+            [d for d in await self.store.documents_of(ins) if d["_id"] in wanted]
+            if ids and dossier
+            else []
+        )
         readable, _ = await self._readable_ids(ins, dossier, docs)
         return pb.ReadableDocumentsResponse(document_ids=sorted(readable))
 
@@ -761,13 +771,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 )
             )
         updated = await self.store.change_document_record(
+            ins,
             doc["_id"],
             fields,
             *events,
             self.events.audit(who, ins, "update", document_id=doc["_id"]),
         )
-        assert updated is not None
-        self.relay.kick(self.store.documents, doc["_id"])
+        if updated is None:  # deleted meanwhile
+            raise NotFound("no such document", field="document_id", slug="document-not-found")
+        self.relay.kick(self.store.listings, ins)
         links = await self._readable_links(ins, dossier, [updated])
         return pb.UpdateDocumentResponse(document=metadata(updated, links))
 
@@ -786,6 +798,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         # Blocked (rule 5) or a closed dossier (rule 13): refused like a new document.
         raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         await self.store.change_document_record(
+            ins,
             doc["_id"],
             lambda _: {"status": "deleted"},
             self.events.fact(
@@ -796,7 +809,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ),
             self.events.audit(who, ins, "delete", document_id=doc["_id"]),
         )
-        self.relay.kick(self.store.documents, doc["_id"])
+        self.relay.kick(self.store.listings, ins)
         return pb.DeleteDocumentResponse()
 
     # profile, emergency contacts, advance directives ----------------------------------------

@@ -74,7 +74,7 @@ class Schedule:
                 )
                 for label in due
             ]
-            await self.store.change_document_record(doc["_id"], fields, *events)
+            await self.store.change_document_record(doc["ins"], doc["_id"], fields, *events)
 
     async def reveal(self, now: datetime) -> None:
         def fields(current: Document | None) -> Document | None:
@@ -90,6 +90,7 @@ class Schedule:
             if labels is None:
                 continue
             await self.store.change_document_record(
+                doc["ins"],
                 doc["_id"],
                 fields,
                 self.events.fact(

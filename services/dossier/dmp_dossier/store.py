@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+import bson
+from bson import Binary
+from bson.codec_options import CodecOptions
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_kit.crypto import seal, unseal
-from dmp_kit.errors import AlreadyExists
+from dmp_kit.errors import AlreadyExists, Conflict
+from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document, Store
-from dmp_kit.outbox import Change, change_document, new_document_with_events
+from dmp_kit.outbox import (
+    OUTBOX,
+    PENDING,
+    VERSION,
+    Change,
+    change_document,
+    new_document_with_events,
+)
 
 CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
 KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
+# A listing is one record (MongoDB's limit: 16 MB); a document's metadata takes ~350 bytes.
+DOCUMENTS_PER_DOSSIER = 20_000
+
+log = get_logger(__name__)
 
 
 class DossierStore(Store):
@@ -31,7 +46,12 @@ class DossierStore(Store):
         return self.db["dossiers"]
 
     @property
-    def documents(self) -> Any:
+    def listings(self) -> Any:
+        return self.db["listings"]
+
+    @property
+    def legacy_documents(self) -> Any:
+        """Documents as stored before listings, one record each: folded at start."""
         return self.db["documents"]
 
     @property
@@ -47,13 +67,11 @@ class DossierStore(Store):
         return self.db["openings"]
 
     async def ensure_indexes(self) -> None:
-        await self.documents.create_index(
-            [("ins", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
-        )
         await self.chunks.create_index([("doc_id", ASCENDING), ("n", ASCENDING)])
-        await self.documents.create_index("labels")  # the scheduled rules' hidden documents
+        await self.listings.create_index("hiding")  # the scheduled rules' hidden documents
         await self.openings.create_index("opener")
         await self.dossiers.create_index([("status", ASCENDING), ("purge_after", ASCENDING)])
+        await self.fold_documents()
 
     # dossiers ------------------------------------------------------------------------
 
@@ -103,59 +121,35 @@ class DossierStore(Store):
         return [doc async for doc in cursor]
 
     # documents -------------------------------------------------------------------------
+    #
+    # A dossier's documents are listed in one record, `listings`/`_id` = INS, whose `docs`
+    # is a single binary value: the metadata of every document of the dossier, as BSON this
+    # service decodes itself. A page is read as one value instead of one record per document
+    # (FerretDB converts, filters and sorts every record a query matches, in Go: 200 records
+    # cost it ten times one value holding them). Every change of a document is one update of
+    # its dossier's listing, with its events (the outbox), so the listing is never stale and
+    # a new version and the one it supersedes change together. The content stays apart, in
+    # `chunks`. `hiding` names the hiding labels some current document carries: the
+    # scheduled rules read only those listings.
+
+    async def documents_of(self, ins: str) -> list[Document]:
+        """Every document of the dossier (any status), newest first."""
+        found: Document | None = await self.listings.find_one({"_id": ins}, {"docs": 1})
+        return listing_entries(found)
 
     async def get_document(self, ins: str, doc_id: str) -> Document | None:
-        doc: Document | None = await self.documents.find_one(
-            {"_id": doc_id, "ins": ins}, {"outbox": 0}
-        )
-        return doc
-
-    async def list_documents(
-        self,
-        query: Document,
-        after: tuple[datetime, str] | None,
-        limit: int,
-        fields: Document | None = None,
-    ) -> list[Document]:
-        if after is not None:
-            at, doc_id = after
-            query = {
-                **query,
-                "$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": doc_id}}],
-            }
-        cursor = (
-            self.documents.find(query, fields or {"outbox": 0})
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit)
-            .batch_size(limit)  # one round trip
-        )
-        return [doc async for doc in cursor]
-
-    async def count_hidden_from_patient(self, ins: str) -> int:
-        return await self.documents.count_documents(
-            {
-                "ins": ins,
-                "labels": domain.HIDDEN_FROM_PATIENT,
-                "status": {"$in": ["approved", "archived"]},
-            }
-        )
-
-    async def document_refs(self, ins: str) -> list[Document]:
-        """What an access decision needs of each current document of a dossier."""
-        cursor = self.documents.find(
-            {"ins": ins, "status": {"$in": ["approved", "archived"]}},
-            {"type_code": 1, "section": 1, "author": 1, "labels": 1, "status": 1},
-        )
-        return [doc async for doc in cursor]
-
-    async def get_documents(self, ins: str, ids: list[str]) -> list[Document]:
-        cursor = self.documents.find({"_id": {"$in": ids}, "ins": ins}, {"outbox": 0})
-        return [doc async for doc in cursor]
+        return next((d for d in await self.documents_of(ins) if d["_id"] == doc_id), None)
 
     async def insert_document(
-        self, doc: Document, content_sealed: bytes, *events: envelope_pb2.Envelope
+        self,
+        doc: Document,
+        content_sealed: bytes,
+        *events: envelope_pb2.Envelope,
+        supersedes: str = "",
     ) -> None:
-        """Chunks first, metadata last: the metadata insert is the commit point."""
+        """Chunks first, the listing last: its update is the commit point (chunks no listing
+        names are never read, and go with the dossier's purge). `supersedes` is the version
+        the new one replaces, marked in the same update."""
         pieces = [
             content_sealed[i : i + CHUNK_BYTES] for i in range(0, len(content_sealed), CHUNK_BYTES)
         ]
@@ -165,9 +159,48 @@ class DossierStore(Store):
                 for n, piece in enumerate(pieces)
             ]
         )
-        await self.documents.insert_one(
-            new_document_with_events({**doc, "chunks": len(pieces)}, *events)
-        )
+        new = {**doc, "chunks": len(pieces)}
+
+        def added(current: Document | None) -> Document:
+            docs = listing_entries(current)
+            if len(docs) >= DOCUMENTS_PER_DOSSIER:
+                raise Conflict(
+                    f"a dossier holds at most {DOCUMENTS_PER_DOSSIER} documents",
+                    slug="dossier-full",
+                )
+            if supersedes:
+                docs = [
+                    {**d, "status": "superseded", "replaced_by": doc["_id"]}
+                    if d["_id"] == supersedes
+                    else d
+                    for d in docs
+                ]
+            return listing_fields([new, *docs])
+
+        await change_document(self.listings, doc["ins"], added, *events, create=True)
+
+    async def change_document_record(
+        self, ins: str, doc_id: str, fields: Change, *events: envelope_pb2.Envelope
+    ) -> Document | None:
+        """One document's change (`fields` as for `change_document`, given the document),
+        with its events; the document as written, None if it does not exist."""
+        written: list[Document] = []
+
+        def changed(current: Document | None) -> Document | None:
+            docs = listing_entries(current)
+            for i, d in enumerate(docs):
+                if d["_id"] == doc_id:
+                    new = fields(d)
+                    written[:] = [{**d, **(new or {})}]
+                    if new is None:
+                        return None
+                    docs[i] = written[0]
+                    return listing_fields(docs)
+            written.clear()
+            return None
+
+        await change_document(self.listings, ins, changed, *events)
+        return written[0] if written else None
 
     async def read_content(self, doc: Document) -> bytes:
         """The chunks by their `_id`: a key lookup on every server (FerretDB scans a
@@ -183,10 +216,35 @@ class DossierStore(Store):
             pieces.append(bytes(chunk["data"]))
         return b"".join(pieces)
 
-    async def change_document_record(
-        self, doc_id: str, fields: Change, *events: envelope_pb2.Envelope
-    ) -> Document | None:
-        return await change_document(self.documents, doc_id, fields, *events)
+    async def fold_documents(self) -> int:
+        """Moves documents stored one record each (before listings) into their dossiers'
+        listings, with their pending events; run at start. Safe to cut short and run again:
+        a document already listed is kept as listed, and an event published twice is dropped
+        by JetStream (its id) or by consumers (idempotent)."""
+        moved = 0
+        while (first := await self.legacy_documents.find_one({}, {"ins": 1})) is not None:
+            ins = first["ins"]
+            old = [d async for d in self.legacy_documents.find({"ins": ins})]
+            events = [
+                envelope_pb2.Envelope.FromString(bytes(entry["data"]))
+                for d in old
+                for entry in d.get(OUTBOX) or []
+            ]
+            found = [
+                {k: v for k, v in d.items() if k not in (OUTBOX, PENDING, VERSION)} for d in old
+            ]
+
+            def merged(current: Document | None, found: list[Document] = found) -> Document:
+                docs = listing_entries(current)
+                listed = {d["_id"] for d in docs}
+                return listing_fields([*docs, *(d for d in found if d["_id"] not in listed)])
+
+            await change_document(self.listings, ins, merged, *events, create=True)
+            await self.legacy_documents.delete_many({"ins": ins})
+            moved += len(old)
+        if moved:
+            log.info("documents_folded_into_listings", documents=moved)
+        return moved
 
     # per-patient data keys ----------------------------------------------------------------
 
@@ -219,20 +277,20 @@ class DossierStore(Store):
     async def hidden_documents(
         self, created_before: datetime, reminded: bool | None
     ) -> list[Document]:
-        """Current documents carrying a hiding label, written before `created_before`. One
-        query per label, each an equality on `labels`: served by its index on every server
-        (FerretDB reads the whole collection for a `$in`, and this runs every minute)."""
+        """Current documents carrying a hiding label, written before `created_before`: read
+        from the listings that name the label in `hiding` (an equality, served by its index
+        on every server), one query per label."""
         found: dict[str, Document] = {}
         for label in domain.HIDING_LABELS:
-            query: Document = {
-                "labels": label,
-                "created_at": {"$lte": created_before},
-                "status": {"$in": ["approved", "archived"]},
-            }
-            if reminded is not None:
-                query["reminded"] = reminded
-            async for doc in self.documents.find(query, {"outbox": 0}).limit(500):
-                found.setdefault(doc["_id"], doc)
+            async for listing in self.listings.find({"hiding": label}, {"docs": 1}).limit(500):
+                for doc in listing_entries(listing):
+                    if (
+                        label in doc.get("labels", [])
+                        and doc["status"] in CURRENT
+                        and doc["created_at"] <= created_before
+                        and (reminded is None or doc.get("reminded", False) == reminded)
+                    ):
+                        found.setdefault(doc["_id"], doc)
         return list(found.values())[:500]
 
     async def due_for_purge(self, now: datetime) -> list[Document]:
@@ -251,8 +309,46 @@ class DossierStore(Store):
         for held in [held for held in self._keys if held[0] == ins]:
             del self._keys[held]
         await self.keys.delete_one({"_id": ins})
-        ids = [d["_id"] async for d in self.documents.find({"ins": ins}, {"_id": 1})]
-        for doc_id in ids:  # an equality each: `$in` would read every chunk on FerretDB
-            await self.chunks.delete_many({"doc_id": doc_id})
-        await self.documents.delete_many({"ins": ins})
+        for doc in await self.documents_of(ins):
+            # An equality each: `$in` would read every chunk on FerretDB.
+            await self.chunks.delete_many({"doc_id": doc["_id"]})
+        await self.listings.delete_one({"_id": ins})
         await self.dossiers.delete_one({"_id": ins})
+
+
+CURRENT = ("approved", "archived")
+CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
+
+
+def listing_entries(listing: Document | None) -> list[Document]:
+    """A listing's documents, decoded."""
+    if listing is None or "docs" not in listing:
+        return []
+    docs: list[Document] = bson.decode(bytes(listing["docs"]), codec_options=CODEC)["d"]
+    return docs
+
+
+def listing_fields(docs: list[Document]) -> Document:
+    """The fields of a listing holding `docs`, newest first."""
+    docs = sorted(docs, key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+    hiding = sorted(
+        {
+            label
+            for d in docs
+            if d["status"] in CURRENT
+            for label in d.get("labels", [])
+            if label in domain.HIDING_LABELS
+        }
+    )
+    return {"docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
+
+
+def current_documents(docs: list[Document]) -> list[Document]:
+    return [d for d in docs if d["status"] in CURRENT]
+
+
+def hidden_from_patient(docs: list[Document]) -> int:
+    """How many current documents are hidden from the patient (rule 8's pending count)."""
+    return sum(
+        1 for d in current_documents(docs) if domain.HIDDEN_FROM_PATIENT in d.get("labels", [])
+    )

@@ -136,6 +136,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "deletion-requested",
             "cannot-rehide",
             "contention",
+            "dossier-full",
             "rotation-too-soon",
         ),
     ),

@@ -1,0 +1,141 @@
+"""A dossier's documents kept in its listing, on the real database: every change lands in one
+update with its events, a new version supersedes the old in the same update, the scheduled
+rules find hidden documents by the listing's `hiding`, a full dossier refuses more, and
+documents stored one record each (before listings) are folded in at start, events included."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from dmp.events.v1 import envelope_pb2
+from dmp_dossier import domain
+from dmp_dossier import store as store_module
+from dmp_dossier.store import DossierStore, hidden_from_patient
+from dmp_kit.errors import Conflict
+from dmp_kit.outbox import OUTBOX, PENDING, new_document_with_events
+from dmp_stack.testing import Infra, make_ins
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(infra: Infra) -> AsyncIterator[DossierStore]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo.url, tz_aware=True)
+    db = client[f"dossier_listing_{make_ins()}"]
+    yield DossierStore(db)
+    await client.drop_database(db.name)
+    await client.close()
+
+
+def _doc(ins: str, n: int, labels: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "_id": f"doc-{n:04d}",
+        "ins": ins,
+        "type_code": "11488-4",
+        "section": "reports",
+        "title": f"CR {n}",
+        "author": "10000000006",
+        "author_kind": "professional",
+        "created_at": T0 + timedelta(minutes=n),
+        "service_start": None,
+        "mime_type": "text/plain",
+        "size": 3,
+        "sha256": "ab" * 32,
+        "labels": labels or [],
+        "status": "approved",
+        "reminded": False,
+    }
+
+
+def _event(n: int) -> envelope_pb2.Envelope:
+    return envelope_pb2.Envelope(id=f"event-{n}", type="document.added")
+
+
+async def _outbox_ids(store: DossierStore, ins: str) -> list[str]:
+    listing = await store.listings.find_one({"_id": ins})
+    assert listing is not None
+    return [entry["id"] for entry in listing.get(OUTBOX, [])]
+
+
+async def test_changes_land_in_the_listing_with_their_events(store: DossierStore) -> None:
+    ins = make_ins()
+    for n in range(3):
+        await store.insert_document(_doc(ins, n), b"abc", _event(n))
+    await store.insert_document(
+        {**_doc(ins, 3), "replaces": "doc-0001"}, b"abc", _event(3), supersedes="doc-0001"
+    )
+    docs = await store.documents_of(ins)
+    assert [d["_id"] for d in docs] == ["doc-0003", "doc-0002", "doc-0001", "doc-0000"]
+    assert docs[2]["status"] == "superseded" and docs[2]["replaced_by"] == "doc-0003"
+    assert docs[0]["created_at"] == T0 + timedelta(minutes=3)  # dates come back as written
+    assert docs[0]["chunks"] == 1
+    assert await store.read_content(docs[0]) == b"abc"
+    assert await _outbox_ids(store, ins) == ["event-0", "event-1", "event-2", "event-3"]
+
+    hidden = await store.change_document_record(
+        ins, "doc-0002", lambda d: {"labels": [domain.HIDDEN_FROM_PATIENT]}, _event(4)
+    )
+    assert hidden is not None and hidden["labels"] == [domain.HIDDEN_FROM_PATIENT]
+    assert hidden_from_patient(await store.documents_of(ins)) == 1
+    assert (await store.listings.find_one({"_id": ins}))["hiding"] == [  # type: ignore[index]
+        domain.HIDDEN_FROM_PATIENT
+    ]
+    assert await store.change_document_record(ins, "no-such", lambda d: {"status": "x"}) is None
+    assert "event-4" in await _outbox_ids(store, ins)
+
+
+async def test_the_schedule_reads_only_listings_that_hide(store: DossierStore) -> None:
+    ins, other = make_ins(), make_ins()
+    await store.insert_document(_doc(ins, 1, [domain.HIDDEN_FROM_PATIENT]), b"x")
+    await store.insert_document(_doc(ins, 2), b"x")
+    await store.insert_document(_doc(other, 3), b"x")
+    due = await store.hidden_documents(T0 + timedelta(days=1), reminded=False)
+    assert [d["_id"] for d in due] == ["doc-0001"]
+    assert await store.hidden_documents(T0, reminded=False) == []  # not written before
+    await store.change_document_record(ins, "doc-0001", lambda d: {"reminded": True})
+    assert await store.hidden_documents(T0 + timedelta(days=1), reminded=False) == []
+    assert len(await store.hidden_documents(T0 + timedelta(days=1), reminded=None)) == 1
+    await store.change_document_record(ins, "doc-0001", lambda d: {"labels": []})
+    assert await store.hidden_documents(T0 + timedelta(days=1), reminded=None) == []
+    assert await store.listings.count_documents({"hiding": domain.HIDDEN_FROM_PATIENT}) == 0
+
+
+async def test_a_full_dossier_refuses_more_and_keeps_what_it_has(
+    store: DossierStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "DOCUMENTS_PER_DOSSIER", 2)
+    ins = make_ins()
+    await store.insert_document(_doc(ins, 1), b"x", _event(1))
+    await store.insert_document(_doc(ins, 2), b"x", _event(2))
+    with pytest.raises(Conflict) as refused:
+        await store.insert_document(_doc(ins, 3), b"x", _event(3))
+    assert refused.value.problem == "dossier-full"
+    assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001"]
+    assert await _outbox_ids(store, ins) == ["event-1", "event-2"], "no event of the refused one"
+
+
+async def test_documents_stored_one_record_each_are_folded_in(store: DossierStore) -> None:
+    ins, other = make_ins(), make_ins()
+    await store.insert_document(_doc(ins, 1), b"x")  # already listed
+    await store.legacy_documents.insert_many(
+        [
+            new_document_with_events({**_doc(ins, 1), "chunks": 1}, _event(10)),
+            new_document_with_events({**_doc(ins, 2), "chunks": 1}, _event(11)),
+            {**_doc(other, 3), "chunks": 1, OUTBOX: [], "_v": 2},
+        ]
+    )
+    assert await store.fold_documents() == 3
+    assert await store.legacy_documents.count_documents({}) == 0
+    assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001"]
+    folded = (await store.documents_of(other))[0]
+    assert folded == {**_doc(other, 3), "chunks": 1}, "no outbox or version in the listing"
+    assert await _outbox_ids(store, ins) == ["event-10", "event-11"], "pending events carried"
+    listing = await store.listings.find_one({"_id": ins})
+    assert listing is not None and listing[PENDING] is True
+    assert await store.fold_documents() == 0
