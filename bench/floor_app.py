@@ -22,10 +22,15 @@ app = FastAPI()
 
 @app.get("/floor/list/{ins}")
 async def list_documents(ins: str) -> dict[str, Any]:
-    listing = await listings.find_one({"_id": ins}, {"docs": 1})
+    docs = [
+        d
+        async for listing in listings.find({"ins": ins}, {"docs": 1})
+        for d in listing_entries(listing)
+    ]
+    docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
     items = [
         {"id": d["_id"], "title": d["title"], "type_code": d["type_code"]}
-        for d in listing_entries(listing)
+        for d in docs
         if d["status"] in CURRENT
     ]
     return {"items": items[:200]}

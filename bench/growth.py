@@ -24,7 +24,7 @@ from pymongo import MongoClient
 
 from bench.cost import cost_stack
 from bench.run import RESULTS, _document, _patient_with_gp, database
-from dmp_dossier.store import listing_entries, listing_fields
+from dmp_dossier.store import listing_entries, listing_fields, listing_id, listing_of
 
 SIZES = (1_000, 10_000, 30_000, 100_000)
 PATIENTS = 1_000
@@ -50,7 +50,7 @@ def dossier_growth(largest: int) -> dict[str, Any]:
                 assert r.status_code == 201, r.text
         mongo: MongoClient[dict[str, Any]] = MongoClient(os.environ["DMP_MONGO_URL"], tz_aware=True)
         listings = mongo["dossier"]["listings"]
-        model = listing_entries(listings.find_one({"_id": ins}, {"docs": 1}))[0]
+        model = listing_entries(listings.find_one({"ins": ins}, {"docs": 1}))[0]
         others: dict[str, list[dict[str, Any]]] = {}
         curve = []
         with httpx.Client(
@@ -69,17 +69,23 @@ def dossier_growth(largest: int) -> dict[str, Any]:
             written = 50
             for size in sizes:
                 for n in range(written, size):
-                    other = f"2{n % PATIENTS:014d}"
-                    others.setdefault(other, []).append(
+                    other, doc_id = f"2{n % PATIENTS:014d}", f"bench-{n:07d}"
+                    listed = listing_id(other, listing_of(doc_id))
+                    others.setdefault(listed, []).append(
                         {
                             **model,
-                            "_id": f"bench-{n:07d}",
+                            "_id": doc_id,
                             "ins": other,
                             "created_at": model["created_at"] - timedelta(minutes=n),
+                            "listing": listing_of(doc_id),
                         }
                     )
-                for other, docs in others.items():
-                    listings.update_one({"_id": other}, {"$set": listing_fields(docs)}, upsert=True)
+                for listed, docs in others.items():
+                    listings.update_one(
+                        {"_id": listed},
+                        {"$set": listing_fields(docs[0]["ins"], docs)},
+                        upsert=True,
+                    )
                 written = max(written, size)
                 time.sleep(1)
                 _timed(consult, 5)  # warm-up

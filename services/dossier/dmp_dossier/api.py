@@ -17,7 +17,13 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_dossier import domain
 from dmp_dossier.config import DossierSettings
 from dmp_dossier.events import DossierEvents
-from dmp_dossier.store import CURRENT, DossierStore, current_documents, hidden_from_patient
+from dmp_dossier.store import (
+    CURRENT,
+    DossierStore,
+    current_documents,
+    hidden_from_patient,
+    listing_id,
+)
 from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.bus import EventBus
@@ -524,6 +530,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 ins,
             )
         ]
+        old = None
         if request.replaces:
             old = await self.store.get_document(ins, request.replaces)
             if old is None or old["status"] in ("deleted", "superseded"):
@@ -546,14 +553,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 )
             )
         key = await self.store.data_key(ins, self._key_seal, dossier)
-        await self.store.insert_document(
+        listed = await self.store.insert_document(
             doc,
             seal(key, request.content, doc_id.encode()),
             *facts,
             self.events.audit(who, ins, "create", document_id=doc_id),
-            supersedes=request.replaces,
+            supersedes=old,
         )
-        self.relay.kick(self.store.listings, ins)
+        self.relay.kick(self.store.listings, listed)
         return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
     async def _readable(
@@ -771,15 +778,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 )
             )
         updated = await self.store.change_document_record(
-            ins,
-            doc["_id"],
+            doc,
             fields,
             *events,
             self.events.audit(who, ins, "update", document_id=doc["_id"]),
         )
-        if updated is None:  # deleted meanwhile
+        if updated is None:  # purged meanwhile
             raise NotFound("no such document", field="document_id", slug="document-not-found")
-        self.relay.kick(self.store.listings, ins)
+        self.relay.kick(self.store.listings, listing_id(ins, doc["listing"]))
         links = await self._readable_links(ins, dossier, [updated])
         return pb.UpdateDocumentResponse(document=metadata(updated, links))
 
@@ -798,8 +804,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         # Blocked (rule 5) or a closed dossier (rule 13): refused like a new document.
         raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         await self.store.change_document_record(
-            ins,
-            doc["_id"],
+            doc,
             lambda _: {"status": "deleted"},
             self.events.fact(
                 "document.status_changed",
@@ -809,7 +814,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ),
             self.events.audit(who, ins, "delete", document_id=doc["_id"]),
         )
-        self.relay.kick(self.store.listings, ins)
+        self.relay.kick(self.store.listings, listing_id(ins, doc["listing"]))
         return pb.DeleteDocumentResponse()
 
     # profile, emergency contacts, advance directives ----------------------------------------

@@ -74,7 +74,7 @@ class Schedule:
                 )
                 for label in due
             ]
-            await self.store.change_document_record(doc["ins"], doc["_id"], fields, *events)
+            await self.store.change_document_record(doc, fields, *events)
 
     async def reveal(self, now: datetime) -> None:
         def fields(current: Document | None) -> Document | None:
@@ -90,8 +90,7 @@ class Schedule:
             if labels is None:
                 continue
             await self.store.change_document_record(
-                doc["ins"],
-                doc["_id"],
+                doc,
                 fields,
                 self.events.fact(
                     "document.visibility_changed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +31,11 @@ from dmp_kit.outbox import (
 
 CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
 KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
-# A listing is one record (MongoDB's limit: 16 MB); a document's metadata takes ~350 bytes.
-DOCUMENTS_PER_DOSSIER = 20_000
+# A dossier's documents are listed in this many records, each one record of MongoDB (16 MB
+# at most) rewritten by every change of one of its documents; a document's metadata takes
+# ~350 bytes.
+LISTINGS = 16
+DOCUMENTS_PER_LISTING = 10_000
 
 log = get_logger(__name__)
 
@@ -68,6 +72,7 @@ class DossierStore(Store):
 
     async def ensure_indexes(self) -> None:
         await self.chunks.create_index([("doc_id", ASCENDING), ("n", ASCENDING)])
+        await self.listings.create_index("ins")
         await self.listings.create_index("hiding")  # the scheduled rules' hidden documents
         await self.openings.create_index("opener")
         await self.dossiers.create_index([("status", ASCENDING), ("purge_after", ASCENDING)])
@@ -122,20 +127,27 @@ class DossierStore(Store):
 
     # documents -------------------------------------------------------------------------
     #
-    # A dossier's documents are listed in one record, `listings`/`_id` = INS, whose `docs`
-    # is a single binary value: the metadata of every document of the dossier, as BSON this
-    # service decodes itself. A page is read as one value instead of one record per document
-    # (FerretDB converts, filters and sorts every record a query matches, in Go: 200 records
-    # cost it ten times one value holding them). Every change of a document is one update of
-    # its dossier's listing, with its events (the outbox), so the listing is never stale and
-    # a new version and the one it supersedes change together. The content stays apart, in
-    # `chunks`. `hiding` names the hiding labels some current document carries: the
-    # scheduled rules read only those listings.
+    # A dossier's documents are listed in a few records, `listings`, each holding the
+    # metadata of its documents as a single binary value (BSON this service decodes itself):
+    # a page is read as a few values instead of one record per document (FerretDB converts,
+    # filters and sorts every record a query matches, in Go: 200 records cost it ten times
+    # one value holding them). A document belongs to one of LISTINGS records by its id — a
+    # new version to the record of the one it replaces — so a change rewrites a sixteenth of
+    # the dossier's metadata. Every change of a document is one update of its record, with
+    # its events (the outbox): a listing is never stale, and a new version and the one it
+    # supersedes change together. The content stays apart, in `chunks`. `hiding` names the
+    # hiding labels some current document of the record carries: the scheduled rules read
+    # only those records.
 
     async def documents_of(self, ins: str) -> list[Document]:
         """Every document of the dossier (any status), newest first."""
-        found: Document | None = await self.listings.find_one({"_id": ins}, {"docs": 1})
-        return listing_entries(found)
+        docs = [
+            doc
+            async for listing in self.listings.find({"ins": ins}, {"docs": 1})
+            for doc in listing_entries(listing)
+        ]
+        docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+        return docs
 
     async def get_document(self, ins: str, doc_id: str) -> Document | None:
         return next((d for d in await self.documents_of(ins) if d["_id"] == doc_id), None)
@@ -145,11 +157,11 @@ class DossierStore(Store):
         doc: Document,
         content_sealed: bytes,
         *events: envelope_pb2.Envelope,
-        supersedes: str = "",
-    ) -> None:
+        supersedes: Document | None = None,
+    ) -> str:
         """Chunks first, the listing last: its update is the commit point (chunks no listing
         names are never read, and go with the dossier's purge). `supersedes` is the version
-        the new one replaces, marked in the same update."""
+        the new one replaces, marked in the same update. Returns the listing's id."""
         pieces = [
             content_sealed[i : i + CHUNK_BYTES] for i in range(0, len(content_sealed), CHUNK_BYTES)
         ]
@@ -159,47 +171,52 @@ class DossierStore(Store):
                 for n, piece in enumerate(pieces)
             ]
         )
-        new = {**doc, "chunks": len(pieces)}
+        listing = supersedes["listing"] if supersedes else listing_of(doc["_id"])
+        new = {**doc, "chunks": len(pieces), "listing": listing}
 
         def added(current: Document | None) -> Document:
             docs = listing_entries(current)
-            if len(docs) >= DOCUMENTS_PER_DOSSIER:
+            if len(docs) >= DOCUMENTS_PER_LISTING:
                 raise Conflict(
-                    f"a dossier holds at most {DOCUMENTS_PER_DOSSIER} documents",
+                    f"a dossier holds at most about {LISTINGS * DOCUMENTS_PER_LISTING} documents",
                     slug="dossier-full",
                 )
             if supersedes:
                 docs = [
                     {**d, "status": "superseded", "replaced_by": doc["_id"]}
-                    if d["_id"] == supersedes
+                    if d["_id"] == supersedes["_id"]
                     else d
                     for d in docs
                 ]
-            return listing_fields([new, *docs])
+            return listing_fields(doc["ins"], [new, *docs])
 
-        await change_document(self.listings, doc["ins"], added, *events, create=True)
+        written = listing_id(doc["ins"], listing)
+        await change_document(self.listings, written, added, *events, create=True)
+        return written
 
     async def change_document_record(
-        self, ins: str, doc_id: str, fields: Change, *events: envelope_pb2.Envelope
+        self, doc: Document, fields: Change, *events: envelope_pb2.Envelope
     ) -> Document | None:
-        """One document's change (`fields` as for `change_document`, given the document),
-        with its events; the document as written, None if it does not exist."""
+        """A change of `doc` (as read: `fields` as for `change_document`, given the document
+        as it is now), with its events; the document as written, None if it is gone."""
         written: list[Document] = []
 
         def changed(current: Document | None) -> Document | None:
             docs = listing_entries(current)
             for i, d in enumerate(docs):
-                if d["_id"] == doc_id:
+                if d["_id"] == doc["_id"]:
                     new = fields(d)
                     written[:] = [{**d, **(new or {})}]
                     if new is None:
                         return None
                     docs[i] = written[0]
-                    return listing_fields(docs)
+                    return listing_fields(doc["ins"], docs)
             written.clear()
             return None
 
-        await change_document(self.listings, ins, changed, *events)
+        await change_document(
+            self.listings, listing_id(doc["ins"], doc["listing"]), changed, *events
+        )
         return written[0] if written else None
 
     async def read_content(self, doc: Document) -> bytes:
@@ -225,21 +242,35 @@ class DossierStore(Store):
         while (first := await self.legacy_documents.find_one({}, {"ins": 1})) is not None:
             ins = first["ins"]
             old = [d async for d in self.legacy_documents.find({"ins": ins})]
-            events = [
-                envelope_pb2.Envelope.FromString(bytes(entry["data"]))
-                for d in old
-                for entry in d.get(OUTBOX) or []
-            ]
-            found = [
-                {k: v for k, v in d.items() if k not in (OUTBOX, PENDING, VERSION)} for d in old
-            ]
+            by_listing: dict[int, list[Document]] = {}
+            for d in old:
+                by_listing.setdefault(listing_of(d["_id"]), []).append(d)
+            for listing, docs in by_listing.items():
+                events = [
+                    envelope_pb2.Envelope.FromString(bytes(entry["data"]))
+                    for d in docs
+                    for entry in d.get(OUTBOX) or []
+                ]
+                found = [
+                    {
+                        **{k: v for k, v in d.items() if k not in (OUTBOX, PENDING, VERSION)},
+                        "listing": listing,
+                    }
+                    for d in docs
+                ]
 
-            def merged(current: Document | None, found: list[Document] = found) -> Document:
-                docs = listing_entries(current)
-                listed = {d["_id"] for d in docs}
-                return listing_fields([*docs, *(d for d in found if d["_id"] not in listed)])
+                def merged(
+                    current: Document | None, found: list[Document] = found, ins: str = ins
+                ) -> Document:
+                    docs = listing_entries(current)
+                    listed = {d["_id"] for d in docs}
+                    return listing_fields(
+                        ins, [*docs, *(d for d in found if d["_id"] not in listed)]
+                    )
 
-            await change_document(self.listings, ins, merged, *events, create=True)
+                await change_document(
+                    self.listings, listing_id(ins, listing), merged, *events, create=True
+                )
             await self.legacy_documents.delete_many({"ins": ins})
             moved += len(old)
         if moved:
@@ -312,7 +343,7 @@ class DossierStore(Store):
         for doc in await self.documents_of(ins):
             # An equality each: `$in` would read every chunk on FerretDB.
             await self.chunks.delete_many({"doc_id": doc["_id"]})
-        await self.listings.delete_one({"_id": ins})
+        await self.listings.delete_many({"ins": ins})
         await self.dossiers.delete_one({"_id": ins})
 
 
@@ -328,9 +359,17 @@ def listing_entries(listing: Document | None) -> list[Document]:
     return docs
 
 
-def listing_fields(docs: list[Document]) -> Document:
-    """The fields of a listing holding `docs`, newest first."""
-    docs = sorted(docs, key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+def listing_of(doc_id: str) -> int:
+    """The listing a new document (not a new version) belongs to."""
+    return zlib.crc32(doc_id.encode()) % LISTINGS
+
+
+def listing_id(ins: str, listing: int) -> str:
+    return f"{ins}:{listing:02d}"
+
+
+def listing_fields(ins: str, docs: list[Document]) -> Document:
+    """The fields of a listing of the dossier `ins` holding `docs`."""
     hiding = sorted(
         {
             label
@@ -340,7 +379,7 @@ def listing_fields(docs: list[Document]) -> Document:
             if label in domain.HIDING_LABELS
         }
     )
-    return {"docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
+    return {"ins": ins, "docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
 
 
 def current_documents(docs: list[Document]) -> list[Document]:

@@ -15,7 +15,13 @@ from pymongo import AsyncMongoClient
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_dossier import store as store_module
-from dmp_dossier.store import DossierStore, hidden_from_patient
+from dmp_dossier.store import (
+    DossierStore,
+    hidden_from_patient,
+    listing_entries,
+    listing_id,
+    listing_of,
+)
 from dmp_kit.errors import Conflict
 from dmp_kit.outbox import OUTBOX, PENDING, new_document_with_events
 from dmp_stack.testing import Infra, make_ins
@@ -57,18 +63,23 @@ def _event(n: int) -> envelope_pb2.Envelope:
     return envelope_pb2.Envelope(id=f"event-{n}", type="document.added")
 
 
-async def _outbox_ids(store: DossierStore, ins: str) -> list[str]:
-    listing = await store.listings.find_one({"_id": ins})
-    assert listing is not None
-    return [entry["id"] for entry in listing.get(OUTBOX, [])]
+async def _outbox_ids(store: DossierStore, ins: str) -> set[str]:
+    """The events waiting in the dossier's listings."""
+    return {
+        entry["id"]
+        async for listing in store.listings.find({"ins": ins})
+        for entry in listing.get(OUTBOX, [])
+    }
 
 
 async def test_changes_land_in_the_listing_with_their_events(store: DossierStore) -> None:
     ins = make_ins()
     for n in range(3):
         await store.insert_document(_doc(ins, n), b"abc", _event(n))
+    old = await store.get_document(ins, "doc-0001")
+    assert old is not None
     await store.insert_document(
-        {**_doc(ins, 3), "replaces": "doc-0001"}, b"abc", _event(3), supersedes="doc-0001"
+        {**_doc(ins, 3), "replaces": "doc-0001"}, b"abc", _event(3), supersedes=old
     )
     docs = await store.documents_of(ins)
     assert [d["_id"] for d in docs] == ["doc-0003", "doc-0002", "doc-0001", "doc-0000"]
@@ -76,17 +87,22 @@ async def test_changes_land_in_the_listing_with_their_events(store: DossierStore
     assert docs[0]["created_at"] == T0 + timedelta(minutes=3)  # dates come back as written
     assert docs[0]["chunks"] == 1
     assert await store.read_content(docs[0]) == b"abc"
-    assert await _outbox_ids(store, ins) == ["event-0", "event-1", "event-2", "event-3"]
+    assert await _outbox_ids(store, ins) == {"event-0", "event-1", "event-2", "event-3"}
+    replaced = await store.listings.find_one({"_id": listing_id(ins, docs[2]["listing"])})
+    assert replaced is not None
+    assert {d["_id"] for d in listing_entries(replaced)} >= {"doc-0001", "doc-0003"}, (
+        "a new version is listed with the one it replaces: both change in one update"
+    )
 
     hidden = await store.change_document_record(
-        ins, "doc-0002", lambda d: {"labels": [domain.HIDDEN_FROM_PATIENT]}, _event(4)
+        docs[1], lambda d: {"labels": [domain.HIDDEN_FROM_PATIENT]}, _event(4)
     )
     assert hidden is not None and hidden["labels"] == [domain.HIDDEN_FROM_PATIENT]
     assert hidden_from_patient(await store.documents_of(ins)) == 1
-    assert (await store.listings.find_one({"_id": ins}))["hiding"] == [  # type: ignore[index]
-        domain.HIDDEN_FROM_PATIENT
-    ]
-    assert await store.change_document_record(ins, "no-such", lambda d: {"status": "x"}) is None
+    hiding = store.listings.find({"ins": ins, "hiding": domain.HIDDEN_FROM_PATIENT})
+    assert [listing["_id"] async for listing in hiding] == [listing_id(ins, docs[1]["listing"])]
+    gone = {**docs[1], "_id": "no-such"}
+    assert await store.change_document_record(gone, lambda d: {"status": "x"}) is None
     assert "event-4" in await _outbox_ids(store, ins)
 
 
@@ -98,10 +114,10 @@ async def test_the_schedule_reads_only_listings_that_hide(store: DossierStore) -
     due = await store.hidden_documents(T0 + timedelta(days=1), reminded=False)
     assert [d["_id"] for d in due] == ["doc-0001"]
     assert await store.hidden_documents(T0, reminded=False) == []  # not written before
-    await store.change_document_record(ins, "doc-0001", lambda d: {"reminded": True})
+    await store.change_document_record(due[0], lambda d: {"reminded": True})
     assert await store.hidden_documents(T0 + timedelta(days=1), reminded=False) == []
     assert len(await store.hidden_documents(T0 + timedelta(days=1), reminded=None)) == 1
-    await store.change_document_record(ins, "doc-0001", lambda d: {"labels": []})
+    await store.change_document_record(due[0], lambda d: {"labels": []})
     assert await store.hidden_documents(T0 + timedelta(days=1), reminded=None) == []
     assert await store.listings.count_documents({"hiding": domain.HIDDEN_FROM_PATIENT}) == 0
 
@@ -109,7 +125,8 @@ async def test_the_schedule_reads_only_listings_that_hide(store: DossierStore) -
 async def test_a_full_dossier_refuses_more_and_keeps_what_it_has(
     store: DossierStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DOCUMENTS_PER_DOSSIER", 2)
+    monkeypatch.setattr(store_module, "DOCUMENTS_PER_LISTING", 2)
+    monkeypatch.setattr(store_module, "LISTINGS", 1)
     ins = make_ins()
     await store.insert_document(_doc(ins, 1), b"x", _event(1))
     await store.insert_document(_doc(ins, 2), b"x", _event(2))
@@ -117,7 +134,7 @@ async def test_a_full_dossier_refuses_more_and_keeps_what_it_has(
         await store.insert_document(_doc(ins, 3), b"x", _event(3))
     assert refused.value.problem == "dossier-full"
     assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001"]
-    assert await _outbox_ids(store, ins) == ["event-1", "event-2"], "no event of the refused one"
+    assert await _outbox_ids(store, ins) == {"event-1", "event-2"}, "no event of the refused one"
 
 
 async def test_documents_stored_one_record_each_are_folded_in(store: DossierStore) -> None:
@@ -134,8 +151,9 @@ async def test_documents_stored_one_record_each_are_folded_in(store: DossierStor
     assert await store.legacy_documents.count_documents({}) == 0
     assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001"]
     folded = (await store.documents_of(other))[0]
-    assert folded == {**_doc(other, 3), "chunks": 1}, "no outbox or version in the listing"
-    assert await _outbox_ids(store, ins) == ["event-10", "event-11"], "pending events carried"
-    listing = await store.listings.find_one({"_id": ins})
-    assert listing is not None and listing[PENDING] is True
+    assert folded == {**_doc(other, 3), "chunks": 1, "listing": listing_of("doc-0003")}, (
+        "no outbox or version in the listing"
+    )
+    assert await _outbox_ids(store, ins) == {"event-10", "event-11"}, "pending events carried"
+    assert await store.listings.count_documents({"ins": ins, PENDING: True}) >= 1
     assert await store.fold_documents() == 0
