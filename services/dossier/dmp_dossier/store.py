@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from collections import OrderedDict
@@ -12,7 +13,7 @@ import bson
 from bson import Binary
 from bson.codec_options import CodecOptions
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
@@ -34,7 +35,7 @@ KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 # A dossier's documents are listed in this many records, each one record of MongoDB (16 MB
 # at most) rewritten by every change of one of its documents; a document's metadata takes
 # ~350 bytes.
-LISTINGS = 16
+LISTINGS = 32
 DOCUMENTS_PER_LISTING = 10_000
 
 log = get_logger(__name__)
@@ -132,8 +133,8 @@ class DossierStore(Store):
     # a page is read as a few values instead of one record per document (FerretDB converts,
     # filters and sorts every record a query matches, in Go: 200 records cost it ten times
     # one value holding them). A document belongs to one of LISTINGS records by its id — a
-    # new version to the record of the one it replaces — so a change rewrites a sixteenth of
-    # the dossier's metadata. Every change of a document is one update of its record, with
+    # new version to the record of the one it replaces — so a change rewrites a small part
+    # of the dossier's metadata. Every change of a document is one update of its record, with
     # its events (the outbox): a listing is never stale, and a new version and the one it
     # supersedes change together. The content stays apart, in `chunks`. `hiding` names the
     # hiding labels some current document of the record carries: the scheduled rules read
@@ -160,7 +161,7 @@ class DossierStore(Store):
         supersedes: Document | None = None,
     ) -> str:
         """Chunks first, the listing last: its update is the commit point (chunks no listing
-        names are never read, and go with the dossier's purge). `supersedes` is the version
+        names are never read). `supersedes` is the version
         the new one replaces, marked in the same update. Returns the listing's id."""
         pieces = [
             content_sealed[i : i + CHUNK_BYTES] for i in range(0, len(content_sealed), CHUNK_BYTES)
@@ -191,7 +192,14 @@ class DossierStore(Store):
             return listing_fields(doc["ins"], [new, *docs])
 
         written = listing_id(doc["ins"], listing)
-        await change_document(self.listings, written, added, *events, create=True)
+        try:
+            await change_document(self.listings, written, added, *events, create=True)
+        except BaseException:
+            # Refused (a full dossier, contention) or cut short: the chunks no listing names
+            # go too, as far as the database lets (a purge would not find them).
+            with contextlib.suppress(PyMongoError):
+                await self.chunks.delete_many({"doc_id": doc["_id"]})
+            raise
         return written
 
     async def change_document_record(

@@ -1,6 +1,7 @@
-"""A dossier's documents kept in its listing, on the real database: every change lands in one
+"""A dossier's documents kept in its listings, on the real database: every change lands in one
 update with its events, a new version supersedes the old in the same update, the scheduled
-rules find hidden documents by the listing's `hiding`, a full dossier refuses more, and
+rules find hidden documents by the listings' `hiding`, a full dossier refuses more (and keeps
+no content of what it refused), and
 documents stored one record each (before listings) are folded in at start, events included."""
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ async def test_a_full_dossier_refuses_more_and_keeps_what_it_has(
     assert refused.value.problem == "dossier-full"
     assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001"]
     assert await _outbox_ids(store, ins) == {"event-1", "event-2"}, "no event of the refused one"
+    assert await store.chunks.count_documents({"doc_id": "doc-0003"}) == 0, "nor its content"
+    assert await store.chunks.count_documents({"doc_id": "doc-0002"}) == 1
 
 
 async def test_documents_stored_one_record_each_are_folded_in(store: DossierStore) -> None:
