@@ -300,7 +300,7 @@ def check(workload: Workload, timeout: float = 90.0) -> Findings:
     drained = until(lambda: outbox_pending(stack) == 0 and consumers_pending(stack) == 0, timeout)
     if not drained:
         found.other.append(
-            f"not drained: outbox {outbox_pending(stack)}, consumers {consumers_pending(stack)}"
+            f"not drained: outbox {outbox_pending(stack)}, consumers {pending_by_consumer(stack)}"
         )
     people = {p.ins: p for p in workload.people}
     # The patients' own tokens may have expired by now (a long load, a slow check): the check
@@ -412,16 +412,23 @@ def outbox_pending(stack: RunningStack) -> int:
 
 def consumers_pending(stack: RunningStack) -> int:
     """Messages not yet delivered or not yet acknowledged, over every durable consumer."""
+    return sum(pending_by_consumer(stack).values())
 
-    async def count() -> int:
+
+def pending_by_consumer(stack: RunningStack) -> dict[str, int]:
+    """The durable consumers with messages not yet delivered or not yet acknowledged."""
+
+    async def count() -> dict[str, int]:
         nc = await nats.connect(stack.infra.nats.url)
         try:
             js = nc.jetstream()
-            total = 0
+            pending = {}
             for stream in STREAMS:
                 for info in await js.consumers_info(stream):
-                    total += (info.num_pending or 0) + (info.num_ack_pending or 0)
-            return total
+                    n = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    if n:
+                        pending[f"{stream}/{info.name}"] = n
+            return pending
         finally:
             await nc.close()
 

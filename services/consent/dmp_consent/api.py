@@ -97,15 +97,24 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         """The dossier's consent record. One this service has not heard of yet (its
         `dossier.opened` event still on the way) is asked of dossier, so a patient can name
         their GP the moment after opening (read-your-writes); so is one last heard of as purged
-        (a DMP opened again)."""
+        (a DMP opened again). One last heard of as closed is asked too, and answered with the
+        dossier's own status until the event comes: reopened a moment ago, it is open."""
         doc = await self.store.get(ins)
-        if doc is not None and doc.get("dossier_status") != DossierStatus.ABSENT.value:
+        status = (doc or {}).get("dossier_status")
+        if doc is not None and status == DossierStatus.OPEN.value:
             return doc
         found = await self.dossier_state_of(ins)
+        if doc is not None and status != DossierStatus.ABSENT.value:
+            if found is None or found[0] is DossierStatus.ABSENT:
+                return doc
+            live, representatives = found
+            if live is not DossierStatus.OPEN:
+                return {**doc, "dossier_status": live.value}
+            return {**doc, "dossier_status": live.value, "legal_representatives": representatives}
         if found is None:
             return None
-        status, representatives = found
-        await self.store.adopt_dossier_status(ins, status, representatives)
+        live, representatives = found
+        await self.store.adopt_dossier_status(ins, live, representatives)
         return await self.store.get(ins)
 
     # the hot path ----------------------------------------------------------------
