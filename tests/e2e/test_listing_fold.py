@@ -28,23 +28,12 @@ async def test_documents_stored_one_record_each_are_listed_after_a_restart(
     gp = stack.create_professional(admin, "10")
     ins = patient["ins"]
     pt = stack.login("patient", ins, patient["password"], patient["email"])["access_token"]
-    with stack.client(pt) as c:
-        r = c.post(
-            "/v1/dossiers",
-            json={"ins": ins, "vitale_serial": patient["vitale_serial"], "patient_consent": True},
-        )
-        assert r.status_code == 201, r.text
+    stack.open_dossier(pt, patient)
     token = stack.login("professional", gp["rpps"], gp["password"], gp["email"])["access_token"]
+    document = {"type_code": "11488-4", "title": "CR listé", "mime_type": "text/plain"}
     with stack.client(token) as c:
-        r = c.post(
-            f"/v1/dossiers/{ins}/documents",
-            json={
-                "type_code": "11488-4",
-                "title": "CR listé",
-                "mime_type": "text/plain",
-                "content_base64": base64.b64encode(b"compte rendu").decode(),
-            },
-        )
+        content = base64.b64encode(b"compte rendu").decode()
+        r = c.post(f"/v1/dossiers/{ins}/documents", json={**document, "content_base64": content})
         assert r.status_code == 201, r.text
         listed_first = r.json()["id"]
 
