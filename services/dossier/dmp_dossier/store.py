@@ -151,7 +151,7 @@ class DossierStore(Store):
         return docs
 
     async def get_document(self, ins: str, doc_id: str) -> Document | None:
-        return next((d for d in await self.documents_of(ins) if d["_id"] == doc_id), None)
+        return find_document(await self.documents_of(ins), doc_id)
 
     async def insert_document(
         self,
@@ -194,9 +194,10 @@ class DossierStore(Store):
         written = listing_id(doc["ins"], listing)
         try:
             await change_document(self.listings, written, added, *events, create=True)
-        except BaseException:
-            # Refused (a full dossier, contention) or cut short: the chunks no listing names
-            # go too, as far as the database lets (a purge would not find them).
+        except Conflict:
+            # Refused (a full dossier, contention): the listing was certainly not written, so
+            # the chunks no listing names go too, as far as the database lets (a purge would
+            # not find them). Any other failure may have come after the write: they stay.
             with contextlib.suppress(PyMongoError):
                 await self.chunks.delete_many({"doc_id": doc["_id"]})
             raise
@@ -388,6 +389,10 @@ def listing_fields(ins: str, docs: list[Document]) -> Document:
         }
     )
     return {"ins": ins, "docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
+
+
+def find_document(docs: list[Document], doc_id: str) -> Document | None:
+    return next((d for d in docs if d["_id"] == doc_id), None)
 
 
 def current_documents(docs: list[Document]) -> list[Document]:
