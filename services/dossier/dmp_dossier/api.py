@@ -21,6 +21,7 @@ from dmp_dossier.store import (
     CURRENT,
     DossierStore,
     current_documents,
+    find_document,
     hidden_from_patient,
     listing_id,
 )
@@ -179,19 +180,13 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         return set(answer.visible_ids), answer.mode
 
     async def _readable_links(
-        self,
-        ins: str,
-        dossier: Document | None,
-        docs: list[Document],
-        listed: list[Document] | None = None,
+        self, ins: str, dossier: Document | None, docs: list[Document], listed: list[Document]
     ) -> set[str]:
         """Of the versions `docs` link to (replaces, replaced_by), those the caller may read;
-        `listed`, the dossier's documents when the request has read them already."""
+        `listed`, the dossier's documents as the request read them."""
         ids = {d[k] for d in docs for k in ("replaces", "replaced_by") if d.get(k)}
         if not ids:
             return set()
-        if listed is None:
-            listed = await self.store.documents_of(ins)
         readable, _ = await self._readable_ids(ins, dossier, [d for d in listed if d["_id"] in ids])
         return readable
 
@@ -553,35 +548,38 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 )
             )
         key = await self.store.data_key(ins, self._key_seal, dossier)
-        listed = await self.store.insert_document(
+        record = await self.store.insert_document(
             doc,
             seal(key, request.content, doc_id.encode()),
             *facts,
             self.events.audit(who, ins, "create", document_id=doc_id),
             supersedes=old,
         )
-        self.relay.kick(self.store.listings, listed)
+        self.relay.kick(self.store.listings, record)
         return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
     async def _readable(
         self, ins: str, doc_id: str
-    ) -> tuple[Principal, Document | None, Document, str]:
+    ) -> tuple[Principal, Document | None, Document, str, set[str]]:
+        """The caller, the dossier, the document if the caller may read it, the access mode,
+        and the linked versions the caller may read."""
         who = caller()
         dossier = await self.store.get_dossier(ins)
-        doc = await self.store.get_document(ins, doc_id) if doc_id else None
+        listed = await self.store.documents_of(ins) if doc_id else []
+        doc = find_document(listed, doc_id)
         if doc is None:
             if dossier is None:
                 raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
             raise NotFound("no such document", field="document_id", slug="document-not-found")
         mode = await self._allowed_read(who, ins, dossier, doc)
-        return who, dossier, doc, mode
+        links = await self._readable_links(ins, dossier, [doc], listed)
+        return who, dossier, doc, mode, links
 
     async def GetDocument(
         self, request: pb.GetDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDocumentResponse:
         ins = validate_ins(request.ins)
-        who, dossier, doc, mode = await self._readable(ins, request.document_id)
-        links = await self._readable_links(ins, dossier, [doc])
+        who, dossier, doc, mode, links = await self._readable(ins, request.document_id)
         await self._trace(who, ins, "read", mode=mode, document_id=doc["_id"], query="metadata")
         await self._first_access(who, ins, dossier)
         return pb.GetDocumentResponse(document=metadata(doc, links))
@@ -590,8 +588,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self, request: pb.GetDocumentContentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDocumentContentResponse:
         ins = validate_ins(request.ins)
-        who, dossier, doc, mode = await self._readable(ins, request.document_id)
-        links = await self._readable_links(ins, dossier, [doc])
+        who, dossier, doc, mode, links = await self._readable(ins, request.document_id)
         key = await self.store.data_key(ins, self._key_seal, dossier)
         content = unseal(key, await self.store.read_content(doc), doc["_id"].encode())
         if hashlib.sha256(content).hexdigest() != doc["sha256"]:
@@ -698,7 +695,8 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         ins = validate_ins(request.ins)
         who = caller()
         dossier = await self.store.get_dossier(ins)
-        doc = await self.store.get_document(ins, request.document_id)
+        listed = await self.store.documents_of(ins)
+        doc = find_document(listed, request.document_id)
         if doc is None or doc["status"] in ("deleted", "superseded"):
             raise NotFound("no such document", field="document_id", slug="document-not-found")
         # Refused as a read of it would be: nothing of a document reaches who may not read it.
@@ -786,7 +784,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         if updated is None:  # purged meanwhile
             raise NotFound("no such document", field="document_id", slug="document-not-found")
         self.relay.kick(self.store.listings, listing_id(ins, doc["listing"]))
-        links = await self._readable_links(ins, dossier, [updated])
+        links = await self._readable_links(ins, dossier, [updated], listed)
         return pb.UpdateDocumentResponse(document=metadata(updated, links))
 
     async def DeleteDocument(
