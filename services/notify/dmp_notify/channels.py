@@ -67,15 +67,12 @@ class EmailSender:
                 if client is None:
                     client = await self._open()
                 await client.send_message(mail)
-            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
-                _close(client)
-                client = None
-                if kept:
-                    continue  # closed by the relay while idle: once more, on a new connection
-                log.warning("email_failed", error=type(exc).__name__)
-                raise Unavailable("the mail relay did not accept the message") from exc
             except (aiosmtplib.SMTPException, OSError) as exc:
                 _close(client)
+                client = None
+                dropped = isinstance(exc, (aiosmtplib.SMTPServerDisconnected, ConnectionError))
+                if kept and dropped:
+                    continue  # closed by the relay while idle: once more, on a new connection
                 log.warning("email_failed", error=type(exc).__name__)
                 raise Unavailable("the mail relay did not accept the message") from exc
             if len(self._idle) < IDLE_CONNECTIONS:
