@@ -20,10 +20,12 @@ from dmp_dossier.events import DossierEvents
 from dmp_dossier.store import (
     CURRENT,
     DossierStore,
+    NewDocument,
     current_documents,
     find_document,
     hidden_from_patient,
     listing_id,
+    unique_id,
 )
 from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
@@ -31,8 +33,8 @@ from dmp_kit.bus import EventBus
 from dmp_kit.catalogue import Catalogue
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, seal, unseal
-from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied
-from dmp_kit.identifiers import validate_ins
+from dmp_kit.errors import Conflict, DmpError, InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import Change, OutboxRelay
@@ -88,6 +90,105 @@ def metadata(doc: Document, links: set[str] | None = None) -> pb.DocumentMetadat
         status=DOC_STATUS[doc["status"]],
         replaces=link("replaces"),
         replaced_by=link("replaced_by"),
+        sha1=doc.get("sha1", ""),
+        context=context_message(doc.get("context")),
+        submission=submission_message(doc.get("submission")),
+    )
+
+
+CODE_PARTS = ("system", "code", "display")
+
+
+def code_entry(code: pb.Code) -> dict[str, str]:
+    return {part: getattr(code, part) for part in CODE_PARTS}
+
+
+def code_message(entry: dict[str, str] | None) -> pb.Code | None:
+    return pb.Code(**entry) if entry else None
+
+
+def context_entry(ctx: pb.DocumentContext, now: datetime) -> Document:
+    """What a submitter said of a document, checked, as stored (empty parts left out)."""
+    events = list(ctx.events)
+    if len(events) > domain.MAX_EVENTS:
+        raise InvalidArgument(f"at most {domain.MAX_EVENTS} event codes", field="context.events")
+    entry: Document = {
+        "unique_id": domain.check_unique_id(ctx.unique_id, "context.unique_id"),
+        "practice_setting": domain.check_code(
+            code_entry(ctx.practice_setting), "context.practice_setting"
+        ),
+        "facility_type": domain.check_code(code_entry(ctx.facility_type), "context.facility_type"),
+        "events": [
+            c
+            for i, e in enumerate(events)
+            if (c := domain.check_code(code_entry(e), f"context.events[{i}]"))
+        ],
+        "service_stop": (
+            ctx.service_stop.ToDatetime(tzinfo=now.tzinfo) if ctx.HasField("service_stop") else None
+        ),
+        "format": domain.check_code(code_entry(ctx.format), "context.format"),
+        "class_code": domain.check_code(code_entry(ctx.class_code), "context.class_code"),
+        "language": domain.check_text(ctx.language, 35, "context.language"),
+        "description": domain.check_text(
+            ctx.description, domain.MAX_DESCRIPTION, "context.description"
+        ),
+    }
+    if ctx.HasField("author_person"):
+        person = ctx.author_person
+        entry["author_person"] = {
+            k: v
+            for k, v in {
+                "rpps": validate_rpps(person.rpps, "context.author_person.rpps")
+                if person.rpps
+                else "",
+                "given": domain.check_text(
+                    person.given, domain.MAX_TEXT, "context.author_person.given"
+                ),
+                "family": domain.check_text(
+                    person.family, domain.MAX_TEXT, "context.author_person.family"
+                ),
+                "role": domain.check_code(code_entry(person.role), "context.author_person.role"),
+            }.items()
+            if v
+        }
+    return {k: v for k, v in entry.items() if v}
+
+
+def context_message(entry: Document | None) -> pb.DocumentContext | None:
+    if not entry:
+        return None
+    person = entry.get("author_person") or {}
+    return pb.DocumentContext(
+        unique_id=entry.get("unique_id", ""),
+        practice_setting=code_message(entry.get("practice_setting")),
+        facility_type=code_message(entry.get("facility_type")),
+        events=[pb.Code(**e) for e in entry.get("events", [])],
+        service_stop=timestamp(entry.get("service_stop")),
+        format=code_message(entry.get("format")),
+        author_person=pb.AuthorPerson(
+            rpps=person.get("rpps", ""),
+            given=person.get("given", ""),
+            family=person.get("family", ""),
+            role=code_message(person.get("role")),
+        )
+        if person
+        else None,
+        class_code=code_message(entry.get("class_code")),
+        language=entry.get("language", ""),
+        description=entry.get("description", ""),
+    )
+
+
+def submission_message(entry: Document | None) -> pb.SubmissionSet | None:
+    if not entry:
+        return None
+    return pb.SubmissionSet(
+        id=entry["id"],
+        unique_id=entry.get("unique_id", ""),
+        source_id=entry.get("source_id", ""),
+        content_type=code_message(entry.get("content_type")),
+        submitted_at=timestamp(entry.get("submitted_at")),
+        title=entry.get("title", ""),
     )
 
 
@@ -474,12 +575,120 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.AddDocumentResponse:
         ins = validate_ins(request.ins)
         who = caller()
+        dossier = await self.store.get_dossier(ins)
+        item, content = await self._prepare(who, ins, dossier, request, self.clock.now())
+        key = await self.store.data_key(ins, self._key_seal, dossier)
+        item.content_sealed = seal(key, content, item.doc["_id"].encode())
+        record = await self.store.insert_document(
+            item.doc, item.content_sealed, *item.events, supersedes=item.supersedes
+        )
+        self.relay.kick(self.store.listings, record)
+        return pb.AddDocumentResponse(document=metadata({**item.doc, "chunks": 0}))
+
+    async def AddDocuments(
+        self, request: pb.AddDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddDocumentsResponse:
+        """A submission: every document is checked (consent included) before any is written,
+        then all are written in one update of one listing — unless they replace documents
+        held in different listings, then one update per listing. A document whose unique id
+        the dossier already holds from the same author with the same content is taken as
+        written already (the submission retried); with other content or another author, the
+        submission is refused."""
+        ins = validate_ins(request.ins)
+        who = caller()
+        if not 1 <= len(request.documents) <= domain.MAX_SUBMISSION:
+            raise InvalidArgument(
+                f"a submission holds 1 to {domain.MAX_SUBMISSION} documents", field="documents"
+            )
+        given = request.submission
+        submission_id = str(uuid7())
+        now = self.clock.now()
+        submission: Document = {
+            "id": submission_id,
+            "unique_id": domain.check_unique_id(given.unique_id, "submission.unique_id"),
+            "source_id": domain.check_unique_id(given.source_id, "submission.source_id"),
+            "content_type": domain.check_code(
+                code_entry(given.content_type), "submission.content_type"
+            ),
+            "submitted_at": now,
+            "title": domain.check_text(given.title, domain.MAX_TEXT, "submission.title"),
+        }
+        submission = {k: v for k, v in submission.items() if v}
+        dossier = await self.store.get_dossier(ins)
+        listed = await self.store.documents_of(ins) if dossier else []
+        held = {unique_id(d): d for d in listed if unique_id(d)}
+        seen: set[str] = set()
+        replaced: set[str] = set()
+        answer: list[Document] = []
+        new: list[tuple[NewDocument, bytes]] = []
+        for i, doc_request in enumerate(request.documents):
+            where = f"documents[{i}]"
+            if doc_request.ins and doc_request.ins != ins:
+                raise InvalidArgument(
+                    "every document is of the submission's patient", field=f"{where}.ins"
+                )
+            uid = doc_request.context.unique_id
+            if uid in seen:
+                raise InvalidArgument(
+                    "two documents with one unique id", field=f"{where}.context.unique_id"
+                )
+            if uid:
+                seen.add(uid)
+            if doc_request.replaces in replaced:
+                raise InvalidArgument(
+                    "two documents replace the same one", field=f"{where}.replaces"
+                )
+            if doc_request.replaces:
+                replaced.add(doc_request.replaces)
+            same = held.get(uid) if uid else None
+            if same is not None:
+                if (
+                    same["author"] != who.actor_id
+                    or same["sha256"] != hashlib.sha256(doc_request.content).hexdigest()
+                ):
+                    raise Conflict(
+                        "the dossier already holds another document with this unique id",
+                        field=f"{where}.context.unique_id",
+                        slug="duplicate-unique-id",
+                    )
+                raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, same))
+                answer.append(same)
+                continue
+            try:
+                item, content = await self._prepare(who, ins, dossier, doc_request, now, submission)
+            except DmpError as refused:
+                refused.field = f"{where}.{refused.field}" if refused.field else where
+                raise
+            new.append((item, content))
+            answer.append(item.doc)
+        if new:
+            key = await self.store.data_key(ins, self._key_seal, dossier)
+            for item, content in new:
+                item.content_sealed = seal(key, content, item.doc["_id"].encode())
+            for record in await self.store.insert_documents([item for item, _ in new]):
+                self.relay.kick(self.store.listings, record)
+        else:
+            submission = answer[0].get("submission", submission)
+        return pb.AddDocumentsResponse(
+            documents=[metadata({**d, "chunks": 0}) for d in answer],
+            submission=submission_message(submission),
+        )
+
+    async def _prepare(
+        self,
+        who: Principal,
+        ins: str,
+        dossier: Document | None,
+        request: pb.AddDocumentRequest,
+        now: datetime,
+        submission: Document | None = None,
+    ) -> tuple[NewDocument, bytes]:
+        """A new document checked (its fields, consent, the version it replaces) with its
+        events; its content still to seal."""
         doc_type = self.catalogue.type(request.type_code)
         title = domain.check_title(request.title)
         mime = domain.check_mime_type(request.mime_type)
         domain.check_size(len(request.content), self.settings.max_document_bytes)
-        dossier = await self.store.get_dossier(ins)
-        now = self.clock.now()
         doc_id = str(uuid7())
         author = who.actor_id
         doc: Document = {
@@ -499,6 +708,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             "mime_type": mime,
             "size": len(request.content),
             "sha256": hashlib.sha256(request.content).hexdigest(),
+            "sha1": hashlib.sha1(request.content, usedforsecurity=False).hexdigest(),
             "labels": domain.initial_labels(
                 request.hidden_from_patient,
                 request.hidden_from_legal_representatives,
@@ -507,6 +717,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             "status": "approved",
             "reminded": False,
         }
+        if request.HasField("context"):
+            doc["context"] = context_entry(request.context, now)
+        if submission:
+            doc["submission"] = submission
         raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         facts = [
             self.events.fact(
@@ -531,7 +745,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             if old is None or old["status"] in ("deleted", "superseded"):
                 raise NotFound("no current document to replace", field="replaces")
             if old["author"] != author:
-                raise PermissionDenied("only the author replaces a document", slug="author-only")
+                raise PermissionDenied(
+                    "only the author replaces a document", field="replaces", slug="author-only"
+                )
             if old["type_code"] != doc_type.code:
                 raise InvalidArgument("a new version keeps the type_code", field="type_code")
             doc["replaces"] = old["_id"]
@@ -547,16 +763,8 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                     ins,
                 )
             )
-        key = await self.store.data_key(ins, self._key_seal, dossier)
-        record = await self.store.insert_document(
-            doc,
-            seal(key, request.content, doc_id.encode()),
-            *facts,
-            self.events.audit(who, ins, "create", document_id=doc_id),
-            supersedes=old,
-        )
-        self.relay.kick(self.store.listings, record)
-        return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
+        facts.append(self.events.audit(who, ins, "create", document_id=doc_id))
+        return NewDocument(doc, b"", tuple(facts), old), request.content
 
     async def _readable(
         self, ins: str, doc_id: str
@@ -607,14 +815,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             raise InvalidArgument(
                 f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
             )
-        sections = {self.catalogue.section(request.section)} if request.section else None
-        type_code = self.catalogue.type(request.type_code).code if request.type_code else ""
-        statuses = {DOC_STATUS_NAME[request.status]} if request.status else set(CURRENT)
-        since = (
-            request.since.ToDatetime(tzinfo=self.clock.now().tzinfo)
-            if request.HasField("since")
-            else None
-        )
+        query = self._query(request)
         after = domain.decode_cursor(request.cursor) if request.cursor else None
         dossier = await self.store.get_dossier(ins)
         if dossier is None:
@@ -627,11 +828,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         matching = [
             d
             for d in listed
-            if d["status"] in statuses
-            and (sections is None or d["section"] in sections)
-            and (not type_code or d["type_code"] == type_code)
-            and (since is None or d["created_at"] >= since)
-            and (after is None or (d["created_at"], d["_id"]) < after)
+            if (after is None or (d["created_at"], d["_id"]) < after) and domain.matches(d, query)
         ]
         page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
@@ -667,6 +864,52 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         links = await self._readable_links(ins, dossier, page, listed)
         return pb.ListDocumentsResponse(
             items=[metadata(d, links) for d in page], next=next_cursor, pending=pending
+        )
+
+    def _query(self, request: pb.ListDocumentsRequest) -> domain.Query:
+        """The list's conditions, checked: its own fields and the search's."""
+        q = request.query
+        tz = self.clock.now().tzinfo
+
+        def when(ts: Any, present: bool) -> datetime | None:
+            return ts.ToDatetime(tzinfo=tz) if present else None
+
+        def codes(values: Any) -> tuple[tuple[str, str], ...]:
+            return tuple((c.system, c.code) for c in values)
+
+        sections = {self.catalogue.section(s) for s in q.sections}
+        if request.section:
+            sections.add(self.catalogue.section(request.section))
+        type_codes = {self.catalogue.type(t).code for t in q.type_codes}
+        if request.type_code:
+            type_codes.add(self.catalogue.type(request.type_code).code)
+        statuses = {DOC_STATUS_NAME[s] for s in q.statuses if s in DOC_STATUS_NAME}
+        if request.status:
+            statuses.add(DOC_STATUS_NAME[request.status])
+        created_from = when(q.created_from, q.HasField("created_from"))
+        since = when(request.since, request.HasField("since"))
+        if since and (created_from is None or since > created_from):
+            created_from = since
+        return domain.Query(
+            type_codes=frozenset(type_codes),
+            sections=frozenset(sections),
+            statuses=frozenset(statuses or CURRENT),
+            created_from=created_from,
+            created_before=when(q.created_before, q.HasField("created_before")),
+            period_from=when(q.period_from, q.HasField("period_from")),
+            period_before=when(q.period_before, q.HasField("period_before")),
+            author_given=tuple(q.author_given),
+            author_family=tuple(q.author_family),
+            practice_settings=codes(q.practice_settings),
+            facility_types=codes(q.facility_types),
+            events=codes(q.events),
+            formats=codes(q.formats),
+            labels=frozenset(q.labels),
+            identifiers=frozenset(q.identifiers),
+            related=frozenset(q.related),
+            submission_sets=frozenset(q.submission_sets),
+            mime_types=frozenset(q.mime_types),
+            authors=frozenset(q.authors),
         )
 
     async def ReadableDocuments(

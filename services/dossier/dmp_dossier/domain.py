@@ -246,3 +246,116 @@ def check_directives(text: str) -> str:
     if not 1 <= len(text.strip()) <= MAX_DIRECTIVES:
         raise InvalidArgument(f"directives have 1 to {MAX_DIRECTIVES} characters", field="text")
     return text.strip()
+
+
+# IHE XDS metadata a submitter may give (IHE MHD through the FHIR interface).
+UNIQUE_ID_RE = re.compile(
+    r"^(urn:oid:[0-2](\.(0|[1-9][0-9]*))+"
+    r"|urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+MAX_CODE_TEXT = 256
+MAX_EVENTS = 20
+MAX_DESCRIPTION = 1000
+MAX_SUBMISSION = 100  # documents in one submission
+
+
+def check_unique_id(value: str, field: str) -> str:
+    if value and (len(value) > 128 or not UNIQUE_ID_RE.match(value)):
+        raise InvalidArgument("a unique id is urn:oid:… or urn:uuid:…", field=field)
+    return value
+
+
+def check_code(code: dict[str, str], field: str) -> dict[str, str] | None:
+    """A coded value as stored (its empty parts left out), or None when it has no code."""
+    if not code.get("code"):
+        if code.get("system") or code.get("display"):
+            raise InvalidArgument("a coded value needs its code", field=f"{field}.code")
+        return None
+    for part, value in code.items():
+        if len(value) > MAX_CODE_TEXT:
+            raise InvalidArgument(f"at most {MAX_CODE_TEXT} characters", field=f"{field}.{part}")
+    return {part: value for part, value in code.items() if value}
+
+
+def check_text(value: str, limit: int, field: str) -> str:
+    if len(value) > limit:
+        raise InvalidArgument(f"at most {limit} characters", field=field)
+    return value
+
+
+@dataclass(frozen=True)
+class Query:
+    """A search over a dossier's document metadata: every given condition holds, each
+    set by any of its values. Times are [from, before)."""
+
+    type_codes: frozenset[str] = frozenset()
+    sections: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    period_from: datetime | None = None
+    period_before: datetime | None = None
+    author_given: tuple[str, ...] = ()
+    author_family: tuple[str, ...] = ()
+    practice_settings: tuple[tuple[str, str], ...] = ()
+    facility_types: tuple[tuple[str, str], ...] = ()
+    events: tuple[tuple[str, str], ...] = ()
+    formats: tuple[tuple[str, str], ...] = ()
+    labels: frozenset[str] = frozenset()
+    identifiers: frozenset[str] = frozenset()
+    related: frozenset[str] = frozenset()
+    submission_sets: frozenset[str] = frozenset()
+    mime_types: frozenset[str] = frozenset()
+    authors: frozenset[str] = frozenset()
+
+
+def _code_in(code: dict[str, str] | None, wanted: tuple[tuple[str, str], ...]) -> bool:
+    """(system, code) pairs; an empty system matches any."""
+    if not code:
+        return False
+    return any(code.get("code") == c and (not s or code.get("system") == s) for s, c in wanted)
+
+
+def _prefix_in(value: str, prefixes: tuple[str, ...]) -> bool:
+    folded = value.casefold()
+    return bool(value) and any(folded.startswith(p.casefold()) for p in prefixes)
+
+
+def matches(doc: dict, q: Query) -> bool:  # type: ignore[type-arg]
+    """Whether a document entry meets the query (consent is asked afterwards)."""
+    ctx = doc.get("context") or {}
+    person = ctx.get("author_person") or {}
+    submission = doc.get("submission") or {}
+    start = doc.get("service_start")
+    stop = ctx.get("service_stop") or start
+    return (
+        (not q.type_codes or doc["type_code"] in q.type_codes)
+        and (not q.sections or doc["section"] in q.sections)
+        and (not q.statuses or doc["status"] in q.statuses)
+        and (q.created_from is None or doc["created_at"] >= q.created_from)
+        and (q.created_before is None or doc["created_at"] < q.created_before)
+        and (q.period_from is None or (stop is not None and stop >= q.period_from))
+        and (q.period_before is None or (start is not None and start < q.period_before))
+        and (not q.author_given or _prefix_in(person.get("given", ""), q.author_given))
+        and (not q.author_family or _prefix_in(person.get("family", ""), q.author_family))
+        and (not q.practice_settings or _code_in(ctx.get("practice_setting"), q.practice_settings))
+        and (not q.facility_types or _code_in(ctx.get("facility_type"), q.facility_types))
+        and (not q.events or any(_code_in(e, q.events) for e in ctx.get("events", [])))
+        and (not q.formats or _code_in(ctx.get("format"), q.formats))
+        and (not q.labels or not q.labels.isdisjoint(doc.get("labels", [])))
+        and (
+            not q.identifiers
+            or doc["_id"] in q.identifiers
+            or ctx.get("unique_id", "") in q.identifiers
+        )
+        and (
+            not q.related or doc.get("replaces") in q.related or doc.get("replaced_by") in q.related
+        )
+        and (
+            not q.submission_sets
+            or submission.get("id") in q.submission_sets
+            or submission.get("unique_id") in q.submission_sets
+        )
+        and (not q.mime_types or doc["mime_type"] in q.mime_types)
+        and (not q.authors or doc["author"] in q.authors or person.get("rpps") in q.authors)
+    )

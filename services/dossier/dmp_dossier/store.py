@@ -6,6 +6,7 @@ import contextlib
 import os
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,17 @@ LISTINGS = 32
 DOCUMENTS_PER_LISTING = 10_000
 
 log = get_logger(__name__)
+
+
+@dataclass
+class NewDocument:
+    """A document to write: its entry, its sealed content, its events, and the version it
+    replaces (as read)."""
+
+    doc: Document
+    content_sealed: bytes
+    events: tuple[envelope_pb2.Envelope, ...] = ()
+    supersedes: Document | None = None
 
 
 class DossierStore(Store):
@@ -160,47 +172,90 @@ class DossierStore(Store):
         *events: envelope_pb2.Envelope,
         supersedes: Document | None = None,
     ) -> str:
-        """Chunks first, the listing last: its update is the commit point (chunks no listing
-        names are never read). `supersedes` is the version
-        the new one replaces, marked in the same update. Returns the listing's id."""
-        pieces = [
-            content_sealed[i : i + CHUNK_BYTES] for i in range(0, len(content_sealed), CHUNK_BYTES)
-        ]
-        await self.chunks.insert_many(
-            [
-                {"_id": f"{doc['_id']}:{n}", "doc_id": doc["_id"], "n": n, "data": piece}
-                for n, piece in enumerate(pieces)
-            ]
+        """One new document (see insert_documents); returns its listing's id."""
+        written = await self.insert_documents(
+            [NewDocument(doc, content_sealed, events, supersedes)]
         )
-        listing = supersedes["listing"] if supersedes else listing_of(doc["_id"])
-        new = {**doc, "chunks": len(pieces), "listing": listing}
+        return written[0]
 
-        def added(current: Document | None) -> Document:
-            docs = listing_entries(current)
-            if len(docs) >= DOCUMENTS_PER_LISTING:
-                raise Conflict(
-                    f"a dossier holds at most about {LISTINGS * DOCUMENTS_PER_LISTING} documents",
-                    slug="dossier-full",
-                )
-            if supersedes:
+    async def insert_documents(self, new: list[NewDocument]) -> list[str]:
+        """Chunks first, the listings last: a listing's update is the commit point (chunks no
+        listing names are never read). A new version goes to the listing of the one it
+        replaces, marked superseded in the same update; the other documents join the first
+        of those listings (or the first document's own), so a submission is one update unless
+        it replaces documents held in different listings: then one update per listing, in
+        order. Returns the listings' ids, written in that order."""
+        ins = new[0].doc["ins"]
+        for item in new:
+            sealed = item.content_sealed
+            pieces = [sealed[i : i + CHUNK_BYTES] for i in range(0, len(sealed), CHUNK_BYTES)]
+            await self.chunks.insert_many(
+                [
+                    {"_id": f"{item.doc['_id']}:{n}", "doc_id": item.doc["_id"], "n": n, "data": p}
+                    for n, p in enumerate(pieces)
+                ]
+            )
+            item.doc["chunks"] = len(pieces)
+        first = next((i.supersedes["listing"] for i in new if i.supersedes), None)
+        groups: dict[int, list[NewDocument]] = {}
+        for item in new:
+            listing = (
+                item.supersedes["listing"]
+                if item.supersedes
+                else first
+                if first is not None
+                else listing_of(new[0].doc["_id"])
+            )
+            item.doc["listing"] = listing
+            groups.setdefault(listing, []).append(item)
+        written: list[str] = []
+        for listing, items in groups.items():
+
+            def added(current: Document | None, items: list[NewDocument] = items) -> Document:
+                docs = listing_entries(current)
+                if len(docs) + len(items) > DOCUMENTS_PER_LISTING:
+                    raise Conflict(
+                        f"a dossier holds at most about {LISTINGS * DOCUMENTS_PER_LISTING} "
+                        "documents",
+                        slug="dossier-full",
+                    )
+                held = {unique_id(d) for d in docs} - {""}
+                if any(unique_id(i.doc) in held for i in items):
+                    raise Conflict(
+                        "the dossier already holds a document with this unique id",
+                        slug="duplicate-unique-id",
+                    )
+                replaced = {i.supersedes["_id"]: i.doc["_id"] for i in items if i.supersedes}
                 docs = [
-                    {**d, "status": "superseded", "replaced_by": doc["_id"]}
-                    if d["_id"] == supersedes["_id"]
+                    {**d, "status": "superseded", "replaced_by": replaced[d["_id"]]}
+                    if d["_id"] in replaced
                     else d
                     for d in docs
                 ]
-            return listing_fields(doc["ins"], [new, *docs])
+                return listing_fields(ins, [*(i.doc for i in items), *docs])
 
-        written = listing_id(doc["ins"], listing)
-        try:
-            await change_document(self.listings, written, added, *events, create=True)
-        except Conflict:
-            # Refused (a full dossier, contention): the listing was certainly not written, so
-            # the chunks no listing names go too, as far as the database lets (a purge would
-            # not find them). Any other failure may have come after the write: they stay.
-            with contextlib.suppress(PyMongoError):
-                await self.chunks.delete_many({"doc_id": doc["_id"]})
-            raise
+            record = listing_id(ins, listing)
+            try:
+                await change_document(
+                    self.listings,
+                    record,
+                    added,
+                    *(e for i in items for e in i.events),
+                    create=True,
+                )
+            except Conflict:
+                # Refused (a full dossier, a duplicate, contention): these listings were
+                # certainly not written, so the chunks no listing names go too, as far as the
+                # database lets (a purge would not find them). Any other failure may have come
+                # after the write: they stay.
+                unwritten = [
+                    i.doc["_id"] for i in new if listing_id(ins, i.doc["listing"]) not in written
+                ]
+                with contextlib.suppress(PyMongoError):
+                    for doc_id in unwritten:  # an equality each: FerretDB reads `$in` whole
+                        await self.chunks.delete_many({"doc_id": doc_id})
+                raise
+            written.append(record)
         return written
 
     async def change_document_record(
@@ -389,6 +444,11 @@ def listing_fields(ins: str, docs: list[Document]) -> Document:
         }
     )
     return {"ins": ins, "docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
+
+
+def unique_id(doc: Document) -> str:
+    """The submitter's unique id of a document, if it came with one."""
+    return str((doc.get("context") or {}).get("unique_id", ""))
 
 
 def find_document(docs: list[Document], doc_id: str) -> Document | None:
