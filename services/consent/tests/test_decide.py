@@ -592,6 +592,26 @@ CASES = [
         "systems_do_not_read",
     ),
     (
+        "a facility reads back what it wrote",
+        system("facility"),
+        OPEN,
+        TEAM,
+        Action.READ,
+        doc("11490-0", "client"),
+        True,
+        "author",
+    ),
+    (
+        "a facility reads nothing else",
+        system("facility"),
+        OPEN,
+        TEAM,
+        Action.READ,
+        doc("11490-0", "someone-else"),
+        False,
+        "not_the_author",
+    ),
+    (
         "facility submits",
         system("facility"),
         OPEN,
@@ -746,6 +766,11 @@ def reference(
         if is_rep:
             hidden_for_me.add(Label.HIDDEN_FROM_REPRESENTATIVES)
         return not document.deleted and not (labels & hidden_for_me), normal
+    if caller.kind == "system" and "facility" in caller.roles and action == Action.READ:
+        # a facility's software reads back what it wrote, nothing else
+        return document is None or (
+            document.author == caller.client_id and not document.deleted
+        ), normal
     if not is_pro:
         return False, normal
     rpps = caller.rpps
