@@ -108,6 +108,10 @@ def world(stack: RunningStack) -> World:
     return World(stack)
 
 
+def sha1_base64(content: bytes) -> str:
+    return base64.b64encode(hashlib.sha1(content, usedforsecurity=False).digest()).decode()
+
+
 def provide_bundle(
     ins: str,
     author_rpps: str,
@@ -174,7 +178,7 @@ def provide_bundle(
                         "language": "fr-FR",
                         "url": binary_url,
                         "size": len(content),
-                        "hash": base64.b64encode(hashlib.sha1(content, usedforsecurity=False).digest()).decode(),
+                        "hash": sha1_base64(content),
                         "title": doc["title"],
                     },
                     "format": {
@@ -356,9 +360,8 @@ def test_a_hospital_publishes_finds_and_retrieves_then_the_patient_does(
         {"system": i["system"], "value": i["value"]} for i in practitioner["identifier"]
     ]
     attachment = letter["content"][0]["attachment"]
-    assert (
-        attachment["hash"] == base64.b64encode(hashlib.sha1(b"Sortie le 22/11", usedforsecurity=False).digest()).decode()
-    )
+    sent = hashlib.sha1(b"Sortie le 22/11", usedforsecurity=False).digest()
+    assert attachment["hash"] == base64.b64encode(sent).decode()
     assert attachment["size"] == len(b"Sortie le 22/11")
     assert letter["context"]["practiceSetting"]["coding"][0]["code"] == "ETABLISSEMENT"
     # ITI-68: the attachment's url gives the bytes, and a Binary when asked

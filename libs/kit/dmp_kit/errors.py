@@ -97,6 +97,33 @@ class PayloadTooLarge(DmpError):
     http_status = 413
 
 
+class NotAcceptable(DmpError):
+    """No representation the client accepts (HTTP only)."""
+
+    slug = "not-acceptable"
+    title = "Not acceptable"
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 406
+
+
+class UnsupportedMediaType(DmpError):
+    """A body of a kind the operation does not take (HTTP only)."""
+
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 415
+
+
+class MethodNotAllowed(DmpError):
+    """An operation the resource does not offer (HTTP only)."""
+
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 405
+
+
 class Unavailable(DmpError):
     slug = "service-unavailable"
     title = "Service temporarily unavailable"

@@ -22,6 +22,8 @@ from dmp_gateway import problems
 from dmp_gateway.admission import Admission
 from dmp_gateway.clients import Downstream
 from dmp_gateway.config import GatewaySettings
+from dmp_gateway.fhir import routes as fhir
+from dmp_gateway.fhir.outcomes import FhirOutcomes
 from dmp_gateway.limits import BodyLimit
 from dmp_gateway.routes import (
     admin,
@@ -122,7 +124,7 @@ class RequestContext:
                 out.setdefault("Content-Security-Policy", csp)
                 if path.startswith(PORTAL):
                     out.setdefault("Cache-Control", "no-cache")
-                if path.startswith("/v1/"):
+                if path.startswith(("/v1/", "/fhir/")):
                     out.setdefault("Cache-Control", "no-store")
             await send(message)
 
@@ -205,9 +207,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        larger=((re.compile(r"/v1/dossiers/[^/]+/documents"), upload),),
+        larger=(
+            (re.compile(r"/v1/dossiers/[^/]+/documents"), upload),
+            # an ITI-65 Bundle: a few documents in base64, in JSON
+            (re.compile(r"/fhir/R4/?"), upload * 4),
+        ),
         streamed=(re.compile(r"/v1/ingest/batches"),),
-        not_json=(re.compile(r"/v1/auth/token"),),  # OAuth2: a form (RFC 6749 §4.4)
+        # OAuth2: a form (RFC 6749 §4.4); FHIR searches by POST: a form too
+        not_json=(re.compile(r"/v1/auth/token"), re.compile(r"/fhir/R4/[A-Za-z]+/_search")),
     )
     if settings.cors_origins:
         # Closed unless configured: only these origins, only with a bearer token, no cookie.
@@ -221,6 +228,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             max_age=600,
         )
 
+    app.add_middleware(FhirOutcomes)
     app.add_middleware(
         RequestContext,
         deadline_seconds=settings.request_deadline_seconds,
@@ -240,6 +248,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(ingest.router)
     app.include_router(ops.router)
+    app.include_router(fhir.router)
     if settings.env is Env.DEV:
         app.include_router(dev.router)
 

@@ -14,7 +14,7 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.list import List as FhirList
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
-from fhir.resources.resource import Resource
+from pydantic import BaseModel
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.identity.v1 import identity_pb2
@@ -31,7 +31,7 @@ STATUS = {
 Json = dict[str, Any]
 
 
-def dump(resource: Resource) -> str:
+def dump(resource: BaseModel) -> str:
     return resource.model_dump_json(exclude_none=True)
 
 
@@ -100,14 +100,16 @@ def security_labels(labels: list[str]) -> list[Json]:
     return out
 
 
-def format_concept(m: pb.DocumentMetadata) -> Json:
+def format_coding(m: pb.DocumentMetadata) -> Json:
+    """content.format: a Coding (not a CodeableConcept)."""
     if m.context.HasField("format"):
-        return from_code(m.context.format)
+        f = m.context.format
+        return coding(f.system, f.code, f.display)
     found = codes.TYPE_FORMAT.get(m.type_code) or codes.MIME_FORMAT.get(m.mime_type)
-    return concept(*(found or codes.OTHER_FORMAT))
+    return coding(*(found or codes.OTHER_FORMAT))
 
 
-def author_resources(m: pb.DocumentMetadata, names: tuple[str, str]) -> tuple[list[Json], str]:
+def author_resources(m: pb.DocumentMetadata, names: tuple[str, str, str]) -> tuple[list[Json], str]:
     """The contained resources naming the author, and the reference to use."""
     person = m.context.author_person
     rpps = person.rpps or (m.author if m.author.isdigit() and len(m.author) == 11 else "")
@@ -195,7 +197,6 @@ def document_reference(
     data: Json = {
         "resourceType": "DocumentReference",
         "id": rid,
-        "meta": {"profile": [codes.PROFILE_DOCUMENT]},
         "contained": [patient, *contained],
         "masterIdentifier": {
             "use": "usual",
@@ -211,7 +212,7 @@ def document_reference(
         "author": [{"reference": author_ref}],
         "custodian": {"display": "DMP — Mon espace santé"},
         "securityLabel": security_labels(list(m.confidentiality)),
-        "content": [{"attachment": attachment, "format": format_concept(m)}],
+        "content": [{"attachment": attachment, "format": format_coding(m)}],
         "context": context,
     }
     if ctx.description:
@@ -276,7 +277,6 @@ def submission_list(
     data: Json = {
         "resourceType": "List",
         "id": f"{ins}-{s.id}",
-        "meta": {"profile": [codes.PROFILE_SUBMISSION]},
         "contained": contained,
         "identifier": identifiers,
         "status": "current",

@@ -8,13 +8,14 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import jsonpatch
+import jsonpatch  # type: ignore[import-untyped]
 from fastapi import APIRouter, Request, Response
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.identity.v1 import identity_pb2
 from dmp_gateway.clients import downstream
 from dmp_gateway.fhir import codes, translate
+from dmp_gateway.fhir.capability import statement
 from dmp_gateway.fhir.resources import (
     MEDIA_TYPE,
     Rendered,
@@ -101,6 +102,8 @@ def searchset(
         f'{{"fullUrl":{json.dumps(url)},"resource":{text},"search":{{"mode":"match"}}}}'
         for url, text in entries
     )
+    if not entries:
+        return json.dumps(head)  # no empty array in FHIR JSON
     return json.dumps(head)[:-1] + f',"entry":[{body}]}}'
 
 
@@ -119,8 +122,7 @@ async def search_params(request: Request) -> list[tuple[str, str]]:
 
 @router.get("/metadata")
 async def metadata(request: Request) -> Response:
-    from dmp_gateway.fhir.capability import statement
-
+    wants_json(request)
     return fhir(statement(base_url(request)))
 
 
@@ -350,8 +352,8 @@ async def find_lists(request: Request, who: Caller) -> Response:
         )
         for m in resp.items:
             if m.HasField("submission"):
-                s = sets.setdefault(m.submission.id, (m.submission, [], m.author))
-                s[1].append(doc_id(m.ins, m.id))
+                held = sets.setdefault(m.submission.id, (m.submission, [], m.author))
+                held[1].append(doc_id(m.ins, m.id))
         cursor = resp.next
         if not cursor:
             break

@@ -299,7 +299,7 @@ def _subject_ins(subject: Any, where: str) -> str:
         )
     if not is_valid_ins(ins):
         raise InvalidArgument("the patient is named by a valid INS", field=where)
-    return ins
+    return str(ins)
 
 
 def _first_code(concept: Any) -> pb.Code | None:
@@ -350,8 +350,9 @@ def _author(resource: Any, who: Principal, i: int) -> pb.AuthorPerson | None:
             given=(name.given or [""])[0] if name else "",
             family=(name.family or "") if name else "",
         )
-        if role is not None and role.code:
-            person.role.CopyFrom(_first_code(role.code[0]))
+        profession = _first_code(role.code[0]) if role is not None and role.code else None
+        if profession is not None:
+            person.role.CopyFrom(profession)
         return person
     return None
 
@@ -433,13 +434,13 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
                 else base64.b64decode(attachment.data)
             )
         else:
-            found = binaries.get(attachment.url or "")
-            if found is None:
+            named = binaries.get(attachment.url or "")
+            if named is None:
                 raise InvalidArgument(
                     "attachment.url names a Binary of this Bundle by its fullUrl",
                     field=_where(i, "content[0].attachment.url"),
                 )
-            bi, binary = found
+            bi, binary = named
             shape[bi] = ("Binary", n)
             try:
                 content = (
@@ -524,9 +525,9 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
                 (ctx.practice_setting, context.practiceSetting),
                 (ctx.facility_type, context.facilityType),
             ):
-                found_code = _first_code(value)
-                if found_code:
-                    target.CopyFrom(found_code)
+                stated = _first_code(value)
+                if stated:
+                    target.CopyFrom(stated)
             for event in context.event or []:
                 found_event = _first_code(event)
                 if found_event:
