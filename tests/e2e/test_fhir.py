@@ -664,3 +664,230 @@ def test_bad_input_is_an_operation_outcome_naming_the_element(
             world.fhir("hospital").resources("DocumentReference").search(
                 patient="Patient/bad"
             ).fetch()
+
+
+# The constraints PDSm and IHE MHD (Comprehensive) add to base R4, which the base validator
+# does not check: each named by its profile and element.
+DOCUMENT_RULES: list[tuple[str, Any]] = [
+    (
+        "MHD Comprehensive DocumentReference.masterIdentifier 1..1 (use usual)",
+        lambda d: d.get("masterIdentifier", {}).get("use") == "usual"
+        and d["masterIdentifier"].get("value", "").startswith(("urn:oid:", "urn:uuid:")),
+    ),
+    (
+        "MHD DocumentReference.identifier entryUUID (urn:uuid:, use official)",
+        lambda d: any(
+            i.get("use") == "official" and i["value"].startswith("urn:uuid:")
+            for i in d.get("identifier", [])
+        ),
+    ),
+    (
+        "MHD DocumentReference.status current | superseded (| entered-in-error for deleted)",
+        lambda d: d["status"] in ("current", "superseded", "entered-in-error"),
+    ),
+    ("MHD DocumentReference.docStatus 0..0", lambda d: "docStatus" not in d),
+    ("MHD DocumentReference.type 1..1", lambda d: len(d.get("type", {}).get("coding", [])) >= 1),
+    ("MHD DocumentReference.category 1..1", lambda d: len(d.get("category", [])) == 1),
+    (
+        "MHD DocumentReference.subject 1..1",
+        lambda d: d.get("subject", {}).get("reference", "").startswith("Patient/"),
+    ),
+    ("PDSm DocumentReference.date 1..1", lambda d: "date" in d),
+    (
+        "PDSm DocumentReference.author 1..* (contained)",
+        lambda d: len(d.get("author", [])) >= 1
+        and all(a["reference"].startswith(("#", "Patient/")) for a in d["author"]),
+    ),
+    ("PDSm DocumentReference.custodian 1..1", lambda d: "custodian" in d),
+    ("MHD DocumentReference.securityLabel 1..*", lambda d: len(d.get("securityLabel", [])) >= 1),
+    ("MHD DocumentReference.content 1..1", lambda d: len(d.get("content", [])) == 1),
+    (
+        "MHD attachment.contentType, language, url, creation 1..1; data 0..0",
+        lambda d: all(
+            k in d["content"][0]["attachment"]
+            for k in ("contentType", "language", "url", "creation")
+        )
+        and "data" not in d["content"][0]["attachment"],
+    ),
+    (
+        "PDSm attachment.size, hash (SHA-1), title 1..1",
+        lambda d: all(k in d["content"][0]["attachment"] for k in ("size", "hash", "title"))
+        and len(base64.b64decode(d["content"][0]["attachment"]["hash"])) == 20,
+    ),
+    (
+        "MHD DocumentReference.content.format 1..1",
+        lambda d: "code" in d["content"][0].get("format", {}),
+    ),
+    (
+        "MHD DocumentReference.context 1..1; PDSm context.period.start 1..1",
+        lambda d: "start" in d.get("context", {}).get("period", {}),
+    ),
+    (
+        "MHD context.facilityType and context.practiceSetting 1..1",
+        lambda d: "facilityType" in d["context"] and "practiceSetting" in d["context"],
+    ),
+    (
+        "MHD context.sourcePatientInfo 1..1 (contained)",
+        lambda d: d["context"].get("sourcePatientInfo", {}).get("reference", "").startswith("#"),
+    ),
+    ("MHD DocumentReference.modifierExtension 0..0", lambda d: "modifierExtension" not in d),
+]
+LIST_RULES: list[tuple[str, Any]] = [
+    (
+        "MHD SubmissionSet ihe-designationType 1..1",
+        lambda s: sum(e["url"].endswith("/ihe-designationType") for e in s.get("extension", []))
+        == 1,
+    ),
+    (
+        "MHD SubmissionSet ihe-sourceId 1..1",
+        lambda s: sum(e["url"].endswith("/ihe-sourceId") for e in s.get("extension", [])) == 1,
+    ),
+    (
+        "MHD SubmissionSet status current, mode working",
+        lambda s: (s["status"], s["mode"]) == ("current", "working"),
+    ),
+    (
+        "MHD SubmissionSet code submissionset",
+        lambda s: s["code"]["coding"][0]["code"] == "submissionset",
+    ),
+    (
+        "MHD Comprehensive SubmissionSet subject 1..1, date 1..1",
+        lambda s: "subject" in s and "date" in s,
+    ),
+    ("PDSm SubmissionSet source 1..1", lambda s: "reference" in s.get("source", {})),
+    (
+        "MHD SubmissionSet entryUUID identifier",
+        lambda s: any(i.get("use") == "official" for i in s["identifier"]),
+    ),
+]
+
+
+def broken_rules(resource: dict[str, Any]) -> list[str]:
+    rules = DOCUMENT_RULES if resource["resourceType"] == "DocumentReference" else LIST_RULES
+    return [name for name, holds in rules if not holds(resource)]
+
+
+def test_emitted_resources_meet_the_profiles_rules(world: World, validator: FhirValidator) -> None:
+    """Every DocumentReference a search gives — submitted through FHIR, through /v1 by a
+    professional, by the patient — and every SubmissionSet: base R4 by the validator, PDSm and
+    MHD's own constraints here."""
+    world.stack.client(world.tokens["gp"]).post(
+        f"/v1/dossiers/{world.ins}/documents",
+        json={
+            "type_code": "60591-5",
+            "title": "Synthèse",
+            "mime_type": "application/pdf",
+            "content_base64": base64.b64encode(b"%PDF-1.4 synthese").decode(),
+        },
+    ).raise_for_status()
+    world.stack.client(world.tokens["patient"]).post(
+        f"/v1/dossiers/{world.ins}/documents",
+        json={
+            "type_code": "DOC_PATIENT",
+            "title": "Mon carnet",
+            "mime_type": "text/plain",
+            "content_base64": base64.b64encode(b"notes").decode(),
+        },
+    ).raise_for_status()
+    world.fhir("hospital").execute(
+        "",
+        method="post",
+        data=provide_bundle(
+            world.ins,
+            world.pros["gp"]["rpps"],
+            [{"type": "11488-4", "title": "CR", "content": "c"}],
+        ),
+    )
+    page = valid(validator, world.search("gp", _count="200"))
+    docs = [e["resource"] for e in page["entry"]]
+    kinds = {d["type"]["coding"][0]["code"] for d in docs}
+    assert {"60591-5", "EXPPAT_2", "11488-4"} <= kinds
+    for doc in docs:
+        assert broken_rules(doc) == [], (doc["id"], broken_rules(doc))
+        valid(validator, doc)
+    with world.http("patient") as c:
+        lists = valid(
+            validator,
+            c.get(
+                "/List",
+                params={
+                    "patient": f"Patient/{world.ins}",
+                    "code": "submissionset",
+                    "status": "current",
+                },
+            ).json(),
+        )
+    assert lists["entry"]
+    for entry in lists["entry"]:
+        assert broken_rules(entry["resource"]) == []
+    # a Bundle whose SubmissionSet lacks its source system is refused (MHD 1..1)
+    bundle = provide_bundle(
+        world.ins, world.pros["gp"]["rpps"], [{"type": "11488-4", "title": "x", "content": "x"}]
+    )
+    del bundle["entry"][0]["resource"]["extension"]
+    with world.http("hospital") as c:
+        body = outcome(c.post("", json=bundle, headers={"content-type": FHIR}), 422)
+    assert body["issue"][0]["expression"] == ["Bundle.entry[0].resource.extension"]
+
+
+def test_emergency_access_and_a_closed_dossier_through_fhir(stack: RunningStack) -> None:
+    """Rule 9 and rule 13 through FHIR: break-glass opens the search to an outsider, masked
+    documents stay masked; once the patient closes the dossier nobody but them reads it."""
+    w = World(stack)
+    answer = w.fhir("hospital").execute(
+        "",
+        method="post",
+        data=provide_bundle(
+            w.ins,
+            w.pros["gp"]["rpps"],
+            [
+                {"type": "11488-4", "title": "Ouvert", "content": "o"},
+                {"type": "11488-4", "title": "Masqué", "content": "m"},
+            ],
+        ),
+    )
+    shown, masked = (e["response"]["location"].split("/")[1] for e in answer["entry"][1::2])
+    with w.http("patient") as c:
+        r = c.patch(
+            f"/DocumentReference/{masked}",
+            json=[
+                {
+                    "op": "add",
+                    "path": "/securityLabel/-",
+                    "value": {"coding": [{"system": VISIBILITY, "code": "MASQUE_PS"}]},
+                }
+            ],
+            headers={"content-type": "application/json-patch+json"},
+        )
+        assert r.status_code == 200, r.text
+    with w.http("outsider") as c:
+        outcome(c.get("/DocumentReference", params={"patient": f"Patient/{w.ins}"}), 403)
+    with w.stack.client(w.tokens["outsider"]) as c:
+        r = c.post(
+            f"/v1/dossiers/{w.ins}/emergency-access",
+            json={"reason": "Patient inconscient aux urgences", "mode": "break_glass"},
+        )
+        assert r.status_code in (200, 201), r.text
+    found = {e["resource"]["id"] for e in w.search("outsider", _count="200").get("entry", [])}
+    assert shown in found and masked not in found
+    # the trail flags the emergency read
+    with w.stack.client(w.tokens["patient"]) as c:
+        log = c.get(f"/v1/dossiers/{w.ins}/access-log").json()["entries"]
+    assert any(
+        e["mode"] == "break_glass" and e["actor"]["id"] == w.pros["outsider"]["rpps"] for e in log
+    )
+    # closed: the GP and the hospital are refused as /v1 refuses them, the patient still reads
+    with w.stack.client(w.tokens["patient"]) as c:
+        assert c.post(f"/v1/dossiers/{w.ins}/close").status_code == 200
+    rest = w.stack.client(w.tokens["gp"]).get(f"/v1/dossiers/{w.ins}/documents")
+    assert rest.status_code in (403, 409)
+    with w.http("gp") as c:
+        body = outcome(
+            c.get("/DocumentReference", params={"patient": f"Patient/{w.ins}"}), rest.status_code
+        )
+    assert body["issue"][0]["details"]["coding"][0]["code"] == rest.json()["type"].rsplit("/", 1)[1]
+    with w.http("hospital") as c:
+        assert c.get(f"/Binary/{shown}", headers={"accept": "*/*"}).status_code in (403, 409)
+    assert shown in {
+        e["resource"]["id"] for e in w.search("patient", _count="200").get("entry", [])
+    }

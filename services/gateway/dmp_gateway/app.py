@@ -228,12 +228,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             max_age=600,
         )
 
-    app.add_middleware(FhirOutcomes)
     app.add_middleware(
         RequestContext,
         deadline_seconds=settings.request_deadline_seconds,
         throttle=address_throttle,
     )
+    # Outermost: every error under /fhir/, the per-address limit's included, as FHIR's.
+    app.add_middleware(FhirOutcomes)
 
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.mount(PORTAL, StaticFiles(directory=PORTAL_FILES, html=True), name="portal")

@@ -253,20 +253,24 @@ class Rendered:
 
 
 def submission_list(
-    s: pb.SubmissionSet, ins: str, entries: list[str], author_ref: Json, contained: list[Json]
+    first: pb.DocumentMetadata, entries: list[str], names: tuple[str, str, str]
 ) -> FhirList:
-    """A submission set as PDSm's SubmissionSet List: the documents of it the caller may read."""
+    """A submission set as PDSm's SubmissionSet List, from the first of its documents the
+    caller may read; `entries`: the FHIR ids of those the caller may read."""
+    s, ins = first.submission, first.ins
     identifiers = [{"use": "official", "system": codes.RFC3986, "value": f"urn:uuid:{s.id}"}]
     if s.unique_id:
         identifiers.append({"use": "usual", "system": codes.RFC3986, "value": s.unique_id})
-    extensions: list[Json] = []
-    if s.HasField("content_type"):
-        extensions.append(
-            {
-                "url": f"{codes.MHD_EXT}/ihe-designationType",
-                "valueCodeableConcept": from_code(s.content_type),
-            }
-        )
+    contained, author_ref = author_resources(first, names)
+    by_patient = author_ref == "#patient"
+    designation = (
+        from_code(s.content_type)
+        if s.HasField("content_type")
+        else concept(*(codes.EXP_PATIENT if by_patient else codes.PRIVATE_PRACTICE))
+    )
+    extensions: list[Json] = [
+        {"url": f"{codes.MHD_EXT}/ihe-designationType", "valueCodeableConcept": designation}
+    ]
     if s.source_id:
         extensions.append(
             {
@@ -277,22 +281,20 @@ def submission_list(
     data: Json = {
         "resourceType": "List",
         "id": f"{ins}-{s.id}",
-        "contained": contained,
+        "extension": extensions,
         "identifier": identifiers,
         "status": "current",
         "mode": "working",
         "code": concept(codes.MHD_LIST_TYPES, "submissionset", "SubmissionSet as a FHIR List"),
         "subject": {"reference": f"Patient/{ins}"},
         "date": iso(s.submitted_at),
-        "source": author_ref,
+        "source": {"reference": f"Patient/{ins}"} if by_patient else {"reference": author_ref},
         "entry": [{"item": {"reference": f"DocumentReference/{e}"}} for e in entries],
     }
-    if extensions:
-        data["extension"] = extensions
+    if contained and not by_patient:
+        data["contained"] = contained
     if s.title:
         data["title"] = s.title
-    if not contained:
-        del data["contained"]
     return FhirList.model_validate(data)
 
 

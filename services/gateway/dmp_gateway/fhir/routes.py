@@ -340,7 +340,7 @@ async def find_lists(request: Request, who: Caller) -> Response:
     if search.empty:
         await _dossier_readable(request, who, search.ins)
         return fhir(searchset([], self_link, "", 0))
-    sets: dict[str, tuple[pb.SubmissionSet, list[str], str]] = {}
+    sets: dict[str, tuple[pb.DocumentMetadata, list[str]]] = {}
     cursor = ""
     for _ in range(translate.MAX_LIST_PAGES):
         resp = await ds.call(
@@ -352,25 +352,26 @@ async def find_lists(request: Request, who: Caller) -> Response:
         )
         for m in resp.items:
             if m.HasField("submission"):
-                held = sets.setdefault(m.submission.id, (m.submission, [], m.author))
+                held = sets.setdefault(m.submission.id, (m, []))
                 held[1].append(doc_id(m.ins, m.id))
         cursor = resp.next
         if not cursor:
             break
     wanted = search.list_filters
-    entries = []
-    for s, docs, author in sets.values():
-        if "sourceId" in wanted and s.source_id not in wanted["sourceId"]:
-            continue
-        if "designationType" in wanted and s.content_type.code not in wanted["designationType"]:
-            continue
-        source = (
-            {"reference": f"Patient/{search.ins}"} if author == search.ins else {"display": author}
+    chosen = [
+        (first, docs)
+        for first, docs in sets.values()
+        if ("sourceId" not in wanted or first.submission.source_id in wanted["sourceId"])
+        and (
+            "designationType" not in wanted
+            or first.submission.content_type.code in wanted["designationType"]
         )
-        resource = submission_list(s, search.ins, docs, source, [])
+    ][: search.count]
+    names = await names_of(request, who, [first for first, _ in chosen])
+    entries = []
+    for first, docs in chosen:
+        resource = submission_list(first, docs, names.get(first.author, NOBODY))
         entries.append((f"{base}/List/{resource.id}", dump(resource)))
-        if len(entries) == search.count:
-            break
     return fhir(searchset(entries, self_link, "", len(entries)))
 
 

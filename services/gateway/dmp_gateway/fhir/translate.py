@@ -400,6 +400,12 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
             found = _first_code(ext.valueCodeableConcept)
             if found:
                 request.submission.content_type.CopyFrom(found)
+    if not request.submission.source_id:
+        raise InvalidArgument(
+            "the SubmissionSet names its source system (the ihe-sourceId extension, an OID; "
+            "MHD Comprehensive SubmissionSet 1..1)",
+            field=_where(li, "extension"),
+        )
     request.submission.title = listed.title or ""
     shape: list[tuple[str, int | None]] = [("", None)] * len(entries)
     shape[li] = ("List", None)
