@@ -215,15 +215,21 @@ def cost_stack(ops_dir: Path) -> Iterator[RunningStack]:
         yield running
 
 
+def gp_with_documents(running: RunningStack, count: int = 200) -> tuple[str, str]:
+    """A patient's dossier holding `count` documents of 512 bytes, and their GP's token."""
+    ins, token = _patient_with_gp(running)
+    with running.client(token) as c:
+        for i in range(count):
+            r = c.post(f"/v1/dossiers/{ins}/documents", json=_document(i, 512))
+            assert r.status_code == 201, r.text
+    return ins, token
+
+
 def request_cost(requests: int) -> dict[str, Any]:
     ops_dir = Path(tempfile.mkdtemp(prefix="dmp-ops-"))
     with cost_stack(ops_dir) as running:
-        ins, token = _patient_with_gp(running)
+        ins, token = gp_with_documents(running)
         auth = {"authorization": f"Bearer {token}"}
-        with running.client(token) as c:
-            for i in range(200):
-                r = c.post(f"/v1/dossiers/{ins}/documents", json=_document(i, 512))
-                assert r.status_code == 201, r.text
         roots = processes(running)
 
         def lister(size: int) -> Callable[[httpx.AsyncClient], Any]:

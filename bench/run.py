@@ -637,6 +637,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "overload": (_elsewhere("bench.overload", "overload"), 20),
     "outbox_lag": (_elsewhere("bench.relay", "outbox_lag"), 30),
     "outbox_burst": (_elsewhere("bench.relay", "outbox_burst"), 3000),
+    "fhir_search": (_elsewhere("bench.fhir", "fhir_search"), 100),
 }
 
 

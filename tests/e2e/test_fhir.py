@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -275,6 +277,28 @@ def provide_bundle(
     }
 
 
+PATCH = {"content-type": "application/json-patch+json"}
+
+
+def published(answer: dict[str, Any]) -> list[str]:
+    """The DocumentReference ids a transaction-response gives, in order."""
+    return [
+        e["response"]["location"].split("/")[1]
+        for e in answer["entry"]
+        if e["response"]["location"].startswith("DocumentReference/")
+    ]
+
+
+def mask(c: httpx.Client, resource_id: str) -> httpx.Response:
+    """The patient's mask from professionals (MASQUE_PS), by JSON Patch."""
+    label = {"coding": [{"system": VISIBILITY, "code": "MASQUE_PS"}]}
+    return c.patch(
+        f"/DocumentReference/{resource_id}",
+        json=[{"op": "add", "path": "/securityLabel/-", "value": label}],
+        headers=PATCH,
+    )
+
+
 def outcome(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(FHIR)
@@ -429,7 +453,7 @@ def test_search_parameters_each_narrow_the_result(world: World, validator: FhirV
             [{"type": "18748-4", "title": "Scanner", "content": "RAS", "uid": uid}],
         ),
     )
-    scan = answer["entry"][1]["response"]["location"].split("/")[1]
+    (scan,) = published(answer)
 
     def ids(**params: Any) -> set[str]:
         page = valid(validator, world.search("hospital", **params))
@@ -458,7 +482,7 @@ def test_search_parameters_each_narrow_the_result(world: World, validator: FhirV
             [{"type": "18748-4", "title": "Scanner v2", "content": "RAS, revu", "replaces": scan}],
         ),
     )
-    newer = answer["entry"][1]["response"]["location"].split("/")[1]
+    (newer,) = published(answer)
     assert scan in ids(status="superseded", related=f"DocumentReference/{newer}")
     assert newer in ids(related=f"DocumentReference/{scan}")
     assert scan not in ids(status="current")
@@ -544,7 +568,7 @@ def test_the_consent_rules_hold_through_fhir(world: World, validator: FhirValida
             ],
         ),
     )
-    visible, hidden = (e["response"]["location"].split("/")[1] for e in answer["entry"][1::2])
+    visible, hidden = published(answer)
     # hidden from the patient: not found by them, not retrievable, no trace of it
     mine = {e["resource"]["id"] for e in world.search("patient", _count="200").get("entry", [])}
     assert visible in mine and hidden not in mine
@@ -562,17 +586,7 @@ def test_the_consent_rules_hold_through_fhir(world: World, validator: FhirValida
             == rest.json()["type"].rsplit("/", 1)[1]
         )
         # the patient masks the visible one from professionals, by JSON Patch
-        r = c.patch(
-            f"/DocumentReference/{visible}",
-            json=[
-                {
-                    "op": "add",
-                    "path": "/securityLabel/-",
-                    "value": {"coding": [{"system": VISIBILITY, "code": "MASQUE_PS"}]},
-                }
-            ],
-            headers={"content-type": "application/json-patch+json"},
-        )
+        r = mask(c, visible)
         assert r.status_code == 200, r.text
         assert "MASQUE_PS" in {
             c["code"] for s in valid(validator, r.json())["securityLabel"] for c in s["coding"]
@@ -582,7 +596,7 @@ def test_the_consent_rules_hold_through_fhir(world: World, validator: FhirValida
             c.patch(
                 f"/DocumentReference/{visible}",
                 json=[{"op": "replace", "path": "/type/coding/0/code", "value": "11490-0"}],
-                headers={"content-type": "application/json-patch+json"},
+                headers=PATCH,
             ),
             422,
         )
@@ -846,19 +860,9 @@ def test_emergency_access_and_a_closed_dossier_through_fhir(stack: RunningStack)
             ],
         ),
     )
-    shown, masked = (e["response"]["location"].split("/")[1] for e in answer["entry"][1::2])
+    shown, masked = published(answer)
     with w.http("patient") as c:
-        r = c.patch(
-            f"/DocumentReference/{masked}",
-            json=[
-                {
-                    "op": "add",
-                    "path": "/securityLabel/-",
-                    "value": {"coding": [{"system": VISIBILITY, "code": "MASQUE_PS"}]},
-                }
-            ],
-            headers={"content-type": "application/json-patch+json"},
-        )
+        r = mask(c, masked)
         assert r.status_code == 200, r.text
     with w.http("outsider") as c:
         outcome(c.get("/DocumentReference", params={"patient": f"Patient/{w.ins}"}), 403)
@@ -891,3 +895,98 @@ def test_emergency_access_and_a_closed_dossier_through_fhir(stack: RunningStack)
     assert shown in {
         e["resource"]["id"] for e in w.search("patient", _count="200").get("entry", [])
     }
+
+
+def test_the_readme_bundle_is_accepted_as_written(world: World, validator: FhirValidator) -> None:
+    """The README's minimal ITI-65 Bundle, with a real INS, publishes one document."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    after = readme.split("A minimal `bundle.json`", 1)[1]
+    text = after.split("```json\n", 1)[1].split("```", 1)[0]
+    bundle = json.loads(text.replace("Patient/INS", f"Patient/{world.ins}"))
+    suffix = uuid.uuid4().int % 10**9
+    # a fresh uniqueId each run: the dossier refuses the same one with other content
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        for ident in [*resource.get("identifier", []), resource.get("masterIdentifier", {})]:
+            if ident:
+                ident["value"] += f".{suffix}"
+    valid(validator, bundle)
+    with world.http("hospital") as c:
+        r = c.post("", json=bundle, headers={"content-type": FHIR})
+    assert r.status_code == 200, r.text
+    assert [e["response"]["status"] for e in valid(validator, r.json())["entry"]] == [
+        "201 Created"
+    ] * 3
+
+
+def test_archive_and_delete_by_json_patch(world: World, validator: FhirValidator) -> None:
+    """PDSm's metadata updates: the isArchived extension (the author or the patient), and
+    entered-in-error (a logical deletion, the author only)."""
+    answer = world.fhir("hospital").execute(
+        "",
+        method="post",
+        data=provide_bundle(
+            world.ins,
+            world.pros["gp"]["rpps"],
+            [{"type": "11488-4", "title": "A archiver", "content": "x"}],
+        ),
+    )
+    (rid,) = published(answer)
+    archived = (
+        "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
+    )
+    with world.http("patient") as c:
+        r = c.patch(
+            f"/DocumentReference/{rid}",
+            json=[
+                {
+                    "op": "add",
+                    "path": "/extension",
+                    "value": [{"url": archived, "valueBoolean": True}],
+                }
+            ],
+            headers=PATCH,
+        )
+        assert r.status_code == 200, r.text
+        doc = valid(validator, r.json())
+        assert doc["status"] == "current" and doc["extension"][0]["valueBoolean"] is True
+        # the REST view agrees
+        rest = world.stack.client(world.tokens["patient"]).get(
+            f"/v1/dossiers/{world.ins}/documents/{rid.split('-', 1)[1]}"
+        )
+        assert rest.json()["status"] == "archived"
+        # unarchive
+        r = c.patch(
+            f"/DocumentReference/{rid}",
+            json=[{"op": "remove", "path": "/extension"}],
+            headers=PATCH,
+        )
+        assert r.status_code == 200 and "extension" not in r.json()
+        # the patient cannot delete what the hospital wrote
+        body = outcome(
+            c.patch(
+                f"/DocumentReference/{rid}",
+                json=[{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+                headers=PATCH,
+            ),
+            403,
+        )
+        valid(validator, body)
+        # a patch that is no JSON Patch is refused, naming the body
+        outcome(c.patch(f"/DocumentReference/{rid}", content=b"{}", headers=PATCH), 422)
+        outcome(c.patch(f"/DocumentReference/{rid}", json=[], headers={"content-type": FHIR}), 415)
+    # its author (the hospital's system) deletes it
+    with world.http("hospital") as c:
+        r = c.patch(
+            f"/DocumentReference/{rid}",
+            json=[{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+            headers=PATCH,
+        )
+        assert r.status_code == 204, r.text
+    assert rid not in {
+        e["resource"]["id"] for e in world.search("patient", _count="200").get("entry", [])
+    }
+    rest = world.stack.client(world.tokens["gp"]).get(
+        f"/v1/dossiers/{world.ins}/documents/{rid.split('-', 1)[1]}"
+    )
+    assert rest.status_code in (403, 404)

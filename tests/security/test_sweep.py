@@ -335,18 +335,7 @@ class Scene:
         if kind in ("doctor", "pharmacist"):
             return self.professional("10" if kind == "doctor" else "21")[1]
         assert kind == "agent"
-        login = f"agent-{uuid.uuid4().hex[:8]}"
-        with self.stack.client(self.admin) as c:
-            body = {
-                "login": login,
-                "given_name": "Sam",
-                "family_name": "Petit",
-                "email": f"{login}@example.org",
-                "password": "agent password 1",
-            }
-            assert c.post("/v1/admin/agents", json=body).status_code == 201
-        tokens = self.stack.login("agent", login, "agent password 1", f"{login}@example.org")
-        return str(tokens["access_token"])
+        return self.stack.agent_token(self.admin)
 
 
 def outcomes(

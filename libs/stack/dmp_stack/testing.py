@@ -321,6 +321,22 @@ class RunningStack:
         opened: dict[str, Any] = r.json()
         return opened
 
+    def agent_token(self, admin: str) -> str:
+        """A new insurance (CPAM) agent's access token."""
+        login = f"agent-{secrets.token_hex(4)}"
+        with self.client(admin) as c:
+            body = {
+                "login": login,
+                "given_name": "Sam",
+                "family_name": "Petit",
+                "email": f"{login}@example.org",
+                "password": "agent password 1",
+            }
+            r = c.post("/v1/admin/agents", json=body)
+            assert r.status_code == 201, r.text
+        tokens = self.login("agent", login, "agent password 1", f"{login}@example.org")
+        return str(tokens["access_token"])
+
     def client_token(self, admin: str, roles: list[str]) -> str:
         """A new OAuth2 client with these roles, and an access token it obtained with a signed
         client assertion (RFC 7523), as an insurer's system does."""

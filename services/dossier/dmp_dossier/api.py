@@ -576,9 +576,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         ins = validate_ins(request.ins)
         who = caller()
         dossier = await self.store.get_dossier(ins)
-        item, content = await self._prepare(who, ins, dossier, request, self.clock.now())
+        doc = self._new_document(who, ins, request, self.clock.now())
+        item = await self._admit(who, dossier, doc, request)
         key = await self.store.data_key(ins, self._key_seal, dossier)
-        item.content_sealed = seal(key, content, item.doc["_id"].encode())
+        item.content_sealed = seal(key, request.content, item.doc["_id"].encode())
         record = await self.store.insert_document(
             item.doc, item.content_sealed, *item.events, supersedes=item.supersedes
         )
@@ -617,10 +618,11 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         dossier = await self.store.get_dossier(ins)
         listed = await self.store.documents_of(ins) if dossier else []
         held = {unique_id(d): d for d in listed if unique_id(d)}
+        # First every document's fields (no I/O), then consent and the versions they replace:
+        # a submission is refused for its first fault before anything is asked or written.
         seen: set[str] = set()
         replaced: set[str] = set()
-        answer: list[Document] = []
-        new: list[tuple[NewDocument, bytes]] = []
+        planned: list[tuple[str, pb.AddDocumentRequest, Document]] = []
         for i, doc_request in enumerate(request.documents):
             where = f"documents[{i}]"
             if doc_request.ins and doc_request.ins != ins:
@@ -628,44 +630,53 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                     "every document is of the submission's patient", field=f"{where}.ins"
                 )
             uid = doc_request.context.unique_id
-            if uid in seen:
+            if uid and uid in seen:
                 raise InvalidArgument(
                     "two documents with one unique id", field=f"{where}.context.unique_id"
                 )
-            if uid:
-                seen.add(uid)
-            if doc_request.replaces in replaced:
+            seen.add(uid)
+            if doc_request.replaces and doc_request.replaces in replaced:
                 raise InvalidArgument(
                     "two documents replace the same one", field=f"{where}.replaces"
                 )
-            if doc_request.replaces:
-                replaced.add(doc_request.replaces)
+            replaced.add(doc_request.replaces)
             same = held.get(uid) if uid else None
-            if same is not None:
+            try:
+                doc = same or self._new_document(who, ins, doc_request, now, submission)
+            except DmpError as refused:
+                refused.field = f"{where}.{refused.field}" if refused.field else where
+                raise
+            planned.append((where, doc_request, doc))
+        answer: list[Document] = []
+        new: list[NewDocument] = []
+        for where, doc_request, doc in planned:
+            if doc is held.get(doc_request.context.unique_id):
+                # already written (the submission retried): the same author, the same content
+                raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
                 if (
-                    same["author"] != who.actor_id
-                    or same["sha256"] != hashlib.sha256(doc_request.content).hexdigest()
+                    doc["author"] != who.actor_id
+                    or doc["sha256"] != hashlib.sha256(doc_request.content).hexdigest()
                 ):
                     raise Conflict(
                         "the dossier already holds another document with this unique id",
                         field=f"{where}.context.unique_id",
                         slug="duplicate-unique-id",
                     )
-                raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, same))
-                answer.append(same)
+                answer.append(doc)
                 continue
             try:
-                item, content = await self._prepare(who, ins, dossier, doc_request, now, submission)
+                item = await self._admit(who, dossier, doc, doc_request)
             except DmpError as refused:
                 refused.field = f"{where}.{refused.field}" if refused.field else where
                 raise
-            new.append((item, content))
-            answer.append(item.doc)
+            item.content_sealed = doc_request.content  # sealed below, once the key is known
+            new.append(item)
+            answer.append(doc)
         if new:
             key = await self.store.data_key(ins, self._key_seal, dossier)
-            for item, content in new:
-                item.content_sealed = seal(key, content, item.doc["_id"].encode())
-            for record in await self.store.insert_documents([item for item, _ in new]):
+            for item in new:
+                item.content_sealed = seal(key, item.content_sealed, item.doc["_id"].encode())
+            for record in await self.store.insert_documents(new):
                 self.relay.kick(self.store.listings, record)
         else:
             submission = answer[0].get("submission", submission)
@@ -674,17 +685,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             submission=submission_message(submission),
         )
 
-    async def _prepare(
+    def _new_document(
         self,
         who: Principal,
         ins: str,
-        dossier: Document | None,
         request: pb.AddDocumentRequest,
         now: datetime,
         submission: Document | None = None,
-    ) -> tuple[NewDocument, bytes]:
-        """A new document checked (its fields, consent, the version it replaces) with its
-        events; its content still to seal."""
+    ) -> Document:
+        """A new document's entry, its fields checked (no I/O)."""
         doc_type = self.catalogue.type(request.type_code)
         title = domain.check_title(request.title)
         mime = domain.check_mime_type(request.mime_type)
@@ -721,6 +730,19 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             doc["context"] = context_entry(request.context, now)
         if submission:
             doc["submission"] = submission
+        return doc
+
+    async def _admit(
+        self,
+        who: Principal,
+        dossier: Document | None,
+        doc: Document,
+        request: pb.AddDocumentRequest,
+    ) -> NewDocument:
+        """A new document admitted: consent's decision, the version it replaces, its events
+        (its content still to seal)."""
+        ins, doc_id, author = doc["ins"], doc["_id"], doc["author"]
+        doc_type = self.catalogue.type(doc["type_code"])
         raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         facts = [
             self.events.fact(
@@ -764,7 +786,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 )
             )
         facts.append(self.events.audit(who, ins, "create", document_id=doc_id))
-        return NewDocument(doc, b"", tuple(facts), old), request.content
+        return NewDocument(doc, b"", tuple(facts), old)
 
     async def _readable(
         self, ins: str, doc_id: str

@@ -122,7 +122,25 @@ STATUSES: dict[int, ErrorStatus] = {
     404: ErrorStatus(
         "Not found, or not the caller's to know of",
         "Not found",
-        ("not-found", "dossier-not-found", "document-not-found", "patient-not-found"),
+        (
+            "not-found",
+            "dossier-not-found",
+            "document-not-found",
+            "patient-not-found",
+            "not-supported",
+        ),
+    ),
+    405: ErrorStatus(
+        "The FHIR endpoint does not offer this interaction (its CapabilityStatement says what "
+        "it offers)",
+        "Method not allowed",
+        ("method-not-allowed", "not-supported"),
+    ),
+    406: ErrorStatus(
+        "No representation the client accepts: the FHIR endpoint serves application/fhir+json "
+        "only",
+        "Not acceptable",
+        ("not-acceptable",),
     ),
     409: ErrorStatus(
         "Conflicts with the current state",
@@ -137,6 +155,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "cannot-rehide",
             "contention",
             "dossier-full",
+            "duplicate-unique-id",
             "rotation-too-soon",
         ),
     ),

@@ -229,6 +229,95 @@ CASES = [
         field="ins",
     ),
     Case(
+        "AddDocuments",
+        "well formed, with consent away to decide",
+        pb.AddDocumentsRequest(ins=Ins, documents=[document(), document()]),
+        "doctor",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "AddDocuments",
+        "no document",
+        pb.AddDocumentsRequest(ins=Ins),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="documents",
+    ),
+    Case(
+        "AddDocuments",
+        "the second document's type outside the catalogue: refused before consent is asked",
+        pb.AddDocumentsRequest(ins=Ins, documents=[document(), document(type_code="XYZ")]),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="documents[1].type_code",
+        problem="unknown-type-code",
+    ),
+    Case(
+        "AddDocuments",
+        "a document of another patient",
+        pb.AddDocumentsRequest(ins=Ins, documents=[document(ins=BAD_INS)]),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="documents[0].ins",
+    ),
+    Case(
+        "AddDocuments",
+        "two documents with one unique id",
+        pb.AddDocumentsRequest(
+            ins=Ins,
+            documents=[
+                document(context=pb.DocumentContext(unique_id="urn:oid:1.2.3.4")),
+                document(context=pb.DocumentContext(unique_id="urn:oid:1.2.3.4")),
+            ],
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="documents[1].context.unique_id",
+    ),
+    Case(
+        "AddDocuments",
+        "a unique id that is neither an OID nor a UUID URN",
+        pb.AddDocumentsRequest(
+            ins=Ins, documents=[document(context=pb.DocumentContext(unique_id="1.2.3"))]
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="documents[0].context.unique_id",
+    ),
+    Case(
+        "AddDocuments",
+        "an author named by a bad RPPS",
+        pb.AddDocumentsRequest(
+            ins=Ins,
+            documents=[
+                document(
+                    context=pb.DocumentContext(author_person=pb.AuthorPerson(rpps="12345678901"))
+                )
+            ],
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="documents[0].context.author_person.rpps",
+    ),
+    Case(
+        "AddDocuments",
+        "a submission set's source that is no OID",
+        pb.AddDocumentsRequest(
+            ins=Ins, documents=[document()], submission=pb.SubmissionSet(source_id="hospital")
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="submission.source_id",
+    ),
+    Case(
+        "AddDocuments",
+        "a malformed INS",
+        pb.AddDocumentsRequest(ins="x", documents=[document()]),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
         "GetDocument",
         "in a dossier that does not exist",
         pb.GetDocumentRequest(ins=Ins, document_id="d"),
@@ -271,6 +360,15 @@ CASES = [
         S.INVALID_ARGUMENT,
         field="section",
         problem="unknown-section",
+    ),
+    Case(
+        "ListDocuments",
+        "a search on a type outside the catalogue",
+        pb.ListDocumentsRequest(ins=Ins, query=pb.DocumentQuery(type_codes=["XYZ"])),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="type_code",
+        problem="unknown-type-code",
     ),
     Case(
         "ListDocuments",

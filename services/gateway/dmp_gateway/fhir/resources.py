@@ -234,7 +234,7 @@ class Rendered:
     library builds and checks each resource (about half a millisecond), so a page of 200 is
     built once, then served from here. Bounded; least recently used first out."""
 
-    def __init__(self, catalogue: Catalogue, size: int = 20_000) -> None:
+    def __init__(self, catalogue: Catalogue, size: int = 10_000) -> None:
         self.catalogue = catalogue
         self.size = size
         self.kept: OrderedDict[tuple[str, bytes, tuple[str, str, str]], str] = OrderedDict()

@@ -5,6 +5,7 @@ calls with the caller's token: consent decides and audit records exactly as for 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -27,7 +28,7 @@ from dmp_gateway.fhir.resources import (
     split_id,
     submission_list,
 )
-from dmp_gateway.routes.dossiers import CONTENT_CSP, INLINE_TYPES
+from dmp_gateway.routes.dossiers import content_response
 from dmp_gateway.security import Caller
 from dmp_kit.auth import Principal
 from dmp_kit.catalogue import load_catalogue
@@ -37,14 +38,17 @@ from dmp_kit.errors import (
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
+    PermissionDenied,
     UnsupportedMediaType,
 )
 
 router = APIRouter(prefix="/fhir/R4", include_in_schema=False)
 CATALOGUE = load_catalogue()
 RENDERED = Rendered(CATALOGUE)
-NAMES: dict[str, tuple[str, str, str]] = {}  # RPPS → (given, family, profession): public
+# RPPS → (given, family, profession), the directory's public names, and when they were read
+NAMES: dict[str, tuple[float, tuple[str, str, str]]] = {}
 MAX_NAMES = 50_000
+NAMES_FOR_SECONDS = 3600.0
 NOBODY = ("", "", "")
 
 
@@ -66,25 +70,31 @@ def wants_json(request: Request) -> None:
 
 async def names_of(request: Request, who: Principal, items: Any) -> dict[str, tuple[str, str, str]]:
     """The public names of the professionals who wrote these documents (identity's
-    directory), kept by RPPS."""
+    directory), kept an hour by RPPS."""
     ds = downstream(request)
+    now = time.monotonic()
+    out: dict[str, tuple[str, str, str]] = {}
     for m in items:
         rpps = m.author
-        if rpps.isdigit() and len(rpps) == 11 and rpps not in NAMES:
+        if not (rpps.isdigit() and len(rpps) == 11) or rpps in out:
+            continue
+        held = NAMES.get(rpps)
+        if held is None or now - held[0] > NAMES_FOR_SECONDS:
             try:
                 found = await ds.call(
                     ds.identity.LookupProfessional,
                     identity_pb2.LookupProfessionalRequest(rpps=rpps),
                     token=who.token,
                 )
+                p = found.professional
+                names = (p.given_name, p.family_name, p.profession)
             except NotFound:
-                NAMES[rpps] = NOBODY
-                continue
-            p = found.professional
+                names = NOBODY
             if len(NAMES) >= MAX_NAMES:
                 NAMES.clear()
-            NAMES[rpps] = (p.given_name, p.family_name, p.profession)
-    return NAMES
+            held = NAMES[rpps] = (now, names)
+        out[rpps] = held[1]
+    return out
 
 
 def searchset(
@@ -176,14 +186,22 @@ async def _dossier_readable(request: Request, who: Principal, ins: str) -> None:
 @router.get("/DocumentReference/{resource_id}")
 async def read_document(resource_id: str, request: Request, who: Caller) -> Response:
     wants_json(request)
+    _, _, text, _ = await _read(request, who, resource_id)
+    return fhir(text)
+
+
+async def _read(
+    request: Request, who: Principal, resource_id: str
+) -> tuple[str, str, str, tuple[str, str, str]]:
+    """A document read (consent decides, the read is traced): its INS, its own id, its
+    DocumentReference as JSON, and its author's names."""
     ins, own = _ids(resource_id, "DocumentReference")
     ds = downstream(request)
     resp = await ds.call(
         ds.dossier.GetDocument, pb.GetDocumentRequest(ins=ins, document_id=own), token=who.token
     )
-    base = base_url(request)
-    names = await names_of(request, who, [resp.document])
-    return fhir(RENDERED.document(resp.document, base, names.get(resp.document.author, NOBODY)))
+    names = (await names_of(request, who, [resp.document])).get(resp.document.author, NOBODY)
+    return ins, own, RENDERED.document(resp.document, base_url(request), names), names
 
 
 @router.get("/Binary/{resource_id}")
@@ -201,16 +219,7 @@ async def retrieve_document(resource_id: str, request: Request, who: Caller) -> 
         "_format", ""
     ).endswith("json"):
         return fhir(dump(binary(mime, resp.content, resource_id)))
-    disposition = "inline" if mime in INLINE_TYPES else "attachment"
-    return Response(
-        resp.content,
-        media_type=mime,
-        headers={
-            "Content-Disposition": f'{disposition}; filename="{own}"',
-            "Content-Security-Policy": CONTENT_CSP,
-            "Cache-Control": "no-store",
-        },
-    )
+    return content_response(resp.content, mime, own)
 
 
 @router.patch("/DocumentReference/{resource_id}")
@@ -223,19 +232,20 @@ async def update_document(resource_id: str, request: Request, who: Caller) -> Re
     media = request.headers.get("content-type", "").split(";")[0].strip()
     if media != "application/json-patch+json":
         raise UnsupportedMediaType("a patch is application/json-patch+json", field="Content-Type")
-    ins, own = _ids(resource_id, "DocumentReference")
+    ins, own, text, author_names = await _read(request, who, resource_id)
+    before = json.loads(text)
     ds = downstream(request)
-    current = await ds.call(
-        ds.dossier.GetDocument, pb.GetDocumentRequest(ins=ins, document_id=own), token=who.token
-    )
-    base = base_url(request)
-    names = await names_of(request, who, [current.document])
-    author_names = names.get(current.document.author, NOBODY)
-    before = json.loads(RENDERED.document(current.document, base, author_names))
     try:
         operations = json.loads(await request.body())
+        if not isinstance(operations, list) or not operations:
+            raise InvalidArgument("a JSON Patch is a non-empty array of operations", field="body")
         after = jsonpatch.apply_patch(before, operations)
-    except (ValueError, jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+    except (
+        TypeError,
+        ValueError,
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+    ) as exc:
         raise InvalidArgument(f"not an applicable JSON Patch: {exc}", field="body") from exc
     for key in sorted(set(before) | set(after)):
         if key not in ("status", "securityLabel", "extension") and before.get(key) != after.get(
@@ -272,7 +282,7 @@ async def update_document(resource_id: str, request: Request, who: Caller) -> Re
             pb.DOCUMENT_STATUS_ARCHIVED if archived_after else pb.DOCUMENT_STATUS_APPROVED
         )
     resp = await ds.call(ds.dossier.UpdateDocument, change, token=who.token)
-    return fhir(RENDERED.document(resp.document, base, author_names))
+    return fhir(RENDERED.document(resp.document, base_url(request), author_names))
 
 
 def _labels(resource: dict[str, Any]) -> set[str]:
@@ -375,20 +385,31 @@ async def find_lists(request: Request, who: Caller) -> Response:
     return fhir(searchset(entries, self_link, "", len(entries)))
 
 
-@router.get("/Patient/{ins}")
-async def read_patient(ins: str, request: Request, who: Caller) -> Response:
-    wants_json(request)
+async def _patient(request: Request, who: Principal, ins: str) -> identity_pb2.Patient:
+    """A patient as whoever may read their dossier sees them: the dossier's rules first
+    (consent decides, the read is traced), then identity's record."""
+    if who.kind == "system":
+        # a facility's software reads back its own documents, never a patient's identity
+        raise PermissionDenied("not allowed: systems_do_not_read", slug="access-denied")
     ds = downstream(request)
+    await ds.call(ds.dossier.GetDossier, pb.GetDossierRequest(ins=ins), token=who.token)
     resp = await ds.call(
         ds.identity.LookupPatient, identity_pb2.LookupPatientRequest(ins=ins), token=who.token
     )
-    return fhir(dump(patient(resp.patient)))
+    return resp.patient
+
+
+@router.get("/Patient/{ins}")
+async def read_patient(ins: str, request: Request, who: Caller) -> Response:
+    wants_json(request)
+    return fhir(dump(patient(await _patient(request, who, ins))))
 
 
 @router.get("/Patient")
 @router.post("/Patient/_search")
 async def find_patients(request: Request, who: Caller) -> Response:
-    """Patient search by INS (identifier or _id): the patient, or an empty searchset."""
+    """Patient search by INS (identifier or _id): the patient, or an empty searchset when
+    there is no such patient or DMP; refused as a read of their dossier is."""
     wants_json(request)
     base = base_url(request)
     params = dict(await search_params(request))
@@ -398,12 +419,8 @@ async def find_patients(request: Request, who: Caller) -> Response:
         ins = params["_id"]
     else:
         raise InvalidArgument("search patients by identifier (INS) or _id", field="identifier")
-    ds = downstream(request)
     try:
-        resp = await ds.call(
-            ds.identity.LookupPatient, identity_pb2.LookupPatientRequest(ins=ins), token=who.token
-        )
-        found = [(f"{base}/Patient/{ins}", dump(patient(resp.patient)))]
+        found = [(f"{base}/Patient/{ins}", dump(patient(await _patient(request, who, ins))))]
     except NotFound:
         found = []
     kept = [(k, v) for k, v in params.items() if k in ("identifier", "_id")]
@@ -414,7 +431,7 @@ async def find_patients(request: Request, who: Caller) -> Response:
     "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
 )
 async def unsupported(path: str, request: Request) -> Response:
-    detail = f"{request.method} {path} is not supported here: see {base_url(request)}/metadata"
+    detail = f"{request.method} {path} is not supported here: see /fhir/R4/metadata"
     if request.method == "GET":
         raise NotFound(detail, slug="not-supported")
     raise MethodNotAllowed(detail, slug="not-supported")

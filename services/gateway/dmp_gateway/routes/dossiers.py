@@ -352,13 +352,17 @@ async def get_content(ins: str, document_id: str, request: Request, who: Caller)
         pb.GetDocumentContentRequest(ins=ins, document_id=document_id),
         token=who.token,
     )
-    mime = resp.document.mime_type
+    return content_response(resp.content, resp.document.mime_type, resp.document.id)
+
+
+def content_response(content: bytes, mime: str, name: str) -> Response:
+    """A document's bytes: shown (sandboxed) when a browser may show them, else downloaded."""
     disposition = "inline" if mime in INLINE_TYPES else "attachment"
     return Response(
-        resp.content,
+        content,
         media_type=mime,
         headers={
-            "Content-Disposition": f'{disposition}; filename="{resp.document.id}"',
+            "Content-Disposition": f'{disposition}; filename="{name}"',
             "Content-Security-Policy": CONTENT_CSP,
             "Cache-Control": "no-store",
         },
