@@ -137,8 +137,7 @@ STATUSES: dict[int, ErrorStatus] = {
         ("method-not-allowed", "not-supported"),
     ),
     406: ErrorStatus(
-        "No representation the client accepts: the FHIR endpoint serves application/fhir+json "
-        "only",
+        "No representation the client accepts: the FHIR endpoint serves application/fhir+json only",
         "Not acceptable",
         ("not-acceptable",),
     ),
