@@ -538,6 +538,31 @@ def test_a_refused_bundle_leaves_nothing_behind(world: World, validator: FhirVal
     assert {e["resource"]["id"] for e in after.get("entry", [])} == {
         e["resource"]["id"] for e in before.get("entry", [])
     }
+    # a unique id is its submitter's: another hospital's software giving the same one to
+    # another document is not told that the dossier holds one
+    uid = f"urn:oid:1.2.250.1.999.4.{uuid.uuid4().int % 10**12}"
+    first_doc = [{"type": "11488-4", "title": "CR 7", "content": "sept", "uid": uid}]
+    other_doc = [{"type": "11488-4", "title": "CR 8", "content": "huit", "uid": uid}]
+    hospital.execute(
+        "", method="post", data=provide_bundle(world.ins, world.pros["gp"]["rpps"], first_doc)
+    )
+    other = world.stack.client_token(world.stack.admin_token(), ["facility"])
+    with httpx.Client(base_url=f"{world.stack.url}/fhir/R4", timeout=30) as c:
+        r = c.post(
+            "",
+            json=provide_bundle(world.ins, world.pros["gp"]["rpps"], other_doc),
+            headers={"content-type": FHIR, "authorization": f"Bearer {other}"},
+        )
+    assert r.status_code == 200, r.text
+    # the same submitter giving it to other content is refused
+    with world.http("hospital") as c:
+        r = c.post(
+            "",
+            json=provide_bundle(world.ins, world.pros["gp"]["rpps"], other_doc),
+            headers={"content-type": FHIR},
+        )
+    body = outcome(r, 409)
+    assert body["issue"][0]["expression"] == ["Bundle.entry[1].resource.masterIdentifier"]
     # a retried submission writes nothing twice
     once = provide_bundle(
         world.ins,

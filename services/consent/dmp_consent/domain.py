@@ -272,13 +272,17 @@ def _as_professional(
 
 def _as_system(caller: Principal, action: Action, document: DocumentFacts | None) -> Decision:
     """Systems write; a facility's software also reads back the documents it wrote (rule 4:
-    an author always sees what they wrote), and nothing else. A client's roles add up."""
+    an author always sees what they wrote) unless the patient masked them, and nothing else.
+    A client's roles add up."""
     if action is Action.READ and caller.has_role("facility"):
         if document is None:
             return permit("facility_own_documents")  # each document is then decided alone
-        if document.author == caller.client_id and not document.deleted:
-            return permit("author")
-        return deny("not_the_author")
+        if document.author != caller.client_id or document.deleted:
+            return deny("not_the_author")
+        # The patient's mask holds: the software is not the person who wrote it (rule 7).
+        if Label.MASKED in document.labels:
+            return deny("masked")
+        return permit("author")
     if action is not Action.WRITE:
         return deny("systems_do_not_read")
     section = document.section if document is not None else None

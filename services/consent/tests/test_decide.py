@@ -602,6 +602,16 @@ CASES = [
         "author",
     ),
     (
+        "a facility does not read back what the patient masked",
+        system("facility"),
+        OPEN,
+        TEAM,
+        Action.READ,
+        doc("11490-0", "client", Label.MASKED),
+        False,
+        "masked",
+    ),
+    (
         "a facility reads nothing else",
         system("facility"),
         OPEN,
@@ -769,7 +779,9 @@ def reference(
     if caller.kind == "system" and "facility" in caller.roles and action == Action.READ:
         # a facility's software reads back what it wrote, nothing else
         return document is None or (
-            document.author == caller.client_id and not document.deleted
+            document.author == caller.client_id
+            and not document.deleted
+            and Label.MASKED not in labels
         ), normal
     if not is_pro:
         return False, normal

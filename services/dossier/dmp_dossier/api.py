@@ -99,6 +99,31 @@ def metadata(doc: Document, links: set[str] | None = None) -> pb.DocumentMetadat
 CODE_PARTS = ("system", "code", "display")
 
 
+def searched(query: pb.DocumentQuery) -> str:
+    """What a search was on, for the trail: the conditions' names (their values may be
+    identifiers; the trail keeps none)."""
+    fields = sorted(f.name for f, _ in query.ListFields())
+    return f":{','.join(fields)}" if fields else ""
+
+
+def check_named_author(who: Principal, named: Document) -> None:
+    """Who may name a document's author: a professional names themselves; a facility's
+    software names the professional who wrote it; nobody else names anyone."""
+    if who.kind == "professional":
+        if named.get("rpps") != who.rpps:
+            raise PermissionDenied(
+                "a professional is the author of what they submit",
+                field="context.author_person.rpps",
+                slug="author-only",
+            )
+    elif not (who.kind == "system" and who.has_role("facility")):
+        raise PermissionDenied(
+            "only a professional or a facility's software names a document's author",
+            field="context.author_person",
+            slug="author-only",
+        )
+
+
 def code_entry(code: pb.Code) -> dict[str, str]:
     return {part: getattr(code, part) for part in CODE_PARTS}
 
@@ -617,7 +642,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         submission = {k: v for k, v in submission.items() if v}
         dossier = await self.store.get_dossier(ins)
         listed = await self.store.documents_of(ins) if dossier else []
-        held = {unique_id(d): d for d in listed if unique_id(d)}
+        # A unique id is the submitter's: unique among its author's documents (a clash with
+        # anyone else's would tell a writer what the dossier holds).
+        held = {unique_id(d): d for d in listed if unique_id(d) and d["author"] == who.actor_id}
         # First every document's fields (no I/O), then consent and the versions they replace:
         # a submission is refused for its first fault before anything is asked or written.
         seen: set[str] = set()
@@ -651,14 +678,11 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         new: list[NewDocument] = []
         for where, doc_request, doc in planned:
             if doc is held.get(doc_request.context.unique_id):
-                # already written (the submission retried): the same author, the same content
+                # already written (the submission retried): the same content
                 raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
-                if (
-                    doc["author"] != who.actor_id
-                    or doc["sha256"] != hashlib.sha256(doc_request.content).hexdigest()
-                ):
+                if doc["sha256"] != hashlib.sha256(doc_request.content).hexdigest():
                     raise Conflict(
-                        "the dossier already holds another document with this unique id",
+                        "you already gave this unique id to another document of this dossier",
                         field=f"{where}.context.unique_id",
                         slug="duplicate-unique-id",
                     )
@@ -728,6 +752,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         }
         if request.HasField("context"):
             doc["context"] = context_entry(request.context, now)
+            named = doc["context"].get("author_person")
+            if named is not None:
+                check_named_author(who, named)
         if submission:
             doc["submission"] = submission
         return doc
@@ -874,7 +901,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             ins,
             "search",
             mode=MODE_NAME.get(mode, "normal"),
-            query=f"list:{request.section}:{request.type_code}",
+            query=f"list:{request.section}:{request.type_code}" + searched(request.query),
         )
         if page:
             await self._first_access(who, ins, dossier)

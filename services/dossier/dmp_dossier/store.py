@@ -219,8 +219,8 @@ class DossierStore(Store):
                         "documents",
                         slug="dossier-full",
                     )
-                held = {unique_id(d) for d in docs} - {""}
-                if any(unique_id(i.doc) in held for i in items):
+                held = {(d["author"], unique_id(d)) for d in docs if unique_id(d)}
+                if any((i.doc["author"], unique_id(i.doc)) in held for i in items):
                     raise Conflict(
                         "the dossier already holds a document with this unique id",
                         slug="duplicate-unique-id",

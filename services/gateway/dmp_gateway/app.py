@@ -44,6 +44,7 @@ from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
 from dmp_kit.context import current_deadline, current_trace, new_trace
 from dmp_kit.errors import RateLimited
+from dmp_kit.rpc.client import MAX_MESSAGE_BYTES
 from dmp_kit.runtime import identity_jwks
 
 REQUESTS = Counter("dmp_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -209,8 +210,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger=(
             (re.compile(r"/v1/dossiers/[^/]+/documents"), upload),
-            # an ITI-65 Bundle: a few documents in base64, in JSON
-            (re.compile(r"/fhir/R4/?"), upload * 4),
+            # an ITI-65 Bundle: documents in base64, in JSON, within what one gRPC message
+            # to the dossier service may carry
+            (re.compile(r"/fhir/R4/?"), MAX_MESSAGE_BYTES * 4 // 3),
         ),
         streamed=(re.compile(r"/v1/ingest/batches"),),
         # OAuth2: a form (RFC 6749 §4.4); FHIR searches by POST: a form too

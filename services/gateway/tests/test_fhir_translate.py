@@ -8,10 +8,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from starlette.testclient import TestClient
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp_gateway.fhir import codes, translate
+from dmp_gateway.fhir.outcomes import FhirOutcomes
 from dmp_gateway.fhir.resources import Rendered, document_reference
+from dmp_gateway.fhir.routes import _patch_operations
 from dmp_kit.auth import Principal
 from dmp_kit.catalogue import load_catalogue
 from dmp_kit.errors import InvalidArgument, PermissionDenied
@@ -222,3 +225,51 @@ def test_a_rendered_document_is_kept_per_version_of_its_metadata() -> None:
     assert "MASQUE_PS" in masked and "MASQUE_PS" not in first
     built = document_reference(m, "http://x/fhir/R4", CATALOGUE, names)
     assert built.model_dump_json(exclude_none=True) == masked
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        {},
+        [],
+        [{"op": "copy", "from": "/contained", "path": "/contained/-"}],
+        [{"op": "move", "from": "/status", "path": "/type"}],
+        [{"op": "replace", "path": "/type/coding/0/code", "value": "x"}],
+        [{"op": "add", "path": "/statusX", "value": "x"}],
+        [{"op": "test", "path": "/status", "value": "current"}] * 21,
+    ],
+)
+def test_a_patch_may_only_touch_what_may_change(operations: object) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        _patch_operations(operations)
+    assert refused.value.field is not None and refused.value.field.startswith("body")
+
+
+def test_a_patch_of_labels_status_or_archiving_passes() -> None:
+    ops = [
+        {"op": "add", "path": "/securityLabel/-", "value": {}},
+        {"op": "replace", "path": "/status", "value": "entered-in-error"},
+        {"op": "remove", "path": "/extension"},
+    ]
+    assert _patch_operations(ops) == ops
+
+
+@pytest.mark.parametrize("value", ["2026-13", "2026-02-30", "2026-11-31", "9999-12-31T25:00:00Z"])
+def test_an_impossible_date_is_refused_with_its_parameter(value: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        search(("patient", f"Patient/{INS}"), ("date", value))
+    assert refused.value.field == "date"
+
+
+def test_an_unhandled_error_under_fhir_is_a_500_operation_outcome() -> None:
+    async def broken(scope: object, receive: object, send: object) -> None:
+        raise RuntimeError("a bug, with /internal/details")
+
+    client = TestClient(FhirOutcomes(broken), raise_server_exceptions=False)
+    r = client.get("/fhir/R4/DocumentReference")
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/fhir+json"
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["details"]["coding"][0]["code"] == "internal-error"
+    assert "internal/details" not in r.text

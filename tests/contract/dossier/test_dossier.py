@@ -12,7 +12,9 @@ from grpc import StatusCode as S
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp_stack.contract import (
+    DOCTOR_RPPS,
     PATIENT_INS,
+    PHARMACIST_RPPS,
     TESTS,
     Case,
 )
@@ -298,6 +300,39 @@ CASES = [
         "doctor",
         S.INVALID_ARGUMENT,
         field="documents[0].context.author_person.rpps",
+    ),
+    Case(
+        "AddDocuments",
+        "a professional naming someone else as the author",
+        pb.AddDocumentsRequest(
+            ins=Ins,
+            documents=[
+                document(
+                    context=pb.DocumentContext(author_person=pb.AuthorPerson(rpps=PHARMACIST_RPPS))
+                )
+            ],
+        ),
+        "doctor",
+        S.PERMISSION_DENIED,
+        field="documents[0].context.author_person.rpps",
+        problem="author-only",
+    ),
+    Case(
+        "AddDocuments",
+        "a patient naming a professional as the author",
+        pb.AddDocumentsRequest(
+            ins=Ins,
+            documents=[
+                document(
+                    type_code="DOC_PATIENT",
+                    context=pb.DocumentContext(author_person=pb.AuthorPerson(rpps=DOCTOR_RPPS)),
+                )
+            ],
+        ),
+        "patient",
+        S.PERMISSION_DENIED,
+        field="documents[0].context.author_person",
+        problem="author-only",
     ),
     Case(
         "AddDocuments",

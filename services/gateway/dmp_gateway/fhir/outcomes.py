@@ -10,6 +10,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dmp_gateway.fhir.resources import MEDIA_TYPE, dump, outcome
+from dmp_kit.errors import PROBLEM_BASE
+from dmp_kit.logging import get_logger
+
+log = get_logger(__name__)
 
 PREFIX = "/fhir/"
 
@@ -23,11 +27,13 @@ class FhirOutcomes:
             await self.app(scope, receive, send)
             return
         start: Message | None = None
+        started = False
         body = bytearray()
 
         async def rewrite(message: Message) -> None:
-            nonlocal start
+            nonlocal start, started
             if message["type"] == "http.response.start":
+                started = True
                 media = MutableHeaders(scope=message).get("content-type", "")
                 if media.startswith("application/problem+json"):
                     start = message
@@ -56,4 +62,23 @@ class FhirOutcomes:
                 return
             await send(message)
 
-        await self.app(scope, receive, rewrite)
+        try:
+            await self.app(scope, receive, rewrite)
+        except Exception:
+            # What no handler turned into an answer (a bug): told as a 500 OperationOutcome,
+            # nothing of it said; the trace goes to the log, as Starlette's own handler does.
+            log.exception("unhandled error", path=scope["path"])
+            if started:
+                raise
+            text = dump(outcome(500, "an internal error occurred", PROBLEM_BASE + "internal-error"))
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", MEDIA_TYPE.encode()),
+                        (b"content-length", str(len(text)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": text.encode()})

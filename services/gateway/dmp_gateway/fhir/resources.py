@@ -293,8 +293,7 @@ def submission_list(
     }
     if contained and not by_patient:
         data["contained"] = contained
-    if s.title:
-        data["title"] = s.title
+    # No title: it may speak of documents of the set the caller may not read.
     return FhirList.model_validate(data)
 
 

@@ -126,7 +126,11 @@ async def search_params(request: Request) -> list[tuple[str, str]]:
                 "a POST search is a form (application/x-www-form-urlencoded)",
                 field="Content-Type",
             )
-        params += parse_qsl((await request.body()).decode(), keep_blank_values=False)
+        try:
+            form = (await request.body()).decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument("the form is not UTF-8", field="body") from exc
+        params += parse_qsl(form, keep_blank_values=False)
     return [(k, v) for k, v in params if k != "_format"]
 
 
@@ -236,9 +240,7 @@ async def update_document(resource_id: str, request: Request, who: Caller) -> Re
     before = json.loads(text)
     ds = downstream(request)
     try:
-        operations = json.loads(await request.body())
-        if not isinstance(operations, list) or not operations:
-            raise InvalidArgument("a JSON Patch is a non-empty array of operations", field="body")
+        operations = _patch_operations(json.loads(await request.body()))
         after = jsonpatch.apply_patch(before, operations)
     except (
         TypeError,
@@ -283,6 +285,35 @@ async def update_document(resource_id: str, request: Request, who: Caller) -> Re
         )
     resp = await ds.call(ds.dossier.UpdateDocument, change, token=who.token)
     return fhir(RENDERED.document(resp.document, base_url(request), author_names))
+
+
+PATCHABLE = ("/status", "/securityLabel", "/extension")
+PATCH_OPERATIONS = ("add", "remove", "replace", "test")
+MAX_PATCH_OPERATIONS = 20
+
+
+def _patch_operations(operations: Any) -> list[dict[str, Any]]:
+    """The patch, checked before anything is applied: a few add/remove/replace/test
+    operations on the elements that may change (a `copy` or `move` could grow the resource
+    without bound)."""
+    if not isinstance(operations, list) or not 1 <= len(operations) <= MAX_PATCH_OPERATIONS:
+        raise InvalidArgument(
+            f"a JSON Patch is an array of 1 to {MAX_PATCH_OPERATIONS} operations", field="body"
+        )
+    for n, op in enumerate(operations):
+        path = op.get("path") if isinstance(op, dict) else None
+        if (
+            not isinstance(op, dict)
+            or op.get("op") not in PATCH_OPERATIONS
+            or not isinstance(path, str)
+            or not (path in PATCHABLE or path.startswith(tuple(p + "/" for p in PATCHABLE)))
+        ):
+            raise InvalidArgument(
+                "each operation is add, remove, replace or test, on /status, /securityLabel "
+                "or /extension",
+                field=f"body[{n}]",
+            )
+    return operations
 
 
 def _labels(resource: dict[str, Any]) -> set[str]:

@@ -61,23 +61,23 @@ def _range(value: str, param: str) -> tuple[str, datetime, datetime]:
     if prefix in ("ne", "sa", "eb", "ap"):
         raise InvalidArgument(f"the prefix {prefix!r} is not supported", field=param)
     parts = len(text)
-    if parts == 4:
-        start = datetime(int(text), 1, 1, tzinfo=UTC)
-        end = start.replace(year=start.year + 1)
-    elif parts == 7:
-        start = datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
-        end = (start + timedelta(days=32)).replace(day=1)
-    elif parts == 10:
-        start = datetime.fromisoformat(text).replace(tzinfo=UTC)
-        end = start + timedelta(days=1)
-    else:
-        try:
+    try:
+        if parts == 4:
+            start = datetime(int(text), 1, 1, tzinfo=UTC)
+            end = start.replace(year=start.year + 1)
+        elif parts == 7:
+            start = datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
+            end = (start + timedelta(days=32)).replace(day=1)
+        elif parts == 10:
+            start = datetime.fromisoformat(text).replace(tzinfo=UTC)
+            end = start + timedelta(days=1)
+        else:
             start = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise InvalidArgument(f"not a FHIR date: {value!r}", field=param) from exc
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
-        end = start + timedelta(seconds=1)
+            if start.tzinfo is None:
+                start = start.replace(tzinfo=UTC)
+            end = start + timedelta(seconds=1)
+    except (ValueError, OverflowError) as exc:  # 2026-13, 2026-02-30, year 9999 + 1
+        raise InvalidArgument(f"not a FHIR date: {value!r}", field=param) from exc
     return prefix, start, end
 
 
@@ -434,11 +434,7 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
             raise InvalidArgument("one content per DocumentReference", field=_where(i, "content"))
         attachment = doc.content[0].attachment
         if attachment.data is not None:
-            content = (
-                attachment.data
-                if isinstance(attachment.data, bytes)
-                else base64.b64decode(attachment.data)
-            )
+            content = _base64(attachment.data, _where(i, "content[0].attachment.data"))
         else:
             named = binaries.get(attachment.url or "")
             if named is None:
@@ -448,14 +444,7 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
                 )
             bi, binary = named
             shape[bi] = ("Binary", n)
-            try:
-                content = (
-                    binary.data
-                    if isinstance(binary.data, bytes)
-                    else base64.b64decode(binary.data or "", validate=True)
-                )
-            except (binascii.Error, ValueError) as exc:
-                raise InvalidArgument("data is not base64", field=_where(bi, "data")) from exc
+            content = _base64(binary.data or "", _where(bi, "data"))
         add.content = content
         add.mime_type = attachment.contentType or ""
         if not add.mime_type:
@@ -467,11 +456,7 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
                 "size is not the content's", field=_where(i, "content[0].attachment.size")
             )
         if attachment.hash is not None:
-            given = (
-                attachment.hash
-                if isinstance(attachment.hash, bytes)
-                else base64.b64decode(attachment.hash)
-            )
+            given = _base64(attachment.hash, _where(i, "content[0].attachment.hash"))
             if given != hashlib.sha1(content, usedforsecurity=False).digest():
                 raise InvalidArgument(
                     "hash is not the content's SHA-1", field=_where(i, "content[0].attachment.hash")
@@ -524,9 +509,13 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
         if context is not None:
             if context.period is not None:
                 if context.period.start is not None:
-                    add.service_start.FromDatetime(_utc(context.period.start))
+                    add.service_start.FromDatetime(
+                        _utc(context.period.start, _where(i, "context.period.start"))
+                    )
                 if context.period.end is not None:
-                    ctx.service_stop.FromDatetime(_utc(context.period.end))
+                    ctx.service_stop.FromDatetime(
+                        _utc(context.period.end, _where(i, "context.period.end"))
+                    )
             for target, value in (
                 (ctx.practice_setting, context.practiceSetting),
                 (ctx.facility_type, context.facilityType),
@@ -547,10 +536,29 @@ def submission(bundle: Bundle, who: Principal, catalogue: Catalogue) -> Submissi
     return Submission(ins, request, shape, document_entries)
 
 
-def _utc(value: Any) -> datetime:
+def _utc(value: Any, where: str) -> datetime:
+    """An instant; a date alone (FHIR lets a period be partial) is its midnight UTC."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    text = str(value)
+    try:
+        if len(text) == 4:
+            return datetime(int(text), 1, 1, tzinfo=UTC)
+        if len(text) == 7:
+            return datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise InvalidArgument("not a FHIR dateTime", field=where) from exc
+
+
+def _base64(value: Any, where: str) -> bytes:
+    """A base64Binary element's bytes (the model library may have decoded it already)."""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument("not base64", field=where) from exc
 
 
 # The dossier's field names for a submitted document → the FHIR element they came from.
