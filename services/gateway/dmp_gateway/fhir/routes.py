@@ -302,16 +302,15 @@ def _patch_operations(operations: Any) -> list[dict[str, Any]]:
         )
     for n, op in enumerate(operations):
         path = op.get("path") if isinstance(op, dict) else None
-        if (
-            not isinstance(op, dict)
-            or op.get("op") not in PATCH_OPERATIONS
-            or not isinstance(path, str)
-            or not (path in PATCHABLE or path.startswith(tuple(p + "/" for p in PATCHABLE)))
-        ):
+        if not isinstance(op, dict) or op.get("op") not in PATCH_OPERATIONS or not path:
             raise InvalidArgument(
-                "each operation is add, remove, replace or test, on /status, /securityLabel "
-                "or /extension",
+                "each operation is add, remove, replace or test, with its path",
                 field=f"body[{n}]",
+            )
+        if not (path in PATCHABLE or str(path).startswith(tuple(p + "/" for p in PATCHABLE))):
+            raise InvalidArgument(
+                "only status, securityLabel and the isArchived extension change",
+                field=f"DocumentReference.{str(path).strip('/').split('/')[0]}",
             )
     return operations
 
