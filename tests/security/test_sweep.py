@@ -167,6 +167,7 @@ KINDS = (
     "pharmacist",
     "agent",
     "insurer",
+    "facility",
     "admin",
 )
 CLAIMS_HEADER = (
@@ -330,6 +331,8 @@ class Scene:
             return self.admin
         if kind == "insurer":
             return self.insurer
+        if kind == "facility":
+            return self.stack.client_token(self.admin, ["facility"])
         if kind == "other-patient":
             return self.new_patient()[1]
         if kind in ("doctor", "pharmacist"):
@@ -381,6 +384,9 @@ EVERYONE = frozenset(KINDS)
 PEOPLE = frozenset({"patient", "other-patient", "attending-physician", "doctor", "pharmacist"})
 PROFESSIONALS = frozenset({"attending-physician", "doctor", "pharmacist"})
 CARE = frozenset({"patient", "attending-physician"})  # the patient and whom they chose
+# A facility's software writes documents, and reads back those it wrote (none on the scene's
+# dossier but its own): it may look at the dossier and list, and finds only what it wrote.
+FACILITY = frozenset({"facility"})
 PATIENT = frozenset({"patient"})
 ADMIN = frozenset({"admin"})
 # Who gets past authorization on each route, on the scene's dossier (DESIGN.md §1 and §3).
@@ -401,12 +407,12 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/admin/openings"): ADMIN,
     # Rule 1: the patient, a professional of an opening profession, an insurance agent.
     ("POST", "/v1/dossiers"): PATIENT | PROFESSIONALS | {"agent"},
-    ("GET", "/v1/dossiers/{ins}"): CARE,
+    ("GET", "/v1/dossiers/{ins}"): CARE | FACILITY,
     ("POST", "/v1/dossiers/{ins}/close"): PATIENT,
     ("POST", "/v1/dossiers/{ins}/reopen"): PATIENT,
     ("POST", "/v1/dossiers/{ins}/deletion-request"): PATIENT,
-    ("GET", "/v1/dossiers/{ins}/documents"): CARE,
-    ("POST", "/v1/dossiers/{ins}/documents"): PROFESSIONALS,
+    ("GET", "/v1/dossiers/{ins}/documents"): CARE | FACILITY,
+    ("POST", "/v1/dossiers/{ins}/documents"): PROFESSIONALS | FACILITY,
     ("GET", "/v1/dossiers/{ins}/documents/{document_id}"): CARE,
     ("GET", "/v1/dossiers/{ins}/documents/{document_id}/content"): CARE,
     ("PATCH", "/v1/dossiers/{ins}/documents/{document_id}"): PATIENT,  # masking
