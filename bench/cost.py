@@ -19,19 +19,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, database, summary
+from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, header, summary
 from dmp_stack.testing import RunningStack, own_infra, running_stack
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -256,13 +254,7 @@ def request_cost(requests: int) -> dict[str, Any]:
         figures["targets"] = goals
         figures["meets_targets"] = all(figures[k] <= v for k, v in goals.items())
     result = {
-        "scenario": "request_cost",
-        "description": __doc__.split("\n\n")[0] if __doc__ else "",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "database": database(),
-        "commit": os.environ.get("DMP_BENCH_COMMIT", ""),
+        **header("request_cost", __doc__.split("\n\n")[0] if __doc__ else ""),
         **kinds,
     }
     name = os.environ.get("DMP_BENCH_RESULT", "request_cost")

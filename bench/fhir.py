@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.cost import closed_loop, cost_stack, gp_with_documents, measure, processes
-from bench.run import RESULTS, database
+from bench.run import RESULTS, header
 
 ROUNDS = 3
 GOAL_RATIO = 1.5
@@ -74,13 +71,7 @@ def fhir_search(requests: int) -> dict[str, Any]:
         return round(statistics.median(x[kind][key] for x in rounds), 2)
 
     result = {
-        "scenario": "fhir_search",
-        "description": __doc__.split("\n\n")[0] if __doc__ else "",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "database": database(),
-        "commit": os.environ.get("DMP_BENCH_COMMIT", ""),
+        **header("fhir_search", __doc__.split("\n\n")[0] if __doc__ else ""),
         "documents": 200,
         "requests_per_measure": requests,
         "rounds": ROUNDS,

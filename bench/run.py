@@ -80,6 +80,19 @@ def result_file(scenario: str) -> str:
     return f"{scenario}.{re.sub(r'[^a-z0-9]+', '-', used.lower()).strip('-')}.json"
 
 
+def header(scenario: str, description: str) -> dict[str, Any]:
+    """What every result starts with: what was measured, when, on what."""
+    return {
+        "scenario": scenario,
+        "description": description,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "database": database(),
+        "commit": os.environ.get("DMP_BENCH_COMMIT", ""),
+    }
+
+
 def record(
     name: str,
     description: str,

@@ -280,6 +280,14 @@ def provide_bundle(
 PATCH = {"content-type": "application/json-patch+json"}
 
 
+def publish(world: World, author: str, documents: list[dict[str, Any]]) -> list[str]:
+    """The hospital's system publishes these documents, written by `author` (ITI-65)."""
+    answer = world.fhir("hospital").execute(
+        "", method="post", data=provide_bundle(world.ins, world.pros[author]["rpps"], documents)
+    )
+    return published(answer)
+
+
 def published(answer: dict[str, Any]) -> list[str]:
     """The DocumentReference ids a transaction-response gives, in order."""
     return [
@@ -442,18 +450,12 @@ def test_a_hospital_publishes_finds_and_retrieves_then_the_patient_does(
 
 
 def test_search_parameters_each_narrow_the_result(world: World, validator: FhirValidator) -> None:
-    hospital = world.fhir("hospital")
     uid = f"urn:oid:1.2.250.1.999.3.{uuid.uuid4().int % 10**12}"
-    answer = hospital.execute(
-        "",
-        method="post",
-        data=provide_bundle(
-            world.ins,
-            world.pros["doctor"]["rpps"],
-            [{"type": "18748-4", "title": "Scanner", "content": "RAS", "uid": uid}],
-        ),
+    (scan,) = publish(
+        world,
+        "doctor",
+        [{"type": "18748-4", "title": "Scanner", "content": "RAS", "uid": uid}],
     )
-    (scan,) = published(answer)
 
     def ids(**params: Any) -> set[str]:
         page = valid(validator, world.search("hospital", **params))
@@ -473,16 +475,11 @@ def test_search_parameters_each_narrow_the_result(world: World, validator: FhirV
     assert scan not in ids(date="lt2020-01-01")
     assert scan in ids(format="urn:ihe:iti:xds-sd:text:2008")
     # a replacement, then `related` finds each from the other
-    answer = hospital.execute(
-        "",
-        method="post",
-        data=provide_bundle(
-            world.ins,
-            world.pros["doctor"]["rpps"],
-            [{"type": "18748-4", "title": "Scanner v2", "content": "RAS, revu", "replaces": scan}],
-        ),
+    (newer,) = publish(
+        world,
+        "doctor",
+        [{"type": "18748-4", "title": "Scanner v2", "content": "RAS, revu", "replaces": scan}],
     )
-    (newer,) = published(answer)
     assert scan in ids(status="superseded", related=f"DocumentReference/{newer}")
     assert newer in ids(related=f"DocumentReference/{scan}")
     assert scan not in ids(status="current")
@@ -575,25 +572,19 @@ def test_a_refused_bundle_leaves_nothing_behind(world: World, validator: FhirVal
 
 
 def test_the_consent_rules_hold_through_fhir(world: World, validator: FhirValidator) -> None:
-    hospital = world.fhir("hospital")
-    answer = hospital.execute(
-        "",
-        method="post",
-        data=provide_bundle(
-            world.ins,
-            world.pros["gp"]["rpps"],
-            [
-                {"type": "11488-4", "title": "Visible", "content": "a"},
-                {
-                    "type": "11488-4",
-                    "title": "Annonce",
-                    "content": "b",
-                    "labels": [{"coding": [{"system": VISIBILITY, "code": "INVISIBLE_PATIENT"}]}],
-                },
-            ],
-        ),
+    visible, hidden = publish(
+        world,
+        "gp",
+        [
+            {"type": "11488-4", "title": "Visible", "content": "a"},
+            {
+                "type": "11488-4",
+                "title": "Annonce",
+                "content": "b",
+                "labels": [{"coding": [{"system": VISIBILITY, "code": "INVISIBLE_PATIENT"}]}],
+            },
+        ],
     )
-    visible, hidden = published(answer)
     # hidden from the patient: not found by them, not retrievable, no trace of it
     mine = {e["resource"]["id"] for e in world.search("patient", _count="200").get("entry", [])}
     assert visible in mine and hidden not in mine
@@ -873,19 +864,14 @@ def test_emergency_access_and_a_closed_dossier_through_fhir(stack: RunningStack)
     """Rule 9 and rule 13 through FHIR: break-glass opens the search to an outsider, masked
     documents stay masked; once the patient closes the dossier nobody but them reads it."""
     w = World(stack)
-    answer = w.fhir("hospital").execute(
-        "",
-        method="post",
-        data=provide_bundle(
-            w.ins,
-            w.pros["gp"]["rpps"],
-            [
-                {"type": "11488-4", "title": "Ouvert", "content": "o"},
-                {"type": "11488-4", "title": "Masqué", "content": "m"},
-            ],
-        ),
+    shown, masked = publish(
+        w,
+        "gp",
+        [
+            {"type": "11488-4", "title": "Ouvert", "content": "o"},
+            {"type": "11488-4", "title": "Masqué", "content": "m"},
+        ],
     )
-    shown, masked = published(answer)
     with w.http("patient") as c:
         r = mask(c, masked)
         assert r.status_code == 200, r.text
@@ -947,16 +933,11 @@ def test_the_readme_bundle_is_accepted_as_written(world: World, validator: FhirV
 def test_archive_and_delete_by_json_patch(world: World, validator: FhirValidator) -> None:
     """PDSm's metadata updates: the isArchived extension (the author or the patient), and
     entered-in-error (a logical deletion, the author only)."""
-    answer = world.fhir("hospital").execute(
-        "",
-        method="post",
-        data=provide_bundle(
-            world.ins,
-            world.pros["gp"]["rpps"],
-            [{"type": "11488-4", "title": "A archiver", "content": "x"}],
-        ),
+    (rid,) = publish(
+        world,
+        "gp",
+        [{"type": "11488-4", "title": "A archiver", "content": "x"}],
     )
-    (rid,) = published(answer)
     archived = (
         "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
     )

@@ -22,7 +22,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from dmp_gateway.fhir.routes import router
-from dmp_stack.testing import INTERNALS, RunningStack, make_ins
+from dmp_stack.testing import INTERNALS, PRINCIPAL_KINDS, RunningStack, make_ins
 
 FHIR = "application/fhir+json"
 PUBLIC = {("GET", "/fhir/R4/metadata")}
@@ -92,17 +92,7 @@ def test_every_fhir_route_but_the_statement_refuses_bad_tokens(stack: RunningSta
 
 # ------------------------------------------------------------------------ principal × route
 
-KINDS = (
-    "patient",
-    "other-patient",
-    "attending-physician",
-    "doctor",
-    "pharmacist",
-    "agent",
-    "insurer",
-    "facility",
-    "admin",
-)
+KINDS = PRINCIPAL_KINDS
 CARE = frozenset({"patient", "attending-physician"})
 WRITERS = frozenset({"attending-physician", "doctor", "pharmacist", "facility"})
 # A facility's software searches any open dossier and finds only what it wrote.

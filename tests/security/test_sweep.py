@@ -23,6 +23,7 @@ import pytest
 
 from dmp_stack.testing import (
     INTERNALS,
+    PRINCIPAL_KINDS,
     RunningStack,
     fill_path,
     make_ins,
@@ -159,17 +160,7 @@ def test_a_forged_token_with_the_right_claims_is_accepted(
 # --------------------------------------------------------------------------- principal × route
 
 # The administrator last: it rotates the token-signing key, the last thing this module does.
-KINDS = (
-    "patient",
-    "other-patient",
-    "attending-physician",
-    "doctor",
-    "pharmacist",
-    "agent",
-    "insurer",
-    "facility",
-    "admin",
-)
+KINDS = PRINCIPAL_KINDS
 CLAIMS_HEADER = (
     "claim_id,ins,care_date,kind,code,label,professional_rpps,amount_paid,amount_reimbursed"
 )

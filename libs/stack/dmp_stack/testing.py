@@ -405,6 +405,19 @@ def _answers(url: str) -> bool:
 
 
 # What an error body must never show: a trace, a database or gRPC internal, an address.
+# Every kind of caller the security sweeps try on every route; the administrator last (the
+# REST sweep rotates the token-signing key as its last act).
+PRINCIPAL_KINDS = (
+    "patient",
+    "other-patient",
+    "attending-physician",
+    "doctor",
+    "pharmacist",
+    "agent",
+    "insurer",
+    "facility",
+    "admin",
+)
 INTERNALS = re.compile(
     r"Traceback|File \"|line \d+, in|ObjectId|\"_id\"|grpc\.|StatusCode\.|pymongo|127\.0\.0\.1|"
     r"Exception|Error\("
