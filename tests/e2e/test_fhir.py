@@ -20,7 +20,7 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome as ClientOutcome
 
 from dmp_stack.fhir_validator import FhirValidator
-from dmp_stack.testing import RunningStack, until
+from dmp_stack.testing import RunningStack, make_rpps, until
 
 FHIR = "application/fhir+json"
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
@@ -466,7 +466,9 @@ def test_search_parameters_each_narrow_the_result(world: World, validator: FhirV
     assert scan in ids(category="31")
     assert scan in ids(identifier=f"urn:ietf:rfc:3986|{uid}")
     assert ids(identifier=f"urn:ietf:rfc:3986|{uid}") == {scan}
-    assert scan in ids(**{"author.family": "mar"})
+    # the author's names are the directory's, whatever the hospital's software wrote
+    assert scan in ids(**{"author.family": "dur"})
+    assert scan not in ids(**{"author.family": "Martin"})
     assert scan not in ids(**{"author.family": "Dupont"})
     assert scan in ids(setting="ETABLISSEMENT")
     assert scan in ids(period="ge2026-11-21")
@@ -560,6 +562,17 @@ def test_a_refused_bundle_leaves_nothing_behind(world: World, validator: FhirVal
         )
     body = outcome(r, 409)
     assert body["issue"][0]["expression"] == ["Bundle.entry[1].resource.masterIdentifier"]
+    # an author the directory does not know is refused, naming the element
+    with world.http("hospital") as c:
+        r = c.post(
+            "",
+            json=provide_bundle(
+                world.ins, make_rpps(), [{"type": "11488-4", "title": "CR 9", "content": "neuf"}]
+            ),
+            headers={"content-type": FHIR},
+        )
+    body = outcome(r, 422)
+    assert body["issue"][0]["expression"] == ["Bundle.entry[1].resource.author"]
     # a retried submission writes nothing twice
     once = provide_bundle(
         world.ins,

@@ -709,6 +709,25 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             submission=submission_message(submission),
         )
 
+    async def _directory_names(self, named: Document) -> None:
+        """A professional named as author is one the directory knows, under the directory's
+        names (not those the submitting software wrote)."""
+        try:
+            found = await self.identity.LookupProfessional(
+                identity_pb2.LookupProfessionalRequest(rpps=named["rpps"]), **self._timeout()
+            )
+        except grpc.aio.AioRpcError as exc:
+            err = error_from_rpc(exc)
+            if err.grpc_code == grpc.StatusCode.NOT_FOUND:
+                raise InvalidArgument(
+                    "no professional in the directory has this RPPS",
+                    field="context.author_person.rpps",
+                    slug="invalid-rpps",
+                ) from exc
+            raise err from exc
+        named["given"] = found.professional.given_name
+        named["family"] = found.professional.family_name
+
     def _new_document(
         self,
         who: Principal,
@@ -771,6 +790,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         ins, doc_id, author = doc["ins"], doc["_id"], doc["author"]
         doc_type = self.catalogue.type(doc["type_code"])
         raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
+        named = (doc.get("context") or {}).get("author_person")
+        if named:
+            await self._directory_names(named)
         facts = [
             self.events.fact(
                 "document.added",
