@@ -689,7 +689,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 answer.append(doc)
                 continue
             try:
-                item = await self._admit(who, dossier, doc, doc_request)
+                item = await self._admit(who, dossier, doc, doc_request, listed)
             except DmpError as refused:
                 refused.field = f"{where}.{refused.field}" if refused.field else where
                 raise
@@ -784,9 +784,11 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         dossier: Document | None,
         doc: Document,
         request: pb.AddDocumentRequest,
+        listed: list[Document] | None = None,
     ) -> NewDocument:
-        """A new document admitted: consent's decision, the version it replaces, its events
-        (its content still to seal)."""
+        """A new document admitted: consent's decision, the version it replaces (found in
+        `listed`, the dossier's documents, when the caller has read them), its events (its
+        content still to seal)."""
         ins, doc_id, author = doc["ins"], doc["_id"], doc["author"]
         doc_type = self.catalogue.type(doc["type_code"])
         raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
@@ -812,7 +814,11 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         ]
         old = None
         if request.replaces:
-            old = await self.store.get_document(ins, request.replaces)
+            old = (
+                find_document(listed, request.replaces)
+                if listed is not None
+                else await self.store.get_document(ins, request.replaces)
+            )
             if old is None or old["status"] in ("deleted", "superseded"):
                 raise NotFound("no current document to replace", field="replaces")
             if old["author"] != author:

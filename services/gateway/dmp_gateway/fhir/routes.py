@@ -52,8 +52,13 @@ NAMES_FOR_SECONDS = 3600.0
 NOBODY = ("", "", "")
 
 
-def fhir(text: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(text, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+def fhir(text: str) -> Response:
+    return Response(text, media_type=MEDIA_TYPE)
+
+
+def media_type(request: Request) -> str:
+    """The body's declared media type, without its parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip()
 
 
 def base_url(request: Request) -> str:
@@ -120,8 +125,7 @@ def searchset(
 async def search_params(request: Request) -> list[tuple[str, str]]:
     params = list(request.query_params.multi_items())
     if request.method == "POST":
-        media = request.headers.get("content-type", "").split(";")[0].strip()
-        if media != "application/x-www-form-urlencoded":
+        if media_type(request) != "application/x-www-form-urlencoded":
             raise InvalidArgument(
                 "a POST search is a form (application/x-www-form-urlencoded)",
                 field="Content-Type",
@@ -233,8 +237,7 @@ async def update_document(resource_id: str, request: Request, who: Caller) -> Re
     (MASQUE_PS by the patient; INVISIBLE_PATIENT / INVISIBLE_REPRESENTANTS_LEGAUX lifted by
     the author). Any other change is refused."""
     wants_json(request)
-    media = request.headers.get("content-type", "").split(";")[0].strip()
-    if media != "application/json-patch+json":
+    if media_type(request) != "application/json-patch+json":
         raise UnsupportedMediaType("a patch is application/json-patch+json", field="Content-Type")
     ins, own, text, author_names = await _read(request, who, resource_id)
     before = json.loads(text)
