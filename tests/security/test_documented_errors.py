@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dmp_gateway.app import create_app
+from dmp_gateway.clients import SERVICES
 from dmp_gateway.config import GatewaySettings
 from dmp_stack.testing import RunningStack, fill_path, unknown_ids
 
@@ -38,7 +39,7 @@ def closed_port() -> int:
 def alone() -> Iterator[TestClient]:
     """The gateway with every service it calls down."""
     down = f"127.0.0.1:{closed_port()}"
-    services = ("identity", "dossier", "consent", "audit", "notify", "ingest")
+    services = SERVICES
     settings = GatewaySettings(env="dev", **{f"{name}_addr": down for name in services})
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client

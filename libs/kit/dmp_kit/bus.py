@@ -32,6 +32,7 @@ STREAMS: dict[str, list[str]] = {
     "DOSSIER": ["dossier.>", "document.>", "access.>"],
     "CONSENT": ["consent.>"],
     "AUDIT": ["audit.>"],
+    "MESSAGING": ["message.>"],
 }
 DUPLICATE_WINDOW_SECONDS = 600.0
 
@@ -76,9 +77,15 @@ BUS_ACCESS: dict[str, BusAccess] = {
             ("CONSENT", "notify-emergency-access", "consent.>"),
             ("IDENTITY", "notify-login", "identity.login"),
             ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
+            ("MESSAGING", "notify-message", "message.sent"),
         ),
     ),
     "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle", "dossier.>"),)),
+    "messaging": BusAccess(
+        publishes=("message.>", "audit.messaging"),
+        owns_streams=("MESSAGING",),
+        consumes=(("DOSSIER", "messaging-dossier-purged", "dossier.purged"),),
+    ),
 }
 
 

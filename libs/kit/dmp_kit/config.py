@@ -31,6 +31,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "audit": 50054,
     "notify": 50055,
     "ingest": 50056,
+    "messaging": 50057,
 }
 
 
@@ -85,6 +86,7 @@ class Settings(BaseSettings):
     audit_addr: str = f"localhost:{DEFAULT_PORTS['audit']}"
     notify_addr: str = f"localhost:{DEFAULT_PORTS['notify']}"
     ingest_addr: str = f"localhost:{DEFAULT_PORTS['ingest']}"
+    messaging_addr: str = f"localhost:{DEFAULT_PORTS['messaging']}"
     grpc_listen: str = ""
     grpc_deadline_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0

@@ -21,10 +21,15 @@ from typing import Any
 from dmp_kit.bus import BUS_ACCESS, inbox_prefix
 from dmp_kit.service_auth import SERVICE_ROLES, public_key_of
 
-SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest")
+SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest", "messaging")
 PROCESSES = (*SERVICES, "gateway")
 # The one key each service keeps for itself (its Settings field, upper-cased with DMP_).
-OWN_KEYS = {"identity": "identity_key", "dossier": "dossier_key", "audit": "audit_key"}
+OWN_KEYS = {
+    "identity": "identity_key",
+    "dossier": "dossier_key",
+    "audit": "audit_key",
+    "messaging": "messaging_key",
+}
 CREDENTIALS_FILE = "credentials.json"
 NATS_CONFIG_FILE = "nats.conf"
 
@@ -46,7 +51,7 @@ class Credentials:
     """One deployment's secrets."""
 
     log_pseudonym_key: str = field(default_factory=new_key)
-    # A service's own key, by service (identity, dossier, audit).
+    # A service's own key, by service (identity, dossier, audit, messaging).
     own_keys: dict[str, str] = field(
         default_factory=lambda: {service: new_key() for service in OWN_KEYS}
     )

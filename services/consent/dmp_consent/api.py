@@ -22,6 +22,7 @@ from dmp_consent.domain import (
     Label,
     Mode,
     decide,
+    may_message,
 )
 from dmp_consent.store import ConsentStore, DossierLookup, consent_state, dossier_state
 from dmp_kit.access import raise_if_denied
@@ -410,6 +411,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 expires_at=timestamp(expires),
             )
         )
+
+    async def MayMessage(
+        self, request: pb.MayMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MayMessageResponse:
+        ins = validate_ins(request.ins)
+        doc = await self._known(ins)
+        decision = may_message(caller(), dossier_state(ins, doc), consent_state(doc))
+        return pb.MayMessageResponse(allowed=decision.allowed, reason=decision.reason)
 
     async def GetHabilitationMatrix(
         self, request: pb.GetHabilitationMatrixRequest, context: grpc.aio.ServicerContext

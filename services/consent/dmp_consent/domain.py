@@ -170,6 +170,23 @@ def decide(
     return deny("not_a_care_actor")
 
 
+def may_message(caller: Principal, dossier: DossierState, consent: ConsentState) -> Decision:
+    """Secure messaging: any professional the patient has not blocked (rule 5), or a health
+    establishment's mailbox, writes to a patient whose space is open; the patient writes in
+    their own. Who may open a conversation with whom is messaging's rule; this is consent's."""
+    if dossier.status is DossierStatus.ABSENT:
+        return deny("no_dossier")
+    if dossier.status is not DossierStatus.OPEN:
+        return deny("dossier_closed")
+    if caller.kind == "patient":
+        return permit("patient") if caller.ins == dossier.ins else deny("not_your_dossier")
+    if caller.kind == "professional":
+        return deny("blocked") if caller.rpps in consent.blocked else permit("professional")
+    if caller.kind == "system" and caller.has_role("facility"):
+        return permit("facility")
+    return deny("not_a_care_actor")
+
+
 def _open(caller: Principal, dossier: DossierState) -> Decision:
     # Who may open comes first: whether a DMP exists is not told to anyone who may not open it.
     if caller.kind == "patient":

@@ -34,6 +34,7 @@ from dmp_gateway.routes import (
     dossiers,
     ingest,
     me,
+    messaging,
     notifications,
     ops,
     records,
@@ -210,6 +211,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger=(
             (re.compile(r"/v1/dossiers/[^/]+/documents"), upload),
+            # up to three attachments of 5 MiB, in base64
+            (re.compile(r"/v1/conversations(/[^/]+/messages)?"), 16 * 1024 * 1024 * 4 // 3),
             # an ITI-65 Bundle: documents in base64, in JSON, within what one gRPC message
             # to the dossier service may carry
             (re.compile(r"/fhir/R4/?"), MAX_MESSAGE_BYTES * 4 // 3),
@@ -244,6 +247,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(auth.throttled)
     app.include_router(me.router)
     app.include_router(notifications.router)
+    app.include_router(messaging.router)
     app.include_router(admin.router)
     app.include_router(dossiers.router)
     app.include_router(records.router)

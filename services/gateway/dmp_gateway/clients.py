@@ -15,13 +15,14 @@ from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp.ingest.v1 import ingest_pb2_grpc
+from dmp.messaging.v1 import messaging_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
 from dmp_gateway.config import GatewaySettings
 from dmp_kit.rpc.client import call_options, open_channel
 from dmp_kit.rpc.status import error_from_rpc
 
 T = TypeVar("T")
-SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest")
+SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging")
 
 
 def iso(ts: Timestamp) -> str:
@@ -43,6 +44,7 @@ class Downstream:
         self.consent = consent_pb2_grpc.ConsentServiceStub(self.channels["consent"])
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channels["audit"])
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self.channels["ingest"])
+        self.messaging = messaging_pb2_grpc.MessagingServiceStub(self.channels["messaging"])
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any, token: str = "") -> T:
         """Calls a service; its error comes back as the DmpError it raised."""

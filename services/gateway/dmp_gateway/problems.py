@@ -117,6 +117,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "patient-only",
             "emergency-access-refused",
             "not-your-trace",
+            "conversation-not-allowed",
         ),
     ),
     404: ErrorStatus(
@@ -156,6 +157,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "dossier-full",
             "duplicate-unique-id",
             "rotation-too-soon",
+            "conversation-closed",
+            "conversation-full",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -178,6 +181,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-a-doctor",
             "vitale-mismatch",
             "weak-password",
+            "invalid-attachment",
         ),
     ),
     423: ErrorStatus(

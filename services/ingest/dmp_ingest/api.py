@@ -10,11 +10,13 @@ from uuid6 import uuid7
 
 from dmp.ingest.v1 import ingest_pb2 as pb
 from dmp.ingest.v1 import ingest_pb2_grpc
+from dmp_ingest.domain import months_before
 from dmp_ingest.store import IngestStore
 from dmp_ingest.work import Worker
 from dmp_kit.auth import caller
 from dmp_kit.clock import Clock
-from dmp_kit.errors import InvalidArgument, NotFound
+from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.proto import timestamp
 
 FORMATS = {pb.BATCH_FORMAT_CSV: "csv", pb.BATCH_FORMAT_JSON_LINES: "jsonl"}
@@ -94,3 +96,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if doc.get("finished_at"):
             answer.finished_at.CopyFrom(timestamp(doc["finished_at"]))
         return answer
+
+    async def HasDispensed(
+        self, request: pb.HasDispensedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HasDispensedResponse:
+        """Asked with the patient's own token (by messaging, on their behalf): the answer is
+        about them alone, and is only a yes or no."""
+        who = caller()
+        ins = validate_ins(request.ins)
+        rpps = validate_rpps(request.rpps)
+        if who.kind != "patient" or who.ins != ins:
+            raise PermissionDenied("only the patient may ask about their own dispensations")
+        months = request.months or 12
+        if not 1 <= months <= 24:
+            raise InvalidArgument("months is between 1 and 24", field="months")
+        since = months_before(self.clock.now().date(), months)
+        found = await self.store.dispensed(ins, rpps, since.isoformat())
+        return pb.HasDispensedResponse(dispensed=found)

@@ -219,6 +219,15 @@ def read_json_lines(lines: Iterable[str | None]) -> Iterator[Row]:
         yield number, claim_of({k: obj.get(k) for k in COLUMNS})
 
 
+def months_before(today: date, months: int) -> date:
+    """The same day `months` calendar months earlier (the month's last day when it is shorter):
+    12 months before 29 February 2028 is 28 February 2027."""
+    index = today.year * 12 + today.month - 1 - months
+    year, month = divmod(index, 12)
+    first_of_next = date(year + (month == 11), (month + 1) % 12 + 1, 1)
+    return date(year, month + 1, min(today.day, (first_of_next - timedelta(days=1)).day))
+
+
 def history(claims: Iterable[Claim], today: date) -> list[Claim]:
     """The claims of the last 24 months, oldest first (rule 12)."""
     since = (today - timedelta(days=HISTORY_DAYS)).isoformat()

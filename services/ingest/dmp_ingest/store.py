@@ -74,6 +74,14 @@ class IngestStore(Store):
                 doc = docs[error["index"]]
                 await self.claims.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
+    async def dispensed(self, ins: str, rpps: str, since: str) -> bool:
+        """A drug claim of this patient by this professional on or after `since` (ISO date)."""
+        found = await self.claims.find_one(
+            {"ins": ins, "professional_rpps": rpps, "kind": "drug", "care_date": {"$gte": since}},
+            projection={"_id": 1},
+        )
+        return found is not None
+
     async def claims_of(self, ins: str) -> list[Claim]:
         return [_claim(d) async for d in self.claims.find({"ins": ins})]
 

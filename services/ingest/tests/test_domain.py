@@ -191,3 +191,13 @@ def test_the_history_changes_on_the_day_its_oldest_claim_leaves_it() -> None:
     later = [*claims, domain.Claim("f", INS, "2026-12-05", "act", "A", "à venir", "")]
     assert domain.history_changes_on(later, date(2026, 11, 24)) == "2026-12-05"
     assert domain.history_changes_on([], today) is None
+
+
+def test_months_before_counts_calendar_months_and_clamps_to_the_month_end() -> None:
+    from dmp_ingest.domain import months_before
+
+    assert months_before(date(2026, 11, 30), 12) == date(2025, 11, 30)
+    assert months_before(date(2028, 2, 29), 12) == date(2027, 2, 28)
+    assert months_before(date(2026, 3, 31), 1) == date(2026, 2, 28)
+    assert months_before(date(2026, 1, 15), 1) == date(2025, 12, 15)
+    assert months_before(date(2026, 12, 31), 24) == date(2024, 12, 31)

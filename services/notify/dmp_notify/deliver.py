@@ -44,6 +44,7 @@ CONSUMERS = (
     ("CONSENT", "notify-emergency-access", "consent.>"),
     ("IDENTITY", "notify-login", "identity.login"),
     ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
+    ("MESSAGING", "notify-message", "message.sent"),
 )
 
 
@@ -86,6 +87,9 @@ class Notifier:
         if kind == "emergency_access_granted":
             grant = event.emergency_access_granted
             return domain.emergency_access(ins, grant.mode, grant.attending_physician_rpps)
+        if kind == "message_sent":
+            sent = event.message_sent
+            return domain.message_received(sent.recipient_kind, sent.recipient_id)
         if kind == "reminder_due":
             return domain.reminder(ins)
         if kind == "login_attempted":

@@ -29,7 +29,14 @@ def sms_text(message: Message) -> str:
 
 # --- notifications from events (rule 11) ----------------------------------------------
 
-KINDS = ("document_added", "access_first", "emergency_access", "reminder", "login")
+KINDS = (
+    "document_added",
+    "access_first",
+    "emergency_access",
+    "reminder",
+    "login",
+    "message_received",
+)
 CHANNELS = ("email", "sms")  # the in-app inbox always receives every notification
 DEFAULT_PREFERENCES: dict[str, frozenset[str]] = {kind: frozenset({"email"}) for kind in KINDS}
 PROFESSIONS = {"10": "un médecin", "21": "un pharmacien", "60": "un infirmier ou une infirmière"}
@@ -152,6 +159,24 @@ def login(ins: str, when: str) -> list[Notice]:
     ]
 
 
+def message_received(recipient_kind: str, recipient_id: str) -> list[Notice]:
+    """A new message in the secure messaging: that one came, never what it says or who sent
+    it. Establishments' mailboxes read theirs in their own software."""
+    if recipient_kind not in ("patient", "professional") or not recipient_id:
+        return []
+    return [
+        Notice(
+            f"{recipient_kind}:{recipient_id}",
+            "message_received",
+            Message(
+                "Vous avez reçu un nouveau message",
+                "Vous avez reçu un nouveau message dans votre messagerie sécurisée de santé."
+                + SIGNATURE,
+            ),
+        )
+    ]
+
+
 HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
 
 
@@ -162,8 +187,8 @@ def audience(
     representatives are told what the patient would be (rule 11) of what happens in the dossier,
     but not the minor's own logins nor a document hidden from them; a 2-week reminder goes to
     those the document is hidden from (rule 8)."""
-    if kind == "login":
-        return True, False
+    if kind in ("login", "message_received"):
+        return True, False  # the minor's own logins and correspondence are theirs
     if kind == "reminder":
         for_representatives = reminder_label == HIDDEN_FROM_REPRESENTATIVES
         return not for_representatives, for_representatives

@@ -30,11 +30,12 @@ def test_every_message_is_french_and_free_of_identifiers() -> None:
         *domain.emergency_access(INS, "break_glass", "10001234567"),
         *domain.reminder(INS),
         *domain.login(INS, "23/11/2026 à 15:40"),
+        *domain.message_received("patient", INS),
     ]
     assert {n.kind for n in notices} == set(domain.KINDS)
     for notice in notices:
         assert INS not in notice.message.body and "10001234567" not in notice.message.body
-        assert "DMP" in notice.message.subject
+        assert "DMP" in notice.message.subject or notice.kind == "message_received"
     assert "un pharmacien" in domain.access_first(INS, "21")[0].message.body
 
 
@@ -45,3 +46,14 @@ def test_preferences_default_to_email_and_refuse_the_unknown() -> None:
         domain.validate_preferences({"weather": []})
     with pytest.raises(ValueError, match="pigeon"):
         domain.validate_preferences({"login": ["pigeon"]})
+
+
+def test_a_new_message_is_announced_to_its_recipient_without_its_content() -> None:
+    [to_patient] = domain.message_received("patient", INS)
+    assert to_patient.recipient == f"patient:{INS}"
+    assert to_patient.message.subject == "Vous avez reçu un nouveau message"
+    [to_pro] = domain.message_received("professional", "10001234567")
+    assert to_pro.recipient == "professional:10001234567"
+    assert domain.message_received("system", "hospital-mailbox") == []
+    # a minor's correspondence is theirs: their legal representatives are not told of it
+    assert domain.audience("message_received", False, "") == (True, False)

@@ -77,6 +77,10 @@ def allowed(answer: Any) -> None:
     assert answer.allowed and answer.mode == pb.ACCESS_MODE_NORMAL
 
 
+def may_write(answer: Any) -> None:
+    assert answer.allowed and answer.reason in ("professional", "patient")
+
+
 def refused(reason: str) -> Any:
     def check(answer: Any) -> None:
         assert not answer.allowed and answer.reason == reason
@@ -411,6 +415,53 @@ CASES = [
         "pharmacist",
         S.OK,
         check=the_matrix,
+    ),
+    Case(
+        "MayMessage",
+        "a professional the patient has not blocked",
+        pb.MayMessageRequest(ins=PATIENT_INS),
+        "doctor",
+        S.OK,
+        check=may_write,
+    ),
+    Case(
+        "MayMessage",
+        "the patient in their own space",
+        pb.MayMessageRequest(ins=PATIENT_INS),
+        "patient",
+        S.OK,
+        check=may_write,
+    ),
+    Case(
+        "MayMessage",
+        "another patient",
+        pb.MayMessageRequest(ins=PATIENT_INS),
+        "other patient",
+        S.OK,
+        check=refused("not_your_dossier"),
+    ),
+    Case(
+        "MayMessage",
+        "an insurer's system has no mailbox",
+        pb.MayMessageRequest(ins=PATIENT_INS),
+        "insurer",
+        S.OK,
+        check=refused("not_a_care_actor"),
+    ),
+    Case(
+        "MayMessage",
+        "a malformed INS",
+        pb.MayMessageRequest(ins="123"),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "MayMessage",
+        "a dossier consent has not heard of, dossier away",
+        pb.MayMessageRequest(ins=OTHER_INS),
+        "doctor",
+        S.UNAVAILABLE,
     ),
 ]
 SLOW = Case(

@@ -8,7 +8,9 @@ from grpc import StatusCode as S
 from dmp.ingest.v1 import ingest_pb2 as pb
 from dmp.ingest.v1 import ingest_pb2_grpc
 from dmp_stack.contract import (
+    OTHER_INS,
     PATIENT_INS,
+    PHARMACIST_RPPS,
     TESTS,
     Case,
 )
@@ -81,6 +83,44 @@ CASES = [
         "admin",
         S.NOT_FOUND,
         field="batch_id",
+    ),
+    Case(
+        "HasDispensed",
+        "the patient about their own care",
+        pb.HasDispensedRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS),
+        "patient",
+        S.OK,
+        check=lambda a: a.dispensed is False,
+    ),
+    Case(
+        "HasDispensed",
+        "about another patient",
+        pb.HasDispensedRequest(ins=OTHER_INS, rpps=PHARMACIST_RPPS),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "HasDispensed",
+        "a pharmacist asking",
+        pb.HasDispensedRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS),
+        "pharmacist",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "HasDispensed",
+        "further back than the history",
+        pb.HasDispensedRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS, months=30),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="months",
+    ),
+    Case(
+        "HasDispensed",
+        "a malformed RPPS",
+        pb.HasDispensedRequest(ins=PATIENT_INS, rpps="123"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="rpps",
     ),
 ]
 SLOW = Case(

@@ -14,7 +14,9 @@ from dmp_gateway.security import Caller
 
 router = APIRouter(tags=["notifications"])
 
-Kind = Literal["document_added", "access_first", "emergency_access", "reminder", "login"]
+Kind = Literal[
+    "document_added", "access_first", "emergency_access", "reminder", "login", "message_received"
+]
 ChannelName = Literal["email", "sms"]
 CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}
 NAMES = {v: k for k, v in CHANNELS.items()}

@@ -357,6 +357,7 @@ const KINDS = {
   emergency_access: "Accès en urgence",
   reminder: "Rappels",
   login: "Connexion à mon compte",
+  message_received: "Nouveau message dans ma messagerie",
 };
 
 export async function notifications(main) {

@@ -1,0 +1,1 @@
+"""DMP messaging service."""
