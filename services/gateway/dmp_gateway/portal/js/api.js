@@ -3,13 +3,16 @@
 
 const KEY = "dmp.session";
 
+// An API refusal. Its message is the API's detail, for developers; what a person reads is
+// the French sentence for its type (problems.js).
 export class Problem extends Error {
-  constructor(status, body) {
-    super(body.detail || body.title || `Erreur ${status}`);
+  constructor(status, body, retryAfter = 0) {
+    super(body.detail || body.title || `HTTP ${status}`);
     this.status = status;
     this.type = (body.type || "").split("/").pop();
     this.field = body.field || (body.errors && body.errors[0] && body.errors[0].field) || "";
     this.body = body;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -37,7 +40,8 @@ async function problemOf(response) {
   } catch {
     body = { title: response.statusText };
   }
-  return new Problem(response.status, body);
+  const retryAfter = Number(response.headers.get("retry-after")) || 0;
+  return new Problem(response.status, body, retryAfter);
 }
 
 async function send(method, path, body, token) {

@@ -2,7 +2,7 @@
 
 import * as api from "./api.js";
 import { checkbox, date, dateTime, field, h, notice, replace, size } from "./dom.js";
-import { catalogue, explain, go, onSubmit, PROFESSIONS } from "./shell.js";
+import { catalogue, explain, failure, go, onSubmit, PROFESSIONS } from "./shell.js";
 
 const base = (ins) => `/v1/dossiers/${api.q(ins)}`;
 const isPatient = (state, ins) => state.me.kind === "patient" && state.me.ins === ins;
@@ -91,7 +91,11 @@ export async function overview(main, { ins }, state) {
 
 async function matrixNote(state, cat) {
   const code = state.me.profession;
-  const readable = (cat.rules[code] || []).map((t) => cat.types[t]?.label || t);
+  const rules = cat.rules[code] || [];
+  // "*": the matrix opens every type to this profession.
+  const readable = rules.includes("*")
+    ? ["tous les types de documents"]
+    : rules.map((t) => cat.types[t]?.label || t);
   return h(
     "section",
     { class: "card explain" },
@@ -116,11 +120,11 @@ function refused(main, ins, state, error, cat) {
   const why =
     error.type === "access-denied"
       ? "Le patient ne vous a pas autorisé à consulter son dossier, ou vous a bloqué."
-      : error.message;
+      : explain(error);
   replace(
     main,
     heading(state, ins, "Dossier médical"),
-    notice(`Accès refusé. ${why}`, "error"),
+    failure(error, `Accès refusé. ${why}`),
     h(
       "p",
       {},
@@ -177,7 +181,7 @@ function lifecycle(ins, record) {
       go(`/dossier/${ins}`);
       if (done) status.replaceChildren(notice(done));
     } catch (error) {
-      status.replaceChildren(notice(explain(error), "error"));
+      status.replaceChildren(failure(error));
     }
   };
   const section = h("section", { class: "card" }, h("h2", {}, "Votre dossier"));
@@ -275,7 +279,7 @@ export async function detail(main, { ins, id }, state) {
       await detail(main, { ins, id }, state);
       main.querySelector(".status").replaceChildren(notice(done));
     } catch (error) {
-      status.replaceChildren(notice(explain(error), "error"));
+      status.replaceChildren(failure(error));
     }
   };
   const own = isPatient(state, ins);
@@ -304,7 +308,7 @@ export async function detail(main, { ins, id }, state) {
             await api.del(`${base(ins)}/documents/${api.q(id)}`);
             go(`/dossier/${ins}/documents/${doc.section}`);
           } catch (error) {
-            status.replaceChildren(notice(explain(error), "error"));
+            status.replaceChildren(failure(error));
           }
         },
       }, "Supprimer"),
@@ -314,7 +318,7 @@ export async function detail(main, { ins, id }, state) {
   try {
     content = await showContent(doc, ins);
   } catch (error) {
-    content = notice(explain(error), "error");
+    content = failure(error);
   }
   replace(
     main,

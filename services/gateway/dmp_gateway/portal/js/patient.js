@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { verifyTrace } from "./audit.js";
 import { checkbox, dateTime, field, h, notice, replace } from "./dom.js";
-import { explain, go, onSubmit, PROFESSIONS } from "./shell.js";
+import { failure, go, onSubmit, PROFESSIONS } from "./shell.js";
 
 const base = (ins) => `/v1/dossiers/${api.q(ins)}`;
 
@@ -21,7 +21,7 @@ export async function access(main, { ins }) {
     { class: "card" },
     h("h2", {}, "En cas d'urgence"),
     checkbox(
-      "Autoriser l'accès en urgence (« bris de glace »)",
+      "Autoriser l'accès en urgence (« bris de glace »)",
       settings.allow_emergency_access,
       "Si votre état présente un risque immédiat et que vous ne pouvez pas donner votre accord, un professionnel pourra consulter votre dossier. Chaque accès est tracé, motivé par écrit, et vous en êtes informé.",
       { name: "allow_emergency_access" },
@@ -80,7 +80,7 @@ export async function access(main, { ins }) {
               await api.del(`${base(ins)}/professionals/${api.q(m.rpps)}`);
               go(`/dossier/${ins}/acces`);
             } catch (error) {
-              teamStatus.replaceChildren(notice(explain(error), "error"));
+              teamStatus.replaceChildren(failure(error));
             }
           },
         },
@@ -233,7 +233,7 @@ export async function history(main, { ins }, state) {
             ),
       );
     } catch (error) {
-      result.replaceChildren(notice(explain(error), "error"));
+      result.replaceChildren(failure(error));
     } finally {
       button.disabled = false;
     }
@@ -245,7 +245,7 @@ export async function history(main, { ins }, state) {
       "p",
       {},
       "Chaque consultation, ajout ou modification de votre dossier est inscrit dans un journal que personne ne peut modifier sans que cela se voie. ",
-      "Le bouton « Vérifier » contrôle, dans votre navigateur, que chaque ligne figure bien dans ce journal signé.",
+      "Le bouton « Vérifier » contrôle, dans votre navigateur, que chaque ligne figure bien dans ce journal signé.",
     ),
     h("div", { class: "actions" }, button),
     result,

@@ -1,6 +1,8 @@
 // What every view shares: who is signed in, moving between views, the catalogue, errors.
 
 import * as api from "./api.js";
+import { notice } from "./dom.js";
+import { sentence } from "./problems.js";
 
 export const state = { me: null, catalogue: null };
 
@@ -31,19 +33,42 @@ export const PROFESSIONS = {
   96: "Psychomotricien",
 };
 
-// What went wrong, in plain words: the API's own explanation when it gave one.
+// What went wrong, in French: the sentence for a refusal's type; the portal's own checks
+// already speak French.
 export function explain(error) {
-  if (error instanceof api.Problem) {
-    if (error.status === 429) return "Trop de demandes : patientez un instant avant de réessayer.";
-    return error.message;
-  }
+  if (error instanceof api.Problem) return sentence(error);
   if (error instanceof TypeError) return "Le service ne répond pas. Réessayez dans un instant.";
-  return error.message || "Une erreur est survenue.";
+  if (error.constructor === Error && error.message) return error.message;
+  return "Une erreur est survenue.";
+}
+
+// A refusal shown in the page; the API's type and detail stay on the element, for developers.
+export function failure(error, text = explain(error)) {
+  const el = notice(text, "error");
+  if (error instanceof api.Problem) {
+    console.info(`API ${error.status} ${error.type}: ${error.message}`);
+    el.dataset.problem = error.type;
+    el.dataset.detail = error.message;
+  }
+  return el;
+}
+
+// A refused input, named by its label, and what it expects (from its constraints or its hint).
+function fieldAdvice(control) {
+  const label = control.labels?.[0]?.textContent || control.getAttribute("aria-label") || "";
+  const value = String(control.value ?? "").trim();
+  const hint = document.getElementById(control.getAttribute("aria-describedby") || "");
+  let advice = "vérifiez ce que vous avez saisi.";
+  if (control.required && !value) advice = "ce champ est obligatoire.";
+  else if (control.minLength > 0 && value.length < control.minLength) {
+    advice = `saisissez au moins ${control.minLength} caractères.`;
+  } else if (hint?.textContent) advice = hint.textContent;
+  return label ? `Le champ «\u00a0${label}\u00a0» n'est pas valide : ${advice}` : "";
 }
 
 // A form's submit: runs `action`, shows its error next to the form, keeps what was typed.
-// The browser's own checks are off: every refusal is said the same way, in the page, with
-// the API's reason (the fields keep `required` and `pattern` for assistive technologies).
+// The browser's own checks are off: every refusal is said the same way, in the page, in French
+// (the fields keep `required` and `pattern` for assistive technologies).
 export function onSubmit(form, status, action) {
   form.noValidate = true;
   form.addEventListener("submit", async (event) => {
@@ -54,12 +79,9 @@ export function onSubmit(form, status, action) {
     try {
       await action(new FormData(form));
     } catch (error) {
-      const p = document.createElement("p");
-      p.className = "notice error";
-      p.setAttribute("role", "alert");
-      p.textContent = explain(error);
-      status.replaceChildren(p);
       const wrong = error instanceof api.Problem && error.field && form.elements[error.field];
+      const advice = wrong && error.type === "validation-error" ? fieldAdvice(wrong) : "";
+      status.replaceChildren(failure(error, advice || explain(error)));
       if (wrong && wrong.focus) {
         wrong.setAttribute("aria-invalid", "true");
         wrong.focus();
