@@ -1,6 +1,8 @@
 """The web portal in a real browser (Debian's Chromium driven by Playwright) on the running
 stack: the patient's journey and the professional's, end to end, through the public API only.
-Screenshots of each step go to docs/screenshots/ (shown in the README)."""
+Every page is also checked at a phone's width (390 px: the space is used on smartphones), and
+every refusal is said in French. Screenshots of each step go to docs/screenshots/ (shown in the
+README)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,15 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from dmp_gateway.problems import STATUSES
+from dmp_kit.errors import ERRORS
 from dmp_stack.testing import RunningStack
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PORTAL = Path(__file__).resolve().parents[2] / "services/gateway/dmp_gateway/portal"
 TIMEOUT_MS = 20_000
+DESKTOP = {"width": 1200, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 def chromium() -> str:
@@ -42,11 +49,15 @@ def browser() -> Iterator[Browser]:
 class Visitor:
     """One person in their own browser context (own tab storage), signing in as people do."""
 
-    def __init__(self, browser: Browser, stack: RunningStack) -> None:
+    def __init__(self, browser: Browser, stack: RunningStack, phone: bool = False) -> None:
         self.stack = stack
-        self.context = browser.new_context(
-            viewport={"width": 1200, "height": 900}, locale="fr-FR", timezone_id="Europe/Paris"
+        # A phone as Chromium emulates one: its width, touch, and the page's viewport meta.
+        screen: dict[str, Any] = (
+            {"viewport": PHONE, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+            if phone
+            else {"viewport": DESKTOP}
         )
+        self.context = browser.new_context(**screen, locale="fr-FR", timezone_id="Europe/Paris")
         self.context.set_default_timeout(TIMEOUT_MS)
         self.page: Page = self.context.new_page()
         self.problems: list[str] = []
@@ -59,7 +70,8 @@ class Visitor:
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
             self.problems.append(message.text)
 
-    def sign_in(self, kind: str, identifier: str, password: str, address: str) -> None:
+    def ask_code(self, kind: str, identifier: str, password: str, address: str) -> str:
+        """The first step of signing in; returns the one-time code sent."""
         page = self.page
         page.goto(self.stack.url + "/")
         expect(page).to_have_url(re.compile(r"/portail/#/connexion$"))
@@ -68,13 +80,36 @@ class Visitor:
         page.get_by_label("Mot de passe").fill(password)
         sent = self.stack.mailbox.codes_sent(address)
         page.get_by_role("button", name="Continuer").click()
-        code = self.stack.mailbox.last_code(address, after=sent)
-        page.get_by_label("Code à usage unique").fill(code)
-        page.get_by_role("button", name="Se connecter").click()
+        return self.stack.mailbox.last_code(address, after=sent)
+
+    def enter_code(self, code: str) -> None:
+        self.page.get_by_label("Code à usage unique").fill(code)
+        self.page.get_by_role("button", name="Se connecter").click()
+
+    def sign_in(self, kind: str, identifier: str, password: str, address: str) -> None:
+        self.enter_code(self.ask_code(kind, identifier, password, address))
+
+    def go_to(self, link: str) -> None:
+        """A menu link, as a person reaches it: on a phone the menu opens first."""
+        menu = self.page.get_by_role("button", name="Menu")
+        if menu.is_visible():
+            expect(self.page.get_by_role("link", name=link, exact=True)).to_be_hidden()
+            menu.click()
+        self.page.get_by_role("link", name=link, exact=True).click()
+
+    def fits_the_screen(self) -> None:
+        """Nothing wider than the screen: the page never scrolls sideways."""
+        wide = self.page.evaluate(
+            "[document.scrollingElement.scrollWidth, window.innerWidth,"
+            " document.documentElement.clientWidth]"
+        )
+        width = self.page.viewport_size["width"] if self.page.viewport_size else 0
+        assert wide[0] <= wide[1] and wide[0] <= wide[2] and wide[1] <= width, wide
 
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
+        # In CSS pixels: a phone's shots are 390 px wide whatever its pixel density.
+        self.page.screenshot(path=SHOTS / f"{name}.png", full_page=True, scale="css")
 
     def close(self) -> None:
         self.context.close()
@@ -85,8 +120,8 @@ class Visitor:
 def visitors(browser: Browser, stack: RunningStack) -> Iterator[Any]:
     opened: list[Visitor] = []
 
-    def visitor() -> Visitor:
-        opened.append(Visitor(browser, stack))
+    def visitor(phone: bool = False) -> Visitor:
+        opened.append(Visitor(browser, stack, phone))
         return opened[-1]
 
     yield visitor
@@ -115,6 +150,32 @@ def test_the_portal_is_served_with_a_strict_policy(stack: RunningStack) -> None:
     assert not re.search(r"https?://", script.text)
 
 
+def _js_object(name: str) -> dict[str, str]:
+    """An object literal of js/problems.js, keys to strings (its entries are written one a line,
+    a long one on the next)."""
+    text = (PORTAL / "js" / "problems.js").read_text()
+    block = re.search(rf"^export const {name} = \{{\n(.*?)^\}};", text, re.S | re.M)
+    assert block, name
+    entries = re.findall(r'^  "?([a-z0-9-]+)"?:\s*"((?:[^"\\]|\\.)*)",$', block[1], re.M)
+    return dict(entries)
+
+
+def test_every_problem_type_has_a_french_message() -> None:
+    """Each problem type the gateway can return has its French sentence in the portal, and each
+    status a French fallback: a new type without one fails here."""
+    catalogue = {t for s in STATUSES.values() for t in s.types} | {e.slug for e in ERRORS}
+    messages = _js_object("MESSAGES")
+    assert len(messages) >= len(catalogue) > 40
+    assert sorted(catalogue - messages.keys()) == []
+    assert sorted(messages.keys() - catalogue) == [], "a message for a type nobody returns"
+    by_status = _js_object("BY_STATUS")
+    assert sorted(set(map(str, STATUSES)) - by_status.keys()) == []
+    english = {s.title for s in STATUSES.values()} | {e.title for e in ERRORS}
+    for sentence in [*messages.values(), *by_status.values()]:
+        assert sentence.endswith(".") and sentence[0].isupper(), sentence
+        assert sentence not in english and not re.search(r"\b(the|wrong|not|is)\b", sentence)
+
+
 def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
     admin = stack.admin_token()
     patient = stack.create_patient(admin)
@@ -127,6 +188,10 @@ def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
     page.goto(stack.url + "/")
     expect(page.get_by_role("heading", name="Connexion à votre espace santé")).to_be_visible()
     me.shot("01-connexion")
+    page.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    me.shot("11-telephone-connexion")
+    page.set_viewport_size(DESKTOP)
     me.sign_in("Patient", ins, patient["password"], patient["email"])
 
     # No DMP yet: the patient opens it with their Vitale card's serial and their consent.
@@ -153,11 +218,15 @@ def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
     page.get_by_role("button", name="Enregistrer mes choix").click()
     expect(page.get_by_text("Vos choix sont enregistrés.")).to_be_visible()
     me.shot("03-qui-peut-voir")
-    # A wrong RPPS is refused with the API's reason, next to the field, and nothing changes.
+    # A wrong RPPS is refused in French, next to the field (the API's detail kept for
+    # developers), and nothing changes.
     gp_form = page.locator("form", has=page.get_by_role("heading", name="Mon médecin traitant"))
     gp_form.get_by_label("Numéro RPPS du médecin").fill("123")
     gp_form.get_by_role("button", name="Changer de médecin traitant").click()
-    expect(gp_form.get_by_role("alert")).to_contain_text("RPPS")
+    refusal = gp_form.get_by_role("alert")
+    expect(refusal).to_have_text("Ce numéro RPPS n'est pas valide : vérifiez ses 11 chiffres.")
+    expect(refusal).to_have_attribute("data-problem", "invalid-rpps")
+    expect(refusal).to_have_attribute("data-detail", re.compile("RPPS"))
     with stack.client(_token(stack, patient)) as c:
         settings = c.get(f"/v1/dossiers/{ins}/consent-settings").json()
         team_now = c.get(f"/v1/dossiers/{ins}/professionals").json()
@@ -229,6 +298,43 @@ def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
     page.keyboard.press("Shift+Tab")
     expect(page.get_by_role("button", name="Se déconnecter")).to_be_focused()
 
+    # On a phone: the same pages fit the screen, the menu opens from one button, and a wrong
+    # one-time code is refused in French (the API's English detail is never shown).
+    phone = visitors(phone=True)
+    ppage = phone.page
+    code = phone.ask_code("Patient", ins, patient["password"], patient["email"])
+    expect(ppage.get_by_role("heading", name="Vérification en deux étapes")).to_be_visible()
+    phone.enter_code("000000" if code != "000000" else "111111")
+    refusal = ppage.get_by_role("alert")
+    expect(refusal).to_have_text("Code incorrect ou déjà utilisé. Saisissez le dernier code reçu.")
+    expect(refusal).to_have_attribute("data-problem", "invalid-otp")
+    expect(ppage.locator("body")).not_to_contain_text("wrong or used code")
+    phone.fits_the_screen()
+    phone.shot("12-telephone-code-refuse")
+    phone.enter_code(code)
+    expect(ppage.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    expect(ppage.locator(".sections li")).to_have_count(9)
+    phone.fits_the_screen()
+    phone.shot("13-telephone-mon-dossier")
+    ppage.get_by_role("button", name="Menu").click()
+    expect(ppage.get_by_role("button", name="Menu")).to_have_attribute("aria-expanded", "true")
+    phone.fits_the_screen()
+    phone.shot("14-telephone-menu")
+    ppage.get_by_role("button", name="Menu").click()
+    phone.go_to("Qui peut voir mon dossier")
+    expect(ppage.get_by_text(f"Votre médecin traitant : RPPS {gp['rpps']}.")).to_be_visible()
+    phone.fits_the_screen()
+    phone.shot("15-telephone-qui-peut-voir")
+    phone.go_to("Mon profil médical")
+    expect(ppage.get_by_role("group", name="Alex Martin")).to_be_visible()
+    phone.fits_the_screen()
+    phone.go_to("Mon dossier")
+    ppage.get_by_role("link", name=re.compile("^Espace personnel")).click()
+    ppage.get_by_role("link", name="Mon carnet de tension").click()
+    expect(ppage.locator("pre.content")).to_have_text("12/8 le matin")
+    phone.fits_the_screen()
+    phone.shot("16-telephone-document")
+
 
 def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     admin = stack.admin_token()
@@ -255,6 +361,10 @@ def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     expect(page.get_by_role("heading", name=f"Dossier médical — patient {ins}")).to_be_visible()
     expect(page.get_by_text("En tant que Médecin, la matrice d'habilitation")).to_be_visible()
     doctor.shot("05-professionnel-dossier")
+    page.set_viewport_size(PHONE)
+    doctor.fits_the_screen()
+    doctor.shot("17-telephone-professionnel-dossier")
+    page.set_viewport_size(DESKTOP)
     page.get_by_role("link", name="Ajouter un document").click()
     page.get_by_label("Titre").fill("Résultat de biopsie")
     page.get_by_label("Type de document").select_option("11488-4")
@@ -292,10 +402,15 @@ def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     upage.get_by_label("Numéro INS du patient").fill(ins)
     upage.get_by_role("button", name="Rechercher").click()
     expect(upage.get_by_text("Accès refusé.")).to_be_visible()
+    upage.set_viewport_size(PHONE)
+    urgent.fits_the_screen()
+    upage.set_viewport_size(DESKTOP)
     upage.get_by_role("link", name="Accès en urgence").click()
     upage.get_by_label("Motif de l'accès").fill("court")
     upage.get_by_role("button", name="Accéder en urgence").click()
-    expect(upage.get_by_role("alert")).to_contain_text("10")
+    expect(upage.get_by_role("alert")).to_have_text(
+        "Le champ « Motif de l'accès » n'est pas valide : saisissez au moins 10 caractères."
+    )
     upage.get_by_label("Motif de l'accès").fill("Patient inconscient aux urgences, AVP")
     upage.get_by_role("button", name="Accéder en urgence").click()
     expect(upage.locator(".emergency-banner")).to_contain_text("Accès en urgence actif")
@@ -317,9 +432,17 @@ def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     expect(mpage.locator("td.verdict.ok").first).to_have_text("✓ vérifiée")
     assert mpage.locator("td.verdict.bad").count() == 0
     me.shot("09-historique-verifie")
+    mpage.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    me.shot("18-telephone-historique")
 
     # And the notifications: the emergency access was announced to the patient.
-    mpage.get_by_role("link", name="Notifications").click()
+    me.go_to("Notifications")
+    expect(mpage.locator(".inbox li").first).to_be_visible()
+    me.fits_the_screen()
+    me.shot("19-telephone-notifications")
+    mpage.set_viewport_size(DESKTOP)
+    me.go_to("Notifications")
     expect(mpage.locator(".inbox li").first).to_be_visible()
     me.shot("10-notifications")
 

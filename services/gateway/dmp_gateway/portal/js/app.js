@@ -1,15 +1,20 @@
 // The portal's shell: who is signed in, the menu, and which view a location shows.
 
 import * as api from "./api.js";
-import { h, notice, replace } from "./dom.js";
+import { h, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
 import { loginView } from "./login.js";
 import * as patient from "./patient.js";
 import * as pro from "./pro.js";
-import { explain, go, state } from "./shell.js";
+import { failure, go, state } from "./shell.js";
 
 const main = document.getElementById("contenu");
 const nav = document.getElementById("nav");
+// On a phone the menu folds behind one button (style.css); each page shown folds it again.
+const menuToggle = document.querySelector(".menu-toggle");
+menuToggle.addEventListener("click", () => {
+  menuToggle.setAttribute("aria-expanded", String(menuToggle.getAttribute("aria-expanded") !== "true"));
+});
 
 // "#/dossier/1234/documents/analyses" → handler with params, first match wins.
 const ROUTES = [
@@ -54,6 +59,8 @@ function home() {
 
 function menu() {
   const me = state.me;
+  menuToggle.hidden = !me;
+  menuToggle.setAttribute("aria-expanded", "false");
   if (!me) return replace(nav);
   const links =
     me.kind === "patient"
@@ -123,7 +130,7 @@ async function render() {
   } catch (error) {
     if (error instanceof api.Problem && error.status === 401) return go("/connexion");
     if (!(error instanceof api.Problem)) console.error(error);
-    replace(main, h("h1", {}, "Une erreur est survenue"), notice(explain(error), "error"));
+    replace(main, h("h1", {}, "Une erreur est survenue"), failure(error));
   }
   const title = main.querySelector("h1");
   document.title = title ? `${title.textContent} — DMP` : "DMP";
