@@ -335,6 +335,24 @@ def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
     phone.fits_the_screen()
     phone.shot("16-telephone-document")
 
+    # A type the portal does not know yet is said by its status, in French, with the wait.
+    said = ppage.evaluate(
+        """async () => {
+          const { sentence } = await import("/portail/js/problems.js");
+          return [
+            sentence({ type: "a-new-type", status: 409 }),
+            sentence({ type: "", status: 502 }),
+            sentence({ type: "account-locked", status: 423, retryAfter: 90 }),
+          ];
+        }"""
+    )
+    assert said == [
+        "Cette action n'est pas possible dans l'état actuel. Rechargez la page et réessayez.",
+        "Le service a rencontré un problème. Réessayez plus tard.",
+        "Trop de tentatives infructueuses : le compte est temporairement bloqué. "
+        "Réessayez dans 2 minutes.",
+    ]
+
 
 def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     admin = stack.admin_token()
