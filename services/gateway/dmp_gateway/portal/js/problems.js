@@ -20,6 +20,8 @@ export const MESSAGES = {
   "patient-only": "Seul le patient peut faire cette action.",
   "emergency-access-refused": "L'accès en urgence n'est pas possible : le patient l'a refusé ou vous a bloqué.",
   "not-your-trace": "Cet historique ne vous concerne pas.",
+  "conversation-not-allowed":
+    "Cette action n'est pas permise dans la messagerie : un patient n'écrit en premier qu'à une pharmacie qui lui a délivré des médicaments remboursés dans les 12 derniers mois.",
   "not-found": "Introuvable : cette information n'existe pas, ou ne vous est pas accessible.",
   "dossier-not-found": "Aucun dossier médical partagé n'est ouvert pour ce patient.",
   "document-not-found": "Ce document est introuvable, ou ne vous est pas accessible.",
@@ -39,6 +41,8 @@ export const MESSAGES = {
   "dossier-full": "Ce dossier a atteint le nombre maximal de documents.",
   "duplicate-unique-id": "Ce document a déjà été déposé.",
   "rotation-too-soon": "La clé vient d'être renouvelée. Réessayez plus tard.",
+  "conversation-closed": "Cette conversation est close : seul le professionnel peut la rouvrir.",
+  "conversation-full": "Cette conversation a atteint le nombre maximal de messages : ouvrez-en une nouvelle.",
   "payload-too-large": "Le fichier est trop volumineux.",
   "unsupported-media-type": "Ce type de contenu n'est pas accepté.",
   "validation-error": "Une information saisie n'est pas valide.",
@@ -51,6 +55,7 @@ export const MESSAGES = {
   "consent-required": "Votre accord est nécessaire : cochez la case qui le donne.",
   "not-a-doctor": "Seul un médecin peut être désigné médecin traitant.",
   "vitale-mismatch": "Ce numéro de série ne correspond pas à la carte Vitale du patient.",
+  "invalid-attachment": "Cette pièce jointe n'est pas acceptée : un fichier PDF, PNG ou JPEG, non vide et pas trop volumineux.",
   "weak-password":
     "Ce mot de passe est trop simple ou trop répandu. Choisissez-en un plus long, difficile à deviner.",
   "account-locked": "Trop de tentatives infructueuses : le compte est temporairement bloqué.",
