@@ -18,6 +18,7 @@ from dmp_dossier.config import DossierSettings
 from dmp_gateway.config import GatewaySettings
 from dmp_identity.config import IdentitySettings
 from dmp_ingest.config import IngestSettings
+from dmp_messaging.config import MessagingSettings
 from dmp_notify.config import NotifySettings
 from dmp_stack import deployfiles
 from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_SECRETS, Manifests
@@ -31,6 +32,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "identity": IdentitySettings,
     "ingest": IngestSettings,
     "notify": NotifySettings,
+    "messaging": MessagingSettings,
 }
 ROW = re.compile(r"^\| `(DMP_[A-Z0-9_]+)` \| ([^|]+) \| ([^|]+) \|", re.MULTILINE)
 

@@ -26,6 +26,7 @@ CALLS = {
     "audit": {"identity"},
     "notify": {"identity"},
     "ingest": {"identity", "dossier"},
+    "messaging": {"identity", "consent", "dossier", "ingest"},
 }
 PUBLIC_PATHS = {"/v1", "/docs", "/docs-assets", "/openapi.json", "/portail", "/"}
 

@@ -19,6 +19,7 @@ from dmp_dossier.config import DossierSettings
 from dmp_identity.config import IdentitySettings
 from dmp_ingest.config import IngestSettings
 from dmp_kit.config import DEV_PASSWORD_PREFIXES, Settings
+from dmp_messaging.config import MessagingSettings
 from dmp_notify.config import NotifySettings
 from dmp_stack import deployfiles
 from dmp_stack.credentials import compose_nats_users, helm_nats_users, nats_password_variable
@@ -32,6 +33,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "identity": IdentitySettings,
     "ingest": IngestSettings,
     "notify": NotifySettings,
+    "messaging": MessagingSettings,
 }
 SECRET_NAME = re.compile(r"KEY|PASSWORD|^DMP_MONGO_URL$")
 OWN = {
@@ -42,6 +44,7 @@ OWN = {
     "consent": {"DMP_SERVICE_ACCOUNT_KEY"},
     "ingest": {"DMP_SERVICE_ACCOUNT_KEY"},
     "notify": {"DMP_SERVICE_ACCOUNT_KEY", "DMP_SMTP_PASSWORD"},
+    "messaging": {"DMP_MESSAGING_KEY"},
 }
 # Which secrets each process is given: its own, its NATS user's and its database user's, and
 # the log pseudonym key (the one secret the gateway holds: it decrypts, signs, mints nothing).
@@ -56,6 +59,7 @@ DOTENV = {
     "DMP_IDENTITY_KEY": "DMP_IDENTITY_KEY",
     "DMP_DOSSIER_KEY": "DMP_DOSSIER_KEY",
     "DMP_AUDIT_KEY": "DMP_AUDIT_KEY",
+    "DMP_MESSAGING_KEY": "DMP_MESSAGING_KEY",
     "DMP_SERVICE_PUBLIC_KEYS": "DMP_SERVICE_PUBLIC_KEYS",
     "DMP_LOG_PSEUDONYM_KEY": "DMP_LOG_PSEUDONYM_KEY",
 }

@@ -22,6 +22,7 @@ def test_a_second_up_is_refused_while_running(stack: RunningStack) -> None:
         "consent",
         "audit",
         "ingest",
+        "messaging",
         "gateway",
     }
     assert all(alive(pid) for pid in state.processes.values())

@@ -299,10 +299,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsResponse:
         me = domain.caller_party(caller())
-        size = request.page_size or self.settings.page_size
-        if not 0 < size <= self.settings.max_page_size:
+        size = request.page_size or self.settings.conversations_page_size
+        if not 0 < size <= self.settings.conversations_max_page_size:
             raise InvalidArgument(
-                f"page_size is between 1 and {self.settings.max_page_size}", field="page_size"
+                f"page_size is between 1 and {self.settings.conversations_max_page_size}",
+                field="page_size",
             )
         after = _cursor(request.cursor)
         side = Side.PATIENT if me.kind == "patient" else Side.COUNTERPART

@@ -21,5 +21,5 @@ class MessagingSettings(Settings):
     # Messaging's own secret (base64 of 32 bytes): wraps every patient's message key. No other
     # process holds it.
     messaging_key: SecretStr = SecretStr(DEV_MESSAGING_KEY)
-    page_size: int = 20
-    max_page_size: int = 100
+    conversations_page_size: int = 20
+    conversations_max_page_size: int = 100
