@@ -57,6 +57,8 @@ DOC_STATUS = {
     "superseded": pb.DOCUMENT_STATUS_SUPERSEDED,
 }
 DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
+# A bare listing: the current documents, no other condition (ListDocuments with no query).
+LISTING = domain.Query(statuses=frozenset(CURRENT))
 # Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
 FILTER_BATCH = 1000
 MODE_NAME = {
@@ -1008,6 +1010,83 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         readable, _ = await self._readable_ids(ins, dossier, docs)
         return pb.ReadableDocumentsResponse(document_ids=sorted(readable))
+
+    async def PreviewDocuments(
+        self, request: pb.PreviewDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewDocumentsResponse:
+        """The listing a bare `ListDocuments` gives, as consent says the viewer would get it
+        today: the same documents, each with its verdict. Traced as the caller's search (the
+        patient's or a representative's), never as the viewer's access."""
+        ins = validate_ins(request.ins)
+        who = caller()
+        limit = request.page_size or self.settings.page_size
+        if not 1 <= limit <= self.settings.max_page_size:
+            raise InvalidArgument(
+                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
+            )
+        after = domain.decode_cursor(request.cursor) if request.cursor else None
+        dossier = await self.store.get_dossier(ins)
+        if dossier is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        listed = await self.store.documents_of(ins)
+        current = [d for d in listed if domain.matches(d, LISTING)]
+        answer = pb.PreviewDocumentsResponse()
+        if after is None:
+            # What awaits its announcement is told as two counts only, on the first page.
+            pending = [d for d in current if set(d.get("labels", [])) & set(domain.HIDING_LABELS)]
+            verdicts = await self._previewed(ins, dossier, request.viewer, pending)
+            answer.viewer.CopyFrom(verdicts.viewer)
+            answer.pending_visible = verdicts.withheld_visible
+            answer.pending_hidden = verdicts.withheld_hidden
+        matching = [d for d in current if after is None or (d["created_at"], d["_id"]) < after]
+        page: list[tuple[Document, consent_pb2.Verdict]] = []
+        more = False
+        start, batch = 0, limit + 1
+        while start < len(matching) and not more:
+            found = matching[start : start + batch]
+            verdicts = await self._previewed(ins, dossier, request.viewer, found)
+            answer.viewer.CopyFrom(verdicts.viewer)
+            judged = {v.document_id: v.verdict for v in verdicts.verdicts}
+            for d in found:
+                if d["_id"] in judged:
+                    if len(page) == limit:
+                        more = True
+                        break
+                    page.append((d, judged[d["_id"]]))
+            start, batch = start + len(found), FILTER_BATCH
+        if not answer.HasField("viewer"):  # an empty dossier: consent still says who it is
+            answer.viewer.CopyFrom((await self._previewed(ins, dossier, request.viewer, [])).viewer)
+        await self._trace(
+            who, ins, "search", query=f"preview:{request.viewer.WhichOneof('viewer')}"
+        )
+        links = await self._readable_links(ins, dossier, [d for d, _ in page], listed)
+        answer.documents.extend(
+            pb.PreviewedDocument(document=metadata(d, links), verdict=v) for d, v in page
+        )
+        if more:
+            answer.next = domain.encode_cursor(page[-1][0]["created_at"], page[-1][0]["_id"])
+        return answer
+
+    async def _previewed(
+        self,
+        ins: str,
+        dossier: Document,
+        viewer: consent_pb2.ViewerRef,
+        docs: list[Document],
+    ) -> consent_pb2.PreviewDocumentsResponse:
+        try:
+            answer: consent_pb2.PreviewDocumentsResponse = await self.consent.PreviewDocuments(
+                consent_pb2.PreviewDocumentsRequest(
+                    ins=ins,
+                    dossier=self._context(dossier),
+                    viewer=viewer,
+                    documents=[_ref(d) for d in docs],
+                ),
+                **self._timeout(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return answer
 
     async def UpdateDocument(
         self, request: pb.UpdateDocumentRequest, context: grpc.aio.ServicerContext
