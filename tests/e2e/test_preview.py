@@ -370,7 +370,8 @@ def test_bad_requests_name_the_parameter(cast: Cast) -> None:
         problem(
             c.get(url, params={"profession": "astronaute"}), 422, "invalid-profession", "profession"
         )
-        problem(c.get(url, params={"profession": "60", "page_size": 0}), 422, field="query.page_size")
+        bad_size = {"profession": "60", "page_size": 0}
+        problem(c.get(url, params=bad_size), 422, field="query.page_size")
         problem(c.get(url, params={"profession": "60", "cursor": "abc"}), 422, field="cursor")
         problem(c.get("/v1/dossiers/123/preview", params={"profession": "60"}), 422, "invalid-ins")
         problem(c.get(f"/v1/dossiers/{make_ins()}/preview", params={"profession": "60"}), 404)
