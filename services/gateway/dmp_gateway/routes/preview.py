@@ -123,7 +123,7 @@ def viewer_json(v: consent_pb2.Viewer) -> dict[str, Any]:
     "authorisation. Every verdict comes from the same decision as the viewer's own listing "
     "(`GET /v1/dossiers/{ins}/documents`); the preview is traced as the caller's search, "
     "never as the viewer's access.",
-    responses=problems.responses(403, 404, 422),
+    responses=problems.responses(403, 404, 422, types={409: ("dossier-closed",)}),
 )
 async def preview(
     ins: str,
@@ -134,13 +134,14 @@ async def preview(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
-    if (rpps is None) == (profession is None):
+    if rpps is not None and profession is not None:
         raise InvalidArgument("name one professional (rpps) or one profession", field="rpps")
-    viewer = (
-        consent_pb2.ViewerRef(rpps=rpps)
-        if rpps is not None
-        else consent_pb2.ViewerRef(profession=profession)
-    )
+    # Naming nobody is refused by consent, after it has checked who asks (deny by default).
+    viewer = consent_pb2.ViewerRef()
+    if rpps is not None:
+        viewer.rpps = rpps
+    elif profession is not None:
+        viewer.profession = profession
     ds = downstream(request)
     req = pb.PreviewDocumentsRequest(
         ins=ins, viewer=viewer, cursor=cursor or "", page_size=page_size
@@ -149,7 +150,9 @@ async def preview(
         resp = await ds.call(ds.dossier.PreviewDocuments, req, token=who.token)
     except DmpError as err:
         # Consent names the viewer's fields as its request does; here they are parameters.
-        if err.field and err.field.startswith("viewer."):
+        if err.field == "viewer":
+            err.field = "rpps"
+        elif err.field and err.field.startswith("viewer."):
             err.field = err.field.removeprefix("viewer.")
         raise
     visible, hidden = [], []
