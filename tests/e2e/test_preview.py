@@ -5,7 +5,6 @@ professional's access."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
@@ -47,13 +46,10 @@ class Cast:
             name: stack.create_professional(self.admin, code, **extra)
             for name, (code, _, extra) in PROFESSIONALS.items()
         }
-        self.tokens = {"patient": self.login(self.patient, "patient", "ins")}
+        self.tokens = {"patient": stack.token_for(self.patient, "patient")}
         for name, pro in self.pros.items():
-            self.tokens[name] = self.login(pro, "professional", "rpps")
+            self.tokens[name] = stack.token_for(pro, "professional")
         self.docs: dict[str, dict[str, Any]] = {}
-
-    def login(self, who: dict[str, Any], kind: str, key: str) -> str:
-        return str(self.stack.login(kind, who[key], who["password"], who["email"])["access_token"])
 
     def client(self, who: str) -> Any:
         return self.stack.client(self.tokens[who])
@@ -62,17 +58,9 @@ class Cast:
         return str(self.pros[who]["rpps"])
 
     def add(self, who: str, key: str, type_code: str, title: str, **extra: Any) -> None:
-        body = {
-            "type_code": type_code,
-            "title": title,
-            "mime_type": "text/plain",
-            "content_base64": base64.b64encode(title.encode()).decode(),
-            **extra,
-        }
-        with self.client(who) as c:
-            r = c.post(f"/v1/dossiers/{self.ins}/documents", json=body)
-        assert r.status_code == 201, r.text
-        self.docs[key] = r.json()
+        self.docs[key] = self.stack.add_document(
+            self.tokens[who], self.ins, type_code, title, **extra
+        )
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +282,7 @@ def test_a_profession_alone_has_no_authorisation(cast: Cast) -> None:
     own listing, by code or by name."""
     newcomer = cast.stack.create_professional(cast.admin, "60")
     cast.pros["newcomer"] = newcomer
-    cast.tokens["newcomer"] = cast.login(newcomer, "professional", "rpps")
+    cast.tokens["newcomer"] = cast.stack.token_for(newcomer, "professional")
     for given in ("infirmier", "Infirmier", "60"):
         seen = compare(cast, "newcomer", {"profession": given})
         assert seen["status"] == 403
@@ -352,7 +340,7 @@ def test_only_the_patient_previews(stack: RunningStack, cast: Cast) -> None:
         with cast.client(name) as c:
             problem(c.get(url, params={"rpps": cast.rpps("nurse")}), 403)
     other = stack.create_patient(cast.admin)
-    with stack.client(cast.login(other, "patient", "ins")) as c:
+    with stack.client(stack.token_for(other, "patient")) as c:
         problem(c.get(url, params={"profession": "60"}), 403)
     with stack.client(cast.admin) as c:
         problem(c.get(url, params={"profession": "60"}), 403)
@@ -383,25 +371,20 @@ def test_legal_representatives_preview_a_minors_dossier(stack: RunningStack, cas
     parent = stack.create_patient(cast.admin)
     minor = stack.create_patient(cast.admin, legal_representatives=[parent["ins"]])
     tokens = {
-        "parent": cast.login(parent, "patient", "ins"),
-        "minor": cast.login(minor, "patient", "ins"),
+        "parent": stack.token_for(parent, "patient"),
+        "minor": stack.token_for(minor, "patient"),
     }
     stack.open_dossier(tokens["minor"], minor)
     titles = {}
     for title, hidden in (("Vaccins", False), ("Consultation confidentielle", True)):
-        with cast.client("gp") as c:
-            r = c.post(
-                f"/v1/dossiers/{minor['ins']}/documents",
-                json={
-                    "type_code": "87273-9",
-                    "title": title,
-                    "mime_type": "text/plain",
-                    "content_base64": base64.b64encode(b"x").decode(),
-                    "hidden_from_legal_representatives": hidden,
-                },
-            )
-            assert r.status_code == 201, r.text
-            titles[r.json()["id"]] = title
+        added = stack.add_document(
+            cast.tokens["gp"],
+            minor["ins"],
+            "87273-9",
+            title,
+            hidden_from_legal_representatives=hidden,
+        )
+        titles[added["id"]] = title
 
     def of(who: str) -> dict[str, Any]:
         with stack.client(tokens[who]) as c:

@@ -889,11 +889,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.ListDocumentsResponse:
         ins = validate_ins(request.ins)
         who = caller()
-        limit = request.page_size or self.settings.page_size
-        if not 1 <= limit <= self.settings.max_page_size:
-            raise InvalidArgument(
-                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
-            )
+        limit = self._page_size(request.page_size)
         query = self._query(request)
         after = domain.decode_cursor(request.cursor) if request.cursor else None
         dossier = await self.store.get_dossier(ins)
@@ -944,6 +940,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         return pb.ListDocumentsResponse(
             items=[metadata(d, links) for d in page], next=next_cursor, pending=pending
         )
+
+    def _page_size(self, asked: int) -> int:
+        limit = asked or self.settings.page_size
+        if not 1 <= limit <= self.settings.max_page_size:
+            raise InvalidArgument(
+                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
+            )
+        return limit
 
     def _query(self, request: pb.ListDocumentsRequest) -> domain.Query:
         """The list's conditions, checked: its own fields and the search's."""
@@ -1019,11 +1023,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         patient's or a representative's), never as the viewer's access."""
         ins = validate_ins(request.ins)
         who = caller()
-        limit = request.page_size or self.settings.page_size
-        if not 1 <= limit <= self.settings.max_page_size:
-            raise InvalidArgument(
-                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
-            )
+        limit = self._page_size(request.page_size)
         after = domain.decode_cursor(request.cursor) if request.cursor else None
         dossier = await self.store.get_dossier(ins)
         if dossier is None:
