@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -157,22 +158,37 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         dossier = _context(ins, request.dossier)
         consent = consent_state(await self.store.get(ins))
         now = self.clock.now()
-        # One decision per distinct set of facts: a dossier holds many documents of one type
-        # by one author, and `decide` depends on nothing else of a document.
-        verdicts: dict[DocumentFacts, bool] = {}
-        visible = []
-        for ref in request.documents:
-            facts = _document(ref, self.catalogue)
-            allowed = verdicts.get(facts)
-            if allowed is None:
-                allowed = decide(
-                    who, dossier, consent, self.matrix, Action.READ, now, facts
-                ).allowed
-                verdicts[facts] = allowed
-            if allowed:
-                visible.append(ref.id)
+        judged = self._judged(who, dossier, consent, now, request.documents)
+        visible = [
+            ref.id
+            for ref, decision in zip(request.documents, judged, strict=True)
+            if decision.allowed
+        ]
         mode = decide(who, dossier, consent, self.matrix, Action.READ, now).mode
         return pb.FilterDocumentsResponse(visible_ids=visible, mode=MODES[mode])
+
+    def _judged(
+        self,
+        who: Principal,
+        dossier: DossierState,
+        consent: ConsentState,
+        now: datetime,
+        refs: Iterable[pb.DocumentRef],
+    ) -> list[Decision]:
+        """`decide` on reading each document, in order: the hot path's filter and the
+        preview's verdicts are this one loop. One decision per distinct set of facts: a dossier
+        holds many documents of one type by one author, and `decide` depends on nothing else
+        of a document."""
+        decisions: dict[DocumentFacts, Decision] = {}
+        judged = []
+        for ref in refs:
+            facts = _document(ref, self.catalogue)
+            decision = decisions.get(facts)
+            if decision is None:
+                decision = decide(who, dossier, consent, self.matrix, Action.READ, now, facts)
+                decisions[facts] = decision
+            judged.append(decision)
+        return judged
 
     async def PreviewDocuments(
         self, request: pb.PreviewDocumentsRequest, context: grpc.aio.ServicerContext
@@ -187,18 +203,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         # Only who manages the dossier (the patient, a minor's legal representatives) previews.
         raise_if_denied(decide(who, dossier, consent, self.matrix, Action.MANAGE, now))
         seen, summary = await self._viewer(request.viewer, consent)
-        own: dict[DocumentFacts, bool] = {}
-        theirs: dict[DocumentFacts, Decision] = {}
+        own = self._judged(who, dossier, consent, now, request.documents)
+        theirs = self._judged(seen, dossier, consent, now, request.documents)
         answer = pb.PreviewDocumentsResponse()
-        for ref in request.documents:
-            facts = _document(ref, self.catalogue)
-            if facts not in own:
-                own[facts] = decide(
-                    who, dossier, consent, self.matrix, Action.READ, now, facts
-                ).allowed
-                theirs[facts] = decide(seen, dossier, consent, self.matrix, Action.READ, now, facts)
-            verdict = theirs[facts]
-            if own[facts]:
+        for ref, mine, verdict in zip(request.documents, own, theirs, strict=True):
+            if mine.allowed:
                 answer.verdicts.append(
                     pb.DocumentVerdict(document_id=ref.id, verdict=_verdict(verdict))
                 )
