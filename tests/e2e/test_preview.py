@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dmp_gateway.routes.preview import Preview
 from dmp_stack.testing import RunningStack, make_ins, make_rpps, until
 
 PROBLEM = "application/problem+json"
@@ -112,6 +113,7 @@ def preview(cast: Cast, who: str = "patient", ins: str | None = None, **viewer: 
         with cast.client(who) as c:
             r = c.get(f"/v1/dossiers/{ins or cast.ins}/preview", params=params)
         assert r.status_code == 200, r.text
+        Preview.model_validate(r.json())  # the shape the OpenAPI document gives
         pages.append(r.json())
         cursor = r.json().get("next")
         if not cursor:
