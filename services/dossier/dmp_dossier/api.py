@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from uuid6 import uuid7
@@ -44,6 +45,7 @@ from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import DOSSIER_STATE_READER
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 STATUS = {
     "open": pb.DOSSIER_STATUS_OPEN,
@@ -106,6 +108,31 @@ def searched(query: pb.DocumentQuery) -> str:
     identifiers; the trail keeps none)."""
     fields = sorted(f.name for f, _ in query.ListFields())
     return f":{','.join(fields)}" if fields else ""
+
+
+async def _page(
+    matching: list[Document],
+    limit: int,
+    judge: Callable[[list[Document]], Awaitable[dict[str, T]]],
+) -> tuple[list[tuple[Document, T]], bool]:
+    """A page of `matching` (in order) of what consent keeps, batch after batch until it is
+    full: the first batch is sized for a caller who may read the whole page (one more says
+    whether there is a next). `judge` answers, for a batch, the ids it keeps and what it said
+    of each. Returns the page and whether there is more."""
+    page: list[tuple[Document, T]] = []
+    more = False
+    start, batch = 0, limit + 1
+    while start < len(matching) and not more:
+        found = matching[start : start + batch]
+        kept = await judge(found)
+        for d in found:
+            if d["_id"] in kept:
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append((d, kept[d["_id"]]))
+        start, batch = start + len(found), FILTER_BATCH
+    return page, more
 
 
 def check_named_author(who: Principal, named: Document) -> None:
@@ -905,20 +932,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             for d in listed
             if (after is None or (d["created_at"], d["_id"]) < after) and domain.matches(d, query)
         ]
-        page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
-        more = False
-        start, batch = 0, limit + 1
-        while start < len(matching) and not more:
-            found = matching[start : start + batch]
-            readable, mode = await self._readable_ids(ins, dossier, found)
-            for d in found:
-                if d["_id"] in readable:
-                    if len(page) == limit:
-                        more = True
-                        break
-                    page.append(d)
-            start, batch = start + len(found), FILTER_BATCH
+
+        async def readable(found: list[Document]) -> dict[str, bool]:
+            nonlocal mode
+            ids, mode = await self._readable_ids(ins, dossier, found)
+            return dict.fromkeys(ids, True)
+
+        kept, more = await _page(matching, limit, readable)
+        page = [d for d, _ in kept]
         next_cursor = domain.encode_cursor(page[-1]["created_at"], page[-1]["_id"]) if more else ""
         if not page and not request.cursor:
             await self._allowed_read(who, ins, dossier)  # a refusal says why
@@ -1039,21 +1061,13 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             answer.pending_visible = verdicts.withheld_visible
             answer.pending_hidden = verdicts.withheld_hidden
         matching = [d for d in current if after is None or (d["created_at"], d["_id"]) < after]
-        page: list[tuple[Document, consent_pb2.Verdict]] = []
-        more = False
-        start, batch = 0, limit + 1
-        while start < len(matching) and not more:
-            found = matching[start : start + batch]
+
+        async def judged(found: list[Document]) -> dict[str, consent_pb2.Verdict]:
             verdicts = await self._previewed(ins, dossier, request.viewer, found)
             answer.viewer.CopyFrom(verdicts.viewer)
-            judged = {v.document_id: v.verdict for v in verdicts.verdicts}
-            for d in found:
-                if d["_id"] in judged:
-                    if len(page) == limit:
-                        more = True
-                        break
-                    page.append((d, judged[d["_id"]]))
-            start, batch = start + len(found), FILTER_BATCH
+            return {v.document_id: v.verdict for v in verdicts.verdicts}
+
+        page, more = await _page(matching, limit, judged)
         if not answer.HasField("viewer"):  # an empty dossier: consent still says who it is
             answer.viewer.CopyFrom((await self._previewed(ins, dossier, request.viewer, [])).viewer)
         await self._trace(
