@@ -414,6 +414,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("PUT", "/v1/dossiers/{ins}/emergency-contacts"): PATIENT,
     ("GET", "/v1/dossiers/{ins}/advance-directives"): CARE,
     ("PUT", "/v1/dossiers/{ins}/advance-directives"): PATIENT,
+    ("GET", "/v1/dossiers/{ins}/preview"): PATIENT,
     ("GET", "/v1/dossiers/{ins}/consent-settings"): PATIENT,
     ("PUT", "/v1/dossiers/{ins}/consent-settings"): PATIENT,
     ("GET", "/v1/dossiers/{ins}/professionals"): PATIENT,
@@ -437,6 +438,8 @@ ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}
 # Allowed, and the scene names no key: revoking a real one would end the sweep's tokens
 # (tests/e2e/test_identity.py revokes them).
 ALLOWED_CONFLICTS[("POST", "/v1/admin/signing-keys/{key_id}/revoke")] = 404
+# Allowed, and the sweep names nobody whose view to preview (tests/e2e/test_preview.py does).
+ALLOWED_CONFLICTS[("GET", "/v1/dossiers/{ins}/preview")] = 422
 
 
 def test_every_protected_route_is_classified(operations: list[Operation]) -> None:

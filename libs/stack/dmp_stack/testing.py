@@ -396,6 +396,29 @@ class RunningStack:
         assert r.status_code == 201, r.text
         return {**r.json(), "password": password}
 
+    def token_for(self, person: dict[str, Any], kind: str) -> str:
+        """An access token of a patient or professional `create_patient` or
+        `create_professional` made (one-time code read from the mailbox)."""
+        login = person["ins"] if kind == "patient" else person["rpps"]
+        return str(self.login(kind, login, person["password"], person["email"])["access_token"])
+
+    def add_document(
+        self, token: str, ins: str, type_code: str, title: str, **extra: Any
+    ) -> dict[str, Any]:
+        """A text document added to `ins`'s dossier by `token`'s holder: its metadata."""
+        body = {
+            "type_code": type_code,
+            "title": title,
+            "mime_type": "text/plain",
+            "content_base64": base64.b64encode(title.encode()).decode(),
+            **extra,
+        }
+        with self.client(token) as c:
+            r = c.post(f"/v1/dossiers/{ins}/documents", json=body)
+        assert r.status_code == 201, r.text
+        added: dict[str, Any] = r.json()
+        return added
+
 
 def _answers(url: str) -> bool:
     try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -15,6 +16,8 @@ from dmp_consent import events
 from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import (
     Action,
+    ConsentState,
+    Decision,
     DocumentFacts,
     DossierState,
     DossierStatus,
@@ -22,7 +25,10 @@ from dmp_consent.domain import (
     Label,
     Mode,
     decide,
+    explain,
     may_message,
+    profession_code,
+    viewer,
 )
 from dmp_consent.store import ConsentStore, DossierLookup, consent_state, dossier_state
 from dmp_kit.access import raise_if_denied
@@ -31,7 +37,7 @@ from dmp_kit.catalogue import Catalogue
 from dmp_kit.clock import Clock
 from dmp_kit.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from dmp_kit.events import audit_event
-from dmp_kit.identifiers import validate_ins, validate_rpps
+from dmp_kit.identifiers import PROFESSIONS, validate_ins, validate_rpps
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import Change, OutboxRelay
 from dmp_kit.proto import timestamp
@@ -152,22 +158,124 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         dossier = _context(ins, request.dossier)
         consent = consent_state(await self.store.get(ins))
         now = self.clock.now()
-        # One decision per distinct set of facts: a dossier holds many documents of one type
-        # by one author, and `decide` depends on nothing else of a document.
-        verdicts: dict[DocumentFacts, bool] = {}
-        visible = []
-        for ref in request.documents:
-            facts = _document(ref, self.catalogue)
-            allowed = verdicts.get(facts)
-            if allowed is None:
-                allowed = decide(
-                    who, dossier, consent, self.matrix, Action.READ, now, facts
-                ).allowed
-                verdicts[facts] = allowed
-            if allowed:
-                visible.append(ref.id)
+        judged = self._judged(who, dossier, consent, now, request.documents)
+        visible = [
+            ref.id
+            for ref, decision in zip(request.documents, judged, strict=True)
+            if decision.allowed
+        ]
         mode = decide(who, dossier, consent, self.matrix, Action.READ, now).mode
         return pb.FilterDocumentsResponse(visible_ids=visible, mode=MODES[mode])
+
+    def _judged(
+        self,
+        who: Principal,
+        dossier: DossierState,
+        consent: ConsentState,
+        now: datetime,
+        refs: Iterable[pb.DocumentRef],
+    ) -> list[Decision]:
+        """`decide` on reading each document, in order: the hot path's filter and the
+        preview's verdicts are this one loop. One decision per distinct set of facts: a dossier
+        holds many documents of one type by one author, and `decide` depends on nothing else
+        of a document."""
+        decisions: dict[DocumentFacts, Decision] = {}
+        judged = []
+        for ref in refs:
+            facts = _document(ref, self.catalogue)
+            decision = decisions.get(facts)
+            if decision is None:
+                decision = decide(who, dossier, consent, self.matrix, Action.READ, now, facts)
+                decisions[facts] = decision
+            judged.append(decision)
+        return judged
+
+    async def PreviewDocuments(
+        self, request: pb.PreviewDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewDocumentsResponse:
+        """Each document's verdict for the viewer, from `decide` exactly as the hot path asks
+        it when that professional calls; the caller is told only of what they may read."""
+        ins = validate_ins(request.ins)
+        who = caller()
+        dossier = _context(ins, request.dossier)
+        consent = consent_state(await self.store.get(ins))
+        now = self.clock.now()
+        # Only who manages the dossier (the patient, a minor's legal representatives) previews.
+        raise_if_denied(decide(who, dossier, consent, self.matrix, Action.MANAGE, now))
+        seen, summary = await self._viewer(request.viewer, consent)
+        own = self._judged(who, dossier, consent, now, request.documents)
+        theirs = self._judged(seen, dossier, consent, now, request.documents)
+        answer = pb.PreviewDocumentsResponse()
+        for ref, mine, verdict in zip(request.documents, own, theirs, strict=True):
+            if mine.allowed:
+                answer.verdicts.append(
+                    pb.DocumentVerdict(document_id=ref.id, verdict=_verdict(verdict))
+                )
+            elif verdict.allowed:
+                answer.withheld_visible += 1
+            else:
+                answer.withheld_hidden += 1
+        summary.access.CopyFrom(
+            _verdict(decide(seen, dossier, consent, self.matrix, Action.READ, now))
+        )
+        answer.viewer.CopyFrom(summary)
+        return answer
+
+    async def _viewer(
+        self, ref: pb.ViewerRef, consent: ConsentState
+    ) -> tuple[Principal, pb.Viewer]:
+        """Whom the preview is for, as `decide` sees them, and as the patient is told."""
+        which = ref.WhichOneof("viewer")
+        if which == "profession":
+            code = profession_code(ref.profession)
+            if code is None:
+                raise InvalidArgument(
+                    "no profession has this code or name",
+                    field="viewer.profession",
+                    slug="invalid-profession",
+                )
+            return viewer("", code), pb.Viewer(
+                profession=code,
+                profession_label=PROFESSIONS[code],
+                relation=pb.VIEWER_RELATION_NONE,
+            )
+        if which != "rpps":
+            raise InvalidArgument(
+                "a professional's RPPS or a profession is required", field="viewer"
+            )
+        rpps = validate_rpps(ref.rpps, field="viewer.rpps")
+        found = await self._professional(rpps, field="viewer.rpps")
+        if rpps in consent.blocked:
+            relation = pb.VIEWER_RELATION_BLOCKED
+        elif rpps == consent.attending_physician:
+            relation = pb.VIEWER_RELATION_ATTENDING_PHYSICIAN
+        elif rpps in consent.authorized:
+            relation = pb.VIEWER_RELATION_AUTHORIZED
+        else:
+            relation = pb.VIEWER_RELATION_NONE
+        return viewer(rpps, found.profession, found.roles), pb.Viewer(
+            rpps=rpps,
+            profession=found.profession,
+            profession_label=PROFESSIONS.get(found.profession, ""),
+            given_name=found.given_name,
+            family_name=found.family_name,
+            relation=relation,
+        )
+
+    async def _professional(self, rpps: str, field: str) -> identity_pb2.Professional:
+        """The directory's entry for this RPPS; one it does not know is the caller's error."""
+        try:
+            found = await self.identity.LookupProfessional(
+                identity_pb2.LookupProfessionalRequest(rpps=rpps),
+                **call_options(self.settings.grpc_deadline_seconds),
+            )
+        except grpc.aio.AioRpcError as exc:
+            err = error_from_rpc(exc)
+            if err.grpc_code == grpc.StatusCode.NOT_FOUND:
+                raise InvalidArgument("no professional has this RPPS", field=field) from exc
+            raise err from exc
+        professional: identity_pb2.Professional = found.professional
+        return professional
 
     # the patient's choices ---------------------------------------------------------------
 
@@ -285,17 +393,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     ) -> pb.SetAttendingPhysicianResponse:
         ins, rpps = validate_ins(request.ins), validate_rpps(request.rpps)
         who, _ = await self._managed(ins)
-        try:
-            found = await self.identity.LookupProfessional(
-                identity_pb2.LookupProfessionalRequest(rpps=rpps),
-                **call_options(self.settings.grpc_deadline_seconds),
-            )
-        except grpc.aio.AioRpcError as exc:
-            err = error_from_rpc(exc)
-            if err.grpc_code == grpc.StatusCode.NOT_FOUND:
-                raise InvalidArgument("no professional has this RPPS", field="rpps") from exc
-            raise err from exc
-        if found.professional.profession != "10":
+        found = await self._professional(rpps, field="rpps")
+        if found.profession != "10":
             raise InvalidArgument(
                 "the attending physician must be a doctor", field="rpps", slug="not-a-doctor"
             )
@@ -439,6 +538,15 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 for t in self.catalogue.types.values()
             ],
         )
+
+
+def _verdict(decision: Decision) -> pb.Verdict:
+    return pb.Verdict(
+        allowed=decision.allowed,
+        mode=MODES[decision.mode],
+        reason=decision.reason,
+        explanation=explain(decision.reason),
+    )
 
 
 def _without(doc: Document, key: str, rpps: str) -> list[Document]:

@@ -7,12 +7,14 @@ decisions and, in batch, to filter document lists; the dossier service never re-
 from __future__ import annotations
 
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from dmp_kit.auth import Principal
+from dmp_kit.identifiers import PROFESSIONS
 
 ALL_TYPES = "*"
 REGULATOR_ROLE = "samu_regulator"
@@ -310,3 +312,61 @@ def _as_system(caller: Principal, action: Action, document: DocumentFacts | None
     if caller.has_role("facility") or caller.has_role("insurer"):
         return deny("type_not_writable")
     return deny("not_a_care_actor")
+
+
+# The preview ("que voit le Dr X ?") -------------------------------------------------------
+
+PREVIEW_SUBJECT = "preview"
+
+# What each reason a professional gets from `decide` means, told to the patient in French.
+EXPLANATIONS: Mapping[str, str] = {
+    "attending_physician": "Votre médecin traitant voit tous vos documents, même ceux que vous "
+    "avez masqués.",
+    "care_team": "Vous avez autorisé ce professionnel : il voit les types de documents que sa "
+    "profession peut lire.",
+    "author": "Ce professionnel est l'auteur de ce document : il le voit toujours.",
+    "break_glass": "Ce professionnel a un accès d'urgence (bris de glace) en cours.",
+    "regulator": "Ce médecin régulateur du SAMU a un accès en cours pour un appel au 15.",
+    "blocked": "Vous avez bloqué ce professionnel : il ne peut rien consulter dans votre "
+    "dossier, quoi que disent les autres règles.",
+    "not_in_care_team": "Ce professionnel n'est ni votre médecin traitant ni un professionnel "
+    "que vous avez autorisé, et il n'a pas d'accès d'urgence en cours.",
+    "masked": "Vous avez masqué ce document aux professionnels : seuls son auteur et votre "
+    "médecin traitant le voient.",
+    "not_habilitated": "La matrice d'habilitation ne permet pas à sa profession de lire ce "
+    "type de document.",
+    "deleted": "Ce document a été supprimé.",
+    "dossier_closed": "Votre dossier est fermé : aucun professionnel ne peut le consulter.",
+    "no_dossier": "Il n'y a pas de dossier pour ce patient.",
+}
+
+
+def explain(reason: str) -> str:
+    return EXPLANATIONS.get(reason, "")
+
+
+def profession_code(given: str) -> str | None:
+    """The profession a person means: a code of the RPPS directory, or its French name with
+    accents and case aside ("infirmier", "masseur-kinesitherapeute")."""
+    if given in PROFESSIONS:
+        return given
+    wanted = _plain(given)
+    return next((code for code, name in PROFESSIONS.items() if _plain(name) == wanted), None)
+
+
+def _plain(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.strip().casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def viewer(rpps: str, profession: str, roles: Iterable[str] = ()) -> Principal:
+    """The professional whose view a patient previews, as `decide` would see them calling:
+    a profession alone has no RPPS, so nothing names it (no authorisation, no block, no
+    grant, no document of its own)."""
+    return Principal(
+        kind="professional",
+        subject=PREVIEW_SUBJECT,
+        roles=frozenset(roles),
+        rpps=rpps,
+        profession=profession,
+    )

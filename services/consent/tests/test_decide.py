@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmp_consent.domain import (
+    EXPLANATIONS,
     Action,
     ConsentState,
     DocumentFacts,
@@ -22,9 +23,13 @@ from dmp_consent.domain import (
     Label,
     Mode,
     decide,
+    explain,
+    profession_code,
+    viewer,
 )
 from dmp_kit.auth import Principal
 from dmp_kit.catalogue import load_catalogue
+from dmp_kit.identifiers import PROFESSIONS
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 CATALOGUE = load_catalogue()
@@ -892,3 +897,69 @@ def test_decide_agrees_with_the_naive_reference(
     assert decision.allowed == allowed
     if allowed:
         assert decision.mode == mode
+
+
+# --- the preview ("que voit le Dr X ?"): the viewer is decided as their own token is ------
+
+professions = st.sampled_from(sorted(PROFESSIONS))
+
+
+def test_a_profession_is_named_by_its_code_or_its_french_name() -> None:
+    assert profession_code("60") == "60"
+    assert profession_code("infirmier") == "60"
+    assert profession_code(" Pharmacien ") == "21"
+    assert profession_code("masseur-kinesitherapeute") == "70"
+    assert profession_code("MASSEUR-KINÉSITHÉRAPEUTE") == "70"
+    assert profession_code("astronaute") is None
+    assert profession_code("") is None
+    assert profession_code("99") is None
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(
+    st.sampled_from(RPPS_POOL),
+    professions,
+    st.booleans(),
+    dossiers,
+    consents,
+    documents,
+)
+def test_the_viewer_is_decided_as_their_own_token_is(
+    rpps: str,
+    profession: str,
+    regulator: bool,
+    dossier: DossierState,
+    consent: ConsentState,
+    document: DocumentFacts | None,
+) -> None:
+    roles = ["samu_regulator"] if regulator else []
+    seen = decide(
+        viewer(rpps, profession, roles), dossier, consent, MATRIX, Action.READ, NOW, document
+    )
+    real = decide(
+        pro(rpps, profession, *roles), dossier, consent, MATRIX, Action.READ, NOW, document
+    )
+    assert seen == real
+    assert explain(seen.reason), seen.reason
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(professions, dossiers, consents, documents)
+def test_a_profession_alone_is_as_a_professional_nobody_named(
+    profession: str,
+    dossier: DossierState,
+    consent: ConsentState,
+    document: DocumentFacts | None,
+) -> None:
+    """No authorisation, block, grant or authorship names it: it is decided as any RPPS the
+    consent and the document never mention."""
+    seen = decide(viewer("", profession), dossier, consent, MATRIX, Action.READ, NOW, document)
+    nobody = decide(pro("NOBODY", profession), dossier, consent, MATRIX, Action.READ, NOW, document)
+    assert seen == nobody
+    assert not seen.allowed
+    assert explain(seen.reason)
+
+
+def test_every_explanation_is_french_and_for_a_reason_decide_gives() -> None:
+    assert all(text.endswith(".") and text[0].isupper() for text in EXPLANATIONS.values())
+    assert explain("unheard_of") == ""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from uuid6 import uuid7
@@ -44,6 +45,7 @@ from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import DOSSIER_STATE_READER
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 STATUS = {
     "open": pb.DOSSIER_STATUS_OPEN,
@@ -57,6 +59,8 @@ DOC_STATUS = {
     "superseded": pb.DOCUMENT_STATUS_SUPERSEDED,
 }
 DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
+# A bare listing: the current documents, no other condition (ListDocuments with no query).
+LISTING = domain.Query(statuses=frozenset(CURRENT))
 # Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
 FILTER_BATCH = 1000
 MODE_NAME = {
@@ -104,6 +108,31 @@ def searched(query: pb.DocumentQuery) -> str:
     identifiers; the trail keeps none)."""
     fields = sorted(f.name for f, _ in query.ListFields())
     return f":{','.join(fields)}" if fields else ""
+
+
+async def _page(
+    matching: list[Document],
+    limit: int,
+    judge: Callable[[list[Document]], Awaitable[dict[str, T]]],
+) -> tuple[list[tuple[Document, T]], bool]:
+    """A page of `matching` (in order) of what consent keeps, batch after batch until it is
+    full: the first batch is sized for a caller who may read the whole page (one more says
+    whether there is a next). `judge` answers, for a batch, the ids it keeps and what it said
+    of each. Returns the page and whether there is more."""
+    page: list[tuple[Document, T]] = []
+    more = False
+    start, batch = 0, limit + 1
+    while start < len(matching) and not more:
+        found = matching[start : start + batch]
+        kept = await judge(found)
+        for d in found:
+            if d["_id"] in kept:
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append((d, kept[d["_id"]]))
+        start, batch = start + len(found), FILTER_BATCH
+    return page, more
 
 
 def check_named_author(who: Principal, named: Document) -> None:
@@ -887,11 +916,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.ListDocumentsResponse:
         ins = validate_ins(request.ins)
         who = caller()
-        limit = request.page_size or self.settings.page_size
-        if not 1 <= limit <= self.settings.max_page_size:
-            raise InvalidArgument(
-                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
-            )
+        limit = self._page_size(request.page_size)
         query = self._query(request)
         after = domain.decode_cursor(request.cursor) if request.cursor else None
         dossier = await self.store.get_dossier(ins)
@@ -907,20 +932,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             for d in listed
             if (after is None or (d["created_at"], d["_id"]) < after) and domain.matches(d, query)
         ]
-        page: list[Document] = []
         mode = consent_pb2.ACCESS_MODE_NORMAL
-        more = False
-        start, batch = 0, limit + 1
-        while start < len(matching) and not more:
-            found = matching[start : start + batch]
-            readable, mode = await self._readable_ids(ins, dossier, found)
-            for d in found:
-                if d["_id"] in readable:
-                    if len(page) == limit:
-                        more = True
-                        break
-                    page.append(d)
-            start, batch = start + len(found), FILTER_BATCH
+
+        async def readable(found: list[Document]) -> dict[str, bool]:
+            nonlocal mode
+            ids, mode = await self._readable_ids(ins, dossier, found)
+            return dict.fromkeys(ids, True)
+
+        kept, more = await _page(matching, limit, readable)
+        page = [d for d, _ in kept]
         next_cursor = domain.encode_cursor(page[-1]["created_at"], page[-1]["_id"]) if more else ""
         if not page and not request.cursor:
             await self._allowed_read(who, ins, dossier)  # a refusal says why
@@ -942,6 +962,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         return pb.ListDocumentsResponse(
             items=[metadata(d, links) for d in page], next=next_cursor, pending=pending
         )
+
+    def _page_size(self, asked: int) -> int:
+        limit = asked or self.settings.page_size
+        if not 1 <= limit <= self.settings.max_page_size:
+            raise InvalidArgument(
+                f"page_size is 1 to {self.settings.max_page_size}", field="page_size"
+            )
+        return limit
 
     def _query(self, request: pb.ListDocumentsRequest) -> domain.Query:
         """The list's conditions, checked: its own fields and the search's."""
@@ -1008,6 +1036,71 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         readable, _ = await self._readable_ids(ins, dossier, docs)
         return pb.ReadableDocumentsResponse(document_ids=sorted(readable))
+
+    async def PreviewDocuments(
+        self, request: pb.PreviewDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewDocumentsResponse:
+        """The listing a bare `ListDocuments` gives, as consent says the viewer would get it
+        today: the same documents, each with its verdict. Traced as the caller's search (the
+        patient's or a representative's), never as the viewer's access."""
+        ins = validate_ins(request.ins)
+        who = caller()
+        limit = self._page_size(request.page_size)
+        after = domain.decode_cursor(request.cursor) if request.cursor else None
+        dossier = await self.store.get_dossier(ins)
+        if dossier is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        listed = await self.store.documents_of(ins)
+        current = [d for d in listed if domain.matches(d, LISTING)]
+        answer = pb.PreviewDocumentsResponse()
+        if after is None:
+            # What awaits its announcement is told as two counts only, on the first page.
+            pending = [d for d in current if set(d.get("labels", [])) & set(domain.HIDING_LABELS)]
+            verdicts = await self._previewed(ins, dossier, request.viewer, pending)
+            answer.viewer.CopyFrom(verdicts.viewer)
+            answer.pending_visible = verdicts.withheld_visible
+            answer.pending_hidden = verdicts.withheld_hidden
+        matching = [d for d in current if after is None or (d["created_at"], d["_id"]) < after]
+
+        async def judged(found: list[Document]) -> dict[str, consent_pb2.Verdict]:
+            verdicts = await self._previewed(ins, dossier, request.viewer, found)
+            answer.viewer.CopyFrom(verdicts.viewer)
+            return {v.document_id: v.verdict for v in verdicts.verdicts}
+
+        page, more = await _page(matching, limit, judged)
+        if not answer.HasField("viewer"):  # an empty dossier: consent still says who it is
+            answer.viewer.CopyFrom((await self._previewed(ins, dossier, request.viewer, [])).viewer)
+        await self._trace(
+            who, ins, "search", query=f"preview:{request.viewer.WhichOneof('viewer')}"
+        )
+        links = await self._readable_links(ins, dossier, [d for d, _ in page], listed)
+        answer.documents.extend(
+            pb.PreviewedDocument(document=metadata(d, links), verdict=v) for d, v in page
+        )
+        if more:
+            answer.next = domain.encode_cursor(page[-1][0]["created_at"], page[-1][0]["_id"])
+        return answer
+
+    async def _previewed(
+        self,
+        ins: str,
+        dossier: Document,
+        viewer: consent_pb2.ViewerRef,
+        docs: list[Document],
+    ) -> consent_pb2.PreviewDocumentsResponse:
+        try:
+            answer: consent_pb2.PreviewDocumentsResponse = await self.consent.PreviewDocuments(
+                consent_pb2.PreviewDocumentsRequest(
+                    ins=ins,
+                    dossier=self._context(dossier),
+                    viewer=viewer,
+                    documents=[_ref(d) for d in docs],
+                ),
+                **self._timeout(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return answer
 
     async def UpdateDocument(
         self, request: pb.UpdateDocumentRequest, context: grpc.aio.ServicerContext

@@ -37,6 +37,7 @@ from dmp_gateway.routes import (
     messaging,
     notifications,
     ops,
+    preview,
     records,
 )
 from dmp_gateway.throttle import UNLIMITED_PATHS, Throttle, client_address
@@ -252,6 +253,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(dossiers.router)
     app.include_router(records.router)
     app.include_router(consent.router)
+    app.include_router(preview.router)
     app.include_router(audit.router)
     app.include_router(ingest.router)
     app.include_router(ops.router)

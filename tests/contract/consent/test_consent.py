@@ -95,6 +95,21 @@ def only(*ids: str) -> Any:
     return check
 
 
+def previewed(profession: str, verdicts: list[tuple[str, str]], withheld: tuple[int, int]) -> Any:
+    """The viewer named, each document the caller reads with its reason (and an explanation),
+    the others only counted (visible to the viewer, hidden from them)."""
+
+    def check(answer: Any) -> None:
+        assert answer.viewer.profession == profession and answer.viewer.profession_label
+        assert not answer.viewer.rpps and answer.viewer.relation == pb.VIEWER_RELATION_NONE
+        assert not answer.viewer.access.allowed and answer.viewer.access.explanation
+        got = [(v.document_id, v.verdict.reason) for v in answer.verdicts]
+        assert got == verdicts and all(v.verdict.explanation for v in answer.verdicts)
+        assert (answer.withheld_visible, answer.withheld_hidden) == withheld
+
+    return check
+
+
 def default_settings(answer: Any) -> None:
     assert answer.settings.allow_emergency_access and answer.settings.allow_regulator_access
 
@@ -126,6 +141,9 @@ HIDDEN = pb.DocumentRef(
     id="d2", type_code="11488-4", author=DOCTOR_RPPS, labels=["INVISIBLE_PATIENT"]
 )
 STRANGE = pb.DocumentRef(id="d3", type_code="NOPE")
+FOR_THE_MINOR = pb.DocumentRef(
+    id="d4", type_code="87273-9", author=DOCTOR_RPPS, labels=["INVISIBLE_REPRESENTANTS_LEGAUX"]
+)
 EMERGENCY = pb.RequestEmergencyAccessRequest(
     ins=PATIENT_INS, reason="Patient inconscient aux urgences", mode=pb.ACCESS_MODE_BREAK_GLASS
 )
@@ -195,6 +213,123 @@ CASES = [
         "FilterDocuments",
         "a malformed INS",
         pb.FilterDocumentsRequest(ins="x"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    # the patient's preview of someone's view
+    Case(
+        "PreviewDocuments",
+        "a doctor, any: no authorisation; what awaits its announcement only counted",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS,
+            dossier=open_context(),
+            viewer=pb.ViewerRef(profession="médecin"),
+            documents=[REPORT, HIDDEN],
+        ),
+        "patient",
+        S.OK,
+        check=previewed("10", [("d1", "not_in_care_team")], withheld=(0, 1)),
+    ),
+    Case(
+        "PreviewDocuments",
+        "a minor's legal representative: as the patient, less what is hidden from them",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS,
+            dossier=pb.DossierContext(status="open", legal_representatives=[OTHER_INS]),
+            viewer=pb.ViewerRef(profession="21"),
+            documents=[REPORT, HIDDEN, FOR_THE_MINOR],
+        ),
+        "other patient",
+        S.OK,
+        check=previewed("21", [("d1", "not_in_care_team")], withheld=(0, 2)),
+    ),
+    Case(
+        "PreviewDocuments",
+        "a closed dossier: closed to every professional",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS,
+            dossier=pb.DossierContext(status="closed"),
+            viewer=pb.ViewerRef(profession="infirmier"),
+            documents=[REPORT],
+        ),
+        "patient",
+        S.OK,
+        check=previewed("60", [("d1", "dossier_closed")], withheld=(0, 0)),
+    ),
+    Case(
+        "PreviewDocuments",
+        "a professional by RPPS, with identity away to say who they are",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS, dossier=open_context(), viewer=pb.ViewerRef(rpps=DOCTOR_RPPS)
+        ),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "PreviewDocuments",
+        "by a professional",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS, dossier=open_context(), viewer=pb.ViewerRef(profession="10")
+        ),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "PreviewDocuments",
+        "by another patient",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS, dossier=open_context(), viewer=pb.ViewerRef(profession="10")
+        ),
+        "other patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "PreviewDocuments",
+        "nobody named",
+        pb.PreviewDocumentsRequest(ins=PATIENT_INS, dossier=open_context()),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="viewer",
+    ),
+    Case(
+        "PreviewDocuments",
+        "a profession that does not exist",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS, dossier=open_context(), viewer=pb.ViewerRef(profession="astronaute")
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="viewer.profession",
+        problem="invalid-profession",
+    ),
+    Case(
+        "PreviewDocuments",
+        "an RPPS with a wrong check digit",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS, dossier=open_context(), viewer=pb.ViewerRef(rpps="10000000000")
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="viewer.rpps",
+    ),
+    Case(
+        "PreviewDocuments",
+        "a document type outside the catalogue",
+        pb.PreviewDocumentsRequest(
+            ins=PATIENT_INS,
+            dossier=open_context(),
+            viewer=pb.ViewerRef(profession="10"),
+            documents=[STRANGE],
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="document.type_code",
+    ),
+    Case(
+        "PreviewDocuments",
+        "a malformed INS",
+        pb.PreviewDocumentsRequest(ins="x", viewer=pb.ViewerRef(profession="10")),
         "patient",
         S.INVALID_ARGUMENT,
         field="ins",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import StatusCode as S
 
+from dmp.consent.v1 import consent_pb2
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp_stack.contract import (
@@ -185,6 +186,42 @@ CASES = [
         "doctor",
         S.INVALID_ARGUMENT,
         field="document_ids",
+    ),
+    Case(
+        "PreviewDocuments",
+        "the patient, no dossier here",
+        pb.PreviewDocumentsRequest(ins=Ins, viewer=consent_pb2.ViewerRef(profession="60")),
+        "patient",
+        S.NOT_FOUND,
+        field="ins",
+    ),
+    Case(
+        "PreviewDocuments",
+        "a malformed INS",
+        pb.PreviewDocumentsRequest(ins="1", viewer=consent_pb2.ViewerRef(profession="60")),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "PreviewDocuments",
+        "a page too large",
+        pb.PreviewDocumentsRequest(
+            ins=Ins, viewer=consent_pb2.ViewerRef(profession="60"), page_size=10_000
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="page_size",
+    ),
+    Case(
+        "PreviewDocuments",
+        "a cursor that is not one",
+        pb.PreviewDocumentsRequest(
+            ins=Ins, viewer=consent_pb2.ViewerRef(profession="60"), cursor="abc"
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="cursor",
     ),
     Case(
         "CountOpenings",
