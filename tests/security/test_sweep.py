@@ -231,11 +231,17 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
             "mode": "break_glass",
         },
         ("POST", "/v1/ingest/batches"): CLAIMS_HEADER + "\n",
+        ("POST", "/v1/conversations"): {"patient_ins": ins, "subject": "Suivi", "body": "Bonjour"},
+        ("POST", "/v1/conversations/{conversation_id}/messages"): {"body": "Merci"},
+        ("POST", "/v1/conversations/{conversation_id}/attachments/{attachment_id}/file"): {
+            "type_code": "11488-4"
+        },
     }
 
 
 # What changes the dossier for every later call runs last, in this order.
 LAST = (
+    ("POST", "/v1/conversations/{conversation_id}/block"),
     ("POST", "/v1/admin/signing-keys/rotate"),
     ("DELETE", "/v1/dossiers/{ins}/documents/{document_id}"),
     ("DELETE", "/v1/dossiers/{ins}/professionals/{rpps}"),
@@ -283,6 +289,20 @@ class Scene:
 
         self.notification_id = until(inbox)
         assert self.notification_id, "the patient was never told of the document"
+        with stack.client(self.gp) as c:  # the GP writes to the patient, with a file
+            pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
+            r = c.post(
+                "/v1/conversations",
+                json={
+                    "patient_ins": ins,
+                    "subject": "Résultats",
+                    "body": "Bonjour",
+                    "attachments": [{"filename": "r.pdf", "content_base64": pdf}],
+                },
+            )
+            assert r.status_code == 201, r.text
+            self.conversation_id = r.json()["conversation"]["id"]
+            self.attachment_id = r.json()["message"]["attachments"][0]["id"]
 
     def new_patient(self) -> tuple[dict[str, Any], str]:
         patient = self.stack.create_patient(self.admin)
@@ -309,6 +329,8 @@ class Scene:
             "document_id": self.document_id,
             "notification_id": self.notification_id,
             "batch_id": self.batch_id,
+            "conversation_id": self.conversation_id,
+            "attachment_id": self.attachment_id,
             "seq": "0",
             "key_id": "0000000000000000",
         }
@@ -426,18 +448,37 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/dossiers/{ins}/access-log"): PATIENT | PROFESSIONALS,
     ("POST", "/v1/ingest/batches"): {"insurer"},
     ("GET", "/v1/ingest/batches/{batch_id}"): {"insurer", "admin"},  # the sender's, and operators'
+    # Messaging: mailboxes are people's and establishments'; a conversation is its two sides'
+    # (the scene's: the GP wrote to the patient), the professional side closes and files, the
+    # patient blocks.
+    ("GET", "/v1/conversations"): PEOPLE | FACILITY,
+    ("POST", "/v1/conversations"): PEOPLE | FACILITY,
+    ("GET", "/v1/conversations/{conversation_id}"): CARE,
+    ("POST", "/v1/conversations/{conversation_id}/messages"): CARE,
+    ("POST", "/v1/conversations/{conversation_id}/close"): {"attending-physician"},
+    ("POST", "/v1/conversations/{conversation_id}/reopen"): {"attending-physician"},
+    ("POST", "/v1/conversations/{conversation_id}/block"): PATIENT,
+    ("GET", "/v1/conversations/{conversation_id}/attachments/{attachment_id}"): CARE,
+    ("POST", "/v1/conversations/{conversation_id}/attachments/{attachment_id}/file"): {
+        "attending-physician"
+    },
 }
+CONVERSATION_ROUTES = [key for key in ALLOWED if "{conversation_id}" in key[1]]
 # Where a refusal is "no such thing" (someone else's notification, batch): their existence is
 # not told either.
 REFUSED_AS_NOT_FOUND = {
     ("PATCH", "/v1/me/notifications/{notification_id}"): PEOPLE,
     ("GET", "/v1/ingest/batches/{batch_id}"): EVERYONE,
+    **{key: (PEOPLE | FACILITY) - CARE for key in CONVERSATION_ROUTES},  # not its sides
 }
 # Allowed, and the scene makes the answer a conflict: its DMP is already open.
 ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}
 # Allowed, and the scene names no key: revoking a real one would end the sweep's tokens
 # (tests/e2e/test_identity.py revokes them).
 ALLOWED_CONFLICTS[("POST", "/v1/admin/signing-keys/{key_id}/revoke")] = 404
+# Allowed, and a patient writes first only to a pharmacy that dispensed to them (the example
+# names a patient: tests/e2e/test_messaging.py covers the pharmacy).
+ALLOWED_CONFLICTS[("POST", "/v1/conversations")] = 422
 # Allowed, and the sweep names nobody whose view to preview (tests/e2e/test_preview.py does).
 ALLOWED_CONFLICTS[("GET", "/v1/dossiers/{ins}/preview")] = 422
 

@@ -460,6 +460,8 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "document_id": str(uuid.uuid4()),
         "notification_id": str(uuid.uuid4()),
         "batch_id": str(uuid.uuid4()),
+        "conversation_id": str(uuid.uuid4()),
+        "attachment_id": str(uuid.uuid4()),
         "seq": "0",
         "key_id": "0000000000000000",
     }

@@ -31,7 +31,7 @@ REFUSALS = problems.responses(
     409,
     422,
     types={
-        403: ("access-denied", "conversation-not-allowed"),
+        403: ("forbidden", "access-denied", "conversation-not-allowed"),
         404: ("not-found", "dossier-not-found", "document-not-found"),
         409: ("dossier-closed", "conversation-closed", "conversation-full", "contention"),
         422: ("validation-error", "invalid-ins", "invalid-rpps", "invalid-attachment"),
@@ -362,7 +362,7 @@ async def get_attachment(
         409,
         422,
         types={
-            403: ("access-denied", "conversation-not-allowed"),
+            403: ("forbidden", "access-denied", "conversation-not-allowed"),
             404: ("not-found", "dossier-not-found"),
             409: ("dossier-closed",),
             422: ("validation-error", "unknown-type-code"),
