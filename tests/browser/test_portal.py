@@ -541,8 +541,12 @@ def _messaging(
     me.shot("23-telephone-messagerie")
     mpage.set_viewport_size(DESKTOP)
 
-    # The GP sees the read receipt, files the picture into the DMP, and closes.
-    page.reload()
+    # The GP, in their own messaging: the reply waits; the patient read the first message.
+    doctor.go_to(re.compile("^Messagerie"))
+    waiting = page.locator(".conversations li").filter(has_text="Vos résultats")
+    expect(waiting).to_contain_text("Camille Martin")
+    expect(waiting.locator(".badge.unread")).to_have_text("1 non lu")
+    waiting.get_by_role("link", name="Vos résultats").click()
     expect(page.locator(".message.mine .receipt")).to_have_text(re.compile("^Lu le "))
     reply = page.locator(".message:not(.mine)")
     expect(reply.locator(".body")).to_have_text("Merci docteur, voici la photo.")
@@ -571,6 +575,11 @@ def _messaging(
     mpage.reload()
     expect(mpage.get_by_text("close : vous ne pouvez plus y répondre")).to_be_visible()
     expect(mpage.get_by_role("button", name="Envoyer la réponse")).to_have_count(0)
+    # Until the GP reopens it.
+    page.get_by_role("button", name="Rouvrir la conversation").click()
+    expect(page.get_by_text("Conversation rouverte")).to_be_visible()
+    mpage.reload()
+    expect(mpage.get_by_role("button", name="Envoyer la réponse")).to_be_visible()
 
     # Writing first to a pharmacy that never dispensed to the patient: refused, in French.
     pharmacist = stack.create_professional(stack.admin_token(), "21")
