@@ -490,7 +490,8 @@ def _messaging(
     page.get_by_label("Joindre un fichier").set_input_files(
         files=[{"name": "bilan.pdf", "mimeType": "application/pdf", "buffer": PDF}]
     )
-    picked = page.get_by_label("Ou joindre un document du dossier du patient")
+    page.get_by_role("button", name="Joindre un document du dossier du patient…").click()
+    picked = page.get_by_label("Joindre un document du dossier du patient")
     expect(picked.locator("option", has_text="Résultat de biopsie")).to_have_count(1)
     picked.select_option(index=1)
     doctor.shot("22-professionnel-ecrire")
@@ -505,13 +506,19 @@ def _messaging(
     # The patient: the menu says one message waits, the list says where.
     me.go_to("Mon dossier")
     inbox = mpage.get_by_role("link", name=re.compile("^Messagerie"))
-    expect(inbox).to_have_accessible_name("Messagerie (1 non lu)")
+    expect(inbox).to_have_accessible_name("Messagerie (1 message non lu)")
     inbox.click()
     expect(mpage.get_by_role("heading", name="Messagerie")).to_be_visible()
     listed = mpage.locator(".conversations li").first
     expect(listed.get_by_role("link", name="Vos résultats")).to_be_visible()
     expect(listed.locator(".badge.unread")).to_have_text("1 non lu")
     me.shot("20-messagerie-patient")
+    # On a phone, the folded menu's button says it too.
+    mpage.set_viewport_size(PHONE)
+    toggle = mpage.get_by_role("button", name="Menu")
+    expect(toggle).to_have_accessible_name("Menu (1 message non lu)")
+    me.fits_the_screen()
+    mpage.set_viewport_size(DESKTOP)
 
     # Reading it: the sender, the text, the attachment's bytes; the badge goes.
     listed.get_by_role("link", name="Vos résultats").click()
@@ -530,10 +537,14 @@ def _messaging(
     mpage.get_by_label("Joindre un fichier").set_input_files(
         files=[{"name": "photo.png", "mimeType": "image/png", "buffer": PNG}]
     )
+    mpage.get_by_role("button", name="Joindre un document de mon dossier…").click()
+    mpage.get_by_label("Joindre un document de mon dossier").select_option(index=1)
     mpage.get_by_role("button", name="Envoyer la réponse").click()
     mine = mpage.locator(".message.mine")
     expect(mine).to_have_count(1)
     expect(mine.locator(".body")).to_have_text("Merci docteur, voici la photo.")
+    expect(mine.locator(".attachments li")).to_have_count(2)
+    expect(mine.get_by_text("Copie d'un document du DMP")).to_be_visible()
     expect(mine.locator(".receipt")).to_have_text("Non lu")
     me.shot("21-conversation")
     mpage.set_viewport_size(PHONE)

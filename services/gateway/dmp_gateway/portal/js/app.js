@@ -113,16 +113,19 @@ function menu() {
 
 // The menu's messaging link shows how many messages wait, once the page (which may have read
 // some) is shown.
+// On a phone, the folded menu's button shows it too.
 async function showUnread() {
-  const badge = nav.querySelector(".unread-count");
-  if (!badge) return;
-  const count = await messaging.unreadTotal();
-  badge.hidden = count === 0;
-  replace(
-    badge,
-    h("span", { "aria-hidden": "true" }, String(count)),
-    h("span", { class: "sr-only" }, ` (${count} non lu${count > 1 ? "s" : ""})`),
-  );
+  const onToggle = menuToggle.querySelector(".unread-count");
+  const inMenu = nav.querySelector(".unread-count");
+  const count = inMenu ? await messaging.unreadTotal() : 0;
+  for (const badge of inMenu ? [inMenu, onToggle] : [onToggle]) {
+    badge.hidden = count === 0;
+    replace(
+      badge,
+      h("span", { "aria-hidden": "true" }, String(count)),
+      h("span", { class: "sr-only" }, ` (${count} message${count > 1 ? "s" : ""} non lu${count > 1 ? "s" : ""})`),
+    );
+  }
 }
 
 async function signOut() {

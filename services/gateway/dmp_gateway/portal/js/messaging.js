@@ -101,38 +101,44 @@ async function attachmentsOf(data) {
   return out;
 }
 
-// The attachment fields: a file to upload, and a select of the patient's DMP documents the
-// viewer may read (left out when there are none, or the DMP cannot be read).
-async function attachmentFields(ins, own) {
+// The attachment fields: a file to upload, or a document of the patient's DMP. The DMP's list
+// is read only when asked for: each reading is traced in the patient's access history.
+function attachmentFields(ins, own) {
   const upload = field(
     "Joindre un fichier",
     h("input", { name: "file", type: "file", accept: ACCEPT }),
     "Facultatif : un PDF ou une image PNG ou JPEG, 5 Mo au plus.",
   );
-  let documents = [];
-  try {
-    documents = (await api.get(`/v1/dossiers/${api.q(ins)}/documents?page_size=200`)).items;
-  } catch {
-    documents = [];
-  }
-  const pick = documents.length
-    ? field(
-        own ? "Ou joindre un document de mon dossier" : "Ou joindre un document du dossier du patient",
-        h(
-          "select",
-          { name: "dmp_document_id" },
-          h("option", { value: "" }, "Aucun"),
-          documents.map((d) => h("option", { value: d.id }, `${d.title} (${dateTime(d.created_at)})`)),
-        ),
-        "Une copie du document est jointe au message.",
-      )
-    : "";
-  return h("fieldset", { class: "attach" }, h("legend", {}, "Pièce jointe"), upload, pick);
+  const label = own ? "Joindre un document de mon dossier" : "Joindre un document du dossier du patient";
+  const slot = h("div", { class: "pick" });
+  const ask = h(
+    "button",
+    {
+      type: "button",
+      class: "secondary small",
+      onclick: async () => {
+        ask.disabled = true;
+        try {
+          const { items } = await api.get(`/v1/dossiers/${api.q(ins)}/documents?page_size=200`);
+          if (!items.length) return slot.replaceChildren(notice("Aucun document du dossier ne vous est accessible."));
+          const select = h(
+            "select",
+            { name: "dmp_document_id" },
+            h("option", { value: "" }, "Aucun"),
+            items.map((d) => h("option", { value: d.id }, `${d.title} (${dateTime(d.created_at)})`)),
+          );
+          slot.replaceChildren(field(label, select, "Une copie du document est jointe au message."));
+          select.focus();
+        } catch (error) {
+          slot.replaceChildren(failure(error));
+        }
+      },
+    },
+    `${label}…`,
+  );
+  slot.append(ask);
+  return h("fieldset", { class: "attach" }, h("legend", {}, "Pièce jointe"), upload, slot);
 }
-
-const bodyField = () =>
-  field("Message", h("textarea", { name: "body", required: true, maxlength: 5000, rows: 5 }));
-const subjectField = () => field("Objet", h("input", { name: "subject", required: true, maxlength: 200 }));
 
 function required(data, name, label) {
   const value = String(data.get(name) || "").trim();
@@ -142,62 +148,50 @@ function required(data, name, label) {
 
 // ------------------------------------------------------------------ opening a conversation
 
-// A professional writes to a patient, from the patient's dossier.
-export async function writeToPatient(main, { ins }) {
+// The form that opens a conversation: `first` are the fields naming the recipient, whom
+// `recipient` reads from the form's data (a patient's INS or a pharmacist's RPPS).
+function openingForm(ins, own, first, recipient) {
   const status = h("div", { class: "status" });
   const form = h(
     "form",
     { class: "card" },
-    subjectField(),
-    bodyField(),
-    await attachmentFields(ins, false),
+    first,
+    field("Objet", h("input", { name: "subject", required: true, maxlength: 200 })),
+    field("Message", h("textarea", { name: "body", required: true, maxlength: 5000, rows: 5 })),
+    attachmentFields(ins, own),
     h("button", { type: "submit" }, "Envoyer"),
     status,
   );
   onSubmit(form, status, async (data) => {
     const opened = await api.post("/v1/conversations", {
-      patient_ins: ins,
+      ...recipient(data),
       subject: required(data, "subject", "Objet"),
       body: required(data, "body", "Message"),
       attachments: await attachmentsOf(data),
     });
     go(`/messagerie/${opened.conversation.id}`);
   });
+  return form;
+}
+
+// A professional writes to a patient, from the patient's dossier.
+export async function writeToPatient(main, { ins }) {
   replace(
     main,
     h("p", { class: "crumbs" }, h("a", { href: `#/dossier/${ins}` }, "Dossier"), " › Écrire au patient"),
     h("h1", {}, `Écrire au patient — ${ins}`),
     h("p", {}, "Le patient est prévenu qu'un message l'attend, sans son contenu. Il peut vous répondre tant que vous ne fermez pas la conversation."),
-    form,
+    openingForm(ins, false, "", () => ({ patient_ins: ins })),
   );
 }
 
 // A patient writes first to a pharmacy that dispensed to them within 12 months.
 export async function writeToPharmacy(main, _params, state) {
-  const status = h("div", { class: "status" });
-  const form = h(
-    "form",
-    { class: "card" },
-    field(
-      "Numéro RPPS du pharmacien",
-      h("input", { name: "pharmacy_rpps", required: true, inputmode: "numeric", maxlength: 11, pattern: "[0-9]{11}" }),
-      "11 chiffres, sur votre ticket de pharmacie ou auprès de votre pharmacien.",
-    ),
-    subjectField(),
-    bodyField(),
-    await attachmentFields(state.me.ins, true),
-    h("button", { type: "submit" }, "Envoyer"),
-    status,
+  const pharmacy = field(
+    "Numéro RPPS du pharmacien",
+    h("input", { name: "pharmacy_rpps", required: true, inputmode: "numeric", maxlength: 11, pattern: "[0-9]{11}" }),
+    "11 chiffres, sur votre ticket de pharmacie ou auprès de votre pharmacien.",
   );
-  onSubmit(form, status, async (data) => {
-    const opened = await api.post("/v1/conversations", {
-      pharmacy_rpps: String(data.get("pharmacy_rpps")).replace(/\s+/g, ""),
-      subject: required(data, "subject", "Objet"),
-      body: required(data, "body", "Message"),
-      attachments: await attachmentsOf(data),
-    });
-    go(`/messagerie/${opened.conversation.id}`);
-  });
   replace(
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/messagerie" }, "Messagerie"), " › Écrire à ma pharmacie"),
@@ -208,7 +202,9 @@ export async function writeToPharmacy(main, _params, state) {
       "Vous pouvez écrire en premier à une pharmacie qui vous a délivré des médicaments remboursés dans les 12 derniers mois. ",
       "Pour les autres professionnels, c'est à eux de vous écrire en premier ; vous leur répondez ensuite.",
     ),
-    form,
+    openingForm(state.me.ins, true, pharmacy, (data) => ({
+      pharmacy_rpps: String(data.get("pharmacy_rpps")).replace(/\s+/g, ""),
+    })),
   );
 }
 
@@ -322,26 +318,24 @@ function replyForm(conversation, state, ins) {
       "warning",
     );
   }
-  return attachmentFields(ins, isPatient(state)).then((attach) => {
-    const status = h("div", { class: "status" });
-    const form = h(
-      "form",
-      { class: "card reply" },
-      h("h2", {}, "Répondre"),
-      field("Votre réponse", h("textarea", { name: "body", required: true, maxlength: 5000, rows: 4 })),
-      attach,
-      h("button", { type: "submit" }, "Envoyer la réponse"),
-      status,
-    );
-    onSubmit(form, status, async (data) => {
-      await api.post(`${conversationPath(conversation.id)}/messages`, {
-        body: required(data, "body", "Votre réponse"),
-        attachments: await attachmentsOf(data),
-      });
-      go(`/messagerie/${conversation.id}`);
+  const status = h("div", { class: "status" });
+  const form = h(
+    "form",
+    { class: "card reply" },
+    h("h2", {}, "Répondre"),
+    field("Votre réponse", h("textarea", { name: "body", required: true, maxlength: 5000, rows: 4 })),
+    attachmentFields(ins, isPatient(state)),
+    h("button", { type: "submit" }, "Envoyer la réponse"),
+    status,
+  );
+  onSubmit(form, status, async (data) => {
+    await api.post(`${conversationPath(conversation.id)}/messages`, {
+      body: required(data, "body", "Votre réponse"),
+      attachments: await attachmentsOf(data),
     });
-    return form;
+    go(`/messagerie/${conversation.id}`);
   });
+  return form;
 }
 
 // The actions of each side: the professional closes and reopens; the patient blocks.
@@ -422,6 +416,6 @@ export async function conversationView(main, { id }, state) {
     sideActions(conversation, state, status, done),
     status,
     h("ol", { class: "thread" }, messages.map((m) => messageItem(conversation, m, state, status, done))),
-    await replyForm(conversation, state, ins),
+    replyForm(conversation, state, ins),
   );
 }
