@@ -529,10 +529,8 @@ def _messaging(
         received.get_by_role("button", name="Télécharger bilan.pdf").click()
     assert got.value.suggested_filename == "bilan.pdf"
     assert Path(got.value.path()).read_bytes() == PDF
-    mpage.reload()
-    expect(mpage.get_by_role("link", name="Messagerie", exact=True)).to_be_visible()
 
-    # The patient replies with a picture.
+    # The patient replies with a picture and a document of their DMP.
     mpage.get_by_label("Votre réponse").fill("Merci docteur, voici la photo.")
     mpage.get_by_label("Joindre un fichier").set_input_files(
         files=[{"name": "photo.png", "mimeType": "image/png", "buffer": PNG}]
@@ -545,6 +543,8 @@ def _messaging(
     expect(mine.locator(".body")).to_have_text("Merci docteur, voici la photo.")
     expect(mine.locator(".attachments li")).to_have_count(2)
     expect(mine.get_by_text("Copie d'un document du DMP")).to_be_visible()
+    menu = mpage.get_by_role("navigation")
+    expect(menu.get_by_role("link", name="Messagerie", exact=True)).to_be_visible()  # all read
     expect(mine.locator(".receipt")).to_have_text("Non lu")
     me.shot("21-conversation")
     mpage.set_viewport_size(PHONE)
