@@ -280,8 +280,10 @@ function attachmentItem(conversation, attachment, state, status, done) {
         onclick: async () => {
           button.disabled = true;
           try {
-            item.append(await fileForm(conversation, attachment, done));
+            const form = await fileForm(conversation, attachment, done);
+            item.append(form);
             button.setAttribute("aria-expanded", "true");
+            form.querySelector("select").focus();
           } catch (error) {
             status.replaceChildren(failure(error));
             button.disabled = false;
