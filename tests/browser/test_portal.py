@@ -6,6 +6,7 @@ README)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -26,6 +27,10 @@ PORTAL = Path(__file__).resolve().parents[2] / "services/gateway/dmp_gateway/por
 TIMEOUT_MS = 20_000
 DESKTOP = {"width": 1200, "height": 900}
 PHONE = {"width": 390, "height": 844}
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+)
 
 
 def chromium() -> str:
@@ -89,13 +94,14 @@ class Visitor:
     def sign_in(self, kind: str, identifier: str, password: str, address: str) -> None:
         self.enter_code(self.ask_code(kind, identifier, password, address))
 
-    def go_to(self, link: str) -> None:
+    def go_to(self, link: str | re.Pattern[str]) -> None:
         """A menu link, as a person reaches it: on a phone the menu opens first."""
         menu = self.page.get_by_role("button", name="Menu")
+        entry = self.page.get_by_role("navigation").get_by_role("link", name=link, exact=True)
         if menu.is_visible():
-            expect(self.page.get_by_role("link", name=link, exact=True)).to_be_hidden()
+            expect(entry).to_be_hidden()
             menu.click()
-        self.page.get_by_role("link", name=link, exact=True).click()
+        entry.click()
 
     def fits_the_screen(self) -> None:
         """Nothing wider than the screen: the page never scrolls sideways."""
@@ -463,6 +469,157 @@ def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
     me.go_to("Notifications")
     expect(mpage.locator(".inbox li").first).to_be_visible()
     me.shot("10-notifications")
+
+    # Then the GP and the patient write to each other (same sessions).
+    _messaging(stack, doctor, me, patient, gp["rpps"])
+
+
+def _messaging(
+    stack: RunningStack, doctor: Visitor, me: Visitor, patient: dict[str, Any], rpps: str
+) -> None:
+    """The secure messaging, both sides: the GP writes with attachments, the patient sees the
+    unread badge, reads, downloads and replies; the GP sees the read receipt, files the
+    patient's picture into the DMP and closes; the patient can no longer reply."""
+    page, mpage, ins = doctor.page, me.page, patient["ins"]
+
+    # The GP writes from the patient's dossier, with a PDF and a document of the DMP.
+    page.get_by_role("link", name="Dossier", exact=True).click()
+    page.get_by_role("link", name="Écrire au patient").click()
+    page.get_by_label("Objet").fill("Vos résultats")
+    page.get_by_label("Message", exact=True).fill("Bonjour,\nvos analyses sont normales.")
+    page.get_by_label("Joindre un fichier").set_input_files(
+        files=[{"name": "bilan.pdf", "mimeType": "application/pdf", "buffer": PDF}]
+    )
+    page.get_by_role("button", name="Joindre un document du dossier du patient…").click()
+    picked = page.get_by_label("Joindre un document du dossier du patient")
+    expect(picked.locator("option", has_text="Résultat de biopsie")).to_have_count(1)
+    picked.select_option(index=1)
+    doctor.shot("22-professionnel-ecrire")
+    page.get_by_role("button", name="Envoyer").click()
+    expect(page.get_by_role("heading", name="Vos résultats")).to_be_visible()
+    sent = page.locator(".message.mine")
+    expect(sent).to_have_count(1)
+    expect(sent.locator(".receipt")).to_have_text("Non lu")
+    expect(sent.get_by_role("button", name="Télécharger bilan.pdf")).to_be_visible()
+    expect(sent.get_by_text("Copie d'un document du DMP")).to_be_visible()
+
+    # The patient: the menu says one message waits, the list says where.
+    me.go_to("Mon dossier")
+    inbox = mpage.get_by_role("link", name=re.compile("^Messagerie"))
+    expect(inbox).to_have_accessible_name("Messagerie (1 message non lu)")
+    inbox.click()
+    expect(mpage.get_by_role("heading", name="Messagerie")).to_be_visible()
+    listed = mpage.locator(".conversations li").first
+    expect(listed.get_by_role("link", name="Vos résultats")).to_be_visible()
+    expect(listed.locator(".badge.unread")).to_have_text("1 non lu")
+    me.shot("20-messagerie-patient")
+    # On a phone, the folded menu's button says it too.
+    mpage.set_viewport_size(PHONE)
+    toggle = mpage.get_by_role("button", name="Menu")
+    expect(toggle).to_have_accessible_name("Menu (1 message non lu)")
+    me.fits_the_screen()
+    mpage.set_viewport_size(DESKTOP)
+
+    # Reading it: the sender, the text, the attachment's bytes; the badge goes.
+    listed.get_by_role("link", name="Vos résultats").click()
+    received = mpage.locator(".message").first
+    expect(received.locator(".from")).to_contain_text("Médecin")
+    expect(received.locator(".body")).to_have_text("Bonjour,\nvos analyses sont normales.")
+    with mpage.expect_download() as got:
+        received.get_by_role("button", name="Télécharger bilan.pdf").click()
+    assert got.value.suggested_filename == "bilan.pdf"
+    assert Path(got.value.path()).read_bytes() == PDF
+
+    # The patient replies with a picture and a document of their DMP.
+    mpage.get_by_label("Votre réponse").fill("Merci docteur, voici la photo.")
+    mpage.get_by_label("Joindre un fichier").set_input_files(
+        files=[{"name": "photo.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    mpage.get_by_role("button", name="Joindre un document de mon dossier…").click()
+    mpage.get_by_label("Joindre un document de mon dossier").select_option(index=1)
+    mpage.get_by_role("button", name="Envoyer la réponse").click()
+    mine = mpage.locator(".message.mine")
+    expect(mine).to_have_count(1)
+    expect(mine.locator(".body")).to_have_text("Merci docteur, voici la photo.")
+    expect(mine.locator(".attachments li")).to_have_count(2)
+    expect(mine.get_by_text("Copie d'un document du DMP")).to_be_visible()
+    menu = mpage.get_by_role("navigation")
+    expect(menu.get_by_role("link", name="Messagerie", exact=True)).to_be_visible()  # all read
+    expect(mine.locator(".receipt")).to_have_text("Non lu")
+    me.shot("21-conversation")
+    mpage.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    me.shot("23-telephone-messagerie")
+    mpage.set_viewport_size(DESKTOP)
+
+    # The GP, in their own messaging: the reply waits; the patient read the first message.
+    doctor.go_to(re.compile("^Messagerie"))
+    waiting = page.locator(".conversations li").filter(has_text="Vos résultats")
+    expect(waiting).to_contain_text("Camille Martin")
+    expect(waiting.locator(".badge.unread")).to_have_text("1 non lu")
+    waiting.get_by_role("link", name="Vos résultats").click()
+    expect(page.locator(".message.mine .receipt")).to_have_text(re.compile("^Lu le "))
+    reply = page.locator(".message:not(.mine)")
+    expect(reply.locator(".body")).to_have_text("Merci docteur, voici la photo.")
+    reply.get_by_role("button", name="Classer dans le DMP").click()
+    page.get_by_label("Type de document").select_option("11488-4")
+    page.get_by_label("Titre").fill("Photo de la plaie")
+    page.get_by_role("button", name="Classer", exact=True).click()
+    expect(page.get_by_text("La pièce jointe est classée dans le dossier")).to_be_visible()
+    page.get_by_role("link", name="Classé dans le DMP").click()
+    expect(page.get_by_role("heading", name="Photo de la plaie")).to_be_visible()
+    page.go_back()
+    page.get_by_role("button", name="Fermer la conversation").click()
+    expect(page.get_by_text("Conversation close : le patient ne peut plus")).to_be_visible()
+    expect(page.get_by_role("button", name="Rouvrir la conversation")).to_be_visible()
+    page.set_viewport_size(PHONE)
+    doctor.fits_the_screen()
+    page.set_viewport_size(DESKTOP)
+
+    # The patient, on the page still open, is told in French that it is closed.
+    mpage.get_by_label("Votre réponse").fill("Une dernière question ?")
+    mpage.get_by_role("button", name="Envoyer la réponse").click()
+    refusal = mpage.locator("form.reply").get_by_role("alert")
+    closed = "Cette conversation est close : seul le professionnel peut la rouvrir."
+    expect(refusal).to_have_text(closed)
+    expect(refusal).to_have_attribute("data-problem", "conversation-closed")
+    mpage.reload()
+    expect(mpage.get_by_text("close : vous ne pouvez plus y répondre")).to_be_visible()
+    expect(mpage.get_by_role("button", name="Envoyer la réponse")).to_have_count(0)
+    # Until the GP reopens it.
+    page.get_by_role("button", name="Rouvrir la conversation").click()
+    expect(page.get_by_text("Conversation rouverte")).to_be_visible()
+    mpage.reload()
+    expect(mpage.get_by_role("button", name="Envoyer la réponse")).to_be_visible()
+
+    # Writing first to a pharmacy that never dispensed to the patient: refused, in French.
+    pharmacist = stack.create_professional(stack.admin_token(), "21")
+    me.go_to("Messagerie")
+    mpage.get_by_role("link", name="Écrire à ma pharmacie").click()
+    mpage.get_by_label("Numéro RPPS du pharmacien").fill(pharmacist["rpps"])
+    mpage.get_by_label("Objet").fill("Ordonnance")
+    mpage.get_by_label("Message", exact=True).fill("Bonjour, mon traitement est-il prêt ?")
+    mpage.get_by_role("button", name="Envoyer").click()
+    refusal = mpage.get_by_role("alert")
+    expect(refusal).to_contain_text("une pharmacie qui lui a délivré des médicaments remboursés")
+    expect(refusal).to_have_attribute("data-problem", "conversation-not-allowed")
+    wrong = mpage.get_by_label("Numéro RPPS du pharmacien")
+    expect(wrong).to_have_attribute("aria-invalid", "true")
+    mpage.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    mpage.set_viewport_size(DESKTOP)
+
+    # Blocking the professional from the conversation, after a confirmation.
+    me.go_to("Messagerie")
+    mpage.get_by_role("link", name="Vos résultats").click()
+    mpage.get_by_role("button", name="Bloquer ce professionnel").click()
+    confirm = mpage.get_by_role("group", name="Confirmer le blocage")
+    expect(confirm).to_contain_text("ne pourra plus vous écrire ni consulter votre dossier")
+    confirm.get_by_role("button", name="Confirmer le blocage").click()
+    expect(mpage.get_by_text("Ce professionnel est bloqué.")).to_be_visible()
+    with stack.client(_token(stack, patient)) as c:
+        blocked = c.get(f"/v1/dossiers/{ins}/professionals").json()["blocked"]
+    assert [m["rpps"] for m in blocked] == [rpps]
 
 
 def _token(stack: RunningStack, person: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
 import { loginView } from "./login.js";
+import * as messaging from "./messaging.js";
 import * as patient from "./patient.js";
 import * as pro from "./pro.js";
 import { failure, go, state } from "./shell.js";
@@ -27,6 +28,10 @@ const ROUTES = [
   ["/dossier/:ins/historique", patient.history],
   ["/dossier/:ins/profil", patient.profile],
   ["/dossier/:ins/urgence", pro.emergency],
+  ["/dossier/:ins/ecrire", messaging.writeToPatient],
+  ["/messagerie", messaging.inbox],
+  ["/messagerie/pharmacie", messaging.writeToPharmacy],
+  ["/messagerie/:id", messaging.conversationView],
   ["/notifications", patient.notifications],
   ["/recherche", pro.search],
 ];
@@ -69,9 +74,14 @@ function menu() {
           [`/dossier/${me.ins}/acces`, "Qui peut voir mon dossier"],
           [`/dossier/${me.ins}/historique`, "Historique des accès"],
           [`/dossier/${me.ins}/profil`, "Mon profil médical"],
+          ["/messagerie", "Messagerie"],
           ["/notifications", "Notifications"],
         ]
-      : [["/recherche", "Rechercher un patient"], ["/notifications", "Notifications"]];
+      : [
+          ["/recherche", "Rechercher un patient"],
+          ...(me.kind === "professional" ? [["/messagerie", "Messagerie"]] : []),
+          ["/notifications", "Notifications"],
+        ];
   const here = location.hash.slice(1);
   const name = [me.given_name, me.family_name].filter(Boolean).join(" ");
   replace(
@@ -80,7 +90,16 @@ function menu() {
       "ul",
       {},
       links.map(([path, label]) =>
-        h("li", {}, h("a", { href: `#${path}`, "aria-current": here === path ? "page" : null }, label)),
+        h(
+          "li",
+          {},
+          h(
+            "a",
+            { href: `#${path}`, "aria-current": here === path ? "page" : null },
+            label,
+            path === "/messagerie" ? h("span", { class: "unread-count", hidden: true }) : "",
+          ),
+        ),
       ),
     ),
     h(
@@ -90,6 +109,23 @@ function menu() {
       h("button", { type: "button", class: "link", onclick: signOut }, "Se déconnecter"),
     ),
   );
+}
+
+// The menu's messaging link shows how many messages wait, once the page (which may have read
+// some) is shown.
+// On a phone, the folded menu's button shows it too.
+async function showUnread() {
+  const onToggle = menuToggle.querySelector(".unread-count");
+  const inMenu = nav.querySelector(".unread-count");
+  const count = inMenu ? await messaging.unreadTotal() : 0;
+  for (const badge of inMenu ? [inMenu, onToggle] : [onToggle]) {
+    badge.hidden = count === 0;
+    replace(
+      badge,
+      h("span", { "aria-hidden": "true" }, String(count)),
+      h("span", { class: "sr-only" }, ` (${count} message${count > 1 ? "s" : ""} non lu${count > 1 ? "s" : ""})`),
+    );
+  }
 }
 
 async function signOut() {
@@ -132,6 +168,7 @@ async function render() {
     if (!(error instanceof api.Problem)) console.error(error);
     replace(main, h("h1", {}, "Une erreur est survenue"), failure(error));
   }
+  showUnread();
   const title = main.querySelector("h1");
   document.title = title ? `${title.textContent} — DMP` : "DMP";
   // After a move within the portal, a screen reader starts at the new content; on the first

@@ -81,6 +81,7 @@ export async function overview(main, { ins }, state) {
   if (record.status === "open") {
     actions.append(h("a", { class: "button", href: `#/dossier/${ins}/ajouter` }, "Ajouter un document"));
     if (!own) {
+      actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/ecrire` }, "Écrire au patient"));
       actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/urgence` }, "Accès en urgence"));
     }
   }
@@ -345,7 +346,7 @@ export async function detail(main, { ins, id }, state) {
   );
 }
 
-function base64Of(file) {
+export function base64Of(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
