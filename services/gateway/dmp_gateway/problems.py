@@ -178,6 +178,9 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-a-doctor",
             "vitale-mismatch",
             "weak-password",
+            "trivial-password",
+            "common-password",
+            "personal-password",
         ),
     ),
     423: ErrorStatus(

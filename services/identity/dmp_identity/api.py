@@ -6,6 +6,7 @@ import asyncio
 import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -220,11 +221,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             found.append(rep)
         return sorted(set(found))
 
-    async def _initial_password_hash(self, password: str) -> str | None:
-        """A registration may come without a password: such an account cannot log in yet."""
+    async def _initial_password_hash(self, password: str, context: list[str]) -> str | None:
+        """A registration may come without a password: such an account cannot log in yet.
+        `context`: what the person's password may not be built from."""
         if not password:
             return None
-        return await self._hash_password(domain.validate_password(password))
+        return await self._hash_password(domain.validate_password(password, context))
 
     async def _password_ok(self, stored: str | None, password: str) -> bool:
         try:
@@ -342,7 +344,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             declared_gp=request.declared_gp,
         )
         representatives = await self._representatives(reg.ins, list(request.legal_representatives))
-        password_hash = await self._initial_password_hash(request.password)
+        password_hash = await self._initial_password_hash(
+            request.password, personal_context(asdict(reg))
+        )
         doc = {
             "_id": str(uuid7()),
             "kind": "patient",
@@ -379,7 +383,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             roles=list(request.roles),
             practice=request.practice,
         )
-        password_hash = await self._initial_password_hash(request.password)
+        password_hash = await self._initial_password_hash(
+            request.password, personal_context(asdict(reg))
+        )
         doc = {
             "_id": str(uuid7()),
             "kind": "professional",
@@ -448,9 +454,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "email": domain.validate_email(request.email, required=not phone),
             "phone": phone,
             "roles": list(domain.AGENT_ROLES),
-            "password_hash": await self._initial_password_hash(request.password),
             "created_at": self.clock.now(),
         }
+        doc["password_hash"] = await self._initial_password_hash(
+            request.password, personal_context(doc)
+        )
         await self.store.insert_account(doc)
         return pb.RegisterAgentResponse(
             agent=pb.Agent(
@@ -842,6 +850,12 @@ def _session_end(refresh: dict[str, Any]) -> datetime:
     # Tokens issued before sessions had an end: theirs is their own expiry.
     end: datetime = refresh.get("session_expires_at", refresh["expires_at"])
     return end.astimezone(UTC)
+
+
+def personal_context(account: Mapping[str, Any]) -> list[str]:
+    """What the person's password may not be built from: their names, identifiers and
+    contact details, as an account (or a registration) holds them."""
+    return [str(account[key]) for key in domain.CONTEXT_FIELDS if account.get(key)]
 
 
 def _patient(doc: dict[str, Any]) -> pb.Patient:
