@@ -181,6 +181,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "trivial-password",
             "common-password",
             "personal-password",
+            "wrong-password",
         ),
     ),
     423: ErrorStatus(

@@ -25,7 +25,7 @@ from dmp_identity import domain
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
 from dmp_identity.store import IdentityStore
-from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, caller
+from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
 from dmp_kit.errors import Conflict, InvalidArgument, Locked, NotFound, Unauthenticated
@@ -271,7 +271,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self.relay.kick(self.store.throttles, throttle_id)
         return after
 
-    async def _access_token(self, account: dict[str, Any], kind: str, ttl: int) -> str:
+    async def _access_token(
+        self, account: dict[str, Any], kind: str, ttl: int, session: str = ""
+    ) -> str:
         kid, raw = await self.keys.signing_key()
         claims = domain.access_claims(
             account=account,
@@ -281,15 +283,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             now=self.clock.now(),
             ttl=timedelta(seconds=ttl),
             jti=str(uuid7()),
+            session=session,
         )
         return domain.sign_access_token(claims, raw, kid)
 
     async def _token_pair(
-        self, account: dict[str, Any], family: str, session_end: datetime
+        self,
+        account: dict[str, Any],
+        family: str,
+        session_end: datetime,
+        session: Mapping[str, Any],
     ) -> pb.TokenPair:
-        """`session_end`: the login's absolute end, which no refresh moves."""
+        """`session_end`: the login's absolute end, which no refresh moves; `session`: what the
+        person's list of sessions shows of it (when it started, from which client)."""
         access = await self._access_token(
-            account, account["kind"], self.settings.access_token_ttl_seconds
+            account, account["kind"], self.settings.access_token_ttl_seconds, session=family
         )
         refresh = secrets.token_urlsafe(32)
         now = self.clock.now()
@@ -304,6 +312,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_end
                 ),
                 "session_expires_at": session_end,
+                "session_started_at": session.get("session_started_at", now),
+                "user_agent": session.get("user_agent", ""),
             }
         )
         return pb.TokenPair(
@@ -445,7 +455,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "a login is 2 to 64 lowercase letters, digits or . _ -", field="login"
             )
         phone = domain.validate_phone(request.phone)
-        doc = {
+        doc: dict[str, Any] = {
             "_id": str(uuid7()),
             "kind": "agent",
             "login": login,
@@ -627,8 +637,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
         await self._record(throttle_id, _reset, outcome="otp_ok", success=True, **event)
         session_end = now + timedelta(seconds=self.settings.session_max_seconds)
+        started = {"session_started_at": now, "user_agent": request.user_agent[:200]}
         return pb.VerifyOtpResponse(
-            tokens=await self._token_pair(account, str(uuid7()), session_end)
+            tokens=await self._token_pair(account, str(uuid7()), session_end, started)
         )
 
     async def Refresh(
@@ -659,7 +670,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if account is None:
             raise Unauthenticated("the account no longer exists", slug="invalid-token")
         return pb.RefreshResponse(
-            tokens=await self._token_pair(account, used["family"], _session_end(used))
+            tokens=await self._token_pair(account, used["family"], _session_end(used), used)
         )
 
     async def Logout(
@@ -791,6 +802,108 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             me.login = account["login"]
         return me
 
+    # self-service -------------------------------------------------------------------
+
+    async def _own_account(self) -> tuple[Principal, dict[str, Any]]:
+        """The person calling, and their account: self-service is for people only."""
+        who = caller()
+        who.require_kind(*domain.PERSON_KINDS)
+        account = await self.store.get_account(who.subject)
+        if account is None:
+            raise NotFound("the account no longer exists")
+        return who, account
+
+    async def _check_current_password(
+        self, account: dict[str, Any], password: str, client_ip: str
+    ) -> None:
+        """The person's current password, checked as a login's is: the same counters, the
+        same lockout, the same events."""
+        if not password or len(password) > domain.MAX_PASSWORD:
+            raise InvalidArgument("current_password is required", field="current_password")
+        now = self.clock.now()
+        kind = account["kind"]
+        throttle_id = self._digest(f"{kind}:{account['login']}")
+        event = {"kind": kind, "account": account, "client_ip": client_ip}
+        attempt = secrets.token_urlsafe(12)
+        granted, throttle = await self.store.reserve_attempt(
+            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
+        )
+        if not granted:
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            raise Locked(
+                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
+            )
+        ok = await asyncio.shield(
+            self._check_password(throttle_id, attempt, account, password, now, event)
+        )
+        if not ok:
+            raise InvalidArgument(
+                "Le mot de passe actuel n'est pas le bon.",
+                field="current_password",
+                slug="wrong-password",
+            )
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangePasswordResponse:
+        who, account = await self._own_account()
+        # The new password first: a refusal of it costs the person none of their attempts.
+        new = domain.validate_password(
+            request.new_password, personal_context(account), field_name="new_password"
+        )
+        await self._check_current_password(account, request.current_password, request.client_ip)
+        now = self.clock.now()
+        await self.store.set_password(account["_id"], await self._hash_password(new), now)
+        ended = await self._end_sessions(account["_id"], keep=_session_of(who))
+        log.info("password_changed", account_id=account["_id"], sessions_ended=ended)
+        return pb.ChangePasswordResponse(sessions_ended=ended)
+
+    async def _end_sessions(self, account_id: str, keep: str = "") -> int:
+        now = self.clock.now()
+        ended = 0
+        for live in await self.store.live_sessions(account_id, now):
+            if live["family"] != keep:
+                await self.store.revoke_family(live["family"], now)
+                ended += 1
+        return ended
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionsResponse:
+        who, account = await self._own_account()
+        current = _session_of(who)
+        return pb.ListSessionsResponse(
+            sessions=[
+                pb.Session(
+                    id=live["family"],
+                    created_at=timestamp(live.get("session_started_at", live["created_at"])),
+                    last_used_at=timestamp(live["created_at"]),
+                    expires_at=timestamp(live["expires_at"]),
+                    user_agent=live.get("user_agent", ""),
+                    current=live["family"] == current,
+                )
+                for live in await self.store.live_sessions(account["_id"], self.clock.now())
+            ]
+        )
+
+    async def EndSession(
+        self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndSessionResponse:
+        _, account = await self._own_account()
+        now = self.clock.now()
+        mine = {live["family"] for live in await self.store.live_sessions(account["_id"], now)}
+        if request.session_id not in mine:
+            raise NotFound("no such session of yours", field="session_id")
+        await self.store.revoke_family(request.session_id, now)
+        return pb.EndSessionResponse()
+
+    async def EndSessions(
+        self, request: pb.EndSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndSessionsResponse:
+        who, account = await self._own_account()
+        keep = _session_of(who) if request.keep_current else ""
+        return pb.EndSessionsResponse(ended=await self._end_sessions(account["_id"], keep=keep))
+
     # start-up ---------------------------------------------------------------------
 
     async def provision_service_clients(self) -> None:
@@ -844,6 +957,13 @@ def _unchanged(throttle: domain.Throttle) -> domain.Throttle:
 
 def _reset(_: domain.Throttle) -> domain.Throttle:
     return domain.Throttle()
+
+
+def _session_of(who: Principal) -> str:
+    """The session (refresh-token family) the caller's token was issued for: its `sid` claim
+    (the token was verified before the call reached the servicer)."""
+    claims = jwt.decode(who.token, options={"verify_signature": False})
+    return str(claims.get("sid", ""))
 
 
 def _session_end(refresh: dict[str, Any]) -> datetime:

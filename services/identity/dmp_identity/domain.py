@@ -463,8 +463,10 @@ def access_claims(
     now: datetime,
     ttl: timedelta,
     jti: str,
+    session: str = "",
 ) -> dict[str, Any]:
-    """The claims a CPS/e-CPS login would vouch for, plus kind and roles."""
+    """The claims a CPS/e-CPS login would vouch for, plus kind and roles; `session`: the
+    login's refresh-token family (`sid`), so that the person can tell it among their sessions."""
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
@@ -479,6 +481,8 @@ def access_claims(
     for key in ("ins", "rpps", "profession", "specialty", "practice", "client_id"):
         if account.get(key):
             claims[key] = account[key]
+    if session:
+        claims["sid"] = session
     return claims
 
 

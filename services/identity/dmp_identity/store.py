@@ -65,6 +65,7 @@ class IdentityStore(Store):
         await self.accounts.create_index([("kind", ASCENDING), ("login", ASCENDING)], unique=True)
         await self._index_logins()
         await self.refresh_tokens.create_index("family")
+        await self.refresh_tokens.create_index("account_id")
         await self.signing_keys.create_index("status")
         await self.challenges.create_index("expires_at")
         await self.code_guesses.create_index("expires_at")
@@ -121,6 +122,12 @@ class IdentityStore(Store):
     async def get_account(self, account_id: str) -> Document | None:
         doc: Document | None = await self.accounts.find_one({"_id": account_id})
         return doc
+
+    async def set_password(self, account_id: str, password_hash: str, now: datetime) -> None:
+        await self.accounts.update_one(
+            {"_id": account_id},
+            {"$set": {"password_hash": password_hash, "password_changed_at": now}},
+        )
 
     # throttles: failure counters, and the outbox of identity.login events --------------
 
@@ -214,6 +221,15 @@ class IdentityStore(Store):
     async def get_refresh(self, token_hash: str) -> Document | None:
         doc: Document | None = await self.refresh_tokens.find_one({"_id": token_hash})
         return doc
+
+    async def live_sessions(self, account_id: str, now: datetime) -> list[Document]:
+        """The active, unexpired refresh token of each of an account's sessions, newest first
+        (a rotation leaves one active token per family)."""
+        cursor = self.refresh_tokens.find(
+            {"account_id": account_id, "status": "active", "expires_at": {"$gt": now}}
+        )
+        found: list[Document] = [doc async for doc in cursor.sort("created_at", -1)]
+        return found
 
     async def revoke_family(self, family: str, now: datetime) -> None:
         await self.refresh_tokens.update_many(

@@ -350,6 +350,37 @@ CASES = [
     Case(
         "GetMe", "a person whose account does not exist", pb.GetMeRequest(), "patient", S.NOT_FOUND
     ),
+    Case(
+        "ChangePassword",
+        "by a system: it has no password",
+        pb.ChangePasswordRequest(current_password=PASSWORD, new_password="la mer est calme"),
+        "insurer",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ChangePassword",
+        "a person whose account does not exist",
+        pb.ChangePasswordRequest(current_password=PASSWORD, new_password="la mer est calme"),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case("ListSessions", "by a system", pb.ListSessionsRequest(), "insurer", S.PERMISSION_DENIED),
+    Case(
+        "ListSessions",
+        "a person whose account does not exist",
+        pb.ListSessionsRequest(),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case(
+        "EndSession",
+        "a person whose account does not exist",
+        pb.EndSessionRequest(session_id="0190f0a0-0000-7000-8000-000000000000"),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case("EndSession", "by a system", pb.EndSessionRequest(), "insurer", S.PERMISSION_DENIED),
+    Case("EndSessions", "by a system", pb.EndSessionsRequest(), "insurer", S.PERMISSION_DENIED),
 ]
 # Reads the account: tests run in any order, so this one needs nothing registered before.
 SLOW = Case(
