@@ -3,20 +3,22 @@ wherever a password is set, password change, sessions, contact changes, activati
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from dmp_stack.testing import RunningStack, make_ins, make_rpps
+from dmp_stack.testing import RunningStack, make_ins, make_rpps, until
 
 PROBLEM = "application/problem+json"
 
 
-def problem(r: Any, status: int, slug: str, field: str | None = None) -> dict[str, Any]:
+def problem(r: Any, status: int, slug: str | None, field: str | None = None) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == PROBLEM
     body: dict[str, Any] = r.json()
-    assert body["type"].endswith("/" + slug), body
+    assert slug is None or body["type"].endswith("/" + slug), body
     if field is not None:
         assert body.get("field") == field, body
     return body
@@ -231,3 +233,309 @@ def test_self_service_is_for_people(stack: RunningStack, admin: str) -> None:
     with stack.client() as c:
         problem(c.get("/v1/me/sessions"), 401, "unauthenticated")
         problem(c.delete("/v1/me/sessions"), 401, "unauthenticated")
+
+
+# ------------------------------------------------------------------- e-mail and phone changes
+
+
+def outbox(stack: RunningStack, address: str, subject: str | None = None) -> list[dict[str, Any]]:
+    with stack.client() as c:
+        items: list[dict[str, Any]] = c.get("/dev/outbox", params={"to": address}).json()["items"]
+    return [m for m in items if subject is None or m["subject"] == subject]
+
+
+def code_in(text: str) -> str:
+    found = re.search(r"\b([0-9]{6})\b", text)
+    assert found, text
+    return found.group(1)
+
+
+VERIFY = "Votre code de vérification DMP"
+
+
+def test_a_person_replaces_their_email_with_a_code_and_the_old_address_is_told(
+    stack: RunningStack, admin: str
+) -> None:
+    patient = stack.create_patient(admin)
+    old, new = patient["email"], f"new-{patient['ins']}@example.org"
+    tokens = patient_login(stack, patient, patient["password"])
+    with stack.client(tokens["access_token"]) as c:
+        problem(c.post("/v1/me/contact-changes", json={"email": "nope"}), 422, None, "email")
+        problem(c.post("/v1/me/contact-changes", json={}), 422, "validation-error", "email")
+        r = c.post("/v1/me/contact-changes", json={"email": new})
+        assert r.status_code == 202, r.text
+        change = r.json()
+        assert change["channel"] == "email"
+        mail = until(lambda: outbox(stack, new, VERIFY))
+        assert mail, "no code reached the new address"
+        code = code_in(mail[-1]["body"])
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+        url = f"/v1/me/contact-changes/{change['change_id']}/confirm"
+        problem(c.post(url, json={"code": wrong}), 422, "invalid-otp", "code")
+        assert c.get("/v1/me").status_code == 200, "a wrong code is not a bad token"
+        # A code for a new address opens no session.
+        with stack.client() as anonymous:
+            r = anonymous.post(
+                "/v1/auth/otp", json={"challenge_id": change["change_id"], "code": code}
+            )
+            problem(r, 401, "invalid-otp")
+        r = c.post(url, json={"code": code})
+        assert r.status_code == 200, r.text
+        assert r.json()["email"] == new
+        problem(c.post(url, json={"code": code}), 422, "invalid-otp", "code")
+    notice = until(lambda: outbox(stack, old, "L'adresse e-mail de votre compte DMP a changé"))
+    assert notice and new not in notice[-1]["body"], "the old address is told, not the new one"
+    # The codes now go to the new address.
+    patient_login(stack, {**patient, "email": new}, patient["password"])
+
+
+def test_a_person_sets_then_replaces_their_phone(stack: RunningStack, admin: str) -> None:
+    patient = stack.create_patient(admin)
+    tokens = patient_login(stack, patient, patient["password"])
+    first, second = "+33611223344", "+33655667788"
+    with stack.client(tokens["access_token"]) as c:
+        for phone in (first, second):
+            r = c.post("/v1/me/contact-changes", json={"phone": phone})
+            assert r.status_code == 202, r.text
+            sms = until(lambda phone=phone: outbox(stack, phone, VERIFY))
+            assert sms and sms[-1]["channel"] == "sms"
+            url = f"/v1/me/contact-changes/{r.json()['change_id']}/confirm"
+            r = c.post(url, json={"code": code_in(sms[-1]["body"])})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"email": patient["email"], "phone": phone}
+    told = until(lambda: outbox(stack, first, "Le téléphone de votre compte DMP a changé"))
+    assert told and told[-1]["channel"] == "sms"
+    assert not outbox(stack, second, "Le téléphone de votre compte DMP a changé")
+
+
+def test_someone_else_s_change_is_answered_as_a_wrong_code(stack: RunningStack, admin: str) -> None:
+    owner, other = stack.create_patient(admin), stack.create_patient(admin)
+    new = f"moved-{owner['ins']}@example.org"
+    with stack.client(patient_login(stack, owner, owner["password"])["access_token"]) as c:
+        change = c.post("/v1/me/contact-changes", json={"email": new}).json()
+    code = code_in(until(lambda: outbox(stack, new, VERIFY))[-1]["body"])
+    url = f"/v1/me/contact-changes/{change['change_id']}/confirm"
+    with stack.client(patient_login(stack, other, other["password"])["access_token"]) as c:
+        problem(c.post(url, json={"code": code}), 422, "invalid-otp", "code")
+        problem(
+            c.post("/v1/me/contact-changes/no-such-change/confirm", json={"code": code}),
+            422,
+            "invalid-otp",
+            "code",
+        )
+        assert c.get("/v1/me").status_code == 200
+
+
+def test_code_guesses_on_a_new_address_count_towards_the_login_lockout(
+    stack: RunningStack, admin: str
+) -> None:
+    patient = stack.create_patient(admin)
+    new = f"guess-{patient['ins']}@example.org"
+    with stack.client(patient_login(stack, patient, patient["password"])["access_token"]) as c:
+        change = c.post("/v1/me/contact-changes", json={"email": new}).json()
+        code = code_in(until(lambda: outbox(stack, new, VERIFY))[-1]["body"])
+        url = f"/v1/me/contact-changes/{change['change_id']}/confirm"
+        wrong = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, 6)]
+        answers = [c.post(url, json={"code": guess}).status_code for guess in wrong]
+        assert answers[:4] == [422] * 4 and answers[4] in (422, 423), answers
+        problem(c.post(url, json={"code": code}), 423, "account-locked")
+    with stack.client() as c:
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": patient["ins"], "password": patient["password"]},
+        )
+        problem(r, 423, "account-locked")
+
+
+# ------------------------------------------------------------------------------- activation
+
+PROVISIONAL = "Votre code provisoire pour activer votre espace DMP"
+
+
+@pytest.fixture(scope="module")
+def directory(stack: RunningStack, admin: str) -> str:
+    """The insurer's directory sync, as a system client."""
+    return stack.client_token(admin, ["directory_sync"])
+
+
+def provisional(stack: RunningStack, directory: str, **over: Any) -> dict[str, Any]:
+    """An account the directory created, and the provisional code its person received."""
+    body = patient_body(**over)
+    with stack.client(directory) as c:
+        r = c.post("/v1/accounts", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "to_activate"
+    address = body["email"] or body["phone"]
+    sent = until(lambda: outbox(stack, address, PROVISIONAL))
+    assert sent, "no provisional code was sent"
+    found = re.search(r"provisoire est : ([A-Z0-9]{10})", sent[-1]["body"])
+    assert found, sent[-1]["body"]
+    return {**body, **r.json(), "code": found.group(1)}
+
+
+def proof(account: dict[str, Any], **over: Any) -> dict[str, Any]:
+    return {
+        "ins": account["ins"],
+        "vitale_serial": account["vitale_serial"],
+        "provisional_code": account["code"],
+        **over,
+    }
+
+
+def test_the_directory_creates_an_account_that_its_person_activates(
+    stack: RunningStack, admin: str, directory: str
+) -> None:
+    account = provisional(stack, directory, phone="")
+    due = datetime.fromisoformat(account["activation_due_at"].replace("Z", "+00:00"))
+    assert timedelta(days=41) < due - datetime.now(UTC) <= timedelta(days=42, minutes=5)
+    # No password yet: nobody logs in with it.
+    with stack.client() as c:
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": account["ins"], "password": GOOD},
+        )
+        problem(r, 401, "invalid-credentials")
+    new_email, phone = f"mine-{account['ins']}@example.org", "+33699887766"
+    contacts = {"email": new_email, "phone": phone}
+    with stack.client() as c:
+        wrong = proof(account, provisional_code="ABCDEFGHJK")
+        problem(c.post("/v1/accounts/activation", json={**wrong, **contacts}), 401, None)
+        serial = proof(account, vitale_serial="99999999")
+        problem(c.post("/v1/accounts/activation", json={**serial, **contacts}), 401, None)
+        # Typed as people type it: lower case, in groups.
+        code = account["code"].lower()
+        typed = proof(account, provisional_code=f"{code[:5]} {code[5:]}")
+        r = c.post("/v1/accounts/activation", json={**typed, **contacts})
+        assert r.status_code == 202, r.text
+        activation = r.json()["activation_id"]
+        email_code = code_in(until(lambda: outbox(stack, new_email, VERIFY))[-1]["body"])
+        sms_code = code_in(until(lambda: outbox(stack, phone, VERIFY))[-1]["body"])
+        url = f"/v1/accounts/activation/{activation}"
+        codes = {"email_code": email_code, "sms_code": sms_code}
+        r = c.post(url, json={**codes, "password": "gwenaelle et moi"})
+        problem(r, 422, "personal-password", "password")
+        r = c.post(url, json={**codes, "password": "aaaaaaaaaaaa"})
+        problem(r, 422, "trivial-password", "password")
+        other = f"{(int(email_code) + 1) % 1_000_000:06d}"
+        r = c.post(url, json={**codes, "email_code": other, "password": GOOD})
+        problem(r, 401, "invalid-otp")
+        r = c.post(url, json={**codes, "password": GOOD})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "active"}
+        problem(c.post(url, json={**codes, "password": GOOD}), 401, "invalid-otp")
+        # The provisional code served its purpose.
+        r = c.post("/v1/accounts/activation", json={**proof(account), **contacts})
+        problem(r, 401, "invalid-credentials")
+    with stack.client(directory) as c:
+        assert c.get(f"/v1/accounts/{account['ins']}").json() == {
+            "ins": account["ins"],
+            "status": "active",
+        }
+    tokens = stack.login("patient", account["ins"], GOOD, new_email)
+    with stack.client(tokens["access_token"]) as c:
+        assert c.get("/v1/me").json()["ins"] == account["ins"]
+
+
+def test_a_wrong_proof_is_answered_alike_whether_the_account_exists_or_not(
+    stack: RunningStack, directory: str
+) -> None:
+    """Ten wrong tries lock an INS, an account's as one nobody holds, and every answer on the
+    way is the same: nothing tells whether an account awaits."""
+    account = provisional(stack, directory)
+    contacts = {"email": "x@example.org", "phone": "+33611223344"}
+
+    def tries(ins: str) -> list[tuple[int, str]]:
+        body = {**proof(account, ins=ins, provisional_code="ABCDEFGHJK"), **contacts}
+        answers = []
+        with stack.client() as c:
+            for _ in range(11):
+                r = c.post("/v1/accounts/activation", json=body)
+                answers.append((r.status_code, r.json()["type"]))
+        return answers
+
+    held, nobody = tries(account["ins"]), tries(make_ins())
+    assert held == nobody
+    assert held[:9] == [(401, held[0][1])] * 9 and held[0][1].endswith("/invalid-credentials")
+    assert held[-1][0] == 423
+    # Locked: the right proof is refused too, and the login of that INS with it.
+    with stack.client() as c:
+        r = c.post("/v1/accounts/activation", json={**proof(account), **contacts})
+        problem(r, 423, "account-locked")
+        problem(c.post("/v1/accounts/opposition", json=proof(account)), 423, "account-locked")
+
+
+def test_opposition_deletes_the_account_and_keeps_the_ins_closed_until_withdrawn(
+    stack: RunningStack, admin: str, directory: str
+) -> None:
+    account = provisional(stack, directory, email="")  # the code goes by SMS
+    with stack.client() as c:
+        wrong = proof(account, provisional_code="ABCDEFGHJK")
+        problem(c.post("/v1/accounts/opposition", json=wrong), 401, "invalid-credentials")
+        r = c.post("/v1/accounts/opposition", json=proof(account))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "opposed"}
+        # The account is gone, its code with it.
+        contacts = {"email": "x@example.org", "phone": "+33611223344"}
+        r = c.post("/v1/accounts/activation", json={**proof(account), **contacts})
+        problem(r, 401, "invalid-credentials")
+    body = {k: account[k] for k in patient_body() if k in account}
+    with stack.client(directory) as c:
+        assert c.get(f"/v1/accounts/{account['ins']}").json()["status"] == "opposed"
+        problem(c.post("/v1/accounts", json=body), 409, "account-opposed", "ins")
+    with stack.client(admin) as c:
+        r = c.post("/v1/admin/patients", json={**body, "password": GOOD})
+        problem(r, 409, "account-opposed", "ins")
+        r = c.get(f"/v1/dossiers/{account['ins']}")
+        assert r.status_code == 404, r.text
+    # Withdrawn (the person asked the insurer): an account may be opened again.
+    patient = stack.create_patient(admin)
+    with stack.client(patient_login(stack, patient, patient["password"])["access_token"]) as c:
+        problem(c.delete(f"/v1/accounts/{account['ins']}/opposition"), 403, "forbidden")
+    with stack.client(directory) as c:
+        assert c.delete(f"/v1/accounts/{account['ins']}/opposition").status_code == 204
+        problem(c.delete(f"/v1/accounts/{account['ins']}/opposition"), 404, "not-found")
+        r = c.post("/v1/accounts", json=body)
+        assert r.status_code == 201, r.text
+
+
+def test_an_account_neither_activated_nor_opposed_becomes_active_after_the_legal_delay(
+    clock: RunningStack, directory: str
+) -> None:
+    account = provisional(clock, directory)
+    day = 24 * 3600
+    clock.set_clock_offset(41 * day)
+    admin = clock.admin_token()
+    with clock.client(admin) as c:
+        assert c.get(f"/v1/accounts/{account['ins']}").json()["status"] == "to_activate"
+    clock.set_clock_offset(42 * day + 3600)
+    admin = clock.admin_token()
+    with clock.client(admin) as c:
+        assert c.get(f"/v1/accounts/{account['ins']}").json() == {
+            "ins": account["ins"],
+            "status": "active",
+        }
+    with clock.client() as c:
+        r = c.post("/v1/accounts/opposition", json=proof(account))
+        problem(r, 409, "opposition-too-late")
+        # Opened by default, it is still the person's to activate, to log in.
+        contacts = {"email": account["email"], "phone": "+33644556677"}
+        r = c.post("/v1/accounts/activation", json={**proof(account), **contacts})
+        assert r.status_code == 202, r.text
+
+
+def test_only_the_directory_creates_and_reads_accounts(stack: RunningStack, admin: str) -> None:
+    patient = stack.create_patient(admin)
+    tokens = stack.login("patient", patient["ins"], patient["password"], patient["email"])
+    with stack.client(tokens["access_token"]) as c:
+        problem(c.post("/v1/accounts", json=patient_body()), 403, "forbidden")
+        problem(c.get(f"/v1/accounts/{patient['ins']}"), 403, "forbidden")
+    insurer = stack.client_token(admin, ["insurer"])
+    with stack.client(insurer) as c:
+        problem(c.post("/v1/accounts", json=patient_body()), 403, "forbidden")
+    with stack.client(admin) as c:
+        problem(
+            c.post("/v1/accounts", json={**patient_body(), "password": GOOD}),
+            422,
+            "validation-error",
+            "password",
+        )

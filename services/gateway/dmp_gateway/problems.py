@@ -156,6 +156,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "dossier-full",
             "duplicate-unique-id",
             "rotation-too-soon",
+            "account-opposed",
+            "opposition-too-late",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -182,6 +184,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "common-password",
             "personal-password",
             "wrong-password",
+            "invalid-otp",
+            "otp-expired",
         ),
     ),
     423: ErrorStatus(

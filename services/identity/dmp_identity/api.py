@@ -49,9 +49,20 @@ KIND_TO_PB = {
     "agent": pb.ACCOUNT_KIND_AGENT,
 }
 PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+_CHANNELS = {pb.OTP_CHANNEL_EMAIL: "email", pb.OTP_CHANNEL_SMS: "sms"}
 PUBLIC_METHODS = frozenset(
     f"/dmp.identity.v1.IdentityService/{m}"
-    for m in ("Login", "VerifyOtp", "Refresh", "Logout", "IssueClientToken", "GetJwks")
+    for m in (
+        "Login",
+        "VerifyOtp",
+        "Refresh",
+        "Logout",
+        "IssueClientToken",
+        "GetJwks",
+        "StartActivation",
+        "CompleteActivation",
+        "OpposeAccount",
+    )
 )
 DIRECTORY_ROLES = ("admin", "directory_sync")
 SIGNING_KEY_RELOAD_SECONDS = 5.0
@@ -353,11 +364,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             today=now.date(),
             declared_gp=request.declared_gp,
         )
+        if await self.store.opposition(reg.ins) is not None:
+            raise Conflict(
+                "this person opposed the creation of their account; none can be opened until "
+                "they withdraw their opposition",
+                field="ins",
+                slug="account-opposed",
+            )
+        if request.provisional and request.password:
+            raise InvalidArgument(
+                "a provisional account has no password: its person chooses one",
+                field="password",
+            )
         representatives = await self._representatives(reg.ins, list(request.legal_representatives))
         password_hash = await self._initial_password_hash(
             request.password, personal_context(asdict(reg))
         )
-        doc = {
+        doc: dict[str, Any] = {
             "_id": str(uuid7()),
             "kind": "patient",
             "login": reg.ins,
@@ -374,9 +397,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "password_hash": password_hash,
             "created_at": now,
         }
+        code = ""
+        if request.provisional:
+            code = domain.new_provisional_code()
+            doc |= {
+                "status": "to_activate",
+                "activation_due_at": now + timedelta(days=self.settings.activation_delay_days),
+                "provisional_digest": self._provisional_digest(doc["_id"], code),
+            }
         await self.store.insert_account(doc)
-        log.info("patient_registered", account_id=doc["_id"])
-        return pb.RegisterPatientResponse(patient=_patient(doc))
+        log.info("patient_registered", account_id=doc["_id"], provisional=request.provisional)
+        if code:
+            channel = domain.channel_for(reg.email, reg.phone)
+            await self._send_code(
+                channel=channel,
+                destination=reg.email if channel == "email" else reg.phone,
+                code=code,
+                challenge_id=f"activation:{doc['_id']}",
+                valid_minutes=self.settings.activation_delay_days * 24 * 60,
+                purpose=notify_pb2.CODE_PURPOSE_ACTIVATION,
+            )
+        return pb.RegisterPatientResponse(patient=_patient(doc, now))
 
     async def RegisterProfessional(
         self, request: pb.RegisterProfessionalRequest, context: grpc.aio.ServicerContext
@@ -502,7 +543,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         doc = await self.store.find_account("patient", ins)
         if doc is None:
             raise NotFound("no such patient", field="ins")
-        found = _patient(doc)
+        found = _patient(doc, self.clock.now())
         if not full:
             found.ClearField("email")
             found.ClearField("phone")
@@ -570,20 +611,80 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "created_at": now,
             }
         )
-        await self.notify.SendOtp(
-            notify_pb2.SendOtpRequest(
-                channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
-                destination=account["email"] if channel == "email" else account["phone"],
-                code=code,
-                valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
-                challenge_id=challenge_id,
-            ),
-            **call_options(self.settings.grpc_deadline_seconds, token=await self.service_token()),
+        await self._send_code(
+            channel=channel,
+            destination=account["email"] if channel == "email" else account["phone"],
+            code=code,
+            challenge_id=challenge_id,
+            valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
         )
         return pb.LoginResponse(
             challenge_id=challenge_id,
             channel=pb.OTP_CHANNEL_EMAIL if channel == "email" else pb.OTP_CHANNEL_SMS,
             expires_at=timestamp(expires),
+        )
+
+    async def _settle_code(
+        self, challenge: dict[str, Any], code: str, account: dict[str, Any], now: datetime
+    ) -> None:
+        """Checks a one-time code under the account's lockout, and uses its challenge up; raises
+        `Locked` or `Unauthenticated` (invalid-otp, otp-expired) when it does not pass."""
+        throttle_id = challenge["throttle_id"]
+        throttle = await self.store.throttle(throttle_id)
+        event = {"kind": account["kind"], "account": account}
+        if locked := throttle.locked_for(now):
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            raise Locked("too many failed attempts; try again later", retry_after=locked)
+        if challenge["expires_at"].astimezone(UTC) < now:
+            await self.store.consume_challenge(challenge["_id"])
+            await self._record(
+                throttle_id, _unchanged, outcome="otp_expired", success=False, **event
+            )
+            raise Unauthenticated("the code has expired; start again", slug="otp-expired")
+        # Each guess takes one of the challenge's few before it is checked, whatever the
+        # concurrency: guesses sent at once cannot all be checked before one failure is written.
+        if not await self.store.claim_guess(
+            challenge["_id"], self.policy.max_otp_failures, challenge["expires_at"]
+        ):
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            locked = (await self.store.throttle(throttle_id)).locked_for(now)
+            raise Locked(
+                "too many codes tried on this challenge; start again",
+                retry_after=locked or int(self.policy.base.total_seconds()),
+            )
+        expected = challenge["code_digest"]
+        if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{code}")):
+            await self._record(
+                throttle_id,
+                lambda t: t.after_wrong_code(now, self.policy),
+                outcome="bad_otp",
+                success=False,
+                **event,
+            )
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        if not await self.store.consume_challenge(challenge["_id"]):
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+
+    async def _send_code(
+        self,
+        *,
+        channel: str,
+        destination: str,
+        code: str,
+        challenge_id: str,
+        valid_minutes: int,
+        purpose: notify_pb2.CodePurpose.ValueType = notify_pb2.CODE_PURPOSE_UNSPECIFIED,
+    ) -> None:
+        await self.notify.SendOtp(
+            notify_pb2.SendOtpRequest(
+                channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
+                destination=destination,
+                code=code,
+                valid_minutes=valid_minutes,
+                challenge_id=challenge_id,
+                purpose=purpose,
+            ),
+            **call_options(self.settings.grpc_deadline_seconds, token=await self.service_token()),
         )
 
     async def VerifyOtp(
@@ -595,46 +696,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("the code is 6 digits", field="code")
         now = self.clock.now()
         challenge = await self.store.get_challenge(request.challenge_id)
-        if challenge is None or challenge["used"]:
+        # A code sent for anything but a login (a new address, an activation) opens no session.
+        if challenge is None or challenge["used"] or challenge.get("purpose", "login") != "login":
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
-        throttle_id = challenge["throttle_id"]
-        throttle = await self.store.throttle(throttle_id)
         account = await self.store.get_account(challenge["account_id"])
         if account is None:
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        await self._settle_code(challenge, request.code, account, now)
+        throttle_id = challenge["throttle_id"]
         event = {"kind": account["kind"], "account": account}
-        if locked := throttle.locked_for(now):
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked("too many failed attempts; try again later", retry_after=locked)
-        if challenge["expires_at"].astimezone(UTC) < now:
-            await self.store.consume_challenge(challenge["_id"])
-            await self._record(
-                throttle_id, _unchanged, outcome="otp_expired", success=False, **event
-            )
-            raise Unauthenticated("the code has expired; log in again", slug="otp-expired")
-        # Each guess takes one of the challenge's few before it is checked, whatever the
-        # concurrency: guesses sent at once cannot all be checked before one failure is written.
-        if not await self.store.claim_guess(
-            challenge["_id"], self.policy.max_otp_failures, challenge["expires_at"]
-        ):
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            locked = (await self.store.throttle(throttle_id)).locked_for(now)
-            raise Locked(
-                "too many codes tried on this challenge; log in again",
-                retry_after=locked or int(self.policy.base.total_seconds()),
-            )
-        expected = challenge["code_digest"]
-        if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{request.code}")):
-            await self._record(
-                throttle_id,
-                lambda t: t.after_wrong_code(now, self.policy),
-                outcome="bad_otp",
-                success=False,
-                **event,
-            )
-            raise Unauthenticated("wrong or used code", slug="invalid-otp")
-        if not await self.store.consume_challenge(challenge["_id"]):
-            raise Unauthenticated("wrong or used code", slug="invalid-otp")
         await self._record(throttle_id, _reset, outcome="otp_ok", success=True, **event)
         session_end = now + timedelta(seconds=self.settings.session_max_seconds)
         started = {"session_started_at": now, "user_agent": request.user_agent[:200]}
@@ -904,6 +974,294 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         keep = _session_of(who) if request.keep_current else ""
         return pb.EndSessionsResponse(ended=await self._end_sessions(account["_id"], keep=keep))
 
+    async def StartContactChange(
+        self, request: pb.StartContactChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartContactChangeResponse:
+        _, account = await self._own_account()
+        channel = _CHANNELS.get(request.channel)
+        if channel is None:
+            raise InvalidArgument("channel is email or sms", field="channel")
+        address = domain.validate_contact(channel, request.address)
+        now = self.clock.now()
+        change_id = secrets.token_urlsafe(24)
+        code = domain.new_otp()
+        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
+        await self.store.insert_challenge(
+            {
+                "_id": change_id,
+                "purpose": "contact",
+                "account_id": account["_id"],
+                # Codes guessed here count towards the login's lockout.
+                "throttle_id": self._digest(f"{account['kind']}:{account['login']}"),
+                "code_digest": self._digest(f"{change_id}:{code}"),
+                "channel": channel,
+                "address": address,
+                "expires_at": expires,
+                "used": False,
+                "created_at": now,
+            }
+        )
+        await self._send_code(
+            channel=channel,
+            destination=address,
+            code=code,
+            challenge_id=change_id,
+            valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
+            purpose=notify_pb2.CODE_PURPOSE_CONTACT,
+        )
+        return pb.StartContactChangeResponse(change_id=change_id, expires_at=timestamp(expires))
+
+    async def ConfirmContactChange(
+        self, request: pb.ConfirmContactChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmContactChangeResponse:
+        _, account = await self._own_account()
+        if not request.change_id or len(request.change_id) > 64:
+            raise InvalidArgument("change_id is required", field="change_id")
+        if not (len(request.code) == domain.OTP_DIGITS and request.code.isdigit()):
+            raise InvalidArgument("the code is 6 digits", field="code")
+        challenge = await self.store.get_challenge(request.change_id)
+        # Another person's change, or no change at all: the same answer as a wrong code.
+        if (
+            challenge is None
+            or challenge.get("purpose") != "contact"
+            or challenge["account_id"] != account["_id"]
+            or challenge["used"]
+        ):
+            raise InvalidArgument("wrong or used code", field="code", slug="invalid-otp")
+        try:
+            await self._settle_code(challenge, request.code, account, self.clock.now())
+        except Unauthenticated as exc:
+            # The person is logged in: their token is fine, the code is not.
+            raise InvalidArgument(exc.detail, field="code", slug=exc.problem) from exc
+        channel = challenge["channel"]
+        key = "email" if channel == "email" else "phone"
+        before = account.get(key, "")
+        await self.store.set_contact(account["_id"], key, challenge["address"])
+        log.info("contact_changed", account_id=account["_id"], contact=key)
+        if before and before != challenge["address"]:
+            await self._tell_old_address(channel, before, challenge["_id"])
+        after = {**account, key: challenge["address"]}
+        return pb.ConfirmContactChangeResponse(email=after["email"], phone=after["phone"])
+
+    async def _tell_old_address(self, channel: str, address: str, change_id: str) -> None:
+        """The address a change replaced is told of it. The change is made already: a notice
+        that cannot be sent now is logged, not a reason to undo it."""
+        try:
+            await self.notify.SendAccountNotice(
+                notify_pb2.SendAccountNoticeRequest(
+                    channel=(
+                        notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS
+                    ),
+                    destination=address,
+                    notice=(
+                        notify_pb2.ACCOUNT_NOTICE_EMAIL_CHANGED
+                        if channel == "email"
+                        else notify_pb2.ACCOUNT_NOTICE_PHONE_CHANGED
+                    ),
+                    change_id=change_id,
+                ),
+                **call_options(
+                    self.settings.grpc_deadline_seconds, token=await self.service_token()
+                ),
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("contact_change_notice_not_sent", code=exc.code().name)
+
+    # activation of the accounts the directory creates ----------------------------------
+
+    def _provisional_digest(self, account_id: str, code: str) -> str:
+        return self._digest(f"provisional:{account_id}:{code}")
+
+    async def _provisional_holder(
+        self, ins_given: str, serial: str, code_given: str, client_ip: str
+    ) -> dict[str, Any]:
+        """The account awaiting activation that these prove to be the caller's: checked as a
+        login's password is (the same counters and lockout), with one answer for a wrong code,
+        a wrong serial, an account that does not exist or awaits nothing."""
+        ins = validate_ins(ins_given)
+        code = domain.normalise_provisional_code(code_given)
+        if not serial.strip() or len(serial) > 32:
+            raise InvalidArgument("vitale_serial is required", field="vitale_serial")
+        now = self.clock.now()
+        throttle_id = self._digest(f"patient:{ins}")
+        account = await self.store.find_account("patient", ins)
+        event = {"kind": "patient", "account": account, "client_ip": client_ip}
+        attempt = secrets.token_urlsafe(12)
+        granted, throttle = await self.store.reserve_attempt(
+            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
+        )
+        if not granted:
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            raise Locked(
+                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
+            )
+        expected = (account or {}).get("provisional_digest") or self._digest("no-account")
+        matches = domain.otp_matches(
+            expected, self._provisional_digest(str((account or {}).get("_id", "")), code)
+        )
+        ok = (
+            account is not None
+            and matches
+            and bool(account.get("provisional_digest"))
+            and account["vitale_serial"].upper() == serial.strip().upper()
+        )
+        await self._record(
+            throttle_id,
+            (lambda t: t.after_right_password(attempt))
+            if ok
+            else (lambda t: t.after_wrong_password(now, self.policy, attempt)),
+            outcome="provisional_ok" if ok else "bad_provisional",
+            success=ok,
+            **event,
+        )
+        if not ok or account is None:
+            raise Unauthenticated(
+                "wrong INS, Vitale card serial or provisional code", slug="invalid-credentials"
+            )
+        return account
+
+    async def StartActivation(
+        self, request: pb.StartActivationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartActivationResponse:
+        email = domain.validate_email(request.email)
+        phone = domain.validate_contact("sms", request.phone)
+        account = await self._provisional_holder(
+            request.ins, request.vitale_serial, request.provisional_code, request.client_ip
+        )
+        now = self.clock.now()
+        activation_id = secrets.token_urlsafe(24)
+        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
+        for channel, address in (("email", email), ("sms", phone)):
+            challenge_id = f"{activation_id}:{channel}"
+            code = domain.new_otp()
+            await self.store.insert_challenge(
+                {
+                    "_id": challenge_id,
+                    "purpose": "activation",
+                    "account_id": account["_id"],
+                    "throttle_id": self._digest(f"patient:{account['login']}"),
+                    "code_digest": self._digest(f"{challenge_id}:{code}"),
+                    "email": email,
+                    "phone": phone,
+                    "expires_at": expires,
+                    "used": False,
+                    "created_at": now,
+                }
+            )
+            await self._send_code(
+                channel=channel,
+                destination=address,
+                code=code,
+                challenge_id=challenge_id,
+                valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
+                purpose=notify_pb2.CODE_PURPOSE_CONTACT,
+            )
+        return pb.StartActivationResponse(
+            activation_id=activation_id, expires_at=timestamp(expires)
+        )
+
+    async def CompleteActivation(
+        self, request: pb.CompleteActivationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteActivationResponse:
+        if not request.activation_id or len(request.activation_id) > 64:
+            raise InvalidArgument("activation_id is required", field="activation_id")
+        for name, code in (("email_code", request.email_code), ("sms_code", request.sms_code)):
+            if not (len(code) == domain.OTP_DIGITS and code.isdigit()):
+                raise InvalidArgument("the code is 6 digits", field=name)
+        challenges = [
+            await self.store.get_challenge(f"{request.activation_id}:{channel}")
+            for channel in ("email", "sms")
+        ]
+        account = (
+            await self.store.get_account(challenges[0]["account_id"])
+            if challenges[0] is not None
+            else None
+        )
+        if (
+            account is None
+            or not account.get("provisional_digest")
+            or any(
+                c is None
+                or c.get("purpose") != "activation"
+                or c["used"]
+                or c["account_id"] != account["_id"]
+                for c in challenges
+            )
+        ):
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        email_challenge, sms_challenge = challenges
+        assert email_challenge is not None and sms_challenge is not None
+        email, phone = email_challenge["email"], email_challenge["phone"]
+        # The password before the codes: refusing it costs the person none of their guesses.
+        password = domain.validate_password(
+            request.password, personal_context({**account, "email": email, "phone": phone})
+        )
+        now = self.clock.now()
+        await self._settle_code(email_challenge, request.email_code, account, now)
+        await self._settle_code(sms_challenge, request.sms_code, account, now)
+        activated = await self.store.activate(
+            account["_id"],
+            {
+                "email": email,
+                "phone": phone,
+                "password_hash": await self._hash_password(password),
+                "status": "active",
+                "activated_at": now,
+            },
+        )
+        if not activated:
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        log.info("account_activated", account_id=account["_id"])
+        return pb.CompleteActivationResponse()
+
+    async def OpposeAccount(
+        self, request: pb.OpposeAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OpposeAccountResponse:
+        account = await self._provisional_holder(
+            request.ins, request.vitale_serial, request.provisional_code, request.client_ip
+        )
+        now = self.clock.now()
+        if domain.account_status(account, now) != "to_activate":
+            raise Conflict(
+                "the account became active at the end of the legal delay: it can no longer be "
+                "opposed, only closed",
+                slug="opposition-too-late",
+            )
+        # The opposition first: past a crash in between, it still keeps the INS closed, and the
+        # account goes at the next try.
+        await self.store.record_opposition(account["ins"], now)
+        await self.store.delete_account(account)
+        log.info("account_opposed", account_id=account["_id"])
+        return pb.OpposeAccountResponse()
+
+    async def GetAccountStatus(
+        self, request: pb.GetAccountStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccountStatusResponse:
+        self._require_directory()
+        ins = validate_ins(request.ins)
+        account = await self.store.find_account("patient", ins)
+        if account is not None:
+            found = _patient(account, self.clock.now())
+            return pb.GetAccountStatusResponse(
+                status=found.status,
+                activation_due_at=found.activation_due_at
+                if found.HasField("activation_due_at")
+                else None,
+            )
+        if await self.store.opposition(ins) is not None:
+            return pb.GetAccountStatusResponse(status="opposed")
+        raise NotFound("no such patient", field="ins")
+
+    async def WithdrawOpposition(
+        self, request: pb.WithdrawOppositionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WithdrawOppositionResponse:
+        self._require_directory()
+        ins = validate_ins(request.ins)
+        if not await self.store.withdraw_opposition(ins):
+            raise NotFound("this person has no opposition on record", field="ins")
+        log.info("opposition_withdrawn")
+        return pb.WithdrawOppositionResponse()
+
     # start-up ---------------------------------------------------------------------
 
     async def provision_service_clients(self) -> None:
@@ -978,8 +1336,13 @@ def personal_context(account: Mapping[str, Any]) -> list[str]:
     return [str(account[key]) for key in domain.CONTEXT_FIELDS if account.get(key)]
 
 
-def _patient(doc: dict[str, Any]) -> pb.Patient:
+def _patient(doc: dict[str, Any], now: datetime) -> pb.Patient:
+    status = domain.account_status(doc, now)
     return pb.Patient(
+        status=status,
+        activation_due_at=(
+            timestamp(doc["activation_due_at"]) if status == "to_activate" else None
+        ),
         id=doc["_id"],
         ins=doc["ins"],
         vitale_serial=doc["vitale_serial"],

@@ -323,6 +323,16 @@ def validate_birth_date(value: str, today: date) -> str:
     return born.isoformat()
 
 
+def validate_contact(channel: str, address: str) -> str:
+    """A new address to reach the person: an e-mail address, or a phone number for SMS."""
+    if channel == "email":
+        return validate_email(address)
+    phone = validate_phone(address)
+    if not phone:
+        raise InvalidArgument("a phone number is required", field="phone")
+    return phone
+
+
 @dataclass(frozen=True)
 class PatientRegistration:
     ins: str
@@ -436,6 +446,40 @@ def validate_client(client_id: str, roles: list[str]) -> tuple[str, tuple[str, .
             f"roles must be among {', '.join(sorted(CLIENT_ROLES))}", field="roles"
         )
     return client_id, tuple(sorted(set(roles)))
+
+
+# A provisional code: 10 of the letters and digits no one mistakes for another (no I, O, 0, 1).
+PROVISIONAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+PROVISIONAL_LENGTH = 10
+_PROVISIONAL_RE = re.compile(f"^[{PROVISIONAL_ALPHABET}]{{{PROVISIONAL_LENGTH}}}$")
+
+
+def new_provisional_code() -> str:
+    return "".join(secrets.choice(PROVISIONAL_ALPHABET) for _ in range(PROVISIONAL_LENGTH))
+
+
+def normalise_provisional_code(code: str) -> str:
+    """As the person types it: any case, spaces or dashes between groups."""
+    value = re.sub(r"[\s-]", "", code).upper()
+    if not _PROVISIONAL_RE.match(value):
+        raise InvalidArgument(
+            f"the provisional code is {PROVISIONAL_LENGTH} letters and digits",
+            field="provisional_code",
+        )
+    return value
+
+
+AccountStatus = Literal["to_activate", "active"]
+
+
+def account_status(account: dict[str, Any], now: datetime) -> AccountStatus:
+    """An account the directory created waits for its person to activate it or oppose it;
+    at the legal delay's end, neither having come, it is active by itself (its space opened,
+    empty: the person may still activate it to log in)."""
+    due = account.get("activation_due_at")
+    if account.get("status") != "to_activate" or due is None:
+        return "active"
+    return "active" if now >= due.astimezone(now.tzinfo) else "to_activate"
 
 
 def new_otp() -> str:

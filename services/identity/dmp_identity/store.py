@@ -123,6 +123,45 @@ class IdentityStore(Store):
         doc: Document | None = await self.accounts.find_one({"_id": account_id})
         return doc
 
+    async def activate(self, account_id: str, fields: Document) -> bool:
+        """An account awaiting activation becomes its person's; False if it awaits none (an
+        activation raced by another, or an opposition)."""
+        result = await self.accounts.update_one(
+            {"_id": account_id, "provisional_digest": {"$exists": True}},
+            {"$set": fields, "$unset": {"provisional_digest": "", "activation_due_at": ""}},
+        )
+        return bool(result.modified_count == 1)
+
+    async def delete_account(self, account: Document) -> None:
+        """The account, then its login key (a key left alone is taken over, see insert_account)."""
+        await self.accounts.delete_one({"_id": account["_id"]})
+        await self.logins.delete_one(
+            {"_id": _login_key(account["kind"], account["login"]), "account_id": account["_id"]}
+        )
+
+    # oppositions: the INS of the people who refused an account ----------------------
+
+    @property
+    def oppositions(self) -> Any:
+        return self.db["oppositions"]
+
+    async def opposition(self, ins: str) -> Document | None:
+        doc: Document | None = await self.oppositions.find_one({"_id": ins})
+        return doc
+
+    async def record_opposition(self, ins: str, now: datetime) -> None:
+        await self.oppositions.update_one(
+            {"_id": ins}, {"$setOnInsert": {"opposed_at": now}}, upsert=True
+        )
+
+    async def withdraw_opposition(self, ins: str) -> bool:
+        result = await self.oppositions.delete_one({"_id": ins})
+        return bool(result.deleted_count == 1)
+
+    async def set_contact(self, account_id: str, key: str, address: str) -> None:
+        """`key`: email or phone."""
+        await self.accounts.update_one({"_id": account_id}, {"$set": {key: address}})
+
     async def set_password(self, account_id: str, password_hash: str, now: datetime) -> None:
         await self.accounts.update_one(
             {"_id": account_id},
