@@ -439,6 +439,9 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "batch_id": str(uuid.uuid4()),
         "seq": "0",
         "key_id": "0000000000000000",
+        "session_id": str(uuid.uuid4()),
+        "change_id": secrets.token_urlsafe(24),
+        "activation_id": secrets.token_urlsafe(24),
     }
 
 

@@ -245,6 +245,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         except (VerificationError, InvalidHashError):
             return False
 
+    async def _reserve_password_attempt(
+        self, throttle_id: str, now: datetime, event: dict[str, Any]
+    ) -> str:
+        """A place held for a password attempt before it is checked, so that concurrent
+        attempts cannot outrun the lockout; the attempt's id. Raises `Locked` when none is
+        free."""
+        attempt = secrets.token_urlsafe(12)
+        granted, throttle = await self.store.reserve_attempt(
+            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
+        )
+        if not granted:
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            raise Locked(
+                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
+            )
+        return attempt
+
     async def _check_password(
         self,
         throttle_id: str,
@@ -578,16 +595,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         throttle_id = self._digest(f"{kind}:{login}")
         account = await self.store.find_account(kind, login)
         event = {"kind": kind, "account": account, "client_ip": request.client_ip}
-        # A place held before it is checked: concurrent attempts cannot outrun the lockout.
-        attempt = secrets.token_urlsafe(12)
-        granted, throttle = await self.store.reserve_attempt(
-            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
-        )
-        if not granted:
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked(
-                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
-            )
+        attempt = await self._reserve_password_attempt(throttle_id, now, event)
         # Settled even when this call is cancelled meanwhile (the caller's deadline while the
         # hash waits for a thread): the check goes on and its outcome is written.
         ok = await asyncio.shield(
@@ -894,15 +902,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         kind = account["kind"]
         throttle_id = self._digest(f"{kind}:{account['login']}")
         event = {"kind": kind, "account": account, "client_ip": client_ip}
-        attempt = secrets.token_urlsafe(12)
-        granted, throttle = await self.store.reserve_attempt(
-            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
-        )
-        if not granted:
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked(
-                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
-            )
+        attempt = await self._reserve_password_attempt(throttle_id, now, event)
         ok = await asyncio.shield(
             self._check_password(throttle_id, attempt, account, password, now, event)
         )
@@ -974,28 +974,29 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         keep = _session_of(who) if request.keep_current else ""
         return pb.EndSessionsResponse(ended=await self._end_sessions(account["_id"], keep=keep))
 
-    async def StartContactChange(
-        self, request: pb.StartContactChangeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.StartContactChangeResponse:
-        _, account = await self._own_account()
-        channel = _CHANNELS.get(request.channel)
-        if channel is None:
-            raise InvalidArgument("channel is email or sms", field="channel")
-        address = domain.validate_contact(channel, request.address)
+    async def _address_code(
+        self,
+        challenge_id: str,
+        purpose: str,
+        account: dict[str, Any],
+        channel: str,
+        address: str,
+        kept: dict[str, str],
+    ) -> datetime:
+        """A 6-digit code sent to an address the person wants on their account, and the
+        challenge that awaits it (with `kept`, what the change is); when it expires. Codes
+        guessed on it count towards the login's lockout."""
         now = self.clock.now()
-        change_id = secrets.token_urlsafe(24)
         code = domain.new_otp()
         expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
         await self.store.insert_challenge(
             {
-                "_id": change_id,
-                "purpose": "contact",
+                "_id": challenge_id,
+                "purpose": purpose,
                 "account_id": account["_id"],
-                # Codes guessed here count towards the login's lockout.
                 "throttle_id": self._digest(f"{account['kind']}:{account['login']}"),
-                "code_digest": self._digest(f"{change_id}:{code}"),
-                "channel": channel,
-                "address": address,
+                "code_digest": self._digest(f"{challenge_id}:{code}"),
+                **kept,
                 "expires_at": expires,
                 "used": False,
                 "created_at": now,
@@ -1005,9 +1006,28 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             channel=channel,
             destination=address,
             code=code,
-            challenge_id=change_id,
+            challenge_id=challenge_id,
             valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
             purpose=notify_pb2.CODE_PURPOSE_CONTACT,
+        )
+        return expires
+
+    async def StartContactChange(
+        self, request: pb.StartContactChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartContactChangeResponse:
+        _, account = await self._own_account()
+        channel = _CHANNELS.get(request.channel)
+        if channel is None:
+            raise InvalidArgument("channel is email or sms", field="channel")
+        address = domain.validate_contact(channel, request.address)
+        change_id = secrets.token_urlsafe(24)
+        expires = await self._address_code(
+            change_id,
+            "contact",
+            account,
+            channel,
+            address,
+            {"channel": channel, "address": address},
         )
         return pb.StartContactChangeResponse(change_id=change_id, expires_at=timestamp(expires))
 
@@ -1086,15 +1106,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         throttle_id = self._digest(f"patient:{ins}")
         account = await self.store.find_account("patient", ins)
         event = {"kind": "patient", "account": account, "client_ip": client_ip}
-        attempt = secrets.token_urlsafe(12)
-        granted, throttle = await self.store.reserve_attempt(
-            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
-        )
-        if not granted:
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked(
-                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
-            )
+        attempt = await self._reserve_password_attempt(throttle_id, now, event)
         expected = (account or {}).get("provisional_digest") or self._digest("no-account")
         matches = domain.otp_matches(
             expected, self._provisional_digest(str((account or {}).get("_id", "")), code)
@@ -1128,33 +1140,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         account = await self._provisional_holder(
             request.ins, request.vitale_serial, request.provisional_code, request.client_ip
         )
-        now = self.clock.now()
         activation_id = secrets.token_urlsafe(24)
-        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
         for channel, address in (("email", email), ("sms", phone)):
-            challenge_id = f"{activation_id}:{channel}"
-            code = domain.new_otp()
-            await self.store.insert_challenge(
-                {
-                    "_id": challenge_id,
-                    "purpose": "activation",
-                    "account_id": account["_id"],
-                    "throttle_id": self._digest(f"patient:{account['login']}"),
-                    "code_digest": self._digest(f"{challenge_id}:{code}"),
-                    "email": email,
-                    "phone": phone,
-                    "expires_at": expires,
-                    "used": False,
-                    "created_at": now,
-                }
-            )
-            await self._send_code(
-                channel=channel,
-                destination=address,
-                code=code,
-                challenge_id=challenge_id,
-                valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
-                purpose=notify_pb2.CODE_PURPOSE_CONTACT,
+            expires = await self._address_code(
+                f"{activation_id}:{channel}",
+                "activation",
+                account,
+                channel,
+                address,
+                {"email": email, "phone": phone},
             )
         return pb.StartActivationResponse(
             activation_id=activation_id, expires_at=timestamp(expires)

@@ -1,6 +1,9 @@
-"""The password policy (NIST SP 800-63B §3.1.1.2): what it refuses, why, and what it lets by."""
+"""The password policy (NIST SP 800-63B §3.1.1.2): what it refuses, why, and what it lets by;
+and the provisional accounts' codes and legal delay."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -131,3 +134,36 @@ def test_refusals_explain_in_french() -> None:
 
 def test_the_list_is_the_packaged_one() -> None:
     assert len(domain._common_passwords()) >= 30_000
+
+
+# ------------------------------------------- provisional accounts (the directory creates them)
+
+
+def test_provisional_codes_are_ten_unambiguous_characters() -> None:
+    codes = {domain.new_provisional_code() for _ in range(200)}
+    assert len(codes) == 200
+    assert all(len(c) == 10 and set(c) <= set(domain.PROVISIONAL_ALPHABET) for c in codes)
+    assert not set(domain.PROVISIONAL_ALPHABET) & set("IO01")
+
+
+@pytest.mark.parametrize("typed", ["abcde fghjk", "ABCDE-FGHJK", " abcdefghjk "])
+def test_a_provisional_code_is_read_as_people_type_it(typed: str) -> None:
+    assert domain.normalise_provisional_code(typed) == "ABCDEFGHJK"
+
+
+@pytest.mark.parametrize("typed", ["", "123456", "ABCDEFGHJ", "ABCDEFGHJKL", "ABCDEFGHJ0"])
+def test_a_provisional_code_of_another_shape_is_refused(typed: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        domain.normalise_provisional_code(typed)
+    assert caught.value.field == "provisional_code"
+
+
+def test_an_account_to_activate_is_active_by_itself_at_the_legal_delay() -> None:
+    created = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    due = created + timedelta(weeks=6)
+    account = {"status": "to_activate", "activation_due_at": due}
+    assert domain.account_status(account, created) == "to_activate"
+    assert domain.account_status(account, due - timedelta(seconds=1)) == "to_activate"
+    assert domain.account_status(account, due) == "active"
+    assert domain.account_status({}, created) == "active", "registered by an administrator"
+    assert domain.account_status({"status": "active"}, created) == "active"
