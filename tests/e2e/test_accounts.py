@@ -4,17 +4,11 @@ wherever a password is set, password change, sessions, contact changes, activati
 from __future__ import annotations
 
 import re
-import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from dmp_kit.service_auth import ASSERTION_TYPE
 from dmp_stack.testing import RunningStack, make_ins, make_rpps, until
 
 PROBLEM = "application/problem+json"
@@ -504,65 +498,19 @@ def test_opposition_deletes_the_account_and_keeps_the_ins_closed_until_withdrawn
         assert r.status_code == 201, r.text
 
 
-class DirectorySync:
-    """A directory_sync client whose assertions are dated on the stack's injected clock, so
-    that it gets tokens with the clock moved (the administrator's logins are left alone: their
-    codes would be dated in the future for the rest of the session)."""
-
-    def __init__(self, stack: RunningStack, admin: str) -> None:
-        self.stack = stack
-        self.key = Ed25519PrivateKey.generate()
-        self.client_id = f"sync-{secrets.token_hex(4)}"
-        pem = self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        with stack.client(admin) as c:
-            r = c.post(
-                "/v1/admin/clients",
-                json={
-                    "client_id": self.client_id,
-                    "public_key_pem": pem.decode(),
-                    "roles": ["directory_sync"],
-                },
-            )
-            assert r.status_code == 201, r.text
-
-    def token(self, offset: float) -> str:
-        now = int(time.time() + offset)
-        assertion = jwt.encode(
-            {
-                "iss": self.client_id,
-                "sub": self.client_id,
-                "aud": f"{self.stack.url}/v1/auth/token",
-                "iat": now,
-                "exp": now + 120,
-                "jti": secrets.token_hex(16),
-            },
-            self.key,
-            algorithm="EdDSA",
-        )
-        with self.stack.client() as c:
-            r = c.post(
-                "/v1/auth/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_assertion_type": ASSERTION_TYPE,
-                    "client_assertion": assertion,
-                },
-            )
-        assert r.status_code == 200, r.text
-        return str(r.json()["access_token"])
-
-
 def test_an_account_neither_activated_nor_opposed_becomes_active_after_the_legal_delay(
     clock: RunningStack, admin: str, directory: str
 ) -> None:
     account = provisional(clock, directory)
-    sync = DirectorySync(clock, admin)
+    # The directory's tokens come dated on the moved clock; the administrator does not log in
+    # meanwhile (its codes would stay dated in the future for the rest of the session).
+    sync = clock.register_client(admin, ["directory_sync"])
     day = 24 * 3600
     clock.set_clock_offset(41 * day)
-    with clock.client(sync.token(41 * day)) as c:
+    with clock.client(clock.assertion_token(*sync, clock_offset=41 * day)) as c:
         assert c.get(f"/v1/accounts/{account['ins']}").json()["status"] == "to_activate"
     clock.set_clock_offset(42 * day + 3600)
-    with clock.client(sync.token(42 * day + 3600)) as c:
+    with clock.client(clock.assertion_token(*sync, clock_offset=42 * day + 3600)) as c:
         assert c.get(f"/v1/accounts/{account['ins']}").json() == {
             "ins": account["ins"],
             "status": "active",

@@ -184,7 +184,7 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         "mime_type": "text/plain",
         "content_base64": base64.b64encode(b"texte").decode(),
     }
-    return {
+    examples: dict[tuple[str, str], Any] = {
         ("PATCH", "/v1/me/notifications/{notification_id}"): {"read": True},
         ("PUT", "/v1/me/notification-preferences"): {"preferences": {"document_added": ["email"]}},
         ("POST", "/v1/admin/patients"): {
@@ -243,15 +243,14 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         },
         ("POST", "/v1/me/contact-changes"): {"email": f"{uuid.uuid4().hex[:8]}@example.org"},
         ("POST", "/v1/me/contact-changes/{change_id}/confirm"): {"code": "123456"},
-        ("POST", "/v1/accounts"): {
-            "ins": make_ins(),
-            "vitale_serial": "12345678",
-            "given_name": "Alix",
-            "family_name": "Morel",
-            "birth_date": "1990-02-03",
-            "email": f"{uuid.uuid4().hex[:8]}@example.org",
-        },
     }
+    # The directory's own registration of a patient, to be activated: the same fields
+    examples[("POST", "/v1/accounts")] = {
+        **examples[("POST", "/v1/admin/patients")],
+        "ins": make_ins(),
+        "email": f"{uuid.uuid4().hex[:8]}@example.org",
+    }
+    return examples
 
 
 # What changes the dossier for every later call runs last, in this order.

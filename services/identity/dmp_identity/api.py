@@ -604,27 +604,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not ok or account is None:
             raise Unauthenticated("wrong login or password", slug="invalid-credentials")
 
-        code = domain.new_otp()
         challenge_id = secrets.token_urlsafe(24)
-        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
         channel = domain.channel_for(account.get("email", ""), account.get("phone", ""))
-        await self.store.insert_challenge(
-            {
-                "_id": challenge_id,
-                "account_id": account["_id"],
-                "throttle_id": throttle_id,
-                "code_digest": self._digest(f"{challenge_id}:{code}"),
-                "expires_at": expires,
-                "used": False,
-                "created_at": now,
-            }
-        )
-        await self._send_code(
-            channel=channel,
-            destination=account["email"] if channel == "email" else account["phone"],
-            code=code,
-            challenge_id=challenge_id,
-            valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
+        expires = await self._code_challenge(
+            challenge_id,
+            "login",
+            account,
+            channel,
+            account["email"] if channel == "email" else account["phone"],
         )
         return pb.LoginResponse(
             challenge_id=challenge_id,
@@ -974,18 +961,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         keep = _session_of(who) if request.keep_current else ""
         return pb.EndSessionsResponse(ended=await self._end_sessions(account["_id"], keep=keep))
 
-    async def _address_code(
+    async def _code_challenge(
         self,
         challenge_id: str,
         purpose: str,
         account: dict[str, Any],
         channel: str,
         address: str,
-        kept: dict[str, str],
+        kept: dict[str, str] | None = None,
     ) -> datetime:
-        """A 6-digit code sent to an address the person wants on their account, and the
-        challenge that awaits it (with `kept`, what the change is); when it expires. Codes
-        guessed on it count towards the login's lockout."""
+        """A 6-digit code sent to `address`, and the challenge that awaits it: a login's, or one
+        for an address the person wants on their account (`kept`: what the change is); when it
+        expires. Codes guessed on it count towards the login's lockout."""
         now = self.clock.now()
         code = domain.new_otp()
         expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
@@ -996,7 +983,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "account_id": account["_id"],
                 "throttle_id": self._digest(f"{account['kind']}:{account['login']}"),
                 "code_digest": self._digest(f"{challenge_id}:{code}"),
-                **kept,
+                **(kept or {}),
                 "expires_at": expires,
                 "used": False,
                 "created_at": now,
@@ -1008,7 +995,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             code=code,
             challenge_id=challenge_id,
             valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
-            purpose=notify_pb2.CODE_PURPOSE_CONTACT,
+            purpose=(
+                notify_pb2.CODE_PURPOSE_UNSPECIFIED
+                if purpose == "login"
+                else notify_pb2.CODE_PURPOSE_CONTACT
+            ),
         )
         return expires
 
@@ -1021,7 +1012,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("channel is email or sms", field="channel")
         address = domain.validate_contact(channel, request.address)
         change_id = secrets.token_urlsafe(24)
-        expires = await self._address_code(
+        expires = await self._code_challenge(
             change_id,
             "contact",
             account,
@@ -1142,7 +1133,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
         activation_id = secrets.token_urlsafe(24)
         for channel, address in (("email", email), ("sms", phone)):
-            expires = await self._address_code(
+            expires = await self._code_challenge(
                 f"{activation_id}:{channel}",
                 "activation",
                 account,
