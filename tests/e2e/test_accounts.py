@@ -239,6 +239,7 @@ def test_self_service_is_for_people(stack: RunningStack, admin: str) -> None:
 
 
 def outbox(stack: RunningStack, address: str, subject: str | None = None) -> list[dict[str, Any]]:
+    """What the stack sent to `address` (with that subject), newest first."""
     with stack.client() as c:
         items: list[dict[str, Any]] = c.get("/dev/outbox", params={"to": address}).json()["items"]
     return [m for m in items if subject is None or m["subject"] == subject]
@@ -268,7 +269,7 @@ def test_a_person_replaces_their_email_with_a_code_and_the_old_address_is_told(
         assert change["channel"] == "email"
         mail = until(lambda: outbox(stack, new, VERIFY))
         assert mail, "no code reached the new address"
-        code = code_in(mail[-1]["body"])
+        code = code_in(mail[0]["body"])
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
         url = f"/v1/me/contact-changes/{change['change_id']}/confirm"
         problem(c.post(url, json={"code": wrong}), 422, "invalid-otp", "code")
@@ -284,7 +285,7 @@ def test_a_person_replaces_their_email_with_a_code_and_the_old_address_is_told(
         assert r.json()["email"] == new
         problem(c.post(url, json={"code": code}), 422, "invalid-otp", "code")
     notice = until(lambda: outbox(stack, old, "L'adresse e-mail de votre compte DMP a changé"))
-    assert notice and new not in notice[-1]["body"], "the old address is told, not the new one"
+    assert notice and new not in notice[0]["body"], "the old address is told, not the new one"
     # The codes now go to the new address.
     patient_login(stack, {**patient, "email": new}, patient["password"])
 
@@ -298,13 +299,13 @@ def test_a_person_sets_then_replaces_their_phone(stack: RunningStack, admin: str
             r = c.post("/v1/me/contact-changes", json={"phone": phone})
             assert r.status_code == 202, r.text
             sms = until(lambda phone=phone: outbox(stack, phone, VERIFY))
-            assert sms and sms[-1]["channel"] == "sms"
+            assert sms and sms[0]["channel"] == "sms"
             url = f"/v1/me/contact-changes/{r.json()['change_id']}/confirm"
-            r = c.post(url, json={"code": code_in(sms[-1]["body"])})
+            r = c.post(url, json={"code": code_in(sms[0]["body"])})
             assert r.status_code == 200, r.text
             assert r.json() == {"email": patient["email"], "phone": phone}
     told = until(lambda: outbox(stack, first, "Le téléphone de votre compte DMP a changé"))
-    assert told and told[-1]["channel"] == "sms"
+    assert told and told[0]["channel"] == "sms"
     assert not outbox(stack, second, "Le téléphone de votre compte DMP a changé")
 
 
@@ -313,7 +314,7 @@ def test_someone_else_s_change_is_answered_as_a_wrong_code(stack: RunningStack, 
     new = f"moved-{owner['ins']}@example.org"
     with stack.client(patient_login(stack, owner, owner["password"])["access_token"]) as c:
         change = c.post("/v1/me/contact-changes", json={"email": new}).json()
-    code = code_in(until(lambda: outbox(stack, new, VERIFY))[-1]["body"])
+    code = code_in(until(lambda: outbox(stack, new, VERIFY))[0]["body"])
     url = f"/v1/me/contact-changes/{change['change_id']}/confirm"
     with stack.client(patient_login(stack, other, other["password"])["access_token"]) as c:
         problem(c.post(url, json={"code": code}), 422, "invalid-otp", "code")
@@ -333,7 +334,7 @@ def test_code_guesses_on_a_new_address_count_towards_the_login_lockout(
     new = f"guess-{patient['ins']}@example.org"
     with stack.client(patient_login(stack, patient, patient["password"])["access_token"]) as c:
         change = c.post("/v1/me/contact-changes", json={"email": new}).json()
-        code = code_in(until(lambda: outbox(stack, new, VERIFY))[-1]["body"])
+        code = code_in(until(lambda: outbox(stack, new, VERIFY))[0]["body"])
         url = f"/v1/me/contact-changes/{change['change_id']}/confirm"
         wrong = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, 6)]
         answers = [c.post(url, json={"code": guess}).status_code for guess in wrong]
@@ -368,8 +369,8 @@ def provisional(stack: RunningStack, directory: str, **over: Any) -> dict[str, A
     address = body["email"] or body["phone"]
     sent = until(lambda: outbox(stack, address, PROVISIONAL))
     assert sent, "no provisional code was sent"
-    found = re.search(r"provisoire est : ([A-Z0-9]{10})", sent[-1]["body"])
-    assert found, sent[-1]["body"]
+    found = re.search(r"provisoire est : ([A-Z0-9]{10})", sent[0]["body"])
+    assert found, sent[0]["body"]
     return {**body, **r.json(), "code": found.group(1)}
 
 
@@ -408,8 +409,8 @@ def test_the_directory_creates_an_account_that_its_person_activates(
         r = c.post("/v1/accounts/activation", json={**typed, **contacts})
         assert r.status_code == 202, r.text
         activation = r.json()["activation_id"]
-        email_code = code_in(until(lambda: outbox(stack, new_email, VERIFY))[-1]["body"])
-        sms_code = code_in(until(lambda: outbox(stack, phone, VERIFY))[-1]["body"])
+        email_code = code_in(until(lambda: outbox(stack, new_email, VERIFY))[0]["body"])
+        sms_code = code_in(until(lambda: outbox(stack, phone, VERIFY))[0]["body"])
         url = f"/v1/accounts/activation/{activation}"
         codes = {"email_code": email_code, "sms_code": sms_code}
         r = c.post(url, json={**codes, "password": "gwenaelle et moi"})
