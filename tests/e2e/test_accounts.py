@@ -389,6 +389,12 @@ def test_the_directory_creates_an_account_that_its_person_activates(
     account = provisional(stack, directory, phone="")
     due = datetime.fromisoformat(account["activation_due_at"].replace("Z", "+00:00"))
     assert timedelta(days=41) < due - datetime.now(UTC) <= timedelta(days=42, minutes=5)
+    # Until its person decides, no one opens a DMP for them.
+    agent = stack.agent_token(admin)
+    opening = {"ins": account["ins"], "vitale_serial": account["vitale_serial"]}
+    with stack.client(agent) as c:
+        r = c.post("/v1/dossiers", json={**opening, "patient_consent": True})
+        problem(r, 404, "patient-not-found", "ins")
     # No password yet: nobody logs in with it.
     with stack.client() as c:
         r = c.post(
@@ -435,6 +441,9 @@ def test_the_directory_creates_an_account_that_its_person_activates(
     tokens = stack.login("patient", account["ins"], GOOD, new_email)
     with stack.client(tokens["access_token"]) as c:
         assert c.get("/v1/me").json()["ins"] == account["ins"]
+    with stack.client(agent) as c:
+        r = c.post("/v1/dossiers", json={**opening, "patient_consent": True})
+        assert r.status_code == 201, r.text
 
 
 def test_a_wrong_proof_is_answered_alike_whether_the_account_exists_or_not(

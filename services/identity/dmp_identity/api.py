@@ -549,18 +549,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         card) sees it without the patient's contact details."""
         who = caller()
         ins = validate_ins(request.ins)
-        full = (
+        operator = (
             who.kind in ("admin", "service")
             or who.has_role("directory_sync")
             or who.has_role("contact_reader")  # notify, to reach the patient
-            or who.ins == ins
         )
+        full = operator or who.ins == ins
         if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
         if doc is None:
             raise NotFound("no such patient", field="ins")
         found = _patient(doc, self.clock.now())
+        # An account its person has neither activated nor opposed yet is not open: no one opens
+        # a DMP for them meanwhile (they may still refuse it all).
+        if found.status == "to_activate" and not operator:
+            raise NotFound("no such patient", field="ins")
         if not full:
             found.ClearField("email")
             found.ClearField("phone")
