@@ -54,6 +54,9 @@ EMPTY_IS_FINE = {
     "/dmp.identity.v1.IdentityService/GetJwks",
     "/dmp.identity.v1.IdentityService/GetMe",
     "/dmp.identity.v1.IdentityService/RotateSigningKey",
+    # One's own sessions: the list, and ending all of them
+    "/dmp.identity.v1.IdentityService/ListSessions",
+    "/dmp.identity.v1.IdentityService/EndSessions",
     # Revoking nothing is not an error (as RFC 7009 has it for token revocation).
     "/dmp.identity.v1.IdentityService/Logout",
     "/dmp.audit.v1.AuditService/GetCheckpoint",

@@ -49,6 +49,11 @@ PUBLIC = {
     ("GET", "/v1/audit/keys"),
     # Dev mode only (absent otherwise: services/gateway/tests/test_dev_routes.py).
     ("GET", "/dev/outbox"),
+    # A person activates or opposes the account the directory created, before having any
+    # token: the INS, Vitale serial and provisional code are the credentials.
+    ("POST", "/v1/accounts/activation"),
+    ("POST", "/v1/accounts/activation/{activation_id}"),
+    ("POST", "/v1/accounts/opposition"),
 }
 EXPECTED_TYPES = {"missing": "unauthenticated", "expired": "token-expired"}
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "field", "errors", "checks"}
@@ -179,7 +184,7 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         "mime_type": "text/plain",
         "content_base64": base64.b64encode(b"texte").decode(),
     }
-    return {
+    examples: dict[tuple[str, str], Any] = {
         ("PATCH", "/v1/me/notifications/{notification_id}"): {"read": True},
         ("PUT", "/v1/me/notification-preferences"): {"preferences": {"document_added": ["email"]}},
         ("POST", "/v1/admin/patients"): {
@@ -236,12 +241,27 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/conversations/{conversation_id}/attachments/{attachment_id}/file"): {
             "type_code": "11488-4"
         },
+        # Past authorization, a wrong current password (the right one would change it)
+        ("POST", "/v1/me/password"): {
+            "current_password": "not the password",
+            "new_password": "la mer est calme ce soir",
+        },
+        ("POST", "/v1/me/contact-changes"): {"email": f"{uuid.uuid4().hex[:8]}@example.org"},
+        ("POST", "/v1/me/contact-changes/{change_id}/confirm"): {"code": "123456"},
     }
+    # The directory's own registration of a patient, to be activated: the same fields
+    examples[("POST", "/v1/accounts")] = {
+        **examples[("POST", "/v1/admin/patients")],
+        "ins": make_ins(),
+        "email": f"{uuid.uuid4().hex[:8]}@example.org",
+    }
+    return examples
 
 
 # What changes the dossier for every later call runs last, in this order.
 LAST = (
     ("POST", "/v1/conversations/{conversation_id}/block"),
+    ("DELETE", "/v1/me/sessions"),
     ("POST", "/v1/admin/signing-keys/rotate"),
     ("DELETE", "/v1/dossiers/{ins}/documents/{document_id}"),
     ("DELETE", "/v1/dossiers/{ins}/professionals/{rpps}"),
@@ -333,6 +353,8 @@ class Scene:
             "attachment_id": self.attachment_id,
             "seq": "0",
             "key_id": "0000000000000000",
+            "session_id": str(uuid.uuid4()),
+            "change_id": "no-such-change",
         }
 
     def token(self, kind: str) -> str:
@@ -402,6 +424,7 @@ CARE = frozenset({"patient", "attending-physician"})  # the patient and whom the
 FACILITY = frozenset({"facility"})
 PATIENT = frozenset({"patient"})
 ADMIN = frozenset({"admin"})
+PERSONS = PEOPLE | {"agent", "admin"}
 # Who gets past authorization on each route, on the scene's dossier (DESIGN.md §1 and §3).
 ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/me"): EVERYONE,
@@ -462,6 +485,17 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/conversations/{conversation_id}/attachments/{attachment_id}/file"): {
         "attending-physician"
     },
+    # One's own account: people, agents and administrators, not systems.
+    ("POST", "/v1/me/password"): PERSONS,
+    ("GET", "/v1/me/sessions"): PERSONS,
+    ("DELETE", "/v1/me/sessions"): PERSONS,
+    ("DELETE", "/v1/me/sessions/{session_id}"): PERSONS,
+    ("POST", "/v1/me/contact-changes"): PERSONS,
+    ("POST", "/v1/me/contact-changes/{change_id}/confirm"): PERSONS,
+    # The insurer's directory (a directory_sync client, or an administrator).
+    ("POST", "/v1/accounts"): ADMIN,
+    ("GET", "/v1/accounts/{ins}"): ADMIN,
+    ("DELETE", "/v1/accounts/{ins}/opposition"): ADMIN,
 }
 CONVERSATION_ROUTES = [key for key in ALLOWED if "{conversation_id}" in key[1]]
 # Where a refusal is "no such thing" (someone else's notification, batch): their existence is
@@ -481,6 +515,12 @@ ALLOWED_CONFLICTS[("POST", "/v1/admin/signing-keys/{key_id}/revoke")] = 404
 ALLOWED_CONFLICTS[("POST", "/v1/conversations")] = 422
 # Allowed, and the sweep names nobody whose view to preview (tests/e2e/test_preview.py does).
 ALLOWED_CONFLICTS[("GET", "/v1/dossiers/{ins}/preview")] = 422
+# Allowed, and the example is refused on its merits: a wrong current password, a code for no
+# change, a session or an opposition that does not exist.
+ALLOWED_CONFLICTS[("POST", "/v1/me/password")] = 422
+ALLOWED_CONFLICTS[("POST", "/v1/me/contact-changes/{change_id}/confirm")] = 422
+ALLOWED_CONFLICTS[("DELETE", "/v1/me/sessions/{session_id}")] = 404
+ALLOWED_CONFLICTS[("DELETE", "/v1/accounts/{ins}/opposition")] = 404
 
 
 def test_every_protected_route_is_classified(operations: list[Operation]) -> None:

@@ -340,6 +340,10 @@ class RunningStack:
     def client_token(self, admin: str, roles: list[str]) -> str:
         """A new OAuth2 client with these roles, and an access token it obtained with a signed
         client assertion (RFC 7523), as an insurer's system does."""
+        return self.assertion_token(*self.register_client(admin, roles))
+
+    def register_client(self, admin: str, roles: list[str]) -> tuple[str, Ed25519PrivateKey]:
+        """A new OAuth2 client with these roles: its id and private key."""
         key = Ed25519PrivateKey.generate()
         pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
         client_id = f"client-{secrets.token_hex(4)}"
@@ -349,7 +353,14 @@ class RunningStack:
                 json={"client_id": client_id, "public_key_pem": pem.decode(), "roles": roles},
             )
             assert r.status_code == 201, r.text
-        now = int(time.time())
+        return client_id, key
+
+    def assertion_token(
+        self, client_id: str, key: Ed25519PrivateKey, clock_offset: float = 0.0
+    ) -> str:
+        """The client's access token, for an assertion dated on the stack's clock (moved by
+        `clock_offset` seconds, as `set_clock_offset` moved it)."""
+        now = int(time.time() + clock_offset)
         claims = {"iss": client_id, "sub": client_id, "aud": f"{self.url}/v1/auth/token"}
         assertion = jwt.encode(
             {**claims, "iat": now, "exp": now + 120, "jti": secrets.token_hex(16)},
@@ -464,6 +475,9 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "attachment_id": str(uuid.uuid4()),
         "seq": "0",
         "key_id": "0000000000000000",
+        "session_id": str(uuid.uuid4()),
+        "change_id": secrets.token_urlsafe(24),
+        "activation_id": secrets.token_urlsafe(24),
     }
 
 

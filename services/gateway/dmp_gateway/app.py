@@ -26,6 +26,7 @@ from dmp_gateway.fhir import routes as fhir
 from dmp_gateway.fhir.outcomes import FhirOutcomes
 from dmp_gateway.limits import BodyLimit
 from dmp_gateway.routes import (
+    account,
     admin,
     audit,
     auth,
@@ -247,6 +248,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(auth.throttled)
     app.include_router(me.router)
+    app.include_router(account.router)
+    app.include_router(account.throttled)
     app.include_router(notifications.router)
     app.include_router(messaging.router)
     app.include_router(admin.router)

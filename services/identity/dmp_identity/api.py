@@ -6,6 +6,7 @@ import asyncio
 import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from dmp_identity import domain
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
 from dmp_identity.store import IdentityStore
-from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, caller
+from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
 from dmp_kit.errors import Conflict, InvalidArgument, Locked, NotFound, Unauthenticated
@@ -48,9 +49,20 @@ KIND_TO_PB = {
     "agent": pb.ACCOUNT_KIND_AGENT,
 }
 PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+_CHANNELS = {pb.OTP_CHANNEL_EMAIL: "email", pb.OTP_CHANNEL_SMS: "sms"}
 PUBLIC_METHODS = frozenset(
     f"/dmp.identity.v1.IdentityService/{m}"
-    for m in ("Login", "VerifyOtp", "Refresh", "Logout", "IssueClientToken", "GetJwks")
+    for m in (
+        "Login",
+        "VerifyOtp",
+        "Refresh",
+        "Logout",
+        "IssueClientToken",
+        "GetJwks",
+        "StartActivation",
+        "CompleteActivation",
+        "OpposeAccount",
+    )
 )
 DIRECTORY_ROLES = ("admin", "directory_sync")
 SIGNING_KEY_RELOAD_SECONDS = 5.0
@@ -220,17 +232,35 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             found.append(rep)
         return sorted(set(found))
 
-    async def _initial_password_hash(self, password: str) -> str | None:
-        """A registration may come without a password: such an account cannot log in yet."""
+    async def _initial_password_hash(self, password: str, context: list[str]) -> str | None:
+        """A registration may come without a password: such an account cannot log in yet.
+        `context`: what the person's password may not be built from."""
         if not password:
             return None
-        return await self._hash_password(domain.validate_password(password))
+        return await self._hash_password(domain.validate_password(password, context))
 
     async def _password_ok(self, stored: str | None, password: str) -> bool:
         try:
             return await asyncio.to_thread(self.hasher.verify, stored or self._dummy_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+
+    async def _reserve_password_attempt(
+        self, throttle_id: str, now: datetime, event: dict[str, Any]
+    ) -> str:
+        """A place held for a password attempt before it is checked, so that concurrent
+        attempts cannot outrun the lockout; the attempt's id. Raises `Locked` when none is
+        free."""
+        attempt = secrets.token_urlsafe(12)
+        granted, throttle = await self.store.reserve_attempt(
+            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
+        )
+        if not granted:
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            raise Locked(
+                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
+            )
+        return attempt
 
     async def _check_password(
         self,
@@ -269,7 +299,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self.relay.kick(self.store.throttles, throttle_id)
         return after
 
-    async def _access_token(self, account: dict[str, Any], kind: str, ttl: int) -> str:
+    async def _access_token(
+        self, account: dict[str, Any], kind: str, ttl: int, session: str = ""
+    ) -> str:
         kid, raw = await self.keys.signing_key()
         claims = domain.access_claims(
             account=account,
@@ -279,15 +311,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             now=self.clock.now(),
             ttl=timedelta(seconds=ttl),
             jti=str(uuid7()),
+            session=session,
         )
         return domain.sign_access_token(claims, raw, kid)
 
     async def _token_pair(
-        self, account: dict[str, Any], family: str, session_end: datetime
+        self,
+        account: dict[str, Any],
+        family: str,
+        session_end: datetime,
+        session: Mapping[str, Any],
     ) -> pb.TokenPair:
-        """`session_end`: the login's absolute end, which no refresh moves."""
+        """`session_end`: the login's absolute end, which no refresh moves; `session`: what the
+        person's list of sessions shows of it (when it started, from which client)."""
         access = await self._access_token(
-            account, account["kind"], self.settings.access_token_ttl_seconds
+            account, account["kind"], self.settings.access_token_ttl_seconds, session=family
         )
         refresh = secrets.token_urlsafe(32)
         now = self.clock.now()
@@ -302,6 +340,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_end
                 ),
                 "session_expires_at": session_end,
+                "session_started_at": session.get("session_started_at", now),
+                "user_agent": session.get("user_agent", ""),
             }
         )
         return pb.TokenPair(
@@ -341,9 +381,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             today=now.date(),
             declared_gp=request.declared_gp,
         )
+        if await self.store.opposition(reg.ins) is not None:
+            raise Conflict(
+                "this person opposed the creation of their account; none can be opened until "
+                "they withdraw their opposition",
+                field="ins",
+                slug="account-opposed",
+            )
+        if request.provisional and request.password:
+            raise InvalidArgument(
+                "a provisional account has no password: its person chooses one",
+                field="password",
+            )
         representatives = await self._representatives(reg.ins, list(request.legal_representatives))
-        password_hash = await self._initial_password_hash(request.password)
-        doc = {
+        password_hash = await self._initial_password_hash(
+            request.password, personal_context(asdict(reg))
+        )
+        doc: dict[str, Any] = {
             "_id": str(uuid7()),
             "kind": "patient",
             "login": reg.ins,
@@ -360,9 +414,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "password_hash": password_hash,
             "created_at": now,
         }
+        code = ""
+        if request.provisional:
+            code = domain.new_provisional_code()
+            doc |= {
+                "status": "to_activate",
+                "activation_due_at": now + timedelta(days=self.settings.activation_delay_days),
+                "provisional_digest": self._provisional_digest(doc["_id"], code),
+            }
         await self.store.insert_account(doc)
-        log.info("patient_registered", account_id=doc["_id"])
-        return pb.RegisterPatientResponse(patient=_patient(doc))
+        log.info("patient_registered", account_id=doc["_id"], provisional=request.provisional)
+        if code:
+            channel = domain.channel_for(reg.email, reg.phone)
+            await self._send_code(
+                channel=channel,
+                destination=reg.email if channel == "email" else reg.phone,
+                code=code,
+                challenge_id=f"activation:{doc['_id']}",
+                valid_minutes=self.settings.activation_delay_days * 24 * 60,
+                purpose=notify_pb2.CODE_PURPOSE_ACTIVATION,
+            )
+        return pb.RegisterPatientResponse(patient=_patient(doc, now))
 
     async def RegisterProfessional(
         self, request: pb.RegisterProfessionalRequest, context: grpc.aio.ServicerContext
@@ -379,7 +451,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             roles=list(request.roles),
             practice=request.practice,
         )
-        password_hash = await self._initial_password_hash(request.password)
+        password_hash = await self._initial_password_hash(
+            request.password, personal_context(asdict(reg))
+        )
         doc = {
             "_id": str(uuid7()),
             "kind": "professional",
@@ -439,7 +513,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "a login is 2 to 64 lowercase letters, digits or . _ -", field="login"
             )
         phone = domain.validate_phone(request.phone)
-        doc = {
+        doc: dict[str, Any] = {
             "_id": str(uuid7()),
             "kind": "agent",
             "login": login,
@@ -448,9 +522,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "email": domain.validate_email(request.email, required=not phone),
             "phone": phone,
             "roles": list(domain.AGENT_ROLES),
-            "password_hash": await self._initial_password_hash(request.password),
             "created_at": self.clock.now(),
         }
+        doc["password_hash"] = await self._initial_password_hash(
+            request.password, personal_context(doc)
+        )
         await self.store.insert_account(doc)
         return pb.RegisterAgentResponse(
             agent=pb.Agent(
@@ -473,18 +549,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         card) sees it without the patient's contact details."""
         who = caller()
         ins = validate_ins(request.ins)
-        full = (
+        operator = (
             who.kind in ("admin", "service")
             or who.has_role("directory_sync")
             or who.has_role("contact_reader")  # notify, to reach the patient
-            or who.ins == ins
         )
+        full = operator or who.ins == ins
         if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
         if doc is None:
             raise NotFound("no such patient", field="ins")
-        found = _patient(doc)
+        found = _patient(doc, self.clock.now())
+        # An account its person has neither activated nor opposed yet is not open: no one opens
+        # a DMP for them meanwhile (they may still refuse it all).
+        if found.status == "to_activate" and not operator:
+            raise NotFound("no such patient", field="ins")
         if not full:
             found.ClearField("email")
             found.ClearField("phone")
@@ -519,16 +599,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         throttle_id = self._digest(f"{kind}:{login}")
         account = await self.store.find_account(kind, login)
         event = {"kind": kind, "account": account, "client_ip": request.client_ip}
-        # A place held before it is checked: concurrent attempts cannot outrun the lockout.
-        attempt = secrets.token_urlsafe(12)
-        granted, throttle = await self.store.reserve_attempt(
-            throttle_id, lambda t: t.reserve_password(now, self.policy, attempt)
-        )
-        if not granted:
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked(
-                "too many failed attempts; try again later", retry_after=throttle.retry_after(now)
-            )
+        attempt = await self._reserve_password_attempt(throttle_id, now, event)
         # Settled even when this call is cancelled meanwhile (the caller's deadline while the
         # hash waits for a thread): the check goes on and its outcome is written.
         ok = await asyncio.shield(
@@ -537,35 +608,82 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not ok or account is None:
             raise Unauthenticated("wrong login or password", slug="invalid-credentials")
 
-        code = domain.new_otp()
         challenge_id = secrets.token_urlsafe(24)
-        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
         channel = domain.channel_for(account.get("email", ""), account.get("phone", ""))
-        await self.store.insert_challenge(
-            {
-                "_id": challenge_id,
-                "account_id": account["_id"],
-                "throttle_id": throttle_id,
-                "code_digest": self._digest(f"{challenge_id}:{code}"),
-                "expires_at": expires,
-                "used": False,
-                "created_at": now,
-            }
-        )
-        await self.notify.SendOtp(
-            notify_pb2.SendOtpRequest(
-                channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
-                destination=account["email"] if channel == "email" else account["phone"],
-                code=code,
-                valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
-                challenge_id=challenge_id,
-            ),
-            **call_options(self.settings.grpc_deadline_seconds, token=await self.service_token()),
+        expires = await self._code_challenge(
+            challenge_id,
+            "login",
+            account,
+            channel,
+            account["email"] if channel == "email" else account["phone"],
         )
         return pb.LoginResponse(
             challenge_id=challenge_id,
             channel=pb.OTP_CHANNEL_EMAIL if channel == "email" else pb.OTP_CHANNEL_SMS,
             expires_at=timestamp(expires),
+        )
+
+    async def _settle_code(
+        self, challenge: dict[str, Any], code: str, account: dict[str, Any], now: datetime
+    ) -> None:
+        """Checks a one-time code under the account's lockout, and uses its challenge up; raises
+        `Locked` or `Unauthenticated` (invalid-otp, otp-expired) when it does not pass."""
+        throttle_id = challenge["throttle_id"]
+        throttle = await self.store.throttle(throttle_id)
+        event = {"kind": account["kind"], "account": account}
+        if locked := throttle.locked_for(now):
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            raise Locked("too many failed attempts; try again later", retry_after=locked)
+        if challenge["expires_at"].astimezone(UTC) < now:
+            await self.store.consume_challenge(challenge["_id"])
+            await self._record(
+                throttle_id, _unchanged, outcome="otp_expired", success=False, **event
+            )
+            raise Unauthenticated("the code has expired; start again", slug="otp-expired")
+        # Each guess takes one of the challenge's few before it is checked, whatever the
+        # concurrency: guesses sent at once cannot all be checked before one failure is written.
+        if not await self.store.claim_guess(
+            challenge["_id"], self.policy.max_otp_failures, challenge["expires_at"]
+        ):
+            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
+            locked = (await self.store.throttle(throttle_id)).locked_for(now)
+            raise Locked(
+                "too many codes tried on this challenge; start again",
+                retry_after=locked or int(self.policy.base.total_seconds()),
+            )
+        expected = challenge["code_digest"]
+        if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{code}")):
+            await self._record(
+                throttle_id,
+                lambda t: t.after_wrong_code(now, self.policy),
+                outcome="bad_otp",
+                success=False,
+                **event,
+            )
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        if not await self.store.consume_challenge(challenge["_id"]):
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+
+    async def _send_code(
+        self,
+        *,
+        channel: str,
+        destination: str,
+        code: str,
+        challenge_id: str,
+        valid_minutes: int,
+        purpose: notify_pb2.CodePurpose.ValueType = notify_pb2.CODE_PURPOSE_UNSPECIFIED,
+    ) -> None:
+        await self.notify.SendOtp(
+            notify_pb2.SendOtpRequest(
+                channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
+                destination=destination,
+                code=code,
+                valid_minutes=valid_minutes,
+                challenge_id=challenge_id,
+                purpose=purpose,
+            ),
+            **call_options(self.settings.grpc_deadline_seconds, token=await self.service_token()),
         )
 
     async def VerifyOtp(
@@ -577,50 +695,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("the code is 6 digits", field="code")
         now = self.clock.now()
         challenge = await self.store.get_challenge(request.challenge_id)
-        if challenge is None or challenge["used"]:
+        # A code sent for anything but a login (a new address, an activation) opens no session.
+        if challenge is None or challenge["used"] or challenge.get("purpose", "login") != "login":
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
-        throttle_id = challenge["throttle_id"]
-        throttle = await self.store.throttle(throttle_id)
         account = await self.store.get_account(challenge["account_id"])
         if account is None:
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        await self._settle_code(challenge, request.code, account, now)
+        throttle_id = challenge["throttle_id"]
         event = {"kind": account["kind"], "account": account}
-        if locked := throttle.locked_for(now):
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            raise Locked("too many failed attempts; try again later", retry_after=locked)
-        if challenge["expires_at"].astimezone(UTC) < now:
-            await self.store.consume_challenge(challenge["_id"])
-            await self._record(
-                throttle_id, _unchanged, outcome="otp_expired", success=False, **event
-            )
-            raise Unauthenticated("the code has expired; log in again", slug="otp-expired")
-        # Each guess takes one of the challenge's few before it is checked, whatever the
-        # concurrency: guesses sent at once cannot all be checked before one failure is written.
-        if not await self.store.claim_guess(
-            challenge["_id"], self.policy.max_otp_failures, challenge["expires_at"]
-        ):
-            await self._record(throttle_id, _unchanged, outcome="locked", success=False, **event)
-            locked = (await self.store.throttle(throttle_id)).locked_for(now)
-            raise Locked(
-                "too many codes tried on this challenge; log in again",
-                retry_after=locked or int(self.policy.base.total_seconds()),
-            )
-        expected = challenge["code_digest"]
-        if not domain.otp_matches(expected, self._digest(f"{challenge['_id']}:{request.code}")):
-            await self._record(
-                throttle_id,
-                lambda t: t.after_wrong_code(now, self.policy),
-                outcome="bad_otp",
-                success=False,
-                **event,
-            )
-            raise Unauthenticated("wrong or used code", slug="invalid-otp")
-        if not await self.store.consume_challenge(challenge["_id"]):
-            raise Unauthenticated("wrong or used code", slug="invalid-otp")
         await self._record(throttle_id, _reset, outcome="otp_ok", success=True, **event)
         session_end = now + timedelta(seconds=self.settings.session_max_seconds)
+        started = {"session_started_at": now, "user_agent": request.user_agent[:200]}
         return pb.VerifyOtpResponse(
-            tokens=await self._token_pair(account, str(uuid7()), session_end)
+            tokens=await self._token_pair(account, str(uuid7()), session_end, started)
         )
 
     async def Refresh(
@@ -651,7 +739,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if account is None:
             raise Unauthenticated("the account no longer exists", slug="invalid-token")
         return pb.RefreshResponse(
-            tokens=await self._token_pair(account, used["family"], _session_end(used))
+            tokens=await self._token_pair(account, used["family"], _session_end(used), used)
         )
 
     async def Logout(
@@ -783,6 +871,386 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             me.login = account["login"]
         return me
 
+    # self-service -------------------------------------------------------------------
+
+    async def _own_account(self) -> tuple[Principal, dict[str, Any]]:
+        """The person calling, and their account: self-service is for people only."""
+        who = caller()
+        who.require_kind(*domain.PERSON_KINDS)
+        account = await self.store.get_account(who.subject)
+        if account is None:
+            raise NotFound("the account no longer exists")
+        return who, account
+
+    async def _check_current_password(
+        self, account: dict[str, Any], password: str, client_ip: str
+    ) -> None:
+        """The person's current password, checked as a login's is: the same counters, the
+        same lockout, the same events."""
+        if not password or len(password) > domain.MAX_PASSWORD:
+            raise InvalidArgument("current_password is required", field="current_password")
+        now = self.clock.now()
+        kind = account["kind"]
+        throttle_id = self._digest(f"{kind}:{account['login']}")
+        event = {"kind": kind, "account": account, "client_ip": client_ip}
+        attempt = await self._reserve_password_attempt(throttle_id, now, event)
+        ok = await asyncio.shield(
+            self._check_password(throttle_id, attempt, account, password, now, event)
+        )
+        if not ok:
+            raise InvalidArgument(
+                "Le mot de passe actuel n'est pas le bon.",
+                field="current_password",
+                slug="wrong-password",
+            )
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangePasswordResponse:
+        who, account = await self._own_account()
+        # The new password first: a refusal of it costs the person none of their attempts.
+        new = domain.validate_password(
+            request.new_password, personal_context(account), field_name="new_password"
+        )
+        await self._check_current_password(account, request.current_password, request.client_ip)
+        now = self.clock.now()
+        await self.store.set_password(account["_id"], await self._hash_password(new), now)
+        ended = await self._end_sessions(account["_id"], keep=_session_of(who))
+        log.info("password_changed", account_id=account["_id"], sessions_ended=ended)
+        return pb.ChangePasswordResponse(sessions_ended=ended)
+
+    async def _end_sessions(self, account_id: str, keep: str = "") -> int:
+        now = self.clock.now()
+        ended = 0
+        for live in await self.store.live_sessions(account_id, now):
+            if live["family"] != keep:
+                await self.store.revoke_family(live["family"], now)
+                ended += 1
+        return ended
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionsResponse:
+        who, account = await self._own_account()
+        current = _session_of(who)
+        return pb.ListSessionsResponse(
+            sessions=[
+                pb.Session(
+                    id=live["family"],
+                    created_at=timestamp(live.get("session_started_at", live["created_at"])),
+                    last_used_at=timestamp(live["created_at"]),
+                    expires_at=timestamp(live["expires_at"]),
+                    user_agent=live.get("user_agent", ""),
+                    current=live["family"] == current,
+                )
+                for live in await self.store.live_sessions(account["_id"], self.clock.now())
+            ]
+        )
+
+    async def EndSession(
+        self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndSessionResponse:
+        _, account = await self._own_account()
+        now = self.clock.now()
+        mine = {live["family"] for live in await self.store.live_sessions(account["_id"], now)}
+        if request.session_id not in mine:
+            raise NotFound("no such session of yours", field="session_id")
+        await self.store.revoke_family(request.session_id, now)
+        return pb.EndSessionResponse()
+
+    async def EndSessions(
+        self, request: pb.EndSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndSessionsResponse:
+        who, account = await self._own_account()
+        keep = _session_of(who) if request.keep_current else ""
+        return pb.EndSessionsResponse(ended=await self._end_sessions(account["_id"], keep=keep))
+
+    async def _code_challenge(
+        self,
+        challenge_id: str,
+        purpose: str,
+        account: dict[str, Any],
+        channel: str,
+        address: str,
+        kept: dict[str, str] | None = None,
+    ) -> datetime:
+        """A 6-digit code sent to `address`, and the challenge that awaits it: a login's, or one
+        for an address the person wants on their account (`kept`: what the change is); when it
+        expires. Codes guessed on it count towards the login's lockout."""
+        now = self.clock.now()
+        code = domain.new_otp()
+        expires = now + timedelta(seconds=self.settings.otp_ttl_seconds)
+        await self.store.insert_challenge(
+            {
+                "_id": challenge_id,
+                "purpose": purpose,
+                "account_id": account["_id"],
+                "throttle_id": self._digest(f"{account['kind']}:{account['login']}"),
+                "code_digest": self._digest(f"{challenge_id}:{code}"),
+                **(kept or {}),
+                "expires_at": expires,
+                "used": False,
+                "created_at": now,
+            }
+        )
+        await self._send_code(
+            channel=channel,
+            destination=address,
+            code=code,
+            challenge_id=challenge_id,
+            valid_minutes=max(1, self.settings.otp_ttl_seconds // 60),
+            purpose=(
+                notify_pb2.CODE_PURPOSE_UNSPECIFIED
+                if purpose == "login"
+                else notify_pb2.CODE_PURPOSE_CONTACT
+            ),
+        )
+        return expires
+
+    async def StartContactChange(
+        self, request: pb.StartContactChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartContactChangeResponse:
+        _, account = await self._own_account()
+        channel = _CHANNELS.get(request.channel)
+        if channel is None:
+            raise InvalidArgument("channel is email or sms", field="channel")
+        address = domain.validate_contact(channel, request.address)
+        change_id = secrets.token_urlsafe(24)
+        expires = await self._code_challenge(
+            change_id,
+            "contact",
+            account,
+            channel,
+            address,
+            {"channel": channel, "address": address},
+        )
+        return pb.StartContactChangeResponse(change_id=change_id, expires_at=timestamp(expires))
+
+    async def ConfirmContactChange(
+        self, request: pb.ConfirmContactChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmContactChangeResponse:
+        _, account = await self._own_account()
+        if not request.change_id or len(request.change_id) > 64:
+            raise InvalidArgument("change_id is required", field="change_id")
+        if not (len(request.code) == domain.OTP_DIGITS and request.code.isdigit()):
+            raise InvalidArgument("the code is 6 digits", field="code")
+        challenge = await self.store.get_challenge(request.change_id)
+        # Another person's change, or no change at all: the same answer as a wrong code.
+        if (
+            challenge is None
+            or challenge.get("purpose") != "contact"
+            or challenge["account_id"] != account["_id"]
+            or challenge["used"]
+        ):
+            raise InvalidArgument("wrong or used code", field="code", slug="invalid-otp")
+        try:
+            await self._settle_code(challenge, request.code, account, self.clock.now())
+        except Unauthenticated as exc:
+            # The person is logged in: their token is fine, the code is not.
+            raise InvalidArgument(exc.detail, field="code", slug=exc.problem) from exc
+        channel = challenge["channel"]
+        key = "email" if channel == "email" else "phone"
+        before = account.get(key, "")
+        await self.store.set_contact(account["_id"], key, challenge["address"])
+        log.info("contact_changed", account_id=account["_id"], contact=key)
+        if before and before != challenge["address"]:
+            await self._tell_old_address(channel, before, challenge["_id"])
+        after = {**account, key: challenge["address"]}
+        return pb.ConfirmContactChangeResponse(email=after["email"], phone=after["phone"])
+
+    async def _tell_old_address(self, channel: str, address: str, change_id: str) -> None:
+        """The address a change replaced is told of it. The change is made already: a notice
+        that cannot be sent now is logged, not a reason to undo it."""
+        try:
+            await self.notify.SendAccountNotice(
+                notify_pb2.SendAccountNoticeRequest(
+                    channel=(
+                        notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS
+                    ),
+                    destination=address,
+                    notice=(
+                        notify_pb2.ACCOUNT_NOTICE_EMAIL_CHANGED
+                        if channel == "email"
+                        else notify_pb2.ACCOUNT_NOTICE_PHONE_CHANGED
+                    ),
+                    change_id=change_id,
+                ),
+                **call_options(
+                    self.settings.grpc_deadline_seconds, token=await self.service_token()
+                ),
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("contact_change_notice_not_sent", code=exc.code().name)
+
+    # activation of the accounts the directory creates ----------------------------------
+
+    def _provisional_digest(self, account_id: str, code: str) -> str:
+        return self._digest(f"provisional:{account_id}:{code}")
+
+    async def _provisional_holder(
+        self, ins_given: str, serial: str, code_given: str, client_ip: str
+    ) -> dict[str, Any]:
+        """The account awaiting activation that these prove to be the caller's: checked as a
+        login's password is (the same counters and lockout), with one answer for a wrong code,
+        a wrong serial, an account that does not exist or awaits nothing."""
+        ins = validate_ins(ins_given)
+        code = domain.normalise_provisional_code(code_given)
+        if not serial.strip() or len(serial) > 32:
+            raise InvalidArgument("vitale_serial is required", field="vitale_serial")
+        now = self.clock.now()
+        throttle_id = self._digest(f"patient:{ins}")
+        account = await self.store.find_account("patient", ins)
+        event = {"kind": "patient", "account": account, "client_ip": client_ip}
+        attempt = await self._reserve_password_attempt(throttle_id, now, event)
+        expected = (account or {}).get("provisional_digest") or self._digest("no-account")
+        matches = domain.otp_matches(
+            expected, self._provisional_digest(str((account or {}).get("_id", "")), code)
+        )
+        ok = (
+            account is not None
+            and matches
+            and bool(account.get("provisional_digest"))
+            and account["vitale_serial"].upper() == serial.strip().upper()
+        )
+        await self._record(
+            throttle_id,
+            (lambda t: t.after_right_password(attempt))
+            if ok
+            else (lambda t: t.after_wrong_password(now, self.policy, attempt)),
+            outcome="provisional_ok" if ok else "bad_provisional",
+            success=ok,
+            **event,
+        )
+        if not ok or account is None:
+            raise Unauthenticated(
+                "wrong INS, Vitale card serial or provisional code", slug="invalid-credentials"
+            )
+        return account
+
+    async def StartActivation(
+        self, request: pb.StartActivationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartActivationResponse:
+        email = domain.validate_email(request.email)
+        phone = domain.validate_contact("sms", request.phone)
+        account = await self._provisional_holder(
+            request.ins, request.vitale_serial, request.provisional_code, request.client_ip
+        )
+        activation_id = secrets.token_urlsafe(24)
+        for channel, address in (("email", email), ("sms", phone)):
+            expires = await self._code_challenge(
+                f"{activation_id}:{channel}",
+                "activation",
+                account,
+                channel,
+                address,
+                {"email": email, "phone": phone},
+            )
+        return pb.StartActivationResponse(
+            activation_id=activation_id, expires_at=timestamp(expires)
+        )
+
+    async def CompleteActivation(
+        self, request: pb.CompleteActivationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteActivationResponse:
+        if not request.activation_id or len(request.activation_id) > 64:
+            raise InvalidArgument("activation_id is required", field="activation_id")
+        for name, code in (("email_code", request.email_code), ("sms_code", request.sms_code)):
+            if not (len(code) == domain.OTP_DIGITS and code.isdigit()):
+                raise InvalidArgument("the code is 6 digits", field=name)
+        challenges = [
+            await self.store.get_challenge(f"{request.activation_id}:{channel}")
+            for channel in ("email", "sms")
+        ]
+        account = (
+            await self.store.get_account(challenges[0]["account_id"])
+            if challenges[0] is not None
+            else None
+        )
+        if (
+            account is None
+            or not account.get("provisional_digest")
+            or any(
+                c is None
+                or c.get("purpose") != "activation"
+                or c["used"]
+                or c["account_id"] != account["_id"]
+                for c in challenges
+            )
+        ):
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        email_challenge, sms_challenge = challenges
+        assert email_challenge is not None and sms_challenge is not None
+        email, phone = email_challenge["email"], email_challenge["phone"]
+        # The password before the codes: refusing it costs the person none of their guesses.
+        password = domain.validate_password(
+            request.password, personal_context({**account, "email": email, "phone": phone})
+        )
+        now = self.clock.now()
+        await self._settle_code(email_challenge, request.email_code, account, now)
+        await self._settle_code(sms_challenge, request.sms_code, account, now)
+        activated = await self.store.activate(
+            account["_id"],
+            {
+                "email": email,
+                "phone": phone,
+                "password_hash": await self._hash_password(password),
+                "status": "active",
+                "activated_at": now,
+            },
+        )
+        if not activated:
+            raise Unauthenticated("wrong or used code", slug="invalid-otp")
+        log.info("account_activated", account_id=account["_id"])
+        return pb.CompleteActivationResponse()
+
+    async def OpposeAccount(
+        self, request: pb.OpposeAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OpposeAccountResponse:
+        account = await self._provisional_holder(
+            request.ins, request.vitale_serial, request.provisional_code, request.client_ip
+        )
+        now = self.clock.now()
+        if domain.account_status(account, now) != "to_activate":
+            raise Conflict(
+                "the account became active at the end of the legal delay: it can no longer be "
+                "opposed, only closed",
+                slug="opposition-too-late",
+            )
+        # The opposition first: past a crash in between, it still keeps the INS closed, and the
+        # account goes at the next try.
+        await self.store.record_opposition(account["ins"], now)
+        await self.store.delete_account(account)
+        log.info("account_opposed", account_id=account["_id"])
+        return pb.OpposeAccountResponse()
+
+    async def GetAccountStatus(
+        self, request: pb.GetAccountStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccountStatusResponse:
+        self._require_directory()
+        ins = validate_ins(request.ins)
+        account = await self.store.find_account("patient", ins)
+        if account is not None:
+            found = _patient(account, self.clock.now())
+            return pb.GetAccountStatusResponse(
+                status=found.status,
+                activation_due_at=found.activation_due_at
+                if found.HasField("activation_due_at")
+                else None,
+            )
+        if await self.store.opposition(ins) is not None:
+            return pb.GetAccountStatusResponse(status="opposed")
+        raise NotFound("no such patient", field="ins")
+
+    async def WithdrawOpposition(
+        self, request: pb.WithdrawOppositionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WithdrawOppositionResponse:
+        self._require_directory()
+        ins = validate_ins(request.ins)
+        if not await self.store.withdraw_opposition(ins):
+            raise NotFound("this person has no opposition on record", field="ins")
+        log.info("opposition_withdrawn")
+        return pb.WithdrawOppositionResponse()
+
     # start-up ---------------------------------------------------------------------
 
     async def provision_service_clients(self) -> None:
@@ -838,14 +1306,32 @@ def _reset(_: domain.Throttle) -> domain.Throttle:
     return domain.Throttle()
 
 
+def _session_of(who: Principal) -> str:
+    """The session (refresh-token family) the caller's token was issued for: its `sid` claim
+    (the token was verified before the call reached the servicer)."""
+    claims = jwt.decode(who.token, options={"verify_signature": False})
+    return str(claims.get("sid", ""))
+
+
 def _session_end(refresh: dict[str, Any]) -> datetime:
     # Tokens issued before sessions had an end: theirs is their own expiry.
     end: datetime = refresh.get("session_expires_at", refresh["expires_at"])
     return end.astimezone(UTC)
 
 
-def _patient(doc: dict[str, Any]) -> pb.Patient:
+def personal_context(account: Mapping[str, Any]) -> list[str]:
+    """What the person's password may not be built from: their names, identifiers and
+    contact details, as an account (or a registration) holds them."""
+    return [str(account[key]) for key in domain.CONTEXT_FIELDS if account.get(key)]
+
+
+def _patient(doc: dict[str, Any], now: datetime) -> pb.Patient:
+    status = domain.account_status(doc, now)
     return pb.Patient(
+        status=status,
+        activation_due_at=(
+            timestamp(doc["activation_due_at"]) if status == "to_activate" else None
+        ),
         id=doc["_id"],
         ins=doc["ins"],
         vitale_serial=doc["vitale_serial"],

@@ -35,6 +35,9 @@ class IdentitySettings(Settings):
     otp_ttl_seconds: int = 300
     max_password_failures: int = 10
     max_otp_failures: int = 5
+    # How long the person has to activate or oppose an account the insurer's directory
+    # created; past it, the account is active by itself (the legal delay: 6 weeks).
+    activation_delay_days: int = 42
     lock_base_seconds: int = 60
     lock_max_seconds: int = 24 * 3600
     # Where the gateway is reached from outside; client assertions are addressed to

@@ -8,8 +8,12 @@ import hmac
 import math
 import re
 import secrets
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import lru_cache
+from itertools import pairwise
 from typing import Any, Literal
 
 import jwt
@@ -20,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from dmp_kit.auth import ACCESS_TOKEN_TYP, ALGORITHM, CLIENT_ID_RE
 from dmp_kit.errors import InvalidArgument
@@ -143,14 +148,140 @@ def validate_login_kind(kind: str) -> PersonKind:
     return kind  # type: ignore[return-value]
 
 
-def validate_password(password: str, field_name: str = "password") -> str:
+def validate_password(
+    password: str, context: Iterable[str] = (), field_name: str = "password"
+) -> str:
+    """A password a person may choose (NIST SP 800-63B §3.1.1.2): 12 to 256 characters, not
+    in the list of common and breached passwords (nor a lightly decorated form of one), not a
+    repetition or a sequence, and not built from `context`, the person's own names, numbers
+    and addresses. A refusal tells the person why, in French: the portal shows it as it is."""
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidArgument(
-            f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters",
+            f"Le mot de passe doit compter entre {MIN_PASSWORD} et {MAX_PASSWORD} caractères.",
             field=field_name,
             slug="weak-password",
         )
+    compact = _fold(password)
+    spaced = "".join(password.casefold().split())
+    if _is_trivial(spaced) or (len(compact) >= MIN_TRIVIAL_CHECK and _is_trivial(compact)):
+        raise InvalidArgument(
+            "Ce mot de passe est une répétition ou une suite de caractères "
+            "(comme « aaaaaaaaaaaa » ou « 123456789012 ») : il se devine trop facilement.",
+            field=field_name,
+            slug="trivial-password",
+        )
+    if _is_common(password):
+        raise InvalidArgument(
+            "Ce mot de passe figure parmi les mots de passe les plus courants ou déjà divulgués "
+            "lors de fuites de données : choisissez-en un autre.",
+            field=field_name,
+            slug="common-password",
+        )
+    if any(word in compact for word in password_context_words(context)):
+        raise InvalidArgument(
+            "Ce mot de passe contient une information qui vous concerne (nom, prénom, "
+            "identifiant, adresse e-mail, téléphone ou date de naissance) ou le nom du service : "
+            "choisissez-en un qui ne se déduise pas de vous.",
+            field=field_name,
+            slug="personal-password",
+        )
     return password
+
+
+# An account's fields a password may not be built from.
+CONTEXT_FIELDS = (
+    "login",
+    "ins",
+    "rpps",
+    "given_name",
+    "family_name",
+    "birth_date",
+    "email",
+    "phone",
+    "vitale_serial",
+)
+# The service's own names: a password built on them is among the first an attacker tries.
+SERVICE_WORDS = ("monespacesante", "espacesante", "dossiermedical")
+# A context word shorter than this is too common inside unrelated passwords to refuse them.
+MIN_CONTEXT_WORD = 4
+# Letters and digits needed for the trivial test to look at them alone ("1-2-3-4-5-6-7-8"):
+# fewer, and the symbols carry the password.
+MIN_TRIVIAL_CHECK = 8
+# At most this many digits or symbols around a common password still make it one
+# ("motdepasse2024!"): the list's entries are found under such decorations too.
+MAX_DECORATION = 6
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+)
+# Keyboard rows, each layout's rows end to end (azerty, then qwerty), and the alphabet and the
+# digits: a password whose every step is to a neighbour on one of them is a sequence.
+_RUNS = ("azertyuiopqsdfghjklmwxcvbn", "qwertyuiopasdfghjklzxcvbnm", "abcdefghijklmnopqrstuvwxyz")
+
+
+@lru_cache(maxsize=1)
+def _common_passwords() -> frozenset[str]:
+    # zxcvbn's list of the most used passwords, drawn from published breaches.
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def _fold(value: str) -> str:
+    """Lower case, without accents, letters and digits only."""
+    decomposed = unicodedata.normalize("NFKD", value.casefold())
+    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))
+
+
+def password_context_words(values: Iterable[str]) -> set[str]:
+    """The words a person's password may not contain: each value folded (an e-mail address
+    also by its local part, a phone number also by its last nine digits, a date also as
+    DDMMYYYY and YYYYMMDD), and the service's names."""
+    words = set(SERVICE_WORDS)
+    for value in values:
+        value = value.strip()
+        forms = [value]
+        if "@" in value:
+            forms.append(value.split("@", 1)[0])
+        digits = "".join(c for c in value if c.isdigit())
+        if value.lstrip("+").replace(" ", "").replace(".", "").isdigit() and len(digits) > 9:
+            forms.append(digits[-9:])
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            year, month, day = value.split("-")
+            forms += [f"{day}{month}{year}", f"{year}{month}{day}"]
+        if "@" not in value and not digits:  # each part of a compound name ("Le Goff")
+            forms += re.split(r"[\s-]+", value)
+        words |= {folded for form in forms if len(folded := _fold(form)) >= MIN_CONTEXT_WORD}
+    return words
+
+
+def _is_common(password: str) -> bool:
+    common = _common_passwords()
+    folded = "".join(password.casefold().split())
+    for candidate in (folded, folded.translate(_LEET)):
+        core = re.sub(r"^[\W\d_]+|[\W\d_]+$", "", candidate)
+        if candidate in common or (len(candidate) - len(core) <= MAX_DECORATION and core in common):
+            return True
+    return False
+
+
+def _is_trivial(compact: str) -> bool:
+    """Few distinct characters, a repeated unit ("abcabcabcabc"), or a run of neighbours on
+    the alphabet, the digits or a keyboard ("123456789012", "azertyuiopqs")."""
+    if len(set(compact)) < 4:
+        return True
+    size = len(compact)
+    if any(compact == (compact[:p] * (size // p + 1))[:size] for p in range(1, size // 2 + 1)):
+        return True
+    return all(_neighbours(a, b) for a, b in pairwise(compact))
+
+
+def _neighbours(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if a.isdigit() and b.isdigit():
+        return (int(a) - int(b)) % 10 in (1, 9)
+    return any(
+        a in run and b in run and abs(run.index(a) - run.index(b)) in (1, len(run) - 1)
+        for run in _RUNS
+    )
 
 
 def check_name(value: str, field_name: str) -> str:
@@ -190,6 +321,16 @@ def validate_birth_date(value: str, today: date) -> str:
     if born > today or born.year < 1890:
         raise InvalidArgument("birth_date is not plausible", field="birth_date")
     return born.isoformat()
+
+
+def validate_contact(channel: str, address: str) -> str:
+    """A new address to reach the person: an e-mail address, or a phone number for SMS."""
+    if channel == "email":
+        return validate_email(address)
+    phone = validate_phone(address)
+    if not phone:
+        raise InvalidArgument("a phone number is required", field="phone")
+    return phone
 
 
 @dataclass(frozen=True)
@@ -307,6 +448,40 @@ def validate_client(client_id: str, roles: list[str]) -> tuple[str, tuple[str, .
     return client_id, tuple(sorted(set(roles)))
 
 
+# A provisional code: 10 of the letters and digits no one mistakes for another (no I, O, 0, 1).
+PROVISIONAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+PROVISIONAL_LENGTH = 10
+_PROVISIONAL_RE = re.compile(f"^[{PROVISIONAL_ALPHABET}]{{{PROVISIONAL_LENGTH}}}$")
+
+
+def new_provisional_code() -> str:
+    return "".join(secrets.choice(PROVISIONAL_ALPHABET) for _ in range(PROVISIONAL_LENGTH))
+
+
+def normalise_provisional_code(code: str) -> str:
+    """As the person types it: any case, spaces or dashes between groups."""
+    value = re.sub(r"[\s-]", "", code).upper()
+    if not _PROVISIONAL_RE.match(value):
+        raise InvalidArgument(
+            f"the provisional code is {PROVISIONAL_LENGTH} letters and digits",
+            field="provisional_code",
+        )
+    return value
+
+
+AccountStatus = Literal["to_activate", "active"]
+
+
+def account_status(account: dict[str, Any], now: datetime) -> AccountStatus:
+    """An account the directory created waits for its person to activate it or oppose it;
+    at the legal delay's end, neither having come, it is active by itself (its space opened,
+    empty: the person may still activate it to log in)."""
+    due = account.get("activation_due_at")
+    if account.get("status") != "to_activate" or due is None:
+        return "active"
+    return "active" if now >= due.astimezone(now.tzinfo) else "to_activate"
+
+
 def new_otp() -> str:
     return f"{secrets.randbelow(10**OTP_DIGITS):0{OTP_DIGITS}d}"
 
@@ -332,8 +507,10 @@ def access_claims(
     now: datetime,
     ttl: timedelta,
     jti: str,
+    session: str = "",
 ) -> dict[str, Any]:
-    """The claims a CPS/e-CPS login would vouch for, plus kind and roles."""
+    """The claims a CPS/e-CPS login would vouch for, plus kind and roles; `session`: the
+    login's refresh-token family (`sid`), so that the person can tell it among their sessions."""
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
@@ -348,6 +525,8 @@ def access_claims(
     for key in ("ins", "rpps", "profession", "specialty", "practice", "client_id"):
         if account.get(key):
             claims[key] = account[key]
+    if session:
+        claims["sid"] = session
     return claims
 
 

@@ -9,6 +9,9 @@ from dmp_kit.clock import Clock
 from dmp_kit.events import audit_event, new_event
 
 LOGIN = "identity.login"
+# Right first factors: the password, or an account's provisional code (its activation goes on
+# with the codes sent to the person's addresses). Traced when they fail, not when they pass.
+HALF_STEPS = frozenset({"password_ok", "provisional_ok"})
 
 
 def login_events(
@@ -45,8 +48,8 @@ def login_events(
         actor=actor,
         patient_ins=ins if kind == "patient" else "",
     )
-    if kind != "patient" or not ins or outcome == "password_ok":
-        return [login]  # password_ok is half a login: the one-time code completes it
+    if kind != "patient" or not ins or outcome in HALF_STEPS:
+        return [login]  # half a login (or an activation): a one-time code completes it
     trace = audit_event(
         source="identity",
         clock=clock,

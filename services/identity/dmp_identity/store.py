@@ -65,6 +65,7 @@ class IdentityStore(Store):
         await self.accounts.create_index([("kind", ASCENDING), ("login", ASCENDING)], unique=True)
         await self._index_logins()
         await self.refresh_tokens.create_index("family")
+        await self.refresh_tokens.create_index("account_id")
         await self.signing_keys.create_index("status")
         await self.challenges.create_index("expires_at")
         await self.code_guesses.create_index("expires_at")
@@ -121,6 +122,51 @@ class IdentityStore(Store):
     async def get_account(self, account_id: str) -> Document | None:
         doc: Document | None = await self.accounts.find_one({"_id": account_id})
         return doc
+
+    async def activate(self, account_id: str, fields: Document) -> bool:
+        """An account awaiting activation becomes its person's; False if it awaits none (an
+        activation raced by another, or an opposition)."""
+        result = await self.accounts.update_one(
+            {"_id": account_id, "provisional_digest": {"$exists": True}},
+            {"$set": fields, "$unset": {"provisional_digest": "", "activation_due_at": ""}},
+        )
+        return bool(result.modified_count == 1)
+
+    async def delete_account(self, account: Document) -> None:
+        """The account, then its login key (a key left alone is taken over, see insert_account)."""
+        await self.accounts.delete_one({"_id": account["_id"]})
+        await self.logins.delete_one(
+            {"_id": _login_key(account["kind"], account["login"]), "account_id": account["_id"]}
+        )
+
+    # oppositions: the INS of the people who refused an account ----------------------
+
+    @property
+    def oppositions(self) -> Any:
+        return self.db["oppositions"]
+
+    async def opposition(self, ins: str) -> Document | None:
+        doc: Document | None = await self.oppositions.find_one({"_id": ins})
+        return doc
+
+    async def record_opposition(self, ins: str, now: datetime) -> None:
+        await self.oppositions.update_one(
+            {"_id": ins}, {"$setOnInsert": {"opposed_at": now}}, upsert=True
+        )
+
+    async def withdraw_opposition(self, ins: str) -> bool:
+        result = await self.oppositions.delete_one({"_id": ins})
+        return bool(result.deleted_count == 1)
+
+    async def set_contact(self, account_id: str, key: str, address: str) -> None:
+        """`key`: email or phone."""
+        await self.accounts.update_one({"_id": account_id}, {"$set": {key: address}})
+
+    async def set_password(self, account_id: str, password_hash: str, now: datetime) -> None:
+        await self.accounts.update_one(
+            {"_id": account_id},
+            {"$set": {"password_hash": password_hash, "password_changed_at": now}},
+        )
 
     # throttles: failure counters, and the outbox of identity.login events --------------
 
@@ -214,6 +260,15 @@ class IdentityStore(Store):
     async def get_refresh(self, token_hash: str) -> Document | None:
         doc: Document | None = await self.refresh_tokens.find_one({"_id": token_hash})
         return doc
+
+    async def live_sessions(self, account_id: str, now: datetime) -> list[Document]:
+        """The active, unexpired refresh token of each of an account's sessions, newest first
+        (a rotation leaves one active token per family)."""
+        cursor = self.refresh_tokens.find(
+            {"account_id": account_id, "status": "active", "expires_at": {"$gt": now}}
+        )
+        found: list[Document] = [doc async for doc in cursor.sort("created_at", -1)]
+        return found
 
     async def revoke_family(self, family: str, now: datetime) -> None:
         await self.refresh_tokens.update_many(

@@ -176,7 +176,7 @@ def test_professional_roles_are_a_closed_list() -> None:
 
 @pytest.mark.parametrize("password", ["short", "x" * 257])
 def test_password_length_bounds(password: str) -> None:
-    with pytest.raises(InvalidArgument, match="characters"):
+    with pytest.raises(InvalidArgument, match="caractères"):
         domain.validate_password(password)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -15,8 +16,23 @@ from dmp_kit.config import Env
 from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied
 from dmp_notify.channels import EmailSender, SmsProvider
 from dmp_notify.config import NotifySettings
-from dmp_notify.domain import otp_message, sms_text, validate_preferences
+from dmp_notify.domain import (
+    ACCOUNT_NOTICES,
+    Message,
+    activation_message,
+    contact_code_message,
+    otp_message,
+    sms_text,
+    validate_preferences,
+)
 from dmp_notify.store import NotifyStore
+
+# A provisional activation code: 10 of the letters and digits that are not mistaken for others.
+_ACTIVATION_CODE = re.compile(r"[A-HJ-NP-Z2-9]{10}")
+_NOTICES = {
+    pb.ACCOUNT_NOTICE_EMAIL_CHANGED: "email_changed",
+    pb.ACCOUNT_NOTICE_PHONE_CHANGED: "phone_changed",
+}
 
 
 class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
@@ -38,20 +54,58 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         self, request: pb.SendOtpRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendOtpResponse:
         caller().require_role("otp_sender")
-        if not (len(request.code) == 6 and request.code.isdigit()):
-            raise InvalidArgument("code must be 6 digits", field="code")
+        activation = request.purpose == pb.CODE_PURPOSE_ACTIVATION
+        if not (
+            _ACTIVATION_CODE.fullmatch(request.code)
+            if activation
+            else (len(request.code) == 6 and request.code.isdigit())
+        ):
+            raise InvalidArgument(
+                "code must be 6 digits (10 letters and digits to activate)", field="code"
+            )
         if not request.destination:
             raise InvalidArgument("destination is required", field="destination")
         if not request.challenge_id:
             raise InvalidArgument("challenge_id is required", field="challenge_id")
+        valid = request.valid_minutes or 5
+        if activation:
+            message = activation_message(request.code, valid)
+        elif request.purpose == pb.CODE_PURPOSE_CONTACT:
+            message = contact_code_message(request.code, valid)
+        else:
+            message = otp_message(request.code, valid)
+        key = f"otp:{request.challenge_id}"
+        return pb.SendOtpResponse(delivery_id=await self._deliver(key, request, message))
+
+    async def SendAccountNotice(
+        self, request: pb.SendAccountNoticeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendAccountNoticeResponse:
+        caller().require_role("otp_sender")
+        notice = _NOTICES.get(request.notice)
+        if notice is None:
+            raise InvalidArgument("notice is required", field="notice")
+        if not request.destination:
+            raise InvalidArgument("destination is required", field="destination")
+        if not request.change_id:
+            raise InvalidArgument("change_id is required", field="change_id")
+        key = f"notice:{request.change_id}:{request.channel}"
+        return pb.SendAccountNoticeResponse(
+            delivery_id=await self._deliver(key, request, ACCOUNT_NOTICES[notice])
+        )
+
+    async def _deliver(
+        self,
+        key: str,
+        request: pb.SendOtpRequest | pb.SendAccountNoticeRequest,
+        message: Message,
+    ) -> str:
+        """Sends `message` once per `key` (a retry of the same sends nothing more)."""
         if request.channel not in (pb.CHANNEL_EMAIL, pb.CHANNEL_SMS):
             raise InvalidArgument("channel must be e-mail or SMS", field="channel")
-        key = f"otp:{request.challenge_id}"
         now = self.clock.now()
         channel = "email" if request.channel == pb.CHANNEL_EMAIL else "sms"
         if not await self.store.claim_delivery(key, channel, now):
-            return pb.SendOtpResponse(delivery_id=key)
-        message = otp_message(request.code, request.valid_minutes or 5)
+            return key
         try:
             if channel == "email":
                 await self.email.send(request.destination, message)
@@ -63,7 +117,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
             raise
         if self.settings.env is Env.DEV:
             await self.store.record_dev_message(request.destination, channel, message, now)
-        return pb.SendOtpResponse(delivery_id=key)
+        return key
 
     async def ListDevOutbox(
         self, request: pb.ListDevOutboxRequest, context: grpc.aio.ServicerContext

@@ -23,6 +23,56 @@ def otp_message(code: str, valid_minutes: int) -> Message:
     )
 
 
+def contact_code_message(code: str, valid_minutes: int) -> Message:
+    return Message(
+        subject="Votre code de vérification DMP",
+        body=(
+            f"Votre code pour confirmer cette adresse est : {code}\n"
+            f"Il est valable {valid_minutes} minutes.\n"
+            "Ne le communiquez à personne : aucun agent ne vous le demandera.\n"
+            "Si vous n'avez rien demandé, ignorez ce message : votre compte ne change pas."
+        ),
+    )
+
+
+def activation_message(code: str, valid_minutes: int) -> Message:
+    days = max(1, valid_minutes // (24 * 60))
+    return Message(
+        subject="Votre code provisoire pour activer votre espace DMP",
+        body=(
+            f"Votre code provisoire est : {code}\n"
+            f"Il vous permet pendant {days} jours d'activer votre espace, ou de vous opposer à "
+            "sa création, avec votre numéro de sécurité sociale (INS) et le numéro de série "
+            "de votre carte Vitale.\n"
+            "Sans réponse de votre part, votre espace sera ouvert, vide, à la fin de ce délai.\n"
+            "Ne communiquez ce code à personne : aucun agent ne vous le demandera."
+        ),
+    )
+
+
+ACCOUNT_NOTICES = {
+    "email_changed": Message(
+        subject="L'adresse e-mail de votre compte DMP a changé",
+        body=(
+            "L'adresse e-mail de votre compte DMP vient d'être remplacée : les messages du "
+            "service n'arriveront plus à cette adresse.\n"
+            "Si vous n'êtes pas à l'origine de ce changement, changez votre mot de passe et "
+            "mettez fin à vos sessions depuis votre compte.\n"
+            "L'équipe DMP"
+        ),
+    ),
+    "phone_changed": Message(
+        subject="Le téléphone de votre compte DMP a changé",
+        body=(
+            "Le numéro de téléphone de votre compte DMP vient d'être remplacé.\n"
+            "Si vous n'êtes pas à l'origine de ce changement, changez votre mot de passe et "
+            "mettez fin à vos sessions depuis votre compte.\n"
+            "L'équipe DMP"
+        ),
+    ),
+}
+
+
 def sms_text(message: Message) -> str:
     return message.body.split("\n", 2)[0] + " " + message.body.split("\n", 2)[1]
 

@@ -35,7 +35,17 @@ globals().update(TESTS)
 SERVICE = "identity"
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["IdentityService"]
 STUB = identity_pb2_grpc.IdentityServiceStub
-PUBLIC = {"Login", "VerifyOtp", "Refresh", "Logout", "IssueClientToken", "GetJwks"}
+PUBLIC = {
+    "Login",
+    "VerifyOtp",
+    "Refresh",
+    "Logout",
+    "IssueClientToken",
+    "GetJwks",
+    "StartActivation",
+    "CompleteActivation",
+    "OpposeAccount",
+}
 INS, RPPS = make_ins(), make_rpps()
 PASSWORD = "patient password 1"
 
@@ -349,6 +359,143 @@ CASES = [
     ),
     Case(
         "GetMe", "a person whose account does not exist", pb.GetMeRequest(), "patient", S.NOT_FOUND
+    ),
+    Case(
+        "ChangePassword",
+        "by a system: it has no password",
+        pb.ChangePasswordRequest(current_password=PASSWORD, new_password="la mer est calme"),
+        "insurer",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ChangePassword",
+        "a person whose account does not exist",
+        pb.ChangePasswordRequest(current_password=PASSWORD, new_password="la mer est calme"),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case("ListSessions", "by a system", pb.ListSessionsRequest(), "insurer", S.PERMISSION_DENIED),
+    Case(
+        "ListSessions",
+        "a person whose account does not exist",
+        pb.ListSessionsRequest(),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case(
+        "EndSession",
+        "a person whose account does not exist",
+        pb.EndSessionRequest(session_id="0190f0a0-0000-7000-8000-000000000000"),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case("EndSession", "by a system", pb.EndSessionRequest(), "insurer", S.PERMISSION_DENIED),
+    Case("EndSessions", "by a system", pb.EndSessionsRequest(), "insurer", S.PERMISSION_DENIED),
+    Case(
+        "StartContactChange",
+        "by a system",
+        pb.StartContactChangeRequest(channel=pb.OTP_CHANNEL_EMAIL, address="x@example.org"),
+        "insurer",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "StartContactChange",
+        "a person whose account does not exist",
+        pb.StartContactChangeRequest(channel=pb.OTP_CHANNEL_EMAIL, address="x@example.org"),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case(
+        "ConfirmContactChange",
+        "by a system",
+        pb.ConfirmContactChangeRequest(change_id="c", code="123456"),
+        "insurer",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ConfirmContactChange",
+        "a person whose account does not exist",
+        pb.ConfirmContactChangeRequest(change_id="c", code="123456"),
+        "patient",
+        S.NOT_FOUND,
+    ),
+    Case(
+        "StartActivation",
+        "an INS with no account: the answer of a wrong code",
+        pb.StartActivationRequest(
+            ins=make_ins(),
+            vitale_serial="12345678",
+            provisional_code="ABCD-EFGH-23",
+            email="x@example.org",
+            phone="+33611223344",
+        ),
+        None,
+        S.UNAUTHENTICATED,
+        problem="invalid-credentials",
+    ),
+    Case(
+        "StartActivation",
+        "a provisional code of the wrong shape",
+        pb.StartActivationRequest(
+            ins=INS,
+            vitale_serial="12345678",
+            provisional_code="123456",
+            email="x@example.org",
+            phone="+33611223344",
+        ),
+        None,
+        S.INVALID_ARGUMENT,
+        field="provisional_code",
+    ),
+    Case(
+        "CompleteActivation",
+        "an activation that was never started",
+        pb.CompleteActivationRequest(
+            activation_id="nope", email_code="123456", sms_code="123456", password="x"
+        ),
+        None,
+        S.UNAUTHENTICATED,
+        problem="invalid-otp",
+    ),
+    Case(
+        "OpposeAccount",
+        "an INS with no account: the answer of a wrong code",
+        pb.OpposeAccountRequest(
+            ins=make_ins(), vitale_serial="12345678", provisional_code="ABCDEFGH23"
+        ),
+        None,
+        S.UNAUTHENTICATED,
+        problem="invalid-credentials",
+    ),
+    Case(
+        "GetAccountStatus",
+        "by a patient",
+        pb.GetAccountStatusRequest(ins=INS),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "GetAccountStatus",
+        "an INS nobody holds",
+        pb.GetAccountStatusRequest(ins=make_ins()),
+        "admin",
+        S.NOT_FOUND,
+        field="ins",
+    ),
+    Case(
+        "WithdrawOpposition",
+        "no opposition on record",
+        pb.WithdrawOppositionRequest(ins=make_ins()),
+        "admin",
+        S.NOT_FOUND,
+        field="ins",
+    ),
+    Case(
+        "WithdrawOpposition",
+        "by a patient",
+        pb.WithdrawOppositionRequest(ins=INS),
+        "patient",
+        S.PERMISSION_DENIED,
     ),
 ]
 # Reads the account: tests run in any order, so this one needs nothing registered before.

@@ -23,6 +23,9 @@ STUB = notify_pb2_grpc.NotifyServiceStub
 PUBLIC = {"ListDevOutbox"}
 PHONE = "+33600000000"
 
+# Where the account codes and notices go: the outbox of PHONE holds one message only.
+OTHER_PHONE = "+33600000001"
+
 
 def code(**fields: Any) -> pb.SendOtpRequest:
     base: dict[str, Any] = {
@@ -75,6 +78,61 @@ CASES = [
         S.UNAVAILABLE,
     ),
     Case("SendOtp", "by a patient", code(), "patient", S.PERMISSION_DENIED),
+    Case(
+        "SendOtp",
+        "a provisional activation code by SMS",
+        code(
+            code="ABCDEFGH23",
+            destination=OTHER_PHONE,
+            challenge_id="activation-1",
+            purpose=pb.CODE_PURPOSE_ACTIVATION,
+        ),
+        "otp sender",
+        S.OK,
+    ),
+    Case(
+        "SendOtp",
+        "an activation code that is 6 digits",
+        code(
+            destination=OTHER_PHONE, challenge_id="activation-2", purpose=pb.CODE_PURPOSE_ACTIVATION
+        ),
+        "otp sender",
+        S.INVALID_ARGUMENT,
+        field="code",
+    ),
+    Case(
+        "SendAccountNotice",
+        "a changed phone, told by SMS",
+        pb.SendAccountNoticeRequest(
+            channel=pb.CHANNEL_SMS,
+            destination=OTHER_PHONE,
+            notice=pb.ACCOUNT_NOTICE_PHONE_CHANGED,
+            change_id="change-1",
+        ),
+        "otp sender",
+        S.OK,
+        check=lambda a: a.delivery_id.startswith("notice:change-1"),
+    ),
+    Case(
+        "SendAccountNotice",
+        "no notice named",
+        pb.SendAccountNoticeRequest(channel=pb.CHANNEL_SMS, destination=OTHER_PHONE, change_id="c"),
+        "otp sender",
+        S.INVALID_ARGUMENT,
+        field="notice",
+    ),
+    Case(
+        "SendAccountNotice",
+        "by a patient",
+        pb.SendAccountNoticeRequest(
+            channel=pb.CHANNEL_SMS,
+            destination=OTHER_PHONE,
+            notice=pb.ACCOUNT_NOTICE_EMAIL_CHANGED,
+            change_id="change-2",
+        ),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
     Case(
         "SendOtp",
         "a code that is not 6 digits",

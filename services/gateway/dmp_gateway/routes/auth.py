@@ -120,7 +120,12 @@ async def otp(body: OtpIn, request: Request) -> Tokens:
     await account_throttled(request, f"challenge:{body.challenge_id}")
     ds = _downstream(request)
     resp = await ds.call(
-        ds.identity.VerifyOtp, pb.VerifyOtpRequest(challenge_id=body.challenge_id, code=body.code)
+        ds.identity.VerifyOtp,
+        pb.VerifyOtpRequest(
+            challenge_id=body.challenge_id,
+            code=body.code,
+            user_agent=request.headers.get("user-agent", "")[:200],
+        ),
     )
     return _tokens(resp.tokens)
 

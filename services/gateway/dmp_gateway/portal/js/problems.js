@@ -58,6 +58,17 @@ export const MESSAGES = {
   "invalid-attachment": "Cette pièce jointe n'est pas acceptée : un fichier PDF, PNG ou JPEG, non vide et pas trop volumineux.",
   "weak-password":
     "Ce mot de passe est trop simple ou trop répandu. Choisissez-en un plus long, difficile à deviner.",
+  "trivial-password":
+    "Ce mot de passe est une répétition ou une suite (aaaa, 1234, azerty…) : choisissez-en un moins prévisible.",
+  "common-password":
+    "Ce mot de passe figure parmi les plus utilisés ou déjà divulgués : choisissez-en un autre.",
+  "personal-password":
+    "Ce mot de passe contient vos nom, prénom, numéros ou coordonnées : choisissez-en un sans rapport avec vous.",
+  "wrong-password": "Le mot de passe actuel saisi n'est pas le bon.",
+  "account-opposed":
+    "Vous vous êtes opposé à la création de ce compte : rien ne peut être ouvert tant que vous ne revenez pas sur cette opposition.",
+  "opposition-too-late":
+    "Le délai pour s'opposer à la création de ce compte est dépassé.",
   "account-locked": "Trop de tentatives infructueuses : le compte est temporairement bloqué.",
   "too-many-requests": "Trop de demandes : patientez un instant avant de réessayer.",
   "internal-error": "Une erreur inattendue est survenue. Réessayez plus tard.",
