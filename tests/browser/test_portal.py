@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from dmp_gateway.problems import STATUSES
 from dmp_kit.errors import ERRORS
-from dmp_stack.testing import RunningStack
+from dmp_stack.testing import RunningStack, until
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PORTAL = Path(__file__).resolve().parents[2] / "services/gateway/dmp_gateway/portal"
@@ -358,6 +358,157 @@ def test_patient_journey(stack: RunningStack, visitors: Any) -> None:
         "Trop de tentatives infructueuses : le compte est temporairement bloqué. "
         "Réessayez dans 2 minutes.",
     ]
+
+
+def test_patient_account_and_professional_preview(stack: RunningStack, visitors: Any) -> None:
+    """«Que voit un professionnel ?» for a nurse of the care team, then «Mon compte»: sessions
+    ended, a weak password refused in French then a good one, a new e-mail address confirmed by
+    its code. The patient is this test's own: their password and address change."""
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    nurse = stack.create_professional(admin, "60")
+    doctor = stack.create_professional(admin, "10")
+    ins = patient["ins"]
+    token = _token(stack, patient)
+    stack.open_dossier(token, patient)
+    with stack.client(token) as c:
+        for who in (nurse, doctor):
+            url = f"/v1/dossiers/{ins}/professionals/{who['rpps']}"
+            r = c.put(url, json={"status": "authorized"})
+            assert r.status_code == 200, r.text
+    doctor_token = _token(stack, doctor)
+    docs = {
+        title: stack.add_document(doctor_token, ins, code, title)
+        for code, title in (
+            ("11502-2", "Bilan sanguin"),
+            ("11488-4", "Compte rendu de consultation"),
+            ("11490-0", "Lettre de sortie"),
+        )
+    }
+    with stack.client(token) as c:
+        r = c.patch(
+            f"/v1/dossiers/{ins}/documents/{docs['Lettre de sortie']['id']}",
+            json={"masked_from_professionals": True},
+        )
+        assert r.status_code == 200, r.text
+        said = c.get(f"/v1/dossiers/{ins}/preview", params={"rpps": nurse["rpps"]}).json()
+    why = {d["title"]: d["explanation"] for d in said["hidden"]}
+    assert set(why) == {"Compte rendu de consultation", "Lettre de sortie"}, said
+
+    me = visitors()
+    page = me.page
+    me.sign_in("Patient", ins, patient["password"], patient["email"])
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+
+    # From who may see the record, to what the nurse would see, and why not the rest.
+    me.go_to("Qui peut voir mon dossier")
+    page.get_by_role("link", name="Vérifier ce que voit un professionnel").click()
+    expect(page.get_by_role("heading", name="Que voit un professionnel ?")).to_be_visible()
+    page.get_by_role("link", name=f"Voir ce que voit RPPS {nurse['rpps']}").click()
+    result = page.locator("section.preview")
+    expect(result.get_by_role("heading", level=2)).to_contain_text(
+        f"Infirmier (RPPS {nurse['rpps']})"
+    )
+    expect(result).to_contain_text("Autorisé par vous")
+    expect(result.get_by_role("heading", name="Documents qu'il verrait (1)")).to_be_visible()
+    expect(result.locator("li.seen")).to_have_count(1)
+    expect(result.locator("li.seen")).to_contain_text("Bilan sanguin")
+    expect(result.get_by_role("heading", name="Documents qu'il ne verrait pas (2)")).to_be_visible()
+    for title, explanation in why.items():
+        hidden = result.locator("li.not-seen").filter(has_text=title)
+        expect(hidden.locator(".reason")).to_have_text(f"Pourquoi : {explanation}")
+    expect(result.locator("li.not-seen").filter(has_text="Lettre de sortie")).to_contain_text(
+        "Vous avez masqué ce document"
+    )
+    expect(result.locator("li.not-seen").filter(has_text="Compte rendu")).to_contain_text(
+        "La matrice d'habilitation"
+    )
+    me.shot("25-apercu-professionnel")
+    page.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    page.set_viewport_size(DESKTOP)
+    # A nurse the patient never authorised: no access at all, said in French.
+    page.get_by_label("Profession", exact=True).select_option(label="Infirmier")
+    page.get_by_role("button", name="Voir ce que verrait cette profession").click()
+    expect(result.get_by_role("heading", level=2)).to_contain_text("« Infirmier »")
+    expect(result.get_by_role("status").first).to_contain_text("Ne peut pas ouvrir votre dossier")
+    expect(result.locator("li.seen")).to_have_count(0)
+    expect(result.locator("li.not-seen")).to_have_count(3)
+
+    # Mon compte: this browser, the API client's session, and two more; one ended, then all
+    # the others.
+    for _ in range(2):
+        _token(stack, patient)
+    me.go_to("Mon compte")
+    expect(page.get_by_role("heading", name="Mon compte")).to_be_visible()
+    sessions = page.locator("ul.sessions li")
+    expect(sessions).to_have_count(4)
+    expect(page.locator("ul.sessions li.current")).to_contain_text("Chrome sur Linux")
+    expect(page.locator("ul.sessions li.current")).to_contain_text("Cet appareil")
+    page.get_by_role("button", name="Mettre fin").first.click()
+    expect(page.get_by_text(re.compile(r"^Session de .* fermée\.$"))).to_be_visible()
+    expect(sessions).to_have_count(3)
+    page.get_by_role("button", name="Déconnecter mes autres appareils").click()
+    expect(page.get_by_text("2 autres appareils déconnectés.")).to_be_visible()
+    expect(sessions).to_have_count(1)
+    expect(page.get_by_role("button", name="Déconnecter mes autres appareils")).to_be_hidden()
+
+    # A common password is refused, in French, on its field; then a good one is taken.
+    good = "un chemin de grès sous la pluie"
+    form = page.locator("form", has=page.get_by_role("heading", name="Mon mot de passe"))
+    form.get_by_label("Mot de passe actuel").fill(patient["password"])
+    form.get_by_label("Nouveau mot de passe").fill("password1234")
+    form.get_by_role("button", name="Changer mon mot de passe").click()
+    refusal = form.get_by_role("alert")
+    expect(refusal).to_have_text(
+        "Ce mot de passe figure parmi les plus utilisés ou déjà divulgués : choisissez-en un autre."
+    )
+    expect(refusal).to_have_attribute("data-problem", "common-password")
+    expect(form.get_by_label("Nouveau mot de passe")).to_have_attribute("aria-invalid", "true")
+    form.get_by_label("Nouveau mot de passe").fill(good)
+    form.get_by_role("button", name="Changer mon mot de passe").click()
+    expect(form.get_by_text("Votre mot de passe est changé.")).to_be_visible()
+    expect(form.get_by_label("Mot de passe actuel")).to_have_value("")
+    expect(form.get_by_label("Nouveau mot de passe")).not_to_have_attribute("aria-invalid", "true")
+    me.shot("24-mon-compte")
+    page.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    me.shot("26-telephone-mon-compte")
+    page.set_viewport_size(DESKTOP)
+
+    # A new e-mail address, confirmed with the code sent to it.
+    new_email = f"nouvelle-{ins}@example.org"
+    page.get_by_label("Nouvelle adresse e-mail").fill(new_email)
+    page.get_by_role("button", name="Recevoir un code de confirmation").first.click()
+    expect(page.get_by_label("Code de confirmation")).to_be_focused()
+    code = until(lambda: _code_sent(stack, new_email))
+    assert code, "no code reached the new address"
+    page.get_by_label("Code de confirmation").fill(code)
+    page.get_by_role("button", name="Confirmer").click()
+    expect(page.get_by_text(f"Votre adresse e-mail est désormais {new_email}.")).to_be_visible()
+
+    # The API agrees: the new password and the new address sign in; the old password no longer.
+    with stack.client() as c:
+        r = c.post(
+            "/v1/auth/login",
+            json={"kind": "patient", "login": ins, "password": patient["password"]},
+        )
+        assert r.status_code == 401, r.text
+    tokens = stack.login("patient", ins, good, new_email)
+    with stack.client(tokens["access_token"]) as c:
+        assert len(c.get("/v1/me/sessions").json()["items"]) == 2
+
+
+def _code_sent(stack: RunningStack, address: str) -> str | None:
+    """The 6-digit code of the newest verification message sent to `address`, if any."""
+    with stack.client() as c:
+        items = c.get("/dev/outbox", params={"to": address}).json()["items"]
+    for m in items:
+        if m["subject"] == "Votre code de vérification DMP":
+            found = re.search(r"\b([0-9]{6})\b", m["body"])
+            if found:
+                return found.group(1)
+    return None
 
 
 def test_professional_journey(stack: RunningStack, visitors: Any) -> None:

@@ -1,11 +1,13 @@
 // The portal's shell: who is signed in, the menu, and which view a location shows.
 
+import { account } from "./account.js";
 import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
 import { loginView } from "./login.js";
 import * as messaging from "./messaging.js";
 import * as patient from "./patient.js";
+import * as preview from "./preview.js";
 import * as pro from "./pro.js";
 import { failure, go, state } from "./shell.js";
 
@@ -25,6 +27,8 @@ const ROUTES = [
   ["/dossier/:ins/document/:id", dossier.detail],
   ["/dossier/:ins/ajouter", dossier.add],
   ["/dossier/:ins/acces", patient.access],
+  ["/dossier/:ins/apercu", preview.view],
+  ["/dossier/:ins/apercu/:by/:value", preview.view],
   ["/dossier/:ins/historique", patient.history],
   ["/dossier/:ins/profil", patient.profile],
   ["/dossier/:ins/urgence", pro.emergency],
@@ -33,6 +37,7 @@ const ROUTES = [
   ["/messagerie/pharmacie", messaging.writeToPharmacy],
   ["/messagerie/:id", messaging.conversationView],
   ["/notifications", patient.notifications],
+  ["/compte", account],
   ["/recherche", pro.search],
 ];
 
@@ -76,11 +81,13 @@ function menu() {
           [`/dossier/${me.ins}/profil`, "Mon profil médical"],
           ["/messagerie", "Messagerie"],
           ["/notifications", "Notifications"],
+          ["/compte", "Mon compte"],
         ]
       : [
           ["/recherche", "Rechercher un patient"],
           ...(me.kind === "professional" ? [["/messagerie", "Messagerie"]] : []),
           ["/notifications", "Notifications"],
+          ["/compte", "Mon compte"],
         ];
   const here = location.hash.slice(1);
   const name = [me.given_name, me.family_name].filter(Boolean).join(" ");

@@ -119,7 +119,19 @@ export async function access(main, { ins }) {
     go(`/dossier/${ins}/acces`);
   });
 
-  replace(main, h("h1", {}, "Qui peut voir mon dossier"), gpForm, teamForm, settingsForm);
+  replace(
+    main,
+    h("h1", {}, "Qui peut voir mon dossier"),
+    h(
+      "p",
+      { class: "lead" },
+      h("a", { href: `#/dossier/${ins}/apercu` }, "Vérifier ce que voit un professionnel"),
+      " : les documents qu'il verrait aujourd'hui, et pourquoi les autres lui restent cachés.",
+    ),
+    gpForm,
+    teamForm,
+    settingsForm,
+  );
 }
 
 // ------------------------------------------------------------------ access history

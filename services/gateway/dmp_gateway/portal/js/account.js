@@ -1,0 +1,262 @@
+// The person's own account ("Mon compte"): password, open sessions, e-mail address and phone.
+
+import * as api from "./api.js";
+import { dateTime, field, h, notice, replace } from "./dom.js";
+import { failure, onSubmit } from "./shell.js";
+
+// A session's device, in a few words, from what its browser said when it signed in.
+const BROWSERS = [
+  [/Edg\//, "Edge"],
+  [/OPR\//, "Opera"],
+  [/Firefox\//, "Firefox"],
+  [/Chrom(e|ium)\//, "Chrome"],
+  [/Safari\//, "Safari"],
+];
+const SYSTEMS = [
+  [/Android/, "Android"],
+  [/iPhone|iPad/, "iPhone ou iPad"],
+  [/Windows/, "Windows"],
+  [/Mac OS X|Macintosh/, "Mac"],
+  [/Linux|X11/, "Linux"],
+];
+
+export function device(userAgent) {
+  if (!userAgent) return "Appareil non identifié";
+  const browser = BROWSERS.find(([re]) => re.test(userAgent))?.[1];
+  const system = SYSTEMS.find(([re]) => re.test(userAgent))?.[1];
+  if (browser && system) return `${browser} sur ${system}`;
+  return browser || system || "Logiciel non identifié";
+}
+
+const plural = (n, one, many) => `${n} ${n > 1 ? many : one}`;
+
+// ------------------------------------------------------------------ password
+
+function passwordCard(sessions) {
+  const status = h("div", { class: "status" });
+  const form = h(
+    "form",
+    { class: "card narrow" },
+    h("h2", {}, "Mon mot de passe"),
+    field(
+      "Mot de passe actuel",
+      h("input", { type: "password", name: "current_password", required: true, autocomplete: "current-password" }),
+    ),
+    field(
+      "Nouveau mot de passe",
+      h("input", { type: "password", name: "new_password", required: true, minlength: 12, autocomplete: "new-password" }),
+      "Au moins 12 caractères. Une phrase de plusieurs mots se retient facilement et se devine mal ; évitez vos nom, prénom, dates et numéros, et les mots de passe courants.",
+    ),
+    h("button", { type: "submit" }, "Changer mon mot de passe"),
+    status,
+  );
+  onSubmit(form, status, async (data) => {
+    const done = await api.post("/v1/me/password", {
+      current_password: data.get("current_password"),
+      new_password: data.get("new_password"),
+    });
+    form.reset();
+    for (const control of form.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
+    const ended = done.sessions_ended
+      ? ` ${plural(done.sessions_ended, "session ouverte sur un autre appareil a été fermée", "sessions ouvertes sur d'autres appareils ont été fermées")}.`
+      : "";
+    status.replaceChildren(notice(`Votre mot de passe est changé.${ended}`, "success"));
+    await sessions.refresh();
+  });
+  return form;
+}
+
+// ------------------------------------------------------------------ sessions
+
+function sessionsCard() {
+  const status = h("div", { class: "status" });
+  const list = h("ul", { class: "sessions" });
+  const othersButton = h(
+    "button",
+    {
+      type: "button",
+      class: "secondary",
+      onclick: async () => {
+        status.replaceChildren();
+        try {
+          const { ended } = await api.del("/v1/me/sessions?keep_current=true");
+          status.replaceChildren(
+            notice(ended ? `${plural(ended, "autre appareil déconnecté", "autres appareils déconnectés")}.` : "Aucun autre appareil n'était connecté.", "success"),
+          );
+          await refresh();
+        } catch (error) {
+          status.replaceChildren(failure(error));
+        }
+      },
+    },
+    "Déconnecter mes autres appareils",
+  );
+  const others = h("div", { class: "actions" }, othersButton);
+
+  const end = async (session) => {
+    status.replaceChildren();
+    try {
+      await api.del(`/v1/me/sessions/${api.q(session.id)}`);
+      status.replaceChildren(notice(`Session de ${device(session.user_agent)} fermée.`, "success"));
+      await refresh();
+    } catch (error) {
+      status.replaceChildren(failure(error));
+    }
+  };
+
+  const item = (s) =>
+    h(
+      "li",
+      { class: s.current ? "current" : "" },
+      h(
+        "div",
+        {},
+        h("p", { class: "title" }, device(s.user_agent), s.current ? h("span", { class: "badge current" }, "Cet appareil") : ""),
+        h("p", { class: "meta" }, `Connexion le ${dateTime(s.created_at)} · dernière activité le ${dateTime(s.last_used_at)}`),
+        h("p", { class: "meta" }, `Expire le ${dateTime(s.expires_at)}`),
+      ),
+      s.current
+        ? ""
+        : h(
+            "button",
+            {
+              type: "button",
+              class: "small secondary",
+              "aria-label": `Mettre fin à la session ${device(s.user_agent)} ouverte le ${dateTime(s.created_at)}`,
+              onclick: () => end(s),
+            },
+            "Mettre fin",
+          ),
+    );
+
+  async function refresh() {
+    const { items } = await api.get("/v1/me/sessions");
+    replace(list, items.map(item));
+    others.hidden = !items.some((s) => !s.current);
+  }
+
+  const card = h(
+    "section",
+    { class: "card", "aria-labelledby": "sessions-titre" },
+    h("h2", { id: "sessions-titre" }, "Mes appareils connectés"),
+    h(
+      "p",
+      {},
+      "Chaque connexion ouvre une session, valable jusqu'à ce que vous vous déconnectiez ou qu'elle expire. ",
+      "Si vous ne reconnaissez pas un appareil, mettez-y fin et changez votre mot de passe.",
+    ),
+    list,
+    others,
+    status,
+  );
+  return { card, refresh };
+}
+
+// ------------------------------------------------------------------ e-mail address and phone
+
+const CONTACTS = {
+  email: {
+    label: "Nouvelle adresse e-mail",
+    input: { type: "email", autocomplete: "email", maxlength: 254 },
+    where: "à cette adresse",
+    done: (c) => `Votre adresse e-mail est désormais ${c.email}.`,
+  },
+  phone: {
+    label: "Nouveau numéro de téléphone portable",
+    input: { type: "tel", autocomplete: "tel", maxlength: 32 },
+    where: "par SMS à ce numéro",
+    done: (c) => `Votre numéro de téléphone est désormais ${c.phone}.`,
+  },
+};
+
+// One contact's change: its new value, then the code sent to it.
+function contactForm(kind) {
+  const spec = CONTACTS[kind];
+  const status = h("div", { class: "status" });
+  const form = h("form", { class: "contact" });
+
+  function ask() {
+    replace(
+      form,
+      field(spec.label, h("input", { name: kind, required: true, ...spec.input })),
+      h("button", { type: "submit", class: "secondary" }, "Recevoir un code de confirmation"),
+      status,
+    );
+  }
+
+  let change = null;
+  let address = "";
+  onSubmit(form, status, async (data) => {
+    if (!change) {
+      address = String(data.get(kind)).trim();
+      change = await api.post("/v1/me/contact-changes", { [kind]: address });
+      replace(
+        form,
+        h("p", {}, `Un code à 6 chiffres vous a été envoyé ${spec.where} : ${address}. Saisissez-le pour confirmer le changement.`),
+        field(
+          "Code de confirmation",
+          h("input", { name: "code", required: true, inputmode: "numeric", autocomplete: "one-time-code", maxlength: 6, pattern: "[0-9]{6}" }),
+          `Valable jusqu'au ${dateTime(change.expires_at)}.`,
+        ),
+        h(
+          "div",
+          { class: "actions" },
+          h("button", { type: "submit" }, "Confirmer"),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "link",
+              onclick: () => {
+                change = null;
+                ask();
+              },
+            },
+            "Annuler",
+          ),
+        ),
+        status,
+      );
+      form.elements.code.focus();
+      return;
+    }
+    const contacts = await api.post(`/v1/me/contact-changes/${api.q(change.change_id)}/confirm`, {
+      code: String(data.get("code")).trim(),
+    });
+    change = null;
+    ask();
+    status.replaceChildren(notice(`${spec.done(contacts)} L'ancienne coordonnée a été prévenue.`, "success"));
+  });
+  ask();
+  return form;
+}
+
+function contactsCard() {
+  return h(
+    "section",
+    { class: "card narrow", "aria-labelledby": "coordonnees-titre" },
+    h("h2", { id: "coordonnees-titre" }, "Mon adresse e-mail et mon téléphone"),
+    h(
+      "p",
+      {},
+      "Vos codes de connexion et vos notifications y sont envoyés. Un code de confirmation part vers la nouvelle coordonnée ; l'ancienne est prévenue du changement.",
+    ),
+    contactForm("email"),
+    contactForm("phone"),
+  );
+}
+
+export async function account(main, _params, state) {
+  const sessions = sessionsCard();
+  await sessions.refresh();
+  const me = state.me;
+  const who = me.kind === "patient" ? `INS ${me.ins}` : me.rpps ? `RPPS ${me.rpps}` : me.login || me.id;
+  replace(
+    main,
+    h("h1", {}, "Mon compte"),
+    h("p", { class: "lead" }, [me.given_name, me.family_name].filter(Boolean).join(" ") || who, " — ", who),
+    passwordCard(sessions),
+    sessions.card,
+    contactsCard(),
+  );
+}
