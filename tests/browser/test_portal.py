@@ -427,6 +427,15 @@ def test_patient_account_and_professional_preview(stack: RunningStack, visitors:
     page.set_viewport_size(PHONE)
     me.fits_the_screen()
     page.set_viewport_size(DESKTOP)
+    # A wrong RPPS is refused in French, next to its field.
+    rpps = page.get_by_label("Numéro RPPS du professionnel")
+    rpps.fill("123")
+    page.get_by_role("button", name="Voir ce qu'il voit").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Ce numéro RPPS n'est pas valide : vérifiez ses 11 chiffres."
+    )
+    expect(rpps).to_have_attribute("aria-invalid", "true")
+    expect(result).to_have_count(0)
     # A nurse the patient never authorised: no access at all, said in French.
     page.get_by_label("Profession", exact=True).select_option(label="Infirmier")
     page.get_by_role("button", name="Voir ce que verrait cette profession").click()
@@ -446,7 +455,7 @@ def test_patient_account_and_professional_preview(stack: RunningStack, visitors:
     expect(page.locator("ul.sessions li.current")).to_contain_text("Chrome sur Linux")
     expect(page.locator("ul.sessions li.current")).to_contain_text("Cet appareil")
     page.get_by_role("button", name="Mettre fin").first.click()
-    expect(page.get_by_text(re.compile(r"^Session de .* fermée\.$"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^La session « .* » est fermée\.$"))).to_be_visible()
     expect(sessions).to_have_count(3)
     page.get_by_role("button", name="Déconnecter mes autres appareils").click()
     expect(page.get_by_text("2 autres appareils déconnectés.")).to_be_visible()

@@ -97,7 +97,7 @@ function sessionsCard() {
     status.replaceChildren();
     try {
       await api.del(`/v1/me/sessions/${api.q(session.id)}`);
-      status.replaceChildren(notice(`Session de ${device(session.user_agent)} fermée.`, "success"));
+      status.replaceChildren(notice(`La session « ${device(session.user_agent)} » est fermée.`, "success"));
       await refresh();
     } catch (error) {
       status.replaceChildren(failure(error));
