@@ -487,7 +487,15 @@ def test_patient_account_and_professional_preview(stack: RunningStack, visitors:
 
     # A new e-mail address, confirmed with the code sent to it.
     new_email = f"nouvelle-{ins}@example.org"
-    page.get_by_label("Nouvelle adresse e-mail").fill(new_email)
+    address = page.get_by_label("Nouvelle adresse e-mail")
+    address.fill("nouvelle adresse")
+    page.get_by_role("button", name="Recevoir un code de confirmation").first.click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Le champ « Nouvelle adresse e-mail » n'est pas valide : "
+        "Par exemple : prenom.nom@exemple.fr"
+    )
+    expect(address).to_have_attribute("aria-invalid", "true")
+    address.fill(new_email)
     page.get_by_role("button", name="Recevoir un code de confirmation").first.click()
     expect(page.get_by_label("Code de confirmation")).to_be_focused()
     code = until(lambda: _code_sent(stack, new_email))
@@ -632,6 +640,12 @@ def test_professional_journey(stack: RunningStack, visitors: Any) -> None:
 
     # Then the GP and the patient write to each other (same sessions).
     _messaging(stack, doctor, me, patient, gp["rpps"])
+
+    # A professional has « Mon compte » too: this browser's session among theirs.
+    doctor.go_to("Mon compte")
+    expect(page.get_by_text(f"RPPS {gp['rpps']}", exact=False).first).to_be_visible()
+    expect(page.locator("ul.sessions li.current")).to_contain_text("Cet appareil")
+    expect(page.get_by_role("button", name="Changer mon mot de passe")).to_be_visible()
 
 
 def _messaging(

@@ -158,12 +158,14 @@ const CONTACTS = {
   email: {
     label: "Nouvelle adresse e-mail",
     input: { type: "email", autocomplete: "email", maxlength: 254 },
+    hint: "Par exemple : prenom.nom@exemple.fr",
     where: "à cette adresse",
     done: (c) => `Votre adresse e-mail est désormais ${c.email}.`,
   },
   phone: {
     label: "Nouveau numéro de téléphone portable",
     input: { type: "tel", autocomplete: "tel", maxlength: 32 },
+    hint: "Un numéro de portable, par exemple 06 12 34 56 78 ou +33 6 12 34 56 78.",
     where: "par SMS à ce numéro",
     done: (c) => `Votre numéro de téléphone est désormais ${c.phone}.`,
   },
@@ -178,7 +180,7 @@ function contactForm(kind) {
   function ask() {
     replace(
       form,
-      field(spec.label, h("input", { name: kind, required: true, ...spec.input })),
+      field(spec.label, h("input", { name: kind, required: true, ...spec.input }), spec.hint),
       h("button", { type: "submit", class: "secondary" }, "Recevoir un code de confirmation"),
       status,
     );
