@@ -324,6 +324,10 @@ def test_a_blocked_professional_can_no_longer_write(people: People) -> None:
     problem(people.open("nurse"), 403, "access-denied")
     with people.client("nurse") as c:
         problem(c.post(f"/v1/conversations/{cid}/reopen"), 403, "access-denied")
+        # refused everything, their own conversation included; its subject no longer listed
+        problem(c.get(f"/v1/conversations/{cid}"), 403, "access-denied")
+        listed = {i["id"]: i for i in c.get("/v1/conversations").json()["items"]}
+        assert listed[cid]["subject"] == ""
         # the DMP too: rule 5 is one rule
         assert c.get(f"/v1/dossiers/{people.ins}/documents").status_code == 403
     with people.client("patient") as c:
@@ -368,6 +372,26 @@ def test_attachments_are_judged_by_content_and_dmp_documents_copied_only_if_read
     refused = people.open("doctor", attachments=[{"dmp_document_id": document_id}])
     assert refused.status_code == 403, refused.text
     assert len(people.listing("doctor")["items"]) == before, "nothing written on a refusal"
+
+    # one hidden from the patient until its announcement is not sent to them either (rule 8)
+    with people.client("gp") as c:
+        r = c.post(
+            f"/v1/dossiers/{people.ins}/documents",
+            json={
+                "type_code": "11488-4",
+                "title": "Résultat à annoncer",
+                "mime_type": "application/pdf",
+                "content_base64": b64(PDF),
+                "hidden_from_patient": True,
+            },
+        )
+        assert r.status_code == 201, r.text
+    problem(
+        people.open("gp", attachments=[{"dmp_document_id": r.json()["id"]}]),
+        403,
+        "conversation-not-allowed",
+        "attachments.0.dmp_document_id",
+    )
 
     r = people.open("gp", attachments=[{"dmp_document_id": document_id}])
     assert r.status_code == 201, r.text
@@ -481,3 +505,29 @@ def test_a_purge_destroys_the_conversations_and_their_key(clock: RunningStack) -
     fresh = people.token("patient", fresh=True)
     with stack.client(fresh) as c:
         assert c.get("/v1/conversations").json()["items"] == []
+
+
+def test_an_establishments_mailbox_writes_and_its_document_software_does_not(
+    people: People, stack: RunningStack
+) -> None:
+    mailbox = stack.client_token(people.admin, ["mailbox"])
+    with stack.client(mailbox) as c:
+        r = c.post(
+            "/v1/conversations",
+            json={"patient_ins": people.ins, "subject": "Votre séjour", "body": "Bonjour"},
+        )
+        assert r.status_code == 201, r.text
+        counterpart = r.json()["conversation"]["counterpart"]
+        assert counterpart["kind"] == "system"
+        assert r.json()["conversation"]["patient"].get("name") is None  # software sees the INS
+        cid = r.json()["conversation"]["id"]
+    assert people.reply("patient", cid, "Merci").status_code == 201
+    with stack.client(mailbox) as c:
+        assert c.get("/v1/conversations").json()["items"][0]["id"] == cid
+    software = stack.client_token(people.admin, ["facility"])
+    with stack.client(software) as c:
+        r = c.post(
+            "/v1/conversations",
+            json={"patient_ins": people.ins, "subject": "x", "body": "x"},
+        )
+        problem(r, 403, "forbidden")

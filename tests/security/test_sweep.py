@@ -471,11 +471,12 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/dossiers/{ins}/access-log"): PATIENT | PROFESSIONALS,
     ("POST", "/v1/ingest/batches"): {"insurer"},
     ("GET", "/v1/ingest/batches/{batch_id}"): {"insurer", "admin"},  # the sender's, and operators'
-    # Messaging: mailboxes are people's and establishments'; a conversation is its two sides'
+    # Messaging: mailboxes are people's (and establishments' mailbox clients', which the sweep's
+    # facility is not); a conversation is its two sides'
     # (the scene's: the GP wrote to the patient), the professional side closes and files, the
     # patient blocks.
-    ("GET", "/v1/conversations"): PEOPLE | FACILITY,
-    ("POST", "/v1/conversations"): PEOPLE | FACILITY,
+    ("GET", "/v1/conversations"): PEOPLE,
+    ("POST", "/v1/conversations"): PEOPLE,
     ("GET", "/v1/conversations/{conversation_id}"): CARE,
     ("POST", "/v1/conversations/{conversation_id}/messages"): CARE,
     ("POST", "/v1/conversations/{conversation_id}/close"): {"attending-physician"},
@@ -503,7 +504,7 @@ CONVERSATION_ROUTES = [key for key in ALLOWED if "{conversation_id}" in key[1]]
 REFUSED_AS_NOT_FOUND = {
     ("PATCH", "/v1/me/notifications/{notification_id}"): PEOPLE,
     ("GET", "/v1/ingest/batches/{batch_id}"): EVERYONE,
-    **{key: (PEOPLE | FACILITY) - CARE for key in CONVERSATION_ROUTES},  # not its sides
+    **{key: PEOPLE - CARE for key in CONVERSATION_ROUTES},  # people, not its sides
 }
 # Allowed, and the scene makes the answer a conflict: its DMP is already open.
 ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}

@@ -184,8 +184,8 @@ def may_message(caller: Principal, dossier: DossierState, consent: ConsentState)
         return permit("patient") if caller.ins == dossier.ins else deny("not_your_dossier")
     if caller.kind == "professional":
         return deny("blocked") if caller.rpps in consent.blocked else permit("professional")
-    if caller.kind == "system" and caller.has_role("facility"):
-        return permit("facility")
+    if caller.kind == "system" and caller.has_role("mailbox"):
+        return permit("mailbox")  # an establishment's organisational mailbox
     return deny("not_a_care_actor")
 
 

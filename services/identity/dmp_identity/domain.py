@@ -34,7 +34,8 @@ PersonKind = Literal["patient", "professional", "agent", "admin"]
 PERSON_KINDS: tuple[PersonKind, ...] = ("patient", "professional", "agent", "admin")
 AGENT_ROLES = ("insurance_agent",)
 PROFESSIONAL_ROLES = frozenset({"samu_regulator"})
-CLIENT_ROLES = frozenset({"insurer", "facility", "directory_sync"})
+# mailbox: a health establishment's organisational mailbox in the secure messaging
+CLIENT_ROLES = frozenset({"insurer", "facility", "directory_sync", "mailbox"})
 ADMIN_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _PHONE_RE = re.compile(r"^\+?[0-9]{8,15}$")

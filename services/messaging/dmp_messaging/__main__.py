@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 
 from dmp.events.v1 import envelope_pb2
 from dmp.messaging.v1 import messaging_pb2, messaging_pb2_grpc
@@ -31,7 +32,7 @@ async def serve() -> None:
     async def on_purged(event: envelope_pb2.Envelope) -> None:
         """A purged DMP space takes its conversations with it, key first."""
         if event.WhichOneof("payload") == "dossier_purged" and event.patient_ins:
-            await store.purge(event.patient_ins)
+            await store.purge(event.patient_ins, event.occurred_at.ToDatetime(tzinfo=UTC))
 
     async def purges(stop: asyncio.Event) -> None:
         await run_consumer(

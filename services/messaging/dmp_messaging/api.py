@@ -93,7 +93,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         else:
             patient, counterpart = await self._professional_opens(who, me, request)
         ins = patient.id
-        key = await self.store.data_key(ins, self.master)
+        key = await self.store.data_key(ins, self.master, self.clock.now())
         conversation_id, message_id = str(uuid7()), str(uuid7())
         attachments = await self._attachments(ins, key, conversation_id, pending)
         side = Side.PATIENT if me.kind == "patient" else Side.COUNTERPART
@@ -193,6 +193,12 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         )
         raise_if_denied(verdict)
 
+    async def _may_read(self, ins: str) -> bool:
+        verdict = await self.ds.call(
+            self.ds.consent.MayMessage, consent_pb2.MayMessageRequest(ins=ins)
+        )
+        return bool(verdict.allowed)
+
     async def PostMessage(
         self, request: pb.PostMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.PostMessageResponse:
@@ -203,8 +209,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         doc, side = await self._participant(request.conversation_id, me)
         domain.may_post(side, Status(doc["status"]), len(doc["messages"]))
         ins = doc["ins"]
-        await self._may_message(ins)
-        key = await self.store.data_key(ins, self.master)
+        if side is Side.PATIENT:
+            await self._may_message(ins)  # their space open
+        key = await self.store.data_key(ins, self.master, self.clock.now())
         conversation_id, message_id = doc["_id"], str(uuid7())
         attachments = await self._attachments(ins, key, conversation_id, pending)
         now = self.clock.now()
@@ -249,8 +256,6 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             raise InvalidArgument("status is open or closed", field="status")
         doc, side = await self._participant(request.conversation_id, me)
         domain.may_set_status(side)
-        if status is Status.OPEN:
-            await self._may_message(doc["ins"])  # a blocked professional reopens nothing
         written = await change_document(
             self.store.conversations,
             doc["_id"],
@@ -313,7 +318,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         items = []
         for doc in docs[:size]:
             if doc["ins"] not in keys:
-                keys[doc["ins"]] = await self._key(doc["ins"])
+                # A professional's list names the conversations they had; the subject of one
+                # with a patient who blocked them, or whose space is closed, is not read.
+                readable = side is Side.PATIENT or await self._may_read(doc["ins"])
+                keys[doc["ins"]] = await self._key(doc["ins"]) if readable else None
             items.append(self._conversation(doc, side, keys[doc["ins"]]))
         last = docs[size - 1] if len(docs) > size else None
         return pb.ListConversationsResponse(
@@ -423,6 +431,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         side = side_of_doc(doc, me) if doc is not None else None
         if doc is None or side is None:
             raise NotFound("no such conversation", field="conversation_id", slug="not-found")
+        if side is Side.COUNTERPART:
+            # Rules 5 and 13: a professional the patient blocked, or any while the space is
+            # closed, is refused everything of it, their own conversations included.
+            await self._may_message(doc["ins"])
         return doc, side
 
     async def _key(self, ins: str) -> bytes | None:
@@ -443,6 +455,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 self.ds.dossier.GetDocumentContent,
                 dossier_pb2.GetDocumentContentRequest(ins=ins, document_id=item.dmp_document_id),
             )
+            domain.may_copy(set(found.document.confidentiality), f"{item.field}.dmp_document_id")
             if len(found.content) > domain.MAX_ATTACHMENT_BYTES:
                 raise InvalidArgument(
                     "this document is too large to attach",
@@ -461,6 +474,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                     "_id": attachment_id,
                     "ins": ins,
                     "conversation_id": conversation_id,
+                    "created_at": self.clock.now(),
                     "content": seal(key, content, f"{attachment_id}:content".encode()),
                 }
             )
@@ -611,6 +625,8 @@ def _cursor(value: str) -> tuple[datetime, str] | None:
     if not value:
         return None
     millis, _, last_id = value.partition(":")
-    if not millis.isdigit() or not last_id or len(value) > 100:
+    if not (millis.isascii() and millis.isdigit() and len(millis) <= 15) or not last_id:
+        raise InvalidArgument("the cursor is not one this list gave", field="cursor")
+    if len(value) > 100:
         raise InvalidArgument("the cursor is not one this list gave", field="cursor")
     return datetime.fromtimestamp(int(millis) / 1000, tz=UTC), last_id

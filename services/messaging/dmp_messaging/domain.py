@@ -10,6 +10,7 @@ write to this patient at all (an open space, not blocked) is consent's decision.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -26,7 +27,9 @@ MAX_ATTACHMENTS = 3
 MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
 MAX_FILENAME = 120
 # A conversation is one database document: past this many messages, open another.
-MAX_MESSAGES = 1_000
+MAX_MESSAGES = 500
+# The role of a health establishment's organisational mailbox (a system client).
+MAILBOX_ROLE = "mailbox"
 # What an attachment may be, by its content (never by its name): what is sniffed → media type.
 ACCEPTED_TYPES = {"application/pdf": "application/pdf", "image/png": "image/png"}
 ACCEPTED_TYPES |= {"image/jpeg": "image/jpeg"}
@@ -62,12 +65,12 @@ class Party:
 
 def caller_party(who: Principal) -> Party:
     """The caller as a conversation names them; only patients, professionals and
-    establishments' mailboxes (systems with the facility role) write."""
+    establishments' mailboxes (systems with the mailbox role) write."""
     if who.kind == "patient" and who.ins:
         return Party("patient", who.ins)
     if who.kind == "professional" and who.rpps:
         return Party("professional", who.rpps, profession=who.profession)
-    if who.kind == "system" and who.has_role("facility") and who.client_id:
+    if who.kind == "system" and who.has_role(MAILBOX_ROLE) and who.client_id:
         return Party("system", who.client_id)
     raise PermissionDenied("messaging is for patients, professionals and establishments")
 
@@ -149,11 +152,27 @@ def attachment_count(count: int) -> None:
 def filename(value: str, field: str) -> str:
     """A name for people to read: no path, no control characters, bounded."""
     name = value.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    # no control, format (bidirectional overrides: "facture\u202efdp.exe") or line characters
+    if not name or any(unicodedata.category(c) in UNSEEN for c in name):
         raise InvalidArgument("the attachment needs a file name", field=field)
     if len(name) > MAX_FILENAME:
         raise InvalidArgument(f"a file name is at most {MAX_FILENAME} characters", field=field)
     return name
+
+
+UNSEEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+HIDING_LABELS = frozenset({"INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
+
+
+def may_copy(labels: set[str], field: str) -> None:
+    """A DMP document hidden from the patient (until its announcement, rule 8) or from their
+    legal representatives is not sent to them by message either."""
+    if labels & HIDING_LABELS:
+        raise PermissionDenied(
+            "this document is hidden from the patient until it is announced: it is not sent",
+            field=field,
+            slug="conversation-not-allowed",
+        )
 
 
 def attachment_type(content: bytes, field: str) -> str:

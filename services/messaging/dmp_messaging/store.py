@@ -46,14 +46,20 @@ class MessagingStore(Store):
 
     # keys ------------------------------------------------------------------------------
 
-    async def data_key(self, ins: str, master: bytes) -> bytes:
+    async def data_key(self, ins: str, master: bytes, now: datetime) -> bytes:
         """The patient's content key, made on first use. Not kept in memory: a purge on any
         replica takes effect at once everywhere."""
         found = await self.keys.find_one({"_id": ins})
         if found is None:
             key = os.urandom(32)
             try:
-                await self.keys.insert_one({"_id": ins, "sealed": seal(master, key, ins.encode())})
+                await self.keys.insert_one(
+                    {
+                        "_id": ins,
+                        "sealed": seal(master, key, ins.encode()),
+                        "created_at": now,
+                    }
+                )
                 return key
             except DuplicateKeyError:
                 found = await self.keys.find_one({"_id": ins})
@@ -113,8 +119,9 @@ class MessagingStore(Store):
 
     # purge -----------------------------------------------------------------------------
 
-    async def purge(self, ins: str) -> None:
-        """The key first (the content is unreadable from then on), then the rest."""
-        await self.keys.delete_one({"_id": ins})
-        await self.attachments.delete_many({"ins": ins})
-        await self.conversations.delete_many({"ins": ins})
+    async def purge(self, ins: str, purged_at: datetime) -> None:
+        """The key first (the content is unreadable from then on), then the rest: what was
+        written up to the purge, not what a DMP opened again since holds (a late event)."""
+        await self.keys.delete_one({"_id": ins, "created_at": {"$lte": purged_at}})
+        await self.attachments.delete_many({"ins": ins, "created_at": {"$lte": purged_at}})
+        await self.conversations.delete_many({"ins": ins, "opened_at": {"$lte": purged_at}})

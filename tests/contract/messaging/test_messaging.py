@@ -182,6 +182,32 @@ CASES = [
         S.PERMISSION_DENIED,
     ),
     Case(
+        "ListConversations",
+        "a cursor with digits that are not ASCII",
+        pb.ListConversationsRequest(cursor="\u00b2\u00b3:x"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="cursor",
+    ),
+    Case(
+        "ListConversations",
+        "a cursor past any date",
+        pb.ListConversationsRequest(cursor="9" * 40 + ":x"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="cursor",
+    ),
+    Case(
+        "OpenConversation",
+        "a file name that reverses its own text",
+        opening(
+            attachments=[pb.NewAttachment(upload=pb.Upload(filename="a\u202efdp.exe", content=PDF))]
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="attachments.0.filename",
+    ),
+    Case(
         "GetConversation",
         "a conversation that does not exist",
         pb.GetConversationRequest(conversation_id=UNKNOWN),

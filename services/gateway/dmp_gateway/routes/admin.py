@@ -100,7 +100,7 @@ class AgentOut(BaseModel):
 class ClientIn(BaseModel):
     client_id: str = Field(max_length=128)
     public_key_pem: str = Field(max_length=8192)
-    roles: list[Literal["insurer", "facility", "directory_sync"]] = Field(
+    roles: list[Literal["insurer", "facility", "directory_sync", "mailbox"]] = Field(
         min_length=1, max_length=3
     )
 

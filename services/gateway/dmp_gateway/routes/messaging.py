@@ -37,6 +37,18 @@ REFUSALS = problems.responses(
         422: ("validation-error", "invalid-ins", "invalid-rpps", "invalid-attachment"),
     },
 )
+# Reading: a conversation is its two sides'; the professional side is refused once the patient
+# blocked them or while the space is closed (rules 5 and 13).
+READS = problems.responses(
+    403,
+    404,
+    409,
+    types={
+        403: ("forbidden", "access-denied"),
+        404: ("not-found", "dossier-not-found"),
+        409: ("dossier-closed",),
+    },
+)
 
 
 class Party(BaseModel):
@@ -243,7 +255,7 @@ async def open_conversation(body: ConversationIn, request: Request, who: Caller)
     response_model=Thread,
     response_model_exclude_none=True,
     summary="A conversation and its messages (the other side's become read)",
-    responses=problems.responses(403, 404, types={404: ("not-found",)}),
+    responses=READS,
 )
 async def get_conversation(conversation_id: str, request: Request, who: Caller) -> Thread:
     ds = downstream(request)
@@ -337,7 +349,7 @@ async def block_counterpart(conversation_id: str, request: Request, who: Caller)
     "/v1/conversations/{conversation_id}/attachments/{attachment_id}",
     response_class=Response,
     summary="An attachment's bytes",
-    responses=problems.responses(403, 404, types={404: ("not-found",)}),
+    responses=READS,
 )
 async def get_attachment(
     conversation_id: str, attachment_id: str, request: Request, who: Caller
