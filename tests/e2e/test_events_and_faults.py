@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from dmp.events.v1 import envelope_pb2
+from dmp_gateway.clients import SERVICES
 from dmp_stack.testing import RunningStack, collect_events, make_ins
 
 
@@ -77,7 +78,7 @@ def test_database_paused_gives_503_problems_not_hangs(stack: RunningStack) -> No
     try:
         # Each service sees the database gone at its next health check.
         checks = _wait_ready(stack, 503, all_down=True)
-        assert set(checks) == {"identity", "dossier", "consent", "audit", "notify", "ingest"}
+        assert set(checks) == set(SERVICES)
         with httpx.Client(base_url=stack.url, timeout=30) as c:
             t0 = time.monotonic()
             r = c.post(

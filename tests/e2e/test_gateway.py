@@ -67,4 +67,12 @@ def test_readyz_reports_every_service(stack: RunningStack) -> None:
     with stack.client() as c:
         body = c.get("/readyz").json()
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"identity", "dossier", "consent", "audit", "notify", "ingest"}
+    assert set(body["checks"]) == {
+        "identity",
+        "dossier",
+        "consent",
+        "audit",
+        "notify",
+        "ingest",
+        "messaging",
+    }
