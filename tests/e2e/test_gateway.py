@@ -66,7 +66,7 @@ def test_openapi_docs_and_metrics(stack: RunningStack) -> None:
 def test_readyz_reports_every_service(stack: RunningStack) -> None:
     with stack.client() as c:
         body = c.get("/readyz").json()
-    assert body["status"] == "ready"
+    assert body["status"] == "ready", body
     assert set(body["checks"]) == {
         "identity",
         "dossier",
