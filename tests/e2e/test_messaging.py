@@ -144,6 +144,7 @@ def test_a_professional_opens_the_patient_replies_and_the_professional_closes(
     # the patient's list: newest first, one unread; the doctor's: nothing unread
     mine = people.listing("patient")
     assert mine["items"][0]["id"] == cid and mine["items"][0]["unread"] == 1
+    assert mine["items"][0]["message_count"] == 1
     assert mine["unread_total"] >= 1
     assert people.listing("doctor")["items"][0]["unread"] == 0
 
@@ -162,6 +163,7 @@ def test_a_professional_opens_the_patient_replies_and_the_professional_closes(
     assert r.status_code == 201, r.text
     assert r.json()["sender"]["kind"] == "patient" and not r.json().get("read_at")
     assert people.listing("doctor")["items"][0]["unread"] == 1
+    assert people.listing("doctor")["items"][0]["message_count"] == 2
 
     # only the professional side closes; then the patient cannot reply until it reopens
     with people.client("patient") as c:

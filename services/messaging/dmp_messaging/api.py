@@ -114,6 +114,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             "opened_at": now,
             "last_message_at": now,
             "unread": {side.value: 0, side.other.value: 1},
+            # kept beside the messages, which a list does not read
+            "message_count": 1,
             "messages": [message],
         }
         await self.store.conversations.insert_one(
@@ -186,18 +188,14 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         )
         return Party("patient", ins, _name(found.patient))
 
-    async def _may_message(self, ins: str) -> None:
+    async def _verdict(self, ins: str) -> consent_pb2.MayMessageResponse:
         """Consent's word: an open space, a care actor the patient has not blocked."""
-        verdict = await self.ds.call(
+        return await self.ds.call(
             self.ds.consent.MayMessage, consent_pb2.MayMessageRequest(ins=ins)
         )
-        raise_if_denied(verdict)
 
-    async def _may_read(self, ins: str) -> bool:
-        verdict = await self.ds.call(
-            self.ds.consent.MayMessage, consent_pb2.MayMessageRequest(ins=ins)
-        )
-        return bool(verdict.allowed)
+    async def _may_message(self, ins: str) -> None:
+        raise_if_denied(await self._verdict(ins))
 
     async def PostMessage(
         self, request: pb.PostMessageRequest, context: grpc.aio.ServicerContext
@@ -230,6 +228,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             unread[side.other.value] = unread.get(side.other.value, 0) + 1
             return {
                 "messages": [*current["messages"], message],
+                "message_count": len(current["messages"]) + 1,
                 "last_message_at": now,
                 "unread": unread,
             }
@@ -320,7 +319,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             if doc["ins"] not in keys:
                 # A professional's list names the conversations they had; the subject of one
                 # with a patient who blocked them, or whose space is closed, is not read.
-                readable = side is Side.PATIENT or await self._may_read(doc["ins"])
+                readable = side is Side.PATIENT or (await self._verdict(doc["ins"])).allowed
                 keys[doc["ins"]] = await self._key(doc["ins"]) if readable else None
             items.append(self._conversation(doc, side, keys[doc["ins"]]))
         last = docs[size - 1] if len(docs) > size else None
@@ -362,13 +361,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         who = caller()
         me = domain.caller_party(who)
         doc, _ = await self._participant(request.conversation_id, me)
-        meta = _attachment_in(doc, request.attachment_id)
-        stored = await self.store.attachment(meta["id"])
-        key = await self._key(doc["ins"])
-        if stored is None or key is None or stored["conversation_id"] != doc["_id"]:
-            raise NotFound("no such attachment", field="attachment_id", slug="not-found")
+        meta, key, content = await self._attachment_content(doc, request.attachment_id)
         await self.bus.publish_event(self.events.audit(who, doc["ins"], "read", doc["_id"]))
-        content = unseal(key, bytes(stored["content"]), f"{meta['id']}:content".encode())
         return pb.GetAttachmentResponse(attachment=_attachment(meta, key), content=content)
 
     async def FileAttachment(
@@ -384,12 +378,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 "the professional side files attachments into the DMP",
                 slug="conversation-not-allowed",
             )
-        meta = _attachment_in(doc, request.attachment_id)
-        stored = await self.store.attachment(meta["id"])
-        key = await self._key(doc["ins"])
-        if stored is None or key is None:
-            raise NotFound("no such attachment", field="attachment_id", slug="not-found")
-        content = unseal(key, bytes(stored["content"]), f"{meta['id']}:content".encode())
+        meta, key, content = await self._attachment_content(doc, request.attachment_id)
         title = request.title.strip() or _unseal_text(key, meta["filename"], f"{meta['id']}:name")
         added = await self.ds.call(
             self.ds.dossier.AddDocument,
@@ -436,6 +425,17 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             # closed, is refused everything of it, their own conversations included.
             await self._may_message(doc["ins"])
         return doc, side
+
+    async def _attachment_content(
+        self, doc: Document, attachment_id: str
+    ) -> tuple[Document, bytes, bytes]:
+        """An attachment of this conversation: its metadata, the patient's key, its bytes."""
+        meta = _attachment_in(doc, attachment_id)
+        stored = await self.store.attachment(meta["id"])
+        key = await self._key(doc["ins"])
+        if stored is None or key is None or stored["conversation_id"] != doc["_id"]:
+            raise NotFound("no such attachment", field="attachment_id", slug="not-found")
+        return meta, key, unseal(key, bytes(stored["content"]), f"{meta['id']}:content".encode())
 
     async def _key(self, ins: str) -> bytes | None:
         return await self.store.existing_key(ins, self.master)
@@ -491,9 +491,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         return out
 
     def _conversation(self, doc: Document, side: Side, key: bytes | None) -> pb.Conversation:
-        subject = (
-            _unseal_text(key, doc["subject"], f"{doc['_id']}:subject") if key is not None else ""
-        )
+        subject = _unseal_text(key, doc["subject"], f"{doc['_id']}:subject")
         return pb.Conversation(
             id=doc["_id"],
             patient=_party_pb(doc["patient"]),
@@ -504,15 +502,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             opened_at=timestamp(doc["opened_at"]),
             last_message_at=timestamp(doc["last_message_at"]),
             unread=int(doc["unread"].get(side.value, 0)),
-            message_count=len(doc.get("messages", [])) or int(doc.get("message_count", 0)),
+            message_count=int(doc["message_count"]),
         )
 
     def _message(self, doc: Document, message: Document, key: bytes | None) -> pb.Message:
-        text = (
-            _unseal_text(key, message["body"], f"{doc['_id']}:{message['id']}")
-            if key is not None
-            else ""
-        )
+        text = _unseal_text(key, message["body"], f"{doc['_id']}:{message['id']}")
         out = pb.Message(
             id=message["id"],
             sender=_party_pb(message["sender"]),
