@@ -14,7 +14,7 @@ from dmp_consent.api import ConsentServicer
 from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import HabilitationMatrix
 from dmp_consent.dossier_client import dossier_lookup
-from dmp_consent.events import on_dossier_event
+from dmp_consent.events import on_dossier_event, on_representation_ended
 from dmp_consent.store import ConsentStore
 from dmp_kit.bus import run_consumer
 from dmp_kit.catalogue import load_catalogue
@@ -74,6 +74,19 @@ async def serve() -> None:
             stop=stop,
         )
 
+    async def representation_ended(stop: asyncio.Event) -> None:
+        async def handle(event: envelope_pb2.Envelope) -> None:
+            await on_representation_ended(store, event)
+
+        await run_consumer(
+            runtime.bus,
+            stream="IDENTITY",
+            durable="consent-representation-ended",
+            subject="identity.representation.ended",
+            handler=handle,
+            stop=stop,
+        )
+
     await runtime.serve(
         consent_pb2_grpc.add_ConsentServiceServicer_to_server,
         servicer,
@@ -81,7 +94,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         stores=[store],
         relay=relay,
-        background=[dossier_lifecycle],
+        background=[dossier_lifecycle, representation_ended],
     )
 
 

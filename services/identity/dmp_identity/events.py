@@ -1,12 +1,15 @@
 """Identity's events: identity.login for every attempt, success or failure, and the trace of
-every login to a patient's account (audit.identity)."""
+every login to a patient's account (audit.identity); the end of a minor's legal representation
+at their majority (identity.representation.*), traced too."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
 from dmp_kit.auth import Principal
 from dmp_kit.clock import Clock
-from dmp_kit.events import audit_event, new_event
+from dmp_kit.events import actor_of, audit_event, new_event
 
 LOGIN = "identity.login"
 # Right first factors: the password, or an account's provisional code (its activation goes on
@@ -60,3 +63,51 @@ def login_events(
         query=f"login:{outcome}",
     )
     return [login, trace]
+
+
+REPRESENTATION_ENDING = "identity.representation.ending"
+REPRESENTATION_ENDED = "identity.representation.ended"
+SCHEDULER = Principal(kind="service", subject="identity-scheduler", roles=frozenset({"scheduler"}))
+
+
+def representation_ending(
+    clock: Clock, ins: str, representatives: list[str], majority: date
+) -> envelope_pb2.Envelope:
+    """The notice, before a minor's majority, that their representatives' part will end."""
+    return new_event(
+        REPRESENTATION_ENDING,
+        identity_pb2.RepresentationEnding(
+            legal_representatives=representatives, majority_date=majority.isoformat()
+        ),
+        source="identity",
+        clock=clock,
+        actor=actor_of(SCHEDULER),
+        patient_ins=ins,
+    )
+
+
+def representation_ended(
+    clock: Clock, ins: str, representatives: list[str], majority: date
+) -> list[envelope_pb2.Envelope]:
+    """The end of a minor's legal representation at their majority, and its trace in the
+    now-adult patient's access log."""
+    ended = new_event(
+        REPRESENTATION_ENDED,
+        identity_pb2.RepresentationEnded(
+            legal_representatives=representatives, majority_date=majority.isoformat()
+        ),
+        source="identity",
+        clock=clock,
+        actor=actor_of(SCHEDULER),
+        patient_ins=ins,
+    )
+    trace = audit_event(
+        source="identity",
+        clock=clock,
+        caller=SCHEDULER,
+        patient_ins=ins,
+        action="update",
+        outcome="success",
+        query="representation:ended",
+    )
+    return [ended, trace]
