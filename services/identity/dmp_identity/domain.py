@@ -594,8 +594,9 @@ RepresentationStep = Literal["notice", "end"]
 def majority_date(birth_date: date) -> date:
     """The day a person born on `birth_date` comes of age (Code civil art. 414: "dix-huit
     ans accomplis"): their 18th birthday, which counts whole, from its first moment. Born on
-    29 February with no 29 February in the 18th year: 1 March, the day after 28 February,
-    since the 18 years are not complete before 28 February has ended."""
+    29 February (18 years after a leap year is never one): 1 March, the day after 28 February,
+    since the 18 years are not complete before 28 February has ended.
+    """
     year = birth_date.year + MAJORITY_AGE
     try:
         return birth_date.replace(year=year)

@@ -293,25 +293,25 @@ def representation(
     on = f"{day}/{month}/{year}"
     if kind == "representation_ending":
         to_minor = Message(
-            "Votre majorité approche",
+            "Votre majorité approche : votre DMP sera le vôtre seul",
             f"À votre majorité, le {on}, vos représentants légaux cesseront d'agir pour vous "
             "dans votre Dossier Médical Partagé : vous seul y aurez accès et le gérerez."
             + SIGNATURE,
         )
         to_representative = Message(
-            "Fin prochaine de votre représentation légale",
+            "Fin prochaine de votre représentation légale dans le DMP",
             f"La représentation légale de la personne que vous représentez prend fin le {on}, "
             "à sa majorité : à partir de cette date, vous n'aurez plus accès à son Dossier "
             "Médical Partagé." + SIGNATURE,
         )
     else:
         to_minor = Message(
-            "Vous êtes majeur : votre DMP est désormais le vôtre seul",
+            "Votre majorité : votre DMP est désormais le vôtre seul",
             f"Depuis votre majorité, le {on}, vos représentants légaux n'agissent plus pour "
             "vous dans votre Dossier Médical Partagé." + SIGNATURE,
         )
         to_representative = Message(
-            "Fin de votre représentation légale",
+            "Fin de votre représentation légale dans le DMP",
             f"La représentation légale de la personne que vous représentiez a pris fin le {on}, "
             "à sa majorité : vous n'avez plus accès à son Dossier Médical Partagé." + SIGNATURE,
         )
