@@ -35,7 +35,7 @@ from dmp_stack.testing import Infra, make_ins
         (date(1980, 2, 29), date(1998, 3, 1)),
     ],
 )
-def test_majority_is_the_18th_birthday_and_1_march_for_29_february(born: date, of_age: date) -> None:
+def test_majority_is_the_18th_birthday_or_1_march_for_29_february(born: date, of_age: date) -> None:
     assert domain.majority_date(born) == of_age
 
 

@@ -72,7 +72,8 @@ def test_the_end_of_a_representation_is_told_to_the_minor_and_each_representativ
     assert [p.recipient for p in parents] == [f"patient:{PARENT}", f"patient:{other}"]
     for notice in (minor, *parents):
         # the day, French style; no name, no INS, in the message nor in its SMS
-        assert "01/03/2027" in notice.message.body and "01/03/2027" in domain.sms_text(notice.message)
+        assert "01/03/2027" in notice.message.body
+        assert "01/03/2027" in domain.sms_text(notice.message)
         for ident in (INS, PARENT, other):
             assert ident not in notice.message.subject + notice.message.body
     assert "personne que vous représent" in parents[0].message.body
