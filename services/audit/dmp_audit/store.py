@@ -181,9 +181,8 @@ class AuditStore(Store):
         """A minor came of age: `former` read their trace no more. Kept as former, so that no
         event, late or not, gives it back (a dossier.opened delivered after this, say)."""
         async with self.locks.hold("attending", ins):
-            doc = await self.attending.find_one({"_id": ins})
-            if doc is None:
-                return  # nothing mirrored yet: the dossier's opening names nobody now
+            # Kept even before the dossier's events: its opening may come after, naming them.
+            doc = await self.attending.find_one({"_id": ins}) or {"_id": ins}
             known = doc.get("former_representatives", [])
             if set(former) <= set(known):
                 return
