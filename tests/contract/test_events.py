@@ -64,6 +64,7 @@ SOURCE = {
     "access": "dossier",
     "consent": "consent",
 }
+ENDED = "identity.representation.ended"
 # What each consumer takes, and which payload field its code reads.
 CONSUMERS = {
     "notify": (
@@ -85,8 +86,8 @@ CONSUMERS = {
             "identity.representation.ended": "representation_ended",
         },
     ),
-    "consent": ("services/consent/dmp_consent", {"identity.representation.ended": "representation_ended"}),
-    "dossier": ("services/dossier/dmp_dossier", {"identity.representation.ended": "representation_ended"}),
+    "consent": ("services/consent/dmp_consent", {ENDED: "representation_ended"}),
+    "dossier": ("services/dossier/dmp_dossier", {ENDED: "representation_ended"}),
 }
 # The story below makes these; the others (reminders, purges…) come from the scheduled rules.
 STORY = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 import nats.errors
 import structlog
@@ -174,15 +175,12 @@ async def on_representation_ended(store: AuditStore, event: envelope_pb2.Envelop
 async def run_representation_mirror(bus: EventBus, store: AuditStore, stop: asyncio.Event) -> None:
     """A minor's majority, from identity: their legal representatives read no more of it."""
 
-    async def handle(event: envelope_pb2.Envelope) -> None:
-        await on_representation_ended(store, event)
-
     await run_consumer(
         bus,
         stream="IDENTITY",
         durable="audit-representation-ended",
         subject="identity.representation.ended",
-        handler=handle,
+        handler=partial(on_representation_ended, store),
         stop=stop,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -75,15 +76,12 @@ async def serve() -> None:
         )
 
     async def representation_ended(stop: asyncio.Event) -> None:
-        async def handle(event: envelope_pb2.Envelope) -> None:
-            await on_representation_ended(store, event)
-
         await run_consumer(
             runtime.bus,
             stream="IDENTITY",
             durable="consent-representation-ended",
             subject="identity.representation.ended",
-            handler=handle,
+            handler=partial(on_representation_ended, store),
             stop=stop,
         )
 

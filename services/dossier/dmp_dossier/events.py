@@ -4,6 +4,7 @@ it consumes: the end of a minor's legal representation, from identity."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from google.protobuf.message import Message
 
@@ -68,14 +69,11 @@ async def on_representation_ended(store: DossierStore, event: envelope_pb2.Envel
 async def run_representation_consumer(
     bus: EventBus, store: DossierStore, stop: asyncio.Event
 ) -> None:
-    async def handle(event: envelope_pb2.Envelope) -> None:
-        await on_representation_ended(store, event)
-
     await run_consumer(
         bus,
         stream="IDENTITY",
         durable="dossier-representation-ended",
         subject="identity.representation.ended",
-        handler=handle,
+        handler=partial(on_representation_ended, store),
         stop=stop,
     )

@@ -70,37 +70,26 @@ REPRESENTATION_ENDED = "identity.representation.ended"
 SCHEDULER = Principal(kind="service", subject="identity-scheduler", roles=frozenset({"scheduler"}))
 
 
-def representation_ending(
-    clock: Clock, ins: str, representatives: list[str], majority: date
-) -> envelope_pb2.Envelope:
-    """The notice, before a minor's majority, that their representatives' part will end."""
-    return new_event(
-        REPRESENTATION_ENDING,
-        identity_pb2.RepresentationEnding(
-            legal_representatives=representatives, majority_date=majority.isoformat()
-        ),
-        source="identity",
-        clock=clock,
-        actor=actor_of(SCHEDULER),
-        patient_ins=ins,
-    )
-
-
-def representation_ended(
-    clock: Clock, ins: str, representatives: list[str], majority: date
+def representation_events(
+    clock: Clock, step: str, ins: str, representatives: list[str], majority: date
 ) -> list[envelope_pb2.Envelope]:
-    """The end of a minor's legal representation at their majority, and its trace in the
-    now-adult patient's access log."""
-    ended = new_event(
-        REPRESENTATION_ENDED,
-        identity_pb2.RepresentationEnded(
-            legal_representatives=representatives, majority_date=majority.isoformat()
+    """A step of a minor's legal representation (domain.representation_step): the notice that
+    it will end (`notice`), or its end (`end`) with its trace in the now-adult patient's access
+    log. The representatives by INS and the date: never a name."""
+    fields = {"legal_representatives": representatives, "majority_date": majority.isoformat()}
+    ending = step == "notice"
+    event = new_event(
+        REPRESENTATION_ENDING if ending else REPRESENTATION_ENDED,
+        (identity_pb2.RepresentationEnding if ending else identity_pb2.RepresentationEnded)(
+            **fields
         ),
         source="identity",
         clock=clock,
         actor=actor_of(SCHEDULER),
         patient_ins=ins,
     )
+    if ending:
+        return [event]
     trace = audit_event(
         source="identity",
         clock=clock,
@@ -110,4 +99,4 @@ def representation_ended(
         outcome="success",
         query="representation:ended",
     )
-    return [ended, trace]
+    return [event, trace]

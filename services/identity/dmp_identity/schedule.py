@@ -105,11 +105,7 @@ class Schedule:
             written.append(current)
             return done
 
-        news = (
-            [events.representation_ending(self.clock, ins, representatives, majority)]
-            if step == "notice"
-            else events.representation_ended(self.clock, ins, representatives, majority)
-        )
+        news = events.representation_events(self.clock, step, ins, representatives, majority)
         await self.store.change_account(account["_id"], fields, *news)
         if written:
             log.info("representation_" + step, account_id=account["_id"])
