@@ -145,3 +145,23 @@ async def test_two_replicas_notice_and_end_once(stores: list[IdentityStore]) -> 
     untouched = await stores[0].accounts.find_one({"ins": far})
     assert untouched is not None
     assert untouched["legal_representatives"] == parents[:1] and not outbox(untouched)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_minors_registered_before_the_schedule_are_found(stores: list[IdentityStore]) -> None:
+    """Accounts written before the mark existed: the start marks those with representatives."""
+    old, adult = make_ins(), make_ins()
+    for ins, representatives in ((old, [make_ins()]), (adult, [])):
+        await stores[0].accounts.insert_one(
+            {
+                "_id": f"account-{ins}",
+                "kind": "patient",
+                "login": ins,
+                "ins": ins,
+                "birth_date": "2015-03-02",
+                "legal_representatives": representatives,
+            }
+        )
+    await stores[0].ensure_indexes()
+    found = {doc["ins"] for doc in await stores[0].represented_patients()}
+    assert old in found and adult not in found
