@@ -288,8 +288,10 @@ class RunningStack:
         admin: str,
         password: str | None = "patient password 1",
         legal_representatives: list[str] | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """A registered patient; a minor when legal representatives (patients) are given."""
+        """A registered patient; a minor when legal representatives (patients) are given;
+        `fields` override the registration's (a birth date, say)."""
         ins = make_ins()
         body: dict[str, Any] = {
             "ins": ins,
@@ -303,6 +305,7 @@ class RunningStack:
         }
         if legal_representatives:
             body.update(birth_date="2015-03-02", legal_representatives=legal_representatives)
+        body.update(fields)
         with self.client(admin) as c:
             r = c.post("/v1/admin/patients", json=body)
         assert r.status_code == 201, r.text

@@ -690,7 +690,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         answer = pb.ListRepresentedResponse()
         for doc in sorted(await self.store.trusting(who.ins), key=lambda d: str(d["_id"])):
             ins = str(doc["_id"])
-            if who.ins in doc.get("legal_representatives", []):
+            if who.ins in dossier_state(ins, doc).legal_representatives:
                 if doc.get("dossier_status") != DossierStatus.OPEN.value:
                     continue
                 named = await self.patient_named(ins) or ("", "")
