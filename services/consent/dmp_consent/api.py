@@ -705,6 +705,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                     )
                 )
                 continue
+            if who.ins not in doc.get("trusted_ins", []):
+                continue  # a former representative, and no trust
             trust = _trust(doc, ins, who.ins)
             answer.represented.append(
                 pb.Represented(
