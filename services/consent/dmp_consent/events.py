@@ -30,11 +30,11 @@ DOSSIER_STATUS_EVENTS = {
 
 
 def consent_changed(
-    clock: Clock, caller: Principal, ins: str, change: str, rpps: str = ""
+    clock: Clock, caller: Principal, ins: str, change: str, rpps: str = "", trusted_ins: str = ""
 ) -> envelope_pb2.Envelope:
     return new_event(
         CHANGED,
-        consent_pb2.ConsentChanged(change=change, rpps=rpps),
+        consent_pb2.ConsentChanged(change=change, rpps=rpps, trusted_ins=trusted_ins),
         source="consent",
         clock=clock,
         actor=actor_of(caller),

@@ -91,6 +91,8 @@ class Notifier:
         if kind == "message_sent":
             sent = event.message_sent
             return domain.message_received(sent.recipient_kind, sent.recipient_id)
+        if kind == "consent_changed" and event.consent_changed.change == "trusted_person_invited":
+            return domain.trusted_invitation(event.consent_changed.trusted_ins)
         if kind == "reminder_due":
             return domain.reminder(ins)
         if kind in domain.REPRESENTATION_KINDS:

@@ -88,6 +88,7 @@ KINDS = (
     "message_received",
     "representation_ending",
     "representation_ended",
+    "trusted_invitation",
 )
 CHANNELS = ("email", "sms")  # the in-app inbox always receives every notification
 DEFAULT_PREFERENCES: dict[str, frozenset[str]] = {kind: frozenset({"email"}) for kind in KINDS}
@@ -224,6 +225,25 @@ def message_received(recipient_kind: str, recipient_id: str) -> list[Notice]:
                 "Vous avez reçu un nouveau message",
                 "Vous avez reçu un nouveau message dans votre messagerie sécurisée de santé."
                 + SIGNATURE,
+            ),
+        )
+    ]
+
+
+def trusted_invitation(trusted_ins: str) -> list[Notice]:
+    """A patient invites this person to be their trusted person: that an invitation waits,
+    never who sent it nor anything of their space (they see it once logged in)."""
+    if not trusted_ins:
+        return []
+    return [
+        Notice(
+            f"patient:{trusted_ins}",
+            "trusted_invitation",
+            Message(
+                "Invitation à devenir personne de confiance dans le DMP",
+                "Une personne vous invite à devenir sa personne de confiance dans son espace "
+                "de santé. Connectez-vous à votre espace DMP, rubrique « Mes proches », pour "
+                "voir l'invitation, l'accepter ou la refuser." + SIGNATURE,
             ),
         )
     ]

@@ -34,6 +34,7 @@ def test_every_message_is_french_and_free_of_identifiers() -> None:
         *domain.message_received("patient", INS),
         *domain.representation("representation_ending", INS, [PARENT], "2027-03-01"),
         *domain.representation("representation_ended", INS, [PARENT], "2027-03-01"),
+        *domain.trusted_invitation(PARENT),
     ]
     assert {n.kind for n in notices} == set(domain.KINDS)
     for notice in notices:

@@ -23,6 +23,7 @@ Kind = Literal[
     "message_received",
     "representation_ending",
     "representation_ended",
+    "trusted_invitation",
 ]
 ChannelName = Literal["email", "sms"]
 CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}

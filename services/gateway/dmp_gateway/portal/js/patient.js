@@ -373,6 +373,7 @@ const KINDS = {
   message_received: "Nouveau message dans ma messagerie",
   representation_ending: "Fin prochaine d'une représentation légale (majorité)",
   representation_ended: "Fin d'une représentation légale (majorité)",
+  trusted_invitation: "Invitation à devenir personne de confiance",
 };
 
 export async function notifications(main) {
