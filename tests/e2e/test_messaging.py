@@ -212,6 +212,23 @@ def test_every_access_is_traced_without_a_word_of_the_message(people: People) ->
     assert written["actor"]["id"] == people.rpps("nurse")
     assert f"to=patient:{people.ins}" in written["query"]
     assert all(marker not in str(e) for e in entries)
+    # The professional's list shows the subject: it is traced as a search of the patient's
+    # messaging, before it is answered.
+    with people.client("nurse") as c:
+        assert c.get("/v1/conversations").status_code == 200
+
+    def listed() -> list[dict[str, Any]]:
+        with people.client("patient") as c:
+            r = c.get(f"/v1/dossiers/{people.ins}/access-log", params={"page_size": 100})
+        return [
+            e
+            for e in r.json()["entries"]
+            if e.get("query") == "conversations=list"
+            and e["actor"]["id"] == people.rpps("nurse")
+            and e["action"] == "search"
+        ]
+
+    assert until(lambda: bool(listed())), "the professional's list is traced"
 
 
 def test_a_new_message_is_announced_without_its_content(

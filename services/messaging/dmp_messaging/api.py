@@ -4,6 +4,7 @@ dossier applies their rights to the documents they pick or file, ingest answers 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -302,7 +303,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsResponse:
-        me = domain.caller_party(caller())
+        who = caller()
+        me = domain.caller_party(who)
         size = request.page_size or self.settings.conversations_page_size
         if not 0 < size <= self.settings.conversations_max_page_size:
             raise InvalidArgument(
@@ -322,6 +324,15 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 readable = side is Side.PATIENT or (await self._verdict(doc["ins"])).allowed
                 keys[doc["ins"]] = await self._key(doc["ins"]) if readable else None
             items.append(self._conversation(doc, side, keys[doc["ins"]]))
+        # Traced before it is answered (fail closed): each patient whose conversations' subjects
+        # the page shows, as a search of their messaging.
+        shown = sorted(ins for ins, key in keys.items() if key is not None)
+        await asyncio.gather(
+            *(
+                self.bus.publish_event(self.events.audit(who, ins, "search", "", query="list"))
+                for ins in shown
+            )
+        )
         last = docs[size - 1] if len(docs) > size else None
         return pb.ListConversationsResponse(
             items=items,

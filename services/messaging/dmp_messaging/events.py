@@ -42,10 +42,11 @@ class MessagingEvents:
         to: Party | None = None,
         outcome: str = "success",
         reason: str = "",
+        query: str = "",
     ) -> envelope_pb2.Envelope:
         """Who wrote to whom, when, and that something was read: the trail's words, never the
-        message's."""
-        query = f"conversation={conversation_id}"
+        message's. `query` "list": a page of conversations that showed their subjects."""
+        query = f"conversations={query}" if query else f"conversation={conversation_id}"
         if to is not None:
             query += f" to={to.key}"
         return audit_event(
