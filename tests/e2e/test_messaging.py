@@ -550,3 +550,31 @@ def test_an_establishments_mailbox_writes_and_its_document_software_does_not(
             json={"patient_ins": people.ins, "subject": "x", "body": "x"},
         )
         problem(r, 403, "forbidden")
+
+
+def test_each_side_searches_its_own_messages(people: People) -> None:
+    marker = uuid.uuid4().hex[:8]
+    r = people.open("gp", subject=f"Pansement {marker}", body="Prochaine visite jeudi")
+    assert r.status_code == 201, r.text
+    found_id = r.json()["conversation"]["id"]
+    r = people.open("gp", subject=f"Autre {marker}", body="Rien à voir")
+    assert r.status_code == 201, r.text
+    with people.client("patient") as c:
+        r = c.post(
+            f"/v1/conversations/{found_id}/messages", json={"body": f"Les résultats {marker}z"}
+        )
+        assert r.status_code == 201, r.text
+        # Case and accents aside, in a message as in a subject.
+        for q in (f"RESULTATS {marker}Z", f"pansement {marker}"):
+            r = c.get("/v1/conversations", params={"q": q})
+            assert r.status_code == 200, r.text
+            assert [i["id"] for i in r.json()["items"]] == [found_id], q
+        assert c.get("/v1/conversations", params={"q": f"absent-{marker}"}).json()["items"] == []
+        r = c.get("/v1/conversations", params={"q": "a"})
+        assert r.status_code == 422 and r.json()["field"] == "q", r.text
+    with people.client("gp") as c:
+        r = c.get("/v1/conversations", params={"q": "JEUDI"})
+        assert found_id in [i["id"] for i in r.json()["items"]]
+    # Nobody else finds it.
+    with people.client("other patient") as c:
+        assert c.get("/v1/conversations", params={"q": f"pansement {marker}"}).json()["items"] == []

@@ -312,18 +312,26 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 field="page_size",
             )
         after = _cursor(request.cursor)
+        terms = domain.check_search(request.query) if request.query else ""
         side = Side.PATIENT if me.kind == "patient" else Side.COUNTERPART
         owner: Document = {"ins": me.id} if side is Side.PATIENT else {"counterpart_key": me.key}
-        docs = await self.store.page(owner, after, size + 1)
         keys: dict[str, bytes | None] = {}
-        items = []
-        for doc in docs[:size]:
-            if doc["ins"] not in keys:
+
+        async def key_of(ins: str) -> bytes | None:
+            if ins not in keys:
                 # A professional's list names the conversations they had; the subject of one
                 # with a patient who blocked them, or whose space is closed, is not read.
-                readable = side is Side.PATIENT or (await self._verdict(doc["ins"])).allowed
-                keys[doc["ins"]] = await self._key(doc["ins"]) if readable else None
-            items.append(self._conversation(doc, side, keys[doc["ins"]]))
+                readable = side is Side.PATIENT or (await self._verdict(ins)).allowed
+                keys[ins] = await self._key(ins) if readable else None
+            return keys[ins]
+
+        if terms:
+            docs, last = await self._search(owner, after, size, terms, key_of)
+        else:
+            docs = await self.store.page(owner, after, size + 1)
+            last = docs[size - 1] if len(docs) > size else None
+            docs = docs[:size]
+        items = [self._conversation(doc, side, await key_of(doc["ins"])) for doc in docs]
         # Traced before it is answered (fail closed): each patient whose conversations' subjects
         # the page shows, as a search of their messaging.
         shown = sorted(ins for ins, key in keys.items() if key is not None)
@@ -333,12 +341,46 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 for ins in shown
             )
         )
-        last = docs[size - 1] if len(docs) > size else None
         return pb.ListConversationsResponse(
             items=items,
             next=f"{int(last['last_message_at'].timestamp() * 1000)}:{last['_id']}" if last else "",
             unread_total=await self.store.unread_total(owner, side.value),
         )
+
+    async def _search(
+        self,
+        owner: Document,
+        after: tuple[datetime, str] | None,
+        size: int,
+        terms: str,
+        key_of: Callable[[str], Awaitable[bytes | None]],
+    ) -> tuple[list[Document], Document | None]:
+        """The caller's conversations whose subject or messages hold the search, newest first,
+        opened a batch at a time (sealed content is searched where it can be read: nothing of
+        a conversation the caller may not read is). Stops at `size` found or after
+        `search_scan_limit` conversations; returns them and where to go on from, if anywhere."""
+        found: list[Document] = []
+        scanned = 0
+        batch = 50
+        while True:
+            docs = await self.store.page(owner, after, batch, with_messages=True)
+            for doc in docs:
+                scanned += 1
+                key = await key_of(doc["ins"])
+                if key is not None:
+                    texts = [_unseal_text(key, doc["subject"], f"{doc['_id']}:subject")]
+                    texts += [
+                        _unseal_text(key, m["body"], f"{doc['_id']}:{m['id']}")
+                        for m in doc["messages"]
+                    ]
+                    if domain.found_in(terms, texts):
+                        found.append({k: v for k, v in doc.items() if k != "messages"})
+                if len(found) == size or scanned >= self.settings.search_scan_limit:
+                    more = doc is not docs[-1] or len(docs) == batch
+                    return found, doc if more else None
+            if len(docs) < batch:
+                return found, None
+            after = (docs[-1]["last_message_at"], docs[-1]["_id"])
 
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from dmp_kit.config import Settings, dev_key
 
@@ -23,3 +23,5 @@ class MessagingSettings(Settings):
     messaging_key: SecretStr = SecretStr(DEV_MESSAGING_KEY)
     conversations_page_size: int = 20
     conversations_max_page_size: int = 100
+    # A search opens at most this many of the caller's conversations per call (`next` goes on).
+    search_scan_limit: int = Field(500, ge=1)

@@ -11,6 +11,7 @@ write to this patient at all (an open space, not blocked) is consent's decision.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -200,3 +201,24 @@ def attachment_type(content: bytes, field: str) -> str:
 
 def notice_recipient(sender: Side, patient: Party, counterpart: Party) -> Party:
     return counterpart if sender is Side.PATIENT else patient
+
+
+SEARCH_MIN, SEARCH_MAX = 2, 100
+
+
+def search_terms(query: str) -> str:
+    """A search as it is matched: case and accents aside, spaces folded."""
+    folded = unicodedata.normalize("NFKD", " ".join(query.split()).casefold())
+    return "".join(c for c in folded if not unicodedata.combining(c))
+
+
+def check_search(query: str) -> str:
+    terms = search_terms(query)
+    if not SEARCH_MIN <= len(terms) <= SEARCH_MAX:
+        raise InvalidArgument(f"a search is {SEARCH_MIN} to {SEARCH_MAX} characters", field="query")
+    return terms
+
+
+def found_in(terms: str, texts: Iterable[str]) -> bool:
+    """Whether the folded search stands in any of these texts (a subject, the messages)."""
+    return any(terms in search_terms(text) for text in texts)

@@ -80,7 +80,12 @@ class MessagingStore(Store):
         return doc
 
     async def page(
-        self, owner: Document, after: tuple[datetime, str] | None, size: int
+        self,
+        owner: Document,
+        after: tuple[datetime, str] | None,
+        size: int,
+        *,
+        with_messages: bool = False,
     ) -> list[Document]:
         """The caller's conversations, newest first, after a (last_message_at, id) cursor."""
         query: Document = dict(owner)
@@ -91,7 +96,9 @@ class MessagingStore(Store):
                 {"last_message_at": at, "_id": {"$lt": last_id}},
             ]
         cursor = (
-            self.conversations.find(query, PAGE_FIELDS | {"outbox": 0})
+            self.conversations.find(
+                query, {"outbox": 0} if with_messages else PAGE_FIELDS | {"outbox": 0}
+            )
             .sort([("last_message_at", -1), ("_id", -1)])
             .limit(size)
         )

@@ -89,3 +89,14 @@ def test_the_lengths() -> None:
         domain.body(" \n ")
     with pytest.raises(InvalidArgument):
         domain.attachment_count(domain.MAX_ATTACHMENTS + 1)
+
+
+def test_a_search_is_matched_case_and_accents_aside() -> None:
+    terms = domain.check_search("  RÉSULTATS   du bilan ")
+    assert terms == "resultats du bilan"
+    assert domain.found_in(terms, ["Sujet", "Les résultats de votre bilan"]) is False
+    assert domain.found_in(terms, ["Sujet", "Voici les Résultats du  Bilan."]) is True
+    assert domain.found_in(domain.check_search("bilan"), ["BILAN"]) is True
+    for wrong in ("a", " ", "x" * 101):
+        with pytest.raises(InvalidArgument):
+            domain.check_search(wrong)

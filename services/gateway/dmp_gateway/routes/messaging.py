@@ -19,7 +19,7 @@ from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.routes.dossiers import content_response
 from dmp_gateway.security import Caller
-from dmp_kit.errors import InvalidArgument
+from dmp_kit.errors import DmpError, InvalidArgument
 
 router = APIRouter(tags=["messaging"])
 
@@ -212,13 +212,27 @@ async def list_conversations(
     who: Caller,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="full-text search of one's own conversations (subjects and messages, "
+            "case and accents aside), 2 to 100 characters; a page may hold fewer than "
+            "`page_size` while `next` goes on",
+        ),
+    ] = None,
 ) -> Conversations:
     ds = downstream(request)
-    resp = await ds.call(
-        ds.messaging.ListConversations,
-        pb.ListConversationsRequest(page_size=page_size, cursor=cursor or ""),
-        token=who.token,
-    )
+    try:
+        resp = await ds.call(
+            ds.messaging.ListConversations,
+            pb.ListConversationsRequest(page_size=page_size, cursor=cursor or "", query=q or ""),
+            token=who.token,
+        )
+    except DmpError as err:
+        if err.field == "query":
+            err.field = "q"
+        raise
     return Conversations(
         items=[_conversation(c) for c in resp.items],
         next=resp.next or None,
