@@ -288,14 +288,16 @@ class RunningStack:
         admin: str,
         password: str | None = "patient password 1",
         legal_representatives: list[str] | None = None,
+        given_name: str = "Camille",
+        family_name: str = "Martin",
     ) -> dict[str, Any]:
         """A registered patient; a minor when legal representatives (patients) are given."""
         ins = make_ins()
         body: dict[str, Any] = {
             "ins": ins,
             "vitale_serial": f"{random.randint(10**7, 10**8 - 1)}",
-            "given_name": "Camille",
-            "family_name": "Martin",
+            "given_name": given_name,
+            "family_name": family_name,
             "birth_date": "1984-05-17",
             "email": f"patient-{ins}@example.org",
             "phone": "",
