@@ -815,6 +815,7 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     ins = camille["ins"]
     token = _token(stack, camille)
     stack.open_dossier(token, camille)
+    stack.open_dossier(_token(stack, alex), alex)
     with stack.client(token) as c:
         r = c.put(f"/v1/dossiers/{ins}/professionals/{gp['rpps']}", json={"status": "authorized"})
         assert r.status_code == 200, r.text
@@ -843,7 +844,7 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     invite.get_by_label("Numéro INS de la personne").fill(alex["ins"])
     expect(invite.get_by_label("Lecture", exact=True)).to_be_checked()
     invite.get_by_role("button", name="Inviter").click()
-    expect(page.get_by_text("Invitation envoyée à Alex Durand")).to_be_visible()
+    expect(page.locator(".outcome")).to_contain_text("Invitation envoyée à Alex Durand")
     trusted = page.locator("ul.trusted li").filter(has_text="Alex Durand")
     expect(trusted.locator(".badge")).to_have_text("Invitation envoyée")
     expect(trusted).to_contain_text(f"INS {alex['ins']} · Lecture")
@@ -891,9 +892,7 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
 
     # « Agir pour »: the switch, in the menu, opens Camille's space under a banner.
     hpage.get_by_role("button", name="Menu").click()
-    hpage.get_by_label("Agir pour").select_option(
-        label="Camille Martin, en tant que personne de confiance"
-    )
+    hpage.get_by_label("Agir pour").select_option(label="Camille Martin (personne de confiance)")
     expect(hpage.get_by_role("heading", name="Dossier médical — Camille Martin")).to_be_visible()
     banner = hpage.locator(".acting-banner")
     expect(banner).to_have_text(
@@ -910,6 +909,7 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     for own in ("Messagerie", "Mon compte", "Mes proches", "Notifications"):
         expect(menu.get_by_role("link", name=own, exact=True)).to_have_count(0)
     expect(hpage.get_by_label("Agir pour")).to_have_value(ins)
+    her.fits_the_screen()
     hpage.get_by_role("button", name="Menu").click()
 
     # At desktop width: Camille's documents, less the one she keeps from her trusted persons.

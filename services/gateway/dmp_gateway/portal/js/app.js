@@ -100,8 +100,8 @@ function patientLinks(me, other) {
 }
 
 const RELATION_AS = {
-  trusted_person: "en tant que personne de confiance",
-  legal_representative: "en tant que représentant légal",
+  trusted_person: "personne de confiance",
+  legal_representative: "représentant légal",
 };
 
 // « Agir pour … »: oneself, or each person one may act for; choosing one opens their space.
@@ -116,17 +116,21 @@ function actingSwitch(me, other) {
     },
     h("option", { value: me.ins, selected: !other }, `Moi-même (${fullName(me)})`),
     people.map((r) =>
-      h("option", { value: r.ins, selected: other?.ins === r.ins }, `${fullName(r)}, ${RELATION_AS[r.relation] || r.relation}`),
+      h("option", { value: r.ins, selected: other?.ins === r.ins }, `${fullName(r)} (${RELATION_AS[r.relation] || r.relation})`),
     ),
   );
   return h("p", { class: "acting-switch" }, h("label", { for: "agir-pour" }, "Agir pour"), select);
 }
 
+// The menu of the signed-in person; returns whom they act for on this page (or null).
 function menu() {
   const me = state.me;
   menuToggle.hidden = !me;
   menuToggle.setAttribute("aria-expanded", "false");
-  if (!me) return replace(nav);
+  if (!me) {
+    replace(nav);
+    return null;
+  }
   const other = me.kind === "patient" ? actingHere() : null;
   const links =
     me.kind === "patient"
