@@ -980,9 +980,9 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     ]
     trusted = page.locator("ul.trusted li").filter(has_text="Alex Durand")
     trusted.get_by_role("button", name="Retirer l'accès").click()
-    confirm = trusted.get_by_role("group", name="Retirer l'accès")
+    confirm = trusted.get_by_role("group", name="Confirmer le retrait")
     expect(confirm).to_contain_text("ne pourra plus consulter votre dossier")
-    confirm.get_by_role("button", name="Confirmer : retirer l'accès").click()
+    confirm.get_by_role("button", name="Confirmer le retrait").click()
     expect(page.get_by_text("Alex Durand n'a plus accès à votre dossier.")).to_be_visible()
     expect(page.locator("ul.trusted")).to_have_count(0)
     with stack.client(_token(stack, alex)) as c:

@@ -2,7 +2,7 @@
 // who trust them, whose invitations they accept or decline and for whom they then act.
 
 import * as api from "./api.js";
-import { date, field, h, notice, replace } from "./dom.js";
+import { confirmation, date, field, h, notice, replace } from "./dom.js";
 import { failure, fullName, loadRepresented, onSubmit, SCOPES, state } from "./shell.js";
 
 const MOST = 5;
@@ -38,40 +38,6 @@ function scopeChoice(name, chosen) {
   );
 }
 
-// A question asked in the page before an action that cannot be undone by a click.
-function confirmed(question, label, action) {
-  const ask = h("button", { type: "button", class: "secondary small" }, label);
-  const group = h(
-    "div",
-    { class: "confirm notice warning", hidden: true, role: "group", "aria-label": label },
-    h("p", {}, question),
-    h(
-      "div",
-      { class: "actions" },
-      h("button", { type: "button", class: "danger", onclick: action }, `Confirmer : ${label.toLowerCase()}`),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "secondary",
-          onclick: () => {
-            group.hidden = true;
-            ask.hidden = false;
-            ask.focus();
-          },
-        },
-        "Annuler",
-      ),
-    ),
-  );
-  ask.addEventListener("click", () => {
-    group.hidden = false;
-    ask.hidden = true;
-    group.querySelector("button").focus();
-  });
-  return [ask, group];
-}
-
 // ------------------------------------------------------------------ whom I trust
 
 function trustedItem(me, person, status) {
@@ -94,12 +60,15 @@ function trustedItem(me, person, status) {
     await reload();
     said(`L'accès de ${name} est désormais : ${SCOPES[data.get("scope")].toLowerCase()}.`);
   });
-  const [ask, group] = confirmed(
-    person.status === "invited"
-      ? `Retirer l'invitation envoyée à ${name} ? Elle ne pourra plus l'accepter.`
-      : `Retirer l'accès de ${name} ? Cette personne ne pourra plus consulter votre dossier ni agir pour vous.`,
-    person.status === "invited" ? "Retirer l'invitation" : "Retirer l'accès",
-    async () => {
+  const [ask, group] = confirmation({
+    ask: person.status === "invited" ? "Retirer l'invitation" : "Retirer l'accès",
+    question:
+      person.status === "invited"
+        ? `Retirer l'invitation envoyée à ${name} ? Elle ne pourra plus l'accepter.`
+        : `Retirer l'accès de ${name} ? Cette personne ne pourra plus consulter votre dossier ni agir pour vous.`,
+    confirm: "Confirmer le retrait",
+    small: true,
+    action: async () => {
       status.replaceChildren();
       try {
         await api.del(`${trustedPath(me.ins)}/${api.q(person.ins)}`);
@@ -109,7 +78,7 @@ function trustedItem(me, person, status) {
         status.replaceChildren(failure(error));
       }
     },
-  );
+  });
   return h(
     "li",
     { class: person.status },
@@ -203,11 +172,13 @@ function representedItem(me, person, status) {
     controls.append(h("a", { class: "button", href: `#/dossier/${person.ins}` }, `Agir pour ${name}`));
     if (person.relation === "trusted_person") {
       let ask;
-      [ask, group] = confirmed(
-        `Ne plus être personne de confiance de ${name} ? Vous ne pourrez plus consulter son dossier ; ${name} pourra vous inviter de nouveau.`,
-        "Ne plus être personne de confiance",
-        answer(() => api.del(`${trustedPath(person.ins)}/${api.q(me.ins)}`), `Vous n'êtes plus personne de confiance de ${name}.`),
-      );
+      [ask, group] = confirmation({
+        ask: "Ne plus être personne de confiance",
+        question: `Ne plus être personne de confiance de ${name} ? Vous ne pourrez plus consulter son dossier ; ${name} pourra vous inviter de nouveau.`,
+        confirm: "Confirmer le retrait",
+        small: true,
+        action: answer(() => api.del(`${trustedPath(person.ins)}/${api.q(me.ins)}`), `Vous n'êtes plus personne de confiance de ${name}.`),
+      });
       controls.append(ask);
     }
   }
