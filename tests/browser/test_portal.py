@@ -893,6 +893,7 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     # « Agir pour »: the switch, in the menu, opens Camille's space under a banner.
     hpage.get_by_role("button", name="Menu").click()
     hpage.get_by_label("Agir pour").select_option(label="Camille Martin (personne de confiance)")
+    hpage.get_by_role("button", name="Ouvrir", exact=True).click()
     expect(hpage.get_by_role("heading", name="Dossier médical — Camille Martin")).to_be_visible()
     banner = hpage.locator(".acting-banner")
     expect(banner).to_have_text(

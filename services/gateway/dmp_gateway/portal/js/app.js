@@ -104,22 +104,31 @@ const RELATION_AS = {
   legal_representative: "représentant légal",
 };
 
-// « Agir pour … »: oneself, or each person one may act for; choosing one opens their space.
+// « Agir pour … »: oneself, or each person one may act for; the chosen one's space opens when
+// asked (not on each move through the list, which a keyboard makes one option at a time).
 function actingSwitch(me, other) {
   const people = state.represented.filter((r) => r.status === "active");
   if (!people.length) return "";
   const select = h(
     "select",
-    {
-      id: "agir-pour",
-      onchange: (event) => go(`/dossier/${event.target.value}`),
-    },
+    { id: "agir-pour", name: "ins" },
     h("option", { value: me.ins, selected: !other }, `Moi-même (${fullName(me)})`),
     people.map((r) =>
       h("option", { value: r.ins, selected: other?.ins === r.ins }, `${fullName(r)} (${RELATION_AS[r.relation] || r.relation})`),
     ),
   );
-  return h("p", { class: "acting-switch" }, h("label", { for: "agir-pour" }, "Agir pour"), select);
+  const form = h(
+    "form",
+    { class: "acting-switch" },
+    h("label", { for: "agir-pour" }, "Agir pour"),
+    select,
+    h("button", { type: "submit", class: "small" }, "Ouvrir"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go(`/dossier/${select.value}`);
+  });
+  return form;
 }
 
 // The menu of the signed-in person; returns whom they act for on this page (or null).
