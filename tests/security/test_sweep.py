@@ -248,6 +248,7 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         },
         ("POST", "/v1/me/contact-changes"): {"email": f"{uuid.uuid4().hex[:8]}@example.org"},
         ("POST", "/v1/me/contact-changes/{change_id}/confirm"): {"code": "123456"},
+        ("PATCH", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"): {"scope": "manage"},
     }
     # The directory's own registration of a patient, to be activated: the same fields
     examples[("POST", "/v1/accounts")] = {
@@ -260,6 +261,7 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
 
 # What changes the dossier for every later call runs last, in this order.
 LAST = (
+    ("DELETE", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"),
     ("POST", "/v1/conversations/{conversation_id}/block"),
     ("DELETE", "/v1/me/sessions"),
     ("POST", "/v1/admin/signing-keys/rotate"),
@@ -323,6 +325,16 @@ class Scene:
             assert r.status_code == 201, r.text
             self.conversation_id = r.json()["conversation"]["id"]
             self.attachment_id = r.json()["message"]["attachments"][0]["id"]
+        # The patient trusts another patient (invited, not yet accepted), and a third one is
+        # there to be invited.
+        self.friend = stack.create_patient(self.admin)
+        self.invitee = stack.create_patient(self.admin)
+        with stack.client(self.owner) as c:
+            r = c.post(
+                f"/v1/dossiers/{ins}/trusted-persons",
+                json={"ins": self.friend["ins"], "scope": "read"},
+            )
+            assert r.status_code == 201, r.text
 
     def new_patient(self) -> tuple[dict[str, Any], str]:
         patient = self.stack.create_patient(self.admin)
@@ -355,6 +367,7 @@ class Scene:
             "key_id": "0000000000000000",
             "session_id": str(uuid.uuid4()),
             "change_id": "no-such-change",
+            "trusted_ins": self.friend["ins"],
         }
 
     def token(self, kind: str) -> str:
@@ -386,6 +399,10 @@ def outcomes(
     ids = scene.ids()
     examples = bodies(ids["ins"])
     examples[("PUT", "/v1/dossiers/{ins}/attending-physician")] = {"rpps": scene.gp_rpps}
+    examples[("POST", "/v1/dossiers/{ins}/trusted-persons")] = {
+        "ins": scene.invitee["ins"],
+        "scope": "read",
+    }
     secured = [o for o in operations if o.secured]
     ordered = [o for o in secured if (o.method, o.path) not in LAST] + [
         o for key in LAST for o in secured if (o.method, o.path) == key
@@ -493,6 +510,14 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v1/me/sessions/{session_id}"): PERSONS,
     ("POST", "/v1/me/contact-changes"): PERSONS,
     ("POST", "/v1/me/contact-changes/{change_id}/confirm"): PERSONS,
+    # Trusted persons: the patient names them; a patient finds whom they may act for, and
+    # accepts an invitation (the scene's callers have none: "no such invitation").
+    ("GET", "/v1/dossiers/{ins}/trusted-persons"): PATIENT,
+    ("POST", "/v1/dossiers/{ins}/trusted-persons"): PATIENT,
+    ("PATCH", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"): PATIENT,
+    ("DELETE", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"): PATIENT,
+    ("GET", "/v1/me/represented"): PATIENT | {"other-patient"},
+    ("POST", "/v1/me/represented/{ins}/accept"): frozenset(),
     # The insurer's directory (a directory_sync client, or an administrator).
     ("POST", "/v1/accounts"): ADMIN,
     ("GET", "/v1/accounts/{ins}"): ADMIN,
@@ -505,6 +530,7 @@ REFUSED_AS_NOT_FOUND = {
     ("PATCH", "/v1/me/notifications/{notification_id}"): PEOPLE,
     ("GET", "/v1/ingest/batches/{batch_id}"): EVERYONE,
     **{key: PEOPLE - CARE for key in CONVERSATION_ROUTES},  # people, not its sides
+    ("POST", "/v1/me/represented/{ins}/accept"): frozenset({"patient", "other-patient"}),
 }
 # Allowed, and the scene makes the answer a conflict: its DMP is already open.
 ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}

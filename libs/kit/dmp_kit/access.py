@@ -27,4 +27,12 @@ def raise_if_denied(verdict: Verdict) -> None:
         raise Conflict("the DMP is closed", slug="dossier-closed")
     if reason == "already_open":
         raise Conflict("a DMP is already open for this INS", field="ins", slug="dossier-exists")
+    if reason == "read_only":
+        raise PermissionDenied(
+            "this trusted person may read the patient's space, not change it", slug="read-only"
+        )
+    if reason == "not_for_trusted_persons":
+        raise PermissionDenied(
+            "only the patient (or a minor's legal representatives) does this", slug="patient-only"
+        )
     raise PermissionDenied(f"not allowed: {reason}", slug="access-denied")

@@ -33,13 +33,16 @@ T = TypeVar("T")
 PREFIX = "service:"
 # Reads a dossier's status (dossier's GetDossierState), for consent's read-your-writes.
 DOSSIER_STATE_READER = "dossier_state_reader"
+# Reads a patient's name and account status (identity's LookupPatient, without contact
+# details), for consent: a trusted person is another patient with an active account.
+PATIENT_NAME_READER = "patient_name_reader"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # What each service account may do, as roles in its access tokens.
 SERVICE_ROLES: dict[str, tuple[str, ...]] = {
     "notify": ("contact_reader",),
     # writes each dossier's REMB document, as the insurer's feed
     "ingest": ("insurer",),
-    "consent": (DOSSIER_STATE_READER,),
+    "consent": (DOSSIER_STATE_READER, PATIENT_NAME_READER),
 }
 ASSERTION_LIFETIME_SECONDS = 120
 RENEW_BEFORE_SECONDS = 60

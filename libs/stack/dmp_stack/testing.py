@@ -469,6 +469,7 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
     """Path parameters that name nothing that exists (but a well-formed INS and RPPS)."""
     return {
         "ins": ins or make_ins(),
+        "trusted_ins": make_ins(),
         "rpps": make_rpps(),
         "document_id": str(uuid.uuid4()),
         "notification_id": str(uuid.uuid4()),

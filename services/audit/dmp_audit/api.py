@@ -121,6 +121,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     async def _name(self, entry: Entry) -> str:
         """Professionals' names from the directory (cached); others by what they are."""
+        if entry.actor_kind == "patient" and entry.actor_id not in ("", entry.ins):
+            return "a person acting for the patient"
         if entry.actor_kind != "professional":
             return {"patient": "the patient", "service": "the platform"}.get(
                 entry.actor_kind, entry.actor_id

@@ -15,6 +15,7 @@ from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import HabilitationMatrix
 from dmp_consent.dossier_client import dossier_lookup
 from dmp_consent.events import on_dossier_event
+from dmp_consent.identity_client import patient_lookup
 from dmp_consent.store import ConsentStore
 from dmp_kit.bus import run_consumer
 from dmp_kit.catalogue import load_catalogue
@@ -59,6 +60,7 @@ async def serve() -> None:
             tokens,
             deadline,
         ),
+        patient_lookup(identity, tokens, deadline),
     )
 
     async def dossier_lifecycle(stop: asyncio.Event) -> None:

@@ -24,13 +24,22 @@ from dmp_consent.domain import (
     HabilitationMatrix,
     Label,
     Mode,
+    TrustScope,
     decide,
     explain,
     may_message,
     profession_code,
     viewer,
 )
-from dmp_consent.store import ConsentStore, DossierLookup, consent_state, dossier_state
+from dmp_consent.identity_client import PatientLookup
+from dmp_consent.store import (
+    ACTIVE,
+    INVITED,
+    ConsentStore,
+    DossierLookup,
+    consent_state,
+    dossier_state,
+)
 from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.catalogue import Catalogue
@@ -49,7 +58,12 @@ ACTIONS = {
     pb.ACTION_WRITE: Action.WRITE,
     pb.ACTION_MANAGE: Action.MANAGE,
     pb.ACTION_OPEN: Action.OPEN,
+    pb.ACTION_GOVERN: Action.GOVERN,
 }
+SCOPES = {pb.TRUST_SCOPE_READ: TrustScope.READ, pb.TRUST_SCOPE_MANAGE: TrustScope.MANAGE}
+SCOPE_PB = {scope: value for value, scope in SCOPES.items()}
+STATUS_PB = {INVITED: pb.TRUST_STATUS_INVITED, ACTIVE: pb.TRUST_STATUS_ACTIVE}
+MAX_TRUSTED_PERSONS = 5
 MODES = {
     Mode.NORMAL: pb.ACCESS_MODE_NORMAL,
     Mode.BREAK_GLASS: pb.ACCESS_MODE_BREAK_GLASS,
@@ -90,6 +104,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         relay: OutboxRelay,
         identity: identity_pb2_grpc.IdentityServiceStub,
         dossier_state_of: DossierLookup,
+        patient_named: PatientLookup,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -99,6 +114,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self.relay = relay
         self.identity = identity
         self.dossier_state_of = dossier_state_of
+        self.patient_named = patient_named
 
     async def _known(self, ins: str) -> Document | None:
         """The dossier's consent record. One this service has not heard of yet (its
@@ -279,20 +295,24 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
     # the patient's choices ---------------------------------------------------------------
 
-    async def _managed(self, ins: str) -> tuple[Principal, dict[str, Any]]:
-        """The caller may manage this dossier's consent (the patient or a representative)."""
+    async def _managed(
+        self, ins: str, action: Action = Action.MANAGE, *, reading: bool = False
+    ) -> tuple[Principal, dict[str, Any]]:
+        """The caller may manage this dossier's consent (the patient, a representative, a
+        trusted person allowed to manage; `GOVERN`: not a trusted person). `reading`: a
+        trusted person allowed to read only may read the choices too."""
         who = caller()
         doc = await self._known(ins)
-        raise_if_denied(
-            decide(
-                who,
-                dossier_state(ins, doc),
-                consent_state(doc),
-                self.matrix,
-                Action.MANAGE,
-                self.clock.now(),
-            )
+        decision = decide(
+            who,
+            dossier_state(ins, doc),
+            consent_state(doc),
+            self.matrix,
+            action,
+            self.clock.now(),
         )
+        if not (reading and decision.reason == "read_only"):
+            raise_if_denied(decision)
         assert doc is not None
         return who, doc
 
@@ -322,7 +342,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     async def GetSettings(
         self, request: pb.GetSettingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSettingsResponse:
-        _, doc = await self._managed(validate_ins(request.ins))
+        _, doc = await self._managed(validate_ins(request.ins), reading=True)
         return pb.GetSettingsResponse(settings=_settings(doc))
 
     async def PutSettings(
@@ -342,7 +362,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     async def ListProfessionals(
         self, request: pb.ListProfessionalsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListProfessionalsResponse:
-        _, doc = await self._managed(validate_ins(request.ins))
+        _, doc = await self._managed(validate_ins(request.ins), reading=True)
         return _care_team(doc)
 
     async def SetProfessionalStatus(
@@ -519,6 +539,186 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         decision = may_message(caller(), dossier_state(ins, doc), consent_state(doc))
         return pb.MayMessageResponse(allowed=decision.allowed, reason=decision.reason)
 
+    # trusted persons -----------------------------------------------------------------------
+
+    async def InviteTrustedPerson(
+        self, request: pb.InviteTrustedPersonRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InviteTrustedPersonResponse:
+        ins = validate_ins(request.ins)
+        trusted = validate_ins(request.trusted_ins, field="trusted_ins")
+        scope = _scope(request.scope)
+        who, _ = await self._managed(ins, Action.GOVERN)
+        if trusted in (ins, who.ins):
+            raise InvalidArgument(
+                "a trusted person is someone else than the patient and whoever invites them",
+                field="trusted_ins",
+                slug="invalid-trusted-person",
+            )
+        named = await self.patient_named(trusted)
+        if named is None:
+            raise InvalidArgument(
+                "no active patient account has this INS",
+                field="trusted_ins",
+                slug="not-a-patient",
+            )
+        patient = await self.patient_named(ins) or ("", "")
+        entry = {
+            "ins": trusted,
+            "scope": scope.value,
+            "status": INVITED,
+            "given_name": named[0],
+            "family_name": named[1],
+            "invited_at": self.clock.now(),
+            "accepted_at": None,
+        }
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            trusts = doc.get("trusts", [])
+            if any(t["ins"] == trusted for t in trusts):
+                raise Conflict(
+                    "this person is already trusted or invited",
+                    field="trusted_ins",
+                    slug="already-trusted",
+                )
+            if len(trusts) >= MAX_TRUSTED_PERSONS:
+                raise Conflict(
+                    f"at most {MAX_TRUSTED_PERSONS} trusted persons",
+                    field="trusted_ins",
+                    slug="too-many-trusted-persons",
+                )
+            return {
+                "trusts": [*trusts, entry],
+                "trusted_ins": [*doc.get("trusted_ins", []), trusted],
+                "patient_name": {"given_name": patient[0], "family_name": patient[1]},
+            }
+
+        doc = await self._apply(ins, who, fields, "trusted_person_invited")
+        return pb.InviteTrustedPersonResponse(trust=_trust(doc, ins, trusted))
+
+    async def ListTrustedPersons(
+        self, request: pb.ListTrustedPersonsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTrustedPersonsResponse:
+        ins = validate_ins(request.ins)
+        _, doc = await self._managed(ins, Action.GOVERN)
+        return pb.ListTrustedPersonsResponse(
+            trusts=[_trust(doc, ins, t["ins"]) for t in doc.get("trusts", [])]
+        )
+
+    async def ChangeTrustedPerson(
+        self, request: pb.ChangeTrustedPersonRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangeTrustedPersonResponse:
+        ins = validate_ins(request.ins)
+        trusted = validate_ins(request.trusted_ins, field="trusted_ins")
+        scope = _scope(request.scope)
+        who, _ = await self._managed(ins, Action.GOVERN)
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            _trust_entry(doc, trusted)
+            return {
+                "trusts": [
+                    {**t, "scope": scope.value} if t["ins"] == trusted else t
+                    for t in doc.get("trusts", [])
+                ]
+            }
+
+        doc = await self._apply(ins, who, fields, "trusted_person_changed")
+        return pb.ChangeTrustedPersonResponse(trust=_trust(doc, ins, trusted))
+
+    async def RemoveTrustedPerson(
+        self, request: pb.RemoveTrustedPersonRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveTrustedPersonResponse:
+        """The patient revokes a trust (or an invitation); the trusted person withdraws from
+        it (or declines)."""
+        ins = validate_ins(request.ins)
+        trusted = validate_ins(request.trusted_ins, field="trusted_ins")
+        who = caller()
+        if who.kind == "patient" and who.ins == trusted:
+            doc = await self._known(ins)
+            if doc is None or not any(t["ins"] == trusted for t in doc.get("trusts", [])):
+                raise NotFound(
+                    "no such trusted person", field="trusted_ins", slug="trusted-person-not-found"
+                )
+        else:
+            who, _ = await self._managed(ins, Action.GOVERN)
+
+        def fields(doc: Document | None) -> Document:
+            assert doc is not None
+            _trust_entry(doc, trusted)
+            return {
+                "trusts": [t for t in doc.get("trusts", []) if t["ins"] != trusted],
+                "trusted_ins": [x for x in doc.get("trusted_ins", []) if x != trusted],
+            }
+
+        await self._apply(ins, who, fields, "trusted_person_removed")
+        return pb.RemoveTrustedPersonResponse()
+
+    async def AcceptTrustedInvitation(
+        self, request: pb.AcceptTrustedInvitationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AcceptTrustedInvitationResponse:
+        ins = validate_ins(request.ins)
+        who = caller()
+        who.require_kind("patient")
+        me = who.ins
+        now = self.clock.now()
+        none = NotFound("no invitation from this patient", field="ins", slug="invitation-not-found")
+        current = await self.store.get(ins)
+        if current is None or not any(t["ins"] == me for t in current.get("trusts", [])):
+            raise none  # whether the patient has a DMP is not told either
+
+        def fields(doc: Document | None) -> Document:
+            found = next((t for t in (doc or {}).get("trusts", []) if t["ins"] == me), None)
+            if found is None or found["status"] != INVITED:
+                raise none
+            assert doc is not None
+            return {
+                "trusts": [
+                    {**t, "status": ACTIVE, "accepted_at": now} if t["ins"] == me else t
+                    for t in doc.get("trusts", [])
+                ]
+            }
+
+        doc = await self._apply(ins, who, fields, "trusted_person_accepted")
+        return pb.AcceptTrustedInvitationResponse(trust=_trust(doc, ins, me))
+
+    async def ListRepresented(
+        self, request: pb.ListRepresentedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRepresentedResponse:
+        who = caller()
+        who.require_kind("patient")
+        answer = pb.ListRepresentedResponse()
+        for doc in sorted(await self.store.trusting(who.ins), key=lambda d: str(d["_id"])):
+            ins = str(doc["_id"])
+            if who.ins in doc.get("legal_representatives", []):
+                if doc.get("dossier_status") != DossierStatus.OPEN.value:
+                    continue
+                named = await self.patient_named(ins) or ("", "")
+                answer.represented.append(
+                    pb.Represented(
+                        ins=ins,
+                        given_name=named[0],
+                        family_name=named[1],
+                        relation=pb.RELATION_LEGAL_REPRESENTATIVE,
+                        scope=pb.TRUST_SCOPE_MANAGE,
+                        status=pb.TRUST_STATUS_ACTIVE,
+                    )
+                )
+                continue
+            trust = _trust(doc, ins, who.ins)
+            answer.represented.append(
+                pb.Represented(
+                    ins=ins,
+                    given_name=trust.patient_given_name,
+                    family_name=trust.patient_family_name,
+                    relation=pb.RELATION_TRUSTED_PERSON,
+                    scope=trust.scope,
+                    status=trust.status,
+                    invited_at=trust.invited_at,
+                )
+            )
+        return answer
+
     async def GetHabilitationMatrix(
         self, request: pb.GetHabilitationMatrixRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetHabilitationMatrixResponse:
@@ -546,6 +746,37 @@ def _verdict(decision: Decision) -> pb.Verdict:
         mode=MODES[decision.mode],
         reason=decision.reason,
         explanation=explain(decision.reason),
+    )
+
+
+def _scope(value: int) -> TrustScope:
+    scope = SCOPES.get(value)
+    if scope is None:
+        raise InvalidArgument("scope must be read or manage", field="scope")
+    return scope
+
+
+def _trust_entry(doc: Document, trusted: str) -> Document:
+    for t in doc.get("trusts", []):
+        if t["ins"] == trusted:
+            return t  # type: ignore[no-any-return]
+    raise NotFound("no such trusted person", field="trusted_ins", slug="trusted-person-not-found")
+
+
+def _trust(doc: Document, ins: str, trusted: str) -> pb.Trust:
+    t = _trust_entry(doc, trusted)
+    patient = doc.get("patient_name") or {}
+    return pb.Trust(
+        patient_ins=ins,
+        patient_given_name=patient.get("given_name", ""),
+        patient_family_name=patient.get("family_name", ""),
+        trusted_ins=trusted,
+        trusted_given_name=t.get("given_name", ""),
+        trusted_family_name=t.get("family_name", ""),
+        scope=SCOPE_PB[TrustScope(t["scope"])],
+        status=STATUS_PB[t["status"]],
+        invited_at=timestamp(t["invited_at"]),
+        accepted_at=timestamp(t["accepted_at"]) if t.get("accepted_at") else None,
     )
 
 

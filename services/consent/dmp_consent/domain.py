@@ -34,7 +34,10 @@ class Action(StrEnum):
     OPEN = "open"  # open a DMP for this patient (rule 1)
     READ = "read"  # the dossier itself (status, counts) or one document
     WRITE = "write"  # add a document (rule 4: no read authorisation needed)
-    MANAGE = "manage"  # consent settings, care team, masking, close/reopen (patient's choices)
+    MANAGE = "manage"  # consent settings, care team, masking, profile (patient's choices)
+    # The space itself: close, reopen, delete it, name trusted persons, hide a document from
+    # them. The patient (or a minor's legal representatives), never a trusted person.
+    GOVERN = "govern"
 
 
 class Mode(StrEnum):
@@ -47,6 +50,13 @@ class Label(StrEnum):
     MASKED = "MASQUE_PS"
     HIDDEN_FROM_PATIENT = "INVISIBLE_PATIENT"
     HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+    # The patient keeps a document from their trusted persons.
+    HIDDEN_FROM_TRUSTED = "MASQUE_PROCHES"
+
+
+class TrustScope(StrEnum):
+    READ = "read"
+    MANAGE = "manage"
 
 
 class DossierStatus(StrEnum):
@@ -81,6 +91,8 @@ class ConsentState:
     blocked: frozenset[str] = frozenset()
     attending_physician: str | None = None
     grants: tuple[EmergencyGrant, ...] = ()
+    # The trusted persons who accepted: patient INS → scope. Filled for the caller alone.
+    trusted: Mapping[str, TrustScope] = field(default_factory=dict)
 
     def active_grant(self, rpps: str, mode: Mode, now: datetime) -> bool:
         return any(g.rpps == rpps and g.mode is mode and g.expires_at > now for g in self.grants)
@@ -157,6 +169,9 @@ def decide(
             return _as_patient(
                 dossier, action, document, Label.HIDDEN_FROM_REPRESENTATIVES, representative=True
             )
+        scope = consent.trusted.get(caller.ins)
+        if scope is not None:
+            return _as_trusted(dossier, action, document, scope)
         return deny("not_your_dossier")
     if is_patient:
         return _as_patient(
@@ -221,7 +236,7 @@ def _as_patient(
     is_open = dossier.status is DossierStatus.OPEN
     if representative and not is_open:
         return deny("dossier_closed")
-    if action is Action.MANAGE:
+    if action in (Action.MANAGE, Action.GOVERN):
         return permit("patient")
     if action is Action.WRITE:
         if not is_open:
@@ -242,6 +257,38 @@ def _as_patient(
     return permit("patient")
 
 
+def _as_trusted(
+    dossier: DossierState, action: Action, document: DocumentFacts | None, scope: TrustScope
+) -> Decision:
+    """A trusted person acts for the patient within their scope, while the space is open: they
+    read what the patient reads, less what the patient keeps from them (and what is kept from
+    a minor's representatives); with "manage", they also make the patient's choices. The space
+    itself (closing it, naming trusted persons) stays the patient's."""
+    if dossier.status is not DossierStatus.OPEN:
+        return deny("dossier_closed")
+    if action is Action.GOVERN:
+        return deny("not_for_trusted_persons")
+    if action in (Action.MANAGE, Action.WRITE):
+        if scope is not TrustScope.MANAGE:
+            return deny("read_only")
+        writes_elsewhere = document is not None and document.section not in PATIENT_SECTIONS
+        if action is Action.WRITE and writes_elsewhere:
+            return deny("type_not_writable")
+        return permit("trusted_person")
+    if document is None:
+        return permit("trusted_person")
+    if document.deleted:
+        return deny("deleted")
+    hidden = {
+        Label.HIDDEN_FROM_PATIENT,
+        Label.HIDDEN_FROM_REPRESENTATIVES,
+        Label.HIDDEN_FROM_TRUSTED,
+    }
+    if document.labels & hidden:
+        return deny("hidden_from_trusted_persons")
+    return permit("trusted_person")
+
+
 def _as_professional(
     caller: Principal,
     consent: ConsentState,
@@ -253,7 +300,7 @@ def _as_professional(
     rpps = caller.rpps
     if rpps in consent.blocked:
         return deny("blocked")  # rule 5: whatever else applies
-    if action is Action.MANAGE:
+    if action in (Action.MANAGE, Action.GOVERN):
         return deny("patient_only")
     if action is Action.WRITE:
         if document is not None and document.section in PATIENT_SECTIONS | INSURER_SECTIONS:

@@ -13,9 +13,12 @@ from dmp_consent.domain import (
     DossierStatus,
     EmergencyGrant,
     Mode,
+    TrustScope,
 )
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import Change, change_document
+
+INVITED, ACTIVE = "invited", "active"  # a trust's status
 
 DossierLookup = Callable[[str], Awaitable[tuple[DossierStatus, list[str]] | None]]
 """A dossier's status and legal representatives, asked of dossier; None when it has none."""
@@ -28,6 +31,18 @@ class ConsentStore(Store):
 
     async def ensure_indexes(self) -> None:
         await self.consents.create_index("dossier_status")
+        await self.consents.create_index("legal_representatives")
+        await self.consents.create_index("trusted_ins")
+
+    async def trusting(self, ins: str) -> list[Document]:
+        """The consent records whose patient trusts this person or invited them, and those of
+        the open dossiers they legally represent."""
+        # Two equalities, not an `$or`: FerretDB hands each to PostgreSQL and its index.
+        found: dict[str, Document] = {}
+        for field in ("trusted_ins", "legal_representatives"):
+            async for doc in self.consents.find({field: ins}, {"outbox": 0}):
+                found[doc["_id"]] = doc
+        return list(found.values())
 
     async def get(self, ins: str) -> Document | None:
         doc: Document | None = await self.consents.find_one({"_id": ins}, {"outbox": 0})
@@ -89,6 +104,10 @@ def _new_record(
         "attending_physician": None,
         "grants": [],
         "legal_representatives": legal_representatives if status is DossierStatus.OPEN else [],
+        # Trusted persons: [{ins, scope, status, given_name, family_name, invited_at,
+        # accepted_at}], and their INS alone, for the trusted person's own list.
+        "trusts": [],
+        "trusted_ins": [],
     }
 
 
@@ -117,4 +136,9 @@ def consent_state(doc: Document | None) -> ConsentState:
             EmergencyGrant(g["rpps"], Mode(g["mode"]), g["expires_at"])
             for g in doc.get("grants", [])
         ),
+        trusted={
+            t["ins"]: TrustScope(t["scope"])
+            for t in doc.get("trusts", [])
+            if t.get("status") == ACTIVE
+        },
     )

@@ -22,6 +22,7 @@ from dmp_consent.domain import (
     HabilitationMatrix,
     Label,
     Mode,
+    TrustScope,
     decide,
     explain,
     profession_code,
@@ -657,6 +658,86 @@ CASES = [
         "facility",
     ),
     (
+        "a trusted reader reads the dossier",
+        patient(OTHER),
+        OPEN,
+        replace(TEAM, trusted={OTHER: TrustScope.READ}),
+        Action.READ,
+        doc("11502-2", GP),
+        True,
+        "trusted_person",
+    ),
+    (
+        "a trusted person never sees what is kept from them",
+        patient(OTHER),
+        OPEN,
+        replace(TEAM, trusted={OTHER: TrustScope.MANAGE}),
+        Action.READ,
+        doc("11502-2", GP, Label.HIDDEN_FROM_TRUSTED),
+        False,
+        "hidden_from_trusted_persons",
+    ),
+    (
+        "a trusted person never sees what is hidden from the patient",
+        patient(OTHER),
+        OPEN,
+        replace(TEAM, trusted={OTHER: TrustScope.MANAGE}),
+        Action.READ,
+        doc("11488-4", GP, Label.HIDDEN_FROM_PATIENT),
+        False,
+        "hidden_from_trusted_persons",
+    ),
+    (
+        "a trusted reader changes nothing",
+        patient(OTHER),
+        OPEN,
+        replace(TEAM, trusted={OTHER: TrustScope.READ}),
+        Action.MANAGE,
+        None,
+        False,
+        "read_only",
+    ),
+    (
+        "a trusted manager makes the patient's choices",
+        patient(OTHER),
+        OPEN,
+        replace(TEAM, trusted={OTHER: TrustScope.MANAGE}),
+        Action.MANAGE,
+        None,
+        True,
+        "trusted_person",
+    ),
+    (
+        "a trusted manager does not govern the space",
+        patient(OTHER),
+        OPEN,
+        replace(TEAM, trusted={OTHER: TrustScope.MANAGE}),
+        Action.GOVERN,
+        None,
+        False,
+        "not_for_trusted_persons",
+    ),
+    (
+        "a trusted person is refused a closed space",
+        patient(OTHER),
+        CLOSED,
+        replace(TEAM, trusted={OTHER: TrustScope.MANAGE}),
+        Action.READ,
+        None,
+        False,
+        "dossier_closed",
+    ),
+    (
+        "a professional never governs",
+        pro(GP),
+        OPEN,
+        TEAM,
+        Action.GOVERN,
+        None,
+        False,
+        "patient_only",
+    ),
+    (
         "administrator reads nothing",
         Principal(kind="admin", subject="a", roles=frozenset({"admin"})),
         OPEN,
@@ -747,6 +828,12 @@ def reference(
     is_rep = (
         caller.kind == "patient" and not is_patient and caller.ins in dossier.legal_representatives
     )
+    # "A patient may name trusted persons … with read or read-and-manage access"
+    trust = (
+        consent.trusted.get(caller.ins)
+        if caller.kind == "patient" and not is_patient and not is_rep
+        else None
+    )
     is_pro = caller.kind == "professional"
     dossier_open = dossier.status == DossierStatus.OPEN
     section = document.section if document else None
@@ -757,12 +844,14 @@ def reference(
     # "A blocked professional is refused everything, whatever else applies."
     if is_pro and caller.rpps in consent.blocked:
         return False, normal
-    if action == Action.MANAGE:
+    if action == Action.GOVERN:  # the space itself is the patient's
         return is_patient or is_rep, normal
+    if action == Action.MANAGE:
+        return is_patient or is_rep or trust == TrustScope.MANAGE, normal
     if action == Action.WRITE:
         if not dossier_open:
             return False, normal
-        if is_patient or is_rep:
+        if is_patient or is_rep or trust == TrustScope.MANAGE:
             return section in (None, "espace_personnel"), normal
         if is_pro:
             return section not in ("espace_personnel", "remboursements"), normal
@@ -781,6 +870,17 @@ def reference(
         if is_rep:
             hidden_for_me.add(Label.HIDDEN_FROM_REPRESENTATIVES)
         return not document.deleted and not (labels & hidden_for_me), normal
+    if trust is not None:
+        # "What a trusted person never sees: documents hidden from the patient, and anything
+        # the patient marks as not shared with trusted persons."
+        if document is None:
+            return True, normal
+        never = {
+            Label.HIDDEN_FROM_PATIENT,
+            Label.HIDDEN_FROM_REPRESENTATIVES,
+            Label.HIDDEN_FROM_TRUSTED,
+        }
+        return not document.deleted and not (labels & never), normal
     if caller.kind == "system" and "facility" in caller.roles and action == Action.READ:
         # a facility's software reads back what it wrote, nothing else
         return document is None or (
@@ -863,6 +963,7 @@ consents = st.builds(
     blocked=st.frozensets(st.sampled_from(RPPS_POOL), max_size=2),
     attending_physician=st.one_of(st.none(), st.sampled_from(RPPS_POOL)),
     grants=st.lists(grants, max_size=3).map(tuple),
+    trusted=st.dictionaries(st.sampled_from([OTHER, REP]), st.sampled_from(list(TrustScope))),
 )
 dossiers = st.builds(
     DossierState,

@@ -521,7 +521,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.Dossier:
         who = caller()
         dossier = await self.store.get_dossier(ins)
-        raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE))
+        raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_GOVERN))
         now = self.clock.now()
 
         def fields(doc: Document | None) -> Document:
@@ -1120,6 +1120,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             # dossier (rule 13) refuses them like a new document would be.
             raise_if_denied(await self._decide(ins, dossier, consent_pb2.ACTION_WRITE, doc))
         manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
+        if request.HasField("hidden_from_trusted_persons"):
+            # The patient's own choice about the people they trust: never a trusted person's.
+            manage = await self._decide(ins, dossier, consent_pb2.ACTION_GOVERN)
+            raise_if_denied(manage)
         if dossier is None or dossier["status"] != "open":
             raise_if_denied(
                 manage
@@ -1130,6 +1134,11 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             masked_from_professionals=(
                 request.masked_from_professionals
                 if request.HasField("masked_from_professionals")
+                else None
+            ),
+            hidden_from_trusted_persons=(
+                request.hidden_from_trusted_persons
+                if request.HasField("hidden_from_trusted_persons")
                 else None
             ),
             hidden_from_patient=(

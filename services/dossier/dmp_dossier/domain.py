@@ -16,6 +16,7 @@ from dmp_kit.errors import Conflict, InvalidArgument, PayloadTooLarge, Permissio
 MASKED = "MASQUE_PS"
 HIDDEN_FROM_PATIENT = "INVISIBLE_PATIENT"
 HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+HIDDEN_FROM_TRUSTED = "MASQUE_PROCHES"  # the patient keeps it from their trusted persons
 REMINDER_AFTER = timedelta(weeks=2)  # rule 8: the patient is told after 2 weeks
 AUTO_REVEAL_AFTER = timedelta(days=30)  # rule 8: visible after 1 month
 ARCHIVE_YEARS = 10  # rule 13: a closed dossier is purged after 10 years
@@ -122,6 +123,7 @@ HIDING_LABELS = (HIDDEN_FROM_PATIENT, HIDDEN_FROM_REPRESENTATIVES)
 @dataclass(frozen=True)
 class VisibilityChange:
     masked_from_professionals: bool | None = None
+    hidden_from_trusted_persons: bool | None = None
     hidden_from_patient: bool | None = None
     hidden_from_legal_representatives: bool | None = None
 
@@ -139,6 +141,15 @@ def apply_visibility(
         result = [x for x in result if x != MASKED]
         if change.masked_from_professionals:
             result.append(MASKED)
+    if change.hidden_from_trusted_persons is not None:
+        if not is_patient:
+            raise PermissionDenied(
+                "only the patient keeps a document from their trusted persons",
+                slug="patient-only",
+            )
+        result = [x for x in result if x != HIDDEN_FROM_TRUSTED]
+        if change.hidden_from_trusted_persons:
+            result.append(HIDDEN_FROM_TRUSTED)
     for label, wanted, name in (
         (HIDDEN_FROM_PATIENT, change.hidden_from_patient, "hidden_from_patient"),
         (

@@ -40,6 +40,7 @@ from dmp_gateway.routes import (
     ops,
     preview,
     records,
+    trusted,
 )
 from dmp_gateway.throttle import UNLIMITED_PATHS, Throttle, client_address
 from dmp_kit.auth import TokenVerifier
@@ -257,6 +258,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(records.router)
     app.include_router(consent.router)
     app.include_router(preview.router)
+    app.include_router(trusted.router)
     app.include_router(audit.router)
     app.include_router(ingest.router)
     app.include_router(ops.router)

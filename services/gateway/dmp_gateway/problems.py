@@ -118,6 +118,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "emergency-access-refused",
             "not-your-trace",
             "conversation-not-allowed",
+            "read-only",
         ),
     ),
     404: ErrorStatus(
@@ -129,6 +130,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "document-not-found",
             "patient-not-found",
             "not-supported",
+            "trusted-person-not-found",
+            "invitation-not-found",
         ),
     ),
     405: ErrorStatus(
@@ -161,6 +164,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "conversation-full",
             "account-opposed",
             "opposition-too-late",
+            "already-trusted",
+            "too-many-trusted-persons",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -190,6 +195,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "wrong-password",
             "invalid-otp",
             "otp-expired",
+            "not-a-patient",
+            "invalid-trusted-person",
         ),
     ),
     423: ErrorStatus(

@@ -34,7 +34,12 @@ from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
-from dmp_kit.service_auth import ASSERTION_TYPE, SERVICE_ROLES, public_pem
+from dmp_kit.service_auth import (
+    ASSERTION_TYPE,
+    PATIENT_NAME_READER,
+    SERVICE_ROLES,
+    public_pem,
+)
 from dmp_kit.service_auth import PREFIX as SERVICE_PREFIX
 from dmp_kit.service_auth import client_id as service_client_id
 
@@ -555,7 +560,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             or who.has_role("contact_reader")  # notify, to reach the patient
         )
         full = operator or who.ins == ins
-        if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
+        if not (
+            full
+            or who.kind == "professional"
+            or who.has_role("insurance_agent")
+            or who.has_role(PATIENT_NAME_READER)  # consent, naming a trusted person
+        ):
             raise NotFound("no such patient", field="ins")
         doc = await self.store.find_account("patient", ins)
         if doc is None:
@@ -565,6 +575,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         # a DMP for them meanwhile (they may still refuse it all).
         if found.status == "to_activate" and not operator:
             raise NotFound("no such patient", field="ins")
+        if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
+            # A name reader gets the name and the account's status, nothing else.
+            named = pb.Patient(
+                ins=found.ins,
+                given_name=found.given_name,
+                family_name=found.family_name,
+                status=found.status,
+            )
+            return pb.LookupPatientResponse(patient=named)
         if not full:
             found.ClearField("email")
             found.ClearField("phone")

@@ -598,6 +598,133 @@ CASES = [
         "doctor",
         S.UNAVAILABLE,
     ),
+    # Trusted persons: identity (who checks the person has an account) is away.
+    Case(
+        "InviteTrustedPerson",
+        "the patient names another patient, identity away",
+        pb.InviteTrustedPersonRequest(
+            ins=PATIENT_INS, trusted_ins=OTHER_INS, scope=pb.TRUST_SCOPE_READ
+        ),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "InviteTrustedPerson",
+        "the patient themselves",
+        pb.InviteTrustedPersonRequest(
+            ins=PATIENT_INS, trusted_ins=PATIENT_INS, scope=pb.TRUST_SCOPE_READ
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="trusted_ins",
+    ),
+    Case(
+        "InviteTrustedPerson",
+        "no scope",
+        pb.InviteTrustedPersonRequest(ins=PATIENT_INS, trusted_ins=OTHER_INS),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="scope",
+    ),
+    Case(
+        "InviteTrustedPerson",
+        "a malformed INS",
+        pb.InviteTrustedPersonRequest(
+            ins=PATIENT_INS, trusted_ins="123", scope=pb.TRUST_SCOPE_READ
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="trusted_ins",
+    ),
+    Case(
+        "InviteTrustedPerson",
+        "a professional names nobody's trusted persons",
+        pb.InviteTrustedPersonRequest(
+            ins=PATIENT_INS, trusted_ins=OTHER_INS, scope=pb.TRUST_SCOPE_MANAGE
+        ),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ListTrustedPersons",
+        "the patient's, none yet",
+        pb.ListTrustedPersonsRequest(ins=PATIENT_INS),
+        "patient",
+        S.OK,
+        check=lambda answer: list(answer.trusts) == [],
+    ),
+    Case(
+        "ListTrustedPersons",
+        "another patient",
+        pb.ListTrustedPersonsRequest(ins=PATIENT_INS),
+        "other patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ChangeTrustedPerson",
+        "someone the patient does not trust",
+        pb.ChangeTrustedPersonRequest(
+            ins=PATIENT_INS, trusted_ins=OTHER_INS, scope=pb.TRUST_SCOPE_MANAGE
+        ),
+        "patient",
+        S.NOT_FOUND,
+        field="trusted_ins",
+    ),
+    Case(
+        "ChangeTrustedPerson",
+        "a professional",
+        pb.ChangeTrustedPersonRequest(
+            ins=PATIENT_INS, trusted_ins=OTHER_INS, scope=pb.TRUST_SCOPE_MANAGE
+        ),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "RemoveTrustedPerson",
+        "someone the patient does not trust",
+        pb.RemoveTrustedPersonRequest(ins=PATIENT_INS, trusted_ins=OTHER_INS),
+        "patient",
+        S.NOT_FOUND,
+        field="trusted_ins",
+    ),
+    Case(
+        "RemoveTrustedPerson",
+        "a person withdrawing from a trust they do not have",
+        pb.RemoveTrustedPersonRequest(ins=PATIENT_INS, trusted_ins=OTHER_INS),
+        "other patient",
+        S.NOT_FOUND,
+        field="trusted_ins",
+    ),
+    Case(
+        "AcceptTrustedInvitation",
+        "no invitation",
+        pb.AcceptTrustedInvitationRequest(ins=PATIENT_INS),
+        "other patient",
+        S.NOT_FOUND,
+        field="ins",
+    ),
+    Case(
+        "AcceptTrustedInvitation",
+        "a professional",
+        pb.AcceptTrustedInvitationRequest(ins=PATIENT_INS),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ListRepresented",
+        "a patient whom nobody trusts",
+        pb.ListRepresentedRequest(),
+        "other patient",
+        S.OK,
+        check=lambda answer: list(answer.represented) == [],
+    ),
+    Case(
+        "ListRepresented",
+        "a professional",
+        pb.ListRepresentedRequest(),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
 ]
 SLOW = Case(
     "GetSettings",

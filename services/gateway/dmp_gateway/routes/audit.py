@@ -33,6 +33,11 @@ class AccessLogEntry(BaseModel):
     seq: int = Field(description="the entry's index in the audit log (leaf index, from 0)")
     at: str | None = None
     actor: Actor | None = None
+    on_behalf_of: str | None = Field(
+        None,
+        description="the patient's INS, when the actor (`actor.id`) is another person acting "
+        "for them: a trusted person or a legal representative",
+    )
     action: str | None = Field(
         None, description="create, read, update, delete, execute, search or login"
     )
@@ -119,7 +124,7 @@ async def access_log(
         readable = set(answer.document_ids)
     return AccessLog(
         entries=[
-            _entry(e) if not e.document_id or e.document_id in readable else _withheld(e)
+            _entry(e, ins) if not e.document_id or e.document_id in readable else _withheld(e)
             for e in resp.entries
         ],
         next=resp.next or None,
@@ -130,8 +135,10 @@ def _withheld(e: pb.AccessLogEntry) -> AccessLogEntry:
     return AccessLogEntry(seq=e.seq, leaf_hash=e.leaf_hash, withheld=True)
 
 
-def _entry(e: pb.AccessLogEntry) -> AccessLogEntry:
+def _entry(e: pb.AccessLogEntry, ins: str) -> AccessLogEntry:
+    acting_for = e.actor.kind == "patient" and e.actor.id not in ("", ins)
     return AccessLogEntry(
+        on_behalf_of=ins if acting_for else None,
         seq=e.seq,
         at=iso(e.at),
         actor=Actor(

@@ -80,6 +80,9 @@ class DocumentOut(BaseModel):
     sha256: str
     confidentiality: list[str]
     masked_from_professionals: bool
+    hidden_from_trusted_persons: bool = Field(
+        False, description="the patient keeps it from their trusted persons (MASQUE_PROCHES)"
+    )
     hidden_from_patient: bool
     status: Literal["approved", "archived", "deleted", "superseded"]
     replaces: str | None = None
@@ -98,6 +101,9 @@ class DocumentList(BaseModel):
 
 class DocumentPatch(BaseModel):
     masked_from_professionals: bool | None = None
+    hidden_from_trusted_persons: bool | None = Field(
+        None, description="the patient (or a minor's legal representatives) only"
+    )
     hidden_from_patient: bool | None = None
     hidden_from_legal_representatives: bool | None = None
     status: Literal["archived", "approved"] | None = None
@@ -142,6 +148,7 @@ def document_json(m: pb.DocumentMetadata) -> dict[str, Any]:
         "sha256": m.sha256,
         "confidentiality": labels,
         "masked_from_professionals": "MASQUE_PS" in labels,
+        "hidden_from_trusted_persons": "MASQUE_PROCHES" in labels,
         "hidden_from_patient": "INVISIBLE_PATIENT" in labels,
         "status": DOC_STATUS[m.status],
     }
@@ -170,6 +177,7 @@ def document_out(m: pb.DocumentMetadata) -> DocumentOut:
         sha256=m.sha256,
         confidentiality=labels,
         masked_from_professionals="MASQUE_PS" in labels,
+        hidden_from_trusted_persons="MASQUE_PROCHES" in labels,
         hidden_from_patient="INVISIBLE_PATIENT" in labels,
         status=DOC_STATUS[m.status],  # type: ignore[arg-type]
         replaces=m.replaces or None,
@@ -382,6 +390,8 @@ async def patch_document(
     req = pb.UpdateDocumentRequest(ins=ins, document_id=document_id)
     if body.masked_from_professionals is not None:
         req.masked_from_professionals = body.masked_from_professionals
+    if body.hidden_from_trusted_persons is not None:
+        req.hidden_from_trusted_persons = body.hidden_from_trusted_persons
     if body.hidden_from_patient is not None:
         req.hidden_from_patient = body.hidden_from_patient
     if body.hidden_from_legal_representatives is not None:
