@@ -957,6 +957,12 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     )
     expect(read.first).to_be_visible()
     expect(read.filter(has_text="Consultation d'un document").first).to_be_visible()
+    # Her acceptance is her own act; the invitation, Camille's.
+    rows = page.locator("table.log tbody tr")
+    accepted = rows.filter(has_text="Invitation acceptée par une personne de confiance")
+    expect(accepted.locator("td").nth(1)).to_have_text("Alex Durand")
+    invited = rows.filter(has_text="Invitation d'une personne de confiance")
+    expect(invited.locator("td").nth(1)).to_have_text("Vous")
     page.get_by_role("button", name="Vérifier l'historique").click()
     expect(page.get_by_text(re.compile("^Historique vérifié"))).to_be_visible(timeout=60_000)
     assert page.locator("td.verdict.bad").count() == 0

@@ -160,6 +160,13 @@ const REFUSALS = {
   not_a_care_actor: "il n'est pas un professionnel de santé",
 };
 
+const TRUST_CHANGES = {
+  "consent:trusted_person_invited": "Invitation d'une personne de confiance",
+  "consent:trusted_person_changed": "Changement de l'accès d'une personne de confiance",
+  "consent:trusted_person_removed": "Retrait d'une personne de confiance",
+  "consent:trusted_person_accepted": "Invitation acceptée par une personne de confiance",
+};
+
 // What happened, in words: the entry's action and what it was about.
 function what(e) {
   const query = e.query || "";
@@ -167,6 +174,7 @@ function what(e) {
   if (e.action === "login") return "Connexion au compte";
   if (query === "emergency_access") return "Déclenchement d'un accès en urgence";
   if (query.startsWith("dossier:")) return change[query.slice(8)] || "Modification du dossier";
+  if (TRUST_CHANGES[query]) return TRUST_CHANGES[query];
   if (query.startsWith("consent:")) return "Modification des droits d'accès";
   if (query === "auto_reveal") return "Document rendu visible (délai d'un mois écoulé)";
   const [whole, one] = ACTIONS[e.action] || [e.action, e.action];
@@ -177,14 +185,13 @@ function what(e) {
 // de Camille Martin) », from the names the viewer knows (`people`: INS → name).
 function actorName(e, ins, me, people) {
   const actor = e.actor;
-  const onBehalf = e.on_behalf_of;
-  if (actor.kind === "patient" && onBehalf) {
-    const who = actor.id === me.ins ? "Vous" : people.get(actor.id) || actor.name || "Un proche";
-    return `${who} (pour le compte de ${people.get(onBehalf) || (onBehalf === me.ins ? "vous" : `INS ${onBehalf}`)})`;
-  }
   if (actor.kind === "patient") {
-    if (actor.id === me.ins) return "Vous";
-    return actor.id === ins ? people.get(ins) || "Le patient" : `Représentant légal (${actor.id})`;
+    const who =
+      actor.id === me.ins ? "Vous" : people.get(actor.id) || actor.name || (actor.id === ins ? "Le patient" : "Un proche");
+    // Accepting an invitation is the trusted person's own act, not one for the patient.
+    const forWhom = e.query === "consent:trusted_person_accepted" ? null : e.on_behalf_of;
+    if (!forWhom) return who;
+    return `${who} (pour le compte de ${people.get(forWhom) || (forWhom === me.ins ? "vous" : `INS ${forWhom}`)})`;
   }
   if (actor.kind === "professional") {
     const who = actor.name || `RPPS ${actor.id}`;
