@@ -811,6 +811,15 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     admin = stack.admin_token()
     camille = stack.create_patient(admin)
     alex = stack.create_patient(admin, given_name="Alex", family_name="Durand")
+    # Alex is also the legal representative of a minor, whom she acts for already.
+    lea = stack.create_patient(
+        admin, legal_representatives=[alex["ins"]], given_name="Léa", family_name="Durand"
+    )
+    stack.open_dossier(_token(stack, lea), lea)
+    with stack.client(_token(stack, alex)) as c:
+        assert until(
+            lambda: [i["ins"] for i in c.get("/v1/me/represented").json()["items"]] == [lea["ins"]]
+        )
     gp = stack.create_professional(admin, "10")
     ins = camille["ins"]
     token = _token(stack, camille)
@@ -882,6 +891,9 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     invited = hpage.locator("ul.trusted li").filter(has_text="Camille Martin")
     expect(invited.locator(".badge")).to_have_text("Invitation reçue")
     expect(invited).to_contain_text("Vous êtes sa personne de confiance · Lecture")
+    minor = hpage.locator("ul.trusted li").filter(has_text="Léa Durand")
+    expect(minor).to_contain_text("Vous êtes son représentant légal · Lecture et gestion")
+    expect(minor.get_by_role("link", name="Agir pour Léa Durand")).to_be_visible()
     invited.get_by_role("button", name="Accepter").click()
     expect(
         hpage.get_by_text("Vous êtes désormais personne de confiance de Camille Martin.")
@@ -910,6 +922,12 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     for own in ("Messagerie", "Mon compte", "Mes proches", "Notifications"):
         expect(menu.get_by_role("link", name=own, exact=True)).to_have_count(0)
     expect(hpage.get_by_label("Agir pour")).to_have_value(ins)
+    choices = hpage.get_by_label("Agir pour").locator("option").all_text_contents()
+    assert sorted(choices) == [
+        "Camille Martin (personne de confiance)",
+        "Léa Durand (représentant légal)",
+        "Moi-même (Alex Durand)",
+    ], choices
     her.fits_the_screen()
     hpage.get_by_role("button", name="Menu").click()
 
@@ -993,6 +1011,7 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     expect(page.get_by_text("Alex Durand n'a plus accès à votre dossier.")).to_be_visible()
     expect(page.locator("ul.trusted")).to_have_count(0)
     with stack.client(_token(stack, alex)) as c:
-        assert c.get("/v1/me/represented").json()["items"] == []
+        left = c.get("/v1/me/represented").json()["items"]
+        assert [i["ins"] for i in left] == [lea["ins"]], left
         r = c.get(f"/v1/dossiers/{ins}/documents")
     assert r.status_code == 403, r.text
