@@ -1003,6 +1003,11 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     assert [(p["ins"], p["scope"], p["status"]) for p in items] == [
         (alex["ins"], "manage", "active")
     ]
+    # Alex, on her next visit, manages: no longer read-only, and she may add a document.
+    hpage.goto(f"{stack.url}/portail/#/dossier/{ins}")
+    hpage.reload()
+    expect(banner).to_have_text("Vous agissez pour Camille Martin — revenir à mon espace")
+    expect(hpage.get_by_role("link", name="Ajouter un document")).to_be_visible()
     trusted = page.locator("ul.trusted li").filter(has_text="Alex Durand")
     trusted.get_by_role("button", name="Retirer l'accès").click()
     confirm = trusted.get_by_role("group", name="Confirmer le retrait")
@@ -1010,6 +1015,12 @@ def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> N
     confirm.get_by_role("button", name="Confirmer le retrait").click()
     expect(page.get_by_text("Alex Durand n'a plus accès à votre dossier.")).to_be_visible()
     expect(page.locator("ul.trusted")).to_have_count(0)
+    # Revoked: Alex acts for Camille no more; the page says so in French.
+    hpage.reload()
+    expect(hpage.get_by_role("alert")).to_have_text(
+        "Vous n'êtes pas autorisé à consulter ces informations."
+    )
+    expect(hpage.locator(".acting-banner")).to_have_count(0)
     with stack.client(_token(stack, alex)) as c:
         left = c.get("/v1/me/represented").json()["items"]
         assert [i["ins"] for i in left] == [lea["ins"]], left
