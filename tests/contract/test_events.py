@@ -37,6 +37,8 @@ RECORD = os.environ.get("DMP_RECORD_EVENTS") == "1"
 # The payload each event type carries.
 PAYLOAD = {
     "identity.login": "login_attempted",
+    "identity.representation.ending": "representation_ending",
+    "identity.representation.ended": "representation_ended",
     "dossier.opened": "dossier_opened",
     "dossier.closed": "dossier_closed",
     "dossier.reopened": "dossier_reopened",
@@ -62,6 +64,7 @@ SOURCE = {
     "access": "dossier",
     "consent": "consent",
 }
+ENDED = "identity.representation.ended"
 # What each consumer takes, and which payload field its code reads.
 CONSUMERS = {
     "notify": (
@@ -71,12 +74,20 @@ CONSUMERS = {
             "access.first": "access_first",
             "consent.break_glass": "emergency_access_granted",
             "identity.login": "login_attempted",
+            "identity.representation.ending": "representation_ending",
+            "identity.representation.ended": "representation_ended",
         },
     ),
     "audit": (
         "services/audit/dmp_audit",
-        {"audit": "audit_record", "consent.changed": "consent_changed"},
+        {
+            "audit": "audit_record",
+            "consent.changed": "consent_changed",
+            "identity.representation.ended": "representation_ended",
+        },
     ),
+    "consent": ("services/consent/dmp_consent", {ENDED: "representation_ended"}),
+    "dossier": ("services/dossier/dmp_dossier", {ENDED: "representation_ended"}),
 }
 # The story below makes these; the others (reminders, purges…) come from the scheduled rules.
 STORY = (

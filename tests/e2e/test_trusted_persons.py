@@ -106,6 +106,16 @@ def trusted(cast: Cast) -> Cast:
     assert [(m["ins"], m["relation"], m["status"]) for m in mine] == [
         (cast.ins, "trusted_person", "invited")
     ]
+    # The invited person is told an invitation waits, never by whom nor anything of the space.
+    with cast.client("reader") as c:
+
+        def told() -> list[dict[str, Any]]:
+            items = c.get("/v1/me/notifications").json()["items"]
+            return [n for n in items if n["kind"] == "trusted_invitation"]
+
+        assert until(lambda: len(told()) == 1, timeout=30)
+        notice = told()[0]
+        assert cast.ins not in notice["body"] and "Martin" not in notice["body"]
     accept(cast, "reader")
     invite(cast, "manager", "manage")
     accept(cast, "manager")

@@ -55,11 +55,15 @@ BUS_ACCESS: dict[str, BusAccess] = {
     "dossier": BusAccess(
         publishes=("dossier.>", "document.>", "access.>", "audit.dossier"),
         owns_streams=("DOSSIER",),
+        consumes=(("IDENTITY", "dossier-representation-ended", "identity.representation.ended"),),
     ),
     "consent": BusAccess(
         publishes=("consent.>", "audit.consent"),
         owns_streams=("CONSENT",),
-        consumes=(("DOSSIER", "consent-dossier-lifecycle", "dossier.>"),),
+        consumes=(
+            ("DOSSIER", "consent-dossier-lifecycle", "dossier.>"),
+            ("IDENTITY", "consent-representation-ended", "identity.representation.ended"),
+        ),
     ),
     "audit": BusAccess(
         owns_streams=("AUDIT",),
@@ -67,6 +71,7 @@ BUS_ACCESS: dict[str, BusAccess] = {
             ("AUDIT", "audit-log", "audit.>"),
             ("CONSENT", "audit-attending-physician", "consent.changed"),
             ("DOSSIER", "audit-dossier-lifecycle", "dossier.>"),
+            ("IDENTITY", "audit-representation-ended", "identity.representation.ended"),
         ),
     ),
     "notify": BusAccess(
@@ -78,6 +83,7 @@ BUS_ACCESS: dict[str, BusAccess] = {
             ("IDENTITY", "notify-login", "identity.login"),
             ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
             ("MESSAGING", "notify-message", "message.sent"),
+            ("IDENTITY", "notify-representation", "identity.representation.>"),
         ),
     ),
     "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle", "dossier.>"),)),

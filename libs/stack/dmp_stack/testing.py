@@ -288,16 +288,16 @@ class RunningStack:
         admin: str,
         password: str | None = "patient password 1",
         legal_representatives: list[str] | None = None,
-        given_name: str = "Camille",
-        family_name: str = "Martin",
+        **fields: Any,
     ) -> dict[str, Any]:
-        """A registered patient; a minor when legal representatives (patients) are given."""
+        """A registered patient; a minor when legal representatives (patients) are given;
+        `fields` override the registration's (a birth date, say)."""
         ins = make_ins()
         body: dict[str, Any] = {
             "ins": ins,
             "vitale_serial": f"{random.randint(10**7, 10**8 - 1)}",
-            "given_name": given_name,
-            "family_name": family_name,
+            "given_name": "Camille",
+            "family_name": "Martin",
             "birth_date": "1984-05-17",
             "email": f"patient-{ins}@example.org",
             "phone": "",
@@ -305,6 +305,7 @@ class RunningStack:
         }
         if legal_representatives:
             body.update(birth_date="2015-03-02", legal_representatives=legal_representatives)
+        body.update(fields)
         with self.client(admin) as c:
             r = c.post("/v1/admin/patients", json=body)
         assert r.status_code == 201, r.text

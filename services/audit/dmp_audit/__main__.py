@@ -8,7 +8,12 @@ from dmp.audit.v1 import audit_pb2, audit_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_audit.api import PUBLIC_METHODS, AuditServicer
 from dmp_audit.config import AuditSettings
-from dmp_audit.consumer import run_attending_mirror, run_dossier_mirror, run_log_consumer
+from dmp_audit.consumer import (
+    run_attending_mirror,
+    run_dossier_mirror,
+    run_log_consumer,
+    run_representation_mirror,
+)
 from dmp_audit.entry import TreeHeadSigner
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
@@ -45,6 +50,9 @@ async def serve() -> None:
     async def dossiers(stop: asyncio.Event) -> None:
         await run_dossier_mirror(runtime.bus, store, stop)
 
+    async def representations(stop: asyncio.Event) -> None:
+        await run_representation_mirror(runtime.bus, store, stop)
+
     await runtime.serve(
         audit_pb2_grpc.add_AuditServiceServicer_to_server,
         servicer,
@@ -52,7 +60,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         public_methods=PUBLIC_METHODS,
         stores=[store],
-        background=[append, attending, dossiers],
+        background=[append, attending, dossiers, representations],
         on_ready=audit.load,
     )
 

@@ -1,5 +1,6 @@
 """Feeding the log from JetStream; mirroring who reads a dossier's whole trace: the attending
-physician from consent's events, the legal representatives and purges from the dossier's.
+physician from consent's events, the legal representatives and purges from the dossier's, the
+end of a minor's representation from identity's.
 
 The log's consumer is durable (`audit-log` on the AUDIT stream) but the log, not the consumer,
 is the authority on progress: each (re)start binds it at the stream sequence after the last one
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 import nats.errors
 import structlog
@@ -158,6 +160,27 @@ async def run_dossier_mirror(bus: EventBus, store: AuditStore, stop: asyncio.Eve
         durable="audit-dossier-lifecycle",
         subject="dossier.>",
         handler=handle,
+        stop=stop,
+    )
+
+
+async def on_representation_ended(store: AuditStore, event: envelope_pb2.Envelope) -> None:
+    """identity.representation.ended: the former representatives no longer read the trace."""
+    if event.WhichOneof("payload") != "representation_ended" or not event.patient_ins:
+        return
+    former = list(event.representation_ended.legal_representatives)
+    await store.drop_representatives(event.patient_ins, former)
+
+
+async def run_representation_mirror(bus: EventBus, store: AuditStore, stop: asyncio.Event) -> None:
+    """A minor's majority, from identity: their legal representatives read no more of it."""
+
+    await run_consumer(
+        bus,
+        stream="IDENTITY",
+        durable="audit-representation-ended",
+        subject="identity.representation.ended",
+        handler=partial(on_representation_ended, store),
         stop=stop,
     )
 

@@ -177,6 +177,19 @@ class AuditStore(Store):
                 doc["representatives"] = representatives
             await self.attending.replace_one({"_id": ins}, doc, upsert=True)
 
+    async def drop_representatives(self, ins: str, former: list[str]) -> None:
+        """A minor came of age: `former` read their trace no more. Kept as former, so that no
+        event, late or not, gives it back (a dossier.opened delivered after this, say)."""
+        async with self.locks.hold("attending", ins):
+            # Kept even before the dossier's events: its opening may come after, naming them.
+            doc = await self.attending.find_one({"_id": ins}) or {"_id": ins}
+            known = doc.get("former_representatives", [])
+            if set(former) <= set(known):
+                return
+            doc["former_representatives"] = sorted({*known, *former})
+            doc["representatives"] = [r for r in doc.get("representatives", []) if r not in former]
+            await self.attending.replace_one({"_id": ins}, doc, upsert=True)
+
     async def forget_dossier(self, ins: str, order: int) -> None:
         """A purge: nothing that let anyone read the trace is kept, only when it happened."""
         async with self.locks.hold("attending", ins):
@@ -193,7 +206,12 @@ class AuditStore(Store):
         gp = str(doc.get("gp") or "")
         if doc.get("blocked", {}).get(gp, [False])[0] or not doc.get("open"):
             gp = ""  # rule 5: blocked means refused everything; rule 13: closed, nobody reads
-        representatives = frozenset(doc.get("representatives", [])) if doc.get("open") else None
+        representatives = (
+            frozenset(doc.get("representatives", []))
+            - frozenset(doc.get("former_representatives", []))
+            if doc.get("open")
+            else None
+        )
         return TraceReaders(gp, representatives or frozenset(), doc.get("purged_order"))
 
 

@@ -58,3 +58,20 @@ async def test_representatives_read_while_open_and_a_purge_forgets_every_reader(
 
 async def test_entry_times_compare_with_event_order() -> None:
     assert _micros("1970-01-01T00:00:01.000002Z") == 1_000_002
+
+
+async def test_former_representatives_read_no_more_whatever_comes_late(store: AuditStore) -> None:
+    """A minor's majority (identity.representation.ended): the representatives it names read
+    the trace no more, and no dossier event naming them, late or redelivered, gives it back."""
+    ins, mother, father = make_ins(), make_ins(), make_ins()
+    await store.drop_representatives(ins, [mother])  # before the dossier's opening comes
+    await store.note_dossier(ins, True, [mother, father], order=10)
+    assert (await store.readers(ins)).representatives == {father}
+
+    await store.drop_representatives(ins, [mother, father])
+    await store.drop_representatives(ins, [mother, father])  # redelivered: the same
+    assert (await store.readers(ins)).representatives == frozenset()
+    await store.note_dossier(ins, True, [mother, father], order=9)  # older, late
+    await store.note_dossier(ins, True, [mother, father], order=11)  # newer, naming them still
+    readers = await store.readers(ins)
+    assert readers.representatives == frozenset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from dmp_consent.api import ConsentServicer
 from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import HabilitationMatrix
 from dmp_consent.dossier_client import dossier_lookup
-from dmp_consent.events import on_dossier_event
+from dmp_consent.events import on_dossier_event, on_representation_ended
 from dmp_consent.identity_client import patient_lookup
 from dmp_consent.store import ConsentStore
 from dmp_kit.bus import run_consumer
@@ -76,6 +77,16 @@ async def serve() -> None:
             stop=stop,
         )
 
+    async def representation_ended(stop: asyncio.Event) -> None:
+        await run_consumer(
+            runtime.bus,
+            stream="IDENTITY",
+            durable="consent-representation-ended",
+            subject="identity.representation.ended",
+            handler=partial(on_representation_ended, store),
+            stop=stop,
+        )
+
     await runtime.serve(
         consent_pb2_grpc.add_ConsentServiceServicer_to_server,
         servicer,
@@ -83,7 +94,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         stores=[store],
         relay=relay,
-        background=[dossier_lifecycle],
+        background=[dossier_lifecycle, representation_ended],
     )
 
 

@@ -317,13 +317,19 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         return who, doc
 
     async def _apply(
-        self, ins: str, who: Principal, fields: Change, change: str, rpps: str = ""
+        self,
+        ins: str,
+        who: Principal,
+        fields: Change,
+        change: str,
+        rpps: str = "",
+        trusted_ins: str = "",
     ) -> dict[str, Any]:
         """One change, computed from the current state by `fields`, with its event and trace."""
         doc = await self.store.change(
             ins,
             fields,
-            events.consent_changed(self.clock, who, ins, change, rpps),
+            events.consent_changed(self.clock, who, ins, change, rpps, trusted_ins),
             audit_event(
                 source="consent",
                 clock=self.clock,
@@ -593,7 +599,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 "patient_name": {"given_name": patient[0], "family_name": patient[1]},
             }
 
-        doc = await self._apply(ins, who, fields, "trusted_person_invited")
+        doc = await self._apply(ins, who, fields, "trusted_person_invited", trusted_ins=trusted)
         return pb.InviteTrustedPersonResponse(trust=_trust(doc, ins, trusted))
 
     async def ListTrustedPersons(
@@ -690,7 +696,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         answer = pb.ListRepresentedResponse()
         for doc in sorted(await self.store.trusting(who.ins), key=lambda d: str(d["_id"])):
             ins = str(doc["_id"])
-            if who.ins in doc.get("legal_representatives", []):
+            if who.ins in dossier_state(ins, doc).legal_representatives:
                 if doc.get("dossier_status") != DossierStatus.OPEN.value:
                     continue
                 named = await self.patient_named(ins) or ("", "")
@@ -705,6 +711,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                     )
                 )
                 continue
+            if who.ins not in doc.get("trusted_ins", []):
+                continue  # a former representative, and no trust
             trust = _trust(doc, ins, who.ins)
             answer.represented.append(
                 pb.Represented(

@@ -1,5 +1,6 @@
 """Consent's events: consent.changed, consent.break_glass / consent.regulator_access; and
-what it consumes: the dossier's lifecycle, to know which dossiers exist and are open."""
+what it consumes: the dossier's lifecycle, to know which dossiers exist and are open, and the
+end of a minor's legal representation at their majority (identity's)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ DOSSIER_STATUS_EVENTS = {
 
 
 def consent_changed(
-    clock: Clock, caller: Principal, ins: str, change: str, rpps: str = ""
+    clock: Clock, caller: Principal, ins: str, change: str, rpps: str = "", trusted_ins: str = ""
 ) -> envelope_pb2.Envelope:
     return new_event(
         CHANGED,
-        consent_pb2.ConsentChanged(change=change, rpps=rpps),
+        consent_pb2.ConsentChanged(change=change, rpps=rpps, trusted_ins=trusted_ins),
         source="consent",
         clock=clock,
         actor=actor_of(caller),
@@ -81,3 +82,12 @@ async def on_dossier_event(store: ConsentStore, event: envelope_pb2.Envelope) ->
     await store.record_dossier_status(
         event.patient_ins, status, event.occurred_at.ToDatetime(tzinfo=UTC), reps
     )
+
+
+async def on_representation_ended(store: ConsentStore, event: envelope_pb2.Envelope) -> None:
+    """identity.representation.ended: the former representatives no longer act for the
+    now-adult patient (idempotent; never undone by an older event)."""
+    if event.WhichOneof("payload") != "representation_ended" or not event.patient_ins:
+        return
+    former = list(event.representation_ended.legal_representatives)
+    await store.drop_representatives(event.patient_ins, former)

@@ -22,6 +22,8 @@ INVITED, ACTIVE = "invited", "active"  # a trust's status
 
 DossierLookup = Callable[[str], Awaitable[tuple[DossierStatus, list[str]] | None]]
 """A dossier's status and legal representatives, asked of dossier; None when it has none."""
+# A minor's legal representatives whose part ended at the minor's majority.
+FORMER_REPRESENTATIVES = "former_representatives"
 
 
 class ConsentStore(Store):
@@ -84,6 +86,25 @@ class ConsentStore(Store):
 
         await change_document(self.consents, ins, fields, create=True)
 
+    async def drop_representatives(self, ins: str, former: list[str]) -> None:
+        """A minor came of age: `former` no longer act for them. Remembered as former, so that
+        an older event naming them (a dossier.opened delivered late) gives them nothing back."""
+
+        def fields(doc: Document | None) -> Document | None:
+            if doc is None:
+                return None  # no dossier known: its opening, later, names nobody
+            known = doc.get(FORMER_REPRESENTATIVES, [])
+            held = doc.get("legal_representatives", [])
+            kept = [rep for rep in held if rep not in former]
+            if kept == held and set(former) <= set(known):
+                return None
+            return {
+                "legal_representatives": kept,
+                FORMER_REPRESENTATIVES: sorted({*known, *former}),
+            }
+
+        await change_document(self.consents, ins, fields)
+
     async def change(
         self, ins: str, fields: Change, *events: envelope_pb2.Envelope
     ) -> Document | None:
@@ -117,7 +138,8 @@ def dossier_state(ins: str, doc: Document | None) -> DossierState:
     return DossierState(
         ins,
         DossierStatus(doc.get("dossier_status", "absent")),
-        frozenset(doc.get("legal_representatives", [])),
+        frozenset(doc.get("legal_representatives", []))
+        - frozenset(doc.get(FORMER_REPRESENTATIVES, [])),
     )
 
 

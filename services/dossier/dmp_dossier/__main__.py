@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_dossier.api import DossierServicer
 from dmp_dossier.config import DossierSettings
+from dmp_dossier.events import run_representation_consumer
 from dmp_dossier.schedule import Schedule
 from dmp_dossier.store import DossierStore
 from dmp_kit.catalogue import load_catalogue
@@ -32,6 +35,10 @@ async def serve() -> None:
     schedule = Schedule(
         store, runtime.bus, relay, runtime.clock, settings.schedule_interval_seconds
     )
+
+    async def representation_ended(stop: asyncio.Event) -> None:
+        await run_representation_consumer(runtime.bus, store, stop)
+
     await runtime.serve(
         dossier_pb2_grpc.add_DossierServiceServicer_to_server,
         servicer,
@@ -39,7 +46,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         stores=[store],
         relay=relay,
-        background=[schedule.run],
+        background=[schedule.run, representation_ended],
     )
 
 

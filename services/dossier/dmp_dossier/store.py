@@ -110,6 +110,20 @@ class DossierStore(Store):
     ) -> Document | None:
         return await change_document(self.dossiers, ins, fields, *events)
 
+    async def drop_representatives(self, ins: str, former: frozenset[str]) -> None:
+        """A minor came of age: `former` no longer act for them (idempotent; no dossier, no
+        copy to change). The representatives are never added back, so the order of events
+        does not matter."""
+
+        def fields(current: Document | None) -> Document | None:
+            if current is None:
+                return None
+            held = current.get("legal_representatives", [])
+            kept = [rep for rep in held if rep not in former]
+            return None if kept == held else {"legal_representatives": kept}
+
+        await change_document(self.dossiers, ins, fields)
+
     async def record_opening(
         self, event_id: str, opener: str, kind: str, profession: str, at: datetime
     ) -> None:

@@ -11,6 +11,7 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
 from dmp_identity.api import PUBLIC_METHODS, IdentityServicer, KeyRing
 from dmp_identity.config import IdentitySettings
+from dmp_identity.schedule import Schedule
 from dmp_identity.store import IdentityStore
 from dmp_kit.auth import JwksCache
 from dmp_kit.outbox import OutboxRelay
@@ -24,7 +25,7 @@ async def serve() -> None:
     runtime = ServiceRuntime("identity", settings)
     store = IdentityStore(runtime.db)
     keys = KeyRing(store, settings.identity_key_bytes, runtime.clock)
-    relay = OutboxRelay(runtime.bus, [store.throttles])
+    relay = OutboxRelay(runtime.bus, [store.throttles, store.accounts])
     servicer = IdentityServicer(
         settings,
         store,
@@ -48,6 +49,14 @@ async def serve() -> None:
                 await store.purge_expired(runtime.clock.now())
             await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
+    schedule = Schedule(
+        store,
+        relay,
+        runtime.clock,
+        notice_days=settings.representation_notice_days,
+        interval=settings.schedule_interval_seconds,
+    )
+
     await runtime.serve(
         identity_pb2_grpc.add_IdentityServiceServicer_to_server,
         servicer,
@@ -56,7 +65,7 @@ async def serve() -> None:
         public_methods=PUBLIC_METHODS,
         stores=[store],
         relay=relay,
-        background=[purge],
+        background=[purge, schedule.run],
         on_ready=on_ready,
     )
 

@@ -24,7 +24,7 @@ from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
 from dmp_identity import domain
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
-from dmp_identity.store import IdentityStore
+from dmp_identity.store import REPRESENTED, IdentityStore
 from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
@@ -415,6 +415,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "phone": reg.phone,
             "roles": [],
             "legal_representatives": representatives,
+            **({REPRESENTED: True} if representatives else {}),
             "declared_gp": reg.declared_gp,
             "password_hash": password_hash,
             "created_at": now,

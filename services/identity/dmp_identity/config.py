@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from dmp_kit.config import DEV_ADMIN_PASSWORD, DefaultSecretError, Env, Settings, dev_key
 from dmp_kit.service_auth import DEV_SERVICE_PUBLIC_KEYS, SERVICE_ROLES
@@ -38,6 +38,11 @@ class IdentitySettings(Settings):
     # How long the person has to activate or oppose an account the insurer's directory
     # created; past it, the account is active by itself (the legal delay: 6 weeks).
     activation_delay_days: int = 42
+    # How long before a minor's majority the minor and their legal representatives are told
+    # that the representation ends (it ends on the 18th birthday, on the injected clock).
+    representation_notice_days: int = Field(default=30, ge=0)
+    # How often the scheduled rules (the end of legal representation at majority) run.
+    schedule_interval_seconds: float = 60.0
     lock_base_seconds: int = 60
     lock_max_seconds: int = 24 * 3600
     # Where the gateway is reached from outside; client assertions are addressed to

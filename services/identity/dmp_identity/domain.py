@@ -583,3 +583,36 @@ def sign_access_token(claims: dict[str, Any], private_raw: bytes, kid: str) -> s
     return jwt.encode(
         claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": ACCESS_TOKEN_TYP}
     )
+
+
+# --- a minor's legal representation ends at their majority ---------------------------------
+
+MAJORITY_AGE = 18
+RepresentationStep = Literal["notice", "end"]
+
+
+def majority_date(birth_date: date) -> date:
+    """The day a person born on `birth_date` comes of age (Code civil art. 414: "dix-huit
+    ans accomplis"): their 18th birthday, which counts whole, from its first moment. Born on
+    29 February (18 years after a leap year is never one): 1 March, the day after 28 February,
+    since the 18 years are not complete before 28 February has ended.
+    """
+    year = birth_date.year + MAJORITY_AGE
+    try:
+        return birth_date.replace(year=year)
+    except ValueError:  # 29 February, in a year that has none
+        return date(year, 3, 1)
+
+
+def representation_step(
+    birth_date: date, today: date, *, noticed: bool, notice_days: int
+) -> RepresentationStep | None:
+    """What is due today for a minor's legal representation: its end (on the day of majority
+    and after), the notice that it will end (from `notice_days` before, once), or nothing. A
+    notice not yet given when the day has come is not given late: the end says it all."""
+    majority = majority_date(birth_date)
+    if today >= majority:
+        return "end"
+    if not noticed and today >= majority - timedelta(days=notice_days):
+        return "notice"
+    return None

@@ -1,12 +1,15 @@
 """Identity's events: identity.login for every attempt, success or failure, and the trace of
-every login to a patient's account (audit.identity)."""
+every login to a patient's account (audit.identity); the end of a minor's legal representation
+at their majority (identity.representation.*), traced too."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
 from dmp_kit.auth import Principal
 from dmp_kit.clock import Clock
-from dmp_kit.events import audit_event, new_event
+from dmp_kit.events import actor_of, audit_event, new_event
 
 LOGIN = "identity.login"
 # Right first factors: the password, or an account's provisional code (its activation goes on
@@ -60,3 +63,40 @@ def login_events(
         query=f"login:{outcome}",
     )
     return [login, trace]
+
+
+REPRESENTATION_ENDING = "identity.representation.ending"
+REPRESENTATION_ENDED = "identity.representation.ended"
+SCHEDULER = Principal(kind="service", subject="identity-scheduler", roles=frozenset({"scheduler"}))
+
+
+def representation_events(
+    clock: Clock, step: str, ins: str, representatives: list[str], majority: date
+) -> list[envelope_pb2.Envelope]:
+    """A step of a minor's legal representation (domain.representation_step): the notice that
+    it will end (`notice`), or its end (`end`) with its trace in the now-adult patient's access
+    log. The representatives by INS and the date: never a name."""
+    fields = {"legal_representatives": representatives, "majority_date": majority.isoformat()}
+    ending = step == "notice"
+    event = new_event(
+        REPRESENTATION_ENDING if ending else REPRESENTATION_ENDED,
+        (identity_pb2.RepresentationEnding if ending else identity_pb2.RepresentationEnded)(
+            **fields
+        ),
+        source="identity",
+        clock=clock,
+        actor=actor_of(SCHEDULER),
+        patient_ins=ins,
+    )
+    if ending:
+        return [event]
+    trace = audit_event(
+        source="identity",
+        clock=clock,
+        caller=SCHEDULER,
+        patient_ins=ins,
+        action="update",
+        outcome="success",
+        query="representation:ended",
+    )
+    return [event, trace]

@@ -14,11 +14,14 @@ from dmp.events.v1 import envelope_pb2
 from dmp_identity.domain import Throttle
 from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store
-from dmp_kit.outbox import change_document
+from dmp_kit.outbox import Change, change_document
 
 # "next": published ahead of signing; "active": signs; "retiring": its tokens still live.
 # Out of the JWKS: "retired" (its tokens have expired) and "revoked" (withdrawn for good).
 PUBLISHED_KEY_STATUSES = ("next", "active", "retiring")
+# A patient's legal representatives still act for them (a minor, until their majority).
+REPRESENTED = "represented"
+MAJORITY_NOTICED = "majority_noticed"
 
 
 class IdentityStore(Store):
@@ -70,6 +73,8 @@ class IdentityStore(Store):
         await self.challenges.create_index("expires_at")
         await self.code_guesses.create_index("expires_at")
         await self.assertion_ids.create_index("expires_at")
+        await self.accounts.create_index(REPRESENTED, sparse=True)
+        await self._mark_represented()
 
     # accounts ---------------------------------------------------------------
 
@@ -85,6 +90,33 @@ class IdentityStore(Store):
                 await self.logins.update_one(
                     {"_id": key}, {"$setOnInsert": {"account_id": doc["_id"]}}, upsert=True
                 )
+
+    async def _mark_represented(self) -> None:
+        """Minors registered before their representation was scheduled get the mark the
+        schedule finds them by (once: the marked ones are not matched again)."""
+        await self.accounts.update_many(
+            {
+                "kind": "patient",
+                REPRESENTED: {"$exists": False},
+                "legal_representatives.0": {"$exists": True},
+            },
+            {"$set": {REPRESENTED: True}},
+        )
+
+    async def represented_patients(self) -> list[Document]:
+        """The patients whose legal representatives act for them (minors), with what the
+        schedule needs: an equality on one field, which every server answers from an index."""
+        cursor = self.accounts.find(
+            {REPRESENTED: True},
+            ["ins", "birth_date", "legal_representatives", REPRESENTED, MAJORITY_NOTICED],
+        )
+        return [doc async for doc in cursor]
+
+    async def change_account(
+        self, account_id: str, fields: Change, *events: envelope_pb2.Envelope
+    ) -> Document | None:
+        """One change of an account, decided on it as it is now, with its events (outbox)."""
+        return await change_document(self.accounts, account_id, fields, *events)
 
     async def insert_account(self, doc: Document) -> None:
         """The login key first (unique: two registrations of one login race on it), then the

@@ -45,6 +45,7 @@ CONSUMERS = (
     ("IDENTITY", "notify-login", "identity.login"),
     ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
     ("MESSAGING", "notify-message", "message.sent"),
+    ("IDENTITY", "notify-representation", "identity.representation.>"),
 )
 
 
@@ -90,8 +91,15 @@ class Notifier:
         if kind == "message_sent":
             sent = event.message_sent
             return domain.message_received(sent.recipient_kind, sent.recipient_id)
+        if kind == "consent_changed" and event.consent_changed.change == "trusted_person_invited":
+            return domain.trusted_invitation(event.consent_changed.trusted_ins)
         if kind == "reminder_due":
             return domain.reminder(ins)
+        if kind in domain.REPRESENTATION_KINDS:
+            told = getattr(event, kind)
+            return domain.representation(
+                kind, ins, list(told.legal_representatives), told.majority_date
+            )
         if kind == "login_attempted":
             attempt = event.login_attempted
             if attempt.account_kind == "patient" and attempt.outcome == "otp_ok":
@@ -122,6 +130,10 @@ class Notifier:
             tzinfo=UTC
         ):
             return  # about a dossier purged since: nothing of it is told
+        if event.WhichOneof("payload") == "representation_ended":
+            # Identity no longer names them: the minor's representatives are not told anything
+            # more from now on, without waiting for the contact cache to expire.
+            self._contacts.pop(f"patient:{ins}", None)
         notices = self.notices(event)
         patients = [n for n in notices if n.recipient == f"patient:{ins}"]
         if patients:

@@ -86,6 +86,9 @@ KINDS = (
     "reminder",
     "login",
     "message_received",
+    "representation_ending",
+    "representation_ended",
+    "trusted_invitation",
 )
 CHANNELS = ("email", "sms")  # the in-app inbox always receives every notification
 DEFAULT_PREFERENCES: dict[str, frozenset[str]] = {kind: frozenset({"email"}) for kind in KINDS}
@@ -227,6 +230,25 @@ def message_received(recipient_kind: str, recipient_id: str) -> list[Notice]:
     ]
 
 
+def trusted_invitation(trusted_ins: str) -> list[Notice]:
+    """A patient invites this person to be their trusted person: that an invitation waits,
+    never who sent it nor anything of their space (they see it once logged in)."""
+    if not trusted_ins:
+        return []
+    return [
+        Notice(
+            f"patient:{trusted_ins}",
+            "trusted_invitation",
+            Message(
+                "Invitation à devenir personne de confiance dans le DMP",
+                "Une personne vous invite à devenir sa personne de confiance dans son espace "
+                "de santé. Connectez-vous à votre espace DMP, rubrique « Mes proches », pour "
+                "voir l'invitation, l'accepter ou la refuser." + SIGNATURE,
+            ),
+        )
+    ]
+
+
 HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
 
 
@@ -239,6 +261,8 @@ def audience(
     those the document is hidden from (rule 8)."""
     if kind in ("login", "message_received"):
         return True, False  # the minor's own logins and correspondence are theirs
+    if kind in REPRESENTATION_KINDS:
+        return True, False  # the event names the representatives: each has their own words
     if kind == "reminder":
         for_representatives = reminder_label == HIDDEN_FROM_REPRESENTATIVES
         return not for_representatives, for_representatives
@@ -271,3 +295,46 @@ def for_representatives(
         for rep in representatives
         if rep != ins
     ]
+
+
+REPRESENTATION_KINDS = ("representation_ending", "representation_ended")
+
+
+def representation(
+    kind: str, ins: str, representatives: list[str], majority_date: str
+) -> list[Notice]:
+    """The end of a minor's legal representation at their majority (`majority_date`,
+    YYYY-MM-DD): announced beforehand (`representation_ending`) and when it has come
+    (`representation_ended`), to the minor and to each representative. Like every notice, no
+    name: a representative reads "la personne que vous représentez"."""
+    if kind not in REPRESENTATION_KINDS:
+        return []
+    year, month, day = majority_date.split("-")
+    on = f"{day}/{month}/{year}"
+    if kind == "representation_ending":
+        to_minor = Message(
+            "Votre majorité approche : votre DMP sera le vôtre seul",
+            f"À votre majorité, le {on}, vos représentants légaux cesseront d'agir pour vous "
+            "dans votre Dossier Médical Partagé : vous seul y aurez accès et le gérerez."
+            + SIGNATURE,
+        )
+        to_representative = Message(
+            "Fin prochaine de votre représentation légale dans le DMP",
+            f"La représentation légale de la personne que vous représentez prend fin le {on}, "
+            "à sa majorité : à partir de cette date, vous n'aurez plus accès à son Dossier "
+            "Médical Partagé." + SIGNATURE,
+        )
+    else:
+        to_minor = Message(
+            "Votre majorité : votre DMP est désormais le vôtre seul",
+            f"Depuis votre majorité, le {on}, vos représentants légaux n'agissent plus pour "
+            "vous dans votre Dossier Médical Partagé." + SIGNATURE,
+        )
+        to_representative = Message(
+            "Fin de votre représentation légale dans le DMP",
+            f"La représentation légale de la personne que vous représentiez a pris fin le {on}, "
+            "à sa majorité : vous n'avez plus accès à son Dossier Médical Partagé." + SIGNATURE,
+        )
+    others = [rep for rep in representatives if rep != ins]
+    told = [Notice(f"patient:{rep}", kind, to_representative) for rep in others]
+    return [Notice(f"patient:{ins}", kind, to_minor), *told]

@@ -7,6 +7,7 @@ import pytest
 from dmp_notify import domain
 
 INS = "180057512345623"
+PARENT = "279057512345688"
 
 
 def test_a_document_hidden_from_the_patient_is_not_announced() -> None:
@@ -31,6 +32,9 @@ def test_every_message_is_french_and_free_of_identifiers() -> None:
         *domain.reminder(INS),
         *domain.login(INS, "23/11/2026 à 15:40"),
         *domain.message_received("patient", INS),
+        *domain.representation("representation_ending", INS, [PARENT], "2027-03-01"),
+        *domain.representation("representation_ended", INS, [PARENT], "2027-03-01"),
+        *domain.trusted_invitation(PARENT),
     ]
     assert {n.kind for n in notices} == set(domain.KINDS)
     for notice in notices:
@@ -57,3 +61,24 @@ def test_a_new_message_is_announced_to_its_recipient_without_its_content() -> No
     assert domain.message_received("system", "hospital-mailbox") == []
     # a minor's correspondence is theirs: their legal representatives are not told of it
     assert domain.audience("message_received", False, "") == (True, False)
+
+
+@pytest.mark.parametrize("kind", domain.REPRESENTATION_KINDS)
+def test_the_end_of_a_representation_is_told_to_the_minor_and_each_representative(
+    kind: str,
+) -> None:
+    other = "183057512345611"
+    minor, *parents = domain.representation(kind, INS, [PARENT, other, INS], "2027-03-01")
+    assert minor.recipient == f"patient:{INS}" and minor.kind == kind
+    assert [p.recipient for p in parents] == [f"patient:{PARENT}", f"patient:{other}"]
+    for notice in (minor, *parents):
+        # the day, French style; no name, no INS, in the message nor in its SMS
+        assert "01/03/2027" in notice.message.body
+        assert "01/03/2027" in domain.sms_text(notice.message)
+        for ident in (INS, PARENT, other):
+            assert ident not in notice.message.subject + notice.message.body
+    assert "personne que vous représent" in parents[0].message.body
+    assert "personne que vous représent" not in minor.message.body
+    # the event names the representatives: notify asks identity for nobody else
+    assert domain.audience(kind, False, "") == (True, False)
+    assert domain.representation("login", INS, [PARENT], "2027-03-01") == []

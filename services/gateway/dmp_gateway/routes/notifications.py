@@ -15,7 +15,15 @@ from dmp_gateway.security import Caller
 router = APIRouter(tags=["notifications"])
 
 Kind = Literal[
-    "document_added", "access_first", "emergency_access", "reminder", "login", "message_received"
+    "document_added",
+    "access_first",
+    "emergency_access",
+    "reminder",
+    "login",
+    "message_received",
+    "representation_ending",
+    "representation_ended",
+    "trusted_invitation",
 ]
 ChannelName = Literal["email", "sms"]
 CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}

@@ -177,6 +177,7 @@ function what(e) {
   if (TRUST_CHANGES[query]) return TRUST_CHANGES[query];
   if (query.startsWith("consent:")) return "Modification des droits d'accès";
   if (query === "auto_reveal") return "Document rendu visible (délai d'un mois écoulé)";
+  if (query === "representation:ended") return "Fin de la représentation légale (majorité)";
   const [whole, one] = ACTIONS[e.action] || [e.action, e.action];
   return e.document_id ? one : whole;
 }
@@ -410,6 +411,9 @@ const KINDS = {
   reminder: "Rappels",
   login: "Connexion à mon compte",
   message_received: "Nouveau message dans ma messagerie",
+  representation_ending: "Fin prochaine d'une représentation légale (majorité)",
+  representation_ended: "Fin d'une représentation légale (majorité)",
+  trusted_invitation: "Invitation à devenir personne de confiance",
 };
 
 export async function notifications(main) {
