@@ -800,3 +800,229 @@ def _token(stack: RunningStack, person: dict[str, Any]) -> str:
     key = "ins" if "ins" in person else "rpps"
     kind = "patient" if key == "ins" else "professional"
     return str(stack.login(kind, person[key], person["password"], person["email"])["access_token"])
+
+
+def test_trusted_persons_and_acting_for(stack: RunningStack, visitors: Any) -> None:
+    """« Mes proches » and « Agir pour »: a patient invites another patient with read access and
+    keeps one document from her; the other accepts, acts for the first (banner, switch, her
+    documents less the one kept back, a change refused in French), comes back to her own space;
+    the first patient's history names both people for that read; then a change of access and a
+    revocation, after a confirmation."""
+    admin = stack.admin_token()
+    camille = stack.create_patient(admin)
+    alex = stack.create_patient(admin, given_name="Alex", family_name="Durand")
+    # Alex is also the legal representative of a minor, whom she acts for already.
+    lea = stack.create_patient(
+        admin, legal_representatives=[alex["ins"]], given_name="Léa", family_name="Durand"
+    )
+    stack.open_dossier(_token(stack, lea), lea)
+    with stack.client(_token(stack, alex)) as c:
+        assert until(
+            lambda: [i["ins"] for i in c.get("/v1/me/represented").json()["items"]] == [lea["ins"]]
+        )
+    gp = stack.create_professional(admin, "10")
+    ins = camille["ins"]
+    token = _token(stack, camille)
+    stack.open_dossier(token, camille)
+    stack.open_dossier(_token(stack, alex), alex)
+    with stack.client(token) as c:
+        r = c.put(f"/v1/dossiers/{ins}/professionals/{gp['rpps']}", json={"status": "authorized"})
+        assert r.status_code == 200, r.text
+    stack.add_document(_token(stack, gp), ins, "11502-2", "Bilan sanguin")
+    journal = stack.add_document(token, ins, "DOC_PATIENT", "Mon journal de grossesse")
+
+    me = visitors()
+    page = me.page
+    me.sign_in("Patient", ins, camille["password"], camille["email"])
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    # Nobody to act for yet: no switch.
+    expect(page.get_by_label("Agir pour")).to_have_count(0)
+
+    # Mes proches: naming oneself is refused in French, then Alex is invited with read access.
+    me.go_to("Mes proches")
+    expect(page.get_by_role("heading", name="Mes proches")).to_be_visible()
+    expect(page.get_by_text("Vous n'avez désigné personne.")).to_be_visible()
+    invite = page.locator("form.invite")
+    invite.get_by_label("Numéro INS de la personne").fill(ins)
+    invite.get_by_role("button", name="Inviter").click()
+    refusal = invite.get_by_role("alert")
+    expect(refusal).to_have_text(
+        "Vous ne pouvez pas vous désigner vous-même comme personne de confiance."
+    )
+    expect(refusal).to_have_attribute("data-problem", "invalid-trusted-person")
+    invite.get_by_label("Numéro INS de la personne").fill(alex["ins"])
+    expect(invite.get_by_label("Lecture", exact=True)).to_be_checked()
+    invite.get_by_role("button", name="Inviter").click()
+    expect(page.locator(".outcome")).to_contain_text("Invitation envoyée à Alex Durand")
+    trusted = page.locator("ul.trusted li").filter(has_text="Alex Durand")
+    expect(trusted.locator(".badge")).to_have_text("Invitation envoyée")
+    expect(trusted).to_contain_text(f"INS {alex['ins']} · Lecture")
+    # Inviting her twice: refused, and still one entry.
+    page.locator("form.invite").get_by_label("Numéro INS de la personne").fill(alex["ins"])
+    page.locator("form.invite").get_by_role("button", name="Inviter").click()
+    expect(page.locator("form.invite").get_by_role("alert")).to_have_attribute(
+        "data-problem", "already-trusted"
+    )
+    expect(page.locator("ul.trusted li")).to_have_count(1)
+    me.shot("27-mes-proches")
+    page.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    page.set_viewport_size(DESKTOP)
+
+    # One document is not shared with trusted persons: the patient's own choice.
+    page.goto(f"{stack.url}/portail/#/dossier/{ins}/document/{journal['id']}")
+    expect(page.get_by_role("heading", name="Mon journal de grossesse")).to_be_visible()
+    page.get_by_label("Ne pas partager avec mes proches").check()
+    expect(page.get_by_text("Ce document n'est plus partagé avec vos proches.")).to_be_visible()
+    expect(page.get_by_text("Non partagé avec mes proches", exact=True)).to_be_visible()
+    expect(page.get_by_label("Ne pas partager avec mes proches")).to_be_checked()
+    me.shot("28-document-non-partage")
+    with stack.client(token) as c:
+        r = c.get(f"/v1/dossiers/{ins}/documents/{journal['id']}")
+    assert r.json()["hidden_from_trusted_persons"] is True, r.text
+
+    # Alex, at a phone's width: the invitation waits in « Ils vous font confiance »; she accepts.
+    her = visitors()
+    hpage = her.page
+    her.sign_in("Patient", alex["ins"], alex["password"], alex["email"])
+    hpage.set_viewport_size(PHONE)
+    expect(hpage.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    her.go_to("Mes proches")
+    invited = hpage.locator("ul.trusted li").filter(has_text="Camille Martin")
+    expect(invited.locator(".badge")).to_have_text("Invitation reçue")
+    expect(invited).to_contain_text("Vous êtes sa personne de confiance · Lecture")
+    minor = hpage.locator("ul.trusted li").filter(has_text="Léa Durand")
+    expect(minor).to_contain_text("Vous êtes son représentant légal · Lecture et gestion")
+    expect(minor.get_by_role("link", name="Agir pour Léa Durand")).to_be_visible()
+    invited.get_by_role("button", name="Accepter").click()
+    expect(
+        hpage.get_by_text("Vous êtes désormais personne de confiance de Camille Martin.")
+    ).to_be_visible()
+    expect(invited.locator(".badge")).to_have_text("Actif")
+    her.fits_the_screen()
+    her.shot("31-telephone-mes-proches")
+
+    # « Agir pour »: the switch, in the menu, opens Camille's space under a banner.
+    hpage.get_by_role("button", name="Menu").click()
+    hpage.get_by_label("Agir pour").select_option(label="Camille Martin (personne de confiance)")
+    hpage.get_by_role("button", name="Ouvrir", exact=True).click()
+    expect(hpage.get_by_role("heading", name="Dossier médical — Camille Martin")).to_be_visible()
+    banner = hpage.locator(".acting-banner")
+    expect(banner).to_have_text(
+        "Vous agissez pour Camille Martin (lecture seule) — revenir à mon espace"
+    )
+    expect(hpage.get_by_text("sans pouvoir rien y changer")).to_be_visible()
+    expect(hpage.get_by_role("link", name="Ajouter un document")).to_have_count(0)
+    expect(hpage.get_by_role("button", name="Fermer mon dossier")).to_have_count(0)
+    her.fits_the_screen()
+    her.shot("32-telephone-agir-pour")
+    # Her own pages wait until she is back in her space.
+    hpage.get_by_role("button", name="Menu").click()
+    menu = hpage.get_by_role("navigation")
+    for own in ("Messagerie", "Mon compte", "Mes proches", "Notifications"):
+        expect(menu.get_by_role("link", name=own, exact=True)).to_have_count(0)
+    expect(hpage.get_by_label("Agir pour")).to_have_value(ins)
+    choices = hpage.get_by_label("Agir pour").locator("option").all_text_contents()
+    assert sorted(choices) == [
+        "Camille Martin (personne de confiance)",
+        "Léa Durand (représentant légal)",
+        "Moi-même (Alex Durand)",
+    ], choices
+    her.fits_the_screen()
+    hpage.get_by_role("button", name="Menu").click()
+
+    # At desktop width: Camille's documents, less the one she keeps from her trusted persons.
+    hpage.set_viewport_size(DESKTOP)
+    hpage.get_by_role("link", name=re.compile("^Espace personnel")).click()
+    expect(hpage.get_by_text("Aucun document dans cette rubrique.")).to_be_visible()
+    expect(banner).to_be_visible()
+    hpage.get_by_role("link", name="Dossier", exact=True).click()
+    hpage.get_by_role("link", name=re.compile("^Analyses de biologie")).click()
+    expect(hpage.get_by_role("link", name="Bilan sanguin")).to_be_visible()
+    hpage.get_by_role("link", name="Bilan sanguin").click()
+    expect(hpage.get_by_role("heading", name="Bilan sanguin")).to_be_visible()
+    expect(hpage.locator("pre.content")).to_have_text("Bilan sanguin")
+    # Neither masking nor the patient's own sharing choice: read access only.
+    expect(hpage.get_by_label("Ne pas partager avec mes proches")).to_have_count(0)
+    expect(hpage.get_by_role("button", name="Masquer aux professionnels")).to_have_count(0)
+    her.shot("29-agir-pour")
+    # A change with read access only: refused, in French.
+    her.go_to("Qui peut voir son dossier")
+    expect(
+        hpage.get_by_role("heading", name="Qui peut voir son dossier — Camille Martin")
+    ).to_be_visible()
+    hpage.get_by_role("button", name="Enregistrer mes choix").click()
+    refusal = hpage.get_by_role("alert")
+    expect(refusal).to_have_text(
+        "Votre accès à ce dossier est en lecture seule : vous ne pouvez rien y modifier."
+    )
+    expect(refusal).to_have_attribute("data-problem", "read-only")
+    # The API agrees: the same list, without the journal.
+    with stack.client(_token(stack, alex)) as c:
+        r = c.get(f"/v1/dossiers/{ins}/documents")
+    assert r.status_code == 200, r.text
+    assert [d["title"] for d in r.json()["items"]] == ["Bilan sanguin"]
+    # Back to her own space: no banner, her own menu.
+    banner.get_by_role("link", name="revenir à mon espace").click()
+    expect(hpage.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    expect(hpage.locator(".acting-banner")).to_have_count(0)
+    expect(hpage.get_by_label("Agir pour")).to_have_value(alex["ins"])
+
+    # Camille's history: Alex's read, with both names; the trace still checks out.
+    me.go_to("Historique des accès")
+    read = page.locator("table.log tbody tr").filter(
+        has_text="Alex Durand (pour le compte de Camille Martin)"
+    )
+    expect(read.first).to_be_visible()
+    expect(read.filter(has_text="Consultation d'un document").first).to_be_visible()
+    # Her acceptance is her own act; the invitation, Camille's.
+    rows = page.locator("table.log tbody tr")
+    accepted = rows.filter(has_text="Invitation acceptée par une personne de confiance")
+    expect(accepted.locator("td").nth(1)).to_have_text("Alex Durand")
+    invited = rows.filter(has_text="Invitation d'une personne de confiance")
+    expect(invited.locator("td").nth(1)).to_have_text("Vous")
+    page.get_by_role("button", name="Vérifier l'historique").click()
+    expect(page.get_by_text(re.compile("^Historique vérifié"))).to_be_visible(timeout=60_000)
+    assert page.locator("td.verdict.bad").count() == 0
+    me.shot("30-historique-proche")
+    page.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    page.set_viewport_size(DESKTOP)
+
+    # Read and manage, then no access at all, after a confirmation.
+    me.go_to("Mes proches")
+    trusted = page.locator("ul.trusted li").filter(has_text="Alex Durand")
+    expect(trusted.locator(".badge")).to_have_text("Actif")
+    trusted.get_by_label("Accès de Alex Durand").select_option("manage")
+    trusted.get_by_role("button", name="Modifier l'accès").click()
+    expect(
+        page.get_by_text("L'accès de Alex Durand est désormais : lecture et gestion.")
+    ).to_be_visible()
+    with stack.client(token) as c:
+        items = c.get(f"/v1/dossiers/{ins}/trusted-persons").json()["items"]
+    assert [(p["ins"], p["scope"], p["status"]) for p in items] == [
+        (alex["ins"], "manage", "active")
+    ]
+    # Alex, on her next visit, manages: no longer read-only, and she may add a document.
+    hpage.goto(f"{stack.url}/portail/#/dossier/{ins}")
+    hpage.reload()
+    expect(banner).to_have_text("Vous agissez pour Camille Martin — revenir à mon espace")
+    expect(hpage.get_by_role("link", name="Ajouter un document")).to_be_visible()
+    trusted = page.locator("ul.trusted li").filter(has_text="Alex Durand")
+    trusted.get_by_role("button", name="Retirer l'accès").click()
+    confirm = trusted.get_by_role("group", name="Confirmer le retrait")
+    expect(confirm).to_contain_text("ne pourra plus consulter votre dossier")
+    confirm.get_by_role("button", name="Confirmer le retrait").click()
+    expect(page.get_by_text("Alex Durand n'a plus accès à votre dossier.")).to_be_visible()
+    expect(page.locator("ul.trusted")).to_have_count(0)
+    # Revoked: Alex acts for Camille no more; the page says so in French.
+    hpage.reload()
+    expect(hpage.get_by_role("alert")).to_have_text(
+        "Vous n'êtes pas autorisé à consulter ces informations."
+    )
+    expect(hpage.locator(".acting-banner")).to_have_count(0)
+    with stack.client(_token(stack, alex)) as c:
+        left = c.get("/v1/me/represented").json()["items"]
+        assert [i["ins"] for i in left] == [lea["ins"]], left
+        r = c.get(f"/v1/dossiers/{ins}/documents")
+    assert r.status_code == 403, r.text

@@ -9,7 +9,8 @@ import * as messaging from "./messaging.js";
 import * as patient from "./patient.js";
 import * as preview from "./preview.js";
 import * as pro from "./pro.js";
-import { failure, go, state } from "./shell.js";
+import * as proches from "./proches.js";
+import { actingFor, failure, fullName, go, loadRepresented, state } from "./shell.js";
 
 const main = document.getElementById("contenu");
 const nav = document.getElementById("nav");
@@ -38,6 +39,7 @@ const ROUTES = [
   ["/messagerie/:id", messaging.conversationView],
   ["/notifications", patient.notifications],
   ["/compte", account],
+  ["/proches", proches.view],
   ["/recherche", pro.search],
 ];
 
@@ -67,22 +69,81 @@ function home() {
   return state.me.kind === "patient" ? `/dossier/${state.me.ins}` : "/recherche";
 }
 
+// The dossier a patient's page is about, when it is someone they act for (from the location:
+// acting for someone is being on their pages; "revenir à mon espace" leaves them).
+function actingHere() {
+  const shown = /^\/dossier\/([^/]+)/.exec(location.hash.slice(1));
+  return shown ? actingFor(decodeURIComponent(shown[1])) : null;
+}
+
+function patientLinks(me, other) {
+  if (other) {
+    // Acting for someone: their space only; one's own pages (messaging, account, trusted
+    // persons, notifications) wait until one is back in one's own space.
+    return [
+      [`/dossier/${other.ins}`, `Dossier de ${fullName(other)}`],
+      [`/dossier/${other.ins}/acces`, "Qui peut voir son dossier"],
+      [`/dossier/${other.ins}/historique`, "Historique des accès"],
+      [`/dossier/${other.ins}/profil`, "Son profil médical"],
+    ];
+  }
+  return [
+    [`/dossier/${me.ins}`, "Mon dossier"],
+    [`/dossier/${me.ins}/acces`, "Qui peut voir mon dossier"],
+    [`/dossier/${me.ins}/historique`, "Historique des accès"],
+    [`/dossier/${me.ins}/profil`, "Mon profil médical"],
+    ["/proches", "Mes proches"],
+    ["/messagerie", "Messagerie"],
+    ["/notifications", "Notifications"],
+    ["/compte", "Mon compte"],
+  ];
+}
+
+const RELATION_AS = {
+  trusted_person: "personne de confiance",
+  legal_representative: "représentant légal",
+};
+
+// « Agir pour … »: oneself, or each person one may act for; the chosen one's space opens when
+// asked (not on each move through the list, which a keyboard makes one option at a time).
+function actingSwitch(me, other) {
+  const people = state.represented.filter((r) => r.status === "active");
+  if (!people.length) return "";
+  const select = h(
+    "select",
+    { id: "agir-pour", name: "ins" },
+    h("option", { value: me.ins, selected: !other }, `Moi-même (${fullName(me)})`),
+    people.map((r) =>
+      h("option", { value: r.ins, selected: other?.ins === r.ins }, `${fullName(r)} (${RELATION_AS[r.relation] || r.relation})`),
+    ),
+  );
+  const form = h(
+    "form",
+    { class: "acting-switch" },
+    h("label", { for: "agir-pour" }, "Agir pour"),
+    select,
+    h("button", { type: "submit", class: "small" }, "Ouvrir"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go(`/dossier/${select.value}`);
+  });
+  return form;
+}
+
+// The menu of the signed-in person; returns whom they act for on this page (or null).
 function menu() {
   const me = state.me;
   menuToggle.hidden = !me;
   menuToggle.setAttribute("aria-expanded", "false");
-  if (!me) return replace(nav);
+  if (!me) {
+    replace(nav);
+    return null;
+  }
+  const other = me.kind === "patient" ? actingHere() : null;
   const links =
     me.kind === "patient"
-      ? [
-          [`/dossier/${me.ins}`, "Mon dossier"],
-          [`/dossier/${me.ins}/acces`, "Qui peut voir mon dossier"],
-          [`/dossier/${me.ins}/historique`, "Historique des accès"],
-          [`/dossier/${me.ins}/profil`, "Mon profil médical"],
-          ["/messagerie", "Messagerie"],
-          ["/notifications", "Notifications"],
-          ["/compte", "Mon compte"],
-        ]
+      ? patientLinks(me, other)
       : [
           ["/recherche", "Rechercher un patient"],
           ...(me.kind === "professional" ? [["/messagerie", "Messagerie"]] : []),
@@ -90,7 +151,7 @@ function menu() {
           ["/compte", "Mon compte"],
         ];
   const here = location.hash.slice(1);
-  const name = [me.given_name, me.family_name].filter(Boolean).join(" ");
+  const name = fullName(me);
   replace(
     nav,
     h(
@@ -109,12 +170,27 @@ function menu() {
         ),
       ),
     ),
+    me.kind === "patient" ? actingSwitch(me, other) : "",
     h(
       "p",
       { class: "who" },
       h("span", {}, name || me.id),
       h("button", { type: "button", class: "link", onclick: signOut }, "Se déconnecter"),
     ),
+  );
+  return other;
+}
+
+// While acting for someone, every page says so, and how to come back.
+function actingBanner(other) {
+  return h(
+    "p",
+    { class: "acting-banner" },
+    "Vous agissez pour ",
+    h("strong", {}, fullName(other)),
+    other.scope === "read" ? " (lecture seule)" : "",
+    " — ",
+    h("a", { href: `#/dossier/${state.me.ins}` }, "revenir à mon espace"),
   );
 }
 
@@ -138,11 +214,13 @@ async function showUnread() {
 async function signOut() {
   await api.logout();
   state.me = null;
+  state.represented = [];
   go("/connexion");
 }
 
 async function signedIn() {
   state.me = await api.get("/v1/me");
+  await loadRepresented();
   go(home());
 }
 
@@ -150,9 +228,19 @@ async function ensureIdentity() {
   if (state.me || !api.session.get()) return;
   try {
     state.me = await api.get("/v1/me");
+    await loadRepresented();
   } catch {
     state.me = null;
   }
+}
+
+// A dossier of someone else's, opened by a patient: perhaps someone whose invitation they have
+// just accepted (elsewhere); the list says.
+async function knowWhoseDossier(path) {
+  const shown = /^\/dossier\/([^/]+)/.exec(path);
+  if (state.me?.kind !== "patient" || !shown) return;
+  const ins = decodeURIComponent(shown[1]);
+  if (ins !== state.me.ins && !actingFor(ins)) await loadRepresented();
 }
 
 async function render() {
@@ -161,8 +249,11 @@ async function render() {
   if (!path || path === "/") return go(home());
   if (!state.me && path !== "/connexion") return go("/connexion");
   const [view, params] = match(path);
-  menu();
-  pro.banner(document.getElementById("banner"));
+  await knowWhoseDossier(path);
+  const other = menu();
+  const banner = document.getElementById("banner");
+  pro.banner(banner);
+  if (other) banner.append(actingBanner(other));
   if (!view) {
     replace(main, h("h1", {}, "Page introuvable"), h("p", {}, h("a", { href: `#${home()}` }, "Retour à l'accueil")));
     return;
@@ -193,7 +284,13 @@ document.querySelector(".skip").addEventListener("click", (event) => {
 });
 
 window.addEventListener("hashchange", render);
+// An invitation accepted or declined: the menu's « Agir pour » lists whom one now acts for.
+window.addEventListener("dmp:represented", () => {
+  menu();
+  showUnread();
+});
 window.addEventListener("dmp:signed-out", () => {
   state.me = null;
+  state.represented = [];
 });
 render();

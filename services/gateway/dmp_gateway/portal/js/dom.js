@@ -74,3 +74,38 @@ export function notice(text, kind = "info") {
   const el = h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
   return el;
 }
+
+// An action a click cannot undo: a button asks, and the question, shown in the page in its place
+// (no dialog box), confirms or cancels. Returns the button and the question (hidden until asked).
+export function confirmation({ ask, question, confirm, action, small = false }) {
+  const asking = h("button", { type: "button", class: small ? "secondary small" : "secondary" }, ask);
+  const group = h(
+    "div",
+    { class: "confirm notice warning", hidden: true, role: "group", "aria-label": confirm },
+    h("p", {}, question),
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "button", class: "danger", onclick: action }, confirm),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "secondary",
+          onclick: () => {
+            group.hidden = true;
+            asking.hidden = false;
+            asking.focus();
+          },
+        },
+        "Annuler",
+      ),
+    ),
+  );
+  asking.addEventListener("click", () => {
+    group.hidden = false;
+    asking.hidden = true;
+    group.querySelector("button").focus();
+  });
+  return [asking, group];
+}

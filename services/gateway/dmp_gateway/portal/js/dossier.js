@@ -2,10 +2,11 @@
 
 import * as api from "./api.js";
 import { checkbox, date, dateTime, field, h, notice, replace, size } from "./dom.js";
-import { catalogue, explain, failure, go, onSubmit, PROFESSIONS } from "./shell.js";
+import { actingFor, catalogue, explain, failure, fullName, go, onSubmit, PROFESSIONS } from "./shell.js";
 
 const base = (ins) => `/v1/dossiers/${api.q(ins)}`;
 const isPatient = (state, ins) => state.me.kind === "patient" && state.me.ins === ins;
+const isProfessional = (state) => state.me.kind !== "patient";
 const STATUS = {
   open: "ouvert",
   closed: "fermé",
@@ -13,7 +14,8 @@ const STATUS = {
 };
 
 function heading(state, ins, title) {
-  const whose = isPatient(state, ins) ? "" : ` — patient ${ins}`;
+  const other = actingFor(ins);
+  const whose = isPatient(state, ins) ? "" : other ? ` — ${fullName(other)}` : ` — patient ${ins}`;
   return h("h1", {}, `${title}${whose}`);
 }
 
@@ -26,12 +28,13 @@ export async function overview(main, { ins }, state) {
     if (error instanceof api.Problem && error.type === "dossier-not-found") {
       return openForm(main, ins, state);
     }
-    if (error instanceof api.Problem && error.status === 403 && !isPatient(state, ins)) {
+    if (error instanceof api.Problem && error.status === 403 && isProfessional(state)) {
       return refused(main, ins, state, error, cat);
     }
     throw error;
   }
   const own = isPatient(state, ins);
+  const other = actingFor(ins);
   const parts = [heading(state, ins, own ? "Mon dossier médical" : "Dossier médical")];
   parts.push(
     h(
@@ -55,7 +58,9 @@ export async function overview(main, { ins }, state) {
         ),
       );
     }
-  } else {
+  } else if (other) {
+    parts.push(proxyNote(other));
+  } else if (isProfessional(state)) {
     parts.push(await matrixNote(state, cat));
   }
   parts.push(
@@ -79,8 +84,10 @@ export async function overview(main, { ins }, state) {
   );
   const actions = h("div", { class: "actions" });
   if (record.status === "open") {
-    actions.append(h("a", { class: "button", href: `#/dossier/${ins}/ajouter` }, "Ajouter un document"));
-    if (!own) {
+    if (!other || other.scope === "manage") {
+      actions.append(h("a", { class: "button", href: `#/dossier/${ins}/ajouter` }, "Ajouter un document"));
+    }
+    if (isProfessional(state)) {
       actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/ecrire` }, "Écrire au patient"));
       actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/urgence` }, "Accès en urgence"));
     }
@@ -88,6 +95,26 @@ export async function overview(main, { ins }, state) {
   parts.push(actions);
   if (own) parts.push(lifecycle(ins, record));
   replace(main, ...parts);
+}
+
+// What someone acting for the patient sees, and what they may do.
+function proxyNote(other) {
+  return h(
+    "section",
+    { class: "card explain" },
+    h("h2", {}, "Ce que vous pouvez faire"),
+    h(
+      "p",
+      {},
+      other.scope === "manage"
+        ? `Vous consultez le dossier de ${fullName(other)} et faites ses choix à sa place : professionnels autorisés ou bloqués, documents masqués, profil médical, documents personnels. `
+        : `Vous consultez le dossier de ${fullName(other)}, sans pouvoir rien y changer. `,
+      other.relation === "trusted_person"
+        ? "Les documents qui lui sont encore cachés, et ceux qu'il ou elle ne partage pas avec ses proches, ne vous sont pas montrés. "
+        : "",
+      "Chaque consultation est tracée à votre nom, pour son compte.",
+    ),
+  );
 }
 
 async function matrixNote(state, cat) {
@@ -208,8 +235,9 @@ function lifecycle(ins, record) {
 
 // ---------------------------------------------------------------------------- documents
 
-function badges(doc) {
+function badges(doc, own = false) {
   const out = [];
+  if (own && doc.hidden_from_trusted_persons) out.push(h("span", { class: "badge unshared" }, "Non partagé avec mes proches"));
   if (doc.masked_from_professionals) out.push(h("span", { class: "badge masked" }, "Masqué aux professionnels"));
   if (doc.hidden_from_patient) out.push(h("span", { class: "badge hidden" }, "Invisible pour le patient"));
   if (doc.status === "archived") out.push(h("span", { class: "badge" }, "Archivé"));
@@ -236,7 +264,7 @@ export async function list(main, { ins, section }, state) {
             { class: "meta" },
             `${cat.types[doc.type_code]?.label || doc.type_code} · ${date(doc.created_at)} · ${authorOf(doc, ins)}`,
           ),
-          badges(doc),
+          badges(doc, isPatient(state, ins)),
         ),
       );
     }
@@ -274,19 +302,22 @@ export async function detail(main, { ins, id }, state) {
   const cat = await catalogue();
   const doc = await api.get(`${base(ins)}/documents/${api.q(id)}`);
   const status = h("div", { class: "status" });
-  const update = (body, done) => async () => {
+  // `control`: a checkbox the change came from, set back when it is refused.
+  const update = (body, done, control) => async () => {
     try {
       await api.patch(`${base(ins)}/documents/${api.q(id)}`, body);
       await detail(main, { ins, id }, state);
       main.querySelector(".status").replaceChildren(notice(done));
     } catch (error) {
+      if (control) control.checked = !control.checked;
       status.replaceChildren(failure(error));
     }
   };
   const own = isPatient(state, ins);
+  const other = actingFor(ins);
   const mine = doc.author === (state.me.rpps || state.me.ins);
   const actions = h("div", { class: "actions" });
-  if (own) {
+  if (own || other?.scope === "manage") {
     actions.append(
       doc.masked_from_professionals
         ? h("button", { type: "button", onclick: update({ masked_from_professionals: false }, "Le document est de nouveau visible par les professionnels autorisés.") }, "Ne plus masquer aux professionnels")
@@ -339,11 +370,34 @@ export async function detail(main, { ins, id }, state) {
       h("dt", {}, "Auteur"), h("dd", {}, authorOf(doc, ins)),
       h("dt", {}, "Format"), h("dd", {}, `${doc.mime_type}, ${size(doc.size)}`),
     ),
-    badges(doc),
+    badges(doc, own),
     actions,
+    own ? sharing(doc, update) : "",
     status,
     h("section", { class: "viewer", "aria-label": "Contenu du document" }, content),
   );
+}
+
+// The patient's own choice, never made by someone acting for them: whether the people they
+// trust see this document.
+function sharing(doc, update) {
+  const box = checkbox(
+    "Ne pas partager avec mes proches",
+    doc.hidden_from_trusted_persons,
+    "Vos personnes de confiance ne verront pas ce document, même si vous leur avez donné accès à votre dossier.",
+    { name: "hidden_from_trusted_persons" },
+  );
+  box.querySelector("input").addEventListener("change", (event) => {
+    const hidden = event.target.checked;
+    update(
+      { hidden_from_trusted_persons: hidden },
+      hidden
+        ? "Ce document n'est plus partagé avec vos proches."
+        : "Ce document est de nouveau partagé avec vos proches qui ont accès à votre dossier.",
+      event.target,
+    )();
+  });
+  return h("div", { class: "sharing" }, box);
 }
 
 export function base64Of(file) {
@@ -357,7 +411,9 @@ export function base64Of(file) {
 
 export async function add(main, { ins }, state) {
   const cat = await catalogue();
-  const own = isPatient(state, ins);
+  // The patient, or someone acting for them, adds a personal document.
+  const other = actingFor(ins);
+  const own = isPatient(state, ins) || Boolean(other);
   const status = h("div", { class: "status" });
   const types = Object.entries(cat.types).filter(([code]) => !["REMB", "DOC_PATIENT"].includes(code));
   const form = h(
@@ -398,7 +454,11 @@ export async function add(main, { ins }, state) {
     main,
     h("p", { class: "crumbs" }, h("a", { href: `#/dossier/${ins}` }, "Dossier"), " › Ajouter"),
     heading(state, ins, own ? "Ajouter un document personnel" : "Ajouter un document"),
-    own ? h("p", {}, "Il sera rangé dans votre espace personnel. Vous pourrez le masquer aux professionnels.") : "",
+    other
+      ? h("p", {}, `Il sera rangé dans l'espace personnel de ${fullName(other)}.`)
+      : own
+        ? h("p", {}, "Il sera rangé dans votre espace personnel. Vous pourrez le masquer aux professionnels.")
+        : "",
     form,
   );
 }

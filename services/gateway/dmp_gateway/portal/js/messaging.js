@@ -4,7 +4,7 @@
 
 import * as api from "./api.js";
 import { base64Of } from "./dossier.js";
-import { dateTime, field, h, notice, replace, size } from "./dom.js";
+import { confirmation, dateTime, field, h, notice, replace, size } from "./dom.js";
 import { catalogue, failure, go, onSubmit, PROFESSIONS } from "./shell.js";
 
 const MAX_BYTES = 5 * 1024 * 1024;
@@ -362,35 +362,15 @@ function sideActions(conversation, state, status, done) {
     return actions;
   }
   if (conversation.counterpart.kind !== "professional") return actions;
-  const confirm = h(
-    "div",
-    { class: "confirm notice warning", hidden: true, role: "group", "aria-label": "Confirmer le blocage" },
-    h(
-      "p",
-      {},
+  const [ask, confirm] = confirmation({
+    ask: "Bloquer ce professionnel",
+    question: [
       `Bloquer ${partyName(conversation.counterpart)} ? Il ne pourra plus vous écrire ni consulter votre dossier médical, même en urgence, `,
       "et cette conversation sera close. Vous pourrez le débloquer depuis « Qui peut voir mon dossier ».",
-    ),
-    h(
-      "div",
-      { class: "actions" },
-      h("button", { type: "button", class: "danger", onclick: act("block", "Ce professionnel est bloqué.") }, "Confirmer le blocage"),
-      h("button", { type: "button", class: "secondary", onclick: () => { confirm.hidden = true; ask.hidden = false; ask.focus(); } }, "Annuler"),
-    ),
-  );
-  const ask = h(
-    "button",
-    {
-      type: "button",
-      class: "secondary",
-      onclick: () => {
-        confirm.hidden = false;
-        ask.hidden = true;
-        confirm.querySelector("button").focus();
-      },
-    },
-    "Bloquer ce professionnel",
-  );
+    ],
+    confirm: "Confirmer le blocage",
+    action: act("block", "Ce professionnel est bloqué."),
+  });
   actions.append(ask);
   return h("div", {}, actions, confirm);
 }

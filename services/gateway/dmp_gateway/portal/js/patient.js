@@ -4,11 +4,17 @@
 import * as api from "./api.js";
 import { verifyTrace } from "./audit.js";
 import { checkbox, dateTime, field, h, notice, replace } from "./dom.js";
-import { failure, go, onSubmit, PROFESSIONS } from "./shell.js";
+import { actingFor, failure, fullName, go, onSubmit, PROFESSIONS } from "./shell.js";
 
 const base = (ins) => `/v1/dossiers/${api.q(ins)}`;
 
 // ------------------------------------------------------------------ who may see the record
+
+// A page's title: the patient's own, or the one of whom the viewer acts for.
+function title(ins, own, theirs) {
+  const other = actingFor(ins);
+  return h("h1", {}, other ? `${theirs} — ${fullName(other)}` : own);
+}
 
 export async function access(main, { ins }) {
   const [settings, team] = await Promise.all([
@@ -121,7 +127,7 @@ export async function access(main, { ins }) {
 
   replace(
     main,
-    h("h1", {}, "Qui peut voir mon dossier"),
+    title(ins, "Qui peut voir mon dossier", "Qui peut voir son dossier"),
     h(
       "p",
       { class: "lead" },
@@ -154,6 +160,13 @@ const REFUSALS = {
   not_a_care_actor: "il n'est pas un professionnel de santé",
 };
 
+const TRUST_CHANGES = {
+  "consent:trusted_person_invited": "Invitation d'une personne de confiance",
+  "consent:trusted_person_changed": "Changement de l'accès d'une personne de confiance",
+  "consent:trusted_person_removed": "Retrait d'une personne de confiance",
+  "consent:trusted_person_accepted": "Invitation acceptée par une personne de confiance",
+};
+
 // What happened, in words: the entry's action and what it was about.
 function what(e) {
   const query = e.query || "";
@@ -161,6 +174,7 @@ function what(e) {
   if (e.action === "login") return "Connexion au compte";
   if (query === "emergency_access") return "Déclenchement d'un accès en urgence";
   if (query.startsWith("dossier:")) return change[query.slice(8)] || "Modification du dossier";
+  if (TRUST_CHANGES[query]) return TRUST_CHANGES[query];
   if (query.startsWith("consent:")) return "Modification des droits d'accès";
   if (query === "auto_reveal") return "Document rendu visible (délai d'un mois écoulé)";
   if (query === "representation:ended") return "Fin de la représentation légale (majorité)";
@@ -168,8 +182,18 @@ function what(e) {
   return e.document_id ? one : whole;
 }
 
-function actorName(actor, ins) {
-  if (actor.kind === "patient") return actor.id === ins ? "Vous" : `Représentant légal (${actor.id})`;
+// Who acted. A person acting for the patient is named with them: « Alex Durand (pour le compte
+// de Camille Martin) », from the names the viewer knows (`people`: INS → name).
+function actorName(e, ins, me, people) {
+  const actor = e.actor;
+  if (actor.kind === "patient") {
+    const who =
+      actor.id === me.ins ? "Vous" : people.get(actor.id) || actor.name || (actor.id === ins ? "Le patient" : "Un proche");
+    // Accepting an invitation is the trusted person's own act, not one for the patient.
+    const forWhom = e.query === "consent:trusted_person_accepted" ? null : e.on_behalf_of;
+    if (!forWhom) return who;
+    return `${who} (pour le compte de ${people.get(forWhom) || (forWhom === me.ins ? "vous" : `INS ${forWhom}`)})`;
+  }
   if (actor.kind === "professional") {
     const who = actor.name || `RPPS ${actor.id}`;
     return actor.profession ? `${who}, ${PROFESSIONS[actor.profession] || actor.profession}` : who;
@@ -189,8 +213,24 @@ async function allEntries(ins) {
   return entries;
 }
 
+// The names the viewer knows for a dossier's trace: themself, the patient they act for, or
+// their own trusted persons.
+async function knownPeople(ins, me) {
+  const people = new Map([[me.ins, fullName(me)]]);
+  const other = actingFor(ins);
+  if (other) return people.set(other.ins, fullName(other));
+  if (me.ins !== ins) return people;
+  try {
+    const { items } = await api.get(`${base(ins)}/trusted-persons`);
+    for (const person of items) people.set(person.ins, fullName(person));
+  } catch (error) {
+    if (error instanceof api.Problem && error.status === 401) throw error;
+  }
+  return people;
+}
+
 export async function history(main, { ins }, state) {
-  const entries = await allEntries(ins);
+  const [entries, people] = await Promise.all([allEntries(ins), knownPeople(ins, state.me)]);
   const own = state.me.ins === ins;
   const verdicts = new Map();
   const rows = entries.map((e) => {
@@ -211,7 +251,7 @@ export async function history(main, { ins }, state) {
       "tr",
       { class: emergency ? "emergency" : e.outcome === "denied" ? "denied" : "" },
       h("td", {}, dateTime(e.at)),
-      h("td", {}, actorName(e.actor, ins)),
+      h("td", {}, actorName(e, ins, state.me, people)),
       h(
         "td",
         {},
@@ -253,7 +293,7 @@ export async function history(main, { ins }, state) {
   });
   replace(
     main,
-    h("h1", {}, "Historique des accès"),
+    title(ins, "Historique des accès", "Historique des accès"),
     h(
       "p",
       {},
@@ -359,7 +399,7 @@ export async function profile(main, { ins }) {
     dirStatus.replaceChildren(notice(`Directives enregistrées (version ${saved.version}).`));
   });
 
-  replace(main, h("h1", {}, "Mon profil médical"), profForm, contactForm, dirForm);
+  replace(main, title(ins, "Mon profil médical", "Profil médical"), profForm, contactForm, dirForm);
 }
 
 // ------------------------------------------------------------------ notifications

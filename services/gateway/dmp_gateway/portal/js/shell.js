@@ -4,7 +4,8 @@ import * as api from "./api.js";
 import { notice } from "./dom.js";
 import { sentence } from "./problems.js";
 
-export const state = { me: null, catalogue: null };
+// `represented`: whom the signed-in patient may act for (and the invitations they received).
+export const state = { me: null, catalogue: null, represented: [] };
 
 export function go(path) {
   if (location.hash === `#${path}`) window.dispatchEvent(new HashChangeEvent("hashchange"));
@@ -16,6 +17,30 @@ export async function catalogue() {
   state.catalogue ??= await api.get("/v1/habilitation-matrix");
   return state.catalogue;
 }
+
+export const fullName = (person) => [person.given_name, person.family_name].filter(Boolean).join(" ");
+
+// Whom a patient may act for, and the invitations waiting for their answer (none for anyone else,
+// nor when the list cannot be read: the portal then shows one's own space only).
+export async function loadRepresented() {
+  state.represented = [];
+  if (state.me?.kind !== "patient") return state.represented;
+  try {
+    state.represented = (await api.get("/v1/me/represented")).items;
+  } catch (error) {
+    if (error instanceof api.Problem && error.status === 401) throw error;
+  }
+  return state.represented;
+}
+
+// The person the signed-in patient acts for on this dossier's pages, if they act for its
+// patient: someone who trusts them (invitation accepted), or a minor they legally represent.
+export function actingFor(ins) {
+  if (state.me?.kind !== "patient" || state.me.ins === ins) return null;
+  return state.represented.find((r) => r.ins === ins && r.status === "active") || null;
+}
+
+export const SCOPES = { read: "Lecture", manage: "Lecture et gestion" };
 
 export const PROFESSIONS = {
   10: "Médecin",
