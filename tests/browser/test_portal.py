@@ -687,6 +687,18 @@ def _messaging(
     expect(listed.get_by_role("link", name="Vos résultats")).to_be_visible()
     expect(listed.locator(".badge.unread")).to_have_text("1 non lu")
     me.shot("20-messagerie-patient")
+    # A search of one's own messages, case and accents aside.
+    search = mpage.get_by_role("searchbox", name="Rechercher dans mes messages")
+    search.fill("RESULTATS")
+    mpage.get_by_role("button", name="Rechercher").click()
+    expect(mpage.get_by_text("Conversations contenant « RESULTATS » :")).to_be_visible()
+    expect(listed.get_by_role("link", name="Vos résultats")).to_be_visible()
+    search.fill("introuvable")
+    mpage.get_by_role("button", name="Rechercher").click()
+    expect(mpage.get_by_text("Aucune conversation ne contient « introuvable ».")).to_be_visible()
+    search.fill("")
+    mpage.get_by_role("button", name="Rechercher").click()
+    expect(listed.get_by_role("link", name="Vos résultats")).to_be_visible()
     # On a phone, the folded menu's button says it too.
     mpage.set_viewport_size(PHONE)
     toggle = mpage.get_by_role("button", name="Menu")

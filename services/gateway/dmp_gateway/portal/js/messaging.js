@@ -46,8 +46,11 @@ const closedBadge = (conversation) =>
 export async function inbox(main, _params, state) {
   const items = h("ul", { class: "conversations" });
   const more = h("div", {});
+  const found = h("p", { class: "meta", role: "status" });
+  let search = "";
   const load = async (cursor) => {
-    const page = await api.get(`/v1/conversations?page_size=20${cursor ? `&cursor=${api.q(cursor)}` : ""}`);
+    const query = `${cursor ? `&cursor=${api.q(cursor)}` : ""}${search ? `&q=${api.q(search)}` : ""}`;
+    const page = await api.get(`/v1/conversations?page_size=20${query}`);
     for (const c of page.items) {
       items.append(
         h(
@@ -67,6 +70,31 @@ export async function inbox(main, _params, state) {
   };
   const first = await load();
   const total = first.unread_total;
+  const searchField = h("input", { type: "search", name: "q", minlength: "2", maxlength: "100", "aria-label": "Rechercher dans mes messages" });
+  const searchForm = h(
+    "form",
+    {
+      class: "search",
+      role: "search",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        search = searchField.value.trim();
+        items.replaceChildren();
+        try {
+          const page = await load();
+          found.textContent = search
+            ? page.items.length || page.next
+              ? `Conversations contenant « ${search} » :`
+              : `Aucune conversation ne contient « ${search} ».`
+            : "";
+        } catch (err) {
+          found.replaceChildren(failure(err));
+        }
+      },
+    },
+    searchField,
+    h("button", { type: "submit", class: "secondary" }, "Rechercher"),
+  );
   replace(
     main,
     h("h1", {}, "Messagerie"),
@@ -81,6 +109,8 @@ export async function inbox(main, _params, state) {
       ? h("div", { class: "actions" }, h("a", { class: "button", href: "#/messagerie/pharmacie" }, "Écrire à ma pharmacie"))
       : "",
     h("p", {}, total > 0 ? `${total} message${total > 1 ? "s" : ""} non lu${total > 1 ? "s" : ""}.` : "Aucun message non lu."),
+    first.items.length ? searchForm : "",
+    found,
     first.items.length ? items : h("p", {}, "Aucune conversation pour l'instant."),
     more,
   );
