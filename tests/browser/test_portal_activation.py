@@ -6,7 +6,6 @@ in French. At a desktop's width and a phone's; screenshots to docs/screenshots/.
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -14,14 +13,12 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from dmp_stack.testing import RunningStack, make_ins, until
+from dmp_stack.testing import RunningStack, until
 
 
-def _portal() -> ModuleType:
-    """tests/browser/test_portal.py, whose browser, visitors and screen sizes are shared."""
-    name = "dmp_browser_portal"
+def _sibling(name: str, path: Path) -> ModuleType:
+    """Another test module, loaded once, whose fixtures and helpers are shared here."""
     if name not in sys.modules:
-        path = Path(__file__).with_name("test_portal.py")
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec and spec.loader
         sys.modules[name] = importlib.util.module_from_spec(spec)
@@ -29,57 +26,34 @@ def _portal() -> ModuleType:
     return sys.modules[name]
 
 
-portal = _portal()
+TESTS = Path(__file__).resolve().parents[1]
+# The browser, its visitors and the screen sizes of the portal's tests; the directory's
+# accounts, the outbox and its codes as the API's tests read them.
+portal = _sibling("dmp_browser_portal", TESTS / "browser" / "test_portal.py")
+accounts = _sibling("dmp_e2e_accounts", TESTS / "e2e" / "test_accounts.py")
 browser = portal.browser
 visitors = portal.visitors
 DESKTOP, PHONE = portal.DESKTOP, portal.PHONE
 
-PROVISIONAL = "Votre code provisoire pour activer votre espace DMP"
-VERIFY = "Votre code de vérification DMP"
 WRONG_PROOF = (
     "Ces informations ne correspondent à aucun compte en attente : vérifiez votre numéro INS, "
     "le numéro de série de votre carte Vitale et le code provisoire reçu."
 )
 
 
-def _sent(stack: RunningStack, address: str, subject: str) -> list[dict[str, Any]]:
-    """What the stack sent to `address` (e-mail or SMS) with that subject, newest first."""
-    with stack.client() as c:
-        items: list[dict[str, Any]] = c.get("/dev/outbox", params={"to": address}).json()["items"]
-    return [m for m in items if m["subject"] == subject]
+def _created(stack: RunningStack) -> dict[str, Any]:
+    """An account the directory created, its provisional code, and the directory's token."""
+    directory = stack.client_token(stack.admin_token(), ["directory_sync"])
+    account: dict[str, Any] = accounts.provisional(stack, directory, phone="")
+    return {**account, "directory": directory}
 
 
 def _code(stack: RunningStack, address: str) -> str:
-    sent = until(lambda: _sent(stack, address, VERIFY))
+    """The verification code sent to `address` (e-mail or SMS)."""
+    sent = until(lambda: accounts.outbox(stack, address, accounts.VERIFY))
     assert sent, f"no code reached {address}"
-    found = re.search(r"\b([0-9]{6})\b", sent[0]["body"])
-    assert found, sent[0]["body"]
-    return found.group(1)
-
-
-def _created(stack: RunningStack) -> dict[str, Any]:
-    """An account the directory created, and the provisional code its person received."""
-    admin = stack.admin_token()
-    directory = stack.client_token(admin, ["directory_sync"])
-    ins = make_ins()
-    body = {
-        "ins": ins,
-        "vitale_serial": "12345678",
-        "given_name": "Gwenaëlle",
-        "family_name": "Le Goff",
-        "birth_date": "1984-05-17",
-        "email": f"gwen-{ins}@example.org",
-        "phone": "",
-    }
-    with stack.client(directory) as c:
-        r = c.post("/v1/accounts", json=body)
-    assert r.status_code == 201, r.text
-    assert r.json()["status"] == "to_activate"
-    sent = until(lambda: _sent(stack, body["email"], PROVISIONAL))
-    assert sent, "no provisional code was sent"
-    found = re.search(r"provisoire est : ([A-Z0-9]{10})", sent[0]["body"])
-    assert found, sent[0]["body"]
-    return {**body, "code": found.group(1), "directory": directory}
+    code: str = accounts.code_in(sent[0]["body"])
+    return code
 
 
 def _status(stack: RunningStack, account: dict[str, Any]) -> Any:
@@ -113,7 +87,7 @@ def test_a_person_activates_their_account_then_logs_in(stack: RunningStack, visi
     expect(refusal).to_have_text(WRONG_PROOF)
     expect(refusal).to_have_attribute("data-problem", "invalid-credentials")
     expect(page.get_by_label("Adresse e-mail")).to_have_value(email)
-    assert not _sent(stack, email, VERIFY)
+    assert not accounts.outbox(stack, email, accounts.VERIFY)
     me.shot("27-activation-code-refuse")
     page.set_viewport_size(PHONE)
     me.fits_the_screen()

@@ -202,11 +202,12 @@ export function oppositionView(main) {
       h("button", { type: "button", class: "secondary", onclick: () => edit(true) }, "Annuler"),
     ),
   );
-  const actions = h("div", { class: "actions" }, next);
+  const proceed = h("div", { class: "actions" }, next);
+  const actions = h("div", {}, proceed);
   // Back to the fields (after a cancel or a refusal), or on to the confirmation.
   const edit = (focus) => {
     for (const input of inputs()) input.readOnly = false;
-    actions.replaceChildren(next);
+    actions.replaceChildren(proceed);
     if (focus) next.focus();
   };
   const form = h("form", { class: "card narrow" }, proofFields(), actions, status);
