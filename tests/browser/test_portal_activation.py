@@ -88,7 +88,7 @@ def test_a_person_activates_their_account_then_logs_in(stack: RunningStack, visi
     expect(refusal).to_have_attribute("data-problem", "invalid-credentials")
     expect(page.get_by_label("Adresse e-mail")).to_have_value(email)
     assert not accounts.outbox(stack, email, accounts.VERIFY)
-    me.shot("27-activation-code-refuse")
+    me.shot("33-activation-code-refuse")
     page.set_viewport_size(PHONE)
     me.fits_the_screen()
     page.set_viewport_size(DESKTOP)
@@ -134,10 +134,10 @@ def test_a_person_activates_their_account_then_logs_in(stack: RunningStack, visi
     expect(password).to_have_attribute("aria-invalid", "true")
     expect(again).not_to_have_attribute("aria-invalid", "true")
     assert _status(stack, account) == "to_activate"
-    me.shot("28-activation-mot-de-passe")
+    me.shot("34-activation-mot-de-passe")
     page.set_viewport_size(PHONE)
     me.fits_the_screen()
-    me.shot("30-telephone-activation")
+    me.shot("36-telephone-activation")
     page.set_viewport_size(DESKTOP)
 
     good = "un chemin de grès sous la pluie"
@@ -148,7 +148,7 @@ def test_a_person_activates_their_account_then_logs_in(stack: RunningStack, visi
     done = page.locator("main").get_by_role("status")
     expect(done).to_contain_text(f"un code vous sera envoyé à {email}")
     assert _status(stack, account) == "active"
-    me.shot("29-activation-reussie")
+    me.shot("35-activation-reussie")
     page.set_viewport_size(PHONE)
     me.fits_the_screen()
     page.set_viewport_size(DESKTOP)
@@ -199,7 +199,7 @@ def test_a_person_opposes_their_account_on_a_phone(stack: RunningStack, visitors
     page.get_by_role("button", name="Continuer").click()
     expect(confirm).to_be_visible()
     me.fits_the_screen()
-    me.shot("31-telephone-opposition")
+    me.shot("37-telephone-opposition")
     page.get_by_role("button", name="Confirmer mon opposition").click()
     expect(page.get_by_role("heading", name="Votre opposition est enregistrée")).to_be_visible()
     expect(main.get_by_role("status")).to_have_text(
@@ -207,7 +207,7 @@ def test_a_person_opposes_their_account_on_a_phone(stack: RunningStack, visitors
         "pour vous tant que vous ne reviendrez pas sur votre décision."
     )
     me.fits_the_screen()
-    me.shot("32-telephone-opposition-faite")
+    me.shot("38-telephone-opposition-faite")
     assert _status(stack, account) == "opposed"
 
     # The provisional code is spent: activating now is refused, in French.
