@@ -1,6 +1,7 @@
 // The portal's shell: who is signed in, the menu, and which view a location shows.
 
 import { account } from "./account.js";
+import { activationView, oppositionView } from "./activation.js";
 import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
@@ -23,6 +24,8 @@ menuToggle.addEventListener("click", () => {
 // "#/dossier/1234/documents/analyses" → handler with params, first match wins.
 const ROUTES = [
   ["/connexion", (el) => loginView(el, signedIn)],
+  ["/activation", activationView],
+  ["/opposition", oppositionView],
   ["/dossier/:ins", dossier.overview],
   ["/dossier/:ins/documents/:section", dossier.list],
   ["/dossier/:ins/document/:id", dossier.detail],
@@ -247,7 +250,7 @@ async function render() {
   await ensureIdentity();
   const path = location.hash.replace(/^#/, "");
   if (!path || path === "/") return go(home());
-  if (!state.me && path !== "/connexion") return go("/connexion");
+  if (!state.me && !["/connexion", "/activation", "/opposition"].includes(path)) return go("/connexion");
   const [view, params] = match(path);
   await knowWhoseDossier(path);
   const other = menu();

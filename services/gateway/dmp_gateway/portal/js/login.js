@@ -71,6 +71,23 @@ export function loginView(main, signedIn) {
       "Vous décidez qui peut le consulter.",
     ),
     form,
+    h(
+      "section",
+      { class: "card narrow first-time", "aria-labelledby": "premiere-fois" },
+      h("h2", { id: "premiere-fois" }, "Vous avez reçu un code provisoire ?"),
+      h(
+        "p",
+        {},
+        "Votre caisse d'assurance maladie a créé votre espace santé. Activez-le pour vous connecter, ou refusez-le : ",
+        "sa création n'est pas obligatoire et n'a aucun impact sur vos remboursements.",
+      ),
+      h(
+        "div",
+        { class: "actions" },
+        h("a", { class: "button secondary", href: "#/activation" }, "Activer mon compte"),
+        h("a", { href: "#/opposition" }, "Je ne souhaite pas de compte (opposition)"),
+      ),
+    ),
   );
 }
 
