@@ -21,7 +21,7 @@ async def serve() -> None:
     settings = DossierSettings()
     runtime = ServiceRuntime("dossier", settings)
     store = DossierStore(runtime.db)
-    relay = OutboxRelay(runtime.bus, [store.dossiers, store.listings])
+    relay = OutboxRelay(runtime.bus, [store.dossiers, store.listings, store.measurements])
     servicer = DossierServicer(
         settings,
         store,

@@ -26,6 +26,7 @@ from dmp_dossier.store import (
     find_document,
     hidden_from_patient,
     listing_id,
+    series_id,
     unique_id,
 )
 from dmp_kit.access import raise_if_denied
@@ -1254,6 +1255,20 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> Document:
         """The patient writes these; a member of the care team may also keep the medical
         profile, if the matrix lets their profession read it and they are not blocked."""
+        who = await self._may_write_record(ins, what, patient_only)
+        updated = await self.store.change_dossier(
+            ins,
+            fields,
+            self.events.fact("dossier.record_updated", ev.RecordUpdated(record=what), who, ins),
+            self.events.audit(who, ins, "update", query=what),
+        )
+        if updated is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        self.relay.kick(self.store.dossiers, ins)
+        return updated
+
+    async def _may_write_record(self, ins: str, what: str, patient_only: bool) -> Principal:
+        """Who may write the record `what` (see _record_write); returns the caller."""
         who = caller()
         dossier = await self.store.get_dossier(ins)
         manage = await self._decide(ins, dossier, consent_pb2.ACTION_MANAGE)
@@ -1270,16 +1285,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         elif dossier is not None and dossier["status"] != "open":
             # Rule 13: a closed dossier changes only by the patient reopening it.
             raise_if_denied(consent_pb2.DecideResponse(allowed=False, reason="dossier_closed"))
-        updated = await self.store.change_dossier(
-            ins,
-            fields,
-            self.events.fact("dossier.record_updated", ev.RecordUpdated(record=what), who, ins),
-            self.events.audit(who, ins, "update", query=what),
-        )
-        if updated is None:
+        if dossier is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        self.relay.kick(self.store.dossiers, ins)
-        return updated
+        return who
 
     async def GetProfile(
         self, request: pb.GetProfileRequest, context: grpc.aio.ServicerContext
@@ -1378,6 +1386,148 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
 
         dossier = await self._record_write(ins, "advance_directives", fields, patient_only=True)
         return pb.PutAdvanceDirectivesResponse(directives=_directives(dossier))
+
+    # health measurements ---------------------------------------------------------------------
+
+    async def ListMeasurements(
+        self, request: pb.ListMeasurementsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMeasurementsResponse:
+        ins = validate_ins(request.ins)
+        kind = request.kind
+        known = [*domain.MEASUREMENT_KINDS, domain.BMI.name]
+        if kind and kind not in known:
+            raise InvalidArgument(f"kind is one of {', '.join(known)}", field="kind")
+        await self._record_read(ins, "measurements")
+        wanted = [kind] if kind else list(domain.MEASUREMENT_KINDS)
+        if domain.BMI.name in wanted:
+            wanted = [k for k in wanted if k != domain.BMI.name]
+            wanted += [k for k in ("weight", "height") if k not in wanted]
+        series = await self.store.measurement_series(ins, wanted)
+        points = [p for k, found in series.items() if not kind or k == kind for p in found]
+        if kind in ("", domain.BMI.name):
+            points += domain.bmi_points(series["weight"], series["height"])
+        utc = self.clock.now().tzinfo
+        since = (
+            request.measured_from.ToDatetime(tzinfo=utc)
+            if request.HasField("measured_from")
+            else None
+        )
+        until = (
+            request.measured_to.ToDatetime(tzinfo=utc) if request.HasField("measured_to") else None
+        )
+        return pb.ListMeasurementsResponse(
+            measurements=[_measurement(p) for p in domain.measurement_window(points, since, until)]
+        )
+
+    async def AddMeasurement(
+        self, request: pb.AddMeasurementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddMeasurementResponse:
+        ins = validate_ins(request.ins)
+        now = self.clock.now()
+        if not request.HasField("measured_at"):
+            raise InvalidArgument("measured_at is required", field="measured_at")
+        point = domain.check_new_measurement(
+            domain.NewMeasurement(
+                kind=request.kind,
+                unit=request.unit,
+                measured_at=request.measured_at.ToDatetime(tzinfo=now.tzinfo),
+                value=request.value,
+                systolic=request.systolic,
+                diastolic=request.diastolic,
+                note=request.note,
+            ),
+            now,
+        )
+        who = await self._may_write_record(ins, "measurements", patient_only=False)
+        point |= {
+            "id": str(uuid7()),
+            "source": _measurement_source(who),
+            "author": who.actor_id,
+            "recorded_at": now,
+        }
+
+        def added(current: Document | None) -> Document:
+            points = (current or {}).get("points", [])
+            if len(points) >= domain.MAX_POINTS:
+                raise Conflict(
+                    f"a series holds at most {domain.MAX_POINTS} measurements",
+                    field="kind",
+                    slug="series-full",
+                )
+            return {"ins": ins, "points": [*points, point]}
+
+        await self._write_series(ins, point["kind"], added, who, "create")
+        return pb.AddMeasurementResponse(measurement=_measurement(point))
+
+    async def DeleteMeasurement(
+        self, request: pb.DeleteMeasurementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteMeasurementResponse:
+        ins = validate_ins(request.ins)
+        wanted = request.measurement_id
+        who = await self._may_write_record(ins, "measurements", patient_only=False)
+        series = await self.store.measurement_series(ins, list(domain.MEASUREMENT_KINDS))
+        found = next(
+            ((k, p) for k, points in series.items() for p in points if p["id"] == wanted), None
+        )
+        if found is None:
+            raise NotFound(
+                "no such measurement in this dossier",
+                field="measurement_id",
+                slug="measurement-not-found",
+            )
+        kind, point = found
+        if point["author"] != who.actor_id:
+            raise PermissionDenied(
+                "only its author deletes a measurement",
+                field="measurement_id",
+                slug="not-your-measurement",
+            )
+
+        def removed(current: Document | None) -> Document | None:
+            points = (current or {}).get("points", [])
+            kept = [p for p in points if p["id"] != wanted]
+            return None if len(kept) == len(points) else {"ins": ins, "points": kept}
+
+        await self._write_series(ins, kind, removed, who, "delete")
+        return pb.DeleteMeasurementResponse()
+
+    async def _write_series(
+        self, ins: str, kind: str, change: Change, who: Principal, action: str
+    ) -> None:
+        """A change of one series, with its event (no value in it) and its trace."""
+        await self.store.change_series(
+            ins,
+            kind,
+            change,
+            self.events.fact(
+                "dossier.record_updated", ev.RecordUpdated(record="measurements"), who, ins
+            ),
+            self.events.audit(who, ins, action, query=f"measurements:{kind}"),
+        )
+        self.relay.kick(self.store.measurements, series_id(ins, kind))
+
+
+def _measurement(point: Document) -> pb.HealthMeasurement:
+    return pb.HealthMeasurement(
+        id=point["id"],
+        kind=point["kind"],
+        value=point.get("value", 0.0),
+        systolic=point.get("systolic", 0.0),
+        diastolic=point.get("diastolic", 0.0),
+        unit=point["unit"],
+        measured_at=timestamp(point["measured_at"]),
+        source=point["source"],
+        author=point.get("author", ""),
+        note=point.get("note", ""),
+        recorded_at=timestamp(point["recorded_at"]),
+        computed=point.get("computed", False),
+    )
+
+
+def _measurement_source(who: Principal) -> str:
+    """Where a measurement comes from, by who writes it: the patient (or who acts for them),
+    a professional; "device" is kept for the apps a patient connects."""
+    return "professional" if who.kind == "professional" else "patient"
 
 
 def _profile(p: Document | None) -> pb.Profile:

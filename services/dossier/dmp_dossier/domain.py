@@ -6,12 +6,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from dmp_kit.errors import Conflict, InvalidArgument, PayloadTooLarge, PermissionDenied
+
+Document = dict[str, Any]
 
 MASKED = "MASQUE_PS"
 HIDDEN_FROM_PATIENT = "INVISIBLE_PATIENT"
@@ -242,6 +246,154 @@ def check_measurement(m: Measurement, index: int, now: datetime) -> Measurement:
     if m.measured_at > now:
         raise InvalidArgument("measured_at is in the future", field=f"{where}.measured_at")
     return Measurement(m.kind.strip(), m.value.strip(), m.unit.strip(), m.measured_at)
+
+
+# Health measurements ------------------------------------------------------------------------
+#
+# Each kind is a series in one UCUM unit. The plausible ranges catch a typing or unit mistake
+# (70 entered in grams, a height in metres), not an abnormal value: they hold every measurement
+# a living person can have, from a premature newborn to the extremes on record, e.g. a
+# birth weight of about 0.3 kg to the heaviest people weighed (about 600 kg); 25 cm at birth
+# to 272 cm; a heart rate from deep bradycardia (20/min) to supraventricular tachycardia in an
+# infant (300/min); systolic pressure 40 (shock) to 300 mm[Hg] and diastolic 20 to 200
+# (hypertensive emergencies stay well below); a glycaemia of 0.1 g/L (severe hypoglycaemia)
+# to 10 g/L (hyperosmolar state; meters stop at 6 g/L); a waist of 20 to 300 cm.
+# Glycaemia is written in g/L, as French patients and labs write it; mg/dL (100 mg/dL = 1 g/L)
+# and mmol/L (molar mass of glucose 180.16 g/mol: 1 mmol/L = 0.18016 g/L) are converted.
+
+
+@dataclass(frozen=True)
+class MeasurementKind:
+    name: str
+    unit: str  # UCUM
+    low: float
+    high: float
+    # other UCUM units accepted, and the factor to the kind's unit
+    converted: tuple[tuple[str, float], ...] = ()
+
+
+MEASUREMENT_KINDS = {
+    k.name: k
+    for k in (
+        MeasurementKind("weight", "kg", 0.2, 650),
+        MeasurementKind("height", "cm", 20, 275),
+        MeasurementKind("blood_pressure", "mm[Hg]", 20, 300),
+        MeasurementKind("heart_rate", "/min", 20, 300),
+        MeasurementKind("glycaemia", "g/L", 0.1, 10, (("mg/dL", 0.01), ("mmol/L", 0.18016))),
+        MeasurementKind("waist", "cm", 20, 300),
+    )
+}
+BMI = MeasurementKind("bmi", "kg/m2", 5, 300)  # computed from weight and height, never entered
+SYSTOLIC = (40.0, 300.0)
+DIASTOLIC = (20.0, 200.0)
+MAX_NOTE = 500
+MAX_POINTS = 5000  # per series: one record of at most ~1 MB
+EARLIEST_MEASUREMENT = datetime(1900, 1, 1, tzinfo=UTC)
+MEASUREMENT_SOURCES = ("patient", "professional", "device")
+
+
+@dataclass(frozen=True)
+class NewMeasurement:
+    """A measurement as given (any unit the kind accepts)."""
+
+    kind: str
+    unit: str
+    measured_at: datetime
+    value: float = 0.0
+    systolic: float = 0.0
+    diastolic: float = 0.0
+    note: str = ""
+
+
+def _in_range(value: float, low: float, high: float, field: str, unit: str) -> None:
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InvalidArgument(
+            f"{field} must be between {low:g} and {high:g} {unit}",
+            field=field,
+            slug="measurement-out-of-range",
+        )
+
+
+def check_new_measurement(m: NewMeasurement, now: datetime) -> Document:
+    """A measurement checked and in its kind's unit, as stored (without id, author, source)."""
+    kind = MEASUREMENT_KINDS.get(m.kind)
+    if kind is None:
+        if m.kind == BMI.name:
+            raise InvalidArgument("the BMI is computed from weight and height", field="kind")
+        raise InvalidArgument(f"kind is one of {', '.join(MEASUREMENT_KINDS)}", field="kind")
+    factors = {kind.unit: 1.0, **dict(kind.converted)}
+    if m.unit not in factors:
+        units = ", ".join(factors)
+        raise InvalidArgument(f"the unit of {kind.name} is one of {units}", field="unit")
+    if m.measured_at > now:
+        raise InvalidArgument("measured_at is in the future", field="measured_at")
+    if m.measured_at < EARLIEST_MEASUREMENT:
+        raise InvalidArgument("measured_at is before 1900", field="measured_at")
+    note = m.note.strip()
+    if len(note) > MAX_NOTE:
+        raise InvalidArgument(f"a note has at most {MAX_NOTE} characters", field="note")
+    point: Document = {"kind": kind.name, "unit": kind.unit, "measured_at": m.measured_at}
+    if kind.name == "blood_pressure":
+        if m.value:
+            raise InvalidArgument("blood pressure is systolic and diastolic", field="value")
+        _in_range(m.systolic, *SYSTOLIC, "systolic", kind.unit)
+        _in_range(m.diastolic, *DIASTOLIC, "diastolic", kind.unit)
+        if m.systolic <= m.diastolic:
+            raise InvalidArgument(
+                "systolic is above diastolic", field="systolic", slug="measurement-out-of-range"
+            )
+        point |= {"systolic": round(m.systolic, 1), "diastolic": round(m.diastolic, 1)}
+    else:
+        if m.systolic or m.diastolic:
+            raise InvalidArgument(f"{kind.name} has one value", field="systolic")
+        value = m.value * factors[m.unit]
+        _in_range(value, kind.low, kind.high, "value", kind.unit)
+        point["value"] = round(value, 3)
+    if note:
+        point["note"] = note
+    return point
+
+
+def bmi_points(weights: list[Document], heights: list[Document]) -> list[Document]:
+    """A BMI for each weight: weight / height² with the height measured last at or before it
+    (or, with none before, the first one after: an adult's height barely changes). Nothing
+    without a height; a value outside BMI's plausible range (a height or weight of someone
+    else, a child's old height) is left out rather than shown."""
+    ordered = sorted(heights, key=lambda h: h["measured_at"])
+    points = []
+    for w in weights:
+        before = [h for h in ordered if h["measured_at"] <= w["measured_at"]]
+        height = before[-1] if before else (ordered[0] if ordered else None)
+        if height is None:
+            continue
+        bmi = round(w["value"] / (height["value"] / 100) ** 2, 1)
+        if BMI.low <= bmi <= BMI.high:
+            points.append(
+                {
+                    "id": f"bmi-{w['id']}",
+                    "kind": BMI.name,
+                    "unit": BMI.unit,
+                    "value": bmi,
+                    "measured_at": w["measured_at"],
+                    "source": w["source"],
+                    "recorded_at": w["recorded_at"],
+                    "computed": True,
+                }
+            )
+    return points
+
+
+def measurement_window(
+    points: list[Document], since: datetime | None, until: datetime | None
+) -> list[Document]:
+    """The points measured within [since, until] (either open), oldest first."""
+    kept = [
+        p
+        for p in points
+        if (since is None or p["measured_at"] >= since)
+        and (until is None or p["measured_at"] <= until)
+    ]
+    return sorted(kept, key=lambda p: (p["measured_at"], p["id"]))
 
 
 def check_contact(name: str, phone: str, email: str, index: int) -> None:

@@ -83,6 +83,11 @@ class DossierStore(Store):
     def openings(self) -> Any:
         return self.db["openings"]
 
+    @property
+    def measurements(self) -> Any:
+        """One record per (patient, kind): `points`, the series, read by its `_id`."""
+        return self.db["measurements"]
+
     async def ensure_indexes(self) -> None:
         await self.chunks.create_index([("doc_id", ASCENDING), ("n", ASCENDING)])
         await self.listings.create_index("ins")
@@ -151,6 +156,23 @@ class DossierStore(Store):
             ]
         )
         return [doc async for doc in cursor]
+
+    # measurements ----------------------------------------------------------------------
+
+    async def measurement_series(self, ins: str, kinds: list[str]) -> dict[str, list[Document]]:
+        """The series of these kinds, each read by its `_id` (a key lookup on every server)."""
+        found: dict[str, list[Document]] = {}
+        for kind in kinds:
+            record = await self.measurements.find_one({"_id": series_id(ins, kind)}, {"points": 1})
+            found[kind] = list((record or {}).get("points", []))
+        return found
+
+    async def change_series(
+        self, ins: str, kind: str, fields: Change, *events: envelope_pb2.Envelope
+    ) -> Document | None:
+        return await change_document(
+            self.measurements, series_id(ins, kind), fields, *events, create=True
+        )
 
     # documents -------------------------------------------------------------------------
     #
@@ -422,6 +444,8 @@ class DossierStore(Store):
             # An equality each: `$in` would read every chunk on FerretDB.
             await self.chunks.delete_many({"doc_id": doc["_id"]})
         await self.listings.delete_many({"ins": ins})
+        for kind in domain.MEASUREMENT_KINDS:
+            await self.measurements.delete_one({"_id": series_id(ins, kind)})
         await self.dossiers.delete_one({"_id": ins})
 
 
@@ -435,6 +459,10 @@ def listing_entries(listing: Document | None) -> list[Document]:
         return []
     docs: list[Document] = bson.decode(bytes(listing["docs"]), codec_options=CODEC)["d"]
     return docs
+
+
+def series_id(ins: str, kind: str) -> str:
+    return f"{ins}:{kind}"
 
 
 def listing_of(doc_id: str) -> int:

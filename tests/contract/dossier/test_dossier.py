@@ -36,6 +36,12 @@ def tomorrow() -> Timestamp:
     return stamp
 
 
+def ago() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    return stamp
+
+
 def document(**fields: object) -> pb.AddDocumentRequest:
     base: dict[str, object] = {
         "ins": PATIENT_INS,
@@ -539,6 +545,77 @@ CASES = [
         "patient",
         S.INVALID_ARGUMENT,
         field="text",
+    ),
+    Case(
+        "ListMeasurements",
+        "with consent away to decide",
+        pb.ListMeasurementsRequest(ins=Ins, kind="bmi"),
+        "doctor",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "ListMeasurements",
+        "a kind that is not measured",
+        pb.ListMeasurementsRequest(ins=Ins, kind="temperature"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="kind",
+    ),
+    Case(
+        "AddMeasurement",
+        "well formed, with consent away to decide",
+        pb.AddMeasurementRequest(ins=Ins, kind="weight", value=72.5, unit="kg", measured_at=ago()),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "AddMeasurement",
+        "a systolic pressure below the diastolic",
+        pb.AddMeasurementRequest(
+            ins=Ins,
+            kind="blood_pressure",
+            systolic=70,
+            diastolic=90,
+            unit="mm[Hg]",
+            measured_at=ago(),
+        ),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="systolic",
+        problem="measurement-out-of-range",
+    ),
+    Case(
+        "AddMeasurement",
+        "a weight taken tomorrow",
+        pb.AddMeasurementRequest(
+            ins=Ins, kind="weight", value=72.5, unit="kg", measured_at=tomorrow()
+        ),
+        "doctor",
+        S.INVALID_ARGUMENT,
+        field="measured_at",
+    ),
+    Case(
+        "AddMeasurement",
+        "a BMI, which is computed",
+        pb.AddMeasurementRequest(ins=Ins, kind="bmi", value=22, unit="kg/m2", measured_at=ago()),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="kind",
+    ),
+    Case(
+        "DeleteMeasurement",
+        "with consent away to decide",
+        pb.DeleteMeasurementRequest(ins=Ins, measurement_id="m"),
+        "patient",
+        S.UNAVAILABLE,
+    ),
+    Case(
+        "DeleteMeasurement",
+        "a malformed INS",
+        pb.DeleteMeasurementRequest(ins="1", measurement_id="m"),
+        "patient",
+        S.INVALID_ARGUMENT,
+        field="ins",
     ),
 ]
 SLOW = Case("CountOpenings", "an administrator", pb.CountOpeningsRequest(), "admin", S.OK)
