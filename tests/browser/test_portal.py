@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -514,6 +515,119 @@ def test_patient_account_and_professional_preview(stack: RunningStack, visitors:
     tokens = stack.login("patient", ins, good, new_email)
     with stack.client(tokens["access_token"]) as c:
         assert len(c.get("/v1/me/sessions").json()["items"]) == 2
+
+
+def test_health_measurements_charts_and_tables(stack: RunningStack, visitors: Any) -> None:
+    """« Mes constantes »: a weight typed the French way, an implausible one refused in French on
+    its field, one SVG chart per series with its table, the BMI computed, one's own entry
+    deleted and not the doctor's; the doctor reads the page without its form; a phone's width."""
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    doctor = stack.create_professional(admin, "10")
+    ins = patient["ins"]
+    token = _token(stack, patient)
+    stack.open_dossier(token, patient)
+    doctor_token = _token(stack, doctor)
+    days = [40, 30, 20, 10]
+    with stack.client(token) as c:
+        r = c.put(
+            f"/v1/dossiers/{ins}/professionals/{doctor['rpps']}", json={"status": "authorized"}
+        )
+        assert r.status_code == 200, r.text
+        series = [("height", 172.0, "cm", 60)]
+        weights = (78, 77.2, 76.5, 75.8)
+        series += [("weight", w, "kg", d) for w, d in zip(weights, days, strict=True)]
+        series += [
+            ("glycaemia", g, "g/L", d) for g, d in zip((1.12, 1.05, 0.98, 1.01), days, strict=True)
+        ]
+        for kind, value, unit, ago in series:
+            when = (datetime.now(UTC) - timedelta(days=ago)).isoformat()
+            body = {"kind": kind, "value": value, "unit": unit, "measured_at": when}
+            assert c.post(f"/v1/dossiers/{ins}/measurements", json=body).status_code == 201
+    with stack.client(doctor_token) as c:
+        pressures = ((142, 91), (136, 88), (131, 84))
+        for (systolic, diastolic), ago in zip(pressures, days[:3], strict=True):
+            when = (datetime.now(UTC) - timedelta(days=ago)).isoformat()
+            body = {
+                "kind": "blood_pressure",
+                "systolic": systolic,
+                "diastolic": diastolic,
+                "unit": "mm[Hg]",
+                "measured_at": when,
+                "note": "Au cabinet",
+            }
+            assert c.post(f"/v1/dossiers/{ins}/measurements", json=body).status_code == 201
+
+    me = visitors()
+    page = me.page
+    me.sign_in("Patient", ins, patient["password"], patient["email"])
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    me.go_to("Mes constantes")
+    expect(page.get_by_role("heading", name="Mes constantes", level=1)).to_be_visible()
+    charts = page.locator("section.series")
+    expect(charts).to_have_count(5)  # height, weight, BMI, blood pressure, glycaemia
+    for i in range(5):
+        section = charts.nth(i)
+        chart = section.get_by_role("img")
+        expect(chart).to_have_count(1)
+        expect(chart).to_have_accessible_name(re.compile(r"^Courbe : .+ mesures? du "))
+        expect(section.get_by_role("table")).to_be_visible()
+    pressure = charts.filter(has=page.get_by_role("heading", name="Tension artérielle (mmHg)"))
+    expect(pressure.locator("polyline")).to_have_count(2)  # systolic and diastolic
+    expect(pressure.get_by_role("row")).to_have_count(4)
+    expect(pressure.get_by_role("row").nth(1)).to_contain_text("131 / 84 mmHg")
+    expect(pressure.get_by_role("row").nth(1)).to_contain_text("Un professionnel de santé")
+    expect(pressure.get_by_role("button", name=re.compile("^Supprimer"))).to_have_count(0)
+    bmi = charts.filter(has=page.get_by_role("heading", name=re.compile("^Indice de masse")))
+    expect(bmi.get_by_role("row").nth(1)).to_contain_text("25,6 kg/m²")  # 75.8 / 1.72²
+
+    # A weight typed with a comma; then an implausible one, refused on its field, in French.
+    form = page.locator("form", has=page.get_by_role("heading", name="Ajouter une mesure"))
+    form.get_by_label("Mesure", exact=True).select_option(label="Poids")
+    expect(form.get_by_label("Systolique (le chiffre le plus haut)")).to_be_hidden()
+    expect(form.get_by_label("Unité de la glycémie")).to_be_hidden()
+    form.get_by_label("Valeur").fill("74,6")
+    form.get_by_role("button", name="Enregistrer la mesure").click()
+    expect(page.get_by_text("Mesure enregistrée : poids.")).to_be_visible()
+    weight = charts.filter(has=page.get_by_role("heading", name="Poids (kg)"))
+    expect(weight.get_by_role("row").nth(1)).to_contain_text("74,6 kg")
+    expect(weight.get_by_role("row").nth(1)).to_contain_text("Vous")
+    form = page.locator("form", has=page.get_by_role("heading", name="Ajouter une mesure"))
+    form.get_by_label("Valeur").fill("7460")
+    form.get_by_role("button", name="Enregistrer la mesure").click()
+    refusal = form.get_by_role("alert")
+    expect(refusal).to_have_text(
+        "Cette valeur n'est pas plausible : vérifiez le chiffre saisi et son unité."
+    )
+    expect(refusal).to_have_attribute("data-problem", "measurement-out-of-range")
+    expect(form.get_by_label("Valeur")).to_have_attribute("aria-invalid", "true")
+    form.get_by_label("Mesure", exact=True).select_option(label="Tension artérielle")
+    expect(form.get_by_label("Valeur")).to_be_hidden()
+    form.get_by_label("Systolique (le chiffre le plus haut)").fill("80")
+    form.get_by_label("Diastolique (le chiffre le plus bas)").fill("90")
+    form.get_by_role("button", name="Enregistrer la mesure").click()
+    expect(form.get_by_role("alert")).to_have_attribute("data-problem", "measurement-out-of-range")
+    me.shot("40-mes-constantes")
+
+    # The patient deletes their own entry: the new weight goes, the BMI follows.
+    weight.get_by_role("button", name=re.compile(r"^Supprimer la mesure .*74,6 kg")).click()
+    expect(page.get_by_text("Mesure supprimée.")).to_be_visible()
+    expect(weight.get_by_role("row").nth(1)).to_contain_text("75,8 kg")
+    expect(bmi.get_by_role("row")).to_have_count(5)
+
+    page.set_viewport_size(PHONE)
+    me.fits_the_screen()
+    me.shot("41-telephone-constantes")
+    page.set_viewport_size(DESKTOP)
+
+    # The doctor reads the same page, without the form.
+    pro = visitors()
+    pro.sign_in("Professionnel de santé", doctor["rpps"], doctor["password"], doctor["email"])
+    expect(pro.page.get_by_role("heading", name="Rechercher un patient")).to_be_visible()
+    pro.page.goto(f"{stack.url}/portail/#/dossier/{ins}/constantes")
+    expect(pro.page.get_by_role("heading", name="Constantes du patient")).to_be_visible()
+    expect(pro.page.locator("section.series")).to_have_count(5)
+    expect(pro.page.get_by_role("heading", name="Ajouter une mesure")).to_have_count(0)
 
 
 def _code_sent(stack: RunningStack, address: str) -> str | None:

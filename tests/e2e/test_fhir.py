@@ -325,7 +325,7 @@ def test_the_capability_statement_lists_what_is_supported(
         assert statement["fhirVersion"] == "4.0.1"
         assert statement["format"] == ["application/fhir+json"]
         kinds = {res["type"] for res in statement["rest"][0]["resource"]}
-        assert kinds == {"DocumentReference", "List", "Binary", "Patient"}
+        assert kinds == {"DocumentReference", "List", "Binary", "Observation", "Patient"}
         params = {p["name"] for p in statement["rest"][0]["resource"][0]["searchParam"]}
         for required in (
             "patient.identifier",
@@ -702,7 +702,7 @@ def test_bad_input_is_an_operation_outcome_naming_the_element(
         body = outcome(c.get("/DocumentReference", params={"status": "current"}), 422)
         assert body["issue"][0]["expression"] == ["patient"]
         valid(validator, body)
-        outcome(c.get("/Observation"), 404)
+        outcome(c.get("/Condition"), 404)
         with pytest.raises(ClientOutcome):
             world.fhir("hospital").resources("DocumentReference").search(
                 patient="Patient/bad"

@@ -225,6 +225,12 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         ("PUT", "/v1/dossiers/{ins}/profile"): {"allergies": []},
         ("PUT", "/v1/dossiers/{ins}/emergency-contacts"): {"contacts": []},
         ("PUT", "/v1/dossiers/{ins}/advance-directives"): {"text": "Aucune."},
+        ("POST", "/v1/dossiers/{ins}/measurements"): {
+            "kind": "weight",
+            "value": 70.5,
+            "unit": "kg",
+            "measured_at": "2020-01-02T08:00:00Z",
+        },
         ("PUT", "/v1/dossiers/{ins}/consent-settings"): {
             "allow_emergency_access": True,
             "allow_regulator_access": True,
@@ -331,6 +337,12 @@ class Scene:
         self.invitee = stack.create_patient(self.admin)
         with stack.client(self.owner) as c:
             r = c.post(
+                f"/v1/dossiers/{ins}/measurements",
+                json=bodies(ins)[("POST", "/v1/dossiers/{ins}/measurements")],
+            )
+            assert r.status_code == 201, r.text
+            self.measurement_id = r.json()["id"]
+            r = c.post(
                 f"/v1/dossiers/{ins}/trusted-persons",
                 json={"ins": self.friend["ins"], "scope": "read"},
             )
@@ -363,6 +375,7 @@ class Scene:
             "batch_id": self.batch_id,
             "conversation_id": self.conversation_id,
             "attachment_id": self.attachment_id,
+            "measurement_id": self.measurement_id,
             "seq": "0",
             "key_id": "0000000000000000",
             "session_id": str(uuid.uuid4()),
@@ -476,6 +489,9 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("PUT", "/v1/dossiers/{ins}/emergency-contacts"): PATIENT,
     ("GET", "/v1/dossiers/{ins}/advance-directives"): CARE,
     ("PUT", "/v1/dossiers/{ins}/advance-directives"): PATIENT,
+    ("GET", "/v1/dossiers/{ins}/measurements"): CARE,
+    ("POST", "/v1/dossiers/{ins}/measurements"): CARE,
+    ("DELETE", "/v1/dossiers/{ins}/measurements/{measurement_id}"): PATIENT,  # its author
     ("GET", "/v1/dossiers/{ins}/preview"): PATIENT,
     ("GET", "/v1/dossiers/{ins}/consent-settings"): PATIENT,
     ("PUT", "/v1/dossiers/{ins}/consent-settings"): PATIENT,

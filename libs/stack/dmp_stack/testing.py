@@ -477,6 +477,7 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "batch_id": str(uuid.uuid4()),
         "conversation_id": str(uuid.uuid4()),
         "attachment_id": str(uuid.uuid4()),
+        "measurement_id": str(uuid.uuid4()),
         "seq": "0",
         "key_id": "0000000000000000",
         "session_id": str(uuid.uuid4()),

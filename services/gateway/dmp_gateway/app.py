@@ -35,6 +35,7 @@ from dmp_gateway.routes import (
     dossiers,
     ingest,
     me,
+    measurements,
     messaging,
     notifications,
     ops,
@@ -256,6 +257,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(dossiers.router)
     app.include_router(records.router)
+    app.include_router(measurements.router)
     app.include_router(consent.router)
     app.include_router(preview.router)
     app.include_router(trusted.router)

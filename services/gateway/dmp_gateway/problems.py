@@ -119,6 +119,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-your-trace",
             "conversation-not-allowed",
             "read-only",
+            "not-your-measurement",
         ),
     ),
     404: ErrorStatus(
@@ -132,6 +133,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-supported",
             "trusted-person-not-found",
             "invitation-not-found",
+            "measurement-not-found",
         ),
     ),
     405: ErrorStatus(
@@ -166,6 +168,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "opposition-too-late",
             "already-trusted",
             "too-many-trusted-persons",
+            "series-full",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -197,6 +200,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "otp-expired",
             "not-a-patient",
             "invalid-trusted-person",
+            "measurement-out-of-range",
         ),
     ),
     423: ErrorStatus(

@@ -7,7 +7,7 @@ from typing import Any
 
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
-from dmp_gateway.fhir import codes
+from dmp_gateway.fhir import codes, observations
 from dmp_gateway.fhir.resources import dump
 
 DOCUMENT_SEARCH = [
@@ -94,6 +94,17 @@ def statement(base: str) -> str:
             "interaction": [
                 {"code": "read", "documentation": "ITI-68: the bytes, or a Binary if asked"}
             ],
+        },
+        {
+            "type": "Observation",
+            "supportedProfile": observations.PROFILES,
+            "interaction": [
+                {
+                    "code": "search-type",
+                    "documentation": "the patient's health measurements, by GET and POST _search",
+                }
+            ],
+            "searchParam": _params(observations.SEARCH),
         },
         {
             "type": "Patient",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.identity.v1 import identity_pb2
 from dmp_gateway.clients import downstream
-from dmp_gateway.fhir import codes, translate
+from dmp_gateway.fhir import codes, observations, translate
 from dmp_gateway.fhir.capability import statement
 from dmp_gateway.fhir.resources import (
     MEDIA_TYPE,
@@ -458,6 +459,36 @@ async def find_patients(request: Request, who: Caller) -> Response:
         found = []
     kept = [(k, v) for k, v in params.items() if k in ("identifier", "_id")]
     return fhir(searchset(found, f"{base}/Patient?{urlencode(kept)}", "", len(found)))
+
+
+@router.get("/Observation")
+@router.get("/Observation/_search")
+@router.post("/Observation/_search")
+async def find_observations(request: Request, who: Caller) -> Response:
+    """The patient's health measurements (vital signs and glycaemia), read as /v1 reads them:
+    consent decides, the read is traced."""
+    wants_json(request)
+    base = base_url(request)
+    search = observations.observation_search(await search_params(request))
+    query = pb.ListMeasurementsRequest(
+        ins=search.ins, kind=search.kinds[0] if len(search.kinds) == 1 else ""
+    )
+    if search.since is not None:
+        query.measured_from.FromDatetime(search.since)
+    if search.before is not None:
+        query.measured_to.FromDatetime(search.before - timedelta(microseconds=1))
+    ds = downstream(request)
+    resp = await ds.call(ds.dossier.ListMeasurements, query, token=who.token)
+    found = [m for m in resp.measurements if search.wants(m.kind)]
+    entries = [
+        (
+            f"{base}/Observation/{observations.observation_id(search.ins, m.id)}",
+            dump(observations.observation(search.ins, m)),
+        )
+        for m in found
+    ]
+    self_link = f"{base}/Observation?{urlencode(search.kept)}"
+    return fhir(searchset(entries, self_link, "", len(entries)))
 
 
 @router.api_route(

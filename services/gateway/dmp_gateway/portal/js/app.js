@@ -6,6 +6,7 @@ import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
 import { loginView } from "./login.js";
+import * as measurements from "./measurements.js";
 import * as messaging from "./messaging.js";
 import * as patient from "./patient.js";
 import * as preview from "./preview.js";
@@ -35,6 +36,7 @@ const ROUTES = [
   ["/dossier/:ins/apercu/:by/:value", preview.view],
   ["/dossier/:ins/historique", patient.history],
   ["/dossier/:ins/profil", patient.profile],
+  ["/dossier/:ins/constantes", measurements.view],
   ["/dossier/:ins/urgence", pro.emergency],
   ["/dossier/:ins/ecrire", messaging.writeToPatient],
   ["/messagerie", messaging.inbox],
@@ -95,6 +97,7 @@ function patientLinks(me, other) {
     [`/dossier/${me.ins}/acces`, "Qui peut voir mon dossier"],
     [`/dossier/${me.ins}/historique`, "Historique des accès"],
     [`/dossier/${me.ins}/profil`, "Mon profil médical"],
+    [`/dossier/${me.ins}/constantes`, "Mes constantes"],
     ["/proches", "Mes proches"],
     ["/messagerie", "Messagerie"],
     ["/notifications", "Notifications"],

@@ -26,6 +26,11 @@ export const MESSAGES = {
   "not-found": "Introuvable : cette information n'existe pas, ou ne vous est pas accessible.",
   "dossier-not-found": "Aucun dossier médical partagé n'est ouvert pour ce patient.",
   "document-not-found": "Ce document est introuvable, ou ne vous est pas accessible.",
+  "measurement-not-found": "Cette mesure est introuvable : elle a peut-être déjà été supprimée.",
+  "not-your-measurement": "Seule la personne qui a saisi cette mesure peut la supprimer.",
+  "measurement-out-of-range":
+    "Cette valeur n'est pas plausible : vérifiez le chiffre saisi et son unité.",
+  "series-full": "Cette série a atteint le nombre maximal de mesures.",
   "patient-not-found": "Aucun patient ne correspond à ce numéro.",
   "trusted-person-not-found": "Cette personne ne fait pas, ou plus, partie des personnes de confiance de ce dossier.",
   "invitation-not-found": "Cette invitation n'existe plus : elle a pu être retirée par la personne qui vous l'avait envoyée.",
