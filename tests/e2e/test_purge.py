@@ -78,6 +78,10 @@ def test_a_dmp_opened_again_after_a_purge_inherits_nothing(clock: RunningStack) 
             json={"reason": "Patient inconscient aux urgences", "mode": "break_glass"},
         )
         assert r.status_code in (200, 201), r.text
+    with people.client("patient") as c:
+        weight = {"kind": "weight", "value": 70, "unit": "kg", "measured_at": "2026-01-05T08:00Z"}
+        r = c.post(f"/v1/dossiers/{ins}/measurements", json=weight)
+        assert r.status_code == 201, r.text
     assert people.reads("gp") == people.reads("pharmacist") == people.reads("urgentist") == 200
     assert people.reads("nurse") == 403
     assert until(lambda: {"document_added", "emergency_access"} <= set(people.inbox_kinds()))
@@ -115,6 +119,7 @@ def test_a_dmp_opened_again_after_a_purge_inherits_nothing(clock: RunningStack) 
         team = until(care_team)
         assert team is not None
         assert not team.get("authorized") and not team.get("blocked"), team
+        assert c.get(f"/v1/dossiers/{ins}/measurements").json() == {"items": []}
         r = c.get(f"/v1/dossiers/{ins}/consent-settings")
         assert r.status_code == 200, r.text
     for who in ("gp", "pharmacist", "urgentist"):
