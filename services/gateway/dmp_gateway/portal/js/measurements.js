@@ -30,9 +30,9 @@ const SOURCES = {
   device: "Un appareil ou une application",
 };
 // The chart's drawing box (the SVG scales to its container's width).
-const WIDTH = 600;
-const HEIGHT = 240;
-const PAD = { left: 56, right: 16, top: 16, bottom: 36 };
+const WIDTH = 420;
+const HEIGHT = 230;
+const PAD = { left: 48, right: 14, top: 14, bottom: 34 };
 
 const base = (ins) => `/v1/dossiers/${api.q(ins)}/measurements`;
 
