@@ -132,6 +132,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-supported",
             "trusted-person-not-found",
             "invitation-not-found",
+            "export-not-found",
+            "export-expired",
         ),
     ),
     405: ErrorStatus(
@@ -166,6 +168,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "opposition-too-late",
             "already-trusted",
             "too-many-trusted-persons",
+            "export-running",
+            "export-not-ready",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -207,7 +211,7 @@ STATUSES: dict[int, ErrorStatus] = {
     429: ErrorStatus(
         "Too many requests, retry after `Retry-After` seconds",
         "Too many requests",
-        ("too-many-requests",),
+        ("too-many-requests", "export-rate-limited"),
     ),
     500: ErrorStatus(
         "An internal error (nothing of it is told)", "Internal error", ("internal-error",)
