@@ -69,7 +69,7 @@ def export_out(e: pb.Export) -> ExportOut:
     "built in the background; one at a time, a few a day",
     responses=problems.responses(
         types={
-            403: FORBIDDEN,
+            403: (*FORBIDDEN, "access-denied"),
             404: ("dossier-not-found",),
             409: ("export-running", "dossier-closed"),
             429: ("export-rate-limited",),
