@@ -52,6 +52,7 @@ PAGE = 100
 # access log, and the archive sealed.
 AFTER_RECORDS, AFTER_DOCUMENTS, AFTER_MESSAGES, AFTER_LOG = 5, 85, 92, 98
 UNSAFE = re.compile(r'[/\\:*?"<>|]+')
+DOTS = re.compile(r"\.{2,}")
 SPACES = re.compile(r"\s+")
 EXTENSIONS = {
     "application/pdf": "pdf",
@@ -110,7 +111,7 @@ def safe_title(title: str) -> str:
     character a file system refuses, no control character, no leading dot; bounded."""
     text = unicodedata.normalize("NFC", title)
     text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
-    text = UNSAFE.sub("_", text)
+    text = DOTS.sub(".", UNSAFE.sub("_", text))
     text = SPACES.sub(" ", text).strip(" ._-")
     text = text[:TITLE_CHARS].rstrip(" ._-")
     return text or "document"
