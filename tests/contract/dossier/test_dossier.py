@@ -80,7 +80,14 @@ CASES = [
         problem="patient-only",
     ),
     Case("CreateExport", "no token", pb.CreateExportRequest(), None, S.UNAUTHENTICATED),
-    Case("ListExports", "a patient with none", pb.ListExportsRequest(), "patient", S.OK, check=no_exports),
+    Case(
+        "ListExports",
+        "a patient with none",
+        pb.ListExportsRequest(),
+        "patient",
+        S.OK,
+        check=no_exports,
+    ),
     Case(
         "ListExports",
         "an administrator",
