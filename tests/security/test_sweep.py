@@ -368,6 +368,8 @@ class Scene:
             "session_id": str(uuid.uuid4()),
             "change_id": "no-such-change",
             "trusted_ins": self.friend["ins"],
+            # an export of nobody: the patient's own is asked for by the sweep itself
+            "export_id": str(uuid.uuid4()),
         }
 
     def token(self, kind: str) -> str:
