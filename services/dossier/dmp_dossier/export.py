@@ -36,7 +36,7 @@ from dmp_dossier.config import DossierSettings
 from dmp_dossier.store import CURRENT, DossierStore
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, seal, unseal
-from dmp_kit.errors import Unavailable
+from dmp_kit.errors import DmpError
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.rpc.client import call_options
@@ -284,7 +284,7 @@ class ExportBuilder:
         while not stop.is_set():
             try:
                 await self.once()
-            except (PyMongoError, Unavailable, grpc.aio.AioRpcError) as exc:
+            except (PyMongoError, DmpError, grpc.aio.AioRpcError) as exc:
                 log.warning("export_retry", error=type(exc).__name__)
             self._kicked.clear()
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._kicked.wait())]
@@ -331,7 +331,7 @@ class ExportBuilder:
                 return None
             attempt = int(current.get("attempt", 0))
             if attempt >= self.settings.export_attempts:
-                return {"status": "failed", "lease_until": None}
+                return {"status": "failed", "lease_until": None, "worker": self.worker}
             return {
                 "status": "running",
                 "attempt": attempt + 1,

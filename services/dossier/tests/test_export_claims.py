@@ -93,6 +93,7 @@ async def test_an_export_tried_too_often_fails_and_frees_the_patient(store: Doss
         clock.advance(lease)  # the replica died mid-build
     assert await builder.claim(export_id, clock.now()) is None
     assert (await store.get_export(export_id) or {})["status"] == "failed"
+    assert await store.export_slots.find_one({"_id": ins}) is None  # freed at once
     assert await store.take_export_slot(ins, "another")
 
 
