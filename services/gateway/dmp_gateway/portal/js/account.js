@@ -277,6 +277,7 @@ function exportCard() {
   const status = h("div", { class: "status" });
   const list = h("ul", { class: "exports" });
   let timer = null;
+  let preparing = false; // asked from this page: its end is said when it comes
 
   const download = async (exp) => {
     status.replaceChildren();
@@ -327,6 +328,15 @@ function exportCard() {
     replace(list, items.map(item));
     const busy = items.some((e) => e.status === "pending" || e.status === "running");
     askButton.disabled = busy;
+    if (preparing && !busy) {
+      preparing = false;
+      const done = items[0]?.status === "ready";
+      status.replaceChildren(
+        done
+          ? notice("Votre archive est prête : vous pouvez la télécharger.", "success")
+          : notice("La préparation de votre archive a échoué. Réessayez plus tard.", "error"),
+      );
+    }
     // Followed while it is prepared, as long as the card is on the page.
     if (busy) timer = setTimeout(() => list.isConnected && refresh().catch(() => {}), EXPORT_POLL_MS);
   }
@@ -339,6 +349,7 @@ function exportCard() {
         status.replaceChildren();
         try {
           await api.post("/v1/me/exports");
+          preparing = true;
           status.replaceChildren(notice("Votre archive est en préparation : vous pourrez la télécharger ici dès qu'elle sera prête.", "success"));
           await refresh();
         } catch (error) {
