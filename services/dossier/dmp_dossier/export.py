@@ -288,12 +288,11 @@ class ExportBuilder:
                 log.warning("export_retry", error=type(exc).__name__)
             self._kicked.clear()
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._kicked.wait())]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait(
-                    waits,
-                    timeout=self.settings.schedule_interval_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+            await asyncio.wait(
+                waits,
+                timeout=self.settings.schedule_interval_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for waiting in waits:
                 waiting.cancel()
 
