@@ -42,7 +42,7 @@ def test_a_patient_prepares_and_downloads_their_data(
         expect(card.locator("ul.exports li").first).to_contain_text("Prête")
         me.fits_the_screen()
         if not phone:
-            me.shot("26-telecharger-mes-donnees")
+            me.shot("42-telecharger-mes-donnees")
         with page.expect_download() as arrived:
             ready.click()
         download = arrived.value
