@@ -21,7 +21,7 @@ PORTS = {**DEFAULT_PORTS, "gateway": 8000}
 CALLS = {
     "gateway": set(SERVICES),
     "identity": {"notify"},
-    "dossier": {"consent", "identity"},
+    "dossier": {"consent", "identity", "audit", "messaging"},  # + a patient's export
     "consent": {"identity", "dossier"},
     "audit": {"identity"},
     "notify": {"identity"},

@@ -39,7 +39,7 @@ SECRET_NAME = re.compile(r"KEY|PASSWORD|^DMP_MONGO_URL$")
 OWN = {
     "gateway": set(),
     "identity": {"DMP_IDENTITY_KEY", "DMP_SERVICE_PUBLIC_KEYS", "DMP_BOOTSTRAP_ADMIN_PASSWORD"},
-    "dossier": {"DMP_DOSSIER_KEY"},
+    "dossier": {"DMP_DOSSIER_KEY", "DMP_SERVICE_ACCOUNT_KEY"},
     "audit": {"DMP_AUDIT_KEY"},
     "consent": {"DMP_SERVICE_ACCOUNT_KEY"},
     "ingest": {"DMP_SERVICE_ACCOUNT_KEY"},

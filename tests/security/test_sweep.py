@@ -381,6 +381,8 @@ class Scene:
             "session_id": str(uuid.uuid4()),
             "change_id": "no-such-change",
             "trusted_ins": self.friend["ins"],
+            # an export of nobody: the patient's own is asked for by the sweep itself
+            "export_id": str(uuid.uuid4()),
         }
 
     def token(self, kind: str) -> str:
@@ -526,6 +528,12 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v1/me/sessions/{session_id}"): PERSONS,
     ("POST", "/v1/me/contact-changes"): PERSONS,
     ("POST", "/v1/me/contact-changes/{change_id}/confirm"): PERSONS,
+    # Exports of one's data: a patient's, for themselves (each kind's scene has its own
+    # patient); an export of someone else, or none, is not found.
+    ("POST", "/v1/me/exports"): PATIENT | {"other-patient"},
+    ("GET", "/v1/me/exports"): PATIENT | {"other-patient"},
+    ("GET", "/v1/me/exports/{export_id}"): frozenset(),
+    ("GET", "/v1/me/exports/{export_id}/content"): frozenset(),
     # Trusted persons: the patient names them; a patient finds whom they may act for, and
     # accepts an invitation (the scene's callers have none: "no such invitation").
     ("GET", "/v1/dossiers/{ins}/trusted-persons"): PATIENT,
@@ -547,6 +555,8 @@ REFUSED_AS_NOT_FOUND = {
     ("GET", "/v1/ingest/batches/{batch_id}"): EVERYONE,
     **{key: PEOPLE - CARE for key in CONVERSATION_ROUTES},  # people, not its sides
     ("POST", "/v1/me/represented/{ins}/accept"): frozenset({"patient", "other-patient"}),
+    ("GET", "/v1/me/exports/{export_id}"): frozenset({"patient", "other-patient"}),
+    ("GET", "/v1/me/exports/{export_id}/content"): frozenset({"patient", "other-patient"}),
 }
 # Allowed, and the scene makes the answer a conflict: its DMP is already open.
 ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}

@@ -36,6 +36,9 @@ DOSSIER_STATE_READER = "dossier_state_reader"
 # Reads a patient's name and account status (identity's LookupPatient, without contact
 # details), for consent: a trusted person is another patient with an active account.
 PATIENT_NAME_READER = "patient_name_reader"
+# Reads a patient's conversations (messaging's ExportConversations) and access log (audit's
+# ListAccessLog) as the patient would, for the dossier's export of the patient's data.
+EXPORT_READER = "export_reader"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # What each service account may do, as roles in its access tokens.
 SERVICE_ROLES: dict[str, tuple[str, ...]] = {
@@ -43,6 +46,7 @@ SERVICE_ROLES: dict[str, tuple[str, ...]] = {
     # writes each dossier's REMB document, as the insurer's feed
     "ingest": ("insurer",),
     "consent": (DOSSIER_STATE_READER, PATIENT_NAME_READER),
+    "dossier": (EXPORT_READER,),
 }
 ASSERTION_LIFETIME_SECONDS = 120
 RENEW_BEFORE_SECONDS = 60

@@ -68,6 +68,11 @@ KIND_CLAIMS: dict[str, dict[str, Any]] = {
         "roles": ["dossier_state_reader"],
     },
     "insurer": {"kind": "system", "client_id": "insurer-1", "roles": ["insurer"]},
+    "dossier service": {
+        "kind": "system",
+        "client_id": "service:dossier",
+        "roles": ["export_reader"],
+    },
 }
 
 

@@ -483,6 +483,7 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "session_id": str(uuid.uuid4()),
         "change_id": secrets.token_urlsafe(24),
         "activation_id": secrets.token_urlsafe(24),
+        "export_id": str(uuid.uuid4()),
     }
 
 

@@ -20,6 +20,7 @@ from dmp_kit.errors import InvalidArgument, PermissionDenied, Unavailable
 from dmp_kit.identifiers import validate_ins
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
+from dmp_kit.service_auth import EXPORT_READER
 
 # Tree heads, proofs and the verification keys are public, like a certificate-transparency
 # log's: they hold hashes only, and anyone must be able to check the log.
@@ -84,10 +85,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def _view(self, who: Principal, ins: str) -> tuple[bool, int | None]:
         """Rule 10: the patient, their legal representatives (as the patient would, while the
         dossier is open) and the attending physician read the whole trace; any other
-        professional, the entries about what they did themselves; nobody else anything.
+        professional, the entries about what they did themselves; the dossier service's
+        account building the patient's export of their data, as the patient; nobody else
+        anything.
         Returns (own entries only, hide entries up to this time): after a purge, whoever reads
         the trace by a role in the new dossier sees nothing of the old one's."""
         if who.kind == "patient" and who.ins == ins:
+            return False, None
+        if who.kind == "system" and who.has_role(EXPORT_READER):
+            # The dossier service building the patient's export: as the patient reads it.
             return False, None
         readers = await self.store.readers(ins)
         if who.kind == "patient" and who.ins and who.ins in readers.representatives:

@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import asyncio
 
+from dmp.audit.v1 import audit_pb2_grpc
 from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2_grpc
+from dmp.messaging.v1 import messaging_pb2_grpc
 from dmp_dossier.api import DossierServicer
 from dmp_dossier.config import DossierSettings
 from dmp_dossier.events import run_representation_consumer
+from dmp_dossier.export import ExportBuilder
 from dmp_dossier.schedule import Schedule
 from dmp_dossier.store import DossierStore
 from dmp_kit.catalogue import load_catalogue
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.runtime import ServiceRuntime, run_service
+from dmp_kit.service_auth import ServiceTokens, identity_exchange
 
 
 async def serve() -> None:
     settings = DossierSettings()
     runtime = ServiceRuntime("dossier", settings)
     store = DossierStore(runtime.db)
-    relay = OutboxRelay(runtime.bus, [store.dossiers, store.listings, store.measurements])
+    relay = OutboxRelay(
+        runtime.bus, [store.dossiers, store.listings, store.measurements, store.exports]
+    )
+    identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
+    exports = ExportBuilder(
+        settings,
+        store,
+        runtime.clock,
+        ServiceTokens(
+            "dossier",
+            settings.key_bytes("service_account_key"),
+            settings.jwt_issuer,
+            identity_exchange(identity, settings.grpc_deadline_seconds),
+            runtime.clock,
+        ),
+        messaging_pb2_grpc.MessagingServiceStub(runtime.channel(settings.messaging_addr)),
+        audit_pb2_grpc.AuditServiceStub(runtime.channel(settings.audit_addr)),
+    )
     servicer = DossierServicer(
         settings,
         store,
@@ -30,7 +51,8 @@ async def serve() -> None:
         relay,
         runtime.bus,
         consent_pb2_grpc.ConsentServiceStub(runtime.channel(settings.consent_addr)),
-        identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
+        identity,
+        exports.kick,
     )
     schedule = Schedule(
         store, runtime.bus, relay, runtime.clock, settings.schedule_interval_seconds
@@ -46,7 +68,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         stores=[store],
         relay=relay,
-        background=[schedule.run, representation_ended],
+        background=[schedule.run, representation_ended, exports.run],
     )
 
 

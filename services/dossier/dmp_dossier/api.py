@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -35,7 +36,14 @@ from dmp_kit.bus import EventBus
 from dmp_kit.catalogue import Catalogue
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, seal, unseal
-from dmp_kit.errors import Conflict, DmpError, InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.errors import (
+    Conflict,
+    DmpError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
@@ -64,6 +72,13 @@ DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
 LISTING = domain.Query(statuses=frozenset(CURRENT))
 # Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
 FILTER_BATCH = 1000
+EXPORT_STATUS = {
+    "pending": pb.EXPORT_STATUS_PENDING,
+    "running": pb.EXPORT_STATUS_RUNNING,
+    "ready": pb.EXPORT_STATUS_READY,
+    "failed": pb.EXPORT_STATUS_FAILED,
+    "expired": pb.EXPORT_STATUS_EXPIRED,
+}
 MODE_NAME = {
     consent_pb2.ACCESS_MODE_BREAK_GLASS: "break_glass",
     consent_pb2.ACCESS_MODE_REGULATOR: "regulator",
@@ -269,7 +284,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         bus: EventBus,
         consent: consent_pb2_grpc.ConsentServiceStub,
         identity: identity_pb2_grpc.IdentityServiceStub,
+        exports_asked: Callable[[], None] = lambda: None,
     ) -> None:
+        self.exports_asked = exports_asked
         self.settings = settings
         self.store = store
         self.catalogue = catalogue
@@ -1528,6 +1545,143 @@ def _measurement_source(who: Principal) -> str:
     """Where a measurement comes from, by who writes it: the patient (or who acts for them),
     a professional; "device" is kept for the apps a patient connects."""
     return "professional" if who.kind == "professional" else "patient"
+
+    # exports of one's data ------------------------------------------------------------------
+
+    def _exporter(self) -> Principal:
+        """Exports are the patient's own, for themselves only."""
+        who = caller()
+        if who.kind != "patient" or not who.ins:
+            raise PermissionDenied(
+                "only a patient exports their data, for themselves", slug="patient-only"
+            )
+        return who
+
+    async def _own_export(self, export_id: str) -> Document:
+        """The caller's export; anyone else's, or none, is not found (nor told of)."""
+        who = self._exporter()
+        doc = await self.store.get_export(export_id) if export_id and len(export_id) <= 64 else None
+        if doc is None or doc["ins"] != who.ins:
+            raise NotFound("no such export", field="id", slug="export-not-found")
+        return doc
+
+    async def CreateExport(
+        self, request: pb.CreateExportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateExportResponse:
+        """What goes in is decided now, by consent and identity, for the patient's own token:
+        the documents they may read (those hidden from them until an announcement are only
+        counted), their identity as they see it. The build comes later, in the background."""
+        who = self._exporter()
+        ins = who.ins
+        now = self.clock.now()
+        dossier = await self.store.get_dossier(ins)
+        if dossier is None:
+            raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+        await self._allowed_read(who, ins, dossier)
+        recent = [
+            e for e in await self.store.exports_of(ins) if e["created_at"] > now - timedelta(days=1)
+        ]
+        if any(e["status"] in ("pending", "running") for e in recent):
+            raise Conflict("an export of this dossier is under way", slug="export-running")
+        if len(recent) >= self.settings.exports_per_day:
+            raise RateLimited(
+                f"at most {self.settings.exports_per_day} exports a day",
+                slug="export-rate-limited",
+            )
+        listed = await self.store.documents_of(ins)
+        readable: set[str] = set()
+        for start in range(0, len(listed), FILTER_BATCH):
+            batch = listed[start : start + FILTER_BATCH]
+            readable |= (await self._readable_ids(ins, dossier, batch))[0]
+        try:
+            found = await self.identity.LookupPatient(
+                identity_pb2.LookupPatientRequest(ins=ins), **self._timeout()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        person = found.patient
+        identity = {
+            "ins": person.ins,
+            "given_name": person.given_name,
+            "family_name": person.family_name,
+            "birth_date": person.birth_date or None,
+            "email": person.email or None,
+            "phone": person.phone or None,
+        }
+        export_id = str(uuid7())
+        key = await self.store.data_key(ins, self._key_seal, dossier)
+        doc: Document = {
+            "_id": export_id,
+            "ins": ins,
+            "status": "pending",
+            "progress": 0,
+            "created_at": now,
+            "opened_at": dossier["opened_at"],
+            "attempt": 0,
+            "pending": hidden_from_patient(listed),
+            "documents": [d["_id"] for d in current_documents(listed) if d["_id"] in readable],
+            "readable": sorted(readable),
+            "identity": seal(key, json.dumps(identity).encode(), f"{export_id}:identity".encode()),
+        }
+        if not await self.store.take_export_slot(ins, export_id):
+            raise Conflict("an export of this dossier is under way", slug="export-running")
+        await self.store.insert_export(doc, self.events.audit(who, ins, "execute", query="export"))
+        self.relay.kick(self.store.exports, export_id)
+        self.exports_asked()
+        return pb.CreateExportResponse(export=_export(doc))
+
+    async def ListExports(
+        self, request: pb.ListExportsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExportsResponse:
+        who = self._exporter()
+        return pb.ListExportsResponse(
+            items=[_export(e) for e in await self.store.exports_of(who.ins)]
+        )
+
+    async def GetExport(
+        self, request: pb.GetExportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExportResponse:
+        return pb.GetExportResponse(export=_export(await self._own_export(request.id)))
+
+    async def GetExportContent(
+        self, request: pb.GetExportContentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExportContentResponse:
+        """A part of a ready archive; the first part's read is traced (fail closed) as the
+        download."""
+        doc = await self._own_export(request.id)
+        if doc["status"] == "expired":
+            raise NotFound(
+                "this export's archive was deleted after its keeping time",
+                field="id",
+                slug="export-expired",
+            )
+        if doc["status"] != "ready":
+            raise Conflict("this export is not ready", field="id", slug="export-not-ready")
+        if not 0 <= request.part < int(doc["parts"]):
+            raise InvalidArgument(f"part is 0 to {int(doc['parts']) - 1}", field="part")
+        dossier = await self.store.get_dossier(doc["ins"])
+        sealed = await self.store.export_part(doc["_id"], int(doc["attempt"]), request.part)
+        if dossier is None or sealed is None:
+            raise NotFound("no such export", field="id", slug="export-not-found")
+        key = await self.store.data_key(doc["ins"], self._key_seal, dossier)
+        aad = f"{doc['_id']}:{doc['attempt']}:{request.part}".encode()
+        content = unseal(key, sealed, aad)
+        if request.part == 0:
+            await self._trace(caller(), doc["ins"], "read", query="export")
+        return pb.GetExportContentResponse(export=_export(doc), content=content)
+
+
+def _export(doc: Document) -> pb.Export:
+    return pb.Export(
+        id=doc["_id"],
+        status=EXPORT_STATUS[doc["status"]],
+        progress=int(doc.get("progress", 0)),
+        created_at=timestamp(doc["created_at"]),
+        ready_at=timestamp(doc.get("ready_at")),
+        expires_at=timestamp(doc.get("expires_at")),
+        size=int(doc.get("size") or 0),
+        parts=int(doc.get("parts") or 0),
+    )
 
 
 def _profile(p: Document | None) -> pb.Profile:

@@ -88,12 +88,30 @@ class DossierStore(Store):
         """One record per (patient, kind): `points`, the series, read by its `_id`."""
         return self.db["measurements"]
 
+    @property
+    def exports(self) -> Any:
+        """Patients' exports of their data: state and progress (no content)."""
+        return self.db["exports"]
+
+    @property
+    def export_parts(self) -> Any:
+        """The exports' archives, sealed, in parts."""
+        return self.db["export_parts"]
+
+    @property
+    def export_slots(self) -> Any:
+        """One record per patient with an export under way: one at a time."""
+        return self.db["export_slots"]
+
     async def ensure_indexes(self) -> None:
         await self.chunks.create_index([("doc_id", ASCENDING), ("n", ASCENDING)])
         await self.listings.create_index("ins")
         await self.listings.create_index("hiding")  # the scheduled rules' hidden documents
         await self.openings.create_index("opener")
         await self.dossiers.create_index([("status", ASCENDING), ("purge_after", ASCENDING)])
+        await self.exports.create_index("ins")
+        await self.exports.create_index("status")
+        await self.export_parts.create_index("export_id")
         await self.fold_documents()
 
     # dossiers ------------------------------------------------------------------------
@@ -435,11 +453,77 @@ class DossierStore(Store):
             due += [doc async for doc in cursor]
         return due[:100]
 
+    # exports of a patient's data ---------------------------------------------------------
+
+    async def take_export_slot(self, ins: str, export_id: str) -> bool:
+        """The patient's one slot for an export under way; False: another one holds it."""
+        held = await self.export_slots.find_one({"_id": ins})
+        if held is not None:
+            other = await self.exports.find_one({"_id": held["export_id"]}, {"status": 1})
+            if other is not None and other["status"] in ("pending", "running"):
+                return False
+            await self.export_slots.delete_one({"_id": ins, "export_id": held["export_id"]})
+        try:
+            await self.export_slots.insert_one({"_id": ins, "export_id": export_id})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def free_export_slot(self, ins: str, export_id: str) -> None:
+        await self.export_slots.delete_one({"_id": ins, "export_id": export_id})
+
+    async def insert_export(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
+        await self.exports.insert_one(new_document_with_events(doc, *events))
+
+    async def exports_of(self, ins: str) -> list[Document]:
+        """The patient's exports, newest first."""
+        cursor = self.exports.find({"ins": ins}, EXPORT_FIELDS)
+        found = [doc async for doc in cursor]
+        found.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+        return found
+
+    async def get_export(self, export_id: str) -> Document | None:
+        doc: Document | None = await self.exports.find_one({"_id": export_id}, {OUTBOX: 0})
+        return doc
+
+    async def change_export(self, export_id: str, fields: Change) -> Document | None:
+        return await change_document(self.exports, export_id, fields)
+
+    async def exports_in(self, status: str, limit: int = 100) -> list[Document]:
+        """Exports in one status (an equality, served by its index)."""
+        cursor = self.exports.find({"status": status}, EXPORT_FIELDS).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def put_export_part(self, export_id: str, attempt: int, n: int, sealed: bytes) -> None:
+        await self.export_parts.replace_one(
+            {"_id": f"{export_id}:{attempt}:{n}"},
+            {"export_id": export_id, "attempt": attempt, "n": n, "data": sealed},
+            upsert=True,
+        )
+
+    async def export_part(self, export_id: str, attempt: int, n: int) -> bytes | None:
+        found = await self.export_parts.find_one({"_id": f"{export_id}:{attempt}:{n}"})
+        return None if found is None else bytes(found["data"])
+
+    async def drop_export_parts(self, export_id: str, keep_attempt: int | None = None) -> None:
+        """An export's parts, all of them or those of other attempts than `keep_attempt`."""
+        query: Document = {"export_id": export_id}
+        if keep_attempt is not None:
+            query["attempt"] = {"$ne": keep_attempt}
+        await self.export_parts.delete_many(query)
+
+    async def purge_exports(self, ins: str) -> None:
+        async for doc in self.exports.find({"ins": ins}, {"_id": 1}):
+            await self.export_parts.delete_many({"export_id": doc["_id"]})
+        await self.exports.delete_many({"ins": ins})
+        await self.export_slots.delete_many({"_id": ins})
+
     async def purge(self, ins: str) -> None:
         """The key first (the content is unreadable from then on), then the rest."""
         for held in [held for held in self._keys if held[0] == ins]:
             del self._keys[held]
         await self.keys.delete_one({"_id": ins})
+        await self.purge_exports(ins)
         for doc in await self.documents_of(ins):
             # An equality each: `$in` would read every chunk on FerretDB.
             await self.chunks.delete_many({"doc_id": doc["_id"]})
@@ -450,6 +534,8 @@ class DossierStore(Store):
 
 
 CURRENT = ("approved", "archived")
+# An export's record without its outbox nor what its build needs (sealed identity, ids).
+EXPORT_FIELDS = {OUTBOX: 0, "identity": 0, "documents": 0, "readable": 0}
 CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
 
 

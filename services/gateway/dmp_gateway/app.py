@@ -33,6 +33,7 @@ from dmp_gateway.routes import (
     consent,
     dev,
     dossiers,
+    exports,
     ingest,
     me,
     measurements,
@@ -252,6 +253,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(me.router)
     app.include_router(account.router)
     app.include_router(account.throttled)
+    app.include_router(exports.router)
     app.include_router(notifications.router)
     app.include_router(messaging.router)
     app.include_router(admin.router)

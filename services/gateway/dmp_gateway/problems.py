@@ -134,6 +134,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "trusted-person-not-found",
             "invitation-not-found",
             "measurement-not-found",
+            "export-not-found",
+            "export-expired",
         ),
     ),
     405: ErrorStatus(
@@ -169,6 +171,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "already-trusted",
             "too-many-trusted-persons",
             "series-full",
+            "export-running",
+            "export-not-ready",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -211,7 +215,7 @@ STATUSES: dict[int, ErrorStatus] = {
     429: ErrorStatus(
         "Too many requests, retry after `Retry-After` seconds",
         "Too many requests",
-        ("too-many-requests",),
+        ("too-many-requests", "export-rate-limited"),
     ),
     500: ErrorStatus(
         "An internal error (nothing of it is told)", "Internal error", ("internal-error",)

@@ -31,6 +31,7 @@ from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_event
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
+from dmp_kit.service_auth import EXPORT_READER
 from dmp_messaging import domain
 from dmp_messaging.config import MessagingSettings
 from dmp_messaging.domain import Party, Side, Status
@@ -343,7 +344,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         )
         return pb.ListConversationsResponse(
             items=items,
-            next=f"{int(last['last_message_at'].timestamp() * 1000)}:{last['_id']}" if last else "",
+            next=_next_cursor(last),
             unread_total=await self.store.unread_total(owner, side.value),
         )
 
@@ -407,6 +408,35 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             conversation=self._conversation(written, side, key),
             messages=[self._message(written, m, key) for m in written["messages"]],
         )
+
+    async def ExportConversations(
+        self, request: pb.ExportConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportConversationsResponse:
+        """The dossier service's account alone, building the patient's export: their
+        conversations as they read them. Nothing becomes read; the dossier traces the export."""
+        who = caller()
+        who.require_kind("system")
+        who.require_role(EXPORT_READER)
+        ins = validate_ins(request.ins)
+        size = request.page_size or self.settings.conversations_page_size
+        if not 0 < size <= self.settings.conversations_max_page_size:
+            raise InvalidArgument(
+                f"page_size is between 1 and {self.settings.conversations_max_page_size}",
+                field="page_size",
+            )
+        docs = await self.store.page(
+            {"ins": ins}, _cursor(request.cursor), size + 1, with_messages=True
+        )
+        key = await self._key(ins)
+        items = [
+            pb.ExportedConversation(
+                conversation=self._conversation(doc, Side.PATIENT, key),
+                messages=[self._message(doc, m, key) for m in doc["messages"]],
+            )
+            for doc in docs[:size]
+        ]
+        last = docs[size - 1] if len(docs) > size else None
+        return pb.ExportConversationsResponse(items=items, next=_next_cursor(last))
 
     async def GetAttachment(
         self, request: pb.GetAttachmentRequest, context: grpc.aio.ServicerContext
@@ -666,6 +696,10 @@ def _attachment_in(doc: Document, attachment_id: str) -> Document:
             if meta["id"] == attachment_id:
                 return dict(meta)
     raise NotFound("no such attachment", field="attachment_id", slug="not-found")
+
+
+def _next_cursor(last: Document | None) -> str:
+    return f"{int(last['last_message_at'].timestamp() * 1000)}:{last['_id']}" if last else ""
 
 
 def _cursor(value: str) -> tuple[datetime, str] | None:

@@ -41,6 +41,22 @@ Log = pb.ListAccessLogRequest
 CASES = [
     Case(
         "ListAccessLog",
+        "the dossier's account, for the patient's export: as the patient reads it",
+        Log(ins=PATIENT_INS),
+        "dossier service",
+        S.OK,
+        check=no_entries,
+    ),
+    Case(
+        "ListAccessLog",
+        "another service's account, without the export role",
+        Log(ins=PATIENT_INS),
+        "consent service",
+        S.PERMISSION_DENIED,
+        problem="not-your-trace",
+    ),
+    Case(
+        "ListAccessLog",
         "the patient's own, empty",
         Log(ins=PATIENT_INS),
         "patient",

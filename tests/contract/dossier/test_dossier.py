@@ -53,8 +53,98 @@ def document(**fields: object) -> pb.AddDocumentRequest:
     return pb.AddDocumentRequest(**{**base, **fields})  # type: ignore[arg-type]
 
 
+def no_exports(answer: pb.ListExportsResponse) -> None:
+    assert list(answer.items) == []
+
+
+EXPORT_ID = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
 Ins = PATIENT_INS
 CASES = [
+    Case(
+        "CreateExport",
+        "a patient without a DMP",
+        pb.CreateExportRequest(),
+        "patient",
+        S.NOT_FOUND,
+        field="ins",
+        problem="dossier-not-found",
+    ),
+    Case(
+        "CreateExport",
+        "a professional: a patient's own, for themselves",
+        pb.CreateExportRequest(),
+        "doctor",
+        S.PERMISSION_DENIED,
+        problem="patient-only",
+    ),
+    Case(
+        "CreateExport",
+        "a service's account",
+        pb.CreateExportRequest(),
+        "dossier service",
+        S.PERMISSION_DENIED,
+        problem="patient-only",
+    ),
+    Case("CreateExport", "no token", pb.CreateExportRequest(), None, S.UNAUTHENTICATED),
+    Case(
+        "ListExports",
+        "a patient with none",
+        pb.ListExportsRequest(),
+        "patient",
+        S.OK,
+        check=no_exports,
+    ),
+    Case(
+        "ListExports",
+        "an administrator",
+        pb.ListExportsRequest(),
+        "admin",
+        S.PERMISSION_DENIED,
+        problem="patient-only",
+    ),
+    Case(
+        "GetExport",
+        "an export that does not exist, or is someone else's",
+        pb.GetExportRequest(id=EXPORT_ID),
+        "patient",
+        S.NOT_FOUND,
+        field="id",
+        problem="export-not-found",
+    ),
+    Case(
+        "GetExport",
+        "no id",
+        pb.GetExportRequest(),
+        "patient",
+        S.NOT_FOUND,
+        field="id",
+        problem="export-not-found",
+    ),
+    Case(
+        "GetExport",
+        "a professional",
+        pb.GetExportRequest(id=EXPORT_ID),
+        "doctor",
+        S.PERMISSION_DENIED,
+        problem="patient-only",
+    ),
+    Case(
+        "GetExportContent",
+        "an export that does not exist, or is someone else's",
+        pb.GetExportContentRequest(id=EXPORT_ID),
+        "patient",
+        S.NOT_FOUND,
+        field="id",
+        problem="export-not-found",
+    ),
+    Case(
+        "GetExportContent",
+        "the dossier's own account",
+        pb.GetExportContentRequest(id=EXPORT_ID),
+        "dossier service",
+        S.PERMISSION_DENIED,
+        problem="patient-only",
+    ),
     Case(
         "OpenDossier",
         "the patient's consent, with consent away to agree",

@@ -31,8 +31,59 @@ def listed_nothing(answer: pb.ListConversationsResponse) -> None:
     assert list(answer.items) == [] and answer.unread_total == 0 and answer.next == ""
 
 
+def exported_nothing(answer: pb.ExportConversationsResponse) -> None:
+    assert list(answer.items) == [] and answer.next == ""
+
+
 UNKNOWN = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+Export = pb.ExportConversationsRequest
 CASES = [
+    Case(
+        "ExportConversations",
+        "the dossier's account, for a patient with none",
+        Export(ins=PATIENT_INS),
+        "dossier service",
+        S.OK,
+        check=exported_nothing,
+    ),
+    Case(
+        "ExportConversations",
+        "the patient themselves: the dossier's account only",
+        Export(ins=PATIENT_INS),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ExportConversations",
+        "another service's account, without the export role",
+        Export(ins=PATIENT_INS),
+        "consent service",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "ExportConversations",
+        "a malformed INS",
+        Export(ins="12345"),
+        "dossier service",
+        S.INVALID_ARGUMENT,
+        field="ins",
+    ),
+    Case(
+        "ExportConversations",
+        "a page too large",
+        Export(ins=PATIENT_INS, page_size=500),
+        "dossier service",
+        S.INVALID_ARGUMENT,
+        field="page_size",
+    ),
+    Case(
+        "ExportConversations",
+        "a cursor it never gave",
+        Export(ins=PATIENT_INS, cursor="yesterday"),
+        "dossier service",
+        S.INVALID_ARGUMENT,
+        field="cursor",
+    ),
     Case(
         "OpenConversation", "an insurer has no mailbox", opening(), "insurer", S.PERMISSION_DENIED
     ),

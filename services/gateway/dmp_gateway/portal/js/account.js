@@ -1,7 +1,8 @@
-// The person's own account ("Mon compte"): password, open sessions, e-mail address and phone.
+// The person's own account ("Mon compte"): password, open sessions, e-mail address and phone;
+// for a patient, the download of all their data.
 
 import * as api from "./api.js";
-import { dateTime, field, h, notice, replace } from "./dom.js";
+import { dateTime, field, h, notice, replace, size } from "./dom.js";
 import { failure, onSubmit } from "./shell.js";
 
 // A session's device, in a few words, from what its browser said when it signed in.
@@ -248,10 +249,140 @@ function contactsCard() {
   );
 }
 
+// ------------------------------------------------------------------ download of all one's data
+
+const EXPORT_STATES = {
+  pending: "En attente",
+  running: "En préparation",
+  ready: "Prête",
+  failed: "Échec de la préparation",
+  expired: "Supprimée (délai de conservation dépassé)",
+};
+const EXPORT_POLL_MS = 1500;
+
+// The archive's bytes, fetched with the session's token, saved under the server's name.
+async function saveExport(exp) {
+  const response = await api.call("GET", `/v1/me/exports/${api.q(exp.id)}/content`, undefined, { raw: true });
+  const named = /filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "");
+  const blob = new Blob([await response.arrayBuffer()], { type: "application/zip" });
+  const url = URL.createObjectURL(blob);
+  const link = h("a", { href: url, download: named ? named[1] : "mon-espace-sante.zip", hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function exportCard() {
+  const status = h("div", { class: "status" });
+  const list = h("ul", { class: "exports" });
+  let timer = null;
+  let preparing = false; // asked from this page: its end is said when it comes
+
+  const download = async (exp) => {
+    status.replaceChildren();
+    try {
+      await saveExport(exp);
+    } catch (error) {
+      status.replaceChildren(failure(error));
+    }
+  };
+
+  const item = (e) => {
+    const busy = e.status === "pending" || e.status === "running";
+    return h(
+      "li",
+      {},
+      h(
+        "div",
+        {},
+        h("p", { class: "title" }, `Demande du ${dateTime(e.created_at)}`, h("span", { class: `badge export-${e.status}` }, EXPORT_STATES[e.status] || e.status)),
+        busy
+          ? h(
+              "p",
+              { class: "meta" },
+              h("progress", { max: 100, value: e.progress, "aria-label": `Préparation de l'archive : ${e.progress} %` }),
+              ` ${e.progress} %`,
+            )
+          : "",
+        e.status === "ready" ? h("p", { class: "meta" }, `${size(e.size)} · disponible jusqu'au ${dateTime(e.expires_at)}`) : "",
+      ),
+      e.status === "ready"
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "small",
+              "aria-label": `Télécharger l'archive demandée le ${dateTime(e.created_at)}`,
+              onclick: () => download(e),
+            },
+            "Télécharger",
+          )
+        : "",
+    );
+  };
+
+  async function refresh() {
+    clearTimeout(timer);
+    const { items } = await api.get("/v1/me/exports");
+    replace(list, items.map(item));
+    const busy = items.some((e) => e.status === "pending" || e.status === "running");
+    askButton.disabled = busy;
+    if (preparing && !busy) {
+      preparing = false;
+      const done = items[0]?.status === "ready";
+      status.replaceChildren(
+        done
+          ? notice("Votre archive est prête : vous pouvez la télécharger.", "success")
+          : notice("La préparation de votre archive a échoué. Réessayez plus tard.", "error"),
+      );
+    }
+    // Followed while it is prepared, as long as the card is on the page.
+    if (busy) timer = setTimeout(() => list.isConnected && refresh().catch(() => {}), EXPORT_POLL_MS);
+  }
+
+  const askButton = h(
+    "button",
+    {
+      type: "button",
+      onclick: async () => {
+        status.replaceChildren();
+        try {
+          await api.post("/v1/me/exports");
+          preparing = true;
+          status.replaceChildren(notice("Votre archive est en préparation : vous pourrez la télécharger ici dès qu'elle sera prête.", "success"));
+          await refresh();
+        } catch (error) {
+          status.replaceChildren(failure(error));
+        }
+      },
+    },
+    "Préparer mon archive",
+  );
+
+  const card = h(
+    "section",
+    { class: "card", "aria-labelledby": "export-titre" },
+    h("h2", { id: "export-titre" }, "Télécharger mes données"),
+    h(
+      "p",
+      {},
+      "Obtenez une archive ZIP de votre espace santé : vos documents, votre profil médical, vos messages et le journal des accès à votre dossier. ",
+      "Elle est préparée en quelques instants, puis conservée 7 jours.",
+    ),
+    h("div", { class: "actions" }, askButton),
+    list,
+    status,
+  );
+  return { card, refresh, status };
+}
+
 export async function account(main, _params, state) {
   const sessions = sessionsCard();
   await sessions.refresh();
   const me = state.me;
+  const exports = me.kind === "patient" ? exportCard() : null;
+  if (exports) await exports.refresh().catch((error) => exports.status.replaceChildren(failure(error)));
   const who = me.kind === "patient" ? `INS ${me.ins}` : me.rpps ? `RPPS ${me.rpps}` : me.login || me.id;
   replace(
     main,
@@ -260,5 +391,6 @@ export async function account(main, _params, state) {
     passwordCard(sessions),
     sessions.card,
     contactsCard(),
+    exports ? exports.card : "",
   );
 }

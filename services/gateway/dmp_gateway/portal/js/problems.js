@@ -84,6 +84,14 @@ export const MESSAGES = {
     "Le délai pour s'opposer à la création de ce compte est dépassé.",
   "account-locked": "Trop de tentatives infructueuses : le compte est temporairement bloqué.",
   "too-many-requests": "Trop de demandes : patientez un instant avant de réessayer.",
+  "export-running":
+    "Une archive de vos données est déjà en préparation : attendez qu'elle soit prête.",
+  "export-rate-limited":
+    "Vous avez déjà demandé plusieurs archives aujourd'hui : réessayez demain.",
+  "export-not-ready": "Cette archive n'est pas encore prête : patientez un instant.",
+  "export-not-found": "Cette archive n'existe pas.",
+  "export-expired":
+    "Cette archive a été supprimée après son délai de conservation : demandez-en une nouvelle.",
   "internal-error": "Une erreur inattendue est survenue. Réessayez plus tard.",
   "service-unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
   overloaded: "Le service est très sollicité. Réessayez dans quelques instants.",
