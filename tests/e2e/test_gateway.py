@@ -76,3 +76,22 @@ def test_readyz_reports_every_service(stack: RunningStack) -> None:
         "ingest",
         "messaging",
     }
+
+
+def test_a_date_off_the_calendar_is_a_clear_422(stack: RunningStack) -> None:
+    """Year 1 at +23:59 has no UTC time: the field is named, nothing breaks (found by the
+    fuzzer: it was a 500)."""
+    admin = stack.admin_token()
+    patient = stack.create_patient(admin)
+    token = stack.token_for(patient, "patient")
+    stack.open_dossier(token, patient)
+    ins = patient["ins"]
+    edge = "0001-01-01T00:00:00+23:59"
+    with stack.client(token) as c:
+        for path, params, field in (
+            (f"/v1/dossiers/{ins}/documents", {"since": edge}, "since"),
+            (f"/v1/dossiers/{ins}/measurements", {"from": edge}, "from"),
+        ):
+            r = c.get(path, params=params)
+            assert r.status_code == 422, r.text
+            assert r.json()["field"] == field, r.json()

@@ -104,6 +104,10 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/fhir/R4/DocumentReference/{resource_id}"): CARE,
     ("PATCH", "/fhir/R4/DocumentReference/{resource_id}"): frozenset({"patient"}),  # masking
     ("GET", "/fhir/R4/Binary/{resource_id}"): CARE,
+    # Health measurements: read as the profile is (the patient and their care team).
+    ("GET", "/fhir/R4/Observation"): CARE,
+    ("GET", "/fhir/R4/Observation/_search"): CARE,
+    ("POST", "/fhir/R4/Observation/_search"): CARE,
     ("GET", "/fhir/R4/List"): SEARCHERS,
     ("GET", "/fhir/R4/List/_search"): SEARCHERS,
     ("POST", "/fhir/R4/List/_search"): SEARCHERS,
@@ -255,7 +259,7 @@ def answers(stack: RunningStack, kind: str) -> dict[tuple[str, str], int]:
                 )
             elif path == "/fhir/R4/Patient":
                 r = c.get(url, params={"identifier": f"urn:oid:1.2.250.1.213.1.4.8|{scene.ins}"})
-            elif path.endswith(("/DocumentReference", "/_search", "/List")):
+            elif path.endswith(("/DocumentReference", "/_search", "/List", "/Observation")):
                 r = c.get(url, params=patient_param)
             else:
                 r = c.get(url)

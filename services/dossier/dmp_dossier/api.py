@@ -1523,29 +1523,6 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         )
         self.relay.kick(self.store.measurements, series_id(ins, kind))
 
-
-def _measurement(point: Document) -> pb.HealthMeasurement:
-    return pb.HealthMeasurement(
-        id=point["id"],
-        kind=point["kind"],
-        value=point.get("value", 0.0),
-        systolic=point.get("systolic", 0.0),
-        diastolic=point.get("diastolic", 0.0),
-        unit=point["unit"],
-        measured_at=timestamp(point["measured_at"]),
-        source=point["source"],
-        author=point.get("author", ""),
-        note=point.get("note", ""),
-        recorded_at=timestamp(point["recorded_at"]),
-        computed=point.get("computed", False),
-    )
-
-
-def _measurement_source(who: Principal) -> str:
-    """Where a measurement comes from, by who writes it: the patient (or who acts for them),
-    a professional; "device" is kept for the apps a patient connects."""
-    return "professional" if who.kind == "professional" else "patient"
-
     # exports of one's data ------------------------------------------------------------------
 
     def _exporter(self) -> Principal:
@@ -1669,6 +1646,29 @@ def _measurement_source(who: Principal) -> str:
         if request.part == 0:
             await self._trace(caller(), doc["ins"], "read", query="export")
         return pb.GetExportContentResponse(export=_export(doc), content=content)
+
+
+def _measurement(point: Document) -> pb.HealthMeasurement:
+    return pb.HealthMeasurement(
+        id=point["id"],
+        kind=point["kind"],
+        value=point.get("value", 0.0),
+        systolic=point.get("systolic", 0.0),
+        diastolic=point.get("diastolic", 0.0),
+        unit=point["unit"],
+        measured_at=timestamp(point["measured_at"]),
+        source=point["source"],
+        author=point.get("author", ""),
+        note=point.get("note", ""),
+        recorded_at=timestamp(point["recorded_at"]),
+        computed=point.get("computed", False),
+    )
+
+
+def _measurement_source(who: Principal) -> str:
+    """Where a measurement comes from, by who writes it: the patient (or who acts for them),
+    a professional; "device" is kept for the apps a patient connects."""
+    return "professional" if who.kind == "professional" else "patient"
 
 
 def _export(doc: Document) -> pb.Export:

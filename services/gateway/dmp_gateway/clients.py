@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -18,6 +19,7 @@ from dmp.ingest.v1 import ingest_pb2_grpc
 from dmp.messaging.v1 import messaging_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
 from dmp_gateway.config import GatewaySettings
+from dmp_kit.errors import InvalidArgument
 from dmp_kit.rpc.client import call_options, open_channel
 from dmp_kit.rpc.status import error_from_rpc
 
@@ -27,6 +29,15 @@ SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "mess
 
 def iso(ts: Timestamp) -> str:
     return ts.ToDatetime().isoformat(timespec="milliseconds") + "Z"
+
+
+def stamp(target: Timestamp, moment: datetime, field: str) -> None:
+    """A request's date into a protobuf Timestamp, or a 422 naming it: a date at the edge of
+    the calendar with an offset that moves it off (year 1 at +23:59) has no UTC time."""
+    try:
+        target.FromDatetime(moment)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidArgument("this date is out of range", field=field) from exc
 
 
 def downstream(request: Request) -> Downstream:

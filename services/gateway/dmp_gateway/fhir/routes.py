@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.identity.v1 import identity_pb2
-from dmp_gateway.clients import downstream
+from dmp_gateway.clients import downstream, stamp
 from dmp_gateway.fhir import codes, observations, translate
 from dmp_gateway.fhir.capability import statement
 from dmp_gateway.fhir.resources import (
@@ -474,9 +474,9 @@ async def find_observations(request: Request, who: Caller) -> Response:
         ins=search.ins, kind=search.kinds[0] if len(search.kinds) == 1 else ""
     )
     if search.since is not None:
-        query.measured_from.FromDatetime(search.since)
+        stamp(query.measured_from, search.since, "date")
     if search.before is not None:
-        query.measured_to.FromDatetime(search.before - timedelta(microseconds=1))
+        stamp(query.measured_to, search.before - timedelta(microseconds=1), "date")
     ds = downstream(request)
     resp = await ds.call(ds.dossier.ListMeasurements, query, token=who.token)
     found = [m for m in resp.measurements if search.wants(m.kind)]

@@ -15,6 +15,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from dmp.dossier.v1 import dossier_pb2 as pb
+from dmp_gateway.clients import stamp
 from dmp_gateway.fhir import codes
 from dmp_gateway.fhir.resources import split_id
 from dmp_kit.auth import Principal
@@ -232,14 +233,14 @@ def document_search(
         low, high = _bounds(values, name)
         if name == "date":
             if low:
-                q.created_from.FromDatetime(low)
+                stamp(q.created_from, low, name)
             if high:
-                q.created_before.FromDatetime(high)
+                stamp(q.created_before, high, name)
         else:
             if low:
-                q.period_from.FromDatetime(low)
+                stamp(q.period_from, low, name)
             if high:
-                q.period_before.FromDatetime(high)
+                stamp(q.period_before, high, name)
     return Search(ins, q, count, cursor, empty, kept, list_filters)
 
 

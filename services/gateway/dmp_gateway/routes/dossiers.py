@@ -13,7 +13,7 @@ from pydantic_core import to_json
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp_gateway import problems
-from dmp_gateway.clients import downstream, iso
+from dmp_gateway.clients import downstream, iso, stamp
 from dmp_gateway.security import Caller
 from dmp_kit.errors import InvalidArgument
 
@@ -289,7 +289,7 @@ async def list_documents(
     if status:
         req.status = DOC_STATUS_PB[status]  # type: ignore[assignment]
     if since:
-        req.since.FromDatetime(since)
+        stamp(req.since, since, "since")
     resp = await ds.call(ds.dossier.ListDocuments, req, token=who.token)
     page: dict[str, Any] = {"items": [document_json(m) for m in resp.items]}
     if resp.next:
@@ -325,7 +325,7 @@ async def add_document(ins: str, body: DocumentIn, request: Request, who: Caller
         replaces=body.replaces or "",
     )
     if body.service_start:
-        req.service_start.FromDatetime(body.service_start)
+        stamp(req.service_start, body.service_start, "service_start")
     ds = downstream(request)
     resp = await ds.call(ds.dossier.AddDocument, req, token=who.token)
     return document_out(resp.document)

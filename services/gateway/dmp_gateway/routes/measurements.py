@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp_gateway import problems
-from dmp_gateway.clients import downstream, iso
+from dmp_gateway.clients import downstream, iso, stamp
 from dmp_gateway.security import Caller
 
 router = APIRouter(tags=["measurements"])
@@ -84,9 +84,9 @@ async def list_measurements(
 ) -> Series:
     query = pb.ListMeasurementsRequest(ins=ins, kind=kind)
     if since is not None:
-        query.measured_from.FromDatetime(since)
+        stamp(query.measured_from, since, "from")
     if until is not None:
-        query.measured_to.FromDatetime(until)
+        stamp(query.measured_to, until, "to")
     ds = downstream(request)
     resp = await ds.call(ds.dossier.ListMeasurements, query, token=who.token)
     return Series(items=[measurement_out(m, who) for m in resp.measurements])
@@ -112,7 +112,7 @@ async def add_measurement(
         unit=body.unit,
         note=body.note,
     )
-    add.measured_at.FromDatetime(body.measured_at)
+    stamp(add.measured_at, body.measured_at, "measured_at")
     ds = downstream(request)
     resp = await ds.call(ds.dossier.AddMeasurement, add, token=who.token)
     return measurement_out(resp.measurement, who)

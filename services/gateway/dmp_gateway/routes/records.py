@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp_gateway import problems
-from dmp_gateway.clients import downstream, iso
+from dmp_gateway.clients import downstream, iso, stamp
 from dmp_gateway.security import Caller
 
 router = APIRouter(tags=["dossier"])
@@ -105,7 +105,7 @@ async def put_profile(ins: str, body: Profile, request: Request, who: Caller) ->
     )
     for m in body.measurements:
         entry = profile.measurements.add(kind=m.kind, value=m.value, unit=m.unit)
-        entry.measured_at.FromDatetime(m.measured_at)
+        stamp(entry.measured_at, m.measured_at, "measurements.measured_at")
     ds = downstream(request)
     resp = await ds.call(
         ds.dossier.PutProfile, pb.PutProfileRequest(ins=ins, profile=profile), token=who.token
