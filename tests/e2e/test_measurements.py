@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dmp_stack.fhir_validator import FhirValidator
-from dmp_stack.testing import RunningStack, collect_events, until
+from dmp_stack.testing import CareTeam, RunningStack, collect_events, until
 
 PROBLEM = "application/problem+json"
 
@@ -30,51 +30,8 @@ def at(days_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
 
 
-class Dossier:
+class Dossier(CareTeam):
     """A patient's open DMP with a GP, an authorised doctor and pharmacist, and an outsider."""
-
-    def __init__(self, stack: RunningStack) -> None:
-        self.stack = stack
-        admin = stack.admin_token()
-        self.patient = stack.create_patient(admin)
-        self.ins = self.patient["ins"]
-        self.pros = {
-            "gp": stack.create_professional(admin, "10"),
-            "doctor": stack.create_professional(admin, "10"),
-            "pharmacist": stack.create_professional(admin, "21"),
-            "outsider": stack.create_professional(admin, "10"),
-        }
-        self.tokens = {
-            "patient": stack.login(
-                "patient", self.ins, self.patient["password"], self.patient["email"]
-            )["access_token"]
-        }
-        for name, pro in self.pros.items():
-            self.tokens[name] = stack.login(
-                "professional", pro["rpps"], pro["password"], pro["email"]
-            )["access_token"]
-        stack.open_dossier(self.tokens["patient"], self.patient)
-        with self.client("patient") as c:
-            assert until(
-                lambda: c.put(
-                    f"/v1/dossiers/{self.ins}/attending-physician",
-                    json={"rpps": self.pros["gp"]["rpps"]},
-                ).status_code
-                == 200
-            )
-            for name in ("doctor", "pharmacist"):
-                self.set_pro(name, "authorized")
-
-    def client(self, who: str) -> Any:
-        return self.stack.client(self.tokens[who])
-
-    def set_pro(self, name: str, status: str) -> None:
-        with self.client("patient") as c:
-            r = c.put(
-                f"/v1/dossiers/{self.ins}/professionals/{self.pros[name]['rpps']}",
-                json={"status": status},
-            )
-        assert r.status_code == 200, r.text
 
     def add(self, who: str, **body: Any) -> Any:
         with self.client(who) as c:

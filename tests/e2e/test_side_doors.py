@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dmp_stack.testing import RunningStack, collect_events, make_ins, until
+from dmp_stack.testing import CareTeam, RunningStack, collect_events, make_ins, until
 
 DAY = 86_400
 
@@ -23,47 +23,8 @@ def refused(r: Any, status: int) -> None:
     assert r.headers["content-type"] == PROBLEM
 
 
-class Dossier:
+class Dossier(CareTeam):
     """One patient's open DMP with a GP, an authorised doctor and an authorised pharmacist."""
-
-    def __init__(self, stack: RunningStack) -> None:
-        self.stack = stack
-        admin = stack.admin_token()
-        self.patient = stack.create_patient(admin)
-        self.ins = self.patient["ins"]
-        self.pros = {
-            "gp": stack.create_professional(admin, "10"),
-            "doctor": stack.create_professional(admin, "10"),
-            "pharmacist": stack.create_professional(admin, "21"),
-            "outsider": stack.create_professional(admin, "10"),
-        }
-        self.tokens = {
-            "patient": stack.login(
-                "patient", self.ins, self.patient["password"], self.patient["email"]
-            )["access_token"]
-        }
-        for name, pro in self.pros.items():
-            self.tokens[name] = stack.login(
-                "professional", pro["rpps"], pro["password"], pro["email"]
-            )["access_token"]
-        stack.open_dossier(self.tokens["patient"], self.patient)
-        with self.client("patient") as c:
-            assert until(
-                lambda: c.put(
-                    f"/v1/dossiers/{self.ins}/attending-physician",
-                    json={"rpps": self.pros["gp"]["rpps"]},
-                ).status_code
-                == 200
-            )
-            for name in ("doctor", "pharmacist"):
-                r = c.put(
-                    f"/v1/dossiers/{self.ins}/professionals/{self.pros[name]['rpps']}",
-                    json={"status": "authorized"},
-                )
-                assert r.status_code == 200, r.text
-
-    def client(self, who: str) -> Any:
-        return self.stack.client(self.tokens[who])
 
     def add(self, who: str, type_code: str, title: str, **extra: Any) -> str:
         body = {

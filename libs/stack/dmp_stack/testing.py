@@ -434,6 +434,56 @@ class RunningStack:
         return added
 
 
+class CareTeam:
+    """A patient's open DMP with their GP, an authorised doctor and pharmacist, and an outsider
+    (a doctor of no relation to them), each logged in: the story most access tests start from."""
+
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        admin = stack.admin_token()
+        self.patient = stack.create_patient(admin)
+        self.ins = self.patient["ins"]
+        self.pros = {
+            "gp": stack.create_professional(admin, "10"),
+            "doctor": stack.create_professional(admin, "10"),
+            "pharmacist": stack.create_professional(admin, "21"),
+            "outsider": stack.create_professional(admin, "10"),
+        }
+        patient = self.patient
+        self.tokens = {
+            "patient": stack.login("patient", self.ins, patient["password"], patient["email"])[
+                "access_token"
+            ]
+        }
+        for name, pro in self.pros.items():
+            self.tokens[name] = stack.login(
+                "professional", pro["rpps"], pro["password"], pro["email"]
+            )["access_token"]
+        stack.open_dossier(self.tokens["patient"], self.patient)
+        with self.client("patient") as c:
+            assert until(
+                lambda: c.put(
+                    f"/v1/dossiers/{self.ins}/attending-physician",
+                    json={"rpps": self.pros["gp"]["rpps"]},
+                ).status_code
+                == 200
+            )
+        for name in ("doctor", "pharmacist"):
+            self.set_pro(name, "authorized")
+
+    def client(self, who: str) -> httpx.Client:
+        return self.stack.client(self.tokens[who])
+
+    def set_pro(self, name: str, status: str) -> None:
+        """The patient authorises or blocks one of the professionals."""
+        with self.client("patient") as c:
+            r = c.put(
+                f"/v1/dossiers/{self.ins}/professionals/{self.pros[name]['rpps']}",
+                json={"status": status},
+            )
+        assert r.status_code == 200, r.text
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code == 200
