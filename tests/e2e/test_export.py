@@ -104,6 +104,17 @@ def test_a_patient_downloads_all_their_data(clock: RunningStack) -> None:
         assert r.status_code == 200, r.text
         r = c.post(f"/v1/conversations/{conversation}/messages", json={"body": "Merci docteur"})
         assert r.status_code == 201, r.text
+        for kind, value, unit in (("weight", 70, "kg"), ("height", 175, "cm")):
+            r = c.post(
+                f"/v1/dossiers/{ins}/measurements",
+                json={
+                    "kind": kind,
+                    "value": value,
+                    "unit": unit,
+                    "measured_at": "2026-11-01T08:00:00+01:00",
+                },
+            )
+            assert r.status_code == 201, r.text
         readable = {
             d["id"]: c.get(f"/v1/dossiers/{ins}/documents/{d['id']}/content").content
             for d in c.get(f"/v1/dossiers/{ins}/documents").json()["items"]
@@ -151,6 +162,11 @@ def test_a_patient_downloads_all_their_data(clock: RunningStack) -> None:
     assert "journal-des-acces.json" in names
     assert "messages.json" in archive.read("LISEZMOI.txt").decode()
 
+    measured = json.loads(archive.read("constantes.json"))["series"]
+    assert [p["value"] for p in measured["weight"]] == [70]
+    assert [round(p["value"], 1) for p in measured["bmi"]] == [22.9]
+    assert "constantes.json" in archive.read("LISEZMOI.txt").decode()
+
     profile = json.loads(archive.read("profil.json"))
     assert profile["identity"]["ins"] == ins
     assert profile["identity"]["email"] == story.patient["email"]
@@ -170,7 +186,7 @@ def test_a_patient_downloads_all_their_data(clock: RunningStack) -> None:
     assert listed[masked]["file"].endswith(".pdf")
     assert "été" in listed[plain]["file"] and "passwd" in listed[plain]["file"]
     assert all(not n.startswith("/") and ".." not in n.split("/") for n in names)
-    assert len(names) == 5 + len(readable)
+    assert len(names) == 6 + len(readable)
 
     (exported,) = json.loads(archive.read("messages.json"))["conversations"]
     assert exported["id"] == conversation and exported["subject"] == "Suivi du bilan"

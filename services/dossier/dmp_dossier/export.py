@@ -81,6 +81,11 @@ profil.json
     votre profil médical (allergies, antécédents, maladies chroniques, traitements en
     cours, mesures), vos contacts d'urgence et vos directives anticipées.
 
+constantes.json
+    Vos mesures (poids, taille, tension, fréquence cardiaque, glycémie, tour de taille),
+    avec leur unité, leur date et leur source, et l'IMC calculé à partir du poids et de
+    la taille.
+
 documents/index.json
     La description de chacun de vos documents : type, rubrique, titre, auteur, date,
     format, taille, empreinte SHA-256, et le fichier qui le contient dans l'archive.
@@ -187,6 +192,23 @@ def records_entry(identity: Document, dossier: Document) -> Document:
             else None
         ),
     }
+
+
+def measurements_entry(series: dict[str, list[Document]]) -> Document:
+    """constantes.json: each series oldest first, and the BMI computed from weight and height,
+    as the patient reads them."""
+
+    def shown(point: Document) -> Document:
+        out = {k: v for k, v in point.items() if not isinstance(v, datetime)}
+        return out | {k: iso(v) for k, v in point.items() if isinstance(v, datetime)}
+
+    by_kind = {
+        kind: [shown(p) for p in sorted(points, key=lambda p: p["measured_at"])]
+        for kind, points in series.items()
+    }
+    bmi = domain.bmi_points(series.get("weight", []), series.get("height", []))
+    by_kind[domain.BMI.name] = [shown(p) for p in sorted(bmi, key=lambda p: p["measured_at"])]
+    return {"series": by_kind}
 
 
 def log_entry(entry: audit_pb2.AccessLogEntry, readable: set[str]) -> Document:
@@ -438,6 +460,8 @@ class ExportBuilder:
             "LISEZMOI.txt", README.format(date=self.clock.now().strftime("%d/%m/%Y")).encode()
         )
         archive.writestr("profil.json", json_bytes(records_entry(identity, dossier)))
+        series = await self.store.measurement_series(dossier["_id"], list(domain.MEASUREMENT_KINDS))
+        archive.writestr("constantes.json", json_bytes(measurements_entry(series)))
         await self.progress(doc, AFTER_RECORDS)
 
         wanted = set(doc.get("documents", []))
