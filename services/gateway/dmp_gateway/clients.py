@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -57,12 +57,22 @@ class Downstream:
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self.channels["ingest"])
         self.messaging = messaging_pb2_grpc.MessagingServiceStub(self.channels["messaging"])
 
-    async def call(self, method: Callable[..., Awaitable[T]], request: Any, token: str = "") -> T:
-        """Calls a service; its error comes back as the DmpError it raised."""
+    async def call(
+        self,
+        method: Callable[..., Awaitable[T]],
+        request: Any,
+        token: str = "",
+        fields: Mapping[str, str] | None = None,
+    ) -> T:
+        """Calls a service; its error comes back as the DmpError it raised. `fields`: the
+        service's names of the request's fields → the route's, for the error's `field`."""
         try:
             return await method(request, **call_options(self.settings.grpc_deadline_seconds, token))
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from exc
+            err = error_from_rpc(exc)
+            if fields and err.field in fields:
+                err.field = fields[err.field]
+            raise err from exc
 
     async def health(self) -> dict[str, bool]:
         results: dict[str, bool] = {}

@@ -19,7 +19,7 @@ from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.routes.dossiers import content_response
 from dmp_gateway.security import Caller
-from dmp_kit.errors import DmpError, InvalidArgument
+from dmp_kit.errors import InvalidArgument
 
 router = APIRouter(tags=["messaging"])
 
@@ -223,16 +223,12 @@ async def list_conversations(
     ] = None,
 ) -> Conversations:
     ds = downstream(request)
-    try:
-        resp = await ds.call(
-            ds.messaging.ListConversations,
-            pb.ListConversationsRequest(page_size=page_size, cursor=cursor or "", query=q or ""),
-            token=who.token,
-        )
-    except DmpError as err:
-        if err.field == "query":
-            err.field = "q"
-        raise
+    resp = await ds.call(
+        ds.messaging.ListConversations,
+        pb.ListConversationsRequest(page_size=page_size, cursor=cursor or "", query=q or ""),
+        token=who.token,
+        fields={"query": "q"},
+    )
     return Conversations(
         items=[_conversation(c) for c in resp.items],
         next=resp.next or None,

@@ -17,7 +17,6 @@ from dmp.consent.v1 import consent_pb2 as pb
 from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
-from dmp_kit.errors import DmpError
 
 router = APIRouter(tags=["trusted persons"])
 
@@ -89,12 +88,6 @@ def trusted_person(t: pb.Trust) -> TrustedPerson:
     )
 
 
-def _body_field(err: DmpError) -> None:
-    """Consent names the trusted person `trusted_ins`; the body here calls it `ins`."""
-    if err.field == "trusted_ins":
-        err.field = "ins"
-
-
 @router.get(
     "/v1/dossiers/{ins}/trusted-persons",
     response_model=TrustedPersons,
@@ -131,15 +124,12 @@ async def list_trusted(ins: str, request: Request, who: Caller) -> TrustedPerson
 )
 async def invite(ins: str, body: TrustedPersonIn, request: Request, who: Caller) -> TrustedPerson:
     ds = downstream(request)
-    try:
-        resp = await ds.call(
-            ds.consent.InviteTrustedPerson,
-            pb.InviteTrustedPersonRequest(ins=ins, trusted_ins=body.ins, scope=SCOPES[body.scope]),
-            token=who.token,
-        )
-    except DmpError as err:
-        _body_field(err)
-        raise
+    resp = await ds.call(
+        ds.consent.InviteTrustedPerson,
+        pb.InviteTrustedPersonRequest(ins=ins, trusted_ins=body.ins, scope=SCOPES[body.scope]),
+        token=who.token,
+        fields={"trusted_ins": "ins"},  # consent's name for the body's `ins`
+    )
     return trusted_person(resp.trust)
 
 
