@@ -20,8 +20,9 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
 from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
+from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
-from dmp_stack.testing import CareTeam, RunningStack
+from dmp_stack.testing import CareTeam, RunningStack, until
 
 PROBLEM = "application/problem+json"
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -444,6 +445,109 @@ def test_an_app_token_reaches_no_other_method_of_any_service(world: World) -> No
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         me = identity.GetMe(identity_pb2.GetMeRequest(), metadata=metadata, timeout=10)
     assert me.ins == world.ins
+    # Within the methods apps reach, the scope still counts: this one has no measurements.write.
+    with grpc.insecure_channel(env["DMP_DOSSIER_ADDR"]) as channel:
+        dossier = dossier_pb2_grpc.DossierServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            dossier.DeleteMeasurement(
+                dossier_pb2.DeleteMeasurementRequest(ins=world.ins, measurement_id="x"),
+                metadata=metadata,
+                timeout=10,
+            )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_patient_hears_of_a_connection_and_ending_all_sessions_ends_the_apps(
+    world: World, stack: RunningStack
+) -> None:
+    """A patient's stolen token could connect an app that outlives it: the patient is told of
+    each connection (as of a login), and « end all sessions » ends the apps too."""
+    app, token = world.connect()
+    with world.client("patient") as c:
+        assert until(
+            lambda: any(
+                n["title"] == "Application connectée à votre DMP"
+                for n in c.get("/v1/me/notifications", params={"page_size": 100}).json()["items"]
+            )
+        )
+        log = c.get(f"/v1/dossiers/{world.ins}/access-log", params={"page_size": 50}).json()
+        assert any(e.get("query") == "login:app_connected" for e in log["entries"])
+        assert c.delete("/v1/me/sessions").status_code == 200
+    with world.as_app(token) as c:
+        problem(c.get(f"/v1/dossiers/{world.ins}/documents"), 401, "invalid-token")
+    with pytest.raises(OAuthError):
+        app.refresh_token(f"{stack.url}/oauth/token", refresh_token=token["refresh_token"])
+
+
+def test_the_edges_of_the_protocol(world: World, stack: RunningStack) -> None:
+    """No code in a fragment; a verifier of the wrong form; an access token revoked ends its
+    connection; /v1/me tells an app the INS, not the name; narrowing a refresh keeps the
+    connection's scopes; a loopback redirect URI on another port (RFC 8252 §7.3)."""
+    authorize = f"{stack.url}/oauth/authorize"
+    fragment = httpx.get(
+        authorize,
+        params={
+            "response_type": "code",
+            "client_id": world.client_id,
+            "redirect_uri": REDIRECT,
+            "scope": "documents.read",
+            "code_challenge": "a" * 43,
+            "code_challenge_method": "S256",
+            "response_mode": "fragment",
+        },
+        follow_redirects=False,
+    )
+    assert params(fragment.headers["location"])["error"] == "invalid_request"
+    assert "#" not in fragment.headers["location"]
+
+    app = world.oauth()
+    url, _ = app.create_authorization_url(authorize, code_verifier=generate_token(48))
+    code = params(world.consent(url))["code"]
+    short = httpx.post(
+        f"{stack.url}/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": world.client_id,
+            "redirect_uri": REDIRECT,
+            "code_verifier": "x",
+        },
+    )
+    assert short.status_code == 400 and short.json()["error"] == "invalid_request", short.text
+
+    app, token = world.connect()
+    with world.as_app(token) as c:
+        me = c.get("/v1/me").json()
+    assert me["ins"] == world.ins and "given_name" not in me and "login" not in me
+    narrowed = app.refresh_token(
+        f"{stack.url}/oauth/token", refresh_token=token["refresh_token"], scope="documents.read"
+    )
+    assert narrowed["scope"] == "documents.read"
+    widened = app.refresh_token(f"{stack.url}/oauth/token", refresh_token=narrowed["refresh_token"])
+    assert set(widened["scope"].split()) == {"documents.read", "measurements.read"}
+    revoked = httpx.post(
+        f"{stack.url}/oauth/revoke",
+        data={"token": widened["access_token"], "client_id": world.client_id},
+    )
+    assert revoked.status_code == 200
+    with world.as_app(widened) as c:
+        problem(c.get(f"/v1/dossiers/{world.ins}/documents"), 401, "invalid-token")
+
+    native = OAuth2Client(
+        client_id=world.client_id,
+        redirect_uri="http://127.0.0.1:48123/callback",
+        scope="documents.read",
+        code_challenge_method="S256",
+        token_endpoint_auth_method="none",
+    )
+    verifier = generate_token(48)
+    url, _ = native.create_authorization_url(authorize, code_verifier=verifier)
+    back = world.consent(url)
+    assert back.startswith("http://127.0.0.1:48123/callback?")
+    token = native.fetch_token(
+        f"{stack.url}/oauth/token", authorization_response=back, code_verifier=verifier
+    )
+    assert token["access_token"]
 
 
 def test_revocation_by_the_app_and_delisting_by_an_administrator(

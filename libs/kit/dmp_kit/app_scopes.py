@@ -22,23 +22,27 @@ def unknown(scopes: list[str]) -> list[str]:
     return [s for s in scopes if s not in SCOPES]
 
 
-# The gRPC methods an app's token may reach at all, in any service (each service's auth
-# interceptor refuses it any other): those the gateway's routes for apps call with it, and
-# those these call in turn with the caller's token forwarded. Which scope a route needs is the
-# gateway's to check (dmp_gateway.app_access); this keeps an app's token, wherever it is
-# presented, from doing what no route for apps does.
-APP_METHODS = frozenset(
-    {
-        "/dmp.identity.v1.IdentityService/GetMe",
-        "/dmp.identity.v1.IdentityService/CheckConnection",
-        "/dmp.dossier.v1.DossierService/GetDossier",
-        "/dmp.dossier.v1.DossierService/ListDocuments",
-        "/dmp.dossier.v1.DossierService/GetDocument",
-        "/dmp.dossier.v1.DossierService/GetDocumentContent",
-        "/dmp.dossier.v1.DossierService/ListMeasurements",
-        "/dmp.dossier.v1.DossierService/AddMeasurement",
-        "/dmp.dossier.v1.DossierService/DeleteMeasurement",
-        "/dmp.consent.v1.ConsentService/Decide",
-        "/dmp.consent.v1.ConsentService/FilterDocuments",
-    }
-)
+# The gRPC methods an app's token may reach at all, in any service, each with the scope it
+# needs ("": any app token); each service's auth interceptor refuses it any other. They are the
+# methods the gateway's routes for apps call with it, and those these call in turn with the
+# caller's token forwarded (consent's decisions). Presented anywhere, an app's token does no
+# more than its scopes let it do through the gateway.
+ANY = ""
+APP_METHODS: dict[str, str] = {
+    "/dmp.identity.v1.IdentityService/GetMe": ANY,
+    "/dmp.identity.v1.IdentityService/CheckConnection": ANY,
+    "/dmp.consent.v1.ConsentService/Decide": ANY,
+    "/dmp.consent.v1.ConsentService/FilterDocuments": ANY,
+    "/dmp.dossier.v1.DossierService/GetDossier": "documents.read",
+    "/dmp.dossier.v1.DossierService/ListDocuments": "documents.read",
+    "/dmp.dossier.v1.DossierService/GetDocument": "documents.read",
+    "/dmp.dossier.v1.DossierService/GetDocumentContent": "documents.read",
+    "/dmp.dossier.v1.DossierService/ListMeasurements": "measurements.read",
+    "/dmp.dossier.v1.DossierService/AddMeasurement": "measurements.write",
+    "/dmp.dossier.v1.DossierService/DeleteMeasurement": "measurements.write",
+}
+
+
+def app_may_call(method: str, scopes: frozenset[str]) -> bool:
+    needed = APP_METHODS.get(method)
+    return needed is not None and (needed == ANY or needed in scopes)

@@ -36,6 +36,7 @@ async def serve() -> None:
     )
     # Identity verifies tokens with its own keys, read from its own store.
     verifier = runtime.verifier(JwksCache(keys.fetch_public, min_refresh_interval=1.0))
+    servicer.verifier = verifier  # an app's access token presented for revocation
 
     async def on_ready() -> None:
         await keys.ensure_key()

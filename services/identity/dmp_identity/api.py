@@ -947,7 +947,11 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         return pb.ChangePasswordResponse(sessions_ended=ended)
 
     async def _end_sessions(self, account_id: str, keep: str = "") -> int:
+        """Ends the person's other sessions, and every app connected to their account: a
+        password changed or « end all sessions » is what one does when one fears a token was
+        taken, and a connection made with it would otherwise outlive both."""
         now = self.clock.now()
+        await self.apps.end_connections({"account_id": account_id}, now)
         ended = 0
         for live in await self.store.live_sessions(account_id, now):
             if live["family"] != keep:

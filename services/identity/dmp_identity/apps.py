@@ -17,8 +17,10 @@ authorization response (RFC 9207).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,8 +38,8 @@ from dmp.identity.v1 import identity_pb2 as pb
 from dmp_identity import domain
 from dmp_identity.store import AppStore
 from dmp_kit import app_scopes
-from dmp_kit.auth import Principal, caller
-from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from dmp_kit.auth import Principal, TokenVerifier, caller
+from dmp_kit.errors import DmpError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from dmp_kit.logging import get_logger
 from dmp_kit.proto import timestamp
 
@@ -50,7 +52,14 @@ LAST_USED_EVERY = timedelta(minutes=1)
 MAX_REDIRECT_URIS = 5
 MAX_LOGO_BYTES = 256 * 1024
 LOGO_TYPES = frozenset({"image/png", "image/jpeg"})
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
+# RFC 8252 §7.3 and §8.3: a loopback IP literal, not "localhost" (which a resolver may send
+# elsewhere); any port is accepted at authorization, the app's listener picks one.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})
+# RFC 8252 §7.1: a private-use scheme in reverse domain-name form (com.example.app).
+PRIVATE_SCHEME = re.compile(r"[a-z][a-z0-9-]*(\.[a-z0-9-]+)+")
+# RFC 7636 §4.1 and §4.2: the verifier's characters and length; an S256 challenge's form.
+VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 # oauthlib reads the request's address only to parse its query and insists on https; the
 # gateway terminates TLS, so the address handed to it is this fixed one.
 _ENDPOINT = "https://identity.internal/oauth"
@@ -74,10 +83,14 @@ def check_redirect_uri(uri: str) -> str:
     except ValueError as exc:
         raise InvalidArgument("not a URI", field="redirect_uris") from exc
     scheme = parts.scheme.lower()
+    try:
+        parts.port  # noqa: B018 - a port that is not a number is refused here
+    except ValueError as exc:
+        raise InvalidArgument("not a URI", field="redirect_uris") from exc
     ok = (
         (scheme == "https" and bool(parts.hostname))
-        or (scheme == "http" and parts.netloc.split(":")[0] in LOOPBACK_HOSTS)
-        or ("." in scheme and scheme not in ("http", "https"))
+        or (scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
+        or bool(PRIVATE_SCHEME.fullmatch(scheme))
     )
     if not ok or parts.fragment or "@" in parts.netloc or len(uri) > 512 or " " in uri:
         raise InvalidArgument(
@@ -87,6 +100,26 @@ def check_redirect_uri(uri: str) -> str:
             slug="invalid-redirect-uri",
         )
     return uri
+
+
+def registered(uri: str, uris: list[str]) -> bool:
+    """The address is one the app registered: exactly, but for a loopback address's port,
+    which the app's listener chooses when it starts (RFC 8252 §7.3)."""
+    if uri in uris:
+        return True
+    try:
+        parts = urlsplit(uri)
+        if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
+            return False
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        portless = urlunsplit(parts._replace(netloc=str(host)))
+        return any(
+            urlunsplit(urlsplit(u)._replace(netloc=str(host))) == portless
+            for u in uris
+            if urlsplit(u).scheme == "http" and urlsplit(u).hostname == parts.hostname
+        )
+    except ValueError:
+        return False
 
 
 def check_app_fields(fields: pb.AppFields) -> dict[str, Any]:
@@ -170,6 +203,7 @@ class Snapshot:
     new_code: dict[str, Any] | None = None
     issued: dict[str, Any] | None = None
     revoked: str = ""
+    access: Principal | None = None  # an access token presented for revocation, verified
 
     def listed_app(self, client_id: str) -> dict[str, Any] | None:
         app = self.app
@@ -214,7 +248,7 @@ class Validator(RequestValidator):  # type: ignore[misc]
         self, client_id: str, redirect_uri: str, request: Request, *args: Any, **kw: Any
     ) -> bool:
         app = self.snap.listed_app(client_id)
-        return app is not None and redirect_uri in app["redirect_uris"]
+        return app is not None and registered(redirect_uri, app["redirect_uris"])
 
     def get_default_redirect_uri(
         self, client_id: str, request: Request, *args: Any, **kw: Any
@@ -269,17 +303,21 @@ class Validator(RequestValidator):  # type: ignore[misc]
         self, client_id: str, code: str, client: Any, request: Request, *args: Any, **kw: Any
     ) -> bool:
         found = self.snap.code
+        app = self.snap.listed_app(client_id)
         if (
             found is None
             or found["used"]
             or found["expires_at"] <= self.snap.now
             or found["client_id"] != client_id
             or self.snap.account is None
+            or app is None
+            or not registered(found["redirect_uri"], app["redirect_uris"])
         ):
             return False
         request.user = self.snap.account
-        request.scopes = list(found["scopes"])
-        return True
+        # What the app may still ask for: an administrator may have narrowed it meanwhile.
+        request.scopes = [s for s in found["scopes"] if s in app["scopes"]]
+        return bool(request.scopes)
 
     def get_code_challenge(self, code: str, request: Request) -> str | None:
         return self.snap.code["challenge"] if self.snap.code else None
@@ -322,7 +360,10 @@ class Validator(RequestValidator):  # type: ignore[misc]
     def get_original_scopes(
         self, refresh_token: str, request: Request, *args: Any, **kw: Any
     ) -> list[str]:
-        return list(self.snap.token["scopes"]) if self.snap.token else []
+        app = self.snap.app
+        if self.snap.token is None or app is None:
+            return []
+        return [s for s in self.snap.token["scopes"] if s in app["scopes"]]
 
     def is_within_original_scope(
         self, request_scopes: list[str], refresh_token: str, request: Request, *a: Any, **k: Any
@@ -338,6 +379,8 @@ class Validator(RequestValidator):  # type: ignore[misc]
         found = self.snap.token
         if found is not None and found["client_id"] == request.client_id:
             self.snap.revoked = found["connection"]
+        elif self.snap.access is not None and self.snap.access.app == request.client_id:
+            self.snap.revoked = self.snap.access.connection  # an access token: its connection
 
 
 def oauth_server(snap: Snapshot, token: Any, ttl: int) -> WebApplicationServer:
@@ -362,7 +405,13 @@ class ConnectedApps:
     clock: Any
     apps: AppStore
 
+    # Set at start (identity's own token verifier): an access token presented for revocation.
+    verifier: TokenVerifier | None = None
+
     def _digest(self, value: str) -> str:
+        raise NotImplementedError
+
+    async def _record(self, throttle_id: str, change: Any, **event: Any) -> Any:
         raise NotImplementedError
 
     # the catalogue -----------------------------------------------------------------------
@@ -400,6 +449,7 @@ class ConnectedApps:
         # Scopes taken away are taken from every connection too: the patient reconnects.
         if set(current["scopes"]) - set(doc["scopes"]):
             await self.apps.end_connections({"client_id": doc["_id"]}, self.clock.now())
+        await self.apps.drop_codes(doc["_id"])  # codes given under the former terms
         return pb.UpdateAppResponse(app=app_message(doc))
 
     async def DelistApp(self, request: pb.DelistAppRequest, context: Any) -> pb.DelistAppResponse:
@@ -408,6 +458,7 @@ class ConnectedApps:
         if not await self.apps.delist(request.client_id, now):
             raise NotFound("no such app in the catalogue", field="client_id", slug="app-not-found")
         ended = await self.apps.end_connections({"client_id": request.client_id}, now)
+        await self.apps.drop_codes(request.client_id)
         log.info("app_delisted", client_id=request.client_id, connections_ended=ended)
         return pb.DelistAppResponse(connections_ended=ended)
 
@@ -439,6 +490,18 @@ class ConnectedApps:
             scopes, credentials = server.validate_authorization_request(
                 f"{_ENDPOINT}/authorize?{query}"
             )
+            request = credentials["request"]
+            if request.response_mode not in (None, "query"):
+                # The code goes in the query, beside `iss` (RFC 9207): never in a fragment,
+                # which survives a redirect on the app's side (RFC 9700 §4.11).
+                raise oauth_errors.InvalidRequestError(
+                    description="response_mode is query", request=request
+                )
+            if not S256_CHALLENGE.fullmatch(request.code_challenge or ""):
+                raise oauth_errors.InvalidRequestError(
+                    description="code_challenge is the S256 of a verifier (RFC 7636 §4.2)",
+                    request=request,
+                )
         except oauth_errors.FatalClientError as exc:
             field_name = (
                 "client_id"
@@ -454,6 +517,7 @@ class ConnectedApps:
         return list(scopes), credentials
 
     def _error_redirect(self, exc: oauth_errors.OAuth2Error) -> str:
+        exc.response_mode = None  # in the query, whatever the request asked: beside `iss`
         return with_iss(exc.in_uri(exc.redirect_uri), self.settings.jwt_issuer)
 
     async def CheckAuthorization(
@@ -547,6 +611,11 @@ class ConnectedApps:
                 connection = snap.token["connection"]
                 snap.connection = await self.apps.get_connection(connection)
                 snap.account = await self.store.get_account(snap.token["account_id"])
+        verifier = _one(form, "code_verifier")
+        if grant == "authorization_code" and verifier and not VERIFIER.fullmatch(verifier):
+            return _oauth_error(
+                "invalid_request", "code_verifier is 43 to 128 unreserved characters (RFC 7636)"
+            )
         ttl = self.settings.app_access_token_ttl_seconds
         key = await self.keys.signing_key()
         server = oauth_server(snap, self._token_for(snap, key, connection), ttl)
@@ -567,31 +636,50 @@ class ConnectedApps:
 
     async def _keep(self, snap: Snapshot, grant: str, connection: str) -> bool:
         """Writes what the token request noted; False when its code or refresh token was spent
-        meanwhile (by a concurrent request: a copy), which ends the connection."""
+        meanwhile (by a concurrent request: a copy), which ends what it gave."""
         issued, account, app = snap.issued, snap.account, snap.app
         assert issued is not None and account is not None and app is not None
         now = snap.now
         if grant == "authorization_code":
             assert snap.code is not None
-            if not await self.apps.use_code(snap.code["_id"], connection, now):
-                return False
-            # One connection per app and patient: connecting again replaces the older one.
-            await self.apps.end_connections(
-                {"account_id": account["_id"], "client_id": app["_id"]}, now
-            )
+            scopes = issued["scope"].split()
+            # The connection is written first, then the code spent: a copy of the code that
+            # loses the race finds the connection named on the code, and ends it.
             await self.apps.insert_connection(
                 {
                     "_id": connection,
                     "account_id": account["_id"],
                     "client_id": app["_id"],
-                    "scopes": list(snap.code["scopes"]),
+                    "scopes": scopes,
                     "connected_at": now,
                     "last_used_at": now,
                     "status": "active",
                 }
             )
+            if not await self.apps.use_code(snap.code["_id"], connection, now):
+                spent = await self.apps.get_code(snap.code["_id"])
+                ended = {connection, (spent or {}).get("connection") or connection}
+                await self.apps.end_connections({"_id": {"$in": sorted(ended)}}, now)
+                log.warning("app_code_reused", client_id=app["_id"])
+                return False
+            # One connection per app and patient: connecting again replaces the older one.
+            await self.apps.end_connections(
+                {"account_id": account["_id"], "client_id": app["_id"], "_id": {"$ne": connection}},
+                now,
+            )
+            # The patient hears of it, as of a login, and the dossier's trail has it.
+            await self._record(
+                self._digest(f"app:{account['_id']}"),
+                lambda t: t,
+                kind="patient",
+                outcome="app_connected",
+                success=True,
+                account=account,
+            )
         else:
             assert snap.token is not None
+            # RFC 6749 §6: the new refresh token has the scope of the one it replaces.
+            scopes = list(snap.token["scopes"])
             if not await self.apps.use_token(snap.token["_id"], now):
                 await self.apps.end_connections({"_id": connection}, now)
                 return False
@@ -601,7 +689,7 @@ class ConnectedApps:
                 "connection": connection,
                 "client_id": app["_id"],
                 "account_id": account["_id"],
-                "scopes": issued["scope"].split(),
+                "scopes": scopes,
                 "status": "active",
                 "created_at": now,
                 "expires_at": now + timedelta(seconds=self.settings.app_refresh_token_ttl_seconds),
@@ -615,6 +703,9 @@ class ConnectedApps:
         snap = await self._snapshot(_one(request.form, "client_id"))
         if token := _one(request.form, "token"):
             snap.token = await self.apps.get_token(self._digest(token))
+            if snap.token is None and token.count(".") == 2 and self.verifier is not None:
+                with contextlib.suppress(DmpError):
+                    snap.access = await self.verifier.verify(token)
         server = oauth_server(snap, None, 0)
         _, body, status = server.create_revocation_response(
             f"{_ENDPOINT}/revoke", http_method="POST", body=request.form, headers=_FORM
@@ -665,8 +756,11 @@ class ConnectedApps:
     ) -> pb.CheckConnectionResponse:
         who = caller()
         found = await self.apps.get_connection(who.connection) if who.app else None
+        app = await self.apps.get_app(who.app) if found is not None else None
         if (
             found is None
+            or app is None
+            or not app.get("listed")
             or found["status"] != "active"
             or found["client_id"] != who.app
             or found["account_id"] != who.subject

@@ -470,7 +470,13 @@ class AppStore:
         return doc is not None
 
     async def purge_codes(self, now: datetime) -> None:
+        """Codes and refresh tokens past their time (a used one is kept until then, to know
+        it if it comes back), and connections ended more than 90 days ago."""
         await self.codes.delete_many({"expires_at": {"$lt": now}})
+        await self.tokens.delete_many({"expires_at": {"$lt": now}})
+        await self.connections.delete_many(
+            {"status": "revoked", "revoked_at": {"$lt": now - timedelta(days=90)}}
+        )
 
     async def insert_connection(self, doc: Document) -> None:
         await self.connections.insert_one(doc)
@@ -484,18 +490,20 @@ class AppStore:
         return [doc async for doc in cursor.sort("connected_at", -1)]
 
     async def end_connections(self, query: Document, now: datetime) -> int:
-        """Ends the active connections `query` finds and every refresh token of theirs."""
-        ended = [doc["_id"] async for doc in self.connections.find({**query, "status": "active"})]
-        if not ended:
-            return 0
-        await self.connections.update_many(
-            {"_id": {"$in": ended}}, {"$set": {"status": "revoked", "revoked_at": now}}
+        """Ends the active connections `query` finds (by `_id`, `account_id`, `client_id`) and
+        every refresh token of theirs, by the same query: no list of them is ever held."""
+        result = await self.connections.update_many(
+            {**query, "status": "active"}, {"$set": {"status": "revoked", "revoked_at": now}}
         )
+        tokens = {("connection" if k == "_id" else k): v for k, v in query.items()}
         await self.tokens.update_many(
-            {"connection": {"$in": ended}, "status": {"$ne": "revoked"}},
+            {**tokens, "status": {"$ne": "revoked"}},
             {"$set": {"status": "revoked", "revoked_at": now}},
         )
-        return len(ended)
+        return int(result.modified_count)
+
+    async def drop_codes(self, client_id: str) -> None:
+        await self.codes.delete_many({"client_id": client_id, "used": False})
 
     async def note_use(self, connection: str, now: datetime, every: timedelta) -> None:
         """When the app last acted, written at most once per `every`."""

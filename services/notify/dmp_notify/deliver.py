@@ -102,9 +102,9 @@ class Notifier:
             )
         if kind == "login_attempted":
             attempt = event.login_attempted
-            if attempt.account_kind == "patient" and attempt.outcome == "otp_ok":
+            if attempt.account_kind == "patient" and attempt.outcome in domain.LOGIN_OUTCOMES:
                 when = event.occurred_at.ToDatetime(tzinfo=UTC).astimezone(PARIS)
-                return domain.login(ins, when.strftime("%d/%m/%Y à %H:%M"))
+                return domain.login(ins, when.strftime("%d/%m/%Y à %H:%M"), attempt.outcome)
         return []
 
     async def give_up(self, event: envelope_pb2.Envelope, attempts: int, exc: Exception) -> None:

@@ -198,18 +198,26 @@ def reminder(ins: str) -> list[Notice]:
     ]
 
 
-def login(ins: str, when: str) -> list[Notice]:
-    return [
-        Notice(
-            f"patient:{ins}",
-            "login",
-            Message(
-                "Connexion à votre DMP",
-                f"Une connexion à votre compte DMP a eu lieu le {when}. Si ce n'est pas vous, "
-                "changez votre mot de passe sans attendre." + SIGNATURE,
-            ),
+# A login to the patient's account (rule 11), and an app connected to it: an app holds access
+# to the account for months, so the patient hears of it as of a login.
+LOGIN_OUTCOMES = frozenset({"otp_ok", "app_connected"})
+
+
+def login(ins: str, when: str, outcome: str = "otp_ok") -> list[Notice]:
+    if outcome == "app_connected":
+        message = Message(
+            "Application connectée à votre DMP",
+            f"Une application a été connectée à votre compte DMP le {when}. Vous la retrouvez "
+            "dans « Applications connectées ». Si ce n'est pas vous, déconnectez-la et changez "
+            "votre mot de passe sans attendre." + SIGNATURE,
         )
-    ]
+    else:
+        message = Message(
+            "Connexion à votre DMP",
+            f"Une connexion à votre compte DMP a eu lieu le {when}. Si ce n'est pas vous, "
+            "changez votre mot de passe sans attendre." + SIGNATURE,
+        )
+    return [Notice(f"patient:{ins}", "login", message)]
 
 
 def message_received(recipient_kind: str, recipient_id: str) -> list[Notice]:

@@ -12,7 +12,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
-from dmp_kit.app_scopes import APP_METHODS
+from dmp_kit.app_scopes import app_may_call
 from dmp_kit.auth import Principal, TokenVerifier, bearer_token, current_principal
 from dmp_kit.context import current_deadline, current_token, current_trace, new_trace
 from dmp_kit.errors import (
@@ -224,7 +224,7 @@ class AuthInterceptor(_Interceptor):
         context: Context,
     ) -> Any:
         principal = await self.authenticate(_metadata(context))
-        if principal.app and method not in APP_METHODS:
+        if principal.app and not app_may_call(method, principal.scopes):
             raise PermissionDenied("an app's token does not reach this", slug="insufficient-scope")
         current_principal.set(principal)
         current_token.set(principal.token)

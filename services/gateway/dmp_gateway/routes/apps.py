@@ -21,7 +21,7 @@ from dmp.identity.v1 import identity_pb2 as pb
 from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
-from dmp_gateway.throttle import auth_throttled
+from dmp_gateway.throttle import account_throttled, auth_throttled
 from dmp_kit import app_scopes
 from dmp_kit.errors import InvalidArgument
 
@@ -279,6 +279,8 @@ async def check_authorization(request: Request) -> AuthorizationCheck:
     responses=problems.responses(403, 422),
 )
 async def authorize(body: AuthorizationIn, request: Request, who: Caller) -> AuthorizationDecision:
+    # Each answer stores a code: bounded per account as a login is.
+    await account_throttled(request, f"authorize:{who.subject}")
     ds = downstream(request)
     resp = await ds.call(
         ds.identity.Authorize,
@@ -343,6 +345,10 @@ def _base(request: Request) -> str:
     "/.well-known/oauth-authorization-server",
     summary="OAuth 2.0 authorization server metadata (RFC 8414)",
 )
+@router.get(
+    "/.well-known/oauth-authorization-server/identity",
+    summary="The same, where RFC 8414 §3.1 puts it for the issuer's path (`/identity`)",
+)
 async def metadata(request: Request) -> JSONResponse:
     base = _base(request)
     settings = downstream(request).settings
@@ -361,7 +367,8 @@ async def metadata(request: Request) -> JSONResponse:
             "scopes_supported": list(app_scopes.SCOPES),
             "authorization_response_iss_parameter_supported": True,
             "service_documentation": f"{base}/docs",
-        }
+        },
+        headers={"Cache-Control": "public, max-age=3600"},
     )
 
 

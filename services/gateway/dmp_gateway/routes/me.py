@@ -43,6 +43,10 @@ class Me(BaseModel):
 async def me(request: Request, who: Caller) -> Me:
     ds: Downstream = request.app.state.downstream
     resp = await ds.call(ds.identity.GetMe, pb.GetMeRequest(), token=who.token)
+    if who.app:
+        # An app learns whose space it acts in (the INS its routes name), not the person's
+        # name nor their login: no scope on the consent page says it would.
+        return Me(kind="patient", id=resp.id, ins=resp.ins or None, roles=list(resp.roles))
     return Me(
         kind=KIND_NAMES[resp.kind],  # type: ignore[arg-type]
         id=resp.id,
