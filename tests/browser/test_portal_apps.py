@@ -13,9 +13,11 @@ import hashlib
 import re
 import secrets
 import socket
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 from playwright.sync_api import Page, Route, expect
 
 from dmp_stack.testing import RunningStack
@@ -141,18 +143,37 @@ def _exchange(stack: RunningStack, request: Request, code: str) -> dict[str, Any
     return dict(r.json())
 
 
-def test_an_app_is_authorized_after_signing_in_then_disconnected(
-    stack: RunningStack,
-    visitors: Any,  # noqa: F811
-) -> None:
+@dataclass
+class Referenced:
+    """An app in the catalogue, its address on this machine, and a patient with a dossier."""
+
+    admin: str
+    port: int
+    redirect: str
+    tensio: dict[str, Any]
+    patient: dict[str, Any]
+
+
+@pytest.fixture
+def referenced(stack: RunningStack) -> Referenced:
     admin = stack.admin_token()
     port = _closed_port()
     redirect = f"http://127.0.0.1:{port}/cb"
     tensio = _register(stack, admin, BLOOD_PRESSURE_APP, redirect)
-    vaccins = _register(stack, admin, VACCINES_APP, redirect)
     patient = stack.create_patient(admin)
-    ins = patient["ins"]
     stack.open_dossier(_token(stack, patient), patient)
+    return Referenced(admin, port, redirect, tensio, patient)
+
+
+def test_an_app_is_authorized_after_signing_in_then_disconnected(
+    stack: RunningStack,
+    visitors: Any,  # noqa: F811
+    referenced: Referenced,
+) -> None:
+    port, redirect = referenced.port, referenced.redirect
+    tensio, patient = referenced.tensio, referenced.patient
+    vaccins = _register(stack, referenced.admin, VACCINES_APP, redirect)
+    ins = patient["ins"]
 
     me = visitors()
     page = me.page
@@ -273,14 +294,11 @@ def test_an_app_is_authorized_after_signing_in_then_disconnected(
 def test_a_refusal_an_untrusted_request_and_a_professional(
     stack: RunningStack,
     visitors: Any,  # noqa: F811
+    referenced: Referenced,
 ) -> None:
-    admin = stack.admin_token()
-    port = _closed_port()
-    redirect = f"http://127.0.0.1:{port}/cb"
-    tensio = _register(stack, admin, BLOOD_PRESSURE_APP, redirect)
-    patient = stack.create_patient(admin)
-    doctor = stack.create_professional(admin, "10")
-    stack.open_dossier(_token(stack, patient), patient)
+    port, redirect = referenced.port, referenced.redirect
+    tensio, patient = referenced.tensio, referenced.patient
+    doctor = stack.create_professional(referenced.admin, "10")
     french = _js_object("MESSAGES")["invalid-authorization-request"]
 
     # On a phone, signed in already: the consent page at once; « Refuser » tells the app so.

@@ -28,6 +28,11 @@ export function returnsTo(uri) {
   }
 }
 
+// An app's logo, name (a heading) and publisher, as every list here shows it.
+function identity(app, title) {
+  return h("div", { class: "app-head" }, logo(app), h("div", {}, title, h("p", { class: "meta" }, `Éditeur : ${app.publisher}`)));
+}
+
 const labels = (scopes, cls = "app-scopes") => h("ul", { class: cls }, scopes.map((s) => h("li", {}, s.label)));
 
 // ------------------------------------------------------------------ consent
@@ -81,12 +86,7 @@ function consent(main, query, check) {
     h(
       "section",
       { class: "card consent", "aria-labelledby": "app-nom" },
-      h(
-        "div",
-        { class: "app-head" },
-        logo(app),
-        h("div", {}, h("h2", { id: "app-nom" }, app.name), h("p", { class: "meta" }, `Éditeur : ${app.publisher}`)),
-      ),
+      identity(app, h("h2", { id: "app-nom" }, app.name)),
       app.description ? h("p", { class: "app-description" }, app.description) : "",
       h("p", { class: "asks" }, h("strong", {}, app.name), " souhaite accéder à votre espace santé pour :"),
       labels(scopes),
@@ -172,17 +172,7 @@ function connectedItem(app, status) {
   return h(
     "li",
     {},
-    h(
-      "div",
-      { class: "app-head" },
-      logo(app),
-      h(
-        "div",
-        {},
-        h("p", { class: "title" }, app.name),
-        h("p", { class: "meta" }, `Éditeur : ${app.publisher}`),
-      ),
-    ),
+    identity(app, h("h3", { class: "title" }, app.name)),
     h("p", { class: "may" }, "Peut :"),
     labels(app.scopes),
     h("p", { class: "meta" }, `Connectée depuis le ${date(app.connected_at)}`),
@@ -224,17 +214,7 @@ function catalogueItem(app, connected) {
   return h(
     "li",
     {},
-    h(
-      "div",
-      { class: "app-head" },
-      logo(app),
-      h(
-        "div",
-        {},
-        h("h3", { class: "title" }, app.name, connected ? h("span", { class: "badge active" }, "Connectée") : ""),
-        h("p", { class: "meta" }, `Éditeur : ${app.publisher}`),
-      ),
-    ),
+    identity(app, h("h3", { class: "title" }, app.name, connected ? h("span", { class: "badge active" }, "Connectée") : "")),
     app.description ? h("p", { class: "app-description" }, app.description) : "",
     h("p", { class: "may" }, "Peut demander :"),
     labels(app.scopes),
