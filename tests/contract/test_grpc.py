@@ -59,6 +59,11 @@ EMPTY_IS_FINE = {
     "/dmp.identity.v1.IdentityService/EndSessions",
     # Revoking nothing is not an error (as RFC 7009 has it for token revocation).
     "/dmp.identity.v1.IdentityService/Logout",
+    # The catalogue of apps (perhaps empty); the OAuth endpoints, whose errors are answers
+    # (RFC 6749 §5.2 and RFC 7009: status and body in the response).
+    "/dmp.identity.v1.IdentityService/ListApps",
+    "/dmp.identity.v1.IdentityService/AppToken",
+    "/dmp.identity.v1.IdentityService/RevokeAppToken",
     "/dmp.audit.v1.AuditService/GetCheckpoint",
     "/dmp.audit.v1.AuditService/ListPublicKeys",
     # seq 0 of the latest tree: the first entry's proof

@@ -27,6 +27,9 @@ def spec() -> dict[str, Any]:
     return create_app(GatewaySettings(env="dev")).openapi()
 
 
+OAUTH_ERROR = {"$ref": "#/components/schemas/OAuthError"}
+
+
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(m.upper(), path, op) for path, item in spec["paths"].items() for m, op in item.items()]
 
@@ -46,6 +49,10 @@ def test_every_error_response_is_a_problem_with_its_types(spec: dict[str, Any]) 
             if int(status) < 400:
                 continue
             content = response.get("content", {})
+            if path.startswith("/oauth/") and status in ("400", "401"):
+                # RFC 6749 §5.2: the OAuth endpoints answer what OAuth clients read.
+                assert content == {"application/json": {"schema": OAUTH_ERROR}}, (path, status)
+                continue
             assert list(content) == [MEDIA_TYPE], (method, path, status)
             assert content[MEDIA_TYPE]["schema"] == {"$ref": "#/components/schemas/Problem"}
             examples = content[MEDIA_TYPE]["examples"]

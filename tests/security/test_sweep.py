@@ -54,6 +54,23 @@ PUBLIC = {
     ("POST", "/v1/accounts/activation"),
     ("POST", "/v1/accounts/activation/{activation_id}"),
     ("POST", "/v1/accounts/opposition"),
+    # Connected apps (docs/connected-apps.md): the catalogue is public, and an app talks to the
+    # OAuth endpoints before it holds any token (a public client: PKCE is its proof); the
+    # consent page reads what a request asks before the patient answers with their token.
+    ("GET", "/v1/apps"),
+    ("GET", "/v1/apps/{client_id}"),
+    ("GET", "/v1/apps/{client_id}/logo"),
+    ("GET", "/v1/oauth/authorization"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/oauth/authorize"),
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/revoke"),
+}
+APP = {
+    "name": "Carnet",
+    "publisher": "Éditeur",
+    "redirect_uris": ["https://app.example.org/callback"],
+    "scopes": ["measurements.read"],
 }
 EXPECTED_TYPES = {"missing": "unauthenticated", "expired": "token-expired"}
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "field", "errors", "checks"}
@@ -255,6 +272,10 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/me/contact-changes"): {"email": f"{uuid.uuid4().hex[:8]}@example.org"},
         ("POST", "/v1/me/contact-changes/{change_id}/confirm"): {"code": "123456"},
         ("PATCH", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"): {"scope": "manage"},
+        ("POST", "/v1/admin/apps"): APP,
+        ("PUT", "/v1/admin/apps/{client_id}"): APP,
+        # A request for no app: past authorization, refused on its merits.
+        ("POST", "/v1/oauth/authorization"): {"query": "client_id=nobody", "allow": True},
     }
     # The directory's own registration of a patient, to be activated: the same fields
     examples[("POST", "/v1/accounts")] = {
@@ -383,6 +404,8 @@ class Scene:
             "trusted_ins": self.friend["ins"],
             # an export of nobody: the patient's own is asked for by the sweep itself
             "export_id": str(uuid.uuid4()),
+            # an app in no catalogue, connected to nobody
+            "client_id": "app_0000000000000000",
         }
 
     def token(self, kind: str) -> str:
@@ -546,6 +569,14 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/accounts"): ADMIN,
     ("GET", "/v1/accounts/{ins}"): ADMIN,
     ("DELETE", "/v1/accounts/{ins}/opposition"): ADMIN,
+    # Connected apps: administrators keep the catalogue; a patient answers a request and
+    # lists and disconnects their own apps (an app's tokens: tests/e2e/test_connected_apps.py).
+    ("POST", "/v1/admin/apps"): ADMIN,
+    ("PUT", "/v1/admin/apps/{client_id}"): ADMIN,
+    ("DELETE", "/v1/admin/apps/{client_id}"): ADMIN,
+    ("POST", "/v1/oauth/authorization"): PATIENT | {"other-patient"},
+    ("GET", "/v1/me/connected-apps"): PATIENT | {"other-patient"},
+    ("DELETE", "/v1/me/connected-apps/{client_id}"): PATIENT | {"other-patient"},
 }
 CONVERSATION_ROUTES = [key for key in ALLOWED if "{conversation_id}" in key[1]]
 # Where a refusal is "no such thing" (someone else's notification, batch): their existence is
@@ -574,6 +605,11 @@ ALLOWED_CONFLICTS[("POST", "/v1/me/password")] = 422
 ALLOWED_CONFLICTS[("POST", "/v1/me/contact-changes/{change_id}/confirm")] = 422
 ALLOWED_CONFLICTS[("DELETE", "/v1/me/sessions/{session_id}")] = 404
 ALLOWED_CONFLICTS[("DELETE", "/v1/accounts/{ins}/opposition")] = 404
+# Allowed, and the sweep names no app (or a request for none, or an app not connected).
+ALLOWED_CONFLICTS[("PUT", "/v1/admin/apps/{client_id}")] = 404
+ALLOWED_CONFLICTS[("DELETE", "/v1/admin/apps/{client_id}")] = 404
+ALLOWED_CONFLICTS[("POST", "/v1/oauth/authorization")] = 422
+ALLOWED_CONFLICTS[("DELETE", "/v1/me/connected-apps/{client_id}")] = 404
 
 
 def test_every_protected_route_is_classified(operations: list[Operation]) -> None:

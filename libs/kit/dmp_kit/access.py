@@ -31,7 +31,7 @@ def raise_if_denied(verdict: Verdict) -> None:
         raise PermissionDenied(
             "this trusted person may read the patient's space, not change it", slug="read-only"
         )
-    if reason == "not_for_trusted_persons":
+    if reason in ("not_for_trusted_persons", "not_for_apps"):
         raise PermissionDenied(
             "only the patient (or a minor's legal representatives) does this", slug="patient-only"
         )

@@ -44,6 +44,14 @@ class Principal:
     # the directory's mode of practice (liberal, salaried, mixed), as a CPS login says it
     practice: str = ""
     client_id: str = ""
+    # An app the patient connected (OAuth 2.0, docs/connected-apps.md): its client id and name,
+    # the scopes the patient granted it and the connection its token stands for. Its token is
+    # the patient's, narrowed: the gateway lets it call only what those scopes name, consent
+    # lets it act on the patient's own space only.
+    app: str = ""
+    app_name: str = ""
+    scopes: frozenset[str] = frozenset()
+    connection: str = ""
     expires_at: float = 0.0
     token: str = field(default="", repr=False)
 
@@ -79,6 +87,14 @@ class Principal:
             raise Unauthenticated(
                 "a system's token names its client and no person", slug="invalid-token"
             )
+        app = str(claims.get("app", ""))
+        if app and (kind != "patient" or not claims.get("ins") or not claims.get("cid")):
+            raise Unauthenticated(
+                "an app's token names its patient and its connection", slug="invalid-token"
+            )
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise Unauthenticated("the token's scope is malformed", slug="invalid-token")
         return cls(
             kind=str(kind),
             subject=str(claims["sub"]),
@@ -89,6 +105,10 @@ class Principal:
             specialty=str(claims.get("specialty", "")),
             practice=str(claims.get("practice", "")),
             client_id=str(claims.get("client_id", "")),
+            app=app,
+            app_name=str(claims.get("app_name", "")) if app else "",
+            scopes=frozenset(scope.split()) if app else frozenset(),
+            connection=str(claims.get("cid", "")) if app else "",
             expires_at=float(claims["exp"]),
             token=token,
         )

@@ -21,6 +21,10 @@ _PAYLOAD_FIELD: dict[str, str] = {
 
 
 def actor_of(principal: Principal) -> envelope_pb2.Actor:
+    if principal.app:
+        # An app the patient connected acts: the trace names the app (its client id), in the
+        # patient's dossier; the patient is the dossier's INS.
+        return envelope_pb2.Actor(kind="app", id=principal.app)
     return envelope_pb2.Actor(
         kind=principal.kind,
         id=principal.actor_id,
@@ -86,6 +90,7 @@ def audit_event(
             document_id=document_id,
             query=query,
             reason=reason,
+            actor_name=caller.app_name if caller.app else "",
         ),
         source=source,
         clock=clock,

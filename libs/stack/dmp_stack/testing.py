@@ -534,6 +534,7 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "change_id": secrets.token_urlsafe(24),
         "activation_id": secrets.token_urlsafe(24),
         "export_id": str(uuid.uuid4()),
+        "client_id": f"app_{secrets.token_hex(8)}",
     }
 
 

@@ -159,6 +159,8 @@ def decide(
     document: DocumentFacts | None = None,
 ) -> Decision:
     """Permit or deny, with a stable reason and the access mode (for the trace)."""
+    if caller.app:
+        return _as_app(caller, dossier, action, document)
     if action is Action.OPEN:
         return _open(caller, dossier)
     if dossier.status is DossierStatus.ABSENT:
@@ -255,6 +257,28 @@ def _as_patient(
     if document.labels & hidden:
         return deny("hidden_from_patient" if not representative else "hidden_from_representatives")
     return permit("patient")
+
+
+def _as_app(
+    caller: Principal,
+    dossier: DossierState,
+    action: Action,
+    document: DocumentFacts | None,
+) -> Decision:
+    """An app the patient connected: never more than the patient may do, in the patient's own
+    space only (not in the spaces they act for), and never the patient's choices nor the space
+    itself. Its scopes (which routes it calls) are the gateway's to check."""
+    if caller.kind != "patient" or caller.ins != dossier.ins:
+        return deny("not_your_dossier")  # whether another's space exists is not told either
+    if dossier.status is DossierStatus.ABSENT:
+        return deny("no_dossier")
+    if action is Action.OPEN:
+        return deny("not_for_apps")
+    if dossier.status is not DossierStatus.OPEN:
+        return deny("dossier_closed")  # rule 13: the patient alone, to reopen it
+    if action in (Action.MANAGE, Action.GOVERN):
+        return deny("not_for_apps")
+    return _as_patient(dossier, action, document, Label.HIDDEN_FROM_PATIENT, representative=False)
 
 
 def _as_trusted(

@@ -56,6 +56,20 @@ def pro(rpps: str, profession: str = "10", *roles: str, practice: str = "liberal
     )
 
 
+def app(ins: str = PAT, *scopes: str) -> Principal:
+    """An app the patient `ins` connected: their token, narrowed."""
+    return Principal(
+        kind="patient",
+        subject=ins,
+        ins=ins,
+        roles=frozenset({"patient"}),
+        app="app_0123456789abcdef",
+        app_name="Carnet",
+        scopes=frozenset(scopes),
+        connection="c1",
+    )
+
+
 def system(*roles: str) -> Principal:
     return Principal(kind="system", subject="client", client_id="client", roles=frozenset(roles))
 
@@ -810,6 +824,15 @@ def reference(
 ) -> tuple[bool, Mode]:
     """Each sentence of DESIGN.md §1 as a check; returns (allowed, mode)."""
     normal = Mode.NORMAL
+    if caller.app:
+        # Issue 20 §3: "consent applies to it as to the patient (never more than the patient
+        # may see …)"; the app's tokens are "limited to that patient": their own space, open,
+        # read and write only (the patient's choices and the space itself stay theirs).
+        own = caller.ins == dossier.ins and dossier.status == DossierStatus.OPEN
+        if not own or action not in (Action.READ, Action.WRITE):
+            return False, normal
+        as_patient = Principal(kind="patient", subject=caller.ins, ins=caller.ins)
+        return reference(as_patient, dossier, consent, action, document)
     if action == Action.OPEN:  # rule 1
         if dossier.status != DossierStatus.ABSENT:
             return False, normal
@@ -934,6 +957,7 @@ RPPS_POOL = [GP, PHARMA, NURSE, KINE, DOCTOR, STRANGER]
 
 callers = st.one_of(
     st.builds(patient, st.sampled_from(INS_POOL)),
+    st.builds(app, st.sampled_from(INS_POOL)),
     st.builds(
         lambda r, p, reg, practice: pro(
             r, p, *(["samu_regulator"] if reg else []), practice=practice
@@ -1059,6 +1083,54 @@ def test_a_profession_alone_is_as_a_professional_nobody_named(
     assert seen == nobody
     assert not seen.allowed
     assert explain(seen.reason)
+
+
+@pytest.mark.parametrize(
+    ("name", "caller", "status", "action", "labels", "allowed"),
+    [
+        ("an app reads what its patient reads", app(), DossierStatus.OPEN, Action.READ, (), True),
+        (
+            "nothing hidden from the patient",
+            app(),
+            DossierStatus.OPEN,
+            Action.READ,
+            (Label.HIDDEN_FROM_PATIENT,),
+            False,
+        ),
+        (
+            "masked from professionals is not from the patient",
+            app(),
+            DossierStatus.OPEN,
+            Action.READ,
+            (Label.MASKED,),
+            True,
+        ),
+        (
+            "not in a space its patient acts for",
+            app(REP),
+            DossierStatus.OPEN,
+            Action.READ,
+            (),
+            False,
+        ),
+        ("not the patient's choices", app(), DossierStatus.OPEN, Action.MANAGE, (), False),
+        ("not the space itself", app(), DossierStatus.OPEN, Action.GOVERN, (), False),
+        ("nothing of a closed space", app(), DossierStatus.CLOSED, Action.READ, (), False),
+        ("never opens one", app(), DossierStatus.ABSENT, Action.OPEN, (), False),
+    ],
+)
+def test_apps(
+    name: str,
+    caller: Principal,
+    status: DossierStatus,
+    action: Action,
+    labels: tuple[Label, ...],
+    allowed: bool,
+) -> None:
+    dossier = DossierState(PAT, status, frozenset({REP}), "")
+    consent = ConsentState(trusted={REP: TrustScope.MANAGE})
+    document = doc("11488-4", GP, *labels) if action is Action.READ else None
+    assert decide(caller, dossier, consent, MATRIX, action, NOW, document).allowed is allowed, name
 
 
 def test_every_explanation_is_french_and_for_a_reason_decide_gives() -> None:

@@ -1462,6 +1462,8 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             "author": who.actor_id,
             "recorded_at": now,
         }
+        if who.app:
+            point["app"] = who.app  # the connected app that sent it (source "device")
 
         def added(current: Document | None) -> Document:
             points = (current or {}).get("points", [])
@@ -1493,7 +1495,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                 slug="measurement-not-found",
             )
         kind, point = found
-        if point["author"] != who.actor_id:
+        if point["author"] != who.actor_id or (who.app and point.get("app") != who.app):
             raise PermissionDenied(
                 "only its author deletes a measurement",
                 field="measurement_id",
@@ -1667,7 +1669,9 @@ def _measurement(point: Document) -> pb.HealthMeasurement:
 
 def _measurement_source(who: Principal) -> str:
     """Where a measurement comes from, by who writes it: the patient (or who acts for them),
-    a professional; "device" is kept for the apps a patient connects."""
+    a professional, or an app the patient connected ("device")."""
+    if who.app:
+        return "device"
     return "professional" if who.kind == "professional" else "patient"
 
 

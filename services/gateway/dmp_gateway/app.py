@@ -28,6 +28,7 @@ from dmp_gateway.limits import BodyLimit
 from dmp_gateway.routes import (
     account,
     admin,
+    apps,
     audit,
     auth,
     consent,
@@ -224,7 +225,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         ),
         streamed=(re.compile(r"/v1/ingest/batches"),),
         # OAuth2: a form (RFC 6749 §4.4); FHIR searches by POST: a form too
-        not_json=(re.compile(r"/v1/auth/token"), re.compile(r"/fhir/R4/[A-Za-z]+/_search")),
+        not_json=(
+            re.compile(r"/v1/auth/token"),
+            re.compile(r"/oauth/(token|revoke)"),
+            re.compile(r"/fhir/R4/[A-Za-z]+/_search"),
+        ),
     )
     if settings.cors_origins:
         # Closed unless configured: only these origins, only with a bearer token, no cookie.
@@ -263,6 +268,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(consent.router)
     app.include_router(preview.router)
     app.include_router(trusted.router)
+    app.include_router(apps.router)
+    app.include_router(apps.oauth)
     app.include_router(audit.router)
     app.include_router(ingest.router)
     app.include_router(ops.router)

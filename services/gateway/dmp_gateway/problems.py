@@ -65,6 +65,22 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "OAuthError": {
+        "title": "OAuthError",
+        "description": "An OAuth 2.0 endpoint's error (RFC 6749 §5.2, RFC 7009 §2.2.1): what "
+        "OAuth client libraries read, so these endpoints alone answer it instead of a Problem.",
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "string",
+                "description": "invalid_request, invalid_client, invalid_grant, "
+                "unauthorized_client, unsupported_grant_type, invalid_scope, "
+                "unsupported_token_type",
+            },
+            "error_description": {"type": "string"},
+        },
+    },
     "FieldError": {
         "title": "FieldError",
         "type": "object",
@@ -120,6 +136,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "conversation-not-allowed",
             "read-only",
             "not-your-measurement",
+            "insufficient-scope",
         ),
     ),
     404: ErrorStatus(
@@ -136,6 +153,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "measurement-not-found",
             "export-not-found",
             "export-expired",
+            "app-not-found",
+            "app-not-connected",
         ),
     ),
     405: ErrorStatus(
@@ -205,6 +224,10 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-a-patient",
             "invalid-trusted-person",
             "measurement-out-of-range",
+            "invalid-authorization-request",
+            "invalid-redirect-uri",
+            "invalid-scope",
+            "invalid-logo",
         ),
     ),
     423: ErrorStatus(
@@ -241,6 +264,14 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 # Headers an answer carries with one type of its status only.
 _TYPE_HEADERS: dict[str, dict[str, Any]] = {"overloaded": _RETRY_AFTER}
+
+
+def oauth_error(meaning: str) -> dict[str, Any]:
+    """An OAuth endpoint's error answer, for its `responses=`."""
+    return {
+        "description": meaning,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}},
+    }
 
 
 def error_response(status: int, types: tuple[str, ...] = ()) -> dict[str, Any]:

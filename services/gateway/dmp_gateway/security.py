@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from dmp_gateway.app_access import check_app
 from dmp_kit.auth import Principal, TokenVerifier
 from dmp_kit.errors import Unauthenticated
 
@@ -22,7 +23,10 @@ async def principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("a bearer token is required")
     verifier: TokenVerifier = request.app.state.verifier
-    return await verifier.verify(credentials.credentials)
+    who = await verifier.verify(credentials.credentials)
+    if who.app:
+        await check_app(request, who)
+    return who
 
 
 Caller = Annotated[Principal, Depends(principal)]

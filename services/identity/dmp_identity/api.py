@@ -22,9 +22,10 @@ from dmp.identity.v1 import identity_pb2 as pb
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2, notify_pb2_grpc
 from dmp_identity import domain
+from dmp_identity.apps import ConnectedApps
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
-from dmp_identity.store import REPRESENTED, IdentityStore
+from dmp_identity.store import REPRESENTED, AppStore, IdentityStore
 from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
@@ -67,6 +68,11 @@ PUBLIC_METHODS = frozenset(
         "StartActivation",
         "CompleteActivation",
         "OpposeAccount",
+        "ListApps",
+        "GetApp",
+        "CheckAuthorization",
+        "AppToken",
+        "RevokeAppToken",
     )
 )
 DIRECTORY_ROLES = ("admin", "directory_sync")
@@ -184,7 +190,7 @@ def _too_soon(published_for: float) -> Conflict:
     )
 
 
-class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer):
     def __init__(
         self,
         settings: IdentitySettings,
@@ -211,6 +217,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             cap=timedelta(seconds=settings.lock_max_seconds),
         )
         self._service_token: tuple[str, float] | None = None
+        self.apps = AppStore(store)
 
     # helpers -----------------------------------------------------------------
 

@@ -32,6 +32,11 @@ class IdentitySettings(Settings):
     # A login's absolute lifetime: refreshing never carries a session past it.
     session_max_seconds: int = 30 * 24 * 3600
     service_token_ttl_seconds: int = 300
+    # The apps a patient connects (docs/connected-apps.md): their access tokens are short, as
+    # a connection ended must end their access soon even where it is not checked; their
+    # refresh tokens rotate at each use and lapse after this long unused.
+    app_access_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    app_refresh_token_ttl_seconds: int = Field(default=90 * 24 * 3600, ge=3600)
     otp_ttl_seconds: int = 300
     max_password_failures: int = 10
     max_otp_failures: int = 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -74,6 +74,7 @@ class IdentityStore(Store):
         await self.code_guesses.create_index("expires_at")
         await self.assertion_ids.create_index("expires_at")
         await self.accounts.create_index(REPRESENTED, sparse=True)
+        await AppStore(self).ensure_indexes()
         await self._mark_represented()
 
     # accounts ---------------------------------------------------------------
@@ -273,6 +274,7 @@ class IdentityStore(Store):
         await self.challenges.delete_many({"expires_at": {"$lt": now}})
         await self.code_guesses.delete_many({"expires_at": {"$lt": now}})
         await self.assertion_ids.delete_many({"expires_at": {"$lt": now}})
+        await AppStore(self).purge_codes(now)
 
     # refresh tokens ------------------------------------------------------------
 
@@ -411,3 +413,109 @@ def _login_key(kind: str, login: str) -> str:
 
 def _login_field(kind: str) -> str:
     return {"patient": "ins", "professional": "rpps"}.get(kind, "login")
+
+
+class AppStore:
+    """The apps a patient connects (OAuth 2.0): the catalogue, authorization codes, connections
+    and their refresh tokens. Codes and tokens are kept as keyed digests, never as such."""
+
+    def __init__(self, store: IdentityStore) -> None:
+        self.store = store
+        self.apps = store.db["apps"]
+        self.codes = store.db["app_codes"]
+        self.connections = store.db["app_connections"]
+        self.tokens = store.db["app_refresh_tokens"]
+
+    async def ensure_indexes(self) -> None:
+        await self.connections.create_index("account_id")
+        await self.connections.create_index("client_id")
+        await self.tokens.create_index("connection")
+        await self.codes.create_index("expires_at")
+
+    async def insert_app(self, doc: Document) -> None:
+        await self.apps.insert_one(doc)
+
+    async def replace_app(self, doc: Document) -> bool:
+        result = await self.apps.replace_one({"_id": doc["_id"], "listed": True}, doc)
+        return bool(result.matched_count)
+
+    async def get_app(self, client_id: str) -> Document | None:
+        doc: Document | None = await self.apps.find_one({"_id": client_id})
+        return doc
+
+    async def listed_apps(self) -> list[Document]:
+        return [doc async for doc in self.apps.find({"listed": True}).sort("name", ASCENDING)]
+
+    async def delist(self, client_id: str, now: datetime) -> bool:
+        result = await self.apps.update_one(
+            {"_id": client_id, "listed": True}, {"$set": {"listed": False, "delisted_at": now}}
+        )
+        return bool(result.matched_count)
+
+    async def insert_code(self, doc: Document) -> None:
+        await self.codes.insert_one(doc)
+
+    async def get_code(self, digest: str) -> Document | None:
+        doc: Document | None = await self.codes.find_one({"_id": digest})
+        return doc
+
+    async def use_code(self, digest: str, connection: str, now: datetime) -> bool:
+        """Atomically spends an unused, unexpired code on the connection it opens; False when
+        it was spent before (or has expired)."""
+        async with self.store.locks.hold("app_codes", digest):
+            doc = await self.codes.find_one_and_update(
+                {"_id": digest, "used": False, "expires_at": {"$gt": now}},
+                {"$set": {"used": True, "used_at": now, "connection": connection}},
+            )
+        return doc is not None
+
+    async def purge_codes(self, now: datetime) -> None:
+        await self.codes.delete_many({"expires_at": {"$lt": now}})
+
+    async def insert_connection(self, doc: Document) -> None:
+        await self.connections.insert_one(doc)
+
+    async def get_connection(self, connection: str) -> Document | None:
+        doc: Document | None = await self.connections.find_one({"_id": connection})
+        return doc
+
+    async def live_connections(self, account_id: str) -> list[Document]:
+        cursor = self.connections.find({"account_id": account_id, "status": "active"})
+        return [doc async for doc in cursor.sort("connected_at", -1)]
+
+    async def end_connections(self, query: Document, now: datetime) -> int:
+        """Ends the active connections `query` finds and every refresh token of theirs."""
+        ended = [doc["_id"] async for doc in self.connections.find({**query, "status": "active"})]
+        if not ended:
+            return 0
+        await self.connections.update_many(
+            {"_id": {"$in": ended}}, {"$set": {"status": "revoked", "revoked_at": now}}
+        )
+        await self.tokens.update_many(
+            {"connection": {"$in": ended}, "status": {"$ne": "revoked"}},
+            {"$set": {"status": "revoked", "revoked_at": now}},
+        )
+        return len(ended)
+
+    async def note_use(self, connection: str, now: datetime, every: timedelta) -> None:
+        """When the app last acted, written at most once per `every`."""
+        await self.connections.update_one(
+            {"_id": connection, "last_used_at": {"$lt": now - every}},
+            {"$set": {"last_used_at": now}},
+        )
+
+    async def insert_token(self, doc: Document) -> None:
+        await self.tokens.insert_one(doc)
+
+    async def get_token(self, digest: str) -> Document | None:
+        doc: Document | None = await self.tokens.find_one({"_id": digest})
+        return doc
+
+    async def use_token(self, digest: str, now: datetime) -> bool:
+        """Atomically turns an active, unexpired refresh token into a used one."""
+        async with self.store.locks.hold("app_refresh_tokens", digest):
+            doc = await self.tokens.find_one_and_update(
+                {"_id": digest, "status": "active", "expires_at": {"$gt": now}},
+                {"$set": {"status": "used", "used_at": now}},
+            )
+        return doc is not None

@@ -45,6 +45,11 @@ PUBLIC = {
     "StartActivation",
     "CompleteActivation",
     "OpposeAccount",
+    "ListApps",
+    "GetApp",
+    "CheckAuthorization",
+    "AppToken",
+    "RevokeAppToken",
 }
 INS, RPPS = make_ins(), make_rpps()
 PASSWORD = "patient password 1"
@@ -61,6 +66,33 @@ def patient(**fields: Any) -> pb.RegisterPatientRequest:
         "password": PASSWORD,
     }
     return pb.RegisterPatientRequest(**{**base, **fields})
+
+
+def app_fields(**fields: Any) -> pb.AppFields:
+    base: dict[str, Any] = {
+        "name": "Carnet",
+        "publisher": "Éditeur",
+        "redirect_uris": [
+            "https://app.example.org/cb",
+            "http://127.0.0.1/cb",
+            "org.example.app:/cb",
+        ],
+        "scopes": ["measurements.read", "agenda.read"],
+    }
+    return pb.AppFields(**{**base, **fields})
+
+
+APP = app_fields()
+
+
+def listed(answer: Any) -> None:
+    assert answer.app.client_id.startswith("app_") and answer.app.listed
+    assert list(answer.app.scopes) == ["measurements.read", "agenda.read"]
+
+
+def oauth_error(answer: Any) -> None:
+    assert answer.status in (400, 401)
+    assert json.loads(answer.body)["error"] in ("invalid_grant", "invalid_client")
 
 
 def professional(**fields: Any) -> pb.RegisterProfessionalRequest:
@@ -496,6 +528,150 @@ CASES = [
         pb.WithdrawOppositionRequest(ins=INS),
         "patient",
         S.PERMISSION_DENIED,
+    ),
+    # Connected apps (the whole flow: tests/e2e/test_connected_apps.py).
+    Case(
+        "RegisterApp",
+        "by an administrator",
+        pb.RegisterAppRequest(app=APP),
+        "admin",
+        S.OK,
+        check=listed,
+    ),
+    Case(
+        "RegisterApp",
+        "by a patient",
+        pb.RegisterAppRequest(app=APP),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "RegisterApp",
+        "a redirect URI on plain http elsewhere than a loopback address",
+        pb.RegisterAppRequest(app=app_fields(redirect_uris=["http://app.example.org/cb"])),
+        "admin",
+        S.INVALID_ARGUMENT,
+        field="redirect_uris",
+        problem="invalid-redirect-uri",
+    ),
+    Case(
+        "RegisterApp",
+        "a scope that does not exist",
+        pb.RegisterAppRequest(app=app_fields(scopes=["everything"])),
+        "admin",
+        S.INVALID_ARGUMENT,
+        field="scopes",
+        problem="invalid-scope",
+    ),
+    Case(
+        "RegisterApp",
+        "a logo that is not an image",
+        pb.RegisterAppRequest(app=app_fields(logo=b"<svg onload=alert(1)>")),
+        "admin",
+        S.INVALID_ARGUMENT,
+        field="logo",
+        problem="invalid-logo",
+    ),
+    Case(
+        "UpdateApp",
+        "an app not in the catalogue",
+        pb.UpdateAppRequest(client_id="app_0000000000000000", app=APP),
+        "admin",
+        S.NOT_FOUND,
+        field="client_id",
+    ),
+    Case(
+        "UpdateApp",
+        "by a doctor",
+        pb.UpdateAppRequest(client_id="x", app=APP),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "DelistApp",
+        "an app not in the catalogue",
+        pb.DelistAppRequest(client_id="app_0000000000000000"),
+        "admin",
+        S.NOT_FOUND,
+        field="client_id",
+    ),
+    Case(
+        "DelistApp",
+        "by a patient",
+        pb.DelistAppRequest(client_id="x"),
+        "patient",
+        S.PERMISSION_DENIED,
+    ),
+    Case("ListApps", "anyone", pb.ListAppsRequest(), None, S.OK),
+    Case(
+        "GetApp",
+        "an app not in the catalogue",
+        pb.GetAppRequest(client_id="app_0000000000000000"),
+        None,
+        S.NOT_FOUND,
+        problem="app-not-found",
+    ),
+    Case(
+        "CheckAuthorization",
+        "an unknown app: refused, never redirected",
+        pb.CheckAuthorizationRequest(
+            query="response_type=code&client_id=app_0000000000000000&redirect_uri=https%3A%2F%2Fx.example%2Fcb"
+        ),
+        None,
+        S.INVALID_ARGUMENT,
+        field="client_id",
+        problem="invalid-authorization-request",
+    ),
+    Case(
+        "Authorize",
+        "by a doctor",
+        pb.AuthorizeRequest(query="client_id=x", allow=True),
+        "doctor",
+        S.PERMISSION_DENIED,
+    ),
+    Case(
+        "AppToken",
+        "a code that was never given: an OAuth error, in the answer",
+        pb.AppTokenRequest(
+            form="grant_type=authorization_code&code=nope&client_id=app_0000000000000000"
+            "&redirect_uri=https%3A%2F%2Fx.example%2Fcb&code_verifier=" + "v" * 43
+        ),
+        None,
+        S.OK,
+        check=oauth_error,
+    ),
+    Case(
+        "RevokeAppToken",
+        "an unknown client",
+        pb.RevokeAppTokenRequest(form="token=nope&client_id=app_0000000000000000"),
+        None,
+        S.OK,
+        check=oauth_error,
+    ),
+    Case(
+        "ListConnections",
+        "by a system",
+        pb.ListConnectionsRequest(),
+        "insurer",
+        S.PERMISSION_DENIED,
+    ),
+    Case("ListConnections", "a patient with none", pb.ListConnectionsRequest(), "patient", S.OK),
+    Case(
+        "Disconnect",
+        "an app that is not connected",
+        pb.DisconnectRequest(client_id="app_0000000000000000"),
+        "patient",
+        S.NOT_FOUND,
+        field="client_id",
+        problem="app-not-connected",
+    ),
+    Case(
+        "CheckConnection",
+        "a patient's own token is no app's",
+        pb.CheckConnectionRequest(),
+        "patient",
+        S.UNAUTHENTICATED,
+        problem="invalid-token",
     ),
 ]
 # Reads the account: tests run in any order, so this one needs nothing registered before.

@@ -31,6 +31,14 @@ export const MESSAGES = {
   "measurement-out-of-range":
     "Cette valeur n'est pas plausible : vérifiez le chiffre saisi et son unité.",
   "series-full": "Cette série a atteint le nombre maximal de mesures.",
+  "insufficient-scope": "Cette application n'a pas reçu l'autorisation de faire cela.",
+  "app-not-found": "Cette application ne figure pas, ou plus, au catalogue des services référencés.",
+  "app-not-connected": "Cette application n'est pas, ou plus, connectée à votre compte.",
+  "invalid-authorization-request":
+    "Cette demande d'autorisation n'est pas valide : l'application est inconnue, ou l'adresse de retour n'est pas celle qu'elle a déclarée. Par prudence, vous n'êtes redirigé nulle part.",
+  "invalid-redirect-uri": "Adresse de retour refusée : https, une adresse locale, ou un schéma propre à l'application.",
+  "invalid-scope": "Cette autorisation n'existe pas.",
+  "invalid-logo": "Le logo doit être une image PNG ou JPEG de 256 Kio au plus.",
   "patient-not-found": "Aucun patient ne correspond à ce numéro.",
   "trusted-person-not-found": "Cette personne ne fait pas, ou plus, partie des personnes de confiance de ce dossier.",
   "invitation-not-found": "Cette invitation n'existe plus : elle a pu être retirée par la personne qui vous l'avait envoyée.",
