@@ -153,6 +153,10 @@ class Referenced:
     tensio: dict[str, Any]
     patient: dict[str, Any]
 
+    def request(self, scopes: list[str], redirect: str = "") -> Request:
+        """An authorization request of the referenced app."""
+        return Request(self.tensio["client_id"], redirect or self.redirect, scopes)
+
 
 @pytest.fixture
 def referenced(stack: RunningStack) -> Referenced:
@@ -221,11 +225,12 @@ def test_an_app_is_authorized_after_signing_in_then_disconnected(
     assert set(tokens["scope"].split()) == set(BLOOD_PRESSURE_APP["scopes"]), tokens
     with stack.client(tokens["access_token"]) as c:
         assert c.get(f"/v1/dossiers/{ins}/measurements").status_code == 200
-    # A second app, connected and never used since.
+    # A second app, connected through the API as the portal does it.
     with stack.client(_token(stack, patient)) as c:
         second = Request(vaccins["client_id"], redirect, VACCINES_APP["scopes"])
         r = c.post("/v1/oauth/authorization", json={"query": second.query, "allow": True})
         assert r.status_code == 200, r.text
+    _exchange(stack, second, parse_qs(urlsplit(r.json()["redirect_to"]).query)["code"][0])
 
     # « Mes applications connectées »: both apps, what each may do, when each last acted.
     page.goto(f"{stack.url}/portail/")
@@ -239,17 +244,17 @@ def test_an_app_is_authorized_after_signing_in_then_disconnected(
     expect(mine).to_contain_text("Éditeur : Santé Connectée SAS")
     expect(mine.locator(".meta").filter(has_text="Connectée depuis le ")).to_have_count(1)
     expect(mine.locator(".last-used")).to_have_text(re.compile(r"^Dernière utilisation le \d"))
-    unused = connected.filter(has_text="Carnet Vaccins")
-    expect(unused.locator(".last-used")).to_have_text("Jamais utilisée")
-    expect(unused.locator("ul.app-scopes li")).to_have_text([vaccins["scopes"][0]["label"]])
+    other = connected.filter(has_text="Carnet Vaccins")
+    expect(other.locator("ul.app-scopes li")).to_have_text([vaccins["scopes"][0]["label"]])
     # The catalogue below: every referenced app, its website opened without the portal's
     # window or address.
     catalogue = page.locator(
         "section", has=page.get_by_role("heading", name="Catalogue des services référencés")
     )
     listed = catalogue.locator("ul.apps.catalogue > li")
-    for spec in (BLOOD_PRESSURE_APP, VACCINES_APP):
-        item = listed.filter(has=page.get_by_role("heading", name=spec["name"]))
+    for spec, referenced_app in ((BLOOD_PRESSURE_APP, tensio), (VACCINES_APP, vaccins)):
+        item = listed.and_(page.locator(f'[data-client-id="{referenced_app["client_id"]}"]'))
+        expect(item.get_by_role("heading", name=spec["name"])).to_be_visible()
         expect(item).to_contain_text(spec["description"])
         expect(item).to_contain_text(f"Éditeur : {spec['publisher']}")
         expect(item.locator(".badge")).to_have_text("Connectée")
@@ -273,7 +278,7 @@ def test_an_app_is_authorized_after_signing_in_then_disconnected(
     ).to_be_visible()
     expect(connected).to_have_count(1)
     expect(connected.first).to_contain_text("Carnet Vaccins")
-    tensio_in_catalogue = listed.filter(has=page.get_by_role("heading", name="Tensio Suivi"))
+    tensio_in_catalogue = listed.and_(page.locator(f'[data-client-id="{tensio["client_id"]}"]'))
     expect(tensio_in_catalogue.locator(".badge")).to_have_count(0)
     with stack.client(tokens["access_token"]) as c:
         assert c.get(f"/v1/dossiers/{ins}/measurements").status_code == 401
@@ -296,18 +301,17 @@ def test_a_refusal_an_untrusted_request_and_a_professional(
     visitors: Any,  # noqa: F811
     referenced: Referenced,
 ) -> None:
-    port, redirect = referenced.port, referenced.redirect
-    tensio, patient = referenced.tensio, referenced.patient
+    patient = referenced.patient
     doctor = stack.create_professional(referenced.admin, "10")
     french = _js_object("MESSAGES")["invalid-authorization-request"]
 
     # On a phone, signed in already: the consent page at once; « Refuser » tells the app so.
     me = visitors(phone=True)
     page = me.page
-    app = AppAddress(page, port)
+    app = AppAddress(page, referenced.port)
     me.sign_in("Patient", patient["ins"], patient["password"], patient["email"])
     expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
-    request = Request(tensio["client_id"], redirect, ["measurements.read"])
+    request = referenced.request(["measurements.read"])
     page.goto(request.url(stack))
     card = page.locator("section.consent")
     expect(card.get_by_role("heading", name="Tensio Suivi")).to_be_visible()
@@ -323,10 +327,9 @@ def test_a_refusal_an_untrusted_request_and_a_professional(
 
     # Requests not to be trusted, the gateway's way in and the portal's: an unknown app, an
     # address the app did not declare. Said in French; the browser goes nowhere.
-    unknown = Request("app_0123456789abcdef", redirect, ["measurements.read"])
-    undeclared = Request(
-        tensio["client_id"], f"http://127.0.0.1:{port}/ailleurs", ["measurements.read"]
-    )
+    unknown = Request("app_0123456789abcdef", referenced.redirect, ["measurements.read"])
+    elsewhere = f"http://127.0.0.1:{referenced.port}/ailleurs"
+    undeclared = referenced.request(["measurements.read"], elsewhere)
     for url in (
         unknown.url(stack),
         undeclared.url(stack),
@@ -345,7 +348,7 @@ def test_a_refusal_an_untrusted_request_and_a_professional(
 
     # A request the app must hear of (a scope it may not ask for), reaching the portal: the
     # browser goes back to the app with the error, and nothing is asked of the patient.
-    too_much = Request(tensio["client_id"], redirect, ["agenda.read"])
+    too_much = referenced.request(["agenda.read"])
     page.goto(f"{stack.url}/portail/#/autoriser?{too_much.query}")
     answer = app.landed(page)
     assert answer["error"] == ["invalid_scope"] and answer["state"] == [too_much.state], answer
@@ -354,7 +357,7 @@ def test_a_refusal_an_untrusted_request_and_a_professional(
     pro = visitors()
     pro.sign_in("Professionnel de santé", doctor["rpps"], doctor["password"], doctor["email"])
     expect(pro.page.get_by_role("heading", name="Rechercher un patient")).to_be_visible()
-    pro.page.goto(Request(tensio["client_id"], redirect, ["measurements.read"]).url(stack))
+    pro.page.goto(referenced.request(["measurements.read"]).url(stack))
     expect(
         pro.page.get_by_text(re.compile("Seul un patient peut connecter une application"))
     ).to_be_visible()

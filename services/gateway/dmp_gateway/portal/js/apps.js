@@ -213,7 +213,7 @@ function website(app) {
 function catalogueItem(app, connected) {
   return h(
     "li",
-    {},
+    { "data-client-id": app.client_id },
     identity(app, h("h3", { class: "title" }, app.name, connected ? h("span", { class: "badge active" }, "Connectée") : "")),
     app.description ? h("p", { class: "app-description" }, app.description) : "",
     h("p", { class: "may" }, "Peut demander :"),
