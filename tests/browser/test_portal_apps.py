@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from dmp_stack.testing import RunningStack
+from dmp_stack.testing import RunningStack, until
 from tests.browser.test_portal import (  # noqa: F401 (fixtures)
     DESKTOP,
     PHONE,
@@ -225,16 +225,27 @@ def test_an_app_is_authorized_after_signing_in_then_disconnected(
     assert set(tokens["scope"].split()) == set(BLOOD_PRESSURE_APP["scopes"]), tokens
     with stack.client(tokens["access_token"]) as c:
         assert c.get(f"/v1/dossiers/{ins}/measurements").status_code == 200
-    # A second app, connected through the API as the portal does it.
+        assert c.get(f"/v1/dossiers/{ins}/documents").status_code == 200
     with stack.client(_token(stack, patient)) as c:
+        assert until(
+            lambda: any(
+                e.get("actor", {}).get("kind") == "app"
+                for e in c.get(f"/v1/dossiers/{ins}/access-log").json()["entries"]
+            )
+        )
+        # A second app, connected through the API as the portal does it.
         second = Request(vaccins["client_id"], redirect, VACCINES_APP["scopes"])
         r = c.post("/v1/oauth/authorization", json={"query": second.query, "allow": True})
         assert r.status_code == 200, r.text
     _exchange(stack, second, parse_qs(urlsplit(r.json()["redirect_to"]).query)["code"][0])
 
-    # « Mes applications connectées »: both apps, what each may do, when each last acted.
+    # Back in the portal: the app's reading in the access history, under its name.
     page.goto(f"{stack.url}/portail/")
     expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    me.go_to("Historique des accès")
+    by_app = page.locator("table.log tbody tr").filter(has_text="Tensio Suivi")
+    expect(by_app.first.locator("td").nth(1)).to_have_text("Tensio Suivi (application connectée)")
+    # « Mes applications connectées »: both apps, what each may do, when each last acted.
     me.go_to("Mes applications")
     expect(page.get_by_role("heading", name="Mes applications connectées", level=1)).to_be_visible()
     connected = page.locator("ul.apps.connected > li")
