@@ -60,7 +60,7 @@ function notPatient(main, app, shell) {
   );
 }
 
-function consent(main, query, check) {
+function consent(main, query, check, shell) {
   const { app, scopes, redirect_uri: redirectUri } = check;
   const status = h("div", { class: "status" });
   const buttons = [];
@@ -72,6 +72,8 @@ function consent(main, query, check) {
       status.replaceChildren(notice(allow ? `Autorisation donnée : retour vers ${app.name}…` : `Demande refusée : retour vers ${app.name}…`, "success"));
       leave(next);
     } catch (error) {
+      // The session ended meanwhile: signing in again comes back to this request.
+      if (error instanceof api.Problem && error.status === 401) return shell.signInFirst();
       for (const b of buttons) b.disabled = false;
       status.replaceChildren(failure(error));
     }
@@ -141,7 +143,7 @@ export async function authorize(main, params, shell) {
     notPatient(main, check.app, shell);
     return;
   }
-  consent(main, query, check);
+  consent(main, query, check, shell);
 }
 
 // ------------------------------------------------------------------ connected apps, catalogue
