@@ -364,6 +364,13 @@ def test_a_refusal_an_untrusted_request_and_a_professional(
     answer = app.landed(page)
     assert answer["error"] == ["invalid_scope"] and answer["state"] == [too_much.state], answer
 
+    # An app on the phone itself comes back through its own scheme (RFC 8252 §7.1): the page
+    # names that scheme.
+    scheme = "fr.carnet-vaccins.app:/retour"
+    native = _register(stack, referenced.admin, VACCINES_APP, scheme)
+    page.goto(Request(native["client_id"], scheme, ["agenda.read"]).url(stack))
+    expect(page.locator("section.consent .return-host")).to_have_text("fr.carnet-vaccins.app")
+
     # A professional is told only a patient connects an app, and offered to sign in as one.
     pro = visitors()
     pro.sign_in("Professionnel de santé", doctor["rpps"], doctor["password"], doctor["email"])
