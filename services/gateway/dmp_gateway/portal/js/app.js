@@ -3,7 +3,8 @@
 import { account } from "./account.js";
 import { activationView, oppositionView } from "./activation.js";
 import * as api from "./api.js";
-import { h, replace } from "./dom.js";
+import * as apps from "./apps.js";
+import { h, notice, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
 import { loginView } from "./login.js";
 import * as measurements from "./measurements.js";
@@ -24,7 +25,7 @@ menuToggle.addEventListener("click", () => {
 
 // "#/dossier/1234/documents/analyses" → handler with params, first match wins.
 const ROUTES = [
-  ["/connexion", (el) => loginView(el, signedIn)],
+  ["/connexion", login],
   ["/activation", activationView],
   ["/opposition", oppositionView],
   ["/dossier/:ins", dossier.overview],
@@ -45,10 +46,15 @@ const ROUTES = [
   ["/notifications", patient.notifications],
   ["/compte", account],
   ["/proches", proches.view],
+  [apps.CONSENT, (el, params) => apps.authorize(el, params, { signInFirst, signInAsAnother })],
+  [apps.PAGE, apps.view],
   ["/recherche", pro.search],
 ];
 
-function match(path) {
+// "#/autoriser?client_id=…": the query after the route goes to the view as is (params.query).
+function match(address) {
+  const at = address.indexOf("?");
+  const path = at < 0 ? address : address.slice(0, at);
   const parts = path.split("/").filter(Boolean);
   for (const [pattern, view] of ROUTES) {
     const want = pattern.split("/").filter(Boolean);
@@ -63,6 +69,7 @@ function match(path) {
         return p === parts[i];
       })
     ) {
+      if (at >= 0) params.query = address.slice(at + 1);
       return [view, params];
     }
   }
@@ -99,6 +106,7 @@ function patientLinks(me, other) {
     [`/dossier/${me.ins}/profil`, "Mon profil médical"],
     [`/dossier/${me.ins}/constantes`, "Mes constantes"],
     ["/proches", "Mes proches"],
+    [apps.PAGE, "Mes applications"],
     ["/messagerie", "Messagerie"],
     ["/notifications", "Notifications"],
     ["/compte", "Mon compte"],
@@ -224,10 +232,55 @@ async function signOut() {
   go("/connexion");
 }
 
+// Signed in with the wrong account for this page: out, and back here with the right one.
+async function signInAsAnother() {
+  await api.logout();
+  state.me = null;
+  state.represented = [];
+  signInFirst();
+}
+
+// A page one must sign in for, reached signed out (an app's authorization request): kept for
+// this tab, shown again once signed in (if that is soon).
+const RESUME = "dmp.resume";
+const RESUMABLE = [apps.CONSENT];
+const RESUME_WITHIN_MS = 30 * 60 * 1000;
+
+function resumable(path) {
+  return RESUMABLE.some((route) => path === route || path.startsWith(`${route}?`));
+}
+
+function signInFirst() {
+  const path = location.hash.replace(/^#/, "");
+  if (resumable(path)) sessionStorage.setItem(RESUME, JSON.stringify({ path, at: Date.now() }));
+  go("/connexion");
+}
+
+function pendingPage({ take = false } = {}) {
+  let pending = null;
+  try {
+    pending = JSON.parse(sessionStorage.getItem(RESUME));
+  } catch {
+    pending = null;
+  }
+  if (take) sessionStorage.removeItem(RESUME);
+  const fresh = pending && typeof pending.path === "string" && Date.now() - pending.at < RESUME_WITHIN_MS;
+  return fresh && resumable(pending.path) ? pending.path : null;
+}
+
+function login(el) {
+  loginView(el, signedIn);
+  if (pendingPage()) {
+    el.querySelector("h1").after(
+      notice("Une application demande à accéder à votre espace santé : connectez-vous avec votre compte patient pour lire sa demande et y répondre."),
+    );
+  }
+}
+
 async function signedIn() {
   state.me = await api.get("/v1/me");
   await loadRepresented();
-  go(home());
+  go(pendingPage({ take: true }) || home());
 }
 
 async function ensureIdentity() {
@@ -253,7 +306,8 @@ async function render() {
   await ensureIdentity();
   const path = location.hash.replace(/^#/, "");
   if (!path || path === "/") return go(home());
-  if (!state.me && !["/connexion", "/activation", "/opposition"].includes(path)) return go("/connexion");
+  // The consent page checks the app's request first, and asks to sign in itself.
+  if (!state.me && !["/connexion", "/activation", "/opposition"].includes(path) && !resumable(path)) return go("/connexion");
   const [view, params] = match(path);
   await knowWhoseDossier(path);
   const other = menu();
@@ -268,7 +322,7 @@ async function render() {
   try {
     await view(main, params, state);
   } catch (error) {
-    if (error instanceof api.Problem && error.status === 401) return go("/connexion");
+    if (error instanceof api.Problem && error.status === 401) return signInFirst();
     if (!(error instanceof api.Problem)) console.error(error);
     replace(main, h("h1", {}, "Une erreur est survenue"), failure(error));
   }

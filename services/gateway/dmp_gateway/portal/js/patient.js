@@ -199,6 +199,8 @@ function actorName(e, ins, me, people) {
     return actor.profession ? `${who}, ${PROFESSIONS[actor.profession] || actor.profession}` : who;
   }
   if (actor.kind === "system") return "Système (Assurance Maladie)";
+  // An app the patient connected, acting with the access they gave it.
+  if (actor.kind === "app") return `${actor.name || actor.id} (application connectée)`;
   return actor.name || actor.id;
 }
 
