@@ -401,6 +401,9 @@ def test_refresh_rotates_and_a_refresh_token_used_twice_ends_the_connection(worl
 
 def test_disconnecting_cuts_the_app_off_at_once(world: World) -> None:
     app, token = world.connect()
+    with world.client("patient") as c:
+        listed = c.get("/v1/me/connected-apps").json()["items"]
+    assert "last_used_at" not in next(a for a in listed if a["client_id"] == world.client_id)
     with world.as_app(token) as c:
         assert c.get(f"/v1/dossiers/{world.ins}/documents").status_code == 200
     with world.client("patient") as c:

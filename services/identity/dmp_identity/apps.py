@@ -652,7 +652,6 @@ class ConnectedApps:
                     "client_id": app["_id"],
                     "scopes": scopes,
                     "connected_at": now,
-                    "last_used_at": now,
                     "status": "active",
                 }
             )

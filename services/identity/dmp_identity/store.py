@@ -508,7 +508,10 @@ class AppStore:
     async def note_use(self, connection: str, now: datetime, every: timedelta) -> None:
         """When the app last acted, written at most once per `every`."""
         await self.connections.update_one(
-            {"_id": connection, "last_used_at": {"$lt": now - every}},
+            {
+                "_id": connection,
+                "$or": [{"last_used_at": {"$lt": now - every}}, {"last_used_at": None}],
+            },
             {"$set": {"last_used_at": now}},
         )
 
