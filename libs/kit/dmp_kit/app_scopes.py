@@ -40,5 +40,10 @@ APP_METHODS = frozenset(
         "/dmp.dossier.v1.DossierService/DeleteMeasurement",
         "/dmp.consent.v1.ConsentService/Decide",
         "/dmp.consent.v1.ConsentService/FilterDocuments",
+        "/dmp.agenda.v1.AgendaService/ListAppointments",
+        "/dmp.agenda.v1.AgendaService/ExportCalendar",
+        "/dmp.agenda.v1.AgendaService/ListReminders",
+        # the agenda asks it with the caller's token: the patient's own space, open or not
+        "/dmp.consent.v1.ConsentService/MayMessage",
     }
 )
