@@ -553,6 +553,55 @@ def test_the_edges_of_the_protocol(world: World, stack: RunningStack) -> None:
     assert token["access_token"]
 
 
+def test_an_app_with_agenda_read_reads_the_agenda_and_changes_nothing(world: World) -> None:
+    """The agenda's routes for apps: the appointments, the .ics and the reminders of the
+    patient's own space with agenda.read; no write; traced under the app's name."""
+    ins = world.ins
+    listed = {
+        "name": world.app_name,
+        "publisher": "Éditeur SAS",
+        "redirect_uris": [REDIRECT, OTHER_REDIRECT],
+        "scopes": ["documents.read", "measurements.read", "measurements.write"],
+    }
+    with world.stack.client(world.admin) as c:
+        r = c.put(
+            f"/v1/admin/apps/{world.client_id}",
+            json={**listed, "scopes": [*listed["scopes"], "agenda.read"]},
+        )
+        assert r.status_code == 200, r.text
+    try:
+        visit = {"title": "Kiné", "starts_at": "2030-03-04T10:00+01:00"}
+        with world.client("patient") as c:
+            r = c.post(
+                f"/v1/dossiers/{ins}/appointments",
+                json={**visit, "ends_at": "2030-03-04T10:30+01:00"},
+            )
+            assert r.status_code == 201, r.text
+        _, token = world.connect("agenda.read")
+        with world.as_app(token) as app:
+            r = app.get(f"/v1/dossiers/{ins}/appointments")
+            assert r.status_code == 200 and [a["title"] for a in r.json()["items"]] == ["Kiné"]
+            assert app.get(f"/v1/dossiers/{ins}/reminders").status_code == 200
+            r = app.get(f"/v1/dossiers/{ins}/agenda.ics")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
+            problem(
+                app.post(f"/v1/dossiers/{ins}/appointments", json=visit), 403, "insufficient-scope"
+            )
+            problem(
+                app.put(f"/v1/dossiers/{ins}/prevention", json={"messages": False}),
+                403,
+                "insufficient-scope",
+            )
+            problem(app.get(f"/v1/dossiers/{ins}/documents"), 403, "insufficient-scope")
+        with world.client("patient") as c:
+            entries = c.get(f"/v1/dossiers/{ins}/access-log", params={"page_size": 50}).json()
+        by_app = [e for e in entries["entries"] if e.get("actor", {}).get("kind") == "app"]
+        assert any("appointments" in e.get("entry", "") for e in by_app), by_app
+    finally:
+        with world.stack.client(world.admin) as c:
+            assert c.put(f"/v1/admin/apps/{world.client_id}", json=listed).status_code == 200
+
+
 def test_revocation_by_the_app_and_delisting_by_an_administrator(
     world: World, stack: RunningStack
 ) -> None:

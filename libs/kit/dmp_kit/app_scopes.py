@@ -33,6 +33,8 @@ APP_METHODS: dict[str, str] = {
     "/dmp.identity.v1.IdentityService/CheckConnection": ANY,
     "/dmp.consent.v1.ConsentService/Decide": ANY,
     "/dmp.consent.v1.ConsentService/FilterDocuments": ANY,
+    # the agenda asks it with the caller's token: the patient's own space, open or not
+    "/dmp.consent.v1.ConsentService/MayMessage": ANY,
     "/dmp.dossier.v1.DossierService/GetDossier": "documents.read",
     "/dmp.dossier.v1.DossierService/ListDocuments": "documents.read",
     "/dmp.dossier.v1.DossierService/GetDocument": "documents.read",
@@ -40,6 +42,9 @@ APP_METHODS: dict[str, str] = {
     "/dmp.dossier.v1.DossierService/ListMeasurements": "measurements.read",
     "/dmp.dossier.v1.DossierService/AddMeasurement": "measurements.write",
     "/dmp.dossier.v1.DossierService/DeleteMeasurement": "measurements.write",
+    "/dmp.agenda.v1.AgendaService/ListAppointments": "agenda.read",
+    "/dmp.agenda.v1.AgendaService/ExportCalendar": "agenda.read",
+    "/dmp.agenda.v1.AgendaService/ListReminders": "agenda.read",
 }
 
 

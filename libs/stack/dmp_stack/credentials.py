@@ -21,7 +21,7 @@ from typing import Any
 from dmp_kit.bus import BUS_ACCESS, inbox_prefix
 from dmp_kit.service_auth import SERVICE_ROLES, public_key_of
 
-SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest", "messaging")
+SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest", "messaging", "agenda")
 PROCESSES = (*SERVICES, "gateway")
 # The one key each service keeps for itself (its Settings field, upper-cased with DMP_).
 OWN_KEYS = {
@@ -55,7 +55,8 @@ class Credentials:
     own_keys: dict[str, str] = field(
         default_factory=lambda: {service: new_key() for service in OWN_KEYS}
     )
-    # Each service account's private key (consent, ingest, notify); identity gets the publics.
+    # Each service account's private key (consent, ingest, notify, dossier, agenda); identity
+    # gets the publics.
     service_account_keys: dict[str, str] = field(
         default_factory=lambda: {service: new_key() for service in SERVICE_ROLES}
     )
@@ -69,11 +70,20 @@ class Credentials:
     @classmethod
     def load_or_create(cls, directory: Path) -> Credentials:
         """The directory's credentials, made the first time (data sealed under them survives
-        a restart of the stack)."""
+        a restart of the stack); a service added since gets its own, kept with the rest."""
         path = directory / CREDENTIALS_FILE
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
         made = cls()
+        if path.exists():
+            loaded = cls(**json.loads(path.read_text()))
+            added = False
+            for name in ("own_keys", "service_account_keys", "nats_passwords"):
+                have: dict[str, str] = getattr(loaded, name)
+                for service, secret in getattr(made, name).items():
+                    added = added or service not in have
+                    have.setdefault(service, secret)
+            if added:
+                write_private(path, json.dumps(asdict(loaded), indent=2))
+            return loaded
         write_private(path, json.dumps(asdict(made), indent=2))
         return made
 
