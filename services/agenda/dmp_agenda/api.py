@@ -234,8 +234,8 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
         who = caller()
         ins = validate_ins(request.ins)
         # `from` is a Python keyword: the field is read by name.
-        start = getattr(request, "from").ToDatetime(tzinfo=UTC) if request.HasField("from") else None
-        end = request.to.ToDatetime(tzinfo=UTC) if request.HasField("to") else None
+        start = _when(getattr(request, "from")) if request.HasField("from") else None
+        end = _when(request.to) if request.HasField("to") else None
         if start is not None and end is not None and end <= start:
             raise InvalidArgument("to comes after from", field="to")
         standing = await self._standing(who, ins)
@@ -331,9 +331,7 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
         if request.HasField("title"):
             fields["title"] = domain.title(request.title)
         if request.HasField("location"):
-            fields["location"] = domain.free_text(
-                request.location, "location", domain.MAX_LOCATION
-            )
+            fields["location"] = domain.free_text(request.location, "location", domain.MAX_LOCATION)
         if request.HasField("notes"):
             fields["notes"] = domain.free_text(request.notes, "notes", domain.MAX_NOTES)
         shared: list[str] | None = None
@@ -359,9 +357,7 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
             fields["starts_at"], fields["ends_at"] = starts_at, ends_at
         if shared is not None:
             new = [r for r in shared if r not in doc["shared_with"]]
-            await self._professionals_exist(
-                [(f"shared_with.{shared.index(r)}", r) for r in new]
-            )
+            await self._professionals_exist([(f"shared_with.{shared.index(r)}", r) for r in new])
             # A proposer keeps seeing what they proposed.
             if doc["proposed_by"] not in ("patient", *shared):
                 shared = [*shared, doc["proposed_by"]]
@@ -418,7 +414,9 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
             self.store.appointments,
             doc["_id"],
             update,
-            self.events.appointment(who, ins, doc["_id"], CHANGE_EVENTS[change], doc["shared_with"]),
+            self.events.appointment(
+                who, ins, doc["_id"], CHANGE_EVENTS[change], doc["shared_with"]
+            ),
             self.events.audit(who, ins, "update", f"appointment={doc['_id']}"),
         )
         if written is None:
@@ -453,8 +451,9 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
     ) -> pb.ListRemindersResponse:
         who = caller()
         ins = validate_ins(request.ins)
+        known = await self.store.patient(ins)
         await self._patient_side(who, ins, write=False)
-        doc = await self.people.get(ins)
+        doc = known if known and known.get("birth_date") else await self.people.learn(ins)
         today = today_in_paris(self.clock)
         shown = domain.reminders(
             self.rules, person_of(doc), today, self.settings.reminders_horizon_days
@@ -552,6 +551,11 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
         return pb.SetPreventionMessagesResponse(prevention_messages=wanted)
 
 
+def _when(stamp: Any) -> datetime:
+    moment: datetime = stamp.ToDatetime(tzinfo=UTC)
+    return moment
+
+
 def _period(
     request: pb.CreateAppointmentRequest, now: datetime, settings: AgendaSettings
 ) -> tuple[datetime, datetime]:
@@ -596,9 +600,7 @@ def _reminder(occurrence: Occurrence, mark: Mark | None, today: date) -> pb.Remi
         reason=rule.reason,
         source=rule.source,
         document_id=mark.document_id if mark else "",
-        postponed_until=mark.postponed_until.isoformat()
-        if mark and mark.postponed_until
-        else "",
+        postponed_until=mark.postponed_until.isoformat() if mark and mark.postponed_until else "",
     )
 
 

@@ -340,9 +340,7 @@ def may_write(side: Side) -> None:
         )
 
 
-def new_status(
-    current: Status, change: Change, side: Side, rpps: str, proposed_by: str
-) -> Status:
+def new_status(current: Status, change: Change, side: Side, rpps: str, proposed_by: str) -> Status:
     """Accept or decline: the patient side, of a proposal. Cancel: the patient side, or the
     professional who proposed it, of an appointment not already over."""
     if side is Side.PROFESSIONAL:

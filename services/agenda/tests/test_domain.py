@@ -113,9 +113,7 @@ def test_a_person_of_unknown_sex_gets_the_rules_for_everyone() -> None:
 
 
 def test_status_done_postponed_and_back_to_due() -> None:
-    [occurrence] = [
-        o for o in domain.reminders(RULES, Person(TODAY, "F"), TODAY, 0) if o.rule.id
-    ]
+    [occurrence] = [o for o in domain.reminders(RULES, Person(TODAY, "F"), TODAY, 0) if o.rule.id]
     assert domain.status_of(occurrence, None, TODAY) is ReminderStatus.DUE
     assert domain.status_of(occurrence, Mark(done_on=TODAY), TODAY) is ReminderStatus.DONE
     later = TODAY + timedelta(days=3)

@@ -136,6 +136,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "measurement-not-found",
             "export-not-found",
             "export-expired",
+            "appointment-not-found",
+            "reminder-not-found",
         ),
     ),
     405: ErrorStatus(
@@ -173,6 +175,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "series-full",
             "export-running",
             "export-not-ready",
+            "appointment-closed",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -205,6 +208,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "not-a-patient",
             "invalid-trusted-person",
             "measurement-out-of-range",
+            "unknown-professional",
         ),
     ),
     423: ErrorStatus(
