@@ -371,18 +371,8 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
             domain.may_update(Status(current["status"]))
             return {**fields, "updated_at": now}
 
-        written = await change_document(
-            self.store.appointments,
-            doc["_id"],
-            update,
-            self.events.appointment(
-                who, ins, doc["_id"], "updated", fields.get("shared_with", doc["shared_with"])
-            ),
-            self.events.audit(who, ins, "update", f"appointment={doc['_id']}"),
-        )
-        if written is None:
-            raise NotFound("no such appointment", field="id", slug="appointment-not-found")
-        self.relay.kick(self.store.appointments, doc["_id"])
+        shared_now = fields.get("shared_with", doc["shared_with"])
+        written = await self._change(who, doc, update, "updated", shared_now)
         return pb.UpdateAppointmentResponse(appointment=_appointment(written))
 
     async def ChangeAppointmentStatus(
@@ -410,19 +400,31 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
             )
             return {"status": status.value, "updated_at": now}
 
+        written = await self._change(who, doc, update, CHANGE_EVENTS[change], doc["shared_with"])
+        return pb.ChangeAppointmentStatusResponse(appointment=_appointment(written))
+
+    async def _change(
+        self,
+        who: Principal,
+        doc: Document,
+        update: Callable[[Document | None], Document | None],
+        change: str,
+        shared_with: list[str],
+    ) -> Document:
+        """One appointment changed as `update` decides on it as it is, with its event and its
+        trace in the same write."""
+        ins, appointment_id = doc["ins"], doc["_id"]
         written = await change_document(
             self.store.appointments,
-            doc["_id"],
+            appointment_id,
             update,
-            self.events.appointment(
-                who, ins, doc["_id"], CHANGE_EVENTS[change], doc["shared_with"]
-            ),
-            self.events.audit(who, ins, "update", f"appointment={doc['_id']}"),
+            self.events.appointment(who, ins, appointment_id, change, shared_with),
+            self.events.audit(who, ins, "update", f"appointment={appointment_id}"),
         )
         if written is None:
             raise NotFound("no such appointment", field="id", slug="appointment-not-found")
-        self.relay.kick(self.store.appointments, doc["_id"])
-        return pb.ChangeAppointmentStatusResponse(appointment=_appointment(written))
+        self.relay.kick(self.store.appointments, appointment_id)
+        return written
 
     async def ExportCalendar(
         self, request: pb.ExportCalendarRequest, context: grpc.aio.ServicerContext

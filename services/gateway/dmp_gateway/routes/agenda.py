@@ -8,6 +8,7 @@ what is shared with them and proposes appointments.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -279,56 +280,44 @@ async def update_appointment(
     return _appointment(resp.appointment)
 
 
-async def _change(
-    ins: str, appointment_id: str, change: int, request: Request, who: Caller
-) -> AppointmentOut:
-    ds = downstream(request)
-    resp = await ds.call(
-        ds.agenda.ChangeAppointmentStatus,
-        pb.ChangeAppointmentStatusRequest(ins=ins, id=appointment_id, change=change),  # type: ignore[arg-type]
-        token=who.token,
-        fields={"id": "appointment_id"},
+# accept · decline · cancel: one handler each, registered alike.
+STATUS_CHANGES = {
+    "accept": (pb.STATUS_CHANGE_ACCEPT, "Accept a professional's proposal (the patient side)"),
+    "decline": (pb.STATUS_CHANGE_DECLINE, "Decline a professional's proposal (the patient side)"),
+    "cancel": (
+        pb.STATUS_CHANGE_CANCEL,
+        "Cancel an appointment (the patient side, or the professional who proposed it)",
+    ),
+}
+
+
+def _status_route(change: pb.StatusChange.ValueType) -> Callable[..., Awaitable[AppointmentOut]]:
+    async def change_status(
+        ins: str, appointment_id: str, request: Request, who: Caller
+    ) -> AppointmentOut:
+        ds = downstream(request)
+        resp = await ds.call(
+            ds.agenda.ChangeAppointmentStatus,
+            pb.ChangeAppointmentStatusRequest(ins=ins, id=appointment_id, change=change),
+            token=who.token,
+            fields={"id": "appointment_id"},
+        )
+        return _appointment(resp.appointment)
+
+    return change_status
+
+
+for _name, (_change, _summary) in STATUS_CHANGES.items():
+    router.add_api_route(
+        f"/v1/dossiers/{{ins}}/appointments/{{appointment_id}}/{_name}",
+        _status_route(_change),
+        methods=["POST"],
+        name=f"{_name}_appointment",
+        response_model=AppointmentOut,
+        response_model_exclude_none=True,
+        summary=_summary,
+        responses=WRITES,
     )
-    return _appointment(resp.appointment)
-
-
-@router.post(
-    "/v1/dossiers/{ins}/appointments/{appointment_id}/accept",
-    response_model=AppointmentOut,
-    response_model_exclude_none=True,
-    summary="Accept a professional's proposal (the patient side)",
-    responses=WRITES,
-)
-async def accept_appointment(
-    ins: str, appointment_id: str, request: Request, who: Caller
-) -> AppointmentOut:
-    return await _change(ins, appointment_id, pb.STATUS_CHANGE_ACCEPT, request, who)
-
-
-@router.post(
-    "/v1/dossiers/{ins}/appointments/{appointment_id}/decline",
-    response_model=AppointmentOut,
-    response_model_exclude_none=True,
-    summary="Decline a professional's proposal (the patient side)",
-    responses=WRITES,
-)
-async def decline_appointment(
-    ins: str, appointment_id: str, request: Request, who: Caller
-) -> AppointmentOut:
-    return await _change(ins, appointment_id, pb.STATUS_CHANGE_DECLINE, request, who)
-
-
-@router.post(
-    "/v1/dossiers/{ins}/appointments/{appointment_id}/cancel",
-    response_model=AppointmentOut,
-    response_model_exclude_none=True,
-    summary="Cancel an appointment (the patient side, or the professional who proposed it)",
-    responses=WRITES,
-)
-async def cancel_appointment(
-    ins: str, appointment_id: str, request: Request, who: Caller
-) -> AppointmentOut:
-    return await _change(ins, appointment_id, pb.STATUS_CHANGE_CANCEL, request, who)
 
 
 @router.get(
