@@ -88,6 +88,15 @@ CONSUMERS = {
     ),
     "consent": ("services/consent/dmp_consent", {ENDED: "representation_ended"}),
     "dossier": ("services/dossier/dmp_dossier", {ENDED: "representation_ended"}),
+    "agenda": (
+        "services/agenda/dmp_agenda",
+        {
+            "dossier.opened": "dossier_opened",
+            "dossier.closed": "dossier_closed",
+            "dossier.reopened": "dossier_reopened",
+            "document.added": "document_added",
+        },
+    ),
 }
 # The story below makes these; the others (reminders, purges…) come from the scheduled rules.
 STORY = (

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from dmp_agenda.config import AgendaSettings
 from dmp_audit.config import AuditSettings
 from dmp_consent.config import ConsentSettings
 from dmp_dossier.config import DossierSettings
@@ -33,6 +34,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "notify": NotifySettings,
     "messaging": MessagingSettings,
+    "agenda": AgendaSettings,
 }
 ROW = re.compile(r"^\| `(DMP_[A-Z0-9_]+)` \| ([^|]+) \| ([^|]+) \|", re.MULTILINE)
 

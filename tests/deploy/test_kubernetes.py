@@ -27,6 +27,7 @@ CALLS = {
     "notify": {"identity"},
     "ingest": {"identity", "dossier"},
     "messaging": {"identity", "consent", "dossier", "ingest"},
+    "agenda": {"identity", "consent", "dossier"},
 }
 PUBLIC_PATHS = {"/v1", "/docs", "/docs-assets", "/openapi.json", "/portail", "/"}
 

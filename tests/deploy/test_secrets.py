@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from dmp_agenda.config import AgendaSettings
 from dmp_audit.config import AuditSettings
 from dmp_consent.config import ConsentSettings
 from dmp_dossier.config import DossierSettings
@@ -34,6 +35,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "notify": NotifySettings,
     "messaging": MessagingSettings,
+    "agenda": AgendaSettings,
 }
 SECRET_NAME = re.compile(r"KEY|PASSWORD|^DMP_MONGO_URL$")
 OWN = {
@@ -45,6 +47,7 @@ OWN = {
     "ingest": {"DMP_SERVICE_ACCOUNT_KEY"},
     "notify": {"DMP_SERVICE_ACCOUNT_KEY", "DMP_SMTP_PASSWORD"},
     "messaging": {"DMP_MESSAGING_KEY"},
+    "agenda": {"DMP_SERVICE_ACCOUNT_KEY"},
 }
 # Which secrets each process is given: its own, its NATS user's and its database user's, and
 # the log pseudonym key (the one secret the gateway holds: it decrypts, signs, mints nothing).

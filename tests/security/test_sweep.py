@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -192,6 +193,13 @@ PEM = (
 )
 
 
+APPOINTMENT = {
+    "title": "Dentiste",
+    "starts_at": "2030-01-02T09:00:00+01:00",
+    "ends_at": "2030-01-02T09:30:00+01:00",
+}
+
+
 def bodies(ins: str) -> dict[tuple[str, str], Any]:
     """A valid request for each route with a body: so that what refuses is the principal, not
     the input. A new route with a body needs its example here."""
@@ -276,6 +284,13 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
         ("PUT", "/v1/admin/apps/{client_id}"): APP,
         # A request for no app: past authorization, refused on its merits.
         ("POST", "/v1/oauth/authorization"): {"query": "client_id=nobody", "allow": True},
+        ("POST", "/v1/dossiers/{ins}/appointments"): APPOINTMENT,
+        ("PATCH", "/v1/dossiers/{ins}/appointments/{appointment_id}"): {"title": "Kiné"},
+        ("POST", "/v1/dossiers/{ins}/reminders/{reminder_id}/done"): {},
+        ("POST", "/v1/dossiers/{ins}/reminders/{reminder_id}/postpone"): {
+            "until": (date.today() + timedelta(days=30)).isoformat()
+        },
+        ("PUT", "/v1/dossiers/{ins}/prevention"): {"messages": True},
     }
     # The directory's own registration of a patient, to be activated: the same fields
     examples[("POST", "/v1/accounts")] = {
@@ -288,6 +303,7 @@ def bodies(ins: str) -> dict[tuple[str, str], Any]:
 
 # What changes the dossier for every later call runs last, in this order.
 LAST = (
+    ("POST", "/v1/dossiers/{ins}/appointments/{appointment_id}/cancel"),
     ("DELETE", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"),
     ("POST", "/v1/conversations/{conversation_id}/block"),
     ("DELETE", "/v1/me/sessions"),
@@ -363,6 +379,9 @@ class Scene:
             )
             assert r.status_code == 201, r.text
             self.measurement_id = r.json()["id"]
+            r = c.post(f"/v1/dossiers/{ins}/appointments", json=APPOINTMENT)
+            assert r.status_code == 201, r.text
+            self.appointment_id = r.json()["id"]
             r = c.post(
                 f"/v1/dossiers/{ins}/trusted-persons",
                 json={"ins": self.friend["ins"], "scope": "read"},
@@ -397,6 +416,9 @@ class Scene:
             "conversation_id": self.conversation_id,
             "attachment_id": self.attachment_id,
             "measurement_id": self.measurement_id,
+            "appointment_id": self.appointment_id,
+            # an occurrence of a rule for everyone, upcoming for the scene's patient
+            "reminder_id": "grippe~0",
             "seq": "0",
             "key_id": "0000000000000000",
             "session_id": str(uuid.uuid4()),
@@ -565,6 +587,21 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v1/dossiers/{ins}/trusted-persons/{trusted_ins}"): PATIENT,
     ("GET", "/v1/me/represented"): PATIENT | {"other-patient"},
     ("POST", "/v1/me/represented/{ins}/accept"): frozenset(),
+    # The agenda: the patient's; a professional the patient has not blocked lists what is
+    # shared with them and proposes (the scene's appointment is shared with no one, so it is
+    # no one else's to accept, decline or cancel: not found to them); reminders are the
+    # patient's side alone.
+    ("GET", "/v1/dossiers/{ins}/appointments"): PATIENT | PROFESSIONALS,
+    ("POST", "/v1/dossiers/{ins}/appointments"): PATIENT | PROFESSIONALS,
+    ("PATCH", "/v1/dossiers/{ins}/appointments/{appointment_id}"): PATIENT,
+    ("POST", "/v1/dossiers/{ins}/appointments/{appointment_id}/accept"): PATIENT,
+    ("POST", "/v1/dossiers/{ins}/appointments/{appointment_id}/decline"): PATIENT,
+    ("POST", "/v1/dossiers/{ins}/appointments/{appointment_id}/cancel"): PATIENT,
+    ("GET", "/v1/dossiers/{ins}/agenda.ics"): PATIENT,
+    ("GET", "/v1/dossiers/{ins}/reminders"): PATIENT,
+    ("POST", "/v1/dossiers/{ins}/reminders/{reminder_id}/done"): PATIENT,
+    ("POST", "/v1/dossiers/{ins}/reminders/{reminder_id}/postpone"): PATIENT,
+    ("PUT", "/v1/dossiers/{ins}/prevention"): PATIENT,
     # The insurer's directory (a directory_sync client, or an administrator).
     ("POST", "/v1/accounts"): ADMIN,
     ("GET", "/v1/accounts/{ins}"): ADMIN,
@@ -579,6 +616,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v1/me/connected-apps/{client_id}"): PATIENT | {"other-patient"},
 }
 CONVERSATION_ROUTES = [key for key in ALLOWED if "{conversation_id}" in key[1]]
+PROPOSAL_ROUTES = [key for key in ALLOWED if key[1].endswith(("/accept", "/decline", "/cancel"))]
 # Where a refusal is "no such thing" (someone else's notification, batch): their existence is
 # not told either.
 REFUSED_AS_NOT_FOUND = {
@@ -588,6 +626,7 @@ REFUSED_AS_NOT_FOUND = {
     ("POST", "/v1/me/represented/{ins}/accept"): frozenset({"patient", "other-patient"}),
     ("GET", "/v1/me/exports/{export_id}"): frozenset({"patient", "other-patient"}),
     ("GET", "/v1/me/exports/{export_id}/content"): frozenset({"patient", "other-patient"}),
+    **{key: PROFESSIONALS for key in PROPOSAL_ROUTES if "{appointment_id}" in key[1]},
 }
 # Allowed, and the scene makes the answer a conflict: its DMP is already open.
 ALLOWED_CONFLICTS = {("POST", "/v1/dossiers"): 409}
@@ -610,6 +649,9 @@ ALLOWED_CONFLICTS[("PUT", "/v1/admin/apps/{client_id}")] = 404
 ALLOWED_CONFLICTS[("DELETE", "/v1/admin/apps/{client_id}")] = 404
 ALLOWED_CONFLICTS[("POST", "/v1/oauth/authorization")] = 422
 ALLOWED_CONFLICTS[("DELETE", "/v1/me/connected-apps/{client_id}")] = 404
+# Allowed, and the scene's appointment is the patient's own, confirmed: not a proposal.
+ALLOWED_CONFLICTS[("POST", "/v1/dossiers/{ins}/appointments/{appointment_id}/accept")] = 409
+ALLOWED_CONFLICTS[("POST", "/v1/dossiers/{ins}/appointments/{appointment_id}/decline")] = 409
 
 
 def test_every_protected_route_is_classified(operations: list[Operation]) -> None:

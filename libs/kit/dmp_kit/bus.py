@@ -33,6 +33,7 @@ STREAMS: dict[str, list[str]] = {
     "CONSENT": ["consent.>"],
     "AUDIT": ["audit.>"],
     "MESSAGING": ["message.>"],
+    "AGENDA": ["agenda.>"],
 }
 DUPLICATE_WINDOW_SECONDS = 600.0
 
@@ -84,6 +85,7 @@ BUS_ACCESS: dict[str, BusAccess] = {
             ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
             ("MESSAGING", "notify-message", "message.sent"),
             ("IDENTITY", "notify-representation", "identity.representation.>"),
+            ("AGENDA", "notify-prevention-reminder", "agenda.reminder.due"),
         ),
     ),
     "ingest": BusAccess(consumes=(("DOSSIER", "ingest-dossier-lifecycle", "dossier.>"),)),
@@ -91,6 +93,14 @@ BUS_ACCESS: dict[str, BusAccess] = {
         publishes=("message.>", "audit.messaging"),
         owns_streams=("MESSAGING",),
         consumes=(("DOSSIER", "messaging-dossier-purged", "dossier.purged"),),
+    ),
+    "agenda": BusAccess(
+        publishes=("agenda.>", "audit.agenda"),
+        owns_streams=("AGENDA",),
+        consumes=(
+            ("DOSSIER", "agenda-dossier-lifecycle", "dossier.>"),
+            ("DOSSIER", "agenda-document-added", "document.added"),
+        ),
     ),
 }
 

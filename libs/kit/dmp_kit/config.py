@@ -32,6 +32,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "notify": 50055,
     "ingest": 50056,
     "messaging": 50057,
+    "agenda": 50058,
 }
 
 
@@ -87,6 +88,7 @@ class Settings(BaseSettings):
     notify_addr: str = f"localhost:{DEFAULT_PORTS['notify']}"
     ingest_addr: str = f"localhost:{DEFAULT_PORTS['ingest']}"
     messaging_addr: str = f"localhost:{DEFAULT_PORTS['messaging']}"
+    agenda_addr: str = f"localhost:{DEFAULT_PORTS['agenda']}"
     grpc_listen: str = ""
     grpc_deadline_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0

@@ -39,6 +39,9 @@ PATIENT_NAME_READER = "patient_name_reader"
 # Reads a patient's conversations (messaging's ExportConversations) and access log (audit's
 # ListAccessLog) as the patient would, for the dossier's export of the patient's data.
 EXPORT_READER = "export_reader"
+# Reads a patient's birth date and account status (identity's LookupPatient, no name, no
+# contact details), for the agenda: prevention reminders by age.
+PATIENT_BIRTH_READER = "patient_birth_reader"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # What each service account may do, as roles in its access tokens.
 SERVICE_ROLES: dict[str, tuple[str, ...]] = {
@@ -47,6 +50,7 @@ SERVICE_ROLES: dict[str, tuple[str, ...]] = {
     "ingest": ("insurer",),
     "consent": (DOSSIER_STATE_READER, PATIENT_NAME_READER),
     "dossier": (EXPORT_READER,),
+    "agenda": (PATIENT_BIRTH_READER,),
 }
 ASSERTION_LIFETIME_SECONDS = 120
 RENEW_BEFORE_SECONDS = 60

@@ -11,7 +11,7 @@ from dmp_kit.probe import local_address, main
 from dmp_stack.infra import free_port
 from dmp_stack.testing import RunningStack
 
-SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging")
+SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging", "agenda")
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -73,6 +73,11 @@ KIND_CLAIMS: dict[str, dict[str, Any]] = {
         "client_id": "service:dossier",
         "roles": ["export_reader"],
     },
+    "agenda service": {
+        "kind": "system",
+        "client_id": "service:agenda",
+        "roles": ["patient_birth_reader"],
+    },
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from dmp_kit.bus import BUS_ACCESS, inbox_prefix
 from dmp_kit.service_auth import SERVICE_ROLES, public_key_of
 
-SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest", "messaging")
+SERVICES = ("identity", "notify", "dossier", "consent", "audit", "ingest", "messaging", "agenda")
 PROCESSES = (*SERVICES, "gateway")
 # The one key each service keeps for itself (its Settings field, upper-cased with DMP_).
 OWN_KEYS = {
@@ -55,7 +55,8 @@ class Credentials:
     own_keys: dict[str, str] = field(
         default_factory=lambda: {service: new_key() for service in OWN_KEYS}
     )
-    # Each service account's private key (consent, ingest, notify); identity gets the publics.
+    # Each service account's private key (consent, ingest, notify, dossier, agenda); identity
+    # gets the publics.
     service_account_keys: dict[str, str] = field(
         default_factory=lambda: {service: new_key() for service in SERVICE_ROLES}
     )

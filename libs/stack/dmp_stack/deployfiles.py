@@ -31,7 +31,7 @@ import yaml
 from dmp_stack.credentials import Credentials, nats_password_variable
 from dmp_stack.infra import CACHE_DIR
 
-SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging")
+SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging", "agenda")
 PROCESSES = (*SERVICES, "gateway")
 OVERLAYS = ("dev", "prod")
 # The oldest Kubernetes the manifests are meant for, and the newest the schemas know.

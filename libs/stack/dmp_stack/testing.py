@@ -528,6 +528,8 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "conversation_id": str(uuid.uuid4()),
         "attachment_id": str(uuid.uuid4()),
         "measurement_id": str(uuid.uuid4()),
+        "appointment_id": str(uuid.uuid4()),
+        "reminder_id": "no-such-rule~0",
         "seq": "0",
         "key_id": "0000000000000000",
         "session_id": str(uuid.uuid4()),

@@ -23,6 +23,7 @@ def test_a_second_up_is_refused_while_running(stack: RunningStack) -> None:
         "audit",
         "ingest",
         "messaging",
+        "agenda",
         "gateway",
     }
     assert all(alive(pid) for pid in state.processes.values())

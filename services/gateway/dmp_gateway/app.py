@@ -28,6 +28,7 @@ from dmp_gateway.limits import BodyLimit
 from dmp_gateway.routes import (
     account,
     admin,
+    agenda,
     apps,
     audit,
     auth,
@@ -261,6 +262,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(exports.router)
     app.include_router(notifications.router)
     app.include_router(messaging.router)
+    app.include_router(agenda.router)
     app.include_router(admin.router)
     app.include_router(dossiers.router)
     app.include_router(records.router)

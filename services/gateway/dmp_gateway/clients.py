@@ -11,6 +11,7 @@ from fastapi import Request
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dmp.agenda.v1 import agenda_pb2_grpc
 from dmp.audit.v1 import audit_pb2_grpc
 from dmp.consent.v1 import consent_pb2_grpc
 from dmp.dossier.v1 import dossier_pb2_grpc
@@ -24,7 +25,7 @@ from dmp_kit.rpc.client import call_options, open_channel
 from dmp_kit.rpc.status import error_from_rpc
 
 T = TypeVar("T")
-SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging")
+SERVICES = ("identity", "dossier", "consent", "audit", "notify", "ingest", "messaging", "agenda")
 
 
 def iso(ts: Timestamp) -> str:
@@ -56,6 +57,7 @@ class Downstream:
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channels["audit"])
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self.channels["ingest"])
         self.messaging = messaging_pb2_grpc.MessagingServiceStub(self.channels["messaging"])
+        self.agenda = agenda_pb2_grpc.AgendaServiceStub(self.channels["agenda"])
 
     async def call(
         self,

@@ -155,6 +155,8 @@ STATUSES: dict[int, ErrorStatus] = {
             "export-expired",
             "app-not-found",
             "app-not-connected",
+            "appointment-not-found",
+            "reminder-not-found",
         ),
     ),
     405: ErrorStatus(
@@ -192,6 +194,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "series-full",
             "export-running",
             "export-not-ready",
+            "appointment-closed",
         ),
     ),
     413: ErrorStatus("The request body is too large", "Payload too large", ("payload-too-large",)),
@@ -228,6 +231,7 @@ STATUSES: dict[int, ErrorStatus] = {
             "invalid-redirect-uri",
             "invalid-scope",
             "invalid-logo",
+            "unknown-professional",
         ),
     ),
     423: ErrorStatus(

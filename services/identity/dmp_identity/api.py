@@ -37,6 +37,7 @@ from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 from dmp_kit.service_auth import (
     ASSERTION_TYPE,
+    PATIENT_BIRTH_READER,
     PATIENT_NAME_READER,
     SERVICE_ROLES,
     public_pem,
@@ -568,8 +569,10 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             or who.has_role("contact_reader")  # notify, to reach the patient
         )
         full = operator or who.ins == ins
+        birth_only = not full and who.has_role(PATIENT_BIRTH_READER)  # agenda, by age
         if not (
             full
+            or birth_only
             or who.kind == "professional"
             or who.has_role("insurance_agent")
             or who.has_role(PATIENT_NAME_READER)  # consent, naming a trusted person
@@ -583,6 +586,11 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         # a DMP for them meanwhile (they may still refuse it all).
         if found.status == "to_activate" and not operator:
             raise NotFound("no such patient", field="ins")
+        if birth_only:
+            # A birth reader gets the birth date and the account's status, not even the name.
+            return pb.LookupPatientResponse(
+                patient=pb.Patient(ins=found.ins, birth_date=found.birth_date, status=found.status)
+            )
         if not (full or who.kind == "professional" or who.has_role("insurance_agent")):
             # A name reader gets the name and the account's status, nothing else.
             named = pb.Patient(

@@ -46,6 +46,7 @@ CONSUMERS = (
     ("DOSSIER", "notify-dossier-purged", "dossier.purged"),
     ("MESSAGING", "notify-message", "message.sent"),
     ("IDENTITY", "notify-representation", "identity.representation.>"),
+    ("AGENDA", "notify-prevention-reminder", "agenda.reminder.due"),
 )
 
 
@@ -95,6 +96,8 @@ class Notifier:
             return domain.trusted_invitation(event.consent_changed.trusted_ins)
         if kind == "reminder_due":
             return domain.reminder(ins)
+        if kind == "prevention_reminder_due":
+            return domain.prevention_reminder(ins, event.prevention_reminder_due.act)
         if kind in domain.REPRESENTATION_KINDS:
             told = getattr(event, kind)
             return domain.representation(

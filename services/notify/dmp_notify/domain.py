@@ -89,6 +89,7 @@ KINDS = (
     "representation_ending",
     "representation_ended",
     "trusted_invitation",
+    "prevention_reminder",
 )
 CHANNELS = ("email", "sms")  # the in-app inbox always receives every notification
 DEFAULT_PREFERENCES: dict[str, frozenset[str]] = {kind: frozenset({"email"}) for kind in KINDS}
@@ -210,6 +211,15 @@ def login(ins: str, when: str) -> list[Notice]:
             ),
         )
     ]
+
+
+def prevention_reminder(ins: str, act: str) -> list[Notice]:
+    """A prevention reminder from the agenda: the act's name and nothing else (no name, no
+    INS, no date of birth), to the patient (and a minor's legal representatives)."""
+    if not act.strip():
+        return []
+    text = f"Rappel de prévention : {act.strip()}"
+    return [Notice(f"patient:{ins}", "prevention_reminder", Message(text, text + SIGNATURE))]
 
 
 def message_received(recipient_kind: str, recipient_id: str) -> list[Notice]:

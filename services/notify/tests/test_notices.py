@@ -35,11 +35,15 @@ def test_every_message_is_french_and_free_of_identifiers() -> None:
         *domain.representation("representation_ending", INS, [PARENT], "2027-03-01"),
         *domain.representation("representation_ended", INS, [PARENT], "2027-03-01"),
         *domain.trusted_invitation(PARENT),
+        *domain.prevention_reminder(INS, "Vaccin ROR, 2e dose"),
     ]
     assert {n.kind for n in notices} == set(domain.KINDS)
     for notice in notices:
         assert INS not in notice.message.body and "10001234567" not in notice.message.body
-        assert "DMP" in notice.message.subject or notice.kind == "message_received"
+        assert "DMP" in notice.message.subject or notice.kind in (
+            "message_received",
+            "prevention_reminder",
+        )
     assert "un pharmacien" in domain.access_first(INS, "21")[0].message.body
 
 
@@ -82,3 +86,13 @@ def test_the_end_of_a_representation_is_told_to_the_minor_and_each_representativ
     # the event names the representatives: notify asks identity for nobody else
     assert domain.audience(kind, False, "") == (True, False)
     assert domain.representation("login", INS, [PARENT], "2027-03-01") == []
+
+
+def test_a_prevention_reminder_says_the_acts_name_and_nothing_else() -> None:
+    [notice] = domain.prevention_reminder(INS, "Vaccin ROR, 2e dose")
+    assert notice.recipient == f"patient:{INS}"
+    assert notice.message.subject == "Rappel de prévention : Vaccin ROR, 2e dose"
+    assert notice.message.body == notice.message.subject + domain.SIGNATURE
+    assert domain.prevention_reminder(INS, " ") == []
+    # a minor's legal representatives are told, as of what happens in their dossier
+    assert domain.audience("prevention_reminder", False, "") == (True, True)

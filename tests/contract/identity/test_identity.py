@@ -116,6 +116,14 @@ def registered(answer: Any) -> None:
     assert answer.patient.ins == INS and answer.patient.email == "lea.petit@example.org"
 
 
+def birth_date_only(answer: Any) -> None:
+    """The agenda's service account reads the birth date and the status, nothing else."""
+    found = answer.patient
+    assert found.ins == INS and found.birth_date and found.status
+    assert not (found.given_name or found.family_name or found.email or found.phone)
+    assert not (found.vitale_serial or found.legal_representatives)
+
+
 def keys(answer: Any) -> None:
     assert answer.keys and all(k.kty == "OKP" and k.crv == "Ed25519" and k.kid for k in answer.keys)
 
@@ -218,6 +226,14 @@ CASES = [
         "admin",
         S.OK,
         check=registered,
+    ),
+    Case(
+        "LookupPatient",
+        "by the agenda's service account: the birth date alone",
+        pb.LookupPatientRequest(ins=INS),
+        "agenda service",
+        S.OK,
+        check=birth_date_only,
     ),
     Case(
         "LookupPatient",

@@ -24,6 +24,7 @@ Kind = Literal[
     "representation_ending",
     "representation_ended",
     "trusted_invitation",
+    "prevention_reminder",
 ]
 ChannelName = Literal["email", "sms"]
 CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}

@@ -414,6 +414,7 @@ const KINDS = {
   representation_ending: "Fin prochaine d'une représentation légale (majorité)",
   representation_ended: "Fin d'une représentation légale (majorité)",
   trusted_invitation: "Invitation à devenir personne de confiance",
+  prevention_reminder: "Rappels de prévention (vaccins, examens, dépistages)",
 };
 
 export async function notifications(main) {

@@ -26,6 +26,10 @@ export const MESSAGES = {
   "not-found": "Introuvable : cette information n'existe pas, ou ne vous est pas accessible.",
   "dossier-not-found": "Aucun dossier médical partagé n'est ouvert pour ce patient.",
   "document-not-found": "Ce document est introuvable, ou ne vous est pas accessible.",
+  "appointment-not-found": "Ce rendez-vous est introuvable, ou ne vous est pas accessible.",
+  "appointment-closed": "Ce rendez-vous est annulé ou refusé : il ne peut plus être modifié.",
+  "reminder-not-found": "Ce rappel de prévention est introuvable.",
+  "unknown-professional": "Aucun professionnel de santé ne correspond à ce numéro RPPS.",
   "measurement-not-found": "Cette mesure est introuvable : elle a peut-être déjà été supprimée.",
   "not-your-measurement": "Seule la personne qui a saisi cette mesure peut la supprimer.",
   "measurement-out-of-range":

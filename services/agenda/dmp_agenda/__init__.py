@@ -1,0 +1,1 @@
+"""DMP agenda service: appointments and prevention reminders."""

@@ -1,0 +1,158 @@
+"""The agenda's background work: the dossier's events it follows, and the reminders' delivery
+on the injected clock.
+
+Each reminder due is announced once (agenda.reminder.due, which notify turns into a message
+carrying the act's name alone): the occurrence's id is added to the patient's `notified` in the
+same single-document update as the event, and that update lands only on the version read
+(dmp_kit.outbox.change_document). A second replica, or the same one after a restart, finds it
+there and announces nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, date
+
+from pymongo.errors import PyMongoError
+
+from dmp.events.v1 import envelope_pb2
+from dmp_agenda import domain
+from dmp_agenda.api import PARIS, People, marks_of, person_of, today_in_paris
+from dmp_agenda.domain import PreventionRules
+from dmp_agenda.events import AgendaEvents
+from dmp_agenda.store import AgendaStore
+from dmp_kit.clock import Clock
+from dmp_kit.errors import Conflict, Unavailable
+from dmp_kit.logging import get_logger
+from dmp_kit.mongo import Document
+from dmp_kit.outbox import OutboxRelay, change_document
+
+log = get_logger(__name__)
+# dossier.<event> → the status the agenda keeps
+DOSSIER_STATUSES = {
+    "dossier_opened": "open",
+    "dossier_reopened": "open",
+    "dossier_closed": "closed",
+    "deletion_requested": "closed",
+}
+
+
+class Schedule:
+    def __init__(
+        self,
+        store: AgendaStore,
+        rules: PreventionRules,
+        relay: OutboxRelay,
+        clock: Clock,
+        *,
+        interval: float,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.relay = relay
+        self.clock = clock
+        self.interval = interval
+        self.events = AgendaEvents(clock)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.once()
+            except (PyMongoError, Unavailable, Conflict) as exc:
+                log.warning("schedule_retry", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    async def once(self) -> None:
+        today = today_in_paris(self.clock)
+        announced = [
+            doc["_id"] for doc in await self.store.to_remind() if await self.announce(doc, today)
+        ]
+        if announced:
+            self.relay.kick(self.store.patients, *announced)
+
+    async def announce(self, doc: Document, today: date) -> bool:
+        """The patient's reminders due and not yet announced, each with its event; True if
+        they were written."""
+        first = self._due(doc, today)
+        if not first:
+            return False
+        expected = [o.id for o in first]
+        written: list[bool] = []
+
+        def fields(current: Document | None) -> Document | None:
+            # Decided again on the document as it is now: another replica may have done it.
+            written.clear()
+            if current is None or [o.id for o in self._due(current, today)] != expected:
+                return None
+            written.append(True)
+            return {"notified": [*current.get("notified", []), *expected]}
+
+        news = [self.events.reminder_due(doc["_id"], o, self.rules.version) for o in first]
+        await change_document(self.store.patients, doc["_id"], fields, *news)
+        if written:
+            log.info("reminders_due", count=len(expected))
+        return bool(written)
+
+    def _due(self, doc: Document, today: date) -> list[domain.Occurrence]:
+        """Nothing while the dossier is not open, prevention messages are off, or the birth
+        date is unknown."""
+        if (
+            doc.get("dossier_status") != "open"
+            or doc.get("prevention_messages") is False
+            or not doc.get("birth_date")
+        ):
+            return []
+        notified = set(doc.get("notified", []))
+        return domain.to_notify(self.rules, person_of(doc), today, marks_of(doc), notified)
+
+
+async def on_dossier_event(
+    store: AgendaStore, people: People, event: envelope_pb2.Envelope
+) -> None:
+    """The dossier's lifecycle: its status (nothing is announced for a closed one); at opening,
+    the patient's birth date; at a purge, everything the agenda holds of the patient."""
+    kind = event.WhichOneof("payload")
+    ins = event.patient_ins
+    if not ins:
+        return
+    at = event.occurred_at.ToDatetime(tzinfo=UTC)
+    if kind == "dossier_purged":
+        await store.purge(ins, at)
+        return
+    status = DOSSIER_STATUSES.get(kind or "")
+    if status is None:
+        return
+    await store.set_dossier_status(ins, status, at)
+    if kind == "dossier_opened":
+        await people.learn(ins)
+
+
+async def on_document_added(
+    store: AgendaStore, rules: PreventionRules, relay: OutboxRelay, event: envelope_pb2.Envelope
+) -> None:
+    """A vaccination note (87273-9, section prévention) marks done the vaccination reminders
+    due (or postponed) on the day it was added. One hidden from the patient marks nothing: its
+    existence is not told to them that way."""
+    if event.WhichOneof("payload") != "document_added":
+        return
+    added = event.document_added
+    if added.type_code != domain.VACCINATION_TYPE_CODE or added.hidden_from_patient:
+        return
+    ins = event.patient_ins
+    on = event.occurred_at.ToDatetime(tzinfo=UTC).astimezone(PARIS).date()
+
+    def mark(current: Document | None) -> Document | None:
+        if current is None or not current.get("birth_date"):
+            return None
+        done = domain.done_by_vaccination(rules, person_of(current), on, marks_of(current))
+        if not done:
+            return None
+        marks = dict(current.get("marks", {}))
+        for occurrence in done:
+            marks[occurrence.id] = {"done_on": on.isoformat(), "document_id": added.document_id}
+        return {"marks": marks}
+
+    await change_document(store.patients, ins, mark)
+    relay.kick(store.patients, ins)
