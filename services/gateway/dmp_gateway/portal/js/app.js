@@ -2,6 +2,7 @@
 
 import { account } from "./account.js";
 import { activationView, oppositionView } from "./activation.js";
+import * as agenda from "./agenda.js";
 import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import * as dossier from "./dossier.js";
@@ -37,6 +38,8 @@ const ROUTES = [
   ["/dossier/:ins/historique", patient.history],
   ["/dossier/:ins/profil", patient.profile],
   ["/dossier/:ins/constantes", measurements.view],
+  ["/dossier/:ins/agenda", agenda.agenda],
+  ["/dossier/:ins/prevention", agenda.prevention],
   ["/dossier/:ins/urgence", pro.emergency],
   ["/dossier/:ins/ecrire", messaging.writeToPatient],
   ["/messagerie", messaging.inbox],
@@ -90,6 +93,7 @@ function patientLinks(me, other) {
       [`/dossier/${other.ins}/acces`, "Qui peut voir son dossier"],
       [`/dossier/${other.ins}/historique`, "Historique des accès"],
       [`/dossier/${other.ins}/profil`, "Son profil médical"],
+      [`/dossier/${other.ins}/agenda`, "Son agenda"],
     ];
   }
   return [
@@ -98,6 +102,7 @@ function patientLinks(me, other) {
     [`/dossier/${me.ins}/historique`, "Historique des accès"],
     [`/dossier/${me.ins}/profil`, "Mon profil médical"],
     [`/dossier/${me.ins}/constantes`, "Mes constantes"],
+    [`/dossier/${me.ins}/agenda`, "Mon agenda"],
     ["/proches", "Mes proches"],
     ["/messagerie", "Messagerie"],
     ["/notifications", "Notifications"],
