@@ -15,7 +15,7 @@ import icalendar
 from playwright.sync_api import Locator, Page, expect
 
 from dmp_kit.identifiers import ins_control_key
-from dmp_stack.testing import RunningStack, make_ins
+from dmp_stack.testing import RunningStack, make_ins, until
 from tests.browser.test_portal import PHONE, browser, visitors  # noqa: F401 (fixtures)
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -167,6 +167,7 @@ def test_agenda_appointments_and_prevention_reminders(
     expect(item(ppage, "Consultation de suivi").get_by_role("button")).to_have_text(
         "Retirer ma proposition"
     )
+    expect(item(ppage, "Consultation de suivi")).to_contain_text("Proposé par vous")
     pro.fits_the_screen()
     pro.shot("74-professionnel-rendez-vous")
 
@@ -233,7 +234,9 @@ def test_agenda_appointments_and_prevention_reminders(
     expect(page.get_by_text(f"C'est noté : {BREAST}, fait.")).to_be_visible()
     done = page.locator("section.done")
     expect(done.get_by_role("heading")).to_have_text("Faits (1)")
-    expect(done.get_by_role("link", name="Résultat de ma mammographie")).to_be_visible()
+    expect(done.get_by_role("link", name="Voir le justificatif")).to_have_attribute(
+        "href", f"#/dossier/{ins}/document/{result['id']}"
+    )
 
     # Postponed to a date: among those to come.
     later = in_days(45)
@@ -266,6 +269,27 @@ def test_agenda_appointments_and_prevention_reminders(
     assert by_act[CERVICAL]["status"] == "due"
     me.fits_the_screen()
     me.shot("71-prevention")
+
+    # Her access history says what each agenda entry was about, never a title or a place.
+    def traced() -> bool:
+        with stack.client(token) as c:
+            r = c.get(f"/v1/dossiers/{ins}/access-log", params={"page_size": 100})
+        return {"calendar", "prevention"} <= {e.get("query") for e in r.json()["entries"]}
+
+    assert until(traced)
+    me.go_to("Historique des accès")
+    log = page.locator("table.log")
+    for entry in (
+        "Ajout d'un rendez-vous",
+        "Modification d'un rendez-vous",
+        "Consultation de l'agenda",
+        "Export de l'agenda (.ics)",
+        "Consultation des rappels de prévention",
+        "Rappel de prévention marqué fait ou reporté",
+        "Choix des messages de prévention",
+    ):
+        expect(log.get_by_role("cell", name=entry, exact=True).first).to_be_visible()
+    expect(log).not_to_contain_text("cardiologie")
 
     # The same pages at a phone's width.
     phone = visitors(phone=True)

@@ -214,8 +214,9 @@ function appointmentForm({ ins, team, who, current, onDone, onCancel }) {
   return form;
 }
 
-function proposer(a) {
-  return a.proposed_by === "patient" ? "" : `Proposé par le professionnel RPPS ${a.proposed_by}`;
+function proposer(a, who) {
+  if (a.proposed_by === "patient") return "";
+  return a.proposed_by === who.rpps ? "Proposé par vous" : `Proposé par le professionnel RPPS ${a.proposed_by}`;
 }
 
 // One appointment, with what the viewer may do with it.
@@ -279,7 +280,7 @@ function appointmentItem(a, { ins, team, who, reload, status }) {
       h("p", { class: "when" }, capitalised(when(a))),
       a.location ? h("p", { class: "meta" }, `Lieu : ${a.location}`) : "",
       a.notes ? h("p", { class: "meta" }, `Remarque : ${a.notes}`) : "",
-      proposer(a) ? h("p", { class: "meta" }, proposer(a)) : "",
+      proposer(a, who) ? h("p", { class: "meta" }, proposer(a, who)) : "",
       who.patientSide && a.shared_with.length
         ? h("p", { class: "meta" }, `Partagé avec : ${a.shared_with.map((r) => `RPPS ${r}`).join(", ")}`)
         : who.patientSide
@@ -416,18 +417,24 @@ function windowOf(r) {
 }
 
 // The documents a reminder may be linked to: the prevention section's (vaccination notes) and
-// the patient's own space (a scanned certificate).
-async function linkable(ins) {
-  const found = [];
-  for (const section of ["prevention", "espace_personnel"]) {
-    try {
-      const page = await api.get(`${base(ins)}/documents?section=${section}&page_size=100`);
-      found.push(...page.items);
-    } catch (error) {
-      if (error instanceof api.Problem && error.status === 401) throw error;
-    }
-  }
-  return found;
+// the patient's own space (a scanned certificate). Read when first asked (each read is traced in
+// the patient's history), once per page.
+function linkable(ins) {
+  let found = null;
+  return async () => {
+    found ??= (async () => {
+      const documents = [];
+      for (const section of ["prevention", "espace_personnel"]) {
+        const page = await api.get(`${base(ins)}/documents?section=${section}&page_size=100`);
+        documents.push(...page.items);
+      }
+      return documents;
+    })().catch((error) => {
+      found = null; // asked again next time
+      throw error;
+    });
+    return found;
+  };
 }
 
 function reminderItem(r, { ins, who, documents, reload, status }) {
@@ -442,18 +449,14 @@ function reminderItem(r, { ins, who, documents, reload, status }) {
   if (who.writes && r.status !== "done") {
     // « C'est fait », with a document of the dossier if the patient wants.
     const doneStatus = h("div", { class: "status" });
+    const choice = h("select", { name: "document_id" }, h("option", { value: "" }, "Aucun document"));
     const doneForm = h(
       "form",
       { class: "inline", hidden: true, "aria-label": `Marquer comme fait : ${r.act}` },
       field(
         "Document justificatif (facultatif)",
-        h(
-          "select",
-          { name: "document_id" },
-          h("option", { value: "" }, "Aucun document"),
-          documents.map((d) => h("option", { value: d.id }, d.title)),
-        ),
-        documents.length ? "Par exemple une note de vaccination de votre dossier." : "Votre dossier n'a pas de document de prévention à joindre.",
+        choice,
+        "Un document de votre dossier (rubrique Prévention ou espace personnel), par exemple une note de vaccination.",
       ),
       h(
         "div",
@@ -496,13 +499,24 @@ function reminderItem(r, { ins, who, documents, reload, status }) {
       form.hidden = false;
       form.querySelector("select, input").focus();
     };
+    const revealDone = async () => {
+      status.replaceChildren();
+      try {
+        if (choice.options.length === 1) {
+          for (const d of await documents()) choice.append(h("option", { value: d.id }, d.title));
+        }
+      } catch (error) {
+        status.replaceChildren(failure(error));
+        return;
+      }
+      reveal(doneForm)();
+    };
     controls.append(
-      h("button", { type: "button", class: "small", onclick: reveal(doneForm) }, "C'est fait"),
+      h("button", { type: "button", class: "small", onclick: revealDone }, "C'est fait"),
       h("button", { type: "button", class: "secondary small", onclick: reveal(laterForm) }, "Reporter"),
     );
     forms.append(doneForm, laterForm);
   }
-  const linked = r.document_id && documents.find((d) => d.id === r.document_id);
   item.append(
     h(
       "div",
@@ -511,7 +525,7 @@ function reminderItem(r, { ins, who, documents, reload, status }) {
       h("p", { class: "meta" }, windowOf(r)),
       r.status === "postponed" && r.postponed_until ? h("p", { class: "meta" }, `Reporté au ${calendarDay(r.postponed_until)}`) : "",
       r.document_id
-        ? h("p", { class: "meta" }, "Justificatif : ", h("a", { href: `#/dossier/${ins}/document/${r.document_id}` }, linked ? linked.title : "voir le document"))
+        ? h("p", { class: "meta" }, h("a", { href: `#/dossier/${ins}/document/${r.document_id}` }, "Voir le justificatif"))
         : "",
       h("details", { class: "why" }, h("summary", {}, "Pourquoi ?"), h("p", {}, r.reason), h("p", { class: "meta" }, `Source : ${r.source}`)),
     ),
@@ -545,7 +559,8 @@ function optOut(ins, who, messages, reload) {
 
 export async function prevention(main, { ins }) {
   const who = viewer(ins);
-  const [listing, documents] = await Promise.all([api.get(`${base(ins)}/reminders`), linkable(ins)]);
+  const listing = await api.get(`${base(ins)}/reminders`);
+  const documents = linkable(ins);
   const reload = async (text) => {
     await prevention(main, { ins });
     if (text) said(text);

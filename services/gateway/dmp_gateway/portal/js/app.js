@@ -142,6 +142,10 @@ function actingSwitch(me, other) {
   return form;
 }
 
+// A menu entry is current on its page; the agenda's on its prevention page too.
+const isCurrent = (path, here) =>
+  here === path || (path.endsWith("/agenda") && here === path.replace(/\/agenda$/, "/prevention"));
+
 // The menu of the signed-in person; returns whom they act for on this page (or null).
 function menu() {
   const me = state.me;
@@ -174,7 +178,7 @@ function menu() {
           {},
           h(
             "a",
-            { href: `#${path}`, "aria-current": here === path ? "page" : null },
+            { href: `#${path}`, "aria-current": isCurrent(path, here) ? "page" : null },
             label,
             path === "/messagerie" ? h("span", { class: "unread-count", hidden: true }) : "",
           ),
