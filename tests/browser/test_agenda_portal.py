@@ -25,7 +25,7 @@ CERVICAL = "Dépistage du cancer du col de l'utérus (test HPV)"
 
 
 def woman_of_51(stack: RunningStack) -> dict[str, Any]:
-    """A woman (her INS's first digit: 2) of 51, for whom the rules file has three screenings due."""
+    """A woman (her INS says so: 2) of 51, for whom the rules file has three screenings due."""
     first13 = "2" + make_ins()[1:13]
     ins = f"{first13}{ins_control_key(first13):02d}"
     today = datetime.now(PARIS).date()
@@ -147,11 +147,15 @@ def test_agenda_appointments_and_prevention_reminders(
     expect(ppage.get_by_role("heading", name="Rechercher un patient")).to_be_visible()
     ppage.goto(f"{stack.url}/portail/#/dossier/{ins}")
     ppage.get_by_role("link", name="Rendez-vous partagés").click()
-    expect(ppage.get_by_role("heading", name=f"Rendez-vous partagés — patient {ins}")).to_be_visible()
+    expect(
+        ppage.get_by_role("heading", name=f"Rendez-vous partagés — patient {ins}")
+    ).to_be_visible()
     expect(item(ppage, "Consultation de cardiologie")).to_contain_text("14:00 – 14:45")
     # Not theirs to move or cancel.
     expect(item(ppage, "Consultation de cardiologie").get_by_role("button")).to_have_count(0)
-    proposal = ppage.locator("form", has=ppage.get_by_role("heading", name="Proposer un rendez-vous"))
+    proposal = ppage.locator(
+        "form", has=ppage.get_by_role("heading", name="Proposer un rendez-vous")
+    )
     expect(proposal.get_by_text("Partager avec")).to_have_count(0)
     proposal.get_by_label("Objet").fill("Consultation de suivi")
     follow_day = in_days(10)
@@ -160,7 +164,9 @@ def test_agenda_appointments_and_prevention_reminders(
     proposal.get_by_label("Heure de fin").fill("11:20")
     proposal.get_by_label("Lieu (facultatif)").fill("Cabinet du Dr Lefèvre")
     proposal.get_by_role("button", name="Proposer le rendez-vous").click()
-    expect(ppage.get_by_text("Rendez-vous proposé au patient : Consultation de suivi.")).to_be_visible()
+    expect(
+        ppage.get_by_text("Rendez-vous proposé au patient : Consultation de suivi.")
+    ).to_be_visible()
     expect(item(ppage, "Consultation de suivi").locator(".badge")).to_have_text(
         "Proposé, en attente de réponse"
     )
@@ -210,7 +216,10 @@ def test_agenda_appointments_and_prevention_reminders(
     assert download.suggested_filename == "agenda.ics"
     calendar = icalendar.Calendar.from_ical(download.path().read_bytes())
     events = {str(e["SUMMARY"]): str(e["STATUS"]) for e in calendar.walk("VEVENT")}
-    assert events == {"Consultation de cardiologie": "CANCELLED", "Consultation de suivi": "CONFIRMED"}
+    assert events == {
+        "Consultation de cardiologie": "CANCELLED",
+        "Consultation de suivi": "CONFIRMED",
+    }
     assert f"Rappel de prévention : {BREAST}" in {str(t["SUMMARY"]) for t in calendar.walk("VTODO")}
 
     # Prevention: three screenings due for her age, each saying why.
@@ -220,10 +229,16 @@ def test_agenda_appointments_and_prevention_reminders(
     for act in (BREAST, COLORECTAL, CERVICAL):
         expect(page.locator("section.due").get_by_text(act, exact=True)).to_be_visible()
     breast = reminder(page, BREAST)
-    expect(breast.get_by_text("Recommandé pour les femmes de 50 à 74 ans, tous les 2 ans")).to_be_hidden()
+    expect(
+        breast.get_by_text("Recommandé pour les femmes de 50 à 74 ans, tous les 2 ans")
+    ).to_be_hidden()
     breast.get_by_text("Pourquoi ?").click()
-    expect(breast.get_by_text("Recommandé pour les femmes de 50 à 74 ans, tous les 2 ans")).to_be_visible()
-    expect(breast).to_contain_text("Source : Programme national de dépistage organisé du cancer du sein")
+    expect(
+        breast.get_by_text("Recommandé pour les femmes de 50 à 74 ans, tous les 2 ans")
+    ).to_be_visible()
+    expect(breast).to_contain_text(
+        "Source : Programme national de dépistage organisé du cancer du sein"
+    )
 
     # Done, with a document of her dossier.
     breast.get_by_role("button", name="C'est fait").click()
@@ -244,7 +259,9 @@ def test_agenda_appointments_and_prevention_reminders(
     colorectal.get_by_role("button", name="Reporter").click()
     colorectal.get_by_label("Me le rappeler le").fill(later)
     colorectal.get_by_role("button", name="Confirmer le report").click()
-    expect(page.get_by_text(re.compile(r"^Rappel reporté au .+ : Dépistage du cancer colorectal"))).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(r"^Rappel reporté au .+ : Dépistage du cancer colorectal"))
+    ).to_be_visible()
     expect(page.get_by_role("heading", name="À faire maintenant (1)")).to_be_visible()
     upcoming = page.locator("section.upcoming")
     expect(upcoming.get_by_text(COLORECTAL, exact=True)).to_be_visible()
@@ -254,8 +271,12 @@ def test_agenda_appointments_and_prevention_reminders(
     switch = page.get_by_role("switch", name="Ne plus recevoir de rappels de prévention")
     expect(switch).not_to_be_checked()
     switch.check()
-    expect(page.get_by_text("Vous ne recevrez plus de rappels de prévention.", exact=False)).to_be_visible()
-    expect(page.get_by_role("switch", name="Ne plus recevoir de rappels de prévention")).to_be_checked()
+    expect(
+        page.get_by_text("Vous ne recevrez plus de rappels de prévention.", exact=False)
+    ).to_be_visible()
+    expect(
+        page.get_by_role("switch", name="Ne plus recevoir de rappels de prévention")
+    ).to_be_checked()
     expect(page.get_by_text("Ils restent visibles ici", exact=False)).to_be_visible()
     expect(page.locator("li.reminder")).to_have_count(3)
     with stack.client(token) as c:
