@@ -46,6 +46,15 @@ def at_paris(day: str, time: str) -> datetime:
     return datetime.fromisoformat(f"{day}T{time}:00").replace(tzinfo=PARIS)
 
 
+def fill(form: Locator, title: str, day: str, start: str, end: str, place: str) -> None:
+    """An appointment's form filled in as a person does: its date and times in Paris time."""
+    form.get_by_label("Objet").fill(title)
+    form.get_by_label("Date").fill(day)
+    form.get_by_label("Heure de début").fill(start)
+    form.get_by_label("Heure de fin").fill(end)
+    form.get_by_label("Lieu (facultatif)").fill(place)
+
+
 def item(page: Page, title: str) -> Locator:
     return page.locator("li.appointment", has=page.get_by_text(title, exact=True))
 
@@ -96,18 +105,14 @@ def test_agenda_appointments_and_prevention_reminders(
 
     # She adds an appointment, shared with her doctor (chosen among her care team).
     form = page.locator("form", has=page.get_by_role("heading", name="Ajouter un rendez-vous"))
-    form.get_by_label("Objet").fill("Consultation de cardiologie")
     first_day = in_days(3)
-    form.get_by_label("Date").fill(first_day)
-    form.get_by_label("Heure de début").fill("09:30")
-    form.get_by_label("Heure de fin").fill("10:00")
-    form.get_by_label("Lieu (facultatif)").fill("Hôpital Nord, bâtiment B")
+    fill(form, "Consultation de cardiologie", first_day, "09:30", "10:00", "Hôpital Nord")
     form.get_by_label(f"RPPS {doctor['rpps']}").check()
     form.get_by_role("button", name="Ajouter le rendez-vous").click()
     expect(page.get_by_text("Rendez-vous ajouté : Consultation de cardiologie.")).to_be_visible()
     heart = item(page, "Consultation de cardiologie")
     expect(heart).to_contain_text("09:30 – 10:00")
-    expect(heart).to_contain_text("Lieu : Hôpital Nord, bâtiment B")
+    expect(heart).to_contain_text("Lieu : Hôpital Nord")
     expect(heart).to_contain_text(f"Partagé avec : RPPS {doctor['rpps']}")
     expect(heart.locator(".badge")).to_have_text("Confirmé")
     url = f"/v1/dossiers/{ins}/appointments"
@@ -157,12 +162,7 @@ def test_agenda_appointments_and_prevention_reminders(
         "form", has=ppage.get_by_role("heading", name="Proposer un rendez-vous")
     )
     expect(proposal.get_by_text("Partager avec")).to_have_count(0)
-    proposal.get_by_label("Objet").fill("Consultation de suivi")
-    follow_day = in_days(10)
-    proposal.get_by_label("Date").fill(follow_day)
-    proposal.get_by_label("Heure de début").fill("11:00")
-    proposal.get_by_label("Heure de fin").fill("11:20")
-    proposal.get_by_label("Lieu (facultatif)").fill("Cabinet du Dr Lefèvre")
+    fill(proposal, "Consultation de suivi", in_days(10), "11:00", "11:20", "Cabinet du Dr Lefèvre")
     proposal.get_by_role("button", name="Proposer le rendez-vous").click()
     expect(
         ppage.get_by_text("Rendez-vous proposé au patient : Consultation de suivi.")
@@ -331,3 +331,70 @@ def test_agenda_appointments_and_prevention_reminders(
     expect(item(ppage, "Consultation de suivi").locator(".badge")).to_have_text("Confirmé")
     pro.fits_the_screen()
     pro.shot("75-telephone-professionnel-rendez-vous")
+
+
+def test_a_parent_keeps_a_childs_agenda_and_a_blocked_doctor_sees_nothing(
+    stack: RunningStack,
+    visitors: Any,  # noqa: F811
+) -> None:
+    """A minor's legal representative acts on the child's agenda and reminders from « Agir
+    pour »; a doctor the child blocked is refused, in French."""
+    admin = stack.admin_token()
+    parent = stack.create_patient(admin, given_name="Alex", family_name="Durand")
+    child = stack.create_patient(
+        admin, legal_representatives=[parent["ins"]], given_name="Léa", family_name="Durand"
+    )
+    blocked = stack.create_professional(admin, "10")
+    ins = child["ins"]
+    child_token = stack.token_for(child, "patient")
+    stack.open_dossier(child_token, child)
+    stack.open_dossier(stack.token_for(parent, "patient"), parent)
+    with stack.client(child_token) as c:
+        r = c.put(f"/v1/dossiers/{ins}/professionals/{blocked['rpps']}", json={"status": "blocked"})
+        assert r.status_code == 200, r.text
+        listed = c.get(f"/v1/dossiers/{ins}/reminders").json()["items"]
+    due = [i for i in listed if i["status"] == "due"]
+    assert due, "a child of her age has reminders due"
+
+    me = visitors()
+    page = me.page
+    me.sign_in("Patient", parent["ins"], parent["password"], parent["email"])
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    page.get_by_label("Agir pour").select_option(ins)
+    page.get_by_role("button", name="Ouvrir").click()
+    me.go_to("Son agenda")
+    expect(page.get_by_role("heading", name="Son agenda — Léa Durand")).to_be_visible()
+    expect(page.locator(".acting-banner")).to_contain_text("Vous agissez pour Léa Durand")
+    form = page.locator("form", has=page.get_by_role("heading", name="Ajouter un rendez-vous"))
+    # Her care team authorises nobody: nothing to share with, and it says how.
+    expect(form).to_contain_text("autorisez-le d'abord")
+    fill(form, "Pédiatre", in_days(5), "17:00", "17:30", "Cabinet de pédiatrie")
+    form.get_by_role("button", name="Ajouter le rendez-vous").click()
+    expect(item(page, "Pédiatre")).to_contain_text("17:00 – 17:30")
+    with stack.client(child_token) as c:
+        [saved] = c.get(f"/v1/dossiers/{ins}/appointments").json()["items"]
+    assert saved["title"] == "Pédiatre" and saved["status"] == "confirmed"
+
+    page.get_by_role("navigation", name="Agenda").get_by_role("link", name="Prévention").click()
+    expect(page.get_by_role("heading", name="Prévention — Léa Durand")).to_be_visible()
+    expect(page.get_by_role("heading", name=f"À faire maintenant ({len(due)})")).to_be_visible()
+    first = reminder(page, due[0]["act"])
+    first.get_by_role("button", name="C'est fait").click()
+    # No document in her prevention section nor her own space: none to link.
+    choices = first.get_by_label("Document justificatif (facultatif)").locator("option")
+    expect(choices).to_have_text(["Aucun document"])
+    first.get_by_role("button", name="Confirmer").click()
+    expect(page.get_by_role("heading", name="Faits (1)")).to_be_visible()
+    with stack.client(child_token) as c:
+        listing = c.get(f"/v1/dossiers/{ins}/reminders").json()
+    assert {r["id"]: r["status"] for r in listing["items"]}[due[0]["id"]] == "done"
+
+    # The blocked doctor: refused, in French, with the API's type kept for developers.
+    pro = visitors()
+    pro.sign_in("Professionnel de santé", blocked["rpps"], blocked["password"], blocked["email"])
+    expect(pro.page.get_by_role("heading", name="Rechercher un patient")).to_be_visible()
+    pro.page.goto(f"{stack.url}/portail/#/dossier/{ins}/agenda")
+    refusal = pro.page.get_by_role("alert")
+    expect(refusal).to_have_text("Vous n'êtes pas autorisé à consulter ces informations.")
+    expect(refusal).to_have_attribute("data-problem", "access-denied")
+    expect(pro.page.get_by_text("Pédiatre")).to_have_count(0)
