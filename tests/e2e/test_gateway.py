@@ -75,6 +75,7 @@ def test_readyz_reports_every_service(stack: RunningStack) -> None:
         "notify",
         "ingest",
         "messaging",
+        "agenda",
     }
 
 
@@ -91,6 +92,7 @@ def test_a_date_off_the_calendar_is_a_clear_422(stack: RunningStack) -> None:
         for path, params, field in (
             (f"/v1/dossiers/{ins}/documents", {"since": edge}, "since"),
             (f"/v1/dossiers/{ins}/measurements", {"from": edge}, "from"),
+            (f"/v1/dossiers/{ins}/appointments", {"from": edge}, "from"),
         ):
             r = c.get(path, params=params)
             assert r.status_code == 422, r.text

@@ -82,6 +82,11 @@ def test_a_dmp_opened_again_after_a_purge_inherits_nothing(clock: RunningStack) 
         weight = {"kind": "weight", "value": 70, "unit": "kg", "measured_at": "2026-01-05T08:00Z"}
         r = c.post(f"/v1/dossiers/{ins}/measurements", json=weight)
         assert r.status_code == 201, r.text
+        visit = {"title": "Dentiste", "starts_at": "2026-12-01T09:00+01:00"}
+        visit["ends_at"] = "2026-12-01T09:30+01:00"
+        assert c.post(f"/v1/dossiers/{ins}/appointments", json=visit).status_code == 201
+        r = c.put(f"/v1/dossiers/{ins}/prevention", json={"messages": False})
+        assert r.status_code == 200, r.text
     assert people.reads("gp") == people.reads("pharmacist") == people.reads("urgentist") == 200
     assert people.reads("nurse") == 403
     assert until(lambda: {"document_added", "emergency_access"} <= set(people.inbox_kinds()))
@@ -120,6 +125,9 @@ def test_a_dmp_opened_again_after_a_purge_inherits_nothing(clock: RunningStack) 
         assert team is not None
         assert not team.get("authorized") and not team.get("blocked"), team
         assert c.get(f"/v1/dossiers/{ins}/measurements").json() == {"items": []}
+        # the agenda's appointments and choices went with the purge
+        assert until(lambda: c.get(f"/v1/dossiers/{ins}/appointments").json() == {"items": []})
+        assert until(lambda: c.get(f"/v1/dossiers/{ins}/reminders").json()["prevention_messages"])
         r = c.get(f"/v1/dossiers/{ins}/consent-settings")
         assert r.status_code == 200, r.text
     for who in ("gp", "pharmacist", "urgentist"):

@@ -70,11 +70,20 @@ class Credentials:
     @classmethod
     def load_or_create(cls, directory: Path) -> Credentials:
         """The directory's credentials, made the first time (data sealed under them survives
-        a restart of the stack)."""
+        a restart of the stack); a service added since gets its own, kept with the rest."""
         path = directory / CREDENTIALS_FILE
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
         made = cls()
+        if path.exists():
+            loaded = cls(**json.loads(path.read_text()))
+            added = False
+            for name in ("own_keys", "service_account_keys", "nats_passwords"):
+                have: dict[str, str] = getattr(loaded, name)
+                for service, secret in getattr(made, name).items():
+                    added = added or service not in have
+                    have.setdefault(service, secret)
+            if added:
+                write_private(path, json.dumps(asdict(loaded), indent=2))
+            return loaded
         write_private(path, json.dumps(asdict(made), indent=2))
         return made
 

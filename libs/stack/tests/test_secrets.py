@@ -3,6 +3,7 @@ and the files that keep them are readable by their owner alone."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -88,3 +89,18 @@ def test_make_up_keeps_its_credentials_private_and_across_restarts(tmp_path: Pat
     assert (tmp_path / "secrets").stat().st_mode & 0o077 == 0
     assert Credentials.load_or_create(tmp_path / "secrets") == made
     assert made != Credentials(), "each deployment's secrets are its own"
+
+
+def test_a_service_added_since_gets_its_credentials_and_the_others_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    made = Credentials.load_or_create(tmp_path / "secrets")
+    path = tmp_path / "secrets" / "credentials.json"
+    older = json.loads(path.read_text())
+    del older["nats_passwords"]["agenda"], older["service_account_keys"]["agenda"]
+    path.write_text(json.dumps(older))
+    again = Credentials.load_or_create(tmp_path / "secrets")
+    assert again.nats_passwords["identity"] == made.nats_passwords["identity"]
+    assert again.own_keys == made.own_keys
+    assert again.nats_passwords["agenda"] and again.service_account_keys["agenda"]
+    assert Credentials.load_or_create(tmp_path / "secrets") == again  # kept

@@ -263,8 +263,14 @@ def to_notify(
     today: date,
     marks: dict[str, Mark],
     notified: set[str],
+    *,
+    dossier_open: bool = True,
+    messages_wanted: bool = True,
 ) -> list[Occurrence]:
-    """The occurrences due today that no message announced yet."""
+    """The occurrences due today that no message announced yet; none while the dossier is not
+    open or the patient turned prevention messages off (the reminders stay in the agenda)."""
+    if not (dossier_open and messages_wanted):
+        return []
     return [
         o
         for o in reminders(rules, person, today, 0)

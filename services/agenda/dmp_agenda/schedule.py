@@ -96,16 +96,17 @@ class Schedule:
         return bool(written)
 
     def _due(self, doc: Document, today: date) -> list[domain.Occurrence]:
-        """Nothing while the dossier is not open, prevention messages are off, or the birth
-        date is unknown."""
-        if (
-            doc.get("dossier_status") != "open"
-            or doc.get("prevention_messages") is False
-            or not doc.get("birth_date")
-        ):
+        if not doc.get("birth_date"):
             return []
-        notified = set(doc.get("notified", []))
-        return domain.to_notify(self.rules, person_of(doc), today, marks_of(doc), notified)
+        return domain.to_notify(
+            self.rules,
+            person_of(doc),
+            today,
+            marks_of(doc),
+            set(doc.get("notified", [])),
+            dossier_open=doc.get("dossier_status") == "open",
+            messages_wanted=doc.get("prevention_messages") is not False,
+        )
 
 
 async def on_dossier_event(

@@ -134,6 +134,13 @@ def test_what_is_announced_excludes_the_announced_the_done_and_the_postponed() -
     assert left == every - {grippe, zona, pneumo}
 
 
+def test_nothing_is_announced_for_a_closed_dossier_or_after_an_opt_out() -> None:
+    person = Person(years_ago(70), "M")
+    assert domain.to_notify(RULES, person, TODAY, {}, set())
+    assert domain.to_notify(RULES, person, TODAY, {}, set(), dossier_open=False) == []
+    assert domain.to_notify(RULES, person, TODAY, {}, set(), messages_wanted=False) == []
+
+
 def test_the_upcoming_are_shown_within_the_horizon_only() -> None:
     person = Person(TODAY, "F")
     soon = {o.rule.id for o in domain.reminders(RULES, person, TODAY, 40)}
