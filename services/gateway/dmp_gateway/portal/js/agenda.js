@@ -145,15 +145,18 @@ function appointmentForm({ ins, team, who, current, onDone, onCancel }) {
   const start = current ? parisFields(current.starts_at) : null;
   const end = current ? parisFields(current.ends_at) : null;
   const shared = new Set(current?.shared_with || []);
+  // The care team, and whoever the appointment is shared with already (a professional no longer
+  // authorised stays checked until unchecked).
+  const choices = [...team, ...[...shared].filter((r) => !team.some((m) => m.rpps === r)).map((rpps) => ({ rpps }))];
   const legend = current ? "Modifier le rendez-vous" : who.patientSide ? "Ajouter un rendez-vous" : "Proposer un rendez-vous";
   const sharing =
-    who.patientSide && team.length
+    who.patientSide && choices.length
       ? h(
           "fieldset",
           { class: "share" },
           h("legend", {}, "Partager avec"),
           h("p", { class: "hint" }, "Les professionnels cochés verront ce rendez-vous (et lui seul, pas votre dossier)."),
-          team.map((m) =>
+          choices.map((m) =>
             checkbox(`RPPS ${m.rpps}${m.attending_physician ? " (médecin traitant)" : ""}`, shared.has(m.rpps), null, {
               name: "shared_with",
               value: m.rpps,
@@ -237,11 +240,11 @@ function appointmentItem(a, { ins, team, who, reload, status }) {
   if (open && who.patientSide && who.writes) {
     if (a.status === "proposed") {
       controls.append(
-        h("button", { type: "button", class: "small", onclick: act("accept", `Rendez-vous accepté : ${a.title}.`) }, "Accepter"),
-        h("button", { type: "button", class: "secondary small", onclick: act("decline", `Proposition refusée : ${a.title}.`) }, "Refuser"),
+        h("button", { type: "button", class: "small", "aria-label": `Accepter : ${a.title}`, onclick: act("accept", `Rendez-vous accepté : ${a.title}.`) }, "Accepter"),
+        h("button", { type: "button", class: "secondary small", "aria-label": `Refuser : ${a.title}`, onclick: act("decline", `Proposition refusée : ${a.title}.`) }, "Refuser"),
       );
     } else {
-      const edit = h("button", { type: "button", class: "secondary small" }, "Modifier");
+      const edit = h("button", { type: "button", class: "secondary small", "aria-label": `Modifier : ${a.title}` }, "Modifier");
       edit.addEventListener("click", () => {
         const form = appointmentForm({
           ins,
@@ -512,8 +515,8 @@ function reminderItem(r, { ins, who, documents, reload, status }) {
       reveal(doneForm)();
     };
     controls.append(
-      h("button", { type: "button", class: "small", onclick: revealDone }, "C'est fait"),
-      h("button", { type: "button", class: "secondary small", onclick: reveal(laterForm) }, "Reporter"),
+      h("button", { type: "button", class: "small", "aria-label": `C'est fait : ${r.act}`, onclick: revealDone }, "C'est fait"),
+      h("button", { type: "button", class: "secondary small", "aria-label": `Reporter : ${r.act}`, onclick: reveal(laterForm) }, "Reporter"),
     );
     forms.append(doneForm, laterForm);
   }
