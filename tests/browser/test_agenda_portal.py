@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from dmp_kit.identifiers import ins_control_key
 from dmp_stack.testing import RunningStack, make_ins, until
@@ -63,6 +63,51 @@ def reminder(page: Page, act: str) -> Locator:
     return page.locator("li.reminder", has=page.get_by_text(act, exact=True))
 
 
+def test_times_are_read_and_typed_in_paris_time_on_a_device_elsewhere(
+    stack: RunningStack,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A device set to New York's time: the agenda still says and reads Paris time, summer and
+    winter, across the night and the changes of hour."""
+    context = browser.new_context(locale="fr-FR", timezone_id="America/New_York")
+    try:
+        page = context.new_page()
+        page.goto(stack.url + "/portail/")
+        said = page.evaluate(
+            """async () => {
+              const { parisInstant, when } = await import("/portail/js/agenda.js");
+              return {
+                offset: new Date("2026-07-01T12:00:00Z").getTimezoneOffset(),
+                typed: [
+                  parisInstant("2026-07-01", "09:30"),
+                  parisInstant("2026-12-24", "23:00"),
+                  parisInstant("2026-03-29", "03:30"),
+                  parisInstant("2026-10-25", "12:00"),
+                  parisInstant("2026-07-01", ""),
+                ],
+                shown: [
+                  when({ starts_at: "2026-07-01T07:30:00Z", ends_at: "2026-07-01T08:00:00Z" }),
+                  when({ starts_at: "2026-12-24T22:00:00Z", ends_at: "2026-12-25T07:00:00Z" }),
+                ],
+              };
+            }"""
+        )
+    finally:
+        context.close()
+    assert said["offset"] == 240  # the device is in New York (UTC-4 in summer)
+    assert said["typed"] == [
+        "2026-07-01T07:30:00.000Z",
+        "2026-12-24T22:00:00.000Z",
+        "2026-03-29T01:30:00.000Z",  # the night summer time began
+        "2026-10-25T11:00:00.000Z",  # the day it ended
+        None,
+    ]
+    assert said["shown"] == [
+        "mercredi 1 juillet 2026, 09:30 – 10:00",
+        "jeudi 24 décembre 2026, 23:00 – vendredi 25 décembre 2026, 08:00",
+    ]
+
+
 def test_agenda_appointments_and_prevention_reminders(
     stack: RunningStack,
     visitors: Any,  # noqa: F811
@@ -87,21 +132,6 @@ def test_agenda_appointments_and_prevention_reminders(
     me.go_to("Mon agenda")
     expect(page.get_by_role("heading", name="Mon agenda", level=1)).to_be_visible()
     expect(page.get_by_text("Aucun rendez-vous à venir.")).to_be_visible()
-
-    # Dates and times are said in French, in Paris time.
-    said = page.evaluate(
-        """async () => {
-          const { when } = await import("/portail/js/agenda.js");
-          return [
-            when({ starts_at: "2026-07-01T07:30:00Z", ends_at: "2026-07-01T08:00:00Z" }),
-            when({ starts_at: "2026-12-24T22:00:00Z", ends_at: "2026-12-25T07:00:00Z" }),
-          ];
-        }"""
-    )
-    assert said == [
-        "mercredi 1 juillet 2026, 09:30 – 10:00",
-        "jeudi 24 décembre 2026, 23:00 – vendredi 25 décembre 2026, 08:00",
-    ]
 
     # She adds an appointment, shared with her doctor (chosen among her care team).
     form = page.locator("form", has=page.get_by_role("heading", name="Ajouter un rendez-vous"))

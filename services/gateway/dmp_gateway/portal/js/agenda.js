@@ -54,7 +54,7 @@ function parisFields(iso) {
 }
 
 // The instant (ISO, UTC) of a Paris wall-clock day and time; null when either is not given.
-function parisInstant(day, time) {
+export function parisInstant(day, time) {
   const d = /^(\d{4})-(\d{2})-(\d{2})$/.exec(day || "");
   const t = /^(\d{2}):(\d{2})$/.exec(time || "");
   if (!d || !t) return null;
