@@ -428,3 +428,55 @@ def test_a_parent_keeps_a_childs_agenda_and_a_blocked_doctor_sees_nothing(
     expect(refusal).to_have_text("Vous n'êtes pas autorisé à consulter ces informations.")
     expect(refusal).to_have_attribute("data-problem", "access-denied")
     expect(pro.page.get_by_text("Pédiatre")).to_have_count(0)
+
+
+def test_a_trusted_person_with_read_access_sees_the_agenda_without_changing_it(
+    stack: RunningStack,
+    visitors: Any,  # noqa: F811
+) -> None:
+    """A trusted person with read access, acting for the patient: her appointments and
+    reminders shown, with nothing to add, move, cancel or mark, and the switch not hers."""
+    admin = stack.admin_token()
+    patient = woman_of_51(stack)
+    friend = stack.create_patient(admin, given_name="Alex", family_name="Durand")
+    ins = patient["ins"]
+    token = stack.token_for(patient, "patient")
+    friend_token = stack.token_for(friend, "patient")
+    stack.open_dossier(token, patient)
+    stack.open_dossier(friend_token, friend)
+    with stack.client(token) as c:
+        r = c.post(
+            f"/v1/dossiers/{ins}/trusted-persons", json={"ins": friend["ins"], "scope": "read"}
+        )
+        assert r.status_code == 201, r.text
+        start = at_paris(in_days(2), "08:15")
+        r = c.post(
+            f"/v1/dossiers/{ins}/appointments",
+            json={
+                "title": "Kinésithérapie",
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(minutes=45)).isoformat(),
+            },
+        )
+        assert r.status_code == 201, r.text
+    with stack.client(friend_token) as c:
+        r = c.post(f"/v1/me/represented/{ins}/accept")
+        assert r.status_code == 200, r.text
+
+    her = visitors()
+    page = her.page
+    her.sign_in("Patient", friend["ins"], friend["password"], friend["email"])
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    page.get_by_label("Agir pour").select_option(ins)
+    page.get_by_role("button", name="Ouvrir").click()
+    her.go_to("Son agenda")
+    expect(page.get_by_role("heading", name="Son agenda — Camille Martin")).to_be_visible()
+    expect(item(page, "Kinésithérapie")).to_contain_text("08:15 – 09:00")
+    expect(item(page, "Kinésithérapie").get_by_role("button")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Ajouter un rendez-vous")).to_have_count(0)
+    page.get_by_role("navigation", name="Agenda").get_by_role("link", name="Prévention").click()
+    expect(page.get_by_role("heading", name="À faire maintenant (3)")).to_be_visible()
+    expect(page.locator("li.reminder").get_by_role("button")).to_have_count(0)
+    switch = page.get_by_role("switch", name="Ne plus recevoir de rappels de prévention")
+    expect(switch).to_be_disabled()
+    expect(switch).not_to_be_checked()
