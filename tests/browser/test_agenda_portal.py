@@ -55,6 +55,17 @@ def fill(form: Locator, title: str, day: str, start: str, end: str, place: str) 
     form.get_by_label("Lieu (facultatif)").fill(place)
 
 
+def agenda_of(visitor: Any, person: dict[str, Any], ins: str) -> Page:
+    """`person` signs in, acts for `ins` (« Agir pour ») and opens their agenda."""
+    page: Page = visitor.page
+    visitor.sign_in("Patient", person["ins"], person["password"], person["email"])
+    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
+    page.get_by_label("Agir pour").select_option(ins)
+    page.get_by_role("button", name="Ouvrir").click()
+    visitor.go_to("Son agenda")
+    return page
+
+
 def item(page: Page, title: str) -> Locator:
     return page.locator("li.appointment", has=page.get_by_text(title, exact=True))
 
@@ -386,13 +397,7 @@ def test_a_parent_keeps_a_childs_agenda_and_a_blocked_doctor_sees_nothing(
     due = [i for i in listed if i["status"] == "due"]
     assert due, "a child of her age has reminders due"
 
-    me = visitors()
-    page = me.page
-    me.sign_in("Patient", parent["ins"], parent["password"], parent["email"])
-    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
-    page.get_by_label("Agir pour").select_option(ins)
-    page.get_by_role("button", name="Ouvrir").click()
-    me.go_to("Son agenda")
+    page = agenda_of(visitors(), parent, ins)
     expect(page.get_by_role("heading", name="Son agenda — Léa Durand")).to_be_visible()
     expect(page.locator(".acting-banner")).to_contain_text("Vous agissez pour Léa Durand")
     form = page.locator("form", has=page.get_by_role("heading", name="Ajouter un rendez-vous"))
@@ -463,13 +468,7 @@ def test_a_trusted_person_with_read_access_sees_the_agenda_without_changing_it(
         r = c.post(f"/v1/me/represented/{ins}/accept")
         assert r.status_code == 200, r.text
 
-    her = visitors()
-    page = her.page
-    her.sign_in("Patient", friend["ins"], friend["password"], friend["email"])
-    expect(page.get_by_role("heading", name="Mon dossier médical")).to_be_visible()
-    page.get_by_label("Agir pour").select_option(ins)
-    page.get_by_role("button", name="Ouvrir").click()
-    her.go_to("Son agenda")
+    page = agenda_of(visitors(), friend, ins)
     expect(page.get_by_role("heading", name="Son agenda — Camille Martin")).to_be_visible()
     expect(item(page, "Kinésithérapie")).to_contain_text("08:15 – 09:00")
     expect(item(page, "Kinésithérapie").get_by_role("button")).to_have_count(0)

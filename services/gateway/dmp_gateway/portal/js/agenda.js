@@ -450,53 +450,55 @@ function reminderItem(r, { ins, who, documents, reload, status }) {
   const controls = h("div", { class: "controls" });
   const forms = h("div", { class: "reminder-forms" });
   if (who.writes && r.status !== "done") {
+    // A small form in place of the buttons: its field, its confirmation, and « Annuler ».
+    const inline = (label, control, submit, action) => {
+      const formStatus = h("div", { class: "status" });
+      const form = h(
+        "form",
+        { class: "inline", hidden: true, "aria-label": label },
+        control,
+        h(
+          "div",
+          { class: "actions" },
+          h("button", { type: "submit", class: "small" }, submit),
+          h("button", { type: "button", class: "secondary small", onclick: () => { form.hidden = true; controls.hidden = false; } }, "Annuler"),
+        ),
+        formStatus,
+      );
+      onSubmit(form, formStatus, action);
+      return form;
+    };
     // « C'est fait », with a document of the dossier if the patient wants.
-    const doneStatus = h("div", { class: "status" });
     const choice = h("select", { name: "document_id" }, h("option", { value: "" }, "Aucun document"));
-    const doneForm = h(
-      "form",
-      { class: "inline", hidden: true, "aria-label": `Marquer comme fait : ${r.act}` },
+    const doneForm = inline(
+      `Marquer comme fait : ${r.act}`,
       field(
         "Document justificatif (facultatif)",
         choice,
         "Un document de votre dossier (rubrique Prévention ou espace personnel), par exemple une note de vaccination.",
       ),
-      h(
-        "div",
-        { class: "actions" },
-        h("button", { type: "submit", class: "small" }, "Confirmer"),
-        h("button", { type: "button", class: "secondary small", onclick: () => { doneForm.hidden = true; controls.hidden = false; } }, "Annuler"),
-      ),
-      doneStatus,
+      "Confirmer",
+      async (data) => {
+        const documentId = String(data.get("document_id") || "");
+        await act("done", documentId ? { document_id: documentId } : {}, `C'est noté : ${r.act}, fait.`);
+      },
     );
-    onSubmit(doneForm, doneStatus, async (data) => {
-      const documentId = String(data.get("document_id") || "");
-      await act("done", documentId ? { document_id: documentId } : {}, `C'est noté : ${r.act}, fait.`);
-    });
     // « Reporter », to a date (tomorrow at the earliest, a year at most).
     const today = todayInParis();
-    const laterStatus = h("div", { class: "status" });
-    const laterForm = h(
-      "form",
-      { class: "inline", hidden: true, "aria-label": `Reporter : ${r.act}` },
+    const laterForm = inline(
+      `Reporter : ${r.act}`,
       field(
         "Me le rappeler le",
         h("input", { name: "until", type: "date", required: true, min: addDays(today, 1), max: addDays(today, 365), value: addDays(today, 30) }),
         "Une date dans l'année qui vient.",
       ),
-      h(
-        "div",
-        { class: "actions" },
-        h("button", { type: "submit", class: "small" }, "Confirmer le report"),
-        h("button", { type: "button", class: "secondary small", onclick: () => { laterForm.hidden = true; controls.hidden = false; } }, "Annuler"),
-      ),
-      laterStatus,
+      "Confirmer le report",
+      async (data) => {
+        const until = String(data.get("until") || "");
+        if (!until) throw new Error("Choisissez la date du rappel.");
+        await act("postpone", { until }, `Rappel reporté au ${calendarDay(until)} : ${r.act}.`);
+      },
     );
-    onSubmit(laterForm, laterStatus, async (data) => {
-      const until = String(data.get("until") || "");
-      if (!until) throw new Error("Choisissez la date du rappel.");
-      await act("postpone", { until }, `Rappel reporté au ${calendarDay(until)} : ${r.act}.`);
-    });
     const reveal = (form) => () => {
       controls.hidden = true;
       form.hidden = false;
