@@ -170,6 +170,13 @@ def test_agenda_appointments_and_prevention_reminders(
     expect(form.get_by_role("alert")).to_have_text(
         "Indiquez la date, l'heure de début et l'heure de fin."
     )
+    fill(form, "Dentiste", in_days(6), "11:00", "10:30", "")
+    form.get_by_role("button", name="Ajouter le rendez-vous").click()
+    expect(form.get_by_role("alert")).to_have_text(
+        "L'heure de fin doit venir après l'heure de début."
+    )
+    with stack.client(token) as c:
+        assert len(c.get(url).json()["items"]) == 1
 
     # She moves it to the next day, in the afternoon.
     heart.get_by_role("button", name="Modifier").click()

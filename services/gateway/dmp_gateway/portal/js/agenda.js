@@ -192,11 +192,10 @@ function appointmentForm({ ins, team, who, current, onDone, onCancel }) {
   onSubmit(form, status, async (data) => {
     const day = String(data.get("day") || "");
     const startsAt = parisInstant(day, String(data.get("start") || ""));
-    let endsAt = parisInstant(day, String(data.get("end") || ""));
+    const endsAt = parisInstant(day, String(data.get("end") || ""));
     if (!String(data.get("title") || "").trim()) throw new Error("Indiquez l'objet du rendez-vous.");
     if (!startsAt || !endsAt) throw new Error("Indiquez la date, l'heure de début et l'heure de fin.");
-    // An end before the start is the next day's (a night at the hospital, say).
-    if (endsAt <= startsAt) endsAt = parisInstant(addDays(day, 1), String(data.get("end")));
+    if (endsAt <= startsAt) throw new Error("L'heure de fin doit venir après l'heure de début.");
     const body = {
       title: String(data.get("title")).trim(),
       starts_at: startsAt,
