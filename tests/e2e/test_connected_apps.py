@@ -12,12 +12,15 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
 import httpx
 import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
+from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
+from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_stack.testing import CareTeam, RunningStack
 
 PROBLEM = "application/problem+json"
@@ -191,6 +194,10 @@ def test_an_app_connected_with_pkce_reads_within_its_scopes_only(world: World) -
         titles = {d["title"] for d in docs.json()["items"]}
         assert "Consultation cardiologie" in titles
         assert "Résultat à annoncer" not in titles  # never more than the patient sees
+        seen = next(d for d in docs.json()["items"] if d["title"] == "Consultation cardiologie")
+        content = app.get(f"/v1/dossiers/{world.ins}/documents/{seen['id']}/content")
+        assert content.status_code == 200 and content.content == b"RAS"
+        assert app.get(f"/v1/dossiers/{world.ins}").json()["status"] == "open"
         problem(
             app.get(f"/v1/dossiers/{world.ins}/documents/{hidden.json()['id']}"),
             403,
@@ -251,6 +258,8 @@ def test_measurements_an_app_writes_come_from_a_device(world: World) -> None:
         )
         assert r.status_code == 201, r.text
         assert r.json()["source"] == "device"
+        mine = r.json()["id"]
+        assert app.delete(f"/v1/dossiers/{world.ins}/measurements/{mine}").status_code == 204
         # Documents were not granted this time.
         problem(app.get(f"/v1/dossiers/{world.ins}/documents"), 403, "insufficient-scope")
 
@@ -408,6 +417,82 @@ def test_disconnecting_cuts_the_app_off_at_once(world: World) -> None:
     with pytest.raises(OAuthError) as refused:
         app.refresh_token(f"{world.stack.url}/oauth/token", refresh_token=token["refresh_token"])
     assert refused.value.error == "invalid_grant"
+
+
+def test_an_app_token_reaches_no_other_method_of_any_service(world: World) -> None:
+    """Zero trust: presented to a service directly, an app's token reaches only the methods the
+    gateway's routes for apps use (dmp_kit.app_scopes.APP_METHODS), whatever its scopes."""
+    _, token = world.connect()
+    metadata = (("authorization", f"Bearer {token['access_token']}"),)
+    env = world.stack.state.env
+    with grpc.insecure_channel(env["DMP_CONSENT_ADDR"]) as channel:
+        consent = consent_pb2_grpc.ConsentServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            consent.ListProfessionals(
+                consent_pb2.ListProfessionalsRequest(ins=world.ins), metadata=metadata, timeout=10
+            )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with grpc.insecure_channel(env["DMP_IDENTITY_ADDR"]) as channel:
+        identity = identity_pb2_grpc.IdentityServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            identity.ListSessions(identity_pb2.ListSessionsRequest(), metadata=metadata, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as refused:
+            identity.ListConnections(
+                identity_pb2.ListConnectionsRequest(), metadata=metadata, timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        me = identity.GetMe(identity_pb2.GetMeRequest(), metadata=metadata, timeout=10)
+    assert me.ins == world.ins
+
+
+def test_an_app_with_agenda_read_reads_the_agenda_and_changes_nothing(world: World) -> None:
+    """The agenda's routes for apps: the appointments, the .ics and the reminders of the
+    patient's own space with agenda.read; no write; traced under the app's name."""
+    ins = world.ins
+    listed = {
+        "name": world.app_name,
+        "publisher": "Éditeur SAS",
+        "redirect_uris": [REDIRECT, OTHER_REDIRECT],
+        "scopes": ["documents.read", "measurements.read", "measurements.write"],
+    }
+    with world.stack.client(world.admin) as c:
+        r = c.put(
+            f"/v1/admin/apps/{world.client_id}",
+            json={**listed, "scopes": [*listed["scopes"], "agenda.read"]},
+        )
+        assert r.status_code == 200, r.text
+    try:
+        visit = {"title": "Kiné", "starts_at": "2030-03-04T10:00+01:00"}
+        with world.client("patient") as c:
+            r = c.post(
+                f"/v1/dossiers/{ins}/appointments",
+                json={**visit, "ends_at": "2030-03-04T10:30+01:00"},
+            )
+            assert r.status_code == 201, r.text
+        _, token = world.connect("agenda.read")
+        with world.as_app(token) as app:
+            r = app.get(f"/v1/dossiers/{ins}/appointments")
+            assert r.status_code == 200 and [a["title"] for a in r.json()["items"]] == ["Kiné"]
+            assert app.get(f"/v1/dossiers/{ins}/reminders").status_code == 200
+            r = app.get(f"/v1/dossiers/{ins}/agenda.ics")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
+            problem(
+                app.post(f"/v1/dossiers/{ins}/appointments", json=visit), 403, "insufficient-scope"
+            )
+            problem(
+                app.put(f"/v1/dossiers/{ins}/prevention", json={"messages": False}),
+                403,
+                "insufficient-scope",
+            )
+            problem(app.get(f"/v1/dossiers/{ins}/documents"), 403, "insufficient-scope")
+        with world.client("patient") as c:
+            entries = c.get(f"/v1/dossiers/{ins}/access-log", params={"page_size": 50}).json()
+        by_app = [e for e in entries["entries"] if e.get("actor", {}).get("kind") == "app"]
+        assert any("appointments" in e.get("entry", "") for e in by_app), by_app
+    finally:
+        with world.stack.client(world.admin) as c:
+            assert c.put(f"/v1/admin/apps/{world.client_id}", json=listed).status_code == 200
 
 
 def test_revocation_by_the_app_and_delisting_by_an_administrator(

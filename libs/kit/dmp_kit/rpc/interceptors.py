@@ -12,12 +12,14 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
+from dmp_kit.app_scopes import APP_METHODS
 from dmp_kit.auth import Principal, TokenVerifier, bearer_token, current_principal
 from dmp_kit.context import current_deadline, current_token, current_trace, new_trace
 from dmp_kit.errors import (
     DmpError,
     Internal,
     InvalidArgument,
+    PermissionDenied,
     Unauthenticated,
     Unavailable,
     Unimplemented,
@@ -222,6 +224,8 @@ class AuthInterceptor(_Interceptor):
         context: Context,
     ) -> Any:
         principal = await self.authenticate(_metadata(context))
+        if principal.app and method not in APP_METHODS:
+            raise PermissionDenied("an app's token does not reach this", slug="insufficient-scope")
         current_principal.set(principal)
         current_token.set(principal.token)
         structlog.contextvars.bind_contextvars(caller_kind=principal.kind)
