@@ -2,6 +2,7 @@
 
 import { account } from "./account.js";
 import { activationView, oppositionView } from "./activation.js";
+import * as agenda from "./agenda.js";
 import * as api from "./api.js";
 import * as apps from "./apps.js";
 import { h, notice, replace } from "./dom.js";
@@ -38,6 +39,8 @@ const ROUTES = [
   ["/dossier/:ins/historique", patient.history],
   ["/dossier/:ins/profil", patient.profile],
   ["/dossier/:ins/constantes", measurements.view],
+  ["/dossier/:ins/agenda", agenda.agenda],
+  ["/dossier/:ins/prevention", agenda.prevention],
   ["/dossier/:ins/urgence", pro.emergency],
   ["/dossier/:ins/ecrire", messaging.writeToPatient],
   ["/messagerie", messaging.inbox],
@@ -97,6 +100,7 @@ function patientLinks(me, other) {
       [`/dossier/${other.ins}/acces`, "Qui peut voir son dossier"],
       [`/dossier/${other.ins}/historique`, "Historique des accès"],
       [`/dossier/${other.ins}/profil`, "Son profil médical"],
+      [`/dossier/${other.ins}/agenda`, "Son agenda"],
     ];
   }
   return [
@@ -105,6 +109,7 @@ function patientLinks(me, other) {
     [`/dossier/${me.ins}/historique`, "Historique des accès"],
     [`/dossier/${me.ins}/profil`, "Mon profil médical"],
     [`/dossier/${me.ins}/constantes`, "Mes constantes"],
+    [`/dossier/${me.ins}/agenda`, "Mon agenda"],
     ["/proches", "Mes proches"],
     [apps.PAGE, "Mes applications"],
     ["/messagerie", "Messagerie"],
@@ -145,6 +150,10 @@ function actingSwitch(me, other) {
   return form;
 }
 
+// A menu entry is current on its page; the agenda's on its prevention page too.
+const isCurrent = (path, here) =>
+  here === path || (path.endsWith("/agenda") && here === path.replace(/\/agenda$/, "/prevention"));
+
 // The menu of the signed-in person; returns whom they act for on this page (or null).
 function menu() {
   const me = state.me;
@@ -177,7 +186,7 @@ function menu() {
           {},
           h(
             "a",
-            { href: `#${path}`, "aria-current": here === path ? "page" : null },
+            { href: `#${path}`, "aria-current": isCurrent(path, here) ? "page" : null },
             label,
             path === "/messagerie" ? h("span", { class: "unread-count", hidden: true }) : "",
           ),

@@ -89,6 +89,7 @@ export async function overview(main, { ins }, state) {
     }
     if (isProfessional(state)) {
       actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/ecrire` }, "Écrire au patient"));
+      actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/agenda` }, "Rendez-vous partagés"));
       actions.append(h("a", { class: "button secondary", href: `#/dossier/${ins}/urgence` }, "Accès en urgence"));
     }
   }

@@ -167,6 +167,14 @@ const TRUST_CHANGES = {
   "consent:trusted_person_accepted": "Invitation acceptée par une personne de confiance",
 };
 
+// The agenda's entries: what they were about (never the appointment's title or place).
+const AGENDA = {
+  appointments: "Consultation de l'agenda",
+  calendar: "Export de l'agenda (.ics)",
+  reminders: "Consultation des rappels de prévention",
+  prevention: "Choix des messages de prévention",
+};
+
 // What happened, in words: the entry's action and what it was about.
 function what(e) {
   const query = e.query || "";
@@ -178,6 +186,9 @@ function what(e) {
   if (query.startsWith("consent:")) return "Modification des droits d'accès";
   if (query === "auto_reveal") return "Document rendu visible (délai d'un mois écoulé)";
   if (query === "representation:ended") return "Fin de la représentation légale (majorité)";
+  if (AGENDA[query]) return AGENDA[query];
+  if (query.startsWith("appointment=")) return e.action === "create" ? "Ajout d'un rendez-vous" : "Modification d'un rendez-vous";
+  if (query.startsWith("reminder=")) return "Rappel de prévention marqué fait ou reporté";
   const [whole, one] = ACTIONS[e.action] || [e.action, e.action];
   return e.document_id ? one : whole;
 }
