@@ -15,8 +15,8 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_audit.entry import Entry, TreeHead, raw_public_key
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
-from dmp_kit.auth import Principal, caller
 from dmp_audit.tiles import BadTilePath, Tile
+from dmp_kit.auth import Principal, caller
 from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmp_kit.identifiers import validate_ins
 from dmp_kit.proto import timestamp

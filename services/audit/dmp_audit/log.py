@@ -25,8 +25,8 @@ from dmp_audit.config import AuditSettings
 from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339
 from dmp_audit.merkle import Tree
 from dmp_audit.note import Checkpoint, NoteSigner
-from dmp_audit.tiles import Tile, tile_hashes
 from dmp_audit.store import AuditStore
+from dmp_audit.tiles import Tile, tile_hashes
 from dmp_audit.verify import LogState, scan
 from dmp_kit.clock import Clock
 

@@ -53,7 +53,7 @@ class Tile:
             raise BadTilePath("not a tile path: tile/<level>/<index>[.p/<width>]")
         level = int(found[1])
         width = int(found[3]) if found[3] else TILE_WIDTH
-        if level > MAX_LEVEL or width >= TILE_WIDTH and found[3]:
+        if level > MAX_LEVEL or (width >= TILE_WIDTH and found[3]):
             raise BadTilePath("the level is at most 63 and a partial width at most 255")
         tile = cls(level, int(found[2].replace("x", "").replace("/", "")), width)
         if tile.path() != path:
