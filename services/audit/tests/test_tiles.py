@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dmp_audit import merkle
+from dmp_audit.config import AuditSettings
 from dmp_audit.note import BadNote, Checkpoint, NoteSigner, open_note, public_key_of
 from dmp_audit.tiles import TILE_WIDTH, BadTilePath, Tile, tile_hashes
 
@@ -141,3 +142,13 @@ def test_checkpoints_sign_and_open() -> None:
 def test_origins_a_note_cannot_carry(origin: str) -> None:
     with pytest.raises(ValueError):
         NoteSigner(origin, Ed25519PrivateKey.generate())
+
+
+def test_the_origin_is_the_logs_url_prefix_by_default() -> None:
+    assert AuditSettings(env="dev").origin == "dmp.localhost/v1/audit/log"
+    issuer = AuditSettings(env="dev", jwt_issuer="https://dmp.example.fr:8443/identity")
+    assert issuer.origin == "dmp.example.fr:8443/v1/audit/log"
+    chosen = AuditSettings(env="dev", checkpoint_origin="audit.dmp.example.fr/log")
+    assert chosen.origin == "audit.dmp.example.fr/log"
+    with pytest.raises(ValueError):
+        AuditSettings(env="dev", checkpoint_origin="audit log")
