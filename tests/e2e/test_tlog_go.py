@@ -146,6 +146,13 @@ def test_the_checkpoint_and_tiles_are_the_signed_logs(stack: RunningStack, log: 
         assert checkpoint.origin == name and checkpoint.size >= ENTRIES
         assert r.content.decode().endswith("\n") and "\n\n\u2014 " + name + " " in r.text
 
+        def same_head() -> bool:
+            head = c.get("/v1/audit/checkpoint").json()
+            note = Checkpoint.from_text(open_note(log.note(), log.vkey))
+            return head["size"] == note.size and bytes.fromhex(head["root_hash"]) == note.root_hash
+
+        assert until(same_head), "the note and the JSON head say the same at the same size"
+
         r = c.get("/v1/audit/log/tile/0/000")
         assert r.status_code == 200 and len(r.content) == 256 * 32
         assert r.headers["content-type"] == "application/octet-stream"
