@@ -48,6 +48,10 @@ PUBLIC = {
     ("GET", "/v1/audit/entries/{seq}/proof"),
     ("GET", "/v1/audit/consistency"),
     ("GET", "/v1/audit/keys"),
+    # The same log in the C2SP formats tiled-log tools read (docs/audit.md): the checkpoint
+    # note and the hash tiles, hashes only. Entry bundles are not served.
+    ("GET", "/v1/audit/log/checkpoint"),
+    ("GET", "/v1/audit/log/tile/{level}/{index}"),
     # Dev mode only (absent otherwise: services/gateway/tests/test_dev_routes.py).
     ("GET", "/dev/outbox"),
     # A person activates or opposes the account the directory created, before having any

@@ -531,6 +531,8 @@ def unknown_ids(ins: str | None = None) -> dict[str, str]:
         "appointment_id": str(uuid.uuid4()),
         "reminder_id": "no-such-rule~0",
         "seq": "0",
+        "level": "0",
+        "index": "x999/x999/999",  # an audit log tile far beyond any test's log
         "key_id": "0000000000000000",
         "session_id": str(uuid.uuid4()),
         "change_id": secrets.token_urlsafe(24),

@@ -15,8 +15,9 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_audit.entry import Entry, TreeHead, raw_public_key
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
+from dmp_audit.tiles import BadTilePath, Tile
 from dmp_kit.auth import Principal, caller
-from dmp_kit.errors import InvalidArgument, PermissionDenied, Unavailable
+from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmp_kit.identifiers import validate_ins
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
@@ -26,7 +27,13 @@ from dmp_kit.service_auth import EXPORT_READER
 # log's: they hold hashes only, and anyone must be able to check the log.
 PUBLIC_METHODS = frozenset(
     f"/dmp.audit.v1.AuditService/{m}"
-    for m in ("GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "ListPublicKeys")
+    for m in (
+        "GetCheckpoint",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+        "ListPublicKeys",
+        "GetTile",
+    )
 )
 DEFAULT_PAGE = 20
 SCAN_LIMIT = 2000  # entries looked at per page when the caller sees only their own
@@ -157,7 +164,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: pb.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckpointResponse:
         self._ready()
-        return pb.GetCheckpointResponse(checkpoint=_head(self.audit.checkpoint()))
+        return pb.GetCheckpointResponse(
+            checkpoint=_head(self.audit.checkpoint()), note=self.audit.checkpoint_note().decode()
+        )
 
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext
@@ -193,8 +202,30 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         signer = self.audit.signer
         key = base64.b64encode(raw_public_key(signer.public_key)).decode()
         return pb.ListPublicKeysResponse(
-            keys=[pb.PublicKey(key_id=signer.key_id, algorithm="Ed25519", public_key=key)]
+            keys=[
+                pb.PublicKey(
+                    key_id=signer.key_id,
+                    algorithm="Ed25519",
+                    public_key=key,
+                    verifier_key=self.audit.notes.verifier_key,
+                )
+            ]
         )
+
+    async def GetTile(
+        self, request: pb.GetTileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTileResponse:
+        self._ready()
+        try:
+            tile = Tile.parse(request.path)
+        except BadTilePath as exc:
+            raise InvalidArgument(str(exc), field="path") from exc
+        hashes = self.audit.tile(tile)
+        if hashes is None:
+            raise NotFound(
+                f"the newest signed tree ({self.audit.checkpoint().size} entries) has no such tile"
+            )
+        return pb.GetTileResponse(hashes=hashes)
 
     def _tree_size(self, asked: int, field: str) -> int:
         """A size the log can prove against: by default the newest signed head's."""

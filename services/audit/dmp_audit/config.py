@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
+from dmp_audit.note import check_origin
 from dmp_kit.config import Settings, dev_key
 
 DEV_AUDIT_KEY = dev_key("audit")
@@ -33,6 +35,19 @@ class AuditSettings(Settings):
     # Decompressed chunks kept in memory to answer access-log reads.
     chunk_cache: int = 256
     access_log_page_max: int = 100
+    # The first line of the checkpoint note and its key's name (c2sp.org/tlog-checkpoint): the
+    # log's public URL prefix without its scheme. Empty: the issuer's host + /v1/audit/log.
+    checkpoint_origin: str = ""
+
+    @field_validator("checkpoint_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        return check_origin(value) if value else value
+
+    @property
+    def origin(self) -> str:
+        host = urlsplit(self.jwt_issuer).netloc or "dmp.localhost"
+        return self.checkpoint_origin or f"{host}/v1/audit/log"
 
     @property
     def audit_key_bytes(self) -> bytes:

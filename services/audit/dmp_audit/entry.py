@@ -158,13 +158,14 @@ def raw_public_key(public: Ed25519PublicKey) -> bytes:
 
 class TreeHeadSigner:
     def __init__(self, seed: bytes) -> None:
-        self._key = Ed25519PrivateKey.from_private_bytes(seed)
-        self.public_key = self._key.public_key()
+        # also the checkpoint notes' key (note.py): one log, one key
+        self.private_key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self.private_key.public_key()
         self.key_id = key_id(self.public_key)
 
     def sign(self, size: int, root_hash: bytes, at: datetime) -> TreeHead:
         head = TreeHead(size=size, root_hash=root_hash.hex(), timestamp=rfc3339(at))
-        signature = base64.b64encode(self._key.sign(head.message())).decode()
+        signature = base64.b64encode(self.private_key.sign(head.message())).decode()
         return TreeHead(head.size, head.root_hash, head.timestamp, self.key_id, signature)
 
 

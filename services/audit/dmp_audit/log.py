@@ -24,7 +24,9 @@ from dmp.events.v1 import envelope_pb2
 from dmp_audit.config import AuditSettings
 from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339
 from dmp_audit.merkle import Tree
+from dmp_audit.note import Checkpoint, NoteSigner
 from dmp_audit.store import AuditStore
+from dmp_audit.tiles import Tile, tile_hashes
 from dmp_audit.verify import LogState, scan
 from dmp_kit.clock import Clock
 
@@ -54,6 +56,8 @@ class AuditLog:
     ) -> None:
         self.store = store
         self.signer = signer
+        self.notes = NoteSigner(settings.origin, signer.private_key)
+        self._note: tuple[int, bytes] = (-1, b"")
         self.clock = clock
         self.settings = settings
         self.state = LogState()
@@ -212,6 +216,20 @@ class AuditLog:
 
     def checkpoint(self) -> TreeHead:
         return self.state.heads[-1]
+
+    def checkpoint_note(self) -> bytes:
+        """The newest signed head as a C2SP checkpoint note, signed with the same key (its
+        bytes depend on the size and root only: signed once per head)."""
+        head = self.checkpoint()
+        if self._note[0] != head.size:
+            text = Checkpoint(self.notes.name, head.size, bytes.fromhex(head.root_hash)).text()
+            self._note = (head.size, self.notes.sign(text))
+        return self._note[1]
+
+    def tile(self, tile: Tile) -> bytes | None:
+        """A hash tile of the newest signed tree (None if that tree does not hold it): what is
+        published is what a signed head covers."""
+        return tile_hashes(self.state.tree, tile, self.checkpoint().size)
 
     # reads -----------------------------------------------------------------------------
 

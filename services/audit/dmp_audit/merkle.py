@@ -155,6 +155,13 @@ class Tree:
     def leaf(self, index: int) -> bytes:
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
+    def hashes(self, height: int, first: int, count: int) -> bytes:
+        """The roots of `count` consecutive aligned subtrees of 2**height leaves, from the
+        `first`: a tlog tile's content (tiles.py)."""
+        if height >= len(self._levels) or (first + count) * HASH_SIZE > len(self._levels[height]):
+            raise ValueError("the tree is not that large")
+        return bytes(self._levels[height][first * HASH_SIZE : (first + count) * HASH_SIZE])
+
     def range_root(self, start: int, end: int) -> bytes:
         n = end - start
         if n & (n - 1) == 0 and start % n == 0:  # a complete, aligned subtree: stored

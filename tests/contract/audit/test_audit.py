@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from grpc import StatusCode as S
@@ -20,17 +21,30 @@ globals().update(TESTS)
 SERVICE = "audit"
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditService"]
 STUB = audit_pb2_grpc.AuditServiceStub
-PUBLIC = {"GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "ListPublicKeys"}
+PUBLIC = {
+    "GetCheckpoint",
+    "GetInclusionProof",
+    "GetConsistencyProof",
+    "ListPublicKeys",
+    "GetTile",
+}
 
 
 def empty_head(answer: Any) -> None:
     head = answer.checkpoint
     assert head.size == 0 and len(head.root_hash) == 64 and head.signature and head.key_id
+    # the same head as a C2SP checkpoint note: origin, size 0, the empty tree's root, signature
+    lines = answer.note.split("\n")
+    assert lines[1:4] == ["0", "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", ""], lines
+    assert lines[4].startswith(f"\u2014 {lines[0]} ") and lines[5] == ""
 
 
 def one_key(answer: Any) -> None:
     (key,) = answer.keys
     assert key.algorithm == "Ed25519" and len(key.key_id) == 16 and key.public_key
+    name, key_hash, material = key.verifier_key.split("+", 2)
+    assert name and len(key_hash) == 8
+    assert base64.b64decode(material) == b"\x01" + base64.b64decode(key.public_key)
 
 
 def no_entries(answer: Any) -> None:
@@ -143,6 +157,22 @@ CASES = [
         None,
         S.INVALID_ARGUMENT,
         field="to",
+    ),
+    Case(
+        "GetTile",
+        "no tile in an empty log",
+        pb.GetTileRequest(path="tile/0/000.p/1"),
+        None,
+        S.NOT_FOUND,
+        problem="not-found",
+    ),
+    Case(
+        "GetTile",
+        "not a tile path",
+        pb.GetTileRequest(path="tile/0/x000/001"),
+        None,
+        S.INVALID_ARGUMENT,
+        field="path",
     ),
 ]
 # A doctor's view of a trace asks the database who the attending physician is.

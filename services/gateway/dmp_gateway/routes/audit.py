@@ -1,7 +1,10 @@
 """Trace and audit: a dossier's access log; the log's signed tree heads and Merkle proofs.
 
 The checkpoint, proofs and keys are public, as a transparency log's are: they carry hashes
-only, and whoever holds an entry must be able to check it is in the signed log.
+only, and whoever holds an entry must be able to check it is in the signed log. Under
+`/v1/audit/log/` the same log speaks the C2SP formats that tiled-log tools read (the
+checkpoint note and the hash tiles, docs/audit.md); entry bundles are not served: entries are
+for the readers rule 10 names.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from dmp.audit.v1 import audit_pb2 as pb
@@ -86,6 +90,10 @@ class PublicKey(BaseModel):
     key_id: str
     algorithm: str
     public_key: str = Field(description="base64 of the raw 32-byte key")
+    verifier_key: str = Field(
+        description="the same key as a signed-note verifier key (c2sp.org/signed-note), "
+        "`<origin>+<hex key id>+<base64(0x01 ‖ key)>`: what checks `/v1/audit/log/checkpoint`"
+    )
 
 
 class PublicKeys(BaseModel):
@@ -218,7 +226,56 @@ async def public_keys(request: Request) -> PublicKeys:
     resp = await ds.call(ds.audit.ListPublicKeys, pb.ListPublicKeysRequest())
     return PublicKeys(
         keys=[
-            PublicKey(key_id=k.key_id, algorithm=k.algorithm, public_key=k.public_key)
+            PublicKey(
+                key_id=k.key_id,
+                algorithm=k.algorithm,
+                public_key=k.public_key,
+                verifier_key=k.verifier_key,
+            )
             for k in resp.keys
         ]
     )
+
+
+# --- the C2SP face: c2sp.org/tlog-checkpoint and c2sp.org/tlog-tiles -------------------------
+
+# A tile's bytes at a path never change (a partial tile's path says its width): cache forever.
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+TileIndex = Annotated[
+    str,
+    Path(
+        max_length=40,
+        pattern=r"^(x[0-9]{3}/)*[0-9]{3}(\.p/[1-9][0-9]{0,2})?$",
+        description="the tile's index in groups of three digits, all but the last prefixed "
+        "with `x` (1234 → `x001/234`), then `.p/<width>` for a partial tile",
+    ),
+]
+
+
+@router.get(
+    "/v1/audit/log/checkpoint",
+    response_class=PlainTextResponse,
+    summary="The newest signed head as a C2SP checkpoint (signed note)",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def checkpoint_note(request: Request) -> PlainTextResponse:
+    ds = downstream(request)
+    resp = await ds.call(ds.audit.GetCheckpoint, pb.GetCheckpointRequest())
+    return PlainTextResponse(resp.note)
+
+
+@router.get(
+    "/v1/audit/log/tile/{level}/{index:path}",
+    response_class=Response,
+    summary="A hash tile of the newest signed tree (C2SP tlog-tiles; hashes only)",
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        **problems.responses(404),
+    },
+)
+async def tile(
+    request: Request, level: Annotated[int, Path(ge=0, le=63)], index: TileIndex
+) -> Response:
+    ds = downstream(request)
+    resp = await ds.call(ds.audit.GetTile, pb.GetTileRequest(path=f"tile/{level}/{index}"))
+    return Response(resp.hashes, media_type="application/octet-stream", headers=IMMUTABLE)

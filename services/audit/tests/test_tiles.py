@@ -1,0 +1,154 @@
+"""C2SP tlog-tiles and checkpoint notes: the specs' own examples, paths both ways, and each
+tile's hashes against Merkle roots computed over the leaves."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dmp_audit import merkle
+from dmp_audit.config import AuditSettings
+from dmp_audit.note import BadNote, Checkpoint, NoteSigner, open_note, public_key_of
+from dmp_audit.tiles import TILE_WIDTH, BadTilePath, Tile, tile_hashes
+
+LEAVES = [hashlib.sha256(b"\x00" + str(i).encode()).digest() for i in range(70_000)]
+TREE = merkle.Tree()
+TREE.extend(LEAVES)
+
+
+def tiles_of(size: int) -> set[Tile]:
+    """The tiles a tree of `size` entries has, from tlog-tiles' definitions."""
+    found = set()
+    level = 0
+    while size >> (8 * level):
+        hashes = size >> (8 * level)
+        found |= {Tile(level, n) for n in range(hashes // TILE_WIDTH)}
+        if hashes % TILE_WIDTH:
+            found.add(Tile(level, hashes // TILE_WIDTH, hashes % TILE_WIDTH))
+        level += 1
+    return found
+
+
+def test_the_specs_example_tree_of_70000() -> None:
+    tiles = tiles_of(70_000)
+    full0 = [t for t in tiles if t.level == 0 and t.full]
+    assert len(full0) == 273
+    assert tiles - set(full0) == {
+        Tile(0, 273, 112),
+        Tile(1, 0),
+        Tile(1, 1, 17),
+        Tile(2, 0, 1),
+    }
+    for tile in tiles:
+        assert tile_hashes(TREE, tile, 70_000) is not None, tile
+    assert tile_hashes(TREE, Tile(0, 273, 113), 70_000) is None
+    assert tile_hashes(TREE, Tile(0, 273), 70_000) is None
+    assert tile_hashes(TREE, Tile(2, 0, 2), 70_000) is None
+    assert tile_hashes(TREE, Tile(0, 0), 255) is None, "a full tile only once it is full"
+    assert tiles_of(256) == {Tile(0, 0), Tile(1, 0, 1)}
+
+
+@pytest.mark.parametrize("size", [1, 255, 256, 257, 511, 65_535, 65_536, 70_000])
+def test_each_hash_is_the_root_of_its_range(size: int) -> None:
+    for tile in tiles_of(size):
+        data = tile_hashes(TREE, tile, size)
+        assert data is not None and len(data) == 32 * tile.width
+        span = TILE_WIDTH**tile.level
+        for i in {0, tile.width // 2, tile.width - 1}:
+            first = (tile.index * TILE_WIDTH + i) * span
+            assert data[32 * i : 32 * i + 32] == merkle.root(LEAVES[first : first + span])
+
+
+@pytest.mark.parametrize(
+    ("tile", "path"),
+    [
+        (Tile(0, 0), "tile/0/000"),
+        (Tile(0, 1234), "tile/0/x001/234"),
+        (Tile(4, 1234067, 1), "tile/4/x001/x234/067.p/1"),
+        (Tile(2, 1, 17), "tile/2/001.p/17"),
+        (Tile(63, 999, 255), "tile/63/999.p/255"),
+        (Tile(0, 10**9), "tile/0/x001/x000/x000/000"),
+    ],
+)
+def test_paths_both_ways(tile: Tile, path: str) -> None:
+    assert tile.path() == path
+    assert Tile.parse(path) == tile
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tile/0/1",
+        "tile/0/0001",
+        "tile/0/x000/001",  # a zero group in front: not the canonical spelling
+        "tile/01/000",
+        "tile/64/000",
+        "tile/0/000.p/0",
+        "tile/0/000.p/256",
+        "tile/0/000.p/010",
+        "tile/0/001/234",
+        "tile/entries/000",
+        "tile/8/0/000",
+        "tile/0/000/",
+        "",
+    ],
+)
+def test_other_spellings_are_refused(path: str) -> None:
+    with pytest.raises(BadTilePath):
+        Tile.parse(path)
+
+
+def test_the_signed_note_specs_example() -> None:
+    vkey = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
+    note = (
+        "This is an example message.\n\n\u2014 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1"
+        "YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
+    ).encode()
+    assert open_note(note, vkey) == b"This is an example message.\n"
+    with pytest.raises(BadNote):
+        open_note(note.replace(b"example message", b"example massage"), vkey)
+
+
+def test_checkpoints_sign_and_open() -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    signer = NoteSigner("dmp.example/v1/audit/log", key)
+    checkpoint = Checkpoint(signer.name, 70_000, TREE.root())
+    note = signer.sign(checkpoint.text())
+    text = open_note(note, signer.verifier_key)
+    assert Checkpoint.from_text(text) == checkpoint
+    assert text.decode().split("\n")[:3] == [
+        "dmp.example/v1/audit/log",
+        "70000",
+        base64.b64encode(TREE.root()).decode(),
+    ]
+    name, public = public_key_of(signer.verifier_key)
+    assert name == signer.name and public == key.public_key()
+
+    # Another key under the same name is ignored, so nothing vouches for the note.
+    impostor = NoteSigner(signer.name, Ed25519PrivateKey.generate())
+    forked = impostor.sign(Checkpoint(signer.name, 70_000, bytes(32)).text())
+    with pytest.raises(BadNote, match="no signature by the log's key"):
+        open_note(forked, signer.verifier_key)
+    with pytest.raises(BadNote):
+        open_note(note.replace(b"70000", b"70001"), signer.verifier_key)
+    with pytest.raises(BadNote):
+        public_key_of(signer.verifier_key.replace("dmp.example", "dmp.other"))
+
+
+@pytest.mark.parametrize("origin", ["", "two words", "a+b", "tab\there", "dmp-audit-tree-head/v1"])
+def test_origins_a_note_cannot_carry(origin: str) -> None:
+    with pytest.raises(ValueError):
+        NoteSigner(origin, Ed25519PrivateKey.generate())
+
+
+def test_the_origin_is_the_logs_url_prefix_by_default() -> None:
+    assert AuditSettings(env="dev").origin == "dmp.localhost/v1/audit/log"
+    issuer = AuditSettings(env="dev", jwt_issuer="https://dmp.example.fr:8443/identity")
+    assert issuer.origin == "dmp.example.fr:8443/v1/audit/log"
+    chosen = AuditSettings(env="dev", checkpoint_origin="audit.dmp.example.fr/log")
+    assert chosen.origin == "audit.dmp.example.fr/log"
+    with pytest.raises(ValueError):
+        AuditSettings(env="dev", checkpoint_origin="audit log")

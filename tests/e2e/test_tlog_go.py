@@ -1,0 +1,257 @@
+"""Issue 21: Go's own transparency-log code (golang.org/x/mod/sumdb/note and sumdb/tlog, in
+tests/tlogcheck) checks the running log through its C2SP face: it accepts the real log, and
+rejects a tampered tile, a forked checkpoint and a wrong key."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dmp_audit.__main__ import SIGNING_PURPOSE
+from dmp_audit.entry import TreeHeadSigner, raw_public_key
+from dmp_audit.note import Checkpoint, NoteSigner, open_note, public_key_of
+from dmp_kit.crypto import derive_key
+from dmp_stack.testing import RunningStack, until
+
+TLOGCHECK = Path(__file__).resolve().parents[1] / "tlogcheck"
+ENTRIES = 300  # more than a tile's 256: full and partial tiles, at levels 0 and 1
+
+
+@pytest.fixture(scope="module")
+def tlogcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = shutil.which("go")
+    assert go, "the Go toolchain is needed (Go's verifier is the point of this test)"
+    binary = tmp_path_factory.mktemp("tlogcheck") / "tlogcheck"
+    build = [go, "build", "-buildvcs=false", "-o", str(binary), "."]
+    subprocess.run(build, cwd=TLOGCHECK, check=True, timeout=300)
+    return binary
+
+
+class Log:
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        admin = stack.admin_token()
+        patient = stack.create_patient(admin)
+        self.ins = patient["ins"]
+        self.token = stack.token_for(patient, "patient")
+        stack.open_dossier(self.token, patient)
+        self.vkey = self.published_key()
+
+    def published_key(self) -> str:
+        with self.stack.client() as c:
+            (key,) = c.get("/v1/audit/keys").json()["keys"]
+        vkey: str = key["verifier_key"]
+        return vkey
+
+    def read(self, times: int) -> None:
+        """Each read of the dossier is one entry of its trail."""
+        with self.stack.client(self.token) as c:
+            for _ in range(times):
+                assert c.get(f"/v1/dossiers/{self.ins}").status_code == 200
+
+    def note(self) -> bytes:
+        with self.stack.client() as c:
+            r = c.get("/v1/audit/log/checkpoint")
+        assert r.status_code == 200, r.text
+        return r.content
+
+    def signed_size(self) -> int:
+        return Checkpoint.from_text(open_note(self.note(), self.vkey)).size
+
+
+@pytest.fixture(scope="module")
+def log(stack: RunningStack) -> Log:
+    log = Log(stack)
+    log.read(ENTRIES)
+    assert until(lambda: log.signed_size() >= ENTRIES), "the reads reached a signed checkpoint"
+    return log
+
+
+def real_signer(stack: RunningStack) -> TreeHeadSigner:
+    """The log's own key, from the audit service's credential (what a split view needs)."""
+    seed = base64.b64decode(stack.stack.credentials.own_keys["audit"])
+    return TreeHeadSigner(derive_key(seed, SIGNING_PURPOSE))
+
+
+def check(binary: Path, url: str, vkey: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binary), "-url", url, "-key", vkey, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class Tampering:
+    """A proxy in front of the gateway that may rewrite what it answers, byte for byte."""
+
+    def __init__(self, upstream: str, alter: Callable[[str, bytes], bytes]) -> None:
+        def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+            got = httpx.get(upstream + handler.path, timeout=30)
+            data = alter(handler.path, got.content) if got.status_code == 200 else got.content
+            handler.send_response(got.status_code)
+            handler.send_header("content-type", got.headers["content-type"])
+            handler.send_header("content-length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+
+        handler = type(
+            "Handler",
+            (http.server.BaseHTTPRequestHandler,),
+            {"do_GET": answer, "log_message": lambda *_: None},
+        )
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def proxy(stack: RunningStack) -> Iterator[Callable[[Callable[[str, bytes], bytes]], str]]:
+    started: list[Tampering] = []
+
+    def start(alter: Callable[[str, bytes], bytes]) -> str:
+        started.append(Tampering(stack.url, alter))
+        return started[-1].url
+
+    yield start
+    for one in started:
+        one.server.shutdown()
+        one.server.server_close()
+
+
+def flip(data: bytes, at: int = 5) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+# --- the routes ----------------------------------------------------------------------------
+
+
+def test_the_checkpoint_and_tiles_are_the_signed_logs(stack: RunningStack, log: Log) -> None:
+    signer = real_signer(stack)
+    name, public = public_key_of(log.vkey)
+    assert raw_public_key(public) == raw_public_key(signer.public_key), "the log's own key"
+    with stack.client() as c:
+        r = c.get("/v1/audit/log/checkpoint")
+        assert r.headers["content-type"] == "text/plain; charset=utf-8"
+        checkpoint = Checkpoint.from_text(open_note(r.content, log.vkey))
+        assert checkpoint.origin == name and checkpoint.size >= ENTRIES
+        assert r.content.decode().endswith("\n") and "\n\n\u2014 " + name + " " in r.text
+
+        def same_head() -> bool:
+            head = c.get("/v1/audit/checkpoint").json()
+            note = Checkpoint.from_text(open_note(log.note(), log.vkey))
+            return head["size"] == note.size and bytes.fromhex(head["root_hash"]) == note.root_hash
+
+        assert until(same_head), "the note and the JSON head say the same at the same size"
+
+        r = c.get("/v1/audit/log/tile/0/000")
+        assert r.status_code == 200 and len(r.content) == 256 * 32
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert "immutable" in r.headers["cache-control"]
+        proof = c.get("/v1/audit/entries/7/proof").json()
+        assert r.content[7 * 32 : 8 * 32].hex() == proof["leaf_hash"]
+        level1 = c.get("/v1/audit/log/tile/1/000.p/1")
+        assert level1.status_code == 200 and len(level1.content) == 32
+
+        beyond = c.get(f"/v1/audit/log/tile/0/{checkpoint.size // 256 + 1:03d}")
+        assert beyond.status_code == 404, beyond.text
+        assert beyond.headers["content-type"] == "application/problem+json"
+        assert c.get("/v1/audit/log/tile/0/000.p/256").status_code == 422
+        bad = c.get("/v1/audit/log/tile/0/x000/001")
+        assert bad.status_code == 422 and bad.json()["field"] == "path", bad.text
+        bad = c.get("/v1/audit/log/tile/0/1")
+        assert bad.status_code == 422 and bad.json()["field"].endswith("index"), bad.text
+        assert c.get("/v1/audit/log/tile/64/000").status_code == 422
+
+
+# --- Go's verifier -------------------------------------------------------------------------
+
+
+def test_go_accepts_the_log_and_that_it_only_grows(
+    tlogcheck: Path, stack: RunningStack, log: Log, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.checkpoint"
+    done = check(tlogcheck, stack.url, log.vkey, "-leaf", "0", "-save", str(first))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK ") and "17 leaves" in done.stdout, done.stdout
+    size = Checkpoint.from_text(open_note(first.read_bytes(), log.vkey)).size
+
+    log.read(5)
+    assert until(lambda: log.signed_size() > size)
+    done = check(tlogcheck, stack.url, log.vkey, "-previous", str(first))
+    assert done.returncode == 0, done.stderr
+    assert f"consistent with the previous checkpoint ({size})" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("which", ["the first leaves' tile", "the right edge"])
+def test_go_rejects_a_tampered_tile(
+    tlogcheck: Path, log: Log, proxy: Callable[[Callable[[str, bytes], bytes]], str], which: str
+) -> None:
+    size = log.signed_size()
+    edge = f"/v1/audit/log/tile/0/{size // 256:03d}.p/{size % 256}"
+    wanted = "/v1/audit/log/tile/0/000" if which == "the first leaves' tile" else edge
+    seen: list[str] = []
+
+    def alter(path: str, data: bytes) -> bytes:
+        if path.startswith(wanted):
+            seen.append(path)
+            return flip(data)
+        return data
+
+    url = proxy(alter)
+    done = check(tlogcheck, url, log.vkey, "-samples", "0", "-leaf", "3")
+    assert seen, "the verifier read the tampered tile"
+    assert done.returncode == 1 and "inconsistent tile" in done.stderr, done.stderr
+    untouched = check(tlogcheck, proxy(lambda _, data: data), log.vkey, "-samples", "0")
+    assert untouched.returncode == 0, untouched.stderr
+
+
+def test_go_rejects_a_forked_checkpoint(
+    tlogcheck: Path,
+    stack: RunningStack,
+    log: Log,
+    proxy: Callable[[Callable[[str, bytes], bytes]], str],
+    tmp_path: Path,
+) -> None:
+    real = Checkpoint.from_text(open_note(log.note(), log.vkey))
+    fork = Checkpoint(real.origin, real.size, bytes(31) + b"\x01")
+
+    # Signed by a key the log does not own, under the log's name: no signature vouches for it.
+    other = NoteSigner(real.origin, Ed25519PrivateKey.generate())
+    url = proxy(lambda path, data: other.sign(fork.text()) if "checkpoint" in path else data)
+    done = check(tlogcheck, url, log.vkey)
+    assert done.returncode == 1 and "checkpoint signature" in done.stderr, done.stderr
+
+    # Signed by the log's own key (a log showing two views): the tiles do not hash to it…
+    own = NoteSigner(real.origin, real_signer(stack).private_key)
+    assert own.verifier_key == log.vkey
+    url = proxy(lambda path, data: own.sign(fork.text()) if "checkpoint" in path else data)
+    done = check(tlogcheck, url, log.vkey)
+    assert done.returncode == 1 and "inconsistent tile" in done.stderr, done.stderr
+
+    # …and a party that kept the other view sees the real log does not extend it.
+    kept = tmp_path / "fork.checkpoint"
+    kept.write_bytes(own.sign(Checkpoint(real.origin, real.size - 3, bytes(32)).text()))
+    done = check(tlogcheck, stack.url, log.vkey, "-samples", "1", "-previous", str(kept))
+    assert done.returncode == 1 and "the trees differ" in done.stderr, done.stderr
+
+
+def test_go_rejects_a_wrong_key(tlogcheck: Path, stack: RunningStack, log: Log) -> None:
+    name, _ = public_key_of(log.vkey)
+    for vkey in (
+        NoteSigner(name, Ed25519PrivateKey.generate()).verifier_key,
+        NoteSigner("elsewhere.example/log", real_signer(stack).private_key).verifier_key,
+    ):
+        done = check(tlogcheck, stack.url, vkey)
+        assert done.returncode == 1 and "checkpoint signature" in done.stderr, done.stderr
+    done = check(tlogcheck, stack.url, "not a key")
+    assert done.returncode == 1 and "-key" in done.stderr, done.stderr
