@@ -67,6 +67,7 @@ PUBLIC = {
     ("GET", "/v1/apps/{client_id}/logo"),
     ("GET", "/v1/oauth/authorization"),
     ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/.well-known/oauth-authorization-server/identity"),
     ("GET", "/oauth/authorize"),
     ("POST", "/oauth/token"),
     ("POST", "/oauth/revoke"),

@@ -502,6 +502,12 @@ class ConnectedApps:
                     description="code_challenge is the S256 of a verifier (RFC 7636 §4.2)",
                     request=request,
                 )
+        except ValueError as exc:  # oauthlib: not x-www-form-urlencoded (a raw control char)
+            raise InvalidArgument(
+                "the authorization request is not a URL query string",
+                field="query",
+                slug="invalid-authorization-request",
+            ) from exc
         except oauth_errors.FatalClientError as exc:
             field_name = (
                 "client_id"
@@ -619,9 +625,12 @@ class ConnectedApps:
         ttl = self.settings.app_access_token_ttl_seconds
         key = await self.keys.signing_key()
         server = oauth_server(snap, self._token_for(snap, key, connection), ttl)
-        _, body, status = server.create_token_response(
-            f"{_ENDPOINT}/token", http_method="POST", body=form, headers=_FORM
-        )
+        try:
+            _, body, status = server.create_token_response(
+                f"{_ENDPOINT}/token", http_method="POST", body=form, headers=_FORM
+            )
+        except ValueError:  # oauthlib: not x-www-form-urlencoded
+            return _oauth_error("invalid_request", "the body is not x-www-form-urlencoded")
         if status == 200 and snap.issued is not None:
             if not await self._keep(snap, grant, connection):
                 return _oauth_error("invalid_grant", "this grant was already used")
@@ -706,9 +715,13 @@ class ConnectedApps:
                 with contextlib.suppress(DmpError):
                     snap.access = await self.verifier.verify(token)
         server = oauth_server(snap, None, 0)
-        _, body, status = server.create_revocation_response(
-            f"{_ENDPOINT}/revoke", http_method="POST", body=request.form, headers=_FORM
-        )
+        try:
+            _, body, status = server.create_revocation_response(
+                f"{_ENDPOINT}/revoke", http_method="POST", body=request.form, headers=_FORM
+            )
+        except ValueError:  # oauthlib: not x-www-form-urlencoded
+            error = _oauth_error("invalid_request", "the body is not x-www-form-urlencoded")
+            return pb.RevokeAppTokenResponse(status=error.status, body=error.body)
         if status == 200 and snap.revoked:
             await self.apps.end_connections({"_id": snap.revoked}, snap.now)
         return pb.RevokeAppTokenResponse(status=status, body=body or "")

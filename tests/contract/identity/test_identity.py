@@ -90,9 +90,12 @@ def listed(answer: Any) -> None:
     assert list(answer.app.scopes) == ["measurements.read", "agenda.read"]
 
 
+OAUTH_ERRORS = ("invalid_grant", "invalid_client", "invalid_request", "unsupported_grant_type")
+
+
 def oauth_error(answer: Any) -> None:
     assert answer.status in (400, 401)
-    assert json.loads(answer.body)["error"] in ("invalid_grant", "invalid_client")
+    assert json.loads(answer.body)["error"] in OAUTH_ERRORS
 
 
 def professional(**fields: Any) -> pb.RegisterProfessionalRequest:
@@ -637,6 +640,23 @@ CASES = [
         S.INVALID_ARGUMENT,
         field="client_id",
         problem="invalid-authorization-request",
+    ),
+    Case(
+        "CheckAuthorization",
+        "a raw control character: not a query string",
+        pb.CheckAuthorizationRequest(query="client_id=\x01"),
+        None,
+        S.INVALID_ARGUMENT,
+        field="query",
+        problem="invalid-authorization-request",
+    ),
+    Case(
+        "AppToken",
+        "a raw control character: an OAuth error, in the answer",
+        pb.AppTokenRequest(form="grant_type=authorization_code&code=\x01"),
+        None,
+        S.OK,
+        check=oauth_error,
     ),
     Case(
         "Authorize",
