@@ -1,4 +1,5 @@
-"""`dmp audit verify`: re-read the whole stored log and report its first inconsistency.
+"""`dmp audit verify`: re-read the whole stored log and report its first inconsistency
+(`dmp audit witness`, which checks and cosigns the checkpoint, is in witness.py).
 
     dmp audit verify [--mongo-url URL] [--database audit] [--keys-from GATEWAY_URL]
                      [--public-key KEY_ID:BASE64 ...] [--witness SIZE:ROOT_HEX]
@@ -32,6 +33,7 @@ from dmp_audit.config import AuditSettings
 from dmp_audit.entry import TreeHead, key_id
 from dmp_audit.store import AuditStore
 from dmp_audit.verify import LogState, scan
+from dmp_audit.witness import add_command as add_witness
 from dmp_kit.config import Settings
 
 
@@ -58,6 +60,7 @@ def add_commands(areas: Any) -> None:
     verify.add_argument("--witness", metavar="SIZE:ROOT_HEX", help="a tree head seen earlier")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=lambda args: asyncio.run(run_verify(args)))
+    add_witness(audit)
 
 
 def keys_from(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
