@@ -1,4 +1,4 @@
-"""Witness cosignatures of the log's checkpoint, Ed25519 `cosignature/v1` (c2sp.org/tlog-cosignature).
+"""Witness cosignatures of the log's checkpoint: c2sp.org/tlog-cosignature, Ed25519 v1.
 
 A witness that checked a checkpoint extends every earlier one it saw adds one signature line
 to the note:

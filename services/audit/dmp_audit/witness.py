@@ -115,8 +115,10 @@ def check_extends(log: str, old: Checkpoint, new: Checkpoint) -> None:
         return
     query = urllib.parse.urlencode({"from": old.size, "to": new.size})
     try:
-        proof = [bytes.fromhex(h) for h in json.loads(_get(f"{log}/v1/audit/consistency?{query}"))
-                 ["proof"]]
+        proof = [
+            bytes.fromhex(h)
+            for h in json.loads(_get(f"{log}/v1/audit/consistency?{query}"))["proof"]
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise Refused(f"the log gave no readable consistency proof ({exc})") from exc
     if not verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof):
