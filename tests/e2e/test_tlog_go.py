@@ -1,13 +1,17 @@
 """Issue 21: Go's own transparency-log code (golang.org/x/mod/sumdb/note and sumdb/tlog, in
 tests/tlogcheck) checks the running log through its C2SP face: it accepts the real log, and
-rejects a tampered tile, a forked checkpoint and a wrong key."""
+rejects a tampered tile, a forked checkpoint and a wrong key. A witness (`dmp audit witness`)
+cosigns the log as it grows (c2sp.org/tlog-cosignature) and refuses a split view."""
 
 from __future__ import annotations
 
 import base64
 import http.server
+import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +21,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dmp_audit.__main__ import SIGNING_PURPOSE
+from dmp_audit.cosign import Cosigner, verify_cosignature
 from dmp_audit.entry import TreeHeadSigner, raw_public_key
-from dmp_audit.note import Checkpoint, NoteSigner, open_note, public_key_of
+from dmp_audit.note import BadNote, Checkpoint, NoteSigner, open_note, public_key_of
 from dmp_kit.crypto import derive_key
 from dmp_stack.testing import RunningStack, until
 
@@ -66,6 +71,13 @@ class Log:
 
     def signed_size(self) -> int:
         return Checkpoint.from_text(open_note(self.note(), self.vkey)).size
+
+    def grow(self, times: int = 3) -> int:
+        """`times` more entries, and the size of a signed checkpoint that covers them."""
+        before = self.signed_size()
+        self.read(times)
+        assert until(lambda: self.signed_size() >= before + times)
+        return self.signed_size()
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +267,103 @@ def test_go_rejects_a_wrong_key(tlogcheck: Path, stack: RunningStack, log: Log) 
         assert done.returncode == 1 and "checkpoint signature" in done.stderr, done.stderr
     done = check(tlogcheck, stack.url, "not a key")
     assert done.returncode == 1 and "-key" in done.stderr, done.stderr
+
+
+# --- a witness -----------------------------------------------------------------------------
+
+WITNESS = "witness.dmp.localhost/w1"
+WITNESS_SEED = bytes(range(1, 33))
+
+
+def witness(
+    url: str, vkey: str, state: Path, *extra: str, mode: str = "--once"
+) -> subprocess.CompletedProcess[str]:
+    """One run of `dmp audit witness`, its key in the environment."""
+    argv = [sys.executable, "-m", "dmp_cli", "audit", "witness", "--log", url, "--log-key", vkey]
+    env = {**os.environ, "DMP_WITNESS_KEY": base64.b64encode(WITNESS_SEED).decode()}
+    argv += ["--name", WITNESS, "--state", str(state), *mode.split(), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+
+
+def saved(state: Path) -> Checkpoint:
+    return Checkpoint.from_text(json.loads(state.read_text())["checkpoint"].encode())
+
+
+def test_a_witness_cosigns_the_log_as_it_grows(
+    stack: RunningStack, log: Log, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    vkey = Cosigner(WITNESS, Ed25519PrivateKey.from_private_bytes(WITNESS_SEED)).verifier_key
+    seen = log.signed_size()
+    done = witness(stack.url, log.vkey, state)
+    assert done.returncode == 0, done.stderr
+    first = saved(state)
+    assert first.size >= seen
+    assert verify_cosignature(first.text(), done.stdout.strip(), vkey) > 0
+    cosigned = json.loads(state.read_text())["cosigned"].encode()
+    assert open_note(cosigned, log.vkey) == first.text(), "the log's own signature is kept"
+
+    grown = log.grow()
+    done = witness(stack.url, log.vkey, state)
+    assert done.returncode == 0, done.stderr
+    second = saved(state)
+    assert second.size >= grown > first.size, "a larger tree, proved to extend the first"
+    assert verify_cosignature(second.text(), done.stdout.strip(), vkey) > 0
+    with pytest.raises(BadNote, match="does not verify"):
+        verify_cosignature(first.text(), done.stdout.strip(), vkey)
+
+    # the key from a file works the same; from neither, the witness cannot run
+    key_file = tmp_path / "witness.key"
+    key_file.write_text(base64.b64encode(WITNESS_SEED).decode() + "\n")
+    done = witness(stack.url, log.vkey, state, "--key-file", str(key_file))
+    assert done.returncode == 0, done.stderr
+    bare = {k: v for k, v in os.environ.items() if k != "DMP_WITNESS_KEY"}
+    argv = [sys.executable, "-m", "dmp_cli", "audit", "witness", "--log", stack.url]
+    argv += ["--log-key", log.vkey, "--name", WITNESS, "--state", str(state)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=bare)
+    assert done.returncode == 2 and "DMP_WITNESS_KEY" in done.stderr, done.stderr
+
+
+def test_a_witness_refuses_a_split_view(
+    stack: RunningStack,
+    log: Log,
+    proxy: Callable[[Callable[[str, bytes], bytes]], str],
+    tmp_path: Path,
+) -> None:
+    def showing(note: bytes) -> str:
+        return proxy(lambda path, data: note if path == "/v1/audit/log/checkpoint" else data)
+
+    state = tmp_path / "state.json"
+    origin = public_key_of(log.vkey)[0]
+    own = NoteSigner(origin, real_signer(stack).private_key)
+    assert witness(stack.url, log.vkey, state).returncode == 0
+    a = saved(state)
+    kept = state.read_text()
+
+    # Checkpoint B: the same size as A, another root, signed with the log's real key.
+    b = Checkpoint(a.origin, a.size, bytes(31) + b"\x01")
+    done = witness(showing(own.sign(b.text())), log.vkey, state)
+    assert done.returncode == 1, done.stderr
+    assert "REFUSED" in done.stderr and "split view" in done.stderr, done.stderr
+    assert not done.stdout, "nothing cosigned"
+    assert state.read_text() == kept, "the witness keeps what it had cosigned"
+    done = witness(showing(own.sign(b.text())), log.vkey, state, mode="--interval 0.2")
+    assert done.returncode == 1 and "split view" in done.stderr, "the loop stops at a split view"
+    assert state.read_text() == kept
+
+    # A smaller tree, a larger one that does not extend A, a signature by another key.
+    smaller = Checkpoint(a.origin, a.size - 1, bytes(32))
+    done = witness(showing(own.sign(smaller.text())), log.vkey, state)
+    assert done.returncode == 1 and "shrank" in done.stderr, done.stderr
+    larger = Checkpoint(a.origin, log.grow(), bytes(32))
+    done = witness(showing(own.sign(larger.text())), log.vkey, state)
+    assert done.returncode == 1 and "does not extend" in done.stderr, done.stderr
+    other = NoteSigner(a.origin, Ed25519PrivateKey.generate())
+    done = witness(showing(other.sign(larger.text())), log.vkey, state)
+    assert done.returncode == 1 and "not signed by the log's key" in done.stderr, done.stderr
+    assert state.read_text() == kept
+
+    # The real log, grown since, still extends A: the witness goes on cosigning it.
+    done = witness(stack.url, log.vkey, state)
+    assert done.returncode == 0, done.stderr
+    assert saved(state).size > a.size

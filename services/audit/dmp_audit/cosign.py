@@ -13,14 +13,13 @@ key is `<name>+<hex key id>+<base64(0x04 ‖ public key)>`. No I/O here.
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from dmp_audit.entry import raw_public_key
+from dmp_audit import note
 from dmp_audit.note import _NAME, DASH, BadNote
 
 COSIGNATURE_V1 = b"\x04"  # the signature type of an Ed25519 cosignature/v1
@@ -28,29 +27,16 @@ MAX_TIMESTAMP = 2**63 - 1
 
 
 def key_id(name: str, public: Ed25519PublicKey) -> bytes:
-    digest = hashlib.sha256(name.encode() + b"\n" + COSIGNATURE_V1 + raw_public_key(public))
-    return digest.digest()[:4]
+    return note.key_id(name, public, COSIGNATURE_V1)
 
 
 def verifier_key(name: str, public: Ed25519PublicKey) -> str:
-    material = base64.b64encode(COSIGNATURE_V1 + raw_public_key(public)).decode()
-    return f"{name}+{key_id(name, public).hex()}+{material}"
+    return note.verifier_key(name, public, COSIGNATURE_V1)
 
 
 def witness_key_of(vkey: str) -> tuple[str, Ed25519PublicKey]:
     """A witness verifier key's name and Ed25519 key, checked against its key id."""
-    name, _, rest = vkey.strip().partition("+")
-    hex_id, _, material = rest.partition("+")
-    try:
-        raw = base64.b64decode(material, validate=True)
-    except ValueError as exc:
-        raise BadNote("the witness key's material is not base64") from exc
-    if not _NAME.fullmatch(name) or raw[:1] != COSIGNATURE_V1 or len(raw) != 33:
-        raise BadNote("not an Ed25519 cosignature/v1 verifier key")
-    public = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if key_id(name, public).hex() != hex_id:
-        raise BadNote("the witness key's id does not match its key")
-    return name, public
+    return note.public_key_of(vkey, COSIGNATURE_V1)
 
 
 def message(text: bytes, timestamp: int) -> bytes:
@@ -89,14 +75,7 @@ def verify_cosignature(text: bytes, line: str, vkey: str) -> int:
     """The timestamp of a cosignature line by the witness `vkey` over `text`; BadNote if the
     line is not that witness's or its signature does not verify."""
     name, public = witness_key_of(vkey)
-    dash, _, rest = line.rstrip("\n").partition(" ")
-    signer, _, encoded = rest.partition(" ")
-    if dash != DASH or not signer or not encoded:
-        raise BadNote("a signature line is malformed")
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-    except ValueError as exc:
-        raise BadNote("a cosignature is not base64") from exc
+    signer, raw = note.signature_line(line.rstrip("\n"))
     if signer != name or raw[:4] != key_id(name, public) or len(raw) != 4 + 8 + 64:
         raise BadNote("not a cosignature by this witness")
     (timestamp,) = struct.unpack(">Q", raw[4:12])
@@ -107,10 +86,10 @@ def verify_cosignature(text: bytes, line: str, vkey: str) -> int:
     return int(timestamp)
 
 
-def cosignatures(note: bytes, vkeys: list[str]) -> dict[str, int]:
+def cosignatures(signed: bytes, vkeys: list[str]) -> dict[str, int]:
     """Which of the witnesses `vkeys` cosigned the note's text: verifier key → timestamp.
     Lines by other keys are ignored, as the signed-note format requires."""
-    text, sep, block = note.rpartition(b"\n\n")
+    text, sep, block = signed.rpartition(b"\n\n")
     if not sep:
         raise BadNote("no signature block")
     text += b"\n"

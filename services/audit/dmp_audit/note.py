@@ -70,28 +70,30 @@ class Checkpoint:
         return cls(origin, int(size), root_hash)
 
 
-def key_id(name: str, public: Ed25519PublicKey) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ED25519 + raw_public_key(public)).digest()[:4]
+def key_id(name: str, public: Ed25519PublicKey, kind: bytes = ED25519) -> bytes:
+    """SHA-256(name ‖ 0x0A ‖ signature type ‖ public key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + kind + raw_public_key(public)).digest()[:4]
 
 
-def verifier_key(name: str, public: Ed25519PublicKey) -> str:
+def verifier_key(name: str, public: Ed25519PublicKey, kind: bytes = ED25519) -> str:
     """The published form of the key (what `note.NewVerifier` takes)."""
-    material = base64.b64encode(ED25519 + raw_public_key(public)).decode()
-    return f"{name}+{key_id(name, public).hex()}+{material}"
+    material = base64.b64encode(kind + raw_public_key(public)).decode()
+    return f"{name}+{key_id(name, public, kind).hex()}+{material}"
 
 
-def public_key_of(vkey: str) -> tuple[str, Ed25519PublicKey]:
-    """A verifier key's name and Ed25519 key, checked against its key id."""
-    name, _, rest = vkey.partition("+")
+def public_key_of(vkey: str, kind: bytes = ED25519) -> tuple[str, Ed25519PublicKey]:
+    """A verifier key's name and Ed25519 key, checked against its key id; `kind` is the
+    signature type it must have (0x01 a note signer's, 0x04 a witness's cosignature/v1)."""
+    name, _, rest = vkey.strip().partition("+")
     hex_id, _, material = rest.partition("+")
     try:
         raw = base64.b64decode(material, validate=True)
     except ValueError as exc:
         raise BadNote("the verifier key's material is not base64") from exc
-    if not _NAME.fullmatch(name) or raw[:1] != ED25519 or len(raw) != 33:
-        raise BadNote("not an Ed25519 verifier key")
+    if not _NAME.fullmatch(name) or raw[:1] != kind or len(raw) != 33:
+        raise BadNote(f"not an Ed25519 verifier key of type 0x{kind.hex()}")
     public = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if key_id(name, public).hex() != hex_id:
+    if key_id(name, public, kind).hex() != hex_id:
         raise BadNote("the verifier key's id does not match its key")
     return name, public
 
@@ -111,6 +113,18 @@ class NoteSigner:
         return text + f"\n{DASH} {self.name} {signature}\n".encode()
 
 
+def signature_line(line: str) -> tuple[str, bytes]:
+    """A note signature line's key name and decoded signature (key id first)."""
+    dash, _, rest = line.partition(" ")
+    signer, _, encoded = rest.partition(" ")
+    if dash != DASH or not signer or not encoded:
+        raise BadNote("a signature line is malformed")
+    try:
+        return signer, base64.b64decode(encoded, validate=True)
+    except ValueError as exc:
+        raise BadNote("a signature is not base64") from exc
+
+
 def open_note(note: bytes, vkey: str) -> bytes:
     """The note's text if the key signed it (signatures by other keys are ignored, as the
     format requires); BadNote otherwise."""
@@ -121,14 +135,7 @@ def open_note(note: bytes, vkey: str) -> bytes:
         raise BadNote("no signature block")
     text += b"\n"
     for line in signatures[:-1].decode().split("\n"):
-        dash, _, rest = line.partition(" ")
-        signer, _, encoded = rest.partition(" ")
-        if dash != DASH or not signer or not encoded:
-            raise BadNote("a signature line is malformed")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except ValueError as exc:
-            raise BadNote("a signature is not base64") from exc
+        signer, raw = signature_line(line)
         if signer != name or raw[:4] != wanted:
             continue
         try:
