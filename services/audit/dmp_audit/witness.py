@@ -149,6 +149,9 @@ def one_pass(args: argparse.Namespace, cosigner: Cosigner) -> str:
 
 
 def run_witness(args: argparse.Namespace) -> int:
+    if args.interval is not None and not args.interval > 0:
+        print("dmp audit witness: --interval is a number of seconds above 0", file=sys.stderr)
+        return 2
     try:
         cosigner = Cosigner(args.name, load_key(args.key_file))
     except (CannotRun, ValueError, OSError) as exc:
