@@ -102,22 +102,23 @@ def check_redirect_uri(uri: str) -> str:
     return uri
 
 
+def _loopback_portless(uri: str) -> str | None:
+    """An http address on a loopback IP literal, without its port; None for any other."""
+    parts = urlsplit(uri)
+    host = parts.hostname
+    if parts.scheme != "http" or host not in LOOPBACK_HOSTS:
+        return None
+    return urlunsplit(parts._replace(netloc=f"[{host}]" if ":" in host else host))
+
+
 def registered(uri: str, uris: list[str]) -> bool:
     """The address is one the app registered: exactly, but for a loopback address's port,
     which the app's listener chooses when it starts (RFC 8252 §7.3)."""
     if uri in uris:
         return True
     try:
-        parts = urlsplit(uri)
-        if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
-            return False
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-        portless = urlunsplit(parts._replace(netloc=str(host)))
-        return any(
-            urlunsplit(urlsplit(u)._replace(netloc=str(host))) == portless
-            for u in uris
-            if urlsplit(u).scheme == "http" and urlsplit(u).hostname == parts.hostname
-        )
+        wanted = _loopback_portless(uri)
+        return wanted is not None and any(_loopback_portless(u) == wanted for u in uris)
     except ValueError:
         return False
 
