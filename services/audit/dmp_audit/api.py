@@ -14,6 +14,7 @@ from dmp.audit.v1 import audit_pb2_grpc
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_audit.entry import Entry, TreeHead, raw_public_key
 from dmp_audit.log import AuditLog
+from dmp_audit.merkle import leaf_hash
 from dmp_audit.store import AuditStore
 from dmp_audit.tiles import BadTilePath, Tile
 from dmp_kit.auth import Principal, caller
@@ -70,8 +71,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             )
         own_only, after = await self._view(who, ins)
         self._ready()
-        trail = self.audit.trail(ins)
-        end = len(trail)
+        end = await self.audit.trail_length(ins)
         if request.cursor:
             if not request.cursor.isdigit() or int(request.cursor) > end:
                 raise InvalidArgument("the cursor is not one this log gave", field="cursor")
@@ -79,14 +79,24 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         entries: list[pb.AccessLogEntry] = []
         position = end
         while position > 0 and len(entries) < page and end - position < SCAN_LIMIT:
-            position -= 1
-            data = await self.audit.entry(trail[position])
-            entry = Entry.from_bytes(data)
-            if own_only and not (entry.actor_kind == who.kind and entry.actor_id == who.actor_id):
-                continue
-            if after is not None and _micros(entry.at) <= after:
-                continue  # the purged dossier's: not for the new one's readers
-            entries.append(await self._shown(entry, data))
+            rows = await self.audit.trail_page(
+                ins, position, min(SCAN_LIMIT - (end - position), page if not own_only else 200)
+            )
+            if not rows:
+                break
+            for n, seq, chunk in rows:
+                position = n
+                data = await self.audit.entry(seq, chunk)
+                entry = Entry.from_bytes(data)
+                if own_only and not (
+                    entry.actor_kind == who.kind and entry.actor_id == who.actor_id
+                ):
+                    continue
+                if after is not None and _micros(entry.at) <= after:
+                    continue  # the purged dossier's: not for the new one's readers
+                entries.append(await self._shown(entry, data))
+                if len(entries) == page:
+                    break
         return pb.ListAccessLogResponse(entries=entries, next=str(position) if position else "")
 
     async def _view(self, who: Principal, ins: str) -> tuple[bool, int | None]:
@@ -129,7 +139,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             reason=entry.reason,
             query=entry.query,
             entry=data.decode(),
-            leaf_hash=self.audit.tree.leaf(entry.seq).hex(),
+            leaf_hash=leaf_hash(data).hex(),
         )
 
     async def _name(self, entry: Entry) -> str:
@@ -182,8 +192,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return pb.GetInclusionProofResponse(
             leaf_index=request.seq,
             tree_size=size,
-            leaf_hash=tree.leaf(request.seq).hex(),
-            proof=[h.hex() for h in tree.inclusion_proof(request.seq, size)],
+            leaf_hash=(await tree.leaf(request.seq)).hex(),
+            proof=[h.hex() for h in await tree.inclusion_proof(request.seq, size)],
         )
 
     async def GetConsistencyProof(
@@ -193,7 +203,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         to_size = self._tree_size(request.to_size, "to")
         if not 0 < request.from_size <= to_size:
             raise InvalidArgument(f"from must be between 1 and {to_size}", field="from")
-        proof = self.audit.tree.consistency_proof(request.from_size, to_size)
+        proof = await self.audit.tree.consistency_proof(request.from_size, to_size)
         return pb.GetConsistencyProofResponse(proof=[h.hex() for h in proof])
 
     async def ListPublicKeys(
@@ -220,7 +230,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             tile = Tile.parse(request.path)
         except BadTilePath as exc:
             raise InvalidArgument(str(exc), field="path") from exc
-        hashes = self.audit.tile(tile)
+        hashes = await self.audit.tile(tile)
         if hashes is None:
             raise NotFound(
                 f"the newest signed tree ({self.audit.checkpoint().size} entries) has no such tile"

@@ -32,8 +32,12 @@ class AuditSettings(Settings):
     checkpoint_every_entries: int = 10_000
     # How long JetStream waits for an acknowledgement before it redelivers.
     ack_wait_seconds: float = 30.0
-    # Decompressed chunks kept in memory to answer access-log reads.
-    chunk_cache: int = 256
+    # Decompressed chunks kept in memory to answer access-log reads (about 0.4 MB each).
+    chunk_cache: int = 32
+    # Full hash tiles kept in memory to answer proofs and tile reads (8 KiB each).
+    tile_cache: int = 2048
+    # Dossiers whose chain head (n, leaf hash of the newest entry) is kept in memory.
+    chain_cache: int = 50_000
     access_log_page_max: int = 100
     # The first line of the checkpoint note and its key's name (c2sp.org/tlog-checkpoint): the
     # log's public URL prefix without its scheme. Empty: the issuer's host + /v1/audit/log.

@@ -1,33 +1,34 @@
 """The audit log: appends records in stream order, signs tree heads, serves entries and proofs.
 
-One writer owns the log. It rebuilds its state from the stored chunks at start (refusing a log
-that does not verify), then appends each batch of records as one chunk. The chunk is the
-commit point: the tree, the dossier chains and the stream position move only once it is stored,
-and a chunk already stored at our position means another writer exists — we stop appending.
+One writer owns the log. It appends each batch of records as one chunk. The chunk is the
+commit point: a chunk already stored at our position means another writer exists — we stop
+appending. What follows from the chunk is then stored: the tree's tiles it completes, each
+entry's place in its dossier's trail, and last the tree's right edge. At start the log reads
+that edge and the newest signed head, checks one against the other, and hashes again only what
+a crash left after the edge: memory and start time do not grow with the log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import hashlib
 import time
-from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
 import structlog
+import zstandard
+from bson import Binary
 
 from dmp.events.v1 import envelope_pb2
 from dmp_audit.config import AuditSettings
-from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339
-from dmp_audit.merkle import Tree
+from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339, signature_valid
+from dmp_audit.merkle import leaf_hash
 from dmp_audit.note import Checkpoint, NoteSigner
-from dmp_audit.store import AuditStore
-from dmp_audit.tiles import Tile, tile_hashes
-from dmp_audit.verify import LogState, scan
+from dmp_audit.store import AuditStore, unpack
+from dmp_audit.tiles import BadEdge, Tile, TiledTree, TileError
+from dmp_audit.verify import HEADS, scan
 from dmp_kit.clock import Clock
 
 log = structlog.get_logger("dmp.audit")
@@ -60,66 +61,133 @@ class AuditLog:
         self._note: tuple[int, bytes] = (-1, b"")
         self.clock = clock
         self.settings = settings
-        self.state = LogState()
+        self.tree = self._tree()
+        self.stream_last = 0
+        self.head: TreeHead | None = None
         self.write_lock = asyncio.Lock()
         self._chunks: OrderedDict[int, list[bytes]] = OrderedDict()
+        # ins -> (n, leaf hash) of the dossier's newest entry, for the dossiers seen lately
+        self._chains: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._signed_at = 0.0
+        self._stale = False  # a write after the commit point failed: reload before appending
         self.loaded = False
+
+    def _tree(self, size: int = 0, edge: Sequence[bytes] = ()) -> TiledTree:
+        return TiledTree(self.store.load_tiles, size, edge, cache=self.settings.tile_cache)
 
     # start -----------------------------------------------------------------------------
 
     async def load(self) -> None:
+        """Read the stored edge and the newest signed head — not the log: what follows the
+        edge (a crash between a chunk and its tiles) is hashed again, and a log from before
+        tiles is verified whole and tiled, once."""
         started = time.perf_counter()
-        state = await scan(
-            self.store, {self.signer.key_id: self.signer.public_key}, for_service=True
-        )
-        if state.problem is not None:
-            log.critical("audit_log_corrupted", problem=str(state.problem))
-            raise LogCorrupted(str(state.problem))
-        self.state = state
+        edge = await self.store.load_edge()
+        if edge is None and await self.store.last_chunk() is not None:
+            log.info("audit_log_tiling")
+            state = await scan(self.store, {self.signer.key_id: self.signer.public_key})
+            if state.problem is not None:
+                raise self._corrupted(str(state.problem))
+        try:
+            self.tree = self._tree(edge["size"], edge["levels"]) if edge else self._tree()
+        except BadEdge as exc:
+            raise self._corrupted(str(exc)) from exc
+        self.stream_last = int(edge["stream_last"]) if edge else 0
+        self._chains.clear()
+        self._chunks.clear()
+        replayed = await self._catch_up()
+        self.head = await self.store.latest_head()
+        await self._check_head()
+        self._stale = False
         self.loaded = True
         log.info(
             "audit_log_loaded",
-            entries=state.size,
-            signed=state.heads[-1].size if state.heads else None,
+            entries=self.size,
+            signed=self.head.size if self.head else None,
+            replayed=replayed,
             seconds=round(time.perf_counter() - started, 3),
         )
-        await self.sign(force=not state.heads or state.unsigned > 0)
+        await self.sign(force=self.head is None or self.head.size < self.size)
+
+    async def _catch_up(self) -> int:
+        """Tile the chunks stored after the edge; returns how many entries that was."""
+        before = self.size
+        async for doc in self.store.chunks_from(self.size):
+            if doc["_id"] != self.size:
+                raise self._corrupted(
+                    f"the chunk at {doc['_id']} does not follow entry {self.size}"
+                )
+            try:
+                entries = unpack(doc["data"], doc["count"])
+            except (ValueError, zstandard.ZstdError) as exc:
+                raise self._corrupted(f"the chunk at {doc['_id']} is unreadable") from exc
+            batch: list[Row] = []
+            for data in entries:
+                found = HEADS.match(data)
+                if found is None or int(found[1]) != self.size + len(batch):
+                    raise self._corrupted(f"the chunk at {doc['_id']} holds an entry out of place")
+                batch.append((data, leaf_hash(data), found[2].decode(), int(found[3])))
+            await self._derive(doc["_id"], batch, int(doc["stream_last"]))
+        return self.size - before
+
+    async def _check_head(self) -> None:
+        """The newest signed head must be ours and the stored tree's root at its size."""
+        head = self.head
+        if head is None:
+            return
+        if head.key_id != self.signer.key_id or not signature_valid(head, self.signer.public_key):
+            raise self._corrupted(f"the tree head of size {head.size} is not signed by this log")
+        if head.size > self.size:
+            raise self._corrupted(
+                f"a signed tree head covers {head.size} entries but the log holds {self.size}"
+            )
+        try:
+            root = await self.tree.root_at(head.size)
+        except TileError as exc:
+            raise self._corrupted(str(exc)) from exc
+        if root.hex() != head.root_hash:
+            raise self._corrupted(f"the tree head of size {head.size} does not match the tiles")
+
+    def _corrupted(self, problem: str) -> LogCorrupted:
+        log.critical("audit_log_corrupted", problem=problem)
+        return LogCorrupted(problem)
 
     # append ----------------------------------------------------------------------------
 
     @property
     def size(self) -> int:
-        return self.state.size
-
-    @property
-    def stream_last(self) -> int:
-        return self.state.stream_last
+        return self.tree.size
 
     async def append(self, records: Sequence[Record]) -> int:
         """Append the records not yet in the log, in stream order; returns how many."""
         async with self.write_lock:
+            if self._stale:
+                await self.load()
             fresh = self._after_watermark(records)
             if not fresh:
                 return 0
             stream_last = fresh[-1].stream_seq
             events = await self._first_sightings(fresh)
-            batch = self._entries(events)
+            batch = await self._entries(events)
             if batch:
                 first = self.size
-                await self.store.write_chunk(first, [data for data, _, _ in batch], stream_last)
-                self._commit(first, batch)
-            self.state.stream_last = stream_last
+                await self.store.write_chunk(first, [b[0] for b in batch], stream_last)
+                try:
+                    await self._derive(first, batch, stream_last)
+                except BaseException:
+                    self._stale = True  # the chunk is stored: the next append re-reads
+                    raise
+            self.stream_last = stream_last
             await self._maybe_sign()
             return len(batch)
 
     def _after_watermark(self, records: Sequence[Record]) -> list[Record]:
         ordered = sorted(records, key=lambda r: r.stream_seq)
-        fresh = [r for r in ordered if r.stream_seq > self.state.stream_last]
-        if fresh and fresh[0].stream_seq > self.state.stream_last + 1 and self.state.stream_last:
+        fresh = [r for r in ordered if r.stream_seq > self.stream_last]
+        if fresh and fresh[0].stream_seq > self.stream_last + 1 and self.stream_last:
             log.warning(
                 "audit_stream_gap",
-                after=self.state.stream_last,
+                after=self.stream_last,
                 resumed_at=fresh[0].stream_seq,
             )
         return fresh
@@ -148,7 +216,7 @@ class AuditLog:
             claimed_by = taken.get(event.id)
             if claimed_by is None or claimed_by == record.stream_seq:
                 fresh.append((record, event))
-            elif claimed_by > self.state.stream_last:
+            elif claimed_by > self.stream_last:
                 # claimed by an attempt that never reached the log (it crashed): ours now
                 await self.store.reclaim_event(event.id, record.stream_seq)
                 fresh.append((record, event))
@@ -156,42 +224,68 @@ class AuditLog:
                 log.info("audit_record_duplicate", event_id=event.id)
         return fresh
 
-    def _entries(
-        self, events: Sequence[tuple[Record, envelope_pb2.Envelope]]
-    ) -> list[tuple[bytes, bytes, str]]:
-        """(entry bytes, leaf hash, ins) for each event, chained to each dossier's last entry."""
-        chains = self.state.chains
-        batch: list[tuple[bytes, bytes, str]] = []
-        latest: dict[str, tuple[int, str]] = {}
-        for seq, (_, event) in enumerate(events, self.size):
-            ins = clean_ins(event.patient_ins)
-            last = (latest.get(ins) or chains.get(ins)) if ins else None
-            n, prev = (0, "") if last is None else (last[0] + 1, last[1])
+    async def _entries(self, events: Sequence[tuple[Record, envelope_pb2.Envelope]]) -> list[Row]:
+        """(entry bytes, leaf hash, ins, n) for each event, chained to each dossier's last entry."""
+        named = [(clean_ins(event.patient_ins), record, event) for record, event in events]
+        heads = await self.chain_heads({ins for ins, _, _ in named if ins})
+        batch: list[Row] = []
+        for seq, (ins, _, event) in enumerate(named, self.size):
+            last = heads.get(ins) if ins else None
+            n, prev = (0, "") if last is None else (last[0] + 1, last[1].hex())
             data = entry_of(event, seq, ins, n, prev).to_bytes()
-            leaf = hashlib.sha256(b"\x00" + data).digest()
+            leaf = leaf_hash(data)
             if ins:
-                latest[ins] = (n, leaf.hex())
-            batch.append((data, leaf, ins))
+                heads[ins] = (n, leaf)
+            batch.append((data, leaf, ins, n))
         return batch
 
-    def _commit(self, first: int, batch: list[tuple[bytes, bytes, str]]) -> None:
-        state = self.state
-        state.tree.extend([leaf for _, leaf, _ in batch])
-        state.size += len(batch)
-        for seq, (_, leaf, ins) in enumerate(batch, first):
+    async def chain_heads(self, dossiers: set[str]) -> dict[str, tuple[int, bytes]]:
+        """(n, leaf) of each dossier's newest entry, for those that have one."""
+        heads: dict[str, tuple[int, bytes]] = {}
+        missing = []
+        for ins in dossiers:
+            cached = self._chains.get(ins)
+            if cached is None:
+                missing.append(ins)
+            else:
+                heads[ins] = cached
+        for ins, found in zip(
+            missing, await asyncio.gather(*(self.store.chain_head(i) for i in missing)), strict=True
+        ):
+            if found is not None:
+                heads[ins] = found
+                self._remember_chain(ins, found)
+        return heads
+
+    async def _derive(self, first: int, batch: Sequence[Row], stream_last: int) -> None:
+        """What follows from a stored chunk: the tiles it completes, each dossier entry's place
+        in its trail, then the edge (idempotent: a crash anywhere here is redone at start)."""
+        tiles = self.tree.extend([row[1] for row in batch])
+        await self.store.write_tiles(tiles)
+        await self.store.write_trail(
+            [
+                {"_id": seq, "ins": ins, "n": n, "leaf": Binary(leaf), "chunk": first}
+                for seq, (_, leaf, ins, n) in enumerate(batch, first)
+                if ins
+            ]
+        )
+        await self.store.save_edge(self.size, stream_last, [bytes(r) for r in self.tree.edge])
+        for _, leaf, ins, n in batch:
             if ins:
-                trail = state.trails.get(ins)
-                if trail is None:
-                    state.trails[ins] = trail = array("q")
-                state.chains[ins] = (len(trail), leaf.hex())
-                trail.append(seq)
-        state.chunk_starts.append(first)
-        self._remember_chunk(first, [data for data, _, _ in batch])
+                self._remember_chain(ins, (n, leaf))
+        self._remember_chunk(first, [row[0] for row in batch])
+        self.stream_last = stream_last
+
+    def _remember_chain(self, ins: str, head: tuple[int, bytes]) -> None:
+        self._chains[ins] = head
+        self._chains.move_to_end(ins)
+        while len(self._chains) > self.settings.chain_cache:
+            self._chains.popitem(last=False)
 
     # tree heads ------------------------------------------------------------------------
 
     async def _maybe_sign(self) -> None:
-        latest = self.state.heads[-1].size if self.state.heads else -1
+        latest = self.head.size if self.head else -1
         due = time.monotonic() - self._signed_at >= self.settings.checkpoint_interval_seconds
         if self.size - latest >= self.settings.checkpoint_every_entries or (
             due and self.size > latest
@@ -204,18 +298,19 @@ class AuditLog:
             await self._maybe_sign()
 
     async def sign(self, force: bool = False) -> TreeHead:
-        state = self.state
-        if state.heads and state.heads[-1].size == self.size and not force:
-            return state.heads[-1]
-        head = self.signer.sign(self.size, state.tree.root(), self.clock.now())
+        if self.head and self.head.size == self.size and not force:
+            return self.head
+        head = self.signer.sign(self.size, self.tree.root(), self.clock.now())
         await self.store.save_head(head)
-        if not state.heads or state.heads[-1].size < head.size:
-            state.heads.append(head)
+        if self.head is None or self.head.size < head.size:
+            self.head = head
         self._signed_at = time.monotonic()
         return head
 
     def checkpoint(self) -> TreeHead:
-        return self.state.heads[-1]
+        if self.head is None:
+            raise RuntimeError("the log has not signed a head yet")
+        return self.head
 
     def checkpoint_note(self) -> bytes:
         """The newest signed head as a C2SP checkpoint note, signed with the same key (its
@@ -226,40 +321,44 @@ class AuditLog:
             self._note = (head.size, self.notes.sign(text))
         return self._note[1]
 
-    def tile(self, tile: Tile) -> bytes | None:
+    async def tile(self, tile: Tile) -> bytes | None:
         """A hash tile of the newest signed tree (None if that tree does not hold it): what is
         published is what a signed head covers."""
-        return tile_hashes(self.state.tree, tile, self.checkpoint().size)
+        return await self.tree.tile(tile, self.checkpoint().size)
 
     # reads -----------------------------------------------------------------------------
 
-    @property
-    def tree(self) -> Tree:
-        return self.state.tree
+    async def trail_length(self, ins: str) -> int:
+        """How many entries the dossier's trail holds."""
+        head = (await self.chain_heads({ins})).get(ins)
+        return 0 if head is None else head[0] + 1
 
-    def trail(self, ins: str) -> array[int]:
-        return self.state.trails.get(ins, array("q"))
+    async def trail_page(self, ins: str, before: int, limit: int) -> list[tuple[int, int, int]]:
+        """(n, seq, chunk) of the dossier's entries before its `before`-th, newest first."""
+        docs = await self.store.trail_page(ins, before, limit)
+        return [(int(d["n"]), int(d["_id"]), int(d["chunk"])) for d in docs]
 
-    async def entry(self, seq: int) -> bytes:
-        starts = self.state.chunk_starts
-        index = bisect.bisect_right(starts, seq) - 1
-        if index < 0 or seq >= self.size:
-            raise IndexError(seq)
-        first = starts[index]
-        chunk = self._chunks.get(first)
+    async def entry(self, seq: int, chunk_first: int) -> bytes:
+        """Entry `seq`, held by the chunk starting at `chunk_first`."""
+        chunk = self._chunks.get(chunk_first)
         if chunk is None:
-            chunk = await self.store.chunk(first)
+            chunk = await self.store.chunk(chunk_first)
             if chunk is None:
-                raise LogCorrupted(f"the chunk at {first} has gone")
-            self._remember_chunk(first, chunk)
+                raise LogCorrupted(f"the chunk at {chunk_first} has gone")
+            self._remember_chunk(chunk_first, chunk)
         else:
-            self._chunks.move_to_end(first)
-        return chunk[seq - first]
+            self._chunks.move_to_end(chunk_first)
+        if not 0 <= seq - chunk_first < len(chunk):
+            raise LogCorrupted(f"entry {seq} is not in the chunk at {chunk_first}")
+        return chunk[seq - chunk_first]
 
     def _remember_chunk(self, first: int, entries: list[bytes]) -> None:
         self._chunks[first] = entries
         while len(self._chunks) > self.settings.chunk_cache:
             self._chunks.popitem(last=False)
+
+
+Row = tuple[bytes, bytes, str, int]  # entry bytes, leaf hash, ins ("" for none), n in its chain
 
 
 def entry_of(event: envelope_pb2.Envelope, seq: int, ins: str, n: int, prev: str) -> Entry:

@@ -8,6 +8,14 @@ attending physicians it mirrors from consent's events.
   A chunk is written once and never changed.
 - `events`: `_id` = event id, `stream_seq` of the record that carried it — what makes the log
   idempotent on the event id beyond JetStream's duplicate window.
+- `tiles`: the Merkle tree's full hash tiles (c2sp.org/tlog-tiles), `_id` = level·2^48 + index,
+  `hashes` the tile's 256 hashes (8,192 bytes). Written once, like chunks.
+- `edge`: one document, `_id` 0: the size the stored tree covers, the stream sequence of its
+  last record and, per level, the rightmost (partial) tile's hashes. Replaced after each
+  append: with the tiles it is the whole tree, and what a restart reads instead of the log.
+- `trail`: one document per entry about a dossier, `_id` = seq: `ins`, `n` (its place in the
+  dossier's chain), `leaf` (its leaf hash) and `chunk` (the chunk that holds it) — a dossier's
+  access log is read newest first from here, and its chain's head is its largest `n`.
 - `checkpoints`: the signed tree heads, `_id` = tree size.
 - `attending`: per dossier, who may read its whole trace besides the patient: the attending
   physician's RPPS as consent last announced it (and whom the patient blocked), and the legal
@@ -24,13 +32,17 @@ from typing import Any
 
 import zstandard
 from bson import Binary
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from dmp_audit.entry import TreeHead
+from dmp_audit.tiles import TileKey
 from dmp_kit.mongo import Store
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+LEVEL_SHIFT = 48  # a tile's _id: level << 48 | index (2^48 tiles of 256 hashes per level)
+EDGE_ID = 0
 
 
 def pack(entries: Sequence[bytes]) -> bytes:
@@ -69,6 +81,21 @@ class AuditStore(Store):
     @property
     def attending(self) -> Any:
         return self.db["attending"]
+
+    @property
+    def tiles(self) -> Any:
+        return self.db["tiles"]
+
+    @property
+    def edge(self) -> Any:
+        return self.db["edge"]
+
+    @property
+    def trail(self) -> Any:
+        return self.db["trail"]
+
+    async def ensure_indexes(self) -> None:
+        await self.trail.create_index([("ins", ASCENDING), ("n", DESCENDING)])
 
     # the log --------------------------------------------------------------------------
 
@@ -120,6 +147,88 @@ class AuditStore(Store):
         async for doc in self.chunks.find({}, sort=[("_id", 1)], batch_size=8):
             yield doc
 
+    async def last_chunk(self) -> Document | None:
+        """The newest chunk's header (no data): where the log ends."""
+        return await self.chunks.find_one(
+            {}, sort=[("_id", -1)], projection={"count": 1, "stream_last": 1}
+        )
+
+    async def chunks_from(self, first: int) -> AsyncIterator[Document]:
+        """The chunks from the one starting at `first` on, in log order."""
+        async for doc in self.chunks.find({"_id": {"$gte": first}}, sort=[("_id", 1)]):
+            yield doc
+
+    # the tree as tiles, and each dossier's trail -----------------------------------------
+
+    async def write_tiles(self, tiles: Sequence[tuple[TileKey, bytes]]) -> None:
+        """Store full tiles; one already stored must hold the same hashes."""
+        docs = [{"_id": _tile_id(key), "hashes": Binary(data)} for key, data in tiles]
+        if not docs:
+            return
+        try:
+            await self.tiles.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                doc = docs[error["index"]]
+                found = await self.tiles.find_one({"_id": doc["_id"]})
+                if found is None or bytes(found["hashes"]) != bytes(doc["hashes"]):
+                    raise ChunkTaken(f"another tree's tile is stored as {doc['_id']}") from exc
+
+    async def load_tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        ids = [_tile_id(key) for key in keys]
+        found: dict[TileKey, bytes] = {}
+        async for doc in self.tiles.find({"_id": {"$in": ids}}):
+            found[(doc["_id"] >> LEVEL_SHIFT, doc["_id"] & ((1 << LEVEL_SHIFT) - 1))] = bytes(
+                doc["hashes"]
+            )
+        return found
+
+    async def tile_count(self) -> int:
+        return int(await self.tiles.estimated_document_count())
+
+    async def save_edge(self, size: int, stream_last: int, edge: Sequence[bytes]) -> None:
+        """The tree's right edge after `size` entries; never moves back (ChunkTaken if a
+        larger one is stored: another writer is ahead)."""
+        doc = {"size": size, "stream_last": stream_last, "levels": [Binary(r) for r in edge]}
+        try:
+            await self.edge.update_one(
+                {"_id": EDGE_ID, "size": {"$lte": size}}, {"$set": doc}, upsert=True
+            )
+        except DuplicateKeyError as exc:
+            raise ChunkTaken(f"a tree larger than {size} entries is stored") from exc
+
+    async def load_edge(self) -> Document | None:
+        return await self.edge.find_one({"_id": EDGE_ID})
+
+    async def write_trail(self, docs: Sequence[Document]) -> None:
+        """Each dossier entry's place in its dossier's trail (idempotent)."""
+        if not docs:
+            return
+        try:
+            await self.trail.insert_many(list(docs), ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def chain_head(self, ins: str) -> tuple[int, bytes] | None:
+        """(n, leaf hash) of the dossier's newest entry, None when it has none."""
+        doc = await self.trail.find_one(
+            {"ins": ins}, sort=[("n", -1)], projection={"n": 1, "leaf": 1}
+        )
+        return None if doc is None else (int(doc["n"]), bytes(doc["leaf"]))
+
+    async def trail_page(self, ins: str, before: int, limit: int) -> list[Document]:
+        """The dossier's entries with n < before, newest first: {_id (seq), n, chunk}."""
+        cursor = self.trail.find(
+            {"ins": ins, "n": {"$lt": before}},
+            sort=[("n", -1)],
+            limit=limit,
+            projection={"n": 1, "chunk": 1},
+        )
+        return [doc async for doc in cursor]
+
     # tree heads ----------------------------------------------------------------------
 
     async def save_head(self, head: TreeHead) -> None:
@@ -135,6 +244,10 @@ class AuditStore(Store):
             await self.checkpoints.insert_one(doc)
         except DuplicateKeyError:
             return  # this size is signed already; the first head stays
+
+    async def latest_head(self) -> TreeHead | None:
+        doc = await self.checkpoints.find_one({}, sort=[("_id", -1)])
+        return None if doc is None else head_of(doc)
 
     async def heads(self) -> list[tuple[Any, TreeHead]]:
         """Every stored head with the `_id` it is stored under, smallest first."""
@@ -220,6 +333,10 @@ class TraceReaders:
     attending_physician: str  # "" when none (or blocked)
     representatives: frozenset[str]  # only while the dossier is open (rule 13)
     purged_order: int | None  # microseconds since the epoch of the last purge of this INS
+
+
+def _tile_id(key: TileKey) -> int:
+    return key[0] << LEVEL_SHIFT | key[1]
 
 
 def head_of(doc: Document) -> TreeHead:

@@ -8,10 +8,21 @@ groups of three digits, all but the last prefixed with `x` (1234067 → `x001/x2
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from dmp_audit.merkle import Tree
+from dmp_audit.merkle import (
+    HASH_SIZE,
+    RangeRoot,
+    Tree,
+    consistency_path,
+    empty_root,
+    inclusion_path,
+    node_hash,
+)
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -66,3 +77,262 @@ def tile_hashes(tree: Tree, tile: Tile, size: int) -> bytes | None:
     if tile.end > size or size > len(tree):
         return None
     return tree.hashes(TILE_HEIGHT * tile.level, tile.index * TILE_WIDTH, tile.width)
+
+
+# --- the tree stored as tiles ------------------------------------------------------------------
+
+TileKey = tuple[int, int]  # (level, index) of a full tile
+TileLoader = Callable[[list[TileKey]], Awaitable[dict[TileKey, bytes]]]
+Node = tuple[
+    int, int
+]  # (height, position): the root of D[position·2^height : (position+1)·2^height]
+
+
+def run_root(hashes: bytes) -> bytes:
+    """The root over a run of 2^k consecutive hashes of one level (a complete subtree)."""
+    sha256 = hashlib.sha256
+    while len(hashes) > HASH_SIZE:
+        hashes = b"".join(
+            [
+                sha256(b"\x01" + hashes[i : i + 2 * HASH_SIZE]).digest()
+                for i in range(0, len(hashes), 2 * HASH_SIZE)
+            ]
+        )
+    return hashes
+
+
+def fold_range(start: int, end: int, node: Callable[[Node], bytes]) -> bytes:
+    """MTH(D[start:end]) split as RFC 9162 splits it, from the roots of complete subtrees."""
+    n = end - start
+    if n & (n - 1) == 0 and start % n == 0:
+        height = n.bit_length() - 1
+        return node((height, start >> height))
+    k = 1 << ((n - 1).bit_length() - 1)
+    return node_hash(fold_range(start, start + k, node), fold_range(start + k, end, node))
+
+
+def edge_widths(size: int) -> list[int]:
+    """How many hashes the rightmost tile of each level holds in a tree of `size` entries."""
+    widths: list[int] = []
+    while size >> (TILE_HEIGHT * len(widths)):
+        widths.append((size >> (TILE_HEIGHT * len(widths))) % TILE_WIDTH)
+    return widths
+
+
+class BadEdge(ValueError):
+    """A stored edge that does not fit the tree size stored with it."""
+
+
+class TiledTree:
+    """The Merkle tree as tlog tiles: full tiles live in the database (read through a bounded
+    cache); in memory there is only the right edge, each level's rightmost, partial tile.
+
+    `extend` returns the tiles it completed, for the caller to store. The root of any complete
+    subtree — hence any proof, for any size up to the current one — needs at most one tile per
+    level and subtree, and the edge.
+    """
+
+    def __init__(
+        self, load: TileLoader, size: int = 0, edge: Sequence[bytes] = (), cache: int = 1024
+    ) -> None:
+        widths = edge_widths(size)
+        rows = [bytearray(row) for row in edge]
+        while rows and not rows[-1] and len(rows) > len(widths):
+            rows.pop()
+        rows += [bytearray() for _ in range(len(widths) - len(rows))]
+        if [len(row) // HASH_SIZE for row in rows] != widths or any(
+            len(r) % HASH_SIZE for r in rows
+        ):
+            raise BadEdge(f"the stored edge does not fit a tree of {size} entries")
+        self._load = load
+        self.size = size
+        self.edge = rows
+        self._cache: OrderedDict[TileKey, bytes] = OrderedDict()
+        self._cache_size = cache
+
+    def __len__(self) -> int:
+        return self.size
+
+    # appending --------------------------------------------------------------------------------
+
+    def extend(self, leaves: Sequence[bytes]) -> list[tuple[TileKey, bytes]]:
+        """Append leaf hashes; returns the tiles that became full, to be stored."""
+        done: list[tuple[TileKey, bytes]] = []
+        for leaf in leaves:
+            index, level, node = self.size, 0, leaf  # index: of the node at this level
+            while True:
+                if level == len(self.edge):
+                    self.edge.append(bytearray())
+                row = self.edge[level]
+                row += node
+                if len(row) < TILE_WIDTH * HASH_SIZE:
+                    break
+                full = bytes(row)
+                key = (level, index >> TILE_HEIGHT)
+                done.append((key, full))
+                self._remember(key, full)
+                row.clear()
+                index, level, node = index >> TILE_HEIGHT, level + 1, run_root(full)
+            self.size += 1
+        return done
+
+    def root(self) -> bytes:
+        """The root of the current tree, from the edge alone."""
+        if not self.size:
+            return empty_root()
+        return fold_range(0, self.size, self._edge_node)
+
+    def _edge_node(self, node: Node) -> bytes:
+        found = self._from_edge(node)
+        if found is None:
+            raise KeyError(node)  # the root only ever needs the edge
+        return found
+
+    def _from_edge(self, node: Node) -> bytes | None:
+        height, position = node
+        level, extra = divmod(height, TILE_HEIGHT)
+        first = position << extra
+        if level >= len(self.edge) or first >> TILE_HEIGHT != self.size >> (
+            TILE_HEIGHT * (level + 1)
+        ):
+            return None
+        at = (first % TILE_WIDTH) * HASH_SIZE
+        run = bytes(self.edge[level][at : at + (HASH_SIZE << extra)])
+        if len(run) != HASH_SIZE << extra:
+            return None
+        return run_root(run)
+
+    # reading ----------------------------------------------------------------------------------
+
+    async def nodes(self, wanted: set[Node]) -> dict[Node, bytes]:
+        """The roots of complete subtrees of the current tree, read from the edge and tiles."""
+        out: dict[Node, bytes] = {}
+        need: dict[Node, TileKey] = {}
+        for node in wanted:
+            found = self._from_edge(node)
+            if found is not None:
+                out[node] = found
+                continue
+            height, position = node
+            if (position + 1) << height > self.size:
+                raise ValueError("the tree is not that large")
+            level, extra = divmod(height, TILE_HEIGHT)
+            need[node] = (level, (position << extra) >> TILE_HEIGHT)
+        tiles = await self.tiles(set(need.values()))
+        for node, key in need.items():
+            height, position = node
+            extra = height % TILE_HEIGHT
+            at = ((position << extra) % TILE_WIDTH) * HASH_SIZE
+            out[node] = run_root(tiles[key][at : at + (HASH_SIZE << extra)])
+        return out
+
+    async def tiles(self, keys: set[TileKey]) -> dict[TileKey, bytes]:
+        """Full tiles by (level, index), from the cache or the database. A tile read from the
+        database is checked against its parent's hash, itself in a checked tile or the edge:
+        a tile changed in the database is caught before anything is served from it."""
+        out: dict[TileKey, bytes] = {}
+        want: set[TileKey] = set()
+        anchors: dict[TileKey, bytes] = {}
+        for key in keys:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                out[key] = cached
+                continue
+            while key not in self._cache and not self._in_edge(key):
+                want.add(key)
+                key = (key[0] + 1, key[1] >> TILE_HEIGHT)
+            if key in self._cache:
+                anchors[key] = self._cache[key]  # kept: the cache may drop it meanwhile
+        if not want:
+            return out
+        loaded = await self._load(sorted(want))
+        checked: dict[TileKey, bytes] = dict(anchors)
+        for level, index in sorted(want, reverse=True):  # parents first
+            data = loaded.get((level, index))
+            if data is None or len(data) != TILE_WIDTH * HASH_SIZE:
+                raise MissingTile(f"the tile {Tile(level, index).path()} is not stored")
+            parent = (level + 1, index >> TILE_HEIGHT)
+            row = self.edge[level + 1] if self._in_edge(parent) else checked[parent]
+            at = (index % TILE_WIDTH) * HASH_SIZE
+            if run_root(data) != bytes(row[at : at + HASH_SIZE]):
+                raise TamperedTile(f"the tile {Tile(level, index).path()} is not the tree's")
+            checked[(level, index)] = data
+        for key in want:
+            data = checked[key]
+            self._remember(key, data)
+            if key in keys:
+                out[key] = data
+        return out
+
+    def _in_edge(self, key: TileKey) -> bool:
+        """Is this the rightmost tile of its level (in memory, partial)?"""
+        level, index = key
+        return index == self.size >> (TILE_HEIGHT * (level + 1))
+
+    def _remember(self, key: TileKey, data: bytes) -> None:
+        self._cache[key] = data
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def range_roots(self, ranges: Callable[[RangeRoot], object]) -> RangeRoot:
+        """Run `ranges` once to learn which subtrees it reads, fetch them, and return a
+        RangeRoot over them: how the sync proof functions of merkle.py read a tiled tree."""
+        wanted: set[Node] = set()
+
+        def record(node: Node) -> bytes:
+            wanted.add(node)
+            return bytes(HASH_SIZE)
+
+        ranges(lambda start, end: fold_range(start, end, record))
+        found = await self.nodes(wanted)
+        return lambda start, end: fold_range(start, end, found.__getitem__)
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        reader = await self.range_roots(lambda rr: inclusion_path(index, size, rr))
+        return inclusion_path(index, size, reader)
+
+    async def consistency_proof(self, first: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        reader = await self.range_roots(lambda rr: consistency_path(first, size, rr))
+        return consistency_path(first, size, reader)
+
+    async def root_at(self, size: int) -> bytes:
+        self._check_size(size)
+        if not size:
+            return empty_root()
+        reader = await self.range_roots(lambda rr: rr(0, size))
+        return reader(0, size)
+
+    async def leaf(self, index: int) -> bytes:
+        return (await self.nodes({(0, index)}))[(0, index)]
+
+    async def tile(self, tile: Tile, size: int) -> bytes | None:
+        """The tile's bytes in the tree of `size` entries (at most the current size); None when
+        that tree does not hold it. A full tile's first hashes are its partial versions'."""
+        if tile.end > size or size > self.size:
+            return None
+        current = self.size >> (TILE_HEIGHT * (tile.level + 1))
+        if tile.index == current:
+            data = bytes(self.edge[tile.level])
+        else:
+            data = (await self.tiles({(tile.level, tile.index)}))[(tile.level, tile.index)]
+        return data[: tile.width * HASH_SIZE]
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self.size:
+            raise ValueError("the tree is not that large")
+
+
+class TileError(RuntimeError):
+    """The database does not hold the tree's tiles as they were written."""
+
+
+class MissingTile(TileError):
+    """A full tile the tree needs is not in the database."""
+
+
+class TamperedTile(TileError):
+    """A tile in the database does not hash to its parent: it was changed."""

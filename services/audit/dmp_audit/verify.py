@@ -29,7 +29,6 @@ import hashlib
 import os
 import re
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -40,7 +39,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dmp_audit.entry import TreeHead, signature_valid
-from dmp_audit.merkle import HASH_SIZE, Tree, empty_root, node_hash
+from dmp_audit.merkle import HASH_SIZE, empty_root, node_hash
 from dmp_audit.store import AuditStore, unpack_text
 
 Progress = Callable[[int], None]
@@ -64,15 +63,12 @@ class Problem:
 
 @dataclass
 class LogState:
-    """What a scan rebuilt: the size, the tree (for the service), each dossier's chain head and
-    trail, the chunk map, and the heads that held."""
+    """What a scan found: the size, each dossier's chain head, the chunk map, and the heads
+    that held."""
 
     size: int = 0
-    tree: Tree = field(default_factory=Tree)
     # ins -> (n of its newest entry, that entry's leaf hash, hex)
     chains: dict[str, tuple[int, str]] = field(default_factory=dict)
-    # ins -> the seqs of its entries, oldest first
-    trails: dict[str, array[int]] = field(default_factory=dict)
     chunk_starts: list[int] = field(default_factory=list)
     stream_last: int = 0
     heads: list[TreeHead] = field(default_factory=list)
@@ -89,8 +85,7 @@ class LogState:
 @dataclass(frozen=True)
 class Dossiers:
     """The dossiers a chunk is about, one column per field (cheap to hand between processes):
-    how each one's entries link to what came before, where its chain stands after them, and
-    (for the service) their seqs."""
+    how each one's entries link to what came before, and where its chain stands after them."""
 
     ins: list[bytes]
     first_seq: list[int]
@@ -98,7 +93,6 @@ class Dossiers:
     first_prev: list[bytes]
     last_n: list[int]
     last_leaf: list[bytes]  # hex
-    seqs: list[list[int]]
 
 
 @dataclass(frozen=True)
@@ -109,7 +103,6 @@ class Checked:
     subtrees: list[Subtree]  # the chunk's range cut into complete, aligned subtrees
     prefixes: dict[int, list[Subtree]]  # for a signed size inside the chunk: its prefix, cut so
     dossiers: Dossiers
-    leaves: bytes = b""  # every leaf hash, when the caller keeps the tree
 
 
 def check_chunk(
@@ -117,7 +110,6 @@ def check_chunk(
     count: int,
     first: int,
     signed_sizes: tuple[int, ...] = (),
-    keep: bool = False,
 ) -> Checked | tuple[int, str]:
     """Check one chunk alone; (seq, what) for its first inconsistency."""
     try:
@@ -150,12 +142,11 @@ def check_chunk(
             continue
         seen = dossiers.get(ins)
         if seen is None:
-            dossiers[ins] = [seq, at, prev, at, binascii.hexlify(leaf), [seq]]
+            dossiers[ins] = [seq, at, prev, at, binascii.hexlify(leaf)]
             continue
         if at != seen[3] + 1 or prev != seen[4]:
             return seq, "the dossier's hash chain is broken here"
         seen[3], seen[4] = at, binascii.hexlify(leaf)
-        seen[5].append(seq)
     end = first + count
     return Checked(
         count=count,
@@ -168,9 +159,7 @@ def check_chunk(
             first_prev=[d[2] for d in dossiers.values()],
             last_n=[d[3] for d in dossiers.values()],
             last_leaf=[d[4] for d in dossiers.values()],
-            seqs=[d[5] for d in dossiers.values()] if keep else [],
         ),
-        leaves=b"".join(leaves) if keep else b"",
     )
 
 
@@ -219,11 +208,9 @@ async def scan(
     *,
     witness: TreeHead | None = None,
     progress: Progress | None = None,
-    for_service: bool = False,
     parallel: bool | None = None,
 ) -> LogState:
     """Read and check the whole log. `state.problem` is the first inconsistency, if any.
-    `for_service` also rebuilds the tree and each dossier's trail (the service needs them);
     `parallel` checks chunks in worker processes (by default, when there are many)."""
     state = LogState()
     tick = time.perf_counter()
@@ -246,7 +233,7 @@ async def scan(
     if parallel or (parallel is None and chunk_count >= PARALLEL_FROM_CHUNKS):
         pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 2)
     try:
-        await _scan_chunks(state, store, heads, signed_sizes, pool, progress, for_service)
+        await _scan_chunks(state, store, heads, signed_sizes, pool, progress)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -260,17 +247,15 @@ async def _scan_chunks(
     signed_sizes: tuple[int, ...],
     pool: Executor | None,
     progress: Progress | None,
-    for_service: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     chains: dict[bytes, tuple[int, bytes]] = {}
-    trails: dict[bytes, array[int]] = {}
     frontier: list[Subtree] = []
     pending = 0  # index in `heads` of the next one to check
     in_flight: deque[tuple[int, asyncio.Future[Checked | tuple[int, str]]]] = deque()
 
     def submit(doc: Mapping[str, Any], first: int) -> asyncio.Future[Checked | tuple[int, str]]:
-        args = (doc["data"], doc["count"], first, signed_sizes, for_service)
+        args = (doc["data"], doc["count"], first, signed_sizes)
         if pool is None:
             future: asyncio.Future[Checked | tuple[int, str]] = loop.create_future()
             future.set_result(check_chunk(*args))
@@ -320,11 +305,6 @@ async def _scan_chunks(
                 _fail(state, "the dossier's hash chain is broken here", d.first_seq[i])
                 return
             chains[ins] = (d.last_n[i], d.last_leaf[i])
-            if for_service:
-                trail = trails.get(ins)
-                if trail is None:
-                    trails[ins] = trail = array("q")
-                trail.extend(d.seqs[i])
         end = first + checked.count
         while pending < len(heads) and heads[pending].size <= end:
             head = heads[pending]
@@ -340,10 +320,6 @@ async def _scan_chunks(
             state.heads.append(head)
             pending += 1
         frontier = _push(frontier, checked.subtrees)
-        if for_service:
-            state.tree.extend(
-                [checked.leaves[i : i + 32] for i in range(0, len(checked.leaves), 32)]
-            )
         state.chunk_starts.append(first)
         state.size = end
         state.cpu_seconds += time.perf_counter() - now
@@ -357,7 +333,6 @@ async def _scan_chunks(
         )
         return
     state.chains = {ins.decode(): (n, leaf.decode()) for ins, (n, leaf) in chains.items()}
-    state.trails = {ins.decode(): trail for ins, trail in trails.items()}
 
 
 def _chunk_header(doc: Mapping[str, Any], first: int, stream_last: int) -> str | None:

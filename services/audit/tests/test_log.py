@@ -24,6 +24,7 @@ from dmp_audit.config import AuditSettings
 from dmp_audit.entry import Entry, TreeHeadSigner, raw_public_key
 from dmp_audit.log import AuditLog, LogCorrupted, Record
 from dmp_audit.store import AuditStore, pack, unpack
+from dmp_audit.tiles import TamperedTile
 from dmp_audit.verify import scan
 from dmp_kit.auth import Principal
 from dmp_kit.clock import ManualClock
@@ -64,14 +65,15 @@ async def test_records_become_chained_entries_in_stream_order(store: AuditStore)
     a, b = make_ins(), make_ins()
     records = [record(s, a if s % 3 else b) for s in range(1, 8)]
     assert await log.append(list(reversed(records))) == 7  # stream order, whatever the batch
-    entries = [Entry.from_bytes(await log.entry(seq)) for seq in range(7)]
+    entries = [Entry.from_bytes(await log.entry(seq, 0)) for seq in range(7)]
     assert [e.event_id for e in entries] == [r.event.id for r in records if r.event]
     assert [e.seq for e in entries] == list(range(7))
     trail_a = [e for e in entries if e.ins == a]
     assert [e.n for e in trail_a] == list(range(len(trail_a)))
     for before, after in itertools.pairwise(trail_a):
         assert after.prev == merkle.leaf_hash(before.to_bytes()).hex()
-    assert list(log.trail(a)) == [e.seq for e in trail_a]
+    page = await log.trail_page(a, await log.trail_length(a), 100)
+    assert [seq for _, seq, _ in reversed(page)] == [e.seq for e in trail_a]
     assert trail_a[0].prev == ""
 
 
@@ -120,22 +122,102 @@ async def test_a_reloaded_log_is_the_same_log(store: AuditStore) -> None:
     await again.load()
     assert again.size == log.size == 25
     assert again.tree.root() == log.tree.root()
-    assert again.state.chains == log.state.chains
+    assert await again.chain_heads(set(patients)) == await log.chain_heads(set(patients))
     assert again.stream_last == 25
-    assert [h.size for h in again.state.heads] == [h.size for h in log.state.heads]
-    assert {h.size for h in log.state.heads} >= {0, 25}
+    assert again.head == log.head and log.head is not None and log.head.size == 25
+    heads = [h.size for _, h in await store.heads()]
+    assert {0, 12, 25} <= set(heads)  # every 5 entries: after the batches of 9 and 12
 
 
-async def test_a_log_that_does_not_verify_is_not_appended_to(store: AuditStore) -> None:
+async def test_a_log_from_before_tiles_is_verified_whole_and_tiled_once(
+    store: AuditStore,
+) -> None:
+    rng = random.Random(7)
+    log = new_log(store, checkpoint_every_entries=40)
+    await log.load()
+    patients = [make_ins(rng) for _ in range(5)]
+    for seq in range(1, 700, 7):
+        await log.append([record(s, rng.choice([*patients, ""])) for s in range(seq, seq + 7)])
+    await log.sign()
+    pages = {ins: await store.trail_page(ins, 2**62, 1000) for ins in patients}
+    for name in ("tiles", "edge", "trail"):  # what a log stored before tiles did not have
+        await store.db.drop_collection(name)
+    await store.ensure_indexes()
+    tiled = new_log(store)
+    await tiled.load()
+    assert tiled.size == log.size and tiled.tree.root() == log.tree.root()
+    assert await store.tile_count() == 2  # 700 entries: two full tiles of level 0
+    assert {ins: await store.trail_page(ins, 2**62, 1000) for ins in patients} == pages
+    for _ in range(20):
+        size = rng.randint(1, log.size)
+        seq = rng.randrange(size)
+        assert await tiled.tree.inclusion_proof(seq, size) == await log.tree.inclusion_proof(
+            seq, size
+        )
+
+
+async def test_a_log_that_does_not_verify_is_not_tiled(store: AuditStore) -> None:
     log = new_log(store)
     await log.load()
     await log.append([record(s, make_ins()) for s in range(1, 6)])
     await log.sign()
+    await store.db.drop_collection("edge")  # as a log stored before tiles
     doc = await store.chunks.find_one({"_id": 0})
     entries = unpack(doc["data"], doc["count"])
     entries[2] = entries[2].replace(b'"action":"read"', b'"action":"create"')
     await store.chunks.update_one({"_id": 0}, {"$set": {"data": Binary(pack(entries))}})
     with pytest.raises(LogCorrupted, match=r"entry|tree head"):
+        await new_log(store).load()
+
+
+async def test_a_start_reads_the_edge_and_hashes_only_what_a_crash_left_after_it(
+    store: AuditStore,
+) -> None:
+    log = new_log(store)
+    await log.load()
+    ins = make_ins()
+    await log.append([record(s, ins) for s in range(1, 301)])
+    edge = await store.load_edge()
+    await log.append([record(s, ins) for s in range(301, 401)])
+    # the process died after the second chunk, before its trail and edge were stored
+    await store.edge.replace_one({"_id": 0}, edge)
+    await store.trail.delete_many({"_id": {"$gte": 300}})
+    again = new_log(store)
+    await again.load()
+    assert again.size == 400 and again.tree.root() == log.tree.root()
+    assert again.stream_last == 400
+    assert await again.trail_length(ins) == 400
+    assert (await store.load_edge())["size"] == 400
+    await again.append([record(401, ins)])
+    entry = Entry.from_bytes(await again.entry(400, 400))
+    assert (entry.n, entry.prev) == (400, merkle.leaf_hash(await again.entry(399, 300)).hex())
+
+
+async def test_tiles_changed_in_the_database_are_caught_and_a_wrong_edge_refused(
+    store: AuditStore,
+) -> None:
+    log = new_log(store)
+    await log.load()
+    await log.append([record(s, make_ins()) for s in range(1, 601)])
+    await log.sign()
+    good_tile = await store.tiles.find_one({"_id": 1})
+    forged = bytearray(good_tile["hashes"])
+    forged[100] ^= 1
+    await store.tiles.update_one({"_id": 1}, {"$set": {"hashes": Binary(bytes(forged))}})
+    again = new_log(store)
+    await again.load()  # the edge still matches the head: tiles are checked as they are read
+    with pytest.raises(TamperedTile, match="tile/0/001"):
+        await again.tree.inclusion_proof(300, 600)
+    assert len(await again.tree.inclusion_proof(100, 600)) == 10  # tile 0 is intact
+    await store.tiles.replace_one({"_id": 1}, good_tile)
+    again = new_log(store)
+    await again.load()
+    assert await again.tree.inclusion_proof(300, 600) == await log.tree.inclusion_proof(300, 600)
+    edge = await store.load_edge()
+    levels = list(edge["levels"])
+    levels[0] = bytes(levels[0])[:-32]
+    await store.edge.update_one({"_id": 0}, {"$set": {"levels": levels}})
+    with pytest.raises(LogCorrupted, match="edge"):
         await new_log(store).load()
 
 
@@ -301,7 +383,7 @@ async def test_a_witnessed_head_catches_a_tail_cut_with_its_heads(store: AuditSt
     await log.load()
     await log.append([record(s, make_ins()) for s in range(1, 11)])
     witness = await log.sign()  # a client kept this one
-    last = max(log.state.chunk_starts)
+    last = (await store.last_chunk() or {})["_id"]
     await store.chunks.delete_one({"_id": last})
     await store.checkpoints.delete_one({"_id": witness.size})
     assert (await scan(store, KEYS)).problem is None  # the database alone cannot tell
@@ -353,13 +435,12 @@ async def test_worker_processes_check_the_log_as_the_service_does(store: AuditSt
             batch.append(record(seq, rng.choice([*patients, ""])))
         await log.append(batch)
     await log.sign()
-    inline = await scan(store, KEYS, parallel=False, for_service=True)
-    workers = await scan(store, KEYS, parallel=True, for_service=True)
+    inline = await scan(store, KEYS, parallel=False)
+    workers = await scan(store, KEYS, parallel=True)
     assert inline.problem is None and workers.problem is None
     assert workers.size == inline.size == log.size
-    assert workers.tree.root() == inline.tree.root() == log.tree.root()
-    assert workers.chains == inline.chains == log.state.chains
-    assert workers.trails == inline.trails
+    heads = await log.chain_heads(set(patients))
+    assert workers.chains == inline.chains == {i: (n, h.hex()) for i, (n, h) in heads.items()}
     assert [h.size for h in workers.heads] == [h.size for h in inline.heads]
     tamperer = Tamperer(store, rng)
     await tamperer.snapshot()

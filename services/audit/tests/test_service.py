@@ -71,7 +71,7 @@ async def stored_log(stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub
     }
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.infra.mongo.url)
     try:
-        state = await scan(AuditStore(client["audit"]), public, for_service=True)
+        state = await scan(AuditStore(client["audit"]), public)
     finally:
         await client.close()
     assert state.problem is None, str(state.problem)
@@ -81,23 +81,23 @@ async def stored_log(stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub
 async def entries_of(
     stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub, ins: str, expect: int
 ) -> list[Entry]:
-    """The dossier's entries as stored, once the service has appended `expect` of them."""
+    """The dossier's entries as stored, once the service has appended `expect` of them (the
+    whole stored log verifying each time)."""
     deadline = time.monotonic() + 60
-    while True:
-        state = await stored_log(stack, audit)
-        seqs = list(state.trails.get(ins, []))
-        if len(seqs) >= expect or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.infra.mongo.url)
     store = AuditStore(client["audit"])
-    found = []
     try:
-        for seq in seqs:
-            start = max(s for s in state.chunk_starts if s <= seq)
-            chunk = await store.chunk(start)
+        while True:
+            await stored_log(stack, audit)
+            rows = await store.trail_page(ins, 2**62, 10_000)
+            if len(rows) >= expect or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        found = []
+        for row in reversed(rows):
+            chunk = await store.chunk(row["chunk"])
             assert chunk is not None
-            found.append(Entry.from_bytes(chunk[seq - start]))
+            found.append(Entry.from_bytes(chunk[row["_id"] - row["chunk"]]))
     finally:
         await client.close()
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -12,7 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dmp_audit import merkle
 from dmp_audit.config import AuditSettings
 from dmp_audit.note import BadNote, Checkpoint, NoteSigner, open_note, public_key_of
-from dmp_audit.tiles import TILE_WIDTH, BadTilePath, Tile, tile_hashes
+from dmp_audit.tiles import (
+    TILE_WIDTH,
+    BadEdge,
+    BadTilePath,
+    TamperedTile,
+    Tile,
+    TiledTree,
+    tile_hashes,
+)
 
 LEAVES = [hashlib.sha256(b"\x00" + str(i).encode()).digest() for i in range(70_000)]
 TREE = merkle.Tree()
@@ -152,3 +161,37 @@ def test_the_origin_is_the_logs_url_prefix_by_default() -> None:
     assert chosen.origin == "audit.dmp.example.fr/log"
     with pytest.raises(ValueError):
         AuditSettings(env="dev", checkpoint_origin="audit log")
+
+
+# --- the tree stored as tiles: the same hashes, proofs and tiles as the whole tree in memory ---
+
+
+async def test_a_tiled_tree_reloaded_from_its_edge_proves_what_the_whole_tree_proves() -> None:
+    rng = random.Random(20261130)
+    stored: dict[tuple[int, int], bytes] = {}
+
+    async def load(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return {key: stored[key] for key in keys if key in stored}
+
+    tree = TiledTree(load, cache=4)
+    size = 0
+    while size < len(LEAVES):
+        batch = LEAVES[size : size + rng.randint(1, 3000)]
+        stored.update(tree.extend(batch))
+        size += len(batch)
+        assert tree.root() == TREE.root(size)
+        again = TiledTree(load, tree.size, [bytes(row) for row in tree.edge], cache=2)
+        at = rng.randint(1, size)
+        seq, first = rng.randrange(at), rng.randint(1, at)
+        assert await again.inclusion_proof(seq, at) == TREE.inclusion_proof(seq, at)
+        assert await again.consistency_proof(first, at) == TREE.consistency_proof(first, at)
+        assert await again.root_at(at) == TREE.root(at)
+        assert await again.leaf(seq) == TREE.leaf(seq)
+        for tile in tiles_of(at):
+            assert await again.tile(tile, at) == tile_hashes(TREE, tile, at), tile
+    with pytest.raises(BadEdge):
+        TiledTree(load, 300, [bytes(32 * 43)])
+    key = (0, 17)
+    stored[key] = stored[key][:-1] + bytes([stored[key][-1] ^ 1])
+    with pytest.raises(TamperedTile):
+        await TiledTree(load, tree.size, [bytes(row) for row in tree.edge]).leaf(17 * 256)
