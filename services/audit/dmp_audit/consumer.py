@@ -17,6 +17,7 @@ from functools import partial
 
 import nats.errors
 import structlog
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
@@ -57,28 +58,41 @@ async def run_log_consumer(bus: EventBus, audit: AuditLog, stop: asyncio.Event) 
 async def _pump(
     sub: JetStreamContext.PullSubscription, audit: AuditLog, batch: int, stop: asyncio.Event
 ) -> None:
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch, timeout=1.0)
-        except (TimeoutError, NatsTimeoutError):
-            msgs = []
-        if not msgs:  # nothing new (a fetch may also end empty): sign what is due
-            await audit.tick()
-            continue
-        records = []
-        for msg in msgs:
-            try:
-                event = envelope_pb2.Envelope.FromString(msg.data)
-            except Exception:
-                event = None
-            if event is not None and not authentic(msg.subject, event):
-                # Not its subject's producer's (forged or misrouted): left out of the log as an
-                # undecodable record is.
-                log.error("event_not_from_its_producer", subject=msg.subject, event_id=event.id)
-                event = None
-            records.append(Record(msg.metadata.sequence.stream, event))
-        await audit.append(records)
-        await msgs[-1].ack()
+    # The next batch is fetched while this one is stored: the stream's round trips overlap
+    # the database's (max_ack_pending leaves room for two batches in flight).
+    pending = asyncio.create_task(_fetch(sub, batch))
+    try:
+        while not stop.is_set():
+            msgs = await pending
+            pending = asyncio.create_task(_fetch(sub, batch))
+            if not msgs:  # nothing new (a fetch may also end empty): sign what is due
+                await audit.tick()
+                continue
+            records = []
+            for msg in msgs:
+                try:
+                    event = envelope_pb2.Envelope.FromString(msg.data)
+                except Exception:
+                    event = None
+                if event is not None and not authentic(msg.subject, event):
+                    # Not its subject's producer's (forged or misrouted): left out of the log
+                    # as an undecodable record is.
+                    log.error("event_not_from_its_producer", subject=msg.subject, event_id=event.id)
+                    event = None
+                records.append(Record(msg.metadata.sequence.stream, event))
+            await audit.append(records)
+            await msgs[-1].ack()
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pending
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+    try:
+        return await sub.fetch(batch, timeout=1.0)
+    except (TimeoutError, NatsTimeoutError):
+        return []
 
 
 async def bind(

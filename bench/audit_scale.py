@@ -1,0 +1,174 @@
+"""The audit log at scale: a log of millions of entries stored as tiles.
+
+`audit_scale` fills a log through the append path itself (chunks, event-id index, tiles,
+trails, edge), then starts the audit service process on it and measures what an operator
+lives with: the time from the process's start to answering a checkpoint of the whole log (no
+replay), its resident memory once it has served thousands of proofs and tiles, the inclusion
+proof latency over gRPC (p99), and the storage per entry, collection by collection, against
+Tessera's ~32 bytes of hashes per entry. Floor: `ListPublicKeys` on the same server.
+
+    uv run --frozen python -m bench.run audit_scale --iterations 10000000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import re
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pymongo import AsyncMongoClient
+
+from bench.audit import CLOCK, _records, _settings
+from bench.run import record, summary
+from dmp.audit.v1 import audit_pb2 as pb
+from dmp.audit.v1 import audit_pb2_grpc
+from dmp_audit.__main__ import signer
+from dmp_audit.log import AuditLog, Record
+from dmp_audit.store import AuditStore
+from dmp_audit.tiles import TILE_WIDTH, Tile, edge_widths
+from dmp_stack.infra import free_port, spawn, start_mongo, start_nats
+from dmp_stack.stack import stop_pid, stop_started
+from dmp_stack.testing import make_ins
+
+DOSSIERS_PER_MILLION = 20_000
+BATCH = 2000
+LOADED = re.compile(r"audit_log_loaded.*?seconds=([0-9.]+)")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def _fill(audit: AuditLog, n: int) -> float:
+    rng = random.Random(2)
+    dossiers = [make_ins(rng) for _ in range(max(1000, n * DOSSIERS_PER_MILLION // 1_000_000))]
+    started = time.perf_counter()
+    seq = 0
+    while seq < n:
+        events = _records(min(BATCH, n - seq), dossiers, rng)
+        await audit.append([Record(seq + i + 1, e) for i, e in enumerate(events)])
+        seq += len(events)
+        if seq % 500_000 == 0:
+            rate = seq / (time.perf_counter() - started)
+            print(f"  filled {seq:,} ({rate:,.0f}/s)", file=sys.stderr)
+    await audit.sign()
+    return time.perf_counter() - started
+
+
+async def _storage(store: AuditStore, n: int) -> dict[str, float]:
+    """Bytes per entry of each collection, as the server reports them."""
+    out: dict[str, float] = {}
+    for name in ("chunks", "tiles", "trail", "events", "edge", "checkpoints"):
+        stats = await store.db.command("collStats", name)
+        out[name] = round(float(stats.get("size", 0)) / n, 2)
+    return out
+
+
+async def _scale(n: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="dmp-bench-audit-scale-"))
+    mongo, nats = start_mongo(root), start_nats(root)
+    audit_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    settings = _settings(audit_key, append_batch=BATCH)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url)
+    service = None
+    try:
+        store = AuditStore(client["audit"])
+        await store.ensure_indexes()
+        audit = AuditLog(store, signer(settings), CLOCK, settings)
+        await audit.load()
+        fill_s = await _fill(audit, n)
+        storage = await _storage(store, n)
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "DMP_ENV": "dev",
+            "DMP_AUDIT_KEY": audit_key,
+            "DMP_MONGO_URL": mongo.url,
+            "DMP_NATS_URL": nats.url,
+            "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
+            "DMP_LOG_LEVEL": "INFO",
+        }
+        started = time.perf_counter()
+        service = spawn([sys.executable, "-m", "dmp_audit"], root / "audit.log", env=env)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        stub = audit_pb2_grpc.AuditServiceStub(channel)
+        while True:
+            try:
+                head = await stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=1)
+                if head.checkpoint.size == n:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            assert time.perf_counter() - started < 300, "the audit service did not load the log"
+            await asyncio.sleep(0.02)
+        to_serving = time.perf_counter() - started
+        found = LOADED.search((root / "audit.log").read_text())
+        load_s = float(found[1]) if found else -1.0
+        rss_loaded = _rss_mb(service.pid)
+
+        rng = random.Random(3)
+        target, floor = [], []
+        for i in range(2200):
+            seq = rng.randrange(n)
+            t0 = time.perf_counter()
+            await stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq), timeout=5)
+            t1 = time.perf_counter()
+            await stub.ListPublicKeys(pb.ListPublicKeysRequest(), timeout=5)
+            t2 = time.perf_counter()
+            if i >= 200:  # warm-up
+                target.append(t1 - t0)
+                floor.append(t2 - t1)
+        widths = edge_widths(n)
+        for _ in range(500):  # random full tiles of every level, as a verifier fetches them
+            level = rng.randrange(len(widths))
+            full = n >> (8 * (level + 1))
+            if full:
+                path = Tile(level, rng.randrange(full)).path()
+                tile = await stub.GetTile(pb.GetTileRequest(path=path), timeout=5)
+                assert len(tile.hashes) == 32 * TILE_WIDTH
+        rss_served = _rss_mb(service.pid)
+        await channel.close()
+        hashes = storage["tiles"] + storage["edge"]
+        return record(
+            "audit_scale",
+            f"A log of {n:,} entries over {n * DOSSIERS_PER_MILLION // 1_000_000:,} dossiers "
+            "stored as tiles on the default database: the audit process started on it, time to "
+            "answering the whole log's checkpoint, its RSS after 2,000 inclusion proofs and 500 "
+            "tiles, and the proof's latency over gRPC. Floor: ListPublicKeys, interleaved.",
+            summary(target),
+            summary(floor),
+            {
+                "entries": n,
+                "restart_to_serving_s": round(to_serving, 2),
+                "load_s": load_s,
+                "rss_mb_loaded": round(rss_loaded, 1),
+                "rss_mb_served": round(rss_served, 1),
+                "fill_entries_per_s": round(n / fill_s),
+                "bytes_per_entry": storage,
+                "hash_bytes_per_entry": round(hashes, 2),
+                "targets": {"rss_mb": 150, "restart_s": 2, "proof_p99_ms": 5},
+            },
+        )
+    finally:
+        if service is not None:
+            stop_pid(service.pid)
+        await client.close()
+        for dep in (mongo, nats):
+            stop_started(dep)
+
+
+def audit_scale(n: int) -> dict[str, Any]:
+    return asyncio.run(_scale(n))
