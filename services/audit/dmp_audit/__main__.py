@@ -9,15 +9,17 @@ from dmp.identity.v1 import identity_pb2_grpc
 from dmp_audit.api import PUBLIC_METHODS, AuditServicer
 from dmp_audit.config import AuditSettings
 from dmp_audit.consumer import (
+    SEQUENCER,
     run_attending_mirror,
     run_dossier_mirror,
-    run_log_consumer,
     run_representation_mirror,
+    run_sequencer,
 )
 from dmp_audit.entry import TreeHeadSigner
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
 from dmp_kit.crypto import derive_key
+from dmp_kit.lease import Lease
 from dmp_kit.runtime import ServiceRuntime, run_service
 
 SIGNING_PURPOSE = "dmp/audit/tree-head-signing/v1"
@@ -41,8 +43,11 @@ async def serve() -> None:
         settings.grpc_deadline_seconds,
     )
 
+    lease = Lease(store.lease, SEQUENCER, settings.sequencer_lease_seconds)
+    audit.may_append = lambda: lease.held
+
     async def append(stop: asyncio.Event) -> None:
-        await run_log_consumer(runtime.bus, audit, stop)
+        await run_sequencer(runtime.bus, audit, lease, stop)
 
     async def attending(stop: asyncio.Event) -> None:
         await run_attending_mirror(runtime.bus, store, stop)
@@ -61,7 +66,7 @@ async def serve() -> None:
         public_methods=PUBLIC_METHODS,
         stores=[store],
         background=[append, attending, dossiers, representations],
-        on_ready=audit.load,
+        on_ready=audit.follow,
     )
 
 

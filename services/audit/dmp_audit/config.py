@@ -23,6 +23,9 @@ class AuditSettings(Settings):
     # Audit's own secret (base64 of 32 bytes): its tree-head signing key derives from it. No
     # other process holds it.
     audit_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+    # The sequencer's lease (collection `lease`): the one replica that appends renews it every
+    # third of this; when it stops renewing, another replica takes over within this time.
+    sequencer_lease_seconds: float = 6.0
     # Entries appended per write (one chunk document each): the larger, the faster the log
     # fills and the faster it is verified.
     append_batch: int = 1000
@@ -42,6 +45,13 @@ class AuditSettings(Settings):
     # The first line of the checkpoint note and its key's name (c2sp.org/tlog-checkpoint): the
     # log's public URL prefix without its scheme. Empty: the issuer's host + /v1/audit/log.
     checkpoint_origin: str = ""
+
+    @field_validator("sequencer_lease_seconds")
+    @classmethod
+    def _lease(cls, value: float) -> float:
+        if not 1.0 <= value <= 300.0:
+            raise ValueError("the sequencer's lease lasts between 1 and 300 seconds")
+        return value
 
     @field_validator("checkpoint_origin")
     @classmethod

@@ -27,13 +27,57 @@ from dmp.events.v1 import envelope_pb2
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
 from dmp_kit.bus import EventBus, authentic, run_consumer
+from dmp_kit.lease import Lease
 
 log = structlog.get_logger("dmp.audit")
 
 STREAM = "AUDIT"
+SEQUENCER = "audit-sequencer"  # the lease's name
 DURABLE = "audit-log"
 RETRY_SECONDS = 1.0
 CARE_CHANGES = frozenset({"attending_physician", "blocked", "authorized", "removed"})
+
+
+async def run_sequencer(bus: EventBus, audit: AuditLog, lease: Lease, stop: asyncio.Event) -> None:
+    """Every replica runs this. The one holding the lease appends (it reloads the log from
+    the database when it takes over); the others follow the log, serving reads from what the
+    sequencer stored, and take over when its lease lapses."""
+    appending: tuple[asyncio.Task[None], asyncio.Event] | None = None
+    try:
+        while not stop.is_set():
+            try:
+                held = await lease.hold()
+            except Exception as exc:  # the database unreachable: not the sequencer meanwhile
+                log.warning("audit_lease_unreachable", error=type(exc).__name__)
+                held = False
+            if held and appending is None:
+                await audit.load()
+                halt = asyncio.Event()
+                appending = (asyncio.create_task(run_log_consumer(bus, audit, halt)), halt)
+                log.info("audit_sequencer_acquired", epoch=lease.epoch)
+            elif not held and appending is not None:
+                log.warning("audit_sequencer_lost")
+                await _halt(appending)
+                appending = None
+            if not held:
+                try:
+                    await audit.follow()
+                except Exception as exc:
+                    log.warning("audit_follow_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), lease.margin)
+    finally:
+        if appending is not None:
+            await _halt(appending)
+            with contextlib.suppress(Exception):
+                await lease.release()
+
+
+async def _halt(appending: tuple[asyncio.Task[None], asyncio.Event]) -> None:
+    task, halt = appending
+    halt.set()
+    with contextlib.suppress(Exception):
+        await task
 
 
 async def run_log_consumer(bus: EventBus, audit: AuditLog, stop: asyncio.Event) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -32,6 +32,10 @@ from dmp_audit.verify import HEADS, scan
 from dmp_kit.clock import Clock
 
 log = structlog.get_logger("dmp.audit")
+
+
+class NotSequencer(RuntimeError):
+    """This replica no longer holds the sequencer's lease: it must not append."""
 
 
 class LogCorrupted(RuntimeError):
@@ -73,6 +77,8 @@ class AuditLog:
         self._chains: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._signed_at = 0.0
         self._stale = False  # a write after the commit point failed: reload before appending
+        # Asked before each chunk: is this replica still the sequencer (its lease held)?
+        self.may_append: Callable[[], bool] = lambda: True
         self.loaded = False
 
     def _tree(self, size: int = 0, edge: Sequence[bytes] = ()) -> TiledTree:
@@ -80,10 +86,34 @@ class AuditLog:
 
     # start -----------------------------------------------------------------------------
 
+    async def follow(self) -> None:
+        """For a replica that does not append (another holds the sequencer's lease): the
+        stored edge and newest head, as the sequencer last wrote them, nothing written. Reads
+        are served from them; called again every so often to follow the log."""
+        edge = await self.store.load_edge()
+        head = await self.store.latest_head()
+        if edge is None or head is None or head.size > edge["size"]:
+            return  # nothing tiled and signed yet, or the head's edge not read yet: wait
+        if edge["size"] == self.size and self.head is not None and head.size == self.head.size:
+            return
+        try:
+            tree = self.tree.advanced(edge["size"], edge["levels"])
+        except BadEdge as exc:
+            raise self._corrupted(str(exc)) from exc
+        before, self.tree, self.head = (self.tree, self.head), tree, head
+        try:
+            await self._check_head()
+        except LogCorrupted:
+            self.tree, self.head = before
+            raise
+        self.stream_last = int(edge["stream_last"])
+        self._chains.clear()  # the sequencer moved them on
+        self.loaded = True
+
     async def load(self) -> None:
         """Read the stored edge and the newest signed head — not the log: what follows the
         edge (a crash between a chunk and its tiles) is hashed again, and a log from before
-        tiles is verified whole and tiled, once."""
+        tiles is verified whole and tiled, once. For the replica that appends."""
         started = time.perf_counter()
         edge = await self.store.load_edge()
         if edge is None and await self.store.last_chunk() is not None:
@@ -169,11 +199,13 @@ class AuditLog:
             fresh = self._after_watermark(records)
             if not fresh:
                 return 0
+            self._check_sequencer()
             stream_last = fresh[-1].stream_seq
             events = await self._first_sightings(fresh)
             batch = await self._entries(events)
             if batch:
                 first = self.size
+                self._check_sequencer()  # again: the lease may have lapsed meanwhile
                 await self.store.write_chunk(first, [b[0] for b in batch], stream_last)
                 try:
                     await self._derive(first, batch, stream_last)
@@ -183,6 +215,10 @@ class AuditLog:
             self.stream_last = stream_last
             await self._maybe_sign()
             return len(batch)
+
+    def _check_sequencer(self) -> None:
+        if not self.may_append():
+            raise NotSequencer("this replica does not hold the sequencer's lease")
 
     def _after_watermark(self, records: Sequence[Record]) -> list[Record]:
         ordered = sorted(records, key=lambda r: r.stream_seq)

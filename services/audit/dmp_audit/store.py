@@ -26,6 +26,7 @@ attending physicians it mirrors from consent's events.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,11 @@ class AuditStore(Store):
     @property
     def trail(self) -> Any:
         return self.db["trail"]
+
+    @property
+    def lease(self) -> Any:
+        """Who appends: the sequencer's lease (dmp_kit.lease)."""
+        return self.db["lease"]
 
     async def ensure_indexes(self) -> None:
         await self.trail.create_index([("ins", ASCENDING), ("n", DESCENDING)])
@@ -177,13 +183,10 @@ class AuditStore(Store):
                     raise ChunkTaken(f"another tree's tile is stored as {doc['_id']}") from exc
 
     async def load_tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
-        ids = [_tile_id(key) for key in keys]
-        found: dict[TileKey, bytes] = {}
-        async for doc in self.tiles.find({"_id": {"$in": ids}}):
-            found[(doc["_id"] >> LEVEL_SHIFT, doc["_id"] & ((1 << LEVEL_SHIFT) - 1))] = bytes(
-                doc["hashes"]
-            )
-        return found
+        # One equality lookup each, side by side: FerretDB serves `_id` equality from the
+        # primary key but answers `$in` by reading the whole collection.
+        docs = await asyncio.gather(*(self.tiles.find_one({"_id": _tile_id(k)}) for k in keys))
+        return {key: bytes(doc["hashes"]) for key, doc in zip(keys, docs, strict=True) if doc}
 
     async def tile_count(self) -> int:
         return int(await self.tiles.estimated_document_count())

@@ -150,6 +150,13 @@ class TiledTree:
         self._cache: OrderedDict[TileKey, bytes] = OrderedDict()
         self._cache_size = cache
 
+    def advanced(self, size: int, edge: Sequence[bytes]) -> TiledTree:
+        """The same tree grown to `size` by another writer (its stored edge), keeping the tiles
+        cached so far: a full tile never changes."""
+        grown = TiledTree(self._load, size, edge, self._cache_size)
+        grown._cache = self._cache
+        return grown
+
     def __len__(self) -> int:
         return self.size
 

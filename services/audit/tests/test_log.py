@@ -22,8 +22,8 @@ from pymongo import AsyncMongoClient
 from dmp_audit import merkle
 from dmp_audit.config import AuditSettings
 from dmp_audit.entry import Entry, TreeHeadSigner, raw_public_key
-from dmp_audit.log import AuditLog, LogCorrupted, Record
-from dmp_audit.store import AuditStore, pack, unpack
+from dmp_audit.log import AuditLog, LogCorrupted, NotSequencer, Record
+from dmp_audit.store import AuditStore, ChunkTaken, pack, unpack
 from dmp_audit.tiles import TamperedTile
 from dmp_audit.verify import scan
 from dmp_kit.auth import Principal
@@ -450,3 +450,42 @@ async def test_worker_processes_check_the_log_as_the_service_does(store: AuditSt
         assert found.problem is not None, kind
         assert str(found.problem) == str((await scan(store, KEYS, parallel=False)).problem)
         await tamperer.restore()
+
+
+async def test_a_replica_that_does_not_append_follows_the_sequencer_and_proves_the_same(
+    store: AuditStore,
+) -> None:
+    leader, follower = new_log(store), new_log(store)
+    await follower.follow()
+    assert not follower.loaded  # nothing signed yet: it answers nothing rather than guess
+    await leader.load()
+    ins = make_ins()
+    await leader.append([record(s, ins) for s in range(1, 701)])
+    await leader.sign()
+    await follower.follow()
+    assert follower.loaded and follower.size == 700 and follower.head == leader.head
+    assert follower.tree.root() == leader.tree.root()
+    for seq, size in ((5, 700), (300, 512), (699, 700)):
+        assert await follower.tree.inclusion_proof(seq, size) == await leader.tree.inclusion_proof(
+            seq, size
+        )
+    assert await follower.trail_length(ins) == 700
+    await leader.append([record(701, ins)])
+    await leader.sign()
+    await follower.follow()
+    assert follower.size == 701 and await follower.trail_length(ins) == 701
+    # a replica whose lease is not held does not append, and leaves nothing behind
+    follower.may_append = lambda: False
+    with pytest.raises(NotSequencer):
+        await follower.append([record(702, ins)])
+    assert await store.chunks.count_documents({}) == 2
+    assert await store.events.count_documents({}) == 701
+    # two replicas believing they append: the second's chunk collides, nothing forks
+    await follower.load()
+    follower.may_append = lambda: True
+    await leader.append([record(702, ins)])
+    with pytest.raises(ChunkTaken):
+        await follower.append([record(703, make_ins())])
+    await follower.load()
+    assert follower.size == 702 and follower.tree.root() == leader.tree.root()
+    assert (await scan(store, KEYS)).problem is None
