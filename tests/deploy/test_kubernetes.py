@@ -139,7 +139,7 @@ def test_every_deployment_scales_or_says_why_it_cannot(manifests: Manifests) -> 
             # The autoscaler alone sets the count: a Deployment's own would undo it at each
             # apply.
             assert "replicas" not in deployment["spec"], name
-    assert {n for n in PROCESSES if n not in autoscalers} == {"audit", "ingest"}
+    assert {n for n in PROCESSES if n not in autoscalers} == {"ingest"}
 
 
 def test_everything_is_denied_unless_declared(manifests: Manifests) -> None:

@@ -17,10 +17,13 @@ import asyncio
 import json
 import os
 import random
+import signal
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,9 @@ import nats
 import pytest
 
 from dmp_kit.bus import STREAMS
-from dmp_stack.infra import nats_binary, spawn, wait_port
+from dmp_stack.infra import free_port, nats_binary, spawn, wait_port
 from dmp_stack.stack import stop_pid
-from dmp_stack.testing import RunningStack, own_infra, running_stack
+from dmp_stack.testing import RunningStack, own_infra, running_stack, until
 from dmp_stack.workload import Workload, check, run_for
 
 CYCLES = int(os.environ.get("DMP_RELIABILITY_CYCLES", "1"))
@@ -44,6 +47,7 @@ FAULTS = (
     "restart NATS",
     "pause the database",
     "duplicate and reorder events",
+    SEQUENCER_FAILOVER := "kill -9 the audit sequencer: a standby replica takes over",
 )
 
 
@@ -112,8 +116,47 @@ def duplicate_and_reorder(stack: RunningStack, per_stream: int = 40) -> None:
     asyncio.run(go())
 
 
-def inject(stack: RunningStack, fault: str) -> None:
-    if fault.startswith("kill -9 "):
+@contextmanager
+def audit_standby(stack: RunningStack) -> Iterator[Path]:
+    """A second audit replica on the same database and bus; it follows the log, serving
+    reads, while the first holds the sequencer's lease. Yields its log file."""
+    log = stack.stack.state_dir / "logs" / "audit-standby.log"
+    log.unlink(missing_ok=True)
+    process = spawn(
+        [sys.executable, "-m", "dmp_audit"],
+        log,
+        env={
+            **os.environ,
+            **stack.state.env,
+            **stack.stack.credentials.env_for("audit"),
+            "DMP_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
+        },
+    )
+    try:
+        assert until(lambda: '"ready"' in log.read_text(errors="replace"), timeout=60), log
+        yield log
+    finally:
+        stop_pid(process.pid)
+
+
+def fail_over(stack: RunningStack, standby: Path) -> None:
+    """The sequencer dies mid-append (SIGKILL: its lease is never released); the standby must
+    take over once the lease lapses, then the dead one comes back, as a standby in its turn."""
+    acquired = '"audit_sequencer_acquired"'
+    assert acquired not in standby.read_text(errors="replace"), "the standby was the sequencer"
+    state = stack.stack.state()
+    assert state is not None
+    pid = state.processes["audit"]
+    os.killpg(pid, signal.SIGKILL)
+    assert until(lambda: acquired in standby.read_text(errors="replace"), timeout=60), standby
+    stack.stack.restart("audit", kill=False)
+
+
+def inject(stack: RunningStack, fault: str, standby: Path | None = None) -> None:
+    if fault == SEQUENCER_FAILOVER:
+        assert standby is not None
+        fail_over(stack, standby)
+    elif fault.startswith("kill -9 "):
         stack.stack.restart(fault.removeprefix("kill -9 "), kill=True)
     elif fault == "restart NATS":
         restart_nats(stack)
@@ -129,9 +172,10 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
     failures_before = Counter(rig.workload.tally.failures)
     lost = duplicated = 0
     for cycle in range(CYCLES):
-        run_for(rig.workload, LOAD_SECONDS, during=lambda: inject(rig.stack, fault))
-        # On FerretDB the consumers take their time over a burst of copies: give them room.
-        findings = check(rig.workload, timeout=240)
+        with audit_standby(rig.stack) if fault == SEQUENCER_FAILOVER else nullcontext() as standby:
+            run_for(rig.workload, LOAD_SECONDS, during=lambda: inject(rig.stack, fault, standby))
+            # On FerretDB the consumers take their time over a burst of copies: give them room.
+            findings = check(rig.workload, timeout=240)
         lost += len(findings.lost)
         duplicated += len(findings.duplicated)
         assert findings.ok(), (fault, cycle, findings)
