@@ -51,7 +51,7 @@ class Record:
     event: envelope_pb2.Envelope | None
 
 
-WRITERS = 4  # concurrent inserts of a batch's trail
+WRITERS = 4  # concurrent inserts of a batch's event ids, and of its trail
 
 
 class AuditLog:
@@ -249,7 +249,13 @@ class AuditLog:
                 continue
             seen.add(event.id)
             candidates.append((record, event))
-        taken = await self.store.claim_events([(e.id, r.stream_seq) for r, e in candidates])
+        claims = [(e.id, r.stream_seq) for r, e in candidates]
+        step = max(1, -(-len(claims) // WRITERS))
+        taken: dict[str, int] = {}
+        for part in await asyncio.gather(
+            *(self.store.claim_events(claims[i : i + step]) for i in range(0, len(claims), step))
+        ):
+            taken.update(part)
         fresh = []
         for record, event in candidates:
             claimed_by = taken.get(event.id)
