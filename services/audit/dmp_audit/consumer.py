@@ -51,7 +51,11 @@ async def run_sequencer(bus: EventBus, audit: AuditLog, lease: Lease, stop: asyn
                 log.warning("audit_lease_unreachable", error=type(exc).__name__)
                 held = False
             if held and appending is None:
-                await audit.load()
+                try:
+                    await audit.load()
+                except Exception:
+                    await lease.release()  # another replica may fare better; this one says why
+                    raise
                 halt = asyncio.Event()
                 appending = (asyncio.create_task(run_log_consumer(bus, audit, halt)), halt)
                 log.info("audit_sequencer_acquired", epoch=lease.epoch)

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dmp_audit.entry import TreeHead, signature_valid
 from dmp_audit.merkle import HASH_SIZE, empty_root, node_hash
 from dmp_audit.store import AuditStore, unpack_text
+from dmp_audit.tiles import BadEdge, TiledTree
 
 Progress = Callable[[int], None]
 # The fixed head of a version-1 entry (entry.py). Canonical JSON escapes every quote inside a
@@ -332,6 +333,20 @@ async def _scan_chunks(
             f"{state.size}: its tail was cut",
         )
         return
+    edge = await store.load_edge()
+    if edge is not None:
+        # The stored tree the service serves from: its edge must give the entries' root.
+        try:
+            stored = TiledTree(store.load_tiles, edge["size"], edge["levels"])
+        except BadEdge as exc:
+            _fail(state, str(exc))
+            return
+        if stored.size > state.size:
+            _fail(state, f"the stored tree covers {stored.size} entries, the log {state.size}")
+            return
+        if stored.size == state.size and stored.root() != _root(frontier):
+            _fail(state, "the stored tree's edge does not match the entries")
+            return
     state.chains = {ins.decode(): (n, leaf.decode()) for ins, (n, leaf) in chains.items()}
 
 

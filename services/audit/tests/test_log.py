@@ -219,6 +219,13 @@ async def test_tiles_changed_in_the_database_are_caught_and_a_wrong_edge_refused
     await store.edge.update_one({"_id": 0}, {"$set": {"levels": levels}})
     with pytest.raises(LogCorrupted, match="edge"):
         await new_log(store).load()
+    assert "edge" in str((await scan(store, KEYS)).problem)
+    levels = list(edge["levels"])
+    levels[0] = bytes(32) + bytes(levels[0])[32:]  # the right width, a wrong hash
+    await store.edge.update_one({"_id": 0}, {"$set": {"levels": levels}})
+    assert "does not match the entries" in str((await scan(store, KEYS)).problem)
+    with pytest.raises(LogCorrupted, match="does not match"):
+        await new_log(store).load()
 
 
 # --- 1,000 random tamperings, each applied directly in the database --------------------
