@@ -116,7 +116,7 @@ class AuditLog:
         tiles is verified whole and tiled, once. For the replica that appends."""
         started = time.perf_counter()
         edge = await self.store.load_edge()
-        if edge is None and await self.store.last_chunk() is not None:
+        if edge is None and await self.store.any_chunk():
             log.info("audit_log_tiling")
             state = await scan(self.store, {self.signer.key_id: self.signer.public_key})
             if state.problem is not None:

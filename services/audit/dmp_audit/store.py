@@ -16,7 +16,8 @@ attending physicians it mirrors from consent's events.
 - `trail`: one document per entry about a dossier, `_id` = seq: `ins`, `n` (its place in the
   dossier's chain), `leaf` (its leaf hash) and `chunk` (the chunk that holds it) — a dossier's
   access log is read newest first from here, and its chain's head is its largest `n`.
-- `checkpoints`: the signed tree heads, `_id` = tree size.
+- `checkpoints`: the signed tree heads, `_id` = tree size; `latest_head` holds a copy of the
+  newest (one document), where a start and a following replica read it.
 - `attending`: per dossier, who may read its whole trace besides the patient: the attending
   physician's RPPS as consent last announced it (and whom the patient blocked), and the legal
   representatives with the dossier's status, from the dossier's lifecycle events. A purge
@@ -27,6 +28,7 @@ attending physicians it mirrors from consent's events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +46,7 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 LEVEL_SHIFT = 48  # a tile's _id: level << 48 | index (2^48 tiles of 256 hashes per level)
 EDGE_ID = 0
+LATEST_ID = 0
 
 
 def pack(entries: Sequence[bytes]) -> bytes:
@@ -94,6 +97,10 @@ class AuditStore(Store):
     @property
     def trail(self) -> Any:
         return self.db["trail"]
+
+    @property
+    def latest(self) -> Any:
+        return self.db["latest_head"]
 
     @property
     def lease(self) -> Any:
@@ -153,16 +160,22 @@ class AuditStore(Store):
         async for doc in self.chunks.find({}, sort=[("_id", 1)], batch_size=8):
             yield doc
 
+    async def any_chunk(self) -> bool:
+        return await self.chunks.find_one({}, projection={"_id": 1}) is not None
+
     async def last_chunk(self) -> Document | None:
-        """The newest chunk's header (no data): where the log ends."""
+        """The newest chunk's header (no data): where the log ends. Reads every chunk's id on
+        FerretDB (no sort pushdown): for checks and tests, not for the service's path."""
         return await self.chunks.find_one(
             {}, sort=[("_id", -1)], projection={"count": 1, "stream_last": 1}
         )
 
     async def chunks_from(self, first: int) -> AsyncIterator[Document]:
-        """The chunks from the one starting at `first` on, in log order."""
-        async for doc in self.chunks.find({"_id": {"$gte": first}}, sort=[("_id", 1)]):
+        """The chunks from the one starting at `first` on, in log order: each looked up by its
+        `_id` (the only lookup FerretDB serves from an index), until one is missing."""
+        while (doc := await self.chunks.find_one({"_id": first})) is not None:
             yield doc
+            first += int(doc["count"])
 
     # the tree as tiles, and each dossier's trail -----------------------------------------
 
@@ -247,10 +260,26 @@ class AuditStore(Store):
             await self.checkpoints.insert_one(doc)
         except DuplicateKeyError:
             return  # this size is signed already; the first head stays
+        await self._point_to(doc)
+
+    async def _point_to(self, head: Document) -> None:
+        """The newest head, copied where one point read finds it (sorting every stored head
+        is not one, on FerretDB); it only moves forward."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.latest.update_one(
+                {"_id": LATEST_ID, "size": {"$lt": head["size"]}},
+                {"$set": {k: v for k, v in head.items() if k != "_id"}},
+                upsert=True,
+            )
 
     async def latest_head(self) -> TreeHead | None:
-        doc = await self.checkpoints.find_one({}, sort=[("_id", -1)])
-        return None if doc is None else head_of(doc)
+        doc = await self.latest.find_one({"_id": LATEST_ID})
+        if doc is None:  # a log from before the pointer: found once the slow way
+            doc = await self.checkpoints.find_one({}, sort=[("_id", -1)])
+            if doc is None:
+                return None
+            await self._point_to(doc)
+        return head_of(doc)
 
     async def heads(self) -> list[tuple[Any, TreeHead]]:
         """Every stored head with the `_id` it is stored under, smallest first."""
