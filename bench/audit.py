@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo import AsyncMongoClient
 
 from bench.run import record, summary
@@ -245,45 +244,12 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
             },
         )
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "DMP_ENV": "dev",
-            "DMP_AUDIT_KEY": audit_key,
-            "DMP_MONGO_URL": mongo.url,
-            "DMP_NATS_URL": nats.url,
-            "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
-            "DMP_LOG_LEVEL": "WARNING",
-        }
-        service = spawn([sys.executable, "-m", "dmp_audit"], root / "audit.log", env=env)
+        service, port = spawn_audit(root, mongo.url, nats.url, audit_key)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                r = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                head = await audit_pb2_grpc.AuditServiceStub(channel).GetCheckpoint(
-                    pb.GetCheckpointRequest(), timeout=1
-                )
-                if r.status == health_pb2.HealthCheckResponse.SERVING and head.checkpoint.size:
-                    break
-            except grpc.aio.AioRpcError:
-                pass
-            assert time.monotonic() < deadline, "the audit service did not load the log"
-            await asyncio.sleep(0.5)
         stub = audit_pb2_grpc.AuditServiceStub(channel)
+        await until_serving(stub, n, time.perf_counter())
         rng = random.Random(3)
-        target, floor = [], []
-        for i in range(proofs + 200):
-            seq = rng.randrange(n)
-            t0 = time.perf_counter()
-            await stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq), timeout=5)
-            t1 = time.perf_counter()
-            await stub.ListPublicKeys(pb.ListPublicKeysRequest(), timeout=5)
-            t2 = time.perf_counter()
-            if i >= 200:  # warm-up
-                target.append(t1 - t0)
-                floor.append(t2 - t1)
+        target, floor = await timed_proofs(stub, n, proofs, rng)
         await channel.close()
         computed = []
         for _ in range(proofs):
@@ -312,6 +278,56 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
         await client.close()
         for dep in (mongo, nats):
             stop_started(dep)
+
+
+def spawn_audit(
+    root: Path, mongo_url: str, nats_url: str, audit_key: str, level: str = "WARNING"
+) -> tuple[Any, int]:
+    """The audit service process on that log; returns it and its gRPC port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DMP_ENV": "dev",
+        "DMP_AUDIT_KEY": audit_key,
+        "DMP_MONGO_URL": mongo_url,
+        "DMP_NATS_URL": nats_url,
+        "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
+        "DMP_LOG_LEVEL": level,
+    }
+    return spawn([sys.executable, "-m", "dmp_audit"], root / "audit.log", env=env), port
+
+
+async def until_serving(stub: audit_pb2_grpc.AuditServiceStub, n: int, started: float) -> float:
+    """Seconds from `started` (perf_counter) until the service answers the checkpoint of the
+    whole log of `n` entries."""
+    while True:
+        try:
+            head = await stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=1)
+            if head.checkpoint.size == n:
+                return time.perf_counter() - started
+        except grpc.aio.AioRpcError:
+            pass
+        assert time.perf_counter() - started < 300, "the audit service did not load the log"
+        await asyncio.sleep(0.02)
+
+
+async def timed_proofs(
+    stub: audit_pb2_grpc.AuditServiceStub, n: int, count: int, rng: random.Random
+) -> tuple[list[float], list[float]]:
+    """Inclusion proofs of random entries (after 200 of warm-up), each followed by the floor
+    call, ListPublicKeys: their durations in seconds."""
+    target, floor = [], []
+    for i in range(count + 200):
+        seq = rng.randrange(n)
+        t0 = time.perf_counter()
+        await stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq), timeout=5)
+        t1 = time.perf_counter()
+        await stub.ListPublicKeys(pb.ListPublicKeysRequest(), timeout=5)
+        t2 = time.perf_counter()
+        if i >= 200:
+            target.append(t1 - t0)
+            floor.append(t2 - t1)
+    return target, floor
 
 
 def audit_verify(n: int) -> dict[str, Any]:

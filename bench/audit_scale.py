@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import random
 import secrets
 import sys
@@ -28,7 +27,7 @@ import bson
 import grpc
 from pymongo import AsyncMongoClient
 
-from bench.audit import CLOCK, _records, _settings
+from bench.audit import CLOCK, _records, _settings, spawn_audit, timed_proofs, until_serving
 from bench.run import record, summary
 from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
@@ -36,7 +35,7 @@ from dmp_audit.__main__ import signer
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
 from dmp_audit.tiles import TILE_WIDTH, Tile, edge_widths
-from dmp_stack.infra import free_port, spawn, start_mongo, start_nats
+from dmp_stack.infra import start_mongo, start_nats
 from dmp_stack.stack import stop_pid, stop_started
 from dmp_stack.testing import make_ins
 
@@ -106,45 +105,15 @@ async def _scale(n: int) -> dict[str, Any]:
         fill_s = await _fill(audit, n)
         storage = await _storage(store, n)
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "DMP_ENV": "dev",
-            "DMP_AUDIT_KEY": audit_key,
-            "DMP_MONGO_URL": mongo.url,
-            "DMP_NATS_URL": nats.url,
-            "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
-            "DMP_LOG_LEVEL": "INFO",
-        }
         started = time.perf_counter()
-        service = spawn([sys.executable, "-m", "dmp_audit"], root / "audit.log", env=env)
+        service, port = spawn_audit(root, mongo.url, nats.url, audit_key, level="INFO")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stub = audit_pb2_grpc.AuditServiceStub(channel)
-        while True:
-            try:
-                head = await stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=1)
-                if head.checkpoint.size == n:
-                    break
-            except grpc.aio.AioRpcError:
-                pass
-            assert time.perf_counter() - started < 300, "the audit service did not load the log"
-            await asyncio.sleep(0.02)
-        to_serving = time.perf_counter() - started
+        to_serving = await until_serving(stub, n, started)
         load_s = _load_seconds(root / "audit.log")
         rss_loaded = _rss_mb(service.pid)
-
         rng = random.Random(3)
-        target, floor = [], []
-        for i in range(2200):
-            seq = rng.randrange(n)
-            t0 = time.perf_counter()
-            await stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq), timeout=5)
-            t1 = time.perf_counter()
-            await stub.ListPublicKeys(pb.ListPublicKeysRequest(), timeout=5)
-            t2 = time.perf_counter()
-            if i >= 200:  # warm-up
-                target.append(t1 - t0)
-                floor.append(t2 - t1)
+        target, floor = await timed_proofs(stub, n, 2000, rng)
         widths = edge_widths(n)
         for _ in range(500):  # random full tiles of every level, as a verifier fetches them
             level = rng.randrange(len(widths))

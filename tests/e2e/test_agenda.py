@@ -6,11 +6,7 @@ each announced once on the moved clock with the act's name alone, by two replica
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,8 +16,6 @@ import icalendar
 
 from dmp_kit.errors import PROBLEM_BASE
 from dmp_kit.identifiers import ins_control_key
-from dmp_stack.infra import free_port, spawn
-from dmp_stack.stack import stop_pid
 from dmp_stack.testing import CareTeam, RunningStack, make_ins, make_rpps, until
 
 DAY = 86_400
@@ -270,28 +264,6 @@ TODAY = {
 LATER = {**TODAY, "newborn": {"hexavalent-1", "pneumocoque-1", "examen-3-mois"}}
 
 
-@contextmanager
-def second_replica(stack: RunningStack) -> Iterator[None]:
-    """Another agenda process on the same database and bus: two schedules race to announce
-    the same reminders."""
-    log = stack.stack.state_dir / "logs" / "agenda-replica.log"
-    process = spawn(
-        [sys.executable, "-m", "dmp_agenda"],
-        log,
-        env={
-            **os.environ,
-            **stack.state.env,
-            **stack.stack.credentials.env_for("agenda"),
-            "DMP_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
-        },
-    )
-    try:
-        assert until(lambda: '"ready"' in log.read_text(errors="replace"), timeout=60)
-        yield
-    finally:
-        stop_pid(process.pid)
-
-
 class Family:
     def __init__(self, stack: RunningStack) -> None:
         self.stack = stack
@@ -350,7 +322,7 @@ def test_reminders_for_four_ages_each_announced_once_on_the_moved_clock(
     clock: RunningStack,
 ) -> None:
     stack = clock
-    with second_replica(stack):
+    with stack.another_replica("agenda"):
         reminders_for_four_ages(stack)
 
 

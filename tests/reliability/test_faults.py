@@ -18,12 +18,11 @@ import json
 import os
 import random
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import nats
 import pytest
 
 from dmp_kit.bus import STREAMS
-from dmp_stack.infra import free_port, nats_binary, spawn, wait_port
+from dmp_stack.infra import nats_binary, spawn, wait_port
 from dmp_stack.stack import stop_pid
 from dmp_stack.testing import RunningStack, own_infra, running_stack, until
 from dmp_stack.workload import Workload, check, run_for
@@ -116,29 +115,6 @@ def duplicate_and_reorder(stack: RunningStack, per_stream: int = 40) -> None:
     asyncio.run(go())
 
 
-@contextmanager
-def audit_standby(stack: RunningStack) -> Iterator[Path]:
-    """A second audit replica on the same database and bus; it follows the log, serving
-    reads, while the first holds the sequencer's lease. Yields its log file."""
-    log = stack.stack.state_dir / "logs" / "audit-standby.log"
-    log.unlink(missing_ok=True)
-    process = spawn(
-        [sys.executable, "-m", "dmp_audit"],
-        log,
-        env={
-            **os.environ,
-            **stack.state.env,
-            **stack.stack.credentials.env_for("audit"),
-            "DMP_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
-        },
-    )
-    try:
-        assert until(lambda: '"ready"' in log.read_text(errors="replace"), timeout=60), log
-        yield log
-    finally:
-        stop_pid(process.pid)
-
-
 def fail_over(stack: RunningStack, standby: Path) -> None:
     """The sequencer dies mid-append (SIGKILL: its lease is never released); the standby must
     take over once the lease lapses, then the dead one comes back, as a standby in its turn."""
@@ -172,8 +148,11 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
     failures_before = Counter(rig.workload.tally.failures)
     lost = duplicated = 0
     for cycle in range(CYCLES):
-        with audit_standby(rig.stack) if fault == SEQUENCER_FAILOVER else nullcontext() as standby:
-            run_for(rig.workload, LOAD_SECONDS, during=lambda: inject(rig.stack, fault, standby))
+        standby = rig.stack.another_replica("audit") if fault == SEQUENCER_FAILOVER else None
+        with standby or nullcontext() as standby_log:
+            run_for(
+                rig.workload, LOAD_SECONDS, during=lambda: inject(rig.stack, fault, standby_log)
+            )
             # On FerretDB the consumers take their time over a burst of copies: give them room.
             findings = check(rig.workload, timeout=240)
         lost += len(findings.lost)

@@ -265,6 +265,30 @@ class RunningStack:
         finally:
             stop_pid(process.pid)
 
+    @contextmanager
+    def another_replica(self, service: str) -> Iterator[Path]:
+        """Another process of a gRPC service on this stack's database and bus, on a port of
+        its own, once it says it is ready; yields its log, `<service>-replica.log` (kept and
+        scanned with the others'); stopped after."""
+        log = self.stack.state_dir / "logs" / f"{service}-replica.log"
+        log.unlink(missing_ok=True)
+        process = spawn(
+            [sys.executable, "-m", f"dmp_{service}"],
+            log,
+            env={
+                **os.environ,
+                **self.state.env,
+                **self.stack.credentials.env_for(service),
+                "DMP_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
+            },
+        )
+        try:
+            ready = until(lambda: '"ready"' in log.read_text(errors="replace"), timeout=60)
+            assert ready, f"the second {service} did not start"
+            yield log
+        finally:
+            stop_pid(process.pid)
+
     def login(self, kind: str, login: str, password: str, address: str) -> dict[str, Any]:
         with self.client() as c:
             sent = self.mailbox.codes_sent(address)  # a second login must wait for its own code
