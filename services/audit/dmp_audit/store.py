@@ -235,22 +235,22 @@ class AuditStore(Store):
     # tree heads ----------------------------------------------------------------------
 
     async def save_head(self, head: TreeHead) -> None:
-        doc = {
-            "_id": head.size,
-            "size": head.size,
-            "root_hash": head.root_hash,
-            "timestamp": head.timestamp,
-            "key_id": head.key_id,
-            "signature": head.signature,
-        }
         try:
-            await self.checkpoints.insert_one(doc)
+            await self.checkpoints.insert_one(_head_doc(head))
         except DuplicateKeyError:
             return  # this size is signed already; the first head stays
 
     async def latest_head(self) -> TreeHead | None:
         doc = await self.checkpoints.find_one({}, sort=[("_id", -1)])
         return None if doc is None else head_of(doc)
+
+    async def replace_head(self, head: TreeHead) -> bool:
+        """A head of the same tree (size and root) by another key takes the stored one's place
+        (the key rotated); False if no head of that tree is stored."""
+        done = await self.checkpoints.replace_one(
+            {"_id": head.size, "root_hash": head.root_hash}, _head_doc(head)
+        )
+        return bool(done.matched_count)
 
     async def heads(self) -> list[tuple[Any, TreeHead]]:
         """Every stored head with the `_id` it is stored under, smallest first."""
@@ -340,6 +340,17 @@ class TraceReaders:
 
 def _tile_id(key: TileKey) -> int:
     return key[0] << LEVEL_SHIFT | key[1]
+
+
+def _head_doc(head: TreeHead) -> Document:
+    return {
+        "_id": head.size,
+        "size": head.size,
+        "root_hash": head.root_hash,
+        "timestamp": head.timestamp,
+        "key_id": head.key_id,
+        "signature": head.signature,
+    }
 
 
 def head_of(doc: Document) -> TreeHead:
