@@ -2,7 +2,8 @@
 key): the log signed by key A, the audit service restarted under key B with A retired. The
 log loads, B signs the current tree at once and every head after, `/v1/audit/keys` lists both
 keys with their periods, `dmp audit verify` passes with both and fails when A's period no
-longer covers A's heads, and Go's verifier needs B's verifier key from then on."""
+longer covers A's heads, and Go's verifier and a witness need B's verifier key from then on
+(the witness's state carries over)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from dmp_audit.entry import TreeHeadSigner
 from dmp_kit.crypto import derive_key
 from dmp_stack.credentials import new_key
 from dmp_stack.testing import RunningStack, own_infra, running_stack, until
-from tests.e2e.test_tlog_go import check, tlogcheck  # noqa: F401 (fixture)
+from tests.e2e.test_tlog_go import check, saved, tlogcheck, witness  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,7 @@ def verify(stack: RunningStack, *args: str, env: dict[str, str] | None = None) -
 def test_the_key_rotates_and_the_old_heads_stay_verifiable(
     rotating: RunningStack,
     tlogcheck: Path,  # noqa: F811 (the fixture)
+    tmp_path: Path,
 ) -> None:
     stack = rotating
     key_a = stack.stack.credentials.own_keys["audit"]
@@ -109,6 +111,8 @@ def test_the_key_rotates_and_the_old_heads_stay_verifiable(
     assert "not_after" not in published_a and "not_before" not in published_a
     url = stack.url
     assert check(tlogcheck, url, published_a["verifier_key"]).returncode == 0
+    state = tmp_path / "witness.json"  # a witness that pinned A
+    assert witness(url, published_a["verifier_key"], state).returncode == 0
 
     # the operator's rotation: B signs from now, A is retired with its public half and period
     rotated = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
@@ -154,3 +158,10 @@ def test_the_key_rotates_and_the_old_heads_stay_verifiable(
     # Go's verifier (and a witness) must be given B's verifier key: the note's key hash changed
     assert check(tlogcheck, url, keys[0]["verifier_key"]).returncode == 0
     assert check(tlogcheck, url, published_a["verifier_key"]).returncode != 0
+    # the witness: A's key alone refuses B's checkpoint; given B's, it goes on from its state
+    refused = witness(url, published_a["verifier_key"], state)
+    assert refused.returncode == 1 and "REFUSED" in refused.stderr, refused.stderr
+    assert saved(state).size == before["size"]
+    goes_on = witness(url, keys[0]["verifier_key"], state)
+    assert goes_on.returncode == 0, goes_on.stderr
+    assert saved(state).size == after["size"]
