@@ -135,6 +135,7 @@ class Stack:
         self.extra_env = extra_env or {}
         self._credentials = credentials
         self._env: dict[str, str] = {}
+        self._own_env: dict[str, dict[str, str]] = {}  # by process, given at a restart
 
     @property
     def credentials(self) -> Credentials:
@@ -214,12 +215,16 @@ class Stack:
                 **self._env,
                 **self.spawn_env(name),
                 **self.credentials.env_for(name),
+                **self._own_env.get(name, {}),
             },
         )
         return proc.pid
 
-    def restart(self, name: str, *, kill: bool = True) -> None:
-        """Stops one process (SIGKILL: no goodbye, as in a crash) and starts it again."""
+    def restart(self, name: str, *, kill: bool = True, env: dict[str, str] | None = None) -> None:
+        """Stops one process (SIGKILL: no goodbye, as in a crash) and starts it again; `env`:
+        settings it runs with from now on, over the stack's and its secrets (a new key, say)."""
+        if env:
+            self._own_env[name] = {**self._own_env.get(name, {}), **env}
         state = self.state()
         assert state is not None and self._env, "restart needs a stack started by this object"
         pid = state.processes[name]

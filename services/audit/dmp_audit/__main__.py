@@ -16,6 +16,7 @@ from dmp_audit.consumer import (
     run_sequencer,
 )
 from dmp_audit.entry import TreeHeadSigner
+from dmp_audit.keys import LogKey, keyring
 from dmp_audit.log import AuditLog
 from dmp_audit.store import AuditStore
 from dmp_kit.crypto import derive_key
@@ -31,11 +32,22 @@ def signer(settings: AuditSettings) -> TreeHeadSigner:
     return TreeHeadSigner(derive_key(settings.audit_key_bytes, SIGNING_PURPOSE))
 
 
+def log_keys(settings: AuditSettings, current: TreeHeadSigner) -> dict[str, LogKey]:
+    """The current key and the retired ones, all from configuration (never the database)."""
+    return keyring(
+        current.public_key,
+        settings.audit_key_not_before,
+        settings.audit_retired_keys,
+        settings.origin,
+    )
+
+
 async def serve() -> None:
     settings = AuditSettings()
     runtime = ServiceRuntime("audit", settings)
     store = AuditStore(runtime.db)
-    audit = AuditLog(store, signer(settings), runtime.clock, settings)
+    own = signer(settings)
+    audit = AuditLog(store, own, runtime.clock, settings, keys=log_keys(settings, own))
     servicer = AuditServicer(
         audit,
         store,

@@ -209,16 +209,17 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def ListPublicKeys(
         self, request: pb.ListPublicKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPublicKeysResponse:
-        signer = self.audit.signer
-        key = base64.b64encode(raw_public_key(signer.public_key)).decode()
         return pb.ListPublicKeysResponse(
             keys=[
                 pb.PublicKey(
-                    key_id=signer.key_id,
+                    key_id=key_id,
                     algorithm="Ed25519",
-                    public_key=key,
-                    verifier_key=self.audit.notes.verifier_key,
+                    public_key=base64.b64encode(raw_public_key(key.public_key)).decode(),
+                    verifier_key=key.verifier_key,
+                    not_before=timestamp(key.not_before),
+                    not_after=timestamp(key.not_after),
                 )
+                for key_id, key in self.audit.keys.items()
             ]
         )
 

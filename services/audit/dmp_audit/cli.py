@@ -5,8 +5,10 @@
                      [--public-key KEY_ID:BASE64 ...] [--witness SIZE:ROOT_HEX]
 
 The keys that may sign tree heads come from --keys-from (what the platform publishes at
-/v1/audit/keys) and --public-key, or else from the platform's configuration (DMP_AUDIT_KEY),
-as the service derives its own.
+/v1/audit/keys, with each key's validity period) and --public-key (no period), or else from
+the platform's configuration as the service reads it: DMP_AUDIT_KEY with
+DMP_AUDIT_KEY_NOT_BEFORE, and DMP_AUDIT_RETIRED_KEYS. A head verifies only under the key it
+names, within that key's period.
 A witness is a tree head kept from `/v1/audit/checkpoint` earlier: with one, a tail cut
 together with the heads that covered it is caught too. Exit status: 0 the log verifies,
 1 it does not, 2 the command could not run.
@@ -22,6 +24,7 @@ import os
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -31,6 +34,7 @@ from tqdm import tqdm
 
 from dmp_audit.config import AuditSettings
 from dmp_audit.entry import TreeHead, key_id
+from dmp_audit.keys import LogKey
 from dmp_audit.store import AuditStore
 from dmp_audit.verify import LogState, scan
 from dmp_audit.witness import add_command as add_witness
@@ -50,12 +54,12 @@ def add_commands(areas: Any) -> None:
         action="append",
         default=[],
         metavar="KEY_ID:BASE64",
-        help="a key that may sign tree heads (repeatable)",
+        help="a key that may sign tree heads, at any time (repeatable)",
     )
     verify.add_argument(
         "--keys-from",
         metavar="GATEWAY_URL",
-        help="take the keys the platform publishes (<url>/v1/audit/keys)",
+        help="take the keys the platform publishes, with their periods (<url>/v1/audit/keys)",
     )
     verify.add_argument("--witness", metavar="SIZE:ROOT_HEX", help="a tree head seen earlier")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -63,29 +67,50 @@ def add_commands(areas: Any) -> None:
     add_witness(audit)
 
 
-def keys_from(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
-    specs = list(args.public_key)
-    if args.keys_from:
-        url = args.keys_from.rstrip("/") + "/v1/audit/keys"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - given URL
-                published = json.load(answer)["keys"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"could not read the published keys at {url} ({exc})") from exc
-        specs += [f"{k['key_id']}:{k['public_key']}" for k in published]
-    if not specs:
-        from dmp_audit.__main__ import signer  # the service's own derivation
+def keys_from(args: argparse.Namespace) -> dict[str, LogKey | Ed25519PublicKey]:
+    if not args.public_key and not args.keys_from:
+        from dmp_audit.__main__ import log_keys, signer  # the service's own derivation
 
-        own = signer(AuditSettings())
-        return {own.key_id: own.public_key}
-    keys = {}
-    for spec in specs:
+        settings = AuditSettings()
+        return dict(log_keys(settings, signer(settings)))
+    keys: dict[str, LogKey | Ed25519PublicKey] = {}
+    if args.keys_from:
+        keys.update(published_keys(args.keys_from.rstrip("/") + "/v1/audit/keys"))
+    for spec in args.public_key:
         stated, _, b64 = spec.partition(":")
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
         if key_id(key) != stated:
             raise ValueError(f"the key {stated} is not the one given with it")
         keys[stated] = key
     return keys
+
+
+def published_keys(url: str) -> dict[str, LogKey]:
+    """The keys the platform publishes, each with its period, checked against its key id."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - given URL
+            published = json.load(answer)["keys"]
+        keys = {}
+        for k in published:
+            raw = base64.b64decode(k["public_key"], validate=True)
+            key = Ed25519PublicKey.from_public_bytes(raw)
+            if key_id(key) != k["key_id"]:
+                raise ValueError(f"the key {k['key_id']} is not the one given with it")
+            keys[k["key_id"]] = LogKey(
+                key, k["verifier_key"], _moment(k.get("not_before")), _moment(k.get("not_after"))
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"could not read the published keys at {url} ({exc})") from exc
+    return keys
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text} has no time zone")
+    return moment
 
 
 def witness_from(spec: str | None) -> TreeHead | None:

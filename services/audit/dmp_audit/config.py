@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import AwareDatetime, SecretStr, field_validator
 
+from dmp_audit.keys import RetiredKey
 from dmp_audit.note import check_origin
 from dmp_kit.config import Settings, dev_key
 
@@ -23,6 +24,12 @@ class AuditSettings(Settings):
     # Audit's own secret (base64 of 32 bytes): its tree-head signing key derives from it. No
     # other process holds it.
     audit_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+    # When that key began signing (RFC 3339): heads dated earlier do not verify under it.
+    # Unset: since the log began. Set it when rotating (docs/audit.md).
+    audit_key_not_before: AwareDatetime | None = None
+    # The keys it replaced, public halves only, with the period each signed in (a JSON list
+    # of {"verifier_key" or "public_key", "not_before", "not_after"}): their heads still verify.
+    audit_retired_keys: tuple[RetiredKey, ...] = ()
     # The sequencer's lease (collection `lease`): the one replica that appends renews it every
     # third of this; when it stops renewing, another replica takes over within this time.
     sequencer_lease_seconds: float = 6.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -23,7 +23,8 @@ from bson import Binary
 
 from dmp.events.v1 import envelope_pb2
 from dmp_audit.config import AuditSettings
-from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339, signature_valid
+from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339
+from dmp_audit.keys import LogKey, head_problem
 from dmp_audit.merkle import leaf_hash
 from dmp_audit.note import Checkpoint, NoteSigner
 from dmp_audit.store import AuditStore, unpack
@@ -61,10 +62,16 @@ class AuditLog:
         signer: TreeHeadSigner,
         clock: Clock,
         settings: AuditSettings,
+        keys: Mapping[str, LogKey] | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
         self.notes = NoteSigner(settings.origin, signer.private_key)
+        # every key a stored head may be signed by, the signer's first (keys.py)
+        own = LogKey(signer.public_key, self.notes.verifier_key)
+        self.keys = dict(keys or {signer.key_id: own})
+        if signer.key_id not in self.keys:
+            raise ValueError("the signing key is not among the log's keys")
         self._note: tuple[int, bytes] = (-1, b"")
         self.clock = clock
         self.settings = settings
@@ -94,8 +101,8 @@ class AuditLog:
         head = await self.store.latest_head()
         if edge is None or head is None or head.size > edge["size"]:
             return  # nothing tiled and signed yet, or the head's edge not read yet: wait
-        if edge["size"] == self.size and self.head is not None and head.size == self.head.size:
-            return
+        if edge["size"] == self.size and head == self.head:
+            return  # (the same size with another head: a new key signed it, take that one)
         try:
             tree = self.tree.advanced(edge["size"], edge["levels"])
         except BadEdge as exc:
@@ -115,10 +122,16 @@ class AuditLog:
         edge (a crash between a chunk and its tiles) is hashed again, and a log from before
         tiles is verified whole and tiled, once. For the replica that appends."""
         started = time.perf_counter()
+        now = rfc3339(self.clock.now())
+        if not self.keys[self.signer.key_id].covers(now):
+            raise ValueError(
+                f"the signing key's period ({self.keys[self.signer.key_id].period()}) does not "
+                f"cover now ({now}): the heads it signed would not verify"
+            )
         edge = await self.store.load_edge()
         if edge is None and await self.store.any_chunk():
             log.info("audit_log_tiling")
-            state = await scan(self.store, {self.signer.key_id: self.signer.public_key})
+            state = await scan(self.store, self.keys)
             if state.problem is not None:
                 raise self._corrupted(str(state.problem))
         try:
@@ -140,7 +153,12 @@ class AuditLog:
             replayed=replayed,
             seconds=round(time.perf_counter() - started, 3),
         )
-        await self.sign(force=self.head is None or self.head.size < self.size)
+        # a new key signs the current tree at once: the newest head is always the current key's
+        await self.sign(
+            force=self.head is None
+            or self.head.size < self.size
+            or self.head.key_id != self.signer.key_id
+        )
 
     async def _catch_up(self) -> int:
         """Tile the chunks stored after the edge; returns how many entries that was."""
@@ -164,12 +182,15 @@ class AuditLog:
         return self.size - before
 
     async def _check_head(self) -> None:
-        """The newest signed head must be ours and the stored tree's root at its size."""
+        """The newest signed head must be signed by one of the log's keys within that key's
+        period (keys.py: the current key, or a retired one before a rotation's first start) and
+        be the stored tree's root at its size."""
         head = self.head
         if head is None:
             return
-        if head.key_id != self.signer.key_id or not signature_valid(head, self.signer.public_key):
-            raise self._corrupted(f"the tree head of size {head.size} is not signed by this log")
+        problem = head_problem(head, self.keys)
+        if problem is not None:
+            raise self._corrupted(problem)
         if head.size > self.size:
             raise self._corrupted(
                 f"a signed tree head covers {head.size} entries but the log holds {self.size}"
@@ -349,9 +370,17 @@ class AuditLog:
         if self.head and self.head.size == self.size and not force:
             return self.head
         head = self.signer.sign(self.size, self.tree.root(), self.clock.now())
-        await self.store.save_head(head)
-        if self.head is None or self.head.size < head.size:
+        latest = self.head
+        if latest is not None and latest.size == head.size and latest.key_id != head.key_id:
+            # the key rotated with no entry since: the new key's head of the same tree takes
+            # the old one's place (a size has one stored head; the old one verified at load)
+            if not await self.store.replace_head(head):
+                raise LogCorrupted(f"the tree head of size {head.size} changed while replaced")
             self.head = head
+        else:
+            await self.store.save_head(head)
+            if latest is None or latest.size < head.size:
+                self.head = head
         self._signed_at = time.monotonic()
         return head
 

@@ -248,14 +248,7 @@ class AuditStore(Store):
     # tree heads ----------------------------------------------------------------------
 
     async def save_head(self, head: TreeHead) -> None:
-        doc = {
-            "_id": head.size,
-            "size": head.size,
-            "root_hash": head.root_hash,
-            "timestamp": head.timestamp,
-            "key_id": head.key_id,
-            "signature": head.signature,
-        }
+        doc = _head_doc(head)
         try:
             await self.checkpoints.insert_one(doc)
         except DuplicateKeyError:
@@ -264,10 +257,11 @@ class AuditStore(Store):
 
     async def _point_to(self, head: Document) -> None:
         """The newest head, copied where one point read finds it (sorting every stored head
-        is not one, on FerretDB); it only moves forward."""
+        is not one, on FerretDB); it never moves back (a head of the same size replaces it:
+        the same tree signed by a new key)."""
         with contextlib.suppress(DuplicateKeyError):
             await self.latest.update_one(
-                {"_id": LATEST_ID, "size": {"$lt": head["size"]}},
+                {"_id": LATEST_ID, "size": {"$lte": head["size"]}},
                 {"$set": {k: v for k, v in head.items() if k != "_id"}},
                 upsert=True,
             )
@@ -280,6 +274,17 @@ class AuditStore(Store):
                 return None
             await self._point_to(doc)
         return head_of(doc)
+
+    async def replace_head(self, head: TreeHead) -> bool:
+        """A head of the same tree (size and root) by another key takes the stored one's place
+        (the key rotated); False if no head of that tree is stored."""
+        doc = _head_doc(head)
+        done = await self.checkpoints.replace_one(
+            {"_id": head.size, "root_hash": head.root_hash}, doc
+        )
+        if done.matched_count:
+            await self._point_to(doc)
+        return bool(done.matched_count)
 
     async def heads(self) -> list[tuple[Any, TreeHead]]:
         """Every stored head with the `_id` it is stored under, smallest first."""
@@ -369,6 +374,17 @@ class TraceReaders:
 
 def _tile_id(key: TileKey) -> int:
     return key[0] << LEVEL_SHIFT | key[1]
+
+
+def _head_doc(head: TreeHead) -> Document:
+    return {
+        "_id": head.size,
+        "size": head.size,
+        "root_hash": head.root_hash,
+        "timestamp": head.timestamp,
+        "key_id": head.key_id,
+        "signature": head.signature,
+    }
 
 
 def head_of(doc: Document) -> TreeHead:

@@ -18,7 +18,8 @@ earlier visit it also checks the log only grew since (`GET /v1/audit/consistency
 
 Ed25519 is not in the standard library: pass `check_signature` (a function of the head and the
 keys of `GET /v1/audit/keys`, e.g. with the `cryptography` package) to check the head's
-signature too; the message signed is documented in docs/audit.md.
+signature too, under the key its `key_id` names and within that key's `not_before` and
+`not_after`; the message signed is documented in docs/audit.md.
 """
 
 from __future__ import annotations

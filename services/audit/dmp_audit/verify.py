@@ -3,8 +3,8 @@
 The service runs this at start (it will not append to a log it cannot vouch for) and
 `dmp audit verify` runs it on demand. It reports the first inconsistency it meets:
 
-- a signed tree head stored under another size, signed by an unknown key, or whose signature
-  does not hold;
+- a signed tree head stored under another size, signed by an unknown key or outside that key's
+  validity period (keys.py), or whose signature does not hold;
 - a chunk missing, overlapping, unreadable, or holding an entry that is not canonical;
 - an entry whose `seq` is not its position, or whose dossier chain (`n`, `prev`) does not
   follow from the dossier's previous entry;
@@ -38,7 +38,8 @@ from typing import Any
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from dmp_audit.entry import TreeHead, signature_valid
+from dmp_audit.entry import TreeHead
+from dmp_audit.keys import LogKey, head_problem
 from dmp_audit.merkle import HASH_SIZE, empty_root, node_hash
 from dmp_audit.store import AuditStore, unpack_text
 from dmp_audit.tiles import BadEdge, TiledTree
@@ -205,7 +206,7 @@ def _root(frontier: list[Subtree]) -> bytes:
 
 async def scan(
     store: AuditStore,
-    keys: Mapping[str, Ed25519PublicKey],
+    keys: Mapping[str, LogKey | Ed25519PublicKey],
     *,
     witness: TreeHead | None = None,
     progress: Progress | None = None,
@@ -221,11 +222,9 @@ async def scan(
     for stored_id, head in stored_heads:
         if stored_id != head.size:
             return _fail(state, f"the tree head stored as {stored_id} says size {head.size}")
-        key = keys.get(head.key_id)
-        if key is None:
-            return _fail(state, f"the tree head of size {head.size} names an unknown key")
-        if not signature_valid(head, key):
-            return _fail(state, f"the signature of the tree head of size {head.size} is wrong")
+        problem = head_problem(head, keys)
+        if problem is not None:
+            return _fail(state, problem)
     heads = sorted(
         [head for _, head in stored_heads] + ([witness] if witness else []), key=lambda h: h.size
     )

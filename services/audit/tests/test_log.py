@@ -10,14 +10,11 @@ import os
 import random
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from bson import Binary
-from pymongo import AsyncMongoClient
 
 from dmp_audit import merkle
 from dmp_audit.config import AuditSettings
@@ -36,15 +33,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 SIGNER = TreeHeadSigner(hashlib.sha256(b"test signing seed").digest())
 KEYS = {SIGNER.key_id: SIGNER.public_key}
 CLOCK = ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-async def store(infra: Infra) -> AsyncIterator[AuditStore]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo.url)
-    name = f"audit_test_{uuid.uuid4().hex[:10]}"
-    yield AuditStore(client[name])
-    await client.drop_database(name)
-    await client.close()
 
 
 def new_log(store: AuditStore, **settings: Any) -> AuditLog:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
+from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
 
 from dmp.audit.v1 import audit_pb2 as pb
@@ -94,10 +95,21 @@ class PublicKey(BaseModel):
         description="the same key as a signed-note verifier key (c2sp.org/signed-note), "
         "`<origin>+<hex key id>+<base64(0x01 ‖ key)>`: what checks `/v1/audit/log/checkpoint`"
     )
+    not_before: str | None = Field(
+        None,
+        description="from when the key signs heads, written as heads' timestamps are; absent: "
+        "since the log began. A head verifies under the key only if its timestamp is within "
+        "[not_before, not_after]",
+    )
+    not_after: str | None = Field(
+        None, description="until when the key signed heads; absent: the current key"
+    )
 
 
 class PublicKeys(BaseModel):
-    keys: list[PublicKey]
+    keys: list[PublicKey] = Field(
+        description="the current key first, then the retired ones, most recently retired first"
+    )
 
 
 @router.get(
@@ -174,8 +186,13 @@ async def checkpoint(request: Request) -> Checkpoint:
         signature=head.signature,
         key_id=head.key_id,
         # exactly as signed: six fractional digits and Z (docs/audit.md)
-        timestamp=head.timestamp.ToDatetime().isoformat(timespec="microseconds") + "Z",
+        timestamp=_as_signed(head.timestamp),
     )
+
+
+def _as_signed(moment: Timestamp) -> str:
+    """A time exactly as heads sign it: six fractional digits and Z (docs/audit.md)."""
+    return moment.ToDatetime().isoformat(timespec="microseconds") + "Z"
 
 
 @router.get(
@@ -220,7 +237,12 @@ async def consistency_proof(
     return ConsistencyProof(proof=list(resp.proof))
 
 
-@router.get("/v1/audit/keys", response_model=PublicKeys, summary="Keys that sign tree heads")
+@router.get(
+    "/v1/audit/keys",
+    response_model=PublicKeys,
+    response_model_exclude_none=True,
+    summary="Keys that sign tree heads, with their validity periods",
+)
 async def public_keys(request: Request) -> PublicKeys:
     ds = downstream(request)
     resp = await ds.call(ds.audit.ListPublicKeys, pb.ListPublicKeysRequest())
@@ -231,6 +253,8 @@ async def public_keys(request: Request) -> PublicKeys:
                 algorithm=k.algorithm,
                 public_key=k.public_key,
                 verifier_key=k.verifier_key,
+                not_before=_as_signed(k.not_before) if k.HasField("not_before") else None,
+                not_after=_as_signed(k.not_after) if k.HasField("not_after") else None,
             )
             for k in resp.keys
         ]

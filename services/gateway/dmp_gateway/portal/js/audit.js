@@ -2,7 +2,8 @@
 // only (docs/audit.md; the same checks as services/audit/dmp_audit/verifier.py):
 // each entry's bytes hash to its leaf hash and say what the page shows; each entry is in the
 // tree of the newest signed head (RFC 9162 inclusion proof); the head's Ed25519 signature holds
-// under a published key; the dossier's entries are chained with none missing.
+// under the published key its key_id names, within that key's validity period; the dossier's
+// entries are chained with none missing.
 
 import { get } from "./api.js";
 
@@ -54,6 +55,11 @@ export async function rootFromInclusion(index, size, leaf, proof) {
   return sn === 0 ? r : null;
 }
 
+// A key signs only within its period (both bounds included). The head's timestamp and the
+// bounds are written alike (six fractional digits and Z): as text, they compare as times.
+const inPeriod = (key, at) =>
+  (!key.not_before || key.not_before <= at) && (!key.not_after || at <= key.not_after);
+
 async function signatureHolds(head, keys) {
   const message = encoder.encode(
     `dmp-audit-tree-head/v1\n${head.size}\n${head.root_hash}\n${head.timestamp}\n`,
@@ -61,6 +67,7 @@ async function signatureHolds(head, keys) {
   for (const key of keys) {
     const raw = unbase64(key.public_key);
     if (key.key_id !== head.key_id || hex(await sha256(raw)).slice(0, 16) !== key.key_id) continue;
+    if (!inPeriod(key, head.timestamp)) continue;
     const publicKey = await crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, [
       "verify",
     ]);
