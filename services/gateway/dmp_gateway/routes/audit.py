@@ -9,7 +9,7 @@ for the readers rule 10 names.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -20,6 +20,7 @@ from dmp.dossier.v1 import dossier_pb2
 from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
+from dmp_kit.errors import InvalidArgument, PayloadTooLarge, UnsupportedMediaType
 
 router = APIRouter(tags=["audit"])
 
@@ -94,6 +95,13 @@ class PublicKey(BaseModel):
         description="the same key as a signed-note verifier key (c2sp.org/signed-note), "
         "`<origin>+<hex key id>+<base64(0x01 ‖ key)>`: what checks `/v1/audit/log/checkpoint`"
     )
+    role: Literal["log", "witness"] = Field(
+        "log",
+        description="`log`: signs the tree heads and checkpoints; `witness`: an independent "
+        "party that cosigns checkpoints it checked (c2sp.org/tlog-cosignature), its verifier "
+        "key `<name>+<hex key id>+<base64(0x04 ‖ key)>`",
+    )
+    name: str = Field("", description="the key's name in signature lines")
 
 
 class PublicKeys(BaseModel):
@@ -220,7 +228,11 @@ async def consistency_proof(
     return ConsistencyProof(proof=list(resp.proof))
 
 
-@router.get("/v1/audit/keys", response_model=PublicKeys, summary="Keys that sign tree heads")
+@router.get(
+    "/v1/audit/keys",
+    response_model=PublicKeys,
+    summary="Keys that sign tree heads, and the witnesses' keys that cosign checkpoints",
+)
 async def public_keys(request: Request) -> PublicKeys:
     ds = downstream(request)
     resp = await ds.call(ds.audit.ListPublicKeys, pb.ListPublicKeysRequest())
@@ -231,6 +243,8 @@ async def public_keys(request: Request) -> PublicKeys:
                 algorithm=k.algorithm,
                 public_key=k.public_key,
                 verifier_key=k.verifier_key,
+                role="witness" if k.role == "witness" else "log",
+                name=k.name,
             )
             for k in resp.keys
         ]
@@ -255,13 +269,67 @@ TileIndex = Annotated[
 @router.get(
     "/v1/audit/log/checkpoint",
     response_class=PlainTextResponse,
-    summary="The newest signed head as a C2SP checkpoint (signed note)",
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    summary="The newest signed head as a C2SP checkpoint (signed note), with the witnesses' "
+    "cosignatures it has received",
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **problems.responses(404),
+    },
 )
-async def checkpoint_note(request: Request) -> PlainTextResponse:
+async def checkpoint_note(
+    request: Request,
+    witnessed: Annotated[
+        bool,
+        Query(
+            description="the newest checkpoint at least one witness of `/v1/audit/keys` "
+            "cosigned, instead of the newest (404 while none has)"
+        ),
+    ] = False,
+) -> PlainTextResponse:
     ds = downstream(request)
-    resp = await ds.call(ds.audit.GetCheckpoint, pb.GetCheckpointRequest())
+    resp = await ds.call(ds.audit.GetCheckpoint, pb.GetCheckpointRequest(witnessed=witnessed))
     return PlainTextResponse(resp.note)
+
+
+MAX_COSIGNED_NOTE = 16 * 1024
+
+
+class CosignatureKept(BaseModel):
+    size: int = Field(description="the cosigned checkpoint's tree size")
+    witnesses: list[str] = Field(description="the witnesses whose cosignatures the log kept")
+
+
+@router.post(
+    "/v1/audit/log/cosignatures",
+    response_model=CosignatureKept,
+    summary="A witness hands the log its cosignature of a checkpoint (C2SP tlog-cosignature)",
+    description="The body is the checkpoint note as the log signed it, with the witness's "
+    "cosignature line appended (text/plain). No token: the cosignature is the credential. It "
+    "is kept only if the log signed that checkpoint and the line verifies under a witness key "
+    "of `/v1/audit/keys`; anything else is refused and nothing is kept.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    # 422: invalid-checkpoint-note, checkpoint-not-signed, unknown-witness, invalid-cosignature
+    responses=problems.responses(415, 422),
+)
+async def submit_cosignature(request: Request) -> CosignatureKept:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "text/plain":
+        raise UnsupportedMediaType("a cosigned note is text/plain", field="content-type")
+    body = await request.body()  # bounded already by the app's body limit
+    if len(body) > MAX_COSIGNED_NOTE:
+        raise PayloadTooLarge(f"a cosigned note may not exceed {MAX_COSIGNED_NOTE} bytes")
+    try:
+        note = body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument("the note is not UTF-8 text", field="note") from exc
+    ds = downstream(request)
+    resp = await ds.call(ds.audit.SubmitCosignature, pb.SubmitCosignatureRequest(note=note))
+    return CosignatureKept(size=resp.size, witnesses=list(resp.witnesses))
 
 
 @router.get(
