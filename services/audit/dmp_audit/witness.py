@@ -90,15 +90,16 @@ def _get(url: str) -> bytes:
         raise CannotRun(f"could not read {url} ({exc})") from exc
 
 
-def submit(log: str, cosigned: bytes) -> None:
-    """Hand the log the note with this witness's cosignature; CannotRun if it refuses."""
+def submit(log: str, cosigned: bytes) -> list[str]:
+    """Hand the log the note with this witness's cosignature: the names of the witnesses whose
+    cosignatures it kept; CannotRun if it refuses."""
     url = f"{log}/v1/audit/log/cosignatures"
     request = urllib.request.Request(  # noqa: S310 - the given URL
         url, data=cosigned, method="POST", headers={"content-type": "text/plain; charset=utf-8"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the given URL
-            return
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the given URL
+            kept = json.loads(answer.read())["witnesses"]
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read()).get("detail", "")
@@ -107,6 +108,9 @@ def submit(log: str, cosigned: bytes) -> None:
         raise CannotRun(f"the log refused the cosignature ({exc.code}: {detail})") from exc
     except OSError as exc:
         raise CannotRun(f"could not reach {url} ({exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CannotRun(f"the log's answer to {url} is not readable") from exc
+    return [str(name) for name in kept]
 
 
 def read_state(path: Path) -> Checkpoint | None:
@@ -172,11 +176,21 @@ def one_pass(args: argparse.Namespace, cosigner: Cosigner) -> str:
     if old is not None:
         check_extends(log, old, new)
     cosignature = cosigner.cosign(text, int(time.time()))
-    cosigned = note + cosignature.line.encode() + b"\n"
+    # The log's own signature and this witness's: not the other witnesses' lines it publishes.
+    cosigned = signed_by(note, name) + cosignature.line.encode() + b"\n"
     write_state(args.state, text, cosigned)
     if args.submit:
-        submit(log, cosigned)
+        kept = submit(log, cosigned)
+        if cosigner.name not in kept:
+            raise CannotRun("the log did not keep the cosignature")
     return cosignature.line
+
+
+def signed_by(note: bytes, name: str) -> bytes:
+    """The note with only the signature lines of the key `name`."""
+    text, _, block = note.rpartition(b"\n\n")
+    lines = [line for line in block.split(b"\n") if line.split(b" ")[1:2] == [name.encode()]]
+    return text + b"\n\n" + b"".join(line + b"\n" for line in lines)
 
 
 def run_witness(args: argparse.Namespace) -> int:
