@@ -34,7 +34,8 @@ def settings(value: str) -> AuditSettings:
 
 
 def cosigned(*by: Cosigner, text: bytes = TREE.text(), log: NoteSigner = LOG) -> bytes:
-    return published(log.sign(text), [w.cosign(text, 1_700_000_000 + i).line for i, w in enumerate(by)])
+    lines = [w.cosign(text, 1_700_000_000 + i).line for i, w in enumerate(by)]
+    return published(log.sign(text), lines)
 
 
 def refusal(note: bytes) -> str:
