@@ -109,14 +109,15 @@ def test_consistency_proofs_as_the_portal_checks_them(first: int, second: int) -
     leaves = [leaf_hash(b"entry %d" % i) for i in range(second)]
     a, b = root(leaves[:first]), root(leaves)
     proof = [h.hex() for h in consistency_proof(first, leaves)]
-    wrong = bytes(32).hex()
+    wrong = bytes(32)
 
     def case(x: bytes, y: bytes, path: list[str]) -> dict[str, Any]:
-        return {"kind": "proof", "first": first, "second": second, "a": x.hex(), "b": y.hex(), "proof": path}
+        sizes = {"first": first, "second": second}
+        return {"kind": "proof", **sizes, "a": x.hex(), "b": y.hex(), "proof": path}
 
-    cases = [case(a, b, proof), case(bytes.fromhex(wrong), b, proof), case(a, bytes.fromhex(wrong), proof)]
+    cases = [case(a, b, proof), case(wrong, b, proof), case(a, wrong, proof)]
     if proof:
-        cases.append(case(a, b, [wrong, *proof[1:]]))
+        cases.append(case(a, b, [wrong.hex(), *proof[1:]]))
     results = run(cases)
     assert results[0] is True
     assert not any(results[1:]), results
