@@ -1,5 +1,6 @@
-"""The portal's check of the witnesses (portal/js/witnesses.js), run by Node's WebCrypto on notes
-and proofs made by the audit service's own code: what it accepts and what it refuses."""
+"""The portal's check of the witnesses (portal/js/witnesses.js) and its RFC 9162 proofs
+(portal/js/merkle.js), run by Node's WebCrypto on notes and proofs made by the audit service's
+own code: what it accepts and what it refuses."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dmp_audit.cosign import Cosigner
-from dmp_audit.merkle import consistency_proof, leaf_hash, root
+from dmp_audit.merkle import consistency_proof, inclusion_proof, leaf_hash, root
 from dmp_audit.note import Checkpoint, NoteSigner
 
-MODULE = Path(__file__).resolve().parents[1] / "dmp_gateway" / "portal" / "js" / "witnesses.js"
+JS = Path(__file__).resolve().parents[1] / "dmp_gateway" / "portal" / "js"
 ORIGIN = "dmp.example/v1/audit/log"
 LOG = NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(bytes(32)))
 W1 = Cosigner("w.example/1", Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -25,7 +26,8 @@ W2 = Cosigner("w.example/2", Ed25519PrivateKey.from_private_bytes(bytes(range(1,
 KEYS = [{"name": w.name, "verifier_key": w.verifier_key} for w in (W1, W2)]
 
 SCRIPT = """
-import { consistent, cosignatures, parseNote, signedByLog } from %(module)s;
+import { cosignatures, parseNote, signedByLog } from %(witnesses)s;
+import { consistent, rootFromInclusion } from %(merkle)s;
 const cases = JSON.parse(process.argv[1]);
 const bytes = (h) => Uint8Array.from(h.match(/../g) ?? [], (b) => parseInt(b, 16));
 const out = [];
@@ -38,6 +40,9 @@ for (const c of cases) {
       log: await signedByLog(parsed, c.log),
       witnesses: Object.fromEntries(await cosignatures(parsed, c.witnesses)),
     });
+  } else if (c.kind === "inclusion") {
+    const root = await rootFromInclusion(c.index, c.size, bytes(c.leaf), c.proof.map(bytes));
+    out.push(root && Array.from(root, (b) => b.toString(16).padStart(2, "0")).join(""));
   } else {
     out.push(await consistent(c.first, c.second, bytes(c.a), bytes(c.b), c.proof.map(bytes)));
   }
@@ -49,7 +54,10 @@ console.log(JSON.stringify(out));
 def run(cases: list[dict[str, Any]]) -> list[Any]:
     node = shutil.which("node")
     assert node, "Node is needed to run the portal's module"
-    script = SCRIPT % {"module": json.dumps(MODULE.as_uri())}
+    script = SCRIPT % {
+        "witnesses": json.dumps((JS / "witnesses.js").as_uri()),
+        "merkle": json.dumps((JS / "merkle.js").as_uri()),
+    }
     done = subprocess.run(
         [node, "--input-type=module", "-e", script, json.dumps(cases)],
         capture_output=True,
@@ -121,3 +129,23 @@ def test_consistency_proofs_as_the_portal_checks_them(first: int, second: int) -
     results = run(cases)
     assert results[0] is True
     assert not any(results[1:]), results
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 8, 300])
+def test_inclusion_proofs_as_the_portal_checks_them(size: int) -> None:
+    leaves = [leaf_hash(b"entry %d" % i) for i in range(size)]
+    cases = [
+        {
+            "kind": "inclusion",
+            "index": index,
+            "size": size,
+            "leaf": leaves[index].hex(),
+            "proof": [h.hex() for h in inclusion_proof(index, leaves)],
+        }
+        for index in sorted({0, size // 2, size - 1})
+    ]
+    wrong = {**cases[0], "leaf": bytes(32).hex()}
+    beyond = {**cases[0], "index": size}
+    results = run([*cases, wrong, beyond])
+    assert results[: len(cases)] == [root(leaves).hex()] * len(cases)
+    assert results[-2] != root(leaves).hex() and results[-1] is None

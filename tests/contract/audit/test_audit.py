@@ -142,23 +142,16 @@ CASES = [
         S.NOT_FOUND,
         problem="not-found",
     ),
-    Case(
-        "SubmitCosignature",
-        "not a note",
-        pb.SubmitCosignatureRequest(note="hello"),
-        None,
-        S.INVALID_ARGUMENT,
-        field="note",
-        problem="invalid-checkpoint-note",
-    ),
-    Case(
-        "SubmitCosignature",
-        "a checkpoint the log did not sign",
-        pb.SubmitCosignatureRequest(note=FOREIGN_NOTE.decode()),
-        None,
-        S.INVALID_ARGUMENT,
-        field="note",
-        problem="checkpoint-not-signed",
+    *(
+        Case("SubmitCosignature", why, pb.SubmitCosignatureRequest(note=note), None, *refused)
+        for why, note, refused in (
+            ("not a note", "hello", (S.INVALID_ARGUMENT, "note", "invalid-checkpoint-note")),
+            (
+                "a checkpoint the log did not sign",
+                FOREIGN_NOTE.decode(),
+                (S.INVALID_ARGUMENT, "note", "checkpoint-not-signed"),
+            ),
+        )
     ),
     Case(
         "GetInclusionProof",

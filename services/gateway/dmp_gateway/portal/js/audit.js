@@ -6,55 +6,10 @@
 // of /v1/audit/keys cosigned a checkpoint that the signed head extends (witnesses.js).
 
 import { call, get } from "./api.js";
-import { consistent, cosignatures, parseNote, signedByLog } from "./witnesses.js";
+import { consistent, hex, leafHash, rootFromInclusion, sha256, unbase64, unhex } from "./merkle.js";
+import { cosignatures, parseNote, signedByLog } from "./witnesses.js";
 
 const encoder = new TextEncoder();
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-async function sha256(...parts) {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
-}
-
-export const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-const unhex = (text) => Uint8Array.from(text.match(/../g) ?? [], (b) => parseInt(b, 16));
-const unbase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-
-export const leafHash = (bytes) => sha256(Uint8Array.of(0), bytes);
-const nodeHash = (left, right) => sha256(Uint8Array.of(1), left, right);
-
-// RFC 9162 §2.1.3.2, with arithmetic that holds past 2^31 (no 32-bit shifts).
-export async function rootFromInclusion(index, size, leaf, proof) {
-  if (index >= size) return null;
-  let fn = index;
-  let sn = size - 1;
-  let r = leaf;
-  for (const p of proof) {
-    if (sn === 0) return null;
-    if (fn % 2 === 1 || fn === sn) {
-      r = await nodeHash(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = await nodeHash(r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 ? r : null;
-}
 
 async function signatureHolds(head, keys) {
   const message = encoder.encode(

@@ -1,33 +1,12 @@
 // The witnesses' word on the audit log, checked in the browser (docs/audit.md): a checkpoint
 // note (c2sp.org/tlog-checkpoint) signed by the log, the witnesses' cosignatures of it
-// (c2sp.org/tlog-cosignature, Ed25519 cosignature/v1) and the RFC 9162 consistency proof that
-// the signed tree the page checks extends it. WebCrypto only: no I/O here.
+// (c2sp.org/tlog-cosignature, Ed25519 cosignature/v1). WebCrypto only: no I/O here.
+
+import { concat, hex, sha256, unbase64 } from "./merkle.js";
 
 const encoder = new TextEncoder();
 const DASH = "\u2014";
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-const sha256 = async (...parts) => new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
-const nodeHash = (left, right) => sha256(Uint8Array.of(1), left, right);
-const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
-
-function unbase64(text) {
-  try {
-    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-  } catch {
-    return null;
-  }
-}
 
 // { text (bytes), origin, size, root (bytes), lines: [{ name, blob }] }, or null if the note is
 // not a checkpoint with a signature block.
@@ -98,41 +77,4 @@ export async function cosignatures(parsed, witnesses) {
     verdicts.set(witness.name, verdict);
   }
   return verdicts;
-}
-
-// RFC 9162 §2.1.4.2: does the tree of size `second` extend the one of size `first`? (Sizes are
-// below 2^53: plain arithmetic, no 32-bit shifts.)
-export async function consistent(first, second, firstRoot, secondRoot, proof) {
-  if (!(first > 0 && first <= second)) return false;
-  if (first === second) return proof.length === 0 && same(firstRoot, secondRoot);
-  const path = [...proof];
-  const powerOfTwo = Number.isInteger(Math.log2(first)) && 2 ** Math.log2(first) === first;
-  if (powerOfTwo) path.unshift(firstRoot);
-  if (!path.length) return false;
-  let fn = first - 1;
-  let sn = second - 1;
-  while (fn % 2 === 1) {
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  let fr = path[0];
-  let sr = path[0];
-  for (const c of path.slice(1)) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
-      fr = await nodeHash(c, fr);
-      sr = await nodeHash(c, sr);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      sr = await nodeHash(sr, c);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 && same(fr, firstRoot) && same(sr, secondRoot);
 }
