@@ -110,11 +110,10 @@ func checkWitnessed(c *client, tree tlog.Tree, hr tlog.HashReader, log note.Veri
 	if err != nil {
 		return "", err
 	}
-	witnessed, err := openCheckpoint(msg, note.VerifierList(verifiers...), log.Name())
+	witnessed, n, err := openCheckpoint(msg, log, verifiers[1:]...)
 	if err != nil {
 		return "", fmt.Errorf("witnessed %w", err)
 	}
-	n, _ := note.Open(msg, note.VerifierList(verifiers...))
 	names := []string{}
 	for _, v := range verifiers[1:] {
 		found := false
@@ -187,33 +186,34 @@ func (t tiles) SaveTiles([]tlog.Tile, [][]byte) {}
 
 // openCheckpoint verifies the note's signature by the log's key and reads its three lines.
 // Signatures by other keys (the witnesses') are ignored, as the signed-note format requires.
-func openCheckpoint(msg []byte, verifiers note.Verifiers, origin string) (tlog.Tree, error) {
-	n, err := note.Open(msg, verifiers)
+func openCheckpoint(msg []byte, log note.Verifier, witnesses ...note.Verifier) (tlog.Tree, *note.Note, error) {
+	origin := log.Name()
+	n, err := note.Open(msg, note.VerifierList(append([]note.Verifier{log}, witnesses...)...))
 	if err != nil {
-		return tlog.Tree{}, fmt.Errorf("checkpoint signature: %w", err)
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint signature: %w", err)
 	}
 	logSigned := false
 	for _, sig := range n.Sigs {
-		logSigned = logSigned || sig.Name == origin
+		logSigned = logSigned || (sig.Name == origin && sig.Hash == log.KeyHash())
 	}
 	if !logSigned {
-		return tlog.Tree{}, errors.New("checkpoint signature: none by the log's key")
+		return tlog.Tree{}, nil, errors.New("checkpoint signature: none by the log's key")
 	}
 	lines := strings.SplitN(n.Text, "\n", 4)
 	if len(lines) < 4 || lines[0] != origin {
-		return tlog.Tree{}, fmt.Errorf("checkpoint: not a checkpoint of origin %q", origin)
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint: not a checkpoint of origin %q", origin)
 	}
 	size, err := strconv.ParseInt(lines[1], 10, 64)
 	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
-		return tlog.Tree{}, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
 	}
 	root, err := base64.StdEncoding.DecodeString(lines[2])
 	if err != nil || len(root) != tlog.HashSize {
-		return tlog.Tree{}, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
 	}
 	var hash tlog.Hash
 	copy(hash[:], root)
-	return tlog.Tree{N: size, Hash: hash}, nil
+	return tlog.Tree{N: size, Hash: hash}, n, nil
 }
 
 func hexHashes(in []string) ([]tlog.Hash, error) {
@@ -324,7 +324,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	tree, err := openCheckpoint(msg, note.VerifierList(verifier), verifier.Name())
+	tree, _, err := openCheckpoint(msg, verifier)
 	if err != nil {
 		return err
 	}
@@ -368,7 +368,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		old, err := openCheckpoint(saved, note.VerifierList(verifier), verifier.Name())
+		old, _, err := openCheckpoint(saved, verifier)
 		if err != nil {
 			return fmt.Errorf("previous %w", err)
 		}

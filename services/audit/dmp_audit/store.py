@@ -365,21 +365,22 @@ class AuditStore(Store):
 
     async def cosignature_lines(self, size: int, witnesses: Sequence[str]) -> list[str]:
         """The lines of the witnesses `witnesses` (verifier keys) over the checkpoint of `size`,
-        in the order they are listed."""
+        in the order they are listed (by size alone: FerretDB scans a collection for $in)."""
         found = {
-            doc["witness"]: str(doc["line"])
-            async for doc in self.cosignatures.find(
-                {"size": size, "witness": {"$in": list(witnesses)}}
-            )
+            doc["witness"]: str(doc["line"]) async for doc in self.cosignatures.find({"size": size})
         }
         return [found[w] for w in witnesses if w in found]
 
     async def newest_cosigned(self, witnesses: Sequence[str]) -> int | None:
-        """The largest tree size one of the witnesses `witnesses` cosigned, if any."""
-        doc = await self.cosignatures.find_one(
-            {"witness": {"$in": list(witnesses)}}, sort=[("size", DESCENDING)]
-        )
-        return None if doc is None else int(doc["size"])
+        """The largest tree size one of the witnesses `witnesses` cosigned, if any (a witness
+        no longer configured is skipped)."""
+        known = set(witnesses)
+        if not known:
+            return None
+        async for doc in self.cosignatures.find({}, sort=[("size", DESCENDING)]):
+            if doc["witness"] in known:
+                return int(doc["size"])
+        return None
 
 
 @dataclass(frozen=True)
