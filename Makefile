@@ -14,7 +14,7 @@ STUBS := libs/contracts/dmp/.generated
 PROTOS := $(shell find proto -name '*.proto')
 # The contracts as they are on main; a branch may not break them on the wire.
 BUF_AGAINST ?= .git\#branch=main,subdir=proto
-MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/note.py services/audit/dmp_audit/keys.py services/audit/dmp_audit/cosign.py services/audit/dmp_audit/witness.py services/audit/dmp_audit/tiles.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py services/gateway/dmp_gateway/fhir
+MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/note.py services/audit/dmp_audit/keys.py services/audit/dmp_audit/cosign.py services/audit/dmp_audit/witness.py services/audit/dmp_audit/witnesses.py services/audit/dmp_audit/tiles.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py services/gateway/dmp_gateway/fhir
 
 .PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir ci clean verify-audit
 

@@ -1,7 +1,8 @@
 """Issue 21: Go's own transparency-log code (golang.org/x/mod/sumdb/note and sumdb/tlog, in
 tests/tlogcheck) checks the running log through its C2SP face: it accepts the real log, and
 rejects a tampered tile, a forked checkpoint and a wrong key. A witness (`dmp audit witness`)
-cosigns the log as it grows (c2sp.org/tlog-cosignature) and refuses a split view."""
+cosigns the log as it grows (c2sp.org/tlog-cosignature) and refuses a split view; it hands its
+cosignature to the log, which publishes it with the checkpoint and refuses any it cannot check."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pymongo import MongoClient
 
 from dmp_audit.__main__ import SIGNING_PURPOSE
-from dmp_audit.cosign import Cosigner, verify_cosignature
+from dmp_audit.cosign import Cosigner, cosignatures, verify_cosignature, witness_key_of
 from dmp_audit.entry import TreeHeadSigner, raw_public_key
 from dmp_audit.note import BadNote, Checkpoint, NoteSigner, open_note, public_key_of
 from dmp_kit.crypto import derive_key
-from dmp_stack.testing import RunningStack, until
+from dmp_kit.errors import PROBLEM_BASE
+from dmp_stack.testing import TEST_WITNESSES, RunningStack, until
 
 TLOGCHECK = Path(__file__).resolve().parents[1] / "tlogcheck"
 ENTRIES = 300  # more than a tile's 256: full and partial tiles, at levels 0 and 1
@@ -53,7 +56,7 @@ class Log:
 
     def published_key(self) -> str:
         with self.stack.client() as c:
-            (key,) = c.get("/v1/audit/keys").json()["keys"]
+            (key,) = [k for k in c.get("/v1/audit/keys").json()["keys"] if k["role"] == "log"]
         vkey: str = key["verifier_key"]
         return vkey
 
@@ -276,12 +279,18 @@ WITNESS_SEED = bytes(range(1, 33))
 
 
 def witness(
-    url: str, vkey: str, state: Path, *extra: str, mode: str = "--once"
+    url: str,
+    vkey: str,
+    state: Path,
+    *extra: str,
+    mode: str = "--once",
+    name: str = WITNESS,
+    seed: bytes = WITNESS_SEED,
 ) -> subprocess.CompletedProcess[str]:
     """One run of `dmp audit witness`, its key in the environment."""
     argv = [sys.executable, "-m", "dmp_cli", "audit", "witness", "--log", url, "--log-key", vkey]
-    env = {**os.environ, "DMP_WITNESS_KEY": base64.b64encode(WITNESS_SEED).decode()}
-    argv += ["--name", WITNESS, "--state", str(state), *mode.split(), *extra]
+    env = {**os.environ, "DMP_WITNESS_KEY": base64.b64encode(seed).decode()}
+    argv += ["--name", name, "--state", str(state), *mode.split(), *extra]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
 
 
@@ -367,3 +376,168 @@ def test_a_witness_refuses_a_split_view(
     done = witness(stack.url, log.vkey, state)
     assert done.returncode == 0, done.stderr
     assert saved(state).size > a.size
+
+
+# --- the log's side: cosignatures handed in, checked, published -----------------------------
+
+SECOND = "witness.dmp.localhost/w2"
+SECOND_SEED = bytes(range(2, 34))
+PROBLEMS = PROBLEM_BASE
+
+
+def cosigner(name: str = WITNESS, seed: bytes = WITNESS_SEED) -> Cosigner:
+    return Cosigner(name, Ed25519PrivateKey.from_private_bytes(seed))
+
+
+def stored_cosignatures(stack: RunningStack) -> list[dict[str, object]]:
+    with MongoClient(stack.infra.mongo.url) as client:
+        return list(client["audit"]["cosignatures"].find({}, {"_id": 0, "root": 0}))
+
+
+def witnessed(stack: RunningStack) -> httpx.Response:
+    with stack.client() as c:
+        return c.get("/v1/audit/log/checkpoint", params={"witnessed": "true"})
+
+
+def submit(stack: RunningStack, body: bytes, media: str = "text/plain") -> httpx.Response:
+    with stack.client() as c:
+        return c.post("/v1/audit/log/cosignatures", content=body, headers={"content-type": media})
+
+
+def test_the_log_publishes_the_witnesses_keys(stack: RunningStack, log: Log) -> None:
+    assert (cosigner().verifier_key, cosigner(SECOND, SECOND_SEED).verifier_key) == TEST_WITNESSES
+    with stack.client() as c:
+        keys = c.get("/v1/audit/keys").json()["keys"]
+    assert keys[0]["role"] == "log" and keys[0]["verifier_key"] == log.vkey
+    assert keys[0]["name"] == public_key_of(log.vkey)[0]
+    witnesses = [k for k in keys if k["role"] == "witness"]
+    assert [(k["name"], k["verifier_key"]) for k in witnesses] == [
+        (WITNESS, TEST_WITNESSES[0]),
+        (SECOND, TEST_WITNESSES[1]),
+    ]
+    for k in witnesses:
+        _, public = witness_key_of(k["verifier_key"])
+        assert base64.b64decode(k["public_key"]) == raw_public_key(public)
+        assert k["algorithm"] == "Ed25519" and k["key_id"] == k["verifier_key"].split("+")[1]
+
+
+def test_witnesses_submit_and_the_log_publishes_their_cosignatures(
+    tlogcheck: Path, stack: RunningStack, log: Log, tmp_path: Path
+) -> None:
+    done = witness(stack.url, log.vkey, tmp_path / "w1.json", "--submit")
+    assert done.returncode == 0, done.stderr
+    size = saved(tmp_path / "w1.json").size
+    first = witnessed(stack)
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"] == "text/plain; charset=utf-8"
+    checkpoint = Checkpoint.from_text(open_note(first.content, log.vkey))
+    assert checkpoint.size == size, "the newest checkpoint a witness cosigned"
+    found = cosignatures(first.content, list(TEST_WITNESSES))
+    assert list(found) == [TEST_WITNESSES[0]], found
+    assert f"\u2014 {WITNESS} " in first.text and first.text.endswith("\n")
+    assert done.stdout.strip() in first.text.splitlines(), "the witness's own line, as written"
+
+    # Go's note.Open, given the witness's key only, accepts the note by its cosignature.
+    done = check(tlogcheck, stack.url, log.vkey, "-witness", TEST_WITNESSES[0])
+    assert done.returncode == 0, done.stderr
+    assert f"the checkpoint of {size} cosigned by {WITNESS}" in done.stdout, done.stdout
+    done = check(tlogcheck, stack.url, log.vkey, "-witness", TEST_WITNESSES[1])
+    assert done.returncode == 1 and "cosignature" in done.stderr, done.stderr
+
+    # The second witness cosigns the same tree: both lines, in the configured order.
+    done = witness(
+        stack.url, log.vkey, tmp_path / "w2.json", "--submit", name=SECOND, seed=SECOND_SEED
+    )
+    assert done.returncode == 0, done.stderr
+    if saved(tmp_path / "w2.json").size == size:
+        both = witnessed(stack).content
+        assert list(cosignatures(both, list(TEST_WITNESSES))) == list(TEST_WITNESSES)
+
+    # Submitting again changes nothing but the timestamp: one line per witness and checkpoint.
+    assert submit(stack, first.content).status_code == 200
+    lines = [d for d in stored_cosignatures(stack) if d["size"] == size]
+    assert sorted(str(d["witness"]) for d in lines) == sorted(TEST_WITNESSES[: len(lines)]), lines
+
+    # As the log grows, the newest checkpoint is another tree: the witnessed one stays.
+    log.grow()
+    newest = log.note()
+    assert Checkpoint.from_text(open_note(newest, log.vkey)).size > size
+    assert Checkpoint.from_text(open_note(witnessed(stack).content, log.vkey)).size >= size
+    done = witness(stack.url, log.vkey, tmp_path / "w1.json", "--submit")
+    assert done.returncode == 0, done.stderr
+    latest = saved(tmp_path / "w1.json").size
+    assert latest > size
+    assert TEST_WITNESSES[0] in cosignatures(witnessed(stack).content, [TEST_WITNESSES[0]])
+    assert Checkpoint.from_text(open_note(witnessed(stack).content, log.vkey)).size == latest
+
+
+def test_the_log_refuses_a_cosignature_it_cannot_check(
+    stack: RunningStack, log: Log, tmp_path: Path
+) -> None:
+    note = log.note()
+    real = Checkpoint.from_text(open_note(note, log.vkey))
+    log_only = note.split(b"\n\n")[0] + b"\n\n" + note.split(b"\n\n")[1].split(b"\n")[0] + b"\n"
+    before = stored_cosignatures(stack)
+
+    def refused(body: bytes, problem: str, status: int = 422) -> None:
+        r = submit(stack, body)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"] == PROBLEMS + problem, r.text
+        if status == 422:
+            assert r.json()["field"] == "note", r.text
+
+    def cosigned(by: Cosigner, signed: bytes, text: bytes) -> bytes:
+        return signed + by.cosign(text, 1_700_000_000).line.encode() + b"\n"
+
+    # a key no one configured, under a known witness's name or its own
+    stranger = Cosigner(WITNESS, Ed25519PrivateKey.generate())
+    refused(cosigned(stranger, log_only, real.text()), "unknown-witness")
+    refused(cosigned(cosigner("elsewhere.example/w"), log_only, real.text()), "unknown-witness")
+    refused(log_only, "unknown-witness")
+    # a forged line: the known witness's name and key id, a signature that does not hold
+    good = cosigner().cosign(real.text(), 1_700_000_000).line
+    blob = bytearray(base64.b64decode(good.split(" ")[2]))
+    blob[-1] ^= 0x01
+    forged = f"\u2014 {WITNESS} {base64.b64encode(blob).decode()}\n".encode()
+    refused(log_only + forged, "invalid-cosignature")
+    # one good line does not carry a forged one: the whole submission is refused
+    refused(log_only + good.encode() + b"\n" + forged, "invalid-cosignature")
+    # the timestamp is signed too
+    stamp = bytearray(base64.b64decode(good.split(" ")[2]))
+    stamp[11] ^= 0x01
+    moved = f"\u2014 {WITNESS} {base64.b64encode(stamp).decode()}\n".encode()
+    refused(log_only + moved, "invalid-cosignature")
+
+    # checkpoints the log never signed: another root at its size, signed with its own key (a
+    # split view); a tree it does not hold; a signature by another key; another origin
+    own = NoteSigner(real.origin, real_signer(stack).private_key)
+    for fake in (
+        Checkpoint(real.origin, real.size, bytes(31) + b"\x01"),
+        Checkpoint(real.origin, real.size + 10**6, bytes(32)),
+    ):
+        refused(cosigned(cosigner(), own.sign(fake.text()), fake.text()), "checkpoint-not-signed")
+    other = NoteSigner(real.origin, Ed25519PrivateKey.generate())
+    refused(cosigned(cosigner(), other.sign(real.text()), real.text()), "checkpoint-not-signed")
+    elsewhere = Checkpoint("elsewhere.example/log", real.size, real.root_hash)
+    foreign = NoteSigner(elsewhere.origin, real_signer(stack).private_key)
+    refused(
+        cosigned(cosigner(), foreign.sign(elsewhere.text()), elsewhere.text()),
+        "checkpoint-not-signed",
+    )
+
+    # not a note at all; not text; too large
+    refused(b"hello", "invalid-checkpoint-note")
+    refused(real.text() + good.encode() + b"\n", "invalid-checkpoint-note")
+    refused(b"\xff\xfe", "validation-error")
+    r = submit(stack, cosigned(cosigner(), log_only, real.text()), "application/json")
+    assert r.status_code == 415 and r.json()["type"] == PROBLEMS + "unsupported-media-type"
+    refused(log_only + (good.encode() + b"\n") * 200, "payload-too-large", 413)
+
+    assert stored_cosignatures(stack) == before, "nothing refused is kept"
+
+    # the witness that is not the log's hears so, and exits 2; what it cosigned, it keeps
+    done = witness(stack.url, log.vkey, tmp_path / "w.json", "--submit", seed=bytes(range(3, 35)))
+    assert done.returncode == 2 and "refused the cosignature" in done.stderr, done.stderr
+    assert "no cosignature by a witness this log knows" in done.stderr, done.stderr
+    assert stored_cosignatures(stack) == before

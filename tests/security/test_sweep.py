@@ -52,6 +52,9 @@ PUBLIC = {
     # note and the hash tiles, hashes only. Entry bundles are not served.
     ("GET", "/v1/audit/log/checkpoint"),
     ("GET", "/v1/audit/log/tile/{level}/{index}"),
+    # A witness hands the log its cosignature: the signature is the credential, checked
+    # against the configured witnesses' keys (tests/e2e/test_tlog_go.py).
+    ("POST", "/v1/audit/log/cosignatures"),
     # Dev mode only (absent otherwise: services/gateway/tests/test_dev_routes.py).
     ("GET", "/dev/outbox"),
     # A person activates or opposes the account the directory created, before having any

@@ -3,19 +3,29 @@
 // tiles against the signed root, the inclusion of entries and the consistency of checkpoints.
 //
 //	tlogcheck -url http://127.0.0.1:8000 -key 'dmp.localhost/v1/audit/log+…' \
-//	    [-samples 16] [-leaf 0 -leaf 41] [-previous old.checkpoint] [-save new.checkpoint]
+//	    [-samples 16] [-leaf 0 -leaf 41] [-previous old.checkpoint] [-save new.checkpoint] \
+//	    [-witness 'witness.example/w1+…']
+//
+// With -witness (repeatable), the newest checkpoint the log says was witnessed must carry a
+// cosignature by each of those witnesses (c2sp.org/tlog-cosignature, cosignature/v1: a
+// note.Verifier of our own, as sumdb/note knows only plain Ed25519 keys) and be a prefix of
+// the newest tree.
 //
 // It exits 0 when every check holds and 1 at the first that does not.
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -39,6 +49,86 @@ func (l *leafList) Set(s string) error {
 	}
 	*l = append(*l, n)
 	return err
+}
+
+type keyList []string
+
+func (l *keyList) String() string     { return fmt.Sprint(*l) }
+func (l *keyList) Set(s string) error { *l = append(*l, s); return nil }
+
+// cosignatureV1 verifies a witness's cosignature line: key hash from the 0x04 key type, and a
+// signature (after the key hash) of an 8-byte timestamp then Ed25519 over
+// "cosignature/v1\ntime <t>\n" followed by the note's text.
+type cosignatureV1 struct {
+	name string
+	hash uint32
+	key  ed25519.PublicKey
+}
+
+func (v cosignatureV1) Name() string    { return v.name }
+func (v cosignatureV1) KeyHash() uint32 { return v.hash }
+func (v cosignatureV1) Verify(msg, sig []byte) bool {
+	if len(sig) != 8+ed25519.SignatureSize {
+		return false
+	}
+	t := binary.BigEndian.Uint64(sig[:8])
+	if t > math.MaxInt64 {
+		return false
+	}
+	signed := append(fmt.Appendf(nil, "cosignature/v1\ntime %d\n", t), msg...)
+	return ed25519.Verify(v.key, signed, sig[8:])
+}
+
+func newCosignatureVerifier(vkey string) (note.Verifier, error) {
+	name, rest, ok1 := strings.Cut(vkey, "+")
+	hashHex, keyB64, ok2 := strings.Cut(rest, "+")
+	hash, err1 := strconv.ParseUint(hashHex, 16, 32)
+	key, err2 := base64.StdEncoding.DecodeString(keyB64)
+	if !ok1 || !ok2 || name == "" || len(hashHex) != 8 || err1 != nil || err2 != nil ||
+		len(key) != 1+ed25519.PublicKeySize || key[0] != 0x04 {
+		return nil, fmt.Errorf("not a cosignature/v1 verifier key: %q", vkey)
+	}
+	sum := sha256.Sum256(append([]byte(name+"\n"), key...))
+	if binary.BigEndian.Uint32(sum[:4]) != uint32(hash) {
+		return nil, fmt.Errorf("the key hash of %q does not match its key", name)
+	}
+	return cosignatureV1{name: name, hash: uint32(hash), key: ed25519.PublicKey(key[1:])}, nil
+}
+
+// checkWitnessed reads the newest witnessed checkpoint: signed by the log, cosigned by every
+// witness given, and a prefix of the newest tree.
+func checkWitnessed(c *client, tree tlog.Tree, hr tlog.HashReader, log note.Verifier, vkeys []string) (string, error) {
+	verifiers := []note.Verifier{log}
+	for _, vkey := range vkeys {
+		v, err := newCosignatureVerifier(vkey)
+		if err != nil {
+			return "", fmt.Errorf("-witness: %w", err)
+		}
+		verifiers = append(verifiers, v)
+	}
+	msg, err := c.get("/v1/audit/log/checkpoint?witnessed=true")
+	if err != nil {
+		return "", err
+	}
+	witnessed, n, err := openCheckpoint(msg, log, verifiers[1:]...)
+	if err != nil {
+		return "", fmt.Errorf("witnessed %w", err)
+	}
+	names := []string{}
+	for _, v := range verifiers[1:] {
+		found := false
+		for _, sig := range n.Sigs {
+			found = found || (sig.Name == v.Name() && sig.Hash == v.KeyHash())
+		}
+		if !found {
+			return "", fmt.Errorf("witnessed checkpoint (%d): no cosignature by %s", witnessed.N, v.Name())
+		}
+		names = append(names, v.Name())
+	}
+	if err := checkConsistency(c, tree, hr, witnessed); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(", the checkpoint of %d cosigned by %s", witnessed.N, strings.Join(names, ", ")), nil
 }
 
 type client struct {
@@ -95,26 +185,35 @@ func (t tiles) ReadTiles(want []tlog.Tile) ([][]byte, error) {
 func (t tiles) SaveTiles([]tlog.Tile, [][]byte) {}
 
 // openCheckpoint verifies the note's signature by the log's key and reads its three lines.
-func openCheckpoint(msg []byte, verifier note.Verifier) (tlog.Tree, error) {
-	n, err := note.Open(msg, note.VerifierList(verifier))
+// Signatures by other keys (the witnesses') are ignored, as the signed-note format requires.
+func openCheckpoint(msg []byte, log note.Verifier, witnesses ...note.Verifier) (tlog.Tree, *note.Note, error) {
+	origin := log.Name()
+	n, err := note.Open(msg, note.VerifierList(append([]note.Verifier{log}, witnesses...)...))
 	if err != nil {
-		return tlog.Tree{}, fmt.Errorf("checkpoint signature: %w", err)
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint signature: %w", err)
+	}
+	logSigned := false
+	for _, sig := range n.Sigs {
+		logSigned = logSigned || (sig.Name == origin && sig.Hash == log.KeyHash())
+	}
+	if !logSigned {
+		return tlog.Tree{}, nil, errors.New("checkpoint signature: none by the log's key")
 	}
 	lines := strings.SplitN(n.Text, "\n", 4)
-	if len(lines) < 4 || lines[0] != verifier.Name() {
-		return tlog.Tree{}, fmt.Errorf("checkpoint: not a checkpoint of origin %q", verifier.Name())
+	if len(lines) < 4 || lines[0] != origin {
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint: not a checkpoint of origin %q", origin)
 	}
 	size, err := strconv.ParseInt(lines[1], 10, 64)
 	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
-		return tlog.Tree{}, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
 	}
 	root, err := base64.StdEncoding.DecodeString(lines[2])
 	if err != nil || len(root) != tlog.HashSize {
-		return tlog.Tree{}, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
+		return tlog.Tree{}, nil, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
 	}
 	var hash tlog.Hash
 	copy(hash[:], root)
-	return tlog.Tree{N: size, Hash: hash}, nil
+	return tlog.Tree{N: size, Hash: hash}, n, nil
 }
 
 func hexHashes(in []string) ([]tlog.Hash, error) {
@@ -209,6 +308,8 @@ func run() error {
 	previous := flag.String("previous", "", "a checkpoint saved earlier: the log must extend it")
 	save := flag.String("save", "", "where to save the verified checkpoint")
 	flag.Var(&leaves, "leaf", "a leaf index to check as well (repeatable)")
+	var witnesses keyList
+	flag.Var(&witnesses, "witness", "a witness's verifier key: the witnessed checkpoint must carry its cosignature (repeatable)")
 	flag.Parse()
 	if *base == "" || *vkey == "" {
 		return errors.New("-url and -key are required")
@@ -223,7 +324,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	tree, err := openCheckpoint(msg, verifier)
+	tree, _, err := openCheckpoint(msg, verifier)
 	if err != nil {
 		return err
 	}
@@ -267,7 +368,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		old, err := openCheckpoint(saved, verifier)
+		old, _, err := openCheckpoint(saved, verifier)
 		if err != nil {
 			return fmt.Errorf("previous %w", err)
 		}
@@ -275,6 +376,13 @@ func run() error {
 			return err
 		}
 		checked += fmt.Sprintf(", consistent with the previous checkpoint (%d)", old.N)
+	}
+	if len(witnesses) > 0 {
+		cosigned, err := checkWitnessed(c, tree, hr, verifier, witnesses)
+		if err != nil {
+			return err
+		}
+		checked += cosigned
 	}
 	if *save != "" {
 		if err := os.WriteFile(*save, msg, 0o644); err != nil {

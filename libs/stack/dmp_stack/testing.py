@@ -585,6 +585,15 @@ def identifiers_in_logs(directory: Path) -> list[str]:
     return found
 
 
+# The witnesses the test stack's log accepts cosignatures from (DMP_AUDIT_WITNESSES): the
+# cosignature/v1 verifier keys of the seeds bytes(range(1, 33)) and bytes(range(2, 34)), public,
+# for tests only (tests/e2e/test_tlog_go.py cosigns with them).
+TEST_WITNESSES = (
+    "witness.dmp.localhost/w1+217e5194+BHm1Vi6P5lT5QHixEuipi6eQH4U65pW+1+DjkQutBJZk",
+    "witness.dmp.localhost/w2+62465c30+BEPNwCPSLV+eEH0aBpNFfTXR0Q630hxyEZL1b13kBmXT",
+)
+
+
 @contextmanager
 def running_stack(
     infra: Infra, keep_logs: Path | None = None, env: dict[str, str] | None = None
@@ -622,6 +631,7 @@ def running_stack(
             # a paused mail relay is noticed in a second; five attempts, then a dead letter
             "DMP_SMTP_TIMEOUT_SECONDS": "1",
             "DMP_MAX_DELIVERY_ATTEMPTS": "5",
+            "DMP_AUDIT_WITNESSES": ",".join(TEST_WITNESSES),
             **(env or {}),
         },
     )

@@ -17,6 +17,7 @@ from dmp_audit.log import AuditLog
 from dmp_audit.merkle import leaf_hash
 from dmp_audit.store import AuditStore
 from dmp_audit.tiles import BadTilePath, Tile
+from dmp_audit.witnesses import CosignatureRefused, Witness, check_submission, published
 from dmp_kit.auth import Principal, caller
 from dmp_kit.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmp_kit.identifiers import validate_ins
@@ -34,6 +35,7 @@ PUBLIC_METHODS = frozenset(
         "GetConsistencyProof",
         "ListPublicKeys",
         "GetTile",
+        "SubmitCosignature",
     )
 )
 DEFAULT_PAGE = 20
@@ -55,6 +57,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self.identity = identity
         self.deadline = deadline
         self._names: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self.witnesses = [Witness.of(vkey) for vkey in audit.settings.audit_witnesses]
 
     # the access log ------------------------------------------------------------------------
 
@@ -174,9 +177,22 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: pb.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckpointResponse:
         self._ready()
-        return pb.GetCheckpointResponse(
-            checkpoint=_head(self.audit.checkpoint()), note=self.audit.checkpoint_note().decode()
-        )
+        if request.witnessed:
+            head, note = await self._witnessed()
+        else:
+            head, note = self.audit.checkpoint(), self.audit.checkpoint_note()
+        vkeys = [w.vkey for w in self.witnesses]
+        lines = await self.store.cosignature_lines(head.size, vkeys) if vkeys else []
+        note = published(note, lines)
+        return pb.GetCheckpointResponse(checkpoint=_head(head), note=note.decode())
+
+    async def _witnessed(self) -> tuple[TreeHead, bytes]:
+        """The newest head a configured witness cosigned, and its note."""
+        size = await self.store.newest_cosigned([w.vkey for w in self.witnesses])
+        head = None if size is None else await self.store.head_at(size)
+        if head is None:
+            raise NotFound("no witness this log knows has cosigned a checkpoint yet")
+        return head, self.audit.note_at(head)
 
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext
@@ -218,9 +234,52 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     verifier_key=key.verifier_key,
                     not_before=timestamp(key.not_before),
                     not_after=timestamp(key.not_after),
+                    role="log",
+                    name=key.verifier_key.split("+", 1)[0] or self.audit.notes.name,
                 )
                 for key_id, key in self.audit.keys.items()
             ]
+            + self._witness_keys()
+        )
+
+    def _witness_keys(self) -> list[pb.PublicKey]:
+        return [
+            pb.PublicKey(
+                key_id=w.key_id,
+                algorithm="Ed25519",
+                public_key=w.public_key,
+                verifier_key=w.vkey,
+                role="witness",
+                name=w.name,
+            )
+            for w in self.witnesses
+        ]
+
+    async def SubmitCosignature(
+        self, request: pb.SubmitCosignatureRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitCosignatureResponse:
+        """Keep a configured witness's cosignature of a checkpoint this log signed; refuse
+        anything else whole, keeping nothing (the signatures are the only credential)."""
+        self._ready()
+        try:
+            checkpoint, cosigned = check_submission(
+                request.note.encode(), self.audit.notes.verifier_key, self.witnesses
+            )
+        except CosignatureRefused as exc:
+            raise InvalidArgument(str(exc), field="note", slug=exc.slug) from exc
+        head = await self.store.head_at(checkpoint.size)
+        if head is None or bytes.fromhex(head.root_hash) != checkpoint.root_hash:
+            raise InvalidArgument(
+                f"this log signed no tree of size {checkpoint.size} with that root hash",
+                field="note",
+                slug="checkpoint-not-signed",
+            )
+        for one in cosigned:
+            await self.store.save_cosignature(
+                checkpoint.size, checkpoint.root_hash, one.witness.vkey, one.timestamp, one.line
+            )
+        return pb.SubmitCosignatureResponse(
+            size=checkpoint.size, witnesses=sorted({one.witness.name for one in cosigned})
         )
 
     async def GetTile(

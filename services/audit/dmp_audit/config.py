@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
+from dmp_audit.cosign import witness_key_of
 from dmp_audit.keys import RetiredKey
-from dmp_audit.note import check_origin
+from dmp_audit.note import BadNote, check_origin
 from dmp_kit.config import Settings, dev_key
 
 DEV_AUDIT_KEY = dev_key("audit")
@@ -52,6 +55,10 @@ class AuditSettings(Settings):
     # The first line of the checkpoint note and its key's name (c2sp.org/tlog-checkpoint): the
     # log's public URL prefix without its scheme. Empty: the issuer's host + /v1/audit/log.
     checkpoint_origin: str = ""
+    # The witnesses whose cosignatures the log accepts and publishes (c2sp.org/tlog-cosignature):
+    # their verifier keys `<name>+<hex key id>+<base64(0x04 ‖ key)>`, as a JSON list or
+    # separated by commas. None by default.
+    audit_witnesses: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("sequencer_lease_seconds")
     @classmethod
@@ -65,6 +72,11 @@ class AuditSettings(Settings):
     def _origin(cls, value: str) -> str:
         return check_origin(value) if value else value
 
+    @field_validator("audit_witnesses", mode="before")
+    @classmethod
+    def _witnesses(cls, value: Any) -> tuple[str, ...]:
+        return witness_keys(value)
+
     @property
     def origin(self) -> str:
         host = urlsplit(self.jwt_issuer).netloc or "dmp.localhost"
@@ -73,3 +85,34 @@ class AuditSettings(Settings):
     @property
     def audit_key_bytes(self) -> bytes:
         return self.key_bytes("audit_key")
+
+
+def witness_keys(value: Any) -> tuple[str, ...]:
+    """DMP_AUDIT_WITNESSES read and checked: each a cosignature/v1 verifier key whose id matches
+    its key, no name twice. ValueError says which one is wrong."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError("DMP_AUDIT_WITNESSES is not a JSON list") from exc
+        else:
+            value = [part for part in text.replace("\n", ",").split(",") if part.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("DMP_AUDIT_WITNESSES is a list of witness verifier keys")
+    names: set[str] = set()
+    keys: list[str] = []
+    for number, vkey in enumerate(value, 1):
+        try:
+            name, _ = witness_key_of(vkey)
+        except (BadNote, ValueError) as exc:
+            raise ValueError(
+                f"DMP_AUDIT_WITNESSES: witness {number} is not a cosignature/v1 verifier key "
+                f"<name>+<hex key id>+<base64(0x04 ‖ Ed25519 key)> ({exc})"
+            ) from exc
+        if name in names:
+            raise ValueError(f"DMP_AUDIT_WITNESSES: the witness {name!r} is listed twice")
+        names.add(name)
+        keys.append(vkey.strip())
+    return tuple(keys)

@@ -398,6 +398,14 @@ class AuditLog:
             self._note = (head.size, self.notes.sign(text))
         return self._note[1]
 
+    def note_at(self, head: TreeHead) -> bytes:
+        """An earlier signed head as its checkpoint note (Ed25519 is deterministic: the same
+        bytes the log served when that head was the newest)."""
+        if head.size == self._note[0]:
+            return self._note[1]
+        text = Checkpoint(self.notes.name, head.size, bytes.fromhex(head.root_hash)).text()
+        return self.notes.sign(text)
+
     async def tile(self, tile: Tile) -> bytes | None:
         """A hash tile of the newest signed tree (None if that tree does not hold it): what is
         published is what a signed head covers."""

@@ -109,6 +109,7 @@ class AuditStore(Store):
 
     async def ensure_indexes(self) -> None:
         await self.trail.create_index([("ins", ASCENDING), ("n", DESCENDING)])
+        await self.ensure_cosignature_index()
 
     # the log --------------------------------------------------------------------------
 
@@ -363,6 +364,60 @@ class AuditStore(Store):
             else None
         )
         return TraceReaders(gp, representatives or frozenset(), doc.get("purged_order"))
+
+    # witnesses' cosignatures ---------------------------------------------------------------
+    # `cosignatures`: one document per checkpoint and witness, `_id` "<size> <verifier key>":
+    # `size`, `root` (the checkpoint's root hash), `witness` (its verifier key), `timestamp`
+    # and `line`, the cosignature line as the witness wrote it. A witness's newer cosignature of
+    # the same checkpoint replaces its older one.
+
+    @property
+    def cosignatures(self) -> Any:
+        return self.db["cosignatures"]
+
+    async def ensure_cosignature_index(self) -> None:
+        await self.cosignatures.create_index([("size", DESCENDING)])
+
+    async def head_at(self, size: int) -> TreeHead | None:
+        doc = await self.checkpoints.find_one({"_id": size})
+        return None if doc is None else head_of(doc)
+
+    async def save_cosignature(
+        self, size: int, root: bytes, witness: str, timestamp: int, line: str
+    ) -> None:
+        doc = {
+            "_id": f"{size} {witness}",
+            "size": size,
+            "root": Binary(root),
+            "witness": witness,
+            "timestamp": timestamp,
+            "line": line,
+        }
+        try:
+            await self.cosignatures.insert_one(doc)
+        except DuplicateKeyError:
+            await self.cosignatures.replace_one(
+                {"_id": doc["_id"], "timestamp": {"$lt": timestamp}}, doc
+            )
+
+    async def cosignature_lines(self, size: int, witnesses: Sequence[str]) -> list[str]:
+        """The lines of the witnesses `witnesses` (verifier keys) over the checkpoint of `size`,
+        in the order they are listed (by size alone: FerretDB scans a collection for $in)."""
+        found = {
+            doc["witness"]: str(doc["line"]) async for doc in self.cosignatures.find({"size": size})
+        }
+        return [found[w] for w in witnesses if w in found]
+
+    async def newest_cosigned(self, witnesses: Sequence[str]) -> int | None:
+        """The largest tree size one of the witnesses `witnesses` cosigned, if any (a witness
+        no longer configured is skipped)."""
+        known = set(witnesses)
+        if not known:
+            return None
+        async for doc in self.cosignatures.find({}, sort=[("size", DESCENDING)]):
+            if doc["witness"] in known:
+                return int(doc["size"])
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`dmp audit witness`: check that the log only grows, the same for everyone, and cosign it.
 
     dmp audit witness --log GATEWAY_URL --log-key VKEY --name NAME --state FILE
-                      [--key-file FILE] [--once | --interval SECONDS]
+                      [--key-file FILE] [--submit] [--once | --interval SECONDS]
 
 The witness's Ed25519 key is a base64 32-byte seed, read from --key-file or from the
 DMP_WITNESS_KEY environment variable (never the command line). Each pass fetches
@@ -11,7 +11,10 @@ root, or a larger tree with a consistency proof from <url>/v1/audit/consistency 
 A smaller tree, a different root at the same size or a proof that fails is a split view or a
 rewritten log: the witness refuses and keeps its state. Otherwise it cosigns
 (c2sp.org/tlog-cosignature, cosignature/v1), saves the checkpoint with its cosignature in the
-state file and prints the cosignature line. Exit status: 0 cosigned, 1 refused, 2 could not run.
+state file and prints the cosignature line. With --submit it then hands the cosigned note to
+the log (POST <url>/v1/audit/log/cosignatures), which publishes it with its checkpoint. Exit
+status: 0 cosigned (and submitted), 1 refused, 2 could not run (or the log refused the
+cosignature).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -55,6 +59,11 @@ def add_command(audit: Any) -> None:
     witness.add_argument(
         "--key-file", type=Path, help=f"file holding the base64 key seed (default: ${KEY_ENV})"
     )
+    witness.add_argument(
+        "--submit",
+        action="store_true",
+        help="hand each cosignature to the log (POST /v1/audit/log/cosignatures)",
+    )
     mode = witness.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one pass, then exit (the default)")
     mode.add_argument("--interval", type=float, metavar="SECONDS", help="a pass every SECONDS")
@@ -79,6 +88,29 @@ def _get(url: str) -> bytes:
             return data
     except OSError as exc:
         raise CannotRun(f"could not read {url} ({exc})") from exc
+
+
+def submit(log: str, cosigned: bytes) -> list[str]:
+    """Hand the log the note with this witness's cosignature: the names of the witnesses whose
+    cosignatures it kept; CannotRun if it refuses."""
+    url = f"{log}/v1/audit/log/cosignatures"
+    request = urllib.request.Request(  # noqa: S310 - the given URL
+        url, data=cosigned, method="POST", headers={"content-type": "text/plain; charset=utf-8"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the given URL
+            kept = json.loads(answer.read())["witnesses"]
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail", "")
+        except ValueError:
+            detail = ""
+        raise CannotRun(f"the log refused the cosignature ({exc.code}: {detail})") from exc
+    except OSError as exc:
+        raise CannotRun(f"could not reach {url} ({exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CannotRun(f"the log's answer to {url} is not readable") from exc
+    return [str(name) for name in kept]
 
 
 def read_state(path: Path) -> Checkpoint | None:
@@ -144,8 +176,21 @@ def one_pass(args: argparse.Namespace, cosigner: Cosigner) -> str:
     if old is not None:
         check_extends(log, old, new)
     cosignature = cosigner.cosign(text, int(time.time()))
-    write_state(args.state, text, note + cosignature.line.encode() + b"\n")
+    # The log's own signature and this witness's: not the other witnesses' lines it publishes.
+    cosigned = signed_by(note, name) + cosignature.line.encode() + b"\n"
+    write_state(args.state, text, cosigned)
+    if args.submit:
+        kept = submit(log, cosigned)
+        if cosigner.name not in kept:
+            raise CannotRun("the log did not keep the cosignature")
     return cosignature.line
+
+
+def signed_by(note: bytes, name: str) -> bytes:
+    """The note with only the signature lines of the key `name`."""
+    text, _, block = note.rpartition(b"\n\n")
+    lines = [line for line in block.split(b"\n") if line.split(b" ")[1:2] == [name.encode()]]
+    return text + b"\n\n" + b"".join(line + b"\n" for line in lines)
 
 
 def run_witness(args: argparse.Namespace) -> int:

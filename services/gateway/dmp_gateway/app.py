@@ -230,6 +230,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             re.compile(r"/v1/auth/token"),
             re.compile(r"/oauth/(token|revoke)"),
             re.compile(r"/fhir/R4/[A-Za-z]+/_search"),
+            # a witness's cosigned checkpoint: a signed note, text/plain (C2SP)
+            re.compile(r"/v1/audit/log/cosignatures"),
         ),
     )
     if settings.cors_origins:

@@ -232,6 +232,10 @@ STATUSES: dict[int, ErrorStatus] = {
             "invalid-scope",
             "invalid-logo",
             "unknown-professional",
+            "invalid-checkpoint-note",
+            "checkpoint-not-signed",
+            "unknown-witness",
+            "invalid-cosignature",
         ),
     ),
     423: ErrorStatus(

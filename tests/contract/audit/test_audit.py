@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc import StatusCode as S
 
 from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
+from dmp_audit.note import Checkpoint, NoteSigner
 from dmp_stack.contract import (
     PATIENT_INS,
     TESTS,
@@ -27,6 +29,7 @@ PUBLIC = {
     "GetConsistencyProof",
     "ListPublicKeys",
     "GetTile",
+    "SubmitCosignature",
 }
 
 
@@ -40,8 +43,9 @@ def empty_head(answer: Any) -> None:
 
 
 def one_key(answer: Any) -> None:
-    (key,) = answer.keys
+    (key,) = answer.keys  # no witness configured here
     assert key.algorithm == "Ed25519" and len(key.key_id) == 16 and key.public_key
+    assert key.role == "log" and key.name == key.verifier_key.split("+")[0]
     name, key_hash, material = key.verifier_key.split("+", 2)
     assert name and len(key_hash) == 8
     assert base64.b64decode(material) == b"\x01" + base64.b64decode(key.public_key)
@@ -52,6 +56,10 @@ def no_entries(answer: Any) -> None:
 
 
 Log = pb.ListAccessLogRequest
+# The empty tree's checkpoint under the default origin, signed by a key that is not the log's.
+FOREIGN_NOTE = NoteSigner(
+    "dmp.localhost/v1/audit/log", Ed25519PrivateKey.from_private_bytes(bytes(32))
+).sign(Checkpoint("dmp.localhost/v1/audit/log", 0, bytes(32)).text())
 CASES = [
     Case(
         "ListAccessLog",
@@ -126,6 +134,25 @@ CASES = [
         check=empty_head,
     ),
     Case("ListPublicKeys", "anyone", pb.ListPublicKeysRequest(), None, S.OK, check=one_key),
+    Case(
+        "GetCheckpoint",
+        "the newest witnessed, when no witness has cosigned",
+        pb.GetCheckpointRequest(witnessed=True),
+        None,
+        S.NOT_FOUND,
+        problem="not-found",
+    ),
+    *(
+        Case("SubmitCosignature", why, pb.SubmitCosignatureRequest(note=note), None, *refused)
+        for why, note, refused in (
+            ("not a note", "hello", (S.INVALID_ARGUMENT, "note", "invalid-checkpoint-note")),
+            (
+                "a checkpoint the log did not sign",
+                FOREIGN_NOTE.decode(),
+                (S.INVALID_ARGUMENT, "note", "checkpoint-not-signed"),
+            ),
+        )
+    ),
     Case(
         "GetInclusionProof",
         "no entry in an empty log",

@@ -9,7 +9,7 @@ for the readers rule 10 names.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -21,6 +21,7 @@ from dmp.dossier.v1 import dossier_pb2
 from dmp_gateway import problems
 from dmp_gateway.clients import downstream, iso
 from dmp_gateway.security import Caller
+from dmp_kit.errors import InvalidArgument, PayloadTooLarge, UnsupportedMediaType
 
 router = APIRouter(tags=["audit"])
 
@@ -104,6 +105,13 @@ class PublicKey(BaseModel):
     not_after: str | None = Field(
         None, description="until when the key signed heads; absent: the current key"
     )
+    role: Literal["log", "witness"] = Field(
+        "log",
+        description="`log`: signs the tree heads and checkpoints; `witness`: an independent "
+        "party that cosigns checkpoints it checked (c2sp.org/tlog-cosignature), its verifier "
+        "key `<name>+<hex key id>+<base64(0x04 ‖ key)>`",
+    )
+    name: str = Field("", description="the key's name in signature lines")
 
 
 class PublicKeys(BaseModel):
@@ -241,7 +249,8 @@ async def consistency_proof(
     "/v1/audit/keys",
     response_model=PublicKeys,
     response_model_exclude_none=True,
-    summary="Keys that sign tree heads, with their validity periods",
+    summary="Keys that sign tree heads (with their validity periods), and the witnesses' keys "
+    "that cosign checkpoints",
 )
 async def public_keys(request: Request) -> PublicKeys:
     ds = downstream(request)
@@ -255,6 +264,8 @@ async def public_keys(request: Request) -> PublicKeys:
                 verifier_key=k.verifier_key,
                 not_before=_as_signed(k.not_before) if k.HasField("not_before") else None,
                 not_after=_as_signed(k.not_after) if k.HasField("not_after") else None,
+                role="witness" if k.role == "witness" else "log",
+                name=k.name,
             )
             for k in resp.keys
         ]
@@ -279,13 +290,67 @@ TileIndex = Annotated[
 @router.get(
     "/v1/audit/log/checkpoint",
     response_class=PlainTextResponse,
-    summary="The newest signed head as a C2SP checkpoint (signed note)",
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    summary="The newest signed head as a C2SP checkpoint (signed note), with the witnesses' "
+    "cosignatures it has received",
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **problems.responses(404),
+    },
 )
-async def checkpoint_note(request: Request) -> PlainTextResponse:
+async def checkpoint_note(
+    request: Request,
+    witnessed: Annotated[
+        bool,
+        Query(
+            description="the newest checkpoint at least one witness of `/v1/audit/keys` "
+            "cosigned, instead of the newest (404 while none has)"
+        ),
+    ] = False,
+) -> PlainTextResponse:
     ds = downstream(request)
-    resp = await ds.call(ds.audit.GetCheckpoint, pb.GetCheckpointRequest())
+    resp = await ds.call(ds.audit.GetCheckpoint, pb.GetCheckpointRequest(witnessed=witnessed))
     return PlainTextResponse(resp.note)
+
+
+MAX_COSIGNED_NOTE = 16 * 1024
+
+
+class CosignatureKept(BaseModel):
+    size: int = Field(description="the cosigned checkpoint's tree size")
+    witnesses: list[str] = Field(description="the witnesses whose cosignatures the log kept")
+
+
+@router.post(
+    "/v1/audit/log/cosignatures",
+    response_model=CosignatureKept,
+    summary="A witness hands the log its cosignature of a checkpoint (C2SP tlog-cosignature)",
+    description="The body is the checkpoint note as the log signed it, with the witness's "
+    "cosignature line appended (text/plain). No token: the cosignature is the credential. It "
+    "is kept only if the log signed that checkpoint and the line verifies under a witness key "
+    "of `/v1/audit/keys`; anything else is refused and nothing is kept.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    # 422: invalid-checkpoint-note, checkpoint-not-signed, unknown-witness, invalid-cosignature
+    responses=problems.responses(415, 422),
+)
+async def submit_cosignature(request: Request) -> CosignatureKept:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "text/plain":
+        raise UnsupportedMediaType("a cosigned note is text/plain", field="content-type")
+    body = await request.body()  # bounded already by the app's body limit
+    if len(body) > MAX_COSIGNED_NOTE:
+        raise PayloadTooLarge(f"a cosigned note may not exceed {MAX_COSIGNED_NOTE} bytes")
+    try:
+        note = body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument("the note is not UTF-8 text", field="note") from exc
+    ds = downstream(request)
+    resp = await ds.call(ds.audit.SubmitCosignature, pb.SubmitCosignatureRequest(note=note))
+    return CosignatureKept(size=resp.size, witnesses=list(resp.witnesses))
 
 
 @router.get(

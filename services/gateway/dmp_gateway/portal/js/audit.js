@@ -3,57 +3,14 @@
 // each entry's bytes hash to its leaf hash and say what the page shows; each entry is in the
 // tree of the newest signed head (RFC 9162 inclusion proof); the head's Ed25519 signature holds
 // under the published key its key_id names, within that key's validity period; the dossier's
-// entries are chained with none missing.
+// entries are chained with none missing; and the witnesses of /v1/audit/keys cosigned a
+// checkpoint that the signed head extends (witnesses.js).
 
-import { get } from "./api.js";
+import { call, get } from "./api.js";
+import { consistent, hex, leafHash, rootFromInclusion, sha256, unbase64, unhex } from "./merkle.js";
+import { cosignatures, parseNote, signedByLog } from "./witnesses.js";
 
 const encoder = new TextEncoder();
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-async function sha256(...parts) {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
-}
-
-export const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-const unhex = (text) => Uint8Array.from(text.match(/../g) ?? [], (b) => parseInt(b, 16));
-const unbase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-
-export const leafHash = (bytes) => sha256(Uint8Array.of(0), bytes);
-const nodeHash = (left, right) => sha256(Uint8Array.of(1), left, right);
-
-// RFC 9162 §2.1.3.2, with arithmetic that holds past 2^31 (no 32-bit shifts).
-export async function rootFromInclusion(index, size, leaf, proof) {
-  if (index >= size) return null;
-  let fn = index;
-  let sn = size - 1;
-  let r = leaf;
-  for (const p of proof) {
-    if (sn === 0) return null;
-    if (fn % 2 === 1 || fn === sn) {
-      r = await nodeHash(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = await nodeHash(r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 ? r : null;
-}
 
 // A key signs only within its period (both bounds included). The head's timestamp and the
 // bounds are written alike (six fractional digits and Z): as text, they compare as times.
@@ -78,9 +35,47 @@ async function signatureHolds(head, keys) {
   return false;
 }
 
+// The witnesses' word: { known, vouched: [names], size (of the checkpoint they cosigned) },
+// with what does not hold pushed to `problems` (in French).
+async function checkWitnesses(head, keys, problems) {
+  const witnesses = keys.filter((k) => k.role === "witness");
+  const log = keys.find((k) => k.role !== "witness");
+  const report = { known: witnesses.length, vouched: [], size: 0 };
+  if (!witnesses.length || !log) return report;
+  let note;
+  try {
+    note = await (await call("GET", "/v1/audit/log/checkpoint?witnessed=true", undefined, { raw: true })).text();
+  } catch (error) {
+    if (error.status === 404) return report; // no witness has cosigned yet
+    throw error;
+  }
+  const parsed = parseNote(note);
+  if (!parsed || !(await signedByLog(parsed, log.verifier_key))) {
+    problems.push("le point de contrôle contre-signé par les témoins n'est pas signé par le journal");
+    return report;
+  }
+  const size = Number(head.size);
+  const root = unhex(head.root_hash);
+  const [first, second] = parsed.size <= size ? [parsed.size, size] : [size, parsed.size];
+  const [firstRoot, secondRoot] = parsed.size <= size ? [parsed.root, root] : [root, parsed.root];
+  const proof =
+    first === second || first === 0 ? [] : (await get(`/v1/audit/consistency?from=${first}&to=${second}`)).proof.map(unhex);
+  if (first > 0 && !(await consistent(first, second, firstRoot, secondRoot, proof))) {
+    problems.push(`les témoins ont contre-signé un journal de ${parsed.size} entrées que celui-ci ne prolonge pas`);
+    return report;
+  }
+  for (const [name, verdict] of await cosignatures(parsed, witnesses)) {
+    if (verdict === "ok") report.vouched.push(name);
+    if (verdict === "bad") problems.push(`la contre-signature du témoin ${name} ne correspond pas`);
+  }
+  report.size = parsed.size;
+  return report;
+}
+
 const SHOWN = ["seq", "action", "mode", "outcome"];
 
-// Returns { checked, pending, problems, size, verdicts: Map(seq -> "ok" | "pending" | problem) }.
+// Returns { checked, pending, problems, size, witnesses, verdicts: Map(seq -> "ok" | "pending" |
+// problem) }.
 export async function verifyTrace(ins, entries, { wholeTrace = true } = {}) {
   const report = { checked: 0, pending: 0, problems: [], verdicts: new Map(), size: 0 };
   const head = await get("/v1/audit/checkpoint");
@@ -96,6 +91,13 @@ export async function verifyTrace(ins, entries, { wholeTrace = true } = {}) {
     report.problems.push("signature impossible à vérifier dans ce navigateur");
   }
   if (!signed) report.problems.push("la signature du journal ne correspond pas");
+  try {
+    report.witnesses = await checkWitnesses(head, keys, report.problems);
+  } catch (error) {
+    console.info(`witnesses check: ${error.name}`);
+    report.problems.push("contre-signatures des témoins impossibles à vérifier");
+    report.witnesses = { known: 0, vouched: [], size: 0 };
+  }
   const chain = new Map();
   // Entries whose bytes are withheld (they name a document this reader may not read yet):
   // their leaf hash is still proved in the signed tree and links the dossier's chain.

@@ -176,6 +176,15 @@ const AGENDA = {
 };
 
 // What happened, in words: the entry's action and what it was about.
+// What the witnesses said of the log, in a sentence.
+function vouching({ vouched, size }) {
+  if (!vouched.length) return "Aucun témoin indépendant n'a encore contre-signé le journal.";
+  const names = vouched.join(", ");
+  return vouched.length > 1
+    ? `Les témoins indépendants ${names} ont contre-signé le journal (${size} entrées), qui depuis n'a fait que s'allonger.`
+    : `Le témoin indépendant ${names} a contre-signé le journal (${size} entrées), qui depuis n'a fait que s'allonger.`;
+}
+
 function what(e) {
   const query = e.query || "";
   const change = { close: "Fermeture du dossier", reopen: "Réouverture du dossier", open: "Ouverture du dossier" };
@@ -294,7 +303,8 @@ export async function history(main, { ins }, state) {
           ? notice(`Vérification échouée : ${report.problems.join(" ; ")}`, "error")
           : notice(
               `Historique vérifié : ${report.checked} entrée${report.checked > 1 ? "s" : ""} figure${report.checked > 1 ? "nt" : ""} dans le journal signé (${report.size} entrées), signature valide, aucune entrée manquante.` +
-                (report.pending ? ` ${report.pending} entrée(s) récente(s) seront vérifiables à la prochaine signature.` : ""),
+                (report.pending ? ` ${report.pending} entrée(s) récente(s) seront vérifiables à la prochaine signature.` : "") +
+                (report.witnesses.known ? ` ${vouching(report.witnesses)}` : ""),
               "success",
             ),
       );

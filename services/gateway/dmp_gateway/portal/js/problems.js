@@ -30,6 +30,10 @@ export const MESSAGES = {
   "appointment-closed": "Ce rendez-vous est annulé ou refusé : il ne peut plus être modifié.",
   "reminder-not-found": "Ce rappel de prévention est introuvable.",
   "unknown-professional": "Aucun professionnel de santé ne correspond à ce numéro RPPS.",
+  "invalid-checkpoint-note": "Ce texte n'est pas un point de contrôle signé du journal d'audit.",
+  "checkpoint-not-signed": "Le journal d'audit n'a jamais signé ce point de contrôle.",
+  "unknown-witness": "Aucune contre-signature d'un témoin connu du journal d'audit.",
+  "invalid-cosignature": "La contre-signature du témoin n'est pas valide.",
   "measurement-not-found": "Cette mesure est introuvable : elle a peut-être déjà été supprimée.",
   "not-your-measurement": "Seule la personne qui a saisi cette mesure peut la supprimer.",
   "measurement-out-of-range":
