@@ -73,12 +73,13 @@ async def _fill(audit: AuditLog, n: int) -> float:
 
 async def _storage(store: AuditStore, n: int) -> dict[str, float]:
     """Bytes per entry of what each collection holds: its documents as BSON (the mean of up to
-    2,000 of them times their count; reading 20 million documents would take longer than
+    200 of them times their count; reading 20 million documents would take longer than
     the rest of the run)."""
     out: dict[str, float] = {}
     for name in ("chunks", "tiles", "trail", "events", "edge", "checkpoints"):
         count = await store.db[name].count_documents({})
-        sizes = [len(bson.encode(doc)) async for doc in store.db[name].find({}, limit=2000)]
+        sample = store.db[name].find({}, limit=200, batch_size=10)
+        sizes = [len(bson.encode(doc)) async for doc in sample]
         out[name] = round(count * (sum(sizes) / len(sizes)) / n, 2) if sizes else 0.0
     return out
 
