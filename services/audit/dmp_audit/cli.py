@@ -92,6 +92,8 @@ def published_keys(url: str) -> dict[str, LogKey]:
             published = json.load(answer)["keys"]
         keys = {}
         for k in published:
+            if k.get("role", "log") != "log":
+                continue  # a witness's key cosigns checkpoints; it never signs a head
             raw = base64.b64decode(k["public_key"], validate=True)
             key = Ed25519PublicKey.from_public_bytes(raw)
             if key_id(key) != k["key_id"]:

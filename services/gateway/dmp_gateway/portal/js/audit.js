@@ -39,9 +39,10 @@ async function signatureHolds(head, keys) {
 // with what does not hold pushed to `problems` (in French).
 async function checkWitnesses(head, keys, problems) {
   const witnesses = keys.filter((k) => k.role === "witness");
-  const log = keys.find((k) => k.role !== "witness");
+  // The log's keys, current and retired: the note names the one that signed it (its key hash).
+  const logKeys = keys.filter((k) => k.role !== "witness" && k.verifier_key);
   const report = { known: witnesses.length, vouched: [], size: 0 };
-  if (!witnesses.length || !log) return report;
+  if (!witnesses.length || !logKeys.length) return report;
   let note;
   try {
     note = await (await call("GET", "/v1/audit/log/checkpoint?witnessed=true", undefined, { raw: true })).text();
@@ -50,7 +51,9 @@ async function checkWitnesses(head, keys, problems) {
     throw error;
   }
   const parsed = parseNote(note);
-  if (!parsed || !(await signedByLog(parsed, log.verifier_key))) {
+  let signed = false;
+  for (const key of parsed ? logKeys : []) signed ||= await signedByLog(parsed, key.verifier_key);
+  if (!signed) {
     problems.push("le point de contrôle contre-signé par les témoins n'est pas signé par le journal");
     return report;
   }
