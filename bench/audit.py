@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import random
 import secrets
@@ -20,6 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from dmp_kit.auth import Principal
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
 from dmp_kit.events import audit_event
-from dmp_stack.infra import free_port, spawn, start_mongo, start_nats
+from dmp_stack.infra import Started, free_port, spawn, start_mongo, start_nats
 from dmp_stack.stack import stop_pid, stop_started
 from dmp_stack.testing import make_ins, make_rpps
 
@@ -139,7 +142,7 @@ async def _append(n: int) -> dict[str, Any]:
                 "entries": n,
                 "entries_per_s": round(rate),
                 "floor_entries_per_s": round(floor_rate),
-                "target_entries_per_s": 5000,
+                "target_entries_per_s": 10_000,
             },
         )
     finally:
@@ -195,14 +198,11 @@ async def _fill(store: AuditStore, audit: AuditLog, n: int) -> None:
 
 
 async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
-    root = Path(tempfile.mkdtemp(prefix="dmp-bench-audit-"))
-    mongo, nats = start_mongo(root), start_nats(root)
     audit_key = base64.b64encode(secrets.token_bytes(32)).decode()
     settings = _settings(audit_key)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url)
-    service = None
-    try:
-        store = AuditStore(client["audit"])
+    async with servers("dmp-bench-audit-") as up:
+        store = AuditStore(up.client["audit"])
+        await store.ensure_indexes()
         audit = AuditLog(store, signer(settings), CLOCK, settings)
         await audit.load()
         t0 = time.perf_counter()
@@ -244,7 +244,7 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
             },
         )
 
-        service, port = spawn_audit(root, mongo.url, nats.url, audit_key)
+        up.service, port = spawn_audit(up.root, up.mongo.url, up.nats.url, audit_key)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         await until_serving(stub, n, time.perf_counter())
@@ -272,10 +272,30 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
             },
         )
         return [verify, proof]
+
+
+@dataclass
+class Servers:
+    """A database and NATS of a run's own, a client, and the audit process once started."""
+
+    root: Path
+    mongo: Started
+    nats: Started
+    client: AsyncMongoClient[dict[str, Any]]
+    service: Any = None
+
+
+@contextlib.asynccontextmanager
+async def servers(prefix: str) -> AsyncIterator[Servers]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    mongo, nats = start_mongo(root), start_nats(root)
+    up = Servers(root, mongo, nats, AsyncMongoClient(mongo.url))
+    try:
+        yield up
     finally:
-        if service is not None:
-            stop_pid(service.pid)
-        await client.close()
+        if up.service is not None:
+            stop_pid(up.service.pid)
+        await up.client.close()
         for dep in (mongo, nats):
             stop_started(dep)
 

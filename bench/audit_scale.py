@@ -18,16 +18,22 @@ import json
 import random
 import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import bson
 import grpc
-from pymongo import AsyncMongoClient
 
-from bench.audit import CLOCK, _records, _settings, spawn_audit, timed_proofs, until_serving
+from bench.audit import (
+    CLOCK,
+    _records,
+    _settings,
+    servers,
+    spawn_audit,
+    timed_proofs,
+    until_serving,
+)
 from bench.run import record, summary
 from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
@@ -35,8 +41,6 @@ from dmp_audit.__main__ import signer
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
 from dmp_audit.tiles import TILE_WIDTH, Tile, edge_widths
-from dmp_stack.infra import start_mongo, start_nats
-from dmp_stack.stack import stop_pid, stop_started
 from dmp_stack.testing import make_ins
 
 # The dossiers the entries are about. Each append reads the chain head (the newest entry) of
@@ -77,7 +81,7 @@ async def _storage(store: AuditStore, n: int) -> dict[str, float]:
     the rest of the run)."""
     out: dict[str, float] = {}
     for name in ("chunks", "tiles", "trail", "events", "edge", "checkpoints"):
-        count = await store.db[name].count_documents({})
+        count = await store.db[name].estimated_document_count()
         sample = store.db[name].find({}, limit=200, batch_size=10)
         sizes = [len(bson.encode(doc)) async for doc in sample]
         out[name] = round(count * (sum(sizes) / len(sizes)) / n, 2) if sizes else 0.0
@@ -92,14 +96,10 @@ def _load_seconds(log: Path) -> float:
 
 
 async def _scale(n: int) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="dmp-bench-audit-scale-"))
-    mongo, nats = start_mongo(root), start_nats(root)
     audit_key = base64.b64encode(secrets.token_bytes(32)).decode()
     settings = _settings(audit_key, append_batch=BATCH)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url)
-    service = None
-    try:
-        store = AuditStore(client["audit"])
+    async with servers("dmp-bench-audit-scale-") as up:
+        store = AuditStore(up.client["audit"])
         await store.ensure_indexes()
         audit = AuditLog(store, signer(settings), CLOCK, settings)
         await audit.load()
@@ -107,12 +107,12 @@ async def _scale(n: int) -> dict[str, Any]:
         storage = await _storage(store, n)
 
         started = time.perf_counter()
-        service, port = spawn_audit(root, mongo.url, nats.url, audit_key, level="INFO")
+        up.service, port = spawn_audit(up.root, up.mongo.url, up.nats.url, audit_key, level="INFO")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         to_serving = await until_serving(stub, n, started)
-        load_s = _load_seconds(root / "audit.log")
-        rss_loaded = _rss_mb(service.pid)
+        load_s = _load_seconds(up.root / "audit.log")
+        rss_loaded = _rss_mb(up.service.pid)
         rng = random.Random(3)
         target, floor = await timed_proofs(stub, n, 2000, rng)
         widths = edge_widths(n)
@@ -123,7 +123,7 @@ async def _scale(n: int) -> dict[str, Any]:
                 path = Tile(level, rng.randrange(full)).path()
                 tile = await stub.GetTile(pb.GetTileRequest(path=path), timeout=5)
                 assert len(tile.hashes) == 32 * TILE_WIDTH
-        rss_served = _rss_mb(service.pid)
+        rss_served = _rss_mb(up.service.pid)
         await channel.close()
         hashes = storage["tiles"] + storage["edge"]
         return record(
@@ -146,12 +146,6 @@ async def _scale(n: int) -> dict[str, Any]:
                 "targets": {"rss_mb": 150, "restart_s": 2, "proof_p99_ms": 5},
             },
         )
-    finally:
-        if service is not None:
-            stop_pid(service.pid)
-        await client.close()
-        for dep in (mongo, nats):
-            stop_started(dep)
 
 
 def audit_scale(n: int) -> dict[str, Any]:

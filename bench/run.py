@@ -725,6 +725,16 @@ def write_readme() -> None:
                 f"call's p99 {f['p99_ms']} ms); computing the proof: median "
                 f"{r['computing_only']['median_ms']} ms, p99 {r['computing_only']['p99_ms']} ms"
             )
+        if r["scenario"] == "audit_scale":
+            targets = r["targets"]
+            extra = (
+                f"{r['entries']:,} entries: proof p99 {t['p99_ms']} ms (target ≤ "
+                f"{targets['proof_p99_ms']}); RSS {r['rss_mb_served']} MB (target ≤ "
+                f"{targets['rss_mb']}); start to serving {r['restart_to_serving_s']} s, of which "
+                f"loading the log {r['load_s']} s (target ≤ {targets['restart_s']}); hashes "
+                f"{r['hash_bytes_per_entry']} B/entry, all collections "
+                f"{sum(r['bytes_per_entry'].values()):.0f} B/entry"
+            )
         if r["scenario"] == "overload":
             on, off = r["with_admission"], r["without_admission"]
             extra = (
