@@ -10,6 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import httpx
@@ -218,6 +219,40 @@ def test_ten_wrong_passwords_lock_the_account_for_a_growing_period(
             r = c.post("/v1/auth/login", json={**creds, "password": patient["password"]})
             problem(r, 423, "account-locked")
             assert 60 < int(r.headers["retry-after"]) <= 120, "the second lock lasts twice as long"
+    finally:
+        stack.set_clock_offset(0)
+
+
+def test_a_child_born_today_in_paris_registers_while_it_is_still_yesterday_in_utc(
+    stack: RunningStack,
+) -> None:
+    """At 23:30 UTC it is already tomorrow in Paris (UTC+1 or +2): that date is a birth date,
+    the one after it is not."""
+    now = datetime.now(UTC)
+    late = now.replace(hour=23, minute=30, second=0, microsecond=0)
+    if late <= now:
+        late += timedelta(days=1)
+    paris = late.astimezone(ZoneInfo("Europe/Paris")).date()
+    assert paris > late.date()
+    stack.set_clock_offset((late - now).total_seconds())
+    try:
+        admin = stack.admin_token()  # issued on the moved clock
+        newborn = stack.create_patient(admin, birth_date=paris.isoformat())
+        assert newborn["birth_date"] == paris.isoformat()
+        with stack.client(admin) as c:
+            tomorrow = (paris + timedelta(days=1)).isoformat()
+            r = c.post(
+                "/v1/admin/patients",
+                json={
+                    "ins": make_ins(),
+                    "vitale_serial": "12345678",
+                    "given_name": "A",
+                    "family_name": "B",
+                    "birth_date": tomorrow,
+                    "email": "x@example.org",
+                },
+            )
+            problem(r, 422, "validation-error", "birth_date")
     finally:
         stack.set_clock_offset(0)
 

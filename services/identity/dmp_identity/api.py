@@ -391,7 +391,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             birth_date=request.birth_date,
             email=request.email,
             phone=request.phone,
-            today=now.date(),
+            today=now.astimezone(domain.PARIS).date(),  # a child born in Paris today
             declared_gp=request.declared_gp,
         )
         if await self.store.opposition(reg.ins) is not None:

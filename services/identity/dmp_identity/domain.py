@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +30,9 @@ from zxcvbn.frequency_lists import FREQUENCY_LISTS
 from dmp_kit.auth import ACCESS_TOKEN_TYP, ALGORITHM, CLIENT_ID_RE
 from dmp_kit.errors import InvalidArgument
 from dmp_kit.identifiers import validate_ins, validate_profession, validate_rpps
+
+# Dates in France are Paris dates: a birth, a coming of age at midnight.
+PARIS = ZoneInfo("Europe/Paris")
 
 PersonKind = Literal["patient", "professional", "agent", "admin"]
 PERSON_KINDS: tuple[PersonKind, ...] = ("patient", "professional", "agent", "admin")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import date
-from zoneinfo import ZoneInfo
 
 from pymongo.errors import PyMongoError
 
@@ -24,8 +23,6 @@ from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay
 
 log = get_logger(__name__)
-# Birthdays are French: a minor comes of age at midnight in Paris.
-PARIS = ZoneInfo("Europe/Paris")
 
 
 class Schedule:
@@ -54,7 +51,7 @@ class Schedule:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
     async def once(self) -> None:
-        today = self.clock.now().astimezone(PARIS).date()
+        today = self.clock.now().astimezone(domain.PARIS).date()
         changed = [
             account["_id"]
             for account in await self.store.represented_patients()
