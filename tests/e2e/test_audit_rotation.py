@@ -62,25 +62,38 @@ def log_keys(stack: RunningStack) -> list[dict[str, Any]]:
     return [k for k in get(stack, "/v1/audit/keys")["keys"] if k["role"] == "log"]
 
 
-def traced_reads(stack: RunningStack, times: int) -> None:
-    """Each read of the dossier by its patient is one entry of the log."""
+def traced_reads(stack: RunningStack, times: int) -> int:
+    """Each read of the dossier by its patient is one entry of the log; the size the log has
+    once they are all in it (their entries listed in the dossier's access log)."""
     admin = stack.admin_token()
     patient = stack.create_patient(admin)
     token = stack.token_for(patient, "patient")
     stack.open_dossier(token, patient)
+    path = f"/v1/dossiers/{patient['ins']}"
     with stack.client(token) as c:
         for _ in range(times):
-            assert c.get(f"/v1/dossiers/{patient['ins']}").status_code == 200
+            assert c.get(path).status_code == 200
+
+        def logged() -> list[dict[str, Any]] | None:
+            r = c.get(f"{path}/access-log", params={"page_size": 100})
+            entries = r.json()["entries"] if r.status_code == 200 else []
+            reads = [e for e in entries if e["action"] == "read"]
+            return entries if len(reads) >= times else None
+
+        entries = until(logged, timeout=60)
+    assert entries, "the reads did not reach the access log"
+    return max(e["seq"] for e in entries) + 1
 
 
-def settled(stack: RunningStack) -> dict[str, Any]:
-    """The newest signed head once the log has stopped growing."""
+def settled(stack: RunningStack, size: int) -> dict[str, Any]:
+    """The newest signed head once it covers `size` entries and the log has stopped growing
+    (a head unchanged between two reads; a slow relay alone cannot pass for a settled log)."""
     last: dict[str, Any] = {}
 
     def unchanged() -> bool:
         nonlocal last
         head = get(stack, "/v1/audit/checkpoint")
-        same, last = head == last, head
+        same, last = head == last and head["size"] >= size, head
         return same
 
     assert until(unchanged, timeout=30, interval=1.5)
@@ -109,8 +122,7 @@ def test_the_key_rotates_and_the_old_heads_stay_verifiable(
 ) -> None:
     stack = rotating
     key_a = stack.stack.credentials.own_keys["audit"]
-    traced_reads(stack, 5)
-    before = settled(stack)
+    before = settled(stack, traced_reads(stack, 5))
     assert before["key_id"] == key_id(key_a)
     (published_a,) = log_keys(stack)
     assert "not_after" not in published_a and "not_before" not in published_a
@@ -149,8 +161,7 @@ def test_the_key_rotates_and_the_old_heads_stay_verifiable(
     assert {k: keys[1][k] for k in published_a} == published_a  # A as it was published
 
     # new entries: heads signed by B
-    traced_reads(stack, 3)
-    after = settled(stack)
+    after = settled(stack, traced_reads(stack, 3))
     assert after["size"] > before["size"] and after["key_id"] == key_id(key_b)
 
     # the operator's check, with the published keys and with the configuration
