@@ -23,6 +23,7 @@ from nats.js.errors import NotFoundError
 from dmp.events.v1 import envelope_pb2
 from dmp_kit.errors import Unavailable
 from dmp_kit.logging import get_logger
+from dmp_kit.metrics import DEAD_LETTERS, EVENTS_HANDLED, ConsumerLag
 
 log = get_logger(__name__)
 
@@ -293,6 +294,7 @@ async def run_consumer(
             event = envelope_pb2.Envelope.FromString(msg.data)
         except Exception:
             log.error("event_undecodable", durable=durable, subject=msg.subject)
+            EVENTS_HANDLED.labels(durable, "rejected").inc()
             await msg.term()
             return
         if not authentic(msg.subject, event):
@@ -305,6 +307,7 @@ async def run_consumer(
                 source=event.source,
                 event_id=event.id,
             )
+            EVENTS_HANDLED.labels(durable, "rejected").inc()
             await msg.ack()
             return
         try:
@@ -320,17 +323,23 @@ async def run_consumer(
                 error=type(exc).__name__,
             )
             if delivered < max_deliver:
+                EVENTS_HANDLED.labels(durable, "retry").inc()
                 await msg.nak(delay=redelivery_delay(delivered))
                 return
             log.error("event_given_up", durable=durable, event_id=event.id, attempts=delivered)
+            EVENTS_HANDLED.labels(durable, "dead_letter").inc()
+            DEAD_LETTERS.labels(durable).inc()
             if on_give_up is not None:
                 await on_give_up(event, delivered, exc)
             await msg.term()
         else:
+            EVENTS_HANDLED.labels(durable, "ok").inc()
             await msg.ack()
 
+    lag = ConsumerLag(stream, durable)
     try:
         while not stop.is_set():
+            await lag.sample(sub)
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):

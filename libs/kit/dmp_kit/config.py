@@ -35,6 +35,8 @@ DEFAULT_PORTS: dict[str, int] = {
     "agenda": 50058,
 }
 
+METRICS_PORT_OFFSET = 1000
+
 
 class Env(StrEnum):
     DEV = "dev"
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
     messaging_addr: str = f"localhost:{DEFAULT_PORTS['messaging']}"
     agenda_addr: str = f"localhost:{DEFAULT_PORTS['agenda']}"
     grpc_listen: str = ""
+    # Where the process serves its Prometheus metrics (/metrics): host:port, or "off". Empty:
+    # every interface, on the gRPC port + METRICS_PORT_OFFSET (identity 51051 …).
+    metrics_listen: str = ""
     grpc_deadline_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
 
@@ -158,6 +163,9 @@ class Settings(BaseSettings):
 
     def listen_address(self, service: str) -> str:
         return self.grpc_listen or f"[::]:{DEFAULT_PORTS[service]}"
+
+    def metrics_address(self, service: str) -> str:
+        return self.metrics_listen or f"[::]:{DEFAULT_PORTS[service] + METRICS_PORT_OFFSET}"
 
     def database_name(self, service: str) -> str:
         return self.mongo_db or service

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp_kit.bus import EventBus
 from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
+from dmp_kit.metrics import OUTBOX_OLDEST, OUTBOX_PENDING, OUTBOX_PUBLISHED
 from dmp_kit.mongo import Document, document_locks
 
 log = get_logger(__name__)
@@ -48,9 +50,21 @@ def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> D
     return {**doc, OUTBOX: outbox_entries(events), PENDING: True}
 
 
+def event_time(event_id: str) -> float:
+    """The Unix time an event was made, from its UUIDv7 id (its first 48 bits: milliseconds)."""
+    try:
+        return (uuid.UUID(event_id).int >> 80) / 1000.0
+    except ValueError:
+        return time.time()
+
+
 VERSION = "_v"
 MAX_ATTEMPTS = 20
 MAX_SCANS = 100  # batches of one collection in one pass
+# The backlog's gauges are read every this many seconds, from up to SAMPLE pending documents
+# (counted exactly beyond that).
+SAMPLE_INTERVAL_SECONDS = 5.0
+SAMPLE = 1000
 Change = Callable[[Document | None], Document | None]
 
 
@@ -212,10 +226,12 @@ class OutboxRelay:
         )
         published = [doc for doc, failed in zip(docs, outcomes, strict=True) if failed is None]
         await self._clear(col, published)
+        sent = sum(len(doc.get(OUTBOX) or []) for doc in published)
+        OUTBOX_PUBLISHED.labels(col.name).inc(sent)
         for failed in outcomes:
             if isinstance(failed, BaseException):
                 raise failed
-        return sum(len(doc.get(OUTBOX) or []) for doc in published)
+        return sent
 
     async def _publish(self, doc: Document) -> None:
         # In order within a document: its events are facts about one thing, in sequence.
@@ -260,16 +276,40 @@ class OutboxRelay:
                 )
             await _bulk_update(col, pulled)
 
+    async def backlog(self) -> None:
+        """Sets the backlog's gauges: per collection, the documents holding events and the age
+        of the oldest event among (up to SAMPLE of) them — their ids are UUIDv7, which begin
+        with their time. One indexed query per collection; a count only beyond SAMPLE."""
+        now = time.time()
+        for col in self._collections:
+            found = [d async for d in col.find({PENDING: True}, {f"{OUTBOX}.id": 1}).limit(SAMPLE)]
+            pending = len(found)
+            if pending == SAMPLE:
+                pending = await col.count_documents({PENDING: True})
+            times = [event_time(e["id"]) for d in found for e in d.get(OUTBOX) or [] if "id" in e]
+            OUTBOX_PENDING.labels(col.name).set(pending)
+            OUTBOX_OLDEST.labels(col.name).set(max(0.0, now - min(times)) if times else 0.0)
+
     async def run(self, stop: asyncio.Event) -> None:
         async def wake_on_stop() -> None:
             await stop.wait()
             self._wake.set()
 
-        watcher = asyncio.create_task(wake_on_stop())
+        async def watch_backlog() -> None:
+            while not stop.is_set():
+                try:
+                    await self.backlog()
+                except PyMongoError as exc:  # the database away: the next sample tells
+                    log.debug("outbox_backlog_unknown", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=SAMPLE_INTERVAL_SECONDS)
+
+        watchers = [asyncio.create_task(wake_on_stop()), asyncio.create_task(watch_backlog())]
         try:
             await self._loop(stop)
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         next_sweep = 0.0  # at once: whatever a previous process left pending

@@ -21,6 +21,7 @@ from dmp_kit.auth import JwksCache, TokenVerifier
 from dmp_kit.bus import BUS_ACCESS, EventBus
 from dmp_kit.clock import Clock, clock_from_path
 from dmp_kit.config import Settings
+from dmp_kit.metrics import DEPENDENCY_UP, serve_metrics
 from dmp_kit.mongo import CommandCounter, Document, Store, close_mongo, mongo_client, ping
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.probe import LIVENESS
@@ -154,6 +155,7 @@ class ServiceRuntime:
         await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         log.info("listening", address=address)
+        serve_metrics(self.settings.metrics_address(self.name))
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -223,7 +225,11 @@ class ServiceRuntime:
         """SERVING only while MongoDB answers and NATS is connected."""
         last: int | None = None
         while not self.stop.is_set():
-            ok = await self.bus.healthy() and await ping(self.db)
+            nats_ok = await self.bus.healthy()
+            mongo_ok = await ping(self.db)
+            DEPENDENCY_UP.labels("nats").set(nats_ok)
+            DEPENDENCY_UP.labels("mongodb").set(mongo_ok)
+            ok = nats_ok and mongo_ok
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if ok

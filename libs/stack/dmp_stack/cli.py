@@ -36,12 +36,19 @@ def up() -> int:
         return 1
     url = state.gateway_url
     deps = ", ".join(f"{d.name}: {d.source}" for d in state.deps)
+    metrics = (
+        "http://127.0.0.1:{port}/metrics ("
+        + ", ".join(f"{name} {port}" for name, port in stack.ports.metrics.items())
+        + ")"
+    )
     print(f"""
 The DMP stack is up ({deps}).
   Portal    {url}/          (patients and professionals, in a browser)
   Gateway   {url}/v1
   API docs  {url}/docs
   Logs      make logs   (files under {STATE_DIR}/logs)
+  Metrics   {url}/metrics, and each service's at {metrics}
+            (catalogue, alerts and dashboards: docs/observability.md)
 
 Log in as the development administrator:
   curl -s {url}/v1/auth/login -H 'content-type: application/json' \\

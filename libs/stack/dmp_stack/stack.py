@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from dmp_kit.config import DEFAULT_PORTS
+from dmp_kit.config import DEFAULT_PORTS, METRICS_PORT_OFFSET
 from dmp_stack.credentials import SERVICES, Credentials
 from dmp_stack.infra import (
     InfraError,
@@ -34,6 +34,10 @@ STATE_FILE = "state.json"
 class Ports:
     gateway: int = 8000
     grpc: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # Each service's Prometheus metrics (the gateway's are on its own port, at /metrics).
+    metrics: dict[str, int] = field(
+        default_factory=lambda: {n: p + METRICS_PORT_OFFSET for n, p in DEFAULT_PORTS.items()}
+    )
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -41,16 +45,22 @@ class Ports:
         for name in ports.grpc:
             if value := os.environ.get(f"DMP_{name.upper()}_PORT"):
                 ports.grpc[name] = int(value)
+                ports.metrics[name] = int(value) + METRICS_PORT_OFFSET
         return ports
 
     @classmethod
     def free(cls) -> Ports:
         # Distinct: the system may hand the same free port to two calls in a row.
         ports: set[int] = set()
-        while len(ports) < len(DEFAULT_PORTS) + 1:
+        while len(ports) < 2 * len(DEFAULT_PORTS) + 1:
             ports.add(free_port())
-        gateway, *grpc = sorted(ports, key=lambda _: secrets.randbelow(1 << 30))
-        return cls(gateway=gateway, grpc=dict(zip(DEFAULT_PORTS, grpc, strict=True)))
+        gateway, *rest = sorted(ports, key=lambda _: secrets.randbelow(1 << 30))
+        grpc, metrics = rest[: len(DEFAULT_PORTS)], rest[len(DEFAULT_PORTS) :]
+        return cls(
+            gateway=gateway,
+            grpc=dict(zip(DEFAULT_PORTS, grpc, strict=True)),
+            metrics=dict(zip(DEFAULT_PORTS, metrics, strict=True)),
+        )
 
 
 @dataclass
@@ -239,7 +249,12 @@ class Stack:
         self.wait_ready(state, 60)
 
     def spawn_env(self, name: str) -> dict[str, str]:
-        return {"DMP_GRPC_LISTEN": f"127.0.0.1:{self.ports.grpc[name]}"} if name in SERVICES else {}
+        if name not in SERVICES:
+            return {}
+        return {
+            "DMP_GRPC_LISTEN": f"127.0.0.1:{self.ports.grpc[name]}",
+            "DMP_METRICS_LISTEN": f"127.0.0.1:{self.ports.metrics[name]}",
+        }
 
     def wait_ready(self, state: StackState, timeout: float) -> None:
         deadline = time.monotonic() + timeout

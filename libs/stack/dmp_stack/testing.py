@@ -30,6 +30,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from pymongo import MongoClient
 
 from dmp.events.v1 import envelope_pb2
@@ -240,6 +242,24 @@ class RunningStack:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
 
+    def metrics(self, service: str) -> list[Sample]:
+        """What a process's /metrics shows now (the gateway's on its HTTP port)."""
+        port = self.stack.ports.metrics.get(service)
+        url = f"http://127.0.0.1:{port}/metrics" if port else f"{self.url}/metrics"
+        text = httpx.get(url, timeout=10.0).raise_for_status().text
+        return [
+            sample for family in text_string_to_metric_families(text) for sample in family.samples
+        ]
+
+    def metric(self, service: str, name: str, **labels: str) -> float | None:
+        """The sum of a metric's samples with these labels (None: no such sample yet)."""
+        values = [
+            s.value
+            for s in self.metrics(service)
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+        return sum(values) if values else None
+
     @contextmanager
     def another_gateway(self, name: str, env: dict[str, str]) -> Iterator[str]:
         """A second gateway process in front of this stack's services, with `env` over the
@@ -280,6 +300,7 @@ class RunningStack:
                 **self.state.env,
                 **self.stack.credentials.env_for(service),
                 "DMP_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
+                "DMP_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
             },
         )
         try:

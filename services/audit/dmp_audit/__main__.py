@@ -18,6 +18,7 @@ from dmp_audit.consumer import (
 from dmp_audit.entry import TreeHeadSigner
 from dmp_audit.keys import LogKey, keyring
 from dmp_audit.log import AuditLog
+from dmp_audit.metrics import observe
 from dmp_audit.store import AuditStore
 from dmp_kit.crypto import derive_key
 from dmp_kit.lease import Lease
@@ -57,6 +58,7 @@ async def serve() -> None:
 
     lease = Lease(store.lease, SEQUENCER, settings.sequencer_lease_seconds)
     audit.may_append = lambda: lease.held
+    observe(audit, lease)
 
     async def append(stop: asyncio.Event) -> None:
         await run_sequencer(runtime.bus, audit, lease, stop)

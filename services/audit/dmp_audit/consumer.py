@@ -28,6 +28,7 @@ from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
 from dmp_kit.bus import EventBus, authentic, run_consumer
 from dmp_kit.lease import Lease
+from dmp_kit.metrics import ConsumerLag
 
 log = structlog.get_logger("dmp.audit")
 
@@ -109,9 +110,11 @@ async def _pump(
     # The next batch is fetched while this one is stored: the stream's round trips overlap
     # the database's (max_ack_pending leaves room for two batches in flight).
     pending = asyncio.create_task(_fetch(sub, batch))
+    lag = ConsumerLag(STREAM, DURABLE)
     try:
         while not stop.is_set():
             msgs = await pending
+            await lag.sample(sub)
             pending = asyncio.create_task(_fetch(sub, batch))
             if not msgs:  # nothing new (a fetch may also end empty): sign what is due
                 await audit.tick()

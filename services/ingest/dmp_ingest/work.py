@@ -27,11 +27,17 @@ from dmp_ingest.store import IngestStore
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
 from dmp_kit.errors import DmpError, NotFound, Unavailable
+from dmp_kit.metrics import Counter, Gauge
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
 
 log = structlog.get_logger("dmp.ingest")
+
+ROWS = Counter(
+    "dmp_ingest_rows_total", "Rows of insurer batches, accepted or rejected", ["outcome"]
+)
+BATCHES_RUNNING = Gauge("dmp_ingest_batches_running", "Insurer batches being processed")
 AddDocument = dossier_pb2.AddDocumentRequest
 REMB_TITLE = "Historique des remboursements (24 derniers mois)"
 
@@ -51,6 +57,7 @@ class Worker:
         self.dossier = dossier
         self.tokens = tokens
         self.tasks: set[asyncio.Task[None]] = set()
+        BATCHES_RUNNING.set_function(lambda: len(self.tasks))
 
     def spool(self, batch_id: str) -> Path:
         return Path(self.settings.spool_dir) / f"{batch_id}.spool"
@@ -80,6 +87,7 @@ class Worker:
             for line, row in _rows(path, fmt):
                 if isinstance(row, str):
                     rejected += 1
+                    ROWS.labels("rejected").inc()
                     if len(rejects) < self.settings.max_rejects_kept:
                         rejects.append({"line": line, "reason": row})
                     continue
@@ -88,12 +96,14 @@ class Worker:
                 if len(pending) >= self.settings.write_batch:
                     await self.store.write_claims(pending, insurer, batch_id, self.clock.now())
                     accepted += len(pending)
+                    ROWS.labels("accepted").inc(len(pending))
                     pending = []
                     await self.store.update_batch(
                         batch_id, {"accepted": accepted, "rejected": rejected, "rejects": rejects}
                     )
             await self.store.write_claims(pending, insurer, batch_id, self.clock.now())
             accepted += len(pending)
+            ROWS.labels("accepted").inc(len(pending))
         except Exception as exc:
             log.error("batch_failed", batch_id=batch_id, error=type(exc).__name__)
             await self.store.update_batch(

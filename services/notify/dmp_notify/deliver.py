@@ -25,6 +25,7 @@ from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit.bus import EventBus, run_consumer
 from dmp_kit.clock import Clock
 from dmp_kit.config import Env
+from dmp_kit.metrics import Counter
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -35,6 +36,11 @@ from dmp_notify.store import NotifyStore
 
 PARIS = ZoneInfo("Europe/Paris")
 CONTACT_TTL_SECONDS = 60.0
+DELIVERIES = Counter(
+    "dmp_notify_deliveries_total",
+    "Notices delivered by channel (inbox, email, sms) and outcome (sent, failed, skipped)",
+    ["channel", "outcome"],
+)
 CONTACT_CACHE = 50_000
 # (stream, durable, subject): each a durable consumer of its own
 CONSUMERS = (
@@ -167,6 +173,7 @@ class Notifier:
                 "read": False,
             }
         )
+        DELIVERIES.labels("inbox", "sent").inc()
         chosen = await self.store.get_preferences(notice.recipient)
         channels = domain.validate_preferences(chosen).get(notice.kind, frozenset())
         if not channels:
@@ -176,6 +183,7 @@ class Notifier:
         for channel in sorted(channels):
             destination = email if channel == "email" else phone
             if not destination:
+                DELIVERIES.labels(channel, "skipped").inc()
                 continue  # no address for this channel: the inbox has it
             key = f"{event_id}:{notice.recipient}:{channel}"
             stale = 3 * self.settings.smtp_timeout_seconds
@@ -188,8 +196,10 @@ class Notifier:
                     await self.sms.send(destination, domain.sms_text(notice.message))
             except Exception as exc:
                 await self.store.release_delivery(key)
+                DELIVERIES.labels(channel, "failed").inc()
                 raise DeliveryFailed(channel, exc) from exc
             await self.store.delivered(key)
+            DELIVERIES.labels(channel, "sent").inc()
             if self.settings.env is Env.DEV:  # /dev/outbox lists every message sent
                 await self.store.record_dev_message(destination, channel, notice.message, now)
 

@@ -25,6 +25,7 @@ from dmp_kit.errors import (
     Unimplemented,
 )
 from dmp_kit.logging import get_logger
+from dmp_kit.metrics import RPC_REQUESTS, RPC_SECONDS
 from dmp_kit.rpc.status import DETAILS_KEY, error_from_rpc, status_details
 
 log = get_logger(__name__)
@@ -103,11 +104,11 @@ class RequestContextInterceptor(_Interceptor):
             return await call()
         finally:
             code = context.code() if hasattr(context, "code") else None
-            log.info(
-                "rpc",
-                grpc_status=(code or grpc.StatusCode.OK).name,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            status = (code or grpc.StatusCode.OK).name
+            elapsed = time.perf_counter() - started
+            RPC_REQUESTS.labels(method, status).inc()
+            RPC_SECONDS.labels(method).observe(elapsed)
+            log.info("rpc", grpc_status=status, ms=round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "rpc")
 
 
