@@ -652,6 +652,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "outbox_lag": (_elsewhere("bench.relay", "outbox_lag"), 30),
     "outbox_burst": (_elsewhere("bench.relay", "outbox_burst"), 3000),
     "fhir_search": (_elsewhere("bench.fhir", "fhir_search"), 100),
+    "observability_overhead": (_elsewhere("bench.overhead", "observability_overhead"), 1000),
 }
 
 
