@@ -653,6 +653,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "outbox_burst": (_elsewhere("bench.relay", "outbox_burst"), 3000),
     "fhir_search": (_elsewhere("bench.fhir", "fhir_search"), 100),
     "observability_overhead": (_elsewhere("bench.overhead", "observability_overhead"), 1000),
+    "storage_per_document": (_elsewhere("bench.capacity", "storage_per_document"), 50),
 }
 
 

@@ -151,6 +151,7 @@ class EventBus:
         name: str,
         publish_timeout: float = 5.0,
         stream_replicas: int = 1,
+        stream_max_age_days: float = 0.0,
         *,
         user: str = "",
         password: str = "",
@@ -160,6 +161,7 @@ class EventBus:
         self._name = name
         self._timeout = publish_timeout
         self._replicas = stream_replicas
+        self._max_age = stream_max_age_days * 86400.0
         self._user = user
         self._password = password
         self._tls = tls
@@ -224,6 +226,9 @@ class EventBus:
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 # 3 in production (a JetStream cluster): a stream survives losing a server.
                 num_replicas=self._replicas,
+                # Events older than this are dropped (0: kept for ever). Every consumer keeps
+                # its own position, so only a consumer stopped longer than this loses any.
+                max_age=self._max_age or None,
             )
             try:
                 await self.js.stream_info(name)

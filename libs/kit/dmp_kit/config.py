@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     nats_url: str = "nats://localhost:4222"
     # Copies of each JetStream stream: 1 on a single server, 3 on a production cluster.
     nats_stream_replicas: int = 1
+    # Days an event stays in its stream (0: for ever); see docs/scaling.md.
+    nats_stream_max_age_days: float = 0.0
     # This service's own NATS identity: the server grants it its subjects only.
     nats_user: str = ""
     nats_password: SecretStr = SecretStr("")

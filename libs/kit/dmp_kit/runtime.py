@@ -75,6 +75,7 @@ class ServiceRuntime:
             settings.nats_url,
             f"dmp-{name}",
             stream_replicas=settings.nats_stream_replicas,
+            stream_max_age_days=settings.nats_stream_max_age_days,
             user=settings.nats_user,
             password=settings.nats_password.get_secret_value(),
             tls=settings.nats_tls(),

@@ -352,3 +352,20 @@ async def test_a_batch_beyond_ferretdbs_pool_is_cleared(db: Any, bus: EventBus) 
     relay = OutboxRelay(bus, [col])
     assert await asyncio.wait_for(relay.relay_once(), timeout=60) == 120
     assert await col.count_documents({"outbox_pending": True}) == 0
+
+
+async def test_streams_keep_events_for_the_configured_days_only(infra: Infra) -> None:
+    kept = EventBus(infra.nats.url, "kit-test-age", stream_max_age_days=14)
+    forever = EventBus(infra.nats.url, "kit-test-age")
+    for bus in (kept, forever):
+        await bus.connect()
+    try:
+        await kept.ensure_streams(["IDENTITY"])
+        info = await kept.js.stream_info("IDENTITY")
+        assert info.config.max_age == 14 * 86400
+        await forever.ensure_streams(["IDENTITY"])  # the default: kept for ever
+        info = await forever.js.stream_info("IDENTITY")
+        assert not info.config.max_age
+    finally:
+        for bus in (kept, forever):
+            await bus.close()
