@@ -115,6 +115,9 @@ def test_the_alerts_know_every_process() -> None:
     for alert in alerts():
         for listed in re.findall(r'job=~"([^"]+)"', alert["expr"]):
             assert set(listed.split("|")) == set(deployfiles.PROCESSES), alert["alert"]
+        absent = re.findall(r'absent\(up\{job="(\w+)"\}\)', alert["expr"])
+        if absent:
+            assert sorted(absent) == sorted(deployfiles.PROCESSES), alert["alert"]
 
 
 def test_kubernetes_gets_the_same_rules() -> None:
