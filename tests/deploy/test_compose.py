@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from dmp_stack import deployfiles
+from dmp_kit.config import DEFAULT_PORTS
+from dmp_stack import deployfiles, monitoring
 from dmp_stack.deployfiles import COMPOSE_FILES, PROCESSES, TEST_SECRETS
 
 ROOT = deployfiles.repository_root()
@@ -139,3 +142,69 @@ def test_mongo_requires_authentication_and_each_service_has_its_own_user(
         assert url.startswith(f"mongodb://{name}:{password}@mongo:27017/"), name
         assert f'"{name}"' in users
         assert mongo["environment"][f"DMP_MONGO_{name.upper()}_PASSWORD"] == password
+
+
+@pytest.fixture(scope="module")
+def observability() -> dict[str, Any]:
+    return deployfiles.compose_config(
+        ROOT, COMPOSE_FILES[:1], (deployfiles.OBSERVABILITY_PROFILE,), **TEST_SECRETS
+    )
+
+
+def test_prometheus_and_grafana_come_with_their_profile_only(
+    config: dict[str, Any], observability: dict[str, Any]
+) -> None:
+    assert not {"prometheus", "grafana"} & set(config["services"])
+    services = observability["services"]
+    assert set(services) == {*PROCESSES, *INFRASTRUCTURE, "prometheus", "grafana"}
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        assert service["healthcheck"]["test"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        # Published on loopback, as the gateway is.
+        assert [p["host_ip"] for p in service["ports"]] == ["127.0.0.1"], name
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    # Grafana: viewers only, nobody signs in (the dashboards are code).
+    environment = services["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert environment["GF_AUTH_DISABLE_LOGIN_FORM"] == "true"
+    assert environment["GF_AUTH_BASIC_ENABLED"] == "false"
+
+
+def test_prometheus_scrapes_every_process_on_its_metrics_port(
+    observability: dict[str, Any],
+) -> None:
+    """One job per process, named after it; a service's metrics port is its gRPC port + 1000
+    (DMP_METRICS_LISTEN's default), the gateway's its HTTP port."""
+    prometheus = observability["services"]["prometheus"]
+    mounts = {v["target"]: v["source"] for v in prometheus["volumes"] if v["type"] == "bind"}
+    directory = Path(mounts["/etc/prometheus"])
+    assert directory == ROOT / monitoring.PROMETHEUS_CONFIG.parent
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((directory / "prometheus.yml").read_text())
+    jobs = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in config["scrape_configs"]
+    }
+    for name in PROCESSES:
+        port = 8000 if name == "gateway" else DEFAULT_PORTS[name] + 1000
+        assert jobs[name] == [f"{name}:{port}"], name
+        assert "DMP_METRICS_LISTEN" not in observability["services"][name]["environment"]
+
+
+def test_grafana_provisions_the_dashboards_from_the_repository(
+    observability: dict[str, Any],
+) -> None:
+    grafana = observability["services"]["grafana"]
+    mounts = {v["target"]: Path(v["source"]) for v in grafana["volumes"] if v["type"] == "bind"}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards/dmp.yml").read_text())["providers"]
+    assert mounts[provider["options"]["path"]] == ROOT / monitoring.DASHBOARDS
+    assert provider["allowUiUpdates"] is False
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (ROOT / monitoring.DASHBOARDS / Path(home).name).exists()

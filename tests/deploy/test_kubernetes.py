@@ -219,23 +219,21 @@ def test_services_reach_the_database_and_nats_and_the_gateway_does_not(
             assert namespaces == set()
         else:
             assert namespaces == {("mongodb", 27017), ("nats", 4222)}, name
-        ingress_from = [
-            peer
+        outside = [
+            (peer, rule["ports"])
             for rule in policy["spec"]["ingress"]
             for peer in rule["from"]
             if "namespaceSelector" in peer
         ]
-        # From outside the namespace, only the ingress controller, and only to the gateway.
+        # From outside the namespace: the ingress controller, only to the gateway's port; and
+        # where the monitoring component is applied, Prometheus, only to the metrics port.
+        scrape = [(namespace_peer("monitoring"), [{"protocol": "TCP", "port": metrics_port(name)}])]
+        monitored = manifests.of_kind("PodMonitor") != []
         if name == "gateway":
-            assert ingress_from == [
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
-                    }
-                }
-            ]
+            expected = [(namespace_peer("ingress-nginx"), [{"protocol": "TCP", "port": 8000}])]
         else:
-            assert ingress_from == []
+            expected = []
+        assert outside == expected + (scrape if monitored else []), name
     # Mail leaves from notify alone.
     for name in PROCESSES:
         open_ports = {
@@ -245,6 +243,15 @@ def test_services_reach_the_database_and_nats_and_the_gateway_does_not(
             for port in rule["ports"]
         }
         assert open_ports == ({25, 465, 587} if name == "notify" else set()), name
+
+
+def namespace_peer(namespace: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def metrics_port(name: str) -> str:
+    """The container port a process serves its metrics on (the gateway: its HTTP port)."""
+    return "http" if name == "gateway" else "metrics"
 
 
 def test_the_code_calls_only_declared_paths() -> None:
@@ -372,3 +379,34 @@ def test_the_external_examples_keep_the_durability_settings() -> None:
     assert mongo["spec"]["members"] == 3
     text = Path(ROOT / "deploy/k8s/external/mongodb-community.yaml").read_text()
     assert "w=majority" in text
+
+
+def test_every_process_serves_its_metrics_on_a_named_port(manifests: Manifests) -> None:
+    """A service's metrics port is its gRPC port + 1000 (DMP_METRICS_LISTEN's default); the
+    gateway's is its HTTP port. The PodMonitors and NetworkPolicies name the port."""
+    for name in PROCESSES:
+        ports = {
+            p["name"]: p["containerPort"]
+            for p in container(manifests.named("Deployment", name))["ports"]
+        }
+        expected = PORTS[name] if name == "gateway" else PORTS[name] + 1000
+        assert ports[metrics_port(name)] == expected, name
+        service = {p["name"]: p for p in manifests.named("Service", name)["spec"]["ports"]}
+        assert service[metrics_port(name)]["port"] == expected, name
+
+
+def test_production_is_scraped_and_alerted_on(prod: Manifests) -> None:
+    """Every process's pods are selected by exactly one PodMonitor, on its metrics port, with
+    the job named after the process (the alerts and dashboards read job="<process>")."""
+    monitors = prod.of_kind("PodMonitor")
+    for deployment in prod.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        (monitor,) = [m for m in monitors if selects(m["spec"]["selector"], labels(deployment))]
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] == metrics_port(name), name
+        assert endpoint["path"] == "/metrics"
+        assert labels(deployment)[monitor["spec"]["jobLabel"]] == name
+    for obj in [*monitors, *prod.of_kind("PrometheusRule")]:
+        # What the operator's Prometheus selects them by (docs/observability.md).
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dmp"
+    assert len(prod.of_kind("PrometheusRule")) == 1

