@@ -5,11 +5,14 @@ newest head — with bounded labels: no patient, document or professional in any
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dmp_stack.credentials import SERVICES
+from dmp_stack.monitoring import catalogue
 from dmp_stack.testing import CareTeam, RunningStack, until
 
 
@@ -129,3 +132,21 @@ def test_no_metric_names_a_patient_a_professional_or_a_document(
         text = httpx.get(url, timeout=10.0).text
         leaked = sorted(s for s in secrets if s in text)
         assert not leaked, f"{service}'s metrics name {len(leaked)} identifiers"
+
+
+def test_every_metric_of_the_catalogue_is_served_and_every_served_one_is_catalogued(
+    stack: RunningStack, team: CareTeam
+) -> None:
+    """docs/observability.md's catalogue (which the alerts and dashboards are checked against)
+    is what the processes serve: each metric there is served by some process, with its type,
+    and each dmp_ metric served is there."""
+    documented = catalogue((Path(__file__).parents[2] / "docs" / "observability.md").read_text())
+    served: dict[str, str] = {}
+    for service in (*SERVICES, "gateway"):
+        port = stack.stack.ports.metrics.get(service)
+        url = f"http://127.0.0.1:{port}/metrics" if port else f"{stack.url}/metrics"
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10.0).text):
+            if family.name.startswith("dmp_"):
+                name = family.name + ("_total" if family.type == "counter" else "")
+                served[name] = family.type
+    assert documented == served

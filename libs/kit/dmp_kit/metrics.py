@@ -11,13 +11,23 @@ from __future__ import annotations
 import time
 
 from nats.js.client import JetStreamContext
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from dmp_kit.logging import get_logger
 
 __all__ = ["ConsumerLag", "Counter", "Gauge", "Histogram", "serve_metrics"]
 
 log = get_logger(__name__)
+
+# No `_created` series beside each counter and histogram: they double what is scraped and tell
+# nothing a restart (process_start_time_seconds) does not.
+disable_created_metrics()
 
 RPC_REQUESTS = Counter(
     "dmp_rpc_requests_total", "gRPC calls handled, by method and status code", ["method", "code"]

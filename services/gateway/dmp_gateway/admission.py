@@ -26,11 +26,11 @@ import collections
 import time
 from collections.abc import Callable
 
-from prometheus_client import Counter, Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dmp_gateway import problems
 from dmp_kit.errors import Unavailable
+from dmp_kit.metrics import Counter, Gauge
 
 IN_FLIGHT = Gauge("dmp_http_requests_in_flight", "API requests holding a slot")
 QUEUED = Gauge("dmp_http_requests_queued", "API requests waiting for a slot")

@@ -13,7 +13,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
@@ -52,6 +51,7 @@ from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
 from dmp_kit.context import current_deadline, current_trace, new_trace
 from dmp_kit.errors import RateLimited
+from dmp_kit.metrics import Counter, Histogram
 from dmp_kit.rpc.client import MAX_MESSAGE_BYTES
 from dmp_kit.runtime import identity_jwks
 
