@@ -144,6 +144,9 @@ def test_mongo_requires_authentication_and_each_service_has_its_own_user(
         assert mongo["environment"][f"DMP_MONGO_{name.upper()}_PASSWORD"] == password
 
 
+TRACING = ("otel-collector", "jaeger")
+
+
 @pytest.fixture(scope="module")
 def observability() -> dict[str, Any]:
     return deployfiles.compose_config(
@@ -154,9 +157,9 @@ def observability() -> dict[str, Any]:
 def test_prometheus_and_grafana_come_with_their_profile_only(
     config: dict[str, Any], observability: dict[str, Any]
 ) -> None:
-    assert not {"prometheus", "grafana"} & set(config["services"])
+    assert not {"prometheus", "grafana", *TRACING} & set(config["services"])
     services = observability["services"]
-    assert set(services) == {*PROCESSES, *INFRASTRUCTURE, "prometheus", "grafana"}
+    assert set(services) == {*PROCESSES, *INFRASTRUCTURE, "prometheus", "grafana", *TRACING}
     for name in ("prometheus", "grafana"):
         service = services[name]
         assert service["healthcheck"]["test"], name
@@ -208,3 +211,30 @@ def test_grafana_provisions_the_dashboards_from_the_repository(
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (ROOT / monitoring.DASHBOARDS / Path(home).name).exists()
+
+
+def test_traces_go_through_the_collector_to_jaeger_with_the_profile_only(
+    config: dict[str, Any], observability: dict[str, Any]
+) -> None:
+    """The services send no traces unless DMP_OTLP_ENDPOINT is set; with the profile, the
+    collector (its config from the repository: identifying attributes dropped once more, memory
+    capped) forwards them to Jaeger, whose UI alone is published, on loopback."""
+    for name in PROCESSES:
+        assert config["services"][name]["environment"]["DMP_OTLP_ENDPOINT"] == "", name
+    services = observability["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    for service in (collector, jaeger):
+        assert service["cap_drop"] == ["ALL"] and service["read_only"] is True
+        assert "no-new-privileges:true" in service["security_opt"]
+    assert "ports" not in collector
+    assert [(p["host_ip"], p["target"]) for p in jaeger["ports"]] == [("127.0.0.1", 16686)]
+    mounts = {v["target"]: Path(v["source"]) for v in collector["volumes"] if v["type"] == "bind"}
+    conf = yaml.safe_load(mounts["/etc/otelcol/config.yaml"].read_text())
+    assert collector["environment"]["DMP_TRACES_BACKEND"] == "http://jaeger:4318"
+    pipeline = conf["service"]["pipelines"]["traces"]
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(conf[kind]), kind  # each one is configured
+    assert pipeline["processors"][0] == "memory_limiter"  # first, as the collector asks
+    dropped = {a["key"] for a in conf["processors"]["attributes/scrub"]["actions"]}
+    assert {"db.statement", "url.full", "url.query", "http.target"} <= dropped
+    assert conf["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"

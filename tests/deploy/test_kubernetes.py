@@ -215,10 +215,12 @@ def test_services_reach_the_database_and_nats_and_the_gateway_does_not(
             if "namespaceSelector" in peer
             for port in rule["ports"]
         }
+        # Where the monitoring component is applied: spans to the collector in `monitoring`.
+        traces = {("monitoring", 4318)} if manifests.of_kind("PodMonitor") else set()
         if name == "gateway":
-            assert namespaces == set()
+            assert namespaces == traces
         else:
-            assert namespaces == {("mongodb", 27017), ("nats", 4222)}, name
+            assert namespaces == {("mongodb", 27017), ("nats", 4222)} | traces, name
         outside = [
             (peer, rule["ports"])
             for rule in policy["spec"]["ingress"]
@@ -410,3 +412,32 @@ def test_production_is_scraped_and_alerted_on(prod: Manifests) -> None:
         # What the operator's Prometheus selects them by (docs/observability.md).
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dmp"
     assert len(prod.of_kind("PrometheusRule")) == 1
+
+
+def test_production_sends_traces_to_the_collector_only(prod: Manifests) -> None:
+    """DMP_OTLP_ENDPOINT names the collector of the external example, whose pipeline is the
+    compose stack's (identifying attributes dropped, memory capped); each process may reach it,
+    its pods only, on 4318."""
+    import yaml
+
+    endpoint = environment(prod)["DMP_OTLP_ENDPOINT"]
+    assert endpoint == "http://otel-collector.monitoring.svc.cluster.local:4318"
+    values = yaml.safe_load((ROOT / "deploy/k8s/external/otel-collector-values.yaml").read_text())
+    assert values["fullnameOverride"] == "otel-collector"
+    compose = yaml.safe_load((ROOT / "deploy/observability/otel-collector/config.yaml").read_text())
+    pipelines = values["config"]["service"]["pipelines"]
+    assert pipelines["traces"] == compose["service"]["pipelines"]["traces"]
+    assert pipelines["logs"] is None and pipelines["metrics"] is None
+    for kind in ("receivers", "processors", "exporters"):
+        assert values["config"][kind] == compose[kind], kind
+    for name in PROCESSES:
+        rules = [
+            rule
+            for rule in prod.named("NetworkPolicy", name)["spec"]["egress"]
+            if rule["ports"] == [{"protocol": "TCP", "port": 4318}]
+        ]
+        (rule,) = rules
+        (peer,) = rule["to"]
+        assert peer["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "opentelemetry-collector"
+        }, name
