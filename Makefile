@@ -16,7 +16,7 @@ PROTOS := $(shell find proto -name '*.proto')
 BUF_AGAINST ?= .git\#branch=main,subdir=proto
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/note.py services/audit/dmp_audit/keys.py services/audit/dmp_audit/cosign.py services/audit/dmp_audit/witness.py services/audit/dmp_audit/witnesses.py services/audit/dmp_audit/tiles.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py services/gateway/dmp_gateway/fhir
 
-.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability ci clean verify-audit
+.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench: install ## Start a stack, run the benchmarks, record results under bench/
 
 bench-observability: install ## CPU per request with traces exported and metrics scraped, against tracing off (bench/results/observability_overhead.json)
 	$(RUN) python -m bench.run observability_overhead
+
+capacity: install ## The national capacity plan (docs/scaling.md) computed from the recorded benchmarks
+	$(RUN) python -m bench.capacity
 
 bench-fhir: install ## An ITI-67 search of 200 documents beside the REST list of the same 200: CPU per request per process (bench/results/fhir_search.json)
 	$(RUN) python -m bench.run fhir_search

@@ -49,6 +49,8 @@ CORE_UTILISATION = 0.6
 MEAN_DOCUMENT_BYTES = 150_000  # a CDA/PDF report: content dominates every other figure
 # Development only: every message sent, kept for /dev/outbox.
 DEV_ONLY = {("notify", "dev_outbox")}
+STREAM_MAX_AGE_DAYS = 14  # DMP_NATS_STREAM_MAX_AGE_DAYS in production
+STREAM_REPLICAS = 3
 PROCESSES = ("gateway", "identity", "dossier", "consent", "audit", "notify")
 
 
@@ -175,6 +177,8 @@ def plan() -> dict[str, Any]:
         "audit_log_tb": round(TRAIL_ENTRIES_PER_YEAR * trail / 1e12, 2),
         "audit_hashes_gb": round(TRAIL_ENTRIES_PER_YEAR * audit["hash_bytes_per_entry"] / 1e9, 1),
     }
+    stream_bytes = sum(storage["stream_bytes_per_document"].values())
+    kept = DOCUMENTS_PER_YEAR / 365 * STREAM_MAX_AGE_DAYS
     return {
         "load": {
             "records": RECORDS,
@@ -192,6 +196,13 @@ def plan() -> dict[str, Any]:
         "database_operations_peak_per_s": ops,
         "storage_per_year": year,
         "storage_per_year_tb": round(sum(v for k, v in year.items() if k.endswith("_tb")), 1),
+        "jetstream": {
+            "bytes_per_document": round(stream_bytes),
+            "max_age_days": STREAM_MAX_AGE_DAYS,
+            "replicas": STREAM_REPLICAS,
+            "disk_gb_per_server": round(kept * stream_bytes / 1e9, 1),
+            "disk_gb_all_replicas": round(STREAM_REPLICAS * kept * stream_bytes / 1e9, 1),
+        },
         "audit_sequencer": {
             "append_per_s_measured": _append_rate(),
             "peak_needed_per_s": round(

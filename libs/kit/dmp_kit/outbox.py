@@ -63,7 +63,7 @@ MAX_ATTEMPTS = 20
 MAX_SCANS = 100  # batches of one collection in one pass
 # The backlog's gauges are read every this many seconds, from up to SAMPLE pending documents
 # (counted exactly beyond that).
-SAMPLE_INTERVAL_SECONDS = 5.0
+SAMPLE_INTERVAL_SECONDS = 10.0
 SAMPLE = 1000
 Change = Callable[[Document | None], Document | None]
 
