@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 # No `_created` series beside each counter and histogram: they double what is scraped and tell
 # nothing a restart (process_start_time_seconds) does not.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 RPC_REQUESTS = Counter(
     "dmp_rpc_requests_total", "gRPC calls handled, by method and status code", ["method", "code"]
