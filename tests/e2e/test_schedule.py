@@ -1,5 +1,6 @@
 """Rules 8 and 13 on the injected clock: 2-week reminder, reveal after a month, purge after
-10 years (the patient's key destroyed first)."""
+10 years (the patient's key destroyed first) — each exactly once though two replicas of the
+dossier service run the schedule side by side (issue 23 §3)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def until(check: Any, timeout: float = 20) -> Any:
 
 
 async def test_reminder_reveal_and_purge(clock: RunningStack) -> None:
+    with clock.another_replica("dossier"):  # both schedule; each rule must fire once
+        await reminder_reveal_and_purge(clock)
+
+
+async def reminder_reveal_and_purge(clock: RunningStack) -> None:
     stack = clock
     admin = stack.admin_token()
     patient = stack.create_patient(admin)
@@ -104,6 +110,14 @@ async def test_reminder_reveal_and_purge(clock: RunningStack) -> None:
 
     stack.set_clock_offset(31 * DAY)
     assert until(patient_sees), "after a month the document becomes visible"
+    await asyncio.sleep(1.5)  # both replicas' passes after the reveal: still one
+    revealed = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "document.visibility_changed",
+        lambda seen: any(e.document_visibility_changed.document_id == doc_id for e in seen),
+    )
+    assert [e.document_visibility_changed.document_id for e in revealed].count(doc_id) == 1
 
     with patient_client() as c:
         assert c.post(f"/v1/dossiers/{ins}/close").status_code == 200
@@ -120,7 +134,15 @@ async def test_reminder_reveal_and_purge(clock: RunningStack) -> None:
         "dossier.purged",
         lambda seen: any(e.patient_ins == ins for e in seen),
     )
-    assert next(e.dossier_purged.cause for e in events if e.patient_ins == ins) == "closed_10_years"
+    await asyncio.sleep(1.5)  # both replicas' passes after the purge: still one event
+    events = await collect_events(
+        stack.infra.nats.url,
+        "DOSSIER",
+        "dossier.purged",
+        lambda seen: any(e.patient_ins == ins for e in seen),
+    )
+    causes = [e.dossier_purged.cause for e in events if e.patient_ins == ins]
+    assert causes == ["closed_10_years"]
     with MongoClient(stack.infra.mongo.url) as client:
         db = client["dossier"]
         assert db["data_keys"].find_one({"_id": ins}) is None

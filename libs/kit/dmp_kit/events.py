@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+from datetime import UTC, datetime
+
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from uuid6 import uuid7
@@ -33,6 +37,19 @@ def actor_of(principal: Principal) -> envelope_pb2.Actor:
     )
 
 
+def derived_event_id(at: datetime, key: str) -> str:
+    """A UUIDv7 that is the same wherever it is made: its time `at`, its other bits from `key`.
+    For an event that several replicas may decide at once (a scheduled purge): they publish the
+    same id, and JetStream keeps one (its duplicate window), the consumers' claims the rest."""
+    if at.tzinfo is None:  # as the database gives it back: UTC
+        at = at.replace(tzinfo=UTC)
+    millis = int(at.timestamp() * 1000) & ((1 << 48) - 1)
+    rest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:10], "big")  # 80 bits
+    value = (millis << 80) | (0x7 << 76) | ((rest >> 68) << 64) | (0b10 << 62)
+    value |= rest & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
 def new_event(
     event_type: str,
     payload: Message,
@@ -41,14 +58,16 @@ def new_event(
     clock: Clock,
     actor: envelope_pb2.Actor | None = None,
     patient_ins: str = "",
+    event_id: str = "",
 ) -> envelope_pb2.Envelope:
+    """`event_id`: one derived_event_id made; otherwise a new UUIDv7."""
     field = _PAYLOAD_FIELD.get(payload.DESCRIPTOR.full_name)
     if field is None:
         raise TypeError(f"{payload.DESCRIPTOR.full_name} is not an event payload")
     occurred = Timestamp()
     occurred.FromDatetime(clock.now())
     env = Envelope(
-        id=str(uuid7()),
+        id=event_id or str(uuid7()),
         type=event_type,
         occurred_at=occurred,
         patient_ins=patient_ins,

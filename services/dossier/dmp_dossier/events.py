@@ -21,7 +21,12 @@ class DossierEvents:
         self.clock = clock
 
     def fact(
-        self, event_type: str, payload: Message, caller: Principal | None, ins: str
+        self,
+        event_type: str,
+        payload: Message,
+        caller: Principal | None,
+        ins: str,
+        event_id: str = "",
     ) -> envelope_pb2.Envelope:
         return new_event(
             event_type,
@@ -30,6 +35,7 @@ class DossierEvents:
             clock=self.clock,
             actor=actor_of(caller) if caller else None,
             patient_ins=ins,
+            event_id=event_id,
         )
 
     def audit(

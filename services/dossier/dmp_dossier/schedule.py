@@ -17,6 +17,7 @@ from dmp_kit.auth import Principal
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import Clock
 from dmp_kit.errors import Unavailable
+from dmp_kit.events import derived_event_id
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay
@@ -113,8 +114,17 @@ class Schedule:
             )
             # Told first (and again if the purge is cut short: consumers are idempotent),
             # then destroyed: the key before the data, so nothing readable is left behind.
+            # The event's id is this purge's, whichever replica decides it: two replicas
+            # racing publish one event (JetStream drops the second by its id).
+            purge_id = derived_event_id(dossier["purge_after"], f"dossier.purged:{ins}:{cause}")
             await self.bus.publish_event(
-                self.events.fact("dossier.purged", ev.DossierPurged(cause=cause), SCHEDULER, ins)
+                self.events.fact(
+                    "dossier.purged",
+                    ev.DossierPurged(cause=cause),
+                    SCHEDULER,
+                    ins,
+                    event_id=purge_id,
+                )
             )
             await self.store.purge(ins)
             log.info("dossier_purged", ins=ins, cause=cause)
