@@ -170,7 +170,8 @@ class EventBus:
 
     async def connect(self) -> None:
         self._nc = await nats.connect(
-            self._url,
+            # one server, or a cluster's (comma-separated): the client moves between them
+            [url.strip() for url in self._url.split(",")],
             name=self._name,
             # Its own inbox prefix: the server lets each service read its own replies only.
             inbox_prefix=inbox_prefix(self._user) if self._user else b"_INBOX",

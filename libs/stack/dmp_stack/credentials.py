@@ -166,17 +166,25 @@ def nats_config(
     listen: str,
     store_dir: str,
     superuser: tuple[str, str] | None = None,
+    cluster: tuple[str, str, list[str]] | None = None,
 ) -> str:
     """A nats-server configuration (JSON is valid NATS configuration): JetStream on disk and
-    one user per service. `superuser` (tests only) may do anything, as a forger would."""
+    one user per service. `superuser` (tests only) may do anything, as a forger would.
+    `cluster`: (this server's name, its route listener, the routes to all members) — a
+    JetStream cluster member that writes to disk before it acknowledges, as production's."""
     users = nats_users(credentials.nats_passwords)
     if superuser is not None:
         users.append({"user": superuser[0], "password": superuser[1]})
-    config = {
+    config: dict[str, Any] = {
         "listen": listen,
         "jetstream": {"store_dir": store_dir},
         "authorization": {"users": users},
     }
+    if cluster is not None:
+        name, routes_listen, routes = cluster
+        config["server_name"] = name
+        config["jetstream"]["sync_interval"] = "always"
+        config["cluster"] = {"name": "dmp", "listen": routes_listen, "routes": routes}
     return json.dumps(config, indent=2) + "\n"
 
 

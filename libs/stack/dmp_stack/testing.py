@@ -40,7 +40,15 @@ from dmp_kit.crypto import derive_key, unseal
 from dmp_kit.identifiers import ins_control_key, luhn_ok
 from dmp_kit.service_auth import ASSERTION_TYPE
 from dmp_stack.credentials import Credentials
-from dmp_stack.infra import Started, free_port, spawn, start_mongo, start_nats, start_smtp
+from dmp_stack.infra import (
+    Started,
+    free_port,
+    spawn,
+    start_mongo,
+    start_nats,
+    start_nats_cluster,
+    start_smtp,
+)
 from dmp_stack.stack import Ports, Stack, StackState, stop_pid, stop_started
 
 
@@ -95,9 +103,10 @@ class Infra:
 
 
 @contextmanager
-def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
+def own_infra(prefix: str = "dmp-test-", nats_nodes: int = 1) -> Iterator[Infra]:
     """A MongoDB-compatible server, NATS and an SMTP sink, started for the caller alone
-    (unless DMP_MONGO_URL / DMP_NATS_URL name servers to use)."""
+    (unless DMP_MONGO_URL / DMP_NATS_URL name servers to use); `nats_nodes` > 1: a JetStream
+    cluster of that many servers (always started here)."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     started: list[Started] = []
     credentials = Credentials()
@@ -105,11 +114,13 @@ def own_infra(prefix: str = "dmp-test-") -> Iterator[Infra]:
     try:
         mongo = start_mongo(root)
         started.append(mongo)
-        nats = with_nats_user(
-            start_nats(root, credentials=credentials, superuser=(TEST_NATS_USER, password)),
-            TEST_NATS_USER,
-            password,
+        superuser = (TEST_NATS_USER, password)
+        server = (
+            start_nats_cluster(root, credentials, nats_nodes, superuser)
+            if nats_nodes > 1
+            else start_nats(root, credentials=credentials, superuser=superuser)
         )
+        nats = with_nats_user(server, TEST_NATS_USER, password)
         # The same object as the session's: a test that restarts the server updates its pid.
         started.append(nats)
         smtp = start_smtp(root)
@@ -125,10 +136,13 @@ def with_nats_user(nats: Started, user: str, password: str) -> Started:
     """The server as `user` sees it; a server given by DMP_NATS_URL is left as it is."""
     if nats.source == "DMP_NATS_URL":
         return nats
-    url = urllib.parse.urlsplit(nats.url)
-    netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{url.netloc}"
+    secret = urllib.parse.quote(password, safe="")
+    urls = []
+    for member in nats.url.split(","):  # one server, or a cluster's members
+        url = urllib.parse.urlsplit(member)
+        urls.append(url._replace(netloc=f"{user}:{secret}@{url.netloc}").geturl())
     return dataclasses.replace(
-        nats, url=url._replace(netloc=netloc).geturl(), extra={"service_url": nats.url}
+        nats, url=",".join(urls), extra={**nats.extra, "service_url": nats.url}
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -18,8 +19,23 @@ _OPTIONS = [
 ]
 
 
+# Calls spread over every address of a service (or every address its DNS name resolves to),
+# a new connection tried when one fails: a replica that dies takes only its in-flight calls.
+_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def channel_target(address: str) -> str:
+    """gRPC's target for `address`: `host:port`, or several replicas' `ip:port` separated by
+    commas (the local scaled stack), or any target gRPC knows (`dns:///name:port`)."""
+    if "," in address:
+        return "ipv4:" + ",".join(part.strip() for part in address.split(","))
+    return address
+
+
 def open_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=_OPTIONS)
+    return grpc.aio.insecure_channel(
+        channel_target(address), options=[*_OPTIONS, ("grpc.service_config", _ROUND_ROBIN)]
+    )
 
 
 def call_options(default_timeout: float, token: str | None = None) -> dict[str, Any]:
