@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # sent, by command name (<service>.json, rewritten a few times a second). Empty: not kept.
     mongo_ops_dir: str = ""
 
+    # Traces (dmp_kit.tracing): an OTLP/HTTP collector's base URL (http://collector:4318), and
+    # a file where spans are appended as JSON lines (the local stack's). Both empty: no tracing.
+    otlp_endpoint: str = ""
+    trace_file: str = ""
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> Self:
         for name in self.key_settings:

@@ -7,6 +7,8 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -20,7 +22,16 @@ class Trace:
 
 
 def new_trace(request_id: str | None = None, traceparent: str | None = None) -> Trace:
-    """Continues a W3C traceparent when one is given; otherwise starts a trace."""
+    """The ids of the current OpenTelemetry span when tracing is on (dmp_kit.tracing: its
+    instrumentation has already continued the caller's trace); otherwise continues a W3C
+    traceparent when one is given, or starts a trace."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        return Trace(
+            request_id=(request_id or secrets.token_hex(8))[:64],
+            trace_id=trace.format_trace_id(span.trace_id),
+            span_id=trace.format_span_id(span.span_id),
+        )
     trace_id = ""
     if traceparent:
         parts = traceparent.split("-")

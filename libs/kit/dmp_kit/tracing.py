@@ -1,0 +1,412 @@
+"""Traces: the OpenTelemetry SDK of one process, its spans exported by OTLP/HTTP or to a file.
+
+Off unless `DMP_OTLP_ENDPOINT` or `DMP_TRACE_FILE` is set; then nothing here costs more than
+a test of one global (the instrumentations are not even installed).
+
+What a span may say is an allow-list (SAFE_ATTRIBUTES), applied to every span before it leaves
+the process: an instrumentation that records a raw URL path (`/v1/dossiers/{INS}/…`), a query, a
+peer address, a database statement or an exception's message loses it here, whatever its
+version does by default. Span names come from route templates, RPC methods, database command
+names and event subjects, none of which holds a patient's data.
+
+Across NATS the trace context travels twice: in the event's envelope (written with the change
+into the outbox, long before it is published: its `trace` is the span of the request that made
+it) and in the `traceparent` header of the message, which names the publish span. A consumer's
+span is the child of the header's context when there is one, else of the envelope's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    aio_server_interceptor,
+    filters,
+)
+from opentelemetry.instrumentation.pymongo import CommandTracer
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    TraceFlags,
+)
+from opentelemetry.util.types import Attributes
+from pymongo import monitoring
+
+from dmp.events.v1 import envelope_pb2
+from dmp_kit.context import Trace, current_trace
+
+# Every attribute a span may carry out of the process: methods, templates, status codes, system
+# and operation names, collection and subject names. Not: url.path, url.query, http.target,
+# http.url, client or peer addresses, user agents, db.statement, db.query.text.
+SAFE_ATTRIBUTES = frozenset(
+    {
+        "http.method",
+        "http.request.method",
+        "http.route",
+        "http.status_code",
+        "http.response.status_code",
+        "http.scheme",
+        "url.scheme",
+        "rpc.system",
+        "rpc.service",
+        "rpc.method",
+        "rpc.grpc.status_code",
+        "db.system",
+        "db.system.name",
+        "db.name",
+        "db.namespace",
+        "db.operation",
+        "db.operation.name",
+        "db.mongodb.collection",
+        "db.collection.name",
+        "messaging.system",
+        "messaging.operation",
+        "messaging.operation.type",
+        "messaging.destination.name",
+        "messaging.consumer.group.name",
+        "messaging.message.id",
+        "error.type",
+    }
+)
+# Where work enters a process: the only spans that may start a trace.
+ENTRY_KINDS = frozenset({SpanKind.SERVER, SpanKind.CONSUMER})
+EXPORT_DELAY_MS = 1000
+
+_provider: TracerProvider | None = None
+_tracer: trace.Tracer = trace.NoOpTracer()
+
+
+class EntryPoints(Sampler):
+    """Samples a trace started by a request served or an event consumed. A database call or a
+    publish with no span above it (an outbox sweep, a health check's ping, a lease renewed)
+    starts none: every second of an idle stack would otherwise be a trace."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        if kind in ENTRY_KINDS:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "EntryPoints"
+
+
+def safe_span(span: ReadableSpan) -> ReadableSpan:
+    """The span with only SAFE_ATTRIBUTES, no events (an exception's message, a stack) and a
+    status without its description (a peer's error detail)."""
+    attributes = {k: v for k, v in (span.attributes or {}).items() if k in SAFE_ATTRIBUTES}
+    status = span.status
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        links=[Link(link.context) for link in span.links],
+        kind=span.kind,
+        status=Status(status.status_code),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class SafeSpans(SpanExporter):
+    """Hands its exporter every span through `safe_span`."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export([safe_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """One span as a line of the trace file."""
+    parent = span.parent
+    return {
+        "trace_id": trace.format_trace_id(span.context.trace_id) if span.context else "",
+        "span_id": trace.format_span_id(span.context.span_id) if span.context else "",
+        "parent_span_id": trace.format_span_id(parent.span_id) if parent else "",
+        "name": span.name,
+        "service": span.resource.attributes.get("service.name", ""),
+        "kind": span.kind.name,
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "links": [
+            {
+                "trace_id": trace.format_trace_id(link.context.trace_id),
+                "span_id": trace.format_span_id(link.context.span_id),
+            }
+            for link in span.links
+        ],
+    }
+
+
+class JsonLinesExporter(SpanExporter):
+    """Appends each span to a file as one JSON line. Every process of a local stack appends to
+    the same file: each batch is one write to a file opened with O_APPEND, so lines of two
+    processes never interleave."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = "".join(json.dumps(span_record(span), default=str) + "\n" for span in spans)
+        with self._lock:
+            os.write(self._fd, lines.encode())
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            os.close(self._fd)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def traces_url(endpoint: str) -> str:
+    """DMP_OTLP_ENDPOINT is the collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+
+
+def configure(service: str, otlp_endpoint: str, trace_file: str) -> None:
+    """Sets up this process's tracing, once, before any client or server is made."""
+    global _provider, _tracer
+    if _provider is not None or not (otlp_endpoint or trace_file):
+        return
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "service.namespace": "dmp"}),
+        sampler=ParentBased(root=EntryPoints()),
+    )
+    if otlp_endpoint:
+        provider.add_span_processor(
+            BatchSpanProcessor(SafeSpans(OTLPSpanExporter(endpoint=traces_url(otlp_endpoint))))
+        )
+    if trace_file:
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                SafeSpans(JsonLinesExporter(trace_file)), schedule_delay_millis=EXPORT_DELAY_MS
+            )
+        )
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    _tracer = provider.get_tracer("dmp_kit")
+
+
+def enabled() -> bool:
+    return _provider is not None
+
+
+def provider() -> TracerProvider | None:
+    return _provider
+
+
+def shutdown() -> None:
+    """Exports what is left; at the end of the process."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def client_interceptors() -> list[Any]:
+    """A client span for each gRPC call, its context sent in the call's metadata."""
+    if _provider is None:
+        return []
+    return list(aio_client_interceptors(tracer_provider=_provider))  # type: ignore[no-untyped-call]
+
+
+_NOT_TRACED = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+
+
+def server_interceptors() -> list[Any]:
+    """A server span for each call served (not health checks: probes every few seconds),
+    continuing the caller's trace. First of the server's interceptors, so that the request
+    context and the logs see its span."""
+    if _provider is None:
+        return []
+    interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=_provider, filter_=filters.negate(_NOT_TRACED)
+    )
+    return [interceptor]
+
+
+def mongo_listeners() -> list[Any]:
+    """A client span for each database command, named by the command: never its body, whose
+    filters hold patients' identifiers (capture_statement off; SAFE_ATTRIBUTES drops it too)."""
+    if _provider is None:
+        return []
+    tracer = _provider.get_tracer("dmp_kit.mongo")
+    return [CommandTracer(tracer, request_hook=_name_command, capture_statement=False)]
+
+
+def _name_command(span: trace.Span, event: monitoring.CommandStartedEvent) -> None:
+    """`find dossier.documents` rather than the instrumentation's `dossier.find`: the command
+    and the collection it reads, as OpenTelemetry's database conventions name a span."""
+    collection = event.command.get(event.command_name)
+    if isinstance(collection, str) and span.is_recording():
+        span.update_name(f"{event.command_name} {event.database_name}.{collection}")
+
+
+def _envelope_context(event: envelope_pb2.Envelope) -> Context | None:
+    """The context of the span that made the event, from its envelope."""
+    if not event.HasField("trace"):
+        return None
+    try:
+        span = SpanContext(
+            trace_id=int(event.trace.trace_id, 16),
+            span_id=int(event.trace.span_id, 16),
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    except ValueError:
+        return None
+    if not span.is_valid:
+        return None
+    return trace.set_span_in_context(NonRecordingSpan(span))
+
+
+def _event_context(
+    event: envelope_pb2.Envelope | None, headers: Mapping[str, str] | None
+) -> Context | None:
+    if headers and "traceparent" in headers:
+        context = propagate.extract(headers)
+        if trace.get_current_span(context).get_span_context().is_valid:
+            return context
+    return _envelope_context(event) if event is not None else None
+
+
+def _messaging(subject: str, operation: str) -> dict[str, str]:
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation.type": operation,
+    }
+
+
+@contextmanager
+def publishing(subject: str, data: bytes) -> Iterator[dict[str, str]]:
+    """A producer span for one publish, child of the span that made the event (the relay
+    publishes long after the request ended); yields the headers that carry it to consumers."""
+    if _provider is None:
+        yield {}
+        return
+    parent = None
+    if not trace.get_current_span().get_span_context().is_valid:
+        try:
+            parent = _envelope_context(envelope_pb2.Envelope.FromString(data))
+        except Exception:  # not an envelope: a publish of no trace
+            parent = None
+    with _tracer.start_as_current_span(
+        f"publish {subject}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes=_messaging(subject, "publish"),
+    ):
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        yield headers
+
+
+@contextmanager
+def consuming(
+    durable: str,
+    subject: str,
+    event: envelope_pb2.Envelope,
+    headers: Mapping[str, str] | None,
+) -> Iterator[None]:
+    """A consumer span for one event handled, current while its effect runs (its database
+    calls and the events it makes belong to the trace that made the event)."""
+    if _provider is None:
+        yield
+        return
+    with _tracer.start_as_current_span(
+        f"process {subject}",
+        context=_event_context(event, headers),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            **_messaging(subject, "process"),
+            "messaging.consumer.group.name": durable,
+            "messaging.message.id": event.id,
+        },
+    ) as span:
+        ids = span.get_span_context()
+        token = current_trace.set(
+            Trace(
+                request_id=event.trace.request_id or trace.format_span_id(ids.span_id),
+                trace_id=trace.format_trace_id(ids.trace_id),
+                span_id=trace.format_span_id(ids.span_id),
+            )
+        )
+        try:
+            yield
+        finally:
+            current_trace.reset(token)
+
+
+@contextmanager
+def consuming_batch(
+    durable: str,
+    messages: Sequence[tuple[str, envelope_pb2.Envelope | None, Mapping[str, str] | None]],
+) -> Iterator[None]:
+    """One consumer span per event of a batch handled at once (subject, event, headers): each
+    in its own event's trace, all ending when the batch's effect is done."""
+    if _provider is None:
+        yield
+        return
+    spans = [
+        _tracer.start_span(
+            f"process {subject}",
+            context=_event_context(event, headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                **_messaging(subject, "process"),
+                "messaging.consumer.group.name": durable,
+                "messaging.message.id": event.id if event is not None else "",
+            },
+        )
+        for subject, event, headers in messages
+    ]
+    try:
+        yield
+    finally:
+        for span in spans:
+            span.end()
