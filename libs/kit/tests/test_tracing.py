@@ -66,9 +66,11 @@ def test_only_requests_served_and_events_consumed_start_a_trace() -> None:
     with tracer.start_as_current_span("publish audit.dossier", kind=SpanKind.PRODUCER):
         pass
     assert not exported.get_finished_spans()
-    with tracer.start_as_current_span("process document.added", kind=SpanKind.CONSUMER):
-        with tracer.start_as_current_span("find notify.x", kind=SpanKind.CLIENT):
-            pass
+    with (
+        tracer.start_as_current_span("process document.added", kind=SpanKind.CONSUMER),
+        tracer.start_as_current_span("find notify.x", kind=SpanKind.CLIENT),
+    ):
+        pass
     names = sorted(s.name for s in exported.get_finished_spans())
     assert names == ["find notify.x", "process document.added"]
 
@@ -76,9 +78,11 @@ def test_only_requests_served_and_events_consumed_start_a_trace() -> None:
 def test_the_trace_file_holds_one_span_a_line(tmp_path: Path) -> None:
     path = tmp_path / "traces.jsonl"
     tracer = provider_into(JsonLinesExporter(str(path))).get_tracer("t")
-    with tracer.start_as_current_span("served", kind=SpanKind.SERVER) as outer:
-        with tracer.start_as_current_span("called", kind=SpanKind.CLIENT):
-            pass
+    with (
+        tracer.start_as_current_span("served", kind=SpanKind.SERVER) as outer,
+        tracer.start_as_current_span("called", kind=SpanKind.CLIENT),
+    ):
+        pass
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     called, served = lines
     assert called["parent_span_id"] == served["span_id"]

@@ -6,7 +6,6 @@ from typing import Any
 
 import grpc
 
-from dmp_kit import tracing
 from dmp_kit.context import current_token, current_trace, remaining_seconds
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -20,9 +19,7 @@ _OPTIONS = [
 
 
 def open_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=_OPTIONS, interceptors=tracing.client_interceptors()
-    )
+    return grpc.aio.insecure_channel(address, options=_OPTIONS)
 
 
 def call_options(default_timeout: float, token: str | None = None) -> dict[str, Any]:
