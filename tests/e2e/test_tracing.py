@@ -49,7 +49,11 @@ def traced() -> Iterator[Traced]:
         with own_infra("dmp-tracing-") as infra:
             trace_file = infra.root / "traces.jsonl"
             try:
-                with running_stack(infra, env={"DMP_TRACE_FILE": str(trace_file)}) as stack:
+                with running_stack(
+                    infra,
+                    keep_logs=Path(".dmp") / "test-tracing-logs",
+                    env={"DMP_TRACE_FILE": str(trace_file)},
+                ) as stack:
                     yield Traced(stack, trace_file)
             finally:
                 # Kept for whoever reads a failure: `dmp-stack traces --file …` prints them.
@@ -78,6 +82,16 @@ def by(spans: list[Span], service: str, name: str | None = None) -> list[Span]:
     return [s for s in spans if s["service"] == service and (name is None or s["name"] == name)]
 
 
+def holding(*wanted: tuple[str, str]) -> Callable[[list[Span]], bool]:
+    """A trace is exported once it holds these (service, name) spans and is one tree: each
+    process exports on its own schedule, a child's span may come before its parent's."""
+
+    def complete(spans: list[Span]) -> bool:
+        return all(by(spans, *w) for w in wanted) and len(roots(spans)) == 1
+
+    return complete
+
+
 def assert_one_tree(spans: list[Span], outside_parent: str) -> None:
     """One root (the gateway's span, child of the caller's), every other span's parent in the
     trace."""
@@ -100,12 +114,16 @@ def test_a_consult_is_one_trace_through_dossier_consent_and_the_audit_log(
         r = c.get(f"/v1/dossiers/{team.ins}/documents", headers={"traceparent": header})
     assert r.status_code == 200, r.text
     route = "GET /v1/dossiers/{ins}/documents"
-
-    def complete(spans: list[Span]) -> bool:
-        appended = by(spans, "audit", "process audit.dossier")
-        return bool(by(spans, "gateway", route)) and bool(appended)
-
-    spans = traced.trace(trace_id, complete)
+    spans = traced.trace(
+        trace_id,
+        holding(
+            ("gateway", route),
+            ("dossier", "/dmp.dossier.v1.DossierService/ListDocuments"),
+            ("consent", "/dmp.consent.v1.ConsentService/Decide"),
+            ("dossier", "publish audit.dossier"),
+            ("audit", "process audit.dossier"),
+        ),
+    )
     services = {s["service"] for s in spans}
     assert {"gateway", "dossier", "consent", "audit"} <= services, sorted(services)
     assert_one_tree(spans, header.split("-")[2])
@@ -163,12 +181,17 @@ def test_a_documents_trace_reaches_the_audit_log_and_notify_across_nats(
         )
     assert r.status_code == 201, r.text
 
-    def complete(spans: list[Span]) -> bool:
-        return bool(by(spans, "audit", "process audit.dossier")) and bool(
-            by(spans, "notify", "process document.added")
-        )
-
-    spans = traced.trace(trace_id, complete)
+    spans = traced.trace(
+        trace_id,
+        holding(
+            ("gateway", "POST /v1/dossiers/{ins}/documents"),
+            ("dossier", "/dmp.dossier.v1.DossierService/AddDocument"),
+            ("dossier", "publish audit.dossier"),
+            ("dossier", "publish document.added"),
+            ("audit", "process audit.dossier"),
+            ("notify", "process document.added"),
+        ),
+    )
     assert_one_tree(spans, header.split("-")[2])
     added = by(spans, "dossier", "/dmp.dossier.v1.DossierService/AddDocument")
     assert added, sorted({(s["service"], s["name"]) for s in spans})
