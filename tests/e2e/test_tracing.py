@@ -52,7 +52,7 @@ def traced() -> Iterator[Traced]:
                 with running_stack(
                     infra,
                     keep_logs=Path(".dmp") / "test-tracing-logs",
-                    env={"DMP_TRACE_FILE": str(trace_file)},
+                    env={"DMP_TRACE_FILE": str(trace_file), "DMP_TRACE_SAMPLE_RATIO": "1.0"},
                 ) as stack:
                     yield Traced(stack, trace_file)
             finally:

@@ -15,10 +15,12 @@ class Trace:
     request_id: str
     trace_id: str
     span_id: str
+    # Whether the trace is recorded (tracing on and this trace sampled): callees follow.
+    sampled: bool = True
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-01"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
 def new_trace(request_id: str | None = None, traceparent: str | None = None) -> Trace:
@@ -31,6 +33,7 @@ def new_trace(request_id: str | None = None, traceparent: str | None = None) -> 
             request_id=(request_id or secrets.token_hex(8))[:64],
             trace_id=trace.format_trace_id(span.trace_id),
             span_id=trace.format_span_id(span.span_id),
+            sampled=span.trace_flags.sampled,
         )
     trace_id = ""
     if traceparent:

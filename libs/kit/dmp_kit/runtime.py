@@ -63,7 +63,9 @@ class ServiceRuntime:
         self.name = name
         self.settings = settings
         configure_logging(name, settings)
-        tracing.configure(name, settings.otlp_endpoint, settings.trace_file)
+        tracing.configure(
+            name, settings.otlp_endpoint, settings.trace_file, settings.trace_sample_ratio
+        )
         self.clock: Clock = clock_from_path(settings.clock_offset_file)
         counter = None
         if settings.mongo_ops_dir:

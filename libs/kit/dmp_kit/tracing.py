@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
+    TraceIdRatioBased,
 )
 from opentelemetry.trace import (
     Link,
@@ -94,9 +95,16 @@ _tracer: trace.Tracer = trace.NoOpTracer()
 
 
 class EntryPoints(Sampler):
-    """Samples a trace started by a request served or an event consumed. A database call or a
-    publish with no span above it (an outbox sweep, a health check's ping, a lease renewed)
-    starts none: every second of an idle stack would otherwise be a trace."""
+    """Samples a trace started by a request served or an event consumed, `ratio` of them by
+    trace id (as TraceIdRatioBased: every process decides alike for one trace id). A database
+    call or a publish with no span above it (an outbox sweep, a health check's ping, a lease
+    renewed) starts none: every second of an idle stack would otherwise be a trace."""
+
+    def __init__(self, ratio: float = 1.0) -> None:
+        self._ratio = TraceIdRatioBased(ratio)
+
+    def sampled(self, trace_id: int) -> bool:
+        return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._ratio.bound
 
     def should_sample(
         self,
@@ -108,12 +116,15 @@ class EntryPoints(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        if kind in ENTRY_KINDS:
+        if kind in ENTRY_KINDS and self.sampled(trace_id):
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         return SamplingResult(Decision.DROP)
 
     def get_description(self) -> str:
         return "EntryPoints"
+
+
+_entry_points = EntryPoints()
 
 
 def safe_span(span: ReadableSpan) -> ReadableSpan:
@@ -205,14 +216,15 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
 
 
-def configure(service: str, otlp_endpoint: str, trace_file: str) -> None:
+def configure(service: str, otlp_endpoint: str, trace_file: str, ratio: float = 1.0) -> None:
     """Sets up this process's tracing, once, before any client or server is made."""
-    global _provider, _tracer
+    global _provider, _tracer, _entry_points
     if _provider is not None or not (otlp_endpoint or trace_file):
         return
+    _entry_points = EntryPoints(ratio)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.namespace": "dmp"}),
-        sampler=ParentBased(root=EntryPoints()),
+        sampler=ParentBased(root=_entry_points),
     )
     if otlp_endpoint:
         provider.add_span_processor(
@@ -293,15 +305,19 @@ def _name_command(span: trace.Span, event: monitoring.CommandStartedEvent) -> No
 
 
 def _envelope_context(event: envelope_pb2.Envelope) -> Context | None:
-    """The context of the span that made the event, from its envelope."""
+    """The context of the span that made the event, from its envelope. The envelope does not
+    say whether that trace is recorded; the sampler decides by trace id, so it tells."""
     if not event.HasField("trace"):
         return None
     try:
+        trace_id = int(event.trace.trace_id, 16)
         span = SpanContext(
-            trace_id=int(event.trace.trace_id, 16),
+            trace_id=trace_id,
             span_id=int(event.trace.span_id, 16),
             is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_flags=TraceFlags(
+                TraceFlags.SAMPLED if _entry_points.sampled(trace_id) else TraceFlags.DEFAULT
+            ),
         )
     except ValueError:
         return None
@@ -380,6 +396,7 @@ def consuming(
                 request_id=event.trace.request_id or trace.format_span_id(ids.span_id),
                 trace_id=trace.format_trace_id(ids.trace_id),
                 span_id=trace.format_span_id(ids.span_id),
+                sampled=ids.trace_flags.sampled,
             )
         )
         try:

@@ -106,3 +106,13 @@ def test_the_kits_trace_is_the_current_spans() -> None:
 def test_the_collector_url_is_its_base_plus_the_traces_path() -> None:
     assert traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
     assert traces_url("http://collector:4318/v1/traces") == "http://collector:4318/v1/traces"
+
+
+def test_a_ratio_samples_by_trace_id_alike_everywhere() -> None:
+    tenth = EntryPoints(0.1)
+    ids = range(1, 2**64, 2**64 // 10_000)
+    kept = [i for i in ids if tenth.sampled(i)]
+    assert 800 < len(kept) < 1200
+    assert all(EntryPoints(0.1).sampled(i) for i in kept)
+    assert all(EntryPoints(1.0).sampled(i) for i in ids)
+    assert not any(EntryPoints(0.0).sampled(i) for i in ids)

@@ -25,10 +25,14 @@ def _stack() -> Stack:
 
 def _trace_env() -> dict[str, str]:
     """No OpenTelemetry collector installs here (no container, none on PyPI or in Debian): the
-    spans go to a file, read by `make traces`, unless DMP_OTLP_ENDPOINT names a collector."""
-    if os.environ.get("DMP_OTLP_ENDPOINT") or os.environ.get("DMP_TRACE_FILE"):
-        return {}
-    return {"DMP_TRACE_FILE": str(TRACE_FILE.resolve())}
+    spans go to a file, read by `make traces`, unless DMP_OTLP_ENDPOINT names a collector.
+    Every request is traced, unless DMP_TRACE_SAMPLE_RATIO says otherwise."""
+    env = {}
+    if not os.environ.get("DMP_TRACE_SAMPLE_RATIO"):
+        env["DMP_TRACE_SAMPLE_RATIO"] = "1.0"
+    if not (os.environ.get("DMP_OTLP_ENDPOINT") or os.environ.get("DMP_TRACE_FILE")):
+        env["DMP_TRACE_FILE"] = str(TRACE_FILE.resolve())
+    return env
 
 
 def _traces_where() -> str:

@@ -13,7 +13,9 @@ from dmp_kit.runtime import configure_logging
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings)
-    tracing.configure("gateway", settings.otlp_endpoint, settings.trace_file)
+    tracing.configure(
+        "gateway", settings.otlp_endpoint, settings.trace_file, settings.trace_sample_ratio
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
