@@ -283,7 +283,7 @@ def mongo_listeners() -> list[Any]:
     if _provider is None:
         return []
     tracer = _provider.get_tracer("dmp_kit.mongo")
-    return [MongoCommandSpans(tracer, request_hook=_name_command, capture_statement=False)]
+    return [MongoCommandSpans(tracer, request_hook=name_command, capture_statement=False)]
 
 
 class MongoCommandSpans(CommandTracer):
@@ -296,7 +296,7 @@ class MongoCommandSpans(CommandTracer):
             super().started(event)
 
 
-def _name_command(span: trace.Span, event: monitoring.CommandStartedEvent) -> None:
+def name_command(span: trace.Span, event: monitoring.CommandStartedEvent) -> None:
     """`find dossier.documents` rather than the instrumentation's `dossier.find`: the command
     and the collection it reads, as OpenTelemetry's database conventions name a span."""
     collection = event.command.get(event.command_name)

@@ -1,24 +1,31 @@
 """What a span may carry out of a process, the trace file's lines, which spans start a trace,
-and the kit's trace ids being the span's."""
+the kit's trace ids being the span's, and what a database span says."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
+from pymongo import AsyncMongoClient
 
 from dmp_kit.context import new_trace
 from dmp_kit.tracing import (
     EntryPoints,
     JsonLinesExporter,
+    MongoCommandSpans,
     SafeSpans,
+    name_command,
     traces_url,
 )
+from dmp_stack.testing import Infra
 
 INS = "184057512345678"
 
@@ -116,3 +123,32 @@ def test_a_ratio_samples_by_trace_id_alike_everywhere() -> None:
     assert all(EntryPoints(0.1).sampled(i) for i in kept)
     assert all(EntryPoints(1.0).sampled(i) for i in ids)
     assert not any(EntryPoints(0.0).sampled(i) for i in ids)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_database_span_names_the_command_never_its_filter(infra: Infra) -> None:
+    """Against the real server, the listener as configured (before the allow-list): the
+    span of a `find` by INS holds the command and collection, never the INS; a command
+    with no trace above it makes no span."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(root=EntryPoints()))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    listener = MongoCommandSpans(
+        provider.get_tracer("t"), request_hook=name_command, capture_statement=False
+    )
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[listener]
+    )
+    name = f"trace_test_{uuid.uuid4().hex[:10]}"
+    try:
+        documents = client[name]["documents"]
+        await documents.insert_one({"ins": INS})  # no trace: no span
+        with provider.get_tracer("t").start_as_current_span("served", kind=SpanKind.SERVER):
+            assert await documents.find_one({"ins": INS}) is not None
+        spans = exported.get_finished_spans()
+        assert [s.name for s in spans] == [f"find {name}.documents", "served"]
+        assert INS not in spans[0].to_json()
+        assert spans[0].parent is not None
+    finally:
+        await client.drop_database(name)
+        await client.close()
