@@ -26,8 +26,6 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.instrumentation.pymongo import CommandTracer
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -227,6 +225,11 @@ def configure(service: str, otlp_endpoint: str, trace_file: str, ratio: float = 
         sampler=ParentBased(root=_entry_points),
     )
     if otlp_endpoint:
+        # Imported here: a process that does not trace does not load it (a tenth of a second).
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+
         provider.add_span_processor(
             BatchSpanProcessor(SafeSpans(OTLPSpanExporter(endpoint=traces_url(otlp_endpoint))))
         )
@@ -255,9 +258,6 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
-_NOT_TRACED = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
-
-
 def server_interceptors() -> list[Any]:
     """A server span for each call served (not health checks: probes every few seconds),
     continuing the caller's trace. First of the server's interceptors, so that the request
@@ -271,8 +271,12 @@ def server_interceptors() -> list[Any]:
     0.3 ms of CPU, a tenth of a consult's for its two calls alone (docs/observability.md)."""
     if _provider is None:
         return []
+    # Imported here: a process that does not trace does not load it.
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    not_traced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
     interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        tracer_provider=_provider, filter_=filters.negate(_NOT_TRACED)
+        tracer_provider=_provider, filter_=filters.negate(not_traced)
     )
     return [interceptor]
 
