@@ -16,7 +16,7 @@ PROTOS := $(shell find proto -name '*.proto')
 BUF_AGAINST ?= .git\#branch=main,subdir=proto
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/note.py services/audit/dmp_audit/keys.py services/audit/dmp_audit/cosign.py services/audit/dmp_audit/witness.py services/audit/dmp_audit/witnesses.py services/audit/dmp_audit/tiles.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py services/gateway/dmp_gateway/fhir
 
-.PHONY: help install proto up down status logs test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
+.PHONY: help install proto up down status logs traces test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ status: install ## Show what runs and whether it is ready
 
 logs: install ## Follow the logs (make logs SERVICE=identity for one)
 	$(RUN) dmp-stack logs $(SERVICE)
+
+traces: install ## Print the newest traces of `make up` as trees (make traces LAST=10)
+	$(RUN) dmp-stack traces --last $${LAST:-5}
 
 test: install ## Run unit, service and end-to-end tests against real servers
 	$(RUN) pytest

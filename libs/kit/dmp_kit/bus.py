@@ -21,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from dmp.events.v1 import envelope_pb2
+from dmp_kit import tracing
 from dmp_kit.errors import Unavailable
 from dmp_kit.logging import get_logger
 from dmp_kit.metrics import DEAD_LETTERS, EVENTS_HANDLED, ConsumerLag
@@ -241,9 +242,13 @@ class EventBus:
     async def publish(self, subject: str, data: bytes, msg_id: str) -> int:
         """Publish and wait for JetStream's durable acknowledgement; returns the stream sequence."""
         try:
-            ack = await self.js.publish(
-                subject, data, timeout=self._timeout, headers={"Nats-Msg-Id": msg_id}
-            )
+            with tracing.publishing(subject, data) as trace_headers:
+                ack = await self.js.publish(
+                    subject,
+                    data,
+                    timeout=self._timeout,
+                    headers={"Nats-Msg-Id": msg_id, **trace_headers},
+                )
         except (TimeoutError, NatsTimeoutError, nats.errors.Error) as exc:
             raise Unavailable("the event stream did not acknowledge") from exc
         return int(ack.seq)
@@ -316,6 +321,10 @@ async def run_consumer(
             EVENTS_HANDLED.labels(durable, "rejected").inc()
             await msg.ack()
             return
+        with tracing.consuming(durable, msg.subject, event, msg.headers):
+            await take_effect(msg, event)
+
+    async def take_effect(msg: Msg, event: envelope_pb2.Envelope) -> None:
         try:
             await handler(event)
         except Exception as exc:

@@ -7,7 +7,7 @@ import ssl
 from enum import StrEnum
 from typing import ClassVar, Self
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dmp_kit.crypto import derive_key
@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     # Benchmarks: a directory where each process keeps the count of database commands it has
     # sent, by command name (<service>.json, rewritten a few times a second). Empty: not kept.
     mongo_ops_dir: str = ""
+
+    # Traces (dmp_kit.tracing): an OTLP/HTTP collector's base URL (http://collector:4318), and
+    # a file where spans are appended as JSON lines (the local stack's). Both empty: no tracing.
+    otlp_endpoint: str = ""
+    trace_file: str = ""
+    # The share of requests and events that start a recorded trace (by trace id, so that every
+    # process agrees). A tenth keeps tracing's CPU within a tenth of a request's (measured:
+    # all of them cost a consult a fifth more; docs/observability.md).
+    trace_sample_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> Self:

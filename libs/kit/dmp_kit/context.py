@@ -7,20 +7,34 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 
 @dataclass(frozen=True)
 class Trace:
     request_id: str
     trace_id: str
     span_id: str
+    # Whether the trace is recorded (tracing on and this trace sampled): callees follow.
+    sampled: bool = True
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-01"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
 def new_trace(request_id: str | None = None, traceparent: str | None = None) -> Trace:
-    """Continues a W3C traceparent when one is given; otherwise starts a trace."""
+    """The ids of the current OpenTelemetry span when tracing is on (dmp_kit.tracing: its
+    instrumentation has already continued the caller's trace); otherwise continues a W3C
+    traceparent when one is given, or starts a trace."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        return Trace(
+            request_id=(request_id or secrets.token_hex(8))[:64],
+            trace_id=trace.format_trace_id(span.trace_id),
+            span_id=trace.format_span_id(span.span_id),
+            sampled=span.trace_flags.sampled,
+        )
     trace_id = ""
     if traceparent:
         parts = traceparent.split("-")

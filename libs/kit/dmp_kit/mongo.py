@@ -16,6 +16,8 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from dmp_kit.tracing import mongo_listeners
+
 Document = dict[str, Any]
 
 _client: AsyncMongoClient[Document] | None = None
@@ -73,7 +75,7 @@ def mongo_client(
             connectTimeoutMS=timeout_ms,
             socketTimeoutMS=timeout_ms * 2,
             appname="dmp",
-            event_listeners=[counter] if counter is not None else [],
+            event_listeners=[*([counter] if counter is not None else []), *mongo_listeners()],
         )
     return _client
 

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp_kit import logging as dmp_logging
+from dmp_kit import tracing
 from dmp_kit.auth import JwksCache, TokenVerifier
 from dmp_kit.bus import BUS_ACCESS, EventBus
 from dmp_kit.clock import Clock, clock_from_path
@@ -63,6 +64,9 @@ class ServiceRuntime:
         self.name = name
         self.settings = settings
         configure_logging(name, settings)
+        tracing.configure(
+            name, settings.otlp_endpoint, settings.trace_file, settings.trace_sample_ratio
+        )
         self.clock: Clock = clock_from_path(settings.clock_offset_file)
         counter = None
         if settings.mongo_ops_dir:
@@ -130,6 +134,7 @@ class ServiceRuntime:
     ) -> None:
         server = grpc.aio.server(
             interceptors=[
+                *tracing.server_interceptors(),
                 RequestContextInterceptor(),
                 ErrorInterceptor(),
                 AuthInterceptor(verifier, public_methods),
@@ -187,6 +192,7 @@ class ServiceRuntime:
         for channel in self._channels.values():
             await channel.close()
         await close_mongo()
+        tracing.shutdown()
         log.info("stopped")
 
     async def _supervised(self, job: Background) -> None:

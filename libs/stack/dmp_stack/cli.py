@@ -1,8 +1,9 @@
-"""`dmp-stack up|down|status|logs|url`: the local stack behind `make up` and friends."""
+"""`dmp-stack up|down|status|logs|url|traces`: the local stack behind `make up` and friends."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,33 @@ import httpx
 
 from dmp_stack.infra import InfraError
 from dmp_stack.stack import Ports, Stack, alive
+from dmp_stack.traces import print_traces
 
 STATE_DIR = Path(".dmp")
+# Where every process of the stack appends its spans, unless they go to a collector.
+TRACE_FILE = STATE_DIR / "traces.jsonl"
 
 
 def _stack() -> Stack:
-    return Stack(STATE_DIR.resolve(), Ports.from_env())
+    return Stack(STATE_DIR.resolve(), Ports.from_env(), extra_env=_trace_env())
+
+
+def _trace_env() -> dict[str, str]:
+    """No OpenTelemetry collector installs here (no container, none on PyPI or in Debian): the
+    spans go to a file, read by `make traces`, unless DMP_OTLP_ENDPOINT names a collector.
+    Every request is traced, unless DMP_TRACE_SAMPLE_RATIO says otherwise."""
+    env = {}
+    if not os.environ.get("DMP_TRACE_SAMPLE_RATIO"):
+        env["DMP_TRACE_SAMPLE_RATIO"] = "1.0"
+    if not (os.environ.get("DMP_OTLP_ENDPOINT") or os.environ.get("DMP_TRACE_FILE")):
+        env["DMP_TRACE_FILE"] = str(TRACE_FILE.resolve())
+    return env
+
+
+def _traces_where() -> str:
+    if endpoint := os.environ.get("DMP_OTLP_ENDPOINT"):
+        return f"sent by OTLP/HTTP to {endpoint}"
+    return f"make traces   (spans in {os.environ.get('DMP_TRACE_FILE') or TRACE_FILE})"
 
 
 def up() -> int:
@@ -49,6 +71,7 @@ The DMP stack is up ({deps}).
   Logs      make logs   (files under {STATE_DIR}/logs)
   Metrics   {url}/metrics, and each service's at {metrics}
             (catalogue, alerts and dashboards: docs/observability.md)
+  Traces    {_traces_where()}
 
 Log in as the development administrator:
   curl -s {url}/v1/auth/login -H 'content-type: application/json' \\
@@ -127,6 +150,9 @@ def main() -> None:
     url_parser.add_argument("dependency", choices=["mongo", "nats", "smtp", "gateway"])
     logs_parser = sub.add_parser("logs")
     logs_parser.add_argument("service", nargs="?")
+    traces_parser = sub.add_parser("traces", help="print the newest traces as trees")
+    traces_parser.add_argument("--last", type=int, default=5, help="how many traces (5)")
+    traces_parser.add_argument("--file", type=Path, default=None, help="a trace file")
     args = parser.parse_args()
     if args.command == "up":
         sys.exit(up())
@@ -136,6 +162,9 @@ def main() -> None:
         sys.exit(status())
     if args.command == "url":
         sys.exit(url(args.dependency))
+    if args.command == "traces":
+        default = Path(os.environ.get("DMP_TRACE_FILE") or TRACE_FILE)
+        sys.exit(print_traces(args.file or default, args.last))
     sys.exit(logs(args.service))
 
 

@@ -26,6 +26,7 @@ from nats.js.errors import NotFoundError
 from dmp.events.v1 import envelope_pb2
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
+from dmp_kit import tracing
 from dmp_kit.bus import EventBus, authentic, run_consumer
 from dmp_kit.lease import Lease
 from dmp_kit.metrics import ConsumerLag
@@ -119,7 +120,7 @@ async def _pump(
             if not msgs:  # nothing new (a fetch may also end empty): sign what is due
                 await audit.tick()
                 continue
-            records = []
+            records, traced = [], []
             for msg in msgs:
                 try:
                     event = envelope_pb2.Envelope.FromString(msg.data)
@@ -131,8 +132,10 @@ async def _pump(
                     log.error("event_not_from_its_producer", subject=msg.subject, event_id=event.id)
                     event = None
                 records.append(Record(msg.metadata.sequence.stream, event))
-            await audit.append(records)
-            await msgs[-1].ack()
+                traced.append((msg.subject, event, msg.headers))
+            with tracing.consuming_batch(DURABLE, traced):
+                await audit.append(records)
+                await msgs[-1].ack()
     finally:
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

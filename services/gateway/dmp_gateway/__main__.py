@@ -6,12 +6,16 @@ import uvicorn
 
 from dmp_gateway.app import create_app
 from dmp_gateway.config import GatewaySettings
+from dmp_kit import tracing
 from dmp_kit.runtime import configure_logging
 
 
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings)
+    tracing.configure(
+        "gateway", settings.otlp_endpoint, settings.trace_file, settings.trace_sample_ratio
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

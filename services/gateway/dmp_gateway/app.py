@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
@@ -46,6 +47,7 @@ from dmp_gateway.routes import (
     trusted,
 )
 from dmp_gateway.throttle import UNLIMITED_PATHS, Throttle, client_address
+from dmp_kit import tracing
 from dmp_kit.auth import TokenVerifier
 from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
@@ -171,6 +173,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
         yield
         await downstream.close()
+        tracing.shutdown()
 
     app = FastAPI(
         title="DMP — Dossier Médical Partagé",
@@ -291,4 +294,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if tracing.enabled():
+        # Outermost of all: the request's span is current in our middleware, whose trace
+        # (and so the logs' trace_id) is the span's. Named by the route's template.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=tracing.provider(),
+            excluded_urls="/healthz,/readyz,/metrics",
+            exclude_spans=["receive", "send"],
+        )
     return app
