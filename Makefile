@@ -16,7 +16,7 @@ PROTOS := $(shell find proto -name '*.proto')
 BUF_AGAINST ?= .git\#branch=main,subdir=proto
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/note.py services/audit/dmp_audit/keys.py services/audit/dmp_audit/cosign.py services/audit/dmp_audit/witness.py services/audit/dmp_audit/witnesses.py services/audit/dmp_audit/tiles.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py services/gateway/dmp_gateway/fhir
 
-.PHONY: help install proto up down status logs traces test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
+.PHONY: help install proto up up-scaled down status logs traces test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ proto: .venv/.synced ## Regenerate the Python stubs (and mypy stubs) from proto/
 
 up: install ## Start the local stack (database, NATS, SMTP sink, services, gateway)
 	$(RUN) dmp-stack up
+
+up-scaled: install ## The scaled stack: two replicas of each service and two gateways, NATS as a JetStream cluster of three
+	$(RUN) dmp-stack up --scaled
 
 down: ## Stop exactly what `make up` started
 	@if [ -x .venv/bin/python ]; then $(RUN) dmp-stack down; else echo "Nothing is running."; fi

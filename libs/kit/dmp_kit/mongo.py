@@ -7,7 +7,7 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -155,3 +155,14 @@ async def insert_once(collection: Any, doc: Document) -> bool:
     except DuplicateKeyError:
         return False
     return True
+
+
+async def upsert(operation: Callable[[], Awaitable[Any]]) -> Any:
+    """Runs an upsert keyed by `_id`, once more if it lost a race: two replicas upserting the
+    same new document at once both miss it, both insert, and one gets a duplicate key — its
+    second try finds the document and updates it (MongoDB retries this itself from 4.2 for
+    an `_id` equality; FerretDB does not)."""
+    try:
+        return await operation()
+    except DuplicateKeyError:
+        return await operation()

@@ -19,8 +19,16 @@ STATE_DIR = Path(".dmp")
 TRACE_FILE = STATE_DIR / "traces.jsonl"
 
 
-def _stack() -> Stack:
-    return Stack(STATE_DIR.resolve(), Ports.from_env(), extra_env=_trace_env())
+def _stack(scaled: bool = False) -> Stack:
+    """The local stack; `scaled`: two replicas of each service that can have several and two
+    gateways, over a JetStream cluster of three (`make up-scaled`)."""
+    return Stack(
+        STATE_DIR.resolve(),
+        Ports.from_env(),
+        extra_env=_trace_env(),
+        replicas=2 if scaled else 1,
+        nats_nodes=3 if scaled else 1,
+    )
 
 
 def _trace_env() -> dict[str, str]:
@@ -41,8 +49,8 @@ def _traces_where() -> str:
     return f"make traces   (spans in {os.environ.get('DMP_TRACE_FILE') or TRACE_FILE})"
 
 
-def up() -> int:
-    stack = _stack()
+def up(scaled: bool = False) -> int:
+    stack = _stack(scaled)
     if stack.running():
         state = stack.state()
         print(
@@ -63,10 +71,15 @@ def up() -> int:
         + ", ".join(f"{name} {port}" for name, port in stack.ports.metrics.items())
         + ")"
     )
+    others = "".join(
+        f"\n            {other}/v1 (another gateway)" for other in state.gateway_urls[1:]
+    )
+    if len(stack.instances) > len(stack.ports.grpc) + 1:
+        deps += f"; {len(stack.instances)} processes, services behind round-robin channels"
     print(f"""
 The DMP stack is up ({deps}).
   Portal    {url}/          (patients and professionals, in a browser)
-  Gateway   {url}/v1
+  Gateway   {url}/v1{others}
   API docs  {url}/docs
   Logs      make logs   (files under {STATE_DIR}/logs)
   Metrics   {url}/metrics, and each service's at {metrics}
@@ -143,7 +156,12 @@ def logs(service: str | None) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="dmp-stack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up")
+    up_parser = sub.add_parser("up")
+    up_parser.add_argument(
+        "--scaled",
+        action="store_true",
+        help="two replicas of each service and of the gateway, NATS as a cluster of three",
+    )
     sub.add_parser("down")
     sub.add_parser("status")
     url_parser = sub.add_parser("url")
@@ -155,7 +173,7 @@ def main() -> None:
     traces_parser.add_argument("--file", type=Path, default=None, help="a trace file")
     args = parser.parse_args()
     if args.command == "up":
-        sys.exit(up())
+        sys.exit(up(args.scaled))
     if args.command == "down":
         sys.exit(down())
     if args.command == "status":

@@ -24,6 +24,7 @@ from dmp_stack.infra import (
     spawn,
     start_mongo,
     start_nats,
+    start_nats_cluster,
     start_smtp,
 )
 
@@ -63,6 +64,21 @@ class Ports:
         )
 
 
+# The services that run as several replicas in the scaled stack (ingest keeps one: its spool).
+REPLICATED = ("identity", "dossier", "consent", "audit", "notify", "messaging", "agenda")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One process of the stack: its name (`dossier`, `dossier-2`), its service, its port (gRPC,
+    or HTTP for a gateway) and its metrics port (a gateway's are on its own)."""
+
+    name: str
+    service: str
+    port: int
+    metrics: int | None
+
+
 @dataclass
 class StackState:
     started_at: float
@@ -70,6 +86,8 @@ class StackState:
     env: dict[str, str]
     deps: list[Started]
     processes: dict[str, int]
+    # Every gateway's URL (the scaled stack runs more than one); the first is gateway_url.
+    gateway_urls: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
         data = asdict(self)
@@ -139,6 +157,8 @@ class Stack:
         ports: Ports,
         extra_env: dict[str, str] | None = None,
         credentials: Credentials | None = None,
+        replicas: int = 1,
+        nats_nodes: int = 1,
     ):
         self.state_dir = state_dir
         self.ports = ports
@@ -146,6 +166,22 @@ class Stack:
         self._credentials = credentials
         self._env: dict[str, str] = {}
         self._own_env: dict[str, dict[str, str]] = {}  # by process, given at a restart
+        # The scaled stack: `replicas` processes of each service that can have several (ingest
+        # keeps its one: its spool), behind round-robin channels, and as many gateways; NATS
+        # as a JetStream cluster of `nats_nodes` with streams on every member.
+        self.nats_nodes = nats_nodes
+        self.instances: dict[str, Instance] = {
+            name: Instance(name, name, ports.grpc.get(name, ports.gateway), ports.metrics.get(name))
+            for name in (*SERVICES, "gateway")
+        }
+        for service in (*REPLICATED, "gateway") if replicas > 1 else ():
+            for n in range(2, replicas + 1):
+                name = f"{service}-{n}"
+                metrics = free_port() if service != "gateway" else None
+                self.instances[name] = Instance(name, service, free_port(), metrics)
+
+    def replicas_of(self, service: str) -> list[Instance]:
+        return [i for i in self.instances.values() if i.service == service]
 
     @property
     def credentials(self) -> Credentials:
@@ -173,19 +209,25 @@ class Stack:
         processes: dict[str, int] = {}
         try:
             deps.append(start_mongo(self.state_dir))
-            deps.append(start_nats(self.state_dir, credentials=self.credentials))
+            if self.nats_nodes > 1 and not os.environ.get("DMP_NATS_URL"):
+                nats = start_nats_cluster(self.state_dir, self.credentials, self.nats_nodes)
+            else:
+                nats = start_nats(self.state_dir, credentials=self.credentials)
+            deps.append(nats)
             smtp = start_smtp(self.state_dir)
             deps.append(smtp)
             self._env = self.service_env(deps[0].url, deps[1].url, smtp)
             env = self._env
-            for name in (*SERVICES, "gateway"):
+            for name in self.instances:
                 processes[name] = self._spawn(name)
+            gateways = [f"http://127.0.0.1:{i.port}" for i in self.replicas_of("gateway")]
             state = StackState(
                 started_at=time.time(),
-                gateway_url=f"http://127.0.0.1:{self.ports.gateway}",
+                gateway_url=gateways[0],
                 env={k: v for k, v in env.items() if "KEY" not in k and "PASSWORD" not in k},
                 deps=deps,
                 processes=processes,
+                gateway_urls=gateways,
             )
             state.save(self.state_path)
             self.wait_ready(state, timeout)
@@ -209,22 +251,26 @@ class Stack:
             "DMP_AUTH_RATE_LIMIT": "300/minute",
             "DMP_ACCOUNT_RATE_LIMIT": "60/minute",
         }
-        for name, port in self.ports.grpc.items():
-            env[f"DMP_{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
+        for name in self.ports.grpc:
+            addresses = [f"127.0.0.1:{i.port}" for i in self.replicas_of(name)]
+            env[f"DMP_{name.upper()}_ADDR"] = ",".join(addresses)  # round-robin over them
+        if self.nats_nodes > 1:
+            env["DMP_NATS_STREAM_REPLICAS"] = str(min(3, self.nats_nodes))
         # Settings given to `make up` win over the stack's defaults and reach every service.
         env.update({k: v for k, v in os.environ.items() if k.startswith("DMP_")})
         env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str) -> int:
+        service = self.instances[name].service
         proc = spawn(
-            [sys.executable, "-m", f"dmp_{name}"],
+            [sys.executable, "-m", f"dmp_{service}"],
             self.state_dir / "logs" / f"{name}.log",
             env={
                 **os.environ,
                 **self._env,
                 **self.spawn_env(name),
-                **self.credentials.env_for(name),
+                **self.credentials.env_for(service),
                 **self._own_env.get(name, {}),
             },
         )
@@ -249,11 +295,12 @@ class Stack:
         self.wait_ready(state, 60)
 
     def spawn_env(self, name: str) -> dict[str, str]:
-        if name not in SERVICES:
-            return {}
+        instance = self.instances[name]
+        if instance.service == "gateway":
+            return {} if name == "gateway" else {"DMP_HTTP_PORT": str(instance.port)}
         return {
-            "DMP_GRPC_LISTEN": f"127.0.0.1:{self.ports.grpc[name]}",
-            "DMP_METRICS_LISTEN": f"127.0.0.1:{self.ports.metrics[name]}",
+            "DMP_GRPC_LISTEN": f"127.0.0.1:{instance.port}",
+            "DMP_METRICS_LISTEN": f"127.0.0.1:{instance.metrics}",
         }
 
     def wait_ready(self, state: StackState, timeout: float) -> None:
@@ -266,10 +313,13 @@ class Stack:
                     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                     raise InfraError(f"{name} exited during start; end of its log:\n{tail}")
             try:
-                r = httpx.get(f"{state.gateway_url}/readyz", timeout=2.0)
-                if r.status_code == 200:
+                answers = [
+                    httpx.get(f"{url}/readyz", timeout=2.0)
+                    for url in state.gateway_urls or [state.gateway_url]
+                ]
+                if all(r.status_code == 200 for r in answers):
                     return
-                last = r.text
+                last = next(r.text for r in answers if r.status_code != 200)
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             time.sleep(0.5)

@@ -258,7 +258,8 @@ class RunningStack:
 
     def metrics(self, service: str) -> list[Sample]:
         """What a process's /metrics shows now (the gateway's on its HTTP port)."""
-        port = self.stack.ports.metrics.get(service)
+        instance = self.stack.instances.get(service)  # `dossier`, `dossier-2`, `gateway-2`…
+        port = instance.metrics or instance.port if instance else None
         url = f"http://127.0.0.1:{port}/metrics" if port else f"{self.url}/metrics"
         text = httpx.get(url, timeout=10.0).raise_for_status().text
         return [
@@ -631,11 +632,15 @@ TEST_WITNESSES = (
 
 @contextmanager
 def running_stack(
-    infra: Infra, keep_logs: Path | None = None, env: dict[str, str] | None = None
+    infra: Infra,
+    keep_logs: Path | None = None,
+    env: dict[str, str] | None = None,
+    replicas: int = 1,
 ) -> Iterator[RunningStack]:
     """Every service and the gateway as real processes on `infra`, in test mode (a movable
     clock, fast retries, high rate limits; `env` overrides any of it); stopped after, their
-    logs scanned for identifiers."""
+    logs scanned for identifiers. `replicas` > 1: the scaled stack (Stack's), on `infra`'s NATS
+    cluster when it is one."""
     state_dir = infra.root / "stack"
     clock_file = infra.root / "clock-offset"
     admin_password = secrets.token_urlsafe(18)
@@ -643,6 +648,8 @@ def running_stack(
         state_dir,
         Ports.free(),
         credentials=dataclasses.replace(infra.credentials, admin_password=admin_password),
+        replicas=replicas,
+        nats_nodes=infra.nats_service_url.count(",") + 1,
         extra_env={
             "DMP_ENV": "dev",
             "DMP_MONGO_URL": infra.mongo.url,

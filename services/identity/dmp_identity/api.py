@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -29,7 +31,14 @@ from dmp_identity.store import REPRESENTED, AppStore, IdentityStore
 from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
-from dmp_kit.errors import Conflict, InvalidArgument, Locked, NotFound, Unauthenticated
+from dmp_kit.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    Locked,
+    NotFound,
+    Unauthenticated,
+)
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.outbox import OutboxRelay
@@ -1320,9 +1329,15 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             return
         if await self.store.find_account("admin", "admin") is not None:
             return
+        # Every replica does this at its start, maybe at once: one id for the one account,
+        # so the replica that loses the race finds it there (AlreadyExists) and goes on.
+        with contextlib.suppress(AlreadyExists):
+            await self._insert_bootstrap_admin(password)
+
+    async def _insert_bootstrap_admin(self, password: str) -> None:
         await self.store.insert_account(
             {
-                "_id": str(uuid7()),
+                "_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "dmp:bootstrap-admin")),
                 "kind": "admin",
                 "login": "admin",
                 "email": self.settings.bootstrap_admin_email,

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from dmp.events.v1 import envelope_pb2
 from dmp_identity.domain import Throttle
 from dmp_kit.errors import AlreadyExists
-from dmp_kit.mongo import Document, Store
+from dmp_kit.mongo import Document, Store, upsert
 from dmp_kit.outbox import Change, change_document
 
 # "next": published ahead of signing; "active": signs; "retiring": its tokens still live.
@@ -88,8 +88,10 @@ class IdentityStore(Store):
         async for doc in self.accounts.find({}, {"kind": 1, "login": 1}):
             if doc.get("kind") and doc.get("login"):
                 key = _login_key(doc["kind"], doc["login"])
-                await self.logins.update_one(
-                    {"_id": key}, {"$setOnInsert": {"account_id": doc["_id"]}}, upsert=True
+                await upsert(
+                    lambda key=key, doc=doc: self.logins.update_one(
+                        {"_id": key}, {"$setOnInsert": {"account_id": doc["_id"]}}, upsert=True
+                    )
                 )
 
     async def _mark_represented(self) -> None:
@@ -364,7 +366,8 @@ class IdentityStore(Store):
             raise AlreadyExists("this client_id is already registered", field="client_id") from exc
 
     async def put_client(self, doc: Document) -> None:
-        await self.clients.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        # every replica registers the service clients at its start, at once
+        await upsert(lambda: self.clients.replace_one({"_id": doc["_id"]}, doc, upsert=True))
 
     async def remove_service_clients_except(self, prefix: str, kept: list[str]) -> int:
         """Deletes the clients whose id starts with `prefix` but for `kept`: how many."""
