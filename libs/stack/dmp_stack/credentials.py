@@ -167,6 +167,7 @@ def nats_config(
     store_dir: str,
     superuser: tuple[str, str] | None = None,
     cluster: tuple[str, str, list[str]] | None = None,
+    monitor: str = "",
 ) -> str:
     """A nats-server configuration (JSON is valid NATS configuration): JetStream on disk and
     one user per service. `superuser` (tests only) may do anything, as a forger would.
@@ -180,6 +181,8 @@ def nats_config(
         "jetstream": {"store_dir": store_dir},
         "authorization": {"users": users},
     }
+    if monitor:  # host:port of the server's monitoring endpoint (/healthz)
+        config["http"] = monitor
     if cluster is not None:
         name, routes_listen, routes = cluster
         config["server_name"] = name

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -460,6 +461,7 @@ def start_nats_cluster(
     `also`; `extra` names each member's pid and client port (a test kills or isolates one)."""
     ports = [free_port() for _ in range(nodes)]
     routes = [free_port() for _ in range(nodes)]
+    monitors = [free_port() for _ in range(nodes)]
     members = [f"nats://127.0.0.1:{port}" for port in routes]
     pids: list[int] = []
     try:
@@ -475,12 +477,21 @@ def start_nats_cluster(
                     store_dir=str(store),
                     superuser=superuser,
                     cluster=(f"nats-{i + 1}", f"127.0.0.1:{route}", members),
+                    monitor=f"127.0.0.1:{monitors[i]}",
                 ),
             )
             log = state / "logs" / f"nats-{i + 1}.log"
             proc = spawn([str(nats_binary()), "-c", str(config)], log)
             pids.append(proc.pid)
             wait_port(port, 30, proc, f"nats-server {i + 1}", log)
+        # Ready once every member says JetStream is current (a meta leader elected): before
+        # that, creating a stream times out.
+        deadline = time.monotonic() + 60
+        for monitor in monitors:
+            while not _healthy(f"http://127.0.0.1:{monitor}/healthz"):
+                if time.monotonic() > deadline:
+                    raise InfraError("the NATS cluster's JetStream did not become ready in 60 s")
+                time.sleep(0.2)
     except BaseException:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -497,6 +508,14 @@ def start_nats_cluster(
             for i, (pid, port) in enumerate(zip(pids, ports, strict=True))
         },
     )
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (our own loopback)
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 # --- SMTP -------------------------------------------------------------------------------
