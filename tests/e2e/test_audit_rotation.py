@@ -23,21 +23,15 @@ from dmp_audit.__main__ import SIGNING_PURPOSE
 from dmp_audit.entry import TreeHeadSigner
 from dmp_kit.crypto import derive_key
 from dmp_stack.credentials import new_key
-from dmp_stack.testing import RunningStack, own_infra, running_stack, until
+from dmp_stack.testing import RunningStack, own_servers, running_stack, until
 from tests.e2e.test_tlog_go import check, saved, tlogcheck, witness  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
 def rotating() -> Iterator[RunningStack]:
     # Servers of its own, whatever the session uses: the session's log keeps its key.
-    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
-    try:
-        with own_infra("dmp-rotation-") as infra, running_stack(infra) as stack:
-            yield stack
-    finally:
-        for key, value in saved.items():
-            if value is not None:
-                os.environ[key] = value
+    with own_servers("dmp-rotation-") as infra, running_stack(infra) as stack:
+        yield stack
 
 
 def key_id(seed: str) -> str:

@@ -19,23 +19,17 @@ import nats
 import pytest
 
 from dmp_stack.stack import REPLICATED
-from dmp_stack.testing import CareTeam, RunningStack, own_infra, running_stack, until
+from dmp_stack.testing import CareTeam, RunningStack, own_servers, running_stack, until
 
 
 @pytest.fixture(scope="module")
 def scaled() -> Iterator[RunningStack]:
     # Servers of its own, whatever the session uses: a cluster of three NATS servers.
-    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
-    try:
-        with (
-            own_infra("dmp-scaled-", nats_nodes=3) as infra,
-            running_stack(infra, replicas=2) as stack,
-        ):
-            yield stack
-    finally:
-        for key, value in saved.items():
-            if value is not None:
-                os.environ[key] = value
+    with (
+        own_servers("dmp-scaled-", nats_nodes=3) as infra,
+        running_stack(infra, replicas=2) as stack,
+    ):
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ a token."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dmp_kit.tracing import SAFE_ATTRIBUTES
-from dmp_stack.testing import IDENTIFIERS, CareTeam, RunningStack, own_infra, running_stack, until
+from dmp_stack.testing import IDENTIFIERS, CareTeam, RunningStack, own_servers, running_stack, until
 from dmp_stack.traces import Span, read_spans, roots
 
 
@@ -44,27 +43,21 @@ class Traced:
 @pytest.fixture(scope="module")
 def traced() -> Iterator[Traced]:
     # Servers of its own: every process of this stack traces, the session's do not.
-    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
-    try:
-        with own_infra("dmp-tracing-") as infra:
-            trace_file = infra.root / "traces.jsonl"
-            try:
-                with running_stack(
-                    infra,
-                    keep_logs=Path(".dmp") / "test-tracing-logs",
-                    env={"DMP_TRACE_FILE": str(trace_file), "DMP_TRACE_SAMPLE_RATIO": "1.0"},
-                ) as stack:
-                    yield Traced(stack, trace_file)
-            finally:
-                # Kept for whoever reads a failure: `dmp-stack traces --file …` prints them.
-                kept = Path(".dmp") / "test-traces.jsonl"
-                kept.parent.mkdir(exist_ok=True)
-                if trace_file.exists():
-                    shutil.copyfile(trace_file, kept)
-    finally:
-        for key, value in saved.items():
-            if value is not None:
-                os.environ[key] = value
+    with own_servers("dmp-tracing-") as infra:
+        trace_file = infra.root / "traces.jsonl"
+        try:
+            with running_stack(
+                infra,
+                keep_logs=Path(".dmp") / "test-tracing-logs",
+                env={"DMP_TRACE_FILE": str(trace_file), "DMP_TRACE_SAMPLE_RATIO": "1.0"},
+            ) as stack:
+                yield Traced(stack, trace_file)
+        finally:
+            # Kept for whoever reads a failure: `dmp-stack traces --file …` prints them.
+            kept = Path(".dmp") / "test-traces.jsonl"
+            kept.parent.mkdir(exist_ok=True)
+            if trace_file.exists():
+                shutil.copyfile(trace_file, kept)
 
 
 @pytest.fixture(scope="module")

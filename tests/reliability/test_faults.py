@@ -33,7 +33,7 @@ import pytest
 from dmp_kit.bus import STREAMS
 from dmp_stack.infra import nats_binary, spawn, wait_port
 from dmp_stack.stack import stop_pid
-from dmp_stack.testing import RunningStack, own_infra, running_stack, until
+from dmp_stack.testing import RunningStack, own_servers, running_stack, until
 from dmp_stack.workload import Workload, check, run_for
 
 CYCLES = int(os.environ.get("DMP_RELIABILITY_CYCLES", "1"))
@@ -60,14 +60,8 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
     # Servers of its own, whatever the session uses.
-    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
-    try:
-        with own_infra("dmp-reliability-") as infra, running_stack(infra) as stack:
-            yield Rig(stack, Workload(stack))
-    finally:
-        for key, value in saved.items():
-            if value is not None:
-                os.environ[key] = value
+    with own_servers("dmp-reliability-") as infra, running_stack(infra) as stack:
+        yield Rig(stack, Workload(stack))
 
 
 def restart_nats(stack: RunningStack) -> None:

@@ -132,6 +132,20 @@ def own_infra(prefix: str = "dmp-test-", nats_nodes: int = 1) -> Iterator[Infra]
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def own_servers(prefix: str, nats_nodes: int = 1) -> Iterator[Infra]:
+    """Servers started for the caller alone whatever the session uses: `own_infra` with
+    DMP_MONGO_URL and DMP_NATS_URL (which name the session's servers) set aside meanwhile."""
+    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
+    try:
+        with own_infra(prefix, nats_nodes) as infra:
+            yield infra
+    finally:
+        for key, value in saved.items():
+            if value is not None:
+                os.environ[key] = value
+
+
 def with_nats_user(nats: Started, user: str, password: str) -> Started:
     """The server as `user` sees it; a server given by DMP_NATS_URL is left as it is."""
     if nats.source == "DMP_NATS_URL":

@@ -15,21 +15,15 @@ from dmp.events.v1 import envelope_pb2, identity_pb2
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import SystemClock
 from dmp_kit.events import new_event
-from dmp_stack.testing import Infra, own_infra
+from dmp_stack.testing import Infra, own_servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Infra]:
-    saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
-    try:
-        with own_infra("dmp-nats-cluster-", nats_nodes=3) as infra:
-            yield infra
-    finally:
-        for key, value in saved.items():
-            if value is not None:
-                os.environ[key] = value
+    with own_servers("dmp-nats-cluster-", nats_nodes=3) as infra:
+        yield infra
 
 
 def login() -> envelope_pb2.Envelope:
