@@ -441,3 +441,19 @@ def test_production_sends_traces_to_the_collector_only(prod: Manifests) -> None:
         assert peer["podSelector"]["matchLabels"] == {
             "app.kubernetes.io/name": "opentelemetry-collector"
         }, name
+
+
+def test_calls_spread_over_every_replica(manifests: Manifests) -> None:
+    """gRPC keeps one HTTP/2 connection per channel: behind a ClusterIP every call of a caller
+    would go to one pod. The services are headless and their callers resolve every pod
+    (dns:/// with round_robin in dmp_kit.rpc.client)."""
+    (platform,) = [
+        c
+        for c in manifests.of_kind("ConfigMap")
+        if c["metadata"]["name"].startswith("dmp-platform")
+    ]
+    for name in PROCESSES:
+        if name == "gateway":
+            continue
+        assert manifests.named("Service", name)["spec"]["clusterIP"] == "None", name
+        assert platform["data"][f"DMP_{name.upper()}_ADDR"] == f"dns:///{name}:{PORTS[name]}"

@@ -142,6 +142,10 @@ class ServiceRuntime:
             ],
             options=[
                 ("grpc.so_reuseport", 0),
+                # Each connection is closed after a few minutes (its calls finished first), so
+                # clients resolve the service's name again and find replicas added meanwhile.
+                ("grpc.max_connection_age_ms", 300_000),
+                ("grpc.max_connection_age_grace_ms", 30_000),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
