@@ -282,11 +282,16 @@ class OutboxRelay:
         with their time. One indexed query per collection; a count only beyond SAMPLE."""
         now = time.time()
         for col in self._collections:
-            found = [d async for d in col.find({PENDING: True}, {f"{OUTBOX}.id": 1}).limit(SAMPLE)]
-            pending = len(found)
-            if pending == SAMPLE:
-                pending = await col.count_documents({PENDING: True})
-            times = [event_time(e["id"]) for d in found for e in d.get(OUTBOX) or [] if "id" in e]
+            found = [d async for d in col.find({PENDING: True}, {OUTBOX: 1}).limit(SAMPLE)]
+            # Only documents that still hold an event: a flag whose entries were just taken
+            # out (a relay's clearing under way) is not a backlog.
+            waiting = [[e["id"] for e in d.get(OUTBOX) or [] if "id" in e] for d in found]
+            pending = sum(1 for ids in waiting if ids)
+            if len(found) == SAMPLE:
+                pending = await col.count_documents(
+                    {PENDING: True, f"{OUTBOX}.0": {"$exists": True}}
+                )
+            times = [event_time(i) for ids in waiting for i in ids]
             OUTBOX_PENDING.labels(col.name).set(pending)
             OUTBOX_OLDEST.labels(col.name).set(max(0.0, now - min(times)) if times else 0.0)
 
