@@ -51,17 +51,21 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        # Distinct: the system may hand the same free port to two calls in a row.
-        ports: set[int] = set()
-        while len(ports) < 2 * len(DEFAULT_PORTS) + 1:
-            ports.add(free_port())
-        gateway, *rest = sorted(ports, key=lambda _: secrets.randbelow(1 << 30))
+        gateway, *rest = free_ports(2 * len(DEFAULT_PORTS) + 1)
         grpc, metrics = rest[: len(DEFAULT_PORTS)], rest[len(DEFAULT_PORTS) :]
         return cls(
             gateway=gateway,
             grpc=dict(zip(DEFAULT_PORTS, grpc, strict=True)),
             metrics=dict(zip(DEFAULT_PORTS, metrics, strict=True)),
         )
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (the system may hand the same one to two calls in a row)."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports, key=lambda _: secrets.randbelow(1 << 30))
 
 
 # The services that run as several replicas in the scaled stack (ingest keeps one: its spool).
@@ -174,11 +178,19 @@ class Stack:
             name: Instance(name, name, ports.grpc.get(name, ports.gateway), ports.metrics.get(name))
             for name in (*SERVICES, "gateway")
         }
-        for service in (*REPLICATED, "gateway") if replicas > 1 else ():
-            for n in range(2, replicas + 1):
-                name = f"{service}-{n}"
-                metrics = free_port() if service != "gateway" else None
-                self.instances[name] = Instance(name, service, free_port(), metrics)
+        extra = [
+            (service, n) for service in (*REPLICATED, "gateway") for n in range(2, replicas + 1)
+        ]
+        # Distinct from one another and from `ports` (a gRPC port and a metrics port each).
+        taken = {ports.gateway, *ports.grpc.values(), *ports.metrics.values()}
+        found = free_ports(2 * len(extra) + len(taken)) if extra else []
+        spare = iter(p for p in found if p not in taken)
+        for service, n in extra:
+            name = f"{service}-{n}"
+            port, metrics = next(spare), next(spare)
+            self.instances[name] = Instance(
+                name, service, port, metrics if service != "gateway" else None
+            )
 
     def replicas_of(self, service: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.service == service]
