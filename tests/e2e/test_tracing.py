@@ -263,3 +263,38 @@ def test_nothing_outside_the_allowed_attributes_leaves_a_process(traced: Traced)
     assert keys <= SAFE_ATTRIBUTES
     # and the ones an operator follows a request by are there
     assert {"http.route", "rpc.method", "db.system", "messaging.destination.name"} <= keys
+
+
+def test_a_trace_not_kept_costs_no_span_anywhere_and_keeps_its_ids(
+    traced: Traced, team: CareTeam
+) -> None:
+    """A caller's traceparent that says "not kept" (flags 00) is followed by every process: no
+    span from the gateway, the services it calls, the relay or the consumers (each goes around
+    its instrumentation), while the trace id still reaches the logs of every hop."""
+    skipped = secrets.token_hex(16)
+    with team.client("gp") as c:
+        r = c.post(
+            f"/v1/dossiers/{team.ins}/documents",
+            headers={"traceparent": f"00-{skipped}-{secrets.token_hex(8)}-00"},
+            json={
+                "type_code": "11488-4",
+                "title": "Compte rendu non tracé",
+                "mime_type": "text/plain",
+                "content_base64": "Q29tcHRlIHJlbmR1",
+            },
+        )
+        assert r.status_code == 201, r.text
+        # A kept trace after it, followed to its end: by then the first one's events have been
+        # published and consumed too, and every process has exported what it had.
+        kept, header = traceparent()
+        r = c.get(f"/v1/dossiers/{team.ins}/documents", headers={"traceparent": header})
+        assert r.status_code == 200, r.text
+    traced.trace(kept, holding(("audit", "process audit.dossier")))
+    logs = traced.stack.stack.state_dir / "logs"
+    for service in ("dossier", "consent"):
+        log = logs / f"{service}.log"
+        assert until(lambda log=log: skipped in log.read_text(errors="replace"), timeout=10), (
+            service
+        )
+    assert until(lambda: len(traced.spans()) > 0, timeout=5)
+    assert [s for s in traced.spans() if s["trace_id"] == skipped] == []

@@ -79,7 +79,10 @@ def new_event(
     if trace is not None:
         env.trace.CopyFrom(
             envelope_pb2.TraceContext(
-                trace_id=trace.trace_id, span_id=trace.span_id, request_id=trace.request_id
+                trace_id=trace.trace_id,
+                span_id=trace.span_id,
+                request_id=trace.request_id,
+                not_kept=not trace.sampled,
             )
         )
     getattr(env, field).CopyFrom(payload)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from opentelemetry.instrumentation.pymongo import CommandTracer
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -49,7 +51,7 @@ from opentelemetry.util.types import Attributes
 from pymongo import monitoring
 
 from dmp.events.v1 import envelope_pb2
-from dmp_kit.context import Trace, current_trace
+from dmp_kit.context import Trace, current_trace, entry_trace, parse_traceparent
 
 # Every attribute a span may carry out of the process: methods, templates, status codes, system
 # and operation names, collection and subject names. Not: url.path, url.query, http.target,
@@ -123,6 +125,45 @@ class EntryPoints(Sampler):
 
 
 _entry_points = EntryPoints()
+
+
+class EntryTraceIds(RandomIdGenerator):
+    """Trace ids as the SDK draws them, but for a request's root span: its id was drawn where
+    the request entered (`entered`), so that whether it is kept was decided once, before any
+    instrumentation was paid for."""
+
+    def generate_trace_id(self) -> int:
+        entry = entry_trace.get()
+        return entry[0] if entry is not None else super().generate_trace_id()
+
+
+_ids = EntryTraceIds()
+
+
+def entered(traceparent: str | None) -> bool:
+    """Whether a request entering this process with this traceparent (or none) is traced: as
+    its caller says, else as the sampler decides for a trace id drawn now, which its span (or,
+    not kept, its logs and callees) will carry. To be called in the context that serves the
+    request. An instrumentation paid for on every request, kept or not, was most of what
+    tracing cost (docs/observability.md): a request not kept goes around it."""
+    if _provider is None:
+        return False
+    if traceparent and (parsed := parse_traceparent(traceparent)):
+        return parsed[1]
+    trace_id = RandomIdGenerator.generate_trace_id(_ids)
+    keep = _entry_points.sampled(trace_id)
+    entry_trace.set((trace_id, keep))
+    return keep
+
+
+def traced_by_caller(details: Any) -> bool:
+    """A gRPC call is traced here unless its caller's traceparent says the trace is not kept
+    (one with none is a root: the sampler decides)."""
+    for key, value in details.invocation_metadata or ():
+        if key == "traceparent":
+            parsed = parse_traceparent(value)
+            return parsed is None or parsed[1]
+    return True
 
 
 def safe_span(span: ReadableSpan) -> ReadableSpan:
@@ -223,6 +264,7 @@ def configure(service: str, otlp_endpoint: str, trace_file: str, ratio: float = 
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.namespace": "dmp"}),
         sampler=ParentBased(root=_entry_points),
+        id_generator=_ids,
     )
     if otlp_endpoint:
         # Imported here: a process that does not trace does not load it (a tenth of a second).
@@ -276,7 +318,10 @@ def server_interceptors() -> list[Any]:
 
     not_traced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
     interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        tracer_provider=_provider, filter_=filters.negate(not_traced)
+        tracer_provider=_provider,
+        # A call whose trace is not kept goes around the instrumentation: paying for a span
+        # not recorded cost each call served more than the RPC metrics do.
+        filter_=filters.all_of(filters.negate(not_traced), traced_by_caller),
     )
     return [interceptor]
 
@@ -309,8 +354,9 @@ def name_command(span: trace.Span, event: monitoring.CommandStartedEvent) -> Non
 
 
 def _envelope_context(event: envelope_pb2.Envelope) -> Context | None:
-    """The context of the span that made the event, from its envelope. The envelope does not
-    say whether that trace is recorded; the sampler decides by trace id, so it tells."""
+    """The context of the span that made the event, from its envelope: not kept if the request
+    that made it did not keep its trace, else as the sampler decides by trace id (which is how
+    every process decides alike for one trace)."""
     if not event.HasField("trace"):
         return None
     try:
@@ -320,7 +366,9 @@ def _envelope_context(event: envelope_pb2.Envelope) -> Context | None:
             span_id=int(event.trace.span_id, 16),
             is_remote=True,
             trace_flags=TraceFlags(
-                TraceFlags.SAMPLED if _entry_points.sampled(trace_id) else TraceFlags.DEFAULT
+                TraceFlags.SAMPLED
+                if not event.trace.not_kept and _entry_points.sampled(trace_id)
+                else TraceFlags.DEFAULT
             ),
         )
     except ValueError:
@@ -348,19 +396,37 @@ def _messaging(subject: str, operation: str) -> dict[str, str]:
     }
 
 
+def _kept(context: Context | None) -> bool:
+    """Whether work under this context is recorded: a context from an event or a current span
+    that is not kept costs no span (a None context: a root, the sampler decides)."""
+    if context is None:
+        return True
+    return bool(trace.get_current_span(context).get_span_context().trace_flags.sampled)
+
+
 @contextmanager
 def publishing(subject: str, data: bytes) -> Iterator[dict[str, str]]:
     """A producer span for one publish, child of the span that made the event (the relay
-    publishes long after the request ended); yields the headers that carry it to consumers."""
+    publishes long after the request ended); yields the headers that carry it to consumers.
+    An event of a trace not kept is published bare: its consumers decide from its envelope,
+    by the same trace id, alike."""
     if _provider is None:
         yield {}
         return
     parent = None
-    if not trace.get_current_span().get_span_context().is_valid:
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid:
+        if not current.trace_flags.sampled:
+            yield {}
+            return
+    else:
         try:
             parent = _envelope_context(envelope_pb2.Envelope.FromString(data))
         except Exception:  # not an envelope: a publish of no trace
             parent = None
+        if not _kept(parent):
+            yield {}
+            return
     with _tracer.start_as_current_span(
         f"publish {subject}",
         context=parent,
@@ -380,13 +446,30 @@ def consuming(
     headers: Mapping[str, str] | None,
 ) -> Iterator[None]:
     """A consumer span for one event handled, current while its effect runs (its database
-    calls and the events it makes belong to the trace that made the event)."""
+    calls and the events it makes belong to the trace that made the event). An event whose
+    trace is not kept gets no span: its trace's ids only, for its logs and its callees."""
     if _provider is None:
         yield
         return
+    context = _event_context(event, headers)
+    if not _kept(context):
+        ids = trace.get_current_span(context).get_span_context()
+        token = current_trace.set(
+            Trace(
+                request_id=event.trace.request_id or event.id,
+                trace_id=trace.format_trace_id(ids.trace_id),
+                span_id=secrets.token_hex(8),
+                sampled=False,
+            )
+        )
+        try:
+            yield
+        finally:
+            current_trace.reset(token)
+        return
     with _tracer.start_as_current_span(
         f"process {subject}",
-        context=_event_context(event, headers),
+        context=context,
         kind=SpanKind.CONSUMER,
         attributes={
             **_messaging(subject, "process"),
@@ -415,23 +498,27 @@ def consuming_batch(
     messages: Sequence[tuple[str, envelope_pb2.Envelope | None, Mapping[str, str] | None]],
 ) -> Iterator[None]:
     """One consumer span per event of a batch handled at once (subject, event, headers): each
-    in its own event's trace, all ending when the batch's effect is done."""
+    in its own event's trace (those kept), all ending when the batch's effect is done."""
     if _provider is None:
         yield
         return
-    spans = [
-        _tracer.start_span(
-            f"process {subject}",
-            context=_event_context(event, headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                **_messaging(subject, "process"),
-                "messaging.consumer.group.name": durable,
-                "messaging.message.id": event.id if event is not None else "",
-            },
+    spans = []
+    for subject, event, headers in messages:
+        context = _event_context(event, headers)
+        if not _kept(context):
+            continue
+        spans.append(
+            _tracer.start_span(
+                f"process {subject}",
+                context=context,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    **_messaging(subject, "process"),
+                    "messaging.consumer.group.name": durable,
+                    "messaging.message.id": event.id if event is not None else "",
+                },
+            )
         )
-        for subject, event, headers in messages
-    ]
     try:
         yield
     finally:

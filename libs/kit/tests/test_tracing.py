@@ -16,13 +16,15 @@ from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from pymongo import AsyncMongoClient
 
-from dmp_kit.context import new_trace
+from dmp_kit.context import entry_trace, new_trace
 from dmp_kit.tracing import (
     EntryPoints,
+    EntryTraceIds,
     JsonLinesExporter,
     MongoCommandSpans,
     SafeSpans,
     name_command,
+    traced_by_caller,
     traces_url,
 )
 from dmp_stack.testing import Infra
@@ -152,3 +154,51 @@ async def test_a_database_span_names_the_command_never_its_filter(infra: Infra) 
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+def test_a_callers_flags_say_whether_a_call_is_traced() -> None:
+    """The gRPC side: a call goes around the instrumentation when its caller does not keep the
+    trace; one with no traceparent (or a malformed one) is a root, for the sampler."""
+
+    class Details:
+        def __init__(self, *metadata: tuple[str, str]) -> None:
+            self.invocation_metadata = metadata
+
+    kept = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    dropped = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    assert traced_by_caller(Details(("traceparent", kept)))
+    assert not traced_by_caller(Details(("x-request-id", "r"), ("traceparent", dropped)))
+    assert traced_by_caller(Details())
+    assert traced_by_caller(Details(("traceparent", "00-zz-b7ad6b7169203331-00")))
+
+
+def test_a_trace_not_kept_keeps_its_ids_for_the_logs_and_callees() -> None:
+    """Without a span, the kit's trace continues the caller's trace id and flags, so that the
+    callees it calls know the trace is not kept, and its logs still carry the id."""
+    dropped = new_trace("r", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+    assert dropped.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert not dropped.sampled
+    assert dropped.traceparent.endswith("-00")
+    assert new_trace("r", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").sampled
+    # Drawn where the request entered, not kept: the same id, for its logs and callees.
+    token = entry_trace.set((0x0AF7651916CD43DD8448EB211C80319D, False))
+    try:
+        drawn = new_trace("r")
+    finally:
+        entry_trace.reset(token)
+    assert (drawn.trace_id, drawn.sampled) == ("0af7651916cd43dd8448eb211c80319d", False)
+
+
+def test_a_root_span_takes_the_trace_id_drawn_where_the_request_entered() -> None:
+    """The decision is taken once, on the id the span will carry (EntryTraceIds)."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(root=EntryPoints()), id_generator=EntryTraceIds())
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    token = entry_trace.set((0x1234, True))
+    try:
+        with provider.get_tracer("t").start_as_current_span("served", kind=SpanKind.SERVER):
+            pass
+    finally:
+        entry_trace.reset(token)
+    (span,) = exported.get_finished_spans()
+    assert span.context is not None and span.context.trace_id == 0x1234
