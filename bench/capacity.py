@@ -86,7 +86,10 @@ async def _streams(url: str, documents: int) -> dict[str, float]:
 
 def storage_per_document(documents_per_patient: int) -> dict[str, Any]:
     documents = PATIENTS * documents_per_patient
-    with own_infra("dmp-bench-") as infra, running_stack(infra, env=BENCH_ENV) as running:
+    with (
+        own_infra("dmp-bench-", fault_proxy=False) as infra,
+        running_stack(infra, env=BENCH_ENV) as running,
+    ):
         reads = _fill(running, documents_per_patient)
         entries = _audit_settled(running)
         by_db = asyncio.run(_sizes(infra.mongo.url, documents))

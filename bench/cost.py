@@ -209,7 +209,10 @@ def measure(
 @contextmanager
 def cost_stack(ops_dir: Path) -> Iterator[RunningStack]:
     env = {**BENCH_ENV, "DMP_MONGO_OPS_DIR": str(ops_dir)}
-    with own_infra("dmp-bench-") as infra, running_stack(infra, env=env) as running:
+    with (
+        own_infra("dmp-bench-", fault_proxy=False) as infra,
+        running_stack(infra, env=env) as running,
+    ):
         yield running
 
 

@@ -56,7 +56,7 @@ def _record(i: int, at: datetime) -> dict[str, Any]:
 
 
 def ferretdb_reads(calls: int) -> dict[str, Any]:
-    with own_infra("dmp-bench-") as infra:
+    with own_infra("dmp-bench-", fault_proxy=False) as infra:
         assert infra.mongo.pid is not None
         pid = infra.mongo.pid
         client: MongoClient[dict[str, Any]] = MongoClient(infra.mongo.url)

@@ -107,7 +107,7 @@ def observability_overhead(requests: int) -> dict[str, Any]:
         for label, extra in configurations:
             ops_dir = Path(tempfile.mkdtemp(prefix="dmp-ops-"))
             env = {**BENCH_ENV, "DMP_MONGO_OPS_DIR": str(ops_dir), **extra}
-            infra = stacks.enter_context(own_servers(f"dmp-bench-{label}-"))
+            infra = stacks.enter_context(own_servers(f"dmp-bench-{label}-", fault_proxy=False))
             running = stacks.enter_context(running_stack(infra, env=env))
             if label != "off":
                 scrapes[label] = stacks.enter_context(scraped(running))

@@ -366,7 +366,10 @@ def bench_stack(floor: bool = False) -> Iterator[RunningStack]:
     """The whole platform on servers of its own (FerretDB's backend per DMP_FERRETDB_BACKEND),
     and with `floor` the bare FastAPI app the scenarios compare against, on the same database;
     everything stopped after."""
-    with own_infra("dmp-bench-") as infra, running_stack(infra, env=BENCH_ENV) as running:
+    with (
+        own_infra("dmp-bench-", fault_proxy=False) as infra,
+        running_stack(infra, env=BENCH_ENV) as running,
+    ):
         if not floor:
             yield running
             return

@@ -75,7 +75,7 @@ def memory(stack: RunningStack) -> dict[str, float]:
 def soak(minutes: float, window: float) -> dict[str, Any]:
     saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
     try:
-        with own_infra("dmp-soak-") as infra, running_stack(infra) as stack:
+        with own_infra("dmp-soak-", fault_proxy=False) as infra, running_stack(infra) as stack:
             workload = Workload(stack, patients=12)
             stop = threading.Event()
             threads = workload.run(stop, threads=4)

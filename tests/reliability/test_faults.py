@@ -65,12 +65,13 @@ def rig() -> Iterator[Rig]:
 
 
 def restart_nats(stack: RunningStack) -> None:
-    """Stops NATS (SIGTERM, as an orchestrator does) and starts it again on its files and its
-    configuration (the same users and permissions)."""
+    """Stops NATS (SIGTERM, as an orchestrator does: the process itself, a restart is the
+    point) and starts it again on its port, its files and its configuration (the same users and
+    permissions); the clients reconnect through the fault proxy."""
     dep = stack.infra.nats
     assert dep.pid is not None, "NATS is not a local process here"
     stop_pid(dep.pid)
-    port = int(dep.url.rsplit(":", 1)[1])
+    port = int(dep.extra["direct_url"].rsplit(":", 1)[1])
     config = stack.infra.root / "secrets" / "nats.conf"
     log = stack.infra.root / "logs" / "nats.log"
     proc = spawn([str(nats_binary()), "-c", str(config)], log)
@@ -79,7 +80,7 @@ def restart_nats(stack: RunningStack) -> None:
 
 
 def pause_database(stack: RunningStack, seconds: float = 7.0) -> None:
-    """Longer than the clients' 5 s deadline."""
+    """Longer than the clients' 5 s deadline; every byte held at the fault proxy, both ways."""
     stack.infra.pause(stack.infra.mongo)
     time.sleep(seconds)
     stack.infra.resume(stack.infra.mongo)

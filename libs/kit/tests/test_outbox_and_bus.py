@@ -152,13 +152,12 @@ async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) 
     event = login_event("while-down")
     await col.insert_one(new_document_with_events({"_id": "t2"}, event))
     infra.pause(infra.nats)
-    await asyncio.sleep(0.2)  # SIGSTOP lands when the kernel next schedules the server
     try:
         try:
             sent = await relay.relay_once()
         except Unavailable:
             sent = 0  # the publish timed out: what should happen
-        assert sent == 0, "nothing can be published while NATS is stopped"
+        assert sent == 0, "nothing can be published while NATS is paused"
         assert (await col.find_one({"_id": "t2"}))["outbox_pending"] is True
     finally:
         infra.resume(infra.nats)

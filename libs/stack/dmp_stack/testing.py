@@ -12,7 +12,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from dmp_kit.crypto import derive_key, unseal
 from dmp_kit.identifiers import ins_control_key, luhn_ok
 from dmp_kit.service_auth import ASSERTION_TYPE
 from dmp_stack.credentials import Credentials
+from dmp_stack.fault_proxy import FaultProxy
 from dmp_stack.infra import (
     Started,
     free_port,
@@ -48,6 +48,7 @@ from dmp_stack.infra import (
     start_nats,
     start_nats_cluster,
     start_smtp,
+    start_toxiproxy,
 )
 from dmp_stack.stack import Ports, Stack, StackState, stop_pid, stop_started
 
@@ -77,13 +78,16 @@ TEST_NATS_USER = "dmp-test"
 @dataclass
 class Infra:
     """Servers for a test session. `nats.url` connects as TEST_NATS_USER; the services
-    connect to `nats_service_url` as themselves, with `credentials`."""
+    connect to `nats_service_url` as themselves, with `credentials`. Behind `faults` (unless
+    started without it), every URL here is the fault proxy's, and `pause`, `partition` act
+    there; the servers' own processes are signalled only to kill or restart them."""
 
     root: Path
     mongo: Started
     nats: Started
     smtp: Started
     credentials: Credentials
+    faults: FaultProxy | None = None
 
     @property
     def nats_service_url(self) -> str:
@@ -94,51 +98,80 @@ class Infra:
         return Path(self.smtp.extra["maildir"])
 
     def pause(self, dep: Started) -> None:
-        assert dep.pid is not None, f"{dep.name} is not a local process here; cannot pause it"
-        os.kill(dep.pid, signal.SIGSTOP)
+        """Every byte to and from `dep` held, none lost: to its clients it has stopped."""
+        self._faults().hold(dep)
 
     def resume(self, dep: Started) -> None:
-        assert dep.pid is not None
-        os.kill(dep.pid, signal.SIGCONT)
+        """What the pause held is delivered, and traffic flows again."""
+        self._faults().release(dep)
+
+    def partition(self, dep: Started) -> None:
+        """`dep` cut off: its connections reset, new ones refused."""
+        self._faults().cut(dep)
+
+    def heal(self, dep: Started) -> None:
+        self._faults().restore(dep)
+
+    def _faults(self) -> FaultProxy:
+        assert self.faults is not None, "these servers were started without the fault proxy"
+        return self.faults
 
 
 @contextmanager
-def own_infra(prefix: str = "dmp-test-", nats_nodes: int = 1) -> Iterator[Infra]:
+def own_infra(
+    prefix: str = "dmp-test-", nats_nodes: int = 1, fault_proxy: bool = True
+) -> Iterator[Infra]:
     """A MongoDB-compatible server, NATS and an SMTP sink, started for the caller alone
     (unless DMP_MONGO_URL / DMP_NATS_URL name servers to use); `nats_nodes` > 1: a JetStream
-    cluster of that many servers (always started here)."""
+    cluster of that many servers (always started here). With `fault_proxy` (tests; benchmarks
+    measure without it), everything reaches them through a Toxiproxy of this infra's own, in
+    front of every server, those named by URL too."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     started: list[Started] = []
     credentials = Credentials()
     password = secrets.token_urlsafe(24)
+    faults = None
     try:
-        mongo = start_mongo(root)
-        started.append(mongo)
+        if fault_proxy:
+            proxy = start_toxiproxy(root)
+            started.append(proxy)
+            faults = FaultProxy(proxy.url)
+
+        def through_proxy(dep: Started) -> Started:
+            started.append(dep)
+            if faults is None:
+                return dep
+            fronted = faults.front(dep)
+            started[-1] = fronted  # the same processes: stopped as they were
+            return fronted
+
+        mongo = through_proxy(start_mongo(root))
         superuser = (TEST_NATS_USER, password)
-        server = (
+        server = through_proxy(
             start_nats_cluster(root, credentials, nats_nodes, superuser)
             if nats_nodes > 1
             else start_nats(root, credentials=credentials, superuser=superuser)
         )
         nats = with_nats_user(server, TEST_NATS_USER, password)
         # The same object as the session's: a test that restarts the server updates its pid.
-        started.append(nats)
-        smtp = start_smtp(root)
-        started.append(smtp)
-        yield Infra(root, mongo, nats, smtp, credentials)
+        started[-1] = nats
+        smtp = through_proxy(start_smtp(root))
+        yield Infra(root, mongo, nats, smtp, credentials, faults)
     finally:
-        for dep in started:
+        for dep in reversed(started):  # the proxy last
             stop_started(dep)
+        if faults is not None:
+            faults.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
-def own_servers(prefix: str, nats_nodes: int = 1) -> Iterator[Infra]:
+def own_servers(prefix: str, nats_nodes: int = 1, fault_proxy: bool = True) -> Iterator[Infra]:
     """Servers started for the caller alone whatever the session uses: `own_infra` with
     DMP_MONGO_URL and DMP_NATS_URL (which name the session's servers) set aside meanwhile."""
     saved = {k: os.environ.pop(k, None) for k in ("DMP_MONGO_URL", "DMP_NATS_URL")}
     try:
-        with own_infra(prefix, nats_nodes) as infra:
+        with own_infra(prefix, nats_nodes, fault_proxy) as infra:
             yield infra
     finally:
         for key, value in saved.items():
