@@ -210,7 +210,7 @@ class DossierStore(Store):
         """Every document of the dossier (any status), newest first."""
         docs = [
             doc
-            async for listing in self.listings.find({"ins": ins}, {"docs": 1})
+            async for listing in self.listings.find(of_dossier(ins), {"docs": 1})
             for doc in listing_entries(listing)
         ]
         docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
@@ -345,7 +345,8 @@ class DossierStore(Store):
             return b"".join([bytes(c["data"]) async for c in cursor])
         pieces = []
         for n in range(int(doc["chunks"])):
-            chunk = await self.chunks.find_one({"_id": f"{doc['_id']}:{n}"})
+            # `doc_id` too: the content's shard key (docs/scaling.md), one shard per read.
+            chunk = await self.chunks.find_one({"_id": f"{doc['_id']}:{n}", "doc_id": doc["_id"]})
             if chunk is None:
                 raise RuntimeError(f"document {doc['_id']}: chunk {n} is missing")
             pieces.append(bytes(chunk["data"]))
@@ -527,7 +528,7 @@ class DossierStore(Store):
         for doc in await self.documents_of(ins):
             # An equality each: `$in` would read every chunk on FerretDB.
             await self.chunks.delete_many({"doc_id": doc["_id"]})
-        await self.listings.delete_many({"ins": ins})
+        await self.listings.delete_many(of_dossier(ins))
         for kind in domain.MEASUREMENT_KINDS:
             await self.measurements.delete_one({"_id": series_id(ins, kind)})
         await self.dossiers.delete_one({"_id": ins})
@@ -558,6 +559,13 @@ def listing_of(doc_id: str) -> int:
 
 def listing_id(ins: str, listing: int) -> str:
     return f"{ins}:{listing:02d}"
+
+
+def of_dossier(ins: str) -> dict[str, Any]:
+    """The filter of a dossier's listings: by `ins` (indexed, and what FerretDB pushes down to
+    its database) and by the range of their `_id`s (`<ins>:00`…), which a ranged `_id` shard
+    key sends to one shard (docs/scaling.md)."""
+    return {"ins": ins, "_id": {"$gte": f"{ins}:", "$lt": f"{ins};"}}
 
 
 def listing_fields(ins: str, docs: list[Document]) -> Document:

@@ -160,3 +160,19 @@ async def test_documents_stored_one_record_each_are_folded_in(store: DossierStor
     assert await _outbox_ids(store, ins) == {"event-10", "event-11"}, "pending events carried"
     assert await store.listings.count_documents({"ins": ins, PENDING: True}) >= 1
     assert await store.fold_documents() == 0
+
+
+async def test_a_dossiers_listings_are_read_by_their_id_range_and_no_other(
+    store: DossierStore,
+) -> None:
+    """The read names the shard key (a range of `_id`s, docs/scaling.md) besides `ins`: every
+    listing of the dossier, none of a dossier whose INS follows or precedes it."""
+    ins = make_ins()
+    neighbours = [f"{int(ins) - 1:015d}", f"{int(ins) + 1:015d}"]
+    for n, owner in enumerate([ins, *neighbours, ins]):
+        await store.insert_document(_doc(owner, n) | {"_id": f"doc-{owner}-{n}"}, b"abc")
+    found = [d async for d in store.listings.find(store_module.of_dossier(ins), {"_id": 1})]
+    assert found and {d["_id"].split(":")[0] for d in found} == {ins}
+    assert {d["_id"] for d in await store.documents_of(ins)} == {f"doc-{ins}-0", f"doc-{ins}-3"}
+    for owner in neighbours:
+        assert [d["ins"] for d in await store.documents_of(owner)] == [owner]
