@@ -351,23 +351,22 @@ async def run_consumer(
             EVENTS_HANDLED.labels(durable, "ok").inc()
             await msg.ack()
 
-    lag = ConsumerLag(stream, durable)
     try:
-        while not stop.is_set():
-            await lag.sample(sub)
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-                continue
-            if concurrent:  # effects independent of one another: the batch at once
-                await asyncio.gather(*(handle(msg) for msg in msgs))
-            else:
-                for msg in msgs:
-                    await handle(msg)
+        async with ConsumerLag(stream, durable).watching(sub, stop):
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except (TimeoutError, NatsTimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+                if concurrent:  # effects independent of one another: the batch at once
+                    await asyncio.gather(*(handle(msg) for msg in msgs))
+                else:
+                    for msg in msgs:
+                        await handle(msg)
     finally:
         # Unsubscribe before the connection drains, or drain waits for the pull to time out.
         await sub.unsubscribe()

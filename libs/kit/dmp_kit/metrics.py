@@ -8,7 +8,10 @@ The catalogue and what each metric tells an operator: docs/observability.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from nats.js.client import JetStreamContext
 from prometheus_client import (
@@ -97,7 +100,9 @@ def serve_metrics(address: str) -> None:
 
 
 class ConsumerLag:
-    """Keeps a durable consumer's lag gauges, asking JetStream at most every few seconds."""
+    """Keeps a durable consumer's lag gauges, asking JetStream at most every few seconds, from
+    a task of its own (`watch`): a handler that hangs would otherwise freeze the gauges at
+    their last value while its lag grows — the failure they are there to show."""
 
     def __init__(self, stream: str, durable: str) -> None:
         self._labels = (stream, durable)
@@ -116,3 +121,23 @@ class ConsumerLag:
         CONSUMER_PENDING.labels(*self._labels).set(info.num_pending or 0)
         CONSUMER_ACK_PENDING.labels(*self._labels).set(info.num_ack_pending or 0)
         CONSUMER_REDELIVERED.labels(*self._labels).set(info.num_redelivered or 0)
+
+    async def watch(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        """Samples every LAG_INTERVAL_SECONDS until `stop` is set."""
+        while not stop.is_set():
+            await self.sample(sub)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_INTERVAL_SECONDS)
+
+    @contextlib.asynccontextmanager
+    async def watching(
+        self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event
+    ) -> AsyncIterator[None]:
+        """`watch` running beside the consumer's loop for as long as the block lasts."""
+        task = asyncio.create_task(self.watch(sub, stop))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

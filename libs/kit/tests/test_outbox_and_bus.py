@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
@@ -368,3 +369,57 @@ async def test_streams_keep_events_for_the_configured_days_only(infra: Infra) ->
     finally:
         for bus in (kept, forever):
             await bus.close()
+
+
+async def test_a_hung_handler_does_not_freeze_its_consumers_lag_gauges(bus: EventBus) -> None:
+    """The lag is sampled beside the consumer's loop: while a handler hangs on the first of
+    five events, the gauges still come to count all five waiting (a loop that sampled between
+    fetches would show what it saw before the hang for as long as the hang lasts)."""
+    subject = f"identity.lag{secrets.token_hex(4)}"
+    durable = f"lag_{secrets.token_hex(4)}"
+    stop, release = asyncio.Event(), asyncio.Event()
+
+    async def hangs(event: envelope_pb2.Envelope) -> None:
+        await release.wait()
+
+    task = asyncio.create_task(
+        run_consumer(
+            bus,
+            stream="IDENTITY",
+            durable=durable,
+            subject=subject,
+            handler=hangs,
+            stop=stop,
+            batch=1,
+        )
+    )
+    labels = {"stream": "IDENTITY", "durable": durable}
+
+    def waiting() -> float:
+        return sum(
+            REGISTRY.get_sample_value(name, labels) or 0.0
+            for name in (
+                "dmp_jetstream_consumer_pending_messages",
+                "dmp_jetstream_consumer_ack_pending_messages",
+            )
+        )
+
+    try:
+        await asyncio.sleep(1.5)  # pulling, its first sample taken: nothing waits
+        for _ in range(5):
+            event = new_event(
+                subject,
+                identity_pb2.LoginAttempted(account_kind="patient", outcome="ok"),
+                source="identity",
+                clock=CLOCK,
+            )
+            await bus.publish_event(event)
+        for _ in range(30):  # a sample every 5 s
+            if waiting() >= 5:
+                break
+            await asyncio.sleep(0.5)
+        assert waiting() == 5
+    finally:
+        release.set()
+        stop.set()
+        await task

@@ -111,31 +111,32 @@ async def _pump(
     # The next batch is fetched while this one is stored: the stream's round trips overlap
     # the database's (max_ack_pending leaves room for two batches in flight).
     pending = asyncio.create_task(_fetch(sub, batch))
-    lag = ConsumerLag(STREAM, DURABLE)
     try:
-        while not stop.is_set():
-            msgs = await pending
-            await lag.sample(sub)
-            pending = asyncio.create_task(_fetch(sub, batch))
-            if not msgs:  # nothing new (a fetch may also end empty): sign what is due
-                await audit.tick()
-                continue
-            records, traced = [], []
-            for msg in msgs:
-                try:
-                    event = envelope_pb2.Envelope.FromString(msg.data)
-                except Exception:
-                    event = None
-                if event is not None and not authentic(msg.subject, event):
-                    # Not its subject's producer's (forged or misrouted): left out of the log
-                    # as an undecodable record is.
-                    log.error("event_not_from_its_producer", subject=msg.subject, event_id=event.id)
-                    event = None
-                records.append(Record(msg.metadata.sequence.stream, event))
-                traced.append((msg.subject, event, msg.headers))
-            with tracing.consuming_batch(DURABLE, traced):
-                await audit.append(records)
-                await msgs[-1].ack()
+        async with ConsumerLag(STREAM, DURABLE).watching(sub, stop):
+            while not stop.is_set():
+                msgs = await pending
+                pending = asyncio.create_task(_fetch(sub, batch))
+                if not msgs:  # nothing new (a fetch may also end empty): sign what is due
+                    await audit.tick()
+                    continue
+                records, traced = [], []
+                for msg in msgs:
+                    try:
+                        event = envelope_pb2.Envelope.FromString(msg.data)
+                    except Exception:
+                        event = None
+                    if event is not None and not authentic(msg.subject, event):
+                        # Not its subject's producer's (forged or misrouted): left out of the log
+                        # as an undecodable record is.
+                        log.error(
+                            "event_not_from_its_producer", subject=msg.subject, event_id=event.id
+                        )
+                        event = None
+                    records.append(Record(msg.metadata.sequence.stream, event))
+                    traced.append((msg.subject, event, msg.headers))
+                with tracing.consuming_batch(DURABLE, traced):
+                    await audit.append(records)
+                    await msgs[-1].ack()
     finally:
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
