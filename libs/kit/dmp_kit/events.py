@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -48,6 +49,15 @@ def derived_event_id(at: datetime, key: str) -> str:
     value = (millis << 80) | (0x7 << 76) | ((rest >> 68) << 64) | (0b10 << 62)
     value |= rest & ((1 << 62) - 1)
     return str(uuid.UUID(int=value))
+
+
+def event_time(event_id: str) -> float:
+    """The Unix time an event was made, from its UUIDv7 id (its first 48 bits: milliseconds):
+    the inverse of `derived_event_id`'s time, and of uuid7's."""
+    try:
+        return (uuid.UUID(event_id).int >> 80) / 1000.0
+    except ValueError:
+        return time.time()
 
 
 def new_event(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from dmp.events.v1 import envelope_pb2
 from dmp_kit.bus import EventBus
 from dmp_kit.errors import Conflict, Unavailable
+from dmp_kit.events import event_time
 from dmp_kit.logging import get_logger
 from dmp_kit.metrics import OUTBOX_OLDEST, OUTBOX_PENDING, OUTBOX_PUBLISHED
 from dmp_kit.mongo import Document, document_locks
@@ -48,14 +48,6 @@ def with_events(update: Document, *events: envelope_pb2.Envelope) -> Document:
 def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> Document:
     """For an insert: the new document carries its events."""
     return {**doc, OUTBOX: outbox_entries(events), PENDING: True}
-
-
-def event_time(event_id: str) -> float:
-    """The Unix time an event was made, from its UUIDv7 id (its first 48 bits: milliseconds)."""
-    try:
-        return (uuid.UUID(event_id).int >> 80) / 1000.0
-    except ValueError:
-        return time.time()
 
 
 VERSION = "_v"
@@ -282,7 +274,8 @@ class OutboxRelay:
         with their time. One indexed query per collection; a count only beyond SAMPLE."""
         now = time.time()
         for col in self._collections:
-            found = [d async for d in col.find({PENDING: True}, {OUTBOX: 1}).limit(SAMPLE)]
+            # The entries' ids only: the events themselves stay in the database.
+            found = [d async for d in col.find({PENDING: True}, {f"{OUTBOX}.id": 1}).limit(SAMPLE)]
             # Only documents that still hold an event: a flag whose entries were just taken
             # out (a relay's clearing under way) is not a backlog.
             waiting = [[e["id"] for e in d.get(OUTBOX) or [] if "id" in e] for d in found]
