@@ -19,6 +19,9 @@ from dmp_kit.outbox import Change, change_document
 # "next": published ahead of signing; "active": signs; "retiring": its tokens still live.
 # Out of the JWKS: "retired" (its tokens have expired) and "revoked" (withdrawn for good).
 PUBLISHED_KEY_STATUSES = ("next", "active", "retiring")
+# A session's refresh tokens are kept this long after the session's absolute end (no token of
+# it can refresh by then): a replay of one of them meanwhile is still recognised as reuse.
+ENDED_SESSIONS_KEPT = timedelta(days=7)
 # A patient's legal representatives still act for them (a minor, until their majority).
 REPRESENTED = "represented"
 MAJORITY_NOTICED = "majority_noticed"
@@ -69,6 +72,7 @@ class IdentityStore(Store):
         await self._index_logins()
         await self.refresh_tokens.create_index("family")
         await self.refresh_tokens.create_index("account_id")
+        await self.refresh_tokens.create_index("session_expires_at")
         await self.signing_keys.create_index("status")
         await self.challenges.create_index("expires_at")
         await self.code_guesses.create_index("expires_at")
@@ -277,6 +281,12 @@ class IdentityStore(Store):
         await self.code_guesses.delete_many({"expires_at": {"$lt": now}})
         await self.assertion_ids.delete_many({"expires_at": {"$lt": now}})
         await AppStore(self).purge_codes(now)
+        # Without this, every refresh a login ever made stays: a row per access token's life.
+        ended = now - ENDED_SESSIONS_KEPT
+        await self.refresh_tokens.delete_many({"session_expires_at": {"$lt": ended}})
+        await self.refresh_tokens.delete_many(  # rows written before sessions had an end
+            {"session_expires_at": {"$exists": False}, "expires_at": {"$lt": ended}}
+        )
 
     # refresh tokens ------------------------------------------------------------
 
