@@ -54,7 +54,8 @@ from dmp_stack.testing import (
 )
 from dmp_stack.workload import Person, Workload, check, reader_token, run_for
 
-pytestmark = pytest.mark.scaled
+# A fault of three cycles on this machine takes up to 5 minutes (an isolation, its checks).
+pytestmark = [pytest.mark.scaled, pytest.mark.timeout(900)]
 
 CYCLES = int(os.environ.get("DMP_RELIABILITY_CYCLES", "1"))
 LOAD_SECONDS = float(os.environ.get("DMP_RELIABILITY_SECONDS", "6"))
