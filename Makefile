@@ -17,7 +17,7 @@ PROTOS := $(shell find proto -name '*.proto')
 BUF_AGAINST ?= .git\#branch=main,subdir=proto
 MYPY_STRICT := libs/kit/dmp_kit libs/stack/dmp_stack $(wildcard services/*/dmp_*/domain.py) services/audit/dmp_audit/merkle.py services/audit/dmp_audit/note.py services/audit/dmp_audit/keys.py services/audit/dmp_audit/cosign.py services/audit/dmp_audit/witness.py services/audit/dmp_audit/witnesses.py services/audit/dmp_audit/tiles.py services/audit/dmp_audit/entry.py services/audit/dmp_audit/verify.py services/audit/dmp_audit/log.py services/audit/dmp_audit/consumer.py services/gateway/dmp_gateway/fhir
 
-.PHONY: help install proto up up-scaled down status logs traces test lint format typecheck buf-lint deploy-check buf-breaking test-reliability soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
+.PHONY: help install proto up up-scaled down status logs traces test lint format typecheck buf-lint deploy-check buf-breaking test-reliability test-reliability-scaled soak bench bench-cost bench-fhir bench-observability capacity ci clean verify-audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ test: install ## Run unit, service and end-to-end tests against real servers
 
 test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability.json
 	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability -v
+
+test-reliability-scaled: install ## The same across the scaled stack (replicas, NATS cluster of 3 in network namespaces, root): DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability-scaled.json
+	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability/test_faults_scaled.py -m scaled -v
 
 soak: install ## 10 minutes of mixed load on a stack of its own: throughput, memory, losses (bench/results/soak.json)
 	$(RUN) python -m bench.soak

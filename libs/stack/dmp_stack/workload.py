@@ -103,8 +103,19 @@ class Tally:
 
 
 class Workload:
-    def __init__(self, stack: RunningStack, patients: int = 6, professionals: int = 4) -> None:
+    """`gateways`: the URLs the operations go to, in turn, each thread going round them (the
+    scaled stack's gateways, as a load balancer spreads requests); the stack's gateway when
+    not given."""
+
+    def __init__(
+        self,
+        stack: RunningStack,
+        patients: int = 6,
+        professionals: int = 4,
+        gateways: list[str] | None = None,
+    ) -> None:
         self.stack = stack
+        self.gateways = gateways or [stack.url]
         self.admin = Session(
             stack.url,
             lambda: stack.login("admin", "admin", stack.admin_password, "admin@dmp.localhost"),
@@ -169,11 +180,17 @@ class Workload:
     # ------------------------------------------------------------------ operations
 
     def _client(self) -> httpx.Client:
-        """One keep-alive connection per thread, as a real client keeps."""
-        client: httpx.Client | None = getattr(self.local, "client", None)
-        if client is None:
-            client = self.local.client = httpx.Client(base_url=self.stack.url, timeout=5.0)
-        return client
+        """One keep-alive connection per thread and gateway, as a real client keeps; the next
+        gateway in turn at each call."""
+        clients: list[httpx.Client] | None = getattr(self.local, "clients", None)
+        if clients is None:
+            clients = self.local.clients = [
+                httpx.Client(base_url=url, timeout=5.0) for url in self.gateways
+            ]
+            self.local.turn = 0
+        turn: int = self.local.turn + 1
+        self.local.turn = turn
+        return clients[turn % len(clients)]
 
     def _call(
         self, kind: str, method: str, path: str, session: Session, **kwargs: Any
@@ -419,7 +436,7 @@ def pending_by_consumer(stack: RunningStack) -> dict[str, int]:
     """The durable consumers with messages not yet delivered or not yet acknowledged."""
 
     async def count() -> dict[str, int]:
-        nc = await nats.connect(stack.infra.nats.url)
+        nc = await nats.connect(stack.infra.nats.url.split(","))  # a server, or a cluster
         try:
             js = nc.jetstream()
             pending = {}
