@@ -403,7 +403,9 @@ def inject(rig: Rig, fault: str, cycle: int, notes: dict[str, Any]) -> Callable[
 # FerretDB 1.24 (the database here unless Docker or mongod is found) checks update_one's filter
 # and writes as two steps: two clients' compare-and-set on the same version can both land, the
 # second overwriting the first. One process never showed it (its own lock orders its writes);
-# two replicas do. MongoDB, which production uses, applies filter and write atomically.
+# two replicas did, until the scaled stack on FerretDB took a lease per record in the database
+# (DMP_DOCUMENT_LEASES, dmp_kit.mongo.DocumentLocks): the race below holds with them. The raw
+# check after it shows the engine's own behaviour, which MongoDB, as production uses, passes.
 FERRETDB_CAS = (
     "FerretDB 1.24: a compare-and-set guarded by a version is not atomic between clients, so "
     "two replicas' changes of one record can both be acknowledged and one of them lost"
@@ -416,9 +418,7 @@ def expect_ferretdb_cas(rig: Rig, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_acknowledged_writes_survive(rig: Rig, fault: str, request: pytest.FixtureRequest) -> None:
-    if fault == RACE:
-        expect_ferretdb_cas(rig, request)
+def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
     before = Counter(rig.workload.tally.acknowledged)
     failures_before = Counter(rig.workload.tally.failures)
     lost: list[str] = []

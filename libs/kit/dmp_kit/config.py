@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     mongo_url: str = "mongodb://localhost:27017/"
     mongo_db: str = ""
     mongo_timeout_ms: int = 3000
+    # Several replicas of a service writing to one FerretDB: each change of a record also takes
+    # a lease in the database (dmp_kit.mongo.DocumentLocks), since FerretDB's compare-and-set is
+    # not atomic between clients. Not needed on MongoDB, nor with one replica.
+    document_leases: bool = False
 
     nats_url: str = "nats://localhost:4222"
     # Copies of each JetStream stream: 1 on a single server, 3 on a production cluster.

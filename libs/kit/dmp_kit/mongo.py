@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,6 +17,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from dmp_kit.errors import Unavailable
 from dmp_kit.tracing import mongo_listeners
 
 Document = dict[str, Any]
@@ -96,18 +98,28 @@ async def ping(db: AsyncDatabase[Document]) -> bool:
 
 
 class DocumentLocks:
-    """Serialises this process's writes to one document.
+    """Serialises writes to one document: this process's always, every process's once `share`d.
 
     MongoDB applies each update to a document atomically. FerretDB 1.24 does not: it reads the
-    document, applies the operators in memory and writes the whole document back, so two
-    concurrent updates of one document can lose one (measured: 300 concurrent `$inc` beside
-    other updates left 124). Every collection is written by one service only, so holding this
-    lock around each update restores per-document atomicity for a single replica on FerretDB;
-    on MongoDB it costs a dictionary lookup.
+    document, checks the filter and applies the operators in memory, then writes the whole
+    document back by `_id` (measured: 300 concurrent `$inc` beside other updates left 124).
+    Even a compare-and-set on a version is not atomic there between two clients: two replicas
+    each changing a document once in a race kept one change in four of them lost
+    (tests/reliability/test_faults_scaled.py). Holding this lock around each update restores
+    per-document atomicity for one process on FerretDB; on MongoDB it costs a dictionary
+    lookup. With more than one replica writing to FerretDB, `share` adds a lease per document
+    in the database itself, which every replica takes too (DMP_DOCUMENT_LEASES).
     """
 
     def __init__(self) -> None:
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+        self._leases: Any = None
+
+    def share(self, leases: Any) -> None:
+        """Also hold each document's lease in the collection `leases`, for as long as this
+        process holds its lock: the one thing FerretDB does atomically between clients is
+        refuse a second document with the same `_id`."""
+        self._leases = leases
 
     @asynccontextmanager
     async def hold(self, collection: str, doc_id: Hashable) -> AsyncIterator[None]:
@@ -116,7 +128,11 @@ class DocumentLocks:
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                if self._leases is None:
+                    yield
+                else:
+                    async with lease(self._leases, f"{collection}/{doc_id!r}"):
+                        yield
         finally:
             lock, users = self._locks[key]
             if users == 1:
@@ -127,11 +143,44 @@ class DocumentLocks:
     @asynccontextmanager
     async def hold_all(self, collection: str, doc_ids: Iterable[Hashable]) -> AsyncIterator[None]:
         """The locks of many documents, taken in one order (by `repr`) so that two holders of
-        several never wait for each other."""
+        several, in one process or in two, never wait for each other."""
         async with AsyncExitStack() as held:
             for doc_id in sorted(set(doc_ids), key=repr):
                 await held.enter_async_context(self.hold(collection, doc_id))
             yield
+
+
+# A lease outlives any hold (a read-modify-write within a request's deadline); one left by a
+# process that died is taken over once this has passed since it was taken.
+LEASE_SECONDS = 30.0
+LEASE_WAIT_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def lease(leases: Any, key: str) -> AsyncIterator[None]:
+    """Holds the lease `key`, waiting (up to LEASE_WAIT_SECONDS) while another holds it."""
+    token = os.urandom(12).hex()
+    waited, pause = 0.0, 0.002
+    while True:
+        now = time.time()
+        try:
+            await leases.insert_one({"_id": key, "token": token, "until": now + LEASE_SECONDS})
+            break
+        except DuplicateKeyError:
+            held = await leases.find_one({"_id": key})
+            if held is not None and held.get("until", 0.0) < now:
+                # Its holder died holding it: whoever removes it first takes it next.
+                await leases.delete_one({"_id": key, "token": held.get("token")})
+                continue
+        if waited >= LEASE_WAIT_SECONDS:
+            raise Unavailable("the record is being changed by another request; try again")
+        await asyncio.sleep(pause)
+        waited += pause
+        pause = min(pause * 2, 0.05)
+    try:
+        yield
+    finally:
+        await leases.delete_one({"_id": key, "token": token})
 
 
 document_locks = DocumentLocks()

@@ -23,7 +23,15 @@ from dmp_kit.bus import BUS_ACCESS, EventBus
 from dmp_kit.clock import Clock, clock_from_path
 from dmp_kit.config import Settings
 from dmp_kit.metrics import DEPENDENCY_UP, serve_metrics
-from dmp_kit.mongo import CommandCounter, Document, Store, close_mongo, mongo_client, ping
+from dmp_kit.mongo import (
+    CommandCounter,
+    Document,
+    Store,
+    close_mongo,
+    document_locks,
+    mongo_client,
+    ping,
+)
 from dmp_kit.outbox import OutboxRelay
 from dmp_kit.probe import LIVENESS
 from dmp_kit.rpc.client import MAX_MESSAGE_BYTES, call_options, open_channel
@@ -75,6 +83,8 @@ class ServiceRuntime:
         self.db: AsyncDatabase[Document] = mongo_client(
             settings.mongo_url, settings.mongo_timeout_ms, counter
         )[settings.database_name(name)]
+        if settings.document_leases:
+            document_locks.share(self.db["leases"])
         self.bus = EventBus(
             settings.nats_url,
             f"dmp-{name}",

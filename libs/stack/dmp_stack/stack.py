@@ -144,6 +144,14 @@ def stop_started(dep: Started) -> None:
         subprocess.run(["docker", "rm", "-f", dep.container], capture_output=True)
 
 
+def document_leases(database: Started, replicas: int) -> dict[str, str]:
+    """The setting several replicas need on FerretDB, whose compare-and-set is not atomic
+    between clients (dmp_kit.mongo.DocumentLocks); none on MongoDB or with one replica."""
+    if replicas > 1 and database.source.startswith("ferretdb"):
+        return {"DMP_DOCUMENT_LEASES": "true"}
+    return {}
+
+
 class Stack:
     """Starts and stops everything under one state directory (`.dmp/` for `make up`).
 
@@ -170,6 +178,7 @@ class Stack:
         # keeps its one: its spool), behind round-robin channels, and as many gateways; NATS
         # as a JetStream cluster of `nats_nodes` with streams on every member.
         self.nats_nodes = nats_nodes
+        self.replicas = replicas
         self.instances: dict[str, Instance] = {
             name: Instance(name, name, ports.grpc.get(name, ports.gateway), ports.metrics.get(name))
             for name in (*SERVICES, "gateway")
@@ -224,7 +233,10 @@ class Stack:
             deps.append(nats)
             smtp = start_smtp(self.state_dir)
             deps.append(smtp)
-            self._env = self.service_env(deps[0].url, deps[1].url, smtp)
+            self._env = {
+                **document_leases(deps[0], self.replicas),
+                **self.service_env(deps[0].url, deps[1].url, smtp),
+            }
             env = self._env
             for name in self.instances:
                 processes[name] = self._spawn(name)

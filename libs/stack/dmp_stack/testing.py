@@ -50,7 +50,14 @@ from dmp_stack.infra import (
     start_smtp,
     start_toxiproxy,
 )
-from dmp_stack.stack import Ports, Stack, StackState, stop_pid, stop_started
+from dmp_stack.stack import (
+    Ports,
+    Stack,
+    StackState,
+    document_leases,
+    stop_pid,
+    stop_started,
+)
 
 
 def make_ins(rng: random.Random | None = None, corsica: str | None = None) -> str:
@@ -721,6 +728,7 @@ def running_stack(
             "DMP_SMTP_TIMEOUT_SECONDS": "1",
             "DMP_MAX_DELIVERY_ATTEMPTS": "5",
             "DMP_AUDIT_WITNESSES": ",".join(TEST_WITNESSES),
+            **document_leases(infra.mongo, replicas),
             **(env or {}),
         },
     )
