@@ -279,6 +279,9 @@ class Case:
     field: str = ""
     problem: str = ""
     check: Any = None  # for OK: a function of the response that asserts its shape
+    # The cases whose effect this one reads, called (and checked) before it: its own set-up,
+    # so that a table passes in any order and a case passes alone (`pytest -k`).
+    given: tuple[Case, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.method}: {self.why}"
@@ -354,8 +357,9 @@ def test_callers_without_a_valid_token_are_unauthenticated(
 
 def test_case(alone_service: Alone, case: Case, request: Any) -> None:
     stub = _module(request).STUB(alone_service.channel)
-    token = None if case.caller is None else alone_service.token(case.caller)
-    check_case(alone_service, stub, case, token)
+    for step in (*case.given, case):
+        token = None if step.caller is None else alone_service.token(step.caller)
+        check_case(alone_service, stub, step, token)
 
 
 def test_a_database_away_is_a_deadline_not_an_error(
