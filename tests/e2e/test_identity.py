@@ -37,8 +37,10 @@ def problem(r: Any, status: int, slug: str, field: str | None = None) -> dict[st
     return body
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def admin(stack: RunningStack) -> str:
+    """A token of each test's own: a test here revokes the signing key, which ends every
+    token signed before it (a module's token would fail the tests shuffled after it)."""
     return stack.admin_token()
 
 

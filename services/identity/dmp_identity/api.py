@@ -223,7 +223,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             base=timedelta(seconds=settings.lock_base_seconds),
             cap=timedelta(seconds=settings.lock_max_seconds),
         )
-        self._service_token: tuple[str, float] | None = None
+        self._service_token: tuple[str, float, str] | None = None  # token, expiry, kid
         self.apps = AppStore(store)
 
     # helpers -----------------------------------------------------------------
@@ -368,13 +368,18 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         )
 
     async def service_token(self) -> str:
-        """Identity's own token for calling notify (a service account, minted locally)."""
+        """Identity's own token for calling notify (a service account, minted locally), signed
+        by the key that signs now: a revoked key ends it at once, not at its expiry (notify
+        refuses what a revoked key signed, and no code would be sent until then)."""
         now = self.clock.now().timestamp()
-        if self._service_token is None or self._service_token[1] - now < 60:
+        signing, _ = await self.keys.signing_key()
+        held = self._service_token
+        if held is None or held[1] - now < 60 or held[2] != signing:
             ttl = self.settings.service_token_ttl_seconds
             account = {"_id": "service:identity", "roles": ["otp_sender"]}
-            self._service_token = (await self._access_token(account, "service", ttl), now + ttl)
-        return self._service_token[0]
+            token = await self._access_token(account, "service", ttl)
+            self._service_token = held = (token, now + ttl, jwt.get_unverified_header(token)["kid"])
+        return held[0]
 
     def _require_directory(self) -> None:
         caller().require_role(*DIRECTORY_ROLES)
