@@ -256,7 +256,16 @@ def test_no_span_holds_a_patients_identifier_content_or_a_token(
     assert not [n for n in names if re.search(r"\d{6}", n)], names
 
 
-def test_nothing_outside_the_allowed_attributes_leaves_a_process(traced: Traced) -> None:
+def test_nothing_outside_the_allowed_attributes_leaves_a_process(
+    traced: Traced, team: CareTeam
+) -> None:
+    # Traffic of its own through every kind of span (HTTP, gRPC, database, bus), followed to
+    # the audit log's consumer: whatever ran before, there is something to look at.
+    traced.stack.add_document(team.tokens["gp"], team.ins, "11488-4", "Compte rendu")
+    marker_id, header = traceparent()
+    with team.client("gp") as c:
+        c.get(f"/v1/dossiers/{team.ins}/documents", headers={"traceparent": header})
+    traced.trace(marker_id, lambda spans: bool(by(spans, "audit")))
     keys: set[str] = set()
     for span in traced.spans():
         keys |= set(span["attributes"])
