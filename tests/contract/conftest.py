@@ -17,10 +17,9 @@ def alone_service(request: pytest.FixtureRequest, infra: Infra) -> Iterator[Alon
     logs = Path(".dmp") / "test-logs"
     with alone(name, infra.mongo.url, logs) as service:
         # What the module's cases read, made once (and checked) before any of them runs.
-        stub = request.module.STUB(service.channel)
         for case in getattr(request.module, "GIVEN", ()):
             token = None if case.caller is None else service.token(case.caller)
-            check_case(service, stub, case, token)
+            check_case(service, request.module.STUB(service.channel), case, token)
         yield service
 
 

@@ -50,10 +50,19 @@ AUDIENCE = "dmp"
 # The callers a test can be: valid identifiers, made once per run.
 PATIENT_INS, OTHER_INS = make_ins(), make_ins()
 DOCTOR_RPPS, PHARMACIST_RPPS = make_rpps(), make_rpps()
+# A doctor who breaks the glass: the access it gains is no other case's (the doctor above is
+# the one outside the care team, in whatever order the cases run).
+EMERGENCY_DOCTOR_RPPS = make_rpps()
 KIND_CLAIMS: dict[str, dict[str, Any]] = {
     "patient": {"kind": "patient", "ins": PATIENT_INS, "roles": []},
     "other patient": {"kind": "patient", "ins": OTHER_INS, "roles": []},
     "doctor": {"kind": "professional", "rpps": DOCTOR_RPPS, "profession": "10", "roles": []},
+    "emergency doctor": {
+        "kind": "professional",
+        "rpps": EMERGENCY_DOCTOR_RPPS,
+        "profession": "10",
+        "roles": [],
+    },
     "pharmacist": {
         "kind": "professional",
         "rpps": PHARMACIST_RPPS,
