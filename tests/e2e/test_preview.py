@@ -109,6 +109,12 @@ def cast(stack: RunningStack) -> Cast:
 
 
 @pytest.fixture
+def own_story(stack: RunningStack) -> Cast:
+    """The story, of this test's own: for a test that changes what the others' previews show."""
+    return story(stack)
+
+
+@pytest.fixture
 def unread(stack: RunningStack) -> Cast:
     """The story, of this test's own: no professional has read it yet, whatever ran before."""
     return story(stack)
@@ -328,7 +334,8 @@ def test_emergency_access_shows_as_it_reads_masked_stays_masked(cast: Cast) -> N
         assert {d["mode"] for d in seen["visible"]} == {mode}
 
 
-def test_a_document_revealed_to_the_patient_joins_the_preview(cast: Cast) -> None:
+def test_a_document_revealed_to_the_patient_joins_the_preview(own_story: Cast) -> None:
+    cast = own_story
     before = preview(cast, rpps=cast.rpps("doctor"))
     assert before["pending"] == {"visible": 1, "hidden": 0}
     pharmacist = preview(cast, rpps=cast.rpps("pharmacist"))
