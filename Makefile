@@ -55,8 +55,13 @@ logs: install ## Follow the logs (make logs SERVICE=identity for one)
 traces: install ## Print the newest traces of `make up` as trees (make traces LAST=10)
 	$(RUN) dmp-stack traces --last $${LAST:-5}
 
-test: install ## Run unit, service and end-to-end tests against real servers
-	$(RUN) pytest
+# Every run a new order: tests shuffled within their module, modules among themselves ("parent":
+# a module's own tests, also those it takes from dmp_stack.contract). The seed is printed at the
+# top; `make test TEST_ORDER="--random-order-bucket=parent --random-order-seed=N"` replays a run.
+TEST_ORDER ?= --random-order-bucket=parent
+
+test: install ## Run unit, service and end-to-end tests against real servers, in a random order
+	$(RUN) pytest $(TEST_ORDER)
 
 test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability.json
 	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability -v

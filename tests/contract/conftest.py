@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dmp_stack.contract import Alone, alone
+from dmp_stack.contract import Alone, alone, check_case
 from dmp_stack.testing import Infra
 
 
@@ -16,6 +16,10 @@ def alone_service(request: pytest.FixtureRequest, infra: Infra) -> Iterator[Alon
     name = request.module.SERVICE
     logs = Path(".dmp") / "test-logs"
     with alone(name, infra.mongo.url, logs) as service:
+        # What the module's cases read, made once (and checked) before any of them runs.
+        for case in getattr(request.module, "GIVEN", ()):
+            token = None if case.caller is None else service.token(case.caller)
+            check_case(service, request.module.STUB(service.channel), case, token)
         yield service
 
 

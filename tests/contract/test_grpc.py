@@ -182,3 +182,5 @@ def test_every_method_answers_within_its_deadline_when_the_database_is_away(
             }, (path, err.code(), err.details())
     finally:
         stack.infra.resume(stack.infra.mongo)
+        # Paused past the services' key cache: the next test must not find them still fetching.
+        stack.serving_again()

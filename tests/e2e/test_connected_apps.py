@@ -114,6 +114,13 @@ def world(stack: RunningStack) -> World:
     return World(stack)
 
 
+@pytest.fixture
+def own_world(stack: RunningStack) -> World:
+    """A world of the test's own, for a test that ends what others use (the app delisted, every
+    session of the patient ended): the module's world stays whole whatever the order."""
+    return World(stack)
+
+
 def params(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
@@ -461,10 +468,11 @@ def test_an_app_token_reaches_no_other_method_of_any_service(world: World) -> No
 
 
 def test_the_patient_hears_of_a_connection_and_ending_all_sessions_ends_the_apps(
-    world: World, stack: RunningStack
+    own_world: World, stack: RunningStack
 ) -> None:
     """A patient's stolen token could connect an app that outlives it: the patient is told of
     each connection (as of a login), and « end all sessions » ends the apps too."""
+    world = own_world
     app, token = world.connect()
     with world.client("patient") as c:
         assert until(
@@ -603,8 +611,9 @@ def test_an_app_with_agenda_read_reads_the_agenda_and_changes_nothing(world: Wor
 
 
 def test_revocation_by_the_app_and_delisting_by_an_administrator(
-    world: World, stack: RunningStack
+    own_world: World, stack: RunningStack
 ) -> None:
+    world = own_world
     _, token = world.connect()
     r = httpx.post(
         f"{stack.url}/oauth/revoke",

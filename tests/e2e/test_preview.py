@@ -64,8 +64,7 @@ class Cast:
         )
 
 
-@pytest.fixture(scope="module")
-def cast(stack: RunningStack) -> Cast:
+def story(stack: RunningStack) -> Cast:
     """The story's dossier: a GP, a care team, a blocked doctor, documents of every kind —
     masked, hidden until their announcement, written by someone outside the care team."""
     cast = Cast(stack)
@@ -101,6 +100,24 @@ def cast(stack: RunningStack) -> Cast:
         r = c.delete(f"/v1/dossiers/{ins}/documents/{cast.docs['deleted']['id']}")
         assert r.status_code == 204, r.text
     return cast
+
+
+@pytest.fixture(scope="module")
+def cast(stack: RunningStack) -> Cast:
+    """The story, shared by the module's tests (they read it, and only add to it)."""
+    return story(stack)
+
+
+@pytest.fixture
+def own_story(stack: RunningStack) -> Cast:
+    """The story, of this test's own: for a test that changes what the others' previews show."""
+    return story(stack)
+
+
+@pytest.fixture
+def unread(stack: RunningStack) -> Cast:
+    """The story, of this test's own: no professional has read it yet, whatever ran before."""
+    return story(stack)
 
 
 def preview(cast: Cast, who: str = "patient", ins: str | None = None, **viewer: str) -> Any:
@@ -174,9 +191,10 @@ def visible(seen: dict[str, Any], cast: Cast) -> set[str]:
     return {keys[d["id"]] for d in seen["visible"]}
 
 
-def test_a_preview_is_the_patients_action_never_the_professionals(cast: Cast) -> None:
+def test_a_preview_is_the_patients_action_never_the_professionals(unread: Cast) -> None:
     """Before any professional reads, the patient previews them all: the trail then holds the
     patient's previews, and no read or search in any professional's name."""
+    cast = unread
     previews = {name: preview(cast, rpps=cast.rpps(name)) for name in PROFESSIONALS}
     for name, (code, relation, _) in PROFESSIONALS.items():
         viewer = previews[name]["viewer"]
@@ -316,7 +334,8 @@ def test_emergency_access_shows_as_it_reads_masked_stays_masked(cast: Cast) -> N
         assert {d["mode"] for d in seen["visible"]} == {mode}
 
 
-def test_a_document_revealed_to_the_patient_joins_the_preview(cast: Cast) -> None:
+def test_a_document_revealed_to_the_patient_joins_the_preview(own_story: Cast) -> None:
+    cast = own_story
     before = preview(cast, rpps=cast.rpps("doctor"))
     assert before["pending"] == {"visible": 1, "hidden": 0}
     pharmacist = preview(cast, rpps=cast.rpps("pharmacist"))

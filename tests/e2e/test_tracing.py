@@ -65,6 +65,13 @@ def team(traced: Traced) -> CareTeam:
     return CareTeam(traced.stack)
 
 
+@pytest.fixture
+def empty_team(traced: Traced) -> CareTeam:
+    """A team of the test's own whose dossier holds no document yet: the listing of an empty
+    dossier asks consent's Decide (with documents, FilterDocuments), whatever ran before."""
+    return CareTeam(traced.stack)
+
+
 def traceparent() -> tuple[str, str]:
     """A trace id of the test's, and the header that makes the gateway continue it."""
     trace_id = secrets.token_hex(16)
@@ -100,8 +107,9 @@ def parent_of(spans: list[Span], span: Span) -> Span:
 
 
 def test_a_consult_is_one_trace_through_dossier_consent_and_the_audit_log(
-    traced: Traced, team: CareTeam
+    traced: Traced, empty_team: CareTeam
 ) -> None:
+    team = empty_team
     trace_id, header = traceparent()
     with team.client("gp") as c:
         r = c.get(f"/v1/dossiers/{team.ins}/documents", headers={"traceparent": header})
@@ -256,7 +264,16 @@ def test_no_span_holds_a_patients_identifier_content_or_a_token(
     assert not [n for n in names if re.search(r"\d{6}", n)], names
 
 
-def test_nothing_outside_the_allowed_attributes_leaves_a_process(traced: Traced) -> None:
+def test_nothing_outside_the_allowed_attributes_leaves_a_process(
+    traced: Traced, team: CareTeam
+) -> None:
+    # Traffic of its own through every kind of span (HTTP, gRPC, database, bus), followed to
+    # the audit log's consumer: whatever ran before, there is something to look at.
+    traced.stack.add_document(team.tokens["gp"], team.ins, "11488-4", "Compte rendu")
+    marker_id, header = traceparent()
+    with team.client("gp") as c:
+        c.get(f"/v1/dossiers/{team.ins}/documents", headers={"traceparent": header})
+    traced.trace(marker_id, lambda spans: bool(by(spans, "audit")))
     keys: set[str] = set()
     for span in traced.spans():
         keys |= set(span["attributes"])

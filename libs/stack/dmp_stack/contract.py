@@ -50,10 +50,19 @@ AUDIENCE = "dmp"
 # The callers a test can be: valid identifiers, made once per run.
 PATIENT_INS, OTHER_INS = make_ins(), make_ins()
 DOCTOR_RPPS, PHARMACIST_RPPS = make_rpps(), make_rpps()
+# A doctor who breaks the glass: the access it gains is no other case's (the doctor above is
+# the one outside the care team, in whatever order the cases run).
+EMERGENCY_DOCTOR_RPPS = make_rpps()
 KIND_CLAIMS: dict[str, dict[str, Any]] = {
     "patient": {"kind": "patient", "ins": PATIENT_INS, "roles": []},
     "other patient": {"kind": "patient", "ins": OTHER_INS, "roles": []},
     "doctor": {"kind": "professional", "rpps": DOCTOR_RPPS, "profession": "10", "roles": []},
+    "emergency doctor": {
+        "kind": "professional",
+        "rpps": EMERGENCY_DOCTOR_RPPS,
+        "profession": "10",
+        "roles": [],
+    },
     "pharmacist": {
         "kind": "professional",
         "rpps": PHARMACIST_RPPS,
@@ -279,6 +288,9 @@ class Case:
     field: str = ""
     problem: str = ""
     check: Any = None  # for OK: a function of the response that asserts its shape
+    # The cases whose effect this one reads, called (and checked) before it: its own set-up,
+    # so that a table passes in any order and a case passes alone (`pytest -k`).
+    given: tuple[Case, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.method}: {self.why}"
@@ -354,8 +366,9 @@ def test_callers_without_a_valid_token_are_unauthenticated(
 
 def test_case(alone_service: Alone, case: Case, request: Any) -> None:
     stub = _module(request).STUB(alone_service.channel)
-    token = None if case.caller is None else alone_service.token(case.caller)
-    check_case(alone_service, stub, case, token)
+    for step in (*case.given, case):
+        token = None if step.caller is None else alone_service.token(step.caller)
+        check_case(alone_service, stub, step, token)
 
 
 def test_a_database_away_is_a_deadline_not_an_error(

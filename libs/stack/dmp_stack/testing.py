@@ -392,6 +392,23 @@ class RunningStack:
             tokens: dict[str, Any] = r.json()
             return tokens
 
+    def serving_again(self, timeout: float = 90.0) -> None:
+        """After a fault: until every service is ready again and a login goes through (the
+        signing keys the services dropped while the database was away fetched again), so that
+        the test running next, whichever it is, finds the stack as a fresh one."""
+
+        def serving() -> bool:
+            with self.client() as c:
+                if c.get("/readyz").status_code != 200:
+                    return False
+                answer = c.post(
+                    "/v1/auth/login",
+                    json={"kind": "admin", "login": "admin", "password": self.admin_password},
+                )
+            return answer.status_code == 200
+
+        assert until(serving, timeout=timeout, interval=1.0), "the stack did not serve again"
+
     def admin_token(self) -> str:
         return str(
             self.login("admin", "admin", self.admin_password, "admin@dmp.localhost")["access_token"]

@@ -56,6 +56,31 @@ def world(stack: RunningStack) -> World:
     return World(stack)
 
 
+async def opened(stack: RunningStack, world: World, consent: Any) -> World:
+    """The world's dossier opened, as consent hears of it (its `dossier.opened` event)."""
+    await publish_dossier_event(stack, "dossier.opened", world.ins, datetime.now(UTC))
+    await until_ok(
+        lambda: consent.GetSettings(pb.GetSettingsRequest(ins=world.ins), **md(world.patient_token))
+    )
+    return world
+
+
+@pytest.fixture
+async def chosen_world(stack: RunningStack, consent: Any) -> World:
+    """A world of the test's own, its patient's choices made as test_the_patients_choices makes
+    them (the same steps, the same checks): a test that reads their history reads its own."""
+    world = World(stack)
+    await patients_choices(stack, world, consent)
+    return world
+
+
+@pytest.fixture
+async def own_world(stack: RunningStack, consent: Any) -> World:
+    """A world of the test's own, its dossier open, for a test that closes it: the module's
+    stays open for the tests after it, in whatever order they run."""
+    return await opened(stack, World(stack), consent)
+
+
 @pytest.fixture(scope="module")
 async def consent(stack: RunningStack) -> AsyncIterator[consent_pb2_grpc.ConsentServiceStub]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.stack.ports.grpc['consent']}")
@@ -128,6 +153,10 @@ async def test_unknown_dossier_is_not_found(world: World, consent: Any) -> None:
 
 
 async def test_the_patients_choices(stack: RunningStack, world: World, consent: Any) -> None:
+    await patients_choices(stack, world, consent)
+
+
+async def patients_choices(stack: RunningStack, world: World, consent: Any) -> None:
     await publish_dossier_event(stack, "dossier.opened", world.ins, datetime.now(UTC))
     got = await until_ok(
         lambda: consent.GetSettings(pb.GetSettingsRequest(ins=world.ins), **md(world.patient_token))
@@ -250,7 +279,8 @@ async def test_the_patients_choices(stack: RunningStack, world: World, consent: 
     )
 
 
-async def test_emergency_access(stack: RunningStack, world: World, consent: Any) -> None:
+async def test_emergency_access(stack: RunningStack, chosen_world: World, consent: Any) -> None:
+    world = chosen_world
     s = world.tokens["stranger"]
     req = pb.RequestEmergencyAccessRequest(
         ins=world.ins, reason="Inconscient aux urgences, AVP", mode=pb.ACCESS_MODE_BREAK_GLASS
@@ -359,8 +389,9 @@ async def test_emergency_access(stack: RunningStack, world: World, consent: Any)
 
 
 async def test_closed_dossier_and_out_of_order_events(
-    stack: RunningStack, world: World, consent: Any
+    stack: RunningStack, own_world: World, consent: Any
 ) -> None:
+    world = own_world
     ins = world.ins
     later = datetime.now(UTC) + timedelta(seconds=5)
     await publish_dossier_event(stack, "dossier.closed", ins, later)

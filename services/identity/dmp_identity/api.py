@@ -14,8 +14,6 @@ from typing import Any
 
 import grpc
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from uuid6 import uuid7
@@ -27,6 +25,7 @@ from dmp_identity import domain
 from dmp_identity.apps import ConnectedApps
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
+from dmp_identity.passwords import Passwords
 from dmp_identity.store import REPRESENTED, AppStore, IdentityStore
 from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
@@ -216,9 +215,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         self.clock = clock
         self.relay = relay
         self.notify = notify
-        self.hasher = PasswordHasher()
-        # Unknown logins are checked against this, so they take as long as known ones.
-        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self.passwords = Passwords()
         self._pepper = derive_key(settings.identity_key_bytes, "identity-digests")
         self.policy = domain.LockoutPolicy(
             max_password_failures=settings.max_password_failures,
@@ -226,7 +223,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             base=timedelta(seconds=settings.lock_base_seconds),
             cap=timedelta(seconds=settings.lock_max_seconds),
         )
-        self._service_token: tuple[str, float] | None = None
+        self._service_token: tuple[str, float, str] | None = None  # token, expiry, kid
         self.apps = AppStore(store)
 
     # helpers -----------------------------------------------------------------
@@ -235,7 +232,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         return keyed_digest(self._pepper, value)
 
     async def _hash_password(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
+        return await self.passwords.hash(password)
 
     async def _representatives(self, ins: str, given: list[str]) -> list[str]:
         """A minor's legal representatives: registered patients, at most two, not themselves."""
@@ -262,10 +259,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         return await self._hash_password(domain.validate_password(password, context))
 
     async def _password_ok(self, stored: str | None, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self.hasher.verify, stored or self._dummy_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        return await self.passwords.ok(stored, password)
 
     async def _reserve_password_attempt(
         self, throttle_id: str, now: datetime, event: dict[str, Any]
@@ -374,13 +368,18 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         )
 
     async def service_token(self) -> str:
-        """Identity's own token for calling notify (a service account, minted locally)."""
+        """Identity's own token for calling notify (a service account, minted locally), signed
+        by the key that signs now: a revoked key ends it at once, not at its expiry (notify
+        refuses what a revoked key signed, and no code would be sent until then)."""
         now = self.clock.now().timestamp()
-        if self._service_token is None or self._service_token[1] - now < 60:
+        signing, _ = await self.keys.signing_key()
+        held = self._service_token
+        if held is None or held[1] - now < 60 or held[2] != signing:
             ttl = self.settings.service_token_ttl_seconds
             account = {"_id": "service:identity", "roles": ["otp_sender"]}
-            self._service_token = (await self._access_token(account, "service", ttl), now + ttl)
-        return self._service_token[0]
+            token = await self._access_token(account, "service", ttl)
+            self._service_token = held = (token, now + ttl, jwt.get_unverified_header(token)["kid"])
+        return held[0]
 
     def _require_directory(self) -> None:
         caller().require_role(*DIRECTORY_ROLES)

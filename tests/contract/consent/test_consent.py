@@ -21,6 +21,7 @@ from dmp_kit.clock import ManualClock
 from dmp_kit.events import new_event
 from dmp_stack.contract import (
     DOCTOR_RPPS,
+    EMERGENCY_DOCTOR_RPPS,
     OTHER_INS,
     PATIENT_INS,
     PHARMACIST_RPPS,
@@ -123,7 +124,7 @@ def member(status: int) -> Any:
 
 def a_grant(answer: Any) -> None:
     grant = answer.grant
-    assert grant.rpps == DOCTOR_RPPS and grant.ins == PATIENT_INS and grant.id
+    assert grant.rpps == EMERGENCY_DOCTOR_RPPS and grant.ins == PATIENT_INS and grant.id
     assert grant.expires_at.ToDatetime() > grant.granted_at.ToDatetime()
 
 
@@ -147,6 +148,36 @@ FOR_THE_MINOR = pb.DocumentRef(
 EMERGENCY = pb.RequestEmergencyAccessRequest(
     ins=PATIENT_INS, reason="Patient inconscient aux urgences", mode=pb.ACCESS_MODE_BREAK_GLASS
 )
+# The one professional the table lists: blocked, then removed. The cases that read the list
+# make that state themselves first (given=), whatever ran before them.
+BLOCKED = Case(
+    "SetProfessionalStatus",
+    "a pharmacist blocked",
+    pb.SetProfessionalStatusRequest(
+        ins=PATIENT_INS, rpps=PHARMACIST_RPPS, status=pb.PROFESSIONAL_STATUS_BLOCKED
+    ),
+    "patient",
+    S.OK,
+    check=member(pb.PROFESSIONAL_STATUS_BLOCKED),
+)
+REMOVED = Case(
+    "RemoveProfessional",
+    "the blocked pharmacist",
+    pb.RemoveProfessionalRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS),
+    "patient",
+    S.OK,
+    given=(BLOCKED,),
+)
+EMPTY = Case(
+    "ListProfessionals",
+    "the patient's, empty",
+    pb.ListProfessionalsRequest(ins=PATIENT_INS),
+    "patient",
+    S.OK,
+    check=lambda a: not a.authorized and not a.blocked,
+    given=(*REMOVED.given, REMOVED),
+)
+
 CASES = [
     # the hot path: a refusal is an answer, not an error
     Case(
@@ -398,14 +429,7 @@ CASES = [
         "pharmacist",
         S.PERMISSION_DENIED,
     ),
-    Case(
-        "ListProfessionals",
-        "the patient's, empty",
-        pb.ListProfessionalsRequest(ins=PATIENT_INS),
-        "patient",
-        S.OK,
-        check=lambda a: not a.authorized and not a.blocked,
-    ),
+    EMPTY,
     Case(
         "ListProfessionals",
         "a doctor",
@@ -413,16 +437,7 @@ CASES = [
         "doctor",
         S.PERMISSION_DENIED,
     ),
-    Case(
-        "SetProfessionalStatus",
-        "a pharmacist blocked",
-        pb.SetProfessionalStatusRequest(
-            ins=PATIENT_INS, rpps=PHARMACIST_RPPS, status=pb.PROFESSIONAL_STATUS_BLOCKED
-        ),
-        "patient",
-        S.OK,
-        check=member(pb.PROFESSIONAL_STATUS_BLOCKED),
-    ),
+    BLOCKED,
     Case(
         "SetProfessionalStatus",
         "no status",
@@ -450,13 +465,7 @@ CASES = [
         "pharmacist",
         S.PERMISSION_DENIED,
     ),
-    Case(
-        "RemoveProfessional",
-        "the blocked pharmacist",
-        pb.RemoveProfessionalRequest(ins=PATIENT_INS, rpps=PHARMACIST_RPPS),
-        "patient",
-        S.OK,
-    ),
+    REMOVED,
     Case(
         "RemoveProfessional",
         "someone never listed",
@@ -500,7 +509,7 @@ CASES = [
         "RequestEmergencyAccess",
         "break-glass by a doctor",
         EMERGENCY,
-        "doctor",
+        "emergency doctor",
         S.OK,
         check=a_grant,
     ),

@@ -131,8 +131,30 @@ def keys(answer: Any) -> None:
     assert answer.keys and all(k.kty == "OKP" and k.crv == "Ed25519" and k.kid for k in answer.keys)
 
 
+# What the other cases read (the patient and the professional they look up, log in as or
+# register again), registered once when the service starts (tests/contract/conftest.py):
+# every case then passes in any order, and alone.
+GIVEN = (
+    Case("RegisterPatient", "the patient", patient(), "admin", S.OK, check=registered),
+    Case(
+        "RegisterProfessional",
+        "the professional",
+        professional(),
+        "admin",
+        S.OK,
+        check=lambda a: a.professional.rpps == RPPS,
+    ),
+)
+OTHER_INS, OTHER_RPPS = make_ins(), make_rpps()
 CASES = [
-    Case("RegisterPatient", "by an administrator", patient(), "admin", S.OK, check=registered),
+    Case(
+        "RegisterPatient",
+        "by an administrator",
+        patient(ins=OTHER_INS, email="paul.petit@example.org"),
+        "admin",
+        S.OK,
+        check=lambda a: a.patient.ins == OTHER_INS and a.patient.email == "paul.petit@example.org",
+    ),
     Case(
         "RegisterPatient", "the same INS again", patient(), "admin", S.ALREADY_EXISTS, field="ins"
     ),
@@ -148,10 +170,10 @@ CASES = [
     Case(
         "RegisterProfessional",
         "by an administrator",
-        professional(),
+        professional(rpps=OTHER_RPPS, email="jean.durand@example.org"),
         "admin",
         S.OK,
-        check=lambda a: a.professional.rpps == RPPS,
+        check=lambda a: a.professional.rpps == OTHER_RPPS,
     ),
     Case(
         "RegisterProfessional",
