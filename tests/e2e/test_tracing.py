@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dmp_kit.tracing import SAFE_ATTRIBUTES
@@ -102,6 +103,21 @@ def assert_one_tree(spans: list[Span], outside_parent: str) -> None:
     assert len({s["span_id"] for s in spans}) == len(spans)
 
 
+def submit(client: httpx.Client, team: CareTeam, traceparent: str, title: str) -> None:
+    """A short report added to the team's dossier with this traceparent."""
+    r = client.post(
+        f"/v1/dossiers/{team.ins}/documents",
+        headers={"traceparent": traceparent},
+        json={
+            "type_code": "11488-4",
+            "title": title,
+            "mime_type": "text/plain",
+            "content_base64": "Q29tcHRlIHJlbmR1",
+        },
+    )
+    assert r.status_code == 201, r.text
+
+
 def parent_of(spans: list[Span], span: Span) -> Span:
     return next(s for s in spans if s["span_id"] == span["parent_span_id"])
 
@@ -170,17 +186,7 @@ def test_a_documents_trace_reaches_the_audit_log_and_notify_across_nats(
 ) -> None:
     trace_id, header = traceparent()
     with team.client("gp") as c:
-        r = c.post(
-            f"/v1/dossiers/{team.ins}/documents",
-            headers={"traceparent": header},
-            json={
-                "type_code": "11488-4",
-                "title": "Compte rendu de consultation",
-                "mime_type": "text/plain",
-                "content_base64": "Q29tcHRlIHJlbmR1",
-            },
-        )
-    assert r.status_code == 201, r.text
+        submit(c, team, header, "Compte rendu de consultation")
 
     spans = traced.trace(
         trace_id,
@@ -290,17 +296,7 @@ def test_a_trace_not_kept_costs_no_span_anywhere_and_keeps_its_ids(
     its instrumentation), while the trace id still reaches the logs of every hop."""
     skipped = secrets.token_hex(16)
     with team.client("gp") as c:
-        r = c.post(
-            f"/v1/dossiers/{team.ins}/documents",
-            headers={"traceparent": f"00-{skipped}-{secrets.token_hex(8)}-00"},
-            json={
-                "type_code": "11488-4",
-                "title": "Compte rendu non tracé",
-                "mime_type": "text/plain",
-                "content_base64": "Q29tcHRlIHJlbmR1",
-            },
-        )
-        assert r.status_code == 201, r.text
+        submit(c, team, f"00-{skipped}-{secrets.token_hex(8)}-00", "Compte rendu non tracé")
         # A kept trace after it, followed to its end: by then the first one's events have been
         # published and consumed too, and every process has exported what it had.
         kept, header = traceparent()

@@ -20,7 +20,6 @@ import random
 import signal
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -139,8 +138,7 @@ def inject(stack: RunningStack, fault: str, standby: Path | None = None) -> None
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
-    before = Counter(rig.workload.tally.acknowledged)
-    failures_before = Counter(rig.workload.tally.failures)
+    mark = rig.workload.tally.mark()
     lost = duplicated = 0
     for cycle in range(CYCLES):
         standby = rig.stack.another_replica("audit") if fault == SEQUENCER_FAILOVER else None
@@ -153,16 +151,10 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
         lost += len(findings.lost)
         duplicated += len(findings.duplicated)
         assert findings.ok(), (fault, cycle, findings)
-    acknowledged = Counter(rig.workload.tally.acknowledged)
-    acknowledged.subtract(before)
-    failed = Counter(rig.workload.tally.failures)
-    failed.subtract(failures_before)
+    figures = rig.workload.tally.since(mark, CYCLES)
+    acknowledged, failed = figures["by_kind"], figures["failed"]
     rig.results[fault] = {
-        "cycles": CYCLES,
-        "acknowledged": sum(acknowledged.values()),
-        "by_kind": dict(acknowledged),
-        # requests refused or cut by the fault: may or may not have happened, never counted
-        "failed": {kind: n for kind, n in failed.items() if n},
+        **figures,
         "lost": lost,
         "duplicated": duplicated,
     }
@@ -172,4 +164,4 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
     # The writes went on across the fault (a load that had stopped, say on expired tokens,
     # would prove nothing). New DMPs are a tenth of the load: one 5-second cycle may have none.
     expected = KINDS if CYCLES >= 3 else ("submit", "consent")
-    assert all(acknowledged[kind] > 0 for kind in expected), (fault, dict(acknowledged), failed)
+    assert all(acknowledged.get(kind, 0) > 0 for kind in expected), (fault, acknowledged, failed)

@@ -419,8 +419,7 @@ def expect_ferretdb_cas(rig: Rig, request: pytest.FixtureRequest) -> None:
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
-    before = Counter(rig.workload.tally.acknowledged)
-    failures_before = Counter(rig.workload.tally.failures)
+    mark = rig.workload.tally.mark()
     lost: list[str] = []
     duplicated: list[str] = []
     other: list[str] = []
@@ -442,16 +441,10 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
         other += [f"cycle {cycle}: {x}" for x in findings.other]
         if other:
             break  # not drained, or the log does not verify: the next cycle would prove nothing
-    acknowledged = Counter(rig.workload.tally.acknowledged)
-    acknowledged.subtract(before)
-    failed = Counter(rig.workload.tally.failures)
-    failed.subtract(failures_before)
+    figures = rig.workload.tally.since(mark, CYCLES)
+    acknowledged, failed = figures["by_kind"], figures["failed"]
     rig.results[fault] = {
-        "cycles": CYCLES,
-        "acknowledged": sum(acknowledged.values()),
-        "by_kind": dict(acknowledged),
-        # requests refused or cut by the fault: may or may not have happened, never counted
-        "failed": {kind: n for kind, n in failed.items() if n},
+        **figures,
         "lost": len(lost),
         "duplicated": len(duplicated),
         **notes,
@@ -462,7 +455,7 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
     RESULTS.write_text(json.dumps({"cycles": CYCLES, "faults": rig.results}, indent=2))
     assert not (lost or duplicated or other), (fault, lost, duplicated, other)
     # The writes went on across the fault (a load that had stopped would prove nothing).
-    assert all(acknowledged[kind] > 0 for kind in ("submit", "consent")), (
+    assert all(acknowledged.get(kind, 0) > 0 for kind in ("submit", "consent")), (
         fault,
         dict(acknowledged),
         failed,

@@ -101,6 +101,26 @@ class Tally:
     consents: dict[tuple[str, str], list[tuple[str, bool]]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
+    def mark(self) -> tuple[collections.Counter[str], collections.Counter[str]]:
+        """Where the counts are now, for `since`."""
+        return collections.Counter(self.acknowledged), collections.Counter(self.failures)
+
+    def since(
+        self, mark: tuple[collections.Counter[str], collections.Counter[str]], cycles: int
+    ) -> dict[str, Any]:
+        """A fault's figures: what was acknowledged, by kind, and what failed since `mark`."""
+        acknowledged = collections.Counter(self.acknowledged)
+        acknowledged.subtract(mark[0])
+        failed = collections.Counter(self.failures)
+        failed.subtract(mark[1])
+        return {
+            "cycles": cycles,
+            "acknowledged": sum(acknowledged.values()),
+            "by_kind": dict(acknowledged),
+            # requests refused or cut by the fault: may or may not have happened, never counted
+            "failed": {kind: n for kind, n in failed.items() if n},
+        }
+
 
 class Workload:
     """`gateways`: the URLs the operations go to, in turn, each thread going round them (the
