@@ -213,7 +213,10 @@ def test_a_person_opposes_their_account_on_a_phone(stack: RunningStack, visitors
     # The provisional code is spent: activating now is refused, in French.
     page.get_by_role("link", name="Retour à la connexion").click()
     page.get_by_role("link", name="Activer mon compte").click()
+    # the activation form, not the opposition form it replaces, takes the proof
+    expect(page.get_by_role("heading", name="Activer mon espace santé")).to_be_visible()
     _prove(page, account, account["code"])
+    expect(page.get_by_label("Numéro INS")).to_have_value(account["ins"])
     page.get_by_label("Adresse e-mail").fill(account["email"])
     page.get_by_label("Téléphone mobile").fill("+33612345678")
     page.get_by_role("button", name="Recevoir mes codes de confirmation").click()

@@ -493,7 +493,8 @@ def test_search_parameters_each_narrow_the_result(world: World, validator: FhirV
     assert scan in ids(status="superseded", related=f"DocumentReference/{newer}")
     assert newer in ids(related=f"DocumentReference/{scan}")
     assert scan not in ids(status="current")
-    # paging: _count and the next link
+    # paging: _count and the next link, over two current documents of this test's own
+    publish(world, "doctor", [{"type": "11488-4", "title": "CR", "content": "vu"}])
     first = world.search("hospital", _count="1")
     assert len(first["entry"]) == 1
     next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
