@@ -132,7 +132,7 @@ def test_each_document_is_traced_and_notified_once(scaled: RunningStack, team: C
 def test_kill_9_of_a_dossier_replica_under_writes_loses_no_acknowledged_one(
     scaled: RunningStack, team: CareTeam
 ) -> None:
-    victim = scaled.state.processes["dossier-2"]
+    victim = scaled.processes["dossier-2"]
     acknowledged: list[str] = []
     failed = 0
     for i in range(30):

@@ -114,9 +114,7 @@ def fail_over(stack: RunningStack, standby: Path) -> None:
     take over once the lease lapses, then the dead one comes back, as a standby in its turn."""
     acquired = '"audit_sequencer_acquired"'
     assert acquired not in standby.read_text(errors="replace"), "the standby was the sequencer"
-    state = stack.stack.state()
-    assert state is not None
-    pid = state.processes["audit"]
+    pid = stack.processes["audit"]
     os.killpg(pid, signal.SIGKILL)
     assert until(lambda: acquired in standby.read_text(errors="replace"), timeout=60), standby
     stack.stack.restart("audit", kill=False)

@@ -300,6 +300,13 @@ class RunningStack:
     admin_password: str
     infra: Infra
 
+    @property
+    def processes(self) -> dict[str, int]:
+        """Each process's pid now: `state` holds those at start, before any restart."""
+        current = self.stack.state()
+        assert current is not None, "the stack is down"
+        return current.processes
+
     def set_clock_offset(self, seconds: float) -> None:
         tmp = self.clock_file.with_suffix(".tmp")
         tmp.write_text(str(seconds))

@@ -53,9 +53,9 @@ def every_secret(credentials: Credentials) -> dict[str, str]:
 
 
 def test_each_process_holds_its_own_secrets_and_no_other(stack: RunningStack) -> None:
-    assert stack.state.processes.keys() == set(PROCESSES)
+    assert stack.processes.keys() == set(PROCESSES)
     credentials = stack.stack.credentials
-    for process, pid in stack.state.processes.items():
+    for process, pid in stack.processes.items():
         env = environ(pid)
         dmp = {name for name in env if name.startswith("DMP_")}
         assert {name for name in dmp if SECRET_NAME.search(name)} == EXPECTED[process], process
@@ -68,7 +68,7 @@ def test_each_process_holds_its_own_secrets_and_no_other(stack: RunningStack) ->
 
 
 def test_no_secret_is_in_any_command_line(stack: RunningStack) -> None:
-    pids = [*stack.state.processes.values()]
+    pids = [*stack.processes.values()]
     pids += [dep.pid for dep in (stack.infra.nats, stack.infra.mongo) if dep.pid is not None]
     values = every_secret(stack.stack.credentials).values()
     for pid in pids:

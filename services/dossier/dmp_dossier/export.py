@@ -20,7 +20,7 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -51,6 +51,8 @@ PAGE = 100
 # Progress (0-100) after each stage: identity and records, then documents n/N, messages,
 # access log, and the archive sealed.
 AFTER_RECORDS, AFTER_DOCUMENTS, AFTER_MESSAGES, AFTER_LOG = 5, 85, 92, 98
+# How long a build waits for audit to record the request it answers, polling.
+TRAIL_WAIT_SECONDS, TRAIL_POLL_SECONDS = 10.0, 0.2
 UNSAFE = re.compile(r'[/\\:*?"<>|]+')
 DOTS = re.compile(r"\.{2,}")
 SPACES = re.compile(r"\s+")
@@ -496,6 +498,7 @@ class ExportBuilder:
         await self.progress(doc, AFTER_MESSAGES)
 
         readable = set(doc.get("readable", []))
+        await self._trail_reaches(doc["ins"], doc["created_at"])
         entries_log = await self._access_log(doc["ins"], readable)
         archive.writestr("journal-des-acces.json", json_bytes({"entries": entries_log}))
         archive.close()
@@ -536,6 +539,33 @@ class ExportBuilder:
             for page in await self._paged(ask)
             for item in page.items
         ]
+
+    async def _trail_reaches(self, ins: str, asked_at: datetime) -> None:
+        """Until the access log holds the patient's request of this export (its event goes
+        through the bus to audit, which may not have written it yet): the archive's trail
+        then runs up to the request itself. After TRAIL_WAIT_SECONDS it goes with what audit
+        has, and says so in the service's log."""
+        since = (asked_at if asked_at.tzinfo else asked_at.replace(tzinfo=UTC)).timestamp()
+        deadline = self.settings.grpc_deadline_seconds
+
+        async def newest(token: str) -> audit_pb2.ListAccessLogResponse:
+            answer: audit_pb2.ListAccessLogResponse = await self.audit.ListAccessLog(
+                audit_pb2.ListAccessLogRequest(ins=ins, page_size=PAGE),
+                **call_options(deadline, token=token),
+            )
+            return answer
+
+        waited = 0.0
+        while waited < TRAIL_WAIT_SECONDS:
+            page = await self.tokens.call(newest)
+            if any(
+                e.action == "execute" and e.query == "export" and e.at.seconds >= int(since)
+                for e in page.entries
+            ):
+                return
+            await asyncio.sleep(TRAIL_POLL_SECONDS)
+            waited += TRAIL_POLL_SECONDS
+        log.warning("export_trail_behind", waited_seconds=waited)
 
     async def _access_log(self, ins: str, readable: set[str]) -> list[Document]:
         deadline = self.settings.grpc_deadline_seconds
