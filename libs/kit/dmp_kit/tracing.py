@@ -17,6 +17,7 @@ span is the child of the header's context when there is one, else of the envelop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -410,23 +411,17 @@ def publishing(subject: str, data: bytes) -> Iterator[dict[str, str]]:
     publishes long after the request ended); yields the headers that carry it to consumers.
     An event of a trace not kept is published bare: its consumers decide from its envelope,
     by the same trace id, alike."""
-    if _provider is None:
-        yield {}
-        return
     parent = None
     current = trace.get_current_span().get_span_context()
-    if current.is_valid:
-        if not current.trace_flags.sampled:
-            yield {}
-            return
-    else:
+    if _provider is not None and not current.is_valid:
         try:
             parent = _envelope_context(envelope_pb2.Envelope.FromString(data))
         except Exception:  # not an envelope: a publish of no trace
             parent = None
-        if not _kept(parent):
-            yield {}
-            return
+    sampled = current.trace_flags.sampled if current.is_valid else _kept(parent)
+    if _provider is None or not sampled:
+        yield {}
+        return
     with _tracer.start_as_current_span(
         f"publish {subject}",
         context=parent,
@@ -452,37 +447,29 @@ def consuming(
         yield
         return
     context = _event_context(event, headers)
-    if not _kept(context):
-        ids = trace.get_current_span(context).get_span_context()
+    with contextlib.ExitStack() as scope:
+        if _kept(context):
+            ids = scope.enter_context(
+                _tracer.start_as_current_span(
+                    f"process {subject}",
+                    context=context,
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        **_messaging(subject, "process"),
+                        "messaging.consumer.group.name": durable,
+                        "messaging.message.id": event.id,
+                    },
+                )
+            ).get_span_context()
+            span_id = request_id = trace.format_span_id(ids.span_id)
+        else:  # no span: the trace's ids only, for the logs and the callees
+            ids = trace.get_current_span(context).get_span_context()
+            span_id, request_id = secrets.token_hex(8), event.id
         token = current_trace.set(
             Trace(
-                request_id=event.trace.request_id or event.id,
+                request_id=event.trace.request_id or request_id,
                 trace_id=trace.format_trace_id(ids.trace_id),
-                span_id=secrets.token_hex(8),
-                sampled=False,
-            )
-        )
-        try:
-            yield
-        finally:
-            current_trace.reset(token)
-        return
-    with _tracer.start_as_current_span(
-        f"process {subject}",
-        context=context,
-        kind=SpanKind.CONSUMER,
-        attributes={
-            **_messaging(subject, "process"),
-            "messaging.consumer.group.name": durable,
-            "messaging.message.id": event.id,
-        },
-    ) as span:
-        ids = span.get_span_context()
-        token = current_trace.set(
-            Trace(
-                request_id=event.trace.request_id or trace.format_span_id(ids.span_id),
-                trace_id=trace.format_trace_id(ids.trace_id),
-                span_id=trace.format_span_id(ids.span_id),
+                span_id=span_id,
                 sampled=ids.trace_flags.sampled,
             )
         )
