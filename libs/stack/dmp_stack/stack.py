@@ -25,6 +25,7 @@ from dmp_stack.infra import (
     start_nats,
     start_nats_cluster,
     start_smtp,
+    wait_port,
 )
 
 STATE_FILE = "state.json"
@@ -313,6 +314,12 @@ class Stack:
         state.processes[name] = self._spawn(name)
         state.save(self.state_path)
         self.wait_ready(state, 60)
+        # The gateway is ready with one replica of a service: wait for this one's own ports.
+        instance = self.instances[name]
+        if instance.service != "gateway":
+            for port in (instance.port, instance.metrics):
+                if port:
+                    wait_port(port, 60, what=name)
 
     def spawn_env(self, name: str) -> dict[str, str]:
         instance = self.instances[name]

@@ -374,8 +374,10 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         now = self.clock.now().timestamp()
         signing, _ = await self.keys.signing_key()
         held = self._service_token
-        if held is None or held[1] - now < 60 or held[2] != signing:
-            ttl = self.settings.service_token_ttl_seconds
+        # Minted at held[1] - ttl: one dated ahead of now (the clock moved back since) would be
+        # refused by notify as not valid yet, until its expiry.
+        ttl = self.settings.service_token_ttl_seconds
+        if held is None or not held[1] - ttl <= now + 5 < held[1] - 55 or held[2] != signing:
             account = {"_id": "service:identity", "roles": ["otp_sender"]}
             token = await self._access_token(account, "service", ttl)
             self._service_token = held = (token, now + ttl, jwt.get_unverified_header(token)["kid"])
