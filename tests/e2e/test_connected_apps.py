@@ -481,8 +481,15 @@ def test_the_patient_hears_of_a_connection_and_ending_all_sessions_ends_the_apps
                 for n in c.get("/v1/me/notifications", params={"page_size": 100}).json()["items"]
             )
         )
-        log = c.get(f"/v1/dossiers/{world.ins}/access-log", params={"page_size": 50}).json()
-        assert any(e.get("query") == "login:app_connected" for e in log["entries"])
+        # the trail too, once audit has had the event (it comes through the bus, as notify's)
+        assert until(
+            lambda: any(
+                e.get("query") == "login:app_connected"
+                for e in c.get(
+                    f"/v1/dossiers/{world.ins}/access-log", params={"page_size": 50}
+                ).json()["entries"]
+            )
+        )
         assert c.delete("/v1/me/sessions").status_code == 200
     with world.as_app(token) as c:
         problem(c.get(f"/v1/dossiers/{world.ins}/documents"), 401, "invalid-token")

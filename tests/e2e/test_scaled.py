@@ -148,4 +148,12 @@ def test_kill_9_of_a_dossier_replica_under_writes_loses_no_acknowledged_one(
     assert len(acknowledged) >= 25, (len(acknowledged), failed)
     listed = titles(scaled, team)
     assert all(listed.count(t) == 1 for t in acknowledged)  # each readable, once
-    scaled.stack.restart("dossier-2")  # back for whatever follows
+    # Restarted, it is back in the gateways' and consent's rotation within seconds.
+    scaled.stack.restart("dossier-2")
+    back = iter(range(1000))
+
+    def serves() -> bool:
+        assert add(scaled, scaled.state.gateway_urls[0], team, f"Retour {next(back)}") == 201
+        return bool(scaled.metric("dossier-2", "dmp_rpc_requests_total", code="OK"))
+
+    assert until(serves, timeout=30, interval=0.5)
