@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -433,6 +433,23 @@ def publishing(subject: str, data: bytes) -> Iterator[dict[str, str]]:
         yield headers
 
 
+def _processing(
+    start: Callable[..., Any], subject: str, context: Context | None, durable: str, message_id: str
+) -> Any:
+    """A consumer span started by `start` (as current, or not), as OpenTelemetry's messaging
+    conventions name it."""
+    return start(
+        f"process {subject}",
+        context=context,
+        kind=SpanKind.CONSUMER,
+        attributes={
+            **_messaging(subject, "process"),
+            "messaging.consumer.group.name": durable,
+            "messaging.message.id": message_id,
+        },
+    )
+
+
 @contextmanager
 def consuming(
     durable: str,
@@ -449,18 +466,10 @@ def consuming(
     context = _event_context(event, headers)
     with contextlib.ExitStack() as scope:
         if _kept(context):
-            ids = scope.enter_context(
-                _tracer.start_as_current_span(
-                    f"process {subject}",
-                    context=context,
-                    kind=SpanKind.CONSUMER,
-                    attributes={
-                        **_messaging(subject, "process"),
-                        "messaging.consumer.group.name": durable,
-                        "messaging.message.id": event.id,
-                    },
-                )
-            ).get_span_context()
+            started = _processing(
+                _tracer.start_as_current_span, subject, context, durable, event.id
+            )
+            ids = scope.enter_context(started).get_span_context()
             span_id = request_id = trace.format_span_id(ids.span_id)
         else:  # no span: the trace's ids only, for the logs and the callees
             ids = trace.get_current_span(context).get_span_context()
@@ -494,18 +503,8 @@ def consuming_batch(
         context = _event_context(event, headers)
         if not _kept(context):
             continue
-        spans.append(
-            _tracer.start_span(
-                f"process {subject}",
-                context=context,
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    **_messaging(subject, "process"),
-                    "messaging.consumer.group.name": durable,
-                    "messaging.message.id": event.id if event is not None else "",
-                },
-            )
-        )
+        message_id = event.id if event is not None else ""
+        spans.append(_processing(_tracer.start_span, subject, context, durable, message_id))
     try:
         yield
     finally:
