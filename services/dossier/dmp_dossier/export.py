@@ -20,7 +20,7 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -545,21 +545,12 @@ class ExportBuilder:
         through the bus to audit, which may not have written it yet): the archive's trail
         then runs up to the request itself. After TRAIL_WAIT_SECONDS it goes with what audit
         has, and says so in the service's log."""
-        since = (asked_at if asked_at.tzinfo else asked_at.replace(tzinfo=UTC)).timestamp()
-        deadline = self.settings.grpc_deadline_seconds
-
-        async def newest(token: str) -> audit_pb2.ListAccessLogResponse:
-            answer: audit_pb2.ListAccessLogResponse = await self.audit.ListAccessLog(
-                audit_pb2.ListAccessLogRequest(ins=ins, page_size=PAGE),
-                **call_options(deadline, token=token),
-            )
-            return answer
-
+        since = int(asked_at.timestamp())
         waited = 0.0
         while waited < TRAIL_WAIT_SECONDS:
-            page = await self.tokens.call(newest)
+            page = await self.tokens.call(lambda token: self._log_page(ins, "", token))
             if any(
-                e.action == "execute" and e.query == "export" and e.at.seconds >= int(since)
+                e.action == "execute" and e.query == "export" and e.at.seconds >= since
                 for e in page.entries
             ):
                 return
@@ -567,14 +558,16 @@ class ExportBuilder:
             waited += TRAIL_POLL_SECONDS
         log.warning("export_trail_behind", waited_seconds=waited)
 
-    async def _access_log(self, ins: str, readable: set[str]) -> list[Document]:
-        deadline = self.settings.grpc_deadline_seconds
+    async def _log_page(self, ins: str, cursor: str, token: str) -> audit_pb2.ListAccessLogResponse:
+        """A page of the dossier's access log, newest first, as the patient reads it."""
+        answer: audit_pb2.ListAccessLogResponse = await self.audit.ListAccessLog(
+            audit_pb2.ListAccessLogRequest(ins=ins, cursor=cursor, page_size=PAGE),
+            **call_options(self.settings.grpc_deadline_seconds, token=token),
+        )
+        return answer
 
-        async def ask(cursor: str, token: str) -> audit_pb2.ListAccessLogResponse:
-            answer: audit_pb2.ListAccessLogResponse = await self.audit.ListAccessLog(
-                audit_pb2.ListAccessLogRequest(ins=ins, cursor=cursor, page_size=PAGE),
-                **call_options(deadline, token=token),
-            )
-            return answer
+    async def _access_log(self, ins: str, readable: set[str]) -> list[Document]:
+        def ask(cursor: str, token: str) -> Awaitable[audit_pb2.ListAccessLogResponse]:
+            return self._log_page(ins, cursor, token)
 
         return [log_entry(e, readable) for page in await self._paged(ask) for e in page.entries]

@@ -223,7 +223,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             base=timedelta(seconds=settings.lock_base_seconds),
             cap=timedelta(seconds=settings.lock_max_seconds),
         )
-        self._service_token: tuple[str, float, str] | None = None  # token, expiry, kid
+        self._service_token: tuple[str, float, str] | None = None  # token, minted at, kid
         self.apps = AppStore(store)
 
     # helpers -----------------------------------------------------------------
@@ -374,13 +374,13 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         now = self.clock.now().timestamp()
         signing, _ = await self.keys.signing_key()
         held = self._service_token
-        # Minted at held[1] - ttl: one dated ahead of now (the clock moved back since) would be
-        # refused by notify as not valid yet, until its expiry.
         ttl = self.settings.service_token_ttl_seconds
-        if held is None or not held[1] - ttl <= now + 5 < held[1] - 55 or held[2] != signing:
+        # A new one a minute before expiry; and when the one held is dated ahead of now (the
+        # clock moved back since): notify would refuse it as not valid yet, until its expiry.
+        if held is None or held[1] > now + 5 or now + 60 > held[1] + ttl or held[2] != signing:
             account = {"_id": "service:identity", "roles": ["otp_sender"]}
             token = await self._access_token(account, "service", ttl)
-            self._service_token = held = (token, now + ttl, jwt.get_unverified_header(token)["kid"])
+            self._service_token = held = (token, now, jwt.get_unverified_header(token)["kid"])
         return held[0]
 
     def _require_directory(self) -> None:
