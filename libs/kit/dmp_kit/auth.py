@@ -210,30 +210,31 @@ class TokenVerifier:
         self._audience = audience
         self._clock = clock
         self._leeway = leeway_seconds
-        # token → (the kid that signed it, who it is)
-        self._cache: OrderedDict[str, tuple[str, Principal]] = OrderedDict()
+        # token → (the kid that signed it, who it is, its nbf claim if any)
+        self._cache: OrderedDict[str, tuple[str, Principal, Any]] = OrderedDict()
         self._cache_size = cache_size
 
     async def verify(self, token: str) -> Principal:
         cached = self._cache.get(token)
         if cached is not None:
-            kid, principal = cached
+            kid, principal, nbf = cached
             # A key that left the JWKS (revoked) ends the tokens it signed, verified or not.
             if await self._keys.key(kid) is None:
                 del self._cache[token]
                 raise Unauthenticated(
                     "the token was signed by an unknown key", slug="invalid-token"
                 )
-            self._check_time(principal.expires_at, None)
+            # Both bounds again: a clock moved back can put a token seen before out of range.
+            self._check_time(principal.expires_at, nbf)
             self._cache.move_to_end(token)
             return principal
-        kid, principal = await self._verify_uncached(token)
-        self._cache[token] = (kid, principal)
+        kid, principal, nbf = await self._verify_uncached(token)
+        self._cache[token] = (kid, principal, nbf)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return principal
 
-    async def _verify_uncached(self, token: str) -> tuple[str, Principal]:
+    async def _verify_uncached(self, token: str) -> tuple[str, Principal, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -269,8 +270,9 @@ class TokenVerifier:
             ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is invalid", slug="invalid-token") from exc
-        self._check_time(float(claims["exp"]), claims.get("nbf"))
-        return kid, Principal.from_claims(claims, token)
+        nbf = claims.get("nbf")
+        self._check_time(float(claims["exp"]), nbf)
+        return kid, Principal.from_claims(claims, token), nbf
 
     def _check_time(self, exp: float, nbf: Any) -> None:
         now = self._clock.now().timestamp()

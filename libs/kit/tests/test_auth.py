@@ -143,6 +143,19 @@ async def test_expiry_follows_the_injected_clock_even_when_cached(setup: Any) ->
         await verifier.verify(token)
 
 
+async def test_not_before_follows_the_injected_clock_even_when_cached(setup: Any) -> None:
+    """A clock moved back (stepped, or another replica's) puts a token seen before out of its
+    validity again: the cache does not vouch for it."""
+    _, key, verifier, clock = setup
+    token = sign(key, "k1", claims(nbf=int(NOW.timestamp())))
+    await verifier.verify(token)
+    clock.advance(timedelta(minutes=-5))
+    with pytest.raises(Unauthenticated, match="not valid yet"):
+        await verifier.verify(token)
+    clock.advance(timedelta(minutes=5))
+    assert (await verifier.verify(token)).subject == "acc-1"
+
+
 async def test_unknown_kid_refreshes_the_keys_once(setup: Any) -> None:
     keys, _, verifier, _ = setup
     rotated = Ed25519PrivateKey.generate()
