@@ -74,16 +74,27 @@ async def run_sequencer(bus: EventBus, audit: AuditLog, lease: Lease, stop: asyn
                 await asyncio.wait_for(stop.wait(), lease.margin)
     finally:
         if appending is not None:
-            await _halt(appending)
-            with contextlib.suppress(Exception):
-                await lease.release()
+            # A clean stop gives the lease up, so that the next sequencer (a rolling update's
+            # new replica) appends at once instead of waiting the lease out; the shutdown may
+            # cancel this while appending winds down, and the lease is given up even then.
+            try:
+                await _halt(appending)
+            finally:
+                with contextlib.suppress(Exception):
+                    await lease.release()
 
 
 async def _halt(appending: tuple[asyncio.Task[None], asyncio.Event]) -> None:
     task, halt = appending
     halt.set()
-    with contextlib.suppress(Exception):
-        await task
+    try:
+        with contextlib.suppress(Exception):
+            await task
+    except asyncio.CancelledError:
+        task.cancel()  # no appending once this sequencer has let go
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 async def run_log_consumer(bus: EventBus, audit: AuditLog, stop: asyncio.Event) -> None:

@@ -18,6 +18,7 @@ from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
 from dmp.events.v1 import envelope_pb2
 from dmp_audit import merkle
+from dmp_audit.consumer import SEQUENCER
 from dmp_audit.entry import Entry
 from dmp_audit.store import AuditStore
 from dmp_audit.verify import LogState, scan
@@ -26,6 +27,7 @@ from dmp_kit.bus import EventBus
 from dmp_kit.clock import SystemClock
 from dmp_kit.events import audit_event
 from dmp_kit.rpc.status import error_from_rpc
+from dmp_stack.stack import stop_pid
 from dmp_stack.testing import RunningStack, make_ins, make_rpps
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -145,6 +147,30 @@ async def test_a_consumer_killed_mid_batch_resumes_with_no_gap(
     found = await entries_of(stack, audit, ins, 3000)
     assert [e.event_id for e in found] == [e.id for e in events], "each once, in stream order"
     await stored_log(stack, audit)  # and the whole log still verifies: no gap, no overlap
+
+
+async def test_a_clean_stop_gives_the_sequencer_lease_up(
+    stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub
+) -> None:
+    """SIGTERM, as a rolling update sends it: the sequencer gives its lease up as it stops, so
+    the next one appends at once rather than after the lease lapses (seconds of no trail)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.infra.mongo.url)
+    leases = client["audit"]["lease"]
+    try:
+        await audit.GetCheckpoint(pb.GetCheckpointRequest())
+        pid = stack.processes["audit"]
+        deadline = time.monotonic() + 30
+        while (held := await leases.find_one({"_id": SEQUENCER})) is None or (
+            f":{pid}:" not in held["holder"]
+        ):
+            assert time.monotonic() < deadline, "the audit process never held the lease"
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(stop_pid, pid)  # SIGTERM, then waits for it to end
+        after = await leases.find_one({"_id": SEQUENCER})
+        assert after is None or after["holder"] != held["holder"], "the lease was kept"
+    finally:
+        await asyncio.to_thread(stack.stack.restart, "audit", kill=False)
+        await client.close()
 
 
 async def test_proofs_check_against_the_signed_head(
