@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import zstandard
@@ -84,17 +85,21 @@ class LogState:
         return self.size - (self.heads[-1].size if self.heads else 0)
 
 
+# A dossier's link, as one bytes value so that a chunk's links compare in one operation:
+# b"<n>:<prev>", the `n` and `prev` of an entry; a dossier's first entry links to nothing.
+FIRST_LINK = b"0:"
+
+
 @dataclass(frozen=True)
 class Dossiers:
-    """The dossiers a chunk is about, one column per field (cheap to hand between processes):
-    how each one's entries link to what came before, and where its chain stands after them."""
+    """The dossiers a chunk is about, one column per field, each column but `first_seq` joined
+    by newlines (one bytes value: cheap to hand between processes, and compared at once): the
+    link each dossier's first entry here carries, and the link its next entry must carry."""
 
-    ins: list[bytes]
+    ins: bytes
     first_seq: list[int]
-    first_n: list[int]
-    first_prev: list[bytes]
-    last_n: list[int]
-    last_leaf: list[bytes]  # hex
+    need: bytes
+    give: bytes
 
 
 @dataclass(frozen=True)
@@ -133,36 +138,58 @@ def check_chunk(
         return first, f"the chunk at {first} holds entries out of place"
     sha256 = hashlib.sha256
     leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
-    dossiers: dict[bytes, list[Any]] = {}
-    for seq, (_, ins, n, prev), leaf in zip(
-        range(first, first + count), heads, leaves, strict=True
-    ):
-        at = int(n)
-        if not ins:
-            if at or prev:
-                return seq, "an entry about no dossier carries a chain"
-            continue
-        seen = dossiers.get(ins)
-        if seen is None:
-            dossiers[ins] = [seq, at, prev, at, binascii.hexlify(leaf)]
-            continue
-        if at != seen[3] + 1 or prev != seen[4]:
-            return seq, "the dossier's hash chain is broken here"
-        seen[3], seen[4] = at, binascii.hexlify(leaf)
+    names = [head[1] for head in heads]
+    # Where each dossier's entries start and end in the chunk, found by dicts built in C: the
+    # work done entry by entry in Python is only for the few entries that follow another of
+    # their dossier's in the same chunk.
+    firsts = dict(zip(reversed(names), range(count - 1, -1, -1), strict=True))
+    lasts = dict(zip(names, range(count), strict=True))
+    unattached = firsts.pop(b"", None) is not None
+    lasts.pop(b"", None)
+    if unattached or len(lasts) < count:
+        problem = _links_inside(heads, leaves, first, firsts)
+        if problem is not None:
+            return problem
+    dossiers = list(lasts)
+    starts = list(map(firsts.__getitem__, dossiers))
+    ends = list(lasts.values())
     end = first + count
     return Checked(
         count=count,
         subtrees=_subtrees(leaves, first, first, end),
         prefixes={s: _subtrees(leaves, first, first, s) for s in signed_sizes if first < s < end},
         dossiers=Dossiers(
-            ins=list(dossiers),
-            first_seq=[d[0] for d in dossiers.values()],
-            first_n=[d[1] for d in dossiers.values()],
-            first_prev=[d[2] for d in dossiers.values()],
-            last_n=[d[3] for d in dossiers.values()],
-            last_leaf=[d[4] for d in dossiers.values()],
+            ins=b"\n".join(dossiers),
+            first_seq=[first + i for i in starts],
+            need=b"\n".join([b"%d:%s" % (int(heads[i][2]), heads[i][3]) for i in starts]),
+            give=b"\n".join(
+                [b"%d:%s" % (int(heads[i][2]) + 1, binascii.hexlify(leaves[i])) for i in ends]
+            ),
         ),
     )
+
+
+def _links_inside(
+    heads: list[tuple[bytes, bytes, bytes, bytes]],
+    leaves: list[bytes],
+    first: int,
+    firsts: Mapping[bytes, int],
+) -> tuple[int, str] | None:
+    """The links between entries of the same dossier inside one chunk, and that an entry about
+    no dossier carries no chain: (seq, what) for the first that does not hold."""
+    previous: dict[bytes, int] = {}
+    for i, (_, ins, n, prev) in enumerate(heads):
+        if not ins:
+            if int(n) or prev:
+                return first + i, "an entry about no dossier carries a chain"
+            continue
+        before = previous.get(ins)
+        previous[ins] = i
+        if before is None:
+            continue
+        if int(n) != int(heads[before][2]) + 1 or prev != binascii.hexlify(leaves[before]):
+            return first + i, "the dossier's hash chain is broken here"
+    return None
 
 
 def _subtrees(leaves: list[bytes], offset: int, start: int, end: int) -> list[Subtree]:
@@ -249,7 +276,7 @@ async def _scan_chunks(
     progress: Progress | None,
 ) -> None:
     loop = asyncio.get_running_loop()
-    chains: dict[bytes, tuple[int, bytes]] = {}
+    chains: dict[bytes, bytes] = {}  # ins -> the link its next entry must carry
     frontier: list[Subtree] = []
     pending = 0  # index in `heads` of the next one to check
     in_flight: deque[tuple[int, asyncio.Future[Checked | tuple[int, str]]]] = deque()
@@ -297,14 +324,21 @@ async def _scan_chunks(
         if isinstance(checked, tuple):
             _fail(state, checked[1], checked[0])
             return
+        # Each dossier's first link here against where its chain stood: done in C, as this
+        # process does it for every entry of the log while the workers share the rest.
         d = checked.dossiers
-        for i, ins in enumerate(d.ins):
-            last = chains.get(ins)
-            link = (0, b"") if last is None else (last[0] + 1, last[1])
-            if (d.first_n[i], d.first_prev[i]) != link:
-                _fail(state, "the dossier's hash chain is broken here", d.first_seq[i])
-                return
-            chains[ins] = (d.last_n[i], d.last_leaf[i])
+        names = d.ins.split(b"\n") if d.ins else []
+        if b"\n".join(map(chains.get, names, repeat(FIRST_LINK))) != d.need:
+            needs = d.need.split(b"\n")
+            broken = min(
+                seq
+                for seq, name, need in zip(d.first_seq, names, needs, strict=True)
+                if chains.get(name, FIRST_LINK) != need
+            )
+            _fail(state, "the dossier's hash chain is broken here", broken)
+            return
+        if names:
+            chains.update(zip(names, d.give.split(b"\n"), strict=True))
         end = first + checked.count
         while pending < len(heads) and heads[pending].size <= end:
             head = heads[pending]
@@ -347,7 +381,13 @@ async def _scan_chunks(
         if stored.size == state.size and stored.root() != _root(frontier):
             _fail(state, "the stored tree's edge does not match the entries")
             return
-    state.chains = {ins.decode(): (n, leaf.decode()) for ins, (n, leaf) in chains.items()}
+    state.chains = {ins.decode(): _chain_head(link) for ins, link in chains.items()}
+
+
+def _chain_head(link: bytes) -> tuple[int, str]:
+    """(n, leaf hash) of the entry that `link`, its successor's, points at."""
+    n, leaf = link.split(b":")
+    return int(n) - 1, leaf.decode()
 
 
 def _chunk_header(doc: Mapping[str, Any], first: int, stream_last: int) -> str | None:
