@@ -848,3 +848,29 @@ def test_login_codes_still_go_out_after_the_clock_moves_back(clock: RunningStack
     clock.set_clock_offset(0)
     clock.stack.restart("notify")  # as a notify replica that has not seen the token yet
     assert clock.admin_token()
+
+
+def test_notify_refusing_identity_is_a_503_not_the_person_s_401(stack: RunningStack) -> None:
+    """Notify refusing identity's own token (a key or configuration mismatch between them) is
+    not the person's doing: the login answers 503, never a 401 saying their token is not
+    valid (they sent none)."""
+    refused = "the code could not be sent; try again in a moment"
+    creds = {"kind": "admin", "login": "admin", "password": stack.admin_password}
+
+    def login() -> Any:
+        with stack.client() as c:
+            return c.post("/v1/auth/login", json=creds)
+
+    stack.stack.restart("notify", kill=False, env={"DMP_JWT_AUDIENCE": "another-platform"})
+    try:
+        # identity's channel may first have to find the new notify (a 503 of another kind)
+        def answered() -> Any:
+            r = login()
+            return r if r.status_code != 503 or refused in r.text else None
+
+        r = until(answered, 15)
+        assert r is not None, "notify was never reached"
+        assert problem(r, 503, "service-unavailable")["detail"] == refused
+    finally:
+        stack.stack.restart("notify", kill=False, env={"DMP_JWT_AUDIENCE": "dmp"})
+    assert until(lambda: login().status_code == 200, 15), "logins work again"

@@ -37,6 +37,7 @@ from dmp_kit.errors import (
     Locked,
     NotFound,
     Unauthenticated,
+    Unavailable,
 )
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
@@ -719,17 +720,32 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         valid_minutes: int,
         purpose: notify_pb2.CodePurpose.ValueType = notify_pb2.CODE_PURPOSE_UNSPECIFIED,
     ) -> None:
-        await self.notify.SendOtp(
-            notify_pb2.SendOtpRequest(
-                channel=notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS,
-                destination=destination,
-                code=code,
-                valid_minutes=valid_minutes,
-                challenge_id=challenge_id,
-                purpose=purpose,
-            ),
-            **call_options(self.settings.grpc_deadline_seconds, token=await self.service_token()),
-        )
+        try:
+            await self.notify.SendOtp(
+                notify_pb2.SendOtpRequest(
+                    channel=(
+                        notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS
+                    ),
+                    destination=destination,
+                    code=code,
+                    valid_minutes=valid_minutes,
+                    challenge_id=challenge_id,
+                    purpose=purpose,
+                ),
+                **call_options(
+                    self.settings.grpc_deadline_seconds, token=await self.service_token()
+                ),
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
+                raise
+            # Notify refused identity's own credentials: nothing the person sent, and nothing
+            # they can fix, so not a 401 or 403 to them; an operator's alarm instead.
+            log.error("notify_refused_identity", grpc_status=exc.code().name)
+            raise Unavailable("the code could not be sent; try again in a moment") from exc
 
     async def VerifyOtp(
         self, request: pb.VerifyOtpRequest, context: grpc.aio.ServicerContext
