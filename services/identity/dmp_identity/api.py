@@ -56,6 +56,12 @@ from dmp_kit.service_auth import client_id as service_client_id
 
 log = get_logger(__name__)
 
+
+def notify_channel(channel: str) -> notify_pb2.Channel.ValueType:
+    """Notify's channel for an account's contact kind ("email", else the phone)."""
+    return notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS
+
+
 KIND_TO_PB = {
     "patient": pb.ACCOUNT_KIND_PATIENT,
     "professional": pb.ACCOUNT_KIND_PROFESSIONAL,
@@ -710,6 +716,10 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         if not await self.store.consume_challenge(challenge["_id"]):
             raise Unauthenticated("wrong or used code", slug="invalid-otp")
 
+    async def _as_identity(self) -> dict[str, Any]:
+        """Call options for notify: identity's own token, the configured deadline."""
+        return call_options(self.settings.grpc_deadline_seconds, token=await self.service_token())
+
     async def _send_code(
         self,
         *,
@@ -723,18 +733,14 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         try:
             await self.notify.SendOtp(
                 notify_pb2.SendOtpRequest(
-                    channel=(
-                        notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS
-                    ),
+                    channel=notify_channel(channel),
                     destination=destination,
                     code=code,
                     valid_minutes=valid_minutes,
                     challenge_id=challenge_id,
                     purpose=purpose,
                 ),
-                **call_options(
-                    self.settings.grpc_deadline_seconds, token=await self.service_token()
-                ),
+                **await self._as_identity(),
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in (
@@ -1129,9 +1135,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
         try:
             await self.notify.SendAccountNotice(
                 notify_pb2.SendAccountNoticeRequest(
-                    channel=(
-                        notify_pb2.CHANNEL_EMAIL if channel == "email" else notify_pb2.CHANNEL_SMS
-                    ),
+                    channel=notify_channel(channel),
                     destination=address,
                     notice=(
                         notify_pb2.ACCOUNT_NOTICE_EMAIL_CHANGED
@@ -1140,9 +1144,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
                     ),
                     change_id=change_id,
                 ),
-                **call_options(
-                    self.settings.grpc_deadline_seconds, token=await self.service_token()
-                ),
+                **await self._as_identity(),
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("contact_change_notice_not_sent", code=exc.code().name)
