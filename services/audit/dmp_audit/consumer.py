@@ -92,7 +92,7 @@ async def _halt(appending: tuple[asyncio.Task[None], asyncio.Event]) -> None:
             await task
     except asyncio.CancelledError:
         task.cancel()  # no appending once this sequencer has let go
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await task
         raise
 

@@ -139,15 +139,15 @@ def check_chunk(
     sha256 = hashlib.sha256
     leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
     names = [head[1] for head in heads]
-    # Where each dossier's entries start and end in the chunk, found by dicts built in C: the
-    # work done entry by entry in Python is only for the few entries that follow another of
-    # their dossier's in the same chunk.
+    # Where each dossier's entries start and end in the chunk, found by dicts built in C. The
+    # entries are walked one by one in Python only when some dossier has several in the chunk
+    # (their links to each other) or some entry is about no dossier.
     firsts = dict(zip(reversed(names), range(count - 1, -1, -1), strict=True))
     lasts = dict(zip(names, range(count), strict=True))
     unattached = firsts.pop(b"", None) is not None
     lasts.pop(b"", None)
     if unattached or len(lasts) < count:
-        problem = _links_inside(heads, leaves, first, firsts)
+        problem = _links_inside(heads, leaves, first)
         if problem is not None:
             return problem
     dossiers = list(lasts)
@@ -173,7 +173,6 @@ def _links_inside(
     heads: list[tuple[bytes, bytes, bytes, bytes]],
     leaves: list[bytes],
     first: int,
-    firsts: Mapping[bytes, int],
 ) -> tuple[int, str] | None:
     """The links between entries of the same dossier inside one chunk, and that an entry about
     no dossier carries no chain: (seq, what) for the first that does not hold."""
