@@ -24,7 +24,7 @@ help: ## List the targets
 
 .venv/.synced: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen --all-packages
+	$(UV) sync --frozen --all-packages --compile-bytecode
 	@touch $@
 
 $(STUBS): .venv/.synced $(PROTOS)
@@ -32,6 +32,9 @@ $(STUBS): .venv/.synced $(PROTOS)
 	@touch $@
 
 install: $(STUBS) ## Create the virtualenv, install locked dependencies, generate stubs
+	@# Bytecode for our own sources too, as the images have it (UV_COMPILE_BYTECODE): without it,
+	@# every service process compiles its imports again at each start (1.7 s of CPU for audit).
+	@$(RUN) python -m compileall -q -j 0 libs services bench tests >/dev/null
 
 proto: .venv/.synced ## Regenerate the Python stubs (and mypy stubs) from proto/
 	$(RUN) python -m dmp_stack.protogen .

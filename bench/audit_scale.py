@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import bson
-import grpc
 
 from bench.audit import (
     CLOCK,
     _records,
     _settings,
+    audit_channel,
     servers,
     spawn_audit,
     timed_proofs,
@@ -108,7 +108,7 @@ async def _scale(n: int) -> dict[str, Any]:
 
         started = time.perf_counter()
         up.service, port = spawn_audit(up.root, up.mongo.url, up.nats.url, audit_key, level="INFO")
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channel = audit_channel(port)
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         to_serving = await until_serving(stub, n, started)
         load_s = _load_seconds(up.root / "audit.log")
