@@ -27,9 +27,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dmp.identity.v1 import identity_pb2
 from dmp_kit.clock import Clock
 from dmp_kit.config import dev_key
+from dmp_kit.errors import Unavailable
+from dmp_kit.logging import get_logger
 from dmp_kit.rpc.client import call_options
 
 T = TypeVar("T")
+log = get_logger(__name__)
 PREFIX = "service:"
 # Reads a dossier's status (dossier's GetDossierState), for consent's read-your-writes.
 DOSSIER_STATE_READER = "dossier_state_reader"
@@ -152,10 +155,23 @@ class ServiceTokens:
     async def call(self, rpc: Callable[[str], Awaitable[T]]) -> T:
         """`rpc` with this service's token, and once more with a new one if the peer refuses
         it as unauthenticated: the peer's clock judges expiry (a moved test clock, skew
-        between hosts). gRPC errors are left to the caller."""
+        between hosts). Other gRPC errors are left to the caller.
+
+        Refused again, or refused its token by identity, this service cannot authenticate
+        (a key, audience or configuration mismatch between services): nothing the person
+        behind the request sent or can fix, so not their 401. It is Unavailable (503,
+        retried later by a consumer) and an error in this service's log for its operators."""
         try:
-            return await rpc(await self.token())
+            try:
+                return await rpc(await self.token())
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+            return await rpc(await self.token(fresh=True))
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
                 raise
-        return await rpc(await self.token(fresh=True))
+            log.error("service_token_refused", service=self._service, grpc_status=exc.code().name)
+            raise Unavailable(
+                "a service could not authenticate to another; try again in a moment"
+            ) from exc

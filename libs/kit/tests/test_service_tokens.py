@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from dmp_kit.clock import ManualClock
+from dmp_kit.errors import Unavailable
 from dmp_kit.service_auth import ServiceTokens
 
 KEY = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
@@ -48,3 +49,37 @@ async def test_a_token_the_peer_refuses_is_renewed_once_and_assertions_follow_th
     with pytest.raises(grpc.aio.AioRpcError):
         await tokens.call(denied)
     assert len(assertions) == 2, "only an unauthenticated answer renews the token"
+
+
+@pytest.mark.asyncio
+async def test_a_service_that_cannot_authenticate_is_unavailable_not_the_caller_s_401() -> None:
+    """A peer that refuses even a new token, or identity refusing the assertion, is a fault
+    between services: the person's request gets a 503 to retry, never a 401 about a token
+    they did not send."""
+    issued: list[str] = []
+
+    async def exchange(assertion: str) -> tuple[str, int]:
+        issued.append(assertion)
+        return f"token-{len(issued)}", 300
+
+    tokens = ServiceTokens("consent", KEY, "https://dmp", exchange)
+
+    async def never(token: str) -> str:
+        raise refused(grpc.StatusCode.UNAUTHENTICATED)
+
+    with pytest.raises(Unavailable) as caught:
+        await tokens.call(never)
+    assert caught.value.http_status == 503
+    assert "token" not in caught.value.detail
+    assert len(issued) == 2, "tried once more with a new token first"
+
+    async def refusing_exchange(assertion: str) -> tuple[str, int]:
+        raise refused(grpc.StatusCode.UNAUTHENTICATED)
+
+    stranger = ServiceTokens("consent", KEY, "https://dmp", refusing_exchange)
+
+    async def answer(token: str) -> str:
+        return "answer"
+
+    with pytest.raises(Unavailable):
+        await stranger.call(answer)
