@@ -10,6 +10,7 @@ from dmp_notify.api import NotifyServicer
 from dmp_notify.channels import EmailSender, sms_provider
 from dmp_notify.config import NotifySettings
 from dmp_notify.deliver import Notifier, consumers
+from dmp_notify.retention import DeliveryRetention
 from dmp_notify.store import NotifyStore
 
 # The development outbox is open in dev mode only; the method itself refuses otherwise.
@@ -34,6 +35,12 @@ async def serve() -> None:
         runtime.clock,
     )
     notifier = Notifier(settings, store, runtime.clock, email, sms, identity, tokens)
+    retention = DeliveryRetention(
+        store,
+        runtime.clock,
+        days=settings.delivery_retention_days,
+        interval=settings.retention_interval_seconds,
+    )
 
     await runtime.serve(
         notify_pb2_grpc.add_NotifyServiceServicer_to_server,
@@ -42,7 +49,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         public_methods=PUBLIC_METHODS,
         stores=[store],
-        background=consumers(runtime.bus, notifier),
+        background=[*consumers(runtime.bus, notifier), retention.run],
     )
 
 

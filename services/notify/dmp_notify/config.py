@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from dmp_kit.config import Settings
 from dmp_kit.service_auth import DEV_SERVICE_ACCOUNT_KEYS
@@ -32,3 +32,7 @@ class NotifySettings(Settings):
     max_delivery_attempts: int = 8
     # "log": a provider that records that an SMS left, without its text (dev).
     sms_provider: str = "log"
+    # Delivery records older than this are deleted (retention.py). At least a day: an event
+    # is redelivered for minutes at most, and its record must outlive every redelivery.
+    delivery_retention_days: float = Field(default=30.0, ge=1.0)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0.0)

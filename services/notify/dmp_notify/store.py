@@ -32,6 +32,7 @@ class NotifyStore(Store):
         await self.notifications.create_index([("recipient", 1), ("_id", -1)])
         await self.notifications.create_index("ins", sparse=True)
         await self.deliveries.create_index("ins", sparse=True)
+        await self.deliveries.create_index("created_at")
 
     async def claim_delivery(self, key: str, channel: str, now: datetime) -> bool:
         """False when this delivery was already made (a retried call sends nothing twice)."""
@@ -66,6 +67,11 @@ class NotifyStore(Store):
 
     async def release_delivery(self, key: str) -> None:
         await self.deliveries.delete_one({"_id": key})
+
+    async def forget_deliveries(self, before: datetime) -> int:
+        """Deletes the delivery records made before `before` (retention.py); how many."""
+        gone = await self.deliveries.delete_many({"created_at": {"$lt": before}})
+        return int(gone.deleted_count)
 
     async def record_dev_message(
         self, destination: str, channel: str, message: Message, now: datetime
