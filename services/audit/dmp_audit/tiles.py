@@ -82,6 +82,10 @@ def tile_hashes(tree: Tree, tile: Tile, size: int) -> bytes | None:
 # --- the tree stored as tiles ------------------------------------------------------------------
 
 TileKey = tuple[int, int]  # (level, index) of a full tile
+Levels = tuple[bytes, ...]  # a full tile's hashes, then each level above them (tile_levels)
+# Roots of complete subtrees already computed from the edge or from upper tiles, kept (they
+# never change: the log is append-only) up to this many, then forgotten all at once.
+ROOTS_KEPT = 65_536
 TileLoader = Callable[[list[TileKey]], Awaitable[dict[TileKey, bytes]]]
 Node = tuple[
     int, int
@@ -99,6 +103,22 @@ def run_root(hashes: bytes) -> bytes:
             ]
         )
     return hashes
+
+
+def tile_levels(hashes: bytes) -> tuple[bytes, ...]:
+    """Every level of the complete subtree over a run of 2^k hashes: the run itself, then each
+    level's hashes up to the root alone (`run_root` is the last)."""
+    sha256 = hashlib.sha256
+    levels = [hashes]
+    while len(hashes) > HASH_SIZE:
+        hashes = b"".join(
+            [
+                sha256(b"\x01" + hashes[i : i + 2 * HASH_SIZE]).digest()
+                for i in range(0, len(hashes), 2 * HASH_SIZE)
+            ]
+        )
+        levels.append(hashes)
+    return tuple(levels)
 
 
 def fold_range(start: int, end: int, node: Callable[[Node], bytes]) -> bytes:
@@ -136,6 +156,10 @@ class TiledTree:
     """The Merkle tree as tlog tiles: full tiles live in the database (read through a bounded
     cache); in memory there is only the right edge, each level's rightmost, partial tile.
 
+    A cached tile keeps the levels its check against its parent computed, so a proof reads
+    its nodes inside the tile instead of hashing them again; the roots a proof takes from the
+    edge or from an upper tile (the same for every proof of a tree size) are kept too.
+
     `extend` returns the tiles it completed, for the caller to store. The root of any complete
     subtree — hence any proof, for any size up to the current one — needs at most one tile per
     level and subtree, and the edge.
@@ -156,14 +180,16 @@ class TiledTree:
         self._load = load
         self.size = size
         self.edge = rows
-        self._cache: OrderedDict[TileKey, bytes] = OrderedDict()
+        self._cache: OrderedDict[TileKey, Levels] = OrderedDict()
         self._cache_size = cache
+        self._roots: dict[Node, bytes] = {}
 
     def advanced(self, size: int, edge: Sequence[bytes]) -> TiledTree:
         """The same tree grown to `size` by another writer (its stored edge), keeping the tiles
         cached so far: a full tile never changes."""
         grown = TiledTree(self._load, size, edge, self._cache_size)
         grown._cache = self._cache
+        grown._roots = self._roots
         return grown
 
     def __len__(self) -> int:
@@ -183,12 +209,12 @@ class TiledTree:
                 row += node
                 if len(row) < TILE_WIDTH * HASH_SIZE:
                     break
-                full = bytes(row)
+                levels = tile_levels(bytes(row))
                 key = (level, index >> TILE_HEIGHT)
-                done.append((key, full))
-                self._remember(key, full)
+                done.append((key, levels[0]))
+                self._remember(key, levels)
                 row.clear()
-                index, level, node = index >> TILE_HEIGHT, level + 1, run_root(full)
+                index, level, node = index >> TILE_HEIGHT, level + 1, levels[-1]
             self.size += 1
         return done
 
@@ -208,8 +234,19 @@ class TiledTree:
         key, at, length = _place(node)
         if key[0] >= len(self.edge) or not self._in_edge(key):
             return None
-        run = bytes(self.edge[key[0]][at : at + length])
-        return run_root(run) if len(run) == length else None
+        found = self._roots.get(node)
+        if found is None:
+            run = bytes(self.edge[key[0]][at : at + length])
+            if len(run) != length:
+                return None
+            found = run_root(run)
+            self._keep(node, found)
+        return found
+
+    def _keep(self, node: Node, root: bytes) -> None:
+        if len(self._roots) >= ROOTS_KEPT:
+            self._roots.clear()
+        self._roots[node] = root
 
     # reading ----------------------------------------------------------------------------------
 
@@ -218,26 +255,34 @@ class TiledTree:
         out: dict[Node, bytes] = {}
         need: dict[Node, tuple[TileKey, int, int]] = {}
         for node in wanted:
-            found = self._from_edge(node)
-            if found is not None:
-                out[node] = found
-                continue
             height, position = node
             if (position + 1) << height > self.size:
                 raise ValueError("the tree is not that large")
+            found = self._roots.get(node) or self._from_edge(node)
+            if found is not None:
+                out[node] = found
+                continue
             need[node] = _place(node)
-        tiles = await self.tiles({key for key, _, _ in need.values()})
-        for node, (key, at, length) in need.items():
-            out[node] = run_root(tiles[key][at : at + length])
+        tiles = await self._levels({key for key, _, _ in need.values()})
+        for node, (key, at, _) in need.items():
+            extra = node[0] - key[0] * TILE_HEIGHT  # the node's height inside its tile
+            i = at >> extra  # its index on that level, in bytes (it is aligned)
+            out[node] = tiles[key][extra][i : i + HASH_SIZE]
+            if key[0]:
+                self._keep(node, out[node])
         return out
 
     async def tiles(self, keys: set[TileKey]) -> dict[TileKey, bytes]:
-        """Full tiles by (level, index), from the cache or the database. A tile read from the
+        """Full tiles by (level, index), from the cache or the database (`_levels`)."""
+        return {key: levels[0] for key, levels in (await self._levels(keys)).items()}
+
+    async def _levels(self, keys: set[TileKey]) -> dict[TileKey, Levels]:
+        """Full tiles with their levels, from the cache or the database. A tile read from the
         database is checked against its parent's hash, itself in a checked tile or the edge:
         a tile changed in the database is caught before anything is served from it."""
-        out: dict[TileKey, bytes] = {}
+        out: dict[TileKey, Levels] = {}
         want: set[TileKey] = set()
-        anchors: dict[TileKey, bytes] = {}
+        anchors: dict[TileKey, Levels] = {}
         for key in keys:
             cached = self._cache.get(key)
             if cached is not None:
@@ -252,22 +297,22 @@ class TiledTree:
         if not want:
             return out
         loaded = await self._load(sorted(want))
-        checked: dict[TileKey, bytes] = dict(anchors)
+        checked: dict[TileKey, Levels] = dict(anchors)
         for level, index in sorted(want, reverse=True):  # parents first
             data = loaded.get((level, index))
             if data is None or len(data) != TILE_WIDTH * HASH_SIZE:
                 raise MissingTile(f"the tile {Tile(level, index).path()} is not stored")
             parent = (level + 1, index >> TILE_HEIGHT)
-            row = self.edge[level + 1] if self._in_edge(parent) else checked[parent]
+            row = self.edge[level + 1] if self._in_edge(parent) else checked[parent][0]
             at = (index % TILE_WIDTH) * HASH_SIZE
-            if run_root(data) != bytes(row[at : at + HASH_SIZE]):
+            levels = tile_levels(data)
+            if levels[-1] != bytes(row[at : at + HASH_SIZE]):
                 raise TamperedTile(f"the tile {Tile(level, index).path()} is not the tree's")
-            checked[(level, index)] = data
+            checked[(level, index)] = levels
         for key in want:
-            data = checked[key]
-            self._remember(key, data)
+            self._remember(key, checked[key])
             if key in keys:
-                out[key] = data
+                out[key] = checked[key]
         return out
 
     def _in_edge(self, key: TileKey) -> bool:
@@ -275,8 +320,8 @@ class TiledTree:
         level, index = key
         return index == self.size >> (TILE_HEIGHT * (level + 1))
 
-    def _remember(self, key: TileKey, data: bytes) -> None:
-        self._cache[key] = data
+    def _remember(self, key: TileKey, levels: Levels) -> None:
+        self._cache[key] = levels
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
