@@ -739,6 +739,11 @@ def write_readme() -> None:
                 f"loading the log {r['load_s']} s (target ≤ {targets['restart_s']}); hashes "
                 f"{r['hash_bytes_per_entry']} B/entry, all collections "
                 f"{sum(r['bytes_per_entry'].values()):.0f} B/entry"
+                + (
+                    f" as BSON, {r['disk_bytes_per_entry']:,.0f} B/entry on disk"
+                    if "disk_bytes_per_entry" in r
+                    else ""
+                )
             )
         if r["scenario"] == "overload":
             on, off = r["with_admission"], r["without_admission"]
