@@ -195,3 +195,31 @@ async def test_a_tiled_tree_reloaded_from_its_edge_proves_what_the_whole_tree_pr
     stored[key] = stored[key][:-1] + bytes([stored[key][-1] ^ 1])
     with pytest.raises(TamperedTile):
         await TiledTree(load, tree.size, [bytes(row) for row in tree.edge]).leaf(17 * 256)
+
+
+async def test_what_a_serving_tree_keeps_between_proofs_stays_right_as_it_grows() -> None:
+    """A tree serving proofs keeps its tiles' levels and the roots it took from the edge and
+    upper tiles. Proofs from the writer itself and from a replica following its stored edge,
+    asked again and again as the log grows past tile boundaries, stay the whole tree's."""
+    rng = random.Random(20261201)
+    stored: dict[tuple[int, int], bytes] = {}
+
+    async def load(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return {key: stored[key] for key in keys if key in stored}
+
+    writer, follower = TiledTree(load, cache=8), TiledTree(load, cache=8)
+    size = 0
+    while size < len(LEAVES):
+        batch = LEAVES[size : size + rng.randint(1, 6000)]
+        stored.update(writer.extend(batch))
+        size += len(batch)
+        follower = follower.advanced(writer.size, [bytes(row) for row in writer.edge])
+        for tree in (writer, follower):
+            for at in (size, rng.randint(1, size)):
+                for _ in range(10):
+                    seq, first = rng.randrange(at), rng.randint(1, at)
+                    assert await tree.inclusion_proof(seq, at) == TREE.inclusion_proof(seq, at)
+                    assert await tree.consistency_proof(first, at) == TREE.consistency_proof(
+                        first, at
+                    )
+            assert tree.root() == TREE.root(size)
