@@ -95,9 +95,14 @@ def _disk_bytes(data: Path) -> int:
 
 
 def _load_seconds(log: Path) -> float:
-    for line in log.read_text(errors="replace").splitlines():
-        if "audit_log_loaded" in line:
-            return float(json.loads(line)["seconds"])
+    """The log's own part of the start, from the service's log line. A replica answers the
+    stored checkpoint before its load is logged: the line is waited for a few seconds."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if "audit_log_loaded" in line:
+                return float(json.loads(line)["seconds"])
+        time.sleep(0.05)
     return -1.0
 
 
