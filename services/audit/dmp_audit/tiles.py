@@ -94,20 +94,12 @@ Node = tuple[
 
 def run_root(hashes: bytes) -> bytes:
     """The root over a run of 2^k consecutive hashes of one level (a complete subtree)."""
-    sha256 = hashlib.sha256
-    while len(hashes) > HASH_SIZE:
-        hashes = b"".join(
-            [
-                sha256(b"\x01" + hashes[i : i + 2 * HASH_SIZE]).digest()
-                for i in range(0, len(hashes), 2 * HASH_SIZE)
-            ]
-        )
-    return hashes
+    return tile_levels(hashes)[-1]
 
 
 def tile_levels(hashes: bytes) -> tuple[bytes, ...]:
     """Every level of the complete subtree over a run of 2^k hashes: the run itself, then each
-    level's hashes up to the root alone (`run_root` is the last)."""
+    level's hashes up to the root alone (the last: `run_root`)."""
     sha256 = hashlib.sha256
     levels = [hashes]
     while len(hashes) > HASH_SIZE:
