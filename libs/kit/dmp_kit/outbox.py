@@ -38,15 +38,21 @@ def outbox_entries(events: Sequence[envelope_pb2.Envelope]) -> list[Document]:
 
 
 def with_events(update: Document, *events: envelope_pb2.Envelope) -> Document:
-    """Adds the events to a MongoDB update so they are written atomically with it."""
+    """Adds the events to a MongoDB update so they are written atomically with it. With no
+    event the update is left as it is: a document is pending only while it holds events (a
+    flag with nothing behind it would wait for the relay's next sweep, and so would anything
+    that waits for the outbox to drain)."""
     merged = {op: dict(fields) for op, fields in update.items()}
-    merged.setdefault("$push", {})[OUTBOX] = {"$each": outbox_entries(events)}
-    merged.setdefault("$set", {})[PENDING] = True
+    if events:
+        merged.setdefault("$push", {})[OUTBOX] = {"$each": outbox_entries(events)}
+        merged.setdefault("$set", {})[PENDING] = True
     return merged
 
 
 def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> Document:
-    """For an insert: the new document carries its events."""
+    """For an insert: the new document carries its events (and is pending only if any)."""
+    if not events:
+        return dict(doc)
     return {**doc, OUTBOX: outbox_entries(events), PENDING: True}
 
 

@@ -214,6 +214,23 @@ async def test_change_document_reports_absence_and_no_change(db: Any) -> None:
     assert same == {"_id": "t3", "x": 1}
 
 
+async def test_a_change_without_events_leaves_nothing_pending(db: Any) -> None:
+    """A write with no event (a consumer's replica of another service's state, say) neither
+    flags its document pending nor leaves a previous write's events behind: nothing waits for
+    the relay's sweep, and the outbox drains when its events have left."""
+    col = db["things"]
+    await change_document(col, "quiet", lambda d: {"x": 1}, create=True)
+    await change_document(col, "quiet", lambda d: {"x": 2})
+    doc = await col.find_one({"_id": "quiet"})
+    assert doc["x"] == 2 and "outbox_pending" not in doc and "outbox" not in doc
+
+    await change_document(col, "busy", lambda d: {"x": 1}, login_event("a"), create=True)
+    await change_document(col, "busy", lambda d: {"x": 2})  # no event: the first one stays
+    doc = await col.find_one({"_id": "busy"})
+    assert doc["x"] == 2 and doc["outbox_pending"] is True and len(doc["outbox"]) == 1
+    assert await col.count_documents({"outbox_pending": True}) == 1
+
+
 async def test_a_pass_for_one_collection_leaves_the_others_for_later(
     db: Any, bus: EventBus
 ) -> None:
