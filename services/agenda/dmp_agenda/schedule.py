@@ -11,7 +11,6 @@ there and announces nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, date
 
 from pymongo.errors import PyMongoError
@@ -27,6 +26,7 @@ from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay, change_document
+from dmp_kit.periodic import every
 
 log = get_logger(__name__)
 # dossier.<event> → the status the agenda keeps
@@ -56,13 +56,13 @@ class Schedule:
         self.events = AgendaEvents(clock)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.once()
-            except (PyMongoError, Unavailable, Conflict) as exc:
-                log.warning("schedule_retry", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await every(
+            self.interval,
+            self.once,
+            stop,
+            retry_on=(PyMongoError, Unavailable, Conflict),
+            event="schedule_retry",
+        )
 
     async def once(self) -> None:
         today = today_in_paris(self.clock)

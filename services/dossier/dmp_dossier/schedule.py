@@ -4,7 +4,6 @@ reveal after a month, and purges (10 years after closing; deletion requests)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime
 
 from pymongo.errors import PyMongoError
@@ -21,6 +20,7 @@ from dmp_kit.events import derived_event_id
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay
+from dmp_kit.periodic import every
 
 log = get_logger(__name__)
 SCHEDULER = Principal(kind="service", subject="dossier-scheduler", roles=frozenset({"scheduler"}))
@@ -38,13 +38,13 @@ class Schedule:
         self.events = DossierEvents(clock)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.once()
-            except (PyMongoError, Unavailable) as exc:
-                log.warning("schedule_retry", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await every(
+            self.interval,
+            self.once,
+            stop,
+            retry_on=(PyMongoError, Unavailable),
+            event="schedule_retry",
+        )
 
     async def once(self) -> None:
         now = self.clock.now()

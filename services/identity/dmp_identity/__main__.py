@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pymongo.errors import PyMongoError
 
@@ -15,6 +14,7 @@ from dmp_identity.schedule import Schedule
 from dmp_identity.store import IdentityStore
 from dmp_kit.auth import JwksCache
 from dmp_kit.outbox import OutboxRelay
+from dmp_kit.periodic import every
 from dmp_kit.runtime import ServiceRuntime, run_service
 
 PURGE_INTERVAL_SECONDS = 300
@@ -44,11 +44,15 @@ async def serve() -> None:
         await servicer.bootstrap_admin()
 
     async def purge(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            # When the database is away, the next pass purges.
-            with contextlib.suppress(PyMongoError):
-                await store.purge_expired(runtime.clock.now())
-            await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+        # Expired login challenges, codes, assertion ids and ended sessions' refresh tokens;
+        # when the database is away, the next pass purges.
+        await every(
+            PURGE_INTERVAL_SECONDS,
+            lambda: store.purge_expired(runtime.clock.now()),
+            stop,
+            retry_on=(PyMongoError,),
+            event="purge_retry",
+        )
 
     schedule = Schedule(
         store,

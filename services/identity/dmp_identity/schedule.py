@@ -9,7 +9,6 @@ writes its mark with its events, so a replica that comes second finds the step d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import date
 
 from pymongo.errors import PyMongoError
@@ -21,6 +20,7 @@ from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay
+from dmp_kit.periodic import every
 
 log = get_logger(__name__)
 
@@ -42,13 +42,13 @@ class Schedule:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.once()
-            except (PyMongoError, Unavailable, Conflict) as exc:
-                log.warning("schedule_retry", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await every(
+            self.interval,
+            self.once,
+            stop,
+            retry_on=(PyMongoError, Unavailable, Conflict),
+            event="schedule_retry",
+        )
 
     async def once(self) -> None:
         today = self.clock.now().astimezone(domain.PARIS).date()

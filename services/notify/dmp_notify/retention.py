@@ -13,13 +13,13 @@ what is older than the same limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 from pymongo.errors import PyMongoError
 
 from dmp_kit.clock import Clock
 from dmp_kit.logging import get_logger
+from dmp_kit.periodic import every
 from dmp_notify.store import NotifyStore
 
 log = get_logger(__name__)
@@ -33,13 +33,13 @@ class DeliveryRetention:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.once()
-            except PyMongoError as exc:
-                log.warning("delivery_retention_retry", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await every(
+            self.interval,
+            self.once,
+            stop,
+            retry_on=(PyMongoError,),
+            event="delivery_retention_retry",
+        )
 
     async def once(self) -> int:
         """Deletes the delivery records past the retention period; how many."""

@@ -1,0 +1,76 @@
+"""The one loop every service's periodic jobs run in (dmp_kit.periodic)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+from pymongo.errors import PyMongoError
+
+from dmp_kit.periodic import every
+
+
+async def test_a_job_runs_at_once_then_every_interval_until_stopped() -> None:
+    stop = asyncio.Event()
+    runs: list[float] = []
+
+    async def job() -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 3:
+            stop.set()
+
+    started = time.monotonic()
+    await asyncio.wait_for(every(0.05, job, stop, retry_on=(), event="t"), timeout=5)
+    assert len(runs) == 3
+    assert runs[0] - started < 0.05  # the first run does not wait for the interval
+    assert all(b - a >= 0.04 for a, b in itertools.pairwise(runs))
+
+
+async def test_a_stop_ends_a_long_wait_at_once() -> None:
+    stop = asyncio.Event()
+    runs = 0
+
+    async def job() -> None:
+        nonlocal runs
+        runs += 1
+
+    task = asyncio.create_task(every(3600, job, stop, retry_on=(), event="t"))
+    await asyncio.sleep(0.05)
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, timeout=2)
+    assert time.monotonic() - started < 1 and runs == 1
+
+
+async def test_the_database_away_is_logged_and_tried_again_at_the_next_tick(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stop = asyncio.Event()
+    attempts = 0
+
+    async def job() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise PyMongoError("connection refused by 10.0.0.7, patient 180057512345623")
+        stop.set()
+
+    await asyncio.wait_for(
+        every(0.01, job, stop, retry_on=(PyMongoError,), event="purge_retry"), timeout=5
+    )
+    assert attempts == 2
+    out = capsys.readouterr().out
+    assert "purge_retry" in out and "PyMongoError" in out
+    assert "180057512345623" not in out  # the error's type is logged, never its message
+
+
+async def test_a_defect_is_not_swallowed() -> None:
+    async def job() -> None:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        await every(0.01, job, asyncio.Event(), retry_on=(PyMongoError,), event="t")
+    with pytest.raises(ValueError, match="interval"):
+        await every(0, job, asyncio.Event(), retry_on=(), event="t")
