@@ -85,10 +85,15 @@ async def connect_as(server: OwnNats, service: str, errors: list[str]) -> Client
     )
 
 
-async def refused(errors: list[str], subject: str) -> bool:
+async def refused(errors: list[str], subject: str, times: int = 1) -> bool:
+    """Did the server refuse a publish to `subject` (at least `times` publishes)?"""
     for _ in range(50):
-        if any(
-            "permissions violation" in e.lower() and subject.lower() in e.lower() for e in errors
+        if (
+            sum(
+                "permissions violation" in e.lower() and subject.lower() in e.lower()
+                for e in errors
+            )
+            >= times
         ):
             return True
         await asyncio.sleep(0.02)
@@ -181,24 +186,31 @@ async def test_a_service_creates_its_durables_with_their_declared_filter_only(
     errors: list[str] = []
     nc = await connect_as(server, service, errors)
     js = nc.jetstream(timeout=0.5)
+
+    async def unanswered(stream: str, config: ConsumerConfig) -> None:
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_consumer(stream, config)
+
     try:
         for stream, durable, filter_subject in BUS_ACCESS[service].consumes:
-            for other in [*STREAMS[stream], ">"]:
-                if other == filter_subject:
-                    continue
-                # Pull, or push to the service's own inbox: refused alike.
-                for deliver in (None, f"{inbox_prefix(service)}.push"):
-                    config = ConsumerConfig(
-                        name=durable,
-                        durable_name=durable,
-                        filter_subject=other,
-                        deliver_subject=deliver,
-                    )
-                    with pytest.raises(nats.errors.TimeoutError):
-                        await js.add_consumer(stream, config)
-                    create = f"$JS.API.CONSUMER.CREATE.{stream}.{durable}"
-                    assert await refused(errors, create), (durable, other, errors)
-                    errors.clear()
+            # Pull, or push to the service's own inbox, with any other filter: refused alike.
+            # Every attempt at once (each waits out its timeout), then one refusal each: they
+            # all publish to the same subject, so the refusals are counted.
+            attempts = [
+                ConsumerConfig(
+                    name=durable,
+                    durable_name=durable,
+                    filter_subject=other,
+                    deliver_subject=deliver,
+                )
+                for other in [*STREAMS[stream], ">"]
+                if other != filter_subject
+                for deliver in (None, f"{inbox_prefix(service)}.push")
+            ]
+            await asyncio.gather(*(unanswered(stream, config) for config in attempts))
+            create = f"$JS.API.CONSUMER.CREATE.{stream}.{durable}"
+            assert await refused(errors, create, times=len(attempts)), (durable, errors)
+            errors.clear()
             legacy = ConsumerConfig(durable_name=durable, filter_subject=filter_subject)
             with pytest.raises(nats.errors.TimeoutError):
                 await js.add_consumer(stream, legacy)
