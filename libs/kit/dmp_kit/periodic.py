@@ -13,9 +13,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from pymongo.errors import PyMongoError
+
+from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
 
 log = get_logger(__name__)
+# What passes: the database away, a peer away, a record changed by others past the retries.
+TRANSIENT: tuple[type[BaseException], ...] = (PyMongoError, Unavailable, Conflict)
 
 
 async def every(
@@ -23,8 +28,8 @@ async def every(
     job: Callable[[], Awaitable[object]],
     stop: asyncio.Event,
     *,
-    retry_on: tuple[type[BaseException], ...],
     event: str,
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT,
 ) -> None:
     """`job()` now, then every `interval` seconds until `stop` is set. A failure of a kind in
     `retry_on` is logged as `event` (warning, with the error's type only: no message, which

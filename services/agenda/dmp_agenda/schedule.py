@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date
 
-from pymongo.errors import PyMongoError
-
 from dmp.events.v1 import envelope_pb2
 from dmp_agenda import domain
 from dmp_agenda.api import PARIS, People, marks_of, person_of, today_in_paris
@@ -22,7 +20,6 @@ from dmp_agenda.domain import PreventionRules
 from dmp_agenda.events import AgendaEvents
 from dmp_agenda.store import AgendaStore
 from dmp_kit.clock import Clock
-from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay, change_document
@@ -56,13 +53,7 @@ class Schedule:
         self.events = AgendaEvents(clock)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await every(
-            self.interval,
-            self.once,
-            stop,
-            retry_on=(PyMongoError, Unavailable, Conflict),
-            event="schedule_retry",
-        )
+        await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         today = today_in_paris(self.clock)

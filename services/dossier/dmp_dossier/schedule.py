@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from pymongo.errors import PyMongoError
-
 from dmp.events.v1 import dossier_pb2 as ev
 from dmp_dossier import domain
 from dmp_dossier.events import DossierEvents
@@ -15,7 +13,6 @@ from dmp_dossier.store import DossierStore
 from dmp_kit.auth import Principal
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import Clock
-from dmp_kit.errors import Unavailable
 from dmp_kit.events import derived_event_id
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
@@ -38,13 +35,7 @@ class Schedule:
         self.events = DossierEvents(clock)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await every(
-            self.interval,
-            self.once,
-            stop,
-            retry_on=(PyMongoError, Unavailable),
-            event="schedule_retry",
-        )
+        await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         now = self.clock.now()

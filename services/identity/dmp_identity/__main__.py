@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from pymongo.errors import PyMongoError
-
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
 from dmp.notify.v1 import notify_pb2_grpc
 from dmp_identity.api import PUBLIC_METHODS, IdentityServicer, KeyRing
@@ -50,7 +48,6 @@ async def serve() -> None:
             PURGE_INTERVAL_SECONDS,
             lambda: store.purge_expired(runtime.clock.now()),
             stop,
-            retry_on=(PyMongoError,),
             event="purge_retry",
         )
 

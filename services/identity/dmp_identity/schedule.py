@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 
-from pymongo.errors import PyMongoError
-
 from dmp_identity import domain, events
 from dmp_identity.store import MAJORITY_NOTICED, REPRESENTED, IdentityStore
 from dmp_kit.clock import Clock
-from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay
@@ -42,13 +39,7 @@ class Schedule:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        await every(
-            self.interval,
-            self.once,
-            stop,
-            retry_on=(PyMongoError, Unavailable, Conflict),
-            event="schedule_retry",
-        )
+        await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         today = self.clock.now().astimezone(domain.PARIS).date()

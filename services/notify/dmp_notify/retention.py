@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pymongo.errors import PyMongoError
-
 from dmp_kit.clock import Clock
 from dmp_kit.logging import get_logger
 from dmp_kit.periodic import every
@@ -33,13 +31,7 @@ class DeliveryRetention:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        await every(
-            self.interval,
-            self.once,
-            stop,
-            retry_on=(PyMongoError,),
-            event="delivery_retention_retry",
-        )
+        await every(self.interval, self.once, stop, event="delivery_retention_retry")
 
     async def once(self) -> int:
         """Deletes the delivery records past the retention period; how many."""
