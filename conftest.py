@@ -2,7 +2,6 @@
 
 import os
 
-import pytest
 from hypothesis import settings
 
 pytest_plugins = ["dmp_stack.testing"]
@@ -12,16 +11,3 @@ pytest_plugins = ["dmp_stack.testing"]
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-
-# `make test` shuffles the tests within each module and the modules among themselves
-# (pytest-random-order, bucket "parent": a module's tests, wherever their functions are
-# written). The reliability run keeps its faults in the order written: it has not been run
-# shuffled yet, and each of its cycles takes minutes.
-KEEP_ORDER = ("tests/reliability/",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid.startswith(KEEP_ORDER):
-            item.add_marker(pytest.mark.random_order(disabled=True))
