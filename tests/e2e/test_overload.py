@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -60,83 +62,131 @@ def scene(stack: RunningStack) -> Iterator[Scene]:
         )
 
 
-async def timed(c: httpx.AsyncClient, path: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+@dataclass
+class Answer:
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    latency: float  # from when the request left
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def client(url: str) -> aiohttp.ClientSession:
+    """The flooding client. aiohttp, not httpx: with hundreds of requests in flight httpx's
+    connection pool spent ~3 ms of CPU a request (1.5 s for this flood's 480), and on two cores
+    shared with the stack the client's own backlog was what it timed: refusals the gateway had
+    sent within 2.5 ms took 1.2-2 s by the client's clock in CI, 1.3 s beside one busy core.
+    aiohttp spends a fifth of that and, beside two busy cores, saw them in 3 ms (median)."""
+    return aiohttp.ClientSession(
+        url,
+        timeout=aiohttp.ClientTimeout(total=30),
+        connector=aiohttp.TCPConnector(limit=500),
+    )
+
+
+async def get(c: aiohttp.ClientSession, path: str, headers: dict[str, str]) -> Answer:
     t0 = time.perf_counter()
-    r = await c.get(path, **kwargs)
-    return r, time.perf_counter() - t0
+    async with c.get(path, headers=headers) as r:
+        body = await r.read()
+    return Answer(r.status, r.headers, body, time.perf_counter() - t0)
+
+
+async def offered(
+    c: aiohttp.ClientSession, path: str, headers: dict[str, str], rate: float, seconds: float
+) -> list[Answer]:
+    """`rate` requests a second for `seconds`, open loop: each leaves at its time, whatever the
+    answers before it."""
+    start = time.perf_counter()
+
+    async def one(at: float) -> Answer:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        return await get(c, path, headers)
+
+    return list(await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds)))))
 
 
 async def flood(
     scene: Scene, rate: float, seconds: float, aside: tuple[str, ...] = ()
-) -> tuple[list[tuple[httpx.Response, float]], dict[str, list[httpx.Response]]]:
-    """`rate` lists a second for `seconds`, open loop; every 0.25 s meanwhile, each path of
-    `aside` once. The lists' answers with their latency, and the others' by path."""
-    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-    async with httpx.AsyncClient(base_url=scene.url, timeout=30, limits=limits) as c:
+) -> tuple[list[Answer], dict[str, list[Answer]]]:
+    """The patient's list offered at `rate` for `seconds`; every 0.25 s meanwhile, each path of
+    `aside` once. The lists' answers, and the others' by path."""
+    async with client(scene.url) as c, client(scene.url) as side:
         start = time.perf_counter()
 
-        async def one(at: float) -> tuple[httpx.Response, float]:
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            return await timed(c, scene.path, headers=scene.auth)
-
-        async def probes() -> dict[str, list[httpx.Response]]:
-            seen: dict[str, list[httpx.Response]] = {p: [] for p in aside}
-            async with httpx.AsyncClient(base_url=scene.url, timeout=30) as side:
-                while time.perf_counter() - start < seconds:
-                    await asyncio.sleep(0.25)
-                    for p in aside:
-                        seen[p].append(await side.get(p))
+        async def probes() -> dict[str, list[Answer]]:
+            seen: dict[str, list[Answer]] = {p: [] for p in aside}
+            while time.perf_counter() - start < seconds:
+                await asyncio.sleep(0.25)
+                for p in aside:
+                    seen[p].append(await get(side, p, {}))
             return seen
 
-        lists = asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
-        answers, others = await asyncio.gather(lists, probes())
-    return list(answers), others
+        return await asyncio.gather(offered(c, scene.path, scene.auth, rate, seconds), probes())
 
 
-def overloaded(r: httpx.Response) -> bool:
+def overloaded(r: Answer) -> bool:
     return r.status_code == 503 and r.json()["type"] == OVERLOADED
+
+
+def metrics(url: str) -> str:
+    return httpx.get(f"{url}/metrics").text
 
 
 def refused_by(url: str) -> float:
     """What the gateway's metrics count of its refusals."""
-    metrics = httpx.get(f"{url}/metrics").text
-    found = re.search(r"^dmp_http_requests_refused_total (\S+)$", metrics, re.M)
-    assert found, metrics[-2000:]
+    found = re.search(r"^dmp_http_requests_refused_total (\S+)$", metrics(url), re.M)
+    assert found, metrics(url)[-2000:]
     return float(found.group(1))
+
+
+def refusal_times(url: str) -> dict[float, float]:
+    """The gateway's histogram of how long it took to refuse: refusals within each bound."""
+    found = re.findall(
+        r'^dmp_http_refusal_seconds_bucket\{le="([^"]+)"\} (\S+)$', metrics(url), re.M
+    )
+    assert found, metrics(url)[-2000:]
+    return {float(bound): float(count) for bound, count in found}
 
 
 def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(
     stack: RunningStack, scene: Scene
 ) -> None:
-    before = refused_by(scene.url)
+    before, times_before = refused_by(scene.url), refusal_times(scene.url)
     answers, others = asyncio.run(
         flood(scene, rate=120, seconds=4, aside=("/healthz", "/readyz", "/portail/"))
     )
-    served = [latency for r, latency in answers if r.status_code == 200]
-    refused = [(r, latency) for r, latency in answers if overloaded(r)]
-    assert len(served) + len(refused) == len(answers), {r.status_code for r, _ in answers}
+    served = [r for r in answers if r.status_code == 200]
+    refused = [r for r in answers if overloaded(r)]
+    assert len(served) + len(refused) == len(answers), {r.status_code for r in answers}
     assert len(served) >= 10 and len(refused) >= 20, (len(served), len(refused))
-    for r, _ in refused:
+    for r in refused:
         assert r.headers["content-type"] == PROBLEM
         assert r.headers["retry-after"] == "2"
         body = r.json()
         assert body["status"] == 503 and body["title"] and body["detail"]
         assert r.headers["x-request-id"] and r.headers["cache-control"] == "no-store"
-    # Refused at once (the gateway waits 20 ms at most for a slot). The client's clock counts
-    # the machine's scheduling too: mostly a few ms on a quiet machine, but in a whole shuffled
-    # run the median refusal took 0.51 s and, on a machine busy with other stacks, the slowest
-    # 5.7 s; so the bounds are well below a request that waited its turn, not the 20 ms.
     assert refused_by(scene.url) - before == len(refused)
-    latencies = sorted(latency for _, latency in refused)
-    assert latencies[len(latencies) // 2] < 1.0, latencies
-    assert latencies[len(latencies) * 9 // 10] < 2.5 and latencies[-1] < 10, latencies
+    # Refused at once: a request waits 20 ms at most for a slot (PATIENCE × 5 ms). By the
+    # gateway's clock, from admission to the refusal sent: 9 in 10 within 25 ms, none over
+    # 0.5 s (the process may lose the CPU in between: the stack works on two cores).
+    times = {bound: n - times_before.get(bound, 0) for bound, n in refusal_times(scene.url).items()}
+    assert times[float("inf")] == len(refused), times
+    assert times[0.025] >= 0.9 * len(refused) and times[0.5] == len(refused), times
+    # By the client's clock, the machine's scheduling counts too (a few ms when quiet, tens
+    # beside two busy cores): still far below a request that waited its turn (the deadline,
+    # 1.5 s).
+    latencies = sorted(r.latency for r in refused)
+    assert latencies[len(latencies) // 2] < 0.25, latencies
+    assert latencies[len(latencies) * 9 // 10] < 1.0 and latencies[-1] < 5, latencies
     # Probes and static files answer throughout.
     for path, seen in others.items():
         assert seen and all(r.status_code == 200 for r in seen), (path, seen)
     # The flood over, nothing is left queued: the next request is served.
     with httpx.Client(base_url=scene.url, timeout=30) as c:
-        r = c.get(scene.path, headers=scene.auth)
-        assert r.status_code == 200, r.text
+        after = c.get(scene.path, headers=scene.auth)
+        assert after.status_code == 200, after.text
         # The refusal is the one the document gives every operation that calls a service.
         documented = c.get("/openapi.json").json()["paths"]["/v1/dossiers/{ins}/documents"]
         answer = documented["get"]["responses"]["503"]
@@ -158,28 +208,20 @@ def test_one_client_flooding_does_not_starve_another(stack: RunningStack, scene:
     other = {**scene.auth, "x-forwarded-for": "10.0.0.2"}
 
     async def both(url: str) -> tuple[list[int], list[int]]:
-        limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c,
-            httpx.AsyncClient(base_url=url, timeout=30) as quiet,
-        ):
-            start = time.perf_counter()
-
-            async def one(at: float) -> int:
-                await asyncio.sleep(max(0.0, at - time.perf_counter()))
-                return (await c.get(scene.path, headers=flooder)).status_code
+        async with client(url) as c, client(url) as quiet:
 
             async def asking() -> list[int]:
                 await asyncio.sleep(0.5)  # the flood under way
                 answers = []
                 for _ in range(10):
-                    answers.append((await quiet.get(scene.path, headers=other)).status_code)
+                    answers.append((await get(quiet, scene.path, other)).status_code)
                     await asyncio.sleep(0.1)
                 return answers
 
-            flood = asyncio.gather(*(one(start + i / 160) for i in range(480)))
-            flooded, asked = await asyncio.gather(flood, asking())
-        return list(flooded), asked
+            flooded, asked = await asyncio.gather(
+                offered(c, scene.path, flooder, rate=160, seconds=3), asking()
+            )
+        return [r.status_code for r in flooded], asked
 
     with stack.another_gateway("gateway-two-slots", settings) as url:
         flooded, asked = asyncio.run(both(url))
@@ -193,12 +235,12 @@ def test_a_stalled_database_holds_slots_until_the_deadline_only(
     """The database paused: the request at work fails at the request's deadline (1.5 s), not
     at each call's own (5 s), and those behind it are refused at once."""
 
-    async def during_pause() -> list[tuple[httpx.Response, float]]:
-        async with httpx.AsyncClient(base_url=scene.url, timeout=30) as c:
-            first = asyncio.create_task(timed(c, scene.path, headers=scene.auth))
+    async def during_pause() -> list[Answer]:
+        async with client(scene.url) as c:
+            first = asyncio.create_task(get(c, scene.path, scene.auth))
             await asyncio.sleep(0.3)  # at work, stalled
-            later = [await timed(c, scene.path, headers=scene.auth) for _ in range(5)]
-            health = await c.get("/healthz")
+            later = [await get(c, scene.path, scene.auth) for _ in range(5)]
+            health = await get(c, "/healthz", {})
             assert health.status_code == 200
             return [await first, *later]
 
@@ -207,13 +249,13 @@ def test_a_stalled_database_holds_slots_until_the_deadline_only(
         answers = asyncio.run(during_pause())
     finally:
         stack.infra.resume(stack.infra.mongo)
-    (stalled, latency), behind = answers[0], answers[1:]
-    assert stalled.status_code == 503, stalled.text
-    assert stalled.json()["type"].endswith("/service-unavailable"), stalled.text
-    assert 1.2 < latency < 3.5, latency
-    for r, latency in behind:
-        assert overloaded(r), r.text
-        assert latency < 0.5, latency
+    stalled, behind = answers[0], answers[1:]
+    assert stalled.status_code == 503, stalled.body
+    assert stalled.json()["type"].endswith("/service-unavailable"), stalled.body
+    assert 1.2 < stalled.latency < 3.5, stalled.latency
+    for r in behind:
+        assert overloaded(r), r.body
+        assert r.latency < 0.5, r.latency
 
     def served() -> bool:
         with httpx.Client(base_url=scene.url, timeout=30) as c:

@@ -30,11 +30,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dmp_gateway import problems
 from dmp_kit.errors import Unavailable
-from dmp_kit.metrics import Counter, Gauge
+from dmp_kit.metrics import Counter, Gauge, Histogram
 
 IN_FLIGHT = Gauge("dmp_http_requests_in_flight", "API requests holding a slot")
 QUEUED = Gauge("dmp_http_requests_queued", "API requests waiting for a slot")
 REFUSED = Counter("dmp_http_requests_refused_total", "API requests refused as overload")
+REFUSAL_SECONDS = Histogram(
+    "dmp_http_refusal_seconds",
+    "Time from an API request's arrival at admission until its overload refusal was sent",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 PATIENCE = 4
 # Weight of the latest hold time in the running mean (about the last ten requests).
@@ -74,6 +79,7 @@ class Admission:
         if scope["type"] != "http" or self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
+        arrived = time.monotonic()
         client = scope.get("client")
         address = client[0] if client else ""
         if not await self._admitted(address):
@@ -84,6 +90,7 @@ class Admission:
                 retry_after=self.retry_after,
             )
             await problems.from_error(refusal)(scope, receive, send)
+            REFUSAL_SECONDS.observe(time.monotonic() - arrived)
             return
         IN_FLIGHT.inc()
         taken = time.monotonic()
