@@ -76,9 +76,10 @@ class Answer:
 def client(url: str) -> aiohttp.ClientSession:
     """The flooding client. aiohttp, not httpx: with hundreds of requests in flight httpx's
     connection pool spent ~3 ms of CPU a request (1.5 s for this flood's 480), and on two cores
-    shared with the stack the client's own backlog was what it timed: refusals the gateway had
-    sent within 2.5 ms took 1.2-2 s by the client's clock in CI, 1.3 s beside one busy core.
-    aiohttp spends a fifth of that and, beside two busy cores, saw them in 3 ms (median)."""
+    shared with the stack the client's own backlog was what it timed: beside two busy cores,
+    refusals the gateway sent within 2.5 ms took 1.45 s (median) by the client's clock, and
+    1.2-2 s in CI. aiohttp spends a fifth of that CPU and, beside two busy cores, saw them in
+    3 ms (median)."""
     return aiohttp.ClientSession(
         url,
         timeout=aiohttp.ClientTimeout(total=30),
