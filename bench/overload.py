@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import httpx
 
 from bench.run import Load, _document, _patient_with_gp, bench_stack, record, summary
 from dmp_gateway.config import GatewaySettings
+from dmp_stack.testing import scrape
 
 SWEEP = (1, 2, 4, 8, 16, 32)
 ADMISSION = ("requests_in_flight", "requests_queued", "requests_per_address", "queue_wait_seconds")
@@ -150,12 +150,9 @@ async def under_load(
 
 def refusal_times(url: str) -> dict[str, float]:
     """The gateway's histogram of the time it took to refuse: refusals within each bound."""
-    found = re.findall(
-        r'^dmp_http_refusal_seconds_bucket\{le="([^"]+)"\} (\S+)$',
-        httpx.get(f"{url}/metrics").text,
-        re.M,
-    )
-    return {bound: float(n) for bound, n in found}
+    return {
+        s.labels["le"]: s.value for s in scrape(url) if s.name == "dmp_http_refusal_seconds_bucket"
+    }
 
 
 async def sweep(url: str, path: str, auth: dict[str, str]) -> dict[int, dict[str, Any]]:

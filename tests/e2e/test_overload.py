@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import aiohttp
 import httpx
 import pytest
 
-from dmp_stack.testing import RunningStack
+from dmp_stack.testing import RunningStack, scrape
 
 PROBLEM = "application/problem+json"
 OVERLOADED = "https://dmp.localhost/problems/overloaded"
@@ -131,24 +130,22 @@ def overloaded(r: Answer) -> bool:
     return r.status_code == 503 and r.json()["type"] == OVERLOADED
 
 
-def metrics(url: str) -> str:
-    return httpx.get(f"{url}/metrics").text
-
-
 def refused_by(url: str) -> float:
     """What the gateway's metrics count of its refusals."""
-    found = re.search(r"^dmp_http_requests_refused_total (\S+)$", metrics(url), re.M)
-    assert found, metrics(url)[-2000:]
-    return float(found.group(1))
+    counted = [s.value for s in scrape(url) if s.name == "dmp_http_requests_refused_total"]
+    assert counted, url
+    return sum(counted)
 
 
 def refusal_times(url: str) -> dict[float, float]:
     """The gateway's histogram of how long it took to refuse: refusals within each bound."""
-    found = re.findall(
-        r'^dmp_http_refusal_seconds_bucket\{le="([^"]+)"\} (\S+)$', metrics(url), re.M
-    )
-    assert found, metrics(url)[-2000:]
-    return {float(bound): float(count) for bound, count in found}
+    buckets = {
+        float(s.labels["le"]): s.value
+        for s in scrape(url)
+        if s.name == "dmp_http_refusal_seconds_bucket"
+    }
+    assert buckets, url
+    return buckets
 
 
 def test_a_flood_is_refused_fast_and_the_gateway_serves_again_after(

@@ -290,6 +290,12 @@ class Mailbox:
         raise AssertionError(f"no e-mail reached {address}")
 
 
+def scrape(url: str) -> list[Sample]:
+    """What the process at `url` (scheme, host and port) shows at /metrics now."""
+    text = httpx.get(f"{url}/metrics", timeout=10.0).raise_for_status().text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
 @dataclass
 class RunningStack:
     stack: Stack
@@ -321,11 +327,7 @@ class RunningStack:
         """What a process's /metrics shows now (the gateway's on its HTTP port)."""
         instance = self.stack.instances.get(service)  # `dossier`, `dossier-2`, `gateway-2`…
         port = instance.metrics or instance.port if instance else None
-        url = f"http://127.0.0.1:{port}/metrics" if port else f"{self.url}/metrics"
-        text = httpx.get(url, timeout=10.0).raise_for_status().text
-        return [
-            sample for family in text_string_to_metric_families(text) for sample in family.samples
-        ]
+        return scrape(f"http://127.0.0.1:{port}" if port else self.url)
 
     def metric(self, service: str, name: str, **labels: str) -> float | None:
         """The sum of a metric's samples with these labels (None: no such sample yet)."""
