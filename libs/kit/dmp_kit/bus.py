@@ -8,8 +8,9 @@ every consumer drops an event whose type its producer could not have published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import nats
@@ -38,6 +39,11 @@ STREAMS: dict[str, list[str]] = {
     "AGENDA": ["agenda.>"],
 }
 DUPLICATE_WINDOW_SECONDS = 600.0
+# How long JetStream waits for a consumer's acknowledgement before delivering the event again
+# (to another replica, or to the same process restarted): what a consumer killed mid-batch
+# costs in delay. A live consumer slower than this keeps its events by telling the server it
+# is still working on them, every third of it (`Msg.in_progress`).
+ACK_WAIT_SECONDS = 6.0
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,32 @@ def redelivery_delay(num_delivered: int) -> float:
     return float(min(60.0, 0.5 * 2 ** max(0, num_delivered - 1)))
 
 
+@contextlib.asynccontextmanager
+async def working_on(msgs: list[Msg], every: float = ACK_WAIT_SECONDS / 3) -> AsyncIterator[None]:
+    """While the block runs, tell JetStream every `every` seconds that the batch's events not
+    yet acknowledged are still being worked on, so that a slow effect (a database pausing, a
+    long batch) is not delivered a second time while this process lives; once it dies, they
+    are delivered again within the ack wait."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                if not msg.is_acked:
+                    # the connection down: the events come back after the ack wait, handled
+                    # again by idempotent effects
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def run_consumer(
     bus: EventBus,
     *,
@@ -280,6 +312,7 @@ async def run_consumer(
     max_deliver: int = 20,
     on_give_up: GiveUp | None = None,
     concurrent: bool = False,
+    ack_wait: float = ACK_WAIT_SECONDS,
 ) -> None:
     """A durable pull consumer: the handler stores its effect (keyed by event id), then we ack.
 
@@ -287,18 +320,24 @@ async def run_consumer(
     is handed to `on_give_up` (a dead-letter record, say) and terminated — never dropped
     silently. A message that cannot be decoded is terminated (logged): no retry can fix it.
     `concurrent` handles each fetched batch at once, for effects that do not depend on order.
+    Events fetched by a consumer that dies are delivered again after `ack_wait` seconds.
     """
-    sub = await bus.js.pull_subscribe(
-        subject,
-        durable=durable,
-        stream=stream,
-        config=ConsumerConfig(
+    # Created, or brought to these settings if it exists (a consumer made by an earlier
+    # version keeps its position and pending events): the one create subject that names the
+    # filter, the one each service's NATS user may publish to (dmp_stack.credentials).
+    await bus.js.add_consumer(
+        stream,
+        ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            filter_subject=subject,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             max_deliver=max_deliver,
-            ack_wait=30,
+            ack_wait=ack_wait,
         ),
     )
+    sub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
 
     async def handle(msg: Msg) -> None:
         try:
@@ -362,11 +401,12 @@ async def run_consumer(
                     log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
                     await asyncio.sleep(1.0)
                     continue
-                if concurrent:  # effects independent of one another: the batch at once
-                    await asyncio.gather(*(handle(msg) for msg in msgs))
-                else:
-                    for msg in msgs:
-                        await handle(msg)
+                async with working_on(msgs, every=ack_wait / 3):
+                    if concurrent:  # effects independent of one another: the batch at once
+                        await asyncio.gather(*(handle(msg) for msg in msgs))
+                    else:
+                        for msg in msgs:
+                            await handle(msg)
     finally:
         # Unsubscribe before the connection drains, or drain waits for the pull to time out.
         await sub.unsubscribe()
