@@ -26,6 +26,7 @@ from dmp_kit import tracing
 from dmp_kit.errors import Unavailable
 from dmp_kit.logging import get_logger
 from dmp_kit.metrics import DEAD_LETTERS, EVENTS_HANDLED, ConsumerLag
+from dmp_kit.periodic import beside
 
 log = get_logger(__name__)
 
@@ -291,13 +292,8 @@ async def working_on(msgs: list[Msg], every: float = ACK_WAIT_SECONDS / 3) -> As
                     with contextlib.suppress(nats.errors.Error):
                         await msg.in_progress()
 
-    task = asyncio.create_task(beat())
-    try:
+    async with beside(beat()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def run_consumer(

@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from dmp_kit.logging import get_logger
+from dmp_kit.periodic import beside
 
 __all__ = ["ConsumerLag", "Counter", "Gauge", "Histogram", "serve_metrics"]
 
@@ -134,10 +135,5 @@ class ConsumerLag:
         self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event
     ) -> AsyncIterator[None]:
         """`watch` running beside the consumer's loop for as long as the block lasts."""
-        task = asyncio.create_task(self.watch(sub, stop))
-        try:
+        async with beside(self.watch(sub, stop)):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
