@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from dmp.events.v1 import envelope_pb2
 from dmp_kit import tracing
@@ -45,6 +45,8 @@ DUPLICATE_WINDOW_SECONDS = 600.0
 # costs in delay. A live consumer slower than this keeps its events by telling the server it
 # is still working on them, every third of it (`Msg.in_progress`).
 ACK_WAIT_SECONDS = 6.0
+# A batch is kept from other replicas that long at most (a handler that hangs lets it go).
+HOLD_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -276,14 +278,17 @@ def redelivery_delay(num_delivered: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def working_on(msgs: list[Msg], every: float = ACK_WAIT_SECONDS / 3) -> AsyncIterator[None]:
+async def working_on(
+    msgs: list[Msg], every: float = ACK_WAIT_SECONDS / 3, at_most: float = HOLD_SECONDS
+) -> AsyncIterator[None]:
     """While the block runs, tell JetStream every `every` seconds that the batch's events not
     yet acknowledged are still being worked on, so that a slow effect (a database pausing, a
     long batch) is not delivered a second time while this process lives; once it dies, they
-    are delivered again within the ack wait."""
+    are delivered again within the ack wait. Not beyond `at_most` seconds: events held by a
+    handler that hangs go to another replica (or back to this one) as they did before."""
 
     async def beat() -> None:
-        while True:
+        for _ in range(int(at_most / every)):
             await asyncio.sleep(every)
             for msg in msgs:
                 if not msg.is_acked:
@@ -291,6 +296,7 @@ async def working_on(msgs: list[Msg], every: float = ACK_WAIT_SECONDS / 3) -> As
                     # again by idempotent effects
                     with contextlib.suppress(nats.errors.Error):
                         await msg.in_progress()
+        log.warning("consumer_batch_held_too_long", held_seconds=at_most, events=len(msgs))
 
     async with beside(beat()):
         yield
@@ -321,18 +327,28 @@ async def run_consumer(
     # Created, or brought to these settings if it exists (a consumer made by an earlier
     # version keeps its position and pending events): the one create subject that names the
     # filter, the one each service's NATS user may publish to (dmp_stack.credentials).
-    await bus.js.add_consumer(
-        stream,
-        ConsumerConfig(
-            name=durable,
-            durable_name=durable,
-            filter_subject=subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait,
-        ),
-    )
+    try:
+        await bus.js.add_consumer(
+            stream,
+            ConsumerConfig(
+                name=durable,
+                durable_name=durable,
+                filter_subject=subject,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                max_deliver=max_deliver,
+                ack_wait=ack_wait,
+            ),
+        )
+    except BadRequestError as exc:
+        # An existing consumer the server will not change (a setting that cannot be edited):
+        # consume with it as it is rather than not at all, and say so.
+        log.error(
+            "consumer_settings_refused",
+            durable=durable,
+            err_code=exc.err_code,
+            description=exc.description,
+        )
     sub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
 
     async def handle(msg: Msg) -> None:
@@ -399,7 +415,14 @@ async def run_consumer(
                     continue
                 async with working_on(msgs, every=ack_wait / 3):
                     if concurrent:  # effects independent of one another: the batch at once
-                        await asyncio.gather(*(handle(msg) for msg in msgs))
+                        # every handler ends before a failure goes up (none left running once
+                        # the heartbeat stops)
+                        done = await asyncio.gather(
+                            *(handle(msg) for msg in msgs), return_exceptions=True
+                        )
+                        for outcome in done:
+                            if isinstance(outcome, BaseException):
+                                raise outcome
                     else:
                         for msg in msgs:
                             await handle(msg)

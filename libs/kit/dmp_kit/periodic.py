@@ -54,5 +54,9 @@ async def beside(work: Coroutine[Any, Any, object]) -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the block's own task is being cancelled: let it be
