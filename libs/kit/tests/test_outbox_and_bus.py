@@ -67,6 +67,36 @@ async def logins_in_stream(bus: EventBus) -> int:
     return (info.state.subjects or {}).get("identity.login", 0)
 
 
+async def consume_while(
+    bus: EventBus,
+    durable: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    subject: str = "identity.login",
+    ack_wait: float = ACK_WAIT_SECONDS,
+    linger: float = 0.0,
+) -> None:
+    """Run the consumer until the handler sets `stop` (20 s at most), and `linger` after."""
+    task = asyncio.create_task(
+        run_consumer(
+            bus,
+            stream="IDENTITY",
+            durable=durable,
+            subject=subject,
+            handler=handler,
+            stop=stop,
+            ack_wait=ack_wait,
+        )
+    )
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=20)
+        await asyncio.sleep(linger)
+    finally:
+        stop.set()
+        await task
+
+
 async def collect(
     bus: EventBus, durable: str, subject: str, want: int, handler_fails_first: bool = False
 ) -> list[envelope_pb2.Envelope]:
@@ -82,17 +112,8 @@ async def collect(
         if len(seen) >= want:
             stop.set()
 
-    task = asyncio.create_task(
-        run_consumer(
-            bus, stream="IDENTITY", durable=durable, subject=subject, handler=handler, stop=stop
-        )
-    )
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=20)
-        await asyncio.sleep(0.5)  # anything more (a duplicate) would arrive now
-    finally:
-        stop.set()
-        await task
+    # anything more (a duplicate) would arrive in the half second after
+    await consume_while(bus, durable, handler, stop, subject=subject, linger=0.5)
     return seen
 
 
@@ -493,6 +514,22 @@ async def consume(
     )
 
 
+async def consume_until(
+    bus: EventBus, durable: str, event_id: str, ack_wait: float
+) -> list[tuple[str, float]]:
+    """Run the consumer until it is handed `event_id`: each event it was handed, and when."""
+    seen: list[tuple[str, float]] = []
+    stop = asyncio.Event()
+
+    async def handler(e: envelope_pb2.Envelope) -> None:
+        seen.append((e.id, time.monotonic()))
+        if e.id == event_id:
+            stop.set()
+
+    await consume_while(bus, durable, handler, stop, ack_wait=ack_wait)
+    return seen
+
+
 async def test_events_a_dead_consumer_held_come_back_within_the_ack_wait(
     infra: Infra, bus: EventBus
 ) -> None:
@@ -521,20 +558,8 @@ async def test_events_a_dead_consumer_held_come_back_within_the_ack_wait(
     await asyncio.gather(first, return_exceptions=True)
 
     # Its successor gets the event again, within the ack wait (and one fetch's timeout).
-    again: list[float] = []
-    stop = asyncio.Event()
-
-    async def records(e: envelope_pb2.Envelope) -> None:
-        if e.id == event.id:
-            again.append(time.monotonic() - died)
-            stop.set()
-
-    second = asyncio.create_task(consume(bus, durable, records, stop, ack_wait))
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=20)
-    finally:
-        stop.set()
-        await second
+    seen = await consume_until(bus, durable, event.id, ack_wait)
+    again = [at - died for got, at in seen if got == event.id]
     assert len(again) == 1
     assert again[0] <= ack_wait + 1.5, again
 
@@ -578,10 +603,8 @@ async def test_a_live_consumer_slower_than_the_ack_wait_keeps_its_events(
     assert (await settled(bus, durable)).num_ack_pending == 0
 
 
-async def test_a_batch_is_held_for_a_bounded_time_only(bus: EventBus) -> None:
-    """A handler that hangs does not keep its events from the other replicas for ever: the
-    heartbeat stops after `at_most`, and the ack wait later the events are handed out again."""
-    durable = f"hung_{secrets.token_hex(4)}"
+async def bound_by_hand(bus: EventBus, durable: str, **config: Any) -> Any:
+    """A pull on a durable made here with these settings (not run_consumer's)."""
     await bus.js.add_consumer(
         "IDENTITY",
         ConsumerConfig(
@@ -589,12 +612,18 @@ async def test_a_batch_is_held_for_a_bounded_time_only(bus: EventBus) -> None:
             durable_name=durable,
             filter_subject=SUBJECT,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=1.0,
-            deliver_policy=DeliverPolicy.NEW,
+            **config,
         ),
     )
+    return await bus.js.pull_subscribe_bind(durable=durable, stream="IDENTITY")
+
+
+async def test_a_batch_is_held_for_a_bounded_time_only(bus: EventBus) -> None:
+    """A handler that hangs does not keep its events from the other replicas for ever: the
+    heartbeat stops after `at_most`, and the ack wait later the events are handed out again."""
+    durable = f"hung_{secrets.token_hex(4)}"
+    sub = await bound_by_hand(bus, durable, ack_wait=1.0, deliver_policy=DeliverPolicy.NEW)
     await bus.publish_event(login_event("held by a hung handler"))
-    sub = await bus.js.pull_subscribe_bind(durable=durable, stream="IDENTITY")
     try:
         held = await sub.fetch(1, timeout=5)
         async with working_on(held, every=0.3, at_most=1.5):
@@ -611,20 +640,9 @@ async def test_a_batch_is_held_for_a_bounded_time_only(bus: EventBus) -> None:
 
 async def test_a_consumer_made_with_other_settings_is_brought_to_these(bus: EventBus) -> None:
     durable = f"old_{secrets.token_hex(4)}"
-    # As an earlier version made it: thirty seconds' wait.
-    await bus.js.add_consumer(
-        "IDENTITY",
-        ConsumerConfig(
-            name=durable,
-            durable_name=durable,
-            filter_subject=SUBJECT,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30,
-        ),
-    )
-    # …which acknowledged what it was given.
+    # As an earlier version made it: thirty seconds' wait; it acknowledged what it was given.
+    sub = await bound_by_hand(bus, durable, ack_wait=30)
     await bus.publish_event(login_event("before the update"))
-    sub = await bus.js.pull_subscribe_bind(durable=durable, stream="IDENTITY")
     try:
         given = await sub.fetch(await logins_in_stream(bus), timeout=5)
         for msg in given:
@@ -633,20 +651,7 @@ async def test_a_consumer_made_with_other_settings_is_brought_to_these(bus: Even
         await sub.unsubscribe()
     event = login_event("after the update")
     await bus.publish_event(event)
-    stop = asyncio.Event()
-    seen: list[str] = []
-
-    async def handler(e: envelope_pb2.Envelope) -> None:
-        seen.append(e.id)
-        if e.id == event.id:
-            stop.set()
-
-    task = asyncio.create_task(consume(bus, durable, handler, stop, ACK_WAIT_SECONDS))
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=20)
-    finally:
-        stop.set()
-        await task
+    seen = [got for got, _ in await consume_until(bus, durable, event.id, ACK_WAIT_SECONDS)]
     info = await settled(bus, durable)
     assert info.config.ack_wait == ACK_WAIT_SECONDS
     # its position kept: only what came after, nothing acknowledged before
