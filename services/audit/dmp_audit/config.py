@@ -39,10 +39,6 @@ class AuditSettings(Settings):
     # Entries appended per write (one chunk document each): the larger, the faster the log
     # fills and the faster it is verified.
     append_batch: int = 1000
-    # After a batch smaller than that, wait this long before the next fetch, so that entries
-    # arriving one by one are appended a few at a time: an entry is in the log this much later
-    # at most, and a write costs the database once per few entries (0: never wait).
-    append_linger_seconds: float = 0.2
     # A tree head is signed at least this often while entries arrive…
     checkpoint_interval_seconds: float = 1.0
     # …and at least every this many entries.
@@ -69,13 +65,6 @@ class AuditSettings(Settings):
     def _lease(cls, value: float) -> float:
         if not 1.0 <= value <= 300.0:
             raise ValueError("the sequencer's lease lasts between 1 and 300 seconds")
-        return value
-
-    @field_validator("append_linger_seconds")
-    @classmethod
-    def _linger(cls, value: float) -> float:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError("the append linger lasts between 0 and 1 second")
         return value
 
     @field_validator("checkpoint_origin")

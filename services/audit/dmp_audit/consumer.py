@@ -126,11 +126,7 @@ async def _pump(
         async with ConsumerLag(STREAM, DURABLE).watching(sub, stop):
             while not stop.is_set():
                 msgs = await pending
-                # After a batch that was not full, the next fetch waits a little: what arrives
-                # meanwhile is appended together, one chunk written for many entries instead
-                # of one each (under a steady trickle of reads, the cost per entry).
-                linger = audit.settings.append_linger_seconds if 0 < len(msgs) < batch else 0.0
-                pending = asyncio.create_task(_fetch(sub, batch, linger))
+                pending = asyncio.create_task(_fetch(sub, batch))
                 if not msgs:  # nothing new (a fetch may also end empty): sign what is due
                     await audit.tick()
                     continue
@@ -158,11 +154,7 @@ async def _pump(
             await pending
 
 
-async def _fetch(
-    sub: JetStreamContext.PullSubscription, batch: int, after: float = 0.0
-) -> list[Msg]:
-    if after:
-        await asyncio.sleep(after)
+async def _fetch(sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
     try:
         return await sub.fetch(batch, timeout=1.0)
     except (TimeoutError, NatsTimeoutError):
