@@ -67,28 +67,41 @@ async def logins_in_stream(bus: EventBus) -> int:
     return (info.state.subjects or {}).get("identity.login", 0)
 
 
+SUBJECT = "identity.login"
+
+
+async def consume(
+    bus: EventBus,
+    durable: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    ack_wait: float = ACK_WAIT_SECONDS,
+    subject: str = SUBJECT,
+) -> None:
+    """run_consumer on the IDENTITY stream, until `stop`."""
+    await run_consumer(
+        bus,
+        stream="IDENTITY",
+        durable=durable,
+        subject=subject,
+        handler=handler,
+        stop=stop,
+        ack_wait=ack_wait,
+    )
+
+
 async def consume_while(
     bus: EventBus,
     durable: str,
     handler: Handler,
     stop: asyncio.Event,
     *,
-    subject: str = "identity.login",
+    subject: str = SUBJECT,
     ack_wait: float = ACK_WAIT_SECONDS,
     linger: float = 0.0,
 ) -> None:
     """Run the consumer until the handler sets `stop` (20 s at most), and `linger` after."""
-    task = asyncio.create_task(
-        run_consumer(
-            bus,
-            stream="IDENTITY",
-            durable=durable,
-            subject=subject,
-            handler=handler,
-            stop=stop,
-            ack_wait=ack_wait,
-        )
-    )
+    task = asyncio.create_task(consume(bus, durable, handler, stop, ack_wait, subject))
     try:
         await asyncio.wait_for(stop.wait(), timeout=20)
         await asyncio.sleep(linger)
@@ -482,8 +495,6 @@ async def test_a_hung_handler_does_not_freeze_its_consumers_lag_gauges(bus: Even
 # How long a durable consumer holds an event: a dead one's come back within the ack wait, a
 # live slow one keeps its own, and a consumer made with other settings is brought to these.
 
-SUBJECT = "identity.login"
-
 
 async def settled(bus: EventBus, durable: str) -> ConsumerInfo:
     """The consumer's state once the acknowledgements sent have been applied (the server
@@ -494,24 +505,6 @@ async def settled(bus: EventBus, durable: str) -> ConsumerInfo:
             break
         await asyncio.sleep(0.1)
     return info
-
-
-async def consume(
-    bus: EventBus,
-    durable: str,
-    handler: Handler,
-    stop: asyncio.Event,
-    ack_wait: float,
-) -> None:
-    await run_consumer(
-        bus,
-        stream="IDENTITY",
-        durable=durable,
-        subject=SUBJECT,
-        handler=handler,
-        stop=stop,
-        ack_wait=ack_wait,
-    )
 
 
 async def consume_until(
