@@ -301,12 +301,18 @@ async def servers(prefix: str) -> AsyncIterator[Servers]:
 
 
 def spawn_audit(
-    root: Path, mongo_url: str, nats_url: str, audit_key: str, level: str = "WARNING"
+    root: Path,
+    mongo_url: str,
+    nats_url: str,
+    audit_key: str,
+    level: str = "WARNING",
+    tile_dir: Path | None = None,
 ) -> tuple[Any, int]:
     """The audit service process on that log; returns it and its gRPC port."""
     port = free_port()
     env = {
         **os.environ,
+        "DMP_TILE_DIR": str(tile_dir or ""),
         "DMP_ENV": "dev",
         "DMP_AUDIT_KEY": audit_key,
         "DMP_MONGO_URL": mongo_url,

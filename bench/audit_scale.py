@@ -7,6 +7,10 @@ replay), its resident memory once it has served thousands of proofs and tiles, t
 proof latency over gRPC (p99), and the storage per entry, collection by collection, against
 Tessera's ~32 bytes of hashes per entry. Floor: `ListPublicKeys` on the same server.
 
+The appender keeps its full tiles as files too (`DMP_TILE_DIR`), as the sequencer does, and
+the process is started on them. Then a second process is started with no tile files, as a
+replica that has just come up on another node: its proofs read their tiles from the database.
+
     uv run --frozen python -m bench.run audit_scale --iterations 10000000
 """
 
@@ -41,6 +45,7 @@ from dmp_audit.__main__ import signer
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
 from dmp_audit.tiles import TILE_WIDTH, Tile, edge_widths
+from dmp_stack.stack import stop_pid
 from dmp_stack.testing import make_ins
 
 # The dossiers the entries are about. Each append reads the chain head (the newest entry) of
@@ -108,8 +113,9 @@ def _load_seconds(log: Path) -> float:
 
 async def _scale(n: int) -> dict[str, Any]:
     audit_key = base64.b64encode(secrets.token_bytes(32)).decode()
-    settings = _settings(audit_key, append_batch=BATCH)
     async with servers("dmp-bench-audit-scale-") as up:
+        tile_dir = up.root / "tiles"
+        settings = _settings(audit_key, append_batch=BATCH, tile_dir=str(tile_dir))
         store = AuditStore(up.client["audit"])
         await store.ensure_indexes()
         audit = AuditLog(store, signer(settings), CLOCK, settings)
@@ -119,7 +125,9 @@ async def _scale(n: int) -> dict[str, Any]:
         disk = _disk_bytes(up.root / "data") / n
 
         started = time.perf_counter()
-        up.service, port = spawn_audit(up.root, up.mongo.url, up.nats.url, audit_key, level="INFO")
+        up.service, port = spawn_audit(
+            up.root, up.mongo.url, up.nats.url, audit_key, level="INFO", tile_dir=tile_dir
+        )
         channel = audit_channel(port)
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         to_serving = await until_serving(stub, n, started)
@@ -137,13 +145,27 @@ async def _scale(n: int) -> dict[str, Any]:
                 assert len(tile.hashes) == 32 * TILE_WIDTH
         rss_served = _rss_mb(up.service.pid)
         await channel.close()
+        stop_pid(up.service.pid)
+
+        # a replica new on its node: no tile files yet, each proof's tile from the database
+        up.service, port = spawn_audit(
+            up.root, up.mongo.url, up.nats.url, audit_key, tile_dir=up.root / "tiles-new"
+        )
+        channel = audit_channel(port)
+        stub = audit_pb2_grpc.AuditServiceStub(channel)
+        await until_serving(stub, n, time.perf_counter())
+        cold, cold_floor = await timed_proofs(stub, n, 2000, rng)
+        await channel.close()
+        files = sum(f.stat().st_blocks * 512 for f in tile_dir.iterdir()) / n
         hashes = storage["tiles"] + storage["edge"]
         return record(
             "audit_scale",
             f"A log of {n:,} entries over {DOSSIERS:,} dossiers "
             "stored as tiles on the default database: the audit process started on it, time to "
             "answering the whole log's checkpoint, its RSS after 2,000 inclusion proofs and 500 "
-            "tiles, and the proof's latency over gRPC. Floor: ListPublicKeys, interleaved.",
+            "tiles, and the proof's latency over gRPC, its tiles read from the files the appender "
+            "kept; then the same from a second process with no tile files yet. Floor: "
+            "ListPublicKeys, interleaved.",
             summary(target),
             summary(floor),
             {
@@ -156,6 +178,9 @@ async def _scale(n: int) -> dict[str, Any]:
                 "bytes_per_entry": storage,
                 "hash_bytes_per_entry": round(hashes, 2),
                 "disk_bytes_per_entry": round(disk, 1),
+                "tile_file_bytes_per_entry": round(files, 2),
+                "new_replica_proof": summary(cold),
+                "new_replica_floor": summary(cold_floor),
                 "targets": {"rss_mb": 150, "restart_s": 2, "proof_p99_ms": 5},
             },
         )

@@ -744,6 +744,12 @@ def write_readme() -> None:
                     if "disk_bytes_per_entry" in r
                     else ""
                 )
+                + (
+                    f"; tile files {r['tile_file_bytes_per_entry']} B/entry; a new replica with "
+                    f"no tile files: proof p99 {r['new_replica_proof']['p99_ms']} ms"
+                    if "new_replica_proof" in r
+                    else ""
+                )
             )
         if r["scenario"] == "overload":
             on, off = r["with_admission"], r["without_admission"]

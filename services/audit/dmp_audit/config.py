@@ -49,6 +49,11 @@ class AuditSettings(Settings):
     chunk_cache: int = 32
     # Full hash tiles kept in memory to answer proofs and tile reads (8 KiB each).
     tile_cache: int = 2048
+    # A local directory where full hash tiles are also kept as files (one sparse file per
+    # level, at most 32 bytes per entry of the log): a proof that misses the memory cache
+    # reads its tile there instead of from the database. Each replica may have its own; a
+    # lost or stale file is read again from the database. Empty: no files.
+    tile_dir: str = ""
     # Dossiers whose chain head (n, leaf hash of the newest entry) is kept in memory.
     chain_cache: int = 50_000
     access_log_page_max: int = 100

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from typing import TypeVar
 
 import structlog
@@ -29,7 +30,7 @@ from dmp_audit.keys import LogKey, head_problem
 from dmp_audit.merkle import leaf_hash
 from dmp_audit.note import Checkpoint, NoteSigner
 from dmp_audit.store import AuditStore, unpack
-from dmp_audit.tiles import BadEdge, Tile, TiledTree, TileError
+from dmp_audit.tiles import BadEdge, Tile, TiledTree, TileError, TileFiles
 from dmp_audit.verify import HEADS, scan
 from dmp_kit.clock import Clock
 
@@ -76,6 +77,7 @@ class AuditLog:
         self._note: tuple[int, bytes] = (-1, b"")
         self.clock = clock
         self.settings = settings
+        self._files = TileFiles(Path(settings.tile_dir)) if settings.tile_dir else None
         self.tree = self._tree()
         self.stream_last = 0
         self.head: TreeHead | None = None
@@ -90,7 +92,9 @@ class AuditLog:
         self.loaded = False
 
     def _tree(self, size: int = 0, edge: Sequence[bytes] = ()) -> TiledTree:
-        return TiledTree(self.store.load_tiles, size, edge, cache=self.settings.tile_cache)
+        return TiledTree(
+            self.store.load_tiles, size, edge, cache=self.settings.tile_cache, files=self._files
+        )
 
     # start -----------------------------------------------------------------------------
 

@@ -9,10 +9,14 @@ groups of three digits, all but the last prefixed with `x` (1234067 → `x001/x2
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
 
 from dmp_audit.merkle import (
     HASH_SIZE,
@@ -26,6 +30,7 @@ from dmp_audit.merkle import (
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
+TILE_BYTES = TILE_WIDTH * HASH_SIZE
 MAX_LEVEL = 63
 _PATH = re.compile(r"tile/(0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
 
@@ -144,6 +149,65 @@ class BadEdge(ValueError):
     """A stored edge that does not fit the tree size stored with it."""
 
 
+log = structlog.get_logger("dmp.audit")
+_HOLE = bytes(TILE_BYTES)
+
+
+class TileFiles:
+    """Full tiles kept as local files, below the in-memory cache: one sparse file per level,
+    tile N at byte N·8 KiB. A proof that misses the memory cache reads its tile here (a read
+    from the page cache, not the process's memory) instead of the database.
+
+    Nothing here is trusted: a tile read from a file is checked against its parent like one
+    from the database, and one that is absent (a hole reads as zeros), cut short or not the
+    tree's (files left by another log) is read from the database and written here again. A
+    full tile never changes, so the files only ever gain tiles; they take at most 32 bytes per
+    entry of the log. A failing disk turns them off for the process, said once in its log.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
+        self._fds: dict[int, int] = {}
+        self.off = False
+
+    def _fd(self, level: int) -> int:
+        fd = self._fds.get(level)
+        if fd is None:
+            path = self.directory / f"level-{level}.tiles"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fds[level] = fd
+        return fd
+
+    def read(self, key: TileKey) -> bytes | None:
+        if self.off:
+            return None
+        try:
+            data = os.pread(self._fd(key[0]), TILE_BYTES, key[1] * TILE_BYTES)
+        except OSError as exc:
+            self._failed(exc)
+            return None
+        return data if len(data) == TILE_BYTES and data != _HOLE else None
+
+    def write(self, tiles: Iterable[tuple[TileKey, bytes]]) -> None:
+        for (level, index), data in tiles:
+            if self.off:
+                return
+            try:
+                os.pwrite(self._fd(level), data, index * TILE_BYTES)
+            except OSError as exc:
+                self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        log.error("tile_files_off", directory=str(self.directory), error=exc.strerror)
+        self.off = True
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
 class TiledTree:
     """The Merkle tree as tlog tiles: full tiles live in the database (read through a bounded
     cache); in memory there is only the right edge, each level's rightmost, partial tile.
@@ -158,7 +222,12 @@ class TiledTree:
     """
 
     def __init__(
-        self, load: TileLoader, size: int = 0, edge: Sequence[bytes] = (), cache: int = 1024
+        self,
+        load: TileLoader,
+        size: int = 0,
+        edge: Sequence[bytes] = (),
+        cache: int = 1024,
+        files: TileFiles | None = None,
     ) -> None:
         widths = edge_widths(size)
         rows = [bytearray(row) for row in edge]
@@ -170,6 +239,7 @@ class TiledTree:
         ):
             raise BadEdge(f"the stored edge does not fit a tree of {size} entries")
         self._load = load
+        self._files = files
         self.size = size
         self.edge = rows
         self._cache: OrderedDict[TileKey, Levels] = OrderedDict()
@@ -179,7 +249,7 @@ class TiledTree:
     def advanced(self, size: int, edge: Sequence[bytes]) -> TiledTree:
         """The same tree grown to `size` by another writer (its stored edge), keeping the tiles
         cached so far: a full tile never changes."""
-        grown = TiledTree(self._load, size, edge, self._cache_size)
+        grown = TiledTree(self._load, size, edge, self._cache_size, self._files)
         grown._cache = self._cache
         grown._roots = self._roots
         return grown
@@ -199,12 +269,14 @@ class TiledTree:
                     self.edge.append(bytearray())
                 row = self.edge[level]
                 row += node
-                if len(row) < TILE_WIDTH * HASH_SIZE:
+                if len(row) < TILE_BYTES:
                     break
                 levels = tile_levels(bytes(row))
                 key = (level, index >> TILE_HEIGHT)
                 done.append((key, levels[0]))
                 self._remember(key, levels)
+                if self._files is not None:
+                    self._files.write([(key, levels[0])])
                 row.clear()
                 index, level, node = index >> TILE_HEIGHT, level + 1, levels[-1]
             self.size += 1
@@ -269,9 +341,10 @@ class TiledTree:
         return {key: levels[0] for key, levels in (await self._levels(keys)).items()}
 
     async def _levels(self, keys: set[TileKey]) -> dict[TileKey, Levels]:
-        """Full tiles with their levels, from the cache or the database. A tile read from the
-        database is checked against its parent's hash, itself in a checked tile or the edge:
-        a tile changed in the database is caught before anything is served from it."""
+        """Full tiles with their levels, from the cache, the tile files or the database. A
+        tile read from a file or the database is checked against its parent's hash, itself in
+        a checked tile or the edge: a tile changed in the database is caught before anything
+        is served from it; one wrong in a file is read from the database instead."""
         out: dict[TileKey, Levels] = {}
         want: set[TileKey] = set()
         anchors: dict[TileKey, Levels] = {}
@@ -288,24 +361,41 @@ class TiledTree:
                 anchors[key] = self._cache[key]  # kept: the cache may drop it meanwhile
         if not want:
             return out
-        loaded = await self._load(sorted(want))
         checked: dict[TileKey, Levels] = dict(anchors)
-        for level, index in sorted(want, reverse=True):  # parents first
-            data = loaded.get((level, index))
-            if data is None or len(data) != TILE_WIDTH * HASH_SIZE:
-                raise MissingTile(f"the tile {Tile(level, index).path()} is not stored")
-            parent = (level + 1, index >> TILE_HEIGHT)
-            row = self.edge[level + 1] if self._in_edge(parent) else checked[parent][0]
-            at = (index % TILE_WIDTH) * HASH_SIZE
-            levels = tile_levels(data)
-            if levels[-1] != bytes(row[at : at + HASH_SIZE]):
-                raise TamperedTile(f"the tile {Tile(level, index).path()} is not the tree's")
-            checked[(level, index)] = levels
+        on_disk = {key: self._files.read(key) for key in want} if self._files else {}
+        loaded = await self._load(sorted(k for k in want if on_disk.get(k) is None))
+        fetched: list[tuple[TileKey, bytes]] = []
+        for key in sorted(want, reverse=True):  # parents first
+            data = on_disk.get(key)
+            levels = self._checked(key, data, checked) if data is not None else None
+            if levels is None:
+                if key not in loaded:  # the file's copy was not the tree's
+                    loaded.update(await self._load([key]))
+                data = loaded.get(key)
+                if data is None or len(data) != TILE_BYTES:
+                    raise MissingTile(f"the tile {Tile(*key).path()} is not stored")
+                levels = self._checked(key, data, checked)
+                if levels is None:
+                    raise TamperedTile(f"the tile {Tile(*key).path()} is not the tree's")
+                fetched.append((key, data))
+            checked[key] = levels
+        if self._files is not None:
+            self._files.write(fetched)
         for key in want:
             self._remember(key, checked[key])
             if key in keys:
                 out[key] = checked[key]
         return out
+
+    def _checked(self, key: TileKey, data: bytes, checked: dict[TileKey, Levels]) -> Levels | None:
+        """The tile's levels if its root is its parent's hash (in the edge or a tile checked
+        before it); None if not."""
+        level, index = key
+        parent = (level + 1, index >> TILE_HEIGHT)
+        row = self.edge[level + 1] if self._in_edge(parent) else checked[parent][0]
+        at = (index % TILE_WIDTH) * HASH_SIZE
+        levels = tile_levels(data)
+        return levels if levels[-1] == bytes(row[at : at + HASH_SIZE]) else None
 
     def _in_edge(self, key: TileKey) -> bool:
         """Is this the rightmost tile of its level (in memory, partial)?"""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import random
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,12 +16,14 @@ from dmp_audit import merkle
 from dmp_audit.config import AuditSettings
 from dmp_audit.note import BadNote, Checkpoint, NoteSigner, open_note, public_key_of
 from dmp_audit.tiles import (
+    TILE_BYTES,
     TILE_WIDTH,
     BadEdge,
     BadTilePath,
     TamperedTile,
     Tile,
     TiledTree,
+    TileFiles,
     tile_hashes,
 )
 
@@ -223,3 +227,118 @@ async def test_what_a_serving_tree_keeps_between_proofs_stays_right_as_it_grows(
                         first, at
                     )
             assert tree.root() == TREE.root(size)
+
+
+# --- full tiles kept as local files ---------------------------------------------------------
+
+
+class Loads:
+    """A tile store that counts which tiles were read from it."""
+
+    def __init__(self) -> None:
+        self.stored: dict[tuple[int, int], bytes] = {}
+        self.read: list[tuple[int, int]] = []
+
+    async def __call__(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        self.read += keys
+        return {key: self.stored[key] for key in keys if key in self.stored}
+
+
+def _grown(loads: Loads, files: TileFiles | None, leaves: list[bytes]) -> TiledTree:
+    tree = TiledTree(loads, cache=4, files=files)
+    for at in range(0, len(leaves), 5000):
+        loads.stored.update(tree.extend(leaves[at : at + 5000]))
+    return tree
+
+
+def _reopened(tree: TiledTree, loads: Loads, directory: Path) -> TiledTree:
+    """The same tree in a new process: an empty memory cache, the same tile files."""
+    return TiledTree(loads, tree.size, [bytes(r) for r in tree.edge], 2, TileFiles(directory))
+
+
+async def _proofs_right(tree: TiledTree, rng: random.Random, count: int = 60) -> None:
+    for _ in range(count):
+        at = rng.randint(1, tree.size)
+        seq, first = rng.randrange(at), rng.randint(1, at)
+        assert await tree.inclusion_proof(seq, at) == TREE.inclusion_proof(seq, at)
+        assert await tree.consistency_proof(first, at) == TREE.consistency_proof(first, at)
+
+
+async def test_proofs_read_the_tiles_the_writer_kept_as_files_not_the_database(
+    tmp_path: Path,
+) -> None:
+    loads = Loads()
+    writer = _grown(loads, TileFiles(tmp_path), LEAVES)
+    level0 = tmp_path / "level-0.tiles"
+    assert level0.stat().st_size == len(LEAVES) // TILE_WIDTH * TILE_BYTES
+    assert (tmp_path / "level-1.tiles").stat().st_size == TILE_BYTES  # 70,000 = 1 full of 65,536
+    reader = _reopened(writer, loads, tmp_path)
+    await _proofs_right(reader, random.Random(1))
+    assert loads.read == []  # every full tile came from the files, checked
+    for tile in tiles_of(writer.size):
+        assert await reader.tile(tile, writer.size) == tile_hashes(TREE, tile, writer.size)
+    assert loads.read == []
+
+
+async def test_a_tile_file_that_is_wrong_short_or_another_logs_is_read_again_from_the_database(
+    tmp_path: Path,
+) -> None:
+    loads = Loads()
+    writer = _grown(loads, None, LEAVES)  # the writer kept no files: they start empty
+    reader = _reopened(writer, loads, tmp_path)
+    await reader.leaf(3 * TILE_WIDTH)
+    # holes in the files: the tile and its full parent from the database, then kept
+    assert loads.read == [(0, 3), (1, 0)]
+    loads.read.clear()
+    reader = _reopened(writer, loads, tmp_path)
+    await reader.leaf(3 * TILE_WIDTH + 1)
+    assert loads.read == []
+
+    level0 = tmp_path / "level-0.tiles"
+    with level0.open("r+b") as f:  # one bit changed in tile 3
+        f.seek(3 * TILE_BYTES + 100)
+        byte = f.read(1)[0]
+        f.seek(3 * TILE_BYTES + 100)
+        f.write(bytes([byte ^ 4]))
+    reader = _reopened(writer, loads, tmp_path)
+    assert await reader.leaf(3 * TILE_WIDTH + 3) == LEAVES[3 * TILE_WIDTH + 3]
+    assert loads.read == [(0, 3)]
+    assert level0.read_bytes()[3 * TILE_BYTES :] == loads.stored[(0, 3)]  # and mended
+
+    other = [hashlib.sha256(b"other" + str(i).encode()).digest() for i in range(len(LEAVES))]
+    elsewhere = tmp_path / "elsewhere"
+    _grown(Loads(), TileFiles(elsewhere), other)  # another log's tiles, where this one looks
+    reader = _reopened(writer, loads, elsewhere)
+    loads.read.clear()
+    await _proofs_right(reader, random.Random(2), count=20)
+    assert loads.read  # none of the other log's tiles was taken
+
+    for index in (1, 2):  # tiles 1 to 3 kept in the file
+        await _reopened(writer, loads, tmp_path).leaf(index * TILE_WIDTH)
+    os.truncate(level0, 2 * TILE_BYTES + 10)  # cut short: tile 1 whole, 2 and 3 gone
+    reader = _reopened(writer, loads, tmp_path)
+    loads.read.clear()
+    for index in (1, 2, 3):
+        assert await reader.leaf(index * TILE_WIDTH) == LEAVES[index * TILE_WIDTH]
+    assert loads.read == [(0, 2), (0, 3)]
+
+
+async def test_a_tampered_database_tile_is_still_caught_and_a_failing_disk_turns_files_off(
+    tmp_path: Path,
+) -> None:
+    loads = Loads()
+    writer = _grown(loads, None, LEAVES)
+    key = (0, 17)
+    loads.stored[key] = loads.stored[key][:-1] + bytes([loads.stored[key][-1] ^ 1])
+    with pytest.raises(TamperedTile):
+        await _reopened(writer, loads, tmp_path).leaf(17 * TILE_WIDTH)
+    assert (tmp_path / "level-0.tiles").read_bytes() == b""  # nothing written of it
+
+    files = TileFiles(tmp_path / "failing")
+    reader = TiledTree(loads, writer.size, [bytes(r) for r in writer.edge], 2, files)
+    assert await reader.leaf(5) == LEAVES[5]
+    for fd in files._fds.values():  # the disk goes away under the open files
+        os.close(fd)
+    assert await reader.leaf(9 * TILE_WIDTH) == LEAVES[9 * TILE_WIDTH]  # from the database
+    assert files.off
+    files._fds.clear()
