@@ -325,10 +325,13 @@ class Stack:
         instance = self.instances[name]
         if instance.service == "gateway":
             return {} if name == "gateway" else {"DMP_HTTP_PORT": str(instance.port)}
-        return {
+        own = {
             "DMP_GRPC_LISTEN": f"127.0.0.1:{instance.port}",
             "DMP_METRICS_LISTEN": f"127.0.0.1:{instance.metrics}",
         }
+        if instance.service == "audit":  # each replica its own tile files, as on its own node
+            own["DMP_TILE_DIR"] = str(self.state_dir / "tiles" / name)
+        return own
 
     def wait_ready(self, state: StackState, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -50,10 +50,12 @@ class AuditSettings(Settings):
     # Full hash tiles kept in memory to answer proofs and tile reads (8 KiB each).
     tile_cache: int = 2048
     # A local directory where full hash tiles are also kept as files (one sparse file per
-    # level, at most 32 bytes per entry of the log): a proof that misses the memory cache
-    # reads its tile there instead of from the database. Each replica may have its own; a
-    # lost or stale file is read again from the database. Empty: no files.
+    # level, 32 bytes per entry of the log): a proof that misses the memory cache reads its
+    # tile there instead of from the database. Each replica may have its own; a lost or stale
+    # file is read again from the database. Empty: no files.
     tile_dir: str = ""
+    # What those files may take on disk (MiB); beyond it no more tiles are written to them.
+    tile_dir_max_mb: int = 4096
     # Dossiers whose chain head (n, leaf hash of the newest entry) is kept in memory.
     chain_cache: int = 50_000
     access_log_page_max: int = 100
@@ -70,6 +72,13 @@ class AuditSettings(Settings):
     def _lease(cls, value: float) -> float:
         if not 1.0 <= value <= 300.0:
             raise ValueError("the sequencer's lease lasts between 1 and 300 seconds")
+        return value
+
+    @field_validator("tile_dir_max_mb")
+    @classmethod
+    def _tile_dir_max(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("the tile files take at least 1 MiB")
         return value
 
     @field_validator("checkpoint_origin")

@@ -77,7 +77,11 @@ class AuditLog:
         self._note: tuple[int, bytes] = (-1, b"")
         self.clock = clock
         self.settings = settings
-        self._files = TileFiles(Path(settings.tile_dir)) if settings.tile_dir else None
+        self._files = (
+            TileFiles(Path(settings.tile_dir), settings.tile_dir_max_mb << 20)
+            if settings.tile_dir
+            else None
+        )
         self.tree = self._tree()
         self.stream_last = 0
         self.head: TreeHead | None = None

@@ -161,15 +161,19 @@ class TileFiles:
     Nothing here is trusted: a tile read from a file is checked against its parent like one
     from the database, and one that is absent (a hole reads as zeros), cut short or not the
     tree's (files left by another log) is read from the database and written here again. A
-    full tile never changes, so the files only ever gain tiles; they take at most 32 bytes per
-    entry of the log. A failing disk turns them off for the process, said once in its log.
+    full tile never changes, so the files only ever gain tiles, 32 bytes per entry of the log,
+    until they take `max_bytes`; then no more are written (said once in the log) and those
+    already there are still read. A failing disk turns them off for the process, said once.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_bytes: int = 1 << 62) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
+        self.max_bytes = max_bytes
+        self.used = sum(f.stat().st_blocks * 512 for f in directory.glob("level-*.tiles"))
         self._fds: dict[int, int] = {}
         self.off = False
+        self.full = False
 
     def _fd(self, level: int) -> int:
         fd = self._fds.get(level)
@@ -191,12 +195,17 @@ class TileFiles:
 
     def write(self, tiles: Iterable[tuple[TileKey, bytes]]) -> None:
         for (level, index), data in tiles:
-            if self.off:
+            if self.off or self.full:
+                return
+            if self.used + TILE_BYTES > self.max_bytes:
+                log.warning("tile_files_full", directory=str(self.directory), bytes=self.used)
+                self.full = True
                 return
             try:
                 os.pwrite(self._fd(level), data, index * TILE_BYTES)
             except OSError as exc:
                 self._failed(exc)
+            self.used += TILE_BYTES
 
     def _failed(self, exc: OSError) -> None:
         log.error("tile_files_off", directory=str(self.directory), error=exc.strerror)

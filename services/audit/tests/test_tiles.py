@@ -342,3 +342,23 @@ async def test_a_tampered_database_tile_is_still_caught_and_a_failing_disk_turns
     assert await reader.leaf(9 * TILE_WIDTH) == LEAVES[9 * TILE_WIDTH]  # from the database
     assert files.off
     files._fds.clear()
+
+
+async def test_the_tile_files_stop_growing_at_their_limit_and_are_still_read(
+    tmp_path: Path,
+) -> None:
+    loads = Loads()
+    files = TileFiles(tmp_path, max_bytes=10 * TILE_BYTES)
+    writer = _grown(loads, files, LEAVES)
+    assert files.full and files.used == 10 * TILE_BYTES
+    assert sum(f.stat().st_blocks * 512 for f in tmp_path.iterdir()) == 10 * TILE_BYTES
+    again = TileFiles(tmp_path, max_bytes=10 * TILE_BYTES)
+    assert again.used == 10 * TILE_BYTES  # counted from the files at a start
+    reader = TiledTree(loads, writer.size, [bytes(r) for r in writer.edge], 2, again)
+    for index in range(12):
+        assert await reader.leaf(index * TILE_WIDTH) == LEAVES[index * TILE_WIDTH]
+    # the first ten from the files; the next two, and their parent, from the database
+    assert [key for key in loads.read if key[0] == 0] == [(0, 10), (0, 11)]
+    assert sum(f.stat().st_blocks * 512 for f in tmp_path.iterdir()) == 10 * TILE_BYTES
+    with pytest.raises(ValueError, match="at least 1 MiB"):
+        AuditSettings(env="dev", tile_dir_max_mb=0)
