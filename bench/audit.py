@@ -307,6 +307,7 @@ def spawn_audit(
     audit_key: str,
     level: str = "WARNING",
     tile_dir: Path | None = None,
+    log: str = "audit.log",
 ) -> tuple[Any, int]:
     """The audit service process on that log; returns it and its gRPC port."""
     port = free_port()
@@ -320,7 +321,7 @@ def spawn_audit(
         "DMP_GRPC_LISTEN": f"127.0.0.1:{port}",
         "DMP_LOG_LEVEL": level,
     }
-    return spawn([sys.executable, "-m", "dmp_audit"], root / "audit.log", env=env), port
+    return spawn([sys.executable, "-m", "dmp_audit"], root / log, env=env), port
 
 
 def audit_channel(port: int) -> grpc.aio.Channel:

@@ -72,6 +72,9 @@ async def serve() -> None:
     async def representations(stop: asyncio.Event) -> None:
         await run_representation_mirror(runtime.bus, store, stop)
 
+    async def tile_files(stop: asyncio.Event) -> None:
+        await audit.fill_tile_files(stop)
+
     await runtime.serve(
         audit_pb2_grpc.add_AuditServiceServicer_to_server,
         servicer,
@@ -79,7 +82,7 @@ async def serve() -> None:
         verifier=runtime.verifier_from_identity(),
         public_methods=PUBLIC_METHODS,
         stores=[store],
-        background=[append, attending, dossiers, representations],
+        background=[append, attending, dossiers, representations, tile_files],
         on_ready=audit.follow,
     )
 

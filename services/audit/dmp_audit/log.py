@@ -11,6 +11,7 @@ a crash left after the edge: memory and start time do not grow with the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -125,6 +126,32 @@ class AuditLog:
         self.stream_last = int(edge["stream_last"])
         self._chains.clear()  # the sequencer moved them on
         self.loaded = True
+
+    async def fill_tile_files(self, stop: asyncio.Event) -> None:
+        """Once the log is loaded or followed, write to the tile files (DMP_TILE_DIR) the full
+        tiles of that tree they lack, from the database; then wait for stop. Tiles completed
+        after that are written by the appender, or by this replica as it reads them."""
+        if self._files is None:
+            await stop.wait()
+            return
+        while not self.loaded:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                return
+        started = time.perf_counter()
+        try:
+            written = await self.tree.fill_files()
+        except TileError as exc:  # proofs will say it too: the database is not the tree's
+            log.error("tile_files_fill_stopped", error=str(exc))
+        else:
+            log.info(
+                "tile_files_filled",
+                entries=self.size,
+                tiles=written,
+                seconds=round(time.perf_counter() - started, 2),
+            )
+        await stop.wait()
 
     async def load(self) -> None:
         """Read the stored edge and the newest signed head — not the log: what follows the

@@ -8,6 +8,7 @@ groups of three digits, all but the last prefixed with `x` (1234067 → `x001/x2
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -349,7 +350,29 @@ class TiledTree:
         """Full tiles by (level, index), from the cache or the database (`_levels`)."""
         return {key: levels[0] for key, levels in (await self._levels(keys)).items()}
 
-    async def _levels(self, keys: set[TileKey]) -> dict[TileKey, Levels]:
+    async def fill_files(self, batch: int = 32, pause: float = 0.01) -> int:
+        """Write to the tile files every full tile of this tree they lack, read from the
+        database and checked, upper levels first, then the newest tiles first (the entries
+        most often asked about); returns how many. For a replica new on its node: its proofs
+        stop reading the database once this is done. The tiles are not kept in memory; a
+        `pause` after each batch leaves the database to the requests being served."""
+        files = self._files
+        if files is None:
+            return 0
+        written = 0
+        for level in reversed(range(len(self.edge))):
+            keys = [(level, i) for i in reversed(range(self.size >> (TILE_HEIGHT * (level + 1))))]
+            for at in range(0, len(keys), batch):
+                if files.off or files.full:
+                    return written
+                lacking = {key for key in keys[at : at + batch] if files.read(key) is None}
+                if lacking:
+                    await self._levels(lacking, remember=False)
+                    written += len(lacking)
+                await asyncio.sleep(pause if lacking else 0)  # requests go on meanwhile
+        return written
+
+    async def _levels(self, keys: set[TileKey], remember: bool = True) -> dict[TileKey, Levels]:
         """Full tiles with their levels, from the cache, the tile files or the database. A
         tile read from a file or the database is checked against its parent's hash, itself in
         a checked tile or the edge: a tile changed in the database is caught before anything
@@ -391,7 +414,8 @@ class TiledTree:
         if self._files is not None:
             self._files.write(fetched)
         for key in want:
-            self._remember(key, checked[key])
+            if remember or key not in keys:
+                self._remember(key, checked[key])
             if key in keys:
                 out[key] = checked[key]
         return out

@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from dmp_audit.config import AuditSettings
 from dmp_audit.entry import Entry, TreeHeadSigner, raw_public_key
 from dmp_audit.log import AuditLog, LogCorrupted, NotSequencer, Record
 from dmp_audit.store import AuditStore, ChunkTaken, pack, unpack
-from dmp_audit.tiles import TamperedTile
+from dmp_audit.tiles import TamperedTile, TileFiles
 from dmp_audit.verify import scan
 from dmp_kit.auth import Principal
 from dmp_kit.clock import ManualClock
@@ -449,6 +450,40 @@ async def test_worker_processes_check_the_log_as_the_service_does(store: AuditSt
         assert found.problem is not None, kind
         assert str(found.problem) == str((await scan(store, KEYS, parallel=False)).problem)
         await tamperer.restore()
+
+
+async def test_the_appender_keeps_its_tiles_as_files_and_a_new_replica_fills_its_own(
+    store: AuditStore, tmp_path: Path
+) -> None:
+    leader = new_log(store, tile_dir=str(tmp_path / "leader"))
+    await leader.load()
+    ins = make_ins()
+    for at in range(1, 1400, 200):
+        await leader.append([record(s, ins) for s in range(at, at + 200)])
+    await leader.sign()
+    stored = {doc["_id"]: bytes(doc["hashes"]) async for doc in store.tiles.find({})}
+    assert len(stored) == 5  # 1,400 entries: five full tiles, all at level 0
+    kept = TileFiles(tmp_path / "leader")
+    assert [kept.read((0, i)) for i in range(5)] == [stored[i] for i in range(5)]
+
+    follower = new_log(store, tile_dir=str(tmp_path / "follower"))
+    stop = asyncio.Event()
+    filling = asyncio.create_task(follower.fill_tile_files(stop))
+    await asyncio.sleep(1.2)
+    assert TileFiles(tmp_path / "follower").read((0, 0)) is None  # nothing before it follows
+    await follower.follow()
+    own = TileFiles(tmp_path / "follower")
+    for _ in range(100):
+        if own.read((0, 0)) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert [own.read((0, i)) for i in range(5)] == [stored[i] for i in range(5)]
+    assert not filling.done()  # done with the files, it waits for the service to stop
+    stop.set()
+    await asyncio.wait_for(filling, 2)
+    leaves = merkle.Tree()
+    leaves.extend([await follower.tree.leaf(i) for i in range(1400)])
+    assert leaves.root() == leader.tree.root()
 
 
 async def test_a_replica_that_does_not_append_follows_the_sequencer_and_proves_the_same(

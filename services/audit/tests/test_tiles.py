@@ -362,3 +362,27 @@ async def test_the_tile_files_stop_growing_at_their_limit_and_are_still_read(
     assert sum(f.stat().st_blocks * 512 for f in tmp_path.iterdir()) == 10 * TILE_BYTES
     with pytest.raises(ValueError, match="at least 1 MiB"):
         AuditSettings(env="dev", tile_dir_max_mb=0)
+
+
+async def test_a_replica_new_on_its_node_fills_its_tile_files_from_the_database(
+    tmp_path: Path,
+) -> None:
+    loads = Loads()
+    writer = _grown(loads, None, LEAVES)  # 273 full tiles at level 0, 1 at level 1
+    files = TileFiles(tmp_path)
+    reader = TiledTree(loads, writer.size, [bytes(r) for r in writer.edge], 8, files)
+    await reader.leaf(5)  # one tile already there
+    assert await reader.fill_files(batch=50, pause=0) == len(LEAVES) // TILE_WIDTH + 1 - 2
+    assert all(key[0] == 1 or key == (0, 0) for key in reader._cache)  # not kept in memory
+    assert await reader.fill_files(pause=0) == 0
+    loads.read.clear()
+    await _proofs_right(_reopened(writer, loads, tmp_path), random.Random(3))
+    assert loads.read == []
+
+    key = (0, 200)
+    loads.stored[key] = loads.stored[key][:-1] + bytes([loads.stored[key][-1] ^ 1])
+    again = tmp_path / "again"
+    with pytest.raises(TamperedTile):
+        await _reopened(writer, loads, again).fill_files(pause=0)
+    files = TileFiles(again)
+    assert files.read(key) is None and files.read((0, 241)) is not None  # newest first
