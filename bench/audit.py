@@ -17,6 +17,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -286,8 +287,12 @@ class Servers:
 
 
 @contextlib.asynccontextmanager
-async def servers(prefix: str) -> AsyncIterator[Servers]:
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+async def servers(
+    prefix: str, root: Path | None = None, keep: bool = False
+) -> AsyncIterator[Servers]:
+    """A database and NATS in a new directory (or `root`, whose database is used again),
+    removed with it at the end unless `keep` (a 10M-entry log takes 13 GB)."""
+    root = root or Path(tempfile.mkdtemp(prefix=prefix))
     mongo, nats = start_mongo(root), start_nats(root)
     up = Servers(root, mongo, nats, AsyncMongoClient(mongo.url))
     try:
@@ -298,6 +303,8 @@ async def servers(prefix: str) -> AsyncIterator[Servers]:
         await up.client.close()
         for dep in (mongo, nats):
             stop_started(dep)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def spawn_audit(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import random
 import secrets
 import sys
@@ -32,6 +33,7 @@ import bson
 
 from bench.audit import (
     CLOCK,
+    Servers,
     _records,
     _settings,
     audit_channel,
@@ -120,9 +122,46 @@ def _load_seconds(log: Path) -> float:
     return float(line["seconds"]) if line else -1.0
 
 
+async def _new_replica(
+    up: Servers, audit_key: str, n: int, rng: random.Random
+) -> dict[str, dict[str, float]]:
+    """A replica new on its node: no tile files yet. Its proofs read their tiles from the
+    database while it fills its files from there; then they are timed again."""
+    tile_dir = up.root / f"tiles-{secrets.token_hex(4)}"
+    up.service, port = spawn_audit(
+        up.root, up.mongo.url, up.nats.url, audit_key, "INFO", tile_dir, f"{tile_dir.name}.log"
+    )
+    channel = audit_channel(port)
+    stub = audit_pb2_grpc.AuditServiceStub(channel)
+    try:
+        await until_serving(stub, n, time.perf_counter())
+        cold, cold_floor = await timed_proofs(stub, n, 2000, rng)
+        filled = _logged(up.root / f"{tile_dir.name}.log", "tile_files_filled", 1800)
+        if filled is None:
+            raise RuntimeError("the new replica did not fill its tile files within 30 min")
+        warm, warm_floor = await timed_proofs(stub, n, 2000, rng)
+    finally:
+        await channel.close()
+        stop_pid(up.service.pid)
+        up.service = None
+    return {
+        "new_replica_proof": summary(cold),
+        "new_replica_floor": summary(cold_floor),
+        "new_replica_fill": {"seconds": filled["seconds"], "tiles": filled["tiles"]},
+        "new_replica_filled_proof": summary(warm),
+        "new_replica_filled_floor": summary(warm_floor),
+    }
+
+
 async def _scale(n: int) -> dict[str, Any]:
     audit_key = base64.b64encode(secrets.token_bytes(32)).decode()
-    async with servers("dmp-bench-audit-scale-") as up:
+    keep = os.environ.get("DMP_BENCH_KEEP_LOG") == "1"
+    async with servers("dmp-bench-audit-scale-", keep=keep) as up:
+        if keep:  # for `python -m bench.audit_scale <root>` later: the log's key beside it
+            key_file = up.root / "audit.key"
+            key_file.write_text(audit_key)
+            key_file.chmod(0o600)
+            print(f"  the log is kept in {up.root}", file=sys.stderr)
         tile_dir = up.root / "tiles"
         settings = _settings(audit_key, append_batch=BATCH, tile_dir=str(tile_dir))
         store = AuditStore(up.client["audit"])
@@ -156,26 +195,7 @@ async def _scale(n: int) -> dict[str, Any]:
         await channel.close()
         stop_pid(up.service.pid)
 
-        # a replica new on its node: no tile files yet, each proof's tile from the database
-        # while it fills them from there
-        up.service, port = spawn_audit(
-            up.root,
-            up.mongo.url,
-            up.nats.url,
-            audit_key,
-            level="INFO",
-            tile_dir=up.root / "tiles-new",
-            log="audit-new.log",
-        )
-        channel = audit_channel(port)
-        stub = audit_pb2_grpc.AuditServiceStub(channel)
-        await until_serving(stub, n, time.perf_counter())
-        cold, cold_floor = await timed_proofs(stub, n, 2000, rng)
-        filled = _logged(up.root / "audit-new.log", "tile_files_filled", 1800)
-        if filled is None:
-            raise RuntimeError("the new replica did not fill its tile files within 30 min")
-        warm, warm_floor = await timed_proofs(stub, n, 2000, rng)
-        await channel.close()
+        replica = await _new_replica(up, audit_key, n, rng)
         files = sum(f.stat().st_blocks * 512 for f in tile_dir.iterdir()) / n
         hashes = storage["tiles"] + storage["edge"]
         return record(
@@ -199,11 +219,7 @@ async def _scale(n: int) -> dict[str, Any]:
                 "hash_bytes_per_entry": round(hashes, 2),
                 "disk_bytes_per_entry": round(disk, 1),
                 "tile_file_bytes_per_entry": round(files, 2),
-                "new_replica_proof": summary(cold),
-                "new_replica_floor": summary(cold_floor),
-                "new_replica_fill": {"seconds": filled["seconds"], "tiles": filled["tiles"]},
-                "new_replica_filled_proof": summary(warm),
-                "new_replica_filled_floor": summary(warm_floor),
+                **replica,
                 "targets": {"rss_mb": 150, "restart_s": 2, "proof_p99_ms": 5},
             },
         )
@@ -211,3 +227,19 @@ async def _scale(n: int) -> dict[str, Any]:
 
 def audit_scale(n: int) -> dict[str, Any]:
     return asyncio.run(_scale(n))
+
+
+async def _again(root: Path) -> dict[str, Any]:
+    """The new replica's part again, on a log kept by DMP_BENCH_KEEP_LOG=1 (a 10M fill takes
+    40 minutes); printed, not recorded."""
+    async with servers("", root=root, keep=True) as up:
+        edge = await up.client["audit"]["edge"].find_one({})
+        if edge is None:
+            raise SystemExit(f"no audit log in {root}")
+        n = int(edge["size"])
+        replica = await _new_replica(up, (root / "audit.key").read_text(), n, random.Random(4))
+        return {"entries": n, **replica}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(_again(Path(sys.argv[1]))), indent=2))

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -350,12 +351,13 @@ class TiledTree:
         """Full tiles by (level, index), from the cache or the database (`_levels`)."""
         return {key: levels[0] for key, levels in (await self._levels(keys)).items()}
 
-    async def fill_files(self, batch: int = 32, pause: float = 0.01) -> int:
+    async def fill_files(self, batch: int = 8, idle: float = 3.0) -> int:
         """Write to the tile files every full tile of this tree they lack, read from the
         database and checked, upper levels first, then the newest tiles first (the entries
         most often asked about); returns how many. For a replica new on its node: its proofs
-        stop reading the database once this is done. The tiles are not kept in memory; a
-        `pause` after each batch leaves the database to the requests being served."""
+        stop reading the database once this is done. The tiles are not kept in memory. After
+        each batch it waits `idle` times as long as the batch took, so that it takes at most
+        1/(1 + idle) of the database's time and requests are not queued behind it."""
         files = self._files
         if files is None:
             return 0
@@ -365,11 +367,12 @@ class TiledTree:
             for at in range(0, len(keys), batch):
                 if files.off or files.full:
                     return written
+                started = time.perf_counter()
                 lacking = {key for key in keys[at : at + batch] if files.read(key) is None}
                 if lacking:
                     await self._levels(lacking, remember=False)
                     written += len(lacking)
-                await asyncio.sleep(pause if lacking else 0)  # requests go on meanwhile
+                await asyncio.sleep(idle * (time.perf_counter() - started))
         return written
 
     async def _levels(self, keys: set[TileKey], remember: bool = True) -> dict[TileKey, Levels]:

@@ -372,9 +372,9 @@ async def test_a_replica_new_on_its_node_fills_its_tile_files_from_the_database(
     files = TileFiles(tmp_path)
     reader = TiledTree(loads, writer.size, [bytes(r) for r in writer.edge], 8, files)
     await reader.leaf(5)  # one tile already there
-    assert await reader.fill_files(batch=50, pause=0) == len(LEAVES) // TILE_WIDTH + 1 - 2
+    assert await reader.fill_files(batch=50, idle=0) == len(LEAVES) // TILE_WIDTH + 1 - 2
     assert all(key[0] == 1 or key == (0, 0) for key in reader._cache)  # not kept in memory
-    assert await reader.fill_files(pause=0) == 0
+    assert await reader.fill_files(idle=0) == 0
     loads.read.clear()
     await _proofs_right(_reopened(writer, loads, tmp_path), random.Random(3))
     assert loads.read == []
@@ -383,6 +383,6 @@ async def test_a_replica_new_on_its_node_fills_its_tile_files_from_the_database(
     loads.stored[key] = loads.stored[key][:-1] + bytes([loads.stored[key][-1] ^ 1])
     again = tmp_path / "again"
     with pytest.raises(TamperedTile):
-        await _reopened(writer, loads, again).fill_files(pause=0)
+        await _reopened(writer, loads, again).fill_files(batch=32, idle=0)
     files = TileFiles(again)
     assert files.read(key) is None and files.read((0, 241)) is not None  # newest first
