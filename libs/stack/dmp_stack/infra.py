@@ -114,15 +114,27 @@ def spawn(
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        argv,
+        as_user(argv, user),
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         env=env,
         cwd=cwd,
-        user=user,
     )
+
+
+def as_user(argv: list[str], user: str | None) -> list[str]:
+    """`argv` run as `user` through setpriv, which then execs it (the same pid). Not
+    subprocess's `user=`: that makes Python fork rather than vfork, so the atfork handlers of a
+    caller with gRPC threads run in the child, and one such child died before its exec (initdb
+    failed with only gRPC's epoll error as its output)."""
+    if user is None:
+        return argv
+    account = pwd.getpwnam(user)
+    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    ids = [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
+    return [setpriv, *ids, "--", *argv]
 
 
 # --- MongoDB ----------------------------------------------------------------------------
@@ -341,7 +353,7 @@ def start_postgres(state: Path) -> Started:
         argv = [str(bin_dir / "initdb"), "-D", str(data), "-U", "ferretdb", "-E", "UTF8"]
         argv += ["-A", "scram-sha-256", f"--pwfile={handover}"]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, user=user, timeout=300)
+            done = subprocess.run(as_user(argv, user), capture_output=True, text=True, timeout=300)
         finally:
             handover.unlink(missing_ok=True)
         if done.returncode != 0:
