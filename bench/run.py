@@ -745,14 +745,15 @@ def write_readme() -> None:
                     else ""
                 )
                 + (
-                    f"; tile files {r['tile_file_bytes_per_entry']} B/entry; a new replica: "
-                    f"proof p99 {r['new_replica_proof']['p99_ms']} ms while it fills its tile "
-                    f"files ({r['new_replica_fill']['tiles']:,} tiles in "
-                    f"{r['new_replica_fill']['seconds']} s), "
-                    f"{r['new_replica_filled_proof']['p99_ms']} ms after"
-                    if "new_replica_fill" in r
-                    else f"; tile files {r['tile_file_bytes_per_entry']} B/entry; a new replica "
-                    f"with no tile files: proof p99 {r['new_replica_proof']['p99_ms']} ms"
+                    f"; tile files {r['tile_file_bytes_per_entry']} B/entry; a new replica"
+                    + (
+                        f": proof p99 {r['new_replica_proof']['p99_ms']} ms while it fills its "
+                        f"tile files ({r['new_replica_fill']['tiles']:,} tiles in "
+                        f"{r['new_replica_fill']['seconds']} s), "
+                        f"{r['new_replica_filled_proof']['p99_ms']} ms after"
+                        if "new_replica_fill" in r
+                        else f" with no tile files: proof p99 {r['new_replica_proof']['p99_ms']} ms"
+                    )
                     if "new_replica_proof" in r
                     else ""
                 )

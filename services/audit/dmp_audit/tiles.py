@@ -207,16 +207,12 @@ class TileFiles:
                 os.pwrite(self._fd(level), data, index * TILE_BYTES)
             except OSError as exc:
                 self._failed(exc)
+                return
             self.used += TILE_BYTES
 
     def _failed(self, exc: OSError) -> None:
         log.error("tile_files_off", directory=str(self.directory), error=exc.strerror)
         self.off = True
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
 
 
 class TiledTree:
