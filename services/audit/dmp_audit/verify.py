@@ -18,18 +18,20 @@ How it goes fast: each chunk is checked on its own by `check_chunk` — decompre
 heads, their leaf hashes, the chain links inside the chunk, and the roots of the complete
 subtrees the chunk covers — in worker processes when the log is large. What crosses chunks is
 small and done here in order: each dossier's first link in the chunk, and the tree's frontier
-(at most log2(n) subtree roots), from which the root at any signed size follows.
+(at most log2(n) subtree roots), from which the root at any signed size follows. The chunks are
+read by a task of their own, up to IN_FLIGHT ahead of the merge, so that the database's read —
+one cursor, served serially, the longest part on a small machine — never waits for the checks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import hashlib
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -110,6 +112,10 @@ class Checked:
     subtrees: list[Subtree]  # the chunk's range cut into complete, aligned subtrees
     prefixes: dict[int, list[Subtree]]  # for a signed size inside the chunk: its prefix, cut so
     dossiers: Dossiers
+
+
+# A chunk's check on its way: what it found, or (seq, what) for its first inconsistency.
+Verdict = asyncio.Future[Checked | tuple[int, str]]
 
 
 def check_chunk(
@@ -278,12 +284,11 @@ async def _scan_chunks(
     chains: dict[bytes, bytes] = {}  # ins -> the link its next entry must carry
     frontier: list[Subtree] = []
     pending = 0  # index in `heads` of the next one to check
-    in_flight: deque[tuple[int, asyncio.Future[Checked | tuple[int, str]]]] = deque()
 
-    def submit(doc: Mapping[str, Any], first: int) -> asyncio.Future[Checked | tuple[int, str]]:
+    def submit(doc: Mapping[str, Any], first: int) -> Verdict:
         args = (doc["data"], doc["count"], first, signed_sizes)
         if pool is None:
-            future: asyncio.Future[Checked | tuple[int, str]] = loop.create_future()
+            future: Verdict = loop.create_future()
             future.set_result(check_chunk(*args))
             return future
         return loop.run_in_executor(pool, check_chunk, *args)
@@ -294,70 +299,63 @@ async def _scan_chunks(
             return
         state.heads.append(heads[pending])
         pending += 1
-    expected = 0  # where the next chunk must start
-    chunks = store.scan_chunks()
-    exhausted = False
-    while True:
-        # keep the workers busy: read and hand out chunks ahead of the one checked next
-        while not exhausted and len(in_flight) < IN_FLIGHT:
-            tick = time.perf_counter()
-            doc = await anext(chunks, None)
-            state.db_seconds += time.perf_counter() - tick
-            if doc is None:
-                exhausted = True
-                break
-            problem = _chunk_header(doc, expected, state.stream_last)
-            if problem is not None:
-                in_flight.append((expected, _failed(loop, expected, problem)))
-                exhausted = True
-                break
-            state.stream_last = doc["stream_last"]
-            in_flight.append((expected, submit(doc, expected)))
-            expected += doc["count"]
-        if not in_flight:
-            break
-        first, future = in_flight.popleft()
-        tick = time.perf_counter()
-        checked = await future
-        now = time.perf_counter()
-        if isinstance(checked, tuple):
-            _fail(state, checked[1], checked[0])
-            return
-        # Each dossier's first link here against where its chain stood: done in C, as this
-        # process does it for every entry of the log while the workers share the rest.
-        d = checked.dossiers
-        names = d.ins.split(b"\n") if d.ins else []
-        if b"\n".join(map(chains.get, names, repeat(FIRST_LINK))) != d.need:
-            needs = d.need.split(b"\n")
-            broken = min(
-                seq
-                for seq, name, need in zip(d.first_seq, names, needs, strict=True)
-                if chains.get(name, FIRST_LINK) != need
-            )
-            _fail(state, "the dossier's hash chain is broken here", broken)
-            return
-        if names:
-            chains.update(zip(names, d.give.split(b"\n"), strict=True))
-        end = first + checked.count
-        while pending < len(heads) and heads[pending].size <= end:
-            head = heads[pending]
-            if head.size == end:
-                root = _root(_push(frontier, checked.subtrees))
-            elif head.size <= first:
-                root = _root(frontier)
-            else:
-                root = _root(_push(frontier, checked.prefixes[head.size]))
-            if root.hex() != head.root_hash:
-                _fail(state, f"the tree head of size {head.size} does not match the log")
+    # The chunks are read and handed to the workers by a task of their own, ahead of the
+    # checking: the database's next batch is on its way while the workers check and this loop
+    # merges (on a small machine the database's serial read is the longest part of the scan,
+    # and it must not wait for the others).
+    room = asyncio.Semaphore(IN_FLIGHT)
+    in_flight: asyncio.Queue[tuple[int, Verdict] | None] = asyncio.Queue()
+    reader = asyncio.create_task(_read_chunks(state, store, submit, room, in_flight))
+    try:
+        while (item := await in_flight.get()) is not None:
+            first, future = item
+            checked = await future
+            room.release()
+            now = time.perf_counter()
+            if isinstance(checked, tuple):
+                _fail(state, checked[1], checked[0])
                 return
-            state.heads.append(head)
-            pending += 1
-        frontier = _push(frontier, checked.subtrees)
-        state.chunk_starts.append(first)
-        state.size = end
-        state.cpu_seconds += time.perf_counter() - now
-        if progress is not None:
-            progress(checked.count)
+            # Each dossier's first link here against where its chain stood: done in C, as this
+            # process does it for every entry of the log while the workers share the rest.
+            d = checked.dossiers
+            names = d.ins.split(b"\n") if d.ins else []
+            if b"\n".join(map(chains.get, names, repeat(FIRST_LINK))) != d.need:
+                needs = d.need.split(b"\n")
+                broken = min(
+                    seq
+                    for seq, name, need in zip(d.first_seq, names, needs, strict=True)
+                    if chains.get(name, FIRST_LINK) != need
+                )
+                _fail(state, "the dossier's hash chain is broken here", broken)
+                return
+            if names:
+                chains.update(zip(names, d.give.split(b"\n"), strict=True))
+            end = first + checked.count
+            while pending < len(heads) and heads[pending].size <= end:
+                head = heads[pending]
+                if head.size == end:
+                    root = _root(_push(frontier, checked.subtrees))
+                elif head.size <= first:
+                    root = _root(frontier)
+                else:
+                    root = _root(_push(frontier, checked.prefixes[head.size]))
+                if root.hex() != head.root_hash:
+                    _fail(state, f"the tree head of size {head.size} does not match the log")
+                    return
+                state.heads.append(head)
+                pending += 1
+            frontier = _push(frontier, checked.subtrees)
+            state.chunk_starts.append(first)
+            state.size = end
+            state.cpu_seconds += time.perf_counter() - now
+            if progress is not None:
+                progress(checked.count)
+        await reader  # its error, if the database failed
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
     if pending < len(heads):
         _fail(
             state,
@@ -383,6 +381,38 @@ async def _scan_chunks(
     state.chains = {ins.decode(): _chain_head(link) for ins, link in chains.items()}
 
 
+async def _read_chunks(
+    state: LogState,
+    store: AuditStore,
+    submit: Callable[[Mapping[str, Any], int], Verdict],
+    room: asyncio.Semaphore,
+    out: asyncio.Queue[tuple[int, Verdict] | None],
+) -> None:
+    """Each chunk in log order, its header checked, handed to `submit`: (first, its verdict)
+    into `out` while `room` allows, then None at the end, after the first malformed chunk, or
+    when the database fails (the caller then awaits this task for its error)."""
+    loop = asyncio.get_running_loop()
+    expected = 0  # where the next chunk must start
+    chunks = aiter(store.scan_chunks())
+    try:
+        while True:
+            await room.acquire()
+            tick = time.perf_counter()
+            doc = await anext(chunks, None)
+            state.db_seconds += time.perf_counter() - tick
+            if doc is None:
+                break
+            problem = _chunk_header(doc, expected, state.stream_last)
+            if problem is not None:
+                out.put_nowait((expected, _failed(loop, expected, problem)))
+                break
+            state.stream_last = doc["stream_last"]
+            out.put_nowait((expected, submit(doc, expected)))
+            expected += doc["count"]
+    finally:
+        out.put_nowait(None)
+
+
 def _chain_head(link: bytes) -> tuple[int, str]:
     """(n, leaf hash) of the entry that `link`, its successor's, points at."""
     n, leaf = link.split(b":")
@@ -404,10 +434,8 @@ def _chunk_header(doc: Mapping[str, Any], first: int, stream_last: int) -> str |
     return None
 
 
-def _failed(
-    loop: asyncio.AbstractEventLoop, seq: int, what: str
-) -> asyncio.Future[Checked | tuple[int, str]]:
-    future: asyncio.Future[Checked | tuple[int, str]] = loop.create_future()
+def _failed(loop: asyncio.AbstractEventLoop, seq: int, what: str) -> Verdict:
+    future: Verdict = loop.create_future()
     future.set_result((seq, what))
     return future
 

@@ -10,12 +10,14 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bson import Binary
+from pymongo.errors import AutoReconnect
 
 from dmp_audit import merkle
 from dmp_audit.config import AuditSettings
@@ -450,6 +452,40 @@ async def test_worker_processes_check_the_log_as_the_service_does(store: AuditSt
         assert found.problem is not None, kind
         assert str(found.problem) == str((await scan(store, KEYS, parallel=False)).problem)
         await tamperer.restore()
+
+
+class FailingAfter(AuditStore):
+    """The same store, whose scan of the chunks breaks off with the database's error after
+    `count` chunks (as a connection lost mid-scan does)."""
+
+    def __init__(self, store: AuditStore, count: int) -> None:
+        super().__init__(store.db)
+        self.count = count
+
+    async def scan_chunks(self) -> AsyncIterator[dict[str, Any]]:
+        served = 0
+        async for doc in super().scan_chunks():
+            if served == self.count:
+                raise AutoReconnect("connection closed")
+            served += 1
+            yield doc
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+async def test_a_scan_whose_database_fails_midway_fails_and_does_not_hang(
+    store: AuditStore, parallel: bool
+) -> None:
+    """The chunks are read ahead of the checking by a task of their own: its failure reaches
+    the caller (as the database's error, never a verdict on a log half read)."""
+    log = new_log(store)
+    await log.load()
+    rng = random.Random(9)
+    for first in range(1, 41, 4):
+        await log.append([record(seq, make_ins(rng)) for seq in range(first, first + 4)])
+    await log.sign()
+    assert (await scan(store, KEYS, parallel=parallel)).size == 40
+    with pytest.raises(AutoReconnect):
+        await asyncio.wait_for(scan(FailingAfter(store, 3), KEYS, parallel=parallel), 30)
 
 
 async def test_the_appender_keeps_its_tiles_as_files_and_a_new_replica_fills_its_own(
