@@ -696,6 +696,9 @@ def write_readme() -> None:
                 f"{r['target_seconds']}): database {r['seconds_database']} s, "
                 f"CPU {r['seconds_cpu']} s"
             )
+            if "cpu_seconds" in r:  # each party's CPU during a verification
+                split = ", ".join(f"{k} {v}" for k, v in r["cpu_seconds"].items())
+                extra += f"; CPU s during it: {split}"
         if r["scenario"] == "notify_latency":
             extra = (
                 f"inbox p99 {t['p99_ms']:.0f} ms under submit at 75/s (target ≤ 100), "
