@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 from pymongo import AsyncMongoClient
 
-from bench.cost import cpu_of
+from bench.cost import cpu_of, settle
 from bench.run import record, summary
 from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
@@ -217,7 +217,10 @@ async def _verify_and_proofs(n: int, proofs: int) -> list[dict[str, Any]]:
         # FerretDB and its PostgreSQL server (whose backends are its children)
         pids = [pid for pid in (up.mongo.pid, *up.mongo.also) if pid is not None]
         database = {str(pid): pid for pid in pids}
-        settled = await until_idle(database)
+        # after the fill, PostgreSQL's autovacuum and checkpoints run for a while
+        t0 = time.perf_counter()
+        await asyncio.to_thread(settle, database, 0.05, 300.0)
+        settled = time.perf_counter() - t0
         runs, floors, cpu, spent = [], [], [], []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -296,20 +299,6 @@ def _cpu_split(database: dict[str, int]) -> dict[str, float]:
         "main": own.user + own.system,
         "workers": own.children_user + own.children_system,
     }
-
-
-async def until_idle(database: dict[str, int], limit: float = 300.0) -> float:
-    """Wait until the database's processes are quiet (under 5 % of a core for 3 s: after a fill,
-    PostgreSQL's autovacuum and checkpoints run for a while); seconds waited."""
-    started = time.perf_counter()
-    quiet = 0
-    last = sum(cpu_of(database).values())
-    while quiet < 3 and time.perf_counter() - started < limit:
-        await asyncio.sleep(1.0)
-        now = sum(cpu_of(database).values())
-        quiet = quiet + 1 if now - last < 0.05 else 0
-        last = now
-    return time.perf_counter() - started
 
 
 @dataclass
