@@ -12,6 +12,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -127,6 +128,7 @@ def _matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
+@lru_cache(maxsize=1024)  # every consumed event asks; the subjects in use are few
 def producer_of(subject: str) -> str | None:
     """The one service allowed to publish on `subject`, if any."""
     for service, access in BUS_ACCESS.items():
