@@ -72,6 +72,14 @@ test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES 
 test-reliability-scaled: install ## The same across the scaled stack (replicas, NATS cluster of 3 in network namespaces, root): DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability-scaled.json
 	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability/test_faults_scaled.py -m scaled -v
 
+# One cycle of five of them, a fault of each layer: a service replica (dossier, the writes' owner),
+# the audit sequencer, a stream's NATS leader, a NATS node cut off, the race of two replicas.
+SCALED_SHORT := test_acknowledged_writes_survive and (dossier or sequencer or leading or isolated)
+
+test-reliability-scaled-short: install ## One cycle of five scaled faults, about 3 minutes: what CI runs of them
+	DMP_RELIABILITY_CYCLES=1 $(RUN) pytest tests/reliability/test_faults_scaled.py -m scaled -v \
+		-k "$(SCALED_SHORT)"
+
 soak: install ## 10 minutes of mixed load on a stack of its own: throughput, memory, losses (bench/results/soak.json)
 	$(RUN) python -m bench.soak
 
@@ -114,7 +122,7 @@ bench-fhir: install ## An ITI-67 search of 200 documents beside the REST list of
 bench-cost: install ## What one request costs per process, in database operations and database CPU; the cost as the platform grows to 100,000 documents (bench/results)
 	$(RUN) python -m bench.run request_cost dossier_growth ferretdb_reads
 
-ci: lint typecheck buf-lint buf-breaking deploy-check test ## What CI runs
+ci: lint typecheck buf-lint buf-breaking deploy-check test test-reliability-scaled-short ## What CI runs
 
 clean: down ## Remove the virtualenv, generated stubs and local state
 	rm -rf .venv libs/contracts/dmp .dmp
