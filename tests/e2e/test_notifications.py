@@ -318,6 +318,28 @@ def test_while_the_mail_relay_is_down_nothing_is_lost(stack: RunningStack, cast:
     assert len(cast.mails("Un nouveau document dans votre DMP")) == before + 1  # once
 
 
+def test_a_notice_waits_for_identity_while_it_is_away(stack: RunningStack, cast: Cast) -> None:
+    """Identity away (a crash, then its restart) for longer than an event's five attempts take
+    (0.5 + 1 + 2 + 4 s of backoff): the notice waits for its contact details instead of
+    spending its attempts, and the e-mail goes once identity is back, once."""
+    patient = stack.create_patient(cast.admin)
+    # Opened by the GP with the patient's consent: the patient never logged in, so notify has
+    # never asked identity for their contact details (it keeps them a minute).
+    stack.open_dossier(cast.tokens["gp"], patient)
+    subject = "Un nouveau document dans votre DMP"
+
+    def mails() -> list[Any]:
+        return [m for m in stack.mailbox.messages_to(patient["email"]) if m["Subject"] == subject]
+
+    with stack.stack.away("identity"):
+        stack.add_document(cast.tokens["gp"], patient["ins"], "11502-2", "Bilan sanguin")
+        time.sleep(10.0)
+        assert not mails()  # no address without identity
+    assert until(lambda: len(mails()) == 1, 60)
+    time.sleep(1.0)
+    assert len(mails()) == 1
+
+
 def test_a_delivery_that_keeps_failing_becomes_a_dead_letter(
     stack: RunningStack, cast: Cast
 ) -> None:

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -302,6 +304,20 @@ class Stack:
         settings it runs with from now on, over the stack's and its secrets (a new key, say)."""
         if env:
             self._own_env[name] = {**self._own_env.get(name, {}), **env}
+        self._stop(name, kill)
+        self._start_again(name)
+
+    @contextmanager
+    def away(self, name: str) -> Iterator[None]:
+        """One process killed (SIGKILL) and kept away while the block runs, then started again
+        and waited for: an outage of that service."""
+        self._stop(name, kill=True)
+        try:
+            yield
+        finally:
+            self._start_again(name)
+
+    def _stop(self, name: str, kill: bool) -> None:
         state = self.state()
         assert state is not None and self._env, "restart needs a stack started by this object"
         pid = state.processes[name]
@@ -311,6 +327,10 @@ class Stack:
                 time.sleep(0.05)
         else:
             stop_pid(pid)
+
+    def _start_again(self, name: str) -> None:
+        state = self.state()
+        assert state is not None
         state.processes[name] = self._spawn(name)
         state.save(self.state_path)
         self.wait_ready(state, 60)

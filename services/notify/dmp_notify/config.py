@@ -30,6 +30,10 @@ class NotifySettings(Settings):
     mail_from: str = "DMP <no-reply@dmp.localhost>"
     # Attempts at an event's deliveries (with backoff: 0.5 s, 1 s, 2 s …) before its dead letter.
     max_delivery_attempts: int = 8
+    # How long a notice waits for identity (contact details) when it is away, a restart say,
+    # before that attempt fails: an outage of our own spends no attempt at once. Under the
+    # 60 s a consumer holds an event before another replica may take it (dmp_kit.bus).
+    contact_wait_seconds: float = Field(default=30.0, gt=0.0, le=55.0)
     # "log": a provider that records that an SMS left, without its text (dev).
     sms_provider: str = "log"
     # Delivery records older than this are deleted (retention.py). At least a day: an event

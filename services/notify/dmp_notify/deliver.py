@@ -219,11 +219,16 @@ class Notifier:
 
     async def _lookup(self, recipient: str) -> Person:
         kind, _, ident = recipient.partition(":")
-        deadline = self.settings.grpc_deadline_seconds
+        # No one waits on this answer but the notice: while identity is away (restarting, say)
+        # the call waits for it to be back, up to contact_wait_seconds, rather than failing
+        # at once and spending one of the event's attempts each time.
+        wait = self.settings.contact_wait_seconds
 
         async def patient(token: str) -> Person:
             found = await self.identity.LookupPatient(
-                identity_pb2.LookupPatientRequest(ins=ident), **call_options(deadline, token=token)
+                identity_pb2.LookupPatientRequest(ins=ident),
+                wait_for_ready=True,
+                **call_options(wait, token=token),
             )
             p = found.patient
             return Person(p.email, p.phone, list(p.legal_representatives))
@@ -231,7 +236,8 @@ class Notifier:
         async def professional(token: str) -> Person:
             found = await self.identity.LookupProfessional(
                 identity_pb2.LookupProfessionalRequest(rpps=ident),
-                **call_options(deadline, token=token),
+                wait_for_ready=True,
+                **call_options(wait, token=token),
             )
             return Person(found.professional.email, found.professional.phone, [])
 
