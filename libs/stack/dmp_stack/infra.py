@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -509,6 +510,12 @@ def start_nats_cluster(
                 if time.monotonic() > deadline:
                     raise InfraError("the NATS cluster's JetStream did not become ready in 60 s")
                 time.sleep(0.2)
+        # ... and once its meta leader counts every other member current: until then a stream
+        # of three replicas is refused ("no suitable peers for placement, peer offline").
+        while not any(_meta_complete(f"http://127.0.0.1:{m}/jsz", nodes) for m in monitors):
+            if time.monotonic() > deadline:
+                raise InfraError("the NATS cluster's meta leader did not see every member in 60 s")
+            time.sleep(0.2)
     except BaseException:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -524,6 +531,19 @@ def start_nats_cluster(
             f"node{i + 1}": f"{pid}:{port}"
             for i, (pid, port) in enumerate(zip(pids, ports, strict=True))
         },
+    )
+
+
+def _meta_complete(url: str, nodes: int) -> bool:
+    """This member leads JetStream's meta group and counts the other members current."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (our own loopback)
+            meta = json.load(answer).get("meta_cluster") or {}
+    except (OSError, ValueError):
+        return False
+    replicas = meta.get("replicas") or []
+    return len(replicas) == nodes - 1 and all(
+        r.get("current") and not r.get("offline") for r in replicas
     )
 
 
