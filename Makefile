@@ -62,9 +62,12 @@ traces: install ## Print the newest traces of `make up` as trees (make traces LA
 # a module's own tests, also those it takes from dmp_stack.contract). The seed is printed at the
 # top; `make test TEST_ORDER="--random-order-bucket=parent --random-order-seed=N"` replays a run.
 TEST_ORDER ?= --random-order-bucket=parent
+# In TEST_WORKERS processes (pytest-xdist), each with its own servers and stack, a module at a
+# time each (its module-scoped set-up made once); TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
 
 test: install ## Run unit, service and end-to-end tests against real servers, in a random order
-	$(RUN) pytest $(TEST_ORDER)
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope $(TEST_ORDER)
 
 test-reliability: install ## Fault injection under load, DMP_RELIABILITY_CYCLES (default 3) per fault; figures in .dmp/reliability.json
 	DMP_RELIABILITY_CYCLES=$${DMP_RELIABILITY_CYCLES:-3} $(RUN) pytest tests/reliability -v

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dmp_stack.contract import Alone, alone, check_case
-from dmp_stack.testing import Infra
+from dmp_stack.testing import Infra, kept_logs
 
 
 @pytest.fixture(scope="module")
 def alone_service(request: pytest.FixtureRequest, infra: Infra) -> Iterator[Alone]:
     name = request.module.SERVICE
-    logs = Path(".dmp") / "test-logs"
+    logs = kept_logs()
     with alone(name, infra.mongo.url, logs) as service:
         # What the module's cases read, made once (and checked) before any of them runs.
         for case in getattr(request.module, "GIVEN", ()):

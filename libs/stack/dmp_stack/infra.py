@@ -15,6 +15,7 @@ The tests' fault proxy: Toxiproxy 2.12, built once with Go into the same cache
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -153,13 +154,22 @@ def ferretdb_binary(progress: Callable[[str], None] = say) -> Path:
             "no MongoDB: DMP_MONGO_URL is unset, Docker and mongod are absent, "
             "and Go is not installed to build FerretDB"
         )
-    for version in FERRETDB_VERSIONS:
-        progress(f"Building FerretDB {version} with Go (first time only; a few minutes)…")
-        try:
-            return _build_ferretdb(version)
-        except InfraError as exc:
-            errors.append(f"{version}: {exc}")
-            progress(f"FerretDB {version} did not build: {str(exc).splitlines()[0]}")
+    (CACHE_DIR / "build").mkdir(parents=True, exist_ok=True)
+    # One build at a time: test sessions starting together (pytest-xdist's workers) wait for
+    # the first one's, then find it built.
+    with open(CACHE_DIR / "build" / "ferretdb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for version in FERRETDB_VERSIONS:
+            binary = CACHE_DIR / "bin" / f"ferretdb-{version}"
+            if binary.exists():
+                return binary
+        for version in FERRETDB_VERSIONS:
+            progress(f"Building FerretDB {version} with Go (first time only; a few minutes)…")
+            try:
+                return _build_ferretdb(version)
+            except InfraError as exc:
+                errors.append(f"{version}: {exc}")
+                progress(f"FerretDB {version} did not build: {str(exc).splitlines()[0]}")
     raise InfraError("FerretDB could not be built:\n" + "\n".join(errors))
 
 
@@ -194,7 +204,16 @@ def _build_ferretdb(version: str) -> Path:
     (version_file / "version.txt").write_text(version + "\n")
     binary = CACHE_DIR / "bin" / f"ferretdb-{version}"
     binary.parent.mkdir(parents=True, exist_ok=True)
-    go("build", "-mod=vendor", "-trimpath", "-o", str(binary), f"{FERRETDB_MODULE}/cmd/ferretdb")
+    # Moved into place once whole: a session that finds it never runs half a binary.
+    go(
+        "build",
+        "-mod=vendor",
+        "-trimpath",
+        "-o",
+        str(work / "ferretdb"),
+        f"{FERRETDB_MODULE}/cmd/ferretdb",
+    )
+    os.replace(work / "ferretdb", binary)
     return binary
 
 

@@ -787,10 +787,17 @@ def running_stack(
     assert not leaks, "patient or professional identifiers in the logs:\n" + "\n".join(leaks[:20])
 
 
+def kept_logs() -> Path:
+    """Where a test session keeps its processes' logs for whoever reads a failure (CI prints
+    them): .dmp/test-logs, a folder of its own for each pytest-xdist worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = Path(".dmp") / "test-logs"
+    return base / worker if worker else base
+
+
 @pytest.fixture(scope="session")
 def stack(infra: Infra) -> Iterator[RunningStack]:
-    # The logs of the session are kept for whoever reads a failure (CI prints them).
-    with running_stack(infra, keep_logs=Path(".dmp") / "test-logs") as running:
+    with running_stack(infra, keep_logs=kept_logs()) as running:
         yield running
 
 

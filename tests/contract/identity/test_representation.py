@@ -8,7 +8,6 @@ import asyncio
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +18,7 @@ from dmp.identity.v1 import identity_pb2 as pb
 from dmp.identity.v1 import identity_pb2_grpc
 from dmp_kit.bus import EventBus
 from dmp_stack.contract import Alone, alone
-from dmp_stack.testing import Infra, collect_events, make_ins
+from dmp_stack.testing import Infra, collect_events, kept_logs, make_ins
 
 SERVICE = "identity"
 TODAY = datetime.now(ZoneInfo("Europe/Paris")).date()
@@ -31,7 +30,7 @@ def alone_service(infra: Infra) -> Iterator[Alone]:
     before = os.environ.get("DMP_SCHEDULE_INTERVAL_SECONDS")
     os.environ["DMP_SCHEDULE_INTERVAL_SECONDS"] = "0.5"
     try:
-        with alone(SERVICE, infra.mongo.url, Path(".dmp") / "test-logs") as service:
+        with alone(SERVICE, infra.mongo.url, kept_logs()) as service:
             asyncio.run(audit_stream(service))
             yield service
     finally:
