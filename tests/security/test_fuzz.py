@@ -9,22 +9,15 @@ first, so that one run reports them all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
-import requests
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.core.transport import response_content_type
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from hypothesis import settings
 
 from dmp_stack.testing import RunningStack
+from tests.security.fuzzing import Job, Tally, fuzz_share, operations
 
 REQUESTS_AT_LEAST = 10_000
 # Each kind of caller, and no caller at all.
@@ -40,15 +33,9 @@ EXCLUDED = {
 }
 
 
-@dataclass
-class Tally:
-    requests: int = 0
-    by_status: dict[int, int] = field(default_factory=dict)
-    errors: int = 0
-    # errors whose status and media type the document gives a schema, which their body is
-    # validated against
-    errors_with_schema: int = 0
-    failures: list[str] = field(default_factory=list)
+# Generating a case costs the client far more than answering it costs the stack: two client
+# processes, each its share of the operations (fuzzing.py).
+CLIENTS = 2
 
 
 @pytest.fixture(scope="module")
@@ -74,70 +61,37 @@ def tokens(stack: RunningStack) -> dict[str, str]:
 def test_generated_requests_get_no_server_error_and_match_the_schema(
     stack: RunningStack, tokens: dict[str, str]
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
-    operations = [
-        result.ok()
-        for result in schema.get_all_operations()
-        if (result.ok().method.upper(), result.ok().path) not in EXCLUDED
-    ]
+    keys = [key for key in operations(stack.url) if key not in EXCLUDED]
     # Hypothesis draws fewer cases where an operation has few distinct ones: a margin.
-    per_operation = int(1.3 * REQUESTS_AT_LEAST / (len(operations) * len(KINDS))) + 1
+    per_operation = int(1.3 * REQUESTS_AT_LEAST / (len(keys) * len(KINDS))) + 1
+    jobs: list[Job] = [(kind, method, path) for kind in KINDS for method, path in keys]
+    headers = {
+        kind: {"authorization": f"Bearer {tokens[kind]}"} if kind in tokens else {}
+        for kind in KINDS
+    }
+    # Spawned, not forked: this process runs the stack's threads. Niced, so that the stack is
+    # never the one kept waiting for a core (its deadlines would answer 503).
+    context = multiprocessing.get_context("spawn")
     tally = Tally()
-    session = requests.Session()
-    for kind in KINDS:
-        headers = {"authorization": f"Bearer {tokens[kind]}"} if kind in tokens else {}
-        for operation in operations:
-            fuzz(stack.url, session, operation, kind, headers, per_operation, tally)
+    with ProcessPoolExecutor(
+        CLIENTS, mp_context=context, initializer=os.nice, initargs=(10,)
+    ) as pool:
+        shares = [
+            pool.submit(
+                fuzz_share,
+                stack.url,
+                jobs[i::CLIENTS],
+                headers,
+                per_operation,
+                settings.default.derandomize,
+            )
+            for i in range(CLIENTS)
+        ]
+        for share in shares:
+            tally.add(share.result())
     print(f"\nschemathesis: {tally.requests} requests, by status {sorted(tally.by_status.items())}")
     assert tally.requests >= REQUESTS_AT_LEAST
     assert not tally.failures, "\n".join(tally.failures[:30])
     assert not [s for s in tally.by_status if s >= 500]
     assert tally.errors > REQUESTS_AT_LEAST // 10
     assert tally.errors_with_schema == tally.errors
-
-
-def fuzz(
-    base_url: str,
-    session: requests.Session,
-    operation: Any,
-    kind: str,
-    headers: dict[str, str],
-    examples: int,
-    tally: Tally,
-) -> None:
-    """`examples` generated requests to one operation as one kind of caller."""
-
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=operation.as_strategy())
-    def run(case: Any) -> None:
-        response = case.call(base_url=base_url, session=session, headers=headers)
-        tally.requests += 1
-        tally.by_status[response.status_code] = tally.by_status.get(response.status_code, 0) + 1
-        if response.status_code >= 400:
-            tally.errors += 1
-            documented = case.operation.responses.find_by_status_code(response.status_code)
-            media = response_content_type(response)
-            if documented is not None and documented.get_schema(media).schema is not None:
-                tally.errors_with_schema += 1
-        try:
-            case.validate_response(
-                response,
-                checks=[
-                    not_a_server_error,
-                    status_code_conformance,
-                    content_type_conformance,
-                    response_schema_conformance,
-                ],
-            )
-        except (Exception, BaseExceptionGroup) as failure:  # schemathesis groups its findings
-            tally.failures.append(
-                f"{kind} {case.method} {case.path} → {response.status_code}: {str(failure)[:300]}"
-            )
-
-    run()
