@@ -115,20 +115,20 @@ async def acall(
         return await stub(request_class(), metadata=metadata, timeout=deadline)
 
 
-def call(
-    stack: RunningStack, service: str, path: str, method: Any, token: str, timeout: float
-) -> Any:
-    return asyncio.run(acall(stack, service, path, method, token, deadline=timeout))
+async def refused(
+    stack: RunningStack, service: str, path: str, method: Any, token: str, deadline: float
+) -> grpc.aio.AioRpcError | None:
+    try:
+        await acall(stack, service, path, method, token, deadline)
+    except grpc.aio.AioRpcError as err:
+        return err
+    return None
 
 
 def refusal(
     stack: RunningStack, service: str, path: str, method: Any, token: str, timeout: float = 5.0
 ) -> grpc.aio.AioRpcError | None:
-    try:
-        call(stack, service, path, method, token, timeout)
-    except grpc.aio.AioRpcError as err:
-        return err
-    return None
+    return asyncio.run(refused(stack, service, path, method, token, deadline=timeout))
 
 
 def has_details(err: grpc.aio.AioRpcError) -> bool:
@@ -175,11 +175,7 @@ def test_every_method_answers_within_its_deadline_when_the_database_is_away(
     ) -> tuple[str, float, grpc.aio.AioRpcError | None]:
         async with room:
             started = time.monotonic()
-            try:
-                await acall(stack, service, path, method, token, deadline=1.0)
-                err = None
-            except grpc.aio.AioRpcError as refused:
-                err = refused
+            err = await refused(stack, service, path, method, token, deadline=1.0)
             return path, time.monotonic() - started, err
 
     async def every_method() -> list[tuple[str, float, grpc.aio.AioRpcError | None]]:

@@ -28,6 +28,11 @@ def rules_file() -> dict[str, Any]:
     return loaded
 
 
+def alert_tests() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / monitoring.ALERT_TESTS).read_text())
+    return loaded
+
+
 def alerts() -> list[dict[str, Any]]:
     return [rule for group in rules_file()["groups"] for rule in group["rules"] if "alert" in rule]
 
@@ -42,7 +47,7 @@ def test_promtool_accepts_the_rules_and_their_unit_tests_pass() -> None:
 def test_every_alert_has_a_firing_case_and_a_quiet_case() -> None:
     """A quiet case is a whole situation (a test group) in which the alert never fires: not
     merely a moment before its `for` has run out."""
-    tests = yaml.safe_load((ROOT / monitoring.ALERT_TESTS).read_text())
+    tests = alert_tests()
     assert tests["rule_files"] == [monitoring.ALERTS.name]
     for alert in alerts():
         name = alert["alert"]
@@ -69,7 +74,7 @@ def mutated(tmp_path: Path, name: str, expr: str) -> subprocess.CompletedProcess
             if rule.get("alert") == name:
                 rule["expr"] = expr
     (tmp_path / monitoring.ALERTS.name).write_text(yaml.safe_dump(rules, sort_keys=False))
-    tests = yaml.safe_load((ROOT / monitoring.ALERT_TESTS).read_text())
+    tests = alert_tests()
     tests["tests"] = [
         group
         for group in tests["tests"]
