@@ -134,7 +134,11 @@ class Notifier:
         if event.WhichOneof("payload") == "dossier_purged":
             await self.store.forget_dossier(ins, event.occurred_at.ToDatetime(tzinfo=UTC))
             return
-        purged = await self.store.purged_at(ins) if ins else None
+        # The patient's record: when their dossier was last purged, and their channels (most
+        # notices are theirs), in one read.
+        patient = f"patient:{ins}"
+        state = await self.store.recipient_state(patient) if ins else None
+        purged = state.purged_at if state is not None else None
         if purged is not None and event.occurred_at.ToDatetime(tzinfo=UTC) <= purged.replace(
             tzinfo=UTC
         ):
@@ -142,9 +146,9 @@ class Notifier:
         if event.WhichOneof("payload") == "representation_ended":
             # Identity no longer names them: the minor's representatives are not told anything
             # more from now on, without waiting for the contact cache to expire.
-            self._contacts.pop(f"patient:{ins}", None)
+            self._contacts.pop(patient, None)
         notices = self.notices(event)
-        patients = [n for n in notices if n.recipient == f"patient:{ins}"]
+        patients = [n for n in notices if n.recipient == patient]
         if patients:
             patient_told, representatives_told = domain.audience(
                 patients[0].kind,
@@ -152,14 +156,22 @@ class Notifier:
                 event.reminder_due.label,
             )
             if representatives_told:
-                representatives = (await self.person(f"patient:{ins}")).representatives
+                representatives = (await self.person(patient)).representatives
                 notices += domain.for_representatives(patients, ins, representatives)
             if not patient_told:
                 notices = [n for n in notices if n not in patients]
+        known = {patient: state.channels} if state is not None else {}
         for notice in notices:
-            await self.deliver(event.id, notice, ins)
+            await self.deliver(event.id, notice, ins, known.get(notice.recipient))
 
-    async def deliver(self, event_id: str, notice: domain.Notice, ins: str) -> None:
+    async def deliver(
+        self,
+        event_id: str,
+        notice: domain.Notice,
+        ins: str,
+        chosen: dict[str, list[str]] | None = None,
+    ) -> None:
+        """`chosen`: the recipient's channels when already read (else read here)."""
         now = self.clock.now()
         await self.store.add_notification(
             {
@@ -174,7 +186,8 @@ class Notifier:
             }
         )
         DELIVERIES.labels("inbox", "sent").inc()
-        chosen = await self.store.get_preferences(notice.recipient)
+        if chosen is None:
+            chosen = await self.store.get_preferences(notice.recipient)
         channels = domain.validate_preferences(chosen).get(notice.kind, frozenset())
         if not channels:
             return

@@ -1,17 +1,26 @@
 """All of notify's database access.
 
 Inbox entries and deliveries name the dossier they are about (`ins`), so that a purge erases
-them; `purges` keeps, per INS, only when its dossier was last purged, so that no event older
-than the purge brings anything back.
+them. A patient's record in `preferences` (`_id` = "patient:<INS>") keeps, beside the channels
+they chose, when their dossier was last purged (`purged_at`), so that no event older than the
+purge brings anything back: an event about a dossier is checked and its patient's channels
+read in one lookup.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from dmp_kit.mongo import Document, Store, insert_once
 from dmp_notify.domain import Message, sms_text
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    channels: dict[str, list[str]]
+    purged_at: datetime | None  # a patient's dossier's last purge
 
 
 class NotifyStore(Store):
@@ -23,16 +32,13 @@ class NotifyStore(Store):
     def dev_outbox(self) -> Any:
         return self.db["dev_outbox"]
 
-    @property
-    def purges(self) -> Any:
-        return self.db["purges"]
-
     async def ensure_indexes(self) -> None:
         await self.dev_outbox.create_index("destination")
         await self.notifications.create_index([("recipient", 1), ("_id", -1)])
         await self.notifications.create_index("ins", sparse=True)
         await self.deliveries.create_index("ins", sparse=True)
         await self.deliveries.create_index("created_at")
+        await self.fold_purges()
 
     async def claim_delivery(self, key: str, channel: str, now: datetime) -> bool:
         """False when this delivery was already made (a retried call sends nothing twice)."""
@@ -126,12 +132,20 @@ class NotifyStore(Store):
         return doc
 
     async def get_preferences(self, recipient: str) -> dict[str, list[str]]:
+        return (await self.recipient_state(recipient)).channels
+
+    async def recipient_state(self, recipient: str) -> RecipientState:
+        """The channels `recipient` chose and, for a patient, when their dossier was last
+        purged: one lookup."""
         doc = await self.preferences.find_one({"_id": recipient})
-        return dict(doc["channels"]) if doc else {}
+        if doc is None:
+            return RecipientState({}, None)
+        return RecipientState(dict(doc.get("channels") or {}), doc.get("purged_at"))
 
     async def put_preferences(self, recipient: str, channels: dict[str, list[str]]) -> None:
-        await self.preferences.replace_one(
-            {"_id": recipient}, {"_id": recipient, "channels": channels}, upsert=True
+        # $set, not a replacement: the record may hold the time of a purge as well
+        await self.preferences.update_one(
+            {"_id": recipient}, {"$set": {"channels": channels}}, upsert=True
         )
 
     # purges (rule 13) -------------------------------------------------------------------
@@ -139,14 +153,25 @@ class NotifyStore(Store):
     async def forget_dossier(self, ins: str, at: datetime) -> None:
         """The purged dossier's patient's inbox, and every notification and delivery about
         it; idempotent. The purge's time is noted first, so nothing older comes back."""
-        await self.purges.update_one({"_id": ins}, {"$max": {"at": at}}, upsert=True)
+        await self.preferences.update_one(
+            {"_id": f"patient:{ins}"}, {"$max": {"purged_at": at}}, upsert=True
+        )
         await self.notifications.delete_many({"recipient": f"patient:{ins}"})
         await self.notifications.delete_many({"ins": ins})
         await self.deliveries.delete_many({"ins": ins})
 
-    async def purged_at(self, ins: str) -> datetime | None:
-        doc = await self.purges.find_one({"_id": ins})
-        return None if doc is None else doc["at"]
+    async def fold_purges(self) -> int:
+        """Moves the purge times an earlier version kept apart (`purges`, one per INS) into the
+        patients' preference records, once, at start; how many. Idempotent ($max), so replicas
+        starting together agree; each is removed only once it is folded."""
+        folded = 0
+        async for doc in self.db["purges"].find({}):
+            await self.preferences.update_one(
+                {"_id": f"patient:{doc['_id']}"}, {"$max": {"purged_at": doc["at"]}}, upsert=True
+            )
+            await self.db["purges"].delete_one({"_id": doc["_id"], "at": doc["at"]})
+            folded += 1
+        return folded
 
     # dead letters ----------------------------------------------------------------------
 
