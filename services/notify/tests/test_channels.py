@@ -62,3 +62,28 @@ async def test_a_delivery_sent_again_carries_the_same_message_id(infra: Infra) -
     assert len(ids) == 4
     assert len(set(ids)) == 3, ids
     assert all(i.startswith("<") and i.endswith("@dmp.localhost>") for i in ids), ids
+
+
+async def test_french_text_arrives_intact_and_no_header_can_be_injected(infra: Infra) -> None:
+    sender = EmailSender(settings_for(infra))
+    to = "accents-check@example.org"
+    subject = "Accès en urgence à votre DMP — Mon espace santé"
+    body = "Bonjour,\n\nUn médecin a consulté votre dossier médical partagé en urgence.\n"
+    await sender.send(to, Message(subject, body), delivery="event-z:patient:x:email")
+    (path,) = [p for p in infra.maildir.glob("*.eml") if to in p.read_text(errors="replace")]
+    raw = path.read_bytes()
+    assert raw.isascii(), "7-bit through any relay"
+    received = email.message_from_bytes(raw, policy=policy.default)
+    assert received["Subject"] == subject
+    text = received.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert text.replace("\r\n", "\n") == body  # the sink keeps the wire's line ends
+    for bad_to, bad_subject in (
+        ("victim@example.org\r\nBcc: spy@example.org", "Bonjour"),
+        (to, "Bonjour\nBcc: spy@example.org"),
+    ):
+        try:
+            await sender.send(bad_to, Message(bad_subject, "x"))
+        except ValueError:
+            continue
+        raise AssertionError("a header with a line break was sent")
+    assert not [p for p in infra.maildir.glob("*.eml") if "spy@" in p.read_text(errors="replace")]
