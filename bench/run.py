@@ -651,6 +651,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "request_cost": (_elsewhere("bench.cost", "request_cost"), 1000),
     "dossier_growth": (_elsewhere("bench.growth", "dossier_growth"), 100_000),
     "ferretdb_reads": (_elsewhere("bench.ferretdb_reads", "ferretdb_reads"), 100),
+    "agenda_schedule": (_elsewhere("bench.agenda_schedule", "agenda_schedule"), 10_000),
     "overload": (_elsewhere("bench.overload", "overload"), 20),
     "outbox_lag": (_elsewhere("bench.relay", "outbox_lag"), 30),
     "outbox_burst": (_elsewhere("bench.relay", "outbox_burst"), 3000),

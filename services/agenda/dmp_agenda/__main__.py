@@ -51,7 +51,7 @@ async def serve() -> None:
 
     async def dossier_lifecycle(stop: asyncio.Event) -> None:
         async def handle(event: envelope_pb2.Envelope) -> None:
-            await on_dossier_event(store, people, event)
+            await on_dossier_event(store, people, runtime.clock, event)
 
         await run_consumer(
             runtime.bus,

@@ -25,7 +25,7 @@ from dmp_agenda import domain
 from dmp_agenda.config import AgendaSettings
 from dmp_agenda.domain import Change, Mark, Occurrence, Person, PreventionRules, Side, Status
 from dmp_agenda.events import AgendaEvents
-from dmp_agenda.store import AgendaStore
+from dmp_agenda.store import AgendaStore, look_again
 from dmp_kit.access import raise_if_denied
 from dmp_kit.auth import Principal, caller
 from dmp_kit.bus import EventBus
@@ -113,7 +113,9 @@ class People:
         birth = await self.birth_dates(ins)
         if not birth:
             raise NotFound("no such patient", field="ins", slug="patient-not-found")
-        await self.store.know(ins, birth, domain.sex_of_ins(ins), self.clock.now())
+        await self.store.know(
+            ins, birth, domain.sex_of_ins(ins), self.clock.now(), today_in_paris(self.clock)
+        )
         found = await self.store.patient(ins)
         assert found is not None
         return found
@@ -481,7 +483,9 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
         def update(current: Document | None) -> Document | None:
             if current is None:
                 return None
-            return {"marks": {**current.get("marks", {}), occurrence.id: mark}}
+            # a postponement in place of a done mark brings the reminder back: looked at again
+            marks = {**current.get("marks", {}), occurrence.id: mark}
+            return {"marks": marks, **look_again(today_in_paris(self.clock))}
 
         written = await change_document(
             self.store.patients,
@@ -544,7 +548,11 @@ class AgendaServicer(agenda_pb2_grpc.AgendaServiceServicer):
         written = await change_document(
             self.store.patients,
             ins,
-            lambda current: {"prevention_messages": wanted},
+            # the day computed may have passed while they were off: looked at again
+            lambda current: {
+                "prevention_messages": wanted,
+                **look_again(today_in_paris(self.clock)),
+            },
             self.events.audit(who, ins, "update", "prevention"),
         )
         if written is None:

@@ -278,6 +278,40 @@ def to_notify(
     ]
 
 
+def next_announcement(
+    rules: PreventionRules,
+    person: Person,
+    marks: dict[str, Mark],
+    notified: set[str],
+    after: date,
+) -> date | None:
+    """The first day from `after` on which `to_notify` (dossier open, messages wanted) will list
+    something, given what is marked and announced now; None if never. The schedule looks at a
+    patient again on that day only.
+
+    An occurrence is shown from the day after the rule's previous one ends to its own last
+    day (`current_occurrence`); it is announced on the first of those days on which it is due
+    and no longer postponed, unless it is done or already announced."""
+    first: date | None = None
+    for rule in rules.rules:
+        if not rule.applies_to(person.sex):
+            continue
+        shown_from = date.min
+        for occurrence in occurrences(rule, person.birth_date):
+            if first is not None and occurrence.due_from >= first:
+                break  # nothing of this rule can come earlier
+            mark = marks.get(occurrence.id)
+            if occurrence.id not in notified and (mark is None or mark.done_on is None):
+                day = max(occurrence.due_from, shown_from, after)
+                if mark is not None and mark.postponed_until is not None:
+                    day = max(day, mark.postponed_until)
+                if day <= occurrence.due_until:
+                    first = day if first is None else min(first, day)
+                    break  # a later occurrence of the rule is shown later
+            shown_from = max(shown_from, occurrence.due_until + timedelta(days=1))
+    return first
+
+
 def done_by_vaccination(
     rules: PreventionRules, person: Person, on: date, marks: dict[str, Mark]
 ) -> list[Occurrence]:

@@ -6,12 +6,18 @@ carrying the act's name alone): the occurrence's id is added to the patient's `n
 same single-document update as the event, and that update lands only on the version read
 (dmp_kit.outbox.change_document). A second replica, or the same one after a restart, finds it
 there and announces nothing.
+
+The schedule does not read every patient on each run: each patient's record holds the day it
+is to be looked at again (`next_due`, see the store), and a run reads the patients of the days
+since the previous run, the day before included (a change written by a process whose clock
+is a little behind). Its first run, or one after the clock went back or far ahead, reads every
+patient whose day has come, once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 
 from dmp.events.v1 import envelope_pb2
 from dmp_agenda import domain
@@ -26,6 +32,9 @@ from dmp_kit.outbox import OutboxRelay, change_document
 from dmp_kit.periodic import every
 
 log = get_logger(__name__)
+# Beyond this many days since the previous run (a clock moved ahead), one range read instead of
+# a read per day.
+MAX_DAYS_READ = 31
 # dossier.<event> → the status the agenda keeps
 DOSSIER_STATUSES = {
     "dossier_opened": "open",
@@ -51,24 +60,31 @@ class Schedule:
         self.clock = clock
         self.interval = interval
         self.events = AgendaEvents(clock)
+        # the Paris day of the previous complete run (None: none yet in this process)
+        self.since: date | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         today = today_in_paris(self.clock)
-        announced = [
-            doc["_id"] for doc in await self.store.to_remind() if await self.announce(doc, today)
-        ]
+        since = self.since
+        if since is None or today < since or (today - since).days > MAX_DAYS_READ:
+            await self.store.look_again_under(self.rules.version, today)
+            docs = await self.store.to_remind_by(today)
+        else:
+            first = since - timedelta(days=1)
+            days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+            docs = await self.store.to_remind_on(days)
+        announced = [doc["_id"] for doc in docs if await self.announce(doc, today)]
         if announced:
             self.relay.kick(self.store.patients, *announced)
+        self.since = today  # only once every patient read was looked at
 
     async def announce(self, doc: Document, today: date) -> bool:
-        """The patient's reminders due and not yet announced, each with its event; True if
-        they were written."""
+        """The patient's reminders due and not yet announced, each with its event, and the day
+        to look at them again; True if an announcement was written."""
         first = self._due(doc, today)
-        if not first:
-            return False
         expected = [o.id for o in first]
         written: list[bool] = []
 
@@ -78,13 +94,26 @@ class Schedule:
             if current is None or [o.id for o in self._due(current, today)] != expected:
                 return None
             written.append(True)
-            return {"notified": [*current.get("notified", []), *expected]}
+            notified = [*current.get("notified", []), *expected]
+            return {
+                "notified": notified,
+                "next_due": self._next_due(current, set(notified), today),
+                "next_due_rules": self.rules.version,
+            }
 
         news = [self.events.reminder_due(doc["_id"], o, self.rules.version) for o in first]
         await change_document(self.store.patients, doc["_id"], fields, *news)
-        if written:
+        if written and expected:
             log.info("reminders_due", count=len(expected))
-        return bool(written)
+        return bool(written and expected)
+
+    def _next_due(self, doc: Document, notified: set[str], today: date) -> str | None:
+        if not doc.get("birth_date"):
+            return None  # looked at again once it is known
+        day = domain.next_announcement(
+            self.rules, person_of(doc), marks_of(doc), notified, today + timedelta(days=1)
+        )
+        return day.isoformat() if day else None
 
     def _due(self, doc: Document, today: date) -> list[domain.Occurrence]:
         if not doc.get("birth_date"):
@@ -101,7 +130,7 @@ class Schedule:
 
 
 async def on_dossier_event(
-    store: AgendaStore, people: People, event: envelope_pb2.Envelope
+    store: AgendaStore, people: People, clock: Clock, event: envelope_pb2.Envelope
 ) -> None:
     """The dossier's lifecycle: its status (nothing is announced for a closed one); at opening,
     the patient's birth date; at a purge, everything the agenda holds of the patient."""
@@ -116,7 +145,7 @@ async def on_dossier_event(
     status = DOSSIER_STATUSES.get(kind or "")
     if status is None:
         return
-    await store.set_dossier_status(ins, status, at)
+    await store.set_dossier_status(ins, status, at, today_in_paris(clock))
     if kind == "dossier_opened":
         await people.learn(ins)
 

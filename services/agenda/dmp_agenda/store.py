@@ -7,18 +7,30 @@
   wanted, what the patient said of each reminder (`marks`) and which were announced
   (`notified`). An announcement is written with its event in one single-document update that
   lands only on the version read (dmp_kit.outbox.change_document): once, whatever the replicas.
+  `next_due` is the Paris day (YYYY-MM-DD) the schedule looks at the patient again: the first
+  on which something will be due, as the schedule computed it last (under the rules of
+  `next_due_rules`), or the day of a change that may bring an announcement earlier (`look_again`);
+  None when nothing more will be. The schedule reads the patients of a day by equality, which
+  FerretDB serves from an index, instead of every patient on each run.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from dmp_kit.mongo import Document, Store
+from dmp_kit.outbox import VERSION
 
 HIDDEN = {"outbox": 0, "outbox_pending": 0}
+
+
+def look_again(today: date) -> Document:
+    """The fields that have the schedule look at the patient again today: written with any
+    change that may bring an announcement earlier than the day it computed."""
+    return {"next_due": today.isoformat()}
 
 
 class AgendaStore(Store):
@@ -33,6 +45,7 @@ class AgendaStore(Store):
     async def ensure_indexes(self) -> None:
         await self.appointments.create_index([("ins", 1), ("starts_at", 1)])
         await self.patients.create_index("dossier_status")
+        await self.patients.create_index("next_due")
 
     # appointments ----------------------------------------------------------------------
 
@@ -60,47 +73,56 @@ class AgendaStore(Store):
         found: Document | None = await self.patients.find_one({"_id": ins}, HIDDEN)
         return found
 
-    async def know(self, ins: str, birth_date: str, sex: str, now: datetime) -> None:
+    async def know(self, ins: str, birth_date: str, sex: str, now: datetime, today: date) -> None:
         """The patient's birth date and sex, kept once known (the rest stays as it is)."""
+        await self._set(ins, {"birth_date": birth_date, "sex": sex}, now, today)
+
+    async def set_dossier_status(self, ins: str, status: str, now: datetime, today: date) -> None:
+        await self._set(ins, {"dossier_status": status}, now, today)
+
+    async def _set(self, ins: str, fields: Document, now: datetime, today: date) -> None:
+        """Fields of the patient's record, created if need be; the schedule looks at them again
+        today, and a decision it was making on the version before does not land."""
+        change = {"$set": {**fields, **look_again(today)}, "$inc": {VERSION: 1}}
         try:
             await self.patients.update_one(
                 {"_id": ins},
-                {
-                    "$set": {"birth_date": birth_date, "sex": sex},
-                    "$setOnInsert": {"known_at": now, "marks": {}, "notified": []},
-                },
+                {**change, "$setOnInsert": {"known_at": now, "marks": {}, "notified": []}},
                 upsert=True,
             )
         except DuplicateKeyError:  # two first writes at once: the other one created it
-            await self.patients.update_one(
-                {"_id": ins}, {"$set": {"birth_date": birth_date, "sex": sex}}
-            )
+            await self.patients.update_one({"_id": ins}, change)
 
-    async def set_dossier_status(self, ins: str, status: str, now: datetime) -> None:
-        try:
-            await self.patients.update_one(
-                {"_id": ins},
-                {
-                    "$set": {"dossier_status": status},
-                    "$setOnInsert": {"known_at": now, "marks": {}, "notified": []},
-                },
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            await self.patients.update_one({"_id": ins}, {"$set": {"dossier_status": status}})
-
-    async def to_remind(self) -> list[Document]:
-        """The patients whose reminders may be announced: an open dossier, a known birth date,
-        prevention messages wanted."""
-        cursor = self.patients.find(
-            {
-                "dossier_status": "open",
-                "birth_date": {"$exists": True},
-                "prevention_messages": {"$ne": False},
-            },
+    def _to_remind(self, day: Any) -> Any:
+        """Open dossiers, prevention messages wanted, looked at again on `day` (a condition)."""
+        return self.patients.find(
+            {"next_due": day, "dossier_status": "open", "prevention_messages": {"$ne": False}},
             HIDDEN,
         )
-        return [doc async for doc in cursor]
+
+    async def to_remind_on(self, days: list[date]) -> list[Document]:
+        """The patients to look at on these days: one equality each, served by the index."""
+        found: list[Document] = []
+        for day in days:
+            found += [doc async for doc in self._to_remind(day.isoformat())]
+        return found
+
+    async def to_remind_by(self, today: date) -> list[Document]:
+        """Every patient to look at by today: a range, read once when the schedule starts
+        (FerretDB reads the whole collection for it)."""
+        return [doc async for doc in self._to_remind({"$lte": today.isoformat()})]
+
+    async def look_again_under(self, rules_version: str, today: date) -> int:
+        """Patients whose next day was computed under other rules (or never computed, by an
+        earlier version) are looked at again today; how many."""
+        result = await self.patients.update_many(
+            {
+                "next_due_rules": {"$ne": rules_version},
+                "$or": [{"next_due": {"$gt": today.isoformat()}}, {"next_due": None}],
+            },
+            {"$set": look_again(today), "$inc": {VERSION: 1}},
+        )
+        return int(result.modified_count)
 
     # purge -----------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmp_agenda import domain
 from dmp_agenda.domain import (
@@ -132,6 +134,113 @@ def test_what_is_announced_excludes_the_announced_the_done_and_the_postponed() -
     marks = {zona: Mark(done_on=TODAY), pneumo: Mark(postponed_until=TODAY + timedelta(1))}
     left = {o.id for o in domain.to_notify(RULES, person, TODAY, marks, {grippe})}
     assert left == every - {grippe, zona, pneumo}
+
+
+# Windows longer than the interval: an occurrence is shown only once the one before it ends.
+OVERLAPPING = PreventionRules.parse(
+    """
+version = "test"
+[[rules]]
+id = "chevauchant"
+act = "Acte"
+category = "depistage"
+from = "1y"
+until = "12y"
+every = "1y"
+window = "20m"
+reason = "r"
+source = "s"
+"""
+)
+History = tuple[PreventionRules, Person, dict[str, Mark], set[str], date]
+
+
+def first_announcement_by_hand(
+    rules: PreventionRules,
+    person: Person,
+    marks: dict[str, Mark],
+    notified: set[str],
+    after: date,
+    days: int,
+) -> date | None:
+    """The first of `days` days from `after` on which something is announced, asked day by
+    day."""
+    for n in range(days):
+        day = after + timedelta(days=n)
+        if domain.to_notify(rules, person, day, marks, notified):
+            return day
+    return None
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    """A person of any age and sex, with some of their occurrences announced, done or
+    postponed, looked at on some day of their life."""
+    rules = draw(st.sampled_from([RULES, OVERLAPPING]))
+    birth = TODAY - timedelta(days=draw(st.integers(0, 90 * 365)))
+    person = Person(birth, draw(st.sampled_from(["F", "M", ""])))
+    lifetime = 90 * 365 if rules is RULES else 13 * 365
+    after = birth + timedelta(days=draw(st.integers(0, lifetime)))
+    ids = sorted(
+        o.id
+        for rule in rules.rules
+        if rule.applies_to(person.sex)
+        for o in domain.occurrences(rule, birth)
+        if o.due_until >= after - timedelta(days=400) and o.due_from <= after + timedelta(400)
+    )
+    chosen = draw(st.lists(st.sampled_from(ids), unique=True) if ids else st.just([]))
+    marks: dict[str, Mark] = {}
+    notified: set[str] = set()
+    for reminder_id in chosen:
+        what = draw(st.sampled_from(["notified", "done", "postponed"]))
+        if what == "notified":
+            notified.add(reminder_id)
+        elif what == "done":
+            marks[reminder_id] = Mark(done_on=after)
+        else:
+            marks[reminder_id] = Mark(
+                postponed_until=after + timedelta(days=draw(st.integers(-30, 366)))
+            )
+    return rules, person, marks, notified, after
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories())
+def test_the_next_announcement_is_the_first_day_to_notify_lists_something(
+    history: History,
+) -> None:
+    rules, person, marks, notified, after = history
+    days = 800
+    expected = first_announcement_by_hand(rules, person, marks, notified, after, days)
+    found = domain.next_announcement(rules, person, marks, notified, after)
+    if expected is not None:
+        assert found == expected
+    else:
+        assert found is None or found >= after + timedelta(days=days)
+
+
+def test_the_next_announcement_skips_the_announced_and_the_done_and_waits_a_postponement() -> None:
+    newborn = Person(TODAY, "F")
+    assert domain.next_announcement(RULES, newborn, {}, set(), TODAY) == TODAY
+    [eight_days] = domain.to_notify(RULES, newborn, TODAY, {}, set())
+    # announced today: next, the 2-week examination, on its first day
+    two_weeks = next(
+        o for o in domain.reminders(RULES, newborn, TODAY, 60) if o.rule.id == "examen-2-semaines"
+    )
+    after = domain.next_announcement(RULES, newborn, {}, {eight_days.id}, TODAY)
+    assert after == two_weeks.due_from
+    postponed = {two_weeks.id: Mark(postponed_until=two_weeks.due_from + timedelta(days=3))}
+    assert domain.next_announcement(
+        RULES, newborn, postponed, {eight_days.id}, TODAY
+    ) == two_weeks.due_from + timedelta(days=3)
+    done = {two_weeks.id: Mark(done_on=TODAY)}
+    assert domain.next_announcement(RULES, newborn, done, {eight_days.id}, TODAY) > (
+        two_weeks.due_from
+    )
+    # every occurrence of their life announced: never again
+    old = Person(years_ago(80), "M")
+    every = {o.id for rule in RULES.rules for o in domain.occurrences(rule, old.birth_date)}
+    assert domain.next_announcement(RULES, old, {}, every, TODAY) is None
 
 
 def test_nothing_is_announced_for_a_closed_dossier_or_after_an_opt_out() -> None:
