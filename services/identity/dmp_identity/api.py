@@ -26,7 +26,7 @@ from dmp_identity.apps import ConnectedApps
 from dmp_identity.config import IdentitySettings
 from dmp_identity.events import login_events
 from dmp_identity.passwords import Passwords
-from dmp_identity.store import REPRESENTED, AppStore, IdentityStore
+from dmp_identity.store import REPRESENTATION_ON, REPRESENTED, AppStore, IdentityStore
 from dmp_kit.auth import CLIENT_ID_RE, JWKS_MAX_AGE_SECONDS, Principal, caller
 from dmp_kit.clock import Clock
 from dmp_kit.crypto import derive_key, keyed_digest, seal, unseal
@@ -400,6 +400,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
     ) -> pb.RegisterPatientResponse:
         self._require_directory()
         now = self.clock.now()
+        today = now.astimezone(domain.PARIS).date()
         reg = domain.PatientRegistration.parse(
             ins=request.ins,
             vitale_serial=request.vitale_serial,
@@ -408,7 +409,7 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             birth_date=request.birth_date,
             email=request.email,
             phone=request.phone,
-            today=now.astimezone(domain.PARIS).date(),  # a child born in Paris today
+            today=today,  # a child born in Paris today
             declared_gp=request.declared_gp,
         )
         if await self.store.opposition(reg.ins) is not None:
@@ -440,7 +441,10 @@ class IdentityServicer(ConnectedApps, identity_pb2_grpc.IdentityServiceServicer)
             "phone": reg.phone,
             "roles": [],
             "legal_representatives": representatives,
-            **({REPRESENTED: True} if representatives else {}),
+            # a minor: the schedule looks at them today, and gives them the day of their next step
+            **(
+                {REPRESENTED: True, REPRESENTATION_ON: today.isoformat()} if representatives else {}
+            ),
             "declared_gp": reg.declared_gp,
             "password_hash": password_hash,
             "created_at": now,

@@ -620,3 +620,12 @@ def representation_step(
     if not noticed and today >= majority - timedelta(days=notice_days):
         return "notice"
     return None
+
+
+def next_representation_day(
+    birth_date: date, after: date, *, noticed: bool, notice_days: int
+) -> date:
+    """The first day from `after` on which `representation_step` has something to do: the
+    notice's first day (unless given), else the majority. The schedule looks at the minor then."""
+    majority = majority_date(birth_date)
+    return max(after, majority if noticed else majority - timedelta(days=notice_days))

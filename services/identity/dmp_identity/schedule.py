@@ -4,15 +4,27 @@ their majority, with a notice beforehand.
 Exactly once whatever the number of replicas: each step is decided on the account as it is
 when written (dmp_kit.outbox.change_document: the write lands only on the version read) and
 writes its mark with its events, so a replica that comes second finds the step done.
+
+A run does not read every minor: each one's account holds the day to look at them again (their
+next step's, REPRESENTATION_ON), and a run reads the minors of the days since the previous run,
+the day before included. A process's first run (or one after its clock went back, or more than
+31 days ahead) reads every minor whose day has come, once, after having those whose notice day
+was computed with another notice period looked at today.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import date, timedelta
 
 from dmp_identity import domain, events
-from dmp_identity.store import MAJORITY_NOTICED, REPRESENTED, IdentityStore
+from dmp_identity.store import (
+    MAJORITY_NOTICED,
+    REPRESENTATION_NOTICE_DAYS,
+    REPRESENTATION_ON,
+    REPRESENTED,
+    IdentityStore,
+)
 from dmp_kit.clock import Clock
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
@@ -20,6 +32,9 @@ from dmp_kit.outbox import OutboxRelay
 from dmp_kit.periodic import every
 
 log = get_logger(__name__)
+# Beyond this many days since the previous run (a clock moved ahead), one range read instead of
+# a read per day.
+MAX_DAYS_READ = 31
 
 
 class Schedule:
@@ -37,19 +52,28 @@ class Schedule:
         self.clock = clock
         self.notice_days = notice_days
         self.interval = interval
+        # the Paris day of the previous complete run (None: none yet in this process)
+        self.since: date | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         today = self.clock.now().astimezone(domain.PARIS).date()
+        since = self.since
+        if since is None or today < since or (today - since).days > MAX_DAYS_READ:
+            await self.store.look_again_under(self.notice_days, today)
+            accounts = await self.store.represented_by(today)
+        else:
+            first = since - timedelta(days=1)
+            days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+            accounts = await self.store.represented_on(days)
         changed = [
-            account["_id"]
-            for account in await self.store.represented_patients()
-            if await self.representation(account, today)
+            account["_id"] for account in accounts if await self.representation(account, today)
         ]
         if changed:
             self.relay.kick(self.store.accounts, *changed)
+        self.since = today  # only once every minor read was looked at
 
     def _step(self, account: Document, today: date) -> domain.RepresentationStep | None:
         if not account.get(REPRESENTED):
@@ -62,10 +86,9 @@ class Schedule:
         )
 
     async def representation(self, account: Document, today: date) -> bool:
-        """The step due for this minor, if any, written with its events; True if written."""
+        """The step due for this minor, if any, written with its events, and the day to look at
+        them again; True if a step was written."""
         step = self._step(account, today)
-        if step is None:
-            return False
         ins = account["ins"]
         birth = date.fromisoformat(account["birth_date"])
         majority = domain.majority_date(birth)
@@ -77,24 +100,35 @@ class Schedule:
             written.clear()
             if (
                 current is None
+                or not current.get(REPRESENTED)
                 or self._step(current, today) != step
                 or current.get("legal_representatives") != representatives
             ):
                 return None
-            done: Document = (
-                {MAJORITY_NOTICED: True}
-                if step == "notice"
-                else {
+            written.append(current)
+            if step == "end":
+                return {
                     REPRESENTED: False,
                     "legal_representatives": [],
                     "representation_ended_on": majority.isoformat(),
+                    REPRESENTATION_ON: None,
                 }
+            noticed = step == "notice" or bool(current.get(MAJORITY_NOTICED))
+            next_day = domain.next_representation_day(
+                birth, today + timedelta(days=1), noticed=noticed, notice_days=self.notice_days
             )
-            written.append(current)
-            return done
+            return {
+                **({MAJORITY_NOTICED: True} if step == "notice" else {}),
+                REPRESENTATION_ON: next_day.isoformat(),
+                REPRESENTATION_NOTICE_DAYS: self.notice_days,
+            }
 
-        news = events.representation_events(self.clock, step, ins, representatives, majority)
+        news = (
+            events.representation_events(self.clock, step, ins, representatives, majority)
+            if step is not None
+            else []
+        )
         await self.store.change_account(account["_id"], fields, *news)
-        if written:
+        if written and step is not None:
             log.info("representation_" + step, account_id=account["_id"])
-        return bool(written)
+        return bool(written and step is not None)

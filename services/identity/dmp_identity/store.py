@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -14,7 +14,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp_identity.domain import Throttle
 from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store, upsert
-from dmp_kit.outbox import Change, change_document
+from dmp_kit.outbox import VERSION, Change, change_document
 
 # "next": published ahead of signing; "active": signs; "retiring": its tokens still live.
 # Out of the JWKS: "retired" (its tokens have expired) and "revoked" (withdrawn for good).
@@ -25,6 +25,13 @@ ENDED_SESSIONS_KEPT = timedelta(days=7)
 # A patient's legal representatives still act for them (a minor, until their majority).
 REPRESENTED = "represented"
 MAJORITY_NOTICED = "majority_noticed"
+# The Paris day (YYYY-MM-DD) the schedule looks at a represented minor again: the next step's,
+# as computed with the notice period in REPRESENTATION_NOTICE_DAYS, or the day of their
+# registration. Read by equality, day by day, from an index every server answers from.
+REPRESENTATION_ON = "representation_on"
+REPRESENTATION_NOTICE_DAYS = "representation_notice_days"
+# The minors written before REPRESENTATION_ON existed: looked at on a process's first run.
+LONG_AGO = "0001-01-01"
 
 
 class IdentityStore(Store):
@@ -78,6 +85,7 @@ class IdentityStore(Store):
         await self.code_guesses.create_index("expires_at")
         await self.assertion_ids.create_index("expires_at")
         await self.accounts.create_index(REPRESENTED, sparse=True)
+        await self.accounts.create_index(REPRESENTATION_ON, sparse=True)
         await AppStore(self).ensure_indexes()
         await self._mark_represented()
 
@@ -109,15 +117,43 @@ class IdentityStore(Store):
             },
             {"$set": {REPRESENTED: True}},
         )
+        await self.accounts.update_many(
+            {REPRESENTED: True, REPRESENTATION_ON: {"$exists": False}},
+            {"$set": {REPRESENTATION_ON: LONG_AGO}},
+        )
 
-    async def represented_patients(self) -> list[Document]:
-        """The patients whose legal representatives act for them (minors), with what the
-        schedule needs: an equality on one field, which every server answers from an index."""
-        cursor = self.accounts.find(
-            {REPRESENTED: True},
+    def _represented(self, day: Any) -> Any:
+        """The minors looked at again on `day` (a condition), with what the schedule needs."""
+        return self.accounts.find(
+            {REPRESENTED: True, REPRESENTATION_ON: day},
             ["ins", "birth_date", "legal_representatives", REPRESENTED, MAJORITY_NOTICED],
         )
-        return [doc async for doc in cursor]
+
+    async def represented_on(self, days: list[date]) -> list[Document]:
+        """The minors to look at on these days: one equality each, served by the index."""
+        found: list[Document] = []
+        for day in days:
+            found += [doc async for doc in self._represented(day.isoformat())]
+        return found
+
+    async def represented_by(self, today: date) -> list[Document]:
+        """Every minor to look at by today: a range over the minors, read when the schedule
+        starts."""
+        return [doc async for doc in self._represented({"$lte": today.isoformat()})]
+
+    async def look_again_under(self, notice_days: int, today: date) -> int:
+        """Minors whose notice day was computed with another notice period are looked at again
+        today (the end's day does not depend on it); how many."""
+        result = await self.accounts.update_many(
+            {
+                REPRESENTED: True,
+                MAJORITY_NOTICED: {"$ne": True},
+                REPRESENTATION_NOTICE_DAYS: {"$ne": notice_days},
+                REPRESENTATION_ON: {"$gt": today.isoformat()},
+            },
+            {"$set": {REPRESENTATION_ON: today.isoformat()}, "$inc": {VERSION: 1}},
+        )
+        return int(result.modified_count)
 
     async def change_account(
         self, account_id: str, fields: Change, *events: envelope_pb2.Envelope

@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from dmp.events.v1 import envelope_pb2
 from dmp_identity import domain
 from dmp_identity.schedule import Schedule
-from dmp_identity.store import IdentityStore
+from dmp_identity.store import REPRESENTATION_ON, IdentityStore
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
 from dmp_kit.outbox import OutboxRelay
@@ -72,7 +72,11 @@ async def stores(infra: Infra) -> AsyncIterator[list[IdentityStore]]:
         await c.close()
 
 
-async def minor(store: IdentityStore, born: date, representatives: list[str]) -> str:
+async def minor(
+    store: IdentityStore, born: date, representatives: list[str], on: str = "2026-02-10"
+) -> str:
+    """A minor's account as registration writes it (`on`: the day of registration, when the
+    schedule is to look at them)."""
     ins = make_ins()
     await store.accounts.insert_one(
         {
@@ -83,9 +87,16 @@ async def minor(store: IdentityStore, born: date, representatives: list[str]) ->
             "birth_date": born.isoformat(),
             "legal_representatives": representatives,
             "represented": True,
+            REPRESENTATION_ON: on,
         }
     )
     return ins
+
+
+def schedule_of(store: IdentityStore, clock: ManualClock, notice_days: int = 30) -> Schedule:
+    # The relay is not run: the events stay in the accounts' outbox, read below.
+    relay = OutboxRelay(EventBus("nats://127.0.0.1:1", "unused"), [store.accounts])
+    return Schedule(store, relay, clock, notice_days=notice_days, interval=1)
 
 
 def outbox(doc: dict[str, Any]) -> list[envelope_pb2.Envelope]:
@@ -96,25 +107,15 @@ def outbox(doc: dict[str, Any]) -> list[envelope_pb2.Envelope]:
 async def test_two_replicas_notice_and_end_once(stores: list[IdentityStore]) -> None:
     today = date(2026, 2, 10)
     clock = ManualClock(datetime(2026, 2, 10, 11, tzinfo=UTC))
-    schedules = [
-        # The relay is not run: the events stay in the accounts' outbox, read below.
-        Schedule(
-            store,
-            OutboxRelay(EventBus("nats://127.0.0.1:1", "unused"), [store.accounts]),
-            clock,
-            notice_days=30,
-            interval=1,
-        )
-        for store in stores
-    ]
+    schedules = [schedule_of(store, clock) for store in stores]
     parents = [make_ins(), make_ins()]
     soon = await minor(stores[0], date(2008, 2, 29), parents)  # of age on 1 March 2026
     far = await minor(stores[0], date(2015, 3, 2), parents[:1])
 
     async def both() -> None:
         """Both replicas decide on the same reading of the accounts, then write."""
-        read = await stores[0].represented_patients()
         day = clock.now().date()
+        read = await stores[0].represented_by(day)
         await asyncio.gather(
             *(s.representation(account, day) for s in schedules for account in read)
         )
@@ -145,6 +146,8 @@ async def test_two_replicas_notice_and_end_once(stores: list[IdentityStore]) -> 
     untouched = await stores[0].accounts.find_one({"ins": far})
     assert untouched is not None
     assert untouched["legal_representatives"] == parents[:1] and not outbox(untouched)
+    # looked at again 30 days before his majority (2 March 2033), not before
+    assert untouched[REPRESENTATION_ON] == "2033-01-31"
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -163,5 +166,40 @@ async def test_minors_registered_before_the_schedule_are_found(stores: list[Iden
             }
         )
     await stores[0].ensure_indexes()
-    found = {doc["ins"] for doc in await stores[0].represented_patients()}
+    found = {doc["ins"] for doc in await stores[0].represented_by(date(2026, 2, 10))}
     assert old in found and adult not in found
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_run_reads_the_minors_of_its_days_and_a_start_every_one_whose_day_came(
+    stores: list[IdentityStore],
+) -> None:
+    store = stores[0]
+    clock = ManualClock(datetime(2026, 2, 10, 11, tzinfo=UTC))
+    run = schedule_of(store, clock)
+    await run.once()  # its first run
+    # Of age on 1 March 2026, his notice due from 30 January, but his account says to look
+    # at him on 20 February (as if written so): the runs before that day do not read him.
+    late = await minor(store, date(2008, 2, 29), [make_ins()], on="2026-02-20")
+    for _ in range(9):
+        clock.advance(timedelta(days=1))
+        await run.once()
+    doc = await store.accounts.find_one({"ins": late})
+    assert doc is not None and not outbox(doc)
+    clock.advance(timedelta(days=1))
+    await run.once()
+    doc = await store.accounts.find_one({"ins": late})
+    assert doc is not None
+    assert [e.type for e in outbox(doc)] == ["identity.representation.ending"]
+    assert doc[REPRESENTATION_ON] == "2026-03-01"  # next: the end
+
+    # A process that starts with a longer notice period looks again at the minors whose notice
+    # day came from the shorter one: one of age on 1 April 2026 is noticed from 1 February now.
+    april = await minor(store, date(2008, 4, 1), [make_ins()], on="2026-02-20")
+    await run.once()
+    doc = await store.accounts.find_one({"ins": april})
+    assert doc is not None and not outbox(doc) and doc[REPRESENTATION_ON] == "2026-03-02"
+    await schedule_of(store, clock, notice_days=60).once()
+    doc = await store.accounts.find_one({"ins": april})
+    assert doc is not None
+    assert [e.type for e in outbox(doc)] == ["identity.representation.ending"]
