@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import date, timedelta
 from typing import Any
 
 from pymongo.errors import PyMongoError
 
 from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.logging import get_logger
+from dmp_kit.mongo import Document
 
 log = get_logger(__name__)
 # What passes: the database away, a peer away, a record changed by others past the retries.
@@ -60,3 +62,46 @@ async def beside(work: Coroutine[Any, Any, object]) -> AsyncIterator[None]:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the block's own task is being cancelled: let it be
+
+
+class DailyReads:
+    """Which records a daily schedule reads on a run, when each record holds the day it is to be
+    looked at again (an ISO date in one indexed field, which the schedule rewrites each time).
+
+    A run reads the records of the days since the previous complete run, the day before
+    included (a record written by a process whose clock is a little behind): an equality per
+    day, which every server answers from the field's index (FerretDB pushes down equalities
+    only). A process's first run, and one after its clock went back or moved more than
+    `max_days` ahead, reads instead every record whose day has come: a range, once.
+    """
+
+    def __init__(self, field: str, *, max_days: int = 31) -> None:
+        self.field = field
+        self.max_days = max_days
+        self.since: date | None = None  # the day of the previous complete run
+
+    def days(self, today: date) -> list[date] | None:
+        """The days to read by equality, or None: every record whose day has come."""
+        since = self.since
+        if since is None or today < since or (today - since).days > self.max_days:
+            return None
+        first = since - timedelta(days=1)
+        return [first + timedelta(days=n) for n in range((today - first).days + 1)]
+
+    async def find(
+        self, collection: Any, query: Document, today: date, projection: Any = None
+    ) -> list[Document]:
+        """The records of `query` to look at today (see `days`)."""
+        days = self.days(today)
+        if days is None:
+            cursor = collection.find({**query, self.field: {"$lte": today.isoformat()}}, projection)
+            return [doc async for doc in cursor]
+        found: list[Document] = []
+        for day in days:
+            cursor = collection.find({**query, self.field: day.isoformat()}, projection)
+            found += [doc async for doc in cursor]
+        return found
+
+    def done(self, today: date) -> None:
+        """Every record read for `today` was looked at."""
+        self.since = today

@@ -1,16 +1,18 @@
-"""The one loop every service's periodic jobs run in (dmp_kit.periodic)."""
+"""The one loop every service's periodic jobs run in, and which records a daily schedule reads
+(dmp_kit.periodic)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
+from datetime import date, timedelta
 
 import pytest
 from pymongo.errors import PyMongoError
 
 from dmp_kit.errors import Conflict, Unavailable
-from dmp_kit.periodic import every
+from dmp_kit.periodic import DailyReads, every
 
 
 async def test_a_job_runs_at_once_then_every_interval_until_stopped() -> None:
@@ -78,3 +80,22 @@ async def test_a_defect_is_not_swallowed() -> None:
         await every(0.01, job, asyncio.Event(), retry_on=(PyMongoError,), event="t")
     with pytest.raises(ValueError, match="interval"):
         await every(0, job, asyncio.Event(), retry_on=(), event="t")
+
+
+def test_daily_reads_the_days_since_the_previous_run_or_everything_due_once() -> None:
+    reads = DailyReads("next_due", max_days=31)
+    day = date(2026, 3, 10)
+    assert reads.days(day) is None  # the first run: every record whose day has come
+    reads.done(day)
+    # the same day again: that day and the one before (a writer's clock a little behind)
+    assert reads.days(day) == [date(2026, 3, 9), day]
+    # past midnight: the day of the previous run is read once more
+    assert reads.days(day + timedelta(days=1)) == [date(2026, 3, 9), day, date(2026, 3, 11)]
+    # the clock moved 31 days ahead: each day; more than that, or back: everything due, once
+    assert len(reads.days(day + timedelta(days=31)) or []) == 33
+    assert reads.days(day + timedelta(days=32)) is None
+    assert reads.days(day - timedelta(days=1)) is None
+    # a run that did not end (an error) is not counted: the next one reads from the same day
+    assert reads.days(day + timedelta(days=2)) == [
+        date(2026, 3, 9) + timedelta(days=n) for n in range(4)
+    ]

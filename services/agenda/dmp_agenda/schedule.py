@@ -9,9 +9,9 @@ there and announces nothing.
 
 The schedule does not read every patient on each run: each patient's record holds the day it
 is to be looked at again (`next_due`, see the store), and a run reads the patients of the days
-since the previous run, the day before included (a change written by a process whose clock
-is a little behind). Its first run, or one after the clock went back or far ahead, reads every
-patient whose day has come, once.
+since the previous run (dmp_kit.periodic.DailyReads). Its first run, or one after the clock
+went back or far ahead, reads every patient whose day has come, once, after having those whose
+day was computed under other rules looked at today.
 """
 
 from __future__ import annotations
@@ -29,12 +29,9 @@ from dmp_kit.clock import Clock
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay, change_document
-from dmp_kit.periodic import every
+from dmp_kit.periodic import DailyReads, every
 
 log = get_logger(__name__)
-# Beyond this many days since the previous run (a clock moved ahead), one range read instead of
-# a read per day.
-MAX_DAYS_READ = 31
 # dossier.<event> → the status the agenda keeps
 DOSSIER_STATUSES = {
     "dossier_opened": "open",
@@ -60,26 +57,20 @@ class Schedule:
         self.clock = clock
         self.interval = interval
         self.events = AgendaEvents(clock)
-        # the Paris day of the previous complete run (None: none yet in this process)
-        self.since: date | None = None
+        self.reads = DailyReads("next_due")
 
     async def run(self, stop: asyncio.Event) -> None:
         await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         today = today_in_paris(self.clock)
-        since = self.since
-        if since is None or today < since or (today - since).days > MAX_DAYS_READ:
+        if self.reads.days(today) is None:  # every patient whose day has come
             await self.store.look_again_under(self.rules.version, today)
-            docs = await self.store.to_remind_by(today)
-        else:
-            first = since - timedelta(days=1)
-            days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
-            docs = await self.store.to_remind_on(days)
+        docs = await self.store.to_remind(self.reads, today)
         announced = [doc["_id"] for doc in docs if await self.announce(doc, today)]
         if announced:
             self.relay.kick(self.store.patients, *announced)
-        self.since = today  # only once every patient read was looked at
+        self.reads.done(today)
 
     async def announce(self, doc: Document, today: date) -> bool:
         """The patient's reminders due and not yet announced, each with its event, and the day

@@ -23,6 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import VERSION
+from dmp_kit.periodic import DailyReads
 
 HIDDEN = {"outbox": 0, "outbox_pending": 0}
 
@@ -93,24 +94,11 @@ class AgendaStore(Store):
         except DuplicateKeyError:  # two first writes at once: the other one created it
             await self.patients.update_one({"_id": ins}, change)
 
-    def _to_remind(self, day: Any) -> Any:
-        """Open dossiers, prevention messages wanted, looked at again on `day` (a condition)."""
-        return self.patients.find(
-            {"next_due": day, "dossier_status": "open", "prevention_messages": {"$ne": False}},
-            HIDDEN,
-        )
-
-    async def to_remind_on(self, days: list[date]) -> list[Document]:
-        """The patients to look at on these days: one equality each, served by the index."""
-        found: list[Document] = []
-        for day in days:
-            found += [doc async for doc in self._to_remind(day.isoformat())]
-        return found
-
-    async def to_remind_by(self, today: date) -> list[Document]:
-        """Every patient to look at by today: a range, read once when the schedule starts
-        (FerretDB reads the whole collection for it)."""
-        return [doc async for doc in self._to_remind({"$lte": today.isoformat()})]
+    async def to_remind(self, reads: DailyReads, today: date) -> list[Document]:
+        """The patients to look at today (open dossier, prevention messages wanted), read by
+        their `next_due` (see DailyReads)."""
+        query = {"dossier_status": "open", "prevention_messages": {"$ne": False}}
+        return await reads.find(self.patients, query, today, HIDDEN)
 
     async def look_again_under(self, rules_version: str, today: date) -> int:
         """Patients whose next day was computed under other rules (or never computed, by an

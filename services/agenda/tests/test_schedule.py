@@ -65,6 +65,26 @@ async def events_of(store: AgendaStore, ins: str) -> int:
     return len(doc.get(OUTBOX, []))
 
 
+async def seventy_year_old(
+    store: AgendaStore, next_due: str | None, rules_version: str | None
+) -> str:
+    """A man with reminders due today, his record written as told (no day at all: as by the
+    version before the days)."""
+    ins = make_ins()
+    doc: dict[str, Any] = {
+        "_id": ins,
+        "birth_date": date(1956, 1, 5).isoformat(),
+        "sex": "M",
+        "dossier_status": "open",
+        "marks": {},
+        "notified": [],
+    }
+    if next_due is not None:
+        doc |= {"next_due": next_due, "next_due_rules": rules_version}
+    await store.patients.insert_one(doc)
+    return ins
+
+
 @pytest.mark.asyncio(loop_scope="session")
 async def test_each_reminder_once_then_the_patient_is_looked_at_on_its_next_day(
     store: AgendaStore, infra: Infra
@@ -105,20 +125,7 @@ async def test_a_run_reads_the_patients_of_its_days_and_a_start_every_one_whose_
     await run.once()  # its first run
     # A 70-year-old man with reminders due today, whose record says to look again in 3 weeks
     # (as if written so): the runs of these 3 weeks do not read him.
-    man = make_ins()
-    later = TODAY + timedelta(days=21)
-    await store.patients.insert_one(
-        {
-            "_id": man,
-            "birth_date": date(1956, 1, 5).isoformat(),
-            "sex": "M",
-            "dossier_status": "open",
-            "marks": {},
-            "notified": [],
-            "next_due": later.isoformat(),
-            "next_due_rules": RULES.version,
-        }
-    )
+    man = await seventy_year_old(store, (TODAY + timedelta(days=21)).isoformat(), RULES.version)
     for _ in range(20):
         clock.advance(timedelta(days=1))
         await run.once()
@@ -131,31 +138,9 @@ async def test_a_run_reads_the_patients_of_its_days_and_a_start_every_one_whose_
 
     # A record written under other rules (or by a version that kept no day) is looked at when a
     # process starts, whatever day it holds; one under these rules is not.
-    other, same = make_ins(), make_ins()
-    for ins, rules_version in ((other, "2020-01"), (same, RULES.version)):
-        await store.patients.insert_one(
-            {
-                "_id": ins,
-                "birth_date": date(1956, 1, 5).isoformat(),
-                "sex": "M",
-                "dossier_status": "open",
-                "marks": {},
-                "notified": [],
-                "next_due": "2030-01-01",
-                "next_due_rules": rules_version,
-            }
-        )
-    older = make_ins()
-    await store.patients.insert_one(
-        {
-            "_id": older,
-            "birth_date": date(1956, 1, 5).isoformat(),
-            "sex": "M",
-            "dossier_status": "open",
-            "marks": {},
-            "notified": [],
-        }
-    )
+    other = await seventy_year_old(store, "2030-01-01", "2020-01")
+    same = await seventy_year_old(store, "2030-01-01", RULES.version)
+    older = await seventy_year_old(store, None, None)
     await run.once()
     assert await announced(store, other) == [] and await announced(store, older) == []
     await schedule(store, clock, infra).once()  # a process that starts

@@ -6,10 +6,10 @@ when written (dmp_kit.outbox.change_document: the write lands only on the versio
 writes its mark with its events, so a replica that comes second finds the step done.
 
 A run does not read every minor: each one's account holds the day to look at them again (their
-next step's, REPRESENTATION_ON), and a run reads the minors of the days since the previous run,
-the day before included. A process's first run (or one after its clock went back, or more than
-31 days ahead) reads every minor whose day has come, once, after having those whose notice day
-was computed with another notice period looked at today.
+next step's, REPRESENTATION_ON), and a run reads the minors of the days since the previous run
+(dmp_kit.periodic.DailyReads). A process's first run (or one after its clock went back or far
+ahead) reads every minor whose day has come, once, after having those whose notice day was
+computed with another notice period looked at today.
 """
 
 from __future__ import annotations
@@ -29,12 +29,9 @@ from dmp_kit.clock import Clock
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import OutboxRelay
-from dmp_kit.periodic import every
+from dmp_kit.periodic import DailyReads, every
 
 log = get_logger(__name__)
-# Beyond this many days since the previous run (a clock moved ahead), one range read instead of
-# a read per day.
-MAX_DAYS_READ = 31
 
 
 class Schedule:
@@ -52,28 +49,22 @@ class Schedule:
         self.clock = clock
         self.notice_days = notice_days
         self.interval = interval
-        # the Paris day of the previous complete run (None: none yet in this process)
-        self.since: date | None = None
+        self.reads = DailyReads(REPRESENTATION_ON)
 
     async def run(self, stop: asyncio.Event) -> None:
         await every(self.interval, self.once, stop, event="schedule_retry")
 
     async def once(self) -> None:
         today = self.clock.now().astimezone(domain.PARIS).date()
-        since = self.since
-        if since is None or today < since or (today - since).days > MAX_DAYS_READ:
+        if self.reads.days(today) is None:  # every minor whose day has come
             await self.store.look_again_under(self.notice_days, today)
-            accounts = await self.store.represented_by(today)
-        else:
-            first = since - timedelta(days=1)
-            days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
-            accounts = await self.store.represented_on(days)
+        accounts = await self.store.represented(self.reads, today)
         changed = [
             account["_id"] for account in accounts if await self.representation(account, today)
         ]
         if changed:
             self.relay.kick(self.store.accounts, *changed)
-        self.since = today  # only once every minor read was looked at
+        self.reads.done(today)
 
     def _step(self, account: Document, today: date) -> domain.RepresentationStep | None:
         if not account.get(REPRESENTED):

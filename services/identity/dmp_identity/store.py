@@ -15,6 +15,7 @@ from dmp_identity.domain import Throttle
 from dmp_kit.errors import AlreadyExists
 from dmp_kit.mongo import Document, Store, upsert
 from dmp_kit.outbox import VERSION, Change, change_document
+from dmp_kit.periodic import DailyReads
 
 # "next": published ahead of signing; "active": signs; "retiring": its tokens still live.
 # Out of the JWKS: "retired" (its tokens have expired) and "revoked" (withdrawn for good).
@@ -122,24 +123,11 @@ class IdentityStore(Store):
             {"$set": {REPRESENTATION_ON: LONG_AGO}},
         )
 
-    def _represented(self, day: Any) -> Any:
-        """The minors looked at again on `day` (a condition), with what the schedule needs."""
-        return self.accounts.find(
-            {REPRESENTED: True, REPRESENTATION_ON: day},
-            ["ins", "birth_date", "legal_representatives", REPRESENTED, MAJORITY_NOTICED],
-        )
-
-    async def represented_on(self, days: list[date]) -> list[Document]:
-        """The minors to look at on these days: one equality each, served by the index."""
-        found: list[Document] = []
-        for day in days:
-            found += [doc async for doc in self._represented(day.isoformat())]
-        return found
-
-    async def represented_by(self, today: date) -> list[Document]:
-        """Every minor to look at by today: a range over the minors, read when the schedule
-        starts."""
-        return [doc async for doc in self._represented({"$lte": today.isoformat()})]
+    async def represented(self, reads: DailyReads, today: date) -> list[Document]:
+        """The minors to look at today, read by REPRESENTATION_ON (see DailyReads), with what
+        the schedule needs."""
+        fields = ["ins", "birth_date", "legal_representatives", REPRESENTED, MAJORITY_NOTICED]
+        return await reads.find(self.accounts, {REPRESENTED: True}, today, fields)
 
     async def look_again_under(self, notice_days: int, today: date) -> int:
         """Minors whose notice day was computed with another notice period are looked at again

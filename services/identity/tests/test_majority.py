@@ -18,6 +18,7 @@ from dmp_identity.store import REPRESENTATION_ON, IdentityStore
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
 from dmp_kit.outbox import OutboxRelay
+from dmp_kit.periodic import DailyReads
 from dmp_stack.testing import Infra, make_ins
 
 
@@ -115,7 +116,7 @@ async def test_two_replicas_notice_and_end_once(stores: list[IdentityStore]) -> 
     async def both() -> None:
         """Both replicas decide on the same reading of the accounts, then write."""
         day = clock.now().date()
-        read = await stores[0].represented_by(day)
+        read = await stores[0].represented(DailyReads(REPRESENTATION_ON), day)
         await asyncio.gather(
             *(s.representation(account, day) for s in schedules for account in read)
         )
@@ -166,7 +167,8 @@ async def test_minors_registered_before_the_schedule_are_found(stores: list[Iden
             }
         )
     await stores[0].ensure_indexes()
-    found = {doc["ins"] for doc in await stores[0].represented_by(date(2026, 2, 10))}
+    at_start = DailyReads(REPRESENTATION_ON)
+    found = {doc["ins"] for doc in await stores[0].represented(at_start, date(2026, 2, 10))}
     assert old in found and adult not in found
 
 
