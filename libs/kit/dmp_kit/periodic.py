@@ -68,25 +68,22 @@ class DailyReads:
     """Which records a daily schedule reads on a run, when each record holds the day it is to be
     looked at again (an ISO date in one indexed field, which the schedule rewrites each time).
 
-    A run reads the records of the days since the previous complete run, the day before
-    included (a record written by a process whose clock is a little behind): an equality per
-    day, which every server answers from the field's index (FerretDB pushes down equalities
-    only). A process's first run, and one after its clock went back or moved more than
-    `max_days` ahead, reads instead every record whose day has come: a range, once.
+    A process's first run of each day (its first run, a new day, its clock moved) reads every
+    record whose day has come: a range, once a day, which also finds a record whose day passed
+    unread (written by an older version, or by a replica whose clock was behind). Its other
+    runs that day read the records of that day and the day before: an equality each, which every
+    server answers from the field's index (FerretDB pushes down equalities only).
     """
 
-    def __init__(self, field: str, *, max_days: int = 31) -> None:
+    def __init__(self, field: str) -> None:
         self.field = field
-        self.max_days = max_days
         self.since: date | None = None  # the day of the previous complete run
 
     def days(self, today: date) -> list[date] | None:
         """The days to read by equality, or None: every record whose day has come."""
-        since = self.since
-        if since is None or today < since or (today - since).days > self.max_days:
+        if self.since != today:
             return None
-        first = since - timedelta(days=1)
-        return [first + timedelta(days=n) for n in range((today - first).days + 1)]
+        return [today - timedelta(days=1), today]
 
     async def find(
         self, collection: Any, query: Document, today: date, projection: Any = None

@@ -8,10 +8,10 @@ same single-document update as the event, and that update lands only on the vers
 there and announces nothing.
 
 The schedule does not read every patient on each run: each patient's record holds the day it
-is to be looked at again (`next_due`, see the store), and a run reads the patients of the days
-since the previous run (dmp_kit.periodic.DailyReads). Its first run, or one after the clock
-went back or far ahead, reads every patient whose day has come, once, after having those whose
-day was computed under other rules looked at today.
+is to be looked at again (`next_due`, see the store), and a run reads the patients of that day
+and the day before (dmp_kit.periodic.DailyReads). A process's first run of each day reads every
+patient whose day has come, once, after having those whose day was computed under other rules
+(or by an older version, which kept none) looked at today.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dmp_agenda import domain
 from dmp_agenda.api import PARIS, People, marks_of, person_of, today_in_paris
 from dmp_agenda.domain import PreventionRules
 from dmp_agenda.events import AgendaEvents
-from dmp_agenda.store import AgendaStore
+from dmp_agenda.store import AgendaStore, look_again
 from dmp_kit.clock import Clock
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document
@@ -94,6 +94,14 @@ class Schedule:
 
         news = [self.events.reminder_due(doc["_id"], o, self.rules.version) for o in first]
         await change_document(self.store.patients, doc["_id"], fields, *news)
+        if not written:
+            # Changed since it was read (a vaccination note, another replica): looked at again
+            # later today, on the record as it is then, rather than left on a day gone by.
+            await change_document(
+                self.store.patients,
+                doc["_id"],
+                lambda current: None if current is None else look_again(today),
+            )
         if written and expected:
             log.info("reminders_due", count=len(expected))
         return bool(written and expected)

@@ -83,16 +83,19 @@ class AgendaStore(Store):
 
     async def _set(self, ins: str, fields: Document, now: datetime, today: date) -> None:
         """Fields of the patient's record, created if need be; the schedule looks at them again
-        today, and a decision it was making on the version before does not land."""
+        today, and a decision it was making on the version before does not land. The process's
+        lock on the record is held meanwhile: on FerretDB an update rewrites the whole document
+        and would undo a concurrent change of this process (DocumentLocks)."""
         change = {"$set": {**fields, **look_again(today)}, "$inc": {VERSION: 1}}
-        try:
-            await self.patients.update_one(
-                {"_id": ins},
-                {**change, "$setOnInsert": {"known_at": now, "marks": {}, "notified": []}},
-                upsert=True,
-            )
-        except DuplicateKeyError:  # two first writes at once: the other one created it
-            await self.patients.update_one({"_id": ins}, change)
+        async with self.locks.hold(self.patients.name, ins):
+            try:
+                await self.patients.update_one(
+                    {"_id": ins},
+                    {**change, "$setOnInsert": {"known_at": now, "marks": {}, "notified": []}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:  # two first writes at once: the other one created it
+                await self.patients.update_one({"_id": ins}, change)
 
     async def to_remind(self, reads: DailyReads, today: date) -> list[Document]:
         """The patients to look at today (open dossier, prevention messages wanted), read by
@@ -101,8 +104,8 @@ class AgendaStore(Store):
         return await reads.find(self.patients, query, today, HIDDEN)
 
     async def look_again_under(self, rules_version: str, today: date) -> int:
-        """Patients whose next day was computed under other rules (or never computed, by an
-        earlier version) are looked at again today; how many."""
+        """Patients whose next day was computed under other rules (or never computed: written
+        by an older version) are looked at again today; how many. Run once a day."""
         result = await self.patients.update_many(
             {
                 "next_due_rules": {"$ne": rules_version},

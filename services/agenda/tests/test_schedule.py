@@ -19,7 +19,7 @@ from dmp_agenda.schedule import Schedule
 from dmp_agenda.store import AgendaStore
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
-from dmp_kit.outbox import OUTBOX, OutboxRelay
+from dmp_kit.outbox import OUTBOX, OutboxRelay, change_document
 from dmp_stack.testing import Infra, make_ins
 
 RULES = PreventionRules.parse(
@@ -53,7 +53,7 @@ async def open_dossier(store: AgendaStore, ins: str, birth: date, sex: str) -> N
 
 
 async def announced(store: AgendaStore, ins: str) -> list[str]:
-    """The reminders announced to the patient, from the events written with the record."""
+    """The reminders announced to the patient, as their record lists them."""
     doc = await store.patients.find_one({"_id": ins})
     assert doc is not None
     return [str(i) for i in doc.get("notified", [])]
@@ -170,3 +170,31 @@ async def test_a_closed_dossier_waits_and_is_looked_at_again_when_it_is_reopened
     due = domain.to_notify(RULES, Person(date(1976, 1, 5), "F"), reopened, {}, set())
     assert {o.rule.id for o in due} >= {"depistage-sein", "depistage-colorectal"}
     assert await announced(store, woman) == [o.id for o in due]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_record_changed_while_decided_is_looked_at_again_the_same_day(
+    store: AgendaStore, infra: Infra
+) -> None:
+    clock = ManualClock(T0)
+    run = schedule(store, clock, infra)
+    await run.once()
+    # His day was three days ago (the agenda was away): a first run of the day reads him.
+    man = await seventy_year_old(store, (TODAY - timedelta(days=3)).isoformat(), RULES.version)
+    read = await store.patient(man)
+    assert read is not None
+    # Meanwhile a vaccination note marks the flu vaccine done (as on_document_added writes it).
+    [flu] = [
+        o
+        for o in domain.to_notify(RULES, Person(date(1956, 1, 5), "M"), TODAY, {}, set())
+        if o.rule.id == "grippe"
+    ]
+    marks = {flu.id: {"done_on": TODAY.isoformat(), "document_id": "note"}}
+    await change_document(store.patients, man, lambda current: {"marks": marks})
+    # The decision made on the record as read does not land; the record is not left behind.
+    assert await run.announce(read, TODAY) is False
+    doc = await store.patient(man)
+    assert doc is not None and doc["notified"] == [] and doc["next_due"] == TODAY.isoformat()
+    await run.once()  # a later run that day: the others, not the flu vaccine
+    told = {i.split("~")[0] for i in await announced(store, man)}
+    assert "grippe" not in told and {"zona", "depistage-colorectal"} <= told

@@ -6,10 +6,10 @@ when written (dmp_kit.outbox.change_document: the write lands only on the versio
 writes its mark with its events, so a replica that comes second finds the step done.
 
 A run does not read every minor: each one's account holds the day to look at them again (their
-next step's, REPRESENTATION_ON), and a run reads the minors of the days since the previous run
-(dmp_kit.periodic.DailyReads). A process's first run (or one after its clock went back or far
-ahead) reads every minor whose day has come, once, after having those whose notice day was
-computed with another notice period looked at today.
+next step's, REPRESENTATION_ON), and a run reads the minors of that day and the day before
+(dmp_kit.periodic.DailyReads). A process's first run of each day reads every minor whose day
+has come, once, after having those whose notice day was computed with another notice period,
+and those registered by an older version, looked at today.
 """
 
 from __future__ import annotations

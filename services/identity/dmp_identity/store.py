@@ -31,8 +31,6 @@ MAJORITY_NOTICED = "majority_noticed"
 # registration. Read by equality, day by day, from an index every server answers from.
 REPRESENTATION_ON = "representation_on"
 REPRESENTATION_NOTICE_DAYS = "representation_notice_days"
-# The minors written before REPRESENTATION_ON existed: looked at on a process's first run.
-LONG_AGO = "0001-01-01"
 
 
 class IdentityStore(Store):
@@ -118,10 +116,6 @@ class IdentityStore(Store):
             },
             {"$set": {REPRESENTED: True}},
         )
-        await self.accounts.update_many(
-            {REPRESENTED: True, REPRESENTATION_ON: {"$exists": False}},
-            {"$set": {REPRESENTATION_ON: LONG_AGO}},
-        )
 
     async def represented(self, reads: DailyReads, today: date) -> list[Document]:
         """The minors to look at today, read by REPRESENTATION_ON (see DailyReads), with what
@@ -130,8 +124,13 @@ class IdentityStore(Store):
         return await reads.find(self.accounts, {REPRESENTED: True}, today, fields)
 
     async def look_again_under(self, notice_days: int, today: date) -> int:
-        """Minors whose notice day was computed with another notice period are looked at again
-        today (the end's day does not depend on it); how many."""
+        """Minors whose notice day was computed with another notice period (the end's day does
+        not depend on it), and those registered by an older version (no day), are looked at
+        again today; how many. Run once a day."""
+        registered = await self.accounts.update_many(
+            {REPRESENTED: True, REPRESENTATION_ON: {"$exists": False}},
+            {"$set": {REPRESENTATION_ON: today.isoformat()}, "$inc": {VERSION: 1}},
+        )
         result = await self.accounts.update_many(
             {
                 REPRESENTED: True,
@@ -141,7 +140,7 @@ class IdentityStore(Store):
             },
             {"$set": {REPRESENTATION_ON: today.isoformat()}, "$inc": {VERSION: 1}},
         )
-        return int(result.modified_count)
+        return int(registered.modified_count) + int(result.modified_count)
 
     async def change_account(
         self, account_id: str, fields: Change, *events: envelope_pb2.Envelope

@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from dmp.events.v1 import envelope_pb2
 from dmp_identity import domain
 from dmp_identity.schedule import Schedule
-from dmp_identity.store import REPRESENTATION_ON, IdentityStore
+from dmp_identity.store import REPRESENTATION_NOTICE_DAYS, REPRESENTATION_ON, IdentityStore
 from dmp_kit.bus import EventBus
 from dmp_kit.clock import ManualClock
 from dmp_kit.outbox import OutboxRelay
@@ -74,10 +74,15 @@ async def stores(infra: Infra) -> AsyncIterator[list[IdentityStore]]:
 
 
 async def minor(
-    store: IdentityStore, born: date, representatives: list[str], on: str = "2026-02-10"
+    store: IdentityStore,
+    born: date,
+    representatives: list[str],
+    on: str = "2026-02-10",
+    notice_days: int | None = None,
 ) -> str:
     """A minor's account as registration writes it (`on`: the day of registration, when the
-    schedule is to look at them)."""
+    schedule is to look at them), or as the schedule rewrote it (`notice_days`: the notice
+    period it computed `on` with)."""
     ins = make_ins()
     await store.accounts.insert_one(
         {
@@ -89,6 +94,7 @@ async def minor(
             "legal_representatives": representatives,
             "represented": True,
             REPRESENTATION_ON: on,
+            **({REPRESENTATION_NOTICE_DAYS: notice_days} if notice_days is not None else {}),
         }
     )
     return ins
@@ -115,7 +121,7 @@ async def test_two_replicas_notice_and_end_once(stores: list[IdentityStore]) -> 
 
     async def both() -> None:
         """Both replicas decide on the same reading of the accounts, then write."""
-        day = clock.now().date()
+        day = clock.now().astimezone(domain.PARIS).date()
         read = await stores[0].represented(DailyReads(REPRESENTATION_ON), day)
         await asyncio.gather(
             *(s.representation(account, day) for s in schedules for account in read)
@@ -167,8 +173,10 @@ async def test_minors_registered_before_the_schedule_are_found(stores: list[Iden
             }
         )
     await stores[0].ensure_indexes()
-    at_start = DailyReads(REPRESENTATION_ON)
-    found = {doc["ins"] for doc in await stores[0].represented(at_start, date(2026, 2, 10))}
+    # the schedule's first run of the day gives the minor a day, today, and reads them
+    day = date(2026, 2, 10)
+    assert await stores[0].look_again_under(30, day) >= 1
+    found = {doc["ins"] for doc in await stores[0].represented(DailyReads(REPRESENTATION_ON), day)}
     assert old in found and adult not in found
 
 
@@ -181,8 +189,9 @@ async def test_a_run_reads_the_minors_of_its_days_and_a_start_every_one_whose_da
     run = schedule_of(store, clock)
     await run.once()  # its first run
     # Of age on 1 March 2026, his notice due from 30 January, but his account says to look
-    # at him on 20 February (as if written so): the runs before that day do not read him.
-    late = await minor(store, date(2008, 2, 29), [make_ins()], on="2026-02-20")
+    # at him on 20 February (as if the schedule had written so): the runs before that day,
+    # each day's first included, do not read him.
+    late = await minor(store, date(2008, 2, 29), [make_ins()], on="2026-02-20", notice_days=30)
     for _ in range(9):
         clock.advance(timedelta(days=1))
         await run.once()
