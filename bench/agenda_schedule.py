@@ -7,8 +7,8 @@ for each and writes the day to look at each again. Then, alternating, 20 times e
 the schedule as it is (the patients of its days, read by equality: none is due), a process's
 first run of a day (every patient whose day has come, read by a range, after the records of
 other rules were looked for), and the read every earlier run made (every patient with an open
-dossier, each one's reminders computed again). Measured per run: wall time (median), this process's CPU and FerretDB's, not PostgreSQL's
-(means).
+dossier, each one's reminders computed again). Measured per run: wall time (median), this
+process's CPU and FerretDB's, not PostgreSQL's (means).
 """
 
 from __future__ import annotations
