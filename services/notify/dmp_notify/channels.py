@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from email.charset import BASE64, QP, Charset
 from email.header import Header
 from email.mime.text import MIMEText
-from email.utils import make_msgid, parseaddr
+from email.utils import formataddr, make_msgid, parseaddr
 from typing import Protocol
 
 import aiosmtplib
@@ -26,6 +27,13 @@ BODY_CHARSET = Charset("utf-8")
 BODY_CHARSET.body_encoding = QP
 SUBJECT_CHARSET = Charset("utf-8")
 SUBJECT_CHARSET.header_encoding = BASE64
+# What a header value may not hold: compat32 writes an ASCII value as it is and splits lines
+# at every character Python counts as a line break (\v, \f, \x1c-\x1e, \x85, U+2028/9,
+# besides \r and \n), so any of them could start a header or the body of its own.
+HEADER_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# An ASCII subject longer than this goes as encoded words too, which fold at any character:
+# compat32 folds ASCII only at spaces, and a line may not pass 998 octets (RFC 5322).
+RAW_SUBJECT_MAX = 78
 
 
 class EmailSender:
@@ -37,26 +45,30 @@ class EmailSender:
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
         self._idle: list[aiosmtplib.SMTP] = []
+        refuse_breaks("DMP_MAIL_FROM", settings.mail_from)
+        name, address = parseaddr(settings.mail_from)
+        # A display name that is not ASCII goes as encoded words, the address beside them.
+        self._from = formataddr((name, address), charset="utf-8") if name else address
+        self._domain = address.rpartition("@")[2] or "dmp.localhost"
 
     def _message(self, to: str, message: Message, delivery: str) -> MIMEText:
         # Built with the standard library's compat32 classes: the modern EmailMessage parsed
         # every header it was given through its header registry, about 1 ms a message, most
-        # of an e-mail's CPU. compat32 writes values as they are, so a line break in one is
-        # refused here (no header can be injected).
-        for value in (to, message.subject, self._s.mail_from):
-            if "\r" in value or "\n" in value:
-                raise ValueError("a line break in a mail header")
+        # of an e-mail's CPU. compat32 writes values as they are, so a value that could break
+        # a line is refused here (no header can be injected).
+        refuse_breaks("the recipient", to)
+        refuse_breaks("the subject", message.subject)
         mail = MIMEText(message.body, "plain", BODY_CHARSET)
-        domain_part = parseaddr(self._s.mail_from)[1].rpartition("@")[2] or "dmp.localhost"
         mail["Message-ID"] = (
-            f"<{hashlib.sha256(delivery.encode()).hexdigest()[:32]}@{domain_part}>"
+            f"<{hashlib.sha256(delivery.encode()).hexdigest()[:32]}@{self._domain}>"
             if delivery
-            else make_msgid(domain=domain_part)
+            else make_msgid(domain=self._domain)
         )
-        mail["From"] = self._s.mail_from
+        mail["From"] = self._from
         mail["To"] = to
         subject = message.subject
-        mail["Subject"] = subject if subject.isascii() else Header(subject, SUBJECT_CHARSET)
+        raw = subject.isascii() and len(subject) <= RAW_SUBJECT_MAX
+        mail["Subject"] = subject if raw else Header(subject, SUBJECT_CHARSET)
         return mail
 
     async def _open(self) -> aiosmtplib.SMTP:
@@ -91,11 +103,19 @@ class EmailSender:
                     continue  # closed by the relay while idle: once more, on a new connection
                 log.warning("email_failed", error=type(exc).__name__)
                 raise Unavailable("the mail relay did not accept the message") from exc
+            except BaseException:
+                _close(client)  # in an unknown state (a message refused while written, say)
+                raise
             if len(self._idle) < IDLE_CONNECTIONS:
                 self._idle.append(client)
             else:
                 _close(client)
             return
+
+
+def refuse_breaks(what: str, value: str) -> None:
+    if HEADER_BREAKING.search(value):
+        raise ValueError(f"{what} holds a control character or a line break")
 
 
 def _close(client: aiosmtplib.SMTP | None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from dmp_kit.mongo import Document, Store, insert_once
+from dmp_kit.mongo import Document, Store, insert_once, upsert
 from dmp_notify.domain import Message, sms_text
 
 
@@ -143,19 +143,36 @@ class NotifyStore(Store):
         return RecipientState(dict(doc.get("channels") or {}), doc.get("purged_at"))
 
     async def put_preferences(self, recipient: str, channels: dict[str, list[str]]) -> None:
-        # $set, not a replacement: the record may hold the time of a purge as well
-        await self.preferences.update_one(
-            {"_id": recipient}, {"$set": {"channels": channels}}, upsert=True
-        )
+        """The channels `recipient` chose, in place of those before; the record's other fields
+        (a purge's time) kept. Written whole: FerretDB 1.24 takes a `$set` of an embedded
+        document holding the same values under other keys for no change, and keeps the old."""
+
+        async def write() -> None:
+            doc = await self.preferences.find_one({"_id": recipient}) or {"_id": recipient}
+            await self.preferences.replace_one(
+                {"_id": recipient}, {**doc, "channels": channels}, upsert=True
+            )
+
+        async with self.locks.hold(self.preferences.name, recipient):
+            await upsert(write)
+
+    async def _note_purge(self, recipient: str, at: datetime) -> None:
+        """A dossier's purge time in its patient's record, under the record's lock: FerretDB
+        writes a whole document back for an update, so a purge and a choice of channels written
+        at the same moment would otherwise lose one of the two (kit's DocumentLocks)."""
+        async with self.locks.hold(self.preferences.name, recipient):
+            await upsert(
+                lambda: self.preferences.update_one(
+                    {"_id": recipient}, {"$max": {"purged_at": at}}, upsert=True
+                )
+            )
 
     # purges (rule 13) -------------------------------------------------------------------
 
     async def forget_dossier(self, ins: str, at: datetime) -> None:
         """The purged dossier's patient's inbox, and every notification and delivery about
         it; idempotent. The purge's time is noted first, so nothing older comes back."""
-        await self.preferences.update_one(
-            {"_id": f"patient:{ins}"}, {"$max": {"purged_at": at}}, upsert=True
-        )
+        await self._note_purge(f"patient:{ins}", at)
         await self.notifications.delete_many({"recipient": f"patient:{ins}"})
         await self.notifications.delete_many({"ins": ins})
         await self.deliveries.delete_many({"ins": ins})
@@ -166,9 +183,7 @@ class NotifyStore(Store):
         starting together agree; each is removed only once it is folded."""
         folded = 0
         async for doc in self.db["purges"].find({}):
-            await self.preferences.update_one(
-                {"_id": f"patient:{doc['_id']}"}, {"$max": {"purged_at": doc["at"]}}, upsert=True
-            )
+            await self._note_purge(f"patient:{doc['_id']}", doc["at"])
             await self.db["purges"].delete_one({"_id": doc["_id"], "at": doc["at"]})
             folded += 1
         return folded

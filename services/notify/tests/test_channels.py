@@ -77,13 +77,38 @@ async def test_french_text_arrives_intact_and_no_header_can_be_injected(infra: I
     assert received["Subject"] == subject
     text = received.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert text.replace("\r\n", "\n") == body  # the sink keeps the wire's line ends
+    # every character Python splits lines at, not only \r and \n (compat32 writes an ASCII
+    # subject as it is: "\v\v" would end the headers and start a body of the sender's choice)
+    breaks = ["\r\n", "\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
     for bad_to, bad_subject in (
         ("victim@example.org\r\nBcc: spy@example.org", "Bonjour"),
-        (to, "Bonjour\nBcc: spy@example.org"),
+        *((to, f"Bonjour{brk}Bcc: spy@example.org") for brk in breaks),
+        (to, "Bonjour\v\vspy@example.org wrote this body"),
     ):
         try:
             await sender.send(bad_to, Message(bad_subject, "x"))
         except ValueError:
             continue
-        raise AssertionError("a header with a line break was sent")
+        raise AssertionError(f"a header with a line break was sent: {bad_subject!r}")
     assert not [p for p in infra.maildir.glob("*.eml") if "spy@" in p.read_text(errors="replace")]
+    # the connection a refused message never used is still there for the next one
+    await sender.send(to, Message("Bonjour", "x"))
+    assert len(sender._idle) == 1
+
+
+async def test_a_long_subject_folds_and_a_sender_name_may_be_french(infra: Infra) -> None:
+    settings = settings_for(infra)
+    settings.mail_from = "Mon espace santé <no-reply@dmp.localhost>"
+    sender = EmailSender(settings)
+    to = "long-subject-check@example.org"
+    subject = "Rappel:" + "x" * 1200  # no space to fold at
+    await sender.send(to, Message(subject, "Bonjour"), delivery="event-long:patient:x:email")
+    (path,) = [p for p in infra.maildir.glob("*.eml") if to in p.read_text(errors="replace")]
+    raw = path.read_bytes()
+    assert raw.isascii()
+    assert max(len(line) for line in raw.splitlines()) <= 998, "RFC 5322's line limit"
+    received = email.message_from_bytes(raw, policy=policy.default)
+    assert received["Subject"] == subject
+    sender_address = received["From"].addresses[0]
+    assert sender_address.display_name == "Mon espace santé"
+    assert sender_address.addr_spec == "no-reply@dmp.localhost"

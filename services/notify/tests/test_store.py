@@ -4,6 +4,7 @@ version are folded into it at start."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -78,3 +79,32 @@ async def test_purge_times_kept_apart_are_folded_in_once_at_start(
     assert (await store.recipient_state(f"patient:{never}")).purged_at == T0
     # a second start (or a second replica) finds nothing left to fold
     assert await store.fold_purges() == 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_purge_and_a_choice_of_channels_at_once_both_hold(
+    client: AsyncMongoClient[dict[str, object]],
+) -> None:
+    """The API's choice and the consumer's purge, in one process at the same moment, on new
+    records and on existing ones: FerretDB writes a whole record back for an update, so without
+    the record's lock one of the two was lost (and the second upsert of a new record failed).
+    The new choice holds the old one's values under other kinds: FerretDB 1.24 took a `$set`
+    of it for no change."""
+    store = NotifyStore(client[DATABASE])
+    await store.ensure_indexes()
+    people = [make_ins() for _ in range(40)]
+    for ins in people[:20]:  # existing records for half of them
+        await store.put_preferences(f"patient:{ins}", {"login": ["email"]})
+    await asyncio.gather(
+        *(
+            change
+            for ins in people
+            for change in (
+                store.put_preferences(f"patient:{ins}", {"document_added": ["email"]}),
+                store.forget_dossier(ins, T0),
+            )
+        )
+    )
+    states = [await store.recipient_state(f"patient:{ins}") for ins in people]
+    assert [s.purged_at for s in states] == [T0] * len(people)
+    assert [s.channels for s in states] == [{"document_added": ["email"]}] * len(people)
