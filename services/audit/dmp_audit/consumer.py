@@ -114,6 +114,8 @@ async def run_log_consumer(bus: EventBus, audit: AuditLog, stop: asyncio.Event) 
             await asyncio.sleep(RETRY_SECONDS)
         finally:
             await sub.unsubscribe()
+    # what follows from the last chunks is stored before this appender says it has stopped
+    await audit.settle(quiet=True)
 
 
 async def _pump(
@@ -146,7 +148,9 @@ async def _pump(
                     records.append(Record(msg.metadata.sequence.stream, event))
                     traced.append((msg.subject, event, msg.headers))
                 with tracing.consuming_batch(DURABLE, traced):
-                    await audit.append(records)
+                    # acknowledged once the chunk is stored (the commit point): the tiles,
+                    # the trail and the edge follow while the next batch is read
+                    await audit.append(records, behind=True)
                     await msgs[-1].ack()
     finally:
         pending.cancel()

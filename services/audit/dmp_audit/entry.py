@@ -24,8 +24,9 @@ import base64
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -37,6 +38,7 @@ OUTCOMES = frozenset({"success", "failure", "denied"})
 MODES = frozenset({"normal", "break_glass", "regulator"})
 _INS = re.compile(r"[0-9A-Za-z]{0,32}")
 TREE_HEAD_LABEL = "dmp-audit-tree-head/v1"
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, not one a call
 
 
 class MalformedEntry(ValueError):
@@ -87,7 +89,7 @@ class Entry:
             "mode": self.mode,
             "reason": self.reason,
         }
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        return _CANONICAL.encode(obj).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:
@@ -129,6 +131,17 @@ def clean_ins(value: str) -> str:
 
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc3339_of(seconds: int, nanos: int) -> str:
+    """`rfc3339` of a protobuf Timestamp's fields, the same text at half the cost (the
+    appender writes one per entry); years before 1970 or after 9999 take the long way."""
+    if not 0 <= seconds < _YEAR_10000 or not 0 <= nanos < 1_000_000_000:
+        return rfc3339(datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=nanos // 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
+
+
+_YEAR_10000 = 253_402_300_800  # 10000-01-01T00:00:00Z in seconds
 
 
 # --- signed tree heads -------------------------------------------------------------------

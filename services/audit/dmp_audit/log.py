@@ -14,24 +14,22 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import TypeVar
 
 import structlog
 import zstandard
-from bson import Binary
 
 from dmp.events.v1 import envelope_pb2
 from dmp_audit.config import AuditSettings
-from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339
+from dmp_audit.entry import Entry, TreeHead, TreeHeadSigner, clean_ins, rfc3339, rfc3339_of
 from dmp_audit.keys import LogKey, head_problem
 from dmp_audit.merkle import leaf_hash
 from dmp_audit.note import Checkpoint, NoteSigner
 from dmp_audit.store import AuditStore, unpack
-from dmp_audit.tiles import BadEdge, Tile, TiledTree, TileError, TileFiles
+from dmp_audit.tiles import BadEdge, Tile, TiledTree, TileError, TileFiles, TileKey
 from dmp_audit.verify import HEADS, scan
 from dmp_kit.clock import Clock
 
@@ -92,6 +90,9 @@ class AuditLog:
         self._chains: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._signed_at = 0.0
         self._stale = False  # a write after the commit point failed: reload before appending
+        self._behind: asyncio.Task[None] | None = None  # the last chunk's derivation
+        # ins -> (n, leaf hash) of entries whose trail is being stored (newest per dossier)
+        self._unstored: dict[str, tuple[int, bytes]] = {}
         # Asked before each chunk: is this replica still the sequencer (its lease held)?
         self.may_append: Callable[[], bool] = lambda: True
         self.loaded = False
@@ -158,6 +159,7 @@ class AuditLog:
         edge (a crash between a chunk and its tiles) is hashed again, and a log from before
         tiles is verified whole and tiled, once. For the replica that appends."""
         started = time.perf_counter()
+        await self.settle(quiet=True)  # a derivation still under way ends before the edge is read
         now = rfc3339(self.clock.now())
         if not self.keys[self.signer.key_id].covers(now):
             raise ValueError(
@@ -176,6 +178,7 @@ class AuditLog:
             raise self._corrupted(str(exc)) from exc
         self.stream_last = int(edge["stream_last"]) if edge else 0
         self._chains.clear()
+        self._unstored.clear()
         self._chunks.clear()
         replayed = await self._catch_up()
         self.head = await self.store.latest_head()
@@ -210,7 +213,7 @@ class AuditLog:
                 if found is None or int(found[1]) != self.size + len(batch):
                     raise self._corrupted(f"the chunk at {doc['_id']} holds an entry out of place")
                 batch.append((data, leaf_hash(data), found[2].decode(), int(found[3])))
-            await self._derive(doc["_id"], batch, int(doc["stream_last"]))
+            await self._derive(doc["_id"], batch, int(doc["stream_last"]))  # stored before the next
         return self.size - before
 
     async def _check_head(self) -> None:
@@ -244,8 +247,10 @@ class AuditLog:
     def size(self) -> int:
         return self.tree.size
 
-    async def append(self, records: Sequence[Record]) -> int:
-        """Append the records not yet in the log, in stream order; returns how many."""
+    async def append(self, records: Sequence[Record], *, behind: bool = False) -> int:
+        """Append the records not yet in the log, in stream order; returns how many, once all
+        that follows from their chunk is stored too — or, `behind`, once the chunk is stored
+        (the rest is stored while the caller fetches its next batch: `settle` waits for it)."""
         async with self.write_lock:
             if self._stale:
                 await self.load()
@@ -260,14 +265,32 @@ class AuditLog:
                 first = self.size
                 self._check_sequencer()  # again: the lease may have lapsed meanwhile
                 await self.store.write_chunk(first, [b[0] for b in batch], stream_last)
-                try:
-                    await self._derive(first, batch, stream_last)
-                except BaseException:
-                    self._stale = True  # the chunk is stored: the next append re-reads
-                    raise
+                # One batch's derivation at most behind the chunks: the one before is done
+                # first, so edges are stored in order and memory stays bounded.
+                await self.settle()
+                self._behind = asyncio.create_task(self._derive(first, batch, stream_last))
+                if not behind:
+                    await self.settle()
             self.stream_last = stream_last
             await self._maybe_sign()
             return len(batch)
+
+    async def settle(self, quiet: bool = False) -> None:
+        """Wait until what follows from every stored chunk is stored (tiles, trail, edge).
+        A failure there marks the log stale (the next append reloads) and is raised unless
+        `quiet`."""
+        behind, self._behind = self._behind, None
+        if behind is None:
+            return
+        try:
+            await asyncio.shield(behind)
+        except asyncio.CancelledError:
+            if not behind.done():
+                self._behind = behind  # this caller was cancelled, not the derivation
+            raise
+        except Exception:
+            if not quiet:
+                raise
 
     def _check_sequencer(self) -> None:
         if not self.may_append():
@@ -322,7 +345,10 @@ class AuditLog:
     async def _entries(self, events: Sequence[tuple[Record, envelope_pb2.Envelope]]) -> list[Row]:
         """(entry bytes, leaf hash, ins, n) for each event, chained to each dossier's last entry."""
         named = [(clean_ins(event.patient_ins), record, event) for record, event in events]
-        heads = await self.chain_heads({ins for ins, _, _ in named if ins})
+        dossiers = {ins for ins, _, _ in named if ins}
+        # a dossier whose newest entries are still being stored: its head is the one kept here
+        heads = await self.chain_heads(dossiers - self._unstored.keys())
+        heads.update((ins, self._unstored[ins]) for ins in dossiers & self._unstored.keys())
         batch: list[Row] = []
         for seq, (ins, _, event) in enumerate(named, self.size):
             last = heads.get(ins) if ins else None
@@ -352,25 +378,47 @@ class AuditLog:
                 self._remember_chain(ins, found)
         return heads
 
-    async def _derive(self, first: int, batch: Sequence[Row], stream_last: int) -> None:
-        """What follows from a stored chunk: the tiles it completes, each dossier entry's place
-        in its trail, then the edge (idempotent: a crash anywhere here is redone at start)."""
+    def _derive(
+        self, first: int, batch: Sequence[Row], stream_last: int
+    ) -> Coroutine[None, None, None]:
+        """What follows from a stored chunk: the tree extended in memory now, and the writes
+        to await — the tiles it completes, each dossier entry's place in its trail, then the
+        edge (idempotent: a crash anywhere in them is redone at start)."""
         tiles = self.tree.extend([row[1] for row in batch])
+        edge = [bytes(r) for r in self.tree.edge]
         trail = [
-            {"_id": seq, "ins": ins, "n": n, "leaf": Binary(leaf), "chunk": first}
+            {"_id": seq, "ins": ins, "n": n, "leaf": leaf, "chunk": first}  # bytes: BSON binary
             for seq, (_, leaf, ins, n) in enumerate(batch, first)
             if ins
         ]
-        # independent writes, side by side: the database works on them in parallel
-        await asyncio.gather(
-            self.store.write_tiles(tiles), *map(self.store.write_trail, _parts(trail))
-        )
-        await self.store.save_edge(self.size, stream_last, [bytes(r) for r in self.tree.edge])
-        for _, leaf, ins, n in batch:
-            if ins:
-                self._remember_chain(ins, (n, leaf))
+        heads = {ins: (n, leaf) for _, leaf, ins, n in batch if ins}
+        self._unstored.update(heads)
         self._remember_chunk(first, [row[0] for row in batch])
         self.stream_last = stream_last
+        return self._store_derived(tiles, trail, self.size, stream_last, edge, heads)
+
+    async def _store_derived(
+        self,
+        tiles: list[tuple[TileKey, bytes]],
+        trail: list[dict[str, object]],
+        size: int,
+        stream_last: int,
+        edge: list[bytes],
+        heads: dict[str, tuple[int, bytes]],
+    ) -> None:
+        try:
+            # independent writes, side by side: the database works on them in parallel
+            await asyncio.gather(
+                self.store.write_tiles(tiles), *map(self.store.write_trail, _parts(trail))
+            )
+            await self.store.save_edge(size, stream_last, edge)
+        except BaseException:
+            self._stale = True  # the chunk is stored: the next append re-reads
+            raise
+        for ins, head in heads.items():
+            self._remember_chain(ins, head)
+            if self._unstored.get(ins) == head:
+                del self._unstored[ins]  # (a later batch's head stays until stored)
 
     def _remember_chain(self, ins: str, head: tuple[int, bytes]) -> None:
         self._chains[ins] = head
@@ -396,6 +444,7 @@ class AuditLog:
     async def sign(self, force: bool = False) -> TreeHead:
         if self.head and self.head.size == self.size and not force:
             return self.head
+        await self.settle()  # a signed tree's tiles and edge are stored before its head
         head = self.signer.sign(self.size, self.tree.root(), self.clock.now())
         latest = self.head
         if latest is not None and latest.size == head.size and latest.key_id != head.key_id:
@@ -490,7 +539,7 @@ def entry_of(event: envelope_pb2.Envelope, seq: int, ins: str, n: int, prev: str
         ins=ins,
         n=n,
         prev=prev,
-        at=rfc3339(event.occurred_at.ToDatetime(tzinfo=UTC)),
+        at=rfc3339_of(event.occurred_at.seconds, event.occurred_at.nanos),
         event_id=event.id,
         source=event.source,
         request_id=event.trace.request_id,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from random import Random
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from dmp_audit.entry import (
     Entry,
@@ -14,6 +16,8 @@ from dmp_audit.entry import (
     TreeHead,
     TreeHeadSigner,
     clean_ins,
+    rfc3339,
+    rfc3339_of,
     signature_valid,
 )
 from dmp_audit.verify import HEADS
@@ -121,3 +125,21 @@ def test_tree_heads_are_signed_and_checked() -> None:
         assert not signature_valid(forged, signer.public_key)
     other = Ed25519PrivateKey.generate().public_key()
     assert not signature_valid(head, other)
+
+
+def test_timestamp_text_is_the_datetime_text() -> None:
+    """The appender's fast `rfc3339_of` writes what `rfc3339` of the Timestamp's datetime
+    writes, to the microsecond, in and out of its fast range (an entry's bytes depend on it)."""
+    rng = Random(3)
+    seconds = [0, 1, -1, -(86_400 * 365 * 100), 253_402_300_799, 1_764_000_000]
+    seconds += [rng.randrange(-(2**34), 2**38) for _ in range(3000)]
+    for s in seconds:
+        for nanos in (0, 999, 1000, 999_999_999, rng.randrange(10**9)):
+            moment = Timestamp(seconds=s, nanos=nanos)
+            try:
+                expected = rfc3339(moment.ToDatetime(tzinfo=UTC))
+            except (ValueError, OverflowError) as exc:
+                with pytest.raises(type(exc)):
+                    rfc3339_of(s, nanos)
+                continue
+            assert rfc3339_of(s, nanos) == expected, (s, nanos)

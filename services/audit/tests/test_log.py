@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import itertools
 import os
@@ -559,3 +560,115 @@ async def test_a_replica_that_does_not_append_follows_the_sequencer_and_proves_t
     await follower.load()
     assert follower.size == 702 and follower.tree.root() == leader.tree.root()
     assert (await scan(store, KEYS)).problem is None
+
+
+async def _stored(store: AuditStore) -> dict[str, Any]:
+    """What a log's derivations store: its trail, its tiles and its edge."""
+    return {
+        "trail": [d async for d in store.trail.find({}, sort=[("_id", 1)])],
+        "tiles": [d async for d in store.tiles.find({}, sort=[("_id", 1)])],
+        "edge": await store.load_edge(),
+    }
+
+
+class HeldTrail(AuditStore):
+    """The same store, whose trail writes for the chunk starting at `first` wait until the
+    test opens `gates[first]`."""
+
+    def __init__(self, store: AuditStore) -> None:
+        super().__init__(store.db)
+        self.gates: collections.defaultdict[int, asyncio.Event] = collections.defaultdict(
+            asyncio.Event
+        )
+
+    async def write_trail(self, docs: Any) -> None:
+        if docs:
+            await self.gates[docs[0]["chunk"]].wait()
+        await super().write_trail(docs)
+
+
+async def test_appending_behind_stores_what_appending_whole_does(store: AuditStore) -> None:
+    """The consumer's appends return once the chunk is stored and derive the tiles, the trail
+    and the edge while the next batch is prepared. Each batch here is chained while the trail
+    of the one before is held back: dossiers met in consecutive batches are chained through
+    entries not yet stored, and the log and what is stored are those of appending whole."""
+    other = AuditStore(store.db.client[f"{store.db.name}_whole"])
+    held = HeldTrail(store)
+    try:
+        behind = new_log(held, checkpoint_interval_seconds=3600)
+        whole = new_log(other, checkpoint_interval_seconds=3600)
+        await behind.load()
+        await whole.load()
+        rng = random.Random(11)
+        patients = [make_ins(rng) for _ in range(6)]
+        seq, firsts = 0, []
+        for size in (300, 1, 257, 40, 512, 3):  # tiles completed across and within batches
+            batch = []
+            for _ in range(size):
+                seq += 1
+                batch.append(record(seq, rng.choice([*patients, ""])))
+            assert await whole.append(batch) == size
+            first = behind.size
+            appending = asyncio.create_task(behind.append(batch, behind=True))
+            if firsts:  # its chunk stored while the trail before it is held back
+                async with asyncio.timeout(30):
+                    while await store.chunks.find_one({"_id": first}) is None:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                assert await store.trail.count_documents({"chunk": firsts[-1]}) == 0
+                held.gates[firsts[-1]].set()
+            assert await appending == size
+            firsts.append(first)
+        held.gates[firsts[-1]].set()
+        await behind.settle()
+        assert not behind._unstored
+        assert behind.tree.root() == whole.tree.root()
+        assert await behind.chain_heads(set(patients)) == await whole.chain_heads(set(patients))
+        assert await _stored(store) == await _stored(other)
+        await behind.sign()
+        state = await scan(store, KEYS)
+        assert state.problem is None and state.size == seq
+    finally:
+        await other.db.client.drop_database(other.db.name)
+
+
+class TrailFailingOnce(AuditStore):
+    """The same store, whose `after`-th trail write fails with the database's error."""
+
+    def __init__(self, store: AuditStore, after: int) -> None:
+        super().__init__(store.db)
+        self.writes, self.after = 0, after
+
+    async def write_trail(self, docs: Any) -> None:
+        self.writes += 1
+        if self.writes == self.after:
+            raise AutoReconnect("connection closed")
+        await super().write_trail(docs)
+
+
+async def test_a_derivation_failing_behind_the_chunks_is_redone_and_nothing_is_lost(
+    store: AuditStore,
+) -> None:
+    """A trail write failing after its chunk is stored: the next append says so (its records
+    are then redelivered from the log's stream position), the one after reloads the log from
+    its edge and derives the stored chunks again; every record is in the log once."""
+    failing = TrailFailingOnce(store, after=6)  # in the second batch's derivation
+    log = new_log(failing)
+    await log.load()
+    rng = random.Random(12)
+    patients = [make_ins(rng) for _ in range(5)]
+    batches = [[record(s, rng.choice(patients)) for s in range(f, f + 50)] for f in (1, 51, 101)]
+    assert await log.append(batches[0], behind=True) == 50
+    assert await log.append(batches[1], behind=True) == 50
+    with pytest.raises(AutoReconnect):  # the second batch's derivation failed meanwhile
+        await log.append(batches[2], behind=True)
+    assert log.stream_last == 100  # its chunk is stored: not redelivered past it
+    assert await log.append(batches[2], behind=True) == 0  # reloaded: the chunk was stored
+    assert log.size == 150 and log.stream_last == 150
+    await log.settle()
+    await log.sign()
+    state = await scan(store, KEYS)
+    assert state.problem is None and state.size == 150
+    assert await store.trail.count_documents({}) == 150
+    for ins in patients:
+        entries = [d async for d in store.trail.find({"ins": ins}, sort=[("n", 1)])]
+        assert [d["n"] for d in entries] == list(range(len(entries)))
