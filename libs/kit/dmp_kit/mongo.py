@@ -8,14 +8,14 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from dmp_kit.errors import Unavailable
 from dmp_kit.tracing import mongo_listeners
@@ -204,6 +204,39 @@ async def insert_once(collection: Any, doc: Document) -> bool:
     except DuplicateKeyError:
         return False
     return True
+
+
+DUPLICATE_KEY = 11000
+
+
+async def insert_all(collection: Any, docs: Sequence[Document]) -> list[int]:
+    """Insert small documents, each with its `_id`, unordered, as one `insert` command; returns
+    the indexes of those refused as duplicates (of a stored `_id` or unique key). Any other
+    refusal raises BulkWriteError, as insert_many does. For a hot path: insert_many checks
+    and copies each document in Python first (a few microseconds each). The command, with
+    its documents, must fit in one BSON document (16 MB)."""
+    if not docs:
+        return []
+    reply = await collection.database.command(
+        {"insert": collection.name, "documents": list(docs), "ordered": False}
+    )
+    errors = reply.get("writeErrors", [])
+    if reply.get("writeConcernError") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise BulkWriteError(
+            {
+                "writeErrors": errors,
+                "writeConcernErrors": [reply["writeConcernError"]]
+                if reply.get("writeConcernError")
+                else [],
+                "nInserted": reply.get("n", 0),
+                "nUpserted": 0,
+                "nMatched": 0,
+                "nModified": 0,
+                "nRemoved": 0,
+                "upserted": [],
+            }
+        )
+    return [int(e["index"]) for e in errors]
 
 
 async def upsert(operation: Callable[[], Awaitable[Any]]) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
 from dmp_kit.bus import (
@@ -27,7 +28,7 @@ from dmp_kit.bus import (
 from dmp_kit.clock import ManualClock
 from dmp_kit.errors import Unavailable
 from dmp_kit.events import new_event
-from dmp_kit.mongo import insert_once
+from dmp_kit.mongo import insert_all, insert_once
 from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_events, with_events
 from dmp_stack.testing import Infra
 
@@ -248,6 +249,24 @@ async def test_concurrent_changes_and_the_relay_lose_nothing(db: Any, bus: Event
     doc = await col.find_one({"_id": "c1"})
     assert doc["n"] == 50
     assert doc["outbox"] == []
+
+
+async def test_insert_all_inserts_the_new_and_names_the_duplicates(db: Any) -> None:
+    """One command for many documents: those whose `_id` (or unique key) is stored already are
+    named by index and left as they were; the others are inserted; any other refusal raises."""
+    col = db["claims"]
+    await col.insert_one({"_id": "b", "seq": 1})
+    assert await insert_all(col, []) == []
+    docs = [{"_id": "a", "seq": 2}, {"_id": "b", "seq": 2}, {"_id": "c", "seq": 2}]
+    assert await insert_all(col, docs) == [1]
+    assert [d async for d in col.find({}, sort=[("_id", 1)])] == [
+        {"_id": "a", "seq": 2},
+        {"_id": "b", "seq": 1},
+        {"_id": "c", "seq": 2},
+    ]
+    with pytest.raises(BulkWriteError):  # an _id may not be an array: not a duplicate
+        await insert_all(col, [{"_id": "d"}, {"_id": [1, 2]}])
+    assert await col.find_one({"_id": "d"}) == {"_id": "d"}  # unordered: the others are in
 
 
 async def test_change_document_reports_absence_and_no_change(db: Any) -> None:

@@ -347,8 +347,10 @@ class AuditLog:
         named = [(clean_ins(event.patient_ins), record, event) for record, event in events]
         dossiers = {ins for ins, _, _ in named if ins}
         # a dossier whose newest entries are still being stored: its head is the one kept here
-        heads = await self.chain_heads(dossiers - self._unstored.keys())
-        heads.update((ins, self._unstored[ins]) for ins in dossiers & self._unstored.keys())
+        # (taken before the lookups: the derivation may end, and forget it, meanwhile)
+        unstored = {ins: self._unstored[ins] for ins in dossiers & self._unstored.keys()}
+        heads = await self.chain_heads(dossiers - unstored.keys())
+        heads.update(unstored)
         batch: list[Row] = []
         for seq, (ins, _, event) in enumerate(named, self.size):
             last = heads.get(ins) if ins else None

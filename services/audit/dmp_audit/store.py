@@ -40,7 +40,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from dmp_audit.entry import TreeHead
 from dmp_audit.tiles import TileKey
-from dmp_kit.mongo import Store
+from dmp_kit.mongo import Store, insert_all
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -117,21 +117,13 @@ class AuditStore(Store):
         """Record (event id, stream seq) pairs; returns, for ids already recorded, the stream
         seq that recorded them (which may be this very record, from an attempt that crashed)."""
         docs = [{"_id": event_id, "stream_seq": seq} for event_id, seq in records]
-        if not docs:
-            return {}
-        try:
-            await self.events.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            taken: dict[str, int] = {}
-            for error in exc.details.get("writeErrors", []):
-                if error.get("code") != DUPLICATE_KEY:
-                    raise
-                event_id = docs[error["index"]]["_id"]
-                found = await self.events.find_one({"_id": event_id})
-                if found is not None:
-                    taken[event_id] = int(found["stream_seq"])
-            return taken
-        return {}
+        taken: dict[str, int] = {}
+        for index in await insert_all(self.events, docs):
+            event_id = docs[index]["_id"]
+            found = await self.events.find_one({"_id": event_id})
+            if found is not None:
+                taken[event_id] = int(found["stream_seq"])
+        return taken
 
     async def reclaim_event(self, event_id: str, stream_seq: int) -> None:
         await self.events.update_one({"_id": event_id}, {"$set": {"stream_seq": stream_seq}})
@@ -211,13 +203,7 @@ class AuditStore(Store):
 
     async def write_trail(self, docs: Sequence[Document]) -> None:
         """Each dossier entry's place in its dossier's trail (idempotent)."""
-        if not docs:
-            return
-        try:
-            await self.trail.insert_many(list(docs), ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+        await insert_all(self.trail, docs)  # a duplicate is the same entry's, stored before
 
     async def chain_head(self, ins: str) -> tuple[int, bytes] | None:
         """(n, leaf hash) of the dossier's newest entry, None when it has none."""

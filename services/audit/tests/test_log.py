@@ -11,7 +11,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -580,19 +580,31 @@ class HeldTrail(AuditStore):
         self.gates: collections.defaultdict[int, asyncio.Event] = collections.defaultdict(
             asyncio.Event
         )
+        self.on_lookup: Callable[[], Awaitable[None]] | None = None  # before the next lookup
 
     async def write_trail(self, docs: Any) -> None:
         if docs:
             await self.gates[docs[0]["chunk"]].wait()
         await super().write_trail(docs)
 
+    async def chain_head(self, ins: str) -> tuple[int, bytes] | None:
+        hook, self.on_lookup = self.on_lookup, None
+        if hook is not None:
+            await hook()
+        return await super().chain_head(ins)
 
-async def test_appending_behind_stores_what_appending_whole_does(store: AuditStore) -> None:
+
+@pytest.mark.parametrize("released", ["once the next chunk is stored", "during its lookups"])
+async def test_appending_behind_stores_what_appending_whole_does(
+    store: AuditStore, released: str
+) -> None:
     """The consumer's appends return once the chunk is stored and derive the tiles, the trail
     and the edge while the next batch is prepared. Each batch here is chained while the trail
-    of the one before is held back: dossiers met in consecutive batches are chained through
-    entries not yet stored, and the log and what is stored are those of appending whole."""
-    other = AuditStore(store.db.client[f"{store.db.name}_whole"])
+    of the one before is held back — released once the next chunk is stored, or while the
+    next batch looks up the chain heads of dossiers it has not met (the derivation ends in the
+    middle of the chaining). Dossiers met in consecutive batches are chained through entries
+    not yet stored, and the log and what is stored are those of appending whole."""
+    other = AuditStore(store.db.client[f"{store.db.name}_{released[:4]}"])
     held = HeldTrail(store)
     try:
         behind = new_log(held, checkpoint_interval_seconds=3600)
@@ -607,16 +619,29 @@ async def test_appending_behind_stores_what_appending_whole_does(store: AuditSto
             for _ in range(size):
                 seq += 1
                 batch.append(record(seq, rng.choice([*patients, ""])))
-            assert await whole.append(batch) == size
+            seq += 1
+            batch.append(record(seq, make_ins(rng)))  # a dossier met for the first time
+            assert await whole.append(batch) == size + 1
             first = behind.size
+            if firsts and released == "during its lookups":
+                gate = held.gates[firsts[-1]]
+
+                async def release(gate: asyncio.Event = gate) -> None:
+                    gate.set()
+                    await behind.settle()  # the derivation before has ended, and forgotten
+
+                held.on_lookup = release
             appending = asyncio.create_task(behind.append(batch, behind=True))
-            if firsts:  # its chunk stored while the trail before it is held back
+            if firsts and released == "during its lookups":
+                assert await appending == size + 1
+                assert held.on_lookup is None  # it did look one up
+            elif firsts:  # its chunk stored while the trail before it is held back
                 async with asyncio.timeout(30):
                     while await store.chunks.find_one({"_id": first}) is None:  # noqa: ASYNC110
                         await asyncio.sleep(0.01)
                 assert await store.trail.count_documents({"chunk": firsts[-1]}) == 0
                 held.gates[firsts[-1]].set()
-            assert await appending == size
+            assert await appending == size + 1
             firsts.append(first)
         held.gates[firsts[-1]].set()
         await behind.settle()
