@@ -639,6 +639,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "consult": (consult, 10),
     "submit": (submit, 10),
     "audit_append": (_elsewhere("bench.audit", "audit_append"), 50_000),
+    "audit_append_spread": (_elsewhere("bench.audit", "audit_append_spread"), 50_000),
     "audit_scale": (_elsewhere("bench.audit_scale", "audit_scale"), 10_000_000),
     "audit_verify": (
         _elsewhere("bench.audit", "audit_verify"),
