@@ -214,12 +214,14 @@ async def insert_all(collection: Any, docs: Sequence[Document]) -> list[int]:
     the indexes of those refused as duplicates (of a stored `_id` or unique key). Any other
     refusal raises BulkWriteError, as insert_many does. For a hot path: insert_many checks
     and copies each document in Python first (a few microseconds each). The command, with
-    its documents, must fit in one BSON document (16 MB)."""
+    its documents, must fit in one BSON document (16 MB); it carries the collection's write
+    concern, and is not retried by the driver (the callers' writes are idempotent)."""
     if not docs:
         return []
-    reply = await collection.database.command(
-        {"insert": collection.name, "documents": list(docs), "ordered": False}
-    )
+    command: Document = {"insert": collection.name, "documents": list(docs), "ordered": False}
+    if not collection.write_concern.is_server_default:  # the client's w=majority, say
+        command["writeConcern"] = collection.write_concern.document
+    reply = await collection.database.command(command)
     errors = reply.get("writeErrors", [])
     if reply.get("writeConcernError") or any(e.get("code") != DUPLICATE_KEY for e in errors):
         raise BulkWriteError(

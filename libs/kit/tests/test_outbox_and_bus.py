@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from prometheus_client import REGISTRY
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import BulkWriteError
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
@@ -267,6 +267,40 @@ async def test_insert_all_inserts_the_new_and_names_the_duplicates(db: Any) -> N
     with pytest.raises(BulkWriteError):  # an _id may not be an array: not a duplicate
         await insert_all(col, [{"_id": "d"}, {"_id": [1, 2]}])
     assert await col.find_one({"_id": "d"}) == {"_id": "d"}  # unordered: the others are in
+
+
+async def test_insert_all_carries_the_clients_write_concern(infra: Infra) -> None:
+    """A client asking w=majority (compose's and Kubernetes' URLs do) gets it on insert_all's
+    command as on insert_many's: an insert acknowledged by one node could be rolled back."""
+    sent: list[dict[str, Any]] = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "insert":
+                sent.append(dict(event.command))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, w="majority", event_listeners=[Listener()]
+    )
+    name = f"kit_{secrets.token_hex(4)}"
+    try:
+        assert await insert_all(client[name]["claims"], [{"_id": "a"}]) == []
+        plain = AsyncMongoClient[dict[str, Any]](infra.mongo.url, event_listeners=[Listener()])
+        try:
+            assert await insert_all(plain[name]["claims"], [{"_id": "b"}]) == []
+        finally:
+            await plain.close()
+    finally:
+        await client.drop_database(name)
+        await client.close()
+    assert sent[0]["writeConcern"] == {"w": "majority"}
+    assert "writeConcern" not in sent[1]  # the server's default, as insert_many leaves it
 
 
 async def test_change_document_reports_absence_and_no_change(db: Any) -> None:

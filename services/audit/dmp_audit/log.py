@@ -40,6 +40,10 @@ class NotSequencer(RuntimeError):
     """This replica no longer holds the sequencer's lease: it must not append."""
 
 
+class LogStale(RuntimeError):
+    """A write after a chunk failed: the log must be reloaded before it signs or appends."""
+
+
 class LogCorrupted(RuntimeError):
     """The stored log does not verify: appending to it would bury the evidence."""
 
@@ -267,7 +271,11 @@ class AuditLog:
                 await self.store.write_chunk(first, [b[0] for b in batch], stream_last)
                 # One batch's derivation at most behind the chunks: the one before is done
                 # first, so edges are stored in order and memory stays bounded.
-                await self.settle()
+                try:
+                    await self.settle()
+                except BaseException:
+                    self._stale = True  # this chunk is stored, not derived: reload first
+                    raise
                 self._behind = asyncio.create_task(self._derive(first, batch, stream_last))
                 if not behind:
                     await self.settle()
@@ -376,8 +384,8 @@ class AuditLog:
             missing, await asyncio.gather(*(self.store.chain_head(i) for i in missing)), strict=True
         ):
             if found is not None:
-                heads[ins] = found
                 self._remember_chain(ins, found)
+                heads[ins] = self._chains.get(ins, found)  # a newer head cached meanwhile wins
         return heads
 
     def _derive(
@@ -423,7 +431,11 @@ class AuditLog:
                 del self._unstored[ins]  # (a later batch's head stays until stored)
 
     def _remember_chain(self, ins: str, head: tuple[int, bytes]) -> None:
-        self._chains[ins] = head
+        """Cache a dossier's chain head; never an older one over a newer (a reader's lookup
+        may return after the appender stored and cached the dossier's next entry)."""
+        cached = self._chains.get(ins)
+        if cached is None or cached[0] < head[0]:
+            self._chains[ins] = head
         self._chains.move_to_end(ins)
         while len(self._chains) > self.settings.chain_cache:
             self._chains.popitem(last=False)
@@ -439,14 +451,19 @@ class AuditLog:
             await self.sign()
 
     async def tick(self) -> None:
-        """Called every so often: sign a head if entries arrived since the last one."""
+        """Called every so often: sign a head if entries arrived since the last one (after
+        redoing from the edge what a failed derivation left: no record may come to do it)."""
         async with self.write_lock:
+            if self._stale:
+                await self.load()
             await self._maybe_sign()
 
     async def sign(self, force: bool = False) -> TreeHead:
         if self.head and self.head.size == self.size and not force:
             return self.head
         await self.settle()  # a signed tree's tiles and edge are stored before its head
+        if self._stale:
+            raise LogStale("what follows from a stored chunk is not stored: reload first")
         head = self.signer.sign(self.size, self.tree.root(), self.clock.now())
         latest = self.head
         if latest is not None and latest.size == head.size and latest.key_id != head.key_id:

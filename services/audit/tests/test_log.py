@@ -697,3 +697,72 @@ async def test_a_derivation_failing_behind_the_chunks_is_redone_and_nothing_is_l
     for ins in patients:
         entries = [d async for d in store.trail.find({"ins": ins}, sort=[("n", 1)])]
         assert [d["n"] for d in entries] == list(range(len(entries)))
+
+
+async def test_a_derivation_failing_while_the_stream_is_idle_is_redone_before_a_head_is_signed(
+    store: AuditStore,
+) -> None:
+    """The last batch's trail write fails behind its acknowledged chunk and no record follows
+    to reload the log: the appender's idle tick redoes the derivation from the edge before it
+    signs, so no head covers tiles, trail or an edge that were never stored."""
+    failing = TrailFailingOnce(store, after=1)
+    log = new_log(failing, checkpoint_interval_seconds=3600)
+    await log.load()
+    ins = make_ins()
+    assert await log.append([record(s, ins) for s in range(1, 51)], behind=True) == 50
+    async with asyncio.timeout(30):
+        while not log._stale:  # noqa: ASYNC110 - the derivation fails in the background
+            await asyncio.sleep(0.01)
+    log.settings.checkpoint_interval_seconds = 0  # a head is due
+    await log.tick()
+    head, edge = await store.latest_head(), await store.load_edge()
+    assert head is not None and head.size == 50
+    assert edge is not None and edge["size"] == 50
+    assert await store.trail.count_documents({"ins": ins}) == 50
+    follower = new_log(store)
+    await follower.follow()
+    assert follower.size == 50 and follower.head == head
+    state = await scan(store, KEYS)
+    assert state.problem is None and state.size == 50
+
+
+class FirstLookupHeld(AuditStore):
+    """The same store, whose first chain-head lookup once the test clears `held` reads the
+    database at once and returns only when the test opens `gate` (a reader's slow lookup)."""
+
+    def __init__(self, store: AuditStore) -> None:
+        super().__init__(store.db)
+        self.gate, self.held = asyncio.Event(), asyncio.Event()
+        self.held.set()  # nothing held until the test asks
+
+    async def chain_head(self, ins: str) -> tuple[int, bytes] | None:
+        found = await super().chain_head(ins)
+        if not self.held.is_set():
+            self.held.set()
+            await self.gate.wait()
+        return found
+
+
+async def test_a_readers_slow_lookup_does_not_bring_back_an_older_chain_head(
+    store: AuditStore,
+) -> None:
+    """A reader looks a dossier's chain head up while the appender chains, stores and caches
+    the dossier's next entry: the reader's older answer, returning last, must not replace the
+    cached head, or the entry after would be chained to the one before."""
+    held = FirstLookupHeld(store)
+    log = new_log(held)
+    await log.load()
+    ins = make_ins()
+    await log.append([record(s, ins) for s in range(1, 4)])
+    log._chains.clear()  # the dossier not seen lately
+    held.held.clear()
+    reading = asyncio.create_task(log.trail_length(ins))
+    async with asyncio.timeout(30):
+        await held.held.wait()  # the reader has its answer (3 entries) and is slow to return
+    await log.append([record(4, ins)])
+    held.gate.set()
+    assert await reading in (3, 4)
+    await log.append([record(5, ins)])
+    await log.sign()
+    state = await scan(store, KEYS)
+    assert state.problem is None and state.size == 5
