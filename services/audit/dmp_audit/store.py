@@ -36,14 +36,13 @@ from typing import Any
 import zstandard
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from dmp_audit.entry import TreeHead
 from dmp_audit.tiles import TileKey
 from dmp_kit.mongo import Store, insert_all
 
 Document = dict[str, Any]
-DUPLICATE_KEY = 11000
 LEVEL_SHIFT = 48  # a tile's _id: level << 48 | index (2^48 tiles of 256 hashes per level)
 EDGE_ID = 0
 LATEST_ID = 0
@@ -168,18 +167,11 @@ class AuditStore(Store):
     async def write_tiles(self, tiles: Sequence[tuple[TileKey, bytes]]) -> None:
         """Store full tiles; one already stored must hold the same hashes."""
         docs = [{"_id": _tile_id(key), "hashes": Binary(data)} for key, data in tiles]
-        if not docs:
-            return
-        try:
-            await self.tiles.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors", []):
-                if error.get("code") != DUPLICATE_KEY:
-                    raise
-                doc = docs[error["index"]]
-                found = await self.tiles.find_one({"_id": doc["_id"]})
-                if found is None or bytes(found["hashes"]) != bytes(doc["hashes"]):
-                    raise ChunkTaken(f"another tree's tile is stored as {doc['_id']}") from exc
+        for index in await insert_all(self.tiles, docs):
+            doc = docs[index]
+            found = await self.tiles.find_one({"_id": doc["_id"]})
+            if found is None or bytes(found["hashes"]) != bytes(doc["hashes"]):
+                raise ChunkTaken(f"another tree's tile is stored as {doc['_id']}")
 
     async def load_tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
         # One equality lookup each, side by side: FerretDB serves `_id` equality from the

@@ -766,3 +766,15 @@ async def test_a_readers_slow_lookup_does_not_bring_back_an_older_chain_head(
     await log.sign()
     state = await scan(store, KEYS)
     assert state.problem is None and state.size == 5
+
+
+async def test_a_tile_stored_again_must_hold_the_same_hashes(store: AuditStore) -> None:
+    """Writing tiles is idempotent (a derivation redone after a crash), but a tile stored with
+    other hashes is another tree's: the writer stops."""
+    tile, other = bytes(range(256)) * 32, bytes(reversed(range(256))) * 32
+    await store.write_tiles([((0, 0), tile), ((0, 1), tile)])
+    await store.write_tiles([((0, 0), tile), ((0, 2), tile)])  # the same again, and a new one
+    assert set((await store.load_tiles([(0, 0), (0, 1), (0, 2)])).values()) == {tile}
+    with pytest.raises(ChunkTaken, match="another tree's tile"):
+        await store.write_tiles([((0, 3), tile), ((0, 1), other)])
+    assert (await store.load_tiles([(0, 1), (0, 3)])) == {(0, 1): tile, (0, 3): tile}

@@ -19,9 +19,7 @@ from typing import Any
 from pymongo.errors import BulkWriteError
 
 from dmp_ingest.domain import Claim
-from dmp_kit.mongo import Document, Store
-
-DUPLICATE_KEY = 11000
+from dmp_kit.mongo import DUPLICATE_KEY, Document, Store
 
 
 class IngestStore(Store):
