@@ -211,12 +211,18 @@ def test_go_accepts_the_log_and_that_it_only_grows(
 def test_go_rejects_a_tampered_tile(
     tlogcheck: Path, log: Log, proxy: Callable[[Callable[[str, bytes], bytes]], str], which: str
 ) -> None:
-    size = log.signed_size()
-    edge = f"/v1/audit/log/tile/0/{size // 256:03d}.p/{size % 256}"
-    wanted = "/v1/audit/log/tile/0/000" if which == "the first leaves' tile" else edge
+    # The right edge of the checkpoint the verifier is served (the log may grow meanwhile: a
+    # checkpoint read beforehand can name another edge than the one it fetches).
+    served = [log.signed_size()]
     seen: list[str] = []
 
     def alter(path: str, data: bytes) -> bytes:
+        if path == "/v1/audit/log/checkpoint":
+            served.append(int(data.split(b"\n")[1]))  # the note's second line: its size
+            return data
+        size = served[-1]
+        edge = f"/v1/audit/log/tile/0/{size // 256:03d}.p/{size % 256}"
+        wanted = "/v1/audit/log/tile/0/000" if which == "the first leaves' tile" else edge
         if path.startswith(wanted):
             seen.append(path)
             return flip(data)
