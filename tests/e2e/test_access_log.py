@@ -134,6 +134,28 @@ def test_the_patient_sees_who_accessed_their_record(cast: Cast) -> None:
     assert [e["seq"] for e in full_log(cast, "patient", page_size=2)] == [e["seq"] for e in entries]
 
 
+def test_a_read_is_in_the_trail_read_right_after_it(cast: Cast) -> None:
+    """The audit appender waits a little after a small batch so that reads arriving one by
+    one are written together (DMP_APPEND_LINGER_SECONDS, 0.2 s): a read of the trail cuts
+    that wait short. The pharmacist's first list starts a linger; the second falls in it; the
+    patient, reading the trail at once, must see both."""
+    pharmacist = cast.pros["pharmacist"]["rpps"]
+
+    def newest() -> list[dict[str, Any]]:
+        with cast.client("patient") as c:
+            r = c.get(f"/v1/dossiers/{cast.ins}/access-log", params={"page_size": 20})
+        assert r.status_code == 200, r.text
+        return list(r.json()["entries"])
+
+    for _ in range(5):
+        before = newest()[0]["seq"]
+        with cast.client("pharmacist") as c:
+            for _ in range(2):
+                assert c.get(f"/v1/dossiers/{cast.ins}/documents").status_code == 200
+        reads = [e for e in newest() if e["seq"] > before and e["actor"]["id"] == pharmacist]
+        assert len(reads) == 2, reads
+
+
 def test_each_party_sees_what_rule_10_allows(cast: Cast) -> None:
     everything = {e["seq"] for e in full_log(cast, "patient")}
     own = {e["seq"] for e in full_log(cast, "pharmacist")}

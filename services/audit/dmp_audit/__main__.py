@@ -10,6 +10,7 @@ from dmp_audit.api import PUBLIC_METHODS, AuditServicer
 from dmp_audit.config import AuditSettings
 from dmp_audit.consumer import (
     SEQUENCER,
+    STREAM,
     run_attending_mirror,
     run_dossier_mirror,
     run_representation_mirror,
@@ -49,11 +50,16 @@ async def serve() -> None:
     store = AuditStore(runtime.db)
     own = signer(settings)
     audit = AuditLog(store, own, runtime.clock, settings, keys=log_keys(settings, own))
+
+    async def stream_end() -> int:
+        return int((await runtime.bus.js.stream_info(STREAM)).state.last_seq)
+
     servicer = AuditServicer(
         audit,
         store,
         identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr)),
         settings.grpc_deadline_seconds,
+        stream_end,
     )
 
     lease = Lease(store.lease, SEQUENCER, settings.sequencer_lease_seconds)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import grpc
+import structlog
 
 from dmp.audit.v1 import audit_pb2 as pb
 from dmp.audit.v1 import audit_pb2_grpc
@@ -42,6 +44,10 @@ DEFAULT_PAGE = 20
 SCAN_LIMIT = 2000  # entries looked at per page when the caller sees only their own
 NAME_TTL_SECONDS = 600.0
 NAME_CACHE = 10_000
+# A trail's read waits this long at most for the log to hold what was recorded before it.
+CATCH_UP_SECONDS = 2.0
+
+log = structlog.get_logger("dmp.audit")
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -51,8 +57,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         store: AuditStore,
         identity: identity_pb2_grpc.IdentityServiceStub,
         deadline: float,
+        stream_end: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.audit = audit
+        # the AUDIT stream's last sequence: what a trail's reader must find in the log
+        self.stream_end = stream_end
         self.store = store
         self.identity = identity
         self.deadline = deadline
@@ -74,6 +83,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             )
         own_only, after = await self._view(who, ins)
         self._ready()
+        await self._caught_up(context)
         end = await self.audit.trail_length(ins)
         if request.cursor:
             if not request.cursor.isdigit() or int(request.cursor) > end:
@@ -101,6 +111,25 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 if len(entries) == page:
                     break
         return pb.ListAccessLogResponse(entries=entries, next=str(position) if position else "")
+
+    async def _caught_up(self, context: grpc.aio.ServicerContext) -> None:
+        """Every access recorded before this read (its record acknowledged by the stream) is
+        in the trail it reads: the appender's linger is cut short for it. A patient checking
+        who read their file just after a read sees that read. If the log cannot catch up in
+        time (its appender down or far behind), the trail is read as it stands."""
+        if self.stream_end is None:
+            return
+        try:
+            target = await self.stream_end()
+        except Exception as exc:  # the stream unreachable: the trail as the log holds it
+            log.warning("audit_stream_end_unknown", error=type(exc).__name__)
+            return
+        remaining = context.time_remaining()
+        within = CATCH_UP_SECONDS if remaining is None else min(CATCH_UP_SECONDS, remaining / 2)
+        if not await self.audit.reach(target, within):
+            log.warning(
+                "audit_trail_read_behind", stream_seq=target, log_stream_last=self.audit.stream_last
+            )
 
     async def _view(self, who: Principal, ins: str) -> tuple[bool, int | None]:
         """Rule 10: the patient, their legal representatives (as the patient would, while the

@@ -39,6 +39,11 @@ class AuditSettings(Settings):
     # Entries appended per write (one chunk document each): the larger, the faster the log
     # fills and the faster it is verified.
     append_batch: int = 1000
+    # After a batch smaller than that, wait this long before the next fetch, so that entries
+    # arriving one by one are appended a few at a time: a write costs the database once per
+    # few entries instead of once per entry (0: never wait). A read of an access log does not
+    # wait it out: it asks the appender to go on at once (api.py, ListAccessLog).
+    append_linger_seconds: float = 0.2
     # A tree head is signed at least this often while entries arrive…
     checkpoint_interval_seconds: float = 1.0
     # …and at least every this many entries.
@@ -79,6 +84,13 @@ class AuditSettings(Settings):
     def _tile_dir_max(cls, value: int) -> int:
         if value < 1:
             raise ValueError("the tile files take at least 1 MiB")
+        return value
+
+    @field_validator("append_linger_seconds")
+    @classmethod
+    def _linger(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("the append linger lasts between 0 and 1 second")
         return value
 
     @field_validator("checkpoint_origin")

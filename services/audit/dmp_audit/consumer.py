@@ -128,7 +128,11 @@ async def _pump(
         async with ConsumerLag(STREAM, DURABLE).watching(sub, stop):
             while not stop.is_set():
                 msgs = await pending
-                pending = asyncio.create_task(_fetch(sub, batch))
+                # After a batch that was not full, the next fetch waits a little: what arrives
+                # meanwhile is appended together, one chunk, trail and tile write for many
+                # entries instead of one each. A reader of the trail cuts the wait short.
+                linger = audit.settings.append_linger_seconds if 0 < len(msgs) < batch else 0.0
+                pending = asyncio.create_task(_fetch(sub, batch, linger, audit.hurry))
                 if not msgs:  # nothing new (a fetch may also end empty): sign what is due
                     await audit.tick()
                     continue
@@ -158,7 +162,16 @@ async def _pump(
             await pending
 
 
-async def _fetch(sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+async def _fetch(
+    sub: JetStreamContext.PullSubscription,
+    batch: int,
+    linger: float = 0.0,
+    hurry: asyncio.Event | None = None,
+) -> list[Msg]:
+    if linger and hurry is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), linger)
+        hurry.clear()
     try:
         return await sub.fetch(batch, timeout=1.0)
     except (TimeoutError, NatsTimeoutError):

@@ -99,6 +99,9 @@ class AuditLog:
         self._unstored: dict[str, tuple[int, bytes]] = {}
         # Asked before each chunk: is this replica still the sequencer (its lease held)?
         self.may_append: Callable[[], bool] = lambda: True
+        # Set by a reader waiting for the log to hold what was recorded before its read: the
+        # appender's linger (consumer.py) ends at once.
+        self.hurry = asyncio.Event()
         self.loaded = False
 
     def _tree(self, size: int = 0, edge: Sequence[bytes] = ()) -> TiledTree:
@@ -373,6 +376,15 @@ class AuditLog:
     async def chain_heads(self, dossiers: set[str]) -> dict[str, tuple[int, bytes]]:
         """(n, leaf) of each dossier's newest entry, for those that have one."""
         heads: dict[str, tuple[int, bytes]] = {}
+        if not self.may_append():
+            # A replica that does not append reads the heads the sequencer stored: a cache
+            # here would show a trail as it was when first read.
+            wanted = list(dossiers)
+            found_heads = await asyncio.gather(*(self.store.chain_head(i) for i in wanted))
+            for ins, found in zip(wanted, found_heads, strict=True):
+                if found is not None:
+                    heads[ins] = found
+            return heads
         missing = []
         for ins in dossiers:
             cached = self._chains.get(ins)
@@ -506,6 +518,29 @@ class AuditLog:
         return await self.tree.tile(tile, self.checkpoint().size)
 
     # reads -----------------------------------------------------------------------------
+
+    async def reach(self, stream_seq: int, within: float) -> bool:
+        """Wait, `within` seconds at most, until the log holds every record of the AUDIT stream
+        up to `stream_seq`, their trails stored: a trail read after that shows every access
+        recorded before the read began. On the replica that appends, its linger is cut short;
+        another replica watches the edge, which the sequencer stores after a chunk's trail (at
+        most the linger later). True once held; False if the time ran out first."""
+        deadline = time.monotonic() + within
+        while True:
+            if self.may_append():
+                behind = self._behind
+                if self.stream_last >= stream_seq and (behind is None or behind.done()):
+                    return True
+                self.hurry.set()
+                pause = 0.005
+            else:
+                edge = await self.store.load_edge()
+                if edge is not None and int(edge["stream_last"]) >= stream_seq:
+                    return True
+                pause = 0.02
+            if time.monotonic() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
 
     async def trail_length(self, ins: str) -> int:
         """How many entries the dossier's trail holds."""

@@ -778,3 +778,32 @@ async def test_a_tile_stored_again_must_hold_the_same_hashes(store: AuditStore) 
     with pytest.raises(ChunkTaken, match="another tree's tile"):
         await store.write_tiles([((0, 3), tile), ((0, 1), other)])
     assert (await store.load_tiles([(0, 1), (0, 3)])) == {(0, 1): tile, (0, 3): tile}
+
+
+async def test_a_trail_read_waits_for_what_was_recorded_before_it_on_either_replica(
+    store: AuditStore,
+) -> None:
+    """`reach(stream_seq)`: on the appender, once the chunk holding that record is stored with
+    its trail (its linger cut short meanwhile); on another replica, once the stored edge says
+    so. A replica that does not append reads each dossier's trail length from the database,
+    never from what it read before."""
+    held = HeldTrail(store)
+    leader, follower = new_log(held), new_log(store)
+    follower.may_append = lambda: False
+    await leader.load()
+    ins = make_ins()
+    held.gates[0].set()  # the first chunk's trail (entries 0-2) is written; the next waits
+    await leader.append([record(s, ins) for s in range(1, 4)])
+    assert await follower.trail_length(ins) == 3
+    assert await leader.append([record(s, ins) for s in range(4, 6)], behind=True) == 2
+    assert not leader.hurry.is_set()
+    # the chunk is stored, its trail not yet: neither replica holds record 5 in the trail
+    assert not await leader.reach(5, 0.1)
+    assert leader.hurry.is_set()  # the appender's linger is told to end
+    assert not await follower.reach(5, 0.1)
+    assert await follower.trail_length(ins) == 3
+    held.gates[3].set()
+    assert await leader.reach(5, 5.0)
+    assert await follower.reach(5, 5.0)
+    assert await follower.trail_length(ins) == 5
+    assert not await follower.reach(6, 0.05)  # not in the stream's records appended yet

@@ -126,6 +126,29 @@ async def test_records_are_appended_once_in_stream_order(
     assert all(b.seq > a.seq for a, b in itertools.pairwise(found))
 
 
+async def test_records_arriving_one_by_one_are_appended_a_few_at_a_time(
+    stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub, bus: EventBus
+) -> None:
+    """A trickle (a read every 50 ms) is written in a few chunks, not one per entry: after a
+    write that was not full, the next fetch waits `append_linger_seconds` (0.2 s)."""
+    ins = make_ins()
+    events = records(24, ins)
+    for event in events:
+        await bus.publish_event(event)
+        await asyncio.sleep(0.05)
+    await entries_of(stack, audit, ins, len(events))
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.infra.mongo.url)
+    try:
+        rows = await AuditStore(client["audit"]).trail_page(ins, 2**62, 10_000)
+    finally:
+        await client.close()
+    chunks = {row["chunk"] for row in rows}
+    assert len(rows) == len(events)
+    # 1.2 s of arrivals, a write at most every 0.2 s: seven or eight; without the wait one
+    # per entry, or one per append's time (12 at 100 ms)
+    assert len(chunks) <= 9, len(chunks)
+
+
 async def test_a_consumer_killed_mid_batch_resumes_with_no_gap(
     stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub, bus: EventBus
 ) -> None:
