@@ -5,6 +5,9 @@ the serialised envelope into the document's `outbox` array and sets `outbox_pend
 publishes pending entries with `Nats-Msg-Id` = event id (so a relay that dies between publish
 and removal causes no duplicate), then removes exactly the entries it published with `$pullAll`
 (exact values: portable to FerretDB, where `$pull` with a condition is not supported).
+When `change_document` wrote a document's whole outbox (it found it empty), the relay's pass
+for that document's kick publishes and clears it from memory instead of reading it back
+(`KnownOutboxes`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,40 @@ def new_document_with_events(doc: Document, *events: envelope_pb2.Envelope) -> D
 
 
 VERSION = "_v"
+# Documents noted by `change_document` per process: at most this many (each until its kick is
+# relayed); beyond it, the oldest are forgotten and read back from the database instead.
+KNOWN_MAX = 10_000
+
+
+class KnownOutboxes:
+    """The outboxes this process knows whole without reading them: a document whose write
+    found its outbox empty and landed on the version read (or created it) holds exactly the
+    events of that write. The relay publishes and clears those from memory, one database
+    operation fewer per write. A later write of the same document that finds events still
+    pending forgets it (the relay then reads the document); so does anything relayed after a
+    read. A note left stale only costs an extra publish, which JetStream drops by event id,
+    and a clearing that matches nothing (it names the exact entries)."""
+
+    def __init__(self, limit: int = KNOWN_MAX) -> None:
+        self._known: dict[tuple[str, Any], list[Document]] = {}
+        self._limit = limit
+
+    # keyed by the collection's full name (database.collection) and the document's _id
+    def note(self, collection: str, doc_id: Any, entries: list[Document]) -> None:
+        key = (collection, doc_id)
+        self._known.pop(key, None)
+        if len(self._known) >= self._limit:
+            del self._known[next(iter(self._known))]
+        self._known[key] = entries
+
+    def forget(self, collection: str, doc_id: Any) -> None:
+        self._known.pop((collection, doc_id), None)
+
+    def take(self, collection: str, doc_id: Any) -> list[Document] | None:
+        return self._known.pop((collection, doc_id), None)
+
+
+known_outboxes = KnownOutboxes()
 MAX_ATTEMPTS = 20
 MAX_SCANS = 100  # batches of one collection in one pass
 # The backlog's gauges are read every this many seconds, from up to SAMPLE pending documents
@@ -98,14 +135,29 @@ async def change_document(
                     )
                 except DuplicateKeyError:
                     continue
+                _note_outbox(collection, doc_id, None, events)
                 return {"_id": doc_id, **fields}
             guard: Document = {VERSION: version} if version else {VERSION: {"$exists": False}}
             result = await collection.update_one(
                 {"_id": doc_id, **guard}, with_events({"$set": fields}, *events)
             )
             if result.modified_count == 1:
+                _note_outbox(collection, doc_id, current, events)
                 return _without_outbox({**current, **fields})
         raise Conflict("the record is being changed by others; try again", slug="contention")
+
+
+def _note_outbox(
+    collection: Any, doc_id: Any, before: Document | None, events: Sequence[envelope_pb2.Envelope]
+) -> None:
+    """After a write of `events` that landed on `before` (None: created): its outbox is known
+    whole if it was empty before."""
+    if not events:
+        return
+    if before is not None and before.get(OUTBOX):
+        known_outboxes.forget(collection.full_name, doc_id)  # events before ours: read it whole
+        return
+    known_outboxes.note(collection.full_name, doc_id, outbox_entries(events))
 
 
 def _without_outbox(doc: Document | None) -> Document | None:
@@ -193,6 +245,8 @@ class OutboxRelay:
         for col in self._collections:
             named = list((ids or {}).get(col.name, ()))
             if (only is None or col.name in only) or len(named) > self._by_id:
+                for doc_id in named:
+                    known_outboxes.forget(col.full_name, doc_id)
                 sent += await self._scan(col)
                 continue
             for first in range(0, len(named), self._batch):
@@ -201,6 +255,10 @@ class OutboxRelay:
                 # created, so the relay keeps no more than one.
                 found = []
                 for doc_id in named[first : first + self._batch]:
+                    entries = known_outboxes.take(col.full_name, doc_id)
+                    if entries is not None:  # written by this process just now: no read
+                        found.append({"_id": doc_id, OUTBOX: entries})
+                        continue
                     doc = await col.find_one({"_id": doc_id, PENDING: True}, {OUTBOX: 1})
                     if doc is not None:
                         found.append(doc)
@@ -211,6 +269,8 @@ class OutboxRelay:
         sent = 0
         for _ in range(MAX_SCANS):  # batch after batch, until none is left pending
             found = [d async for d in col.find({PENDING: True}, {OUTBOX: 1}).limit(self._batch)]
+            for doc in found:  # read whole here: what was known of them is relayed with it
+                known_outboxes.forget(col.full_name, doc["_id"])
             sent += await self._relay_batch(col, found)
             if len(found) < self._batch:
                 break

@@ -708,3 +708,51 @@ async def test_a_consumer_made_with_other_settings_is_brought_to_these(bus: Even
     assert info.config.ack_wait == ACK_WAIT_SECONDS
     # its position kept: only what came after, nothing acknowledged before
     assert seen == [event.id] and given and info.num_ack_pending == 0
+
+
+class FindsOf(monitoring.CommandListener):
+    """The `find` commands sent on one collection."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection, self.count = collection, 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == self.collection:
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_write_of_this_process_is_relayed_without_reading_it_back(
+    db: Any, bus: EventBus, infra: Infra
+) -> None:
+    """change_document knows a document's whole outbox when it found it empty: the relay's
+    kicked pass publishes and clears it from memory, with no read. A second write before the
+    relay found the first's event pending: the relay reads the document and sends both."""
+    finds = FindsOf("watched")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[finds]
+    )
+    try:
+        col = client[db.name]["watched"]
+        relay = OutboxRelay(bus, [col])
+        alone, first, second = login_event("k1"), login_event("k2"), login_event("k3")
+        await change_document(col, "a", lambda d: {"n": 1}, alone, create=True)
+        await change_document(col, "b", lambda d: {"n": 1}, first, create=True)
+        await change_document(col, "b", lambda d: {"n": 2}, second)
+        before = finds.count
+        assert await relay.relay_once(set(), {"watched": {"a"}}) == 1
+        assert finds.count == before, "the outbox written just now is not read back"
+        assert await relay.relay_once(set(), {"watched": {"b"}}) == 2
+        assert finds.count == before + 1
+        for doc_id in ("a", "b"):
+            doc = await col.find_one({"_id": doc_id})
+            assert doc is not None and doc["outbox"] == [] and "outbox_pending" not in doc
+    finally:
+        await client.close()
+    counts = await stream_count(bus, {alone.id, first.id, second.id})
+    assert set(counts.values()) == {1}, counts
