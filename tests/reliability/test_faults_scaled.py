@@ -42,7 +42,7 @@ from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.events.v1 import envelope_pb2
 from dmp_stack.credentials import Credentials
 from dmp_stack.infra import start_mongo, start_smtp
-from dmp_stack.netns import Member, NamespacedCluster, namespaces_available
+from dmp_stack.netns import CURRENT_SECONDS, Member, NamespacedCluster, namespaces_available
 from dmp_stack.stack import stop_started
 from dmp_stack.testing import (
     TEST_NATS_USER,
@@ -178,7 +178,7 @@ def isolate(rig: Rig, member: Member, stream: str) -> None:
     finally:
         rig.cluster.heal(member)
     assert all(member.reaches(o) and o.reaches(member) for o in others), "not healed"
-    rig.cluster.wait_healthy(60)
+    rig.cluster.wait_healthy(CURRENT_SECONDS)
 
 
 # --------------------------------------------------------------------------- the race
