@@ -57,7 +57,8 @@ class Record:
     event: envelope_pb2.Envelope | None
 
 
-WRITERS = 4  # concurrent inserts of a batch's event ids, and of its trail
+WRITERS = 4  # concurrent inserts of a batch's event ids, and of its trail…
+PART_MIN = 128  # …of this many documents at least: a trickle's batch is one insert of each
 
 
 class AuditLog:
@@ -576,8 +577,9 @@ T = TypeVar("T")
 
 
 def _parts(items: Sequence[T]) -> list[Sequence[T]]:
-    """`items` cut into at most WRITERS runs of nearly equal length, for concurrent inserts."""
-    step = max(1, -(-len(items) // WRITERS))
+    """`items` cut into at most WRITERS runs of nearly equal length and of PART_MIN at least
+    (but the last), for concurrent inserts."""
+    step = max(PART_MIN, -(-len(items) // WRITERS))
     return [items[i : i + step] for i in range(0, len(items), step)]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from bson import Binary
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import AutoReconnect
 
 from dmp_audit import merkle
@@ -676,7 +677,7 @@ async def test_a_derivation_failing_behind_the_chunks_is_redone_and_nothing_is_l
     """A trail write failing after its chunk is stored: the next append says so (its records
     are then redelivered from the log's stream position), the one after reloads the log from
     its edge and derives the stored chunks again; every record is in the log once."""
-    failing = TrailFailingOnce(store, after=6)  # in the second batch's derivation
+    failing = TrailFailingOnce(store, after=2)  # the second batch's derivation (one write each)
     log = new_log(failing)
     await log.load()
     rng = random.Random(12)
@@ -807,3 +808,39 @@ async def test_a_trail_read_waits_for_what_was_recorded_before_it_on_either_repl
     assert await follower.reach(5, 5.0)
     assert await follower.trail_length(ins) == 5
     assert not await follower.reach(6, 0.05)  # not in the stream's records appended yet
+
+
+async def test_a_small_batch_is_one_insert_of_its_event_ids_and_one_of_its_trail(
+    store: AuditStore, infra: Infra
+) -> None:
+    """A batch is split for concurrent inserts only when large: under a trickle of reads each
+    part would be a round trip of its own."""
+    inserts: list[tuple[str, int]] = []
+
+    class Inserts(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "insert":
+                inserts.append((event.command["insert"], len(event.command["documents"])))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, event_listeners=[Inserts()]
+    )
+    try:
+        log = new_log(AuditStore(client[store.db.name]))
+        await log.load()
+        rng = random.Random(3)
+        patients = [make_ins(rng) for _ in range(4)]
+        assert await log.append([record(s, rng.choice(patients)) for s in range(1, 13)]) == 12
+        assert [n for c, n in inserts if c == "events"] == [12]
+        assert [n for c, n in inserts if c == "trail"] == [12]
+        inserts.clear()
+        assert await log.append([record(s, rng.choice(patients)) for s in range(13, 1013)]) == 1000
+        assert sorted(n for c, n in inserts if c == "trail") == [250, 250, 250, 250]
+    finally:
+        await client.close()
