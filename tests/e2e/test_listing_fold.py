@@ -42,7 +42,7 @@ async def test_documents_stored_one_record_each_are_listed_after_a_restart(
         db = client["dossier"]
         model = next(
             d
-            for listing in db["listings"].find({"ins": ins})
+            for listing in db["dossiers"].find({"ins": ins})
             for d in listing_entries(listing)
             if d["_id"] == listed_first
         )

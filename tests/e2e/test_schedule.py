@@ -146,5 +146,5 @@ async def reminder_reveal_and_purge(clock: RunningStack) -> None:
     with MongoClient(stack.infra.mongo.url) as client:
         db = client["dossier"]
         assert db["data_keys"].find_one({"_id": ins}) is None
-        assert db["listings"].find_one({"_id": ins}) is None
+        assert db["dossiers"].find_one({"ins": ins}) is None, "the record and its listings"
         assert db["chunks"].count_documents({"doc_id": doc_id}) == 0

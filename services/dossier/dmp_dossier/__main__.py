@@ -25,9 +25,8 @@ async def serve() -> None:
     settings = DossierSettings()
     runtime = ServiceRuntime("dossier", settings)
     store = DossierStore(runtime.db)
-    relay = OutboxRelay(
-        runtime.bus, [store.dossiers, store.listings, store.measurements, store.exports]
-    )
+    # (the listings are in `dossiers`, beside their dossier's record)
+    relay = OutboxRelay(runtime.bus, [store.dossiers, store.measurements, store.exports])
     identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
     exports = ExportBuilder(
         settings,

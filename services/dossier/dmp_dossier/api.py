@@ -437,10 +437,14 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         await self.store.change_dossier(ins, fields, event)
         self.relay.kick(self.store.dossiers, ins)
 
-    async def _visible_counts(self, dossier: Document) -> dict[str, int]:
+    async def _visible_counts(
+        self, dossier: Document, listed: list[Document] | None = None
+    ) -> dict[str, int]:
         """Documents per section, of those the caller may read (rule 4's matrix, masking,
-        hiding): a count is as telling as a list."""
-        refs = current_documents(await self.store.documents_of(dossier["_id"]))
+        hiding): a count is as telling as a list. `listed`: the dossier's documents, if read."""
+        if listed is None:
+            listed = await self.store.documents_of(dossier["_id"])
+        refs = current_documents(listed)
         counts: dict[str, int] = {}
         for start in range(0, len(refs), FILTER_BATCH):
             batch = refs[start : start + FILTER_BATCH]
@@ -450,15 +454,18 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
                     counts[d["section"]] = counts.get(d["section"], 0) + 1
         return counts
 
-    async def _dossier_message(self, dossier: Document, new: bool = False) -> pb.Dossier:
-        """The dossier and its counts per section (a new one has no document: no query)."""
+    async def _dossier_message(
+        self, dossier: Document, new: bool = False, listed: list[Document] | None = None
+    ) -> pb.Dossier:
+        """The dossier and its counts per section (a new one has no document: no query).
+        `listed`: its documents, if read with it."""
         return pb.Dossier(
             ins=dossier["_id"],
             status=STATUS[dossier["status"]],
             opened_by=dossier["opened_by"],
             opened_at=timestamp(dossier["opened_at"]),
             closed_at=timestamp(dossier.get("closed_at")),
-            counts_by_section={} if new else await self._visible_counts(dossier),
+            counts_by_section={} if new else await self._visible_counts(dossier, listed),
         )
 
     # dossiers ------------------------------------------------------------------------------
@@ -527,12 +534,12 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.GetDossierResponse:
         ins = validate_ins(request.ins)
         who = caller()
-        dossier = await self.store.get_dossier(ins)
+        dossier, listed = await self.store.dossier_and_documents(ins)
         mode = await self._allowed_read(who, ins, dossier)
         assert dossier is not None
         await self._trace(who, ins, "read", mode=mode, query="dossier")
         await self._first_access(who, ins, dossier)
-        return pb.GetDossierResponse(dossier=await self._dossier_message(dossier))
+        return pb.GetDossierResponse(dossier=await self._dossier_message(dossier, listed=listed))
 
     async def _lifecycle(
         self, ins: str, change: str, event_type: str, payload: Any, next_state: Any
@@ -687,8 +694,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             "title": domain.check_text(given.title, domain.MAX_TEXT, "submission.title"),
         }
         submission = {k: v for k, v in submission.items() if v}
-        dossier = await self.store.get_dossier(ins)
-        listed = await self.store.documents_of(ins) if dossier else []
+        dossier, listed = await self.store.dossier_and_documents(ins)
         # A unique id is the submitter's: unique among its author's documents (a clash with
         # anyone else's would tell a writer what the dossier holds).
         held = {unique_id(d): d for d in listed if unique_id(d) and d["author"] == who.actor_id}
@@ -937,14 +943,13 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         limit = self._page_size(request.page_size)
         query = self._query(request)
         after = domain.decode_cursor(request.cursor) if request.cursor else None
-        dossier = await self.store.get_dossier(ins)
+        # The dossier's record and listing, one read, newest first; then consent filters the
+        # matching documents batch after batch until the page is full. The first batch is sized
+        # for a caller who may read the whole page (one more says whether there is a next). The
+        # cursor names the last document returned: never one the caller may not read.
+        dossier, listed = await self.store.dossier_and_documents(ins)
         if dossier is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
-        # The dossier's listing, one read, newest first; then consent filters the matching
-        # documents batch after batch until the page is full. The first batch is sized for a
-        # caller who may read the whole page (one more says whether there is a next). The
-        # cursor names the last document returned: never one the caller may not read.
-        listed = await self.store.documents_of(ins)
         matching = [
             d
             for d in listed

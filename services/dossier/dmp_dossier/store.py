@@ -21,7 +21,7 @@ from dmp_dossier import domain
 from dmp_kit.crypto import seal, unseal
 from dmp_kit.errors import AlreadyExists, Conflict
 from dmp_kit.logging import get_logger
-from dmp_kit.mongo import Document, Store
+from dmp_kit.mongo import Document, Store, insert_once
 from dmp_kit.outbox import (
     OUTBOX,
     PENDING,
@@ -64,6 +64,14 @@ class DossierStore(Store):
 
     @property
     def listings(self) -> Any:
+        """A dossier's listings live beside its record, in `dossiers` (`_id` `<ins>:<nn>`,
+        `ins`): one query reads the record and its documents' metadata together."""
+        return self.db["dossiers"]
+
+    @property
+    def former_listings(self) -> Any:
+        """Listings as stored before they moved beside their dossier's record: folded at
+        start."""
         return self.db["listings"]
 
     @property
@@ -112,6 +120,7 @@ class DossierStore(Store):
         await self.exports.create_index("ins")
         await self.exports.create_index("status")
         await self.export_parts.create_index("export_id")
+        await self.fold_listings()  # first: the documents' fold writes where listings now are
         await self.fold_documents()
 
     # dossiers ------------------------------------------------------------------------
@@ -120,7 +129,28 @@ class DossierStore(Store):
         doc: Document | None = await self.dossiers.find_one({"_id": ins}, {"outbox": 0})
         return doc
 
+    async def dossier_and_documents(self, ins: str) -> tuple[Document | None, list[Document]]:
+        """The dossier's record and every one of its documents (newest first), in one query:
+        the record and its listings share `ins`. A record from before it carried `ins` is read
+        by `_id` and given it, once."""
+        dossier: Document | None = None
+        docs: list[Document] = []
+        async for found in self.dossiers.find(of_dossier_and_listings(ins), {OUTBOX: 0}):
+            if found["_id"] == ins:
+                dossier = found
+            else:
+                docs += listing_entries(found)
+        if dossier is None:
+            dossier = await self.get_dossier(ins)
+            if dossier is not None:
+                await change_document(
+                    self.dossiers, ins, lambda d: {"ins": ins} if d and "ins" not in d else None
+                )
+        docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+        return dossier, docs
+
     async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
+        doc = {**doc, "ins": doc["_id"]}  # read with its listings by `ins`
         try:
             await self.dossiers.insert_one(new_document_with_events(doc, *events))
         except DuplicateKeyError as exc:
@@ -352,6 +382,20 @@ class DossierStore(Store):
             pieces.append(bytes(chunk["data"]))
         return b"".join(pieces)
 
+    async def fold_listings(self) -> int:
+        """Moves the listings stored in their own collection (before they moved beside their
+        dossier's record) into `dossiers`, as they are (pending events, version); run at
+        start. Safe to cut short and run again: a listing already moved is kept."""
+        moved = 0
+        while docs := [d async for d in self.former_listings.find({}).limit(100)]:
+            for doc in docs:  # one at a time: a listing may hold megabytes
+                await insert_once(self.listings, doc)  # (already there: moved before a cut)
+                await self.former_listings.delete_one({"_id": doc["_id"]})
+            moved += len(docs)
+        if moved:
+            log.info("listings_moved_beside_their_dossiers", listings=moved)
+        return moved
+
     async def fold_documents(self) -> int:
         """Moves documents stored one record each (before listings) into their dossiers'
         listings, with their pending events; run at start. Safe to cut short and run again:
@@ -566,6 +610,11 @@ def of_dossier(ins: str) -> dict[str, Any]:
     its database) and by the range of their `_id`s (`<ins>:00`…), which a ranged `_id` shard
     key sends to one shard (docs/scaling.md)."""
     return {"ins": ins, "_id": {"$gte": f"{ins}:", "$lt": f"{ins};"}}
+
+
+def of_dossier_and_listings(ins: str) -> dict[str, Any]:
+    """The filter of a dossier's record (`_id` = INS) and its listings (`<ins>:<nn>`)."""
+    return {"ins": ins, "_id": {"$gte": ins, "$lt": f"{ins};"}}
 
 
 def listing_fields(ins: str, docs: list[Document]) -> Document:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
@@ -176,3 +176,77 @@ async def test_a_dossiers_listings_are_read_by_their_id_range_and_no_other(
     assert {d["_id"] for d in await store.documents_of(ins)} == {f"doc-{ins}-0", f"doc-{ins}-3"}
     for owner in neighbours:
         assert [d["ins"] for d in await store.documents_of(owner)] == [owner]
+
+
+def _dossier(ins: str) -> dict[str, Any]:
+    return {"_id": ins, "status": "open", "opened_by": "patient", "opened_at": T0}
+
+
+async def test_a_dossier_and_its_documents_are_one_read(store: DossierStore, infra: Infra) -> None:
+    """The record and its listings share `ins` in `dossiers`: one `find` reads both, and none
+    of a neighbouring dossier's. A record from before it carried `ins` is read by `_id` (a
+    second query, once) and given it."""
+    ins, before = make_ins(), make_ins()
+    await store.insert_dossier(_dossier(ins))
+    await store.dossiers.insert_one(_dossier(before))  # as stored before: no `ins`
+    neighbour = f"{int(ins) + 1:015d}"
+    await store.insert_dossier(_dossier(neighbour))
+    for n, owner in enumerate([ins, ins, before, neighbour]):
+        await store.insert_document(_doc(owner, n) | {"_id": f"doc-{owner}-{n}"}, b"abc")
+
+    finds: list[str] = []
+
+    class Finds(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "find":
+                finds.append(event.command["find"])
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[Finds()]
+    )
+    try:
+        watched = DossierStore(client[store.db.name])
+        dossier, docs = await watched.dossier_and_documents(ins)
+        assert finds == ["dossiers"]
+        assert dossier is not None and dossier["_id"] == ins and OUTBOX not in dossier
+        assert [d["_id"] for d in docs] == [f"doc-{ins}-1", f"doc-{ins}-0"]
+        finds.clear()
+        dossier, docs = await watched.dossier_and_documents(before)
+        assert dossier is not None and [d["_id"] for d in docs] == [f"doc-{before}-2"]
+        assert finds.count("dossiers") >= 2, "read again by `_id`"
+        finds.clear()
+        assert (await watched.dossier_and_documents(before))[0] == {
+            **dossier,
+            "ins": before,
+            "_v": 1,
+        }
+        assert finds == ["dossiers"], "given `ins`: one read from then on"
+        assert await watched.dossier_and_documents(make_ins()) == (None, [])
+    finally:
+        await client.close()
+
+
+async def test_listings_stored_in_their_own_collection_are_moved_beside_their_dossier(
+    store: DossierStore,
+) -> None:
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    for n in range(3):
+        await store.insert_document(_doc(ins, n), b"abc", _event(n))
+    moved = [d async for d in store.listings.find(store_module.of_dossier(ins))]
+    assert moved and any(d.get(OUTBOX) for d in moved)
+    # as stored before: the listings in `listings`, one of them also already moved (a cut)
+    await store.former_listings.insert_many(moved)
+    await store.listings.delete_many({"_id": {"$in": [d["_id"] for d in moved[1:]]}})
+    assert len(await store.documents_of(ins)) < 3
+    assert await store.fold_listings() == len(moved)
+    assert await store.former_listings.count_documents({}) == 0
+    assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001", "doc-0000"]
+    assert await _outbox_ids(store, ins) == {"event-0", "event-1", "event-2"}, "events carried"
+    assert await store.fold_listings() == 0
