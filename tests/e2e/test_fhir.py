@@ -512,6 +512,9 @@ def test_search_parameters_each_narrow_the_result(world: World, validator: FhirV
 
 def test_a_refused_bundle_leaves_nothing_behind(world: World, validator: FhirValidator) -> None:
     hospital = world.fhir("hospital")
+    # a document of another author's, for the gp to try to replace below (its own, so that
+    # the test holds in any order)
+    (other,) = publish(world, "doctor", [{"type": "11488-4", "title": "CR 0", "content": "zéro"}])
     before = world.search("hospital", _count="200")
     three = [
         {"type": "11488-4", "title": "CR 1", "content": "un"},
@@ -529,7 +532,6 @@ def test_a_refused_bundle_leaves_nothing_behind(world: World, validator: FhirVal
     assert body["issue"][0]["details"]["coding"][0]["code"] == "unknown-type-code"
     # replacing a document someone else wrote: refused by the dossier, after the checks of
     # the first document passed: still nothing written
-    other = world.search("patient", _count="1")["entry"][0]["resource"]["id"]
     bad = [
         {"type": "11488-4", "title": "CR 4", "content": "quatre"},
         {"type": "11488-4", "title": "CR 5", "content": "cinq", "replaces": other},

@@ -88,6 +88,8 @@ class AuditLog:
         )
         self.tree = self._tree()
         self.stream_last = 0
+        # the stream position up to which the log's trails and edge are stored (the appender's)
+        self.stored_last = 0
         self.head: TreeHead | None = None
         self.write_lock = asyncio.Lock()
         self._chunks: OrderedDict[int, list[bytes]] = OrderedDict()
@@ -189,6 +191,7 @@ class AuditLog:
         self._unstored.clear()
         self._chunks.clear()
         replayed = await self._catch_up()
+        self.stored_last = self.stream_last
         self.head = await self.store.latest_head()
         await self._check_head()
         self._stale = False
@@ -269,6 +272,8 @@ class AuditLog:
             stream_last = fresh[-1].stream_seq
             events = await self._first_sightings(fresh)
             batch = await self._entries(events)
+            if not batch and (self._behind is None or self._behind.done()):
+                self.stored_last = stream_last  # nothing to store (duplicates), nothing pending
             if batch:
                 first = self.size
                 self._check_sequencer()  # again: the lease may have lapsed meanwhile
@@ -438,6 +443,7 @@ class AuditLog:
         except BaseException:
             self._stale = True  # the chunk is stored: the next append re-reads
             raise
+        self.stored_last = max(self.stored_last, stream_last)
         for ins, head in heads.items():
             self._remember_chain(ins, head)
             if self._unstored.get(ins) == head:
@@ -529,8 +535,7 @@ class AuditLog:
         deadline = time.monotonic() + within
         while True:
             if self.may_append():
-                behind = self._behind
-                if self.stream_last >= stream_seq and (behind is None or behind.done()):
+                if self.stored_last >= stream_seq:
                     return True
                 self.hurry.set()
                 pause = 0.005

@@ -844,3 +844,25 @@ async def test_a_small_batch_is_one_insert_of_its_event_ids_and_one_of_its_trail
         assert sorted(n for c, n in inserts if c == "trail") == [250, 250, 250, 250]
     finally:
         await client.close()
+
+
+async def test_a_trail_read_is_not_let_through_while_the_next_append_waits_on_the_derivation(
+    store: AuditStore,
+) -> None:
+    """The next append settles the derivation before it (taking it from the log meanwhile):
+    what the reader waits for is the stream position whose trail is stored, not the absence
+    of a derivation under way."""
+    held = HeldTrail(store)
+    log = new_log(held)
+    await log.load()
+    ins = make_ins()
+    await log.append([record(s, ins) for s in range(1, 3)], behind=True)  # trail held back
+    following = asyncio.create_task(log.append([record(3, ins)], behind=True))
+    await asyncio.sleep(0.2)  # its chunk is stored; it waits on the one before's derivation
+    assert not following.done()
+    assert not await log.reach(2, 0.2)
+    held.gates[0].set()
+    held.gates[2].set()
+    assert await following == 1
+    assert await log.reach(3, 5.0)
+    assert await log.trail_length(ins) == 3
