@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from uuid6 import uuid7
 
-from dmp_dossier.store import CURRENT, listing_entries
+from dmp_dossier.store import CURRENT, listing_entries, of_dossier
 
 client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(os.environ["DMP_MONGO_URL"])
-listings = client["dossier"]["listings"]
+listings = client["dossier"]["dossiers"]  # the records and their listings
 floor = client["bench_floor"]["documents"]
 app = FastAPI()
 
@@ -24,7 +24,7 @@ app = FastAPI()
 async def list_documents(ins: str) -> dict[str, Any]:
     docs = [
         d
-        async for listing in listings.find({"ins": ins}, {"docs": 1})
+        async for listing in listings.find(of_dossier(ins), {"docs": 1})
         for d in listing_entries(listing)
     ]
     docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)

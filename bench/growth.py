@@ -25,7 +25,7 @@ from pymongo import MongoClient
 
 from bench.cost import cost_stack, processes, settle
 from bench.run import RESULTS, _document, _patient_with_gp, database
-from dmp_dossier.store import listing_entries, listing_fields, listing_id, listing_of
+from dmp_dossier.store import listing_entries, listing_fields, listing_id, listing_of, of_dossier
 
 SIZES = (1_000, 10_000, 30_000, 100_000)
 PATIENTS = 1_000
@@ -50,8 +50,8 @@ def dossier_growth(largest: int) -> dict[str, Any]:
                 r = c.post(f"/v1/dossiers/{ins}/documents", json=_document(i, 512))
                 assert r.status_code == 201, r.text
         mongo: MongoClient[dict[str, Any]] = MongoClient(os.environ["DMP_MONGO_URL"], tz_aware=True)
-        listings = mongo["dossier"]["listings"]
-        model = listing_entries(listings.find_one({"ins": ins}, {"docs": 1}))[0]
+        listings = mongo["dossier"]["dossiers"]  # the records and their listings
+        model = listing_entries(listings.find_one(of_dossier(ins), {"docs": 1}))[0]
         others: dict[str, list[dict[str, Any]]] = {}
         curve = []
         with httpx.Client(
