@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import OrderedDict
@@ -119,14 +120,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         time (its appender down or far behind), the trail is read as it stands."""
         if self.stream_end is None:
             return
+        remaining = context.time_remaining()
+        within = CATCH_UP_SECONDS if remaining is None else min(CATCH_UP_SECONDS, remaining / 2)
+        started = time.monotonic()
         try:
-            target = await self.stream_end()
+            target = await asyncio.wait_for(self.stream_end(), within)
         except Exception as exc:  # the stream unreachable: the trail as the log holds it
             log.warning("audit_stream_end_unknown", error=type(exc).__name__)
             return
-        remaining = context.time_remaining()
-        within = CATCH_UP_SECONDS if remaining is None else min(CATCH_UP_SECONDS, remaining / 2)
-        if not await self.audit.reach(target, within):
+        if not await self.audit.reach(target, max(0.0, within - (time.monotonic() - started))):
             log.warning(
                 "audit_trail_read_behind", stream_seq=target, log_stream_last=self.audit.stream_last
             )

@@ -118,6 +118,7 @@ class AuditLog:
         """For a replica that does not append (another holds the sequencer's lease): the
         stored edge and newest head, as the sequencer last wrote them, nothing written. Reads
         are served from them; called again every so often to follow the log."""
+        self._chains.clear()  # a cache of an earlier tenure as sequencer: heads moved on since
         edge = await self.store.load_edge()
         head = await self.store.latest_head()
         if edge is None or head is None or head.size > edge["size"]:
@@ -272,7 +273,7 @@ class AuditLog:
             stream_last = fresh[-1].stream_seq
             events = await self._first_sightings(fresh)
             batch = await self._entries(events)
-            if not batch and (self._behind is None or self._behind.done()):
+            if not batch and self._derived():
                 self.stored_last = stream_last  # nothing to store (duplicates), nothing pending
             if batch:
                 first = self.size
@@ -291,6 +292,15 @@ class AuditLog:
             self.stream_last = stream_last
             await self._maybe_sign()
             return len(batch)
+
+    def _derived(self) -> bool:
+        """No derivation under way or failed: every stored chunk's trail is stored."""
+        behind = self._behind
+        if self._stale:
+            return False
+        if behind is None:
+            return True
+        return behind.done() and not behind.cancelled() and behind.exception() is None
 
     async def settle(self, quiet: bool = False) -> None:
         """Wait until what follows from every stored chunk is stored (tiles, trail, edge).

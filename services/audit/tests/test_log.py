@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import itertools
 import os
@@ -866,3 +867,54 @@ async def test_a_trail_read_is_not_let_through_while_the_next_append_waits_on_th
     assert await following == 1
     assert await log.reach(3, 5.0)
     assert await log.trail_length(ins) == 3
+
+
+class FailingWhileClaiming(AuditStore):
+    """A store whose trail write for the chunk at 0 fails once the test says so, and whose
+    claims of the next batch wait for the test meanwhile."""
+
+    def __init__(self, store: AuditStore) -> None:
+        super().__init__(store.db)
+        self.fail = asyncio.Event()
+        self.claiming = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self.claims = 0
+
+    async def write_trail(self, docs: Any) -> None:
+        if docs and docs[0]["chunk"] == 0:
+            await self.fail.wait()
+            raise AutoReconnect("connection closed")
+        await super().write_trail(docs)
+
+    async def claim_events(self, records: Any) -> dict[str, int]:
+        self.claims += 1
+        if self.claims == 2:
+            self.claiming.set()
+            await self.go_on.wait()
+        return await super().claim_events(records)
+
+
+async def test_a_failed_derivation_is_not_taken_for_a_stored_trail_by_the_next_append(
+    store: AuditStore,
+) -> None:
+    """The derivation of a chunk fails while the next append, of duplicates only, claims its
+    records: that append must not say the stream is stored up to its records (a trail read
+    would then miss the failed chunk's entries)."""
+    failing = FailingWhileClaiming(store)
+    log = new_log(failing)
+    await log.load()
+    ins = make_ins()
+    first = [record(s, ins) for s in range(1, 3)]
+    assert await log.append(first, behind=True) == 2
+    again = [Record(10 + r.stream_seq, r.event) for r in first]  # republished: duplicates
+    following = asyncio.create_task(log.append(again, behind=True))
+    await failing.claiming.wait()
+    failing.fail.set()
+    behind = log._behind  # the first chunk's derivation, failing now
+    assert behind is not None
+    with contextlib.suppress(AutoReconnect):
+        await behind
+    failing.go_on.set()
+    assert await following == 0
+    assert log.stored_last < 12
+    assert not await log.reach(2, 0.1)

@@ -385,16 +385,44 @@ class DossierStore(Store):
     async def fold_listings(self) -> int:
         """Moves the listings stored in their own collection (before they moved beside their
         dossier's record) into `dossiers`, as they are (pending events, version); run at
-        start. Safe to cut short and run again: a listing already moved is kept."""
+        start. Safe to cut short and run again. Where the listing is already there (moved
+        before a cut, or written meanwhile by a request this replica answered), the documents
+        and pending events it lacks are merged into it: none is dropped."""
         moved = 0
         while docs := [d async for d in self.former_listings.find({}).limit(100)]:
             for doc in docs:  # one at a time: a listing may hold megabytes
-                await insert_once(self.listings, doc)  # (already there: moved before a cut)
+                if not await insert_once(self.listings, doc):
+                    await self._merge_into_listing(
+                        doc["ins"],
+                        doc["_id"],
+                        listing_entries(doc),
+                        [
+                            envelope_pb2.Envelope.FromString(bytes(entry["data"]))
+                            for entry in doc.get(OUTBOX) or []
+                        ],
+                    )
                 await self.former_listings.delete_one({"_id": doc["_id"]})
             moved += len(docs)
         if moved:
             log.info("listings_moved_beside_their_dossiers", listings=moved)
         return moved
+
+    async def _merge_into_listing(
+        self,
+        ins: str,
+        record: str,
+        found: list[Document],
+        events: list[envelope_pb2.Envelope],
+    ) -> None:
+        """The documents of `found` the listing `record` lacks, added to it with `events`
+        (an event already published is dropped by JetStream or by its idempotent consumers)."""
+
+        def merged(current: Document | None) -> Document:
+            docs = listing_entries(current)
+            listed = {d["_id"] for d in docs}
+            return listing_fields(ins, [*docs, *(d for d in found if d["_id"] not in listed)])
+
+        await change_document(self.listings, record, merged, *events, create=True)
 
     async def fold_documents(self) -> int:
         """Moves documents stored one record each (before listings) into their dossiers'
@@ -421,19 +449,7 @@ class DossierStore(Store):
                     }
                     for d in docs
                 ]
-
-                def merged(
-                    current: Document | None, found: list[Document] = found, ins: str = ins
-                ) -> Document:
-                    docs = listing_entries(current)
-                    listed = {d["_id"] for d in docs}
-                    return listing_fields(
-                        ins, [*docs, *(d for d in found if d["_id"] not in listed)]
-                    )
-
-                await change_document(
-                    self.listings, listing_id(ins, listing), merged, *events, create=True
-                )
+                await self._merge_into_listing(ins, listing_id(ins, listing), found, events)
             await self.legacy_documents.delete_many({"ins": ins})
             moved += len(old)
         if moved:
