@@ -390,20 +390,14 @@ class AuditLog:
         return batch
 
     async def chain_heads(self, dossiers: set[str]) -> dict[str, tuple[int, bytes]]:
-        """(n, leaf) of each dossier's newest entry, for those that have one."""
+        """(n, leaf) of each dossier's newest entry, for those that have one. A replica that
+        does not append reads the heads the sequencer stored, and keeps none: a cache there
+        would show a trail as it was when first read."""
+        appending = self.may_append()
         heads: dict[str, tuple[int, bytes]] = {}
-        if not self.may_append():
-            # A replica that does not append reads the heads the sequencer stored: a cache
-            # here would show a trail as it was when first read.
-            wanted = list(dossiers)
-            found_heads = await asyncio.gather(*(self.store.chain_head(i) for i in wanted))
-            for ins, found in zip(wanted, found_heads, strict=True):
-                if found is not None:
-                    heads[ins] = found
-            return heads
         missing = []
         for ins in dossiers:
-            cached = self._chains.get(ins)
+            cached = self._chains.get(ins) if appending else None
             if cached is None:
                 missing.append(ins)
             else:
@@ -411,9 +405,12 @@ class AuditLog:
         for ins, found in zip(
             missing, await asyncio.gather(*(self.store.chain_head(i) for i in missing)), strict=True
         ):
-            if found is not None:
+            if found is None:
+                continue
+            if appending:
                 self._remember_chain(ins, found)
-                heads[ins] = self._chains.get(ins, found)  # a newer head cached meanwhile wins
+                found = self._chains.get(ins, found)  # a newer head cached meanwhile wins
+            heads[ins] = found
         return heads
 
     def _derive(

@@ -146,8 +146,7 @@ class DossierStore(Store):
                 await change_document(
                     self.dossiers, ins, lambda d: {"ins": ins} if d and "ins" not in d else None
                 )
-        docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
-        return dossier, docs
+        return dossier, newest_first(docs)
 
     async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
         doc = {**doc, "ins": doc["_id"]}  # read with its listings by `ins`
@@ -238,13 +237,13 @@ class DossierStore(Store):
 
     async def documents_of(self, ins: str) -> list[Document]:
         """Every document of the dossier (any status), newest first."""
-        docs = [
-            doc
-            async for listing in self.listings.find(of_dossier(ins), {"docs": 1})
-            for doc in listing_entries(listing)
-        ]
-        docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
-        return docs
+        return newest_first(
+            [
+                doc
+                async for listing in self.listings.find(of_dossier(ins), {"docs": 1})
+                for doc in listing_entries(listing)
+            ]
+        )
 
     async def get_document(self, ins: str, doc_id: str) -> Document | None:
         return find_document(await self.documents_of(ins), doc_id)
@@ -539,9 +538,7 @@ class DossierStore(Store):
     async def exports_of(self, ins: str) -> list[Document]:
         """The patient's exports, newest first."""
         cursor = self.exports.find({"ins": ins}, EXPORT_FIELDS)
-        found = [doc async for doc in cursor]
-        found.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
-        return found
+        return newest_first([doc async for doc in cursor])
 
     async def get_export(self, export_id: str) -> Document | None:
         doc: Document | None = await self.exports.find_one({"_id": export_id}, {OUTBOX: 0})
@@ -626,6 +623,12 @@ def of_dossier(ins: str) -> dict[str, Any]:
     its database) and by the range of their `_id`s (`<ins>:00`…), which a ranged `_id` shard
     key sends to one shard (docs/scaling.md)."""
     return {"ins": ins, "_id": {"$gte": f"{ins}:", "$lt": f"{ins};"}}
+
+
+def newest_first(docs: list[Document]) -> list[Document]:
+    """Records newest first (`created_at`, then `_id` within the same time), sorted in place."""
+    docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+    return docs
 
 
 def of_dossier_and_listings(ins: str) -> dict[str, Any]:
