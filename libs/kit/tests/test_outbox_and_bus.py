@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from prometheus_client import REGISTRY
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
@@ -30,7 +30,7 @@ from dmp_kit.errors import Unavailable
 from dmp_kit.events import new_event
 from dmp_kit.mongo import insert_all, insert_once
 from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_events, with_events
-from dmp_stack.testing import Infra
+from dmp_stack.testing import CommandsSent, Infra
 
 CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
 
@@ -272,26 +272,14 @@ async def test_insert_all_inserts_the_new_and_names_the_duplicates(db: Any) -> N
 async def test_insert_all_carries_the_clients_write_concern(infra: Infra) -> None:
     """A client asking w=majority (compose's and Kubernetes' URLs do) gets it on insert_all's
     command as on insert_many's: an insert acknowledged by one node could be rolled back."""
-    sent: list[dict[str, Any]] = []
-
-    class Listener(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            if event.command_name == "insert":
-                sent.append(dict(event.command))
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            pass
-
+    commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, w="majority", event_listeners=[Listener()]
+        infra.mongo.url, w="majority", event_listeners=[commands]
     )
     name = f"kit_{secrets.token_hex(4)}"
     try:
         assert await insert_all(client[name]["claims"], [{"_id": "a"}]) == []
-        plain = AsyncMongoClient[dict[str, Any]](infra.mongo.url, event_listeners=[Listener()])
+        plain = AsyncMongoClient[dict[str, Any]](infra.mongo.url, event_listeners=[commands])
         try:
             assert await insert_all(plain[name]["claims"], [{"_id": "b"}]) == []
         finally:
@@ -299,6 +287,7 @@ async def test_insert_all_carries_the_clients_write_concern(infra: Infra) -> Non
     finally:
         await client.drop_database(name)
         await client.close()
+    sent = commands.of("insert")
     assert sent[0]["writeConcern"] == {"w": "majority"}
     assert "writeConcern" not in sent[1]  # the server's default, as insert_many leaves it
 
@@ -710,33 +699,20 @@ async def test_a_consumer_made_with_other_settings_is_brought_to_these(bus: Even
     assert seen == [event.id] and given and info.num_ack_pending == 0
 
 
-class FindsOf(monitoring.CommandListener):
-    """The `find` commands sent on one collection."""
-
-    def __init__(self, collection: str) -> None:
-        self.collection, self.count = collection, 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == self.collection:
-            self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_a_write_of_this_process_is_relayed_without_reading_it_back(
     db: Any, bus: EventBus, infra: Infra
 ) -> None:
     """change_document knows a document's whole outbox when it found it empty: the relay's
     kicked pass publishes and clears it from memory, with no read. A second write before the
     relay found the first's event pending: the relay reads the document and sends both."""
-    finds = FindsOf("watched")
+    commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, tz_aware=True, event_listeners=[finds]
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
     )
+
+    def finds() -> int:
+        return len(commands.of("find", "watched"))
+
     try:
         col = client[db.name]["watched"]
         relay = OutboxRelay(bus, [col])
@@ -744,11 +720,11 @@ async def test_a_write_of_this_process_is_relayed_without_reading_it_back(
         await change_document(col, "a", lambda d: {"n": 1}, alone, create=True)
         await change_document(col, "b", lambda d: {"n": 1}, first, create=True)
         await change_document(col, "b", lambda d: {"n": 2}, second)
-        before = finds.count
+        before = finds()
         assert await relay.relay_once(set(), {"watched": {"a"}}) == 1
-        assert finds.count == before, "the outbox written just now is not read back"
+        assert finds() == before, "the outbox written just now is not read back"
         assert await relay.relay_once(set(), {"watched": {"b"}}) == 2
-        assert finds.count == before + 1
+        assert finds() == before + 1
         for doc_id in ("a", "b"):
             doc = await col.find_one({"_id": doc_id})
             assert doc is not None and doc["outbox"] == [] and "outbox_pending" not in doc

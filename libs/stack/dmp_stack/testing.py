@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 from dmp.events.v1 import envelope_pb2
 from dmp_kit.bus import EventBus, run_consumer
@@ -80,6 +80,31 @@ def make_rpps(rng: random.Random | None = None) -> str:
 # The tests' own NATS user, allowed everything: tests publish as any producer would, and as a
 # forger would. It exists only in the configuration of a NATS server the harness starts.
 TEST_NATS_USER = "dmp-test"
+
+
+class CommandsSent(monitoring.CommandListener):
+    """The commands a client sends (pymongo's command monitoring), for tests that check a
+    code path's round trips: give it to a client's `event_listeners`."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def of(self, name: str, collection: str | None = None) -> list[dict[str, Any]]:
+        """The commands `name` sent so far, those on `collection` only if given."""
+        return [
+            command
+            for sent, command in self.sent
+            if sent == name and (collection is None or command.get(name) == collection)
+        ]
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 @dataclass

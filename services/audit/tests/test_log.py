@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from bson import Binary
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
 from dmp_audit import merkle
@@ -32,7 +32,7 @@ from dmp_audit.verify import scan
 from dmp_kit.auth import Principal
 from dmp_kit.clock import ManualClock
 from dmp_kit.events import audit_event
-from dmp_stack.testing import Infra, make_ins, make_rpps
+from dmp_stack.testing import CommandsSent, Infra, make_ins, make_rpps
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -816,33 +816,25 @@ async def test_a_small_batch_is_one_insert_of_its_event_ids_and_one_of_its_trail
 ) -> None:
     """A batch is split for concurrent inserts only when large: under a trickle of reads each
     part would be a round trip of its own."""
-    inserts: list[tuple[str, int]] = []
-
-    class Inserts(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            if event.command_name == "insert":
-                inserts.append((event.command["insert"], len(event.command["documents"])))
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            pass
-
+    commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, event_listeners=[Inserts()]
+        infra.mongo.url, event_listeners=[commands]
     )
+
+    def inserted(collection: str) -> list[int]:
+        return [len(command["documents"]) for command in commands.of("insert", collection)]
+
     try:
         log = new_log(AuditStore(client[store.db.name]))
         await log.load()
         rng = random.Random(3)
         patients = [make_ins(rng) for _ in range(4)]
         assert await log.append([record(s, rng.choice(patients)) for s in range(1, 13)]) == 12
-        assert [n for c, n in inserts if c == "events"] == [12]
-        assert [n for c, n in inserts if c == "trail"] == [12]
-        inserts.clear()
+        assert inserted("events") == [12]
+        assert inserted("trail") == [12]
+        commands.sent.clear()
         assert await log.append([record(s, rng.choice(patients)) for s in range(13, 1013)]) == 1000
-        assert sorted(n for c, n in inserts if c == "trail") == [250, 250, 250, 250]
+        assert sorted(inserted("trail")) == [250, 250, 250, 250]
     finally:
         await client.close()
 

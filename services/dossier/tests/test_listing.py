@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
@@ -25,7 +25,7 @@ from dmp_dossier.store import (
 )
 from dmp_kit.errors import Conflict
 from dmp_kit.outbox import OUTBOX, PENDING, new_document_with_events
-from dmp_stack.testing import Infra, make_ins
+from dmp_stack.testing import CommandsSent, Infra, make_ins
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -194,39 +194,31 @@ async def test_a_dossier_and_its_documents_are_one_read(store: DossierStore, inf
     for n, owner in enumerate([ins, ins, before, neighbour]):
         await store.insert_document(_doc(owner, n) | {"_id": f"doc-{owner}-{n}"}, b"abc")
 
-    finds: list[str] = []
-
-    class Finds(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            if event.command_name == "find":
-                finds.append(event.command["find"])
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            pass
-
+    commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, tz_aware=True, event_listeners=[Finds()]
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
     )
+
+    def finds() -> list[str]:
+        return [command["find"] for command in commands.of("find")]
+
     try:
         watched = DossierStore(client[store.db.name])
         dossier, docs = await watched.dossier_and_documents(ins)
-        assert finds == ["dossiers"]
+        assert finds() == ["dossiers"]
         assert dossier is not None and dossier["_id"] == ins and OUTBOX not in dossier
         assert [d["_id"] for d in docs] == [f"doc-{ins}-1", f"doc-{ins}-0"]
-        finds.clear()
+        commands.sent.clear()
         dossier, docs = await watched.dossier_and_documents(before)
         assert dossier is not None and [d["_id"] for d in docs] == [f"doc-{before}-2"]
-        assert finds.count("dossiers") >= 2, "read again by `_id`"
-        finds.clear()
+        assert finds().count("dossiers") >= 2, "read again by `_id`"
+        commands.sent.clear()
         assert (await watched.dossier_and_documents(before))[0] == {
             **dossier,
             "ins": before,
             "_v": 1,
         }
-        assert finds == ["dossiers"], "given `ins`: one read from then on"
+        assert finds() == ["dossiers"], "given `ins`: one read from then on"
         assert await watched.dossier_and_documents(make_ins()) == (None, [])
     finally:
         await client.close()
