@@ -358,7 +358,9 @@ def reminders_for_four_ages(stack: RunningStack) -> None:
     # Each one told once, of each reminder due, by the act's name alone.
     for name in TODAY:
         expected = acts(listings[name], TODAY[name])
-        assert until(lambda n=name, e=expected: family.told(n, tokens[n]) == e, timeout=30), name
+        told = until(lambda n=name, e=expected: family.told(n, tokens[n]) == e, timeout=30)
+        # missing or doubled: the message says which
+        assert told, (name, expected, family.told(name, tokens[name]))
     twin_listing = family.reminders("twin", tokens["twin"])
     assert due(twin_listing) == {"examen-8-jours"} and not twin_listing["prevention_messages"]
     time.sleep(2)  # the schedule has run again, several times: still once

@@ -392,7 +392,19 @@ class RunningStack:
     def another_replica(self, service: str) -> Iterator[Path]:
         """Another process of a gRPC service on this stack's database and bus, on a port of
         its own, once it says it is ready; yields its log, `<service>-replica.log` (kept and
-        scanned with the others'); stopped after."""
+        scanned with the others'); stopped after.
+
+        On FerretDB, two writers of one record need the database's leases (DMP_DOCUMENT_LEASES,
+        dmp_kit.mongo.DocumentLocks): a stack started with one replica each runs without them,
+        so its own replica of `service` is restarted with them for the while, and without after.
+        Without, both replicas' changes of one record could land, as they would in production
+        so configured (two announcements of one reminder, say)."""
+        leases = (
+            {} if "DMP_DOCUMENT_LEASES" in self.state.env else document_leases(self.infra.mongo, 2)
+        )
+        own = [i.name for i in self.stack.replicas_of(service)] if leases else []
+        for name in own:
+            self.stack.restart(name, kill=False, env=leases)
         log = self.stack.state_dir / "logs" / f"{service}-replica.log"
         log.unlink(missing_ok=True)
         process = spawn(
@@ -402,6 +414,7 @@ class RunningStack:
                 **os.environ,
                 **self.state.env,
                 **self.stack.credentials.env_for(service),
+                **leases,
                 "DMP_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
                 "DMP_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
             },
@@ -412,6 +425,8 @@ class RunningStack:
             yield log
         finally:
             stop_pid(process.pid)
+            for name in own:
+                self.stack.restart(name, kill=False, env={"DMP_DOCUMENT_LEASES": "false"})
 
     def login(self, kind: str, login: str, password: str, address: str) -> dict[str, Any]:
         with self.client() as c:
