@@ -114,6 +114,11 @@ def servers() -> Iterator[tuple[Infra, NamespacedCluster]]:
         cluster.close()
         for dep in started:
             stop_started(dep)
+        # The NATS members' logs outlive the run, beside the services' (CI prints their ends).
+        kept = Path(".dmp") / "test-logs" / "scaled-nats"
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in (root / "logs").glob("nats-*.log"):
+            shutil.copyfile(log, kept / log.name)
         shutil.rmtree(root, ignore_errors=True)
         for key, value in saved.items():
             if value is not None:
@@ -426,6 +431,9 @@ def test_acknowledged_writes_survive(rig: Rig, fault: str) -> None:
     notes: dict[str, Any] = {}
     for cycle in range(CYCLES):
         run_for(rig.workload, LOAD_SECONDS, during=inject(rig, fault, cycle, notes))
+        if rig.cluster.nudged:  # a member stuck not current: which leader was asked to step down
+            notes.setdefault("nats_step_downs", []).extend(rig.cluster.nudged)
+            rig.cluster.nudged.clear()
         findings = check(rig.workload, timeout=240)
         for race_run in notes.pop("races", []):
             race_lost, race_duplicated = verify_race(rig, race_run)

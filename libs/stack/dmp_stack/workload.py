@@ -307,13 +307,16 @@ def run_for(workload: Workload, seconds: float, during: Callable[[], None] | Non
     """Load for `seconds`; `during`, if given, is done half-way (the fault)."""
     stop = threading.Event()
     threads = workload.run(stop)
-    time.sleep(seconds / 2)
-    if during is not None:
-        during()
-    time.sleep(seconds / 2)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
+    try:
+        time.sleep(seconds / 2)
+        if during is not None:
+            during()
+        time.sleep(seconds / 2)
+    finally:
+        # A fault that raised stops the load too: the next test's check must not race it.
+        stop.set()
+        for thread in threads:
+            thread.join(30)
 
 
 # --------------------------------------------------------------------------- the checks

@@ -1,0 +1,73 @@
+"""The scaled fault suite's NATS cluster in network namespaces: what its wait for a current
+member does with a member that /healthz says is stuck on one stream or consumer (its leader is
+asked to step down), on three real nats-server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import StreamConfig
+
+from dmp_stack.credentials import Credentials
+from dmp_stack.netns import NamespacedCluster, namespaces_available, step_down_subject
+from dmp_stack.testing import until
+
+
+def test_the_groups_named_by_healthz_map_to_their_step_down_requests() -> None:
+    stream = "JetStream stream '$G > AGENDA' is not current: group node unhealthy"
+    consumer = "JetStream consumer '$G > DOSSIER > notify-document-added' is not current: x"
+    assert step_down_subject(stream) == "$JS.API.STREAM.LEADER.STEPDOWN.AGENDA"
+    assert (
+        step_down_subject(consumer)
+        == "$JS.API.CONSUMER.LEADER.STEPDOWN.DOSSIER.notify-document-added"
+    )
+    # the meta group, or anything else: nothing to ask of a stream's leader
+    assert step_down_subject("JetStream is not current with the meta leader") == ""
+    assert step_down_subject("connection refused") == ""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespacedCluster]:
+    why = namespaces_available()
+    if why:
+        pytest.fail(f"the namespaced cluster needs network namespaces: {why}")
+    root = Path(tmp_path_factory.mktemp("netns-cluster"))
+    made = NamespacedCluster(root, Credentials(), ("dmp-test", secrets.token_urlsafe(16)))
+    made.start()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def leader(cluster: NamespacedCluster, stream: str) -> str:
+    async def ask() -> str:
+        user, password = cluster.superuser or (None, None)
+        nc = await nats.connect([m.url for m in cluster.members], user=user, password=password)
+        try:
+            js = nc.jetstream()
+            try:
+                info = await js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(StreamConfig(name=stream, subjects=["probe.>"], num_replicas=3))
+                info = await js.stream_info(stream)
+            return (info.cluster.leader if info.cluster else None) or ""
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_a_stuck_streams_leader_is_asked_to_step_down(cluster: NamespacedCluster) -> None:
+    assert until(lambda: leader(cluster, "PROBE") != "", timeout=30)
+    first = leader(cluster, "PROBE")
+    said = cluster.step_down(step_down_subject("JetStream stream '$G > PROBE' is not current: x"))
+    assert '"success":true' in said.replace(" ", ""), said
+    assert until(lambda: leader(cluster, "PROBE") not in ("", first), timeout=30), first
+    cluster.wait_healthy(60)
+    assert cluster.nudged == []  # every member current at once: nobody asked anything
