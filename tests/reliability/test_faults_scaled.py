@@ -41,7 +41,7 @@ from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.dossier.v1 import dossier_pb2_grpc
 from dmp.events.v1 import envelope_pb2
 from dmp_stack.credentials import Credentials
-from dmp_stack.infra import start_mongo, start_smtp
+from dmp_stack.infra import InfraError, start_mongo, start_smtp
 from dmp_stack.netns import CURRENT_SECONDS, Member, NamespacedCluster, namespaces_available
 from dmp_stack.stack import stop_started
 from dmp_stack.testing import (
@@ -77,6 +77,9 @@ FAULTS = (
 # others that the load writes to.
 LED_STREAMS = ("DOSSIER", "CONSENT", "AUDIT", "IDENTITY")
 DOWN_SECONDS = 3.0  # how long a killed NATS node stays away while the writes go on
+# How long a member back in the cluster has to be current with the load going on; then the
+# load is held until it is (up to CURRENT_SECONDS more).
+LOADED_SECONDS = float(os.environ.get("DMP_RELIABILITY_LOADED_SECONDS", "60"))
 
 
 @dataclass
@@ -162,15 +165,30 @@ def new_leader(stack: RunningStack, stream: str, old: str, timeout: float = 30.0
     return str(found)
 
 
-def kill_nats_node(rig: Rig, member: Member) -> None:
+def back_in(rig: Rig, notes: dict[str, Any]) -> None:
+    """Until every member says its JetStream is current: under the load for LOADED_SECONDS,
+    then with the load held until they are (a member catching up on streams that keep
+    growing, every write synced to disk, may not get there while they do). A hold is noted."""
+    try:
+        rig.cluster.wait_healthy(LOADED_SECONDS)
+    except InfraError as exc:
+        started = time.monotonic()
+        with rig.workload.held():
+            rig.cluster.wait_healthy(CURRENT_SECONDS)
+        why = str(exc).splitlines()[0]
+        notes.setdefault("load_held", []).append(f"{time.monotonic() - started:.0f} s: {why}")
+
+
+def kill_nats_node(rig: Rig, member: Member, notes: dict[str, Any]) -> None:
     """SIGKILL; away for a few seconds of writes; started again on its files, back in the
     cluster once every member says its JetStream is current."""
     rig.cluster.kill(member)
     time.sleep(DOWN_SECONDS)
-    rig.cluster.start_member(member)
+    rig.cluster.start_member(member, wait=False)
+    back_in(rig, notes)
 
 
-def isolate(rig: Rig, member: Member, stream: str) -> None:
+def isolate(rig: Rig, member: Member, stream: str, notes: dict[str, Any]) -> None:
     """Cut off from the other two (its clients still reach it) until the majority has elected
     another leader of `stream` and a few more seconds of writes have gone by; then healed."""
     others = [m for m in rig.cluster.members if m is not member]
@@ -183,7 +201,7 @@ def isolate(rig: Rig, member: Member, stream: str) -> None:
     finally:
         rig.cluster.heal(member)
     assert all(member.reaches(o) and o.reaches(member) for o in others), "not healed"
-    rig.cluster.wait_healthy(CURRENT_SECONDS)
+    back_in(rig, notes)
 
 
 # --------------------------------------------------------------------------- the race
@@ -383,7 +401,7 @@ def inject(rig: Rig, fault: str, cycle: int, notes: dict[str, Any]) -> Callable[
             lead = leader_of(rig.stack, "DOSSIER")
             follower = [m for m in rig.cluster.members if m.name != lead][cycle % 2]
             notes.setdefault("killed", []).append(follower.name)
-            kill_nats_node(rig, follower)
+            kill_nats_node(rig, follower, notes)
         elif fault == KILL_STREAM_LEADER:
             stream = LED_STREAMS[cycle % len(LED_STREAMS)]
             lead = leader_of(rig.stack, stream)
@@ -392,13 +410,14 @@ def inject(rig: Rig, fault: str, cycle: int, notes: dict[str, Any]) -> Callable[
             elected = new_leader(rig.stack, stream, lead)
             notes.setdefault("killed", []).append(f"{lead} leading {stream} (then {elected})")
             time.sleep(DOWN_SECONDS)
-            rig.cluster.start_member(rig.cluster.member(lead))
+            rig.cluster.start_member(rig.cluster.member(lead), wait=False)
+            back_in(rig, notes)
         elif fault == ISOLATE_NATS_NODE:
             stream = LED_STREAMS[cycle % len(LED_STREAMS)]
             lead = leader_of(rig.stack, stream)
             assert lead, f"{stream} has no leader"
             notes.setdefault("isolated", []).append(f"{lead} leading {stream}")
-            isolate(rig, rig.cluster.member(lead), stream)
+            isolate(rig, rig.cluster.member(lead), stream, notes)
         else:
             notes.setdefault("races", []).append(race(rig))
 

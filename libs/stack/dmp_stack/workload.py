@@ -22,7 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,7 @@ class Workload:
         )
         self.tally = Tally()
         self.lock = threading.Lock()
+        self.holding = threading.Event()  # set: each thread waits between two operations
         self.local = threading.local()
         self.gps = [self._professional() for _ in range(2)]
         self.others = [self._professional()[0] for _ in range(professionals)]
@@ -280,12 +282,24 @@ class Workload:
             with self.lock:
                 self.people.append(person)
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The load paused while the block runs (each thread after its operation under way)."""
+        self.holding.set()
+        try:
+            yield
+        finally:
+            self.holding.clear()
+
     def run(self, stop: threading.Event, threads: int = 3) -> list[threading.Thread]:
         """Starts the load; it runs until `stop` is set (join the threads it returns)."""
 
         def worker(n: int) -> None:
             rng = random.Random(n)
             while not stop.is_set():
+                if self.holding.is_set():
+                    time.sleep(0.05)
+                    continue
                 with self.lock:
                     # each thread has its own patients, so one patient's writes are in order
                     mine = [p for i, p in enumerate(self.people) if i % threads == n]

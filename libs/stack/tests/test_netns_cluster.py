@@ -14,6 +14,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from dmp_stack.credentials import Credentials
+from dmp_stack.infra import InfraError
 from dmp_stack.netns import NamespacedCluster, namespaces_available, step_down_subject
 from dmp_stack.testing import until
 
@@ -71,3 +72,23 @@ def test_a_stuck_streams_leader_is_asked_to_step_down(cluster: NamespacedCluster
     assert until(lambda: leader(cluster, "PROBE") not in ("", first), timeout=30), first
     cluster.wait_healthy(60)
     assert cluster.nudged == []  # every member current at once: nobody asked anything
+
+
+def test_a_member_not_current_in_time_is_reported_with_what_it_says(
+    cluster: NamespacedCluster,
+) -> None:
+    member = cluster.members[-1]
+    cluster.isolate(member)
+    try:
+        # cut off, it loses the meta leader; the wait gives up saying so, with its log's end
+        assert until(lambda: not member.healthy(), timeout=30), member.health()
+        with pytest.raises(InfraError) as raised:
+            cluster.wait_healthy(1)
+        said = str(raised.value)
+        assert f"{member.name}'s JetStream did not become current in 1 s: " in said, said
+        assert "JetStream" in said.splitlines()[0].split(": ", 1)[1], said
+        assert "Starting nats-server" in said or "[INF]" in said, said
+    finally:
+        cluster.heal(member)
+    cluster.wait_healthy(120)
+    assert member.health() == ""
