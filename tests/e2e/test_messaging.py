@@ -230,6 +230,15 @@ def test_every_access_is_traced_without_a_word_of_the_message(people: People) ->
 
     assert until(lambda: bool(listed())), "the professional's list is traced"
 
+    # Closing it is traced at once, not at the relay's next sweep (a minute).
+    with people.client("nurse") as c:
+        assert c.post(f"/v1/conversations/{cid}/close").status_code == 200
+
+    def closed() -> bool:
+        return any(e["action"] == "update" for e in messaging_entries())
+
+    assert until(closed, timeout=10), "the closing reaches the access log"
+
 
 def test_a_new_message_is_announced_without_its_content(
     people: People, stack: RunningStack
@@ -337,6 +346,17 @@ def test_a_blocked_professional_can_no_longer_write(people: People) -> None:
     with people.client("patient") as c:
         r = c.post(f"/v1/conversations/{cid}/block")
     assert r.status_code == 200 and r.json()["status"] == "closed", r.text
+
+    def blocked_traced() -> bool:
+        with people.client("patient") as c:
+            r = c.get(f"/v1/dossiers/{people.ins}/access-log", params={"page_size": 100})
+        return any(
+            e["action"] == "update" and f"conversation={cid}" in (e.get("query") or "")
+            for e in r.json()["entries"]
+        )
+
+    # traced at once, not at the relay's next sweep (a minute)
+    assert until(blocked_traced, timeout=10), "the block reaches the access log"
     with people.client("patient") as c:
         team = c.get(f"/v1/dossiers/{people.ins}/professionals").json()
     assert people.rpps("nurse") in str(team.get("blocked")), team

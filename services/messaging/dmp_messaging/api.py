@@ -266,6 +266,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             self.events.audit(who, doc["ins"], "update", doc["_id"]),
         )
         assert written is not None
+        self.relay.kick(self.store.conversations, doc["_id"])  # its trail now, not at a sweep
         key = await self._key(doc["ins"])
         return pb.SetConversationStatusResponse(conversation=self._conversation(written, side, key))
 
@@ -296,6 +297,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             self.events.audit(who, doc["ins"], "update", doc["_id"], reason="blocked"),
         )
         assert written is not None
+        self.relay.kick(self.store.conversations, doc["_id"])
         key = await self._key(doc["ins"])
         return pb.BlockCounterpartResponse(conversation=self._conversation(written, side, key))
 
