@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -264,8 +265,26 @@ class ServiceRuntime:
             await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
 
 
+# The cyclic garbage collector's generation thresholds for a serving process (Python's own:
+# 700, 10, 10). A list of 200 documents allocates thousands of containers, nearly all freed
+# by reference counting, yet each 700 set off a collection: measured per list of 50 through
+# the gateway (each process's main thread, from /proc, twice each way), the dossier service
+# spent 5.11 and 5.33 ms with Python's thresholds, 4.91 and 4.74 with these; consent 2.03 and
+# 2.13, 1.97 and 1.95 (the gateway, unchanged then, 2.13 and 2.20 against 2.10 and 2.07).
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Before serving: what the process built to start (modules, settings, clients) is kept
+    out of every collection from now on (`gc.freeze`), and the young generation is collected
+    every GC_THRESHOLDS[0] allocations rather than every 700."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_service(main: Coroutine[Any, Any, None]) -> None:
     """Runs a service's main coroutine to its end on uvloop, the event loop written on libuv:
     a gRPC call costs client and server about a fifth less CPU than on asyncio's own loop
     (measured on this machine), and every request crosses several."""
+    tune_gc()
     uvloop.run(main)

@@ -7,7 +7,7 @@ import uvicorn
 from dmp_gateway.app import create_app
 from dmp_gateway.config import GatewaySettings
 from dmp_kit import tracing
-from dmp_kit.runtime import configure_logging
+from dmp_kit.runtime import configure_logging, tune_gc
 
 
 def main() -> None:
@@ -16,8 +16,10 @@ def main() -> None:
     tracing.configure(
         "gateway", settings.otlp_endpoint, settings.trace_file, settings.trace_sample_ratio
     )
+    app = create_app(settings)
+    tune_gc()  # as the services (dmp_kit.runtime.run_service)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
