@@ -242,7 +242,7 @@ class NamespacedCluster:
                     tail = m.log.read_text(errors="replace")[-3000:] if m.log.exists() else ""
                     raise InfraError(
                         f"{m.name}'s JetStream did not become current in {timeout} s: "
-                        f"{m.health()}\n{tail}"
+                        f"{said}\n{tail}"
                     )
                 time.sleep(0.2)
 
