@@ -89,6 +89,48 @@ def test_every_replica_serves_and_every_stream_is_on_three_servers(
     assert streams and set(streams.values()) == {3}, streams
 
 
+def test_a_block_is_in_force_at_once_through_every_replica(
+    scaled: RunningStack, team: CareTeam
+) -> None:
+    """Rule 5 across replicas while consent reuses the states it read (docs/scaling.md): both
+    consent replicas have answered this dossier's lists from a state read before, then the
+    patient blocks the doctor through one gateway; the doctor's very next list, through either
+    gateway, whichever replicas serve it, is refused; authorised again, answered."""
+    urls = scaled.state.gateway_urls
+    assert add(scaled, urls[0], team, "Lettre de liaison") == 201
+
+    def lists(url: str) -> int:
+        with team.client("doctor") as c:
+            c.base_url = url  # type: ignore[assignment]
+            return c.get(f"/v1/dossiers/{team.ins}/documents").status_code
+
+    def reused() -> dict[str, float]:
+        return {
+            i.name: scaled.metric(i.name, "dmp_consent_states_total", source="reused") or 0.0
+            for i in scaled.stack.replicas_of("consent")
+        }
+
+    before = reused()
+    try:
+        for turn in range(3):
+            assert [lists(urls[i % 2]) for i in range(8)] == [200] * 8
+            with scaled.client(team.tokens["patient"]) as c:
+                c.base_url = urls[turn % 2]  # type: ignore[assignment]
+                rpps = team.pros["doctor"]["rpps"]
+                r = c.put(
+                    f"/v1/dossiers/{team.ins}/professionals/{rpps}", json={"status": "blocked"}
+                )
+                assert r.status_code == 200, r.text
+            assert [lists(urls[i % 2]) for i in range(8)] == [403] * 8, f"turn {turn}"
+            team.set_pro("doctor", "authorized")
+            assert [lists(urls[i % 2]) for i in range(8)] == [200] * 8, f"turn {turn}"
+    finally:
+        team.set_pro("doctor", "authorized")
+    # Both consent replicas answered from states they had read: the case under test.
+    after = reused()
+    assert all(after[name] > before[name] for name in after), (before, after)
+
+
 def test_each_document_is_traced_and_notified_once(scaled: RunningStack, team: CareTeam) -> None:
     before = set(titles(scaled, team))
     added = [f"Résultat {i}" for i in range(6)]

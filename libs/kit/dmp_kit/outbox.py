@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bson import Binary
@@ -109,6 +109,7 @@ async def change_document(
     change: Change,
     *events: envelope_pb2.Envelope,
     create: bool = False,
+    before_write: Callable[[], Awaitable[None]] | None = None,
 ) -> Document | None:
     """Read, decide, write one document — safe against concurrent writers — with its events.
 
@@ -116,7 +117,8 @@ async def change_document(
     or None for no change. The write only lands if the document's version is still the one
     read (optimistic concurrency, retried), and the document lock of this process is held
     meanwhile (see DocumentLocks). Returns the document as written, or the unchanged one; None
-    when it does not exist and `create` is false.
+    when it does not exist and `create` is false. `before_write` is awaited before each attempt
+    to write (not when there is nothing to write); if it raises, nothing is written.
     """
     async with document_locks.hold(collection.name, doc_id):
         for _ in range(MAX_ATTEMPTS):
@@ -128,6 +130,8 @@ async def change_document(
                 return _without_outbox(current)
             version = int(current.get(VERSION, 0)) if current else 0
             fields = {**fields, VERSION: version + 1}
+            if before_write is not None:
+                await before_write()
             if current is None:
                 try:
                     await collection.insert_one(

@@ -36,6 +36,9 @@ log = get_logger(__name__)
 PREFIX = "service:"
 # Reads a dossier's status (dossier's GetDossierState), for consent's read-your-writes.
 DOSSIER_STATE_READER = "dossier_state_reader"
+# Marks a change of a dossier's consent as begun or ended (dossier's MarkConsentChange), for
+# consent: what lets it answer from a state it read before (docs/scaling.md).
+CONSENT_CHANGE_MARKER = "consent_change_marker"
 # Reads a patient's name and account status (identity's LookupPatient, without contact
 # details), for consent: a trusted person is another patient with an active account.
 PATIENT_NAME_READER = "patient_name_reader"
@@ -51,7 +54,7 @@ SERVICE_ROLES: dict[str, tuple[str, ...]] = {
     "notify": ("contact_reader",),
     # writes each dossier's REMB document, as the insurer's feed
     "ingest": ("insurer",),
-    "consent": (DOSSIER_STATE_READER, PATIENT_NAME_READER),
+    "consent": (DOSSIER_STATE_READER, CONSENT_CHANGE_MARKER, PATIENT_NAME_READER),
     "dossier": (EXPORT_READER,),
     "agenda": (PATIENT_BIRTH_READER,),
 }

@@ -74,7 +74,7 @@ KIND_CLAIMS: dict[str, dict[str, Any]] = {
     "consent service": {
         "kind": "system",
         "client_id": "service:consent",
-        "roles": ["dossier_state_reader"],
+        "roles": ["dossier_state_reader", "consent_change_marker"],
     },
     "insurer": {"kind": "system", "client_id": "insurer-1", "roles": ["insurer"]},
     "dossier service": {

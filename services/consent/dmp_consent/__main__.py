@@ -14,7 +14,7 @@ from dmp.identity.v1 import identity_pb2_grpc
 from dmp_consent.api import ConsentServicer
 from dmp_consent.config import ConsentSettings
 from dmp_consent.domain import HabilitationMatrix
-from dmp_consent.dossier_client import dossier_lookup
+from dmp_consent.dossier_client import DossierChangeMarks, dossier_lookup
 from dmp_consent.events import on_dossier_event, on_representation_ended
 from dmp_consent.identity_client import patient_lookup
 from dmp_consent.store import ConsentStore
@@ -37,9 +37,8 @@ async def serve() -> None:
     settings = ConsentSettings()
     runtime = ServiceRuntime("consent", settings)
     catalogue = load_catalogue(settings.catalogue_file)
-    store = ConsentStore(runtime.db)
-    relay = OutboxRelay(runtime.bus, [store.consents])
     identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))
+    dossier = dossier_pb2_grpc.DossierServiceStub(runtime.channel(settings.dossier_addr))
     deadline = settings.grpc_deadline_seconds
     tokens = ServiceTokens(
         "consent",
@@ -48,6 +47,8 @@ async def serve() -> None:
         identity_exchange(identity, deadline),
         runtime.clock,
     )
+    store = ConsentStore(runtime.db, DossierChangeMarks(dossier, tokens, deadline))
+    relay = OutboxRelay(runtime.bus, [store.consents])
     servicer = ConsentServicer(
         settings,
         store,
@@ -56,11 +57,7 @@ async def serve() -> None:
         runtime.clock,
         relay,
         identity,
-        dossier_lookup(
-            dossier_pb2_grpc.DossierServiceStub(runtime.channel(settings.dossier_addr)),
-            tokens,
-            deadline,
-        ),
+        dossier_lookup(dossier, tokens, deadline),
         patient_lookup(identity, tokens, deadline),
     )
 

@@ -149,14 +149,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         action = ACTIONS.get(request.action)
         if action is None:
             raise InvalidArgument("action is required", field="action")
-        doc = await self.store.get(ins)
+        consent = await self.store.consent_of(ins, request.dossier.consent_epoch)
         document = (
             _document(request.document, self.catalogue) if request.HasField("document") else None
         )
         decision = decide(
             caller(),
             _context(ins, request.dossier),
-            consent_state(doc),
+            consent,
             self.matrix,
             action,
             self.clock.now(),
@@ -172,7 +172,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         ins = validate_ins(request.ins)
         who = caller()
         dossier = _context(ins, request.dossier)
-        consent = consent_state(await self.store.get(ins))
+        consent = await self.store.consent_of(ins, request.dossier.consent_epoch)
         now = self.clock.now()
         judged = self._judged(who, dossier, consent, now, request.documents)
         visible = [
@@ -214,7 +214,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         ins = validate_ins(request.ins)
         who = caller()
         dossier = _context(ins, request.dossier)
-        consent = consent_state(await self.store.get(ins))
+        consent = await self.store.consent_of(ins, request.dossier.consent_epoch)
         now = self.clock.now()
         # Only who manages the dossier (the patient, a minor's legal representatives) previews.
         raise_if_denied(decide(who, dossier, consent, self.matrix, Action.MANAGE, now))

@@ -7,6 +7,8 @@ import grpc
 from dmp.dossier.v1 import dossier_pb2, dossier_pb2_grpc
 from dmp_consent.domain import DossierStatus
 from dmp_consent.store import DossierLookup
+from dmp_kit.errors import DmpError
+from dmp_kit.logging import get_logger
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
 from dmp_kit.service_auth import ServiceTokens
@@ -16,6 +18,7 @@ STATUSES = {
     dossier_pb2.DOSSIER_STATUS_CLOSED: DossierStatus.CLOSED,
     dossier_pb2.DOSSIER_STATUS_DELETION_REQUESTED: DossierStatus.DELETION_REQUESTED,
 }
+log = get_logger(__name__)
 
 
 def dossier_lookup(
@@ -40,3 +43,42 @@ def dossier_lookup(
         return status, list(found.legal_representatives)
 
     return lookup
+
+
+class DossierChangeMarks:
+    """`ChangeMarks` kept in the dossier's record, as consent's own service account."""
+
+    def __init__(
+        self,
+        dossier: dossier_pb2_grpc.DossierServiceStub,
+        tokens: ServiceTokens,
+        deadline: float,
+    ) -> None:
+        self._dossier = dossier
+        self._tokens = tokens
+        self._deadline = deadline
+
+    async def _mark(self, ins: str, change_id: str, done: bool) -> None:
+        async def ask(token: str) -> None:
+            await self._dossier.MarkConsentChange(
+                dossier_pb2.MarkConsentChangeRequest(ins=ins, change_id=change_id, done=done),
+                **call_options(self._deadline, token=token),
+            )
+
+        await self._tokens.call(ask)
+
+    async def begin(self, ins: str, change_id: str) -> None:
+        try:
+            await self._mark(ins, change_id, done=False)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return  # a dossier of before epochs gives none: no state is reused
+            raise error_from_rpc(exc) from exc
+
+    async def end(self, ins: str, change_id: str) -> None:
+        try:
+            await self._mark(ins, change_id, done=True)
+        except (grpc.aio.AioRpcError, DmpError) as exc:
+            # The change is written; its mark lapses by itself (dossier's CONSENT_CHANGE_SECONDS),
+            # and until then dossier gives no epoch, so no state is reused meanwhile.
+            log.warning("consent_change_end_unmarked", error=str(exc))

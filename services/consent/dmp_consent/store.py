@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from cachetools import LRUCache
 
 from dmp.events.v1 import envelope_pb2
 from dmp_consent.domain import (
@@ -15,6 +18,7 @@ from dmp_consent.domain import (
     Mode,
     TrustScope,
 )
+from dmp_kit.metrics import Counter
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import Change, change_document
 
@@ -24,9 +28,37 @@ DossierLookup = Callable[[str], Awaitable[tuple[DossierStatus, list[str]] | None
 """A dossier's status and legal representatives, asked of dossier; None when it has none."""
 # A minor's legal representatives whose part ended at the minor's majority.
 FORMER_REPRESENTATIVES = "former_representatives"
+# Consent states held in memory, the dossiers most recently read (a few hundred bytes each).
+STATES_HELD = 10_000
+STATES = Counter(
+    "dmp_consent_states_total",
+    "Consent states a decision used: read from the database, or reused",
+    ["source"],
+)
+
+
+class ChangeMarks(Protocol):
+    """Where a change of a dossier's consent is marked as begun and ended: dossier's record,
+    which every request reads, then gives consent the epoch of a state no change acknowledged
+    before that request predates (see `ConsentStore.consent_of`)."""
+
+    async def begin(self, ins: str, change_id: str) -> None:
+        """Before the change is written; raises if it could not be marked."""
+
+    async def end(self, ins: str, change_id: str) -> None:
+        """After it is written; never raises (a change never ended stops holding the epoch
+        back a minute after it began)."""
 
 
 class ConsentStore(Store):
+    """`marks` None: every write unmarked, so every state is read again (tests of the store
+    alone)."""
+
+    def __init__(self, db: Any, marks: ChangeMarks | None = None) -> None:
+        super().__init__(db)
+        self.marks = marks
+        self._states: LRUCache[str, tuple[str, ConsentState]] = LRUCache(STATES_HELD)
+
     @property
     def consents(self) -> Any:
         return self.db["consents"]
@@ -50,6 +82,54 @@ class ConsentStore(Store):
         doc: Document | None = await self.consents.find_one({"_id": ins}, {"outbox": 0})
         return doc
 
+    async def consent_of(self, ins: str, epoch: str) -> ConsentState:
+        """The dossier's consent state for a decision. Read again unless this process read it
+        under the same `epoch`, as dossier's record gave it to the request: every write here
+        marks its change begun (a new epoch, none given while under way) before it lands and
+        ended after, so a state read under an epoch includes every change acknowledged before
+        a request that is given that epoch, whichever replica made it."""
+        usable = bool(epoch) and self.marks is not None
+        held = self._states.get(ins) if usable else None
+        if held is not None and held[0] == epoch:
+            STATES.labels(source="reused").inc()
+            return held[1]
+        STATES.labels(source="read").inc()
+        state = consent_state(await self.get(ins))
+        if usable:
+            self._states[ins] = (epoch, state)
+        return state
+
+    async def _write(
+        self,
+        ins: str,
+        fields: Change,
+        *events: envelope_pb2.Envelope,
+        create: bool = False,
+        changes_state: bool = True,
+    ) -> Document | None:
+        """`change_document` on `ins`'s consent record. A write that may change the consent
+        state (`consent_state`) a decision reuses lands between the marks of its change: begun
+        before the first attempt to write (a change refused, or with nothing to write, is not
+        marked), ended after."""
+        if self.marks is None or not changes_state:
+            return await change_document(self.consents, ins, fields, *events, create=create)
+        marks, change_id, begun = self.marks, os.urandom(16).hex(), False
+
+        async def begin() -> None:
+            nonlocal begun
+            if not begun:
+                await marks.begin(ins, change_id)
+                begun = True
+                self._states.pop(ins, None)
+
+        try:
+            return await change_document(
+                self.consents, ins, fields, *events, create=create, before_write=begin
+            )
+        finally:
+            if begun:
+                await marks.end(ins, change_id)
+
     async def record_dossier_status(
         self, ins: str, status: DossierStatus, at: datetime, legal_representatives: list[str]
     ) -> None:
@@ -68,7 +148,10 @@ class ConsentStore(Store):
                 new["legal_representatives"] = legal_representatives
             return new
 
-        await change_document(self.consents, ins, fields, create=True)
+        # Of the dossier's statuses, only a purge changes a consent state (it forgets every
+        # grant); the others change what `dossier_state` reads, never `consent_state`, so they
+        # need no mark, and consent learns of them with dossier away.
+        await self._write(ins, fields, create=True, changes_state=status is DossierStatus.ABSENT)
 
     async def adopt_dossier_status(
         self, ins: str, status: DossierStatus, legal_representatives: list[str]
@@ -84,7 +167,8 @@ class ConsentStore(Store):
                 return None
             return _new_record(status, doc.get("status_at"), legal_representatives)
 
-        await change_document(self.consents, ins, fields, create=True)
+        # Unmarked: a new record's consent state is the default, as is a purged one's.
+        await self._write(ins, fields, create=True, changes_state=False)
 
     async def drop_representatives(self, ins: str, former: list[str]) -> None:
         """A minor came of age: `former` no longer act for them. Remembered as former, so that
@@ -103,14 +187,15 @@ class ConsentStore(Store):
                 FORMER_REPRESENTATIVES: sorted({*known, *former}),
             }
 
-        await change_document(self.consents, ins, fields)
+        # Unmarked: legal representatives are the dossier's state, not the consent state.
+        await self._write(ins, fields, changes_state=False)
 
     async def change(
         self, ins: str, fields: Change, *events: envelope_pb2.Envelope
     ) -> Document | None:
         """One change of a dossier's consent, from its current state, with its events;
         None if the dossier is unknown."""
-        return await change_document(self.consents, ins, fields, *events)
+        return await self._write(ins, fields, *events)
 
 
 def _new_record(

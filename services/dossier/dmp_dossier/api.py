@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from dmp_dossier.store import (
     CURRENT,
     DossierStore,
     NewDocument,
+    consent_epoch,
     current_documents,
     find_document,
     hidden_from_patient,
@@ -51,7 +53,7 @@ from dmp_kit.outbox import Change, OutboxRelay
 from dmp_kit.proto import timestamp
 from dmp_kit.rpc.client import call_options
 from dmp_kit.rpc.status import error_from_rpc
-from dmp_kit.service_auth import DOSSIER_STATE_READER
+from dmp_kit.service_auth import CONSENT_CHANGE_MARKER, DOSSIER_STATE_READER
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -70,6 +72,7 @@ DOC_STATUS = {
 DOC_STATUS_NAME = {v: k for k, v in DOC_STATUS.items()}
 # A bare listing: the current documents, no other condition (ListDocuments with no query).
 LISTING = domain.Query(statuses=frozenset(CURRENT))
+CHANGE_ID = re.compile(r"[0-9a-f]{32}")
 # Documents per FilterDocuments call: well under gRPC's 4 MiB message limit.
 FILTER_BATCH = 1000
 EXPORT_STATUS = {
@@ -303,12 +306,15 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     def _timeout(self) -> dict[str, Any]:
         return call_options(self.settings.grpc_deadline_seconds)
 
-    @staticmethod
-    def _context(dossier: Document | None) -> consent_pb2.DossierContext:
+    def _context(self, dossier: Document | None) -> consent_pb2.DossierContext:
+        """The dossier as consent needs it, from its record as this request read it: so the
+        consent epoch is one no change acknowledged before the request predates."""
         if dossier is None:
             return consent_pb2.DossierContext(status="absent")
         return consent_pb2.DossierContext(
-            status=dossier["status"], legal_representatives=dossier.get("legal_representatives", [])
+            status=dossier["status"],
+            legal_representatives=dossier.get("legal_representatives", []),
+            consent_epoch=consent_epoch(dossier, self.clock.now()),
         )
 
     async def _decide(
@@ -629,6 +635,20 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             status=STATUS[dossier["status"]],
             legal_representatives=dossier.get("legal_representatives", []),
         )
+
+    async def MarkConsentChange(
+        self, request: pb.MarkConsentChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MarkConsentChangeResponse:
+        """Consent's change of a dossier's consent begins or has ended (see `consent_epoch`):
+        a service call, so not traced."""
+        who = caller()
+        who.require_kind("system")
+        who.require_role(CONSENT_CHANGE_MARKER)
+        ins = validate_ins(request.ins)
+        if not CHANGE_ID.fullmatch(request.change_id):
+            raise InvalidArgument("change_id is 32 hexadecimal digits", field="change_id")
+        await self.store.mark_consent_change(ins, request.change_id, request.done, self.clock.now())
+        return pb.MarkConsentChangeResponse()
 
     async def CountOpenings(
         self, request: pb.CountOpeningsRequest, context: grpc.aio.ServicerContext

@@ -7,7 +7,7 @@ import os
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import bson
@@ -38,6 +38,11 @@ KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 # ~350 bytes.
 LISTINGS = 32
 DOCUMENTS_PER_LISTING = 10_000
+# Consent's changes of this dossier, in its record: {"epoch": str, "changing": {id: until}}.
+CONSENT_MARK = "consent_mark"
+# How long a change consent began holds the epoch back if consent never says it ended (it
+# died in between): well past any consent write's deadline.
+CONSENT_CHANGE_SECONDS = 60
 
 log = get_logger(__name__)
 
@@ -147,6 +152,23 @@ class DossierStore(Store):
                     self.dossiers, ins, lambda d: {"ins": ins} if d and "ins" not in d else None
                 )
         return dossier, newest_first(docs)
+
+    async def mark_consent_change(
+        self, ins: str, change_id: str, done: bool, now: datetime
+    ) -> None:
+        """Consent begins or ends a change of this dossier's consent: the epoch is new either
+        way, and stands only once no change begun is under way (`consent_epoch`). Not a
+        change of the dossier's own data: its version is left alone, so no write of dossier
+        conflicts with it. No record, nothing to mark: a dossier opened later starts without
+        an epoch."""
+        epoch = {f"{CONSENT_MARK}.epoch": os.urandom(16).hex()}
+        entry = f"{CONSENT_MARK}.changing.{change_id}"
+        if done:
+            update: Document = {"$set": epoch, "$unset": {entry: ""}}
+        else:
+            until = now + timedelta(seconds=CONSENT_CHANGE_SECONDS)
+            update = {"$set": {**epoch, entry: until}}
+        await self.dossiers.update_one({"_id": ins}, update)
 
     async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
         doc = {**doc, "ins": doc["_id"]}  # read with its listings by `ins`
@@ -631,6 +653,15 @@ def newest_first(docs: list[Document]) -> list[Document]:
     """Records newest first (`created_at`, then `_id` within the same time), sorted in place."""
     docs.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=True)
     return docs
+
+
+def consent_epoch(dossier: Document | None, now: datetime) -> str:
+    """The epoch under which consent may reuse a state of this dossier's consent it read
+    before: none while a change begun less than CONSENT_CHANGE_SECONDS ago has not ended."""
+    mark = (dossier or {}).get(CONSENT_MARK) or {}
+    if any(until > now for until in (mark.get("changing") or {}).values()):
+        return ""
+    return str(mark.get("epoch", ""))
 
 
 def of_dossier_and_listings(ins: str) -> dict[str, Any]:
