@@ -92,28 +92,37 @@ def test_every_replica_serves_and_every_stream_is_on_three_servers(
 def test_a_block_is_in_force_at_once_through_every_replica(
     scaled: RunningStack, team: CareTeam
 ) -> None:
-    """Rule 5 across replicas while consent reuses the states it read (docs/scaling.md): both
-    consent replicas have answered this dossier's lists from a state read before, then the
-    patient blocks the doctor through one gateway; the doctor's very next list, through either
-    gateway, whichever replicas serve it, is refused; authorised again, answered."""
+    """Rule 5 across replicas while dossier reuses consent's verdicts and consent the states it
+    read (docs/scaling.md): both dossier replicas answer the care team's lists from verdicts
+    they were given, consent from states it read; then the patient blocks the doctor through
+    one gateway, and the doctor's very next list, through either gateway, whichever replicas
+    serve it, is refused, the others' still answered; authorised again, answered."""
     urls = scaled.state.gateway_urls
     assert add(scaled, urls[0], team, "Lettre de liaison") == 201
 
-    def lists(url: str) -> int:
-        with team.client("doctor") as c:
+    def lists(who: str, url: str) -> int:
+        with team.client(who) as c:
             c.base_url = url  # type: ignore[assignment]
             return c.get(f"/v1/dossiers/{team.ins}/documents").status_code
 
-    def reused() -> dict[str, float]:
+    def round_of_lists() -> dict[str, list[int]]:
         return {
-            i.name: scaled.metric(i.name, "dmp_consent_states_total", source="reused") or 0.0
-            for i in scaled.stack.replicas_of("consent")
+            who: [lists(who, urls[i % 2]) for i in range(6)]
+            for who in ("doctor", "gp", "pharmacist")
         }
 
-    before = reused()
+    def reused(service: str, metric: str) -> dict[str, float]:
+        return {
+            i.name: scaled.metric(i.name, metric, source="reused") or 0.0
+            for i in scaled.stack.replicas_of(service)
+        }
+
+    answered = {"doctor": [200] * 6, "gp": [200] * 6, "pharmacist": [200] * 6}
+    verdicts = reused("dossier", "dmp_dossier_verdicts_total")
+    states = reused("consent", "dmp_consent_states_total")
     try:
         for turn in range(3):
-            assert [lists(urls[i % 2]) for i in range(8)] == [200] * 8
+            assert round_of_lists() == answered, f"turn {turn}"
             with scaled.client(team.tokens["patient"]) as c:
                 c.base_url = urls[turn % 2]  # type: ignore[assignment]
                 rpps = team.pros["doctor"]["rpps"]
@@ -121,14 +130,15 @@ def test_a_block_is_in_force_at_once_through_every_replica(
                     f"/v1/dossiers/{team.ins}/professionals/{rpps}", json={"status": "blocked"}
                 )
                 assert r.status_code == 200, r.text
-            assert [lists(urls[i % 2]) for i in range(8)] == [403] * 8, f"turn {turn}"
+            assert round_of_lists() == {**answered, "doctor": [403] * 6}, f"turn {turn}"
             team.set_pro("doctor", "authorized")
-            assert [lists(urls[i % 2]) for i in range(8)] == [200] * 8, f"turn {turn}"
+            assert round_of_lists() == answered, f"turn {turn}"
     finally:
         team.set_pro("doctor", "authorized")
-    # Both consent replicas answered from states they had read: the case under test.
-    after = reused()
-    assert all(after[name] > before[name] for name in after), (before, after)
+    # What is under test happened: both dossier replicas reused verdicts, consent reused states.
+    after = reused("dossier", "dmp_dossier_verdicts_total")
+    assert all(after[name] > verdicts[name] for name in after), (verdicts, after)
+    assert sum(reused("consent", "dmp_consent_states_total").values()) > sum(states.values())
 
 
 def test_each_document_is_traced_and_notified_once(scaled: RunningStack, team: CareTeam) -> None:

@@ -64,6 +64,8 @@ SCOPES = {pb.TRUST_SCOPE_READ: TrustScope.READ, pb.TRUST_SCOPE_MANAGE: TrustScop
 SCOPE_PB = {scope: value for value, scope in SCOPES.items()}
 STATUS_PB = {INVITED: pb.TRUST_STATUS_INVITED, ACTIVE: pb.TRUST_STATUS_ACTIVE}
 MAX_TRUSTED_PERSONS = 5
+# How long a caller may reuse FilterDocuments' verdicts at most (`reusable_until`).
+VERDICT_REUSE_SECONDS = 60
 MODES = {
     Mode.NORMAL: pb.ACCESS_MODE_NORMAL,
     Mode.BREAK_GLASS: pb.ACCESS_MODE_BREAK_GLASS,
@@ -85,6 +87,14 @@ def _context(ins: str, ctx: pb.DossierContext) -> DossierState:
     return DossierState(
         ins, status, frozenset(ctx.legal_representatives), declared_gp=ctx.declared_gp
     )
+
+
+def reusable_until(consent: ConsentState, now: datetime) -> datetime:
+    """Until when `decide` answers as now for the same caller, dossier, consent state and
+    document facts: time enters only through emergency grants' ends; and a minute at most,
+    so a new habilitation matrix is in force within one (docs/scaling.md)."""
+    ends = [g.expires_at for g in consent.grants if g.expires_at > now]
+    return min([now + timedelta(seconds=VERDICT_REUSE_SECONDS), *ends])
 
 
 def _document(ref: pb.DocumentRef, catalogue: Catalogue) -> DocumentFacts:
@@ -181,7 +191,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             if decision.allowed
         ]
         mode = decide(who, dossier, consent, self.matrix, Action.READ, now).mode
-        return pb.FilterDocumentsResponse(visible_ids=visible, mode=MODES[mode])
+        answer = pb.FilterDocumentsResponse(visible_ids=visible, mode=MODES[mode])
+        if request.dossier.consent_epoch:
+            answer.reusable_until.FromDatetime(reusable_until(consent, now))
+        return answer
 
     def _judged(
         self,

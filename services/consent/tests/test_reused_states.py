@@ -1,6 +1,6 @@
 """Consent's reused states on its real database: every write lands between the marks of its
 change, a state is reused only under the epoch it was read under, and a write that could not
-be marked is not made."""
+be marked is not made; and how long its verdicts may be reused."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import AsyncMongoClient
 
-from dmp_consent.domain import DossierStatus
+from dmp_consent.api import VERDICT_REUSE_SECONDS, reusable_until
+from dmp_consent.domain import ConsentState, DossierStatus, EmergencyGrant, Mode
 from dmp_consent.store import ConsentStore, consent_state
 from dmp_kit.errors import Unavailable
 from dmp_stack.testing import Infra, make_ins
@@ -130,3 +131,14 @@ async def test_only_writes_that_may_change_the_consent_state_are_marked(
     await store.record_dossier_status(ins, DossierStatus.ABSENT, later + timedelta(days=2), [])
     assert [what for what, _, _ in marks.seen] == ["begin", "end"]
     assert consent_state(await store.get(ins)) == consent_state(None)
+
+
+async def test_verdicts_are_reusable_until_the_next_grant_ends_and_a_minute_at_most() -> None:
+    now = T0
+    grant = EmergencyGrant("10000000030", Mode.BREAK_GLASS, now + timedelta(seconds=10))
+    gone = EmergencyGrant("10000000030", Mode.BREAK_GLASS, now - timedelta(seconds=1))
+    assert reusable_until(ConsentState(), now) == now + timedelta(seconds=VERDICT_REUSE_SECONDS)
+    assert reusable_until(ConsentState(grants=(gone, grant)), now) == grant.expires_at
+    assert reusable_until(ConsentState(grants=(gone,)), now) == now + timedelta(
+        seconds=VERDICT_REUSE_SECONDS
+    )

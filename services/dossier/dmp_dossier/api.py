@@ -6,10 +6,12 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
+from cachetools import LRUCache
 from uuid6 import uuid7
 
 from dmp.consent.v1 import consent_pb2, consent_pb2_grpc
@@ -48,6 +50,7 @@ from dmp_kit.errors import (
 )
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
+from dmp_kit.metrics import Counter
 from dmp_kit.mongo import Document
 from dmp_kit.outbox import Change, OutboxRelay
 from dmp_kit.proto import timestamp
@@ -265,6 +268,35 @@ def submission_message(entry: Document | None) -> pb.SubmissionSet | None:
     )
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """Consent's verdicts for one caller and dossier context, by document facts."""
+
+    allowed: dict[tuple[Any, ...], bool]
+    mode: int
+    until: datetime
+
+
+# Callers and dossiers whose verdicts are kept (a few kilobytes each).
+VERDICTS_HELD = 10_000
+VERDICTS = Counter(
+    "dmp_dossier_verdicts_total",
+    "Consent verdicts a list used: asked of consent, or reused",
+    ["source"],
+)
+
+
+def _facts(doc: Document) -> tuple[Any, ...]:
+    """What of a document consent's verdict depends on: what `_ref` tells it but the id."""
+    return (
+        doc["type_code"],
+        doc["section"],
+        doc["author"],
+        frozenset(doc.get("labels", ())),
+        doc["status"] == "deleted",
+    )
+
+
 def _ref(doc: Document) -> consent_pb2.DocumentRef:
     return consent_pb2.DocumentRef(
         id=doc["_id"],
@@ -300,6 +332,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self.identity = identity
         self.events = DossierEvents(clock)
         self._key_seal = derive_key(settings.dossier_key_bytes, "dossier-data-keys")
+        self._verdicts: LRUCache[Any, Verdicts] = LRUCache(VERDICTS_HELD)
 
     # helpers -----------------------------------------------------------------------------
 
@@ -344,19 +377,47 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     async def _readable_ids(
         self, ins: str, dossier: Document | None, docs: list[Document]
     ) -> tuple[set[str], int]:
-        """Consent's batch verdict: the ids of `docs` the caller may read, and the mode."""
+        """Consent's batch verdict: the ids of `docs` the caller may read, and the mode.
+        Consent's verdicts are reused while it says they hold (`reusable_until`) for the same
+        caller (the same token), dossier context (its consent epoch included: none while a
+        consent change is under way) and document facts; anything else is asked again."""
         if not docs:
             return set(), consent_pb2.ACCESS_MODE_NORMAL
+        context = self._context(dossier)
+        who = caller()
+        # The caller by their token's digest, which names them exactly (the token is kept
+        # nowhere); a caller with no token, by all it is.
+        whom: Any = hashlib.sha256(who.token.encode()).digest() if who.token else who
+        key = (ins, context.SerializeToString(deterministic=True), whom)
+        now = self.clock.now()
+        held = self._verdicts.get(key) if context.consent_epoch else None
+        if held is not None and now < held.until:
+            try:
+                readable = {d["_id"] for d in docs if held.allowed[_facts(d)]}
+            except KeyError:
+                pass  # a document of facts not judged under this key yet: ask
+            else:
+                VERDICTS.labels(source="reused").inc()
+                return readable, held.mode
+        VERDICTS.labels(source="asked").inc()
         try:
             answer = await self.consent.FilterDocuments(
                 consent_pb2.FilterDocumentsRequest(
-                    ins=ins, dossier=self._context(dossier), documents=[_ref(d) for d in docs]
+                    ins=ins, dossier=context, documents=[_ref(d) for d in docs]
                 ),
                 **self._timeout(),
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
-        return set(answer.visible_ids), answer.mode
+        visible = set(answer.visible_ids)
+        if context.consent_epoch and answer.HasField("reusable_until"):
+            until = answer.reusable_until.ToDatetime(tzinfo=now.tzinfo)
+            allowed = {_facts(d): d["_id"] in visible for d in docs}
+            if held is not None and now < held.until and held.mode == answer.mode:
+                allowed = {**held.allowed, **allowed}
+                until = min(until, held.until)
+            self._verdicts[key] = Verdicts(allowed, answer.mode, until)
+        return visible, answer.mode
 
     async def _readable_links(
         self, ins: str, dossier: Document | None, docs: list[Document], listed: list[Document]
@@ -540,7 +601,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.GetDossierResponse:
         ins = validate_ins(request.ins)
         who = caller()
-        dossier, listed = await self.store.dossier_and_documents(ins)
+        dossier, listed = await self.store.dossier_and_documents(ins, shared=True)
         mode = await self._allowed_read(who, ins, dossier)
         assert dossier is not None
         await self._trace(who, ins, "read", mode=mode, query="dossier")
@@ -967,7 +1028,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         # matching documents batch after batch until the page is full. The first batch is sized
         # for a caller who may read the whole page (one more says whether there is a next). The
         # cursor names the last document returned: never one the caller may not read.
-        dossier, listed = await self.store.dossier_and_documents(ins)
+        dossier, listed = await self.store.dossier_and_documents(ins, shared=True)
         if dossier is None:
             raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
         matching = [

@@ -252,3 +252,22 @@ async def test_listings_stored_in_their_own_collection_are_moved_beside_their_do
     ], "merged, none dropped"
     assert await _outbox_ids(store, ins) >= {"event-0", "event-1", "event-2", "event-9"}
     assert await store.fold_listings() == 0
+
+
+async def test_a_shared_read_decodes_a_listing_once_and_again_once_changed(
+    store: DossierStore,
+) -> None:
+    ins = make_ins()
+    await store.insert_dossier({"_id": ins, "status": "open"})
+    for n in range(3):
+        await store.insert_document(_doc(ins, n), b"abc")
+    _, first = await store.dossier_and_documents(ins, shared=True)
+    _, again = await store.dossier_and_documents(ins, shared=True)
+    assert [d["_id"] for d in again] == ["doc-0002", "doc-0001", "doc-0000"]
+    assert all(a is b for a, b in zip(first, again, strict=True)), "decoded once"
+    _, own = await store.dossier_and_documents(ins)
+    assert own == again and not any(a is b for a, b in zip(own, again, strict=True))
+    # Changed, its listing's bytes are new: decoded again, the change in it.
+    await store.change_document_record(first[1], lambda d: {"title": "Nouveau titre"})
+    _, changed = await store.dossier_and_documents(ins, shared=True)
+    assert [d["title"] for d in changed] == ["CR 2", "Nouveau titre", "CR 0"]

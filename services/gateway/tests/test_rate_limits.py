@@ -5,12 +5,16 @@ Identity is unreachable here (503 behind the limits): the limits are the gateway
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from dmp_gateway.app import create_app
 from dmp_gateway.config import GatewaySettings
+from dmp_gateway.throttle import SweptMemoryStorage, Throttle
+from dmp_kit.errors import RateLimited
 
 LOGIN = {"kind": "patient", "login": "180017512345660", "password": "whatever it is"}
 
@@ -78,3 +82,25 @@ def test_every_route_is_limited_per_address_generously_and_probes_never() -> Non
             assert client.get("/healthz").status_code == 200
     with TestClient(app, client=("10.1.0.2", 5001)) as client:
         assert client.get("/v1/me").status_code == 401  # another address has its own count
+
+
+async def test_expired_entries_are_swept_once_a_second_and_never_count() -> None:
+    """The storage's sweep runs at most once a second however many hits (the library's would
+    run after each), still frees what expired, and a window's entries count until they do."""
+    throttle = Throttle("5/second", "test", "too many")
+    storage = throttle.storage
+    for i in range(5):
+        await throttle.check(f"key-{i}")
+    for _ in range(4):
+        await throttle.check("key-0")
+    with pytest.raises(RateLimited):
+        await throttle.check("key-0")  # its sixth hit within the second
+    assert storage.sweeps == 1, "one sweep for ten hits"
+    await asyncio.sleep(SweptMemoryStorage.SWEEP_SECONDS + 0.1)
+    await throttle.check("key-0")  # the window passed: counted again, and a sweep is due
+    assert storage.sweeps == 2
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if set(storage.events) == {"LIMITER/test/key-0/5/1/second"}:
+            break
+    assert set(storage.events) == {"LIMITER/test/key-0/5/1/second"}, storage.events.keys()
