@@ -29,8 +29,8 @@ UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 class SweptMemoryStorage(MemoryStorage):
     """`limits`' in-memory storage, its sweep of expired entries at most once a second. The
     library starts a sweep after every hit, and each sweep hands every key's search to a
-    thread: a fifth of the gateway's CPU per request under load (bench/README.md). Expired
-    entries never count (each hit compares times); the sweep only frees their memory."""
+    thread: 0.03 ms a check against 0.005 (bench/README.md). Expired entries never count (each
+    hit compares times); the sweep only frees their memory."""
 
     SWEEP_SECONDS = 1.0
 
