@@ -64,7 +64,7 @@ SCOPES = {pb.TRUST_SCOPE_READ: TrustScope.READ, pb.TRUST_SCOPE_MANAGE: TrustScop
 SCOPE_PB = {scope: value for value, scope in SCOPES.items()}
 STATUS_PB = {INVITED: pb.TRUST_STATUS_INVITED, ACTIVE: pb.TRUST_STATUS_ACTIVE}
 MAX_TRUSTED_PERSONS = 5
-# How long a caller may reuse FilterDocuments' verdicts at most (`reusable_until`).
+# How long a caller may reuse FilterDocuments' verdicts at most (`reusable_for`).
 VERDICT_REUSE_SECONDS = 60
 MODES = {
     Mode.NORMAL: pb.ACCESS_MODE_NORMAL,
@@ -193,7 +193,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         mode = decide(who, dossier, consent, self.matrix, Action.READ, now).mode
         answer = pb.FilterDocumentsResponse(visible_ids=visible, mode=MODES[mode])
         if request.dossier.consent_epoch:
-            answer.reusable_until.FromDatetime(reusable_until(consent, now))
+            answer.reusable_for.FromTimedelta(reusable_until(consent, now) - now)
         return answer
 
     def _judged(

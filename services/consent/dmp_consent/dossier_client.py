@@ -58,27 +58,32 @@ class DossierChangeMarks:
         self._tokens = tokens
         self._deadline = deadline
 
-    async def _mark(self, ins: str, change_id: str, done: bool) -> None:
+    async def _mark(self, ins: str, change_id: str, done: bool, own_deadline: bool) -> None:
         async def ask(token: str) -> None:
+            options = call_options(self._deadline, token=token)
+            if own_deadline:  # not what is left of the request's, which a slow write used up
+                options["timeout"] = self._deadline
             await self._dossier.MarkConsentChange(
                 dossier_pb2.MarkConsentChangeRequest(ins=ins, change_id=change_id, done=done),
-                **call_options(self._deadline, token=token),
+                **options,
             )
 
         await self._tokens.call(ask)
 
     async def begin(self, ins: str, change_id: str) -> None:
+        """Any failure refuses the change, an old dossier's UNIMPLEMENTED included: deny by
+        default."""
         try:
-            await self._mark(ins, change_id, done=False)
+            await self._mark(ins, change_id, done=False, own_deadline=False)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return  # a dossier of before epochs gives none: no state is reused
             raise error_from_rpc(exc) from exc
 
     async def end(self, ins: str, change_id: str) -> None:
-        try:
-            await self._mark(ins, change_id, done=True)
-        except (grpc.aio.AioRpcError, DmpError) as exc:
-            # The change is written; its mark lapses by itself (dossier's CONSENT_CHANGE_SECONDS),
-            # and until then dossier gives no epoch, so no state is reused meanwhile.
-            log.warning("consent_change_end_unmarked", error=str(exc))
+        for attempt in (1, 2):
+            try:
+                await self._mark(ins, change_id, done=True, own_deadline=True)
+                return
+            except (grpc.aio.AioRpcError, DmpError) as exc:
+                # The change is written; its mark lapses by itself (dossier's
+                # CONSENT_CHANGE_SECONDS), and until then dossier gives no epoch.
+                log.warning("consent_change_end_unmarked", attempt=attempt, error=str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,6 +31,9 @@ DossierLookup = Callable[[str], Awaitable[tuple[DossierStatus, list[str]] | None
 FORMER_REPRESENTATIVES = "former_representatives"
 # Consent states held in memory, the dossiers most recently read (a few hundred bytes each).
 STATES_HELD = 10_000
+# A change's mark is renewed before a write attempt this long after it was made: well within
+# the minute after which dossier lets a mark lapse (CONSENT_CHANGE_SECONDS).
+REMARK_SECONDS = 20.0
 STATES = Counter(
     "dmp_consent_states_total",
     "Consent states a decision used: read from the database, or reused",
@@ -114,12 +118,15 @@ class ConsentStore(Store):
         if self.marks is None or not changes_state:
             return await change_document(self.consents, ins, fields, *events, create=create)
         marks, change_id, begun = self.marks, os.urandom(16).hex(), False
+        marked_at = 0.0
 
         async def begin() -> None:
-            nonlocal begun
-            if not begun:
+            # Before each attempt to write: marked once, and again (a new lapse) if the first
+            # mark is old, so no write lands after its mark has lapsed (a slow database).
+            nonlocal begun, marked_at
+            if not begun or time.monotonic() - marked_at > REMARK_SECONDS:
                 await marks.begin(ins, change_id)
-                begun = True
+                begun, marked_at = True, time.monotonic()
                 self._states.pop(ins, None)
 
         try:

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import AsyncMongoClient
 
+from dmp_consent import store as store_module
 from dmp_consent.api import VERDICT_REUSE_SECONDS, reusable_until
 from dmp_consent.domain import ConsentState, DossierStatus, EmergencyGrant, Mode
 from dmp_consent.store import ConsentStore, consent_state
 from dmp_kit.errors import Unavailable
+from dmp_kit.outbox import VERSION
 from dmp_stack.testing import Infra, make_ins
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -142,3 +144,35 @@ async def test_verdicts_are_reusable_until_the_next_grant_ends_and_a_minute_at_m
     assert reusable_until(ConsentState(grants=(gone,)), now) == now + timedelta(
         seconds=VERDICT_REUSE_SECONDS
     )
+
+
+async def test_a_retried_write_is_marked_again_once_its_mark_is_old(
+    marked: tuple[ConsentStore, Marks], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer lands between this change's read and write, so it retries: marked once
+    while the mark is fresh, and again before the retry when it is old."""
+    store, marks = marked
+    ins = make_ins()
+    await store.record_dossier_status(ins, DossierStatus.OPEN, T0, [])
+
+    async def changed_by_another() -> list[str]:
+        raced = False
+        real_begin = marks.begin
+
+        async def begin(ins_: str, change_id: str) -> None:
+            nonlocal raced
+            await real_begin(ins_, change_id)
+            if not raced:  # the record changes after this attempt read it
+                raced = True
+                await store.consents.update_one({"_id": ins}, {"$inc": {VERSION: 1}})
+
+        marks.seen.clear()
+        monkeypatch.setattr(marks, "begin", begin)
+        await store.change(ins, lambda doc: {"blocked": [{"rpps": BLOCKED}]})
+        monkeypatch.undo()
+        return [what for what, _, _ in marks.seen]
+
+    assert await changed_by_another() == ["begin", "end"]
+    monkeypatch.setattr(store_module, "REMARK_SECONDS", -1.0)
+    kinds = await changed_by_another()
+    assert kinds == ["begin", "begin", "end"], kinds

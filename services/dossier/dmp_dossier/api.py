@@ -378,7 +378,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self, ins: str, dossier: Document | None, docs: list[Document]
     ) -> tuple[set[str], int]:
         """Consent's batch verdict: the ids of `docs` the caller may read, and the mode.
-        Consent's verdicts are reused while it says they hold (`reusable_until`) for the same
+        Consent's verdicts are reused while it says they hold (`reusable_for`) for the same
         caller (the same token), dossier context (its consent epoch included: none while a
         consent change is under way) and document facts; anything else is asked again."""
         if not docs:
@@ -410,8 +410,8 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
         visible = set(answer.visible_ids)
-        if context.consent_epoch and answer.HasField("reusable_until"):
-            until = answer.reusable_until.ToDatetime(tzinfo=now.tzinfo)
+        if context.consent_epoch and answer.HasField("reusable_for"):
+            until = now + answer.reusable_for.ToTimedelta()  # from before the request left
             allowed = {_facts(d): d["_id"] in visible for d in docs}
             if held is not None and now < held.until and held.mode == answer.mode:
                 allowed = {**held.allowed, **allowed}

@@ -39,8 +39,8 @@ KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 # ~350 bytes.
 LISTINGS = 32
 DOCUMENTS_PER_LISTING = 10_000
-# Listings' stored bytes whose decoded documents are kept for reads (about four times as much
-# in memory): a dossier of 200 documents is 70 kB.
+# Listings' stored bytes whose decoded documents are kept for reads (the documents take about
+# four times as much memory again): a dossier of 200 documents is 70 kB.
 DECODED_BYTES = 8 * 1024 * 1024
 # Consent's changes of this dossier, in its record: {"epoch": str, "changing": {id: until}}.
 CONSENT_MARK = "consent_mark"
@@ -66,8 +66,11 @@ class DossierStore(Store):
     def __init__(self, db: Any) -> None:
         super().__init__(db)
         self._keys: OrderedDict[tuple[str, datetime], bytes] = OrderedDict()
-        # Listings decoded, by their stored bytes (what changes with every change of them).
-        self._decoded: LRUCache[bytes, list[Document]] = LRUCache(DECODED_BYTES, getsizeof=len)
+        # Listings decoded, by their dossier and stored bytes (what changes with every change
+        # of them), each counted as the size of those bytes.
+        self._decoded: LRUCache[tuple[str, bytes], tuple[int, list[Document]]] = LRUCache(
+            DECODED_BYTES, getsizeof=lambda held: held[0]
+        )
 
     @property
     def dossiers(self) -> Any:
@@ -154,11 +157,11 @@ class DossierStore(Store):
                 dossier = found
             elif shared and "docs" in found:
                 stored = bytes(found["docs"])
-                entries = self._decoded.get(stored)
-                if entries is None:
-                    entries = listing_entries(found)
-                    self._decoded[stored] = entries
-                docs += entries
+                held = self._decoded.get((ins, stored))
+                if held is None:
+                    held = (len(stored), listing_entries(found))
+                    self._decoded[(ins, stored)] = held
+                docs += held[1]
             else:
                 docs += listing_entries(found)
         if dossier is None:
@@ -177,13 +180,22 @@ class DossierStore(Store):
         change of the dossier's own data: its version is left alone, so no write of dossier
         conflicts with it. No record, nothing to mark: a dossier opened later starts without
         an epoch."""
+        record = await self.dossiers.find_one({"_id": ins}, {f"{CONSENT_MARK}.changing": 1})
+        if record is None:
+            return
+        changing = (record.get(CONSENT_MARK) or {}).get("changing") or {}
+        # Entries that lapsed (changes never said ended) go, so that none piles up.
+        lapsed = {f"{CONSENT_MARK}.changing.{i}": "" for i, t in changing.items() if t <= now}
         epoch = {f"{CONSENT_MARK}.epoch": os.urandom(16).hex()}
         entry = f"{CONSENT_MARK}.changing.{change_id}"
         if done:
-            update: Document = {"$set": epoch, "$unset": {entry: ""}}
+            update: Document = {"$set": epoch, "$unset": {**lapsed, entry: ""}}
         else:
             until = now + timedelta(seconds=CONSENT_CHANGE_SECONDS)
             update = {"$set": {**epoch, entry: until}}
+            lapsed.pop(entry, None)
+            if lapsed:
+                update["$unset"] = lapsed
         await self.dossiers.update_one({"_id": ins}, update)
 
     async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
@@ -615,9 +627,12 @@ class DossierStore(Store):
         await self.export_slots.delete_many({"_id": ins})
 
     async def purge(self, ins: str) -> None:
-        """The key first (the content is unreadable from then on), then the rest."""
+        """The key first (the content is unreadable from then on), then the rest; nothing of
+        the dossier kept in this process's memory either."""
         for held in [held for held in self._keys if held[0] == ins]:
             del self._keys[held]
+        for decoded in [decoded for decoded in self._decoded if decoded[0] == ins]:
+            del self._decoded[decoded]
         await self.keys.delete_one({"_id": ins})
         await self.purge_exports(ins)
         for doc in await self.documents_of(ins):

@@ -63,3 +63,16 @@ async def test_no_mark_creates_a_record(store: DossierStore) -> None:
     await store.mark_consent_change(ins, A, done=True, now=T0)
     assert await store.get_dossier(ins) is None
     assert await store.dossiers.count_documents({"ins": ins}) == 0
+
+
+async def test_a_lapsed_change_is_cleared_by_the_next_mark(store: DossierStore) -> None:
+    ins = make_ins()
+    await store.insert_dossier({"_id": ins, "status": "open"})
+    await store.mark_consent_change(ins, A, done=False, now=T0)  # never said ended
+    later = T0 + timedelta(seconds=CONSENT_CHANGE_SECONDS + 1)
+    await store.mark_consent_change(ins, B, done=False, now=later)
+    record = await store.get_dossier(ins) or {}
+    assert set(record["consent_mark"]["changing"]) == {B}
+    await store.mark_consent_change(ins, B, done=True, now=later)
+    record = await store.get_dossier(ins) or {}
+    assert record["consent_mark"]["changing"] == {} and consent_epoch(record, later)

@@ -271,3 +271,9 @@ async def test_a_shared_read_decodes_a_listing_once_and_again_once_changed(
     await store.change_document_record(first[1], lambda d: {"title": "Nouveau titre"})
     _, changed = await store.dossier_and_documents(ins, shared=True)
     assert [d["title"] for d in changed] == ["CR 2", "Nouveau titre", "CR 0"]
+    # Held by their stored bytes' size, and forgotten with the dossier.
+    listings = store.listings.find({"ins": ins, "docs": {"$exists": True}})
+    stored = [len(bytes(listing["docs"])) async for listing in listings]
+    assert store._decoded.currsize >= sum(stored)
+    await store.purge(ins)
+    assert not [key for key in store._decoded if key[0] == ins]
