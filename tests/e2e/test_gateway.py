@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dmp_stack.testing import RunningStack
+from dmp_stack.testing import RunningStack, until
 
 
 def test_unknown_route_and_method_are_problems(stack: RunningStack) -> None:
@@ -64,7 +64,10 @@ def test_openapi_docs_and_metrics(stack: RunningStack) -> None:
 
 
 def test_readyz_reports_every_service(stack: RunningStack) -> None:
+    """Ready, naming every service; waited for, since a fault test of the session (a database
+    paused) may have just left every service not serving for a few seconds."""
     with stack.client() as c:
+        until(lambda: c.get("/readyz").json()["status"] == "ready", timeout=60)
         body = c.get("/readyz").json()
     assert body["status"] == "ready", body
     assert set(body["checks"]) == {

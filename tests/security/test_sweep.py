@@ -644,6 +644,9 @@ ALLOWED_CONFLICTS[("POST", "/v1/admin/signing-keys/{key_id}/revoke")] = 404
 # Allowed, and a patient writes first only to a pharmacy that dispensed to them (the example
 # names a patient: tests/e2e/test_messaging.py covers the pharmacy).
 ALLOWED_CONFLICTS[("POST", "/v1/conversations")] = 422
+# Allowed, and refused as too soon when another test of the session rotated within the JWKS'
+# cache time (tests/e2e/test_identity.py rotates, and covers the refusal).
+ALLOWED_CONFLICTS[("POST", "/v1/admin/signing-keys/rotate")] = 409
 # Allowed, and the sweep names nobody whose view to preview (tests/e2e/test_preview.py does).
 ALLOWED_CONFLICTS[("GET", "/v1/dossiers/{ins}/preview")] = 422
 # Allowed, and the example is refused on its merits: a wrong current password, a code for no
