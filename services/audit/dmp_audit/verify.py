@@ -29,6 +29,7 @@ import asyncio
 import binascii
 import contextlib
 import hashlib
+import multiprocessing
 import os
 import re
 import time
@@ -52,6 +53,11 @@ Progress = Callable[[int], None]
 # string, so this text can only occur where an entry starts.
 HEADS = re.compile(rb'\{"v":1,"seq":(\d+),"ins":"([0-9A-Za-z]*)","n":(\d+),"prev":"([0-9a-f]*)",')
 PARALLEL_FROM_CHUNKS = 64  # below this, worker processes cost more than they save
+# Workers forked from a server started once, single-threaded, with this module loaded: a
+# worker forked from the caller itself (a service, a test run) could inherit a lock another
+# of its threads held at that moment, and wait on it for ever.
+WORKERS = multiprocessing.get_context("forkserver")
+WORKERS.set_forkserver_preload([__name__])
 IN_FLIGHT = 16
 
 Subtree = tuple[int, bytes]  # (height, root) of a complete, aligned subtree
@@ -263,7 +269,7 @@ async def scan(
     signed_sizes = tuple(sorted({h.size for h in heads}))
     pool: Executor | None = None
     if parallel or (parallel is None and chunk_count >= PARALLEL_FROM_CHUNKS):
-        pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 2)
+        pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 2, mp_context=WORKERS)
     try:
         await _scan_chunks(state, store, heads, signed_sizes, pool, progress)
     finally:

@@ -241,7 +241,14 @@ async def test_impossible_proofs_are_refused_with_the_field(
     assert err.field == field
 
 
-async def test_consistency_sizes_are_checked(audit: audit_pb2_grpc.AuditServiceStub) -> None:
+async def test_consistency_sizes_are_checked(
+    stack: RunningStack, audit: audit_pb2_grpc.AuditServiceStub, bus: EventBus
+) -> None:
+    # A log of one entry at least, whatever ran before: so size 1 is a valid `to`.
+    ins = make_ins()
+    (event,) = records(1, ins)
+    await bus.publish_event(event)
+    assert await entries_of(stack, audit, ins, 1)
     for from_size, to_size, field in ((0, 1, "from"), (5, 2**40, "to")):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await audit.GetConsistencyProof(
