@@ -238,11 +238,16 @@ def test_no_span_holds_a_patients_identifier_content_or_a_token(
     with team.client("outsider") as c:
         assert c.get(f"/v1/dossiers/{team.ins}/documents").status_code in (403, 404)
 
-    # Everything above exported (each process exports every second).
+    # Everything above exported (each process exports every second, its spans in order): the
+    # marker's spans from the gateway and from the audit log's consumer, the last to come.
+    # Both, since the requests above take well under the gateway's second between exports.
     marker_id, header = traceparent()
     with team.client("gp") as c:
         c.get(f"/v1/dossiers/{team.ins}/documents", headers={"traceparent": header})
-    traced.trace(marker_id, lambda spans: bool(by(spans, "audit")))
+    marker = traced.trace(
+        marker_id, lambda spans: bool(by(spans, "audit")) and bool(by(spans, "gateway"))
+    )
+    assert by(marker, "audit") and by(marker, "gateway"), marker
 
     spans = traced.spans()
     assert len(spans) > 100
