@@ -117,16 +117,16 @@ class ConsentStore(Store):
         marked), ended after."""
         if self.marks is None or not changes_state:
             return await change_document(self.consents, ins, fields, *events, create=create)
-        marks, change_id, begun = self.marks, os.urandom(16).hex(), False
-        marked_at = 0.0
+        marks, change_id = self.marks, os.urandom(16).hex()
+        marked_at: float | None = None  # when the change was last marked begun
 
         async def begin() -> None:
             # Before each attempt to write: marked once, and again (a new lapse) if the first
             # mark is old, so no write lands after its mark has lapsed (a slow database).
-            nonlocal begun, marked_at
-            if not begun or time.monotonic() - marked_at > REMARK_SECONDS:
+            nonlocal marked_at
+            if marked_at is None or time.monotonic() - marked_at > REMARK_SECONDS:
                 await marks.begin(ins, change_id)
-                begun, marked_at = True, time.monotonic()
+                marked_at = time.monotonic()
                 self._states.pop(ins, None)
 
         try:
@@ -134,7 +134,7 @@ class ConsentStore(Store):
                 self.consents, ins, fields, *events, create=create, before_write=begin
             )
         finally:
-            if begun:
+            if marked_at is not None:
                 await marks.end(ins, change_id)
 
     async def record_dossier_status(
