@@ -83,7 +83,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 field="page_size",
             )
         own_only, after = await self._view(who, ins)
-        self._ready()
+        if self.audit.may_append() and not self.audit.loaded:
+            # the sequencer reloading: its trails' heads are being read again
+            raise Unavailable("the audit log is loading")
         await self._caught_up(context)
         end = await self.audit.trail_length(ins)
         if request.cursor:
@@ -207,7 +209,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetCheckpoint(
         self, request: pb.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckpointResponse:
-        self._ready()
+        await self._ready()
         if request.witnessed:
             head, note = await self._witnessed()
         else:
@@ -228,7 +230,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetInclusionProofResponse:
-        self._ready()
+        await self._ready()
         size = self._tree_size(request.tree_size, "tree_size")
         if not 0 <= request.seq < size:
             raise InvalidArgument(
@@ -246,7 +248,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConsistencyProofResponse:
-        self._ready()
+        await self._ready()
         to_size = self._tree_size(request.to_size, "to")
         if not 0 < request.from_size <= to_size:
             raise InvalidArgument(f"from must be between 1 and {to_size}", field="from")
@@ -291,7 +293,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> pb.SubmitCosignatureResponse:
         """Keep a configured witness's cosignature of a checkpoint this log signed; refuse
         anything else whole, keeping nothing (the signatures are the only credential)."""
-        self._ready()
+        await self._ready()
         try:
             checkpoint, cosigned = check_submission(
                 request.note.encode(), self.audit.notes.verifier_key, self.witnesses
@@ -316,7 +318,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetTile(
         self, request: pb.GetTileRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetTileResponse:
-        self._ready()
+        await self._ready()
         try:
             tile = Tile.parse(request.path)
         except BadTilePath as exc:
@@ -338,7 +340,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             )
         return asked
 
-    def _ready(self) -> None:
+    async def _ready(self) -> None:
+        """The tree is known. A replica that does not append follows the sequencer every
+        lease margin; one that has not followed yet (just started, or the sequencer's first
+        head signed since) reads the stored edge and head now rather than refuse the read."""
+        if not self.audit.loaded and not self.audit.may_append():
+            try:
+                await self.audit.follow()
+            except Exception as exc:  # the database unreachable, or the log not the tree's
+                log.warning("audit_follow_failed", error=type(exc).__name__)
         if not self.audit.loaded:
             raise Unavailable("the audit log is loading")
 

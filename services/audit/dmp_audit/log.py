@@ -106,6 +106,7 @@ class AuditLog:
         # appender's linger (consumer.py) ends at once.
         self.hurry = asyncio.Event()
         self.loaded = False
+        self._following = asyncio.Lock()
 
     def _tree(self, size: int = 0, edge: Sequence[bytes] = ()) -> TiledTree:
         return TiledTree(
@@ -117,7 +118,12 @@ class AuditLog:
     async def follow(self) -> None:
         """For a replica that does not append (another holds the sequencer's lease): the
         stored edge and newest head, as the sequencer last wrote them, nothing written. Reads
-        are served from them; called again every so often to follow the log."""
+        are served from them; called again every so often to follow the log, and by a read
+        that finds nothing followed yet (one at a time: an older edge never replaces a newer)."""
+        async with self._following:
+            await self._follow()
+
+    async def _follow(self) -> None:
         self._chains.clear()  # a cache of an earlier tenure as sequencer: heads moved on since
         edge = await self.store.load_edge()
         head = await self.store.latest_head()

@@ -22,15 +22,18 @@ from bson import Binary
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
+from dmp.audit.v1 import audit_pb2
 from dmp_audit import merkle
+from dmp_audit.api import AuditServicer
 from dmp_audit.config import AuditSettings
 from dmp_audit.entry import Entry, TreeHeadSigner, raw_public_key
 from dmp_audit.log import AuditLog, LogCorrupted, NotSequencer, Record
 from dmp_audit.store import AuditStore, ChunkTaken, pack, unpack
 from dmp_audit.tiles import TamperedTile, TileFiles
 from dmp_audit.verify import scan
-from dmp_kit.auth import Principal
+from dmp_kit.auth import Principal, current_principal
 from dmp_kit.clock import ManualClock
+from dmp_kit.errors import Unavailable
 from dmp_kit.events import audit_event
 from dmp_stack.testing import CommandsSent, Infra, make_ins, make_rpps
 
@@ -562,6 +565,51 @@ async def test_a_replica_that_does_not_append_follows_the_sequencer_and_proves_t
     await follower.load()
     assert follower.size == 702 and follower.tree.root() == leader.tree.root()
     assert (await scan(store, KEYS)).problem is None
+
+
+async def test_a_replica_that_has_not_followed_yet_serves_reads_at_once(store: AuditStore) -> None:
+    """Behind round-robin channels a read may reach a replica before its first follow: it
+    serves the trail from the database and reads the stored edge and head on demand, rather
+    than answer "loading" while the sequencer has signed."""
+    leader, follower = new_log(store), new_log(store)
+    follower.may_append = lambda: False
+    api = AuditServicer(follower, store, identity=None, deadline=1.0)  # type: ignore[arg-type]
+    with pytest.raises(Unavailable, match="loading"):  # nothing signed anywhere yet
+        await api.GetCheckpoint(audit_pb2.GetCheckpointRequest(), None)  # type: ignore[arg-type]
+    await leader.load()
+    ins = make_ins()
+    patient = Principal(kind="patient", subject=ins, ins=ins, roles=frozenset({"patient"}))
+    reads = [  # the patient's own: their names need no directory
+        Record(s, audit_event(source="dossier", clock=CLOCK, caller=patient, patient_ins=ins,
+                              action="read", outcome="success"))
+        for s in range(1, 6)
+    ]  # fmt: skip
+    await leader.append(reads)
+    await leader.sign()
+    assert not follower.loaded
+    token = current_principal.set(patient)
+    try:
+        trail = await api.ListAccessLog(
+            audit_pb2.ListAccessLogRequest(ins=ins, page_size=10),
+            None,  # type: ignore[arg-type]
+        )
+    finally:
+        current_principal.reset(token)
+    assert [e.seq for e in trail.entries] == [4, 3, 2, 1, 0]
+    got = await api.GetCheckpoint(audit_pb2.GetCheckpointRequest(), None)  # type: ignore[arg-type]
+    assert follower.loaded and got.checkpoint.size == 5
+    assert got.checkpoint.root_hash == leader.head.root_hash  # type: ignore[union-attr]
+    # the sequencer reloading refuses until its heads are read again, not a partial trail
+    leader.loaded = False
+    token = current_principal.set(patient)
+    try:
+        with pytest.raises(Unavailable, match="loading"):
+            await AuditServicer(leader, store, identity=None, deadline=1.0).ListAccessLog(  # type: ignore[arg-type]
+                audit_pb2.ListAccessLogRequest(ins=ins),
+                None,  # type: ignore[arg-type]
+            )
+    finally:
+        current_principal.reset(token)
 
 
 async def _stored(store: AuditStore) -> dict[str, Any]:
