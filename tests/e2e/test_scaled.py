@@ -158,10 +158,25 @@ def test_each_document_is_traced_and_notified_once(scaled: RunningStack, team: C
     assert len(inbox()) == documents  # two notify replicas share the work: once each
 
     def trail() -> list[dict[str, Any]]:
+        """Every creation in the whole trail, page after page: the other tests' lists are in
+        it too, however many."""
+        created: list[dict[str, Any]] = []
+        cursor = ""
         with team.client("patient") as c:
-            r = c.get(f"/v1/dossiers/{team.ins}/access-log", params={"page_size": 100})
-        assert r.status_code == 200, r.text
-        return [e for e in r.json()["entries"] if e["action"] == "create" and e.get("document_id")]
+            while True:
+                params: dict[str, Any] = {
+                    "page_size": 100,
+                    **({"cursor": cursor} if cursor else {}),
+                }
+                r = c.get(f"/v1/dossiers/{team.ins}/access-log", params=params)
+                assert r.status_code == 200, r.text
+                page = r.json()
+                created += [
+                    e for e in page["entries"] if e["action"] == "create" and e.get("document_id")
+                ]
+                cursor = page.get("next") or ""
+                if not cursor:
+                    return created
 
     assert until(lambda: len(trail()) >= documents, timeout=60)
     seqs = [e["seq"] for e in trail()]
