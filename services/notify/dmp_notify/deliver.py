@@ -1,11 +1,14 @@
 """From events to notifications: the inbox, then e-mail and SMS as each person chose.
 
 Exactly once in effect: the inbox entry is keyed by (event, recipient), each delivery by
-(event, recipient, channel) in the delivery log, claimed (`sending`) before sending and marked
-`sent` after. A failed send releases its claim and fails the event, which JetStream redelivers
-later (with backoff): what was sent is not sent again, what failed is tried again. A claim left
-`sending` by a process that died mid-send is taken over once it is stale: in that one window a
-message may go twice rather than never, an e-mail with the same Message-ID both times.
+(event, recipient, channel) in the delivery log, recorded once it was made. The inbox entry's
+insert says whether the event is new for its recipient: then nothing was sent for it yet, and
+the messages go without asking the log. An event seen before (redelivered after a failed send
+or a crash) asks the log for each channel: what was sent is not sent again, what failed is
+tried again. A failed send fails the event, which JetStream redelivers later (with backoff);
+while a handler works, the consumer tells JetStream so, and nothing is redelivered under it. A
+process that dies between a send and its record leaves that one window: the message goes twice
+rather than never, an e-mail with the same Message-ID both times.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ class Notifier:
     ) -> None:
         """`chosen`: the recipient's channels when already read (else read here)."""
         now = self.clock.now()
-        await self.store.add_notification(
+        first = await self.store.add_notification(
             {
                 "_id": f"{event_id}:{notice.recipient}",
                 "recipient": notice.recipient,
@@ -199,19 +202,17 @@ class Notifier:
                 DELIVERIES.labels(channel, "skipped").inc()
                 continue  # no address for this channel: the inbox has it
             key = f"{event_id}:{notice.recipient}:{channel}"
-            stale = 3 * self.settings.smtp_timeout_seconds
-            if not await self.store.claim_event_delivery(key, channel, now, stale, ins):
-                continue  # sent already (a redelivered event), or being sent right now
+            if not first and await self.store.was_delivered(key):
+                continue  # sent already: the event is delivered again for another's failure
             try:
                 if channel == "email":
                     await self.email.send(destination, notice.message, delivery=key)
                 else:
                     await self.sms.send(destination, domain.sms_text(notice.message))
             except Exception as exc:
-                await self.store.release_delivery(key)
                 DELIVERIES.labels(channel, "failed").inc()
                 raise DeliveryFailed(channel, exc) from exc
-            await self.store.delivered(key)
+            await self.store.delivered(key, channel, now, ins)
             DELIVERIES.labels(channel, "sent").inc()
             if self.settings.env is Env.DEV:  # /dev/outbox lists every message sent
                 await self.store.record_dev_message(destination, channel, notice.message, now)

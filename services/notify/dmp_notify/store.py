@@ -10,7 +10,7 @@ read in one lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dmp_kit.mongo import Document, Store, insert_once, upsert
@@ -46,30 +46,17 @@ class NotifyStore(Store):
             self.deliveries, {"_id": key, "channel": channel, "created_at": now}
         )
 
-    async def claim_event_delivery(
-        self, key: str, channel: str, now: datetime, stale: float, ins: str
-    ) -> bool:
-        """Claim a notification's delivery: True to send it now. A claim still `sending` after
-        `stale` seconds belongs to a process that died mid-send: it is taken over (sent again
-        rather than lost)."""
-        doc = {
-            "_id": key,
-            "channel": channel,
-            "created_at": now,
-            "state": "sending",
-            "at": now,
-            "ins": ins,
-        }
-        if await insert_once(self.deliveries, doc):
-            return True
-        taken = await self.deliveries.update_one(
-            {"_id": key, "state": "sending", "at": {"$lt": now - timedelta(seconds=stale)}},
-            {"$set": {"at": now}},
-        )
-        return bool(taken.modified_count)
+    async def was_delivered(self, key: str) -> bool:
+        """Whether a notification's delivery was recorded as made. A claim left `sending` by
+        an earlier version that died mid-send is not: it is sent again rather than lost."""
+        doc = await self.deliveries.find_one({"_id": key}, {"state": 1})
+        return doc is not None and doc.get("state") != "sending"
 
-    async def delivered(self, key: str) -> None:
-        await self.deliveries.update_one({"_id": key}, {"$set": {"state": "sent"}})
+    async def delivered(self, key: str, channel: str, now: datetime, ins: str) -> None:
+        """Records a notification's delivery, once it was made."""
+        doc = {"_id": key, "channel": channel, "created_at": now, "state": "sent", "ins": ins}
+        if not await insert_once(self.deliveries, doc):
+            await self.deliveries.update_one({"_id": key}, {"$set": {"state": "sent"}})
 
     async def release_delivery(self, key: str) -> None:
         await self.deliveries.delete_one({"_id": key})
