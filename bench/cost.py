@@ -89,7 +89,9 @@ def ops_of(folder: Path) -> dict[str, Counter[str]]:
             commands = json.loads(path.read_text())["commands"]
         except (OSError, ValueError, KeyError):
             continue
-        out[path.stem] = Counter({k: v for k, v in commands.items() if k not in HOUSEKEEPING})
+        out[path.stem] = Counter(
+            {k: v for k, v in commands.items() if k.split(" ")[0] not in HOUSEKEEPING}
+        )
     return out
 
 
@@ -182,8 +184,13 @@ def measure(
         for name in ops1
     }
     by_command: Counter[str] = Counter()
+    by_collection: dict[str, dict[str, float]] = {}
     for name in ops1:
-        by_command.update(ops1[name] - ops0.get(name, Counter()))
+        sent = ops1[name] - ops0.get(name, Counter())
+        for key, n in sent.items():
+            by_command[key.split(" ")[0]] += n
+        if sent:
+            by_collection[name] = {k: round(v / requests, 2) for k, v in sorted(sent.items())}
     return {
         "requests": requests,
         "workers": workers,
@@ -203,6 +210,8 @@ def measure(
         "db_ops_by_command": {
             k: round(v / requests, 2) for k, v in sorted(by_command.items()) if v
         },
+        # each service's commands by collection ("update listings"): where the operations go
+        "db_ops_by_collection": by_collection,
     }
 
 

@@ -26,14 +26,17 @@ _client: AsyncMongoClient[Document] | None = None
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts the commands this process sends to the database, by name (pymongo's command
-    monitoring): the benchmarks' "database operations per request"."""
+    """Counts the commands this process sends to the database, by name and collection ("find
+    dossiers"; pymongo's command monitoring): the benchmarks' "database operations per
+    request"."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.counts[event.command_name] += 1
+        target = event.command.get(event.command_name)
+        name = event.command_name
+        self.counts[f"{name} {target}" if isinstance(target, str) else name] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
