@@ -44,24 +44,28 @@ class CommandCounter(monitoring.CommandListener):
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
 
-    def keep_in(self, path: Path, every: float = 0.25) -> None:
-        """Rewrites `path` with the counts, checked every `every` seconds from a daemon thread
-        and written when they changed (an idle process writes nothing)."""
+    def keep_in(self, path: Path, every: float = 0.25, busy: float = 1.0) -> None:
+        """Rewrites `path` with the counts from a daemon thread, checked every `every` seconds:
+        once they stopped changing, or every `busy` seconds while they change (under load the
+        file is not rewritten four times a second in every process), never when idle."""
 
         def loop() -> None:
             tmp = path.with_suffix(".tmp")
-            written = -1
+            seen = written = -1
+            last = 0.0
             pause = threading.Event()
             while True:
                 total = self.counts.total()
-                if total != written:
+                now = time.monotonic()
+                if total != written and (total == seen or now - last >= busy):
                     try:
                         counts = {"pid": os.getpid(), "commands": dict(self.counts)}
                     except RuntimeError:  # a new command name as it was copied: next round
                         continue
                     tmp.write_text(json.dumps(counts))
                     tmp.replace(path)
-                    written = total
+                    written, last = total, now
+                seen = total
                 pause.wait(every)
 
         threading.Thread(target=loop, name="mongo-ops", daemon=True).start()
