@@ -93,10 +93,11 @@ def test_a_block_is_in_force_at_once_through_every_replica(
     scaled: RunningStack, team: CareTeam
 ) -> None:
     """Rule 5 across replicas while dossier reuses consent's verdicts and consent the states it
-    read (docs/scaling.md): both dossier replicas answer the care team's lists from verdicts
-    they were given, consent from states it read; then the patient blocks the doctor through
-    one gateway, and the doctor's very next list, through either gateway, whichever replicas
-    serve it, is refused, the others' still answered; authorised again, answered."""
+    read (docs/scaling.md): both dossier replicas answer the care team's lists and the doctor's
+    writes from verdicts they were given, consent from states it read; then the patient blocks
+    the doctor through one gateway, and the doctor's very next list or write, through either
+    gateway, whichever replicas serve it, is refused, the others' still answered; authorised
+    again, answered."""
     urls = scaled.state.gateway_urls
     assert add(scaled, urls[0], team, "Lettre de liaison") == 201
 
@@ -105,10 +106,23 @@ def test_a_block_is_in_force_at_once_through_every_replica(
             c.base_url = url  # type: ignore[assignment]
             return c.get(f"/v1/dossiers/{team.ins}/documents").status_code
 
+    notes = iter(range(1000))
+
+    def writes(url: str) -> int:
+        """The doctor adds a document of the same facts (type, author) each time, so its
+        decision is reused."""
+        with team.client("doctor") as c:
+            c.base_url = url  # type: ignore[assignment]
+            body = document(f"Note de suivi {next(notes)}")
+            return c.post(f"/v1/dossiers/{team.ins}/documents", json=body).status_code
+
     def round_of_lists() -> dict[str, list[int]]:
         return {
-            who: [lists(who, urls[i % 2]) for i in range(6)]
-            for who in ("doctor", "gp", "pharmacist")
+            **{
+                who: [lists(who, urls[i % 2]) for i in range(6)]
+                for who in ("doctor", "gp", "pharmacist")
+            },
+            "doctor writes": [writes(urls[i % 2]) for i in range(4)],
         }
 
     def reused(service: str, metric: str) -> dict[str, float]:
@@ -117,8 +131,17 @@ def test_a_block_is_in_force_at_once_through_every_replica(
             for i in scaled.stack.replicas_of(service)
         }
 
-    answered = {"doctor": [200] * 6, "gp": [200] * 6, "pharmacist": [200] * 6}
+    answered = {
+        "doctor": [200] * 6,
+        "gp": [200] * 6,
+        "pharmacist": [200] * 6,
+        "doctor writes": [201] * 4,
+    }
     verdicts = reused("dossier", "dmp_dossier_verdicts_total")
+    decisions = sum(
+        scaled.metric(i.name, "dmp_dossier_verdicts_total", source="reused", of="decision") or 0.0
+        for i in scaled.stack.replicas_of("dossier")
+    )
     states = reused("consent", "dmp_consent_states_total")
     try:
         for turn in range(3):
@@ -130,7 +153,8 @@ def test_a_block_is_in_force_at_once_through_every_replica(
                     f"/v1/dossiers/{team.ins}/professionals/{rpps}", json={"status": "blocked"}
                 )
                 assert r.status_code == 200, r.text
-            assert round_of_lists() == {**answered, "doctor": [403] * 6}, f"turn {turn}"
+            refused = {**answered, "doctor": [403] * 6, "doctor writes": [403] * 4}
+            assert round_of_lists() == refused, f"turn {turn}"
             team.set_pro("doctor", "authorized")
             assert round_of_lists() == answered, f"turn {turn}"
     finally:
@@ -138,6 +162,14 @@ def test_a_block_is_in_force_at_once_through_every_replica(
     # What is under test happened: both dossier replicas reused verdicts, consent reused states.
     after = reused("dossier", "dmp_dossier_verdicts_total")
     assert all(after[name] > verdicts[name] for name in after), (verdicts, after)
+    assert (
+        sum(
+            scaled.metric(i.name, "dmp_dossier_verdicts_total", source="reused", of="decision")
+            or 0.0
+            for i in scaled.stack.replicas_of("dossier")
+        )
+        > decisions
+    )  # the doctor's writes reused the decision to admit them too
     assert sum(reused("consent", "dmp_consent_states_total").values()) > sum(states.values())
 
 

@@ -163,18 +163,16 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         document = (
             _document(request.document, self.catalogue) if request.HasField("document") else None
         )
+        now = self.clock.now()
         decision = decide(
-            caller(),
-            _context(ins, request.dossier),
-            consent,
-            self.matrix,
-            action,
-            self.clock.now(),
-            document,
+            caller(), _context(ins, request.dossier), consent, self.matrix, action, now, document
         )
-        return pb.DecideResponse(
+        answer = pb.DecideResponse(
             allowed=decision.allowed, mode=MODES[decision.mode], reason=decision.reason
         )
+        if request.dossier.consent_epoch:  # a state of that epoch: the caller may reuse it
+            answer.reusable_for.FromTimedelta(reusable_until(consent, now) - now)
+        return answer
 
     async def FilterDocuments(
         self, request: pb.FilterDocumentsRequest, context: grpc.aio.ServicerContext

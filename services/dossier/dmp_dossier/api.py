@@ -281,8 +281,9 @@ class Verdicts:
 VERDICTS_HELD = 10_000
 VERDICTS = Counter(
     "dmp_dossier_verdicts_total",
-    "Consent verdicts a list used: asked of consent, or reused",
-    ["source"],
+    "Consent verdicts a request used (`of` a list of documents, or a single decision): asked "
+    "of consent, or reused",
+    ["source", "of"],
 )
 
 
@@ -333,6 +334,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self.events = DossierEvents(clock)
         self._key_seal = derive_key(settings.dossier_key_bytes, "dossier-data-keys")
         self._verdicts: LRUCache[Any, Verdicts] = LRUCache(VERDICTS_HELD)
+        # single decisions (a write, one document's read) and until when they hold
+        self._decisions: LRUCache[Any, tuple[consent_pb2.DecideResponse, datetime]] = LRUCache(
+            VERDICTS_HELD
+        )
 
     # helpers -----------------------------------------------------------------------------
 
@@ -366,13 +371,37 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         request.dossier.declared_gp = declared_gp
         if document is not None:
             request.document.CopyFrom(_ref(document))
+        # Reused as the lists' verdicts are (`_readable_ids`): the same caller, context (its
+        # epoch included), action, document facts and declared GP, while consent says so.
+        key = (
+            "decide",
+            ins,
+            request.dossier.SerializeToString(deterministic=True),
+            self._whom(caller()),
+            action,
+            _facts(document) if document is not None else None,
+        )
+        now = self.clock.now()
+        held = self._decisions.get(key) if request.dossier.consent_epoch else None
+        if held is not None and now < held[1]:
+            VERDICTS.labels(source="reused", of="decision").inc()
+            return held[0]
+        VERDICTS.labels(source="asked", of="decision").inc()
         try:
             answer: consent_pb2.DecideResponse = await self.consent.Decide(
                 request, **self._timeout()
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
+        if request.dossier.consent_epoch and answer.HasField("reusable_for"):
+            self._decisions[key] = (answer, now + answer.reusable_for.ToTimedelta())
         return answer
+
+    @staticmethod
+    def _whom(who: Principal) -> Any:
+        """The caller by their token's digest, which names them exactly (the token is kept
+        nowhere); a caller with no token, by all it is."""
+        return hashlib.sha256(who.token.encode()).digest() if who.token else who
 
     async def _readable_ids(
         self, ins: str, dossier: Document | None, docs: list[Document]
@@ -384,11 +413,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         if not docs:
             return set(), consent_pb2.ACCESS_MODE_NORMAL
         context = self._context(dossier)
-        who = caller()
-        # The caller by their token's digest, which names them exactly (the token is kept
-        # nowhere); a caller with no token, by all it is.
-        whom: Any = hashlib.sha256(who.token.encode()).digest() if who.token else who
-        key = (ins, context.SerializeToString(deterministic=True), whom)
+        key = (ins, context.SerializeToString(deterministic=True), self._whom(caller()))
         now = self.clock.now()
         held = self._verdicts.get(key) if context.consent_epoch else None
         if held is not None and now < held.until:
@@ -397,9 +422,9 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             except KeyError:
                 pass  # a document of facts not judged under this key yet: ask
             else:
-                VERDICTS.labels(source="reused").inc()
+                VERDICTS.labels(source="reused", of="list").inc()
                 return readable, held.mode
-        VERDICTS.labels(source="asked").inc()
+        VERDICTS.labels(source="asked", of="list").inc()
         try:
             answer = await self.consent.FilterDocuments(
                 consent_pb2.FilterDocumentsRequest(

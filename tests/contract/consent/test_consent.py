@@ -81,6 +81,17 @@ def may_write(answer: Any) -> None:
     assert answer.allowed and answer.reason in ("professional", "patient")
 
 
+def reusable(held: bool) -> Any:
+    """Consent says how long its answer holds only when the request carried an epoch."""
+
+    def check(answer: Any) -> None:
+        assert answer.HasField("reusable_for") == held
+        if held:
+            assert 0 < answer.reusable_for.ToTimedelta().total_seconds() <= 60
+
+    return check
+
+
 def refused(reason: str) -> Any:
     def check(answer: Any) -> None:
         assert not answer.allowed and answer.reason == reason
@@ -172,6 +183,26 @@ CASES = [
         "doctor",
         S.OK,
         check=refused("not_in_care_team"),
+    ),
+    Case(
+        "Decide",
+        "under a consent epoch: reusable for a minute at most",
+        pb.DecideRequest(
+            ins=PATIENT_INS,
+            action=pb.ACTION_READ,
+            dossier=pb.DossierContext(status="open", consent_epoch="e1"),
+        ),
+        "doctor",
+        S.OK,
+        check=reusable(True),
+    ),
+    Case(
+        "Decide",
+        "without an epoch (a consent change under way): not reusable",
+        pb.DecideRequest(ins=PATIENT_INS, action=pb.ACTION_READ, dossier=open_context()),
+        "patient",
+        S.OK,
+        check=reusable(False),
     ),
     Case(
         "Decide",
