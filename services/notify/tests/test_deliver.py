@@ -78,6 +78,14 @@ def document_added(ins: str) -> envelope_pb2.Envelope:
     )
 
 
+async def patient_by_email(store: NotifyStore, what: str) -> tuple[str, str, envelope_pb2.Envelope]:
+    """A patient told of new documents by e-mail: their INS, address, and a new document's
+    event."""
+    ins = make_ins()
+    await store.put_preferences(f"patient:{ins}", {"document_added": ["email"]})
+    return ins, f"{what}-{ins}@example.org", document_added(ins)
+
+
 def commands(sent: CommandsSent) -> list[str]:
     return [f"{name} {command.get(name)}" for name, command in sent.sent]
 
@@ -86,11 +94,8 @@ async def test_a_new_event_is_one_inbox_entry_and_one_message_in_three_operation
     infra: Infra, database: tuple[NotifyStore, CommandsSent]
 ) -> None:
     store, sent = database
-    ins = make_ins()
-    to = f"deliver-{ins}@example.org"
-    await store.put_preferences(f"patient:{ins}", {"document_added": ["email"]})
+    ins, to, event = await patient_by_email(store, "deliver")
     notify = notifier(infra, store, to)
-    event = document_added(ins)
     sent.sent.clear()
     await notify.on_event(event)
     assert commands(sent) == [
@@ -111,10 +116,7 @@ async def test_a_send_that_failed_is_sent_when_the_event_comes_again(
     infra: Infra, database: tuple[NotifyStore, CommandsSent]
 ) -> None:
     store, _ = database
-    ins = make_ins()
-    to = f"retry-{ins}@example.org"
-    await store.put_preferences(f"patient:{ins}", {"document_added": ["email"]})
-    event = document_added(ins)
+    ins, to, event = await patient_by_email(store, "retry")
     nowhere = notifier(infra, store, to, smtp_port=free_port())  # no SMTP server there
     with pytest.raises(DeliveryFailed):
         await nowhere.on_event(event)
@@ -133,10 +135,7 @@ async def test_a_claim_left_sending_by_an_earlier_version_is_sent(
     """An earlier version claimed a delivery (`sending`) before sending it; one that died
     mid-send left its claim. The event delivered again sends it rather than lose it."""
     store, _ = database
-    ins = make_ins()
-    to = f"claimed-{ins}@example.org"
-    await store.put_preferences(f"patient:{ins}", {"document_added": ["email"]})
-    event = document_added(ins)
+    ins, to, event = await patient_by_email(store, "claimed")
     await store.add_notification({"_id": f"{event.id}:patient:{ins}", "recipient": "x"})
     key = f"{event.id}:patient:{ins}:email"
     await store.deliveries.insert_one({"_id": key, "channel": "email", "state": "sending"})
