@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     clock_offset_file: str = ""
 
     # Benchmarks: a directory where each process keeps the count of database commands it has
-    # sent, by command name (<service>.json, rewritten a few times a second). Empty: not kept.
+    # sent, by command name and collection (<service>.json, rewritten once a second at most).
+    # Empty: not kept.
     mongo_ops_dir: str = ""
 
     # Traces (dmp_kit.tracing): an OTLP/HTTP collector's base URL (http://collector:4318), and
