@@ -300,6 +300,14 @@ def test_a_trace_not_kept_costs_no_span_anywhere_and_keeps_its_ids(
     span from the gateway, the services it calls, the relay or the consumers (each goes around
     its instrumentation), while the trace id still reaches the logs of every hop."""
     skipped = secrets.token_hex(16)
+    with team.client("patient") as c:
+        # consent on the path for certain: the care team is consent's to list (a submission's
+        # decision may be one dossier reuses, docs/scaling.md)
+        r = c.get(
+            f"/v1/dossiers/{team.ins}/professionals",
+            headers={"traceparent": f"00-{skipped}-{secrets.token_hex(8)}-00"},
+        )
+        assert r.status_code == 200, r.text
     with team.client("gp") as c:
         submit(c, team, f"00-{skipped}-{secrets.token_hex(8)}-00", "Compte rendu non tracé")
         # A kept trace after it, followed to its end: by then the first one's events have been
