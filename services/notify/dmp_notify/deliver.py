@@ -6,9 +6,11 @@ insert says whether the event is new for its recipient: then nothing was sent fo
 the messages go without asking the log. An event seen before (redelivered after a failed send
 or a crash) asks the log for each channel: what was sent is not sent again, what failed is
 tried again. A failed send fails the event, which JetStream redelivers later (with backoff);
-while a handler works, the consumer tells JetStream so, and nothing is redelivered under it. A
-process that dies between a send and its record leaves that one window: the message goes twice
-rather than never, an e-mail with the same Message-ID both times.
+while a handler works, the consumer tells JetStream so, and nothing is redelivered under it for
+a minute (dmp_kit.bus's HOLD_SECONDS). Two windows are left, where a message goes twice rather
+than never, an e-mail with the same Message-ID both times: a process that dies between a send
+and its record, and a batch held over that minute, whose events another replica then handles
+while the first still works on them.
 """
 
 from __future__ import annotations
