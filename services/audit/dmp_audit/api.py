@@ -83,9 +83,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 field="page_size",
             )
         own_only, after = await self._view(who, ins)
-        if self.audit.may_append() and not self.audit.loaded:
-            # the sequencer reloading: its trails' heads are being read again
-            raise Unavailable("the audit log is loading")
+        await self._ready(tree=False)
         await self._caught_up(context)
         end = await self.audit.trail_length(ins)
         if request.cursor:
@@ -340,11 +338,18 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             )
         return asked
 
-    async def _ready(self) -> None:
-        """The tree is known. A replica that does not append follows the sequencer every
-        lease margin; one that has not followed yet (just started, or the sequencer's first
-        head signed since) reads the stored edge and head now rather than refuse the read."""
-        if not self.audit.loaded and not self.audit.may_append():
+    async def _ready(self, tree: bool = True) -> None:
+        """The log can serve the read: `tree`, the tree is known; else only the trails, which
+        a replica that does not append reads from the database, loaded or not (the sequencer
+        refuses while it reloads, its trails' heads being read again). A replica that does not
+        append follows the sequencer every lease margin; one that has not followed yet (just
+        started, or the sequencer's first head signed since) reads the stored edge and head
+        now rather than refuse the read."""
+        if self.audit.loaded:
+            return
+        if not self.audit.may_append():
+            if not tree:
+                return
             try:
                 await self.audit.follow()
             except Exception as exc:  # the database unreachable, or the log not the tree's
