@@ -82,6 +82,11 @@ def cpu_of(roots: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def command_of(key: str) -> str:
+    """The command of a count's key ("update listings": update)."""
+    return key.split(" ")[0]
+
+
 def ops_of(folder: Path) -> dict[str, Counter[str]]:
     out: dict[str, Counter[str]] = {}
     for path in folder.glob("*.json"):
@@ -90,7 +95,7 @@ def ops_of(folder: Path) -> dict[str, Counter[str]]:
         except (OSError, ValueError, KeyError):
             continue
         out[path.stem] = Counter(
-            {k: v for k, v in commands.items() if k.split(" ")[0] not in HOUSEKEEPING}
+            {k: v for k, v in commands.items() if command_of(k) not in HOUSEKEEPING}
         )
     return out
 
@@ -188,7 +193,7 @@ def measure(
     for name in ops1:
         sent = ops1[name] - ops0.get(name, Counter())
         for key, n in sent.items():
-            by_command[key.split(" ")[0]] += n
+            by_command[command_of(key)] += n
         if sent:
             by_collection[name] = {k: round(v / requests, 2) for k, v in sorted(sent.items())}
     return {

@@ -374,7 +374,6 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         # Reused as the lists' verdicts are (`_readable_ids`): the same caller, context (its
         # epoch included), action, document facts and declared GP, while consent says so.
         key = (
-            "decide",
             ins,
             request.dossier.SerializeToString(deterministic=True),
             self._whom(caller()),
