@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,17 +20,28 @@ import nats
 import pytest
 
 from dmp_stack.stack import REPLICATED
-from dmp_stack.testing import CareTeam, RunningStack, own_servers, running_stack, until
+from dmp_stack.testing import (
+    CareTeam,
+    RunningStack,
+    kept_logs,
+    own_servers,
+    running_stack,
+    until,
+)
 
 
 @pytest.fixture(scope="module")
 def scaled() -> Iterator[RunningStack]:
-    # Servers of its own, whatever the session uses: a cluster of three NATS servers.
-    with (
-        own_servers("dmp-scaled-", nats_nodes=3) as infra,
-        running_stack(infra, replicas=2) as stack,
-    ):
-        yield stack
+    # Servers of its own, whatever the session uses: a cluster of three NATS servers. Its logs
+    # and the NATS servers' are kept for whoever reads a failure (CI prints them).
+    kept = kept_logs() / "scaled"
+    with own_servers("dmp-scaled-", nats_nodes=3) as infra:
+        try:
+            with running_stack(infra, replicas=2, keep_logs=kept) as stack:
+                yield stack
+        finally:
+            for log in (infra.root / "logs").glob("nats-*.log"):
+                shutil.copy(log, kept)
 
 
 @pytest.fixture(scope="module")

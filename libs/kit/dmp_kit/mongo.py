@@ -157,9 +157,13 @@ class DocumentLocks:
             yield
 
 
-# A lease outlives any hold (a read-modify-write within a request's deadline); one left by a
-# process that died is taken over once this has passed since it was taken.
-LEASE_SECONDS = 30.0
+# A lease lasts LEASE_SECONDS from when it was taken or last renewed, and its holder renews it
+# every third of that for as long as it holds it (a hold is a read-modify-write, milliseconds:
+# renewed only when the database is slow). One left by a process that died (kill -9) is taken
+# over once it has lapsed, within LEASE_SECONDS: short enough that a waiting request, which
+# waits up to LEASE_WAIT_SECONDS, gets it within its deadline. The replicas' clocks must agree
+# to well under a second (NTP), since a lease's end is written by one and read by another.
+LEASE_SECONDS = 4.0
 LEASE_WAIT_SECONDS = 10.0
 
 
@@ -167,12 +171,28 @@ LEASE_WAIT_SECONDS = 10.0
 async def lease(leases: Any, key: str) -> AsyncIterator[None]:
     """Holds the lease `key`, waiting (up to LEASE_WAIT_SECONDS) while another holds it."""
     token = os.urandom(12).hex()
+    try:
+        await _take(leases, key, token)
+        renewing = asyncio.create_task(_renew(leases, key, token))
+        try:
+            yield
+        finally:
+            renewing.cancel()
+    finally:
+        # Given back however the hold ends, also when the request is cancelled while taking it:
+        # an insert cancelled before its answer may still have landed, and a lease left so
+        # would stop every writer of the record until it lapses. Shielded: a second
+        # cancellation does not stop it.
+        await asyncio.shield(leases.delete_one({"_id": key, "token": token}))
+
+
+async def _take(leases: Any, key: str, token: str) -> None:
     waited, pause = 0.0, 0.002
     while True:
         now = time.time()
         try:
             await leases.insert_one({"_id": key, "token": token, "until": now + LEASE_SECONDS})
-            break
+            return
         except DuplicateKeyError:
             held = await leases.find_one({"_id": key})
             if held is not None and held.get("until", 0.0) < now:
@@ -184,10 +204,18 @@ async def lease(leases: Any, key: str) -> AsyncIterator[None]:
         await asyncio.sleep(pause)
         waited += pause
         pause = min(pause * 2, 0.05)
-    try:
-        yield
-    finally:
-        await leases.delete_one({"_id": key, "token": token})
+
+
+async def _renew(leases: Any, key: str, token: str) -> None:
+    """Moves the lease's end on while its hold lasts (cancelled when the hold ends)."""
+    while True:
+        await asyncio.sleep(LEASE_SECONDS / 3)
+        try:
+            await leases.update_one(
+                {"_id": key, "token": token}, {"$set": {"until": time.time() + LEASE_SECONDS}}
+            )
+        except PyMongoError:
+            continue  # the database away: the hold's own write fails the same way
 
 
 document_locks = DocumentLocks()

@@ -5,7 +5,10 @@ FerretDB needs since its compare-and-set is not atomic between clients."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +17,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from dmp_kit.errors import Unavailable
-from dmp_kit.mongo import LEASE_SECONDS, DocumentLocks, lease
+from dmp_kit.mongo import LEASE_SECONDS, LEASE_WAIT_SECONDS, DocumentLocks, lease
 from dmp_stack.testing import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -91,3 +94,107 @@ async def test_a_lease_held_too_long_refuses_with_unavailable(
         with pytest.raises(Unavailable):
             async with lease(leases, "held"):
                 pass
+
+
+# A process that takes the lease "record" and holds it until it is killed.
+HOLDER = """
+import asyncio, sys
+from pymongo import AsyncMongoClient
+from dmp_kit.mongo import lease
+
+async def main():
+    async with AsyncMongoClient(sys.argv[1]) as client:
+        async with lease(client[sys.argv[2]]["leases"], "record"):
+            print("held", flush=True)
+            await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_lease_whose_holder_is_killed_is_taken_over_once_it_lapses(
+    infra: Infra, database: str
+) -> None:
+    """kill -9 of a replica in the middle of a write: the others write the record again within
+    LEASE_SECONDS (a request waits LEASE_WAIT_SECONDS at most), not after the longest hold."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        infra.mongo.url,
+        database,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert (await holder.stdout.readline()).strip() == b"held"
+        # Still held while the holder lives, also past its first term: it renews it.
+        await asyncio.sleep(LEASE_SECONDS * 1.5)
+        async with AsyncMongoClient(infra.mongo.url) as client:
+            leases: Any = client[database]["leases"]
+            held = await leases.find_one({"_id": "record"})
+            assert held is not None and held["until"] > time.time()
+            os.killpg(holder.pid, signal.SIGKILL)
+            await holder.wait()
+            killed = time.monotonic()
+            async with lease(leases, "record"):
+                waited = time.monotonic() - killed
+            assert waited <= LEASE_SECONDS + 1.0 < LEASE_WAIT_SECONDS, waited
+            assert await leases.count_documents({}) == 0
+    finally:
+        if holder.returncode is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+            await holder.wait()
+
+
+async def test_a_hold_longer_than_a_lease_keeps_it(
+    infra: Infra, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dmp_kit.mongo.LEASE_SECONDS", 0.6)
+    async with AsyncMongoClient(infra.mongo.url) as client:
+        leases: Any = client[database]["leases"]
+        order: list[str] = []
+
+        async def first() -> None:
+            async with lease(leases, "long"):
+                order.append("first took")
+                await asyncio.sleep(1.5)  # two and a half terms: renewed meanwhile
+                order.append("first gave back")
+
+        async def second() -> None:
+            await asyncio.sleep(0.1)
+            async with lease(leases, "long"):
+                order.append("second took")
+
+        await asyncio.gather(first(), second())
+        assert order == ["first took", "first gave back", "second took"]
+
+
+class AnsweredTooLate:
+    """The leases collection as a request cancelled at the wrong moment sees it: its insert
+    lands in the database, and the request is cancelled before it reads the answer."""
+
+    def __init__(self, leases: Any) -> None:
+        self.leases = leases
+
+    async def insert_one(self, doc: dict[str, Any]) -> None:
+        await self.leases.insert_one(doc)
+        raise asyncio.CancelledError
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.leases, name)
+
+
+async def test_a_request_cancelled_while_taking_a_lease_leaves_none(
+    infra: Infra, database: str
+) -> None:
+    async with AsyncMongoClient(infra.mongo.url) as client:
+        leases: Any = client[database]["leases"]
+        with pytest.raises(asyncio.CancelledError):
+            async with lease(AnsweredTooLate(leases), "cancelled"):
+                pass
+        assert await leases.count_documents({"_id": "cancelled"}) == 0
+        started = time.monotonic()
+        async with lease(leases, "cancelled"):
+            assert time.monotonic() - started < 1.0
