@@ -31,6 +31,13 @@ async def database(infra: Infra) -> AsyncIterator[str]:
         await client.drop_database(name)
 
 
+@pytest.fixture
+async def leases(infra: Infra, database: str) -> AsyncIterator[Any]:
+    """The leases collection every process shares, through a client of the test's own."""
+    async with AsyncMongoClient(infra.mongo.url) as client:
+        yield client[database]["leases"]
+
+
 async def appends(url: str, database: str, tag: str, count: int) -> None:
     """One process: its own client and its own locks, sharing the leases collection; appends
     `count` items to the record, each a read then a write guarded by the version read."""
@@ -62,38 +69,34 @@ async def test_two_processes_changing_one_record_lose_nothing(infra: Infra, data
 
 
 async def test_a_lease_left_by_a_dead_holder_is_taken_over_and_a_live_one_waited_for(
-    infra: Infra, database: str
+    leases: Any,
 ) -> None:
-    async with AsyncMongoClient(infra.mongo.url) as client:
-        leases: Any = client[database]["leases"]
-        await leases.insert_one({"_id": "dead", "token": "x", "until": time.time() - 1})
-        async with lease(leases, "dead"):
-            held = await leases.find_one({"_id": "dead"})
-            assert held is not None and held["token"] != "x"
-        live = {"_id": "busy", "token": "y", "until": time.time() + LEASE_SECONDS}
-        await leases.insert_one(live)
-        started = time.monotonic()
+    await leases.insert_one({"_id": "dead", "token": "x", "until": time.time() - 1})
+    async with lease(leases, "dead"):
+        held = await leases.find_one({"_id": "dead"})
+        assert held is not None and held["token"] != "x"
+    live = {"_id": "busy", "token": "y", "until": time.time() + LEASE_SECONDS}
+    await leases.insert_one(live)
+    started = time.monotonic()
 
-        async def holder_finishes() -> None:
-            await asyncio.sleep(0.3)
-            await leases.delete_one({"_id": "busy"})
+    async def holder_finishes() -> None:
+        await asyncio.sleep(0.3)
+        await leases.delete_one({"_id": "busy"})
 
-        finishing = asyncio.create_task(holder_finishes())
-        async with lease(leases, "busy"):
-            assert time.monotonic() - started >= 0.3
-        await finishing
+    finishing = asyncio.create_task(holder_finishes())
+    async with lease(leases, "busy"):
+        assert time.monotonic() - started >= 0.3
+    await finishing
 
 
 async def test_a_lease_held_too_long_refuses_with_unavailable(
-    infra: Infra, database: str, monkeypatch: pytest.MonkeyPatch
+    leases: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("dmp_kit.mongo.LEASE_WAIT_SECONDS", 0.2)
-    async with AsyncMongoClient(infra.mongo.url) as client:
-        leases: Any = client[database]["leases"]
-        await leases.insert_one({"_id": "held", "token": "z", "until": time.time() + 60})
-        with pytest.raises(Unavailable):
-            async with lease(leases, "held"):
-                pass
+    await leases.insert_one({"_id": "held", "token": "z", "until": time.time() + 60})
+    with pytest.raises(Unavailable):
+        async with lease(leases, "held"):
+            pass
 
 
 # A process that takes the lease "record" and holds it until it is killed.
@@ -113,7 +116,7 @@ asyncio.run(main())
 
 
 async def test_a_lease_whose_holder_is_killed_is_taken_over_once_it_lapses(
-    infra: Infra, database: str
+    infra: Infra, database: str, leases: Any
 ) -> None:
     """kill -9 of a replica in the middle of a write: the others write the record again within
     LEASE_SECONDS (a request waits LEASE_WAIT_SECONDS at most), not after the longest hold."""
@@ -131,17 +134,15 @@ async def test_a_lease_whose_holder_is_killed_is_taken_over_once_it_lapses(
         assert (await holder.stdout.readline()).strip() == b"held"
         # Still held while the holder lives, also past its first term: it renews it.
         await asyncio.sleep(LEASE_SECONDS * 1.5)
-        async with AsyncMongoClient(infra.mongo.url) as client:
-            leases: Any = client[database]["leases"]
-            held = await leases.find_one({"_id": "record"})
-            assert held is not None and held["until"] > time.time()
-            os.killpg(holder.pid, signal.SIGKILL)
-            await holder.wait()
-            killed = time.monotonic()
-            async with lease(leases, "record"):
-                waited = time.monotonic() - killed
-            assert waited <= LEASE_SECONDS + 1.0 < LEASE_WAIT_SECONDS, waited
-            assert await leases.count_documents({}) == 0
+        held = await leases.find_one({"_id": "record"})
+        assert held is not None and held["until"] > time.time()
+        os.killpg(holder.pid, signal.SIGKILL)
+        await holder.wait()
+        killed = time.monotonic()
+        async with lease(leases, "record"):
+            waited = time.monotonic() - killed
+        assert waited <= LEASE_SECONDS + 1.0 < LEASE_WAIT_SECONDS, waited
+        assert await leases.count_documents({}) == 0
     finally:
         if holder.returncode is None:
             os.killpg(holder.pid, signal.SIGKILL)
@@ -149,26 +150,24 @@ async def test_a_lease_whose_holder_is_killed_is_taken_over_once_it_lapses(
 
 
 async def test_a_hold_longer_than_a_lease_keeps_it(
-    infra: Infra, database: str, monkeypatch: pytest.MonkeyPatch
+    leases: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("dmp_kit.mongo.LEASE_SECONDS", 0.6)
-    async with AsyncMongoClient(infra.mongo.url) as client:
-        leases: Any = client[database]["leases"]
-        order: list[str] = []
+    order: list[str] = []
 
-        async def first() -> None:
-            async with lease(leases, "long"):
-                order.append("first took")
-                await asyncio.sleep(1.5)  # two and a half terms: renewed meanwhile
-                order.append("first gave back")
+    async def first() -> None:
+        async with lease(leases, "long"):
+            order.append("first took")
+            await asyncio.sleep(1.5)  # two and a half terms: renewed meanwhile
+            order.append("first gave back")
 
-        async def second() -> None:
-            await asyncio.sleep(0.1)
-            async with lease(leases, "long"):
-                order.append("second took")
+    async def second() -> None:
+        await asyncio.sleep(0.1)
+        async with lease(leases, "long"):
+            order.append("second took")
 
-        await asyncio.gather(first(), second())
-        assert order == ["first took", "first gave back", "second took"]
+    await asyncio.gather(first(), second())
+    assert order == ["first took", "first gave back", "second took"]
 
 
 class AnsweredTooLate:
@@ -186,15 +185,11 @@ class AnsweredTooLate:
         return getattr(self.leases, name)
 
 
-async def test_a_request_cancelled_while_taking_a_lease_leaves_none(
-    infra: Infra, database: str
-) -> None:
-    async with AsyncMongoClient(infra.mongo.url) as client:
-        leases: Any = client[database]["leases"]
-        with pytest.raises(asyncio.CancelledError):
-            async with lease(AnsweredTooLate(leases), "cancelled"):
-                pass
-        assert await leases.count_documents({"_id": "cancelled"}) == 0
-        started = time.monotonic()
-        async with lease(leases, "cancelled"):
-            assert time.monotonic() - started < 1.0
+async def test_a_request_cancelled_while_taking_a_lease_leaves_none(leases: Any) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        async with lease(AnsweredTooLate(leases), "cancelled"):
+            pass
+    assert await leases.count_documents({"_id": "cancelled"}) == 0
+    started = time.monotonic()
+    async with lease(leases, "cancelled"):
+        assert time.monotonic() - started < 1.0
