@@ -307,36 +307,40 @@ class OutboxRelay:
         a document changed since it was read (new events) has just those entries pulled out
         instead, so a concurrent change's events stay. The process's locks on the documents
         are held meanwhile: on FerretDB an update rewrites the whole document and would undo a
-        concurrent change of this process (see DocumentLocks)."""
-        if not docs:
-            return
-        async with document_locks.hold_all(col.name, [doc["_id"] for doc in docs]):
-            emptied = await _bulk_update(
-                col,
-                [
-                    UpdateOne(
-                        {"_id": doc["_id"], OUTBOX: doc.get(OUTBOX) or []},
-                        {"$set": {OUTBOX: []}, "$unset": {PENDING: ""}},
-                    )
-                    for doc in docs
-                ],
-            )
-            if emptied == len(docs):
-                return
-            # Some changed meanwhile; which ones the answer does not say, and they are few.
-            pulled: list[UpdateOne] = []
-            for doc in docs:
-                if doc.get(OUTBOX):
-                    pulled.append(
-                        UpdateOne({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: doc[OUTBOX]}})
-                    )
-                pulled.append(
-                    UpdateOne(
-                        {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
-                        {"$unset": {PENDING: ""}},
-                    )
+        concurrent change of this process (see DocumentLocks). They are taken for one round
+        trip's documents at a time, not the batch's: a lock that keeps the relay waiting (a
+        lease left by a replica killed while holding it, until it lapses) holds up the writers
+        of that round trip's few documents, not those of every document of the batch."""
+        for first in range(0, len(docs), UPDATES_PER_WRITE):
+            group = docs[first : first + UPDATES_PER_WRITE]
+            async with document_locks.hold_all(col.name, [doc["_id"] for doc in group]):
+                await self._clear_group(col, group)
+
+    async def _clear_group(self, col: Any, docs: list[Document]) -> None:
+        emptied = await _bulk_update(
+            col,
+            [
+                UpdateOne(
+                    {"_id": doc["_id"], OUTBOX: doc.get(OUTBOX) or []},
+                    {"$set": {OUTBOX: []}, "$unset": {PENDING: ""}},
                 )
-            await _bulk_update(col, pulled)
+                for doc in docs
+            ],
+        )
+        if emptied == len(docs):
+            return
+        # Some changed meanwhile; which ones the answer does not say, and they are few.
+        pulled: list[UpdateOne] = []
+        for doc in docs:
+            if doc.get(OUTBOX):
+                pulled.append(UpdateOne({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: doc[OUTBOX]}}))
+            pulled.append(
+                UpdateOne(
+                    {"_id": doc["_id"], f"{OUTBOX}.0": {"$exists": False}},
+                    {"$unset": {PENDING: ""}},
+                )
+            )
+        await _bulk_update(col, pulled)
 
     async def backlog(self) -> None:
         """Sets the backlog's gauges: per collection, the documents holding events and the age

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from dmp_kit.bus import (
 from dmp_kit.clock import ManualClock
 from dmp_kit.errors import Unavailable
 from dmp_kit.events import new_event
-from dmp_kit.mongo import insert_all, insert_once
+from dmp_kit.mongo import document_locks, insert_all, insert_once
 from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_events, with_events
 from dmp_stack.testing import CommandsSent, Infra
 
@@ -459,6 +460,52 @@ async def test_a_batch_beyond_ferretdbs_pool_is_cleared(db: Any, bus: EventBus) 
     relay = OutboxRelay(bus, [col])
     assert await asyncio.wait_for(relay.relay_once(), timeout=60) == 120
     assert await col.count_documents({"outbox_pending": True}) == 0
+
+
+class TellsEachRoundTrip(OutboxRelay):
+    """A relay that says when it has cleared the round trip holding a given document."""
+
+    def __init__(self, bus: EventBus, col: Any, doc_id: str) -> None:
+        super().__init__(bus, [col])
+        self.doc_id, self.cleared = doc_id, asyncio.Event()
+
+    async def _clear_group(self, col: Any, docs: list[dict[str, Any]]) -> None:
+        await super()._clear_group(col, docs)
+        if any(doc["_id"] == self.doc_id for doc in docs):
+            self.cleared.set()
+
+
+async def test_a_lease_the_relay_waits_for_holds_up_only_its_round_trips_documents(
+    db: Any, bus: EventBus
+) -> None:
+    """Leases shared (DMP_DOCUMENT_LEASES): a replica killed while it held one document's
+    lease leaves it until it lapses, and the relay clearing that document waits for it. The
+    documents of the batch it cleared before are given back meanwhile: their writers go on."""
+    col = db["held"]
+    ids = [f"d{n:02}" for n in range(16)]  # cleared in two round trips, d00-d07 then d08-d15
+    await col.insert_many(
+        [new_document_with_events({"_id": i, "n": 0}, login_event(f"h{i}")) for i in ids]
+    )
+    # d12's lease, taken by a process since killed: it lapses in 4 s.
+    await db["leases"].insert_one(
+        {"_id": f"{col.name}/{'d12'!r}", "token": "killed", "until": time.time() + 4.0}
+    )
+    document_locks.share(db["leases"])
+    try:
+        relay = TellsEachRoundTrip(bus, col, "d03")
+        passing = asyncio.create_task(relay.relay_once())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(relay.cleared.wait(), timeout=2.0)
+        started = time.monotonic()
+        await change_document(col, "d03", lambda d: {"n": 1})  # while the relay waits on d12
+        took = time.monotonic() - started
+        assert took < 1.0, f"a write to d03 waited {took:.1f} s behind the relay"
+        assert not passing.done(), "the relay waits for d12's lease to lapse"
+        assert await passing == 16
+    finally:
+        document_locks.share(None)
+    assert await col.count_documents({"outbox_pending": True}) == 0
+    assert (await col.find_one({"_id": "d03"}))["n"] == 1
 
 
 async def test_streams_keep_events_for_the_configured_days_only(infra: Infra) -> None:
