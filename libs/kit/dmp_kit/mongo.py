@@ -18,9 +18,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from dmp_kit.errors import Unavailable
+from dmp_kit.logging import get_logger
 from dmp_kit.tracing import mongo_listeners
 
 Document = dict[str, Any]
+log = get_logger(__name__)
 
 _client: AsyncMongoClient[Document] | None = None
 
@@ -207,15 +209,22 @@ async def _take(leases: Any, key: str, token: str) -> None:
 
 
 async def _renew(leases: Any, key: str, token: str) -> None:
-    """Moves the lease's end on while its hold lasts (cancelled when the hold ends)."""
+    """Moves the lease's end on while its hold lasts (cancelled when the hold ends). A lease
+    found gone is said in the log and no longer renewed: it lapsed before a renewal (the
+    process stalled for LEASE_SECONDS, or a replica's clock stepped) and another may have
+    taken it, so this hold's write was not ordered with that one's. Only the collection is
+    named: a record's `_id` may hold a patient's INS."""
     while True:
         await asyncio.sleep(LEASE_SECONDS / 3)
         try:
-            await leases.update_one(
+            renewed = await leases.update_one(
                 {"_id": key, "token": token}, {"$set": {"until": time.time() + LEASE_SECONDS}}
             )
         except PyMongoError:
             continue  # the database away: the hold's own write fails the same way
+        if renewed.matched_count == 0:
+            log.warning("document_lease_lost", collection=key.partition("/")[0])
+            return
 
 
 document_locks = DocumentLocks()

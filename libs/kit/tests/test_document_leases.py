@@ -193,3 +193,21 @@ async def test_a_request_cancelled_while_taking_a_lease_leaves_none(leases: Any)
     started = time.monotonic()
     async with lease(leases, "cancelled"):
         assert time.monotonic() - started < 1.0
+
+
+async def test_a_lease_lost_while_held_is_logged_without_the_records_id(
+    leases: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A holder stalled past its lease (or whose clock stepped) finds it taken by another at
+    its next renewal: the log says so, naming the collection only."""
+    monkeypatch.setattr("dmp_kit.mongo.LEASE_SECONDS", 0.6)
+    key = "listings/'180057512345623:07'"
+    async with lease(leases, key):
+        # Another replica took it over, as if it had lapsed.
+        await leases.replace_one({"_id": key}, {"_id": key, "token": "another", "until": 0.0})
+        await asyncio.sleep(0.5)  # past a renewal (every 0.2 s)
+        assert (await leases.find_one({"_id": key}))["token"] == "another"
+    out = capsys.readouterr().out
+    assert out.count("document_lease_lost") == 1 and "listings" in out
+    assert "180057512345623" not in out
+    assert (await leases.find_one({"_id": key}))["token"] == "another"  # theirs, kept
