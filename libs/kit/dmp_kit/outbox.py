@@ -287,9 +287,7 @@ class OutboxRelay:
             *(self._publish(doc) for doc in docs), return_exceptions=True
         )
         published = [doc for doc, failed in zip(docs, outcomes, strict=True) if failed is None]
-        await self._clear(col, published)
-        sent = sum(len(doc.get(OUTBOX) or []) for doc in published)
-        OUTBOX_PUBLISHED.labels(col.name).inc(sent)
+        sent = await self._clear(col, published)
         for failed in outcomes:
             if isinstance(failed, BaseException):
                 raise failed
@@ -300,7 +298,7 @@ class OutboxRelay:
         for entry in doc.get(OUTBOX) or []:
             await self._bus.publish(entry["subject"], bytes(entry["data"]), entry["id"])
 
-    async def _clear(self, col: Any, docs: list[Document]) -> None:
+    async def _clear(self, col: Any, docs: list[Document]) -> int:
         """Takes the published entries out, a few documents per round trip.
 
         Each document's outbox is emptied only if it still holds exactly what was published;
@@ -310,11 +308,20 @@ class OutboxRelay:
         concurrent change of this process (see DocumentLocks). They are taken for one round
         trip's documents at a time, not the batch's: a lock that keeps the relay waiting (a
         lease left by a replica killed while holding it, until it lapses) holds up the writers
-        of that round trip's few documents, not those of every document of the batch."""
-        for first in range(0, len(docs), UPDATES_PER_WRITE):
-            group = docs[first : first + UPDATES_PER_WRITE]
+        of that round trip's few documents, not those of every document of the batch. The
+        documents go in the order of their `_id`s, the locks' own order. Returns how many
+        entries were cleared; each round trip's count once it is done (a later one failing
+        does not take back what went before)."""
+        cleared = 0
+        ordered = sorted(docs, key=lambda doc: repr(doc["_id"]))
+        for first in range(0, len(ordered), UPDATES_PER_WRITE):
+            group = ordered[first : first + UPDATES_PER_WRITE]
             async with document_locks.hold_all(col.name, [doc["_id"] for doc in group]):
                 await self._clear_group(col, group)
+            sent = sum(len(doc.get(OUTBOX) or []) for doc in group)
+            OUTBOX_PUBLISHED.labels(col.name).inc(sent)
+            cleared += sent
+        return cleared
 
     async def _clear_group(self, col: Any, docs: list[Document]) -> None:
         emptied = await _bulk_update(
