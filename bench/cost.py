@@ -296,7 +296,7 @@ def request_cost(requests: int) -> dict[str, Any]:
             auth = {"authorization": f"Bearer {token}"}
             headers = {"authorization": f"Bearer {writer}"}
 
-            def lister(size: int) -> Callable[[httpx.AsyncClient], Any]:
+            def lister(size: int) -> Call:
                 async def call(c: httpx.AsyncClient) -> int:
                     r = await c.get(f"/v1/dossiers/{ins}/documents?page_size={size}", headers=auth)
                     return r.status_code
@@ -309,7 +309,7 @@ def request_cost(requests: int) -> dict[str, Any]:
 
             return lister, submit
 
-        def measured(call: Callable[[httpx.AsyncClient], Any], count: int) -> dict[str, Any]:
+        def measured(call: Call, count: int) -> dict[str, Any]:
             speed = calibration_ms()
             return {"calibration_ms": speed, **measure(running, roots, ops_dir, call, count, 8)}
 
@@ -323,7 +323,7 @@ def request_cost(requests: int) -> dict[str, Any]:
                 ("submit", submit, requests),
             ):
                 rounds.setdefault(name, []).append(measured(call, count))
-    kinds = {name: median_round(measured) for name, measured in rounds.items()}
+    kinds = {name: median_round(runs) for name, runs in rounds.items()}
     for name, figures in kinds.items():
         goals = TARGETS.get(name, {})
         figures["targets"] = goals
