@@ -29,7 +29,7 @@ from dmp_kit.bus import (
 from dmp_kit.clock import ManualClock
 from dmp_kit.errors import Unavailable
 from dmp_kit.events import new_event
-from dmp_kit.mongo import document_locks, insert_all, insert_once
+from dmp_kit.mongo import Inserts, document_locks, insert_all, insert_once
 from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_events, with_events
 from dmp_stack.testing import CommandsSent, Infra
 
@@ -268,6 +268,59 @@ async def test_insert_all_inserts_the_new_and_names_the_duplicates(db: Any) -> N
     with pytest.raises(BulkWriteError):  # an _id may not be an array: not a duplicate
         await insert_all(col, [{"_id": "d"}, {"_id": [1, 2]}])
     assert await col.find_one({"_id": "d"}) == {"_id": "d"}  # unordered: the others are in
+
+
+async def test_inserts_of_tasks_running_at_once_go_as_one_command(infra: Infra) -> None:
+    """Inserts issued together share one `insert` command, and each caller gets its own
+    document's outcome: inserted, already there, or the error that refused it alone."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, event_listeners=[commands]
+    )
+    name = f"kit_{secrets.token_hex(4)}"
+    try:
+        col = client[name]["inbox"]
+        await col.insert_one({"_id": "e3", "seen": "before"})
+        inserts = Inserts(col, window=0.05)
+        docs = [{"_id": f"e{i}", "seen": "now"} for i in range(8)] + [{"_id": [1, 2]}]
+        outcomes = await asyncio.gather(
+            *(inserts.insert_once(doc) for doc in docs), return_exceptions=True
+        )
+        assert outcomes[:8] == [True, True, True, False, True, True, True, True]
+        assert isinstance(outcomes[8], BulkWriteError)  # an array _id: refused, not a duplicate
+        assert len(commands.of("insert", "inbox")) == 2  # the one before, then one for all
+        stored = {d["_id"]: d["seen"] async for d in col.find({})}
+        assert stored == {f"e{i}": "before" if i == 3 else "now" for i in range(8)}
+
+        # `most` waiting: sent at once, without waiting out the window
+        inserts = Inserts(col, window=30.0, most=3)
+        started = time.monotonic()
+        done = await asyncio.gather(*(inserts.insert_once({"_id": f"m{i}"}) for i in range(3)))
+        assert done == [True, True, True]
+        assert time.monotonic() - started < 5.0
+        assert len(commands.of("insert", "inbox")) == 3
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+async def test_inserts_give_an_unreachable_database_to_every_caller() -> None:
+    """A command refused as a whole (here: no server answers) fails each caller in it, so each
+    event's handler fails and its event comes back; none waits forever."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        "mongodb://127.0.0.1:9/", serverSelectionTimeoutMS=300
+    )
+    try:
+        inserts = Inserts(client["kit"]["inbox"])
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(inserts.insert_once({"_id": i}) for i in range(3)), return_exceptions=True
+            ),
+            timeout=10,
+        )
+        assert all(isinstance(o, Exception) for o in outcomes), outcomes
+    finally:
+        await client.close()
 
 
 async def test_insert_all_carries_the_clients_write_concern(infra: Infra) -> None:
