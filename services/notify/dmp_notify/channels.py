@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import socket
 from email.charset import BASE64, QP, Charset
 from email.header import Header
 from email.mime.text import MIMEText
@@ -18,7 +20,8 @@ from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 
 log = get_logger(__name__)
-# Connections kept open for the next messages (one per e-mail being sent at once, up to this).
+# E-mails sent at once, each on a connection of its own kept open for the next ones; more wait
+# for one of these (opening and closing connections for a burst's extra e-mails cost more).
 IDLE_CONNECTIONS = 4
 # UTF-8 throughout, 7-bit safe through any relay: the text quoted-printable (readable), a
 # subject that is not ASCII in base64 words (choosing the shorter encoding measured the
@@ -40,11 +43,14 @@ class EmailSender:
     """E-mail over SMTP on connections kept open between messages: opening one per message
     (connect, EHLO, and STARTTLS and AUTH where configured) was most of the e-mail's cost.
     A message takes an idle connection or opens one; a connection the relay has closed
-    meanwhile is found out by the send, which is tried once more on a new one."""
+    meanwhile is found out by the send, which is tried once more on a new one. At most
+    IDLE_CONNECTIONS messages are sent at once."""
 
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
         self._idle: list[aiosmtplib.SMTP] = []
+        self._senders = asyncio.Semaphore(IDLE_CONNECTIONS)
+        self._local_hostname: str | None = None  # for EHLO, looked up once
         refuse_breaks("DMP_MAIL_FROM", settings.mail_from)
         name, address = parseaddr(settings.mail_from)
         # A display name that is not ASCII goes as encoded words, the address beside them.
@@ -72,7 +78,10 @@ class EmailSender:
         return mail
 
     async def _open(self) -> aiosmtplib.SMTP:
+        if self._local_hostname is None:  # aiosmtplib would look it up for every connection
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         client = aiosmtplib.SMTP(
+            local_hostname=self._local_hostname,
             hostname=self._s.smtp_host,
             port=self._s.smtp_port,
             start_tls=self._s.smtp_starttls,
@@ -88,6 +97,10 @@ class EmailSender:
         it (the one window of DESIGN's at-least-once, a process killed between the send and
         its record) carries the same Message-ID, which mail clients show once."""
         mail = self._message(to, message, delivery)
+        async with self._senders:
+            await self._send(mail)
+
+    async def _send(self, mail: MIMEText) -> None:
         client = self._idle.pop() if self._idle else None
         while True:
             kept = client is not None

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dmp_kit.mongo import Document, Store, insert_once, upsert
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from dmp_kit.mongo import Document, Inserts, Store, insert_once, upsert
 from dmp_notify.domain import Message, sms_text
+
+# How long a write of the inbox, or of the delivery records and dev copies, waits for others
+# to go with it (kit's Inserts).
+INBOX_WINDOW = 0.002
+RECORDS_WINDOW = 0.02
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,16 @@ class RecipientState:
 
 
 class NotifyStore(Store):
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        # A batch of events is handled at once (deliver.py): the inbox entries, delivery
+        # records and dev copies its notices write go as one command of each kind. The
+        # records follow e-mails sent a few at a time (channels.py), so wait longer to group;
+        # nothing waits on them but the event's acknowledgement.
+        self._inbox = Inserts(self.notifications, window=INBOX_WINDOW)
+        self._deliveries = Inserts(self.deliveries, window=RECORDS_WINDOW)
+        self._dev_copies = Inserts(self.dev_outbox, window=RECORDS_WINDOW)
+
     @property
     def deliveries(self) -> Any:
         return self.db["deliveries"]
@@ -55,7 +73,7 @@ class NotifyStore(Store):
     async def delivered(self, key: str, channel: str, now: datetime, ins: str) -> None:
         """Records a notification's delivery, once it was made."""
         doc = {"_id": key, "channel": channel, "created_at": now, "state": "sent", "ins": ins}
-        if not await insert_once(self.deliveries, doc):
+        if not await self._deliveries.insert_once(doc):
             await self.deliveries.update_one({"_id": key}, {"$set": {"state": "sent"}})
 
     async def release_delivery(self, key: str) -> None:
@@ -70,8 +88,9 @@ class NotifyStore(Store):
         self, destination: str, channel: str, message: Message, now: datetime
     ) -> None:
         """A copy of a message sent, for /dev/outbox (dev mode only): an SMS as it was sent."""
-        await self.dev_outbox.insert_one(
+        await self._dev_copies.insert_once(
             {
+                "_id": ObjectId(),
                 "destination": destination,
                 "channel": channel,
                 "subject": message.subject,
@@ -96,7 +115,7 @@ class NotifyStore(Store):
 
     async def add_notification(self, doc: Document) -> bool:
         """Keyed by event and recipient: a redelivered event adds nothing."""
-        return await insert_once(self.notifications, doc)
+        return await self._inbox.insert_once(doc)
 
     async def inbox(
         self, recipient: str, unread_only: bool, before: str | None, limit: int

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 from email import policy
 from urllib.parse import urlparse
 
-from dmp_notify.channels import EmailSender
+from dmp_notify.channels import IDLE_CONNECTIONS, EmailSender
 from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 from dmp_stack.testing import Infra
@@ -41,6 +42,29 @@ async def test_messages_share_a_connection_and_a_closed_one_is_replaced(infra: I
     await sender.send(to, message, delivery="event-c:patient:x:email")
     assert len(sender._idle) == 1 and sender._idle[0] is not kept
     assert sent_to(infra, to) == 3
+
+
+async def test_a_burst_of_messages_shares_the_kept_connections(infra: Infra) -> None:
+    """Twelve e-mails sent at once (a batch of events) go over IDLE_CONNECTIONS connections,
+    the others waiting for one, instead of twelve opened and eight closed again."""
+    sender = EmailSender(settings_for(infra))
+    opened = 0
+    open_one = sender._open
+
+    async def counted() -> object:
+        nonlocal opened
+        opened += 1
+        return await open_one()
+
+    sender._open = counted  # type: ignore[method-assign]
+    to = "burst-check@example.org"
+    message = Message("Un nouveau document dans votre DMP", "Bonjour")
+    await asyncio.gather(
+        *(sender.send(to, message, delivery=f"event-{i}:patient:x:email") for i in range(12))
+    )
+    assert opened == IDLE_CONNECTIONS
+    assert len(sender._idle) == IDLE_CONNECTIONS
+    assert sent_to(infra, to) == 12
 
 
 async def test_a_delivery_sent_again_carries_the_same_message_id(infra: Infra) -> None:

@@ -4,6 +4,7 @@ was not sent."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp_kit.clock import SystemClock
 from dmp_kit.config import Env
 from dmp_kit.events import new_event
+from dmp_notify import store as notify_store
 from dmp_notify.channels import EmailSender, LoggingSmsProvider
 from dmp_notify.deliver import DeliveryFailed, Notifier, Person
 from dmp_notify.store import NotifyStore
@@ -110,6 +112,30 @@ async def test_a_new_event_is_one_inbox_entry_and_one_message_in_three_operation
     assert commands(sent) == ["find preferences", "insert notifications", "find deliveries"]
     assert sent_to(infra, to) == 1
     assert await store.notifications.count_documents({"ins": ins}) == 1
+
+
+async def test_a_batch_of_events_writes_each_kind_in_one_command(
+    infra: Infra, database: tuple[NotifyStore, CommandsSent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer handles a fetched batch at once: its inbox entries go as one insert, and so do
+    its delivery records, each notice still told once and its e-mail recorded. (Windows of
+    half a second here, so that a slow machine does not split the batch.)"""
+    original, sent = database
+    monkeypatch.setattr(notify_store, "INBOX_WINDOW", 0.5)
+    monkeypatch.setattr(notify_store, "RECORDS_WINDOW", 0.5)
+    store = NotifyStore(original.db)
+    patients = [await patient_by_email(store, f"batch{i}") for i in range(6)]
+    notify = notifier(infra, store, "batch@example.org")
+    sent.sent.clear()
+    await asyncio.gather(*(notify.on_event(event) for _, _, event in patients))
+    assert sorted(commands(sent)) == ["find preferences"] * 6 + [
+        "insert deliveries",
+        "insert notifications",
+    ]
+    assert sent_to(infra, "batch@example.org") == 6
+    for ins, _, event in patients:
+        assert await store.notifications.count_documents({"ins": ins}) == 1
+        assert await store.was_delivered(f"{event.id}:patient:{ins}:email")
 
 
 async def test_a_send_that_failed_is_sent_when_the_event_comes_again(
