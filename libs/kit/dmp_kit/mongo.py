@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,20 @@ Document = dict[str, Any]
 log = get_logger(__name__)
 
 _client: AsyncMongoClient[Document] | None = None
+_WORK: ContextVar[str] = ContextVar("dmp_db_work", default="")
+
+
+def count_as(work: str) -> None:
+    """The database commands of the calling task (and of the tasks it starts) from now on are
+    counted as `work`'s, apart from the requests' (CommandCounter): for a process's background
+    job, the outbox relay say, whose commands follow the answers."""
+    _WORK.set(work)
 
 
 class CommandCounter(monitoring.CommandListener):
     """Counts the commands this process sends to the database, by name and collection ("find
     dossiers"; pymongo's command monitoring): the benchmarks' "database operations per
-    request"."""
+    request". Those of a background job (count_as) carry its name: "update dossiers (relay)"."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -38,7 +47,9 @@ class CommandCounter(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
         name = event.command_name
-        self.counts[f"{name} {target}" if isinstance(target, str) else name] += 1
+        key = f"{name} {target}" if isinstance(target, str) else name
+        work = _WORK.get()
+        self.counts[f"{key} ({work})" if work else key] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

@@ -28,7 +28,7 @@ from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.events import event_time
 from dmp_kit.logging import get_logger
 from dmp_kit.metrics import OUTBOX_OLDEST, OUTBOX_PENDING, OUTBOX_PUBLISHED
-from dmp_kit.mongo import Document, document_locks
+from dmp_kit.mongo import Document, count_as, document_locks
 
 log = get_logger(__name__)
 
@@ -370,6 +370,8 @@ class OutboxRelay:
             OUTBOX_OLDEST.labels(col.name).set(max(0.0, now - min(times)) if times else 0.0)
 
     async def run(self, stop: asyncio.Event) -> None:
+        count_as("relay")  # its commands follow the answers: counted apart from theirs
+
         async def wake_on_stop() -> None:
             await stop.wait()
             self._wake.set()

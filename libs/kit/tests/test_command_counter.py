@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from dmp_kit.mongo import CommandCounter
+from dmp_kit.mongo import CommandCounter, count_as
 from dmp_stack.testing import Infra
 
 
@@ -28,11 +28,19 @@ async def test_commands_are_counted_by_collection_and_written_sparingly(
         await col.insert_one({"_id": 1})
         await col.find_one({"_id": 1})
         await col.update_one({"_id": 1}, {"$set": {"a": 1}})
+
+        async def relay() -> None:  # a background job: its commands are counted apart
+            count_as("relay")
+            await col.find_one({"_id": 1})
+
+        await asyncio.create_task(relay())
+        await col.find_one({"_id": 1})  # this task's are still the requests'
         await client.drop_database("command_counter_test")
     finally:
         await client.close()
     assert counter.counts["insert things"] == 1
-    assert counter.counts["find things"] == 1
+    assert counter.counts["find things"] == 2
+    assert counter.counts["find things (relay)"] == 1
     assert counter.counts["update things"] == 1
 
     path = tmp_path / "service.json"
