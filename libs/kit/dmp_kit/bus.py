@@ -48,6 +48,8 @@ DUPLICATE_WINDOW_SECONDS = 600.0
 ACK_WAIT_SECONDS = 6.0
 # A batch is kept from other replicas that long at most (a handler that hangs lets it go).
 HOLD_SECONDS = 60.0
+# Batches a concurrent consumer handles at once (run_consumer).
+BATCHES_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,8 @@ async def run_consumer(
     A failing effect is redelivered later with backoff; after `max_deliver` attempts the event
     is handed to `on_give_up` (a dead-letter record, say) and terminated — never dropped
     silently. A message that cannot be decoded is terminated (logged): no retry can fix it.
-    `concurrent` handles each fetched batch at once, for effects that do not depend on order.
+    `concurrent` handles each fetched batch at once, for effects that do not depend on order,
+    and fetches the next while the last one ends (BATCHES_AT_ONCE at most).
     Events fetched by a consumer that dies are delivered again after `ack_wait` seconds.
     """
     # Created, or brought to these settings if it exists (a consumer made by an earlier
@@ -404,6 +407,30 @@ async def run_consumer(
             EVENTS_HANDLED.labels(durable, "ok").inc()
             await msg.ack()
 
+    async def handle_all(msgs: list[Msg]) -> None:
+        async with working_on(msgs, every=ack_wait / 3):
+            if concurrent:  # effects independent of one another: the batch at once
+                # every handler ends before a failure goes up (none left running once the
+                # heartbeat stops)
+                done = await asyncio.gather(*(handle(msg) for msg in msgs), return_exceptions=True)
+                for outcome in done:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            else:
+                for msg in msgs:
+                    await handle(msg)
+
+    # Concurrent batches overlap: the next is fetched and handled while the last one's slowest
+    # effects finish (an e-mail, writes waiting to go together), up to BATCHES_AT_ONCE.
+    working: set[asyncio.Task[None]] = set()
+
+    async def wait_for_room(room: int) -> None:
+        while len(working) > room:
+            done, _ = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+            working.difference_update(done)
+            for task in done:
+                task.result()  # a batch's failure goes up, as when handled in line
+
     try:
         async with ConsumerLag(stream, durable).watching(sub, stop):
             while not stop.is_set():
@@ -415,19 +442,18 @@ async def run_consumer(
                     log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
                     await asyncio.sleep(1.0)
                     continue
-                async with working_on(msgs, every=ack_wait / 3):
-                    if concurrent:  # effects independent of one another: the batch at once
-                        # every handler ends before a failure goes up (none left running once
-                        # the heartbeat stops)
-                        done = await asyncio.gather(
-                            *(handle(msg) for msg in msgs), return_exceptions=True
-                        )
-                        for outcome in done:
-                            if isinstance(outcome, BaseException):
-                                raise outcome
-                    else:
-                        for msg in msgs:
-                            await handle(msg)
+                if not concurrent:
+                    await handle_all(msgs)
+                    continue
+                working.add(asyncio.create_task(handle_all(msgs)))
+                await wait_for_room(BATCHES_AT_ONCE - 1)
+            await wait_for_room(0)
+    except asyncio.CancelledError:  # as a batch handled in line would be
+        for task in working:
+            task.cancel()
+        raise
     finally:
+        if working:  # a failure went up: the other batches end first (their heartbeats too)
+            await asyncio.gather(*working, return_exceptions=True)
         # Unsubscribe before the connection drains, or drain waits for the pull to time out.
         await sub.unsubscribe()

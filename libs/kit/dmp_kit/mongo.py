@@ -298,21 +298,28 @@ async def insert_all(collection: Any, docs: Sequence[Document]) -> list[int]:
 
 class Inserts:
     """Inserts into one collection from tasks that run at once, sent together: each caller's
-    document joins the next `insert` command (insert_all: unordered), sent `window` seconds
-    after the first document waiting for it, or as soon as `most` are waiting. Each caller
-    gets its own document's outcome, as from insert_once: True inserted, False already there
-    (its `_id` or a unique key), or the error that refused it. An error that refused the
-    command as a whole (the database away, say) goes to every caller in it, though part of
-    its documents may be stored: callers whose effects are keyed by `_id`, retried, find them.
+    document joins the next `insert` command (insert_all: unordered), sent once no other
+    document has come for `window` seconds, `longest` seconds after the first at the latest,
+    or as soon as `most` are waiting. Each caller gets its own document's outcome, as from
+    insert_once: True inserted, False already there (its `_id` or a unique key), or the error
+    that refused it. An error that refused the command as a whole (the database away, say)
+    goes to every caller in it, though part of its documents may be stored: callers whose
+    effects are keyed by `_id`, retried, find them.
 
     For a consumer handling a batch of events at once: its handlers' writes of one kind go in
-    one round trip instead of one each. Small documents only (a command fits in 16 MB)."""
+    one round trip instead of one each, the writes that trickle in (each after its own e-mail,
+    say) as well as those that come together. Small documents only (a command fits in 16 MB).
+    """
 
-    def __init__(self, collection: Any, window: float = 0.002, most: int = 128) -> None:
+    def __init__(
+        self, collection: Any, window: float = 0.002, longest: float = 0.02, most: int = 128
+    ) -> None:
         self.collection = collection
         self._window = window
+        self._longest = max(window, longest)
         self._most = most
         self._waiting: list[tuple[Document, asyncio.Future[bool]]] = []
+        self._first = 0.0  # when the first document waiting came
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -320,10 +327,18 @@ class Inserts:
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[bool] = loop.create_future()
         self._waiting.append((doc, outcome))
+        now = loop.time()
+        if len(self._waiting) == 1:
+            self._first = now
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if len(self._waiting) >= self._most:
             self._send()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._send)
+        else:
+            self._timer = loop.call_at(
+                min(now + self._window, self._first + self._longest), self._send
+            )
         return await outcome
 
     def _send(self) -> None:

@@ -195,6 +195,62 @@ async def test_a_failed_effect_is_redelivered_and_applied_once(db: Any, bus: Eve
     assert await effects.count_documents({}) == 1
 
 
+async def test_a_concurrent_consumer_handles_the_next_batch_while_one_ends(
+    bus: EventBus,
+) -> None:
+    """A slow effect (an e-mail, writes waiting to go together) holds up its own batch only:
+    events published meanwhile are fetched and handled before it ends, and every event is
+    still acknowledged once handled."""
+    slow, quick = login_event("slow-batch"), login_event("quick-batch")
+    slow_started, slow_may_end = asyncio.Event(), asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(event: envelope_pb2.Envelope) -> None:
+        if event.id == slow.id:
+            slow_started.set()
+            await slow_may_end.wait()
+        if event.id in (slow.id, quick.id):
+            handled.append(event.id)
+
+    await bus.publish_event(slow)
+    stop = asyncio.Event()
+    durable = f"o_{secrets.token_hex(4)}"
+    task = asyncio.create_task(
+        run_consumer(
+            bus,
+            stream="IDENTITY",
+            durable=durable,
+            subject="identity.login",
+            handler=handler,
+            stop=stop,
+            concurrent=True,
+        )
+    )
+    try:
+        await asyncio.wait_for(slow_started.wait(), timeout=20)
+        await bus.publish_event(quick)
+        for _ in range(500):
+            if quick.id in handled:
+                break
+            await asyncio.sleep(0.01)
+        assert handled == [quick.id]  # while the slow one still works
+        slow_may_end.set()
+        for _ in range(500):
+            if len(handled) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert handled == [quick.id, slow.id]
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        info = await bus.js.consumer_info("IDENTITY", durable)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        stop.set()
+        slow_may_end.set()
+        with contextlib.suppress(Exception):
+            await task
+
+
 async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) -> None:
     col = db["things"]
     bus = EventBus(infra.nats.url, "kit-test-down", publish_timeout=0.5)
@@ -299,6 +355,20 @@ async def test_inserts_of_tasks_running_at_once_go_as_one_command(infra: Infra) 
         assert done == [True, True, True]
         assert time.monotonic() - started < 5.0
         assert len(commands.of("insert", "inbox")) == 3
+
+        # documents trickling in, each within `window` of the one before: one command, sent
+        # `window` after the last; unless `longest` since the first comes before
+        async def trickle(inserts: Inserts, prefix: str) -> list[bool]:
+            async def one(i: int) -> bool:
+                await asyncio.sleep(0.03 * i)
+                return await inserts.insert_once({"_id": f"{prefix}{i}"})
+
+            return await asyncio.gather(*(one(i) for i in range(6)))
+
+        assert await trickle(Inserts(col, window=0.1, longest=5.0), "t") == [True] * 6
+        assert len(commands.of("insert", "inbox")) == 4
+        assert await trickle(Inserts(col, window=0.1, longest=0.1), "u") == [True] * 6
+        assert len(commands.of("insert", "inbox")) >= 6  # the first sent 0.1 s after it came
     finally:
         await client.drop_database(name)
         await client.close()
