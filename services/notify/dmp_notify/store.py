@@ -19,10 +19,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from dmp_kit.mongo import Document, Inserts, Store, insert_once, upsert
 from dmp_notify.domain import Message, sms_text
 
-# How long a write of the inbox, or of the delivery records and dev copies, waits for others
-# to go with it (kit's Inserts).
-INBOX_WINDOW = 0.002
-RECORDS_WINDOW = 0.02
+# How long a write waits for others to go with it after the last one came, and after the
+# first at most (kit's Inserts). An inbox entry is what a patient sees first: it waits little.
+# The records follow e-mails sent a few at a time, spread out: they wait longer, which holds
+# up only their event's acknowledgement (the consumer handles the next batch meanwhile).
+INBOX_WINDOW, INBOX_LONGEST = 0.002, 0.01
+RECORDS_WINDOW, RECORDS_LONGEST = 0.01, 0.05
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,11 @@ class NotifyStore(Store):
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
         # A batch of events is handled at once (deliver.py): the inbox entries, delivery
-        # records and dev copies its notices write go as one command of each kind. The
-        # records follow e-mails sent a few at a time (channels.py), so wait longer to group;
-        # nothing waits on them but the event's acknowledgement.
-        self._inbox = Inserts(self.notifications, window=INBOX_WINDOW)
-        self._deliveries = Inserts(self.deliveries, window=RECORDS_WINDOW)
-        self._dev_copies = Inserts(self.dev_outbox, window=RECORDS_WINDOW)
+        # records and dev copies its notices write go as one command of each kind (the
+        # records each after its e-mail, sent a few at a time: channels.py).
+        self._inbox = Inserts(self.notifications, window=INBOX_WINDOW, longest=INBOX_LONGEST)
+        self._deliveries = Inserts(self.deliveries, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
+        self._dev_copies = Inserts(self.dev_outbox, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
 
     @property
     def deliveries(self) -> Any:

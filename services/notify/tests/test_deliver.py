@@ -119,10 +119,12 @@ async def test_a_batch_of_events_writes_each_kind_in_one_command(
 ) -> None:
     """A consumer handles a fetched batch at once: its inbox entries go as one insert, and so do
     its delivery records, each notice still told once and its e-mail recorded. (Windows of
-    half a second here, so that a slow machine does not split the batch.)"""
+    0.3 s here, so that a slow machine does not split the batch.)"""
     original, sent = database
-    monkeypatch.setattr(notify_store, "INBOX_WINDOW", 0.5)
-    monkeypatch.setattr(notify_store, "RECORDS_WINDOW", 0.5)
+    for window in ("INBOX_WINDOW", "RECORDS_WINDOW"):
+        monkeypatch.setattr(notify_store, window, 0.3)
+    for longest in ("INBOX_LONGEST", "RECORDS_LONGEST"):
+        monkeypatch.setattr(notify_store, longest, 3.0)
     store = NotifyStore(original.db)
     patients = [await patient_by_email(store, f"batch{i}") for i in range(6)]
     notify = notifier(infra, store, "batch@example.org")
