@@ -428,8 +428,15 @@ async def run_consumer(
         while len(working) > room:
             done, _ = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
             working.difference_update(done)
-            for task in done:
-                task.result()  # a batch's failure goes up, as when handled in line
+            # A batch's failure goes up, as when handled in line; a batch cancelled from
+            # elsewhere is a failure too, not this consumer's own cancellation.
+            failures = [
+                RuntimeError("a batch was cancelled") if task.cancelled() else task.exception()
+                for task in done
+            ]
+            for failure in failures:
+                if failure is not None:
+                    raise failure
 
     try:
         async with ConsumerLag(stream, durable).watching(sub, stop):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, PyMongoError
 
 from dmp_kit.errors import Unavailable
 from dmp_kit.logging import get_logger
@@ -251,6 +252,10 @@ class Store:
     async def ensure_indexes(self) -> None:
         """Create the indexes this store relies on (idempotent; run at start)."""
 
+    async def settle(self) -> None:
+        """Send the writes this store holds back to go together (Inserts), and wait for their
+        answers: at stop, before the client closes."""
+
 
 async def insert_once(collection: Any, doc: Document) -> bool:
     """Insert keyed by `_id`; False when it was already there (idempotent consumers)."""
@@ -350,10 +355,24 @@ class Inserts:
         self._sending.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._sending.discard)
 
+    async def settle(self) -> None:
+        """Sends what waits now and returns once every command sent has its answer: before
+        the client closes, so that a write whose caller was cancelled (a stopping consumer)
+        is not lost with it."""
+        if self._waiting:
+            self._send()
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
     async def _insert(self, group: list[tuple[Document, asyncio.Future[bool]]]) -> None:
         refused: dict[int, Exception | None] = {}
+        docs = [doc for doc, _ in group]
         try:
-            duplicates = await insert_all(self.collection, [doc for doc, _ in group])
+            try:
+                duplicates = await insert_all(self.collection, docs)
+            except AutoReconnect:  # once more, as the driver retries a single insert: what
+                # the first try stored comes back as duplicates
+                duplicates = await insert_all(self.collection, docs)
             refused = dict.fromkeys(duplicates)
         except BulkWriteError as exc:  # refusals of their own: each to its caller
             for error in exc.details.get("writeErrors", []):
@@ -365,21 +384,23 @@ class Inserts:
                 )
             if exc.details.get("writeConcernErrors"):
                 refused = dict.fromkeys(range(len(group)), exc)
-        except asyncio.CancelledError:
-            for _, outcome in group:
-                outcome.cancel()
+        except asyncio.CancelledError:  # the loop stopping: the callers fail, not cancelled
+            # (a consumer would take its handler's cancellation for its own)
+            refused = dict.fromkeys(range(len(group)), Unavailable("the insert was cancelled"))
             raise
         except Exception as exc:  # the command as a whole
             refused = dict.fromkeys(range(len(group)), exc)
-        for index, (_, outcome) in enumerate(group):
-            if outcome.done():  # its caller was cancelled meanwhile
-                continue
-            if index not in refused:
-                outcome.set_result(True)
-            elif (error := refused[index]) is None:
-                outcome.set_result(False)
-            else:
-                outcome.set_exception(error)
+        finally:
+            for index, (_, outcome) in enumerate(group):
+                if outcome.done():  # its caller was cancelled meanwhile
+                    continue
+                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                    if index not in refused:
+                        outcome.set_result(True)
+                    elif (error := refused[index]) is None:
+                        outcome.set_result(False)
+                    else:
+                        outcome.set_exception(error)
 
 
 async def upsert(operation: Callable[[], Awaitable[Any]]) -> Any:

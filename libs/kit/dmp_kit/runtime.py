@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -206,6 +207,9 @@ class ServiceRuntime:
         await self.bus.close()
         for channel in self._channels.values():
             await channel.close()
+        for store in stores:  # writes held back to go together, sent before the client closes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(store.settle(), self.settings.shutdown_grace_seconds)
         await close_mongo()
         tracing.shutdown()
         log.info("stopped")

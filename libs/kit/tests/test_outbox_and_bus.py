@@ -251,6 +251,39 @@ async def test_a_concurrent_consumer_handles_the_next_batch_while_one_ends(
             await task
 
 
+async def test_a_batch_cancelled_from_elsewhere_fails_its_consumer_rather_than_ending_it(
+    bus: EventBus,
+) -> None:
+    """A handler cancelled by something else than the consumer's own stop (a task it waited on
+    torn down) fails its batch: the consumer raises an error its supervisor restarts it on,
+    not the CancelledError that would end it for good."""
+    event = login_event("cancelled-elsewhere")
+    await bus.publish_event(event)
+
+    async def handler(e: envelope_pb2.Envelope) -> None:
+        if e.id == event.id:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+
+    stop = asyncio.Event()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await asyncio.wait_for(
+            run_consumer(
+                bus,
+                stream="IDENTITY",
+                durable=f"c_{secrets.token_hex(4)}",
+                subject="identity.login",
+                handler=handler,
+                stop=stop,
+                batch=1000,
+                concurrent=True,
+            ),
+            timeout=20,
+        )
+
+
 async def test_pending_events_survive_until_nats_is_back(db: Any, infra: Infra) -> None:
     col = db["things"]
     bus = EventBus(infra.nats.url, "kit-test-down", publish_timeout=0.5)
@@ -365,13 +398,49 @@ async def test_inserts_of_tasks_running_at_once_go_as_one_command(infra: Infra) 
 
             return await asyncio.gather(*(one(i) for i in range(6)))
 
-        assert await trickle(Inserts(col, window=0.1, longest=5.0), "t") == [True] * 6
+        assert await trickle(Inserts(col, window=0.5, longest=5.0), "t") == [True] * 6
         assert len(commands.of("insert", "inbox")) == 4
         assert await trickle(Inserts(col, window=0.1, longest=0.1), "u") == [True] * 6
         assert len(commands.of("insert", "inbox")) >= 6  # the first sent 0.1 s after it came
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_inserts_settle_sends_what_waits_even_for_a_cancelled_caller(db: Any) -> None:
+    """At stop a consumer's handler is cancelled while its write waits to go with others: the
+    write still goes, and settle() returns once it is stored (then the client may close)."""
+    col = db["inbox"]
+    inserts = Inserts(col, window=30.0, longest=30.0)
+    caller = asyncio.create_task(inserts.insert_once({"_id": "held"}))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await caller
+    assert await col.find_one({"_id": "held"}) is None  # still waiting for company
+    await asyncio.wait_for(inserts.settle(), timeout=5)
+    assert await col.find_one({"_id": "held"}) == {"_id": "held"}
+
+
+async def test_inserts_try_once_more_when_the_connection_is_reset(infra: Infra, db: Any) -> None:
+    """A connection lost under a command (a network blip, a primary stepping down) is tried
+    once more, as the driver retries a single insert: its callers get their outcome, not the
+    error (a delivery record lost so would send its e-mail again)."""
+    col = db["inbox"]
+    await col.insert_one({"_id": "warm"})  # a connection open to the server
+    inserts = Inserts(col, window=0.0)
+    infra.pause(infra.mongo)
+    try:
+        caller = asyncio.create_task(inserts.insert_once({"_id": "through-a-reset"}))
+        await asyncio.sleep(0.3)  # the command sent, held on its way
+        infra.partition(infra.mongo)  # its connection reset
+        await asyncio.sleep(0.3)
+    finally:
+        infra.heal(infra.mongo)
+        infra.resume(infra.mongo)
+    outcome = await asyncio.wait_for(caller, timeout=30)
+    assert outcome in (True, False)  # False: the first try had reached the server
+    assert await col.find_one({"_id": "through-a-reset"}) == {"_id": "through-a-reset"}
 
 
 async def test_inserts_give_an_unreachable_database_to_every_caller() -> None:
