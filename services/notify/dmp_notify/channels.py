@@ -20,9 +20,11 @@ from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 
 log = get_logger(__name__)
-# E-mails sent at once, each on a connection of its own kept open for the next ones; more wait
-# for one of these (opening and closing connections for a burst's extra e-mails cost more).
-IDLE_CONNECTIONS = 4
+# Connections kept open for the next messages (one per e-mail being sent at once, up to this):
+# as many as a consumer's batches usually send at once, so that a burst's e-mails do not each
+# open a connection and close it after. More are opened when more are sent at once; none waits
+# for another's (a one-time code is sent on a request's deadline).
+IDLE_CONNECTIONS = 16
 # UTF-8 throughout, 7-bit safe through any relay: the text quoted-printable (readable), a
 # subject that is not ASCII in base64 words (choosing the shorter encoding measured the
 # quoted-printable length character by character, half a millisecond a subject).
@@ -43,13 +45,11 @@ class EmailSender:
     """E-mail over SMTP on connections kept open between messages: opening one per message
     (connect, EHLO, and STARTTLS and AUTH where configured) was most of the e-mail's cost.
     A message takes an idle connection or opens one; a connection the relay has closed
-    meanwhile is found out by the send, which is tried once more on a new one. At most
-    IDLE_CONNECTIONS messages are sent at once."""
+    meanwhile is found out by the send, which is tried once more on a new one."""
 
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
         self._idle: list[aiosmtplib.SMTP] = []
-        self._senders = asyncio.Semaphore(IDLE_CONNECTIONS)
         self._local_hostname: str | None = None  # for EHLO, looked up once
         refuse_breaks("DMP_MAIL_FROM", settings.mail_from)
         name, address = parseaddr(settings.mail_from)
@@ -97,10 +97,6 @@ class EmailSender:
         it (the one window of DESIGN's at-least-once, a process killed between the send and
         its record) carries the same Message-ID, which mail clients show once."""
         mail = self._message(to, message, delivery)
-        async with self._senders:
-            await self._send(mail)
-
-    async def _send(self, mail: MIMEText) -> None:
         client = self._idle.pop() if self._idle else None
         while True:
             kept = client is not None

@@ -43,6 +43,10 @@ class NotifyStore(Store):
         self._deliveries = Inserts(self.deliveries, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
         self._dev_copies = Inserts(self.dev_outbox, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
 
+    async def settle(self) -> None:
+        for inserts in (self._inbox, self._deliveries, self._dev_copies):
+            await inserts.settle()
+
     @property
     def deliveries(self) -> Any:
         return self.db["deliveries"]
