@@ -79,8 +79,9 @@ async def consume(
     stop: asyncio.Event,
     ack_wait: float = ACK_WAIT_SECONDS,
     subject: str = SUBJECT,
+    **options: Any,
 ) -> None:
-    """run_consumer on the IDENTITY stream, until `stop`."""
+    """run_consumer on the IDENTITY stream, until `stop` (`options`: run_consumer's others)."""
     await run_consumer(
         bus,
         stream="IDENTITY",
@@ -89,6 +90,7 @@ async def consume(
         handler=handler,
         stop=stop,
         ack_wait=ack_wait,
+        **options,
     )
 
 
@@ -215,17 +217,7 @@ async def test_a_concurrent_consumer_handles_the_next_batch_while_one_ends(
     await bus.publish_event(slow)
     stop = asyncio.Event()
     durable = f"o_{secrets.token_hex(4)}"
-    task = asyncio.create_task(
-        run_consumer(
-            bus,
-            stream="IDENTITY",
-            durable=durable,
-            subject="identity.login",
-            handler=handler,
-            stop=stop,
-            concurrent=True,
-        )
-    )
+    task = asyncio.create_task(consume(bus, durable, handler, stop, concurrent=True))
     try:
         await asyncio.wait_for(slow_started.wait(), timeout=20)
         await bus.publish_event(quick)
@@ -270,16 +262,7 @@ async def test_a_batch_cancelled_from_elsewhere_fails_its_consumer_rather_than_e
     stop = asyncio.Event()
     with pytest.raises(RuntimeError, match="cancelled"):
         await asyncio.wait_for(
-            run_consumer(
-                bus,
-                stream="IDENTITY",
-                durable=f"c_{secrets.token_hex(4)}",
-                subject="identity.login",
-                handler=handler,
-                stop=stop,
-                batch=1000,
-                concurrent=True,
-            ),
+            consume(bus, f"c_{secrets.token_hex(4)}", handler, stop, batch=1000, concurrent=True),
             timeout=20,
         )
 
