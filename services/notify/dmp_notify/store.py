@@ -21,8 +21,8 @@ from dmp_notify.domain import Message, sms_text
 
 # How long a write waits for others to go with it after the last one came, and after the
 # first at most (kit's Inserts). An inbox entry is what a patient sees first: it waits little.
-# The records follow e-mails sent a few at a time, spread out: they wait longer, which holds
-# up only their event's acknowledgement (the consumer handles the next batch meanwhile).
+# The records follow e-mails, each once its SMTP exchange ends, spread out: they wait longer,
+# which holds up only their event's acknowledgement (the consumer handles the next batch).
 INBOX_WINDOW, INBOX_LONGEST = 0.002, 0.01
 RECORDS_WINDOW, RECORDS_LONGEST = 0.01, 0.05
 
@@ -38,7 +38,7 @@ class NotifyStore(Store):
         super().__init__(db)
         # A batch of events is handled at once (deliver.py): the inbox entries, delivery
         # records and dev copies its notices write go as one command of each kind (the
-        # records each after its e-mail, sent a few at a time: channels.py).
+        # records each after its own e-mail).
         self._inbox = Inserts(self.notifications, window=INBOX_WINDOW, longest=INBOX_LONGEST)
         self._deliveries = Inserts(self.deliveries, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
         self._dev_copies = Inserts(self.dev_outbox, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
