@@ -9,8 +9,8 @@ tried again. A failed send fails the event, which JetStream redelivers later (wi
 while a handler works, the consumer tells JetStream so, and nothing is redelivered under it for
 a minute (dmp_kit.bus's HOLD_SECONDS). Two windows are left, where a message goes twice rather
 than never, an e-mail with the same Message-ID both times: a process that dies between a send
-and its record, and a batch held over that minute, whose events another replica then handles
-while the first still works on them.
+and its record, and a batch held over that minute, whose events another replica (or this
+process's next batch) then handles while the first still works on them.
 """
 
 from __future__ import annotations
