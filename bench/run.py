@@ -652,6 +652,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "request_cost": (_elsewhere("bench.cost", "request_cost"), 1000),
     "dossier_growth": (_elsewhere("bench.growth", "dossier_growth"), 100_000),
     "ferretdb_reads": (_elsewhere("bench.ferretdb_reads", "ferretdb_reads"), 100),
+    "db_client": (_elsewhere("bench.db_client", "db_client"), 3000),
     "agenda_schedule": (_elsewhere("bench.agenda_schedule", "agenda_schedule"), 10_000),
     "overload": (_elsewhere("bench.overload", "overload"), 20),
     "outbox_lag": (_elsewhere("bench.relay", "outbox_lag"), 30),

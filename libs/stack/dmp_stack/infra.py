@@ -251,9 +251,13 @@ def start_mongo(state: Path, port: int | None = None) -> Started:
     return start_ferretdb(state, port, choice.removeprefix("ferretdb "))
 
 
-def start_ferretdb(state: Path, port: int, backend: str) -> Started:
+def start_ferretdb(
+    state: Path, port: int, backend: str, listen_unix: Path | None = None
+) -> Started:
     """FerretDB on `backend`: `sqlite` (files under the state directory) or `postgresql` (a
-    cluster of its own, stopped with it)."""
+    cluster of its own, stopped with it). With `listen_unix`, it also listens on that Unix
+    socket, whose URL is the result's `extra["unix_url"]` (bench/db_client.py compares the
+    two)."""
     binary = ferretdb_binary()
     data = state / "data" / "ferretdb"
     data.mkdir(parents=True, exist_ok=True)
@@ -272,6 +276,7 @@ def start_ferretdb(state: Path, port: int, backend: str) -> Started:
                 f"--handler={backend}",
                 *handler,
                 f"--listen-addr=127.0.0.1:{port}",
+                *([f"--listen-unix={listen_unix}"] if listen_unix else []),
                 "--debug-addr=-",
                 "--telemetry=disable",
                 f"--state-dir={data}",
@@ -295,8 +300,14 @@ def start_ferretdb(state: Path, port: int, backend: str) -> Started:
         f"mongodb://127.0.0.1:{port}/",
         f"ferretdb {binary.name} ({backend})",
         pid=proc.pid,
+        extra={"unix_url": unix_url(listen_unix)} if listen_unix else {},
         also=[also.pid] if also is not None and also.pid is not None else [],
     )
+
+
+def unix_url(socket: Path) -> str:
+    """A MongoDB URL naming a Unix socket (its path percent-encoded, as drivers read it)."""
+    return f"mongodb://{urllib.parse.quote(str(socket), safe='')}/"
 
 
 def postgres_bin() -> Path:

@@ -1,8 +1,8 @@
 """FerretDB's two backends, each started directly whatever database the session itself uses:
 on a PostgreSQL cluster of its own (the default) it starts, keeps what is written with the
-features the code relies on, refuses a duplicate on a unique index, keeps the cluster's password
-out of sight, and stops both servers; on SQLite (DMP_FERRETDB_BACKEND=sqlite, the fallback) it
-does the same round trip."""
+features the code relies on, answers on a Unix socket when asked, refuses a duplicate on a
+unique index, keeps the cluster's password out of sight, and stops both servers; on SQLite
+(DMP_FERRETDB_BACKEND=sqlite, the fallback) it does the same round trip."""
 
 from __future__ import annotations
 
@@ -29,18 +29,31 @@ def test_ferretdb_on_postgresql_round_trip() -> None:
         pytest.skip(str(exc))
     state = Path(tempfile.mkdtemp(prefix="dmp-pg-"))
     try:
-        mongo = start_ferretdb(state, free_port(), "postgresql")
+        mongo = start_ferretdb(state, free_port(), "postgresql", state / "ferretdb.sock")
         assert mongo.pid is not None and len(mongo.also) == 1
         try:
             assert "postgresql" in mongo.source and alive(mongo.also[0])
             check_secret(state, mongo.pid, mongo.also[0])
             check_round_trip(mongo.url)
+            check_unix_socket(mongo.extra["unix_url"], mongo.url)
             check_filters_use_an_index(state, mongo.url)
         finally:
             stop_started(mongo)  # FerretDB, then the PostgreSQL under it
         assert not alive(mongo.pid) and not alive(mongo.also[0])
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def check_unix_socket(unix_url: str, tcp_url: str) -> None:
+    """Asked for one, FerretDB also listens on a Unix socket (bench/db_client.py): what is
+    written through it is read over TCP."""
+    assert unix_url.startswith("mongodb://%2F") and unix_url.endswith(".sock/")
+    with MongoClient(unix_url) as over_socket, MongoClient(tcp_url) as over_tcp:
+        over_socket["dmp_unix_check"]["docs"].insert_one({"_id": "via-socket", "n": 1})
+        assert over_tcp["dmp_unix_check"]["docs"].find_one({"_id": "via-socket"}) == {
+            "_id": "via-socket",
+            "n": 1,
+        }
 
 
 def check_secret(state: Path, *pids: int) -> None:
