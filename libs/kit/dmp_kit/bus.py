@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import DEFAULT_PREFIX as JS_API_PREFIX
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from dmp.events.v1 import envelope_pb2
 from dmp_kit import tracing
@@ -269,11 +279,112 @@ class EventBus:
     async def publish_event(self, event: envelope_pb2.Envelope) -> int:
         return await self.publish(event.type, event.SerializeToString(), event.id)
 
+    async def pull(self, stream: str, durable: str) -> Pull:
+        """Pull requests to an existing durable consumer (see `Pull`)."""
+        if self._nc is None:
+            raise Unavailable("the event bus is not connected")
+        pull = Pull(self._nc, self.js, stream, durable)
+        await pull.start()
+        return pull
+
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
         self._nc = None
         self._js = None
+
+
+# A pull request's end, as JetStream says it (a status message to the request's reply subject):
+# no more messages for now (404), its time is up (408), refused or cut short (409: the
+# consumer's leader changed, too many waiting requests, the consumer deleted); 100 is a
+# heartbeat, not an end.
+NO_MESSAGES, REQUEST_TIMEOUT, HEARTBEAT = "404", "408", "100"
+# How long past a request's expiry its end is waited for, when nothing at all came.
+PULL_GRACE_SECONDS = 0.5
+# Once a message came, how long the next may take before the fetch returns what it has,
+# its request's end not yet seen (the request that brought it was an earlier one).
+PULL_QUIET_SECONDS = 0.02
+
+
+class Pull:
+    """A durable consumer's messages, asked for by pull requests of its own making.
+
+    nats-py's `PullSubscription.fetch` sends every request to one reply subject, so a status
+    ending an earlier request (a 408 arriving just after the client stopped waiting for it)
+    reads as the end of the next one, which then sends a second, lingering request and
+    leaves the first open. JetStream gives each new message to the oldest open request, and
+    the fetch that receives it waits for its own request's end: an event waited until the
+    next one came, or a second (nats-io/nats.py#986; here notifications were 150–230 ms late
+    at idle, a few in each run).
+
+    Here each request has a reply subject of its own (`<inbox>.<n>`, one wildcard
+    subscription) and asks for the messages available now or, if none, for the first to
+    come within its time (`no_wait` with `expires`): JetStream sends them, then ends the
+    request with a status. So a status is known to be this request's end or an earlier one's
+    (ignored); a message is taken whichever request it came for; and once one came, the
+    fetch returns when its request ends or, should an earlier request have brought it, once
+    no other follows within PULL_QUIET_SECONDS. Messages already received are handed out
+    before anything is asked.
+    """
+
+    def __init__(self, nc: NatsClient, js: JetStreamContext, stream: str, durable: str) -> None:
+        self._nc = nc
+        self._js = js
+        self._stream = stream
+        self._durable = durable
+        self._next = f"{JS_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._asked = 0
+        self._sub: Any = None
+
+    @property
+    def inbox(self) -> str:
+        """The prefix of this consumer's reply subjects (`<inbox>.<n>`, n its n-th request)."""
+        return self._inbox
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*")
+
+    async def fetch(self, batch: int, wait: float = 1.0) -> list[Msg]:
+        """Up to `batch` messages: those available, else the first to come within `wait`
+        seconds (with whatever comes along with it); none if nothing came. A request refused
+        or cut short (409) that brought nothing raises its APIError."""
+        msgs: list[Msg] = []
+        while self._sub.pending_msgs and len(msgs) < batch:  # received already
+            msg = await self._sub.next_msg(timeout=None)
+            if not JetStreamContext.is_status_msg(msg):
+                msgs.append(msg)  # the statuses here end requests no longer waited for
+        if msgs:
+            return msgs
+        self._asked += 1
+        reply = f"{self._inbox}.{self._asked}"
+        ask = {"batch": batch, "expires": int(wait * 1e9), "no_wait": True}
+        await self._nc.publish(self._next, json.dumps(ask).encode(), reply=reply)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait + PULL_GRACE_SECONDS
+        while len(msgs) < batch:
+            left = PULL_QUIET_SECONDS if msgs else until - loop.time()
+            try:
+                msg = await self._sub.next_msg(timeout=max(0.001, left))
+            except (TimeoutError, NatsTimeoutError):
+                break  # quiet after a message; or nothing at all (the connection lost, say)
+            status = JetStreamContext.is_status_msg(msg)
+            if not status:
+                msgs.append(msg)
+            elif msg.subject == reply and status != HEARTBEAT:
+                if status not in (NO_MESSAGES, REQUEST_TIMEOUT) and not msgs:
+                    raise APIError.from_msg(msg)
+                break
+        return msgs
+
+    async def consumer_info(self) -> ConsumerInfo:
+        info: ConsumerInfo = await self._js.consumer_info(self._stream, self._durable)
+        return info
+
+    async def unsubscribe(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
 
 
 def redelivery_delay(num_delivered: int) -> float:
@@ -354,7 +465,7 @@ async def run_consumer(
             err_code=exc.err_code,
             description=exc.description,
         )
-    sub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+    sub = await bus.pull(stream, durable)
 
     async def handle(msg: Msg) -> None:
         try:
@@ -442,12 +553,12 @@ async def run_consumer(
         async with ConsumerLag(stream, durable).watching(sub, stop):
             while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
+                    msgs = await sub.fetch(batch, wait=1.0)
                 except nats.errors.Error as exc:
                     log.warning("consumer_fetch_failed", durable=durable, error=type(exc).__name__)
                     await asyncio.sleep(1.0)
+                    continue
+                if not msgs:
                     continue
                 if not concurrent:
                     await handle_all(msgs)

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
-from nats.js.client import JetStreamContext
+from nats.js.api import ConsumerInfo
 from prometheus_client import (
     Counter,
     Gauge,
@@ -100,6 +101,12 @@ def serve_metrics(address: str) -> None:
     log.info("metrics_listening", address=address)
 
 
+class Consuming(Protocol):
+    """What a consumer's lag is read from (dmp_kit.bus's Pull)."""
+
+    async def consumer_info(self) -> ConsumerInfo: ...
+
+
 class ConsumerLag:
     """Keeps a durable consumer's lag gauges, asking JetStream at most every few seconds, from
     a task of its own (`watch`): a handler that hangs would otherwise freeze the gauges at
@@ -109,7 +116,7 @@ class ConsumerLag:
         self._labels = (stream, durable)
         self._next = 0.0
 
-    async def sample(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def sample(self, sub: Consuming) -> None:
         now = time.monotonic()
         if now < self._next:
             return
@@ -123,7 +130,7 @@ class ConsumerLag:
         CONSUMER_ACK_PENDING.labels(*self._labels).set(info.num_ack_pending or 0)
         CONSUMER_REDELIVERED.labels(*self._labels).set(info.num_redelivered or 0)
 
-    async def watch(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+    async def watch(self, sub: Consuming, stop: asyncio.Event) -> None:
         """Samples every LAG_INTERVAL_SECONDS until `stop` is set."""
         while not stop.is_set():
             await self.sample(sub)
@@ -131,9 +138,7 @@ class ConsumerLag:
                 await asyncio.wait_for(stop.wait(), LAG_INTERVAL_SECONDS)
 
     @contextlib.asynccontextmanager
-    async def watching(
-        self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event
-    ) -> AsyncIterator[None]:
+    async def watching(self, sub: Consuming, stop: asyncio.Event) -> AsyncIterator[None]:
         """`watch` running beside the consumer's loop for as long as the block lasts."""
         async with beside(self.watch(sub, stop)):
             yield

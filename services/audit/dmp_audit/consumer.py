@@ -18,16 +18,14 @@ from functools import partial
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from dmp.events.v1 import envelope_pb2
 from dmp_audit.log import AuditLog, Record
 from dmp_audit.store import AuditStore
 from dmp_kit import tracing
-from dmp_kit.bus import EventBus, authentic, run_consumer
+from dmp_kit.bus import EventBus, Pull, authentic, run_consumer
 from dmp_kit.lease import Lease
 from dmp_kit.metrics import ConsumerLag
 
@@ -118,9 +116,7 @@ async def run_log_consumer(bus: EventBus, audit: AuditLog, stop: asyncio.Event) 
     await audit.settle(quiet=True)
 
 
-async def _pump(
-    sub: JetStreamContext.PullSubscription, audit: AuditLog, batch: int, stop: asyncio.Event
-) -> None:
+async def _pump(sub: Pull, audit: AuditLog, batch: int, stop: asyncio.Event) -> None:
     # The next batch is fetched while this one is stored: the stream's round trips overlap
     # the database's (max_ack_pending leaves room for two batches in flight).
     pending = asyncio.create_task(_fetch(sub, batch))
@@ -163,7 +159,7 @@ async def _pump(
 
 
 async def _fetch(
-    sub: JetStreamContext.PullSubscription,
+    sub: Pull,
     batch: int,
     linger: float = 0.0,
     hurry: asyncio.Event | None = None,
@@ -172,15 +168,10 @@ async def _fetch(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hurry.wait(), linger)
         hurry.clear()
-    try:
-        return await sub.fetch(batch, timeout=1.0)
-    except (TimeoutError, NatsTimeoutError):
-        return []
+    return await sub.fetch(batch, wait=1.0)
 
 
-async def bind(
-    bus: EventBus, start: int, batch: int, ack_wait: float
-) -> JetStreamContext.PullSubscription:
+async def bind(bus: EventBus, start: int, batch: int, ack_wait: float) -> Pull:
     """(Re)create the durable consumer at stream sequence `start` and bind a pull to it."""
     with contextlib.suppress(NotFoundError):
         await bus.js.delete_consumer(STREAM, DURABLE)
@@ -196,7 +187,7 @@ async def bind(
         opt_start_seq=start if start > 1 else None,
     )
     await bus.js.add_consumer(STREAM, config)
-    return await bus.js.pull_subscribe_bind(durable=DURABLE, stream=STREAM)
+    return await bus.pull(STREAM, DURABLE)
 
 
 async def run_attending_mirror(bus: EventBus, store: AuditStore, stop: asyncio.Event) -> None:
