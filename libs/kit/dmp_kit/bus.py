@@ -295,15 +295,25 @@ class EventBus:
 
 
 # A pull request's end, as JetStream says it (a status message to the request's reply subject):
-# no more messages for now (404), its time is up (408), refused or cut short (409: the
-# consumer's leader changed, too many waiting requests, the consumer deleted); 100 is a
-# heartbeat, not an end.
-NO_MESSAGES, REQUEST_TIMEOUT, HEARTBEAT = "404", "408", "100"
-# How long past a request's expiry its end is waited for, when nothing at all came.
+# no more messages for now (404), its time is up or requests already waiting will take what
+# there is (408), refused or cut short (409: the consumer's leader changed, too many waiting
+# requests, the consumer deleted); 100 is a heartbeat, not an end.
+NO_MESSAGES, REQUEST_TIMEOUT, CONFLICT, HEARTBEAT = "404", "408", "409", "100"
+LEADER_CHANGED = "Leadership Change"
+# How long past a request's expiry its end is waited for before it is taken as lost (the
+# connection dropped meanwhile): by then JetStream has let it go too.
 PULL_GRACE_SECONDS = 0.5
-# Once a message came, how long the next may take before the fetch returns what it has,
-# its request's end not yet seen (the request that brought it was an earlier one).
-PULL_QUIET_SECONDS = 0.02
+# A request that ends with nothing well before its time (408 "Requests Pending", a leader
+# changing): the pause before the consumer asks again, so that it does not ask in a loop.
+PULL_EARLY_END_PAUSE_SECONDS = 0.1
+
+
+@dataclass
+class _Asked:
+    reply: str
+    batch: int
+    until: float  # its expiry and the grace, on the event loop's clock
+    received: int = 0
 
 
 class Pull:
@@ -320,11 +330,10 @@ class Pull:
     Here each request has a reply subject of its own (`<inbox>.<n>`, one wildcard
     subscription) and asks for the messages available now or, if none, for the first to
     come within its time (`no_wait` with `expires`): JetStream sends them, then ends the
-    request with a status. So a status is known to be this request's end or an earlier one's
-    (ignored); a message is taken whichever request it came for; and once one came, the
-    fetch returns when its request ends or, should an earlier request have brought it, once
-    no other follows within PULL_QUIET_SECONDS. Messages already received are handed out
-    before anything is asked.
+    request with a status, or with the last of its batch. A request is asked only once the
+    one before has ended — by its status, its batch filled, or its expiry passed — so every
+    message belongs to the one request open, and a status naming another (an earlier
+    request's, late) is ignored. A fetch returns when its request ends.
     """
 
     def __init__(self, nc: NatsClient, js: JetStreamContext, stream: str, durable: str) -> None:
@@ -334,7 +343,8 @@ class Pull:
         self._durable = durable
         self._next = f"{JS_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
-        self._asked = 0
+        self._count = 0
+        self._open: _Asked | None = None
         self._sub: Any = None
 
     @property
@@ -345,36 +355,54 @@ class Pull:
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*")
 
+    def _status(self, msg: Msg) -> str | None:
+        """A status, for a message sent to one of this consumer's reply subjects (a stream's
+        message keeps its own subject, whatever headers its publisher gave it)."""
+        if not msg.subject.startswith(f"{self._inbox}."):
+            return None
+        return JetStreamContext.is_status_msg(msg) or None
+
     async def fetch(self, batch: int, wait: float = 1.0) -> list[Msg]:
         """Up to `batch` messages: those available, else the first to come within `wait`
         seconds (with whatever comes along with it); none if nothing came. A request refused
-        or cut short (409) that brought nothing raises its APIError."""
-        msgs: list[Msg] = []
-        while self._sub.pending_msgs and len(msgs) < batch:  # received already
-            msg = await self._sub.next_msg(timeout=None)
-            if not JetStreamContext.is_status_msg(msg):
-                msgs.append(msg)  # the statuses here end requests no longer waited for
-        if msgs:
-            return msgs
-        self._asked += 1
-        reply = f"{self._inbox}.{self._asked}"
-        ask = {"batch": batch, "expires": int(wait * 1e9), "no_wait": True}
-        await self._nc.publish(self._next, json.dumps(ask).encode(), reply=reply)
+        (409, other than a leader changing) that brought nothing raises its APIError."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + wait + PULL_GRACE_SECONDS
+        if self._open is None or loop.time() > self._open.until:
+            self._count += 1
+            reply = f"{self._inbox}.{self._count}"
+            asked = {"batch": batch, "expires": int(wait * 1e9), "no_wait": True}
+            await self._nc.publish(self._next, json.dumps(asked).encode(), reply=reply)
+            self._open = _Asked(reply, batch, loop.time() + wait + PULL_GRACE_SECONDS)
+        request = self._open
+        early = loop.time() + wait / 2
+        msgs: list[Msg] = []
         while len(msgs) < batch:
-            left = PULL_QUIET_SECONDS if msgs else until - loop.time()
             try:
-                msg = await self._sub.next_msg(timeout=max(0.001, left))
+                msg = await self._sub.next_msg(timeout=max(0.001, request.until - loop.time()))
             except (TimeoutError, NatsTimeoutError):
-                break  # quiet after a message; or nothing at all (the connection lost, say)
-            status = JetStreamContext.is_status_msg(msg)
-            if not status:
-                msgs.append(msg)
-            elif msg.subject == reply and status != HEARTBEAT:
-                if status not in (NO_MESSAGES, REQUEST_TIMEOUT) and not msgs:
-                    raise APIError.from_msg(msg)
+                self._open = None  # no end came (the connection lost, say): it is over
                 break
+            status = self._status(msg)
+            if status is None:
+                msgs.append(msg)
+                request.received += 1
+                if request.received >= request.batch:
+                    self._open = None  # its batch filled: JetStream ends it without a status
+                    break
+                continue
+            if msg.subject != request.reply or status == HEARTBEAT:
+                continue  # an earlier request's end, come late; or a heartbeat
+            self._open = None
+            if msgs:
+                break
+            refused = status not in (NO_MESSAGES, REQUEST_TIMEOUT, CONFLICT) or (
+                status == CONFLICT and (msg.headers or {}).get("Description") != LEADER_CHANGED
+            )
+            if refused:
+                raise APIError.from_msg(msg)
+            if loop.time() < early:
+                await asyncio.sleep(PULL_EARLY_END_PAUSE_SECONDS)
+            break
         return msgs
 
     async def consumer_info(self) -> ConsumerInfo:
@@ -382,9 +410,15 @@ class Pull:
         return info
 
     async def unsubscribe(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
+        """Ends the subscription; what it received and nobody took goes back at once."""
+        if self._sub is None:
+            return
+        with contextlib.suppress(nats.errors.Error):
+            while self._sub.pending_msgs:
+                msg = await self._sub.next_msg(timeout=None)
+                if self._status(msg) is None:
+                    await msg.nak()
+            await self._sub.unsubscribe()
 
 
 def redelivery_delay(num_delivered: int) -> float:
