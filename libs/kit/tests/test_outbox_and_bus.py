@@ -871,16 +871,7 @@ async def test_a_pull_request_is_ended_by_its_own_status_only(bus: EventBus, inf
     its own request stays the one open, and the event published after is handed out as soon
     as JetStream ends that request, not at its expiry."""
     durable = f"pull_{secrets.token_hex(4)}"
-    await bus.js.add_consumer(
-        "IDENTITY",
-        ConsumerConfig(
-            name=durable,
-            durable_name=durable,
-            filter_subject=SUBJECT,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.NEW,
-        ),
-    )
+    await made_by_hand(bus, durable, deliver_policy=DeliverPolicy.NEW)
     pull = await bus.pull("IDENTITY", durable)
     other = await nats.connect(infra.nats.url)
     try:
@@ -943,8 +934,8 @@ async def test_an_event_after_idle_fetches_is_handled_at_once(bus: EventBus) -> 
     assert len(late) == len(published) and max(late.values()) < 0.15, late
 
 
-async def bound_by_hand(bus: EventBus, durable: str, **config: Any) -> Any:
-    """A pull on a durable made here with these settings (not run_consumer's)."""
+async def made_by_hand(bus: EventBus, durable: str, **config: Any) -> None:
+    """A durable on `SUBJECT` made here with these settings (not run_consumer's)."""
     await bus.js.add_consumer(
         "IDENTITY",
         ConsumerConfig(
@@ -955,6 +946,11 @@ async def bound_by_hand(bus: EventBus, durable: str, **config: Any) -> Any:
             **config,
         ),
     )
+
+
+async def bound_by_hand(bus: EventBus, durable: str, **config: Any) -> Any:
+    """A pull (nats-py's) on a durable made here with these settings."""
+    await made_by_hand(bus, durable, **config)
     return await bus.js.pull_subscribe_bind(durable=durable, stream="IDENTITY")
 
 
