@@ -26,7 +26,8 @@ from pymongo import AsyncMongoClient
 
 from bench.ferretdb_reads import _cpu
 from bench.run import RESULTS
-from dmp_stack.infra import _stop, free_port, start_ferretdb
+from dmp_stack.infra import free_port, start_ferretdb
+from dmp_stack.stack import stop_started
 
 ROUNDS = 3
 DOCUMENT = {"_id": "listing", "data": "x" * 4096}
@@ -66,9 +67,7 @@ def db_client(calls: int) -> dict[str, Any]:
             for name, url in urls.items():
                 rounds[name].append(uvloop.run(_reads(url, calls, started.pid)))
     finally:
-        _stop(started.pid)
-        for pid in started.also:
-            _stop(pid)
+        stop_started(started)  # FerretDB, then its PostgreSQL
     per_read = {
         name: {
             key: round(statistics.median(r[key] for r in runs), 3)
