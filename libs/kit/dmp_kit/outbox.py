@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bson import Binary
+from cachetools import LRUCache
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -72,7 +74,12 @@ class KnownOutboxes:
     operation fewer per write. A later write of the same document that finds events still
     pending forgets it (the relay then reads the document); so does anything relayed after a
     read. A note left stale only costs an extra publish, which JetStream drops by event id,
-    and a clearing that matches nothing (it names the exact entries)."""
+    and a clearing that matches nothing (it names the exact entries).
+
+    An outbox the relay emptied exactly (its clearing named every entry and matched) is known
+    empty, under the document's lock: a remembered write (`change_document`) that lands on
+    the version this process wrote then knows the whole outbox it leaves. A kick never takes
+    an empty one: what it names is read."""
 
     def __init__(self, limit: int = KNOWN_MAX) -> None:
         self._known: dict[tuple[str, Any], list[Document]] = {}
@@ -89,11 +96,50 @@ class KnownOutboxes:
     def forget(self, collection: str, doc_id: Any) -> None:
         self._known.pop((collection, doc_id), None)
 
+    def peek(self, collection: str, doc_id: Any) -> list[Document] | None:
+        return self._known.get((collection, doc_id))
+
     def take(self, collection: str, doc_id: Any) -> list[Document] | None:
-        return self._known.pop((collection, doc_id), None)
+        return self._known.pop((collection, doc_id), None) or None
 
 
 known_outboxes = KnownOutboxes()
+
+# A write of `change_document(remember=True)` sets this to a value of its own: a document
+# deleted and made again can come back to a version remembered, never to this.
+STAMP = "_w"
+# The documents remembered, per process: their stored bytes (about) at most.
+WRITTEN_BYTES = 16 * 1024 * 1024
+
+
+def _size(doc: Document) -> int:
+    """About the bytes `doc` takes: its bytes and strings, and a little per field."""
+    return sum(
+        len(value) if isinstance(value, (bytes, str)) else 16 for value in doc.values()
+    ) + 32 * len(doc)
+
+
+class WrittenDocuments:
+    """The documents this process last wrote with `change_document(remember=True)`, as
+    written (without their outbox), by collection (its full name) and `_id`: the next change
+    decides on them without reading them, guarded by their version and stamp. The least
+    recently used go beyond WRITTEN_BYTES; one that went is read, as is one changed since."""
+
+    def __init__(self, limit: int = WRITTEN_BYTES) -> None:
+        self._held: LRUCache[tuple[str, Any], Document] = LRUCache(limit, getsizeof=_size)
+
+    def get(self, collection: str, doc_id: Any) -> Document | None:
+        return self._held.get((collection, doc_id))
+
+    def put(self, collection: str, doc_id: Any, doc: Document) -> None:
+        if _size(doc) <= self._held.maxsize:
+            self._held[(collection, doc_id)] = dict(doc)  # the caller's copy may change
+
+    def forget(self, collection: str, doc_id: Any) -> None:
+        self._held.pop((collection, doc_id), None)
+
+
+written_documents = WrittenDocuments()
 MAX_ATTEMPTS = 20
 MAX_SCANS = 100  # batches of one collection in one pass
 # The backlog's gauges are read every this many seconds, from up to SAMPLE pending documents
@@ -110,6 +156,7 @@ async def change_document(
     *events: envelope_pb2.Envelope,
     create: bool = False,
     before_write: Callable[[], Awaitable[None]] | None = None,
+    remember: bool = False,
 ) -> Document | None:
     """Read, decide, write one document — safe against concurrent writers — with its events.
 
@@ -119,17 +166,39 @@ async def change_document(
     meanwhile (see DocumentLocks). Returns the document as written, or the unchanged one; None
     when it does not exist and `create` is false. `before_write` is awaited before each attempt
     to write (not when there is nothing to write); if it raises, nothing is written.
+
+    `remember`: the document as this process last wrote it is decided on without reading it
+    (`WrittenDocuments`), the write landing only if no writer changed it since — its version
+    and this write's stamp still those written (the relay only takes entries out of its
+    outbox); else it is read and decided on again, as is any refusal or "no change" `change`
+    gives on what was remembered. For documents whose fields only `change_document` changes
+    (any other write would go unseen).
     """
     async with document_locks.hold(collection.name, doc_id):
+        known = written_documents.get(collection.full_name, doc_id) if remember else None
         for _ in range(MAX_ATTEMPTS):
-            current: Document | None = await collection.find_one({"_id": doc_id})
+            guessed = known is not None
+            if known is not None:
+                current: Document | None = known
+                known = None
+            else:
+                current = await collection.find_one({"_id": doc_id})
             if current is None and not create:
                 return None
-            fields = change(_without_outbox(current))
+            try:
+                fields = change(_without_outbox(current))
+            except Exception:
+                if guessed:
+                    continue  # decided on what was remembered: decided again on what is
+                raise
             if fields is None:
+                if guessed:
+                    continue
                 return _without_outbox(current)
             version = int(current.get(VERSION, 0)) if current else 0
             fields = {**fields, VERSION: version + 1}
+            if remember:
+                fields[STAMP] = os.urandom(8).hex()
             if before_write is not None:
                 await before_write()
             if current is None:
@@ -140,14 +209,29 @@ async def change_document(
                 except DuplicateKeyError:
                     continue
                 _note_outbox(collection, doc_id, None, events)
-                return {"_id": doc_id, **fields}
+                created: Document = {"_id": doc_id, **fields}
+                if remember:
+                    written_documents.put(collection.full_name, doc_id, created)
+                return created
             guard: Document = {VERSION: version} if version else {VERSION: {"$exists": False}}
+            if guessed:
+                guard = {**guard, STAMP: current[STAMP]}
             result = await collection.update_one(
                 {"_id": doc_id, **guard}, with_events({"$set": fields}, *events)
             )
             if result.modified_count == 1:
-                _note_outbox(collection, doc_id, current, events)
-                return _without_outbox({**current, **fields})
+                if guessed:
+                    _note_more(collection, doc_id, events)
+                else:
+                    _note_outbox(collection, doc_id, current, events)
+                written = {
+                    k: v for k, v in {**current, **fields}.items() if k not in (OUTBOX, PENDING)
+                }
+                if remember:
+                    written_documents.put(collection.full_name, doc_id, written)
+                return written
+            if remember:
+                written_documents.forget(collection.full_name, doc_id)
         raise Conflict("the record is being changed by others; try again", slug="contention")
 
 
@@ -162,6 +246,15 @@ def _note_outbox(
         known_outboxes.forget(collection.full_name, doc_id)  # events before ours: read it whole
         return
     known_outboxes.note(collection.full_name, doc_id, outbox_entries(events))
+
+
+def _note_more(collection: Any, doc_id: Any, events: Sequence[envelope_pb2.Envelope]) -> None:
+    """After a remembered write of `events` (not read: its outbox is known only if noted)."""
+    if not events:
+        return
+    before = known_outboxes.peek(collection.full_name, doc_id)
+    if before is not None:  # else the relay took it and may be under way: it reads the rest
+        known_outboxes.note(collection.full_name, doc_id, [*before, *outbox_entries(events)])
 
 
 def _without_outbox(doc: Document | None) -> Document | None:
@@ -335,6 +428,8 @@ class OutboxRelay:
             ],
         )
         if emptied == len(docs):
+            for doc in docs:  # under their locks: no write of this process came between
+                known_outboxes.note(col.full_name, doc["_id"], [])
             return
         # Some changed meanwhile; which ones the answer does not say, and they are few.
         pulled: list[UpdateOne] = []

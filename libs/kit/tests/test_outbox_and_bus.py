@@ -7,7 +7,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -302,7 +302,8 @@ def test_redelivery_backoff_grows_and_is_capped() -> None:
 
 
 async def test_concurrent_changes_and_the_relay_lose_nothing(db: Any, bus: EventBus) -> None:
-    """FerretDB rewrites whole documents on update; change_document still counts each change."""
+    """FerretDB rewrites whole documents on update; change_document still counts each change,
+    written by writers that remember the document and writers that read it, in turn."""
     col = db["counters"]
     relay = OutboxRelay(bus, [col])
 
@@ -311,7 +312,9 @@ async def test_concurrent_changes_and_the_relay_lose_nothing(db: Any, bus: Event
 
     async def writer(k: int) -> None:
         for _ in range(10):
-            await change_document(col, "c1", increment, login_event(f"w{k}"), create=True)
+            await change_document(
+                col, "c1", increment, login_event(f"w{k}"), create=True, remember=k % 2 == 0
+            )
 
     async def relaying() -> None:
         for _ in range(40):
@@ -1032,4 +1035,77 @@ async def test_a_write_of_this_process_is_relayed_without_reading_it_back(
     finally:
         await client.close()
     counts = await stream_count(bus, {alone.id, first.id, second.id})
+    assert set(counts.values()) == {1}, counts
+
+
+async def test_a_remembered_write_is_decided_without_reading_and_lands_only_on_itself(
+    db: Any, bus: EventBus, infra: Infra
+) -> None:
+    """change_document(remember=True) decides on the document as this process wrote it, with
+    no read, while nothing else changed it. Anything else — another writer's version, events
+    still pending, the document deleted and made again at the same version — is read and
+    decided on again: nothing is lost."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+
+    def finds() -> int:
+        return len(commands.of("find", "remembered"))
+
+    def add(item: str) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+        return lambda d: {"items": [*(d or {}).get("items", []), item]}
+
+    try:
+        col = client[db.name]["remembered"]
+        relay = OutboxRelay(bus, [col])
+        await change_document(col, "r", add("a"), create=True, remember=True)
+        before = finds()
+        await change_document(col, "r", add("b"), remember=True)
+        assert finds() == before, "decided on what this process wrote"
+        # another replica's change (its own version)
+        await change_document(col, "r", add("elsewhere"))
+        await change_document(col, "r", add("c"), remember=True)
+        assert finds() == before + 2, "read once for the other change, once for ours"
+        # events of our last write still pending: written all the same
+        first, second, third = login_event("m1"), login_event("m2"), login_event("m3")
+        await change_document(col, "r", add("d"), first, remember=True)
+        await change_document(col, "r", add("e"), second, remember=True)
+        assert finds() == before + 2
+        assert await relay.relay_once(set(), {"remembered": {"r"}}) == 2
+        assert finds() == before + 3, "the relay reads an outbox it does not know whole"
+        # the relay emptied it exactly: the next write knows its whole outbox
+        await change_document(col, "r", add("f"), third, remember=True)
+        assert await relay.relay_once(set(), {"remembered": {"r"}}) == 1
+        assert finds() == before + 3
+        doc = await col.find_one({"_id": "r"})
+        assert doc is not None and doc["items"] == ["a", "b", "elsewhere", "c", "d", "e", "f"]
+        assert doc["outbox"] == [] and "outbox_pending" not in doc
+        # deleted and made again elsewhere at the version remembered: not written over
+        version = doc["_v"]
+        await col.delete_one({"_id": "r"})
+        await col.insert_one({"_id": "r", "items": ["new"], "_v": version})
+        await change_document(col, "r", add("g"), remember=True)
+        doc = await col.find_one({"_id": "r"})
+        assert doc is not None and doc["items"] == ["new", "g"]
+
+        # a refusal, or no change, on what was remembered is decided again on what is
+        def only_once(d: dict[str, Any] | None) -> dict[str, Any] | None:
+            items = (d or {}).get("items", [])
+            if "g" in items:
+                raise ValueError("already there")
+            return {"items": [*items, "g"]}
+
+        await change_document(col, "s", lambda d: {"items": ["g"]}, create=True, remember=True)
+        await col.update_one({"_id": "s"}, {"$set": {"items": []}, "$inc": {"_v": 1}})
+        written = await change_document(col, "s", only_once, remember=True)
+        assert written is not None and written["items"] == ["g"]
+        await col.update_one({"_id": "s"}, {"$set": {"items": ["g", "h"]}, "$inc": {"_v": 1}})
+        unchanged = await change_document(
+            col, "s", lambda d: None if d else {"x": 1}, remember=True
+        )
+        assert unchanged is not None and unchanged["items"] == ["g", "h"]
+    finally:
+        await client.close()
+    counts = await stream_count(bus, {first.id, second.id, third.id})
     assert set(counts.values()) == {1}, counts

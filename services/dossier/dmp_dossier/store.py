@@ -30,6 +30,7 @@ from dmp_kit.outbox import (
     Change,
     change_document,
     new_document_with_events,
+    written_documents,
 )
 
 CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
@@ -375,6 +376,7 @@ class DossierStore(Store):
                     added,
                     *(e for i in items for e in i.events),
                     create=True,
+                    remember=True,
                 )
             except Conflict:
                 # Refused (a full dossier, a duplicate, contention): these listings were
@@ -412,7 +414,11 @@ class DossierStore(Store):
             return None
 
         await change_document(
-            self.listings, listing_id(doc["ins"], doc["listing"]), changed, *events
+            self.listings,
+            listing_id(doc["ins"], doc["listing"]),
+            changed,
+            *events,
+            remember=True,
         )
         return written[0] if written else None
 
@@ -633,6 +639,8 @@ class DossierStore(Store):
             del self._keys[held]
         for decoded in [decoded for decoded in self._decoded if decoded[0] == ins]:
             del self._decoded[decoded]
+        for n in range(LISTINGS):
+            written_documents.forget(self.listings.full_name, listing_id(ins, n))
         await self.keys.delete_one({"_id": ins})
         await self.purge_exports(ins)
         for doc in await self.documents_of(ins):

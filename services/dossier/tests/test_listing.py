@@ -277,3 +277,42 @@ async def test_a_shared_read_decodes_a_listing_once_and_again_once_changed(
     assert store._decoded.currsize >= sum(stored)
     await store.purge(ins)
     assert not [key for key in store._decoded if key[0] == ins]
+
+
+async def test_a_document_joins_a_listing_this_process_wrote_without_reading_it(
+    store: DossierStore, infra: Infra
+) -> None:
+    """A submission's listing is written on the version this process wrote last, unread: the
+    content inserted and the listing updated, two commands. A listing another replica wrote
+    since is read before the write, and keeps that replica's document; a purge leaves nothing
+    of the dossier remembered."""
+    ins = make_ins()
+    same = [f"doc-{k}" for k in range(1000) if listing_of(f"doc-{k}") == 7][:3]
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+    try:
+        watched = DossierStore(client[store.db.name])
+        await watched.insert_document(_doc(ins, 0) | {"_id": same[0]}, b"abc", _event(0))
+        commands.sent.clear()
+        await watched.insert_document(_doc(ins, 1) | {"_id": same[1]}, b"abc", _event(1))
+        assert [name for name, _ in commands.sent] == ["insert", "update"]
+        # another replica changes the listing: this process's memory of it is left as it was
+        memory, key = store_module.written_documents, listing_id(ins, 7)
+        kept = memory.get(store.listings.full_name, key)
+        assert kept is not None
+        first = await store.get_document(ins, same[0])
+        assert first is not None
+        await store.change_document_record(first, lambda d: {"title": "Changé"})
+        memory.put(store.listings.full_name, key, kept)
+        commands.sent.clear()
+        await watched.insert_document(_doc(ins, 3) | {"_id": same[2]}, b"abc", _event(3))
+        assert [name for name, _ in commands.sent] == ["insert", "update", "find", "update"]
+        listed = {d["_id"]: d for d in await store.documents_of(ins)}
+        assert set(same) <= set(listed) and listed[same[0]]["title"] == "Changé"
+        assert await _outbox_ids(store, ins) >= {"event-0", "event-1", "event-3"}
+        await watched.purge(ins)
+        assert memory.get(store.listings.full_name, key) is None
+    finally:
+        await client.close()
