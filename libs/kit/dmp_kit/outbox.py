@@ -119,14 +119,26 @@ def _size(doc: Document) -> int:
     ) + 32 * len(doc)
 
 
+# How much each write's outcome weighs in its collection's share of remembered documents found
+# as this process wrote them (an exponential average): about the last fifty writes count.
+HITS_WEIGHT = 0.02
+
+
 class WrittenDocuments:
     """The documents this process last wrote with `change_document(remember=True)`, as
     written (without their outbox), by collection (its full name) and `_id`: the next change
     decides on them without reading them, guarded by their version and stamp. The least
-    recently used go beyond WRITTEN_BYTES; one that went is read, as is one changed since."""
+    recently used go beyond WRITTEN_BYTES; one that went is read, as is one changed since.
+
+    A guess that misses costs a command (the update matching nothing) before the read: worth
+    it only while most are found as written. Each collection keeps that share over its last
+    writes, learnt from every write a document was remembered for — a guess's outcome, or,
+    when it read first, whether what it read was the version remembered — and guesses while
+    it is at least half. Several replicas taking turns on the same documents read first."""
 
     def __init__(self, limit: int = WRITTEN_BYTES) -> None:
         self._held: LRUCache[tuple[str, Any], Document] = LRUCache(limit, getsizeof=_size)
+        self._hits: dict[str, float] = {}
 
     def get(self, collection: str, doc_id: Any) -> Document | None:
         return self._held.get((collection, doc_id))
@@ -137,6 +149,14 @@ class WrittenDocuments:
 
     def forget(self, collection: str, doc_id: Any) -> None:
         self._held.pop((collection, doc_id), None)
+
+    def worth_guessing(self, collection: str) -> bool:
+        return self._hits.get(collection, 1.0) >= 0.5
+
+    def found(self, collection: str, as_written: bool) -> None:
+        """A remembered document was found as written (or not)."""
+        share = self._hits.get(collection, 1.0)
+        self._hits[collection] = share + HITS_WEIGHT * (float(as_written) - share)
 
 
 written_documents = WrittenDocuments()
@@ -174,8 +194,10 @@ async def change_document(
     gives on what was remembered. For documents whose fields only `change_document` changes
     (any other write would go unseen).
     """
+    name = collection.full_name
     async with document_locks.hold(collection.name, doc_id):
-        known = written_documents.get(collection.full_name, doc_id) if remember else None
+        remembered = written_documents.get(name, doc_id) if remember else None
+        known = remembered if remembered and written_documents.worth_guessing(name) else None
         for _ in range(MAX_ATTEMPTS):
             guessed = known is not None
             if known is not None:
@@ -183,6 +205,9 @@ async def change_document(
                 known = None
             else:
                 current = await collection.find_one({"_id": doc_id})
+                if remembered is not None:  # would a guess have landed?
+                    written_documents.found(name, _as_written(current, remembered))
+                    remembered = None
             if current is None and not create:
                 return None
             try:
@@ -211,7 +236,7 @@ async def change_document(
                 _note_outbox(collection, doc_id, None, events)
                 created: Document = {"_id": doc_id, **fields}
                 if remember:
-                    written_documents.put(collection.full_name, doc_id, created)
+                    written_documents.put(name, doc_id, created)
                 return created
             guard: Document = {VERSION: version} if version else {VERSION: {"$exists": False}}
             if guessed:
@@ -219,6 +244,9 @@ async def change_document(
             result = await collection.update_one(
                 {"_id": doc_id, **guard}, with_events({"$set": fields}, *events)
             )
+            if guessed:
+                written_documents.found(name, result.modified_count == 1)
+                remembered = None
             if result.modified_count == 1:
                 if guessed:
                     _note_more(collection, doc_id, events)
@@ -228,7 +256,7 @@ async def change_document(
                     k: v for k, v in {**current, **fields}.items() if k not in (OUTBOX, PENDING)
                 }
                 if remember:
-                    written_documents.put(collection.full_name, doc_id, written)
+                    written_documents.put(name, doc_id, written)
                 return written
             if remember:
                 written_documents.forget(collection.full_name, doc_id)
@@ -246,6 +274,12 @@ def _note_outbox(
         known_outboxes.forget(collection.full_name, doc_id)  # events before ours: read it whole
         return
     known_outboxes.note(collection.full_name, doc_id, outbox_entries(events))
+
+
+def _as_written(current: Document | None, remembered: Document) -> bool:
+    return current is not None and all(
+        current.get(key) == remembered.get(key) for key in (VERSION, STAMP)
+    )
 
 
 def _note_more(collection: Any, doc_id: Any, events: Sequence[envelope_pb2.Envelope]) -> None:

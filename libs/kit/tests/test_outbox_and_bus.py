@@ -1109,3 +1109,39 @@ async def test_a_remembered_write_is_decided_without_reading_and_lands_only_on_i
         await client.close()
     counts = await stream_count(bus, {first.id, second.id, third.id})
     assert set(counts.values()) == {1}, counts
+
+
+async def test_remembered_documents_mostly_changed_elsewhere_are_read_first(
+    db: Any, infra: Infra
+) -> None:
+    """A guess that misses costs an update matching nothing: where most remembered documents
+    were changed by another writer since (replicas taking turns), the next are read first;
+    once they are found as written again, guessed again."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+
+    def bump(d: dict[str, Any] | None) -> dict[str, Any]:
+        return {"n": (d or {}).get("n", 0) + 1}
+
+    async def sent_by(doc_id: str) -> list[str]:
+        commands.sent.clear()
+        await change_document(col, doc_id, bump, remember=True)
+        return [name for name, _ in commands.sent]
+
+    try:
+        col = client[db.name]["turns"]
+        patterns = []
+        for k in range(60):
+            await change_document(col, f"d{k}", bump, create=True, remember=True)
+            await change_document(col, f"d{k}", bump)  # another replica's write
+            patterns.append(await sent_by(f"d{k}"))
+        assert patterns[0] == ["update", "find", "update"], "guessed, missed, read"
+        assert patterns[-1] == ["find", "update"], "read first"
+        again = [await sent_by(f"d{k}") for k in range(30)]
+        assert again[0] == ["find", "update"] and again[-1] == ["update"], again
+        counts = {d["_id"]: d["n"] for d in await col.find().to_list()}
+        assert all(counts[f"d{k}"] == (4 if k < 30 else 3) for k in range(60)), counts
+    finally:
+        await client.close()
