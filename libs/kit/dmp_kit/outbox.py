@@ -252,14 +252,12 @@ async def change_document(
                     _note_more(collection, doc_id, events)
                 else:
                     _note_outbox(collection, doc_id, current, events)
-                written = {
-                    k: v for k, v in {**current, **fields}.items() if k not in (OUTBOX, PENDING)
-                }
+                written = _stripped({**current, **fields})
                 if remember:
                     written_documents.put(name, doc_id, written)
                 return written
             if remember:
-                written_documents.forget(collection.full_name, doc_id)
+                written_documents.forget(name, doc_id)
         raise Conflict("the record is being changed by others; try again", slug="contention")
 
 
@@ -292,8 +290,10 @@ def _note_more(collection: Any, doc_id: Any, events: Sequence[envelope_pb2.Envel
 
 
 def _without_outbox(doc: Document | None) -> Document | None:
-    if doc is None:
-        return None
+    return None if doc is None else _stripped(doc)
+
+
+def _stripped(doc: Document) -> Document:
     return {k: v for k, v in doc.items() if k not in (OUTBOX, PENDING)}
 
 

@@ -46,6 +46,10 @@ def login_event(outcome: str) -> envelope_pb2.Envelope:
     )
 
 
+def increment(doc: dict[str, Any] | None) -> dict[str, Any]:
+    return {"n": (doc or {}).get("n", 0) + 1}
+
+
 @pytest.fixture
 async def db(infra: Infra) -> AsyncIterator[Any]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo.url, tz_aware=True)
@@ -306,9 +310,6 @@ async def test_concurrent_changes_and_the_relay_lose_nothing(db: Any, bus: Event
     written by writers that remember the document and writers that read it, in turn."""
     col = db["counters"]
     relay = OutboxRelay(bus, [col])
-
-    def increment(doc: dict[str, Any] | None) -> dict[str, Any]:
-        return {"n": (doc or {}).get("n", 0) + 1}
 
     async def writer(k: int) -> None:
         for _ in range(10):
@@ -1122,20 +1123,17 @@ async def test_remembered_documents_mostly_changed_elsewhere_are_read_first(
         infra.mongo.url, tz_aware=True, event_listeners=[commands]
     )
 
-    def bump(d: dict[str, Any] | None) -> dict[str, Any]:
-        return {"n": (d or {}).get("n", 0) + 1}
-
     async def sent_by(doc_id: str) -> list[str]:
         commands.sent.clear()
-        await change_document(col, doc_id, bump, remember=True)
+        await change_document(col, doc_id, increment, remember=True)
         return [name for name, _ in commands.sent]
 
     try:
         col = client[db.name]["turns"]
         patterns = []
         for k in range(60):
-            await change_document(col, f"d{k}", bump, create=True, remember=True)
-            await change_document(col, f"d{k}", bump)  # another replica's write
+            await change_document(col, f"d{k}", increment, create=True, remember=True)
+            await change_document(col, f"d{k}", increment)  # another replica's write
             patterns.append(await sent_by(f"d{k}"))
         assert patterns[0] == ["update", "find", "update"], "guessed, missed, read"
         assert patterns[-1] == ["find", "update"], "read first"
