@@ -167,6 +167,8 @@ MAX_SCANS = 100  # batches of one collection in one pass
 SAMPLE_INTERVAL_SECONDS = 10.0
 SAMPLE = 1000
 Change = Callable[[Document | None], Document | None]
+# `change_document`'s `first` when the caller did not read the document: it reads it.
+UNREAD: Any = object()
 
 
 async def change_document(
@@ -177,6 +179,7 @@ async def change_document(
     create: bool = False,
     before_write: Callable[[], Awaitable[None]] | None = None,
     remember: bool = False,
+    first: Document | None = UNREAD,
 ) -> Document | None:
     """Read, decide, write one document — safe against concurrent writers — with its events.
 
@@ -193,18 +196,26 @@ async def change_document(
     outbox); else it is read and decided on again, as is any refusal or "no change" `change`
     gives on what was remembered. For documents whose fields only `change_document` changes
     (any other write would go unseen).
+
+    `first`: the document as the caller read it (whole, outbox included; None: absent), when
+    it had to read it before something else: decided on first as if read here.
     """
     name = collection.full_name
     async with document_locks.hold(collection.name, doc_id):
         remembered = written_documents.get(name, doc_id) if remember else None
-        known = remembered if remembered and written_documents.worth_guessing(name) else None
+        given = first is not UNREAD
+        guessing = remembered and not given and written_documents.worth_guessing(name)
+        known = remembered if guessing else None
         for _ in range(MAX_ATTEMPTS):
             guessed = known is not None
             if known is not None:
                 current: Document | None = known
                 known = None
             else:
-                current = await collection.find_one({"_id": doc_id})
+                if given:
+                    current, given = first, False
+                else:
+                    current = await collection.find_one({"_id": doc_id})
                 if remembered is not None:  # would a guess have landed?
                     written_documents.found(name, _as_written(current, remembered))
                     remembered = None

@@ -1112,6 +1112,38 @@ async def test_a_remembered_write_is_decided_without_reading_and_lands_only_on_i
     assert set(counts.values()) == {1}, counts
 
 
+async def test_a_document_the_caller_read_is_decided_on_as_read(
+    db: Any, infra: Infra
+) -> None:
+    """change_document(first=...) decides on the document as its caller read it (it read it
+    before something else), without reading it again: the write lands if it is still that
+    version, else it is read and decided on again. Absent as read: created."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+
+    def add(item: str) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+        return lambda d: {"items": [*(d or {}).get("items", []), item]}
+
+    try:
+        col = client[db.name]["given"]
+        await change_document(col, "g", add("a"), create=True, first=None)
+        read = await col.find_one({"_id": "g"})
+        commands.sent.clear()
+        await change_document(col, "g", add("b"), first=read)
+        assert [name for name, _ in commands.sent] == ["update"]
+        # read before another writer's change: written over nothing, decided again
+        await change_document(col, "g", add("elsewhere"))
+        commands.sent.clear()
+        await change_document(col, "g", add("c"), first=read)
+        assert [name for name, _ in commands.sent] == ["update", "find", "update"]
+        doc = await col.find_one({"_id": "g"})
+        assert doc is not None and doc["items"] == ["a", "b", "elsewhere", "c"]
+    finally:
+        await client.close()
+
+
 async def test_remembered_documents_mostly_changed_elsewhere_are_read_first(
     db: Any, infra: Infra
 ) -> None:

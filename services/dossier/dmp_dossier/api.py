@@ -759,16 +759,27 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
     ) -> pb.AddDocumentResponse:
         ins = validate_ins(request.ins)
         who = caller()
-        dossier = await self.store.get_dossier(ins)
         doc = self._new_document(who, ins, request, self.clock.now())
-        item = await self._admit(who, dossier, doc, request)
-        key = await self.store.data_key(ins, self._key_seal, dossier)
-        item.content_sealed = seal(key, request.content, item.doc["_id"].encode())
-        record = await self.store.insert_document(
-            item.doc, item.content_sealed, *item.events, supersedes=item.supersedes
-        )
+
+        async def admitted(dossier: Document | None) -> NewDocument:
+            """Admitted on the dossier's record as given (its fields consent and the content
+            key need): consent's decision, the content sealed."""
+            item = await self._admit(who, dossier, doc, request)
+            if dossier is None:  # consent admits nothing to a dossier that is not
+                raise NotFound("no DMP for this INS", field="ins", slug="dossier-not-found")
+            key = await self.store.data_key(ins, self._key_seal, dossier)
+            item.content_sealed = seal(key, request.content, item.doc["_id"].encode())
+            return item
+
+        if request.replaces:  # to the listing of the version it replaces, read first
+            item = await admitted(await self.store.get_dossier(ins))
+            record = await self.store.insert_document(
+                item.doc, item.content_sealed, *item.events, supersedes=item.supersedes
+            )
+        else:
+            record = await self.store.add_document(ins, doc, admitted)
         self.relay.kick(self.store.listings, record)
-        return pb.AddDocumentResponse(document=metadata({**item.doc, "chunks": 0}))
+        return pb.AddDocumentResponse(document=metadata({**doc, "chunks": 0}))
 
     async def AddDocuments(
         self, request: pb.AddDocumentsRequest, context: grpc.aio.ServicerContext

@@ -6,6 +6,7 @@ import contextlib
 import os
 import zlib
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,12 +21,15 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_kit.crypto import seal, unseal
-from dmp_kit.errors import AlreadyExists, Conflict
+from dmp_kit.errors import AlreadyExists, Conflict, DmpError
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document, Store, insert_once
 from dmp_kit.outbox import (
+    MAX_ATTEMPTS,
     OUTBOX,
     PENDING,
+    STAMP,
+    UNREAD,
     VERSION,
     Change,
     change_document,
@@ -48,6 +52,15 @@ CONSENT_MARK = "consent_mark"
 # How long a change consent began holds the epoch back if consent never says it ended (it
 # died in between): well past any consent write's deadline.
 CONSENT_CHANGE_SECONDS = 60
+# The fields of a dossier's record a new document is admitted on (consent's context of the
+# dossier, and its content key): a change of any of them is fenced (`DossierStore._fence`),
+# and they are all a submission keeps of the record it was decided on (`add_document`).
+DECIDING = ("opened_at", "status", "legal_representatives", CONSENT_MARK)
+# In a record whose DECIDING fields changed, until its listings are fenced: a random mark.
+FENCING = "fencing"
+# Listings' versions this process wrote with the record (its DECIDING fields) the write was
+# decided on, that a next submission decides on without reading it (`add_document`).
+DECIDED_HELD = 50_000
 
 log = get_logger(__name__)
 
@@ -63,6 +76,18 @@ class NewDocument:
     supersedes: Document | None = None
 
 
+class RecordChanged(Exception):
+    """The dossier's record is no longer the one a submission was decided on."""
+
+    def __init__(self, record: Document | None) -> None:
+        super().__init__("the dossier's record changed")
+        self.record = record
+
+
+# A listing's version and stamp, as read or written (None: no listing).
+At = tuple[Any, Any] | None
+
+
 class DossierStore(Store):
     def __init__(self, db: Any) -> None:
         super().__init__(db)
@@ -72,6 +97,9 @@ class DossierStore(Store):
         self._decoded: LRUCache[tuple[str, bytes], tuple[int, list[Document]]] = LRUCache(
             DECODED_BYTES, getsizeof=lambda held: held[0]
         )
+        # By listing: the version and stamp of it this process wrote, and the record (its
+        # DECIDING fields) that write was decided on.
+        self._decided: LRUCache[str, tuple[At, Document]] = LRUCache(DECIDED_HELD)
 
     @property
     def dossiers(self) -> Any:
@@ -142,6 +170,8 @@ class DossierStore(Store):
 
     async def get_dossier(self, ins: str) -> Document | None:
         doc: Document | None = await self.dossiers.find_one({"_id": ins}, {"outbox": 0})
+        if doc is not None and FENCING in doc:
+            await self._fence(ins, doc[FENCING])
         return doc
 
     async def dossier_and_documents(
@@ -168,9 +198,11 @@ class DossierStore(Store):
         if dossier is None:
             dossier = await self.get_dossier(ins)
             if dossier is not None:
-                await change_document(
-                    self.dossiers, ins, lambda d: {"ins": ins} if d and "ins" not in d else None
+                await self.change_dossier(
+                    ins, lambda d: {"ins": ins} if d and "ins" not in d else None
                 )
+        elif FENCING in dossier:
+            await self._fence(ins, dossier[FENCING])
         return dossier, newest_first(docs)
 
     async def mark_consent_change(
@@ -187,7 +219,8 @@ class DossierStore(Store):
         changing = (record.get(CONSENT_MARK) or {}).get("changing") or {}
         # Entries that lapsed (changes never said ended) go, so that none piles up.
         lapsed = {f"{CONSENT_MARK}.changing.{i}": "" for i, t in changing.items() if t <= now}
-        epoch = {f"{CONSENT_MARK}.epoch": os.urandom(16).hex()}
+        fencing = os.urandom(8).hex()
+        epoch = {f"{CONSENT_MARK}.epoch": os.urandom(16).hex(), FENCING: fencing}
         entry = f"{CONSENT_MARK}.changing.{change_id}"
         if done:
             update: Document = {"$set": epoch, "$unset": {**lapsed, entry: ""}}
@@ -198,6 +231,7 @@ class DossierStore(Store):
             if lapsed:
                 update["$unset"] = lapsed
         await self.dossiers.update_one({"_id": ins}, update)
+        await self._fence(ins, fencing)
 
     async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
         doc = {**doc, "ins": doc["_id"]}  # read with its listings by `ins`
@@ -211,7 +245,31 @@ class DossierStore(Store):
     async def change_dossier(
         self, ins: str, fields: Change, *events: envelope_pb2.Envelope
     ) -> Document | None:
-        return await change_document(self.dossiers, ins, fields, *events)
+        """A change of the record; one of its DECIDING fields is fenced before this returns,
+        marked in the same write until then (see `_fence`)."""
+        fencing = os.urandom(8).hex()
+        deciding = False
+
+        def marked(current: Document | None) -> Document | None:
+            nonlocal deciding
+            change = fields(current)
+            deciding = change is not None and any(key in DECIDING for key in change)
+            return {**change, FENCING: fencing} if change is not None and deciding else change
+
+        written = await change_document(self.dossiers, ins, marked, *events)
+        if deciding and written is not None:
+            await self._fence(ins, fencing)
+            written.pop(FENCING, None)
+        return written
+
+    async def _fence(self, ins: str, fencing: str) -> None:
+        """After a change of a record's DECIDING fields, before it is answered: every listing
+        of the dossier gets a new version, so that no submission decided on the record as it
+        was before lands without reading it again (`add_document`); then the record's mark
+        goes (unless a later change marked it again). A change whose process died before its
+        fence leaves its mark: the next read of the record fences."""
+        await self.listings.update_many(of_dossier(ins), {"$inc": {VERSION: 1}})
+        await self.dossiers.update_one({"_id": ins, FENCING: fencing}, {"$unset": {FENCING: ""}})
 
     async def drop_representatives(self, ins: str, former: frozenset[str]) -> None:
         """A minor came of age: `former` no longer act for them (idempotent; no dossier, no
@@ -225,7 +283,7 @@ class DossierStore(Store):
             kept = [rep for rep in held if rep not in former]
             return None if kept == held else {"legal_representatives": kept}
 
-        await change_document(self.dossiers, ins, fields)
+        await self.change_dossier(ins, fields)
 
     async def record_opening(
         self, event_id: str, opener: str, kind: str, profession: str, at: datetime
@@ -321,15 +379,7 @@ class DossierStore(Store):
         order. Returns the listings' ids, written in that order."""
         ins = new[0].doc["ins"]
         for item in new:
-            sealed = item.content_sealed
-            pieces = [sealed[i : i + CHUNK_BYTES] for i in range(0, len(sealed), CHUNK_BYTES)]
-            await self.chunks.insert_many(
-                [
-                    {"_id": f"{item.doc['_id']}:{n}", "doc_id": item.doc["_id"], "n": n, "data": p}
-                    for n, p in enumerate(pieces)
-                ]
-            )
-            item.doc["chunks"] = len(pieces)
+            await self._insert_chunks(item)
         first = next((i.supersedes["listing"] for i in new if i.supersedes), None)
         groups: dict[int, list[NewDocument]] = {}
         for item in new:
@@ -344,36 +394,12 @@ class DossierStore(Store):
             groups.setdefault(listing, []).append(item)
         written: list[str] = []
         for listing, items in groups.items():
-
-            def added(current: Document | None, items: list[NewDocument] = items) -> Document:
-                docs = listing_entries(current)
-                if len(docs) + len(items) > DOCUMENTS_PER_LISTING:
-                    raise Conflict(
-                        f"a dossier holds at most about {LISTINGS * DOCUMENTS_PER_LISTING} "
-                        "documents",
-                        slug="dossier-full",
-                    )
-                held = {(d["author"], unique_id(d)) for d in docs if unique_id(d)}
-                if any((i.doc["author"], unique_id(i.doc)) in held for i in items):
-                    raise Conflict(
-                        "the dossier already holds a document with this unique id",
-                        slug="duplicate-unique-id",
-                    )
-                replaced = {i.supersedes["_id"]: i.doc["_id"] for i in items if i.supersedes}
-                docs = [
-                    {**d, "status": "superseded", "replaced_by": replaced[d["_id"]]}
-                    if d["_id"] in replaced
-                    else d
-                    for d in docs
-                ]
-                return listing_fields(ins, [*(i.doc for i in items), *docs])
-
             record = listing_id(ins, listing)
             try:
                 await change_document(
                     self.listings,
                     record,
-                    added,
+                    adding(ins, items),
                     *(e for i in items for e in i.events),
                     create=True,
                     remember=True,
@@ -383,15 +409,117 @@ class DossierStore(Store):
                 # certainly not written, so the chunks no listing names go too, as far as the
                 # database lets (a purge would not find them). Any other failure may have come
                 # after the write: they stay.
-                unwritten = [
-                    i.doc["_id"] for i in new if listing_id(ins, i.doc["listing"]) not in written
-                ]
-                with contextlib.suppress(PyMongoError):
-                    for doc_id in unwritten:  # an equality each: FerretDB reads `$in` whole
-                        await self.chunks.delete_many({"doc_id": doc_id})
+                await self._drop_chunks(
+                    [i.doc["_id"] for i in new if listing_id(ins, i.doc["listing"]) not in written]
+                )
                 raise
             written.append(record)
         return written
+
+    async def add_document(
+        self,
+        ins: str,
+        doc: Document,
+        decide: Callable[[Document | None], Awaitable[NewDocument]],
+    ) -> str:
+        """A new document (not a new version) written to its listing; `decide` admits it on
+        the dossier's record (its DECIDING fields; None: no dossier) and seals its content.
+        Returns its listing's id.
+
+        When this process last wrote that listing, the record that write was decided on is
+        decided on again without reading either: the write lands only if the listing is still
+        the version written (kit's `change_document(remember=True)`), and every change of the
+        record's DECIDING fields gives every listing a new version before it is answered
+        (`_fence`). So a submission lands only on a record no acknowledged change has
+        replaced; one decided on an older record is decided again on the record as it is.
+        Otherwise the listing is read, then the record: a fence the record predates comes
+        after that read, and the write guarded by it does not land."""
+        record_id = listing_id(ins, listing_of(doc["_id"]))
+        name = self.listings.full_name
+        held = self._decided.get(record_id)
+        copy = written_documents.get(name, record_id)
+        item: NewDocument | None = None
+        first: Any = UNREAD
+        if (
+            held is not None
+            and copy is not None
+            and _at(copy) == held[0]
+            and written_documents.worth_guessing(name)
+        ):
+            at, record = held
+            with contextlib.suppress(DmpError):  # refused on the record kept: read it again
+                item = await decide(record)
+        if item is None:
+            first = await self.listings.find_one({"_id": record_id})
+            at, record = _at(first), deciding(await self.get_dossier(ins))
+            item = await decide(record)
+        for _ in range(MAX_ATTEMPTS):
+            item.doc["listing"] = listing_of(doc["_id"])
+            await self._insert_chunks(item)
+            base: list[Document | None] = []
+
+            def added(
+                current: Document | None,
+                item: NewDocument = item,
+                base: list[Document | None] = base,
+            ) -> Document:
+                base[:] = [current]
+                return adding(ins, [item])(current)
+
+            async def decided_on_this_version(
+                record: Document | None = record,
+                at: At = at,
+                base: list[Document | None] = base,
+            ) -> None:
+                """Before each write: the record was read after the listing's version the
+                write is guarded by, or is read again now."""
+                if _at(base[0]) != at:
+                    again = deciding(await self.get_dossier(ins))
+                    if again != record:
+                        raise RecordChanged(again)
+
+            try:
+                written = await change_document(
+                    self.listings,
+                    record_id,
+                    added,
+                    *item.events,
+                    create=True,
+                    remember=True,
+                    first=first,
+                    before_write=decided_on_this_version,
+                )
+            except RecordChanged as changed:
+                await self._drop_chunks([doc["_id"]])
+                at, record, first = MOVED, changed.record, UNREAD
+                item = await decide(record)
+                continue
+            except Conflict:
+                await self._drop_chunks([doc["_id"]])
+                raise
+            if base[0] is not None:  # created: no fence reached it before, nothing to keep
+                assert written is not None
+                self._decided[record_id] = (_at(written), record)
+            return record_id
+        raise Conflict("the dossier is being changed by others; try again", slug="contention")
+
+    async def _insert_chunks(self, item: NewDocument) -> None:
+        sealed = item.content_sealed
+        pieces = [sealed[i : i + CHUNK_BYTES] for i in range(0, len(sealed), CHUNK_BYTES)]
+        await self.chunks.insert_many(
+            [
+                {"_id": f"{item.doc['_id']}:{n}", "doc_id": item.doc["_id"], "n": n, "data": p}
+                for n, p in enumerate(pieces)
+            ]
+        )
+        item.doc["chunks"] = len(pieces)
+
+    async def _drop_chunks(self, doc_ids: list[str]) -> None:
+        """The chunks of documents certainly not written, as far as the database lets (a purge
+        would not find them)."""
+        with contextlib.suppress(PyMongoError):
+            for doc_id in doc_ids:  # an equality each: FerretDB reads `$in` whole
+                await self.chunks.delete_many({"doc_id": doc_id})
 
     async def change_document_record(
         self, doc: Document, fields: Change, *events: envelope_pb2.Envelope
@@ -641,6 +769,7 @@ class DossierStore(Store):
             del self._decoded[decoded]
         for n in range(LISTINGS):
             written_documents.forget(self.listings.full_name, listing_id(ins, n))
+            self._decided.pop(listing_id(ins, n), None)
         await self.keys.delete_one({"_id": ins})
         await self.purge_exports(ins)
         for doc in await self.documents_of(ins):
@@ -720,6 +849,50 @@ def listing_fields(ins: str, docs: list[Document]) -> Document:
         }
     )
     return {"ins": ins, "docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
+
+
+def adding(ins: str, items: list[NewDocument]) -> Change:
+    """The change of a listing of the dossier `ins` that adds `items` (new versions marking
+    the ones they replace superseded)."""
+
+    def added(current: Document | None) -> Document:
+        docs = listing_entries(current)
+        if len(docs) + len(items) > DOCUMENTS_PER_LISTING:
+            raise Conflict(
+                f"a dossier holds at most about {LISTINGS * DOCUMENTS_PER_LISTING} documents",
+                slug="dossier-full",
+            )
+        held = {(d["author"], unique_id(d)) for d in docs if unique_id(d)}
+        if any((i.doc["author"], unique_id(i.doc)) in held for i in items):
+            raise Conflict(
+                "the dossier already holds a document with this unique id",
+                slug="duplicate-unique-id",
+            )
+        replaced = {i.supersedes["_id"]: i.doc["_id"] for i in items if i.supersedes}
+        docs = [
+            {**d, "status": "superseded", "replaced_by": replaced[d["_id"]]}
+            if d["_id"] in replaced
+            else d
+            for d in docs
+        ]
+        return listing_fields(ins, [*(i.doc for i in items), *docs])
+
+    return added
+
+
+# Not the version of any listing: the record is read again before any write.
+MOVED: At = (None, "moved")
+
+
+def _at(listing: Document | None) -> At:
+    return None if listing is None else (listing.get(VERSION), listing.get(STAMP))
+
+
+def deciding(record: Document | None) -> Document | None:
+    """What a submission is decided on of the dossier's record."""
+    if record is None:
+        return None
+    return {key: record[key] for key in ("_id", *DECIDING) if key in record}
 
 
 def unique_id(doc: Document) -> str:

@@ -17,14 +17,16 @@ from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_dossier import store as store_module
 from dmp_dossier.store import (
+    FENCING,
     DossierStore,
+    NewDocument,
     hidden_from_patient,
     listing_entries,
     listing_id,
     listing_of,
 )
-from dmp_kit.errors import Conflict
-from dmp_kit.outbox import OUTBOX, PENDING, new_document_with_events
+from dmp_kit.errors import Conflict, PermissionDenied
+from dmp_kit.outbox import OUTBOX, PENDING, VERSION, new_document_with_events
 from dmp_stack.testing import CommandsSent, Infra, make_ins
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -316,3 +318,111 @@ async def test_a_document_joins_a_listing_this_process_wrote_without_reading_it(
         assert memory.get(store.listings.full_name, key) is None
     finally:
         await client.close()
+
+
+class Admission:
+    """A submission's `decide` as the service's: refused unless the dossier is open (consent's
+    rule), noting each record it was given."""
+
+    def __init__(self) -> None:
+        self.given: list[dict[str, Any] | None] = []
+
+    def __call__(self, doc: dict[str, Any]) -> Any:
+        async def decide(record: dict[str, Any] | None) -> NewDocument:
+            self.given.append(record)
+            if record is None or record["status"] != "open":
+                raise PermissionDenied("the dossier is not open")
+            return NewDocument(doc, b"sealed", (_event(len(self.given)),))
+
+        return decide
+
+
+async def test_a_submission_is_decided_on_the_record_its_listing_was_last_written_on(
+    store: DossierStore, infra: Infra
+) -> None:
+    """A listing this process wrote is written again unread, decided on the record its last
+    write was decided on: the content inserted and the listing updated, two commands. A change
+    of the record's deciding fields (a closing, a consent change) gives every listing a new
+    version before it is answered: the next submission decided on the record as it was does
+    not land, and is decided again on the record as it is — here, refused, leaving no content.
+    Nothing is kept of a listing this process created: it read no version a fence could move."""
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 7][:6]
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+    admission = Admission()
+
+    async def submit(n: int) -> list[str]:
+        commands.sent.clear()
+        doc = _doc(ins, n) | {"_id": same[n]}
+        await watched.add_document(ins, doc, admission(doc))
+        return [name for name, _ in commands.sent]
+
+    try:
+        watched = DossierStore(client[store.db.name])
+        assert await submit(0) == ["find", "find", "insert", "insert"]  # listing, then record
+        assert await submit(1) == ["find", "find", "insert", "update"]  # created: read again
+        assert await submit(2) == ["insert", "update"]
+        assert admission.given[-1] == admission.given[-2]
+        assert set(admission.given[-1] or {}) == {"_id", "opened_at", "status"}
+
+        # Consent changes: the epoch is new. The next submission, decided on the record as it
+        # was, does not land; its content goes, and it is decided again on the new epoch.
+        await store.mark_consent_change(ins, "change-1", done=True, now=T0)
+        assert await submit(3) == [
+            *("insert", "update", "find", "find"),  # remembered, fenced: listing, record read
+            *("delete", "insert", "find", "find", "update"),  # decided again, written
+        ]
+        epoch = (admission.given[-1] or {})["consent_mark"]["epoch"]
+        assert epoch and "consent_mark" not in (admission.given[-2] or {})
+
+        # Another replica closes the dossier: decided on the open record, then again, refused.
+        await store.change_dossier(ins, lambda d: {"status": "closed"})
+        with pytest.raises(PermissionDenied):
+            await submit(4)
+        assert [(r or {}).get("status") for r in admission.given[-2:]] == ["open", "closed"]
+        assert await store.chunks.count_documents({"doc_id": same[4]}) == 0
+        listed = {d["_id"] for d in await store.documents_of(ins)}
+        assert listed == set(same[:4])
+        # the events of what was written, and of no decision that did not land
+        events = await _outbox_ids(store, ins)
+        assert events >= {"event-1", "event-2", "event-3", "event-5"}
+        assert not events & {"event-4", "event-6", "event-7"}
+    finally:
+        await client.close()
+
+
+async def test_a_record_change_whose_fence_never_ran_is_fenced_by_the_next_read(
+    store: DossierStore,
+) -> None:
+    """A change of the record's deciding fields is marked in its own write until its listings
+    are fenced: a process that died in between leaves the mark, and the next read of the record
+    (a consultation, a submission reading it) fences, so that no submission remembered from
+    before lands on the record as it was."""
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 3][:4]
+    admission = Admission()
+    for n in range(3):
+        doc = _doc(ins, n) | {"_id": same[n]}
+        await store.add_document(ins, doc, admission(doc))
+    listing = listing_id(ins, 3)
+    before = await store.listings.find_one({"_id": listing})
+    assert before is not None
+    # the change written, its process gone before its fence
+    await store.dossiers.update_one(
+        {"_id": ins}, {"$set": {"status": "closed", FENCING: "died-before-its-fence"}}
+    )
+    dossier, _ = await store.dossier_and_documents(ins)
+    assert dossier is not None and dossier["status"] == "closed"
+    after = await store.listings.find_one({"_id": listing})
+    assert after is not None and after[VERSION] == before[VERSION] + 1
+    assert FENCING not in (await store.dossiers.find_one({"_id": ins}) or {})
+    doc = _doc(ins, 3) | {"_id": same[3]}
+    with pytest.raises(PermissionDenied):
+        await store.add_document(ins, doc, admission(doc))
+    assert [(r or {}).get("status") for r in admission.given[-2:]] == ["open", "closed"]
+    assert same[3] not in {d["_id"] for d in await store.documents_of(ins)}
