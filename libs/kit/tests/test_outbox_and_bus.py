@@ -1112,9 +1112,7 @@ async def test_a_remembered_write_is_decided_without_reading_and_lands_only_on_i
     assert set(counts.values()) == {1}, counts
 
 
-async def test_a_document_the_caller_read_is_decided_on_as_read(
-    db: Any, infra: Infra
-) -> None:
+async def test_a_document_the_caller_read_is_decided_on_as_read(db: Any, infra: Infra) -> None:
     """change_document(first=...) decides on the document as its caller read it (it read it
     before something else), without reading it again: the write lands if it is still that
     version, else it is read and decided on again. Absent as read: created."""

@@ -472,8 +472,12 @@ class DossierStore(Store):
                 base: list[Document | None] = base,
             ) -> None:
                 """Before each write: the record was read after the listing's version the
-                write is guarded by, or is read again now."""
+                write is guarded by, or that version's write (this process's, since) was
+                decided on the same record, or it is read again now."""
                 if _at(base[0]) != at:
+                    since = self._decided.get(record_id)
+                    if since is not None and since == (_at(base[0]), record):
+                        return
                     again = deciding(await self.get_dossier(ins))
                     if again != record:
                         raise RecordChanged(again)

@@ -6,6 +6,7 @@ documents stored one record each (before listings) are folded in at start, event
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -348,7 +349,7 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
     Nothing is kept of a listing this process created: it read no version a fence could move."""
     ins = make_ins()
     await store.insert_dossier(_dossier(ins))
-    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 7][:6]
+    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 7][:8]
     commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         infra.mongo.url, tz_aware=True, event_listeners=[commands]
@@ -368,6 +369,11 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
         assert await submit(2) == ["insert", "update"]
         assert admission.given[-1] == admission.given[-2]
         assert set(admission.given[-1] or {}) == {"_id", "opened_at", "status"}
+        # Two at once: the second is guarded by the first's write, decided on the same record.
+        commands.sent.clear()
+        both = [_doc(ins, n) | {"_id": same[n]} for n in (6, 7)]
+        await asyncio.gather(*(watched.add_document(ins, d, admission(d)) for d in both))
+        assert sorted(name for name, _ in commands.sent) == ["insert", "insert", "update", "update"]
 
         # Consent changes: the epoch is new. The next submission, decided on the record as it
         # was, does not land; its content goes, and it is decided again on the new epoch.
@@ -386,11 +392,11 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
         assert [(r or {}).get("status") for r in admission.given[-2:]] == ["open", "closed"]
         assert await store.chunks.count_documents({"doc_id": same[4]}) == 0
         listed = {d["_id"] for d in await store.documents_of(ins)}
-        assert listed == set(same[:4])
+        assert listed == set(same[:4]) | {same[6], same[7]}
         # the events of what was written, and of no decision that did not land
         events = await _outbox_ids(store, ins)
-        assert events >= {"event-1", "event-2", "event-3", "event-5"}
-        assert not events & {"event-4", "event-6", "event-7"}
+        assert events >= {f"event-{k}" for k in (1, 2, 3, 4, 5, 7)}
+        assert not events & {"event-6", "event-8", "event-9"}
     finally:
         await client.close()
 
