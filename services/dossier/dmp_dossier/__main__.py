@@ -24,7 +24,7 @@ from dmp_kit.service_auth import ServiceTokens, identity_exchange
 async def serve() -> None:
     settings = DossierSettings()
     runtime = ServiceRuntime("dossier", settings)
-    store = DossierStore(runtime.db)
+    store = DossierStore(runtime.db, settings.remember_records)
     # (the listings are in `dossiers`, beside their dossier's record)
     relay = OutboxRelay(runtime.bus, [store.dossiers, store.measurements, store.exports])
     identity = identity_pb2_grpc.IdentityServiceStub(runtime.channel(settings.identity_addr))

@@ -43,6 +43,10 @@ class DossierSettings(Settings):
     exports_per_day: int = 3
     export_lease_seconds: float = 600.0
     export_attempts: int = 3
+    # Whether a submission may decide on the dossier record its listing's last write was
+    # decided on, without reading it (docs/scaling.md). Off while any replica runs a version
+    # that does not fence the record's changes (docs/configuration.md).
+    remember_records: bool = True
 
     @property
     def dossier_key_bytes(self) -> bytes:

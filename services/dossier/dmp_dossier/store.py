@@ -21,9 +21,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_kit.crypto import seal, unseal
-from dmp_kit.errors import AlreadyExists, Conflict, DmpError
+from dmp_kit.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
 from dmp_kit.logging import get_logger
-from dmp_kit.mongo import Document, Store, insert_once
+from dmp_kit.mongo import Document, Store, document_locks, insert_once
 from dmp_kit.outbox import (
     MAX_ATTEMPTS,
     OUTBOX,
@@ -77,11 +77,17 @@ class NewDocument:
 
 
 class RecordChanged(Exception):
-    """The dossier's record is no longer the one a submission was decided on."""
+    """The dossier's record is no longer the one a submission was decided on: `record` is the
+    record read (its DECIDING fields) if no fence of it is due, else it is to be read again."""
 
-    def __init__(self, record: Document | None) -> None:
+    def __init__(self, record: Document | None = None) -> None:
         super().__init__("the dossier's record changed")
         self.record = record
+
+
+# What a submission decided on a record kept may be refused for (consent's verdict, the
+# directory's answer): decided again on the record read. Not an outage: it is not asked twice.
+REFUSALS = (PermissionDenied, NotFound, Conflict, InvalidArgument)
 
 
 # A listing's version and stamp, as read or written (None: no listing).
@@ -89,8 +95,11 @@ At = tuple[Any, Any] | None
 
 
 class DossierStore(Store):
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, remember_records: bool = True) -> None:
+        """`remember_records`: a submission may decide on the record a listing's last write
+        was decided on (`add_document`); off, it reads the record every time."""
         super().__init__(db)
+        self._remember_records = remember_records
         self._keys: OrderedDict[tuple[str, datetime], bytes] = OrderedDict()
         # Listings decoded, by their dossier and stored bytes (what changes with every change
         # of them), each counted as the size of those bytes.
@@ -213,13 +222,22 @@ class DossierStore(Store):
         change of the dossier's own data: its version is left alone, so no write of dossier
         conflicts with it. No record, nothing to mark: a dossier opened later starts without
         an epoch."""
+        fencing = os.urandom(8).hex()
+        async with document_locks.hold(self.dossiers.name, ins):
+            if not await self._mark_consent_change(ins, change_id, done, now, fencing):
+                return
+        await self._fence(ins, fencing)
+
+    async def _mark_consent_change(
+        self, ins: str, change_id: str, done: bool, now: datetime, fencing: str
+    ) -> bool:
+        """The mark written (under the record's lock); False if there is no record."""
         record = await self.dossiers.find_one({"_id": ins}, {f"{CONSENT_MARK}.changing": 1})
         if record is None:
-            return
+            return False
         changing = (record.get(CONSENT_MARK) or {}).get("changing") or {}
         # Entries that lapsed (changes never said ended) go, so that none piles up.
         lapsed = {f"{CONSENT_MARK}.changing.{i}": "" for i, t in changing.items() if t <= now}
-        fencing = os.urandom(8).hex()
         epoch = {f"{CONSENT_MARK}.epoch": os.urandom(16).hex(), FENCING: fencing}
         entry = f"{CONSENT_MARK}.changing.{change_id}"
         if done:
@@ -231,7 +249,7 @@ class DossierStore(Store):
             if lapsed:
                 update["$unset"] = lapsed
         await self.dossiers.update_one({"_id": ins}, update)
-        await self._fence(ins, fencing)
+        return True
 
     async def insert_dossier(self, doc: Document, *events: envelope_pb2.Envelope) -> None:
         doc = {**doc, "ins": doc["_id"]}  # read with its listings by `ins`
@@ -249,16 +267,18 @@ class DossierStore(Store):
         marked in the same write until then (see `_fence`)."""
         fencing = os.urandom(8).hex()
         deciding = False
+        left = ""  # a mark a change before left, its fence never done
 
         def marked(current: Document | None) -> Document | None:
-            nonlocal deciding
+            nonlocal deciding, left
             change = fields(current)
             deciding = change is not None and any(key in DECIDING for key in change)
+            left = str((current or {}).get(FENCING, ""))
             return {**change, FENCING: fencing} if change is not None and deciding else change
 
         written = await change_document(self.dossiers, ins, marked, *events)
-        if deciding and written is not None:
-            await self._fence(ins, fencing)
+        if written is not None and (deciding or left):
+            await self._fence(ins, fencing if deciding else left)
             written.pop(FENCING, None)
         return written
 
@@ -267,9 +287,21 @@ class DossierStore(Store):
         of the dossier gets a new version, so that no submission decided on the record as it
         was before lands without reading it again (`add_document`); then the record's mark
         goes (unless a later change marked it again). A change whose process died before its
-        fence leaves its mark: the next read of the record fences."""
-        await self.listings.update_many(of_dossier(ins), {"$inc": {VERSION: 1}})
-        await self.dossiers.update_one({"_id": ins, FENCING: fencing}, {"$unset": {FENCING: ""}})
+        fence leaves its mark: the next read of the record, or change of it, fences. Listings
+        made since need none: none is kept that a fence did not reach (`add_document`)."""
+        # Under each listing's lock, and the record's for its mark, as every writer of them:
+        # FerretDB writes a whole document back for an update, so an update beside another
+        # writer's would undo one of the two (kit's DocumentLocks).
+        ids = [found["_id"] async for found in self.listings.find(of_dossier(ins), {"_id": 1})]
+        if ids:
+            async with document_locks.hold_all(self.listings.name, ids):
+                await self.listings.update_many(
+                    {"ins": ins, "_id": {"$in": ids}}, {"$inc": {VERSION: 1}}
+                )
+        async with document_locks.hold(self.dossiers.name, ins):
+            await self.dossiers.update_one(
+                {"_id": ins, FENCING: fencing}, {"$unset": {FENCING: ""}}
+            )
 
     async def drop_representatives(self, ins: str, former: frozenset[str]) -> None:
         """A minor came of age: `former` no longer act for them (idempotent; no dossier, no
@@ -441,13 +473,14 @@ class DossierStore(Store):
         item: NewDocument | None = None
         first: Any = UNREAD
         if (
-            held is not None
+            self._remember_records
+            and held is not None
             and copy is not None
             and _at(copy) == held[0]
             and written_documents.worth_guessing(name)
         ):
             at, record = held
-            with contextlib.suppress(DmpError):  # refused on the record kept: read it again
+            with contextlib.suppress(*REFUSALS):  # refused on the record kept: read it again
                 item = await decide(record)
         if item is None:
             first = await self.listings.find_one({"_id": record_id})
@@ -478,9 +511,13 @@ class DossierStore(Store):
                     since = self._decided.get(record_id)
                     if since is not None and since == (_at(base[0]), record):
                         return
-                    again = deciding(await self.get_dossier(ins))
-                    if again != record:
-                        raise RecordChanged(again)
+                    # Read without fencing: this holds the listing's lock, which a fence
+                    # takes. A record still marked is decided on again once it is fenced.
+                    again = await self.dossiers.find_one({"_id": ins}, {OUTBOX: 0})
+                    if again is None or FENCING in again:
+                        raise RecordChanged()
+                    if deciding(again) != record:
+                        raise RecordChanged(deciding(again))
 
             try:
                 written = await change_document(
@@ -495,7 +532,8 @@ class DossierStore(Store):
                 )
             except RecordChanged as changed:
                 await self._drop_chunks([doc["_id"]])
-                at, record, first = MOVED, changed.record, UNREAD
+                record = changed.record or deciding(await self.get_dossier(ins))
+                at, first = MOVED, UNREAD
                 item = await decide(record)
                 continue
             except Conflict:

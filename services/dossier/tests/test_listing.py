@@ -401,13 +401,15 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
         await client.close()
 
 
+@pytest.mark.parametrize("next_touch", ["read", "change that changes nothing"])
 async def test_a_record_change_whose_fence_never_ran_is_fenced_by_the_next_read(
-    store: DossierStore,
+    store: DossierStore, next_touch: str
 ) -> None:
     """A change of the record's deciding fields is marked in its own write until its listings
     are fenced: a process that died in between leaves the mark, and the next read of the record
-    (a consultation, a submission reading it) fences, so that no submission remembered from
-    before lands on the record as it was."""
+    (a consultation, a submission reading it) or change of it (even one that finds nothing to
+    change, as a redelivered event does) fences, so that no submission remembered from before
+    lands on the record as it was."""
     ins = make_ins()
     await store.insert_dossier(_dossier(ins))
     same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 3][:4]
@@ -422,8 +424,11 @@ async def test_a_record_change_whose_fence_never_ran_is_fenced_by_the_next_read(
     await store.dossiers.update_one(
         {"_id": ins}, {"$set": {"status": "closed", FENCING: "died-before-its-fence"}}
     )
-    dossier, _ = await store.dossier_and_documents(ins)
-    assert dossier is not None and dossier["status"] == "closed"
+    if next_touch == "read":
+        dossier, _ = await store.dossier_and_documents(ins)
+        assert dossier is not None and dossier["status"] == "closed"
+    else:
+        assert await store.change_dossier(ins, lambda d: None) is not None
     after = await store.listings.find_one({"_id": listing})
     assert after is not None and after[VERSION] == before[VERSION] + 1
     assert FENCING not in (await store.dossiers.find_one({"_id": ins}) or {})
@@ -432,3 +437,28 @@ async def test_a_record_change_whose_fence_never_ran_is_fenced_by_the_next_read(
         await store.add_document(ins, doc, admission(doc))
     assert [(r or {}).get("status") for r in admission.given[-2:]] == ["open", "closed"]
     assert same[3] not in {d["_id"] for d in await store.documents_of(ins)}
+
+
+async def test_without_remembered_records_every_submission_reads_its_record(
+    infra: Infra, store: DossierStore
+) -> None:
+    """DMP_REMEMBER_RECORDS=false (while replicas that do not fence remain, in an upgrade): a
+    submission reads its listing and the record every time, and writes as before."""
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 5][:3]
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+    admission = Admission()
+    try:
+        reading = DossierStore(client[store.db.name], remember_records=False)
+        for n in range(3):
+            commands.sent.clear()
+            doc = _doc(ins, n) | {"_id": same[n]}
+            await reading.add_document(ins, doc, admission(doc))
+            assert [name for name, _ in commands.sent][:2] == ["find", "find"]
+        assert {d["_id"] for d in await store.documents_of(ins)} == set(same)
+    finally:
+        await client.close()
