@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -56,8 +57,13 @@ CONSENT_CHANGE_SECONDS = 60
 # dossier, and its content key): a change of any of them is fenced (`DossierStore._fence`),
 # and they are all a submission keeps of the record it was decided on (`add_document`).
 DECIDING = ("opened_at", "status", "legal_representatives", CONSENT_MARK)
-# In a record whose DECIDING fields changed, until its listings are fenced: a random mark.
+# In a record whose DECIDING fields changed, until its listings are fenced: a mark, the time
+# it was made (Unix seconds) and random bytes. A read of the record fences for a mark older
+# than FENCE_LATE_SECONDS: its writer died before its fence, since a fence takes milliseconds
+# (up to a lease's wait, 10 s, on a contended listing); a younger one is its writer's to fence
+# (its change is not answered before), so that reads in the meantime do not each fence too.
 FENCING = "fencing"
+FENCE_LATE_SECONDS = 15.0
 # Listings' versions this process wrote with the record (its DECIDING fields) the write was
 # decided on, that a next submission decides on without reading it (`add_document`).
 DECIDED_HELD = 50_000
@@ -179,7 +185,7 @@ class DossierStore(Store):
 
     async def get_dossier(self, ins: str) -> Document | None:
         doc: Document | None = await self.dossiers.find_one({"_id": ins}, {"outbox": 0})
-        if doc is not None and FENCING in doc:
+        if doc is not None and _late(doc):
             await self._fence(ins, doc[FENCING])
         return doc
 
@@ -210,7 +216,7 @@ class DossierStore(Store):
                 await self.change_dossier(
                     ins, lambda d: {"ins": ins} if d and "ins" not in d else None
                 )
-        elif FENCING in dossier:
+        elif _late(dossier):
             await self._fence(ins, dossier[FENCING])
         return dossier, newest_first(docs)
 
@@ -222,7 +228,7 @@ class DossierStore(Store):
         change of the dossier's own data: its version is left alone, so no write of dossier
         conflicts with it. No record, nothing to mark: a dossier opened later starts without
         an epoch."""
-        fencing = os.urandom(8).hex()
+        fencing = new_mark()
         async with document_locks.hold(self.dossiers.name, ins):
             if not await self._mark_consent_change(ins, change_id, done, now, fencing):
                 return
@@ -265,7 +271,7 @@ class DossierStore(Store):
     ) -> Document | None:
         """A change of the record; one of its DECIDING fields is fenced before this returns,
         marked in the same write until then (see `_fence`)."""
-        fencing = os.urandom(8).hex()
+        fencing = new_mark()
         deciding = False
         left = ""  # a mark a change before left, its fence never done
 
@@ -512,9 +518,9 @@ class DossierStore(Store):
                     if since is not None and since == (_at(base[0]), record):
                         return
                     # Read without fencing: this holds the listing's lock, which a fence
-                    # takes. A record still marked is decided on again once it is fenced.
+                    # takes. A record marked late is decided on again once it is fenced.
                     again = await self.dossiers.find_one({"_id": ins}, {OUTBOX: 0})
-                    if again is None or FENCING in again:
+                    if again is None or _late(again):
                         raise RecordChanged()
                     if deciding(again) != record:
                         raise RecordChanged(deciding(again))
@@ -924,6 +930,17 @@ def adding(ins: str, items: list[NewDocument]) -> Change:
 
 # Not the version of any listing: the record is read again before any write.
 MOVED: At = (None, "moved")
+
+
+def new_mark() -> str:
+    """A record's mark until its change is fenced."""
+    return f"{int(time.time())}:{os.urandom(8).hex()}"
+
+
+def _late(record: Document) -> bool:
+    """Whether the record holds a mark its writer should have fenced by now."""
+    made, _, _ = str(record.get(FENCING, "")).partition(":")
+    return made.isdigit() and time.time() - int(made) > FENCE_LATE_SECONDS
 
 
 def _at(listing: Document | None) -> At:

@@ -422,7 +422,7 @@ async def test_a_record_change_whose_fence_never_ran_is_fenced_by_the_next_read(
     assert before is not None
     # the change written, its process gone before its fence
     await store.dossiers.update_one(
-        {"_id": ins}, {"$set": {"status": "closed", FENCING: "died-before-its-fence"}}
+        {"_id": ins}, {"$set": {"status": "closed", FENCING: "1764900000:died-before-its-fence"}}
     )
     if next_touch == "read":
         dossier, _ = await store.dossier_and_documents(ins)
@@ -462,3 +462,33 @@ async def test_without_remembered_records_every_submission_reads_its_record(
         assert {d["_id"] for d in await store.documents_of(ins)} == set(same)
     finally:
         await client.close()
+
+
+async def test_fences_beside_submissions_lose_no_document_and_no_fence(
+    store: DossierStore,
+) -> None:
+    """Consent changes (each fencing every listing) at the same moment as submissions to one
+    listing: FerretDB writes a whole document back for an update, so a fence written beside a
+    submission would undo one of the two. Under the listings' locks, every document lands and
+    every fence moves the listing's version: one version per write and per fence."""
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    same = [f"doc-{k}" for k in range(8000) if listing_of(f"doc-{k}") == 9][:60]
+    admission = Admission()
+    changes = 40
+
+    async def submit(doc_id: str) -> None:
+        doc = _doc(ins, 0) | {"_id": doc_id}
+        await store.add_document(ins, doc, admission(doc))
+
+    async def consent_change(n: int) -> None:
+        await store.mark_consent_change(ins, f"change-{n // 2}", done=n % 2 == 1, now=T0)
+
+    await submit(same[0])  # the listing made: every fence finds it
+    await asyncio.gather(
+        *(consent_change(n) for n in range(changes)), *(submit(doc_id) for doc_id in same[1:])
+    )
+    assert {d["_id"] for d in await store.documents_of(ins)} == set(same)
+    listing = await store.listings.find_one({"_id": listing_id(ins, 9)})
+    assert listing is not None and listing[VERSION] == len(same) + changes
+    assert FENCING not in (await store.dossiers.find_one({"_id": ins}) or {})
