@@ -321,6 +321,14 @@ async def test_a_document_joins_a_listing_this_process_wrote_without_reading_it(
         await client.close()
 
 
+async def _opened(store: DossierStore, listing: int, documents: int) -> tuple[str, list[str]]:
+    """A dossier opened, and `documents` ids of new documents that all join `listing`."""
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    ids = (f"doc-{k}" for k in range(100_000))
+    return ins, [doc_id for doc_id in ids if listing_of(doc_id) == listing][:documents]
+
+
 class Admission:
     """A submission's `decide` as the service's: refused unless the dossier is open (consent's
     rule), noting each record it was given."""
@@ -347,9 +355,7 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
     version before it is answered: the next submission decided on the record as it was does
     not land, and is decided again on the record as it is — here, refused, leaving no content.
     Nothing is kept of a listing this process created: it read no version a fence could move."""
-    ins = make_ins()
-    await store.insert_dossier(_dossier(ins))
-    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 7][:8]
+    ins, same = await _opened(store, listing=7, documents=8)
     commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         infra.mongo.url, tz_aware=True, event_listeners=[commands]
@@ -410,9 +416,7 @@ async def test_a_record_change_whose_fence_never_ran_is_fenced_by_the_next_read(
     (a consultation, a submission reading it) or change of it (even one that finds nothing to
     change, as a redelivered event does) fences, so that no submission remembered from before
     lands on the record as it was."""
-    ins = make_ins()
-    await store.insert_dossier(_dossier(ins))
-    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 3][:4]
+    ins, same = await _opened(store, listing=3, documents=4)
     admission = Admission()
     for n in range(3):
         doc = _doc(ins, n) | {"_id": same[n]}
@@ -444,9 +448,7 @@ async def test_without_remembered_records_every_submission_reads_its_record(
 ) -> None:
     """DMP_REMEMBER_RECORDS=false (while replicas that do not fence remain, in an upgrade): a
     submission reads its listing and the record every time, and writes as before."""
-    ins = make_ins()
-    await store.insert_dossier(_dossier(ins))
-    same = [f"doc-{k}" for k in range(2000) if listing_of(f"doc-{k}") == 5][:3]
+    ins, same = await _opened(store, listing=5, documents=3)
     commands = CommandsSent()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         infra.mongo.url, tz_aware=True, event_listeners=[commands]
@@ -471,9 +473,7 @@ async def test_fences_beside_submissions_lose_no_document_and_no_fence(
     listing: FerretDB writes a whole document back for an update, so a fence written beside a
     submission would undo one of the two. Under the listings' locks, every document lands and
     every fence moves the listing's version: one version per write and per fence."""
-    ins = make_ins()
-    await store.insert_dossier(_dossier(ins))
-    same = [f"doc-{k}" for k in range(8000) if listing_of(f"doc-{k}") == 9][:60]
+    ins, same = await _opened(store, listing=9, documents=60)
     admission = Admission()
     changes = 40
 
