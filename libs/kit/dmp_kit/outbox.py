@@ -285,10 +285,14 @@ def _note_outbox(
     known_outboxes.note(collection.full_name, doc_id, outbox_entries(events))
 
 
+def written_version(doc: Document | None) -> tuple[Any, Any] | None:
+    """The version of `doc` a remembered write is guarded by: its version and the stamp of
+    the write that made it (None: no document)."""
+    return None if doc is None else (doc.get(VERSION), doc.get(STAMP))
+
+
 def _as_written(current: Document | None, remembered: Document) -> bool:
-    return current is not None and all(
-        current.get(key) == remembered.get(key) for key in (VERSION, STAMP)
-    )
+    return current is not None and written_version(current) == written_version(remembered)
 
 
 def _note_more(collection: Any, doc_id: Any, events: Sequence[envelope_pb2.Envelope]) -> None:

@@ -29,13 +29,13 @@ from dmp_kit.outbox import (
     MAX_ATTEMPTS,
     OUTBOX,
     PENDING,
-    STAMP,
     UNREAD,
     VERSION,
     Change,
     change_document,
     new_document_with_events,
     written_documents,
+    written_version,
 )
 
 CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
@@ -184,9 +184,13 @@ class DossierStore(Store):
     # dossiers ------------------------------------------------------------------------
 
     async def get_dossier(self, ins: str) -> Document | None:
-        doc: Document | None = await self.dossiers.find_one({"_id": ins}, {"outbox": 0})
-        if doc is not None and _late(doc):
-            await self._fence(ins, doc[FENCING])
+        doc = await self._read_record(ins)
+        await self._fence_if_late(ins, doc)
+        return doc
+
+    async def _read_record(self, ins: str) -> Document | None:
+        """The dossier's record as stored, without its outbox (and without fencing)."""
+        doc: Document | None = await self.dossiers.find_one({"_id": ins}, {OUTBOX: 0})
         return doc
 
     async def dossier_and_documents(
@@ -216,8 +220,8 @@ class DossierStore(Store):
                 await self.change_dossier(
                     ins, lambda d: {"ins": ins} if d and "ins" not in d else None
                 )
-        elif _late(dossier):
-            await self._fence(ins, dossier[FENCING])
+        else:
+            await self._fence_if_late(ins, dossier)
         return dossier, newest_first(docs)
 
     async def mark_consent_change(
@@ -287,6 +291,11 @@ class DossierStore(Store):
             await self._fence(ins, fencing if deciding else left)
             written.pop(FENCING, None)
         return written
+
+    async def _fence_if_late(self, ins: str, record: Document | None) -> None:
+        """The fence of a change whose writer died before it (its mark late), if any."""
+        if record is not None and _late(record):
+            await self._fence(ins, record[FENCING])
 
     async def _fence(self, ins: str, fencing: str) -> None:
         """After a change of a record's DECIDING fields, before it is answered: every listing
@@ -472,7 +481,8 @@ class DossierStore(Store):
         replaced; one decided on an older record is decided again on the record as it is.
         Otherwise the listing is read, then the record: a fence the record predates comes
         after that read, and the write guarded by it does not land."""
-        record_id = listing_id(ins, listing_of(doc["_id"]))
+        listing = listing_of(doc["_id"])
+        record_id = listing_id(ins, listing)
         name = self.listings.full_name
         held = self._decided.get(record_id)
         copy = written_documents.get(name, record_id)
@@ -482,7 +492,7 @@ class DossierStore(Store):
             self._remember_records
             and held is not None
             and copy is not None
-            and _at(copy) == held[0]
+            and written_version(copy) == held[0]
             and written_documents.worth_guessing(name)
         ):
             at, record = held
@@ -490,10 +500,10 @@ class DossierStore(Store):
                 item = await decide(record)
         if item is None:
             first = await self.listings.find_one({"_id": record_id})
-            at, record = _at(first), deciding(await self.get_dossier(ins))
+            at, record = written_version(first), deciding(await self.get_dossier(ins))
             item = await decide(record)
         for _ in range(MAX_ATTEMPTS):
-            item.doc["listing"] = listing_of(doc["_id"])
+            item.doc["listing"] = listing
             await self._insert_chunks(item)
             base: list[Document | None] = []
 
@@ -513,13 +523,13 @@ class DossierStore(Store):
                 """Before each write: the record was read after the listing's version the
                 write is guarded by, or that version's write (this process's, since) was
                 decided on the same record, or it is read again now."""
-                if _at(base[0]) != at:
+                if written_version(base[0]) != at:
                     since = self._decided.get(record_id)
-                    if since is not None and since == (_at(base[0]), record):
+                    if since is not None and since == (written_version(base[0]), record):
                         return
                     # Read without fencing: this holds the listing's lock, which a fence
                     # takes. A record marked late is decided on again once it is fenced.
-                    again = await self.dossiers.find_one({"_id": ins}, {OUTBOX: 0})
+                    again = await self._read_record(ins)
                     if again is None or _late(again):
                         raise RecordChanged()
                     if deciding(again) != record:
@@ -547,7 +557,7 @@ class DossierStore(Store):
                 raise
             if base[0] is not None:  # created: no fence reached it before, nothing to keep
                 assert written is not None
-                self._decided[record_id] = (_at(written), record)
+                self._decided[record_id] = (written_version(written), record)
             return record_id
         raise Conflict("the dossier is being changed by others; try again", slug="contention")
 
@@ -941,10 +951,6 @@ def _late(record: Document) -> bool:
     """Whether the record holds a mark its writer should have fenced by now."""
     made, _, _ = str(record.get(FENCING, "")).partition(":")
     return made.isdigit() and time.time() - int(made) > FENCE_LATE_SECONDS
-
-
-def _at(listing: Document | None) -> At:
-    return None if listing is None else (listing.get(VERSION), listing.get(STAMP))
 
 
 def deciding(record: Document | None) -> Document | None:
