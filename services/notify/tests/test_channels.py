@@ -140,3 +140,59 @@ async def test_a_long_subject_folds_and_a_sender_name_may_be_french(infra: Infra
     sender_address = received["From"].addresses[0]
     assert sender_address.display_name == "Mon espace santé"
     assert sender_address.addr_spec == "no-reply@dmp.localhost"
+
+
+async def test_a_notice_sent_to_many_arrives_as_rendered_whole_for_each(infra: Infra) -> None:
+    """A notice's rendering is kept for its next recipients: each still gets their own To and
+    Message-ID, and the same message as the whole rendering would have written."""
+    settings = settings_for(infra)
+    settings.mail_from = "Mon espace santé <no-reply@dmp.localhost>"
+    sender = EmailSender(settings)
+    notice = Message("Accès à votre dossier — Mon espace santé", "Bonjour,\n\nUn médecin.\n")
+    recipients = ["first-notice@example.org", "second-notice@example.org"]
+    for i, to in enumerate(recipients):
+        await sender.send(to, notice, delivery=f"event-n:{i}:email")
+    await sender.send("otp-notice@example.org", Message("Code", "Votre code : 123456"))
+    assert list(sender._rendered) == [notice], "kept once, and never a one-time code"
+    for i, to in enumerate(recipients):
+        (path,) = [p for p in infra.maildir.glob("*.eml") if to in p.read_text(errors="replace")]
+        raw = path.read_bytes()
+        assert raw.isascii()
+        received = email.message_from_bytes(raw, policy=policy.default)
+        whole = email.message_from_bytes(
+            sender._message(to, notice, f"event-n:{i}:email").as_bytes(), policy=policy.default
+        )
+        for header in ("From", "To", "Subject", "Message-ID", "Content-Type", "MIME-Version"):
+            assert received[header] == whole[header], header
+        assert received["To"] == to and len(received.get_all("To")) == 1
+        assert (
+            received.get_body(("plain",))
+            .get_content()
+            .replace(  # type: ignore[union-attr]
+                "\r\n", "\n"
+            )
+            == whole.get_body(("plain",)).get_content()
+        )  # type: ignore[union-attr]
+    ids = {
+        str(email.message_from_bytes(p.read_bytes(), policy=policy.default)["Message-ID"])
+        for p in infra.maildir.glob("*.eml")
+        if "-notice@" in p.read_text(errors="replace")
+    }
+    assert len(ids) == 3
+
+
+async def test_no_header_can_be_injected_into_a_notice(infra: Infra) -> None:
+    sender = EmailSender(settings_for(infra))
+    for bad_to, bad_subject in (
+        ("victim@example.org\r\nBcc: spy@example.org", "Bonjour"),
+        ("victim@example.org\nBcc: spy@example.org", "Bonjour"),
+        ("victim@example.org", "Bonjour\r\nBcc: spy@example.org"),
+        ("victim@example.org", "Bonjour\u2028Bcc: spy@example.org"),
+    ):
+        try:
+            await sender.send(bad_to, Message(bad_subject, "x"), delivery="event-i:p:email")
+        except ValueError:
+            continue
+        raise AssertionError(f"a notice with a line break was sent: {bad_to!r} {bad_subject!r}")
+    assert not [p for p in infra.maildir.glob("*.eml") if "spy@" in p.read_text(errors="replace")]
+    assert not sender._rendered
