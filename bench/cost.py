@@ -41,7 +41,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 IDLE_SAMPLE_SECONDS = 5.0
 # Commands that are the driver's housekeeping, not a request's work.
 HOUSEKEEPING = {"hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo"}
-OURS = ("gateway", "identity", "dossier", "consent", "audit", "notify", "ingest")
+# The processes that are not ours; every other one is (the gateway and each service).
+INFRA = ("ferretdb", "postgres", "nats")
 # The processes that answer the request; the others work on its events after the answer (the
 # audit record appended, the patient notified) or not at all (ingest).
 REQUEST_PATH = ("gateway", "identity", "dossier", "consent")
@@ -192,7 +193,7 @@ def measure(
         name: round(max(0.0, raw[name] - idle[name] * window * 1000 / requests), 2)
         for name in roots
     }
-    ours = round(sum(per.get(name, 0.0) for name in OURS), 2)
+    ours = round(sum(v for name, v in per.items() if name not in INFRA), 2)
     answer = round(sum(per.get(name, 0.0) for name in REQUEST_PATH), 2)
     database_ms = round(per.get("ferretdb", 0.0) + per.get("postgres", 0.0), 2)
     by_service = {
@@ -217,7 +218,7 @@ def measure(
         "cpu_ms_per_request": per,
         "cpu_ms_per_request_with_idle": {name: round(v, 2) for name, v in raw.items()},
         "idle_cpu_ms_per_s": {name: round(v * 1000, 1) for name, v in idle.items()},
-        "ours_cpu_ms_with_idle": round(sum(raw.get(name, 0.0) for name in OURS), 2),
+        "ours_cpu_ms_with_idle": round(sum(v for name, v in raw.items() if name not in INFRA), 2),
         "ours_cpu_ms": ours,
         "request_path_cpu_ms": answer,
         "after_answer_cpu_ms": round(ours - answer, 2),
