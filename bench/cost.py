@@ -351,7 +351,17 @@ def request_cost(requests: int) -> dict[str, Any]:
     return result
 
 
-COLUMNS = ("gateway", "dossier", "consent", "identity", "audit", "notify", "ingest")
+COLUMNS = (
+    "gateway",
+    "dossier",
+    "consent",
+    "identity",
+    "audit",
+    "notify",
+    "ingest",
+    "messaging",
+    "agenda",
+)
 
 
 def _row(label: str, kind: str, r: dict[str, Any]) -> str:
@@ -363,7 +373,8 @@ def _row(label: str, kind: str, r: dict[str, Any]) -> str:
 
     return (
         f"| {kind} | {label} | {r['latency']['throughput_per_s']} | "
-        + " | ".join(f"{per.get(name, 0.0):.2f}" for name in COLUMNS)
+        # "–": a process the run did not measure (agenda and messaging came after "before")
+        + " | ".join("–" if name not in per else f"{per[name]:.2f}" for name in COLUMNS)
         + f" | **{r['ours_cpu_ms']:.1f}**{goal('ours_cpu_ms')} | {r['request_path_cpu_ms']:.1f} "
         f"| {per.get('ferretdb', 0.0):.1f} + {per.get('postgres', 0.0):.1f} = "
         f"**{r['db_cpu_ms']:.1f}**{goal('db_cpu_ms')} | **{r['db_ops']:.2f}**{goal('db_ops')} "
