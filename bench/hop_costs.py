@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -31,7 +30,7 @@ import httpx
 import uvloop
 from pydantic import BaseModel
 
-from bench.run import RESULTS
+from bench.run import RESULTS, header
 from dmp_stack.infra import free_port
 from dmp_stack.testing import own_infra
 
@@ -245,15 +244,8 @@ async def _email(smtp_url: str, calls: int) -> dict[str, Any]:
     from dmp_notify.domain import document_added, otp_message
 
     smtp = urlparse(smtp_url)
-    settings = NotifySettings.model_construct(
-        smtp_host=smtp.hostname,
-        smtp_port=smtp.port,
-        smtp_starttls=False,
-        smtp_username="",
-        smtp_password=NotifySettings.model_fields["smtp_password"].default,
-        smtp_timeout_seconds=10.0,
-        mail_from="DMP <no-reply@dmp.localhost>",
-    )
+    # dev: its published development keys accepted, as the local stack's
+    settings = NotifySettings(env="dev", smtp_host=smtp.hostname, smtp_port=smtp.port)
     sender = EmailSender(settings)
     notice = document_added("1234567890123", False)[0].message
     n = 0
@@ -394,11 +386,9 @@ def hop_costs(calls: int) -> dict[str, Any]:
         for proc in servers:
             proc.kill()
             proc.wait()
+    description = " ".join(__doc__.split("\n\n")[1].split()) if __doc__ else ""
     result = {
-        "scenario": "hop_costs",
-        "description": " ".join(__doc__.split("\n\n")[1].split()) if __doc__ else "",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "database": "ferretdb postgresql",
+        **header("hop_costs", description),
         "calls": calls,
         "rounds": ROUNDS,
         "cpu_ms_per_hop": per_hop,
