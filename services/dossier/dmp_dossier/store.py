@@ -504,8 +504,10 @@ class DossierStore(Store):
             item = await decide(record)
         for _ in range(MAX_ATTEMPTS):
             item.doc["listing"] = listing
-            await self._insert_chunks(item)
             base: list[Document | None] = []
+            # Whether a write of the listing naming the document was sent: it may have landed
+            # (its answer lost), and then the content must stay.
+            sent: list[bool] = []
 
             def added(
                 current: Document | None,
@@ -519,14 +521,13 @@ class DossierStore(Store):
                 record: Document | None = record,
                 at: At = at,
                 base: list[Document | None] = base,
+                sent: list[bool] = sent,
             ) -> None:
                 """Before each write: the record was read after the listing's version the
                 write is guarded by, or that version's write (this process's, since) was
                 decided on the same record, or it is read again now."""
-                if written_version(base[0]) != at:
-                    since = self._decided.get(record_id)
-                    if since is not None and since == (written_version(base[0]), record):
-                        return
+                since = self._decided.get(record_id)
+                if written_version(base[0]) != at and since != (written_version(base[0]), record):
                     # Read without fencing: this holds the listing's lock, which a fence
                     # takes. A record marked late is decided on again once it is fenced.
                     again = await self._read_record(ins)
@@ -534,8 +535,10 @@ class DossierStore(Store):
                         raise RecordChanged()
                     if deciding(again) != record:
                         raise RecordChanged(deciding(again))
+                sent.append(True)  # nothing more before the write is sent
 
             try:
+                await self._insert_chunks(item)
                 written = await change_document(
                     self.listings,
                     record_id,
@@ -554,6 +557,12 @@ class DossierStore(Store):
                 continue
             except Conflict:
                 await self._drop_chunks([doc["_id"]])
+                raise
+            except BaseException:
+                # The database failing, a lease not obtained, the request cancelled: before any
+                # write of the listing was sent, nothing names the content.
+                if not sent:
+                    await self._drop_chunks([doc["_id"]])
                 raise
             if base[0] is not None:  # created: no fence reached it before, nothing to keep
                 assert written is not None

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
@@ -405,6 +406,41 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
         assert not events & {"event-6", "event-8", "event-9"}
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("fails", ["before its write", "cancelled before its write", "after"])
+async def test_a_failed_submission_leaves_its_content_only_where_its_listing_may_name_it(
+    store: DossierStore, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """A submission failing otherwise than by a refusal — the database gone, a lease not
+    obtained, the request cancelled — deletes its content if no write of its listing was sent:
+    nothing names it. Once one was sent, it may have landed with its answer lost, and the
+    content stays for the listing that names it."""
+    ins, same = await _opened(store, listing=2, documents=1)
+    real = store_module.change_document
+    waiting = asyncio.Event()
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        if fails == "before its write":
+            raise AutoReconnect("the database went away")
+        if fails == "cancelled before its write":
+            waiting.set()
+            await asyncio.Event().wait()
+        await real(*args, **kwargs)
+        raise AutoReconnect("the answer was lost")
+
+    monkeypatch.setattr(store_module, "change_document", failing)
+    doc = _doc(ins, 0) | {"_id": same[0]}
+    submission = asyncio.create_task(store.add_document(ins, doc, Admission()(doc)))
+    if fails == "cancelled before its write":
+        await waiting.wait()
+        assert await store.chunks.count_documents({"doc_id": same[0]}) == 1
+        submission.cancel()
+    with pytest.raises(asyncio.CancelledError if fails.startswith("cancelled") else AutoReconnect):
+        await submission
+    listed = same[0] in {d["_id"] for d in await store.documents_of(ins)}
+    chunks = await store.chunks.count_documents({"doc_id": same[0]})
+    assert (listed, chunks) == ((True, 1) if fails == "after" else (False, 0))
 
 
 @pytest.mark.parametrize("next_touch", ["read", "change that changes nothing"])
