@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import re
 import socket
-from collections import OrderedDict
 from email.charset import BASE64, QP, Charset
 from email.header import Header
 from email.mime.text import MIMEText
@@ -14,6 +13,7 @@ from email.utils import formataddr, make_msgid, parseaddr
 from typing import Protocol
 
 import aiosmtplib
+from cachetools import LRUCache
 
 from dmp_kit.errors import Unavailable
 from dmp_kit.logging import get_logger
@@ -67,7 +67,7 @@ class EmailSender:
         self._from = formataddr((name, address), charset="utf-8") if name else address
         self._domain = address.rpartition("@")[2] or "dmp.localhost"
         self._address = address  # the envelope's sender
-        self._rendered: OrderedDict[Message, bytes] = OrderedDict()
+        self._rendered: LRUCache[Message, bytes] = LRUCache(maxsize=RENDERED_NOTICES)
 
     def _message(self, to: str, message: Message, delivery: str) -> MIMEText:
         # Built with the standard library's compat32 classes: the modern EmailMessage parsed
@@ -102,12 +102,7 @@ class EmailSender:
             return None
         rest = self._rendered.get(message)
         if rest is None:
-            rest = self._text(message).as_bytes()
-            self._rendered[message] = rest
-            if len(self._rendered) > RENDERED_NOTICES:
-                self._rendered.popitem(last=False)
-        else:
-            self._rendered.move_to_end(message)
+            rest = self._rendered[message] = self._text(message).as_bytes()
         # "\n" line ends, as rendered: aiosmtplib sends every line end as CRLF
         return f"Message-ID: {self._message_id(delivery)}\nTo: {to}\n".encode() + rest
 
