@@ -45,6 +45,8 @@ KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 # ~350 bytes.
 LISTINGS = 32
 DOCUMENTS_PER_LISTING = 10_000
+# A listing's field counting its documents (since 2026-12-06: `appended`).
+LISTED = "listed"
 # Listings' stored bytes whose decoded documents are kept for reads (the documents take about
 # four times as much memory again): a dossier of 200 documents is 70 kB.
 DECODED_BYTES = 8 * 1024 * 1024
@@ -857,10 +859,16 @@ CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 
 def listing_entries(listing: Document | None) -> list[Document]:
-    """A listing's documents, decoded."""
+    """A listing's documents, decoded. `docs` holds each document's BSON, one after the other,
+    so that a new document is added without decoding or encoding the others (`adding`). A
+    listing last written before 2026-12-06 holds one BSON document instead, `{"d": [the
+    documents]}` (it has no `_id`, as every document has): read as such, and written the new
+    way at its next change."""
     if listing is None or "docs" not in listing:
         return []
-    docs: list[Document] = bson.decode(bytes(listing["docs"]), codec_options=CODEC)["d"]
+    docs: list[Document] = bson.decode_all(bytes(listing["docs"]), CODEC)
+    if len(docs) == 1 and "_id" not in docs[0]:
+        return list(docs[0]["d"])
     return docs
 
 
@@ -905,8 +913,19 @@ def of_dossier_and_listings(ins: str) -> dict[str, Any]:
 
 
 def listing_fields(ins: str, docs: list[Document]) -> Document:
-    """The fields of a listing of the dossier `ins` holding `docs`."""
-    hiding = sorted(
+    """The fields of a listing of the dossier `ins` holding `docs`: their BSON one after the
+    other (`listing_entries`), how many they are, and the hiding labels current ones carry."""
+    return {
+        "ins": ins,
+        "docs": Binary(b"".join([bson.encode(d) for d in docs])),
+        LISTED: len(docs),
+        "hiding": hiding_labels(docs),
+    }
+
+
+def hiding_labels(docs: list[Document]) -> list[str]:
+    """The hiding labels some current document of `docs` carries."""
+    return sorted(
         {
             label
             for d in docs
@@ -915,7 +934,24 @@ def listing_fields(ins: str, docs: list[Document]) -> Document:
             if label in domain.HIDING_LABELS
         }
     )
-    return {"ins": ins, "docs": Binary(bson.encode({"d": docs})), "hiding": hiding}
+
+
+def appended(ins: str, current: Document, docs: list[Document]) -> Document | None:
+    """The fields of the listing `current` with new documents `docs` added, without decoding
+    the documents it holds: their BSON is kept as stored, theirs follows it. None when it
+    cannot be done so: the listing is in the earlier layout (it has no count), or it would
+    hold too many, or a new document has a unique id (the listing's are checked first)."""
+    listed = current.get(LISTED)
+    if not isinstance(listed, int) or listed + len(docs) > DOCUMENTS_PER_LISTING:
+        return None
+    if any(unique_id(d) for d in docs):
+        return None
+    return {
+        "ins": ins,
+        "docs": Binary(bytes(current["docs"]) + b"".join([bson.encode(d) for d in docs])),
+        LISTED: listed + len(docs),
+        "hiding": sorted({*current.get("hiding", []), *hiding_labels(docs)}),
+    }
 
 
 def adding(ins: str, items: list[NewDocument]) -> Change:
@@ -923,6 +959,10 @@ def adding(ins: str, items: list[NewDocument]) -> Change:
     the ones they replace superseded)."""
 
     def added(current: Document | None) -> Document:
+        if current is not None and not any(i.supersedes for i in items):
+            fields = appended(ins, current, [i.doc for i in items])
+            if fields is not None:
+                return fields
         docs = listing_entries(current)
         if len(docs) + len(items) > DOCUMENTS_PER_LISTING:
             raise Conflict(

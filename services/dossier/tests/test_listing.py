@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
@@ -142,6 +143,76 @@ async def test_a_full_dossier_refuses_more_and_keeps_what_it_has(
     assert await _outbox_ids(store, ins) == {"event-1", "event-2"}, "no event of the refused one"
     assert await store.chunks.count_documents({"doc_id": "doc-0003"}) == 0, "nor its content"
     assert await store.chunks.count_documents({"doc_id": "doc-0002"}) == 1
+
+
+async def test_a_new_document_is_added_after_the_listed_ones_as_stored(
+    store: DossierStore,
+) -> None:
+    """A new document's metadata follows the listing's stored bytes, which are kept as they
+    are: adding costs the same whatever the listing holds. Its count and hiding labels
+    follow."""
+    ins = make_ins()
+    # every document in one listing
+    ids = [f"doc-{n:04d}" for n in range(10_000) if listing_of(f"doc-{n:04d}") == 5][:3]
+    first = {**_doc(ins, 1, [domain.HIDDEN_FROM_PATIENT]), "_id": ids[0]}
+    await store.insert_document(first, b"x", _event(1))
+    record = listing_id(ins, 5)
+    before = await store.listings.find_one({"_id": record})
+    assert before is not None and before[store_module.LISTED] == 1
+    for n, doc_id in enumerate(ids[1:], start=2):
+        await store.insert_document(
+            {**_doc(ins, n, [domain.HIDDEN_FROM_REPRESENTATIVES]), "_id": doc_id},
+            b"x",
+            _event(n),
+        )
+    after = await store.listings.find_one({"_id": record})
+    assert after is not None
+    assert bytes(after["docs"]).startswith(bytes(before["docs"])), "the listed ones untouched"
+    assert after[store_module.LISTED] == 3
+    assert after["hiding"] == sorted(
+        [domain.HIDDEN_FROM_PATIENT, domain.HIDDEN_FROM_REPRESENTATIVES]
+    )
+    assert [d["_id"] for d in await store.documents_of(ins)] == ids[::-1]
+
+
+async def test_a_listing_in_the_earlier_layout_is_read_and_rewritten_at_its_next_change(
+    store: DossierStore,
+) -> None:
+    """Listings written before 2026-12-06 hold one BSON document `{"d": [documents]}` and no
+    count: read as they are, and written the new way (every document kept) by the next
+    document added, a unique id still checked against those they hold."""
+    ins = make_ins()
+    ids = [f"doc-{n:04d}" for n in range(10_000) if listing_of(f"doc-{n:04d}") == 7][:4]
+    held = [
+        {**_doc(ins, 1, [domain.HIDDEN_FROM_PATIENT]), "_id": ids[0], "listing": 7},
+        {**_doc(ins, 2), "_id": ids[1], "listing": 7, "context": {"unique_id": "1.2.3"}},
+    ]
+    record = listing_id(ins, 7)
+    await store.listings.insert_one(
+        {
+            "_id": record,
+            "ins": ins,
+            "docs": bson.Binary(bson.encode({"d": held})),
+            "hiding": [domain.HIDDEN_FROM_PATIENT],
+            VERSION: 4,
+        }
+    )
+    assert [d["_id"] for d in await store.documents_of(ins)] == [ids[1], ids[0]]
+    twin = {**_doc(ins, 3), "_id": ids[2], "context": {"unique_id": "1.2.3"}}
+    with pytest.raises(Conflict) as refused:
+        await store.insert_document(twin, b"x", _event(3))
+    assert refused.value.problem == "duplicate-unique-id"
+    await store.insert_document({**_doc(ins, 3), "_id": ids[2]}, b"x", _event(3))
+    listing = await store.listings.find_one({"_id": record})
+    assert listing is not None and listing[store_module.LISTED] == 3
+    assert [d["_id"] for d in bson.decode_all(bytes(listing["docs"]))] == [ids[2], *ids[:2]]
+    assert [d["_id"] for d in await store.documents_of(ins)] == ids[2::-1]
+    assert [d["_id"] for d in await store.documents_of(ins)] == ids[2::-1]
+    assert listing["hiding"] == [domain.HIDDEN_FROM_PATIENT]
+    # in the new layout, a unique id is still checked against those the listing holds
+    with pytest.raises(Conflict) as again:
+        await store.insert_document({**twin, "_id": ids[3]}, b"x", _event(4))
+    assert again.value.problem == "duplicate-unique-id"
 
 
 async def test_documents_stored_one_record_each_are_folded_in(store: DossierStore) -> None:
