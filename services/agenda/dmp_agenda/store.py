@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -35,11 +36,11 @@ def look_again(today: date) -> Document:
 
 
 class AgendaStore(Store):
-    @property
+    @cached_property
     def appointments(self) -> Any:
         return self.db["appointments"]
 
-    @property
+    @cached_property
     def patients(self) -> Any:
         return self.db["patients"]
 

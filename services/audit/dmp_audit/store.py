@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import zstandard
@@ -69,39 +70,39 @@ class ChunkTaken(RuntimeError):
 
 
 class AuditStore(Store):
-    @property
+    @cached_property
     def chunks(self) -> Any:
         return self.db["chunks"]
 
-    @property
+    @cached_property
     def events(self) -> Any:
         return self.db["events"]
 
-    @property
+    @cached_property
     def checkpoints(self) -> Any:
         return self.db["checkpoints"]
 
-    @property
+    @cached_property
     def attending(self) -> Any:
         return self.db["attending"]
 
-    @property
+    @cached_property
     def tiles(self) -> Any:
         return self.db["tiles"]
 
-    @property
+    @cached_property
     def edge(self) -> Any:
         return self.db["edge"]
 
-    @property
+    @cached_property
     def trail(self) -> Any:
         return self.db["trail"]
 
-    @property
+    @cached_property
     def latest(self) -> Any:
         return self.db["latest_head"]
 
-    @property
+    @cached_property
     def lease(self) -> Any:
         """Who appends: the sequencer's lease (dmp_kit.lease)."""
         return self.db["lease"]
@@ -339,7 +340,7 @@ class AuditStore(Store):
     # and `line`, the cosignature line as the witness wrote it. A witness's newer cosignature of
     # the same checkpoint replaces its older one.
 
-    @property
+    @cached_property
     def cosignatures(self) -> Any:
         return self.db["cosignatures"]
 

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from cachetools import LRUCache
@@ -63,7 +64,7 @@ class ConsentStore(Store):
         self.marks = marks
         self._states: LRUCache[str, tuple[str, ConsentState]] = LRUCache(STATES_HELD)
 
-    @property
+    @cached_property
     def consents(self) -> Any:
         return self.db["consents"]
 

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import bson
@@ -118,55 +119,55 @@ class DossierStore(Store):
         # DECIDING fields) that write was decided on.
         self._decided: LRUCache[str, tuple[At, Document]] = LRUCache(DECIDED_HELD)
 
-    @property
+    @cached_property
     def dossiers(self) -> Any:
         return self.db["dossiers"]
 
-    @property
+    @cached_property
     def listings(self) -> Any:
         """A dossier's listings live beside its record, in `dossiers` (`_id` `<ins>:<nn>`,
         `ins`): one query reads the record and its documents' metadata together."""
         return self.db["dossiers"]
 
-    @property
+    @cached_property
     def former_listings(self) -> Any:
         """Listings as stored before they moved beside their dossier's record: folded at
         start."""
         return self.db["listings"]
 
-    @property
+    @cached_property
     def legacy_documents(self) -> Any:
         """Documents as stored before listings, one record each: folded at start."""
         return self.db["documents"]
 
-    @property
+    @cached_property
     def chunks(self) -> Any:
         return self.db["chunks"]
 
-    @property
+    @cached_property
     def keys(self) -> Any:
         return self.db["data_keys"]
 
-    @property
+    @cached_property
     def openings(self) -> Any:
         return self.db["openings"]
 
-    @property
+    @cached_property
     def measurements(self) -> Any:
         """One record per (patient, kind): `points`, the series, read by its `_id`."""
         return self.db["measurements"]
 
-    @property
+    @cached_property
     def exports(self) -> Any:
         """Patients' exports of their data: state and progress (no content)."""
         return self.db["exports"]
 
-    @property
+    @cached_property
     def export_parts(self) -> Any:
         """The exports' archives, sealed, in parts."""
         return self.db["export_parts"]
 
-    @property
+    @cached_property
     def export_slots(self) -> Any:
         """One record per patient with an export under way: one at a time."""
         return self.db["export_slots"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -34,42 +35,42 @@ REPRESENTATION_NOTICE_DAYS = "representation_notice_days"
 
 
 class IdentityStore(Store):
-    @property
+    @cached_property
     def accounts(self) -> Any:
         return self.db["accounts"]
 
-    @property
+    @cached_property
     def logins(self) -> Any:
         """`kind:login` → account id: finding an account by its login is a key lookup on
         every server (FerretDB scans a collection for any filter but one on `_id`)."""
         return self.db["logins"]
 
-    @property
+    @cached_property
     def throttles(self) -> Any:
         return self.db["throttles"]
 
-    @property
+    @cached_property
     def challenges(self) -> Any:
         return self.db["challenges"]
 
-    @property
+    @cached_property
     def code_guesses(self) -> Any:
         """One row per guess allowed on a challenge, taken before the guess is checked."""
         return self.db["code_guesses"]
 
-    @property
+    @cached_property
     def refresh_tokens(self) -> Any:
         return self.db["refresh_tokens"]
 
-    @property
+    @cached_property
     def signing_keys(self) -> Any:
         return self.db["signing_keys"]
 
-    @property
+    @cached_property
     def clients(self) -> Any:
         return self.db["clients"]
 
-    @property
+    @cached_property
     def assertion_ids(self) -> Any:
         return self.db["assertion_ids"]
 
@@ -203,7 +204,7 @@ class IdentityStore(Store):
 
     # oppositions: the INS of the people who refused an account ----------------------
 
-    @property
+    @cached_property
     def oppositions(self) -> Any:
         return self.db["oppositions"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from pymongo.errors import BulkWriteError
@@ -23,15 +24,15 @@ from dmp_kit.mongo import DUPLICATE_KEY, Document, Store
 
 
 class IngestStore(Store):
-    @property
+    @cached_property
     def batches(self) -> Any:
         return self.db["batches"]
 
-    @property
+    @cached_property
     def claims(self) -> Any:
         return self.db["claims"]
 
-    @property
+    @cached_property
     def dossiers(self) -> Any:
         return self.db["dossiers"]
 

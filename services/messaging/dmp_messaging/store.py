@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -25,15 +26,15 @@ PAGE_FIELDS = {"messages": 0}
 
 
 class MessagingStore(Store):
-    @property
+    @cached_property
     def conversations(self) -> Any:
         return self.db["conversations"]
 
-    @property
+    @cached_property
     def attachments(self) -> Any:
         return self.db["attachments"]
 
-    @property
+    @cached_property
     def keys(self) -> Any:
         return self.db["data_keys"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from bson import ObjectId
@@ -47,11 +48,11 @@ class NotifyStore(Store):
         for inserts in (self._inbox, self._deliveries, self._dev_copies):
             await inserts.settle()
 
-    @property
+    @cached_property
     def deliveries(self) -> Any:
         return self.db["deliveries"]
 
-    @property
+    @cached_property
     def dev_outbox(self) -> Any:
         return self.db["dev_outbox"]
 
@@ -110,11 +111,11 @@ class NotifyStore(Store):
 
     # the inbox, preferences and the delivery log (rule 11) ---------------------------
 
-    @property
+    @cached_property
     def notifications(self) -> Any:
         return self.db["notifications"]
 
-    @property
+    @cached_property
     def preferences(self) -> Any:
         return self.db["preferences"]
 
@@ -201,7 +202,7 @@ class NotifyStore(Store):
 
     # dead letters ----------------------------------------------------------------------
 
-    @property
+    @cached_property
     def dead_letters(self) -> Any:
         return self.db["dead_letters"]
 
