@@ -124,7 +124,7 @@ bench-fhir: install ## An ITI-67 search of 200 documents beside the REST list of
 	$(RUN) python -m bench.run fhir_search
 
 bench-cost: install ## What one request costs per process, in database operations and database CPU; the cost as the platform grows to 100,000 documents (bench/results)
-	$(RUN) python -m bench.run request_cost dossier_growth ferretdb_reads db_client hop_costs
+	$(RUN) python -m bench.run request_cost dossier_growth ferretdb_reads db_client hop_costs listing_append
 
 ci: lint typecheck buf-lint buf-breaking deploy-check test test-reliability-scaled-short ## What CI runs
 

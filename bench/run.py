@@ -657,6 +657,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
     "ferretdb_reads": (_elsewhere("bench.ferretdb_reads", "ferretdb_reads"), 100),
     "db_client": (_elsewhere("bench.db_client", "db_client"), 3000),
     "hop_costs": (_elsewhere("bench.hop_costs", "hop_costs"), 3000),
+    "listing_append": (_elsewhere("bench.listing_append", "listing_append"), 20_000),
     "agenda_schedule": (_elsewhere("bench.agenda_schedule", "agenda_schedule"), 10_000),
     "overload": (_elsewhere("bench.overload", "overload"), 20),
     "outbox_lag": (_elsewhere("bench.relay", "outbox_lag"), 30),

@@ -383,7 +383,8 @@ class DossierStore(Store):
     # documents -------------------------------------------------------------------------
     #
     # A dossier's documents are listed in a few records, `listings`, each holding the
-    # metadata of its documents as a single binary value (BSON this service decodes itself):
+    # metadata of its documents as a single binary value (their BSON one after the other, which
+    # this service decodes itself, and to which a new document's is appended: `adding`):
     # a page is read as a few values instead of one record per document (FerretDB converts,
     # filters and sorts every record a query matches, in Go: 200 records cost it ten times
     # one value holding them). A document belongs to one of LISTINGS records by its id — a
