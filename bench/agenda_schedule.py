@@ -14,7 +14,6 @@ process's CPU and FerretDB's, not PostgreSQL's (means).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -26,7 +25,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from bench.run import RESULTS, database
+from bench.run import database, saved
 from dmp_agenda.domain import PreventionRules
 from dmp_agenda.schedule import Schedule
 from dmp_agenda.store import HIDDEN, AgendaStore
@@ -136,6 +135,4 @@ def agenda_schedule(patients: int) -> dict[str, Any]:
             / runs["a run of the schedule"]["wall_ms"]
         ),
     }
-    (RESULTS / "agenda_schedule.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved("agenda_schedule", result)

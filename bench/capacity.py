@@ -26,7 +26,7 @@ import httpx
 import nats
 from pymongo import AsyncMongoClient
 
-from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, header
+from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, header, saved
 from dmp_stack.testing import RunningStack, own_infra, running_stack, until
 
 # What a service stores, by database; the collections a document's life touches.
@@ -109,9 +109,7 @@ def storage_per_document(documents_per_patient: int) -> dict[str, Any]:
         "stream_bytes_per_document": streams,
         "trail_entries_per_document": round(entries / documents, 2),
     }
-    (RESULTS / "storage_per_document.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved("storage_per_document", result)
 
 
 def _fill(running: RunningStack, per_patient: int) -> int:

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, header, summary
+from bench.run import BENCH_ENV, RESULTS, _document, _patient_with_gp, header, saved, summary
 from dmp_stack.testing import RunningStack, own_infra, running_stack
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -346,9 +346,7 @@ def request_cost(requests: int) -> dict[str, Any]:
         **kinds,
     }
     name = os.environ.get("DMP_BENCH_RESULT", "request_cost")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved(name, result)
 
 
 COLUMNS = (

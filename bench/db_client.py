@@ -12,7 +12,6 @@ socket would cost less) or the driver's own Python.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ import uvloop
 from pymongo import AsyncMongoClient
 
 from bench.ferretdb_reads import _cpu
-from bench.run import RESULTS
+from bench.run import saved
 from dmp_stack.infra import free_port, start_ferretdb
 from dmp_stack.stack import stop_started
 
@@ -84,6 +83,4 @@ def db_client(calls: int) -> dict[str, Any]:
         "calls": calls,
         "per_read": per_read,
     }
-    (RESULTS / "db_client.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved("db_client", result)

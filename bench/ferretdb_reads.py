@@ -12,7 +12,6 @@ single binary value (BSON the service would decode itself).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 import bson
 from pymongo import MongoClient
 
-from bench.run import RESULTS, database
+from bench.run import database, saved
 from dmp_stack.testing import own_infra
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -102,6 +101,4 @@ def ferretdb_reads(calls: int) -> dict[str, Any]:
         "calls": calls,
         "reads": out,
     }
-    (RESULTS / "ferretdb_reads.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved("ferretdb_reads", result)

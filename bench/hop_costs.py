@@ -30,7 +30,7 @@ import httpx
 import uvloop
 from pydantic import BaseModel
 
-from bench.run import RESULTS, header
+from bench.run import header, saved
 from dmp_stack.infra import free_port
 from dmp_stack.testing import own_infra
 
@@ -393,9 +393,7 @@ def hop_costs(calls: int) -> dict[str, Any]:
         "rounds": ROUNDS,
         "cpu_ms_per_hop": per_hop,
     }
-    (RESULTS / "hop_costs.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved("hop_costs", result)
 
 
 if __name__ == "__main__":

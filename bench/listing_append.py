@@ -13,7 +13,6 @@ beside them.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import bson
 from bson import Binary
 
-from bench.run import RESULTS, header
+from bench.run import header, saved
 from dmp_dossier.store import CODEC, NewDocument, adding, listing_entries, listing_fields
 
 ROUNDS = 3
@@ -106,6 +105,4 @@ def listing_append(calls: int) -> dict[str, Any]:
         "calls": calls,
         "by_documents_listed": sizes,
     }
-    (RESULTS / "listing_append.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved("listing_append", result)

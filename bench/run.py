@@ -80,6 +80,13 @@ def result_file(scenario: str) -> str:
     return f"{scenario}.{re.sub(r'[^a-z0-9]+', '-', used.lower()).strip('-')}.json"
 
 
+def saved(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """`result` written as `results/<name>.json` and printed."""
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def header(scenario: str, description: str) -> dict[str, Any]:
     """What every result starts with: what was measured, when, on what."""
     return {
