@@ -135,4 +135,4 @@ def agenda_schedule(patients: int) -> dict[str, Any]:
             / runs["a run of the schedule"]["wall_ms"]
         ),
     }
-    return saved("agenda_schedule", result)
+    return saved("agenda_schedule.json", result)

@@ -109,7 +109,7 @@ def storage_per_document(documents_per_patient: int) -> dict[str, Any]:
         "stream_bytes_per_document": streams,
         "trail_entries_per_document": round(entries / documents, 2),
     }
-    return saved("storage_per_document", result)
+    return saved("storage_per_document.json", result)
 
 
 def _fill(running: RunningStack, per_patient: int) -> int:

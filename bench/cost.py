@@ -346,7 +346,7 @@ def request_cost(requests: int) -> dict[str, Any]:
         **kinds,
     }
     name = os.environ.get("DMP_BENCH_RESULT", "request_cost")
-    return saved(name, result)
+    return saved(f"{name}.json", result)
 
 
 COLUMNS = (

@@ -83,4 +83,4 @@ def db_client(calls: int) -> dict[str, Any]:
         "calls": calls,
         "per_read": per_read,
     }
-    return saved("db_client", result)
+    return saved("db_client.json", result)

@@ -101,4 +101,4 @@ def ferretdb_reads(calls: int) -> dict[str, Any]:
         "calls": calls,
         "reads": out,
     }
-    return saved("ferretdb_reads", result)
+    return saved("ferretdb_reads.json", result)

@@ -393,7 +393,7 @@ def hop_costs(calls: int) -> dict[str, Any]:
         "rounds": ROUNDS,
         "cpu_ms_per_hop": per_hop,
     }
-    return saved("hop_costs", result)
+    return saved("hop_costs.json", result)
 
 
 if __name__ == "__main__":

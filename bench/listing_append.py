@@ -105,4 +105,4 @@ def listing_append(calls: int) -> dict[str, Any]:
         "calls": calls,
         "by_documents_listed": sizes,
     }
-    return saved("listing_append", result)
+    return saved("listing_append.json", result)

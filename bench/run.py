@@ -80,9 +80,10 @@ def result_file(scenario: str) -> str:
     return f"{scenario}.{re.sub(r'[^a-z0-9]+', '-', used.lower()).strip('-')}.json"
 
 
-def saved(name: str, result: dict[str, Any]) -> dict[str, Any]:
-    """`result` written as `results/<name>.json` and printed."""
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+def saved(file: str, result: dict[str, Any]) -> dict[str, Any]:
+    """`result` written as `results/<file>` and printed."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / file).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 
@@ -120,10 +121,7 @@ def record(
         "ratio_median_to_floor": round(target["median_ms"] / floor["median_ms"], 2),
         **extra,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / result_file(name)).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return saved(result_file(name), result)
 
 
 # --- scenario: login + OTP + /v1/me through the whole stack ----------------------------
