@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     metrics_listen: str = ""
     grpc_deadline_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
+    # How long patient data kept in a process's memory (a content key, listings decoded,
+    # consent's state, a rendered resource) lives at most: every such cache is emptied this
+    # often, so that a dossier purged by one replica leaves the others' memory (dmp_kit.forget).
+    patient_data_held_seconds: float = Field(default=300.0, gt=0)
 
     jwt_issuer: str = "https://dmp.localhost/identity"
     jwt_audience: str = "dmp"

@@ -28,6 +28,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp_kit.bus import EventBus
 from dmp_kit.errors import Conflict, Unavailable
 from dmp_kit.events import event_time
+from dmp_kit.forget import patient_data
 from dmp_kit.logging import get_logger
 from dmp_kit.metrics import OUTBOX_OLDEST, OUTBOX_PENDING, OUTBOX_PUBLISHED
 from dmp_kit.mongo import Document, count_as, document_locks
@@ -137,7 +138,9 @@ class WrittenDocuments:
     it is at least half. Several replicas taking turns on the same documents read first."""
 
     def __init__(self, limit: int = WRITTEN_BYTES) -> None:
-        self._held: LRUCache[tuple[str, Any], Document] = LRUCache(limit, getsizeof=_size)
+        self._held: LRUCache[tuple[str, Any], Document] = patient_data(
+            LRUCache(limit, getsizeof=_size)
+        )
         self._hits: dict[str, float] = {}
 
     def get(self, collection: str, doc_id: Any) -> Document | None:

@@ -24,6 +24,7 @@ from dmp_kit.auth import JwksCache, TokenVerifier
 from dmp_kit.bus import BUS_ACCESS, EventBus
 from dmp_kit.clock import Clock, clock_from_path
 from dmp_kit.config import Settings
+from dmp_kit.forget import forgetting
 from dmp_kit.metrics import DEPENDENCY_UP, serve_metrics
 from dmp_kit.mongo import (
     CommandCounter,
@@ -186,7 +187,10 @@ class ServiceRuntime:
         await self._prepare(stores, relay)
         if on_ready is not None:
             await on_ready()
-        tasks = [asyncio.create_task(self._health_loop(health_servicer, service_names))]
+        tasks = [
+            asyncio.create_task(self._health_loop(health_servicer, service_names)),
+            asyncio.create_task(forgetting(self.stop, self.settings.patient_data_held_seconds)),
+        ]
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(self.stop)))
         tasks += [asyncio.create_task(self._supervised(job)) for job in background]

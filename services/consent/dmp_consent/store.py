@@ -20,6 +20,7 @@ from dmp_consent.domain import (
     Mode,
     TrustScope,
 )
+from dmp_kit.forget import patient_data
 from dmp_kit.metrics import Counter
 from dmp_kit.mongo import Document, Store
 from dmp_kit.outbox import Change, change_document
@@ -62,7 +63,7 @@ class ConsentStore(Store):
     def __init__(self, db: Any, marks: ChangeMarks | None = None) -> None:
         super().__init__(db)
         self.marks = marks
-        self._states: LRUCache[str, tuple[str, ConsentState]] = LRUCache(STATES_HELD)
+        self._states: LRUCache[str, tuple[str, ConsentState]] = patient_data(LRUCache(STATES_HELD))
 
     @cached_property
     def consents(self) -> Any:

@@ -48,6 +48,7 @@ from dmp_kit.errors import (
     PermissionDenied,
     RateLimited,
 )
+from dmp_kit.forget import patient_data
 from dmp_kit.identifiers import validate_ins, validate_rpps
 from dmp_kit.logging import get_logger
 from dmp_kit.metrics import Counter
@@ -333,10 +334,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self.identity = identity
         self.events = DossierEvents(clock)
         self._key_seal = derive_key(settings.dossier_key_bytes, "dossier-data-keys")
-        self._verdicts: LRUCache[Any, Verdicts] = LRUCache(VERDICTS_HELD)
+        self._verdicts: LRUCache[Any, Verdicts] = patient_data(LRUCache(VERDICTS_HELD))
         # single decisions (a write, one document's read) and until when they hold
-        self._decisions: LRUCache[Any, tuple[consent_pb2.DecideResponse, datetime]] = LRUCache(
-            VERDICTS_HELD
+        self._decisions: LRUCache[Any, tuple[consent_pb2.DecideResponse, datetime]] = patient_data(
+            LRUCache(VERDICTS_HELD)
         )
 
     # helpers -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_kit.crypto import seal, unseal
 from dmp_kit.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
+from dmp_kit.forget import patient_data
 from dmp_kit.logging import get_logger
 from dmp_kit.mongo import Document, Store, document_locks, insert_once
 from dmp_kit.outbox import (
@@ -109,15 +110,17 @@ class DossierStore(Store):
         was decided on (`add_document`); off, it reads the record every time."""
         super().__init__(db)
         self._remember_records = remember_records
-        self._keys: OrderedDict[tuple[str, datetime], bytes] = OrderedDict()
+        # What this process holds of patients is emptied every few minutes (dmp_kit.forget):
+        # a dossier another replica purged leaves this one's memory too.
+        self._keys: OrderedDict[tuple[str, datetime], bytes] = patient_data(OrderedDict())
         # Listings decoded, by their dossier and stored bytes (what changes with every change
         # of them), each counted as the size of those bytes.
-        self._decoded: LRUCache[tuple[str, bytes], tuple[int, list[Document]]] = LRUCache(
-            DECODED_BYTES, getsizeof=lambda held: held[0]
+        self._decoded: LRUCache[tuple[str, bytes], tuple[int, list[Document]]] = patient_data(
+            LRUCache(DECODED_BYTES, getsizeof=lambda held: held[0])
         )
         # By listing: the version and stamp of it this process wrote, and the record (its
         # DECIDING fields) that write was decided on.
-        self._decided: LRUCache[str, tuple[At, Document]] = LRUCache(DECIDED_HELD)
+        self._decided: LRUCache[str, tuple[At, Document]] = patient_data(LRUCache(DECIDED_HELD))
 
     @cached_property
     def dossiers(self) -> Any:

@@ -29,6 +29,7 @@ from dmp_dossier.store import (
     listing_of,
 )
 from dmp_kit.errors import Conflict, PermissionDenied
+from dmp_kit.forget import forget_all
 from dmp_kit.outbox import OUTBOX, PENDING, VERSION, new_document_with_events
 from dmp_stack.testing import CommandsSent, Infra, make_ins
 
@@ -352,6 +353,33 @@ async def test_a_shared_read_decodes_a_listing_once_and_again_once_changed(
     assert store._decoded.currsize >= sum(stored)
     await store.purge(ins)
     assert not [key for key in store._decoded if key[0] == ins]
+
+
+async def test_a_dossier_another_replica_purged_leaves_this_ones_memory_within_a_period(
+    store: DossierStore,
+) -> None:
+    """The replica that purges forgets the dossier at once; another, not told, holds its key
+    and listings until its caches of patient data are next emptied (dmp_kit.forget)."""
+    ins = make_ins()
+    await store.insert_dossier(_dossier(ins))
+    await store.insert_document(_doc(ins, 0), b"abc")
+    other = DossierStore(store.db)  # another replica: a memory of its own
+    master = bytes(range(32))
+    record = await other.get_dossier(ins)
+    assert record is not None
+    key = await other.data_key(ins, master, record)
+    _, listed = await other.dossier_and_documents(ins, shared=True)
+    assert [d["_id"] for d in listed] == ["doc-0000"]
+
+    def held(replica: DossierStore) -> list[object]:
+        return [k for k in (*replica._keys, *replica._decoded) if k[0] == ins]
+
+    await store.purge(ins)
+    assert not held(store) and len(held(other)) == 2, "the other replica was not told"
+    assert await other.data_key(ins, master, record) == key, "its key, from memory"
+    forget_all()
+    assert not held(other)
+    assert await other.data_key(ins, master, record) != key, "purged: a key never seen"
 
 
 async def test_a_document_joins_a_listing_this_process_wrote_without_reading_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -54,7 +55,9 @@ from dmp_kit.clock import clock_from_path
 from dmp_kit.config import Env
 from dmp_kit.context import current_deadline, current_trace, new_trace
 from dmp_kit.errors import RateLimited
+from dmp_kit.forget import forgetting
 from dmp_kit.metrics import Counter, Histogram
+from dmp_kit.periodic import beside
 from dmp_kit.rpc.client import MAX_MESSAGE_BYTES
 from dmp_kit.runtime import identity_jwks
 
@@ -172,7 +175,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             audience=settings.jwt_audience,
             clock=clock,
         )
-        yield
+        # The FHIR resources rendered (patient data) are kept a bounded time (dmp_kit.forget).
+        async with beside(forgetting(asyncio.Event(), settings.patient_data_held_seconds)):
+            yield
         await downstream.close()
         tracing.shutdown()
 

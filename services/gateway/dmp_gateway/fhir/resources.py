@@ -20,6 +20,7 @@ from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.identity.v1 import identity_pb2
 from dmp_gateway.fhir import codes
 from dmp_kit.catalogue import Catalogue
+from dmp_kit.forget import patient_data
 
 MEDIA_TYPE = "application/fhir+json"
 STATUS = {
@@ -237,7 +238,9 @@ class Rendered:
     def __init__(self, catalogue: Catalogue, size: int = 10_000) -> None:
         self.catalogue = catalogue
         self.size = size
-        self.kept: OrderedDict[tuple[str, bytes, tuple[str, str, str]], str] = OrderedDict()
+        self.kept: OrderedDict[tuple[str, bytes, tuple[str, str, str]], str] = patient_data(
+            OrderedDict()
+        )
 
     def document(self, m: pb.DocumentMetadata, base: str, names: tuple[str, str, str]) -> str:
         key = (base, m.SerializeToString(deterministic=True), names)
