@@ -3,10 +3,12 @@ exactly what DocumentOut would have given (the OpenAPI document describes that m
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from dmp.dossier.v1 import dossier_pb2 as pb
-from dmp_gateway.routes.dossiers import DocumentOut, document_json, document_out
+from dmp_gateway.routes.dossiers import DocumentOut, document_bytes, document_json, document_out
+from dmp_kit.forget import forget_all
 
 
 def metadata(**extra: object) -> pb.DocumentMetadata:
@@ -39,3 +41,16 @@ def test_an_item_is_what_the_model_gives() -> None:
     assert "replaces" not in document_json(plain) and "service_start" not in document_json(plain)
     assert document_json(linked)["service_start"] == "2026-11-01T00:00:00.000Z"
     assert document_json(plain)["masked_from_professionals"] is True
+
+
+def test_an_items_json_is_made_once_per_version_of_its_metadata() -> None:
+    m = metadata()
+    first = document_bytes(m)
+    assert json.loads(first) == document_json(m)
+    assert document_bytes(metadata()) is first, "the same version: served as made"
+    m.confidentiality.remove("MASQUE_PS")  # masked no more: another version
+    unmasked = document_bytes(m)
+    assert json.loads(unmasked)["masked_from_professionals"] is False
+    assert json.loads(unmasked) == document_json(m)
+    forget_all()  # emptied with the rest of the patient data held (dmp_kit.forget)
+    assert document_bytes(metadata()) is not first

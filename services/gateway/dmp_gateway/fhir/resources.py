@@ -5,7 +5,6 @@ version of a document's metadata and kept (see Rendered)."""
 from __future__ import annotations
 
 import base64
-from collections import OrderedDict
 from typing import Any
 
 from fhir.resources.R4B.binary import Binary
@@ -19,8 +18,8 @@ from pydantic import BaseModel
 from dmp.dossier.v1 import dossier_pb2 as pb
 from dmp.identity.v1 import identity_pb2
 from dmp_gateway.fhir import codes
+from dmp_gateway.kept import PerVersion
 from dmp_kit.catalogue import Catalogue
-from dmp_kit.forget import patient_data
 
 MEDIA_TYPE = "application/fhir+json"
 STATUS = {
@@ -231,28 +230,18 @@ def document_reference(
 
 
 class Rendered:
-    """DocumentReferences as JSON, kept per version of a document's metadata: the model
-    library builds and checks each resource (about half a millisecond), so a page of 200 is
-    built once, then served from here. Bounded; least recently used first out."""
+    """DocumentReferences as JSON, kept per version of a document's metadata (dmp_gateway.kept):
+    the model library builds and checks each resource (about half a millisecond), so a page of
+    200 is built once, then served from here."""
 
     def __init__(self, catalogue: Catalogue, size: int = 10_000) -> None:
         self.catalogue = catalogue
-        self.size = size
-        self.kept: OrderedDict[tuple[str, bytes, tuple[str, str, str]], str] = patient_data(
-            OrderedDict()
-        )
+        self.kept: PerVersion[tuple[str, tuple[str, str, str]], str] = PerVersion(size)
 
     def document(self, m: pb.DocumentMetadata, base: str, names: tuple[str, str, str]) -> str:
-        key = (base, m.SerializeToString(deterministic=True), names)
-        found = self.kept.get(key)
-        if found is not None:
-            self.kept.move_to_end(key)
-            return found
-        text = dump(document_reference(m, base, self.catalogue, names))
-        self.kept[key] = text
-        if len(self.kept) > self.size:
-            self.kept.popitem(last=False)
-        return text
+        return self.kept.get(
+            m, (base, names), lambda: dump(document_reference(m, base, self.catalogue, names))
+        )
 
 
 def submission_list(
