@@ -92,15 +92,53 @@ MODE_NAME = {
 }
 
 
+# Documents whose metadata message a list keeps made (ListedMetadata; about 1 KB each).
+LISTED_HELD = 10_000
+
+
+def shown_links(doc: Document, links: set[str] | None) -> tuple[str, str]:
+    """The versions `doc` replaces and is replaced by, each as shown to a caller who may read
+    `links` (None: all): a link to any other is left out (nothing about a document reaches who
+    may not read it)."""
+    replaces, replaced_by = str(doc.get("replaces", "")), str(doc.get("replaced_by", ""))
+    if links is None:
+        return replaces, replaced_by
+    return (replaces if replaces in links else "", replaced_by if replaced_by in links else "")
+
+
 def metadata(doc: Document, links: set[str] | None = None) -> pb.DocumentMetadata:
     """A document's metadata; `links`, when given, are the linked versions the caller may
-    read: a link to any other is left out (nothing about a document reaches who may not
-    read it)."""
+    read (shown_links)."""
+    return _metadata(doc, *shown_links(doc, links))
 
-    def link(name: str) -> str:
-        target = str(doc.get(name, ""))
-        return target if links is None or target in links else ""
 
+class ListedMetadata:
+    """The metadata messages of documents a list shows, made once per document as decoded:
+    the store decodes a listing once for every request that reads it unchanged (its
+    `shared` documents), and making a message takes about 5 µs, 1 ms for a page of 200.
+
+    Found by the document's identity and the links shown; each entry holds its document, so
+    that identity is no other's while it is held (a listing changed is decoded anew: other
+    documents, other entries). Bounded, and emptied with the rest of the patient data a
+    process holds (dmp_kit.forget). A message served from here is copied into its answer."""
+
+    def __init__(self, size: int = LISTED_HELD) -> None:
+        self._made: LRUCache[tuple[int, str, str], tuple[Document, pb.DocumentMetadata]] = (
+            patient_data(LRUCache(size))
+        )
+
+    def get(self, doc: Document, links: set[str] | None) -> pb.DocumentMetadata:
+        shown = shown_links(doc, links)
+        key = (id(doc), *shown)
+        held = self._made.get(key)
+        if held is not None and held[0] is doc:
+            return held[1]
+        made = _metadata(doc, *shown)
+        self._made[key] = (doc, made)
+        return made
+
+
+def _metadata(doc: Document, replaces: str, replaced_by: str) -> pb.DocumentMetadata:
     return pb.DocumentMetadata(
         id=doc["_id"],
         ins=doc["ins"],
@@ -115,8 +153,8 @@ def metadata(doc: Document, links: set[str] | None = None) -> pb.DocumentMetadat
         sha256=doc["sha256"],
         confidentiality=doc.get("labels", []),
         status=DOC_STATUS[doc["status"]],
-        replaces=link("replaces"),
-        replaced_by=link("replaced_by"),
+        replaces=replaces,
+        replaced_by=replaced_by,
         sha1=doc.get("sha1", ""),
         context=context_message(doc.get("context")),
         submission=submission_message(doc.get("submission")),
@@ -335,6 +373,7 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
         self.events = DossierEvents(clock)
         self._key_seal = derive_key(settings.dossier_key_bytes, "dossier-data-keys")
         self._verdicts: LRUCache[Any, Verdicts] = patient_data(LRUCache(VERDICTS_HELD))
+        self._listed = ListedMetadata()
         # single decisions (a write, one document's read) and until when they hold
         self._decisions: LRUCache[Any, tuple[consent_pb2.DecideResponse, datetime]] = patient_data(
             LRUCache(VERDICTS_HELD)
@@ -1100,7 +1139,10 @@ class DossierServicer(dossier_pb2_grpc.DossierServiceServicer):
             pending = hidden_from_patient(listed)
         links = await self._readable_links(ins, dossier, page, listed)
         return pb.ListDocumentsResponse(
-            items=[metadata(d, links) for d in page], next=next_cursor, pending=pending
+            # (the documents as decoded for every request: their messages made once)
+            items=[self._listed.get(d, links) for d in page],
+            next=next_cursor,
+            pending=pending,
         )
 
     def _page_size(self, asked: int) -> int:
