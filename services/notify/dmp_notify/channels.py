@@ -21,10 +21,12 @@ from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 
 log = get_logger(__name__)
-# Connections kept open for the next messages (one per e-mail being sent at once, up to this):
-# as many as a consumer's batches usually send at once, so that a burst's e-mails do not each
-# open a connection and close it after. More are opened when more are sent at once; none waits
-# for another's (a one-time code is sent on a request's deadline).
+# Connections kept open for the next messages (one per e-mail being sent at once, up to this),
+# and the notices (e-mails about events) sent at once at most: a consumer handles a batch of up
+# to 64 events at once, and each e-mail beyond the connections kept opened one and closed it
+# after (139 connections for 500 notices under a GP's submissions, a third of notify's CPU on
+# them). A notice waits for a connection kept instead; a one-time code never waits (it is sent
+# on a request's deadline), opening one if none is free.
 IDLE_CONNECTIONS = 16
 # UTF-8 throughout, 7-bit safe through any relay: the text quoted-printable (readable), a
 # subject that is not ASCII in base64 words (choosing the shorter encoding measured the
@@ -55,7 +57,8 @@ class EmailSender:
     """E-mail over SMTP on connections kept open between messages: opening one per message
     (connect, EHLO, and STARTTLS and AUTH where configured) was most of the e-mail's cost.
     A message takes an idle connection or opens one; a connection the relay has closed
-    meanwhile is found out by the send, which is tried once more on a new one."""
+    meanwhile is found out by the send, which is tried once more on a new one. Notices go
+    IDLE_CONNECTIONS at a time at most."""
 
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
@@ -68,6 +71,7 @@ class EmailSender:
         self._domain = address.rpartition("@")[2] or "dmp.localhost"
         self._address = address  # the envelope's sender
         self._rendered: LRUCache[Message, bytes] = LRUCache(maxsize=RENDERED_NOTICES)
+        self._notices = asyncio.Semaphore(IDLE_CONNECTIONS)
 
     def _message(self, to: str, message: Message, delivery: str) -> MIMEText:
         # Built with the standard library's compat32 classes: the modern EmailMessage parsed
@@ -124,7 +128,15 @@ class EmailSender:
     async def send(self, to: str, message: Message, delivery: str = "") -> None:
         """`delivery` names the delivery (event, recipient, channel): a message sent again for
         it (the one window of DESIGN's at-least-once, a process killed between the send and
-        its record) carries the same Message-ID, which mail clients show once."""
+        its record) carries the same Message-ID, which mail clients show once. Without one (a
+        one-time code), the message does not wait for notices."""
+        if not delivery:
+            await self._send(to, message, delivery)
+            return
+        async with self._notices:
+            await self._send(to, message, delivery)
+
+    async def _send(self, to: str, message: Message, delivery: str) -> None:
         rendered = self._notice_bytes(to, message, delivery)
         mail = self._message(to, message, delivery) if rendered is None else None
         client = self._idle.pop() if self._idle else None

@@ -71,6 +71,35 @@ async def test_bursts_of_messages_reuse_the_kept_connections(infra: Infra) -> No
     assert sent_to(infra, to) == 24
 
 
+async def test_notices_beyond_the_kept_connections_wait_for_one_and_a_code_does_not(
+    infra: Infra,
+) -> None:
+    """Forty notices at once (a consumer's batch of events) go over IDLE_CONNECTIONS
+    connections, each opened once and kept; a one-time code sent meanwhile opens one of its
+    own rather than wait for them."""
+    sender = EmailSender(settings_for(infra))
+    opened = 0
+    open_one = sender._open
+
+    async def counted() -> object:
+        nonlocal opened
+        opened += 1
+        return await open_one()
+
+    sender._open = counted  # type: ignore[method-assign]
+    to = "many-check@example.org"
+    message = Message("Un nouveau document dans votre DMP", "Bonjour")
+    burst = asyncio.gather(
+        *(sender.send(to, message, delivery=f"event-{i}:patient:x:email") for i in range(40))
+    )
+    await asyncio.sleep(0)  # the notices have taken every slot
+    await sender.send(to, Message("Votre code", "123456"))
+    await burst
+    assert opened == IDLE_CONNECTIONS + 1
+    assert len(sender._idle) == IDLE_CONNECTIONS
+    assert sent_to(infra, to) == 41
+
+
 async def test_a_delivery_sent_again_carries_the_same_message_id(infra: Infra) -> None:
     sender = EmailSender(settings_for(infra))
     to = "message-id-check@example.org"
