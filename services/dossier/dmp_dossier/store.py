@@ -6,7 +6,6 @@ import contextlib
 import os
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -112,7 +111,7 @@ class DossierStore(Store):
         self._remember_records = remember_records
         # What this process holds of patients is emptied every few minutes (dmp_kit.forget):
         # a dossier another replica purged leaves this one's memory too.
-        self._keys: OrderedDict[tuple[str, datetime], bytes] = patient_data(OrderedDict())
+        self._keys: LRUCache[tuple[str, datetime], bytes] = patient_data(LRUCache(KEYS_HELD))
         # Listings decoded, by their dossier and stored bytes (what changes with every change
         # of them), each counted as the size of those bytes.
         self._decoded: LRUCache[tuple[str, bytes], tuple[int, list[Document]]] = patient_data(
@@ -723,7 +722,6 @@ class DossierStore(Store):
         (its `opened_at`), so no replica can use a purged key for new content."""
         held = (ins, dossier["opened_at"])
         if (key := self._keys.get(held)) is not None:
-            self._keys.move_to_end(held)
             return key
         found = await self.keys.find_one({"_id": ins})
         if found is None:
@@ -735,8 +733,6 @@ class DossierStore(Store):
         if found is not None:
             key = unseal(master, bytes(found["sealed"]), ins.encode())
         self._keys[held] = key
-        while len(self._keys) > KEYS_HELD:
-            self._keys.popitem(last=False)
         return key
 
     # scheduled rules ---------------------------------------------------------------------

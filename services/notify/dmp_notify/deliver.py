@@ -16,14 +16,13 @@ process's next batch) then handles while the first still works on them.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
 import grpc
+from cachetools import TTLCache
 
 from dmp.events.v1 import envelope_pb2
 from dmp.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -86,7 +85,7 @@ class Notifier:
         self.sms = sms
         self.identity = identity
         self.tokens = tokens
-        self._contacts: OrderedDict[str, tuple[float, Person]] = OrderedDict()
+        self._contacts: TTLCache[str, Person] = TTLCache(CONTACT_CACHE, CONTACT_TTL_SECONDS)
 
     def notices(self, event: envelope_pb2.Envelope) -> list[domain.Notice]:
         ins = event.patient_ins
@@ -223,14 +222,9 @@ class Notifier:
         """Contact details (and a patient's legal representatives) from identity, which owns
         them; asked with notify's own token and kept a minute (a change applies within
         CONTACT_TTL_SECONDS)."""
-        cached = self._contacts.get(recipient)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < CONTACT_TTL_SECONDS:
-            return cached[1]
-        found = await self._lookup(recipient)
-        self._contacts[recipient] = (now, found)
-        while len(self._contacts) > CONTACT_CACHE:
-            self._contacts.popitem(last=False)
+        found = self._contacts.get(recipient)
+        if found is None:
+            found = self._contacts[recipient] = await self._lookup(recipient)
         return found
 
     async def _lookup(self, recipient: str) -> Person:
