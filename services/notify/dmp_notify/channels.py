@@ -21,13 +21,6 @@ from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 
 log = get_logger(__name__)
-# Connections kept open for the next messages (one per e-mail being sent at once, up to this),
-# and the notices (e-mails about events) sent at once at most: a consumer handles a batch of up
-# to 64 events at once, and each e-mail beyond the connections kept opened one and closed it
-# after (139 connections for 500 notices under a GP's submissions, a third of notify's CPU on
-# them). A notice waits for a connection kept instead; a one-time code never waits (it is sent
-# on a request's deadline), opening one if none is free.
-IDLE_CONNECTIONS = 16
 # UTF-8 throughout, 7-bit safe through any relay: the text quoted-printable (readable), a
 # subject that is not ASCII in base64 words (choosing the shorter encoding measured the
 # quoted-printable length character by character, half a millisecond a subject).
@@ -57,8 +50,14 @@ class EmailSender:
     """E-mail over SMTP on connections kept open between messages: opening one per message
     (connect, EHLO, and STARTTLS and AUTH where configured) was most of the e-mail's cost.
     A message takes an idle connection or opens one; a connection the relay has closed
-    meanwhile is found out by the send, which is tried once more on a new one. Notices go
-    IDLE_CONNECTIONS at a time at most."""
+    meanwhile is found out by the send, which is tried once more on a new one.
+
+    Up to `smtp_connections` (16) are kept, and notices (e-mails about events) go that many at
+    a time at most: a consumer handles a batch of up to 64 events at once, and each e-mail
+    beyond the connections kept opened one (connect, greeting, EHLO) and closed it after, 139
+    connections for 500 notices under a GP's submissions. A notice waits for a connection kept
+    instead; a one-time code never waits (it is sent on a request's deadline), and opens one
+    if none is free."""
 
     def __init__(self, settings: NotifySettings) -> None:
         self._s = settings
@@ -71,7 +70,7 @@ class EmailSender:
         self._domain = address.rpartition("@")[2] or "dmp.localhost"
         self._address = address  # the envelope's sender
         self._rendered: LRUCache[Message, bytes] = LRUCache(maxsize=RENDERED_NOTICES)
-        self._notices = asyncio.Semaphore(IDLE_CONNECTIONS)
+        self._notices = asyncio.Semaphore(settings.smtp_connections)
 
     def _message(self, to: str, message: Message, delivery: str) -> MIMEText:
         # Built with the standard library's compat32 classes: the modern EmailMessage parsed
@@ -160,7 +159,7 @@ class EmailSender:
             except BaseException:
                 _close(client)  # in an unknown state (a message refused while written, say)
                 raise
-            if len(self._idle) < IDLE_CONNECTIONS:
+            if len(self._idle) < self._s.smtp_connections:
                 self._idle.append(client)
             else:
                 _close(client)

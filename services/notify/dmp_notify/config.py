@@ -27,6 +27,10 @@ class NotifySettings(Settings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_timeout_seconds: float = 10.0
+    # Connections to the relay kept open between messages, and the notices sent at once at
+    # most (a one-time code is sent beside them, on a connection of its own if none is free):
+    # raise it for a relay slow to answer.
+    smtp_connections: int = Field(default=16, ge=1)
     mail_from: str = "DMP <no-reply@dmp.localhost>"
     # Attempts at an event's deliveries (with backoff: 0.5 s, 1 s, 2 s …) before its dead letter.
     max_delivery_attempts: int = 8

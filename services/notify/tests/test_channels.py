@@ -7,7 +7,7 @@ import email
 from email import policy
 from urllib.parse import urlparse
 
-from dmp_notify.channels import IDLE_CONNECTIONS, EmailSender
+from dmp_notify.channels import EmailSender
 from dmp_notify.config import NotifySettings
 from dmp_notify.domain import Message
 from dmp_stack.testing import Infra
@@ -22,6 +22,7 @@ def settings_for(infra: Infra) -> NotifySettings:
         smtp_username="",
         smtp_password=NotifySettings.model_fields["smtp_password"].default,
         smtp_timeout_seconds=10.0,
+        smtp_connections=16,
         mail_from="DMP <no-reply@dmp.localhost>",
     )
 
@@ -67,17 +68,19 @@ async def test_bursts_of_messages_reuse_the_kept_connections(infra: Infra) -> No
             )
         )
         assert opened == 12
-        assert len(sender._idle) == 12 <= IDLE_CONNECTIONS
+        assert len(sender._idle) == 12 <= sender._s.smtp_connections
     assert sent_to(infra, to) == 24
 
 
 async def test_notices_beyond_the_kept_connections_wait_for_one_and_a_code_does_not(
     infra: Infra,
 ) -> None:
-    """Forty notices at once (a consumer's batch of events) go over IDLE_CONNECTIONS
+    """Forty notices at once (a consumer's batch of events) go over `smtp_connections`
     connections, each opened once and kept; a one-time code sent meanwhile opens one of its
     own rather than wait for them."""
-    sender = EmailSender(settings_for(infra))
+    settings = settings_for(infra)
+    settings.smtp_connections = 5
+    sender = EmailSender(settings)
     opened = 0
     open_one = sender._open
 
@@ -95,8 +98,8 @@ async def test_notices_beyond_the_kept_connections_wait_for_one_and_a_code_does_
     await asyncio.sleep(0)  # the notices have taken every slot
     await sender.send(to, Message("Votre code", "123456"))
     await burst
-    assert opened == IDLE_CONNECTIONS + 1
-    assert len(sender._idle) == IDLE_CONNECTIONS
+    assert opened == 5 + 1
+    assert len(sender._idle) == 5
     assert sent_to(infra, to) == 41
 
 
