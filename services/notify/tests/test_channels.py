@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+from collections.abc import Callable
 from email import policy
 from urllib.parse import urlparse
 
@@ -31,6 +32,20 @@ def sent_to(infra: Infra, to: str) -> int:
     return sum(to in path.read_text(errors="replace") for path in infra.maildir.glob("*.eml"))
 
 
+def count_opens(sender: EmailSender) -> Callable[[], int]:
+    """How many connections `sender` has opened since."""
+    opened = 0
+    open_one = sender._open
+
+    async def counted() -> object:
+        nonlocal opened
+        opened += 1
+        return await open_one()
+
+    sender._open = counted  # type: ignore[method-assign]
+    return lambda: opened
+
+
 async def test_messages_share_a_connection_and_a_closed_one_is_replaced(infra: Infra) -> None:
     sender = EmailSender(settings_for(infra))
     to = "connection-check@example.org"
@@ -49,15 +64,7 @@ async def test_bursts_of_messages_reuse_the_kept_connections(infra: Infra) -> No
     """Twelve e-mails sent at once (a batch of events) open a connection each, none waiting for
     another's; all twelve are kept, and the next burst opens none."""
     sender = EmailSender(settings_for(infra))
-    opened = 0
-    open_one = sender._open
-
-    async def counted() -> object:
-        nonlocal opened
-        opened += 1
-        return await open_one()
-
-    sender._open = counted  # type: ignore[method-assign]
+    opened = count_opens(sender)
     to = "burst-check@example.org"
     message = Message("Un nouveau document dans votre DMP", "Bonjour")
     for burst in range(2):
@@ -67,7 +74,7 @@ async def test_bursts_of_messages_reuse_the_kept_connections(infra: Infra) -> No
                 for i in range(12)
             )
         )
-        assert opened == 12
+        assert opened() == 12
         assert len(sender._idle) == 12 <= sender._s.smtp_connections
     assert sent_to(infra, to) == 24
 
@@ -81,15 +88,7 @@ async def test_notices_beyond_the_kept_connections_wait_for_one_and_a_code_does_
     settings = settings_for(infra)
     settings.smtp_connections = 5
     sender = EmailSender(settings)
-    opened = 0
-    open_one = sender._open
-
-    async def counted() -> object:
-        nonlocal opened
-        opened += 1
-        return await open_one()
-
-    sender._open = counted  # type: ignore[method-assign]
+    opened = count_opens(sender)
     to = "many-check@example.org"
     message = Message("Un nouveau document dans votre DMP", "Bonjour")
     burst = asyncio.gather(
@@ -98,7 +97,7 @@ async def test_notices_beyond_the_kept_connections_wait_for_one_and_a_code_does_
     await asyncio.sleep(0)  # the notices have taken every slot
     await sender.send(to, Message("Votre code", "123456"))
     await burst
-    assert opened == 5 + 1
+    assert opened() == 5 + 1
     assert len(sender._idle) == 5
     assert sent_to(infra, to) == 41
 
