@@ -58,5 +58,5 @@ async def forgetting(stop: asyncio.Event, interval: float) -> None:
         if gone := forget_all():
             log.debug("patient_data_forgotten", entries=gone)
 
-    # The first run at start finds them empty; the next, `interval` later.
-    await every(interval, forget, stop, event="patient_data_forget_failed")
+    # Not at start: they are empty then (and a process's other caches are not its to empty).
+    await every(interval, forget, stop, event="patient_data_forget_failed", at_start=False)

@@ -33,12 +33,17 @@ async def every(
     *,
     event: str,
     retry_on: tuple[type[BaseException], ...] = TRANSIENT,
+    at_start: bool = True,
 ) -> None:
-    """`job()` now, then every `interval` seconds until `stop` is set. A failure of a kind in
-    `retry_on` is logged as `event` (warning, with the error's type only: no message, which
-    could carry data) and the job runs again at the next tick."""
+    """`job()` now (`at_start`; else after the first interval), then every `interval` seconds
+    until `stop` is set. A failure of a kind in `retry_on` is logged as `event` (warning, with
+    the error's type only: no message, which could carry data) and the job runs again at the
+    next tick."""
     if interval <= 0:
         raise ValueError("a periodic job needs an interval of more than 0 seconds")
+    if not at_start:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
     while not stop.is_set():
         try:
             await job()

@@ -38,7 +38,7 @@ async def test_the_job_empties_them_each_period_until_stopped() -> None:
     stop = asyncio.Event()
     job = asyncio.create_task(forgetting(stop, interval=0.05))
     await asyncio.sleep(0.01)
-    held["ins"] = "listing"  # read after the first run
+    held["ins"] = "listing"  # read while the job waits for its first period
     for _ in range(100):
         await asyncio.sleep(0.01)
         if not held:

@@ -97,3 +97,21 @@ def test_daily_reads_everything_due_once_a_day_then_that_day_and_the_one_before(
     reads.done(day + timedelta(days=1))
     assert reads.days(day + timedelta(days=1)) == [day, day + timedelta(days=1)]
     assert reads.days(day + timedelta(days=2)) is None
+
+
+async def test_a_job_may_wait_for_its_first_interval() -> None:
+    stop = asyncio.Event()
+    runs: list[float] = []
+
+    async def job() -> None:
+        runs.append(time.monotonic())
+        stop.set()
+
+    started = time.monotonic()
+    await asyncio.wait_for(every(0.1, job, stop, event="t", at_start=False), timeout=5)
+    assert len(runs) == 1 and runs[0] - started >= 0.09
+    stop.clear()
+    stopped = asyncio.Event()
+    stopped.set()
+    await asyncio.wait_for(every(60, job, stopped, event="t", at_start=False), timeout=1)
+    assert len(runs) == 1, "stopped during its first wait: never run"
