@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterab
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,6 +25,8 @@ from dmp_kit.logging import get_logger
 from dmp_kit.tracing import mongo_listeners
 
 Document = dict[str, Any]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 log = get_logger(__name__)
 
 _client: AsyncMongoClient[Document] | None = None
@@ -401,6 +404,35 @@ class Inserts:
                         outcome.set_result(False)
                     else:
                         outcome.set_exception(error)
+
+
+class SharedReads(Generic[K, V]):
+    """Reads by key from tasks that run at once, one command per key: a caller asking for a
+    key whose read is under way waits for that read's answer instead of sending its own.
+    Nothing is kept after the answer: a caller that comes after it reads again, so what a
+    caller gets was read after it asked, or by a read still under way when it asked (as if
+    its own had been answered first).
+
+    For a consumer handling a batch of events at once: a burst of events about one person
+    (a hospital filing a stay's documents) reads their record once, not once each."""
+
+    def __init__(self, read: Callable[[K], Awaitable[V]]) -> None:
+        self._read = read
+        self._under_way: dict[K, asyncio.Future[V]] = {}
+
+    async def get(self, key: K) -> V:
+        read = self._under_way.get(key)
+        if read is None or read.done():
+            read = self._under_way[key] = asyncio.ensure_future(self._read(key))
+            read.add_done_callback(functools.partial(self._done, key))
+        # shielded: a caller cancelled does not cancel the read the others wait for
+        return await asyncio.shield(read)
+
+    def _done(self, key: K, read: asyncio.Future[V]) -> None:
+        if self._under_way.get(key) is read:
+            del self._under_way[key]
+        if not read.cancelled():
+            read.exception()  # retrieved: every caller may have been cancelled meanwhile
 
 
 async def upsert(operation: Callable[[], Awaitable[Any]]) -> Any:

@@ -16,7 +16,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from dmp.events.v1 import envelope_pb2, identity_pb2
 from dmp_kit.bus import (
@@ -30,7 +30,7 @@ from dmp_kit.bus import (
 from dmp_kit.clock import ManualClock
 from dmp_kit.errors import Unavailable
 from dmp_kit.events import new_event
-from dmp_kit.mongo import Inserts, document_locks, insert_all, insert_once
+from dmp_kit.mongo import Inserts, SharedReads, document_locks, insert_all, insert_once
 from dmp_kit.outbox import OutboxRelay, change_document, new_document_with_events, with_events
 from dmp_stack.testing import CommandsSent, Infra
 
@@ -447,6 +447,51 @@ async def test_inserts_give_an_unreachable_database_to_every_caller() -> None:
         )
         assert all(isinstance(o, Exception) for o in outcomes), outcomes
     finally:
+        await client.close()
+
+
+async def test_shared_reads_send_one_command_per_key_under_way(infra: Infra) -> None:
+    """Reads of one key asked while its read is under way share that read's answer (one
+    `find` for a burst of events about one patient); a read asked after the answer is sent
+    again and sees what was written since; a read that fails fails each caller waiting on it,
+    and the next one is tried afresh."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, event_listeners=[commands]
+    )
+    name = f"kit_{secrets.token_hex(4)}"
+    try:
+        col = client[name]["people"]
+        await col.insert_many([{"_id": "a", "v": 1}, {"_id": "b", "v": 2}])
+
+        async def read(key: str) -> Any:
+            if key == "broken":
+                await col.find_one({"_id": {"$bad": 1}})  # refused by the server
+            return await col.find_one({"_id": key})
+
+        reads: SharedReads[str, Any] = SharedReads(read)
+        before = len(commands.of("find", "people"))
+        got = await asyncio.gather(*(reads.get(k) for k in ["a"] * 6 + ["b"] * 3))
+        assert got == [{"_id": "a", "v": 1}] * 6 + [{"_id": "b", "v": 2}] * 3
+        assert len(commands.of("find", "people")) - before == 2  # one per key
+
+        await col.update_one({"_id": "a"}, {"$set": {"v": 10}})
+        assert await reads.get("a") == {"_id": "a", "v": 10}  # asked after: read again
+
+        # a caller cancelled leaves the read to the others waiting on it
+        first = asyncio.create_task(reads.get("b"))
+        second = asyncio.create_task(reads.get("b"))
+        await asyncio.sleep(0)
+        first.cancel()
+        assert await second == {"_id": "b", "v": 2}
+
+        failed = await asyncio.gather(
+            *(reads.get("broken") for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(f, OperationFailure) for f in failed), failed
+        assert await reads.get("a") == {"_id": "a", "v": 10}
+    finally:
+        await client.drop_database(name)
         await client.close()
 
 

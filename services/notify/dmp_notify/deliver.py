@@ -191,7 +191,7 @@ class Notifier:
         )
         DELIVERIES.labels("inbox", "sent").inc()
         if chosen is None:
-            chosen = await self.store.get_preferences(notice.recipient)
+            chosen = (await self.store.recipient_state(notice.recipient)).channels
         channels = domain.validate_preferences(chosen).get(notice.kind, frozenset())
         if not channels:
             return

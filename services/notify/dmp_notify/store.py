@@ -17,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from dmp_kit.mongo import Document, Inserts, Store, insert_once, upsert
+from dmp_kit.mongo import Document, Inserts, SharedReads, Store, insert_once, upsert
 from dmp_notify.domain import Message, sms_text
 
 # How long a write waits for others to go with it after the last one came, and after the
@@ -43,6 +43,8 @@ class NotifyStore(Store):
         self._inbox = Inserts(self.notifications, window=INBOX_WINDOW, longest=INBOX_LONGEST)
         self._deliveries = Inserts(self.deliveries, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
         self._dev_copies = Inserts(self.dev_outbox, window=RECORDS_WINDOW, longest=RECORDS_LONGEST)
+        # and the events of a batch about one patient read their record once
+        self._states = SharedReads(self._read_state)
 
     async def settle(self) -> None:
         for inserts in (self._inbox, self._deliveries, self._dev_copies):
@@ -144,11 +146,16 @@ class NotifyStore(Store):
         return doc
 
     async def get_preferences(self, recipient: str) -> dict[str, list[str]]:
-        return (await self.recipient_state(recipient)).channels
+        """The channels `recipient` chose, read now: someone reading back the choice they
+        just made gets it, never a read begun before."""
+        return (await self._read_state(recipient)).channels
 
     async def recipient_state(self, recipient: str) -> RecipientState:
         """The channels `recipient` chose and, for a patient, when their dossier was last
-        purged: one lookup."""
+        purged: one lookup, shared by the events handled at the same time (SharedReads)."""
+        return await self._states.get(recipient)
+
+    async def _read_state(self, recipient: str) -> RecipientState:
         doc = await self.preferences.find_one({"_id": recipient})
         if doc is None:
             return RecipientState({}, None)
