@@ -54,6 +54,18 @@ STREAM_REPLICAS = 3
 PROCESSES = ("gateway", "identity", "dossier", "consent", "audit", "notify")
 
 
+# Collections holding two kinds of records, sized apart: the dossiers' records and listings,
+# and the documents' content stored beside them (since 2026-12-06; `chunks` before).
+PARTS = {
+    ("dossier", "dossiers"): {
+        "dossiers": {"content_of": {"$exists": False}},
+        "content": {"content_of": {"$exists": True}},
+    }
+}
+# Where documents' content is, by database and collection (or part).
+CONTENT = (("dossier", "chunks"), ("dossier", "content"))
+
+
 async def _sizes(url: str, documents: int) -> dict[str, dict[str, float]]:
     """Bytes per document added, by database and collection."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
@@ -62,11 +74,13 @@ async def _sizes(url: str, documents: int) -> dict[str, dict[str, float]]:
         for name in DATABASES:
             db = client[name]
             for coll in sorted(await db.list_collection_names()):
-                count = await db[coll].estimated_document_count()
-                sample = [len(bson.encode(d)) async for d in db[coll].find({}, limit=200)]
-                if count and sample:
-                    total = count * statistics.mean(sample)
-                    out.setdefault(name, {})[coll] = round(total / documents, 1)
+                for part, query in PARTS.get((name, coll), {coll: {}}).items():
+                    count = await db[coll].count_documents(query)
+                    found = db[coll].find(query, limit=200)
+                    sample = [len(bson.encode(d)) async for d in found]
+                    if count and sample:
+                        total = count * statistics.mean(sample)
+                        out.setdefault(name, {})[part] = round(total / documents, 1)
     finally:
         await client.close()
     return out
@@ -95,7 +109,7 @@ def storage_per_document(documents_per_patient: int) -> dict[str, Any]:
         by_db = asyncio.run(_sizes(infra.mongo.url, documents))
         streams = asyncio.run(_streams(infra.nats.url, documents))
     per_db = {name: round(sum(colls.values()), 1) for name, colls in by_db.items()}
-    content = by_db.get("dossier", {}).get("chunks", 0.0)
+    content = sum(by_db.get(db, {}).get(coll, 0.0) for db, coll in CONTENT)
     result = {
         **header("storage_per_document", __doc__.split("\n\n")[1] if __doc__ else ""),
         "documents": documents,
@@ -165,7 +179,7 @@ def plan() -> dict[str, Any]:
         size
         for db, colls in by_collection.items()
         for coll, size in colls.items()
-        if (db, coll) not in DEV_ONLY and (db, coll) != ("dossier", "chunks")
+        if (db, coll) not in DEV_ONLY and (db, coll) not in CONTENT
     )
     content = storage["content_overhead"] * MEAN_DOCUMENT_BYTES
     trail = sum(audit["bytes_per_entry"].values())

@@ -119,6 +119,8 @@ async def reminder_reveal_and_purge(clock: RunningStack) -> None:
     )
     assert [e.document_visibility_changed.document_id for e in revealed].count(doc_id) == 1
 
+    with MongoClient(stack.infra.mongo.url) as client:  # its content, beside the record
+        assert client["dossier"]["dossiers"].count_documents({"content_of": ins}) == 1
     with patient_client() as c:
         assert c.post(f"/v1/dossiers/{ins}/close").status_code == 200
     stack.set_clock_offset((10 * 366 + 31) * DAY)
@@ -147,4 +149,6 @@ async def reminder_reveal_and_purge(clock: RunningStack) -> None:
         db = client["dossier"]
         assert db["data_keys"].find_one({"_id": ins}) is None
         assert db["dossiers"].find_one({"ins": ins}) is None, "the record and its listings"
-        assert db["chunks"].count_documents({"doc_id": doc_id}) == 0
+        assert db["dossiers"].count_documents({"content_of": ins}) == 0, "its content"
+        assert db["dossiers"].count_documents({"_id": {"$regex": f"^{ins};"}}) == 0
+        assert db["chunks"].count_documents({"doc_id": doc_id}) == 0  # where it was before

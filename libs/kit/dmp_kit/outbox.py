@@ -183,6 +183,7 @@ async def change_document(
     before_write: Callable[[], Awaitable[None]] | None = None,
     remember: bool = False,
     first: Document | None = UNREAD,
+    beside: Sequence[Document] = (),
 ) -> Document | None:
     """Read, decide, write one document — safe against concurrent writers — with its events.
 
@@ -202,6 +203,13 @@ async def change_document(
 
     `first`: the document as the caller read it (whole, outbox included; None: absent), when
     it had to read it before something else: decided on first as if read here.
+
+    `beside`: other documents of the collection (each with its `_id`) the write needs stored
+    before it lands, a new document's content say: each inserted unless its `_id` is there
+    already (sent again with a retried write, it is left as it is). They go in the same
+    command as an update, before it (one round trip, not two); before an insert, in a command
+    of their own. Whatever happens to the write, they may be stored: the caller removes them
+    if it must.
     """
     name = collection.full_name
     async with document_locks.hold(collection.name, doc_id):
@@ -241,6 +249,8 @@ async def change_document(
             if before_write is not None:
                 await before_write()
             if current is None:
+                if beside:
+                    await collection.bulk_write(_stored_once(beside), ordered=True)
                 try:
                     await collection.insert_one(
                         new_document_with_events({"_id": doc_id, **fields}, *events)
@@ -255,9 +265,13 @@ async def change_document(
             guard: Document = {VERSION: version} if version else {VERSION: {"$exists": False}}
             if guessed:
                 guard = {**guard, STAMP: current[STAMP]}
-            result = await collection.update_one(
-                {"_id": doc_id, **guard}, with_events({"$set": fields}, *events)
-            )
+            update = ({"_id": doc_id, **guard}, with_events({"$set": fields}, *events))
+            if beside:  # modified: the update (one stored once is inserted or left as it is)
+                result = await collection.bulk_write(
+                    [*_stored_once(beside), UpdateOne(*update)], ordered=True
+                )
+            else:
+                result = await collection.update_one(*update)
             if guessed:
                 written_documents.found(name, result.modified_count == 1)
                 remembered = None
@@ -273,6 +287,18 @@ async def change_document(
             if remember:
                 written_documents.forget(name, doc_id)
         raise Conflict("the record is being changed by others; try again", slug="contention")
+
+
+def _stored_once(docs: Sequence[Document]) -> list[UpdateOne]:
+    """Each document inserted unless its `_id` is there: matched then, never modified."""
+    return [
+        UpdateOne(
+            {"_id": doc["_id"]},
+            {"$setOnInsert": {k: v for k, v in doc.items() if k != "_id"}},
+            upsert=True,
+        )
+        for doc in docs
+    ]
 
 
 def _note_outbox(

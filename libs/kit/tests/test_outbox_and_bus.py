@@ -526,6 +526,60 @@ async def test_change_document_reports_absence_and_no_change(db: Any) -> None:
     assert same == {"_id": "t3", "x": 1}
 
 
+async def test_documents_stored_beside_a_change_go_in_its_command(infra: Infra) -> None:
+    """`beside`: documents a change needs stored (a new document's content) go in the same
+    `update` command as the change, before it; each inserted once, left as it is when sent
+    again. Before the creation of the document, they go in a command of their own; and when
+    the change does not land (another writer came first), they may be stored all the same
+    and the change is decided again."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, event_listeners=[commands]
+    )
+    name = f"kit_{secrets.token_hex(4)}"
+    try:
+        col = client[name]["things"]
+        await change_document(
+            col, "t", lambda d: {"n": 1}, create=True, beside=[{"_id": "t;a", "data": b"a"}]
+        )
+        assert [c for c, _ in commands.sent if c in ("insert", "update")] == ["update", "insert"]
+        commands.sent.clear()
+        await change_document(
+            col,
+            "t",
+            lambda d: {"n": d["n"] + 1},
+            login_event("a"),
+            beside=[{"_id": "t;b", "data": b"b"}, {"_id": "t;a", "data": b"other"}],
+        )
+        assert [c for c, _ in commands.sent] == ["find", "update"]
+        assert len(commands.of("update")[0]["updates"]) == 3
+        stored = {d["_id"]: d async for d in col.find({})}
+        assert stored["t"]["n"] == 2 and len(stored["t"]["outbox"]) == 1
+        assert stored["t;a"] == {"_id": "t;a", "data": b"a"}, "stored once: left as it was"
+        assert stored["t;b"] == {"_id": "t;b", "data": b"b"}
+
+        # Another writer between the read and the write: not landed, decided again on theirs.
+        decided: list[int] = []
+
+        def after_another(doc: dict[str, Any] | None) -> dict[str, Any]:
+            decided.append(doc["n"] if doc else 0)
+            return {"n": doc["n"] * 10 if doc else 0}
+
+        async def another() -> None:
+            if len(decided) == 1:
+                await col.update_one({"_id": "t"}, {"$set": {"n": 5}, "$inc": {"_v": 1}})
+
+        await change_document(
+            col, "t", after_another, before_write=another, beside=[{"_id": "t;c", "data": b"c"}]
+        )
+        assert decided == [2, 5]
+        assert (await col.find_one({"_id": "t"}))["n"] == 50
+        assert await col.count_documents({"_id": "t;c"}) == 1
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
 async def test_a_change_without_events_leaves_nothing_pending(db: Any) -> None:
     """A write with no event (a consumer's replica of another service's state, say) neither
     flags its document pending nor leaves a previous write's events behind: nothing waits for

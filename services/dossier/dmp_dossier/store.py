@@ -40,6 +40,11 @@ from dmp_kit.outbox import (
 )
 
 CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content is chunked
+# A listed document whose content's chunks are beside its dossier's record in `dossiers`
+# (`content_id`), not in `chunks` (every document written before 2026-12-06).
+BESIDE = "beside"
+# A content chunk's field naming its dossier (not `ins`: no query of listings may find it).
+CONTENT_OF = "content_of"
 KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 # A dossier's documents are listed in this many records, each one record of MongoDB (16 MB
 # at most) rewritten by every change of one of its documents; a document's metadata takes
@@ -178,6 +183,7 @@ class DossierStore(Store):
         await self.chunks.create_index([("doc_id", ASCENDING), ("n", ASCENDING)])
         await self.listings.create_index("ins")
         await self.listings.create_index("hiding")  # the scheduled rules' hidden documents
+        await self.dossiers.create_index(CONTENT_OF, sparse=True)  # a purge's content
         await self.openings.create_index("opener")
         await self.dossiers.create_index([("status", ASCENDING), ("purge_after", ASCENDING)])
         await self.exports.create_index("ins")
@@ -432,7 +438,7 @@ class DossierStore(Store):
         order. Returns the listings' ids, written in that order."""
         ins = new[0].doc["ins"]
         for item in new:
-            await self._insert_chunks(item)
+            await self._insert_content(item)
         first = next((i.supersedes["listing"] for i in new if i.supersedes), None)
         groups: dict[int, list[NewDocument]] = {}
         for item in new:
@@ -462,8 +468,8 @@ class DossierStore(Store):
                 # certainly not written, so the chunks no listing names go too, as far as the
                 # database lets (a purge would not find them). Any other failure may have come
                 # after the write: they stay.
-                await self._drop_chunks(
-                    [i.doc["_id"] for i in new if listing_id(ins, i.doc["listing"]) not in written]
+                await self._drop_content(
+                    [i for i in new if listing_id(ins, i.doc["listing"]) not in written]
                 )
                 raise
             written.append(record)
@@ -543,8 +549,12 @@ class DossierStore(Store):
                         raise RecordChanged(deciding(again))
                 sent.append(True)  # nothing more before the write is sent
 
+            # The content in the listing's command when it is one chunk (most are): one round
+            # trip; else first, in a command of its own.
+            content = content_chunks(item)
             try:
-                await self._insert_chunks(item)
+                if len(content) > 1:
+                    await self.dossiers.insert_many(content)
                 written = await change_document(
                     self.listings,
                     record_id,
@@ -554,21 +564,22 @@ class DossierStore(Store):
                     remember=True,
                     first=first,
                     before_write=decided_on_this_version,
+                    beside=content if len(content) == 1 else (),
                 )
             except RecordChanged as changed:
-                await self._drop_chunks([doc["_id"]])
+                await self._drop_content([item])
                 record = changed.record or deciding(await self.get_dossier(ins))
                 at, first = MOVED, UNREAD
                 item = await decide(record)
                 continue
             except Conflict:
-                await self._drop_chunks([doc["_id"]])
+                await self._drop_content([item])
                 raise
             except BaseException:
                 # The database failing, a lease not obtained, the request cancelled: before any
                 # write of the listing was sent, nothing names the content.
                 if not sent:
-                    await self._drop_chunks([doc["_id"]])
+                    await self._drop_content([item])
                 raise
             if base[0] is not None:  # created: no fence reached it before, nothing to keep
                 assert written is not None
@@ -576,23 +587,18 @@ class DossierStore(Store):
             return record_id
         raise Conflict("the dossier is being changed by others; try again", slug="contention")
 
-    async def _insert_chunks(self, item: NewDocument) -> None:
-        sealed = item.content_sealed
-        pieces = [sealed[i : i + CHUNK_BYTES] for i in range(0, len(sealed), CHUNK_BYTES)]
-        await self.chunks.insert_many(
-            [
-                {"_id": f"{item.doc['_id']}:{n}", "doc_id": item.doc["_id"], "n": n, "data": p}
-                for n, p in enumerate(pieces)
-            ]
-        )
-        item.doc["chunks"] = len(pieces)
+    async def _insert_content(self, item: NewDocument) -> None:
+        await self.dossiers.insert_many(content_chunks(item))
 
-    async def _drop_chunks(self, doc_ids: list[str]) -> None:
-        """The chunks of documents certainly not written, as far as the database lets (a purge
-        would not find them)."""
+    async def _drop_content(self, items: list[NewDocument]) -> None:
+        """The content of documents certainly not written, as far as the database lets (a
+        purge takes what is left)."""
         with contextlib.suppress(PyMongoError):
-            for doc_id in doc_ids:  # an equality each: FerretDB reads `$in` whole
-                await self.chunks.delete_many({"doc_id": doc_id})
+            for item in items:  # an equality each: FerretDB reads `$in` whole
+                for n in range(int(item.doc.get("chunks", 0))):
+                    await self.dossiers.delete_one(
+                        {"_id": content_id(item.doc["ins"], item.doc["_id"], n)}
+                    )
 
     async def change_document_record(
         self, doc: Document, fields: Change, *events: envelope_pb2.Envelope
@@ -625,7 +631,15 @@ class DossierStore(Store):
 
     async def read_content(self, doc: Document) -> bytes:
         """The chunks by their `_id`: a key lookup on every server (FerretDB scans a
-        collection for any other filter, and this one holds every document's content)."""
+        collection for any other filter, and these hold every document's content)."""
+        if doc.get(BESIDE):
+            pieces = []
+            for n in range(int(doc["chunks"])):
+                found = await self.dossiers.find_one({"_id": content_id(doc["ins"], doc["_id"], n)})
+                if found is None:
+                    raise RuntimeError(f"document {doc['_id']}: chunk {n} is missing")
+                pieces.append(bytes(found["data"]))
+            return b"".join(pieces)
         if "chunks" not in doc:  # written before the count was recorded
             cursor = self.chunks.find({"doc_id": doc["_id"]}).sort("n", ASCENDING)
             return b"".join([bytes(c["data"]) async for c in cursor])
@@ -843,8 +857,10 @@ class DossierStore(Store):
         await self.keys.delete_one({"_id": ins})
         await self.purge_exports(ins)
         for doc in await self.documents_of(ins):
-            # An equality each: `$in` would read every chunk on FerretDB.
-            await self.chunks.delete_many({"doc_id": doc["_id"]})
+            if not doc.get(BESIDE):  # an equality each: `$in` would read every chunk on FerretDB
+                await self.chunks.delete_many({"doc_id": doc["_id"]})
+        # Every chunk beside the record, those of submissions that failed midway too.
+        await self.dossiers.delete_many(of_content(ins))
         await self.listings.delete_many(of_dossier(ins))
         for kind in domain.MEASUREMENT_KINDS:
             await self.measurements.delete_one({"_id": series_id(ins, kind)})
@@ -871,6 +887,31 @@ def listing_entries(listing: Document | None) -> list[Document]:
     if len(docs) == 1 and "_id" not in docs[0]:
         return list(docs[0]["d"])
     return docs
+
+
+def content_chunks(item: NewDocument) -> list[Document]:
+    """A new document's content as stored: its sealed bytes in chunks beside its dossier's
+    record (the document's entry notes how many, and where)."""
+    doc, sealed = item.doc, item.content_sealed
+    pieces = [sealed[i : i + CHUNK_BYTES] for i in range(0, len(sealed), CHUNK_BYTES)]
+    doc["chunks"], doc[BESIDE] = len(pieces), True
+    return [
+        {"_id": content_id(doc["ins"], doc["_id"], n), CONTENT_OF: doc["ins"], "data": Binary(p)}
+        for n, p in enumerate(pieces)
+    ]
+
+
+def content_id(ins: str, doc_id: str, n: int) -> str:
+    """A content chunk's `_id` in `dossiers`: `<ins>;<document>:<n>`, just past the range of
+    the dossier's record and listings (`[ins, ins;)`, which their queries name), so that a
+    dossier's content is stored next to it on a ranged shard key (docs/scaling.md)."""
+    return f"{ins};{doc_id}:{n}"
+
+
+def of_content(ins: str) -> dict[str, Any]:
+    """The filter of a dossier's content chunks: by CONTENT_OF (indexed, for FerretDB) and by
+    the range of their `_id`s (for a ranged shard key)."""
+    return {CONTENT_OF: ins, "_id": {"$gte": f"{ins};", "$lt": f"{ins}<"}}
 
 
 def series_id(ins: str, kind: str) -> str:

@@ -20,9 +20,12 @@ from dmp.events.v1 import envelope_pb2
 from dmp_dossier import domain
 from dmp_dossier import store as store_module
 from dmp_dossier.store import (
+    BESIDE,
+    CONTENT_OF,
     FENCING,
     DossierStore,
     NewDocument,
+    content_id,
     hidden_from_patient,
     listing_entries,
     listing_id,
@@ -68,6 +71,11 @@ def _doc(ins: str, n: int, labels: list[str] | None = None) -> dict[str, Any]:
 
 def _event(n: int) -> envelope_pb2.Envelope:
     return envelope_pb2.Envelope(id=f"event-{n}", type="document.added")
+
+
+async def _chunks(store: DossierStore, ins: str, doc_id: str) -> int:
+    """How many chunks of a document's content are stored (beside its dossier's record)."""
+    return await store.dossiers.count_documents({"_id": content_id(ins, doc_id, 0)})
 
 
 async def _outbox_ids(store: DossierStore, ins: str) -> set[str]:
@@ -142,8 +150,8 @@ async def test_a_full_dossier_refuses_more_and_keeps_what_it_has(
     assert refused.value.problem == "dossier-full"
     assert [d["_id"] for d in await store.documents_of(ins)] == ["doc-0002", "doc-0001"]
     assert await _outbox_ids(store, ins) == {"event-1", "event-2"}, "no event of the refused one"
-    assert await store.chunks.count_documents({"doc_id": "doc-0003"}) == 0, "nor its content"
-    assert await store.chunks.count_documents({"doc_id": "doc-0002"}) == 1
+    assert await _chunks(store, ins, "doc-0003") == 0, "nor its content"
+    assert await _chunks(store, ins, "doc-0002") == 1
 
 
 async def test_a_new_document_is_added_after_the_listed_ones_as_stored(
@@ -382,6 +390,46 @@ async def test_a_dossier_another_replica_purged_leaves_this_ones_memory_within_a
     assert await other.data_key(ins, master, record) != key, "purged: a key never seen"
 
 
+async def test_content_is_stored_beside_its_dossier_and_purged_with_it(
+    store: DossierStore,
+) -> None:
+    """A document's content is stored in `dossiers`, just past its dossier's record and
+    listings, where no query of them reaches it; one written before 2026-12-06 has its content
+    in `chunks`, read there. A purge takes both, and content no listing names (a submission
+    that failed midway), and nothing of a neighbouring dossier."""
+    ins = make_ins()
+    neighbour = f"{int(ins) + 1:015d}"
+    for patient in (ins, neighbour):
+        await store.insert_dossier(_dossier(patient))
+        await store.insert_document(_doc(patient, 0) | {"_id": f"new-{patient}"}, b"new")
+    before = _doc(ins, 1)
+    await store.insert_document(before, b"before")
+    # as written before: its chunks in `chunks`, its entry not marked
+    stored = await store.dossiers.find_one({"_id": content_id(ins, before["_id"], 0)})
+    assert stored is not None and stored[CONTENT_OF] == ins and "ins" not in stored
+    await store.dossiers.delete_one({"_id": stored["_id"]})
+    chunk = {"_id": f"{before['_id']}:0", "doc_id": before["_id"], "n": 0, "data": stored["data"]}
+    await store.chunks.insert_one(chunk)
+    entry = await store.get_document(ins, before["_id"])
+    assert entry is not None and entry[BESIDE]
+    await store.change_document_record(entry, lambda d: {BESIDE: False})
+    orphan = {"_id": content_id(ins, "doc-9999", 0), CONTENT_OF: ins, "data": b"x"}
+    await store.dossiers.insert_one(orphan)
+
+    record, listed = await store.dossier_and_documents(ins)
+    assert record is not None and record["_id"] == ins
+    assert {d["_id"] for d in listed} == {f"new-{ins}", before["_id"]}  # no content
+    assert {d["_id"] for d in await store.documents_of(ins)} == {f"new-{ins}", before["_id"]}
+    contents = {d["_id"]: await store.read_content(d) for d in listed}
+    assert contents == {f"new-{ins}": b"new", before["_id"]: b"before"}
+
+    await store.purge(ins)
+    assert await store.dossiers.count_documents({"_id": {"$regex": f"^{ins}"}}) == 0
+    assert await store.chunks.count_documents({"doc_id": before["_id"]}) == 0
+    kept = await store.documents_of(neighbour)
+    assert [await store.read_content(d) for d in kept] == [b"new"]
+
+
 async def test_a_document_joins_a_listing_this_process_wrote_without_reading_it(
     store: DossierStore, infra: Infra
 ) -> None:
@@ -450,7 +498,7 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
     store: DossierStore, infra: Infra
 ) -> None:
     """A listing this process wrote is written again unread, decided on the record its last
-    write was decided on: the content inserted and the listing updated, two commands. A change
+    write was decided on: the content inserted and the listing updated, in one command. A change
     of the record's deciding fields (a closing, a consent change) gives every listing a new
     version before it is answered: the next submission decided on the record as it was does
     not land, and is decided again on the record as it is — here, refused, leaving no content.
@@ -470,23 +518,24 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
 
     try:
         watched = DossierStore(client[store.db.name])
-        assert await submit(0) == ["find", "find", "insert", "insert"]  # listing, then record
-        assert await submit(1) == ["find", "find", "insert", "update"]  # created: read again
-        assert await submit(2) == ["insert", "update"]
+        # listing, then record; the listing created: the content first, on its own
+        assert await submit(0) == ["find", "find", "update", "insert"]
+        assert await submit(1) == ["find", "find", "update"]  # created: read again
+        assert await submit(2) == ["update"]  # the content and the listing, one command
         assert admission.given[-1] == admission.given[-2]
         assert set(admission.given[-1] or {}) == {"_id", "opened_at", "status"}
         # Two at once: the second is guarded by the first's write, decided on the same record.
         commands.sent.clear()
         both = [_doc(ins, n) | {"_id": same[n]} for n in (6, 7)]
         await asyncio.gather(*(watched.add_document(ins, d, admission(d)) for d in both))
-        assert sorted(name for name, _ in commands.sent) == ["insert", "insert", "update", "update"]
+        assert sorted(name for name, _ in commands.sent) == ["update", "update"]
 
         # Consent changes: the epoch is new. The next submission, decided on the record as it
         # was, does not land; its content goes, and it is decided again on the new epoch.
         await store.mark_consent_change(ins, "change-1", done=True, now=T0)
         assert await submit(3) == [
-            *("insert", "update", "find", "find"),  # remembered, fenced: listing, record read
-            *("delete", "insert", "find", "find", "update"),  # decided again, written
+            *("update", "find", "find"),  # remembered, fenced: listing, record read
+            *("delete", "find", "find", "update"),  # decided again, written
         ]
         epoch = (admission.given[-1] or {})["consent_mark"]["epoch"]
         assert epoch and "consent_mark" not in (admission.given[-2] or {})
@@ -496,7 +545,7 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
         with pytest.raises(PermissionDenied):
             await submit(4)
         assert [(r or {}).get("status") for r in admission.given[-2:]] == ["open", "closed"]
-        assert await store.chunks.count_documents({"doc_id": same[4]}) == 0
+        assert await _chunks(store, ins, same[4]) == 0
         listed = {d["_id"] for d in await store.documents_of(ins)}
         assert listed == set(same[:4]) | {same[6], same[7]}
         # the events of what was written, and of no decision that did not land
@@ -533,12 +582,12 @@ async def test_a_failed_submission_leaves_its_content_only_where_its_listing_may
     submission = asyncio.create_task(store.add_document(ins, doc, Admission()(doc)))
     if fails == "cancelled before its write":
         await waiting.wait()
-        assert await store.chunks.count_documents({"doc_id": same[0]}) == 1
+        assert await _chunks(store, ins, same[0]) == 0  # sent with the listing's write
         submission.cancel()
     with pytest.raises(asyncio.CancelledError if fails.startswith("cancelled") else AutoReconnect):
         await submission
     listed = same[0] in {d["_id"] for d in await store.documents_of(ins)}
-    chunks = await store.chunks.count_documents({"doc_id": same[0]})
+    chunks = await _chunks(store, ins, same[0])
     assert (listed, chunks) == ((True, 1) if fails == "after" else (False, 0))
 
 
