@@ -165,3 +165,44 @@ async def test_a_bug_is_internal_and_leaks_nothing(stub: Any) -> None:
         )
     assert exc.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (exc.value.details() or "")
+
+
+async def test_each_methods_handler_is_wrapped_once_and_each_call_still_checked() -> None:
+    """Calls of one method reuse its handler wrapped at the first (not wrapped again at each
+    call), and every call is still checked on its own: its token, its text."""
+    verifier = TokenVerifier(JwksCache(fetch), issuer="i", audience="dmp", clock=SystemClock())
+    layers = [
+        RequestContextInterceptor(),
+        ErrorInterceptor(),
+        AuthInterceptor(verifier, frozenset()),
+        TextInterceptor(),
+    ]
+    server = grpc.aio.server(interceptors=layers)
+    notify_pb2_grpc.add_NotifyServiceServicer_to_server(Probe(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        method = "/dmp.notify.v1.NotifyService/GetPreferences"
+        nul = pb.MarkNotificationReadRequest(id="a\x00b")
+        seen = []
+        for _ in range(3):
+            request = pb.GetPreferencesRequest()
+            await stub.GetPreferences(request, **call_options(3.0, token=token()))
+            seen.append(layers[0]._wrapped[method][1])
+        assert seen[0] is seen[1] is seen[2]
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.GetPreferences(pb.GetPreferencesRequest(), timeout=3.0)  # no token
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.MarkNotificationRead(nul, timeout=3.0)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the caller comes first
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.MarkNotificationRead(nul, **call_options(3.0, token=token()))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "NUL" in (exc.value.details() or "")
+        assert layers[0]._wrapped[method][1] is seen[0]
+    finally:
+        await channel.close()
+        await server.stop(0)

@@ -59,6 +59,11 @@ def _wrap(handler: Handler, method: str, around: Around) -> Handler:
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
+    # By method: the handler last wrapped and its wrapping. The server finds the same handler
+    # for every call of a method, so each is wrapped once, not at every call (a handler and
+    # its closure per interceptor and call).
+    _wrapped: dict[str, tuple[Handler, Handler]]
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -68,7 +73,15 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        return self.wrap(handler, method)
+        try:
+            held = self._wrapped.get(method)
+        except AttributeError:
+            held, self._wrapped = None, {}
+        if held is not None and held[0] is handler:
+            return held[1]
+        wrapped = self.wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         return _wrap(handler, method, self.around)
