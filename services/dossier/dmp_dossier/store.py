@@ -45,6 +45,11 @@ CHUNK_BYTES = 4 * 1024 * 1024  # documents are at most 16 MB in MongoDB; content
 BESIDE = "beside"
 # A content chunk's field naming its dossier (not `ins`: no query of listings may find it).
 CONTENT_OF = "content_of"
+# Submissions of this process writing their content in their listing's command at once; more
+# write it first, in a command of its own. FerretDB 1.24 on PostgreSQL holds a connection of
+# its pool of 50 for each update of a command until the command ends, and hangs for good when
+# every connection is held by commands waiting for another (kit's UPDATES_PER_WRITE).
+TOGETHER_AT_ONCE = 8
 KEYS_HELD = 10_000  # patients' content keys kept in memory (32 bytes each)
 # A dossier's documents are listed in this many records, each one record of MongoDB (16 MB
 # at most) rewritten by every change of one of its documents; a document's metadata takes
@@ -125,6 +130,7 @@ class DossierStore(Store):
         # By listing: the version and stamp of it this process wrote, and the record (its
         # DECIDING fields) that write was decided on.
         self._decided: LRUCache[str, tuple[At, Document]] = patient_data(LRUCache(DECIDED_HELD))
+        self._together = 0  # submissions writing their content with their listing now
 
     @cached_property
     def dossiers(self) -> Any:
@@ -549,11 +555,13 @@ class DossierStore(Store):
                         raise RecordChanged(deciding(again))
                 sent.append(True)  # nothing more before the write is sent
 
-            # The content in the listing's command when it is one chunk (most are): one round
-            # trip; else first, in a command of its own.
+            # The content in the listing's command when it is one chunk (most are) and few
+            # others do so now: one round trip; else first, in a command of its own.
             content = content_chunks(item)
+            together = len(content) == 1 and self._together < TOGETHER_AT_ONCE
+            self._together += together
             try:
-                if len(content) > 1:
+                if not together:
                     await self.dossiers.insert_many(content)
                 written = await change_document(
                     self.listings,
@@ -564,7 +572,7 @@ class DossierStore(Store):
                     remember=True,
                     first=first,
                     before_write=decided_on_this_version,
-                    beside=content if len(content) == 1 else (),
+                    beside=content if together else (),
                 )
             except RecordChanged as changed:
                 await self._drop_content([item])
@@ -581,6 +589,8 @@ class DossierStore(Store):
                 if not sent:
                     await self._drop_content([item])
                 raise
+            finally:
+                self._together -= together
             if base[0] is not None:  # created: no fence reached it before, nothing to keep
                 assert written is not None
                 self._decided[record_id] = (written_version(written), record)

@@ -556,6 +556,36 @@ async def test_a_submission_is_decided_on_the_record_its_listing_was_last_writte
         await client.close()
 
 
+async def test_content_goes_in_a_command_of_its_own_beyond_those_at_once(
+    store: DossierStore, infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond TOGETHER_AT_ONCE submissions writing their content with their listing, the
+    content is inserted first, on its own (FerretDB holds a connection per update of a
+    command): two commands, the same outcome."""
+    ins, same = await _opened(store, listing=3, documents=3)
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, tz_aware=True, event_listeners=[commands]
+    )
+    try:
+        watched = DossierStore(client[store.db.name])
+        admission = Admission()
+        for n in (0, 1):  # created, then written unread
+            doc = _doc(ins, n) | {"_id": same[n]}
+            await watched.add_document(ins, doc, admission(doc))
+        monkeypatch.setattr(store_module, "TOGETHER_AT_ONCE", 0)
+        commands.sent.clear()
+        doc = _doc(ins, 2) | {"_id": same[2]}
+        await watched.add_document(ins, doc, admission(doc))
+        assert [name for name, _ in commands.sent] == ["insert", "update"]
+        assert watched._together == 0
+        listed = {d["_id"]: d for d in await store.documents_of(ins)}
+        assert set(same) <= set(listed)
+        assert [await store.read_content(listed[i]) for i in same] == [b"sealed"] * 3
+    finally:
+        await client.close()
+
+
 @pytest.mark.parametrize("fails", ["before its write", "cancelled before its write", "after"])
 async def test_a_failed_submission_leaves_its_content_only_where_its_listing_may_name_it(
     store: DossierStore, monkeypatch: pytest.MonkeyPatch, fails: str
