@@ -60,6 +60,19 @@ async def db(infra: Infra) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def watched(infra: Infra) -> AsyncIterator[tuple[Any, CommandsSent]]:
+    """A database of its own, on a client whose commands are noted."""
+    commands = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongo.url, event_listeners=[commands]
+    )
+    name = f"kit_{secrets.token_hex(4)}"
+    yield client[name], commands
+    await client.drop_database(name)
+    await client.close()
+
+
+@pytest.fixture
 async def bus(infra: Infra) -> AsyncIterator[EventBus]:
     bus = EventBus(infra.nats.url, "kit-test")
     await bus.connect()
@@ -347,52 +360,46 @@ async def test_insert_all_inserts_the_new_and_names_the_duplicates(db: Any) -> N
     assert await col.find_one({"_id": "d"}) == {"_id": "d"}  # unordered: the others are in
 
 
-async def test_inserts_of_tasks_running_at_once_go_as_one_command(infra: Infra) -> None:
+async def test_inserts_of_tasks_running_at_once_go_as_one_command(
+    watched: tuple[Any, CommandsSent],
+) -> None:
     """Inserts issued together share one `insert` command, and each caller gets its own
     document's outcome: inserted, already there, or the error that refused it alone."""
-    commands = CommandsSent()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, event_listeners=[commands]
+    db, commands = watched
+    col = db["inbox"]
+    await col.insert_one({"_id": "e3", "seen": "before"})
+    inserts = Inserts(col, window=0.05)
+    docs = [{"_id": f"e{i}", "seen": "now"} for i in range(8)] + [{"_id": [1, 2]}]
+    outcomes = await asyncio.gather(
+        *(inserts.insert_once(doc) for doc in docs), return_exceptions=True
     )
-    name = f"kit_{secrets.token_hex(4)}"
-    try:
-        col = client[name]["inbox"]
-        await col.insert_one({"_id": "e3", "seen": "before"})
-        inserts = Inserts(col, window=0.05)
-        docs = [{"_id": f"e{i}", "seen": "now"} for i in range(8)] + [{"_id": [1, 2]}]
-        outcomes = await asyncio.gather(
-            *(inserts.insert_once(doc) for doc in docs), return_exceptions=True
-        )
-        assert outcomes[:8] == [True, True, True, False, True, True, True, True]
-        assert isinstance(outcomes[8], BulkWriteError)  # an array _id: refused, not a duplicate
-        assert len(commands.of("insert", "inbox")) == 2  # the one before, then one for all
-        stored = {d["_id"]: d["seen"] async for d in col.find({})}
-        assert stored == {f"e{i}": "before" if i == 3 else "now" for i in range(8)}
+    assert outcomes[:8] == [True, True, True, False, True, True, True, True]
+    assert isinstance(outcomes[8], BulkWriteError)  # an array _id: refused, not a duplicate
+    assert len(commands.of("insert", "inbox")) == 2  # the one before, then one for all
+    stored = {d["_id"]: d["seen"] async for d in col.find({})}
+    assert stored == {f"e{i}": "before" if i == 3 else "now" for i in range(8)}
 
-        # `most` waiting: sent at once, without waiting out the window
-        inserts = Inserts(col, window=30.0, most=3)
-        started = time.monotonic()
-        done = await asyncio.gather(*(inserts.insert_once({"_id": f"m{i}"}) for i in range(3)))
-        assert done == [True, True, True]
-        assert time.monotonic() - started < 5.0
-        assert len(commands.of("insert", "inbox")) == 3
+    # `most` waiting: sent at once, without waiting out the window
+    inserts = Inserts(col, window=30.0, most=3)
+    started = time.monotonic()
+    done = await asyncio.gather(*(inserts.insert_once({"_id": f"m{i}"}) for i in range(3)))
+    assert done == [True, True, True]
+    assert time.monotonic() - started < 5.0
+    assert len(commands.of("insert", "inbox")) == 3
 
-        # documents trickling in, each within `window` of the one before: one command, sent
-        # `window` after the last; unless `longest` since the first comes before
-        async def trickle(inserts: Inserts, prefix: str) -> list[bool]:
-            async def one(i: int) -> bool:
-                await asyncio.sleep(0.03 * i)
-                return await inserts.insert_once({"_id": f"{prefix}{i}"})
+    # documents trickling in, each within `window` of the one before: one command, sent
+    # `window` after the last; unless `longest` since the first comes before
+    async def trickle(inserts: Inserts, prefix: str) -> list[bool]:
+        async def one(i: int) -> bool:
+            await asyncio.sleep(0.03 * i)
+            return await inserts.insert_once({"_id": f"{prefix}{i}"})
 
-            return await asyncio.gather(*(one(i) for i in range(6)))
+        return await asyncio.gather(*(one(i) for i in range(6)))
 
-        assert await trickle(Inserts(col, window=0.5, longest=5.0), "t") == [True] * 6
-        assert len(commands.of("insert", "inbox")) == 4
-        assert await trickle(Inserts(col, window=0.1, longest=0.1), "u") == [True] * 6
-        assert len(commands.of("insert", "inbox")) >= 6  # the first sent 0.1 s after it came
-    finally:
-        await client.drop_database(name)
-        await client.close()
+    assert await trickle(Inserts(col, window=0.5, longest=5.0), "t") == [True] * 6
+    assert len(commands.of("insert", "inbox")) == 4
+    assert await trickle(Inserts(col, window=0.1, longest=0.1), "u") == [True] * 6
+    assert len(commands.of("insert", "inbox")) >= 6  # the first sent 0.1 s after it came
 
 
 async def test_inserts_settle_sends_what_waits_even_for_a_cancelled_caller(db: Any) -> None:
@@ -450,49 +457,41 @@ async def test_inserts_give_an_unreachable_database_to_every_caller() -> None:
         await client.close()
 
 
-async def test_shared_reads_send_one_command_per_key_under_way(infra: Infra) -> None:
+async def test_shared_reads_send_one_command_per_key_under_way(
+    watched: tuple[Any, CommandsSent],
+) -> None:
     """Reads of one key asked while its read is under way share that read's answer (one
     `find` for a burst of events about one patient); a read asked after the answer is sent
     again and sees what was written since; a read that fails fails each caller waiting on it,
     and the next one is tried afresh."""
-    commands = CommandsSent()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, event_listeners=[commands]
-    )
-    name = f"kit_{secrets.token_hex(4)}"
-    try:
-        col = client[name]["people"]
-        await col.insert_many([{"_id": "a", "v": 1}, {"_id": "b", "v": 2}])
+    db, commands = watched
+    col = db["people"]
+    await col.insert_many([{"_id": "a", "v": 1}, {"_id": "b", "v": 2}])
 
-        async def read(key: str) -> Any:
-            if key == "broken":
-                await col.find_one({"_id": {"$bad": 1}})  # refused by the server
-            return await col.find_one({"_id": key})
+    async def read(key: str) -> Any:
+        if key == "broken":
+            await col.find_one({"_id": {"$bad": 1}})  # refused by the server
+        return await col.find_one({"_id": key})
 
-        reads: SharedReads[str, Any] = SharedReads(read)
-        before = len(commands.of("find", "people"))
-        got = await asyncio.gather(*(reads.get(k) for k in ["a"] * 6 + ["b"] * 3))
-        assert got == [{"_id": "a", "v": 1}] * 6 + [{"_id": "b", "v": 2}] * 3
-        assert len(commands.of("find", "people")) - before == 2  # one per key
+    reads: SharedReads[str, Any] = SharedReads(read)
+    before = len(commands.of("find", "people"))
+    got = await asyncio.gather(*(reads.get(k) for k in ["a"] * 6 + ["b"] * 3))
+    assert got == [{"_id": "a", "v": 1}] * 6 + [{"_id": "b", "v": 2}] * 3
+    assert len(commands.of("find", "people")) - before == 2  # one per key
 
-        await col.update_one({"_id": "a"}, {"$set": {"v": 10}})
-        assert await reads.get("a") == {"_id": "a", "v": 10}  # asked after: read again
+    await col.update_one({"_id": "a"}, {"$set": {"v": 10}})
+    assert await reads.get("a") == {"_id": "a", "v": 10}  # asked after: read again
 
-        # a caller cancelled leaves the read to the others waiting on it
-        first = asyncio.create_task(reads.get("b"))
-        second = asyncio.create_task(reads.get("b"))
-        await asyncio.sleep(0)
-        first.cancel()
-        assert await second == {"_id": "b", "v": 2}
+    # a caller cancelled leaves the read to the others waiting on it
+    first = asyncio.create_task(reads.get("b"))
+    second = asyncio.create_task(reads.get("b"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == {"_id": "b", "v": 2}
 
-        failed = await asyncio.gather(
-            *(reads.get("broken") for _ in range(3)), return_exceptions=True
-        )
-        assert all(isinstance(f, OperationFailure) for f in failed), failed
-        assert await reads.get("a") == {"_id": "a", "v": 10}
-    finally:
-        await client.drop_database(name)
-        await client.close()
+    failed = await asyncio.gather(*(reads.get("broken") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(f, OperationFailure) for f in failed), failed
+    assert await reads.get("a") == {"_id": "a", "v": 10}
 
 
 async def test_insert_all_carries_the_clients_write_concern(infra: Infra) -> None:
@@ -526,58 +525,52 @@ async def test_change_document_reports_absence_and_no_change(db: Any) -> None:
     assert same == {"_id": "t3", "x": 1}
 
 
-async def test_documents_stored_beside_a_change_go_in_its_command(infra: Infra) -> None:
+async def test_documents_stored_beside_a_change_go_in_its_command(
+    watched: tuple[Any, CommandsSent],
+) -> None:
     """`beside`: documents a change needs stored (a new document's content) go in the same
     `update` command as the change, before it; each inserted once, left as it is when sent
     again. Before the creation of the document, they go in a command of their own; and when
     the change does not land (another writer came first), they may be stored all the same
     and the change is decided again."""
-    commands = CommandsSent()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        infra.mongo.url, event_listeners=[commands]
+    db, commands = watched
+    col = db["things"]
+    await change_document(
+        col, "t", lambda d: {"n": 1}, create=True, beside=[{"_id": "t;a", "data": b"a"}]
     )
-    name = f"kit_{secrets.token_hex(4)}"
-    try:
-        col = client[name]["things"]
-        await change_document(
-            col, "t", lambda d: {"n": 1}, create=True, beside=[{"_id": "t;a", "data": b"a"}]
-        )
-        assert [c for c, _ in commands.sent if c in ("insert", "update")] == ["update", "insert"]
-        commands.sent.clear()
-        await change_document(
-            col,
-            "t",
-            lambda d: {"n": d["n"] + 1},
-            login_event("a"),
-            beside=[{"_id": "t;b", "data": b"b"}, {"_id": "t;a", "data": b"other"}],
-        )
-        assert [c for c, _ in commands.sent] == ["find", "update"]
-        assert len(commands.of("update")[0]["updates"]) == 3
-        stored = {d["_id"]: d async for d in col.find({})}
-        assert stored["t"]["n"] == 2 and len(stored["t"]["outbox"]) == 1
-        assert stored["t;a"] == {"_id": "t;a", "data": b"a"}, "stored once: left as it was"
-        assert stored["t;b"] == {"_id": "t;b", "data": b"b"}
+    assert [c for c, _ in commands.sent if c in ("insert", "update")] == ["update", "insert"]
+    commands.sent.clear()
+    await change_document(
+        col,
+        "t",
+        lambda d: {"n": d["n"] + 1},
+        login_event("a"),
+        beside=[{"_id": "t;b", "data": b"b"}, {"_id": "t;a", "data": b"other"}],
+    )
+    assert [c for c, _ in commands.sent] == ["find", "update"]
+    assert len(commands.of("update")[0]["updates"]) == 3
+    stored = {d["_id"]: d async for d in col.find({})}
+    assert stored["t"]["n"] == 2 and len(stored["t"]["outbox"]) == 1
+    assert stored["t;a"] == {"_id": "t;a", "data": b"a"}, "stored once: left as it was"
+    assert stored["t;b"] == {"_id": "t;b", "data": b"b"}
 
-        # Another writer between the read and the write: not landed, decided again on theirs.
-        decided: list[int] = []
+    # Another writer between the read and the write: not landed, decided again on theirs.
+    decided: list[int] = []
 
-        def after_another(doc: dict[str, Any] | None) -> dict[str, Any]:
-            decided.append(doc["n"] if doc else 0)
-            return {"n": doc["n"] * 10 if doc else 0}
+    def after_another(doc: dict[str, Any] | None) -> dict[str, Any]:
+        decided.append(doc["n"] if doc else 0)
+        return {"n": doc["n"] * 10 if doc else 0}
 
-        async def another() -> None:
-            if len(decided) == 1:
-                await col.update_one({"_id": "t"}, {"$set": {"n": 5}, "$inc": {"_v": 1}})
+    async def another() -> None:
+        if len(decided) == 1:
+            await col.update_one({"_id": "t"}, {"$set": {"n": 5}, "$inc": {"_v": 1}})
 
-        await change_document(
-            col, "t", after_another, before_write=another, beside=[{"_id": "t;c", "data": b"c"}]
-        )
-        assert decided == [2, 5]
-        assert (await col.find_one({"_id": "t"}))["n"] == 50
-        assert await col.count_documents({"_id": "t;c"}) == 1
-    finally:
-        await client.drop_database(name)
-        await client.close()
+    await change_document(
+        col, "t", after_another, before_write=another, beside=[{"_id": "t;c", "data": b"c"}]
+    )
+    assert decided == [2, 5]
+    assert (await col.find_one({"_id": "t"}))["n"] == 50
+    assert await col.count_documents({"_id": "t;c"}) == 1
 
 
 async def test_a_change_without_events_leaves_nothing_pending(db: Any) -> None:
