@@ -3,7 +3,8 @@
 One patient with 50 documents (added through the gateway by their GP) is consulted on an idle
 stack while the platform's documents grow around them, from 1,000 to 100,000 documents across
 1,000 patients (copies of a real document's metadata, written straight to the other patients'
-listings; their content is not stored, which only the reads of content would see). At each
+listings, and 4 kB of content each beside their dossier's record, where the platform stores a
+document's content: the collection the reads go to grows as it would). At each
 size, once the stack is idle again (PostgreSQL vacuums and analyses after such a load): a
 page of 50 (p50 of sequential requests), and the dossier page as the portal opens it (the
 dossier with its counts, then the list with the pending count).
@@ -21,13 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bson import Binary
 from pymongo import MongoClient
 
 from bench.cost import cost_stack, processes, settle
 from bench.run import RESULTS, _document, _patient_with_gp, database
-from dmp_dossier.store import listing_entries, listing_fields, listing_id, listing_of, of_dossier
+from dmp_dossier.store import (
+    CONTENT_OF,
+    content_id,
+    listing_entries,
+    listing_fields,
+    listing_id,
+    listing_of,
+    of_dossier,
+)
 
 SIZES = (1_000, 10_000, 30_000, 100_000)
+CONTENT = Binary(os.urandom(4096 + 28))  # a 4 kB document sealed (its nonce and tag)
 PATIENTS = 1_000
 TARGETS = {"consult_p50_ms": 50.0, "dossier_page_p50_ms": 100.0, "flat_within": 0.20}
 
@@ -69,6 +80,7 @@ def dossier_growth(largest: int) -> dict[str, Any]:
 
             written = 50
             for size in sizes:
+                content = []
                 for n in range(written, size):
                     other, doc_id = f"2{n % PATIENTS:014d}", f"bench-{n:07d}"
                     listed = listing_id(other, listing_of(doc_id))
@@ -81,6 +93,11 @@ def dossier_growth(largest: int) -> dict[str, Any]:
                             "listing": listing_of(doc_id),
                         }
                     )
+                    content.append(
+                        {"_id": content_id(other, doc_id, 0), CONTENT_OF: other, "data": CONTENT}
+                    )
+                for first in range(0, len(content), 1000):
+                    listings.insert_many(content[first : first + 1000])
                 for listed, docs in others.items():
                     listings.update_one(
                         {"_id": listed},
