@@ -642,21 +642,16 @@ class DossierStore(Store):
     async def read_content(self, doc: Document) -> bytes:
         """The chunks by their `_id`: a key lookup on every server (FerretDB scans a
         collection for any other filter, and these hold every document's content)."""
-        if doc.get(BESIDE):
-            pieces = []
-            for n in range(int(doc["chunks"])):
-                found = await self.dossiers.find_one({"_id": content_id(doc["ins"], doc["_id"], n)})
-                if found is None:
-                    raise RuntimeError(f"document {doc['_id']}: chunk {n} is missing")
-                pieces.append(bytes(found["data"]))
-            return b"".join(pieces)
         if "chunks" not in doc:  # written before the count was recorded
             cursor = self.chunks.find({"doc_id": doc["_id"]}).sort("n", ASCENDING)
             return b"".join([bytes(c["data"]) async for c in cursor])
         pieces = []
         for n in range(int(doc["chunks"])):
-            # `doc_id` too: the content's shard key (docs/scaling.md), one shard per read.
-            chunk = await self.chunks.find_one({"_id": f"{doc['_id']}:{n}", "doc_id": doc["_id"]})
+            if doc.get(BESIDE):
+                chunk = await self.dossiers.find_one({"_id": content_id(doc["ins"], doc["_id"], n)})
+            else:  # `doc_id` too: the content's shard key (docs/scaling.md), one shard per read
+                query = {"_id": f"{doc['_id']}:{n}", "doc_id": doc["_id"]}
+                chunk = await self.chunks.find_one(query)
             if chunk is None:
                 raise RuntimeError(f"document {doc['_id']}: chunk {n} is missing")
             pieces.append(bytes(chunk["data"]))
