@@ -62,7 +62,8 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     # By method: the handler last wrapped and its wrapping. The server finds the same handler
     # for every call of a method, so each is wrapped once, not at every call (a handler and
     # its closure per interceptor and call).
-    _wrapped: dict[str, tuple[Handler, Handler]]
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -73,10 +74,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        try:
-            held = self._wrapped.get(method)
-        except AttributeError:
-            held, self._wrapped = None, {}
+        held = self._wrapped.get(method)
         if held is not None and held[0] is handler:
             return held[1]
         wrapped = self.wrap(handler, method)
@@ -217,6 +215,7 @@ class AuthInterceptor(_Interceptor):
     """Every method needs a valid access token, except those declared public."""
 
     def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str]) -> None:
+        super().__init__()
         self._verifier = verifier
         self._public = public_methods
 
